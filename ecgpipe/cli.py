@@ -1,0 +1,93 @@
+"""Command line: ``ecgpipe run``, ``ecgpipe config``.
+
+    ecgpipe run --config paper4 --data-dir ../shared/data/physionet --out runs/paper4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from ecgpipe.config import ConfigError, load_config, preset_names
+
+
+def _quiet_environment() -> None:
+    # Telemetry calls fail slowly on machines without internet; reports never depend on them.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    warnings.filterwarnings("ignore", message=".*nodes obtained by tracing the model in eval mode.*")
+
+
+def _overrides(args) -> dict:
+    over: dict = {}
+    if args.workers:
+        over.setdefault("run", {})["n_workers"] = args.workers
+    if args.random_weights:
+        over.setdefault("features", {})["weights"] = "random"
+    return over
+
+
+def cmd_run(args) -> int:
+    _quiet_environment()
+    cfg = load_config(args.config, _overrides(args))
+    from flows.ecg_pipeline import run_pipeline
+
+    report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None)
+    print()
+    if report.get("warning"):
+        print(report["warning"])
+    print(f"report: {os.path.join(args.out, 'report.md')}  (and report.json, confusion_*.png)")
+    print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s")
+    for name, p in report["protocols"].items():
+        print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}")
+    if report["skipped_records"]:
+        print(f"skipped {len(report['skipped_records'])} bad record(s):")
+        for s in report["skipped_records"]:
+            print(f"  {s['record']}: {s['error']}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    if args.name is None:
+        print("presets: " + ", ".join(preset_names()))
+        return 0
+    cfg = load_config(args.name)
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecgpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline (Prefect flow on a Dask cluster)")
+    run.add_argument("--config", default="paper4", help="preset name or path to a TOML file (default: paper4)")
+    run.add_argument("--data-dir", default=None, help="folder with <db>/RECORDS and WFDB files (default: $ECGPIPE_DATA_DIR, else ./data/physionet, downloading what is missing)")
+    run.add_argument("--out", required=True, help="output folder (store.zarr, report.*)")
+    run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    run.add_argument("--workers", type=int, default=None, help="local Dask worker processes (overrides run.n_workers)")
+    run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
+    run.add_argument("--random-weights", action="store_true", help="use untrained backbone weights (tests only; the report says so)")
+    run.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
+    cfg.add_argument("name", nargs="?", default=None)
+    cfg.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"ecgpipe: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

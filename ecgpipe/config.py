@@ -1,0 +1,267 @@
+"""The one validated configuration of an ecgpipe run.
+
+Every choice the paper leaves open (databases, leads, sampling rate, classes, segment length, STFT parameters,
+backbone and layer, classifier, cross-validation) is a field here with a documented default. A config file is TOML;
+unknown keys and invalid values raise :class:`ConfigError` naming the key, e.g. ``spectrogram.nperseg``.
+
+Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by name: ``load_config("paper4")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ecgpipe.databases import KNOWN_DATABASES
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    # extra="forbid" turns a misspelt key into an error instead of a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Strict):
+    """One source database, read from ``DATA_DIR/<name>/`` (WFDB records listed in its RECORDS file)."""
+
+    lead: list[str | int] = Field(
+        default=[0],
+        description="Preferred leads, first available wins: signal names (e.g. 'MLII') or 0-based channel indices.",
+    )
+    records: list[str] = Field(default=[], description="Subset of records to use; empty means every record in RECORDS.")
+    fs: float | None = Field(default=None, description="Expected sampling rate; defaults to the known database's.")
+    annotator: str = Field(default="atr", description="Annotation file extension holding the rhythm labels.")
+    physionet: str | None = Field(default=None, description="PhysioNet slug for online download, e.g. 'mitdb/1.0.0'.")
+    same_subject: dict[str, str] = Field(
+        default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201)."
+    )
+
+    @field_validator("lead")
+    @classmethod
+    def _lead_not_empty(cls, v):
+        if not v:
+            raise ValueError("at least one lead name or index is needed")
+        return v
+
+
+class SegmentSettings(_Strict):
+    target_fs: float = Field(250.0, gt=0, description="Every database is resampled to this rate (Hz).")
+    length_s: float = Field(2.0, gt=0, description="Segment length in seconds.")
+    stride_s: float = Field(2.0, gt=0, description="Step between segment starts; equal to length_s = no overlap.")
+    exclude_labels: list[str] = Field(["(NOISE"], description="Rhythm labels whose episodes are never used.")
+    nan_policy: Literal["error", "drop"] = Field(
+        "error", description="NaN samples in the chosen lead: 'error' rejects the record, 'drop' drops the segments."
+    )
+
+
+class SamplingSettings(_Strict):
+    max_per_class: int | None = Field(None, gt=0, description="Cap on segments per class (random, seeded).")
+    per_class: dict[str, int] = Field({}, description="Caps for individual classes; override max_per_class.")
+    seed: int = 0
+
+
+class SpectrogramSettings(_Strict):
+    window: str = Field("hann", description="scipy.signal window name.")
+    nperseg: int = Field(64, gt=1, description="STFT window length in samples (at target_fs).")
+    noverlap: int = Field(56, ge=0, description="Samples shared by consecutive STFT windows.")
+    nfft: int = Field(256, gt=1, description="FFT length (zero-padded); sets the frequency grid.")
+    fmin: float = Field(0.0, ge=0, description="Lowest frequency kept (Hz).")
+    fmax: float = Field(50.0, gt=0, description="Highest frequency kept (Hz).")
+    scaling: Literal["log", "db", "linear"] = Field("log", description="log10(power+eps), decibels, or raw power.")
+    eps: float = Field(1e-10, gt=0)
+    standardize: bool = Field(True, description="z-score each segment first, so amplitude units do not matter.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.noverlap >= self.nperseg:
+            raise ValueError(f"noverlap ({self.noverlap}) must be smaller than nperseg ({self.nperseg})")
+        if self.nfft < self.nperseg:
+            raise ValueError(f"nfft ({self.nfft}) must be at least nperseg ({self.nperseg})")
+        if self.fmax <= self.fmin:
+            raise ValueError(f"fmax ({self.fmax}) must be above fmin ({self.fmin})")
+        return self
+
+
+class FeatureSettings(_Strict):
+    backbone: str = Field("efficientnet_lite0", description="Name in ecgpipe.backbones.BACKBONES.")
+    layer: str | None = Field(None, description="Layer (graph node) to tap; None = the backbone's pooled output.")
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained", description="'random' is for tests only; reports made with it say so on their first line."
+    )
+    weights_path: str | None = Field(None, description="Local weights file (state dict), used before any download.")
+    image_size: int = Field(224, gt=15)
+    batch_size: int = Field(32, gt=0)
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference.")
+
+
+class ClassifierSettings(_Strict):
+    kind: Literal["svc"] = "svc"
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+    C: float = Field(10.0, gt=0)
+    gamma: str | float = "scale"
+    class_weight: Literal["balanced"] | None = None
+
+
+class CVSettings(_Strict):
+    n_splits: int = Field(10, ge=2)
+    seed: int = 0
+    protocols: list[Literal["stratified_10fold", "grouped_by_subject"]] = ["stratified_10fold", "grouped_by_subject"]
+
+
+class RunSettings(_Strict):
+    chunk_size: int = Field(256, gt=0, description="Segments per spectrogram/feature task (and per Zarr chunk).")
+    n_workers: int = Field(2, gt=0, description="Worker processes of the local Dask cluster.")
+    threads_per_worker: int = Field(1, gt=0)
+    strict: bool = Field(False, description="Fail on the first bad record instead of skipping it.")
+
+
+class PipelineConfig(_Strict):
+    name: str = "custom"
+    description: str = ""
+    databases: dict[str, DatabaseSettings]
+    classes: dict[str, list[str]] = Field(description="class name -> rhythm labels (annotation aux notes).")
+    segments: SegmentSettings = SegmentSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    spectrogram: SpectrogramSettings = SpectrogramSettings()
+    features: FeatureSettings = FeatureSettings()
+    classifier: ClassifierSettings = ClassifierSettings()
+    cv: CVSettings = CVSettings()
+    run: RunSettings = RunSettings()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.databases:
+            raise ValueError("databases: at least one database is needed")
+        for name, db in self.databases.items():
+            if db.fs is None and name not in KNOWN_DATABASES:
+                raise ValueError(
+                    f"databases.{name}: unknown database; give its 'fs' (and 'physionet' slug to download it)"
+                )
+        if len(self.classes) < 2:
+            raise ValueError("classes: at least two classes are needed")
+        owner: dict[str, str] = {}
+        for cls, labels in self.classes.items():
+            if not labels:
+                raise ValueError(f"classes.{cls}: no rhythm labels given")
+            for label in labels:
+                if not label.startswith("("):
+                    raise ValueError(f"classes.{cls}: rhythm label {label!r} must start with '(' like '(AFIB'")
+                if label in owner:
+                    raise ValueError(f"classes: label {label!r} is in both {owner[label]!r} and {cls!r}")
+                if label in self.segments.exclude_labels:
+                    raise ValueError(f"classes.{cls}: label {label!r} is also in segments.exclude_labels")
+                owner[label] = cls
+        for cls in self.sampling.per_class:
+            if cls not in self.classes:
+                raise ValueError(f"sampling.per_class.{cls}: not a class (classes: {sorted(self.classes)})")
+        if self.spectrogram.nperseg > self.segment_length:
+            raise ValueError(
+                f"spectrogram.nperseg ({self.spectrogram.nperseg}) exceeds the segment length "
+                f"({self.segment_length} samples at {self.segments.target_fs} Hz)"
+            )
+        if self.spectrogram.fmax > self.segments.target_fs / 2:
+            raise ValueError(f"spectrogram.fmax ({self.spectrogram.fmax}) is above Nyquist ({self.segments.target_fs / 2})")
+        return self
+
+    # --- derived values -------------------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+    @property
+    def label_to_class(self) -> dict[str, str]:
+        return {label: cls for cls, labels in self.classes.items() for label in labels}
+
+    @property
+    def segment_length(self) -> int:
+        return int(round(self.segments.length_s * self.segments.target_fs))
+
+    @property
+    def segment_stride(self) -> int:
+        return int(round(self.segments.stride_s * self.segments.target_fs))
+
+    def database(self, name: str) -> DatabaseSettings:
+        """Settings of one database with registry defaults (fs, physionet slug, same-subject map) filled in."""
+        db = self.databases[name]
+        known = KNOWN_DATABASES.get(name)
+        if known is None:
+            return db
+        return db.model_copy(
+            update={
+                "fs": db.fs if db.fs is not None else known.fs,
+                "physionet": db.physionet or known.physionet,
+                "same_subject": db.same_subject or dict(known.same_subject),
+            }
+        )
+
+    def class_cap(self, cls: str) -> int | None:
+        return self.sampling.per_class.get(cls, self.sampling.max_per_class)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some config sections: names a stage's output by the settings that made it."""
+        payload = {s: self.model_dump(mode="json")[s] for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt? see the documented keys in ecgpipe/config.py)"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ecgpipe.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(name_or_path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+    """Load a preset by name (``paper4``) or a TOML file by path; ``overrides`` is merged section by section."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        text, source = path.read_text(), str(path)
+    else:
+        name = str(name_or_path)
+        if name not in preset_names():
+            raise ConfigError(f"no preset named {name!r}; presets: {', '.join(preset_names())}; or give a .toml path")
+        text = resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()
+        source = f"preset {name}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    if overrides:
+        data = _merge(data, overrides)
+    return config_from_dict(data, source)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

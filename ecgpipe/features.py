@@ -1,0 +1,108 @@
+"""CNN features of spectrograms: spectrogram -> 224x224 -> 3 channels -> ImageNet normalisation -> backbone -> pooled.
+
+The layer tap uses torchvision's ``create_feature_extractor`` (one mechanism for every backbone); a 4-D activation is
+globally average-pooled to a vector. A worker process builds its extractor once and reuses it for every chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from ecgpipe.backbones import backbone_spec, load_backbone
+from ecgpipe.config import FeatureSettings
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"features.device = {name!r}, but CUDA is not available on this worker")
+    return device
+
+
+def spectrograms_to_images(spec: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, F, T) log-spectrograms -> (n, 3, size, size) ImageNet-normalised images, all on spec's device.
+
+    Each spectrogram is min-max scaled to [0, 1] on its own (a photo's pixel range), flipped so low frequencies are at
+    the bottom as in a plotted spectrogram, resized bilinearly and repeated over the three colour channels.
+    """
+    x = spec.float().flip(1).unsqueeze(1)
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    hi = x.amax(dim=(2, 3), keepdim=True)
+    x = (x - lo) / torch.clamp(hi - lo, min=1e-6)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.expand(-1, 3, -1, -1) - mean) / std
+
+
+class FeatureExtractor:
+    """Callable mapping (n, F, T) spectrograms (numpy) to (n, D) float32 features."""
+
+    def __init__(self, settings: FeatureSettings):
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(settings.torch_threads)
+        spec = backbone_spec(settings.backbone)
+        model, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
+        self.layer = settings.layer or spec.pooled_layer
+        try:
+            with warnings.catch_warnings():
+                # "nodes obtained in eval mode are a subsequence of train mode": we only ever run in eval mode.
+                warnings.simplefilter("ignore", UserWarning)
+                extractor = create_feature_extractor(model.eval(), return_nodes={self.layer: "features"})
+        except Exception as exc:
+            from torchvision.models.feature_extraction import get_graph_node_names
+
+            nodes = get_graph_node_names(model)[1]
+            raise ValueError(
+                f"features.layer: {self.layer!r} is not a node of {settings.backbone} ({exc}); "
+                f"some nodes: {', '.join(nodes[-8:])}"
+            ) from None
+        self.model = extractor.eval().to(self.device, memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, spectrograms: np.ndarray) -> np.ndarray:
+        out = []
+        bs = self.settings.batch_size
+        use_amp = self.device.type == "cuda"
+        for i in range(0, len(spectrograms), bs):
+            batch = torch.from_numpy(np.ascontiguousarray(spectrograms[i : i + bs], dtype=np.float32))
+            images = spectrograms_to_images(batch.to(self.device, non_blocking=True), self.settings.image_size)
+            images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                act = self.model(images)["features"]
+            if act.ndim == 4:
+                act = act.mean(dim=(2, 3))  # global average pooling of a feature map
+            elif act.ndim == 3:
+                act = act.mean(dim=1)
+            out.append(act.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.feature_width()), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def feature_width(self) -> int:
+        dummy = np.zeros((1, 8, 8), dtype=np.float32)
+        return self(dummy).shape[1]
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_extractor(settings_json: str) -> FeatureExtractor:
+    return FeatureExtractor(FeatureSettings.model_validate_json(settings_json))
+
+
+def get_extractor(settings: FeatureSettings) -> FeatureExtractor:
+    """The process-wide extractor for these settings: a Dask worker loads the model once, not once per chunk."""
+    return _cached_extractor(json.dumps(settings.model_dump(mode="json"), sort_keys=True))

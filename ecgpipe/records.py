@@ -1,0 +1,170 @@
+"""Reading WFDB records and their rhythm episodes, with errors that name the record and the problem.
+
+A record is read with ``wfdb`` from ``<data_dir>/<database>/<record>.{hea,dat,atr}``. Before any sample is used the
+reader checks what a broken copy would get wrong: header present and parseable, sampling rate as expected, the wanted
+lead present, every sample there (length and the header's 16-bit checksum), annotations present, no NaNs. Each check
+raises :class:`RecordError`, which the pipeline reports per record instead of letting one bad file spoil the run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+from ecgpipe.config import DatabaseSettings
+
+
+class RecordError(Exception):
+    """A record cannot be used. ``str(err)`` is ``"<record path>: <problem>"``."""
+
+    def __init__(self, record_path: str | Path, problem: str):
+        self.record_path = str(record_path)
+        self.problem = problem
+        super().__init__(f"{record_path}: {problem}")
+
+    def __reduce__(self):  # keep both fields when the error crosses process boundaries (Dask, Prefect)
+        return (RecordError, (self.record_path, self.problem))
+
+
+@dataclass(frozen=True)
+class RhythmEpisode:
+    """A stretch of one rhythm: samples ``[start, end)`` at the record's own sampling rate."""
+
+    label: str
+    start: int
+    end: int
+
+    @property
+    def n_samples(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class EcgRecord:
+    database: str
+    record: str
+    path: str  # record path without extension
+    fs: float
+    lead: str
+    signal: np.ndarray  # 1-D, physical units (mV), float64
+    episodes: list[RhythmEpisode]
+    n_nan: int = 0
+
+
+def clean_aux_note(note: str) -> str:
+    # MIT-BIH aux notes carry a trailing NUL ("(AFIB\x00"); whitespace also occurs in other databases.
+    return note.replace("\x00", "").strip()
+
+
+def rhythm_episodes(samples, symbols, aux_notes, sig_len: int) -> list[RhythmEpisode]:
+    """Rhythm episodes from annotations: each ``+`` annotation whose aux note starts with ``(`` opens an episode that
+    lasts until the next rhythm annotation or the end of the record. Samples before the first one (the unlabelled
+    lead-in) belong to no episode. Zero-length episodes are dropped."""
+    changes = [
+        (int(s), clean_aux_note(a))
+        for s, sym, a in zip(samples, symbols, aux_notes)
+        if sym == "+" and a and clean_aux_note(a).startswith("(")
+    ]
+    changes.sort(key=lambda c: c[0])
+    episodes = []
+    for i, (start, label) in enumerate(changes):
+        end = changes[i + 1][0] if i + 1 < len(changes) else sig_len
+        start, end = max(start, 0), min(end, sig_len)
+        if end > start:
+            episodes.append(RhythmEpisode(label, start, end))
+    return episodes
+
+
+def list_records(db_dir: str | Path) -> list[str]:
+    """Record names from the database's RECORDS file (one per line, PhysioNet's layout)."""
+    records_file = Path(db_dir) / "RECORDS"
+    if not records_file.is_file():
+        raise FileNotFoundError(
+            f"{records_file} not found: a database folder needs a RECORDS file listing its records, one per line"
+        )
+    return [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
+
+
+def _choose_lead(sig_names: list[str], wanted: list[str | int]) -> int:
+    for choice in wanted:
+        if isinstance(choice, int):
+            if 0 <= choice < len(sig_names):
+                return choice
+        elif choice in sig_names:
+            return sig_names.index(choice)
+    raise LookupError(f"no lead matching {wanted} (the record has {sig_names})")
+
+
+def read_record(
+    db_dir: str | Path,
+    database: str,
+    record: str,
+    settings: DatabaseSettings,
+    nan_policy: str = "error",
+) -> EcgRecord:
+    """Read one lead of one record and its rhythm episodes, validating everything on the way."""
+    path = os.path.join(str(db_dir), record)
+    header_file = path + ".hea"
+    if not os.path.isfile(header_file):
+        raise RecordError(path, f"header file {header_file} not found (missing record?)")
+    try:
+        header = wfdb.rdheader(path)
+    except Exception as exc:  # wfdb raises many types for a bad header
+        raise RecordError(path, f"malformed header {header_file}: {type(exc).__name__}: {exc}") from None
+    if not header.sig_name or not header.sig_len:
+        raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")
+    if settings.fs is not None and abs(float(header.fs) - float(settings.fs)) > 1e-6:
+        raise RecordError(path, f"sampling rate {header.fs} Hz, but database {database} is configured for {settings.fs} Hz")
+    try:
+        channel = _choose_lead(list(header.sig_name), list(settings.lead))
+    except LookupError as exc:
+        raise RecordError(path, str(exc)) from None
+
+    for fname in set(header.file_name):
+        data_file = os.path.join(str(db_dir), fname)
+        if not os.path.isfile(data_file):
+            raise RecordError(path, f"signal file {data_file} not found")
+    try:
+        rec = wfdb.rdrecord(path, channels=[channel], physical=False)
+    except Exception as exc:
+        raise RecordError(path, f"unreadable signal: {type(exc).__name__}: {exc}") from None
+    digital = rec.d_signal
+    if digital is None or digital.shape[0] != header.sig_len:
+        got = 0 if digital is None else digital.shape[0]
+        raise RecordError(path, f"truncated signal: {got} samples read, header says {header.sig_len}")
+    if rec.checksum and rec.checksum[0] is not None:
+        # The header's checksum is the 16-bit sum of all samples: it catches truncated or altered signal files
+        # that wfdb would otherwise read silently (it pads short format-212 files).
+        actual = rec.calc_checksum()[0]
+        if (actual - rec.checksum[0]) % 65536 != 0:
+            raise RecordError(path, f"signal checksum mismatch (header {rec.checksum[0]}, data {actual}): file truncated or altered")
+    signal = rec.dac(expanded=False, return_res=64)[:, 0]
+    n_nan = int(np.isnan(signal).sum())
+    if n_nan and nan_policy == "error":
+        first = int(np.flatnonzero(np.isnan(signal))[0])
+        raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channel]} (first at sample {first})")
+
+    ann_file = f"{path}.{settings.annotator}"
+    if not os.path.isfile(ann_file):
+        raise RecordError(path, f"annotation file {ann_file} not found")
+    try:
+        ann = wfdb.rdann(path, settings.annotator)
+    except Exception as exc:
+        raise RecordError(path, f"unreadable annotation file {ann_file}: {type(exc).__name__}: {exc}") from None
+    aux = ann.aux_note if ann.aux_note is not None else [""] * len(ann.sample)
+    episodes = rhythm_episodes(ann.sample, ann.symbol, aux, header.sig_len)
+
+    return EcgRecord(
+        database=database,
+        record=record,
+        path=path,
+        fs=float(header.fs),
+        lead=header.sig_name[channel],
+        signal=signal,
+        episodes=episodes,
+        n_nan=n_nan,
+    )

@@ -1,0 +1,107 @@
+"""Writing a run's report: ``report.json`` (for scripts), ``report.md`` (for people), a confusion-matrix PNG per protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on headless workers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+PROTOCOL_TITLES = {
+    "stratified_10fold": "Stratified 10-fold over segments (the paper's protocol; patients shared across folds)",
+    "grouped_by_subject": "Stratified group k-fold by subject (no patient in both training and test)",
+}
+
+RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
+
+
+def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
+    cm = np.asarray(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = cm / cm.sum(axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2.5, 1.1 * len(class_names) + 2))
+    ax.imshow(np.nan_to_num(frac), cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            colour = "white" if np.nan_to_num(frac[i, j]) > 0.6 else "black"
+            ax.text(j, i, f"{cm[i, j]}\n{np.nan_to_num(frac[i, j]):.1%}", ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("annotated")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def render_markdown(report: dict) -> str:
+    lines = []
+    if report.get("warning"):
+        lines += [f"**{report['warning']}**", ""]
+    lines += [f"# ecgpipe report: {report['config_name']}", ""]
+    lines += [
+        f"- segments: {report['n_segments']} from {report['n_subjects']} subjects, {report['n_records_used']} records "
+        f"({', '.join(report['databases'])})",
+        f"- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
+        f"- backbone: {report['backbone']} layer `{report['layer']}` ({report['feature_width']} features), "
+        f"weights: {report['weights']}",
+        f"- spectrogram: {report['spectrogram_shape'][0]} frequencies x {report['spectrogram_shape'][1]} frames per segment",
+        f"- classifier: {report['classifier']}",
+        f"- wall time: {report['wall_s']:.0f} s",
+        "",
+        "## Results",
+        "",
+        "| protocol | folds | accuracy | balanced accuracy | macro-F1 | accuracy per fold (mean ± std) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, p in report["protocols"].items():
+        lines.append(
+            f"| {name} | {p['n_folds']} | {_pct(p['accuracy'])} | {_pct(p['balanced_accuracy'])} | "
+            f"{p['macro_f1']:.3f} | {_pct(p['accuracy_fold_mean'])} ± {_pct(p['accuracy_fold_std'])} |"
+        )
+    for name, p in report["protocols"].items():
+        lines += ["", f"### {name}", "", PROTOCOL_TITLES.get(name, name) + (f"; {p['note']}" if p["note"] else ""), ""]
+        lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        for cls, m in p["per_class"].items():
+            lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+        lines += ["", f"![confusion matrix]({p['confusion_png']})", ""]
+        names = list(p["per_class"])
+        lines += ["| annotated \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for cls, row in zip(names, p["confusion_matrix"]):
+            lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Data", "", "| class | " + " | ".join(report["databases"]) + " | subjects |"]
+    lines.append("|---|" + "---:|" * (len(report["databases"]) + 1))
+    for cls in report["class_counts"]:
+        by_db = report["class_counts_by_database"].get(cls, {})
+        lines.append(
+            f"| {cls} | " + " | ".join(str(by_db.get(db, 0)) for db in report["databases"])
+            + f" | {report['subjects_per_class'].get(cls, 0)} |"
+        )
+    if report["skipped_records"]:
+        lines += ["", "## Skipped records", ""]
+        lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]
+    if report.get("unmatched_labels"):
+        lines += ["", "Rhythm labels configured for a class but found in no record: " + ", ".join(report["unmatched_labels"])]
+    lines += ["", f"ecgpipe {report['code_version']}; full configuration in report.json.", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, p in report["protocols"].items():
+        png = f"confusion_{name}.png"
+        plot_confusion(p["confusion_matrix"], list(p["per_class"]), PROTOCOL_TITLES.get(name, name), out / png)
+        p["confusion_png"] = png
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render_markdown(report))
+    return out / "report.md"

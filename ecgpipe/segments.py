@@ -1,0 +1,112 @@
+"""Segments: fixed-length windows lying completely inside one rhythm episode, at one common sampling rate.
+
+Pure functions (numpy/scipy only). Every database is resampled to the same rate so that no classifier can tell the
+source database (and through it the class) from the sampling rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from ecgpipe.records import RhythmEpisode
+
+
+def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling (``scipy.signal.resample_poly``, anti-aliasing FIR built in) from fs_in to fs_out."""
+    if fs_in == fs_out:
+        return np.asarray(signal, dtype=np.float64)
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    if abs(float(ratio) - fs_out / fs_in) > 1e-9 * fs_out / fs_in:
+        raise ValueError(f"cannot express {fs_in} Hz -> {fs_out} Hz as a small rational ratio")
+    return resample_poly(signal, ratio.numerator, ratio.denominator)
+
+
+@dataclass(frozen=True)
+class SegmentWindows:
+    """Windows of one record: start samples (at the target rate) and the index of the episode each comes from."""
+
+    starts: np.ndarray  # int64
+    episode: np.ndarray  # int32, index into the record's episode list
+
+
+def segment_windows(
+    episodes: list[RhythmEpisode],
+    usable_labels: set[str],
+    fs_in: float,
+    fs_out: float,
+    length: int,
+    stride: int,
+    n_out: int | None = None,
+) -> SegmentWindows:
+    """Starts (in target-rate samples) of windows of ``length`` samples, every ``stride`` samples from each episode's
+    start, that lie completely inside an episode whose label is in ``usable_labels``. ``n_out`` is the resampled
+    signal's length, so no window runs past it."""
+    starts, owner = [], []
+    scale = fs_out / fs_in
+    for i, ep in enumerate(episodes):
+        if ep.label not in usable_labels:
+            continue
+        first = math.ceil(ep.start * scale)
+        last_end = math.floor(ep.end * scale)  # exclusive end at the target rate
+        if n_out is not None:
+            last_end = min(last_end, n_out)
+        if last_end - first < length:
+            continue
+        s = np.arange(first, last_end - length + 1, stride, dtype=np.int64)
+        starts.append(s)
+        owner.append(np.full(len(s), i, dtype=np.int32))
+    if not starts:
+        return SegmentWindows(np.zeros(0, np.int64), np.zeros(0, np.int32))
+    return SegmentWindows(np.concatenate(starts), np.concatenate(owner))
+
+
+def cut_windows(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Stack ``signal[s:s+length]`` for every start into an (n, length) array (vectorised gather)."""
+    if len(starts) == 0:
+        return np.zeros((0, length), dtype=signal.dtype)
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length)[None, :]
+    return signal[idx]
+
+
+def nan_free(signal_native: np.ndarray, starts: np.ndarray, length: int, fs_in: float, fs_out: float) -> np.ndarray:
+    """Mask of windows whose span (plus a margin for the resampling filter) holds no NaN in the native signal."""
+    bad = np.isnan(signal_native)
+    if not bad.any():
+        return np.ones(len(starts), dtype=bool)
+    scale = fs_in / fs_out
+    margin = int(math.ceil(20 * max(scale, 1.0)))  # resample_poly's FIR reaches ~10 taps per phase each side
+    cum = np.concatenate([[0], np.cumsum(bad)])
+    lo = np.clip(np.floor(starts * scale).astype(np.int64) - margin, 0, len(bad))
+    hi = np.clip(np.ceil((starts + length) * scale).astype(np.int64) + margin, 0, len(bad))
+    return (cum[hi] - cum[lo]) == 0
+
+
+def fill_nan(signal: np.ndarray) -> np.ndarray:
+    """Linear interpolation over NaN samples (only so the resampling filter can run; such windows are dropped)."""
+    bad = np.isnan(signal)
+    if not bad.any():
+        return signal
+    if bad.all():
+        return np.zeros_like(signal)
+    out = signal.copy()
+    idx = np.arange(len(signal))
+    out[bad] = np.interp(idx[bad], idx[~bad], signal[~bad])
+    return out
+
+
+def select_balanced(class_index: np.ndarray, caps: dict[int, int | None], seed: int) -> np.ndarray:
+    """Indices of a seeded random subset with at most ``caps[c]`` items of class c (None = keep all), sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in sorted(caps):
+        members = np.flatnonzero(class_index == c)
+        cap = caps[c]
+        if cap is not None and len(members) > cap:
+            members = rng.choice(members, size=cap, replace=False)
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)

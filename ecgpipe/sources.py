@@ -1,0 +1,71 @@
+"""Where records come from: a local copy, or PhysioNet through wfdb's own download.
+
+Resolution order for the data directory: ``--data-dir`` > ``$ECGPIPE_DATA_DIR`` > ``./data/physionet``. A database is
+read from ``<data dir>/<database>/`` when that folder holds a RECORDS file; otherwise it is downloaded there with
+``wfdb.dl_database`` (needs internet), and a failed download says how to point at a local copy instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ecgpipe.config import PipelineConfig
+from ecgpipe.records import list_records
+
+DATA_DIR_ENV = "ECGPIPE_DATA_DIR"
+DEFAULT_DATA_DIR = Path("data") / "physionet"
+
+
+class DataSourceError(RuntimeError):
+    pass
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    if data_dir:
+        return Path(data_dir).expanduser().resolve()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser().resolve()
+    return DEFAULT_DATA_DIR.resolve()
+
+
+def database_dir(config: PipelineConfig, database: str, data_dir: Path, download: bool = True) -> Path:
+    """Local folder of one database, downloading it from PhysioNet first when it is not there."""
+    folder = data_dir / database
+    if (folder / "RECORDS").is_file():
+        return folder
+    slug = config.database(database).physionet
+    hint = (
+        f"Point ecgpipe at a local copy with --data-dir DIR (or ${DATA_DIR_ENV}=DIR), where DIR/{database}/ holds the "
+        f"WFDB files (.hea, .dat, .{config.databases[database].annotator}) and a RECORDS file."
+    )
+    if not download or not slug:
+        raise DataSourceError(f"database {database!r} not found at {folder} (no RECORDS file). {hint}")
+    import wfdb
+
+    wanted = config.databases[database].records or "all"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        wfdb.dl_database(slug, dl_dir=str(folder), records=wanted, annotators="all")
+        if not (folder / "RECORDS").is_file():
+            # dl_database does not copy the RECORDS index itself; write the records we fetched.
+            names = wanted if wanted != "all" else wfdb.get_record_list(slug)
+            (folder / "RECORDS").write_text("\n".join(names) + "\n")
+    except Exception as exc:
+        raise DataSourceError(
+            f"database {database!r} is not at {folder} and downloading {slug} from PhysioNet failed "
+            f"({type(exc).__name__}: {exc}). {hint}"
+        ) from None
+    return folder
+
+
+def selected_records(config: PipelineConfig, database: str, folder: Path) -> list[str]:
+    """Records of a database to process: the config's subset (checked against RECORDS) or all of them."""
+    available = list_records(folder)
+    wanted = config.databases[database].records
+    if not wanted:
+        return available
+    unknown = [r for r in wanted if r not in available]
+    if unknown:
+        raise DataSourceError(f"databases.{database}.records: {unknown} not listed in {folder / 'RECORDS'}")
+    return list(wanted)

@@ -1,0 +1,57 @@
+"""Log-power spectrograms of segments, computed for a whole chunk at once (no per-segment Python loop).
+
+Pure function over numpy arrays; the result is stored at its native (frequency x time) resolution. Turning it into a
+224x224 RGB image is the feature stage's job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal as sps
+
+from ecgpipe.config import SpectrogramSettings
+
+
+def spectrogram_frequencies(fs: float, settings: SpectrogramSettings) -> np.ndarray:
+    """Frequencies (Hz) of the rows kept by :func:`spectrogram_chunk`."""
+    f = np.fft.rfftfreq(settings.nfft, d=1.0 / fs)
+    return f[(f >= settings.fmin) & (f <= settings.fmax)]
+
+
+def spectrogram_chunk(segments: np.ndarray, fs: float, settings: SpectrogramSettings) -> np.ndarray:
+    """Spectrograms of an (n, length) array of segments -> (n, n_freq, n_time) float32.
+
+    Each segment is optionally z-scored (amplitude units and gains differ between databases), then
+    ``scipy.signal.spectrogram`` (STFT power spectral density) is taken along the last axis for all segments together,
+    rows outside [fmin, fmax] are dropped and the power is scaled (log10, dB or linear).
+    """
+    x = np.asarray(segments, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"segments must be 2-D (n, length), got shape {x.shape}")
+    if settings.standardize:
+        std = x.std(axis=1, keepdims=True)
+        x = (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+    f, _, power = sps.spectrogram(
+        x,
+        fs=fs,
+        window=settings.window,
+        nperseg=settings.nperseg,
+        noverlap=settings.noverlap,
+        nfft=settings.nfft,
+        detrend="constant",
+        scaling="density",
+        mode="psd",
+        axis=-1,
+    )
+    keep = (f >= settings.fmin) & (f <= settings.fmax)
+    power = power[:, keep, :]
+    if settings.scaling == "log":
+        power = np.log10(power + settings.eps)
+    elif settings.scaling == "db":
+        power = 10.0 * np.log10(power + settings.eps)
+    return power.astype(np.float32)
+
+
+def spectrogram_shape(length: int, fs: float, settings: SpectrogramSettings) -> tuple[int, int]:
+    """(n_freq, n_time) of one segment's spectrogram."""
+    return spectrogram_chunk(np.zeros((1, length)), fs, settings).shape[1:]

@@ -1,0 +1,104 @@
+"""The Zarr v3 store of a run: its layout, and the only functions that create arrays in it.
+
+Layout of ``OUT/store.zarr``::
+
+    records/<db>/<record>/windows   (n, L) float32   every usable window of one record (one task owns the group)
+                         /starts     (n,)   int64     window start, in target-rate samples
+                         /episode    (n,)   int32     index into attrs["episodes"] ([label, start, end] at native fs)
+    segments/signal                 (N, L) float32   the selected dataset, chunked by run.chunk_size
+            /class_index            (N,)   int16     index into attrs["class_names"]
+            /source                 (N,)   int32     index into attrs["sources"] ({database, record, subject, lead})
+            /start                  (N,)   int64     start sample at target_fs within the resampled record
+            /rhythm                 (N,)   int16     index into attrs["rhythm_labels"]
+    spectrograms/<settings hash>/data  (N, F, T) float16, attrs: frequencies, times, settings
+    features/<settings hash>/data      (N, D) float32, attrs: backbone, layer, weights source
+
+Concurrency rule (Zarr silently loses data when two writers touch one chunk): arrays are created by the flow process
+only; a chunk task opens an existing array and writes exactly the rows of the chunk it owns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+
+def store_path(out_dir: str | Path) -> str:
+    return str(Path(out_dir) / "store.zarr")
+
+
+def open_root(path: str, mode: str = "a") -> zarr.Group:
+    return zarr.open_group(path, mode=mode)
+
+
+def ensure_groups(path: str, *names: str) -> None:
+    """Create (once, from the flow process) the groups that tasks will write children into."""
+    root = open_root(path)
+    for name in names:
+        root.require_group(name)
+
+
+def write_record_windows(path: str, database: str, record: str, windows, starts, episode, attrs: dict) -> None:
+    """Write one record's windows into ``records/<db>/<record>`` (owned by this record's task alone)."""
+    group = zarr.open_group(f"{path}/records/{database}", mode="a").require_group(record)
+    n, length = windows.shape
+    chunk_rows = max(1, min(max(n, 1), 1024))
+    for name, data, chunks in [
+        ("windows", windows.astype(np.float32), (chunk_rows, length)),
+        ("starts", starts.astype(np.int64), (chunk_rows,)),
+        ("episode", episode.astype(np.int32), (chunk_rows,)),
+    ]:
+        arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, overwrite=True, fill_value=0)
+        if data.size:
+            arr[...] = data
+    group.attrs.update(attrs)
+
+
+def read_record_windows(path: str, database: str, record: str) -> tuple[zarr.Group, dict]:
+    group = zarr.open_group(f"{path}/records/{database}/{record}", mode="r")
+    return group, dict(group.attrs)
+
+
+def create_array(path: str, name: str, shape, chunks, dtype, attrs: dict | None = None) -> zarr.Array:
+    """Create (or replace) an array; called by the flow process before any task writes into it."""
+    root = open_root(path)
+    arr = root.create_array(name, shape=shape, chunks=chunks, dtype=dtype, overwrite=True, fill_value=0)
+    if attrs:
+        arr.attrs.update(attrs)
+    return arr
+
+
+def chunk_bounds(n_rows: int, chunk_size: int, chunk_index: int) -> tuple[int, int]:
+    start = chunk_index * chunk_size
+    if start >= n_rows or chunk_index < 0:
+        raise IndexError(f"chunk {chunk_index} is outside an array of {n_rows} rows (chunk size {chunk_size})")
+    return start, min(start + chunk_size, n_rows)
+
+
+def n_chunks(n_rows: int, chunk_size: int) -> int:
+    return -(-n_rows // chunk_size)
+
+
+def write_chunk(path: str, name: str, chunk_index: int, data: np.ndarray) -> None:
+    """Write the rows of one whole chunk (the array's own chunking along axis 0) into an existing array."""
+    arr = zarr.open_array(f"{path}/{name}", mode="r+")
+    start, stop = chunk_bounds(arr.shape[0], arr.chunks[0], chunk_index)
+    if data.shape[0] != stop - start or data.shape[1:] != arr.shape[1:]:
+        raise ValueError(f"{name} chunk {chunk_index}: got shape {data.shape}, expected {(stop - start, *arr.shape[1:])}")
+    arr[start:stop] = data.astype(arr.dtype)
+
+
+def read_chunk(path: str, name: str, chunk_index: int, chunk_size: int) -> np.ndarray:
+    arr = zarr.open_array(f"{path}/{name}", mode="r")
+    start, stop = chunk_bounds(arr.shape[0], chunk_size, chunk_index)
+    return arr[start:stop]
+
+
+def read_array(path: str, name: str) -> np.ndarray:
+    return zarr.open_array(f"{path}/{name}", mode="r")[...]
+
+
+def read_attrs(path: str, name: str) -> dict:
+    return dict(zarr.open(f"{path}/{name}", mode="r").attrs)
