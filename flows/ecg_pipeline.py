@@ -407,6 +407,8 @@ def run_pipeline(
 ) -> dict:
     """Run the flow on a local Dask cluster (or ``scheduler``) with one Prefect API; returns the report."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
+
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
     with prefect_api():
         runner = task_runner(cfg, out_dir, scheduler)

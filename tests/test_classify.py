@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from ecgpipe.classify import evaluate_protocol, make_splits
+from ecgpipe.config import ClassifierSettings, CVSettings
+
+
+def _data(n_subjects=12, per_subject=30, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X, y, g = [], [], []
+    for s in range(n_subjects):
+        c = s % n_classes
+        X.append(rng.normal(size=(per_subject, 8)) + 2.5 * np.eye(8)[c] + 0.3 * rng.normal(size=8))
+        y += [c] * per_subject
+        g += [f"s{s}"] * per_subject
+    return np.concatenate(X), np.array(y), np.array(g)
+
+
+def test_grouped_protocol_never_shares_a_subject():
+    X, y, g = _data()
+    splits, _ = make_splits("grouped_by_subject", y, g, CVSettings(n_splits=10))
+    assert len(splits) == 10
+    for train, test in splits:
+        assert not set(g[train]) & set(g[test])
+    all_test = np.concatenate([t for _, t in splits])
+    assert sorted(all_test) == list(range(len(y)))
+
+
+def test_fewer_subjects_than_folds_gives_a_note():
+    X, y, g = _data(n_subjects=6)
+    splits, note = make_splits("grouped_by_subject", y, g, CVSettings(n_splits=10))
+    assert len(splits) == 6 and "only 6 subjects" in note
+
+
+def test_metrics_agree_with_the_confusion_matrix():
+    X, y, g = _data()
+    names = ["a", "b", "c"]
+    for protocol in ("stratified_10fold", "grouped_by_subject"):
+        r = evaluate_protocol(X, y, g, names, protocol, ClassifierSettings(), CVSettings())
+        cm = np.array(r["confusion_matrix"])
+        assert cm.sum() == len(y)
+        assert r["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        recalls = np.diag(cm) / cm.sum(axis=1)
+        assert r["balanced_accuracy"] == pytest.approx(recalls.mean())
+        for i, name in enumerate(names):
+            assert r["per_class"][name]["recall"] == pytest.approx(recalls[i])
+            assert r["per_class"][name]["support"] == cm[i].sum()
+        assert sum(f["n_test"] for f in r["folds"]) == len(y)
+        assert r["accuracy"] > 0.6  # separable synthetic classes
+
+
+def test_unknown_protocol_is_an_error():
+    X, y, g = _data()
+    with pytest.raises(ValueError, match="unknown protocol"):
+        make_splits("leave_one_out", y, g, CVSettings())

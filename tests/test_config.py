@@ -1,0 +1,85 @@
+import pytest
+
+from ecgpipe.config import ConfigError, load_config, preset_names
+
+
+def test_paper4_preset_matches_the_issue():
+    cfg = load_config("paper4")
+    assert cfg.classes == {
+        "normal": ["(N", "(NSR"],
+        "afib": ["(AFIB", "(AFL"],
+        "vt": ["(VT"],
+        "vf": ["(VF", "(VFIB", "(VFL"],
+    }
+    assert cfg.segments.length_s == cfg.segments.stride_s == 2.0
+    assert set(cfg.databases) == {"mitdb", "vfdb"}
+    assert cfg.database("mitdb").fs == 360 and cfg.database("vfdb").fs == 250
+    assert cfg.database("mitdb").same_subject == {"202": "201"}
+    assert "paper4" in preset_names()
+
+
+def test_preset_by_path_equals_preset_by_name(tmp_path):
+    from importlib import resources
+
+    text = resources.files("ecgpipe.configs").joinpath("paper4.toml").read_text()
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    assert load_config(path) == load_config("paper4")
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+[databases.mitdb]
+[classes]
+a = ["(N"]
+b = ["(AFIB"]
+"""
+
+
+def test_unknown_key_is_an_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, BASE + "[spectrogram]\nnperseg = 64\nnoverlapp = 3\n"))
+    assert "spectrogram.noverlapp" in str(err.value) and "unknown key" in str(err.value)
+    assert "c.toml" in str(err.value)
+
+
+def test_invalid_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"segments\.target_fs"):
+        load_config(_write(tmp_path, BASE + "[segments]\ntarget_fs = -5\n"))
+    with pytest.raises(ConfigError, match=r"classifier\.kernel"):
+        load_config(_write(tmp_path, BASE + "[classifier]\nkernel = 'cubic'\n"))
+
+
+def test_inconsistent_settings_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="noverlap"):
+        load_config(_write(tmp_path, BASE + "[spectrogram]\nnperseg = 32\nnoverlap = 32\n"))
+    with pytest.raises(ConfigError, match="in both"):
+        load_config(_write(tmp_path, BASE.replace('b = ["(AFIB"]', 'b = ["(N"]')))
+    with pytest.raises(ConfigError, match="must start with"):
+        load_config(_write(tmp_path, BASE.replace('"(AFIB"', '"AFIB"')))
+    with pytest.raises(ConfigError, match=r"databases\.mydb"):
+        load_config(_write(tmp_path, BASE.replace("[databases.mitdb]", "[databases.mydb]")))
+    with pytest.raises(ConfigError, match="Nyquist"):
+        load_config(_write(tmp_path, BASE + "[segments]\ntarget_fs = 64\n[spectrogram]\nnperseg = 32\nnoverlap = 16\nnfft = 64\n"))
+
+
+def test_unknown_preset_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="no preset named 'paper5'"):
+        load_config("paper5")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[classes\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_section_hash_tracks_only_its_sections():
+    a = load_config("paper4")
+    b = load_config("paper4", {"classifier": {"C": 1.0}})
+    c = load_config("paper4", {"spectrogram": {"nfft": 512}})
+    assert a.section_hash("spectrogram") == b.section_hash("spectrogram")
+    assert a.section_hash("spectrogram") != c.section_hash("spectrogram")

@@ -1,0 +1,213 @@
+"""A real Prefect flow run on a real local Dask cluster over a slice of the real records (one record broken on purpose)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+import zarr
+
+from ecgpipe.config import load_config
+from conftest import REPO, copy_records
+
+SLICE = {"mitdb": ["201", "203", "207", "100"], "vfdb": ["418", "426"]}
+BROKEN = "100"  # its .dat is truncated below
+CAP = 30
+CHUNK = 32
+
+SMALL_TOML = f"""
+name = "slice"
+[databases.mitdb]
+lead = ["MLII", "V5"]
+[databases.vfdb]
+lead = [0]
+[classes]
+normal = ["(N", "(NSR"]
+afib = ["(AFIB", "(AFL"]
+vt = ["(VT"]
+vf = ["(VF", "(VFIB", "(VFL"]
+[sampling]
+max_per_class = {CAP}
+seed = 7
+[run]
+chunk_size = {CHUNK}
+n_workers = 2
+"""
+
+
+def make_slice(physionet: Path, root: Path) -> Path:
+    for db, records in SLICE.items():
+        copy_records(physionet, root, db, records)
+    dat = root / "mitdb" / f"{BROKEN}.dat"
+    dat.write_bytes(dat.read_bytes()[: len(dat.read_bytes()) // 3])
+    return root
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory, physionet, prefect_server):
+    from flows.ecg_pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("flow")
+    data = make_slice(physionet, tmp / "data")
+    cfg_path = tmp / "slice.toml"
+    cfg_path.write_text(SMALL_TOML)
+    cfg = load_config(cfg_path)
+    out = tmp / "out"
+    report = run_pipeline(cfg, str(data), str(out))
+    return {"report": report, "out": out, "data": data, "cfg": cfg, "cfg_path": cfg_path, "physionet": physionet}
+
+
+def test_bad_record_is_skipped_and_named(flow_run):
+    skipped = flow_run["report"]["skipped_records"]
+    assert len(skipped) == 1
+    assert skipped[0]["record"].endswith(f"mitdb/{BROKEN}")
+    assert "checksum" in skipped[0]["error"] or "truncated" in skipped[0]["error"]
+    assert f"mitdb/{BROKEN}" in (flow_run["out"] / "report.md").read_text()
+
+
+def test_record_windows_agree_with_the_annotation_files(flow_run, physionet):
+    """Candidate windows per record and label vs. the independently computed counts in rhythm_stats.json."""
+    stats = json.loads((physionet / "rhythm_stats.json").read_text())
+    store = zarr.open_group(str(flow_run["out"] / "store.zarr"), mode="r")
+    cfg = flow_run["cfg"]
+    for db, records in SLICE.items():
+        for rec in records:
+            if rec == BROKEN:
+                assert rec not in store[f"records/{db}"]
+                continue
+            group = store[f"records/{db}/{rec}"]
+            episodes = group.attrs["episodes"]
+            labels = [episodes[e][0] for e in group["episode"][...]]
+            expected = stats[db]["records"][rec]["segments_2s"]
+            for label in set(cfg.label_to_class) & set(expected):
+                n_eps = sum(1 for e in episodes if e[0] == label)
+                got = labels.count(label)
+                # 2-s windows at 250 Hz vs at the native rate: each episode may lose one window to rounding
+                assert expected[label] - n_eps <= got <= expected[label], (db, rec, label, got, expected[label])
+            assert group["windows"].shape == (len(labels), 500) and group["windows"].dtype == np.float32
+
+
+def test_selected_segments_carry_correct_labels_and_lie_in_their_episode(flow_run, physionet):
+    store = zarr.open_group(str(flow_run["out"] / "store.zarr"), mode="r")
+    seg = store["segments"]
+    attrs = seg.attrs
+    cfg = flow_run["cfg"]
+    cls, src, start, rhythm = (seg[k][...] for k in ("class_index", "source", "start", "rhythm"))
+    n = len(cls)
+    assert seg["signal"].shape == (n, 500) and seg["signal"].dtype == np.float32
+    assert seg["signal"].chunks == (CHUNK, 500)
+    counts = np.bincount(cls, minlength=4)
+    assert counts.tolist() == [flow_run["report"]["class_counts"][c] for c in cfg.class_names]
+    assert all(0 < c <= CAP for c in counts)
+    anns = {}
+    for i in range(n):
+        source = attrs["sources"][src[i]]
+        label = attrs["rhythm_labels"][rhythm[i]]
+        assert cfg.label_to_class[label] == cfg.class_names[cls[i]]
+        key = (source["database"], source["record"])
+        if key not in anns:
+            ann = wfdb.rdann(str(physionet / key[0] / key[1]), "atr")
+            hdr = wfdb.rdheader(str(physionet / key[0] / key[1]))
+            anns[key] = ([(s, a.strip("\x00")) for s, sym, a in zip(ann.sample, ann.symbol, ann.aux_note) if sym == "+"], hdr.fs, hdr.sig_len)
+        changes, fs, sig_len = anns[key]
+        first, last = start[i] * fs / 250, (start[i] + 500) * fs / 250
+        inside = [lab for j, (s, lab) in enumerate(changes) if s <= first and last <= (changes[j + 1][0] if j + 1 < len(changes) else sig_len)]
+        assert inside == [label], (key, start[i], label, inside)
+    # subject ids: mitdb records are their own subjects here; 201 stands for itself
+    assert {s["subject"] for s in attrs["sources"]} == {f"{db}:{r}" for db, rs in SLICE.items() for r in rs if r != BROKEN}
+
+
+def test_spectrograms_and_features_in_zarr(flow_run):
+    report = flow_run["report"]
+    store = zarr.open_group(report["store"], mode="r")
+    n = report["n_segments"]
+    spec_name = [k for k in store["spectrograms"].group_keys()]
+    assert len(spec_name) == 1
+    spec = store[f"spectrograms/{spec_name[0]}/data"]
+    assert spec.shape == (n, 52, 55) and spec.dtype == np.float16 and spec.chunks == (CHUNK, 52, 55)
+    values = spec[...]
+    assert np.isfinite(values).all() and values.std() > 0.1
+    feats = store[report["features_array"]]
+    assert feats.shape == (n, 1280) and feats.dtype == np.float32 and feats.chunks == (CHUNK, 1280)
+    f = feats[...]
+    assert np.isfinite(f).all() and (np.abs(f).sum(axis=1) > 0).all()  # every chunk was written
+
+
+def test_features_equal_a_direct_computation(flow_run):
+    """The pipeline's features equal the pure functions applied in this process (no chunk lost or mixed up)."""
+    from ecgpipe.features import FeatureExtractor
+    from ecgpipe.spectrogram import spectrogram_chunk
+
+    report, cfg = flow_run["report"], flow_run["cfg"]
+    store = zarr.open_group(report["store"], mode="r")
+    rows = np.array([0, CHUNK - 1, CHUNK, report["n_segments"] - 1])
+    signal = store["segments/signal"][...][rows]
+    spec = spectrogram_chunk(signal, 250.0, cfg.spectrogram).astype(np.float16)
+    direct = FeatureExtractor(cfg.features)(spec)
+    assert np.allclose(store[report["features_array"]][...][rows], direct, atol=1e-3)
+
+
+def test_report_is_complete_and_consistent(flow_run):
+    report = flow_run["report"]
+    on_disk = json.loads((flow_run["out"] / "report.json").read_text())
+    for key in ("protocols", "n_segments", "class_counts", "backbone", "weights", "config", "skipped_records", "wall_s"):
+        assert key in on_disk
+    assert "warning" not in on_disk and "package efficientnet-lite0" in on_disk["weights"]
+    assert set(on_disk["protocols"]) == {"stratified_10fold", "grouped_by_subject"}
+    assert sum(report["class_counts"].values()) == report["n_segments"]
+    for name, p in on_disk["protocols"].items():
+        cm = np.array(p["confusion_matrix"])
+        assert cm.sum() == report["n_segments"]
+        assert cm.sum(axis=1).tolist() == list(report["class_counts"].values())
+        assert p["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "folds"):
+            assert k in p
+        assert (flow_run["out"] / f"confusion_{name}.png").stat().st_size > 1000
+    assert on_disk["protocols"]["grouped_by_subject"]["n_folds"] == 5  # 5 usable subjects in the slice
+    assert on_disk["protocols"]["stratified_10fold"]["accuracy"] > 0.4  # well above chance (0.25) with pretrained features
+    md = (flow_run["out"] / "report.md").read_text()
+    assert md.startswith("# ecgpipe report: slice") and "grouped_by_subject" in md
+
+
+def test_prefect_recorded_the_flow_and_its_tasks(flow_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_DESC)
+        ours = [r for r in runs if r.name and r.state and r.state.is_completed()]
+        assert ours, "no completed flow run recorded"
+        tasks = client.read_task_runs(limit=200, sort=TaskRunSort.EXPECTED_START_TIME_DESC)
+    names = [t.name for t in tasks]
+    n_chunks = -(-flow_run["report"]["n_segments"] // CHUNK)
+    assert sum(n.startswith("segments ") for n in names) >= 6
+    assert sum(n.startswith("spectrograms chunk") for n in names) >= n_chunks
+    assert sum(n.startswith("features chunk") for n in names) >= n_chunks
+    failed = [t for t in tasks if t.state and t.state.is_failed()]
+    assert any(t.name == f"segments mitdb/{BROKEN}" for t in failed)
+
+
+def _cli(*args, env_extra=None, timeout=600):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "ecgpipe.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
+
+
+def test_strict_mode_fails_on_the_bad_record(flow_run, tmp_path):
+    proc = _cli("run", "--config", str(flow_run["cfg_path"]), "--data-dir", str(flow_run["data"]), "--out", str(tmp_path), "--strict")
+    assert proc.returncode != 0
+    assert f"mitdb/{BROKEN}" in proc.stdout + proc.stderr
+
+
+def test_cli_rejects_a_misspelt_config_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL_TOML.replace("seed = 7", "seeed = 7"))
+    proc = _cli("run", "--config", str(bad), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "sampling.seeed: unknown key" in proc.stderr

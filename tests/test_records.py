@@ -1,0 +1,119 @@
+"""Reading real WFDB records, and a clear error for every kind of broken copy."""
+
+import shutil
+
+import numpy as np
+import pytest
+import wfdb
+
+from ecgpipe.config import DatabaseSettings
+from ecgpipe.databases import subject_id
+from ecgpipe.records import RecordError, read_record, rhythm_episodes
+
+from conftest import copy_records
+
+MITDB = DatabaseSettings(lead=["MLII", "V5"], fs=360.0)
+
+
+def test_rhythm_episodes_last_until_next_change_and_skip_lead_in():
+    eps = rhythm_episodes(
+        samples=[10, 50, 60, 90],
+        symbols=["+", "N", "+", "+"],
+        aux_notes=["(N\x00", "", "(AFIB", " (VT "],
+        sig_len=100,
+    )
+    assert [(e.label, e.start, e.end) for e in eps] == [("(N", 10, 60), ("(AFIB", 60, 90), ("(VT", 90, 100)]
+
+
+def test_real_record_episodes_match_annotation_file(physionet):
+    rec = read_record(physionet / "mitdb", "mitdb", "201", MITDB)
+    ann = wfdb.rdann(str(physionet / "mitdb" / "201"), "atr")
+    rhythm = [(s, a.strip("\x00")) for s, sym, a in zip(ann.sample, ann.symbol, ann.aux_note) if sym == "+"]
+    assert [(e.start, e.label) for e in rec.episodes] == rhythm
+    assert rec.episodes[-1].end == 650000 and rec.lead == "MLII" and rec.fs == 360
+    assert rec.signal.shape == (650000,) and rec.signal.dtype == np.float64
+    # physical units: an ECG in mV stays within a few mV
+    assert 0.05 < np.std(rec.signal) < 5
+
+
+def test_lead_preference_falls_back_when_mlii_is_absent(physionet):
+    assert read_record(physionet / "mitdb", "mitdb", "102", MITDB).lead == "V5"
+    assert read_record(physionet / "mitdb", "mitdb", "114", MITDB).lead == "MLII"  # MLII is the second channel there
+
+
+def test_records_of_one_subject_share_an_id():
+    same = {"202": "201"}
+    assert subject_id("mitdb", "202", same) == subject_id("mitdb", "201", same) == "mitdb:201"
+    assert subject_id("mitdb", "203", same) == "mitdb:203"
+
+
+@pytest.fixture
+def broken_dir(tmp_path, physionet):
+    copy_records(physionet, tmp_path, "mitdb", ["100", "101"])
+    return tmp_path / "mitdb"
+
+
+def _error(folder, record="100", settings=MITDB, nan_policy="error") -> str:
+    with pytest.raises(RecordError) as err:
+        read_record(folder, "mitdb", record, settings, nan_policy=nan_policy)
+    assert err.value.record_path.endswith(record)
+    return str(err.value)
+
+
+def test_missing_record(broken_dir):
+    msg = _error(broken_dir, record="999")
+    assert "999.hea not found" in msg
+
+
+def test_truncated_signal_file(broken_dir):
+    dat = broken_dir / "100.dat"
+    dat.write_bytes(dat.read_bytes()[:300000])
+    msg = _error(broken_dir)
+    assert "100" in msg and ("truncated" in msg or "checksum" in msg or "unreadable" in msg)
+
+
+def test_altered_signal_file_fails_the_checksum(broken_dir):
+    dat = broken_dir / "100.dat"
+    data = bytearray(dat.read_bytes())
+    data[1000:1003] = bytes([0, 0, 0]) if data[1000:1003] != bytes(3) else bytes([1, 1, 1])
+    dat.write_bytes(bytes(data))
+    assert "checksum mismatch" in _error(broken_dir)
+
+
+def test_malformed_header(broken_dir):
+    (broken_dir / "100.hea").write_text("100 two 360 650000\nthis is not a signal line\n")
+    msg = _error(broken_dir)
+    assert "malformed header" in msg and "100.hea" in msg
+
+
+def test_missing_annotation_file(broken_dir):
+    (broken_dir / "100.atr").unlink()
+    assert "annotation file" in _error(broken_dir) and "100.atr not found" in _error(broken_dir)
+
+
+def test_missing_signal_file(broken_dir):
+    (broken_dir / "100.dat").unlink()
+    assert "signal file" in _error(broken_dir)
+
+
+def test_sampling_rate_and_lead_must_match_the_config(broken_dir):
+    assert "sampling rate 360" in _error(broken_dir, settings=DatabaseSettings(lead=["MLII"], fs=250.0))
+    assert "no lead matching ['V9']" in _error(broken_dir, settings=DatabaseSettings(lead=["V9"], fs=360.0))
+
+
+def _write_record_with_nans(folder, name="nanrec"):
+    fs = 250
+    t = np.arange(fs * 20) / fs
+    sig = np.sin(2 * np.pi * 1.2 * t)[:, None]
+    sig[1000:1010, 0] = np.nan
+    wfdb.wrsamp(name, fs=fs, units=["mV"], sig_name=["ECG"], p_signal=sig, fmt=["16"], write_dir=str(folder))
+    wfdb.wrann(name, "atr", np.array([0]), np.array(["+"]), aux_note=["(N"], write_dir=str(folder))
+
+
+def test_nan_samples_are_an_error_or_dropped(tmp_path):
+    _write_record_with_nans(tmp_path)
+    settings = DatabaseSettings(lead=[0], fs=250.0)
+    with pytest.raises(RecordError, match=r"10 NaN samples in lead ECG \(first at sample 1000\)"):
+        read_record(tmp_path, "mydb", "nanrec", settings)
+    rec = read_record(tmp_path, "mydb", "nanrec", settings, nan_policy="drop")
+    assert rec.n_nan == 10

@@ -1,0 +1,53 @@
+import numpy as np
+
+from ecgpipe.records import RhythmEpisode
+from ecgpipe.segments import cut_windows, nan_free, resample, segment_windows, select_balanced
+
+
+def test_windows_lie_inside_usable_episodes_only():
+    eps = [RhythmEpisode("(N", 0, 1000), RhythmEpisode("(NOISE", 1000, 3000), RhythmEpisode("(AFIB", 3000, 3750)]
+    w = segment_windows(eps, {"(N", "(AFIB"}, fs_in=250, fs_out=250, length=500, stride=500)
+    assert w.starts.tolist() == [0, 500, 3000] and w.episode.tolist() == [0, 0, 2]
+    for s, e in zip(w.starts, w.episode):
+        assert eps[e].start <= s and s + 500 <= eps[e].end
+
+
+def test_windows_are_placed_at_the_target_rate():
+    # a 10-s episode at 360 Hz starting at 1 s -> at 250 Hz starts at sample 250 and has 5 two-second windows
+    eps = [RhythmEpisode("(N", 360, 360 * 11)]
+    w = segment_windows(eps, {"(N"}, fs_in=360, fs_out=250, length=500, stride=500)
+    assert w.starts.tolist() == [250, 750, 1250, 1750, 2250]
+    overlapping = segment_windows(eps, {"(N"}, fs_in=360, fs_out=250, length=500, stride=250)
+    assert len(overlapping.starts) == 9
+
+
+def test_resample_keeps_duration_and_a_tone():
+    fs_in, fs_out = 360, 250
+    t = np.arange(fs_in * 10) / fs_in
+    y = resample(np.sin(2 * np.pi * 5 * t), fs_in, fs_out)
+    assert len(y) == fs_out * 10
+    t_out = np.arange(len(y)) / fs_out
+    inner = slice(100, -100)  # away from the filter's edge effects
+    assert np.allclose(y[inner], np.sin(2 * np.pi * 5 * t_out)[inner], atol=0.01)
+
+
+def test_cut_windows_is_a_gather():
+    x = np.arange(100.0)
+    out = cut_windows(x, np.array([0, 10, 90]), 10)
+    assert out.shape == (3, 10) and out[1, 0] == 10 and out[2, -1] == 99
+
+
+def test_nan_free_marks_windows_touching_nans():
+    x = np.zeros(2500)
+    x[1200] = np.nan
+    ok = nan_free(x, np.array([0, 1000, 2000]), 250, fs_in=250, fs_out=250)
+    assert ok.tolist() == [True, False, True]
+
+
+def test_select_balanced_caps_each_class_and_is_seeded():
+    cls = np.array([0] * 100 + [1] * 10 + [2] * 50)
+    a = select_balanced(cls, {0: 20, 1: 20, 2: None}, seed=3)
+    assert np.bincount(cls[a]).tolist() == [20, 10, 50]
+    assert np.array_equal(a, select_balanced(cls, {0: 20, 1: 20, 2: None}, seed=3))
+    assert not np.array_equal(a, select_balanced(cls, {0: 20, 1: 20, 2: None}, seed=4))
+    assert np.all(np.diff(a) > 0)
