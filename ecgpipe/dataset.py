@@ -11,7 +11,7 @@ import numpy as np
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.records import EcgRecord
-from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_windows, select_balanced
+from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_windows
 
 
 @dataclass
@@ -48,8 +48,3 @@ def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
 
 def class_caps(config: PipelineConfig) -> dict[int, int | None]:
     return {i: config.class_cap(name) for i, name in enumerate(config.class_names)}
-
-
-def select_segments(class_index: np.ndarray, config: PipelineConfig) -> np.ndarray:
-    """Indices of the candidate windows that form the dataset (per-class caps, seeded), in candidate order."""
-    return select_balanced(class_index, class_caps(config), config.sampling.seed)

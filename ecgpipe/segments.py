@@ -97,16 +97,3 @@ def fill_nan(signal: np.ndarray) -> np.ndarray:
     idx = np.arange(len(signal))
     out[bad] = np.interp(idx[bad], idx[~bad], signal[~bad])
     return out
-
-
-def select_balanced(class_index: np.ndarray, caps: dict[int, int | None], seed: int) -> np.ndarray:
-    """Indices of a seeded random subset with at most ``caps[c]`` items of class c (None = keep all), sorted."""
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in sorted(caps):
-        members = np.flatnonzero(class_index == c)
-        cap = caps[c]
-        if cap is not None and len(members) > cap:
-            members = rng.choice(members, size=cap, replace=False)
-        chosen.append(members)
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)

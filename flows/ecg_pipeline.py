@@ -1,39 +1,64 @@
 """The ecgpipe Prefect flow: records -> segments -> spectrograms -> CNN features -> cross-validated report.
 
-    records (1 task / record)          read + validate WFDB, resample, cut windows  -> store records/<db>/<rec>
-        |
-    assemble_segments (flow process)   per-class caps, seeded                        -> store segments/*
-        |
-    spectrogram_chunk (1 task / chunk) STFT log power of chunk_size segments        -> store spectrograms/<hash>
-        |
-    feature_chunk (1 task / chunk)     224x224, ImageNet norm, backbone, pooled      -> store features/<hash>
-        |
-    classify_and_report                both CV protocols                            -> report.json/.md/.png
+    record_segments      1 task / record   read + validate WFDB, resample, cut windows -> records/<db>/<rec>
+          │
+    segment table        flow process      stable per-class selection, stable rows      -> segments/*
+          │
+    spectrogram_chunk    1 task / chunk    STFT log power of chunk_size segments        -> spectrograms/<hash>/data
+          │
+    feature_chunk        1 task / chunk    224x224, ImageNet norm, backbone, pooled      -> features/<hash>/data
+          │
+    classify_fold        1 task / fold     both CV protocols, folds in parallel          -> report.json/.md/.png
 
-Tasks run on a Dask cluster through prefect-dask's DaskTaskRunner and pass only store paths and chunk indices. Every
-array is created here, in the flow process, before the tasks that fill it start; each task writes only whole chunks it
-owns (Zarr loses data silently when two writers share a chunk).
+Tasks run on a Dask cluster through prefect-dask's DaskTaskRunner and pass only store paths and chunk indices.
+
+Incremental by construction: before each stage the flow computes every unit's content key (``ecgpipe/plan.py``) and
+submits only units whose completion marker is missing, has another key, or whose stored data no longer matches the
+marker's digest. A task writes its marker after its data. Arrays are created and resized here, in the flow process,
+before the tasks that fill them start; each task writes only whole chunks it owns (Zarr loses data silently when two
+writers share a chunk). Every run writes ``OUT/run.json`` with per-stage counts and the failed units.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import zarr
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 import ecgpipe
 from ecgpipe import store as zs
-from ecgpipe.classify import evaluate_protocol
+from ecgpipe.classify import fit_predict, make_splits, summarize_protocol
 from ecgpipe.config import ConfigError, PipelineConfig, config_from_dict
 from ecgpipe.databases import subject_id
-from ecgpipe.dataset import record_windows, select_segments
+from ecgpipe.dataset import class_caps, record_windows
+from ecgpipe.keys import content_key
+from ecgpipe.markers import Markers
+from ecgpipe.plan import (
+    STAGES,
+    RecordUnit,
+    array_digest,
+    assign_slots,
+    chunk_is_done,
+    classify_key,
+    feature_array_name,
+    feature_chunk_keys,
+    record_unit,
+    segment_uid,
+    select_stable,
+    spectrogram_array_name,
+    spectrogram_chunk_keys,
+    uid_order_key,
+)
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.report import RANDOM_WEIGHTS_WARNING, write_report
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
@@ -53,7 +78,7 @@ def _retry_transient(task, task_run, state) -> bool:
     return False
 
 
-# The store's contents are the source of truth for what was computed; Prefect's own result cache is not used.
+# The store's markers are the source of truth for what was computed; Prefect's own result cache is not used.
 stage_task = task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient)
 
 
@@ -61,48 +86,54 @@ def _config(config_json: str) -> PipelineConfig:
     return PipelineConfig.model_validate_json(config_json)
 
 
+def _chunk_unit(i: int) -> str:
+    return f"{i:06d}"
+
+
 # ---------------------------------------------------------------------------------------------------------- tasks
-@stage_task(name="record-segments", task_run_name="segments {database}/{record}")
-def record_segments(store: str, db_dir: str, database: str, record: str, config_json: str) -> dict:
-    """Read and validate one record, cut its labelled windows and store them under records/<db>/<record>."""
+@stage_task(name="record-segments", task_run_name="segments {unit.database}/{unit.record}")
+def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str) -> dict:
+    """Read and validate one record, cut its labelled windows, store them under records/<db>/<record>."""
     cfg = _config(config_json)
-    settings = cfg.database(database)
-    rec = read_record(db_dir, database, record, settings, nan_policy=cfg.segments.nan_policy)
+    settings = cfg.database(unit.database)
+    rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy)
     found = record_windows(rec, cfg)
-    subject = subject_id(database, record, settings.same_subject)
+    summary = {
+        "database": unit.database,
+        "record": unit.record,
+        "subject": subject_id(unit.database, unit.record, settings.same_subject),
+        "lead": rec.lead,
+        "n_windows": int(len(found.starts)),
+        "labels": sorted({ep.label for ep in rec.episodes}),
+        "key": unit.key,
+    }
     zs.write_record_windows(
         store,
-        database,
-        record,
+        unit.database,
+        unit.record,
         found.windows,
         found.starts,
         found.episode,
         attrs={
             "episodes": [[ep.label, ep.start, ep.end] for ep in rec.episodes],
             "class_index": found.class_index.tolist(),
-            "lead": rec.lead,
             "fs": rec.fs,
-            "subject": subject,
             "path": rec.path,
             "n_nan": rec.n_nan,
+            **summary,
         },
     )
-    return {
-        "database": database,
-        "record": record,
-        "subject": subject,
-        "lead": rec.lead,
-        "n_windows": int(len(found.starts)),
-        "labels": sorted({ep.label for ep in rec.episodes}),
-    }
+    Markers(out_dir).write("segments", unit.name, unit.key, {"summary": summary, "digest": array_digest(found.windows)})
+    return summary
 
 
 @stage_task(name="spectrogram-chunk", task_run_name="spectrograms chunk {chunk_index}")
-def spectrogram_chunk_task(store: str, spec_array: str, chunk_index: int, config_json: str) -> int:
+def spectrogram_chunk_task(store: str, out_dir: str, spec_array: str, chunk_index: int, key: str, config_json: str) -> int:
     cfg = _config(config_json)
     segments = zs.read_chunk(store, "segments/signal", chunk_index, cfg.run.chunk_size)
-    spec = spectrogram_chunk(segments, cfg.segments.target_fs, cfg.spectrogram)
-    zs.write_chunk(store, spec_array, chunk_index, spec)
+    spec = spectrogram_chunk(segments, cfg.segments.target_fs, cfg.spectrogram).astype(np.float16)
+    zs.write_chunk(store, f"{spec_array}/data", chunk_index, spec)
+    Markers(out_dir).write(spec_array, _chunk_unit(chunk_index), key, {"digest": array_digest(spec)})
     return int(len(spec))
 
 
@@ -115,106 +146,87 @@ def feature_width_task(config_json: str) -> tuple[int, str, str]:
 
 
 @stage_task(name="feature-chunk", task_run_name="features chunk {chunk_index}")
-def feature_chunk_task(store: str, spec_array: str, feat_array: str, chunk_index: int, config_json: str) -> int:
+def feature_chunk_task(
+    store: str, out_dir: str, spec_array: str, feat_array: str, chunk_index: int, key: str, config_json: str
+) -> int:
     from ecgpipe.features import get_extractor
 
     cfg = _config(config_json)
-    spectrograms = zs.read_chunk(store, spec_array, chunk_index, cfg.run.chunk_size)
+    spectrograms = zs.read_chunk(store, f"{spec_array}/data", chunk_index, cfg.run.chunk_size)
     features = get_extractor(cfg.features)(spectrograms)
-    zs.write_chunk(store, feat_array, chunk_index, features)
+    zs.write_chunk(store, f"{feat_array}/data", chunk_index, features)
+    Markers(out_dir).write(feat_array, _chunk_unit(chunk_index), key, {"digest": array_digest(features)})
     return int(len(features))
 
 
-@stage_task(name="classify")
-def classify_task(store: str, feat_array: str, config_json: str) -> dict:
-    cfg = _config(config_json)
-    X = zs.read_array(store, feat_array).astype(np.float64)
+def classification_data(store: str, feat_array: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, classes and subjects in canonical order (database, record, start), whatever the table's row order:
+    the folds depend on the segments, not on where an incremental run happened to put them."""
+    X = zs.read_array(store, f"{feat_array}/data").astype(np.float64)
     y = zs.read_array(store, "segments/class_index").astype(np.int64)
-    source = zs.read_array(store, "segments/source")
-    sources = zs.read_attrs(store, "segments")["sources"]
-    subjects = np.array([sources[i]["subject"] for i in source])
+    attrs = zs.read_attrs(store, "segments")
+    order = sorted(range(len(y)), key=lambda i: uid_order_key(attrs["uids"][i]))
+    subjects = np.array([attrs["subjects"][attrs["uids"][i].rsplit("/", 1)[0]] for i in order])
     if not np.isfinite(X).all():
         raise ValueError(f"{store}/{feat_array}: features contain NaN or inf")
-    return {
-        protocol: evaluate_protocol(X, y, subjects, cfg.class_names, protocol, cfg.classifier, cfg.cv)
-        for protocol in cfg.cv.protocols
-    }
+    return X[order], y[order], subjects
 
 
-# ------------------------------------------------------------------------------------------------- flow helpers
-def assemble_segments(store: str, records: list[dict], cfg: PipelineConfig) -> dict:
-    """Pool every record's windows, apply the per-class caps and write the dataset table (flow process only)."""
-    class_parts, row_parts, rec_parts = [], [], []
-    for i, info in enumerate(records):
-        group, attrs = zs.read_record_windows(store, info["database"], info["record"])
-        ci = np.asarray(attrs["class_index"], dtype=np.int16)
-        class_parts.append(ci)
-        row_parts.append(np.arange(len(ci)))
-        rec_parts.append(np.full(len(ci), i))
-    class_index = np.concatenate(class_parts) if class_parts else np.zeros(0, np.int16)
-    rows = np.concatenate(row_parts) if row_parts else np.zeros(0, np.int64)
-    rec_of = np.concatenate(rec_parts) if rec_parts else np.zeros(0, np.int64)
+@stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
+def classify_fold_task(store: str, feat_array: str, protocol: str, fold: int, config_json: str) -> tuple[list, list]:
+    cfg = _config(config_json)
+    X, y, groups = classification_data(store, feat_array)
+    splits, _ = make_splits(protocol, y, groups, cfg.cv)
+    train, test = splits[fold]
+    return test.tolist(), fit_predict(X, y, train, test, cfg.classifier).tolist()
 
-    counts = np.bincount(class_index, minlength=len(cfg.class_names)) if len(class_index) else np.zeros(len(cfg.class_names), int)
-    empty = [cfg.class_names[c] for c in range(len(cfg.class_names)) if counts[c] == 0]
-    if empty:
-        raise ValueError(
-            f"class(es) {empty} have no segments: none of their labels "
-            f"({[cfg.classes[c] for c in empty]}) occur in an episode of {cfg.segments.length_s} s or more in the "
-            f"{len(records)} records read. Check the class labels and databases in the config."
-        )
-    chosen = select_segments(class_index, cfg)
-    n, length = len(chosen), cfg.segment_length
-    signal = np.zeros((n, length), np.float32)
-    start = np.zeros(n, np.int64)
-    rhythm_labels: list[str] = []
-    rhythm = np.zeros(n, np.int16)
-    for i, info in enumerate(records):
-        mine = np.flatnonzero(rec_of[chosen] == i)
-        if not len(mine):
-            continue
-        group, attrs = zs.read_record_windows(store, info["database"], info["record"])
-        r = rows[chosen[mine]]
-        signal[mine] = group["windows"][...][r]
-        start[mine] = group["starts"][...][r]
-        episode = group["episode"][...][r]
-        for j, ep in zip(mine, episode):
-            label = attrs["episodes"][ep][0]
-            if label not in rhythm_labels:
-                rhythm_labels.append(label)
-            rhythm[j] = rhythm_labels.index(label)
 
-    chunk = cfg.run.chunk_size
-    sources = [{k: r[k] for k in ("database", "record", "subject", "lead")} for r in records]
-    zs.create_array(store, "segments/signal", (n, length), (chunk, length), "float32")[...] = signal
-    for name, data in [
-        ("class_index", class_index[chosen]),
-        ("source", rec_of[chosen].astype(np.int32)),
-        ("start", start),
-        ("rhythm", rhythm),
-    ]:
-        zs.create_array(store, f"segments/{name}", data.shape, (chunk,), data.dtype)[...] = data
-    zs.open_root(store)["segments"].attrs.update(
-        {
-            "class_names": cfg.class_names,
-            "sources": sources,
-            "rhythm_labels": rhythm_labels,
-            "target_fs": cfg.segments.target_fs,
-            "length": length,
+# ------------------------------------------------------------------------------------------------ run bookkeeping
+class StageFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class RunLog:
+    """Per-stage counts and failed units of one run, written to OUT/run.json whatever happens."""
+
+    out: Path
+    t0: float = field(default_factory=time.perf_counter)
+    stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0} for s in STAGES})
+    failures: list = field(default_factory=list)
+    stage_seconds: dict = field(default_factory=dict)
+
+    def count(self, stage: str, computed: int = 0, skipped: int = 0) -> None:
+        self.stages[stage]["computed"] += computed
+        self.stages[stage]["skipped"] += skipped
+
+    def fail(self, stage: str, unit: str, error: str) -> None:
+        self.stages[stage]["failed"] += 1
+        self.failures.append({"stage": stage, "unit": unit, "error": error})
+
+    def write(self, status: str, error: str | None = None, **extra) -> dict:
+        doc = {
+            "status": status,
+            "wall_s": round(time.perf_counter() - self.t0, 2),
+            "stages": self.stages,
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
+            "failed": self.failures,
+            **({"error": error} if error else {}),
+            **extra,
         }
-    )
-    return {"n_segments": n, "n_candidates": int(len(class_index)), "candidates_per_class": counts.tolist()}
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "run.json").write_text(json.dumps(doc, indent=2))
+        return doc
 
 
-def _wait_all(futures: list, stage: str, logger, strict: bool) -> tuple[list, list[tuple[int, Exception]]]:
-    """Wait for a stage's futures, logging progress; returns (results in submission order, (index, error) failures)."""
+def _wait_all(futures: list, stage: str, logger, strict: bool = False) -> tuple[list, list[tuple[int, Exception]]]:
+    """Wait for a stage's futures, logging progress; returns (results in submission order, (index, error) failures).
+    A failed task never stops the others: the rest of the stage keeps running."""
     order = {id(f): i for i, f in enumerate(futures)}
     results: list = [None] * len(futures)
     failures = []
-    done = 0
     step = max(1, len(futures) // 10)
-    for fut in as_completed(futures):
-        done += 1
+    for done, fut in enumerate(as_completed(futures), start=1):
         try:
             results[order[id(fut)]] = fut.result()
         except Exception as exc:
@@ -223,131 +235,305 @@ def _wait_all(futures: list, stage: str, logger, strict: bool) -> tuple[list, li
             failures.append((order[id(fut)], exc))
             logger.warning(f"{stage}: {exc}")
         if done % step == 0 or done == len(futures):
-            logger.info(f"{stage}: {done}/{len(futures)} done")
+            logger.info(f"{stage}: {done}/{len(futures)} computed")
     return results, failures
+
+
+def _error_text(exc: Exception) -> str:
+    return getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------------------------------------------- stages
+def plan_records(cfg: PipelineConfig, data_dir: str | None) -> list[RecordUnit]:
+    root = resolve_data_dir(data_dir)
+    folders = {db: database_dir(cfg, db, root) for db in cfg.databases}
+    return [record_unit(cfg, db, rec, str(folders[db])) for db in cfg.databases for rec in selected_records(cfg, db, folders[db])]
+
+
+def record_done(store: str, markers: Markers, unit: RecordUnit) -> dict | None:
+    """The record's summary if its stored windows are complete and current, else None."""
+    marker = markers.read("segments", unit.name)
+    if marker is None or marker.get("key") != unit.key:
+        return None
+    try:
+        windows = zarr.open_array(f"{store}/records/{unit.database}/{unit.record}/windows", mode="r")[...]
+    except Exception:
+        return None
+    return marker["summary"] if array_digest(windows) == marker.get("digest") else None
+
+
+def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -> tuple[dict, bool]:
+    """Select the dataset from every record's windows and (re)write segments/* if it changed. Flow process only."""
+    uids, classes, where = [], [], []
+    for info in records:
+        group, attrs = zs.read_record_windows(store, info["database"], info["record"])
+        starts = group["starts"][...]
+        uids += [segment_uid(info["database"], info["record"], s) for s in starts]
+        classes.append(np.asarray(attrs["class_index"], dtype=np.int16))
+        where += [(info["database"], info["record"], row) for row in range(len(starts))]
+    class_index = np.concatenate(classes) if classes else np.zeros(0, np.int16)
+    counts = np.bincount(class_index, minlength=len(cfg.class_names))
+    empty = [cfg.class_names[c] for c in range(len(cfg.class_names)) if counts[c] == 0]
+    if empty:
+        raise ValueError(
+            f"class(es) {empty} have no segments: none of their labels ({[cfg.classes[c] for c in empty]}) occur in "
+            f"an episode of {cfg.segments.length_s} s or more in the {len(records)} records read. "
+            f"Check the class labels and databases in the config."
+        )
+    chosen = select_stable(uids, class_index, class_caps(cfg), cfg.sampling.seed)
+    root = zs.open_root(store)
+    previous = root["segments"].attrs.get("uids") if "uids" in root["segments"].attrs else None
+    slots = assign_slots(previous, [uids[i] for i in chosen])
+    record_keys = {f"{r['database']}/{r['record']}": r["key"] for r in records}
+    subjects = {f"{r['database']}/{r['record']}": r["subject"] for r in records}
+    table_key = content_key(slots, record_keys, cfg.run.chunk_size, cfg.classes)
+    table = {
+        "uids": slots,
+        "record_keys": record_keys,
+        "subjects": subjects,
+        "n_candidates": int(len(uids)),
+        "key": table_key,
+    }
+    if root["segments"].attrs.get("key") == table_key and "segments/signal" in root:
+        return table, False
+
+    position = {u: i for i, u in enumerate(uids)}
+    n, length, chunk = len(slots), cfg.segment_length, cfg.run.chunk_size
+    signal = np.zeros((n, length), np.float32)
+    start = np.zeros(n, np.int64)
+    cls = np.zeros(n, np.int16)
+    rhythm = np.zeros(n, np.int16)
+    rhythm_labels: list[str] = []
+    by_record: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for slot, uid in enumerate(slots):
+        db, rec, row = where[position[uid]]
+        by_record.setdefault((db, rec), []).append((slot, row))
+        cls[slot] = class_index[position[uid]]
+    for (db, rec), pairs in by_record.items():
+        group, attrs = zs.read_record_windows(store, db, rec)
+        slot_idx, rows = (np.array(x) for x in zip(*pairs))
+        signal[slot_idx] = group["windows"][...][rows]
+        start[slot_idx] = group["starts"][...][rows]
+        for s, ep in zip(slot_idx, group["episode"][...][rows]):
+            label = attrs["episodes"][ep][0]
+            if label not in rhythm_labels:
+                rhythm_labels.append(label)
+            rhythm[s] = rhythm_labels.index(label)
+    sources = sorted(record_keys)
+    source = np.array([sources.index(u.rsplit("/", 1)[0]) for u in slots], dtype=np.int32)
+    zs.create_array(store, "segments/signal", (n, length), (chunk, length), "float32")[...] = signal
+    for name, data in [("class_index", cls), ("source", source), ("start", start), ("rhythm", rhythm)]:
+        zs.create_array(store, f"segments/{name}", data.shape, (chunk,), data.dtype)[...] = data
+    root["segments"].attrs.update(
+        {
+            **table,
+            "class_names": cfg.class_names,
+            "sources": [{"database": s.split("/")[0], "record": s.split("/")[1], "subject": subjects[s]} for s in sources],
+            "rhythm_labels": rhythm_labels,
+            "target_fs": cfg.segments.target_fs,
+            "length": length,
+        }
+    )
+    return table, True
+
+
+def ensure_rows(store: str, name: str, n: int, row_shape: tuple, chunk: int, dtype: str, attrs: dict) -> None:
+    """Make array ``name`` hold n rows (create, or resize keeping the rows it has). Flow process only."""
+    root = zs.open_root(store)
+    if name in root:
+        arr = root[name]
+        if arr.shape[1:] == tuple(row_shape) and arr.chunks[0] == chunk and str(arr.dtype) == dtype:
+            if arr.shape[0] != n:
+                arr.resize((n, *row_shape))  # tasks open the array afresh after this, never a stale handle
+            return
+    zs.create_array(store, name, (n, *row_shape), (chunk, *row_shape), dtype, attrs=attrs)
+
+
+def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, logger, log: RunLog, blocked=()) -> set[int]:
+    """Submit the chunks of a stage that are not done; returns the chunk indices that failed (or were blocked)."""
+    todo, failed = [], set()
+    for i, key in enumerate(keys):
+        if i in blocked:
+            failed.add(i)
+            log.fail(stage, f"{array}/{_chunk_unit(i)}", "upstream chunk failed")
+            continue
+        lo, hi = i * chunk, min((i + 1) * chunk, n_rows)
+        if chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zarr.open_array(f"{store}/{array}/data", mode="r")[lo:hi]):
+            continue
+        todo.append(i)
+    log.count(stage, skipped=len(keys) - len(todo) - len(failed))
+    logger.info(f"{stage}: {len(todo)} of {len(keys)} chunks to compute ({len(keys) - len(todo) - len(failed)} up to date)")
+    futures = [submit(i, keys[i]) for i in todo]
+    _, failures = _wait_all(futures, stage, logger)
+    log.count(stage, computed=len(todo) - len(failures))
+    for idx, exc in failures:
+        failed.add(todo[idx])
+        log.fail(stage, f"{array}/{_chunk_unit(todo[idx])}", _error_text(exc))
+    return failed
 
 
 # ------------------------------------------------------------------------------------------------------- the flow
 @flow(name="ecgpipe", log_prints=True)
 def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool | None = None) -> dict:
-    logger = get_run_logger()
-    t0 = time.perf_counter()
-    cfg = config_from_dict(config)
-    strict = cfg.run.strict if strict is None else strict
-    config_json = cfg.model_dump_json()
     out = Path(out_dir).resolve()
-    store = zs.store_path(out)
-    stage_s: dict[str, float] = {}
-
-    # 1. records -> segments
-    t = time.perf_counter()
-    root = resolve_data_dir(data_dir)
-    folders = {db: database_dir(cfg, db, root) for db in cfg.databases}
-    work = [(db, rec) for db in cfg.databases for rec in selected_records(cfg, db, folders[db])]
-    zs.ensure_groups(store, "records", *[f"records/{db}" for db in cfg.databases], "segments", "spectrograms", "features")
-    logger.info(f"segments: {len(work)} records from {', '.join(f'{db} ({folders[db]})' for db in folders)}")
-    futures = [record_segments.submit(store, str(folders[db]), db, rec, config_json) for db, rec in work]
-    results, failures = _wait_all(futures, "segments", logger, strict)
-    records = [r for r in results if r is not None]
-    skipped = [
-        {
-            "record": getattr(exc, "record_path", "/".join(work[i])),
-            "error": getattr(exc, "problem", f"{type(exc).__name__}: {exc}"),
-        }
-        for i, exc in sorted(failures, key=lambda f: f[0])
-    ]
-    if not records:
-        raise RuntimeError(f"every record failed; first error: {skipped[0] if skipped else 'none read'}")
-    dataset = assemble_segments(store, records, cfg)
-    stage_s["segments"] = time.perf_counter() - t
-    logger.info(f"segments: {dataset['n_segments']} selected of {dataset['n_candidates']} windows")
-
-    # 2. spectrograms
-    t = time.perf_counter()
-    n, chunk = dataset["n_segments"], cfg.run.chunk_size
-    chunks = list(range(zs.n_chunks(n, chunk)))
-    spec_array = f"spectrograms/{cfg.section_hash('databases', 'classes', 'segments', 'sampling', 'spectrogram')}/data"
-    n_freq = len(spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram))
-    n_time = spectrogram_chunk(np.zeros((1, cfg.segment_length)), cfg.segments.target_fs, cfg.spectrogram).shape[2]
-    zs.create_array(
-        store,
-        spec_array,
-        (n, n_freq, n_time),
-        (chunk, n_freq, n_time),
-        "float16",
-        attrs={
-            "frequencies_hz": spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram).tolist(),
-            "settings": cfg.spectrogram.model_dump(mode="json"),
-        },
-    )
-    futures = [spectrogram_chunk_task.submit(store, spec_array, c, config_json) for c in chunks]
-    _wait_all(futures, "spectrograms", logger, strict=True)
-    stage_s["spectrograms"] = time.perf_counter() - t
-
-    # 3. features
-    t = time.perf_counter()
-    width, layer, weights_source = feature_width_task.submit(config_json).result()
-    feat_hash = cfg.section_hash("databases", "classes", "segments", "sampling", "spectrogram", "features")
-    feat_array = f"features/{feat_hash}/data"
-    zs.create_array(
-        store,
-        feat_array,
-        (n, width),
-        (chunk, width),
-        "float32",
-        attrs={"backbone": cfg.features.backbone, "layer": layer, "weights": weights_source},
-    )
-    futures = [feature_chunk_task.submit(store, spec_array, feat_array, c, config_json) for c in chunks]
-    _wait_all(futures, "features", logger, strict=True)
-    stage_s["features"] = time.perf_counter() - t
-
-    # 4. classification and report
-    t = time.perf_counter()
-    protocols = classify_task.submit(store, feat_array, config_json).result()
-    stage_s["classify"] = time.perf_counter() - t
-    report = build_report(cfg, store, records, skipped, dataset, (n_freq, n_time), width, layer, weights_source, protocols)
-    report["stage_seconds"] = {k: round(v, 2) for k, v in stage_s.items()}
-    report["wall_s"] = round(time.perf_counter() - t0, 2)
-    report["store"] = store
-    report["features_array"] = feat_array
-    report_path = write_report(report, out)
-    logger.info(f"report: {report_path}")
+    log = RunLog(out)
+    try:
+        report = _pipeline(config, data_dir, out, strict, log)
+    except BaseException as exc:
+        log.write("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    log.write("completed", report=str(out / "report.json"))
     return report
 
 
-def build_report(cfg, store, records, skipped, dataset, spec_shape, width, layer, weights_source, protocols) -> dict:
+def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None, log: RunLog) -> dict:
+    logger = get_run_logger()
+    cfg = config_from_dict(config)
+    strict = cfg.run.strict if strict is None else strict
+    config_json = cfg.model_dump_json()
+    store, markers, out_dir = zs.store_path(out), Markers(out), str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
+
+    # 1. records -> segments
+    t = time.perf_counter()
+    units = plan_records(cfg, data_dir)
+    zs.ensure_groups(store, "records", *[f"records/{db}" for db in cfg.databases], "segments", "spectrograms", "features")
+    summaries = {u.name: record_done(store, markers, u) for u in units}
+    todo = [u for u in units if summaries[u.name] is None]
+    log.count("segments", skipped=len(units) - len(todo))
+    logger.info(f"segments: {len(todo)} of {len(units)} records to compute")
+    futures = [record_segments.submit(store, out_dir, u, config_json) for u in todo]
+    results, failures = _wait_all(futures, "segments", logger, strict)
+    for u, r in zip(todo, results):
+        summaries[u.name] = r
+    log.count("segments", computed=len(todo) - len(failures))
+    skipped_records = []
+    for idx, exc in failures:
+        u = todo[idx]
+        log.fail("segments", f"{u.database}/{u.record}", _error_text(exc))
+        skipped_records.append({"record": getattr(exc, "record_path", f"{u.database}/{u.record}"), "error": _error_text(exc)})
+    records = [summaries[u.name] for u in units if summaries[u.name] is not None]
+    if not records:
+        raise StageFailed(f"every record failed; first error: {skipped_records[0] if skipped_records else 'none read'}")
+    table, table_changed = update_segment_table(store, records, cfg)
+    n, chunk = len(table["uids"]), cfg.run.chunk_size
+    log.stage_seconds["segments"] = time.perf_counter() - t
+    logger.info(f"segments: {n} selected of {table['n_candidates']} windows (table {'rewritten' if table_changed else 'unchanged'})")
+
+    # 2. spectrograms
+    t = time.perf_counter()
+    spec_array = spectrogram_array_name(cfg)
+    freqs = spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram)
+    n_time = spectrogram_chunk(np.zeros((1, cfg.segment_length)), cfg.segments.target_fs, cfg.spectrogram).shape[2]
+    spec_attrs = {"frequencies_hz": freqs.tolist(), "settings": cfg.spectrogram.model_dump(mode="json")}
+    ensure_rows(store, f"{spec_array}/data", n, (len(freqs), n_time), chunk, "float16", spec_attrs)
+    spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
+    spec_failed = run_chunk_stage(
+        "spectrograms", spec_array, spec_keys, n, chunk, markers, store,
+        lambda i, key: spectrogram_chunk_task.submit(store, out_dir, spec_array, i, key, config_json), logger, log,
+    )
+    log.stage_seconds["spectrograms"] = time.perf_counter() - t
+
+    # 3. features
+    t = time.perf_counter()
+    feat_array = feature_array_name(cfg)
+    feat_keys = feature_chunk_keys(cfg, spec_keys)
+    root = zs.open_root(store)
+    if f"{feat_array}/data" in root and "weights" in root[f"{feat_array}/data"].attrs:
+        feat_attrs = dict(root[f"{feat_array}/data"].attrs)
+    else:
+        width, layer, weights_source = feature_width_task.submit(config_json).result()
+        feat_attrs = {"backbone": cfg.features.backbone, "layer": layer, "weights": weights_source, "width": width}
+    ensure_rows(store, f"{feat_array}/data", n, (feat_attrs["width"],), chunk, "float32", feat_attrs)
+    feat_failed = run_chunk_stage(
+        "features", feat_array, feat_keys, n, chunk, markers, store,
+        lambda i, key: feature_chunk_task.submit(store, out_dir, spec_array, feat_array, i, key, config_json),
+        logger, log, blocked=spec_failed,
+    )
+    log.stage_seconds["features"] = time.perf_counter() - t
+    if spec_failed or feat_failed:
+        log.fail("classify", "classify", "features incomplete")
+        raise StageFailed(
+            f"{len(spec_failed)} spectrogram and {len(feat_failed - spec_failed)} feature chunk(s) failed "
+            f"(see {out / 'run.json'}); run again to recompute only those"
+        )
+
+    # 4. classification (folds as parallel tasks) and report
+    t = time.perf_counter()
+    key = classify_key(cfg, feat_keys, table["key"])
+    marker = markers.read("classify", feat_array.replace("/", "__"))
+    if marker and marker.get("key") == key:
+        protocols = marker["protocols"]
+        log.count("classify", skipped=1)
+    else:
+        protocols = classify(store, feat_array, cfg, config_json, logger)
+        markers.write("classify", feat_array.replace("/", "__"), key, {"protocols": protocols})
+        log.count("classify", computed=1)
+    log.stage_seconds["classify"] = time.perf_counter() - t
+
+    report = build_report(cfg, store, records, skipped_records, table, (len(freqs), n_time), feat_attrs, protocols)
+    report["stage_seconds"] = {k: round(v, 2) for k, v in log.stage_seconds.items()}
+    report["wall_s"] = round(time.perf_counter() - log.t0, 2)
+    report["store"] = store
+    report["features_array"] = f"{feat_array}/data"
+    report["spectrograms_array"] = f"{spec_array}/data"
+    logger.info(f"report: {write_report(report, out)}")
+    return report
+
+
+def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str, logger) -> dict:
+    _, y, groups = classification_data(store, feat_array)
+    protocols = {}
+    jobs = []
+    for protocol in cfg.cv.protocols:
+        splits, note = make_splits(protocol, y, groups, cfg.cv)
+        protocols[protocol] = (splits, note)
+        jobs += [(protocol, f) for f in range(len(splits))]
+    futures = [classify_fold_task.submit(store, feat_array, p, f, config_json) for p, f in jobs]
+    results, failures = _wait_all(futures, "classify", logger, strict=True)
+    out = {}
+    for protocol, (splits, note) in protocols.items():
+        y_pred = np.full_like(y, -1)
+        for (p, _), (test, pred) in zip(jobs, results):
+            if p == protocol:
+                y_pred[np.asarray(test, dtype=np.int64)] = pred
+        out[protocol] = summarize_protocol(y, y_pred, groups, splits, cfg.class_names, note)
+    return out
+
+
+def build_report(cfg, store, records, skipped, table, spec_shape, feat_attrs, protocols) -> dict:
     y = zs.read_array(store, "segments/class_index")
-    source = zs.read_array(store, "segments/source")
-    subjects = np.array([records[i]["subject"] for i in source])
-    dbs = np.array([records[i]["database"] for i in source])
+    rec_of = [u.rsplit("/", 1)[0] for u in table["uids"]]
+    subjects = np.array([table["subjects"][r] for r in rec_of])
+    dbs = np.array([r.split("/")[0] for r in rec_of])
     report: dict = {}
     if cfg.features.weights == "random":
         report["warning"] = RANDOM_WEIGHTS_WARNING
-    configured = set(cfg.label_to_class)
     seen = {label for r in records for label in r["labels"]}
     report.update(
         {
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
             "n_segments": int(len(y)),
-            "n_candidates": dataset["n_candidates"],
+            "n_candidates": table["n_candidates"],
             "class_counts": {c: int((y == i).sum()) for i, c in enumerate(cfg.class_names)},
             "class_counts_by_database": {
                 c: {db: int(((y == i) & (dbs == db)).sum()) for db in cfg.databases} for i, c in enumerate(cfg.class_names)
             },
             "subjects_per_class": {c: int(len(set(subjects[y == i]))) for i, c in enumerate(cfg.class_names)},
             "n_subjects": int(len(set(subjects))),
-            "n_records_used": int(len(set(source.tolist()))),
+            "n_records_used": int(len(set(rec_of))),
             "databases": list(cfg.databases),
             "spectrogram_shape": list(spec_shape),
             "backbone": cfg.features.backbone,
-            "layer": layer,
-            "feature_width": int(width),
-            "weights": weights_source,
+            "layer": feat_attrs["layer"],
+            "feature_width": int(feat_attrs["width"]),
+            "weights": feat_attrs["weights"],
             "classifier": f"StandardScaler + SVC(kernel={cfg.classifier.kernel}, C={cfg.classifier.C}, gamma={cfg.classifier.gamma})",
             "protocols": protocols,
             "skipped_records": skipped,
-            "unmatched_labels": sorted(configured - seen),
+            "unmatched_labels": sorted(set(cfg.label_to_class) - seen),
             "config": cfg.model_dump(mode="json"),
         }
     )
@@ -369,8 +555,8 @@ def prefect_api():
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    # The server is Prefect's own temporary one (same as it would start itself); it stops at interpreter exit, after
-    # Prefect has flushed its log and event queues to it.
+    # Prefect's own temporary server (as it would start itself); it stops at interpreter exit, after Prefect has
+    # flushed its log and event queues to it.
     server = SubprocessASGIServer()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
     os.environ["PREFECT_API_URL"] = server.api_url

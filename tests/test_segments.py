@@ -1,7 +1,7 @@
 import numpy as np
 
 from ecgpipe.records import RhythmEpisode
-from ecgpipe.segments import cut_windows, nan_free, resample, segment_windows, select_balanced
+from ecgpipe.segments import cut_windows, nan_free, resample, segment_windows
 
 
 def test_windows_lie_inside_usable_episodes_only():
@@ -42,12 +42,3 @@ def test_nan_free_marks_windows_touching_nans():
     x[1200] = np.nan
     ok = nan_free(x, np.array([0, 1000, 2000]), 250, fs_in=250, fs_out=250)
     assert ok.tolist() == [True, False, True]
-
-
-def test_select_balanced_caps_each_class_and_is_seeded():
-    cls = np.array([0] * 100 + [1] * 10 + [2] * 50)
-    a = select_balanced(cls, {0: 20, 1: 20, 2: None}, seed=3)
-    assert np.bincount(cls[a]).tolist() == [20, 10, 50]
-    assert np.array_equal(a, select_balanced(cls, {0: 20, 1: 20, 2: None}, seed=3))
-    assert not np.array_equal(a, select_balanced(cls, {0: 20, 1: 20, 2: None}, seed=4))
-    assert np.all(np.diff(a) > 0)
