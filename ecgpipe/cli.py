@@ -11,7 +11,9 @@ import os
 import sys
 import warnings
 
-from ecgpipe.config import ConfigError, load_config, preset_names
+from pathlib import Path
+
+from ecgpipe.config import ConfigError, config_from_dict, load_config, preset_names
 
 
 def _quiet_environment() -> None:
@@ -36,7 +38,12 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, _overrides(args))
     from flows.ecg_pipeline import run_pipeline
 
-    report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None)
+    try:
+        report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None)
+    except Exception as exc:
+        print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"see {os.path.join(args.out, 'run.json')}; `ecgpipe run` again recomputes only what is missing", file=sys.stderr)
+        return 1
     print()
     if report.get("warning"):
         print(report["warning"])
@@ -48,6 +55,34 @@ def cmd_run(args) -> int:
         print(f"skipped {len(report['skipped_records'])} bad record(s):")
         for s in report["skipped_records"]:
             print(f"  {s['record']}: {s['error']}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    _quiet_environment()
+    saved = Path(args.out) / "config.json"
+    if args.config:
+        cfg, data_dir = load_config(args.config), args.data_dir
+    elif saved.is_file():
+        doc = json.loads(saved.read_text())
+        cfg, data_dir = config_from_dict(doc["config"], str(saved)), args.data_dir or doc.get("data_dir")
+    else:
+        print(f"ecgpipe: {args.out} holds no run (no config.json); give --config", file=sys.stderr)
+        return 2
+    from flows.ecg_pipeline import run_status
+
+    status = run_status(cfg, data_dir, args.out)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    last = status["last_run"]
+    print(f"{status['out']}: last run {last.get('status') or 'none'}" + (f" ({last['wall_s']:.0f} s)" if last.get("wall_s") else ""))
+    print(f"{'stage':14s}{'done':>7s}{'stale':>7s}{'failed':>8s}{'missing':>9s}{'total':>7s}   a rerun computes")
+    for stage, c in status["stages"].items():
+        fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
+        print(f"{stage:14s}{fmt(c['done']):>7s}{fmt(c['stale']):>7s}{fmt(c['failed']):>8s}{fmt(c['missing']):>9s}{fmt(c['total']):>7s}   {c['rerun_computes']}")
+    if status.get("note"):
+        print(f"note: {status['note']}")
     return 0
 
 
@@ -73,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
     run.add_argument("--random-weights", action="store_true", help="use untrained backbone weights (tests only; the report says so)")
     run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="per stage: units done / stale / failed / missing, and what a rerun computes")
+    st.add_argument("--out", required=True, help="output folder of a run")
+    st.add_argument("--config", default=None, help="compare against this config instead of the one the last run used")
+    st.add_argument("--data-dir", default=None)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
     cfg.add_argument("name", nargs="?", default=None)

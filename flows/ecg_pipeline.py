@@ -262,8 +262,8 @@ def record_done(store: str, markers: Markers, unit: RecordUnit) -> dict | None:
     return marker["summary"] if array_digest(windows) == marker.get("digest") else None
 
 
-def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -> tuple[dict, bool]:
-    """Select the dataset from every record's windows and (re)write segments/* if it changed. Flow process only."""
+def plan_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -> tuple[dict, dict]:
+    """The segment table a run would write (selection and row order), read-only; and where each candidate sits."""
     uids, classes, where = [], [], []
     for info in records:
         group, attrs = zs.read_record_windows(store, info["database"], info["record"])
@@ -281,8 +281,8 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
             f"Check the class labels and databases in the config."
         )
     chosen = select_stable(uids, class_index, class_caps(cfg), cfg.sampling.seed)
-    root = zs.open_root(store)
-    previous = root["segments"].attrs.get("uids") if "uids" in root["segments"].attrs else None
+    root = zs.open_root(store, mode="r")
+    previous = root["segments"].attrs.get("uids") if "segments" in root and "uids" in root["segments"].attrs else None
     slots = assign_slots(previous, [uids[i] for i in chosen])
     record_keys = {f"{r['database']}/{r['record']}": r["key"] for r in records}
     subjects = {f"{r['database']}/{r['record']}": r["subject"] for r in records}
@@ -294,9 +294,17 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
         "n_candidates": int(len(uids)),
         "key": table_key,
     }
-    if root["segments"].attrs.get("key") == table_key and "segments/signal" in root:
-        return table, False
+    return table, {"uids": uids, "class_index": class_index, "where": where}
 
+
+def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -> tuple[dict, bool]:
+    """Select the dataset from every record's windows and (re)write segments/* if it changed. Flow process only."""
+    table, candidates = plan_segment_table(store, records, cfg)
+    root = zs.open_root(store)
+    if root["segments"].attrs.get("key") == table["key"] and "segments/signal" in root:
+        return table, False
+    uids, class_index, where = candidates["uids"], candidates["class_index"], candidates["where"]
+    slots, record_keys, subjects = table["uids"], table["record_keys"], table["subjects"]
     position = {u: i for i, u in enumerate(uids)}
     n, length, chunk = len(slots), cfg.segment_length, cfg.run.chunk_size
     signal = np.zeros((n, length), np.float32)
@@ -370,6 +378,61 @@ def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, l
         failed.add(todo[idx])
         log.fail(stage, f"{array}/{_chunk_unit(todo[idx])}", _error_text(exc))
     return failed
+
+
+def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
+    """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
+    out = Path(out_dir).resolve()
+    store, markers = zs.store_path(out), Markers(out)
+    last = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    failed_units = {f["unit"] for f in last.get("failed", [])}
+
+    def tally(stage, units):  # units: (name shown, marker stage, marker unit, key, done?)
+        counts = {"done": 0, "stale": 0, "failed": 0, "missing": 0}
+        todo = []
+        for shown, mstage, munit, key, done in units:
+            if done:
+                counts["done"] += 1
+                continue
+            todo.append(shown)
+            if shown in failed_units:
+                counts["failed"] += 1
+            elif markers.read(mstage, munit) is not None:
+                counts["stale"] += 1
+            else:
+                counts["missing"] += 1
+        return {**counts, "total": len(units), "rerun_computes": len(todo), "to_compute": todo[:50]}
+
+    status: dict = {"out": str(out), "last_run": {k: last.get(k) for k in ("status", "wall_s")}, "stages": {}}
+    units = plan_records(cfg, data_dir)
+    summaries = {u.name: record_done(store, markers, u) for u in units}
+    status["stages"]["segments"] = tally(
+        "segments", [(f"{u.database}/{u.record}", "segments", u.name, u.key, summaries[u.name] is not None) for u in units]
+    )
+    records = [s for s in summaries.values() if s is not None]
+    if not records or not Path(store).exists():
+        status["note"] = "nothing computed yet"
+        for stage in STAGES[1:]:
+            status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": "all"}
+        return status
+    if status["stages"]["segments"]["rerun_computes"]:
+        status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
+    table, _ = plan_segment_table(store, records, cfg)
+    n, chunk = len(table["uids"]), cfg.run.chunk_size
+    spec_array, feat_array = spectrogram_array_name(cfg), feature_array_name(cfg)
+    spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
+    feat_keys = feature_chunk_keys(cfg, spec_keys)
+    for stage, array, keys in (("spectrograms", spec_array, spec_keys), ("features", feat_array, feat_keys)):
+        rows = []
+        for i, key in enumerate(keys):
+            lo, hi = i * chunk, min((i + 1) * chunk, n)
+            done = chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zarr.open_array(f"{store}/{array}/data", mode="r")[lo:hi])
+            rows.append((f"{array}/{_chunk_unit(i)}", array, _chunk_unit(i), key, done))
+        status["stages"][stage] = tally(stage, rows)
+    ckey = classify_key(cfg, feat_keys, table["key"])
+    cunit = f"{feat_array.replace('/', '__')}__{ckey[:16]}"
+    status["stages"]["classify"] = tally("classify", [("classify", "classify", cunit, ckey, markers.is_done("classify", cunit, ckey))])
+    return status
 
 
 # ------------------------------------------------------------------------------------------------------- the flow
@@ -462,13 +525,15 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
     # 4. classification (folds as parallel tasks) and report
     t = time.perf_counter()
     key = classify_key(cfg, feat_keys, table["key"])
-    marker = markers.read("classify", feat_array.replace("/", "__"))
+    # one marker per classification key, so results of several classifier settings coexist like arrays do
+    cunit = f"{feat_array.replace('/', '__')}__{key[:16]}"
+    marker = markers.read("classify", cunit)
     if marker and marker.get("key") == key:
         protocols = marker["protocols"]
         log.count("classify", skipped=1)
     else:
         protocols = classify(store, feat_array, cfg, config_json, logger)
-        markers.write("classify", feat_array.replace("/", "__"), key, {"protocols": protocols})
+        markers.write("classify", cunit, key, {"protocols": protocols})
         log.count("classify", computed=1)
     log.stage_seconds["classify"] = time.perf_counter() - t
 

@@ -1,0 +1,227 @@
+"""Incremental reruns and fault tolerance, with real processes: reruns, corrupted chunks, parameter changes, a record
+fixed on disk, the whole run SIGKILLed mid-stage, a Dask worker SIGKILLed mid-stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from ecgpipe.config import load_config
+from conftest import REPO, copy_records
+
+RECORDS = ["418", "426", "430"]
+CHUNK = 8
+TOML = f"""
+name = "incremental"
+[databases.vfdb]
+lead = [0]
+[classes]
+normal = ["(N"]
+vt = ["(VT"]
+vf = ["(VF", "(VFIB", "(VFL"]
+[sampling]
+max_per_class = 40
+[cv]
+n_splits = 3
+[run]
+chunk_size = {CHUNK}
+n_workers = 2
+"""
+
+
+def run_json(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def computed(out: Path) -> dict:
+    return {stage: c["computed"] for stage, c in run_json(out)["stages"].items()}
+
+
+def snapshot(out: Path) -> dict:
+    """sha256 of every file of the store and the markers (the run's outputs apart from timing-bearing reports)."""
+    files = {}
+    for sub in ("store.zarr", "markers"):
+        for p in sorted((out / sub).rglob("*")):
+            if p.is_file():
+                files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return files
+
+
+def features(out: Path) -> np.ndarray:
+    report = json.loads((out / "report.json").read_text())
+    return zarr.open_array(f"{out}/store.zarr/{report['features_array']}", mode="r")[...]
+
+
+def config_file(tmp: Path, extra: str = "") -> Path:
+    path = tmp / f"cfg-{abs(hash(extra))}.toml"
+    path.write_text(TOML + extra)
+    return path
+
+
+def run(cfg_path: Path, data: Path, out: Path, **kw) -> dict:
+    from flows.ecg_pipeline import run_pipeline
+
+    return run_pipeline(load_config(cfg_path), str(data), str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory, physionet, prefect_server):
+    tmp = tmp_path_factory.mktemp("incremental")
+    data = tmp / "data"
+    copy_records(physionet, data, "vfdb", RECORDS)
+    cfg = config_file(tmp)
+    out = tmp / "cold"
+    report = run(cfg, data, out)
+    n_chunks = -(-report["n_segments"] // CHUNK)
+    assert computed(out) == {"segments": 3, "spectrograms": n_chunks, "features": n_chunks, "classify": 1}
+    return {"tmp": tmp, "data": data, "cfg": cfg, "out": out, "report": report, "n_chunks": n_chunks}
+
+
+def copy_run(cold, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(cold["out"], out)
+    return out
+
+
+def test_no_change_rerun_computes_nothing_and_changes_no_byte(cold, tmp_path):
+    out = copy_run(cold, tmp_path)
+    before = snapshot(out)
+    report = run(cold["cfg"], cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": 0, "features": 0, "classify": 0}
+    skipped = {s: c["skipped"] for s, c in run_json(out)["stages"].items()}
+    assert skipped == {"segments": 3, "spectrograms": cold["n_chunks"], "features": cold["n_chunks"], "classify": 1}
+    assert run_json(out)["status"] == "completed"
+    assert snapshot(out) == before
+    assert report["protocols"] == cold["report"]["protocols"]
+
+
+def test_corrupted_chunk_and_deleted_marker_recompute_exactly_those(cold, tmp_path):
+    out = copy_run(cold, tmp_path)
+    report = cold["report"]
+    spec_chunk = out / "store.zarr" / report["spectrograms_array"] / "c" / "2" / "0" / "0"
+    assert spec_chunk.is_file()
+    spec_chunk.write_bytes(b"\x00" * spec_chunk.stat().st_size)  # same size, wrong bytes
+    feat_marker = out / "markers" / report["features_array"].rsplit("/", 1)[0] / "000005.json"
+    feat_marker.unlink()
+    run(cold["cfg"], cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": 1, "features": 1, "classify": 0}
+    assert snapshot(out) == snapshot(cold["out"])  # repaired to exactly the uninterrupted run's bytes
+
+
+def test_parameter_changes_recompute_only_the_stages_they_touch(cold, tmp_path):
+    out = copy_run(cold, tmp_path)
+    n = cold["n_chunks"]
+    tmp = cold["tmp"]
+    run(config_file(tmp, "[classifier]\nC = 1.0\n"), cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": 0, "features": 0, "classify": 1}
+    run(config_file(tmp, '[features]\nlayer = "_blocks.10"\n'), cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": 0, "features": n, "classify": 1}
+    assert len(list(zarr.open_group(f"{out}/store.zarr/features", mode="r").group_keys())) == 2  # both layers kept
+    run(config_file(tmp, "[spectrogram]\nnfft = 128\n"), cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": n, "features": n, "classify": 1}
+    # back to the original settings: everything is still there
+    run(cold["cfg"], cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": 0, "features": 0, "classify": 0}
+
+
+def test_fixed_record_recomputes_only_its_downstream_chunks(cold, tmp_path, physionet):
+    data = tmp_path / "data"
+    copy_records(physionet, data, "vfdb", RECORDS)
+    dat = data / "vfdb" / "426.dat"
+    dat.write_bytes(dat.read_bytes()[:100000])
+    out = tmp_path / "out"
+    broken = run(cold["cfg"], data, out)
+    assert [s["record"].endswith("426") for s in broken["skipped_records"]] == [True]
+    assert run_json(out)["stages"]["segments"]["failed"] == 1
+    uids_before = zarr.open_group(f"{out}/store.zarr/segments", mode="r").attrs["uids"]
+
+    shutil.copy(physionet / "vfdb" / "426.dat", dat)
+    fixed = run(cold["cfg"], data, out)
+    assert fixed["skipped_records"] == []
+    uids_after = zarr.open_group(f"{out}/store.zarr/segments", mode="r").attrs["uids"]
+    chunks = lambda uids: [uids[i : i + CHUNK] for i in range(0, len(uids), CHUNK)]  # noqa: E731
+    before, after = chunks(uids_before), chunks(uids_after)
+    changed = sum(1 for i, c in enumerate(after) if i >= len(before) or before[i] != c)
+    assert 0 < changed < len(after)
+    c = computed(out)
+    assert c["segments"] == 1 and run_json(out)["stages"]["segments"]["skipped"] == 2
+    assert c["spectrograms"] == changed and c["features"] == changed and c["classify"] == 1
+    # and the result is the same dataset a cold run on the fixed data selects (rows may sit elsewhere)
+    assert sorted(uids_after) == sorted(zarr.open_group(f"{cold['out']}/store.zarr/segments", mode="r").attrs["uids"])
+
+
+def _feature_markers(out: Path) -> int:
+    return len(list((out / "markers" / "features").rglob("*.json"))) if (out / "markers" / "features").exists() else 0
+
+
+def test_sigkill_of_the_whole_run_then_rerun_finishes_only_the_rest(cold, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecgpipe.cli", "run", "--config", str(cold["cfg"]), "--data-dir", str(cold["data"]), "--out", str(out)],
+        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while _feature_markers(out) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Dask cluster and its workers
+    proc.wait()
+    done_at_kill = _feature_markers(out)
+    assert 1 <= done_at_kill < cold["n_chunks"], f"not killed mid-stage ({done_at_kill} of {cold['n_chunks']} chunks done)"
+    assert not (out / "report.json").exists()
+
+    run(cold["cfg"], cold["data"], out)
+    c = computed(out)
+    assert c["segments"] == 0 and c["spectrograms"] == 0
+    assert c["features"] == cold["n_chunks"] - done_at_kill
+    assert np.array_equal(features(out), features(cold["out"]))
+
+
+def test_killed_dask_worker_mid_stage_still_completes(cold, tmp_path):
+    from distributed import Client
+
+    sched_file = tmp_path / "scheduler.json"
+    dask = str(Path(sys.executable).with_name("dask"))
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)], **quiet)]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(sched_file), "--nworkers", "2", "--nthreads", "1", "--dashboard-address", ":0", "--local-directory", str(tmp_path / "w")], **quiet))
+        with Client(scheduler_file=str(sched_file), timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            address = client.scheduler.address
+            worker_pids = list(client.run(os.getpid).values())
+        out = tmp_path / "out"
+        killed = []
+
+        def kill_one_worker_mid_stage():
+            deadline = time.time() + 300
+            while _feature_markers(out) < 1 and time.time() < deadline:
+                time.sleep(0.02)
+            os.kill(worker_pids[0], signal.SIGKILL)
+            killed.append(_feature_markers(out))
+
+        killer = threading.Thread(target=kill_one_worker_mid_stage, daemon=True)
+        killer.start()
+        run(cold["cfg"], cold["data"], out, scheduler=address)
+        killer.join(timeout=10)
+        assert killed and killed[0] < cold["n_chunks"], "the worker was not killed mid-stage"
+        assert run_json(out)["status"] == "completed"
+        assert np.allclose(features(out), features(cold["out"]), atol=1e-5)
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
