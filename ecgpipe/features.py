@@ -57,6 +57,7 @@ class FeatureExtractor:
             torch.set_num_threads(settings.torch_threads)
         spec = backbone_spec(settings.backbone)
         model, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
+        self._backbone = model  # kept for tap(): several layers of these very weights
         self.layer = settings.layer or spec.pooled_layer
         try:
             with warnings.catch_warnings():
@@ -72,12 +73,14 @@ class FeatureExtractor:
                 f"some nodes: {', '.join(nodes[-8:])}"
             ) from None
         self.model = extractor.eval().to(self.device, memory_format=torch.channels_last)
+        if settings.compile:
+            self.model = torch.compile(self.model)
 
     @torch.inference_mode()
     def __call__(self, spectrograms: np.ndarray) -> np.ndarray:
         out = []
         bs = self.settings.batch_size
-        use_amp = self.device.type == "cuda"
+        use_amp = self.device.type == "cuda" and self.settings.amp
         for i in range(0, len(spectrograms), bs):
             batch = torch.from_numpy(np.ascontiguousarray(spectrograms[i : i + bs], dtype=np.float32))
             images = spectrograms_to_images(batch.to(self.device, non_blocking=True), self.settings.image_size)
@@ -92,6 +95,19 @@ class FeatureExtractor:
         if not out:
             return np.zeros((0, self.feature_width()), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
+
+    @torch.inference_mode()
+    def tap(self, spectrograms: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+        """Pooled activations of several layers from one forward pass (for comparing layers, as the paper does)."""
+        key = tuple(layers)
+        if getattr(self, "_multi_key", None) != key:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                multi = create_feature_extractor(self._backbone.eval(), return_nodes={name: name for name in layers})
+            self._multi, self._multi_key = multi.eval().to(self.device, memory_format=torch.channels_last), key
+        images = spectrograms_to_images(torch.from_numpy(np.asarray(spectrograms, np.float32)).to(self.device), self.settings.image_size)
+        acts = self._multi(images.contiguous(memory_format=torch.channels_last))
+        return {name: (a.mean(dim=(2, 3)) if a.ndim == 4 else a).float().cpu().numpy() for name, a in acts.items()}
 
     def feature_width(self) -> int:
         dummy = np.zeros((1, 8, 8), dtype=np.float32)

@@ -26,6 +26,9 @@ from ecgpipe.keys import code_version, content_key, file_digest, record_files
 from ecgpipe.markers import Markers
 
 STAGES = ("segments", "spectrograms", "features", "classify")
+# Feature settings that change speed, not values (beyond float rounding): not part of the feature keys, so moving a
+# run from CPU to GPU, or to another batch size, does not recompute its features.
+SPEED_ONLY = {"device", "batch_size", "torch_threads", "compile"}
 
 
 def segment_uid(database: str, record: str, start: int) -> str:
@@ -122,7 +125,7 @@ def spectrogram_array_name(cfg: PipelineConfig) -> str:
 
 
 def feature_array_name(cfg: PipelineConfig) -> str:
-    h = content_key(spectrogram_array_name(cfg), cfg.features.model_dump(mode="json", exclude={"device", "batch_size", "torch_threads"}))
+    h = content_key(spectrogram_array_name(cfg), cfg.features.model_dump(mode="json", exclude=SPEED_ONLY))
     return f"features/{h[:12]}"
 
 
@@ -139,8 +142,7 @@ def spectrogram_chunk_keys(cfg: PipelineConfig, uids: list[str], record_keys: di
 
 
 def feature_chunk_keys(cfg: PipelineConfig, spectrogram_keys: list[str]) -> list[str]:
-    # Batch size, device and thread count change speed, not values (beyond float rounding): not part of the key.
-    settings = cfg.features.model_dump(mode="json", exclude={"device", "batch_size", "torch_threads"})
+    settings = cfg.features.model_dump(mode="json", exclude=SPEED_ONLY)
     return [content_key("features", code_version("features"), settings, k) for k in spectrogram_keys]
 
 

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import zarr
 from prefect import flow, get_run_logger, task
@@ -90,6 +91,26 @@ def _chunk_unit(i: int) -> str:
     return f"{i:06d}"
 
 
+FAULT_ENV = "ECGPIPE_INJECT_FAILURE"
+
+
+def _injected_fault(stage: str, chunk_index: int) -> None:
+    """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk."""
+    wanted = {tuple(item.split(":")) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item}
+    if (stage, str(chunk_index)) in wanted:
+        raise OSError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}")
+
+
+def _where() -> str:
+    """Address of the Dask worker running this task (recorded in markers: provenance and placement checks)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "flow-process"
+
+
 # ---------------------------------------------------------------------------------------------------------- tasks
 @stage_task(name="record-segments", task_run_name="segments {unit.database}/{unit.record}")
 def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str) -> dict:
@@ -123,17 +144,18 @@ def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str
             **summary,
         },
     )
-    Markers(out_dir).write("segments", unit.name, unit.key, {"summary": summary, "digest": array_digest(found.windows)})
+    Markers(out_dir).write("segments", unit.name, unit.key, {"summary": summary, "digest": array_digest(found.windows), "worker": _where()})
     return summary
 
 
 @stage_task(name="spectrogram-chunk", task_run_name="spectrograms chunk {chunk_index}")
 def spectrogram_chunk_task(store: str, out_dir: str, spec_array: str, chunk_index: int, key: str, config_json: str) -> int:
     cfg = _config(config_json)
+    _injected_fault("spectrograms", chunk_index)
     segments = zs.read_chunk(store, "segments/signal", chunk_index, cfg.run.chunk_size)
     spec = spectrogram_chunk(segments, cfg.segments.target_fs, cfg.spectrogram).astype(np.float16)
     zs.write_chunk(store, f"{spec_array}/data", chunk_index, spec)
-    Markers(out_dir).write(spec_array, _chunk_unit(chunk_index), key, {"digest": array_digest(spec)})
+    Markers(out_dir).write(spec_array, _chunk_unit(chunk_index), key, {"digest": array_digest(spec), "worker": _where()})
     return int(len(spec))
 
 
@@ -152,10 +174,11 @@ def feature_chunk_task(
     from ecgpipe.features import get_extractor
 
     cfg = _config(config_json)
+    _injected_fault("features", chunk_index)
     spectrograms = zs.read_chunk(store, f"{spec_array}/data", chunk_index, cfg.run.chunk_size)
     features = get_extractor(cfg.features)(spectrograms)
     zs.write_chunk(store, f"{feat_array}/data", chunk_index, features)
-    Markers(out_dir).write(feat_array, _chunk_unit(chunk_index), key, {"digest": array_digest(features)})
+    Markers(out_dir).write(feat_array, _chunk_unit(chunk_index), key, {"digest": array_digest(features), "worker": _where()})
     return int(len(features))
 
 
@@ -237,6 +260,26 @@ def _wait_all(futures: list, stage: str, logger, strict: bool = False) -> tuple[
         if done % step == 0 or done == len(futures):
             logger.info(f"{stage}: {done}/{len(futures)} computed")
     return results, failures
+
+
+def gpu_workers_in_cluster() -> int:
+    """Number of workers of this flow run's Dask cluster that advertise a ``GPU`` resource."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    client = getattr(ctx.task_runner, "_client", None) if ctx else None
+    if client is None:
+        return 0
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
+
+
+def feature_placement(n_gpu_workers: int):
+    """Feature tasks go to GPU workers when the cluster has any; otherwise anywhere. Dask would wait forever for a
+    resource no worker has, so the annotation is only added when a GPU worker exists."""
+    if n_gpu_workers:
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
 
 
 def _error_text(exc: Exception) -> str:
@@ -455,6 +498,10 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
     strict = cfg.run.strict if strict is None else strict
     config_json = cfg.model_dump_json()
     store, markers, out_dir = zs.store_path(out), Markers(out), str(out)
+    retry = {"retries": cfg.run.retries, "retry_delay_seconds": list(cfg.run.retry_delay_s) or 0}
+    record_task, spec_task, feat_task, fold_task = (
+        t.with_options(**retry) for t in (record_segments, spectrogram_chunk_task, feature_chunk_task, classify_fold_task)
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
 
@@ -466,7 +513,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
     todo = [u for u in units if summaries[u.name] is None]
     log.count("segments", skipped=len(units) - len(todo))
     logger.info(f"segments: {len(todo)} of {len(units)} records to compute")
-    futures = [record_segments.submit(store, out_dir, u, config_json) for u in todo]
+    futures = [record_task.submit(store, out_dir, u, config_json) for u in todo]
     results, failures = _wait_all(futures, "segments", logger, strict)
     for u, r in zip(todo, results):
         summaries[u.name] = r
@@ -494,7 +541,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
     spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
     spec_failed = run_chunk_stage(
         "spectrograms", spec_array, spec_keys, n, chunk, markers, store,
-        lambda i, key: spectrogram_chunk_task.submit(store, out_dir, spec_array, i, key, config_json), logger, log,
+        lambda i, key: spec_task.submit(store, out_dir, spec_array, i, key, config_json), logger, log,
     )
     log.stage_seconds["spectrograms"] = time.perf_counter() - t
 
@@ -502,17 +549,24 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
     t = time.perf_counter()
     feat_array = feature_array_name(cfg)
     feat_keys = feature_chunk_keys(cfg, spec_keys)
+    n_gpu = gpu_workers_in_cluster()
+    placement = f"{n_gpu} GPU worker(s) (resources GPU=1)" if n_gpu else "any worker (no GPU worker in the cluster)"
+    logger.info(f"features: {cfg.features.backbone} on {placement}")
     root = zs.open_root(store)
     if f"{feat_array}/data" in root and "weights" in root[f"{feat_array}/data"].attrs:
         feat_attrs = dict(root[f"{feat_array}/data"].attrs)
     else:
-        width, layer, weights_source = feature_width_task.submit(config_json).result()
+        with feature_placement(n_gpu):
+            width, layer, weights_source = feature_width_task.submit(config_json).result()
         feat_attrs = {"backbone": cfg.features.backbone, "layer": layer, "weights": weights_source, "width": width}
     ensure_rows(store, f"{feat_array}/data", n, (feat_attrs["width"],), chunk, "float32", feat_attrs)
+
+    def submit_features(i: int, key: str):
+        with feature_placement(n_gpu):
+            return feat_task.submit(store, out_dir, spec_array, feat_array, i, key, config_json)
+
     feat_failed = run_chunk_stage(
-        "features", feat_array, feat_keys, n, chunk, markers, store,
-        lambda i, key: feature_chunk_task.submit(store, out_dir, spec_array, feat_array, i, key, config_json),
-        logger, log, blocked=spec_failed,
+        "features", feat_array, feat_keys, n, chunk, markers, store, submit_features, logger, log, blocked=spec_failed
     )
     log.stage_seconds["features"] = time.perf_counter() - t
     if spec_failed or feat_failed:
@@ -532,7 +586,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
         protocols = marker["protocols"]
         log.count("classify", skipped=1)
     else:
-        protocols = classify(store, feat_array, cfg, config_json, logger)
+        protocols = classify(store, feat_array, cfg, config_json, logger, fold_task)
         markers.write("classify", cunit, key, {"protocols": protocols})
         log.count("classify", computed=1)
     log.stage_seconds["classify"] = time.perf_counter() - t
@@ -543,11 +597,12 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
     report["store"] = store
     report["features_array"] = f"{feat_array}/data"
     report["spectrograms_array"] = f"{spec_array}/data"
+    report["feature_placement"] = placement
     logger.info(f"report: {write_report(report, out)}")
     return report
 
 
-def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str, logger) -> dict:
+def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str, logger, fold_task=classify_fold_task) -> dict:
     _, y, groups = classification_data(store, feat_array)
     protocols = {}
     jobs = []
@@ -555,7 +610,7 @@ def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str,
         splits, note = make_splits(protocol, y, groups, cfg.cv)
         protocols[protocol] = (splits, note)
         jobs += [(protocol, f) for f in range(len(splits))]
-    futures = [classify_fold_task.submit(store, feat_array, p, f, config_json) for p, f in jobs]
+    futures = [fold_task.submit(store, feat_array, p, f, config_json) for p, f in jobs]
     results, failures = _wait_all(futures, "classify", logger, strict=True)
     out = {}
     for protocol, (splits, note) in protocols.items():
@@ -632,6 +687,49 @@ def prefect_api():
         os.environ.pop("PREFECT_API_URL", None)
 
 
+class StoreUnreachable(RuntimeError):
+    pass
+
+
+def _read_token(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        return f"<{type(exc).__name__}: {exc}>"
+
+
+def check_store_reachable(scheduler: str, *folders: str | None) -> None:
+    """Fail early, with the workers named, when a worker of an existing cluster cannot see a folder of the run.
+
+    Tasks exchange paths, not arrays, so every worker must see the output folder (and the data) at the same path.
+    A token is written into each folder here and read back by every worker.
+    """
+    import uuid
+
+    from distributed import Client
+
+    problems = []
+    with Client(scheduler, timeout=60) as client:
+        for folder in folders:
+            if not folder:
+                continue
+            folder_path = Path(folder).resolve()
+            folder_path.mkdir(parents=True, exist_ok=True)
+            token_file = folder_path / f".ecgpipe-reachable-{uuid.uuid4().hex[:8]}"
+            token_file.write_text(token := uuid.uuid4().hex)
+            try:
+                seen = client.run(_read_token, str(token_file))
+            finally:
+                token_file.unlink(missing_ok=True)
+            problems += [f"{worker} cannot see {folder_path} ({got if got.startswith('<') else 'different content'})"
+                         for worker, got in seen.items() if got != token]
+    if problems:
+        raise StoreUnreachable(
+            "workers of the cluster at " + scheduler + " do not share this run's folders: " + "; ".join(problems)
+            + ". Mount the data and output folders at the same path on every worker (shared file system)."
+        )
+
+
 def task_runner(cfg: PipelineConfig, out_dir: str, scheduler: str | None = None):
     from prefect_dask import DaskTaskRunner
 
@@ -661,6 +759,8 @@ def run_pipeline(
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
+    if scheduler:
+        check_store_reachable(scheduler, out_dir, data_dir)
     with prefect_api():
         runner = task_runner(cfg, out_dir, scheduler)
         return ecg_pipeline.with_options(task_runner=runner)(

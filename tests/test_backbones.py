@@ -43,10 +43,16 @@ def test_random_weights_fail_the_cat_check():
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_every_backbone_yields_its_documented_width(name):
+def test_every_backbone_yields_its_documented_widths(name):
+    spec = BACKBONES[name]
     extractor = FeatureExtractor(FeatureSettings(backbone=name, weights="random", batch_size=2))
-    out = extractor(np.random.default_rng(0).normal(size=(2, 40, 50)).astype(np.float32))
-    assert out.shape == (2, BACKBONES[name].feature_width) and np.isfinite(out).all()
+    x = np.random.default_rng(0).normal(size=(2, 40, 50)).astype(np.float32)
+    out = extractor(x)
+    assert out.shape == (2, spec.feature_width) and np.isfinite(out).all()
+    assert len(spec.layers) >= 4
+    taps = extractor.tap(x, list(spec.layers))  # every documented layer, one forward pass
+    assert {k: v.shape for k, v in taps.items()} == {k: (2, w) for k, w in spec.layers.items()}
+    assert np.allclose(taps[spec.pooled_layer], out, atol=1e-4)
 
 
 def test_intermediate_layer_is_pooled():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,13 +47,15 @@ def dask_cluster(tmp_path):
     while not sched_file.exists() and time.time() < deadline:
         time.sleep(0.2)
     assert sched_file.exists(), "dask scheduler did not start"
-    procs.append(
-        subprocess.Popen(
-            [str(dask), "worker", "--scheduler-file", str(sched_file), "--nworkers", "2", "--nthreads", "1",
-             "--dashboard-address", ":0", "--local-directory", str(tmp_path / "w")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    # one plain CPU worker and one advertising a GPU (it computes on the CPU here: placement is what is tested)
+    for extra in ([], ["--resources", "GPU=1"]):
+        procs.append(
+            subprocess.Popen(
+                [str(dask), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--dashboard-address", ":0",
+                 "--local-directory", str(tmp_path / "w"), *extra],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
         )
-    )
     from distributed import Client
 
     with Client(scheduler_file=str(sched_file), timeout=60) as client:
@@ -80,8 +83,44 @@ def test_flow_runs_on_an_existing_scheduler(tmp_path, physionet, prefect_server,
     assert (tmp_path / "out" / "report.json").exists()
     with Client(scheduler_file=str(sched_file)) as client:
         keys = client.run_on_scheduler(lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log})
-        workers = client.run(os.getpid)
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    gpu_worker = [a for a, w in info.items() if (w.get("resources") or {}).get("GPU")]
+    assert len(info) == 2 and len(gpu_worker) == 1
     n_chunks = -(-report["n_segments"] // 16)
     # 3 record tasks + spectrogram and feature chunks + width probe + classification all went through this scheduler
     assert len(keys) >= 3 + 2 * n_chunks + 2
-    assert len(workers) == 2
+    assert report["feature_placement"].startswith("1 GPU worker")
+    markers = tmp_path / "out" / "markers"
+    ran_on = lambda stage: [json.loads(p.read_text())["worker"] for p in (markers / stage).rglob("*.json")]  # noqa: E731
+    assert set(ran_on("features")) == set(gpu_worker)  # feature tasks only on the GPU worker
+    assert set(ran_on("spectrograms")) | set(ran_on("segments")) == set(info)  # the rest spread over both
+
+
+def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
+    """A worker in its own mount namespace (a tmpfs over the run's folder) does not see the store: clear error."""
+    from flows.ecg_pipeline import StoreUnreachable, check_store_reachable
+
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    sched_file = tmp_path / "scheduler.json"
+    dask = Path(sys.executable).with_name("dask")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)], **quiet)]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        worker = f"mount -t tmpfs none {hidden} && exec {dask} worker --scheduler-file {sched_file} --nthreads 1 --dashboard-address :0"
+        procs.append(subprocess.Popen(["unshare", "-m", "sh", "-c", worker], **quiet))
+        from distributed import Client
+
+        with Client(scheduler_file=str(sched_file), timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+            address = client.scheduler.address
+        check_store_reachable(address, str(tmp_path / "visible"))  # a folder the worker does see: fine
+        with pytest.raises(StoreUnreachable, match=r"cannot see .*hidden/out.*same path on every worker"):
+            check_store_reachable(address, str(hidden / "out"))
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

@@ -225,3 +225,42 @@ def test_killed_dask_worker_mid_stage_still_completes(cold, tmp_path):
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_failed_chunks_leave_the_stage_running_and_a_rerun_does_only_them(cold, tmp_path, monkeypatch):
+    from flows.ecg_pipeline import FAULT_ENV
+
+    out = tmp_path / "out"
+    cfg = tmp_path / "retry.toml"
+    cfg.write_text(TOML.replace("n_workers = 2", "n_workers = 2\nretries = 1\nretry_delay_s = [0.1]"))
+    monkeypatch.setenv(FAULT_ENV, "spectrograms:2,features:5")  # inherited by the LocalCluster's worker processes
+    with pytest.raises(Exception, match="chunk"):
+        run(cfg, cold["data"], out)
+    doc = run_json(out)
+    assert doc["status"] == "failed"
+    assert doc["stages"]["spectrograms"]["failed"] == 1 and doc["stages"]["spectrograms"]["computed"] == cold["n_chunks"] - 1
+    # features: chunk 2 blocked by its spectrogram, chunk 5 failed itself; every other chunk still computed
+    assert doc["stages"]["features"]["failed"] == 2 and doc["stages"]["features"]["computed"] == cold["n_chunks"] - 2
+    failed = {f["unit"].rsplit("/", 1)[1]: f["error"] for f in doc["failed"] if f["stage"] != "classify"}
+    assert "injected failure" in failed["000005"] and set(failed) == {"000002", "000005"}
+    assert not (out / "report.json").exists()
+
+    monkeypatch.delenv(FAULT_ENV)
+    run(cfg, cold["data"], out)
+    assert computed(out) == {"segments": 0, "spectrograms": 1, "features": 2, "classify": 1}
+    assert np.array_equal(features(out), features(cold["out"]))
+
+
+def test_features_do_not_depend_on_chunk_size_or_worker_count(cold, tmp_path):
+    cfg = tmp_path / "c5.toml"
+    cfg.write_text(TOML.replace(f"chunk_size = {CHUNK}", "chunk_size = 5").replace("n_workers = 2", "n_workers = 1"))
+    out = tmp_path / "out"
+    run(cfg, cold["data"], out)
+
+    def by_uid(o):
+        uids = zarr.open_group(f"{o}/store.zarr/segments", mode="r").attrs["uids"]
+        return dict(zip(uids, features(o)))
+
+    a, b = by_uid(cold["out"]), by_uid(out)
+    assert a.keys() == b.keys()
+    assert np.allclose(np.stack([a[u] for u in a]), np.stack([b[u] for u in a]), atol=1e-4)
