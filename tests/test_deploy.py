@@ -86,37 +86,43 @@ def tls_cluster(tmp_path):
 
 
 def test_tls_cluster_runs_the_flow_and_refuses_clients_without_certificate(tmp_path, physionet, prefect_server, tls_cluster):
-    import dask
     from distributed import Client
     from distributed.security import Security
 
-    from ecgpipe.config import load_config
-    from flows.ecg_pipeline import run_pipeline
-
     address, certs = tls_cluster
-    client_tls = {
-        "distributed.comm.require-encryption": True,
-        "distributed.comm.tls.ca-file": str(certs / "ca.pem"),
-        "distributed.comm.tls.client.cert": str(certs / "client.pem"),
-        "distributed.comm.tls.client.key": str(certs / "client-key.pem"),
-    }
-    with dask.config.set(client_tls):
-        deadline = time.time() + 60
-        while True:
-            try:
-                with Client(address, timeout=10) as c:
-                    c.wait_for_workers(1, timeout=120)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        data = tmp_path / "data"
-        copy_records(physionet, data, "vfdb", ["418", "426"])
-        cfg = tmp_path / "c.toml"
-        cfg.write_text(SLICE_TOML)
-        report = run_pipeline(load_config(cfg), str(data), str(tmp_path / "out"), scheduler=address)
-    assert report["n_segments"] > 0 and (tmp_path / "out" / "report.json").exists()
+    good = Security(
+        tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(certs / "client.pem"), tls_client_key=str(certs / "client-key.pem"),
+        require_encryption=True,
+    )
+    deadline = time.time() + 60
+    while True:
+        try:
+            with Client(address, timeout=10, security=good) as c:
+                c.wait_for_workers(1, timeout=120)
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+    data = tmp_path / "data"
+    copy_records(physionet, data, "vfdb", ["418", "426"])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SLICE_TOML)
+    # the client side of the recipe: deploy/hosts/dask-tls.yaml's settings, here as DASK_* environment variables
+    env = dict(
+        os.environ,
+        DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION="True",
+        DASK_DISTRIBUTED__COMM__TLS__CA_FILE=str(certs / "ca.pem"),
+        DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT=str(certs / "client.pem"),
+        DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY=str(certs / "client-key.pem"),
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ecgpipe.cli", "run", "--config", str(cfg), "--data-dir", str(data), "--out", str(out), "--scheduler", address],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text())["n_segments"] > 0
 
     # the scheduler refuses a client whose certificate comes from another CA, and a plain-TCP client
     rogue = tmp_path / "rogue"
