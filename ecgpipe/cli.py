@@ -11,8 +11,6 @@ import os
 import sys
 import warnings
 
-from pathlib import Path
-
 from ecgpipe.config import ConfigError, config_from_dict, load_config, preset_names
 
 
@@ -42,12 +40,12 @@ def cmd_run(args) -> int:
         report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None)
     except Exception as exc:
         print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"see {os.path.join(args.out, 'run.json')}; `ecgpipe run` again recomputes only what is missing", file=sys.stderr)
+        print(f"see {args.out.rstrip('/')}/run.json; `ecgpipe run` again recomputes only what is missing", file=sys.stderr)
         return 1
     print()
     if report.get("warning"):
         print(report["warning"])
-    print(f"report: {os.path.join(args.out, 'report.md')}  (and report.json, confusion_*.png)")
+    print(f"report: {args.out.rstrip('/')}/report.md  (and report.json, confusion_*.png)")
     print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s")
     for name, p in report["protocols"].items():
         print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}")
@@ -60,12 +58,14 @@ def cmd_run(args) -> int:
 
 def cmd_status(args) -> int:
     _quiet_environment()
-    saved = Path(args.out) / "config.json"
+    from ecgpipe.location import Location
+
+    saved = Location(args.out).read_text("config.json")
     if args.config:
         cfg, data_dir = load_config(args.config), args.data_dir
-    elif saved.is_file():
-        doc = json.loads(saved.read_text())
-        cfg, data_dir = config_from_dict(doc["config"], str(saved)), args.data_dir or doc.get("data_dir")
+    elif saved is not None:
+        doc = json.loads(saved)
+        cfg, data_dir = config_from_dict(doc["config"], f"{args.out}/config.json"), args.data_dir or doc.get("data_dir")
     else:
         print(f"ecgpipe: {args.out} holds no run (no config.json); give --config", file=sys.stderr)
         return 2

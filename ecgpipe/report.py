@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # reports are written on headless workers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ecgpipe.location import Location  # noqa: E402
 
 PROTOCOL_TITLES = {
     "stratified_10fold": "Stratified 10-fold over segments (the paper's protocol; patients shared across folds)",
@@ -95,13 +98,16 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, p in report["protocols"].items():
-        png = f"confusion_{name}.png"
-        plot_confusion(p["confusion_matrix"], list(p["per_class"]), PROTOCOL_TITLES.get(name, name), out / png)
-        p["confusion_png"] = png
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_markdown(report))
-    return out / "report.md"
+def write_report(report: dict, out_dir) -> str:
+    """Write report.json, report.md and the confusion PNGs into the output location (local folder or fsspec URL)."""
+    out = out_dir if isinstance(out_dir, Location) else Location(out_dir)
+    out.makedirs()
+    with tempfile.TemporaryDirectory() as staging:  # matplotlib writes local files; then they go where the run lives
+        for name, p in report["protocols"].items():
+            png = f"confusion_{name}.png"
+            plot_confusion(p["confusion_matrix"], list(p["per_class"]), PROTOCOL_TITLES.get(name, name), Path(staging) / png)
+            out.put_file(str(Path(staging) / png), png)
+            p["confusion_png"] = png
+    out.write_text("report.json", json.dumps(report, indent=2))
+    out.write_text("report.md", render_markdown(report))
+    return out.child("report.md")

@@ -19,18 +19,28 @@ only; a chunk task opens an existing array and writes exactly the rows of the ch
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 
+from ecgpipe.location import Location, zarr_storage_options
 
-def store_path(out_dir: str | Path) -> str:
-    return str(Path(out_dir) / "store.zarr")
+
+def store_path(out_dir) -> str:
+    """The store inside an output location (local path or fsspec URL)."""
+    location = out_dir if isinstance(out_dir, Location) else Location(out_dir)
+    return location.child("store.zarr")
 
 
 def open_root(path: str, mode: str = "a") -> zarr.Group:
-    return zarr.open_group(path, mode=mode)
+    return zarr.open_group(path, mode=mode, **zarr_storage_options(path))
+
+
+def open_group(path: str, mode: str = "r") -> zarr.Group:
+    return zarr.open_group(path, mode=mode, **zarr_storage_options(path))
+
+
+def open_array(path: str, mode: str = "r") -> zarr.Array:
+    return zarr.open_array(path, mode=mode, **zarr_storage_options(path))
 
 
 def ensure_groups(path: str, *names: str) -> None:
@@ -42,7 +52,7 @@ def ensure_groups(path: str, *names: str) -> None:
 
 def write_record_windows(path: str, database: str, record: str, windows, starts, episode, attrs: dict) -> None:
     """Write one record's windows into ``records/<db>/<record>`` (owned by this record's task alone)."""
-    group = zarr.open_group(f"{path}/records/{database}", mode="a").require_group(record)
+    group = open_group(f"{path}/records/{database}", mode="a").require_group(record)
     n, length = windows.shape
     chunk_rows = max(1, min(max(n, 1), 1024))
     for name, data, chunks in [
@@ -57,7 +67,7 @@ def write_record_windows(path: str, database: str, record: str, windows, starts,
 
 
 def read_record_windows(path: str, database: str, record: str) -> tuple[zarr.Group, dict]:
-    group = zarr.open_group(f"{path}/records/{database}/{record}", mode="r")
+    group = open_group(f"{path}/records/{database}/{record}", mode="r")
     return group, dict(group.attrs)
 
 
@@ -83,7 +93,7 @@ def n_chunks(n_rows: int, chunk_size: int) -> int:
 
 def write_chunk(path: str, name: str, chunk_index: int, data: np.ndarray) -> None:
     """Write the rows of one whole chunk (the array's own chunking along axis 0) into an existing array."""
-    arr = zarr.open_array(f"{path}/{name}", mode="r+")
+    arr = open_array(f"{path}/{name}", mode="r+")
     start, stop = chunk_bounds(arr.shape[0], arr.chunks[0], chunk_index)
     if data.shape[0] != stop - start or data.shape[1:] != arr.shape[1:]:
         raise ValueError(f"{name} chunk {chunk_index}: got shape {data.shape}, expected {(stop - start, *arr.shape[1:])}")
@@ -91,14 +101,14 @@ def write_chunk(path: str, name: str, chunk_index: int, data: np.ndarray) -> Non
 
 
 def read_chunk(path: str, name: str, chunk_index: int, chunk_size: int) -> np.ndarray:
-    arr = zarr.open_array(f"{path}/{name}", mode="r")
+    arr = open_array(f"{path}/{name}", mode="r")
     start, stop = chunk_bounds(arr.shape[0], chunk_size, chunk_index)
     return arr[start:stop]
 
 
 def read_array(path: str, name: str) -> np.ndarray:
-    return zarr.open_array(f"{path}/{name}", mode="r")[...]
+    return open_array(f"{path}/{name}", mode="r")[...]
 
 
 def read_attrs(path: str, name: str) -> dict:
-    return dict(zarr.open(f"{path}/{name}", mode="r").attrs)
+    return dict(zarr.open(f"{path}/{name}", mode="r", **zarr_storage_options(path)).attrs)

@@ -25,13 +25,12 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dask
 import numpy as np
-import zarr
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -43,6 +42,7 @@ from ecgpipe.config import ConfigError, PipelineConfig, config_from_dict
 from ecgpipe.databases import subject_id
 from ecgpipe.dataset import class_caps, record_windows
 from ecgpipe.keys import content_key
+from ecgpipe.location import Location
 from ecgpipe.markers import Markers
 from ecgpipe.plan import (
     STAGES,
@@ -213,7 +213,7 @@ class StageFailed(RuntimeError):
 class RunLog:
     """Per-stage counts and failed units of one run, written to OUT/run.json whatever happens."""
 
-    out: Path
+    out: Location
     t0: float = field(default_factory=time.perf_counter)
     stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0} for s in STAGES})
     failures: list = field(default_factory=list)
@@ -237,8 +237,7 @@ class RunLog:
             **({"error": error} if error else {}),
             **extra,
         }
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "run.json").write_text(json.dumps(doc, indent=2))
+        self.out.write_text("run.json", json.dumps(doc, indent=2))
         return doc
 
 
@@ -299,7 +298,7 @@ def record_done(store: str, markers: Markers, unit: RecordUnit) -> dict | None:
     if marker is None or marker.get("key") != unit.key:
         return None
     try:
-        windows = zarr.open_array(f"{store}/records/{unit.database}/{unit.record}/windows", mode="r")[...]
+        windows = zs.open_array(f"{store}/records/{unit.database}/{unit.record}/windows", mode="r")[...]
     except Exception:
         return None
     return marker["summary"] if array_digest(windows) == marker.get("digest") else None
@@ -409,7 +408,7 @@ def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, l
             log.fail(stage, f"{array}/{_chunk_unit(i)}", "upstream chunk failed")
             continue
         lo, hi = i * chunk, min((i + 1) * chunk, n_rows)
-        if chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zarr.open_array(f"{store}/{array}/data", mode="r")[lo:hi]):
+        if chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zs.open_array(f"{store}/{array}/data", mode="r")[lo:hi]):
             continue
         todo.append(i)
     log.count(stage, skipped=len(keys) - len(todo) - len(failed))
@@ -425,9 +424,9 @@ def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, l
 
 def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
     """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
-    out = Path(out_dir).resolve()
+    out = Location(out_dir)
     store, markers = zs.store_path(out), Markers(out)
-    last = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    last = json.loads(out.read_text("run.json") or "{}")
     failed_units = {f["unit"] for f in last.get("failed", [])}
 
     def tally(stage, units):  # units: (name shown, marker stage, marker unit, key, done?)
@@ -453,7 +452,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
         "segments", [(f"{u.database}/{u.record}", "segments", u.name, u.key, summaries[u.name] is not None) for u in units]
     )
     records = [s for s in summaries.values() if s is not None]
-    if not records or not Path(store).exists():
+    if not records or not out.exists("store.zarr"):
         status["note"] = "nothing computed yet"
         for stage in STAGES[1:]:
             status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": "all"}
@@ -469,7 +468,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
         rows = []
         for i, key in enumerate(keys):
             lo, hi = i * chunk, min((i + 1) * chunk, n)
-            done = chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zarr.open_array(f"{store}/{array}/data", mode="r")[lo:hi])
+            done = chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zs.open_array(f"{store}/{array}/data", mode="r")[lo:hi])
             rows.append((f"{array}/{_chunk_unit(i)}", array, _chunk_unit(i), key, done))
         status["stages"][stage] = tally(stage, rows)
     ckey = classify_key(cfg, feat_keys, table["key"])
@@ -481,29 +480,29 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
 # ------------------------------------------------------------------------------------------------------- the flow
 @flow(name="ecgpipe", log_prints=True)
 def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool | None = None) -> dict:
-    out = Path(out_dir).resolve()
+    out = Location(out_dir)
     log = RunLog(out)
     try:
         report = _pipeline(config, data_dir, out, strict, log)
     except BaseException as exc:
         log.write("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    log.write("completed", report=str(out / "report.json"))
+    log.write("completed", report=out.child("report.json"))
     return report
 
 
-def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None, log: RunLog) -> dict:
+def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | None, log: RunLog) -> dict:
     logger = get_run_logger()
     cfg = config_from_dict(config)
     strict = cfg.run.strict if strict is None else strict
     config_json = cfg.model_dump_json()
-    store, markers, out_dir = zs.store_path(out), Markers(out), str(out)
+    store, markers, out_dir = zs.store_path(out), Markers(out), out.url
     retry = {"retries": cfg.run.retries, "retry_delay_seconds": list(cfg.run.retry_delay_s) or 0}
     record_task, spec_task, feat_task, fold_task = (
         t.with_options(**retry) for t in (record_segments, spectrogram_chunk_task, feature_chunk_task, classify_fold_task)
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
+    out.makedirs()
+    out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
 
     # 1. records -> segments
     t = time.perf_counter()
@@ -573,7 +572,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Path, strict: bool | None
         log.fail("classify", "classify", "features incomplete")
         raise StageFailed(
             f"{len(spec_failed)} spectrogram and {len(feat_failed - spec_failed)} feature chunk(s) failed "
-            f"(see {out / 'run.json'}); run again to recompute only those"
+            f"(see {out.child('run.json')}); run again to recompute only those"
         )
 
     # 4. classification (folds as parallel tasks) and report
@@ -691,10 +690,10 @@ class StoreUnreachable(RuntimeError):
     pass
 
 
-def _read_token(path: str) -> str:
+def _read_token(folder: str, name: str) -> str:
     try:
-        return Path(path).read_text()
-    except OSError as exc:
+        return Location(folder).read_text(name) or "<FileNotFoundError: no token>"
+    except Exception as exc:
         return f"<{type(exc).__name__}: {exc}>"
 
 
@@ -713,15 +712,15 @@ def check_store_reachable(scheduler: str, *folders: str | None) -> None:
         for folder in folders:
             if not folder:
                 continue
-            folder_path = Path(folder).resolve()
-            folder_path.mkdir(parents=True, exist_ok=True)
-            token_file = folder_path / f".ecgpipe-reachable-{uuid.uuid4().hex[:8]}"
-            token_file.write_text(token := uuid.uuid4().hex)
+            location = Location(folder)
+            location.makedirs()
+            name, token = f".ecgpipe-reachable-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+            location.write_text(name, token)
             try:
-                seen = client.run(_read_token, str(token_file))
+                seen = client.run(_read_token, location.url, name)
             finally:
-                token_file.unlink(missing_ok=True)
-            problems += [f"{worker} cannot see {folder_path} ({got if got.startswith('<') else 'different content'})"
+                location.delete(name)
+            problems += [f"{worker} cannot see {location.url} ({got if got.startswith('<') else 'different content'})"
                          for worker, got in seen.items() if got != token]
     if problems:
         raise StoreUnreachable(
@@ -742,7 +741,8 @@ def task_runner(cfg: PipelineConfig, out_dir: str, scheduler: str | None = None)
             "threads_per_worker": cfg.run.threads_per_worker,
             "processes": True,
             "dashboard_address": ":0",  # None still binds 8787
-            "local_directory": str(Path(out_dir).resolve() / ".dask"),
+            # Dask's spill/scratch space: inside a local output folder, else the machine's temporary folder
+            "local_directory": os.path.join(Location(out_dir).local_root or tempfile.gettempdir(), ".dask"),
         },
     )
 
@@ -755,7 +755,7 @@ def run_pipeline(
     strict: bool | None = None,
 ) -> dict:
     """Run the flow on a local Dask cluster (or ``scheduler``) with one Prefect API; returns the report."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    Location(out_dir).makedirs()
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines

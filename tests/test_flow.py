@@ -213,3 +213,15 @@ def test_cli_rejects_a_misspelt_config_key(tmp_path):
     bad.write_text(SMALL_TOML.replace("seed = 7", "seeed = 7"))
     proc = _cli("run", "--config", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "sampling.seeed: unknown key" in proc.stderr
+
+
+def test_status_cli_reports_done_and_failed_units(flow_run):
+    proc = _cli("status", "--out", str(flow_run["out"]), "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    seg = status["stages"]["segments"]
+    assert seg["done"] == 5 and seg["failed"] == 1 and seg["rerun_computes"] == 1 and seg["to_compute"] == [f"mitdb/{BROKEN}"]
+    for stage in ("spectrograms", "features", "classify"):
+        assert status["stages"][stage]["rerun_computes"] == 0 and status["stages"][stage]["done"] == status["stages"][stage]["total"]
+    table = _cli("status", "--out", str(flow_run["out"]))
+    assert "a rerun computes" in table.stdout and "segments" in table.stdout

@@ -264,3 +264,19 @@ def test_features_do_not_depend_on_chunk_size_or_worker_count(cold, tmp_path):
     a, b = by_uid(cold["out"]), by_uid(out)
     assert a.keys() == b.keys()
     assert np.allclose(np.stack([a[u] for u in a]), np.stack([b[u] for u in a]), atol=1e-4)
+
+
+def test_output_location_as_an_fsspec_url(cold, tmp_path):
+    """The whole run through fsspec (a file:// URL instead of a path): store, markers, run.json, reports, status."""
+    out = tmp_path / "out"
+    url = f"file://{out}"
+    report = run(cold["cfg"], cold["data"], url)
+    assert report["store"] == f"{url}/store.zarr"
+    assert (out / "report.md").is_file() and (out / "confusion_stratified_10fold.png").is_file()
+    assert np.array_equal(features(out), features(cold["out"]))
+    run(cold["cfg"], cold["data"], url)
+    assert computed(out) == {"segments": 0, "spectrograms": 0, "features": 0, "classify": 0}
+    from flows.ecg_pipeline import run_status
+
+    status = run_status(load_config(cold["cfg"]), str(cold["data"]), url)
+    assert all(s["rerun_computes"] == 0 and s["done"] == s["total"] for s in status["stages"].values())

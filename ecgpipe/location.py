@@ -1,0 +1,87 @@
+"""A run's output folder: a local path (the default) or an fsspec URL such as ``s3://bucket/runs/x`` or ``file:///x``.
+
+Everything a run writes besides the Zarr arrays (markers, run.json, config.json, reports) goes through here, so an
+output folder on object storage works like a local one. Every worker must reach the same location.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def is_url(path: str) -> bool:
+    return "://" in str(path) or "::" in str(path)
+
+
+def zarr_storage_options(path: str) -> dict:
+    """Keyword arguments for zarr.open_* of a path inside a location (local files need parent folders made)."""
+    if str(path).startswith("file://"):
+        return {"storage_options": {"auto_mkdir": True}}
+    return {}
+
+
+class Location:
+    def __init__(self, url: str | os.PathLike):
+        url = str(url)
+        if is_url(url):
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+            self.url = url.rstrip("/")
+        else:
+            self.fs, self.root = LocalFileSystem(), os.path.abspath(url)
+            self.url = self.root
+
+    @property
+    def is_local_path(self) -> bool:
+        return not is_url(self.url)
+
+    @property
+    def local_root(self) -> str | None:
+        """The folder on this machine's file system, when the location is one (a plain path or file:// URL)."""
+        return self.root if isinstance(self.fs, LocalFileSystem) else None
+
+    def child(self, *parts: str) -> str:
+        """URL (or path) of something inside the location, in the form the caller gave."""
+        return "/".join([self.url, *parts])
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def makedirs(self, rel: str = "") -> None:
+        self.fs.makedirs(self._path(rel), exist_ok=True)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self._path(rel))
+
+    def read_text(self, rel: str) -> str | None:
+        try:
+            with self.fs.open(self._path(rel), "r") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a small file so that readers never see half of it (rename on local disks; objects are atomic)."""
+        path = self._path(rel)
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if isinstance(self.fs, LocalFileSystem):
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, text.encode())
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._path(rel))
+        except FileNotFoundError:
+            pass
+
+    def put_file(self, local_file: str, rel: str) -> None:
+        self.fs.makedirs(self._path(rel).rsplit("/", 1)[0], exist_ok=True)
+        self.fs.put_file(local_file, self._path(rel))
