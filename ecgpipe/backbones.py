@@ -172,8 +172,8 @@ def load_backbone(
             return model.eval(), f"package {spec.package_name} ({Path(path).name})"
     raise WeightsUnavailable(
         f"no ImageNet weights for {name}: " + "; ".join(tried or ["no source known"]) + ". "
-        f"Download them where you have internet (torchvision caches them under $TORCH_HOME/hub/checkpoints) "
-        f"or set features.weights_path to a local .pth state dict."
+        "Download them where you have internet (torchvision caches them under $TORCH_HOME/hub/checkpoints) "
+        "or set features.weights_path to a local .pth state dict."
     )
 
 

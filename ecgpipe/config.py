@@ -102,7 +102,8 @@ class FeatureSettings(_Strict):
     batch_size: int = Field(32, gt=0)
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference.")
-    amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU).")
+    amp: bool = Field(True, description="Mixed-precision autocast on CUDA (ignored on CPU).")
+    amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="Autocast dtype on CUDA.")
     compile: bool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")
 
 

@@ -85,7 +85,7 @@ class FeatureExtractor:
             batch = torch.from_numpy(np.ascontiguousarray(spectrograms[i : i + bs], dtype=np.float32))
             images = spectrograms_to_images(batch.to(self.device, non_blocking=True), self.settings.image_size)
             images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(self.device.type, dtype=getattr(torch, self.settings.amp_dtype), enabled=use_amp):
                 act = self.model(images)["features"]
             if act.ndim == 4:
                 act = act.mean(dim=(2, 3))  # global average pooling of a feature map

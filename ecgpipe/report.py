@@ -54,7 +54,7 @@ def render_markdown(report: dict) -> str:
     lines += [
         f"- segments: {report['n_segments']} from {report['n_subjects']} subjects, {report['n_records_used']} records "
         f"({', '.join(report['databases'])})",
-        f"- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
+        "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
         f"- backbone: {report['backbone']} layer `{report['layer']}` ({report['feature_width']} features), "
         f"weights: {report['weights']}",
         f"- spectrogram: {report['spectrogram_shape'][0]} frequencies x {report['spectrogram_shape'][1]} frames per segment",

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +53,62 @@ def prefect_server(tmp_path_factory):
         os.environ["PREFECT_API_URL"] = url
         yield url
         os.environ.pop("PREFECT_API_URL", None)
+
+
+# A small three-class slice of vfdb for tests that exercise clusters and deployments rather than the data.
+VFDB_SLICE_TOML = """
+name = "vfdb-slice"
+[databases.vfdb]
+lead = [0]
+[classes]
+normal = ["(N"]
+vt = ["(VT"]
+vf = ["(VF", "(VFL"]
+[sampling]
+max_per_class = 12
+[cv]
+n_splits = 3
+[run]
+chunk_size = 16
+n_workers = 1
+"""
+
+DASK = str(Path(sys.executable).with_name("dask"))
+_QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+
+
+def start_scheduler(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A real `dask scheduler` on 127.0.0.1 (random port); returns the process and its scheduler file."""
+    sched_file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(
+        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
+        **_QUIET,
+    )
+    deadline = time.time() + 60
+    while not sched_file.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert sched_file.exists(), "dask scheduler did not start"
+    return proc, sched_file
+
+
+def start_worker(sched_file: Path, *extra: str, wrap=None) -> subprocess.Popen:
+    """A real `dask worker` (one thread); ``wrap`` turns the command into another, e.g. to run it in a namespace."""
+    cmd = [DASK, "worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--dashboard-address", ":0", *extra]
+    return subprocess.Popen(wrap(cmd) if wrap else cmd, **_QUIET)
+
+
+def wait_for_workers(sched_file: Path, n: int) -> str:
+    from distributed import Client
+
+    with Client(scheduler_file=str(sched_file), timeout=60) as client:
+        client.wait_for_workers(n, timeout=120)
+        return client.scheduler.address
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in reversed(procs):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()

@@ -110,3 +110,11 @@ def test_features_do_not_depend_on_batch_size():
     a = FeatureExtractor(FeatureSettings(batch_size=7))(x)
     b = FeatureExtractor(FeatureSettings(batch_size=2))(x)
     assert np.allclose(a, b, atol=1e-4)
+
+
+def test_a_worker_process_loads_each_model_once():
+    from ecgpipe.features import get_extractor
+
+    a = get_extractor(FeatureSettings(backbone="resnet18", weights="random", batch_size=4))
+    assert get_extractor(FeatureSettings(backbone="resnet18", weights="random", batch_size=4)) is a
+    assert get_extractor(FeatureSettings(backbone="resnet18", weights="random", batch_size=8)) is not a

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,28 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, copy_records
+from conftest import REPO, VFDB_SLICE_TOML as SLICE_TOML, copy_records
 
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
-
-SLICE_TOML = """
-name = "deploy-slice"
-[databases.vfdb]
-lead = [0]
-[classes]
-normal = ["(N"]
-vt = ["(VT"]
-vf = ["(VF", "(VFL"]
-[sampling]
-max_per_class = 10
-[cv]
-n_splits = 3
-[run]
-chunk_size = 16
-n_workers = 1
-"""
-
 
 def test_every_recipe_parses():
     docs = {p.relative_to(DEPLOY).as_posix(): list(yaml.safe_load_all(p.read_text())) for p in DEPLOY.rglob("*.yaml")}

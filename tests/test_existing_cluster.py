@@ -3,69 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from ecgpipe.config import load_config
-from conftest import copy_records
-
-TOML = """
-name = "cluster-slice"
-[databases.vfdb]
-lead = [0]
-[classes]
-normal = ["(N"]
-vt = ["(VT"]
-vf = ["(VF", "(VFL"]
-[sampling]
-max_per_class = 12
-[cv]
-n_splits = 3
-[run]
-chunk_size = 16
-"""
+from conftest import VFDB_SLICE_TOML as TOML, copy_records, start_scheduler, start_worker, stop, wait_for_workers
 
 
 @pytest.fixture
 def dask_cluster(tmp_path):
-    sched_file = tmp_path / "scheduler.json"
-    dask = Path(sys.executable).with_name("dask")
-    env = dict(os.environ)
-    procs = [
-        subprocess.Popen(
-            [str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-    ]
-    deadline = time.time() + 60
-    while not sched_file.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    assert sched_file.exists(), "dask scheduler did not start"
+    scheduler, sched_file = start_scheduler(tmp_path)
     # one plain CPU worker and one advertising a GPU (it computes on the CPU here: placement is what is tested)
-    for extra in ([], ["--resources", "GPU=1"]):
-        procs.append(
-            subprocess.Popen(
-                [str(dask), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--dashboard-address", ":0",
-                 "--local-directory", str(tmp_path / "w"), *extra],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )
-        )
-    from distributed import Client
-
-    with Client(scheduler_file=str(sched_file), timeout=60) as client:
-        client.wait_for_workers(2, timeout=120)
-        address = client.scheduler.address
-    yield address, sched_file
-    for p in reversed(procs):
-        os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        p.wait(timeout=30)
+    procs = [scheduler, start_worker(sched_file), start_worker(sched_file, "--resources", "GPU=1")]
+    try:
+        yield wait_for_workers(sched_file, 2), sched_file
+    finally:
+        stop(procs)
 
 
 def test_flow_runs_on_an_existing_scheduler(tmp_path, physionet, prefect_server, dask_cluster):
@@ -102,25 +55,13 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
 
     hidden = tmp_path / "hidden"
     hidden.mkdir()
-    sched_file = tmp_path / "scheduler.json"
-    dask = Path(sys.executable).with_name("dask")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)], **quiet)]
+    scheduler, sched_file = start_scheduler(tmp_path)
+    in_own_mounts = lambda cmd: ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {hidden} && exec " + " ".join(cmd)]  # noqa: E731
+    procs = [scheduler, start_worker(sched_file, wrap=in_own_mounts)]
     try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        worker = f"mount -t tmpfs none {hidden} && exec {dask} worker --scheduler-file {sched_file} --nthreads 1 --dashboard-address :0"
-        procs.append(subprocess.Popen(["unshare", "-m", "sh", "-c", worker], **quiet))
-        from distributed import Client
-
-        with Client(scheduler_file=str(sched_file), timeout=60) as client:
-            client.wait_for_workers(1, timeout=120)
-            address = client.scheduler.address
+        address = wait_for_workers(sched_file, 1)
         check_store_reachable(address, str(tmp_path / "visible"))  # a folder the worker does see: fine
         with pytest.raises(StoreUnreachable, match=r"cannot see .*hidden/out.*same path on every worker"):
             check_store_reachable(address, str(hidden / "out"))
     finally:
-        for p in reversed(procs):
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        stop(procs)

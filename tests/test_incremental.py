@@ -19,7 +19,7 @@ import pytest
 import zarr
 
 from ecgpipe.config import load_config
-from conftest import REPO, copy_records
+from conftest import REPO, copy_records, start_scheduler, start_worker, stop, wait_for_workers
 
 RECORDS = ["418", "426", "430"]
 CHUNK = 8
@@ -50,12 +50,15 @@ def computed(out: Path) -> dict:
 
 
 def snapshot(out: Path) -> dict:
-    """sha256 of every file of the store and the markers (the run's outputs apart from timing-bearing reports)."""
+    """sha256 of every file of the store, and every marker's key and data digest (not its provenance: which worker
+    ran a unit may differ between runs)."""
     files = {}
-    for sub in ("store.zarr", "markers"):
-        for p in sorted((out / sub).rglob("*")):
-            if p.is_file():
-                files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted((out / "store.zarr").rglob("*")):
+        if p.is_file():
+            files[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted((out / "markers").rglob("*.json")):
+        marker = json.loads(p.read_text())
+        files[str(p.relative_to(out))] = (marker["key"], marker.get("digest"))
     return files
 
 
@@ -191,18 +194,11 @@ def test_sigkill_of_the_whole_run_then_rerun_finishes_only_the_rest(cold, tmp_pa
 def test_killed_dask_worker_mid_stage_still_completes(cold, tmp_path):
     from distributed import Client
 
-    sched_file = tmp_path / "scheduler.json"
-    dask = str(Path(sys.executable).with_name("dask"))
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(sched_file)], **quiet)]
+    scheduler, sched_file = start_scheduler(tmp_path)
+    procs = [scheduler, start_worker(sched_file, "--nworkers", "2", "--local-directory", str(tmp_path / "w"))]
     try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(sched_file), "--nworkers", "2", "--nthreads", "1", "--dashboard-address", ":0", "--local-directory", str(tmp_path / "w")], **quiet))
+        address = wait_for_workers(sched_file, 2)
         with Client(scheduler_file=str(sched_file), timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-            address = client.scheduler.address
             worker_pids = list(client.run(os.getpid).values())
         out = tmp_path / "out"
         killed = []
@@ -222,9 +218,7 @@ def test_killed_dask_worker_mid_stage_still_completes(cold, tmp_path):
         assert run_json(out)["status"] == "completed"
         assert np.allclose(features(out), features(cold["out"]), atol=1e-5)
     finally:
-        for p in reversed(procs):
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        stop(procs)
 
 
 def test_failed_chunks_leave_the_stage_running_and_a_rerun_does_only_them(cold, tmp_path, monkeypatch):

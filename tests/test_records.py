@@ -1,6 +1,5 @@
 """Reading real WFDB records, and a clear error for every kind of broken copy."""
 
-import shutil
 
 import numpy as np
 import pytest
