@@ -116,3 +116,24 @@ def test_nan_samples_are_an_error_or_dropped(tmp_path):
         read_record(tmp_path, "mydb", "nanrec", settings)
     rec = read_record(tmp_path, "mydb", "nanrec", settings, nan_policy="drop")
     assert rec.n_nan == 10
+
+
+def test_a_database_missing_locally_is_downloaded_or_fails_with_a_hint(tmp_path):
+    """No local copy: wfdb's own PhysioNet download is tried; when it fails (offline here, or an unknown slug online)
+    the error says how to point at a local copy."""
+    from ecgpipe.config import config_from_dict
+    from ecgpipe.sources import DataSourceError, database_dir
+
+    cfg = config_from_dict(
+        {
+            "databases": {"nosuchdb": {"fs": 250.0, "physionet": "ecgpipe-no-such-database/0.0.0"}},
+            "classes": {"a": ["(N"], "b": ["(AFIB"]},
+        }
+    )
+    with pytest.raises(DataSourceError) as err:
+        database_dir(cfg, "nosuchdb", tmp_path)
+    msg = str(err.value)
+    assert "downloading ecgpipe-no-such-database/0.0.0 from PhysioNet failed" in msg
+    assert "--data-dir" in msg and "ECGPIPE_DATA_DIR" in msg and "RECORDS" in msg
+    with pytest.raises(DataSourceError, match="not found at"):
+        database_dir(cfg, "nosuchdb", tmp_path, download=False)

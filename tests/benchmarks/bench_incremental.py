@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +35,19 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data/physionet")
     ap.add_argument("--out", default="runs/bench-incremental")
     ap.add_argument("--keep", action="store_true", help="reuse an existing output folder instead of starting cold")
+    ap.add_argument("--max-per-class", type=int, default=None, help="size option: cap segments per class (quick run: 60)")
     args = ap.parse_args()
+    if args.max_per_class:
+        # a config file of the preset with a smaller cap, so the runs stay the plain CLI
+        from importlib import resources
+
+        from ecgpipe.config import load_config
+
+        load_config(args.config)  # validate the name first
+        text = resources.files("ecgpipe.configs").joinpath(f"{args.config}.toml").read_text() if not args.config.endswith(".toml") else Path(args.config).read_text()
+        small = Path(tempfile.mkdtemp()) / f"{Path(args.config).stem}-{args.max_per_class}.toml"
+        small.write_text(re.sub(r"(?m)^max_per_class = .*$", f"max_per_class = {args.max_per_class}", text))
+        args.config = str(small)
     out = Path(args.out)
     if out.exists() and not args.keep:
         shutil.rmtree(out)
