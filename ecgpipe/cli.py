@@ -86,6 +86,19 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_data_fetch(args) -> int:
+    from ecgpipe.fetch import ChecksumError, fetch
+
+    try:
+        for db in args.databases:
+            result = fetch(db, args.to, mirror=args.mirror, records=args.records)
+            print(f"{db}: {result['to']}, {result['verified']} files verified" + (f" ({result['note']})" if result.get("note") else ""))
+    except (ChecksumError, FileNotFoundError) as err:
+        print(f"ecgpipe: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_config(args) -> int:
     if args.name is None:
         print("presets: " + ", ".join(preset_names()))
@@ -115,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--data-dir", default=None)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
+
+    data = sub.add_parser("data", help="get PhysioNet databases").add_subparsers(dest="data_command", required=True)
+    fetch = data.add_parser("fetch", help="download (or copy from a local mirror) and verify against SHA256SUMS")
+    fetch.add_argument("databases", nargs="+", help="e.g. mitdb vfdb")
+    fetch.add_argument("--to", required=True, help="data folder; the database goes to TO/<db>/")
+    fetch.add_argument("--from", dest="mirror", default=None, help="copy from a local mirror MIRROR/<db>/ instead of downloading")
+    fetch.add_argument("--records", nargs="*", default=None, help="only these records")
+    fetch.set_defaults(func=cmd_data_fetch)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
     cfg.add_argument("name", nargs="?", default=None)

@@ -1,6 +1,8 @@
 """Reading real WFDB records, and a clear error for every kind of broken copy."""
 
 
+import shutil
+
 import numpy as np
 import pytest
 import wfdb
@@ -137,3 +139,25 @@ def test_a_database_missing_locally_is_downloaded_or_fails_with_a_hint(tmp_path)
     assert "--data-dir" in msg and "ECGPIPE_DATA_DIR" in msg and "RECORDS" in msg
     with pytest.raises(DataSourceError, match="not found at"):
         database_dir(cfg, "nosuchdb", tmp_path, download=False)
+
+
+def test_data_fetch_from_a_mirror_verifies_checksums(tmp_path, physionet):
+    from ecgpipe.cli import main
+
+    assert main(["data", "fetch", "mitdb", "vfdb", "--to", str(tmp_path / "a"), "--from", str(physionet), "--records", "100", "418"]) == 0
+    assert (tmp_path / "a" / "mitdb" / "100.dat").is_file() and (tmp_path / "a" / "mitdb" / "RECORDS").read_text().split() == ["100"]
+    assert (tmp_path / "a" / "vfdb" / "418.atr").is_file()
+
+    from ecgpipe.fetch import ChecksumError, fetch
+
+    assert fetch("mitdb", tmp_path / "b", mirror=physionet, records=["101"])["verified"] == 3  # .hea .dat .atr
+    # a tampered mirror is refused, naming the file
+    mirror = tmp_path / "mirror"
+    copy_records(physionet, mirror, "mitdb", ["101"])
+    shutil.copy(physionet / "mitdb" / "SHA256SUMS.upstream.txt", mirror / "mitdb")
+    dat = mirror / "mitdb" / "101.dat"
+    data = bytearray(dat.read_bytes())
+    data[500] ^= 0xFF
+    dat.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"101\.dat: SHA-256 mismatch"):
+        fetch("mitdb", tmp_path / "c", mirror=mirror, records=["101"])

@@ -1,0 +1,112 @@
+"""``ecgpipe data fetch``: get a PhysioNet database into a data folder and verify it against SHA256SUMS.
+
+Online: ``wfdb.dl_database`` downloads the records and PhysioNet's ``SHA256SUMS.txt`` is fetched beside them.
+Offline: ``--from DIR`` copies a local mirror (``DIR/<db>/``). Either way every file listed in a checksum file is
+verified; a mismatch or a missing file is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import urllib.request
+from pathlib import Path
+
+from ecgpipe.databases import KNOWN_DATABASES
+
+# Checksum files, in the order they are looked for: PhysioNet's own name, a plain name, a mirror's renamed upstream copy.
+SUM_FILES = ("SHA256SUMS.txt", "SHA256SUMS", "SHA256SUMS.upstream.txt")
+
+
+class ChecksumError(RuntimeError):
+    pass
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sums(text: str, database: str) -> dict[str, str]:
+    """``{file name: sha256}`` from a SHA256SUMS text; paths may be relative to the database or to its parent."""
+    sums = {}
+    for line in text.splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            continue
+        digest, name = parts[0].lower(), parts[1].lstrip("*").strip()
+        if name.startswith(f"{database}/"):
+            name = name[len(database) + 1 :]
+        if "/" not in name:
+            sums[name] = digest
+    return sums
+
+
+def find_sums(db_dir: Path, database: str) -> dict[str, str] | None:
+    for name in SUM_FILES:
+        if (db_dir / name).is_file():
+            return read_sums((db_dir / name).read_text(), database)
+    parent = db_dir.parent / "SHA256SUMS"
+    if parent.is_file():
+        return read_sums(parent.read_text(), database) or None
+    return None
+
+
+# Files a record cannot do without; other listed files (viewer settings, HTML docs) may be absent from a mirror.
+REQUIRED_SUFFIXES = {"hea", "dat", "mat", "atr"}
+
+
+def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None) -> int:
+    """Check every listed file (or those of the records in ``only``); returns the number verified."""
+    problems, n = [], 0
+    for name, digest in sorted(sums.items()):
+        if only is not None and name.split(".")[0] not in only:
+            continue
+        path = db_dir / name
+        if not path.is_file():
+            if name.rsplit(".", 1)[-1] in REQUIRED_SUFFIXES:
+                problems.append(f"{path}: missing")
+        elif sha256(path) != digest:
+            problems.append(f"{path}: SHA-256 mismatch (altered or truncated)")
+        else:
+            n += 1
+    if problems:
+        raise ChecksumError("checksum verification failed:\n  " + "\n  ".join(problems))
+    return n
+
+
+def fetch(database: str, to: str | Path, mirror: str | Path | None = None, records: list[str] | None = None) -> dict:
+    """Fetch ``database`` into ``to/<database>/`` (from ``mirror/<database>/`` when given) and verify it."""
+    dest = Path(to) / database
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = set(records) if records else None
+    if mirror is not None:
+        src = Path(mirror) / database
+        if not (src / "RECORDS").is_file():
+            raise FileNotFoundError(f"{src}: no RECORDS file, not a database folder")
+        for f in sorted(src.iterdir()):
+            if f.is_file() and (wanted is None or f.name.split(".")[0] in wanted or f.name in ("RECORDS", *SUM_FILES, "ANNOTATORS")):
+                shutil.copy2(f, dest / f.name)
+        sums = find_sums(src, database)
+        if wanted is not None:
+            (dest / "RECORDS").write_text("\n".join(r for r in (src / "RECORDS").read_text().split() if r in wanted) + "\n")
+    else:
+        import wfdb
+
+        slug = KNOWN_DATABASES[database].physionet if database in KNOWN_DATABASES else database
+        wfdb.dl_database(slug, dl_dir=str(dest), records=sorted(wanted) if wanted else "all", annotators="all")
+        names = sorted(wanted) if wanted else wfdb.get_record_list(slug)
+        (dest / "RECORDS").write_text("\n".join(names) + "\n")
+        try:
+            with urllib.request.urlopen(f"https://physionet.org/files/{slug}/SHA256SUMS.txt", timeout=60) as r:
+                text = r.read().decode()
+            (dest / "SHA256SUMS.txt").write_text(text)
+            sums = read_sums(text, database)
+        except OSError:
+            sums = None
+    if sums is None:
+        return {"database": database, "to": str(dest), "verified": 0, "note": "no SHA256SUMS found: not verified"}
+    return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted)}
