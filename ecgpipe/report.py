@@ -98,16 +98,21 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict, out_dir) -> str:
-    """Write report.json, report.md and the confusion PNGs into the output location (local folder or fsspec URL)."""
+def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
+    """Write report.json, report.md, report.html (self-contained) and the confusion PNGs into the output location."""
+    from ecgpipe.report_html import render_html
+
     out = out_dir if isinstance(out_dir, Location) else Location(out_dir)
     out.makedirs()
+    pngs = {}
     with tempfile.TemporaryDirectory() as staging:  # matplotlib writes local files; then they go where the run lives
         for name, p in report["protocols"].items():
             png = f"confusion_{name}.png"
             plot_confusion(p["confusion_matrix"], list(p["per_class"]), PROTOCOL_TITLES.get(name, name), Path(staging) / png)
             out.put_file(str(Path(staging) / png), png)
+            pngs[name] = (Path(staging) / png).read_bytes()
             p["confusion_png"] = png
     out.write_text("report.json", json.dumps(report, indent=2))
     out.write_text("report.md", render_markdown(report))
+    out.write_text("report.html", render_html(report, pngs, examples_uri))
     return out.child("report.md")

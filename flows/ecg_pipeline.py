@@ -597,8 +597,20 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     report["features_array"] = f"{feat_array}/data"
     report["spectrograms_array"] = f"{spec_array}/data"
     report["feature_placement"] = placement
-    logger.info(f"report: {write_report(report, out)}")
+    report["provenance"] = {"dataset_key": table["key"], "record_keys": table["record_keys"]}
+    logger.info(f"report: {write_report(report, out, example_spectrograms(store, f'{spec_array}/data', cfg))}")
     return report
+
+
+def example_spectrograms(store: str, spec_data: str, cfg: PipelineConfig, per_class: int = 3) -> str:
+    """The report's figure of a few stored spectrograms per class (the first rows of each class)."""
+    from ecgpipe.report_html import example_spectrograms_figure
+
+    y = zs.read_array(store, "segments/class_index")
+    spec = zs.open_array(f"{store}/{spec_data}", mode="r")
+    freqs = np.asarray(spec.attrs["frequencies_hz"])
+    examples = {c: spec.get_orthogonal_selection((np.flatnonzero(y == i)[:per_class],)) for i, c in enumerate(cfg.class_names)}
+    return example_spectrograms_figure(examples, freqs, cfg.segments.length_s)
 
 
 def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str, logger, fold_task=classify_fold_task) -> dict:

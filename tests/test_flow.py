@@ -173,6 +173,11 @@ def test_report_is_complete_and_consistent(flow_run):
         assert (flow_run["out"] / f"confusion_{name}.png").stat().st_size > 1000
     assert on_disk["protocols"]["grouped_by_subject"]["n_folds"] == 5  # 5 usable subjects in the slice
     assert on_disk["protocols"]["stratified_10fold"]["accuracy"] > 0.4  # well above chance (0.25) with pretrained features
+    page = (flow_run["out"] / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3  # 2 confusion + examples
+    assert "http://" not in page.replace("http://127.0.0.1", "") and "<script" not in page  # self-contained, static
+    assert f"{100 * on_disk['protocols']['grouped_by_subject']['accuracy']:.2f} %" in page
+    assert on_disk["provenance"]["dataset_key"] and len(on_disk["provenance"]["record_keys"]) == 5
     md = (flow_run["out"] / "report.md").read_text()
     assert md.startswith("# ecgpipe report: slice") and "grouped_by_subject" in md
 

@@ -1,0 +1,114 @@
+"""A self-contained HTML report (figures embedded as data URIs), for a cardiologist and an ML engineer alike."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ecgpipe.report import PROTOCOL_TITLES  # noqa: E402
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
+h1{font-size:1.6em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.3em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}
+.warning{background:#ffebe9;border:1px solid #ff8182;padding:.8em;font-weight:bold}
+.key{font-size:1.25em;font-weight:600}.muted{color:#57606a}.grid{display:flex;flex-wrap:wrap;gap:1em}
+img{max-width:100%}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
+"""
+
+
+def png_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def example_spectrograms_figure(examples: dict[str, np.ndarray], freqs: np.ndarray, seconds: float) -> str:
+    """A grid: one column per class, a few example spectrograms each (time on x, frequency on y)."""
+    classes = list(examples)
+    rows = max(len(v) for v in examples.values())
+    fig, axes = plt.subplots(rows, len(classes), figsize=(2.6 * len(classes), 2.0 * rows), squeeze=False)
+    for j, cls in enumerate(classes):
+        for i in range(rows):
+            ax = axes[i, j]
+            if i < len(examples[cls]):
+                ax.imshow(examples[cls][i].astype(np.float32), origin="lower", aspect="auto", cmap="magma",
+                          extent=[0, seconds, freqs[0], freqs[-1]])
+            ax.set_xticks([] if i < rows - 1 else [0, seconds])
+            ax.set_yticks([] if j else [0, int(freqs[-1])])
+            if i == 0:
+                ax.set_title(cls)
+    fig.supxlabel("seconds")
+    fig.supylabel("Hz")
+    fig.tight_layout()
+    return png_data_uri(fig)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: str | None) -> str:
+    pct = lambda x: f"{100 * x:.2f} %"  # noqa: E731
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ecgpipe report: {e(report['config_name'])}</title>",
+             f"<style>{CSS}</style></head><body>"]
+    if report.get("warning"):
+        parts.append(f"<p class='warning'>{e(report['warning'])}</p>")
+    parts.append(f"<h1>ecgpipe report: {e(report['config_name'])}</h1>")
+    parts.append(
+        f"<p>{report['n_segments']} ECG segments from {report['n_subjects']} patients ({report['n_records_used']} records of "
+        f"{', '.join(map(e, report['databases']))}), classified into {', '.join(map(e, report['class_counts']))}. "
+        f"Features: {e(report['backbone'])} layer <code>{e(report['layer'])}</code> ({report['feature_width']} values), "
+        f"weights: {e(report['weights'])}. Classifier: {e(report['classifier'])}.</p>"
+    )
+    rows = []
+    for name, p in report["protocols"].items():
+        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(PROTOCOL_TITLES.get(name, name))}</span>", p["n_folds"],
+                     f"<span class='key'>{pct(p['accuracy'])}</span>", pct(p["balanced_accuracy"]), f"{p['macro_f1']:.3f}",
+                     f"{pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])}"])
+    parts += ["<h2>Results</h2>", _table(["protocol", "folds", "accuracy", "balanced accuracy", "macro-F1", "accuracy per fold"], rows)]
+    parts.append("<p class='muted'>The first protocol lets segments of one patient appear in training and test folds (as the paper "
+                 "does); the second never does, and estimates performance on new patients.</p>")
+    for name, p in report["protocols"].items():
+        parts.append(f"<h2>{e(name)}</h2>")
+        per_class = [[e(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in p["per_class"].items()]
+        uri = "data:image/png;base64," + base64.b64encode(confusion_pngs[name]).decode()
+        folds = [[f["fold"], f["n_train"], f["n_test"], f["test_subjects"], pct(f["accuracy"]), f"{f['macro_f1']:.3f}"] for f in p["folds"]]
+        parts.append("<div class='grid'><div>" + _table(["class", "precision", "recall (sensitivity)", "F1", "segments"], per_class)
+                     + f"</div><div><img alt='confusion matrix {e(name)}' src='{uri}' width='420'></div></div>")
+        parts.append("<details><summary>per-fold scores</summary>"
+                     + _table(["fold", "train", "test", "test patients", "accuracy", "macro-F1"], folds) + "</details>")
+    parts.append("<h2>Data</h2>")
+    dbs = report["databases"]
+    rows = [[e(c)] + [report["class_counts_by_database"][c].get(db, 0) for db in dbs] + [report["subjects_per_class"][c]]
+            for c in report["class_counts"]]
+    parts.append(_table(["class", *dbs, "patients"], rows))
+    if examples_uri:
+        parts.append(f"<p>Example spectrograms per class (log power):</p><img alt='example spectrograms' src='{examples_uri}'>")
+    if report["skipped_records"]:
+        parts.append("<h3>Skipped records</h3><ul>" + "".join(f"<li><code>{e(s['record'])}</code>: {e(s['error'])}</li>"
+                                                           for s in report["skipped_records"]) + "</ul>")
+    parts.append("<h2>Provenance</h2>")
+    prov = report.get("provenance", {})
+    parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["weights", e(report["weights"])],
+                                             ["dataset key (records' contents + selection)", f"<code>{e(prov.get('dataset_key', ''))}</code>"],
+                                             ["wall time of the run that wrote this report (reruns reuse stored results)", f"{report['wall_s']:.0f} s"]]))
+    if prov.get("record_keys"):
+        parts.append("<details><summary>record content keys (SHA-256 of files + settings)</summary><pre>"
+                     + e("\n".join(f"{k}  {v}" for k, v in sorted(prov["record_keys"].items()))) + "</pre></details>")
+    parts.append("<details><summary>configuration</summary><pre>" + e(json.dumps(report["config"], indent=2)) + "</pre></details>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
