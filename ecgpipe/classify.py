@@ -28,7 +28,7 @@ from sklearn.svm import SVC
 
 from ecgpipe.config import ClassifierSettings, CVSettings
 
-PROTOCOLS = ("stratified_10fold", "grouped_by_subject")
+PROTOCOLS = ("stratified_10fold", "grouped_by_subject", "leave_one_database_out")
 
 
 def build_classifier(settings: ClassifierSettings) -> Pipeline:
@@ -50,9 +50,24 @@ def build_classifier(settings: ClassifierSettings) -> Pipeline:
     )
 
 
-def make_splits(protocol: str, y: np.ndarray, groups: np.ndarray, cv: CVSettings) -> tuple[list, str]:
+def make_splits(
+    protocol: str, y: np.ndarray, groups: np.ndarray, cv: CVSettings, databases: np.ndarray | None = None
+) -> tuple[list, str]:
     """Train/test index pairs for a protocol, and a note when fewer folds than asked were possible."""
     note = ""
+    if protocol == "leave_one_database_out":
+        # train on every database but one, test on that one; only classes that every database holds take part
+        if databases is None or len(np.unique(databases)) < 2:
+            raise ValueError("leave_one_database_out needs segments from at least two databases")
+        names = sorted(np.unique(databases))
+        shared = set.intersection(*(set(np.unique(y[databases == d]).tolist()) for d in names))
+        if len(shared) < 2:
+            raise ValueError(f"leave_one_database_out: the databases {names} share fewer than two classes")
+        used = np.isin(y, sorted(shared))
+        splits = [(np.flatnonzero(used & (databases != d)), np.flatnonzero(used & (databases == d))) for d in names]
+        left_out = sorted(set(np.unique(y).tolist()) - shared)
+        note = f"folds test on {', '.join(names)} in turn" + (f"; class indices {left_out} not in every database: left out" if left_out else "")
+        return splits, note
     if protocol == "stratified_10fold":
         min_class = np.bincount(y).min() if len(y) else 0
         k = min(cv.n_splits, int(min_class))
@@ -81,12 +96,40 @@ def fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarra
     return build_classifier(classifier).fit(X[train], y[train]).predict(X[test])
 
 
+def bootstrap_ci(y, y_pred, groups, n_classes: int, n_boot: int = 1000, seed: int = 0) -> dict:
+    """95 % intervals of accuracy and macro-F1, resampling *subjects* with replacement (segments of one patient are
+    not independent, so resampling segments would give intervals that are too narrow)."""
+    subjects, subject_of = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    cell = y * n_classes + y_pred
+    acc, f1 = [], []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, len(subjects), len(subjects)), minlength=len(subjects))
+        cm = np.bincount(cell, weights=counts[subject_of], minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+        tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1_c = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        present = support > 0
+        acc.append(tp.sum() / cm.sum())
+        f1.append(f1_c[present].mean())
+    return {
+        "method": f"bootstrap over {len(subjects)} subjects, {n_boot} resamples",
+        "accuracy": [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))],
+        "macro_f1": [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))],
+    }
+
+
 def summarize_protocol(
     y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, splits: list, class_names: list[str], note: str = ""
 ) -> dict:
-    """JSON-ready metrics of out-of-fold predictions: pooled, per class, per fold, and the confusion matrix."""
-    if (y_pred < 0).any():
-        raise ValueError("some segments were in no test fold")
+    """JSON-ready metrics of out-of-fold predictions: pooled, per class, per fold, and the confusion matrix.
+    Segments in no test fold (``y_pred < 0``: classes left out by leave-one-database-out) are not scored."""
+    scored = y_pred >= 0
+    if not scored.any():
+        raise ValueError("no segment was in a test fold")
+    y, y_pred, groups = y[scored], y_pred[scored], groups[scored]
+    remap = np.cumsum(scored) - 1  # fold indices into the scored rows
+    splits = [(remap[train], remap[test]) for train, test in splits]
     labels = np.arange(len(class_names))
     folds = []
     for i, (train, test) in enumerate(splits):
@@ -123,6 +166,7 @@ def summarize_protocol(
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": confusion_matrix(y, y_pred, labels=labels).tolist(),
+        "ci95": bootstrap_ci(y, y_pred, groups, len(class_names)),
         "folds": folds,
     }
 
@@ -135,9 +179,10 @@ def evaluate_protocol(
     protocol: str,
     classifier: ClassifierSettings,
     cv: CVSettings,
+    databases: np.ndarray | None = None,
 ) -> dict:
     """Run one protocol in this process (the flow runs the folds as parallel tasks instead)."""
-    splits, note = make_splits(protocol, y, groups, cv)
+    splits, note = make_splits(protocol, y, groups, cv, databases)
     y_pred = np.full_like(y, -1)
     for train, test in splits:
         y_pred[test] = fit_predict(X, y, train, test, classifier)

@@ -118,7 +118,10 @@ class ClassifierSettings(_Strict):
 class CVSettings(_Strict):
     n_splits: int = Field(10, ge=2)
     seed: int = 0
-    protocols: list[Literal["stratified_10fold", "grouped_by_subject"]] = ["stratified_10fold", "grouped_by_subject"]
+    protocols: list[Literal["stratified_10fold", "grouped_by_subject", "leave_one_database_out"]] = [
+        "stratified_10fold",
+        "grouped_by_subject",
+    ]
 
 
 class RunSettings(_Strict):

@@ -17,6 +17,7 @@ from ecgpipe.location import Location  # noqa: E402
 PROTOCOL_TITLES = {
     "stratified_10fold": "Stratified 10-fold over segments (the paper's protocol; patients shared across folds)",
     "grouped_by_subject": "Stratified group k-fold by subject (no patient in both training and test)",
+    "leave_one_database_out": "Leave one database out (train on the others, test on it; shared classes only)",
 }
 
 RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
@@ -63,13 +64,16 @@ def render_markdown(report: dict) -> str:
         "",
         "## Results",
         "",
-        "| protocol | folds | accuracy | balanced accuracy | macro-F1 | accuracy per fold (mean ± std) |",
+        "| protocol | folds | accuracy (95 % CI over subjects) | balanced accuracy | macro-F1 (95 % CI) | accuracy per fold (mean ± std) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, p in report["protocols"].items():
+        ci = p.get("ci95", {})
+        acc_ci = f" ({_pct(ci['accuracy'][0])} - {_pct(ci['accuracy'][1])})" if ci else ""
+        f1_ci = f" ({ci['macro_f1'][0]:.3f} - {ci['macro_f1'][1]:.3f})" if ci else ""
         lines.append(
-            f"| {name} | {p['n_folds']} | {_pct(p['accuracy'])} | {_pct(p['balanced_accuracy'])} | "
-            f"{p['macro_f1']:.3f} | {_pct(p['accuracy_fold_mean'])} ± {_pct(p['accuracy_fold_std'])} |"
+            f"| {name} | {p['n_folds']} | {_pct(p['accuracy'])}{acc_ci} | {_pct(p['balanced_accuracy'])} | "
+            f"{p['macro_f1']:.3f}{f1_ci} | {_pct(p['accuracy_fold_mean'])} ± {_pct(p['accuracy_fold_std'])} |"
         )
     for name, p in report["protocols"].items():
         lines += ["", f"### {name}", "", PROTOCOL_TITLES.get(name, name) + (f"; {p['note']}" if p["note"] else ""), ""]

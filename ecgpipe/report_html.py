@@ -76,12 +76,16 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     )
     rows = []
     for name, p in report["protocols"].items():
+        ci = p.get("ci95")
+        acc_ci = f"<br><span class='muted'>95 % CI {pct(ci['accuracy'][0])} - {pct(ci['accuracy'][1])}</span>" if ci else ""
+        f1_ci = f"<br><span class='muted'>{ci['macro_f1'][0]:.3f} - {ci['macro_f1'][1]:.3f}</span>" if ci else ""
         rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(PROTOCOL_TITLES.get(name, name))}</span>", p["n_folds"],
-                     f"<span class='key'>{pct(p['accuracy'])}</span>", pct(p["balanced_accuracy"]), f"{p['macro_f1']:.3f}",
+                     f"<span class='key'>{pct(p['accuracy'])}</span>{acc_ci}", pct(p["balanced_accuracy"]), f"{p['macro_f1']:.3f}{f1_ci}",
                      f"{pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])}"])
     parts += ["<h2>Results</h2>", _table(["protocol", "folds", "accuracy", "balanced accuracy", "macro-F1", "accuracy per fold"], rows)]
-    parts.append("<p class='muted'>The first protocol lets segments of one patient appear in training and test folds (as the paper "
-                 "does); the second never does, and estimates performance on new patients.</p>")
+    parts.append("<p class='muted'>The paper's protocol lets segments of one patient appear in training and test folds; the "
+                 "grouped protocol never does, and estimates performance on new patients. Intervals: 95 % bootstrap over "
+                 "patients.</p>")
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")
         per_class = [[e(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in p["per_class"].items()]

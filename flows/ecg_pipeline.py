@@ -182,7 +182,7 @@ def feature_chunk_task(
     return int(len(features))
 
 
-def classification_data(store: str, feat_array: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def classification_data(store: str, feat_array: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Features, classes and subjects in canonical order (database, record, start), whatever the table's row order:
     the folds depend on the segments, not on where an incremental run happened to put them."""
     X = zs.read_array(store, f"{feat_array}/data").astype(np.float64)
@@ -190,16 +190,17 @@ def classification_data(store: str, feat_array: str) -> tuple[np.ndarray, np.nda
     attrs = zs.read_attrs(store, "segments")
     order = sorted(range(len(y)), key=lambda i: uid_order_key(attrs["uids"][i]))
     subjects = np.array([attrs["subjects"][attrs["uids"][i].rsplit("/", 1)[0]] for i in order])
+    databases = np.array([attrs["uids"][i].split("/", 1)[0] for i in order])
     if not np.isfinite(X).all():
         raise ValueError(f"{store}/{feat_array}: features contain NaN or inf")
-    return X[order], y[order], subjects
+    return X[order], y[order], subjects, databases
 
 
 @stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
 def classify_fold_task(store: str, feat_array: str, protocol: str, fold: int, config_json: str) -> tuple[list, list]:
     cfg = _config(config_json)
-    X, y, groups = classification_data(store, feat_array)
-    splits, _ = make_splits(protocol, y, groups, cfg.cv)
+    X, y, groups, databases = classification_data(store, feat_array)
+    splits, _ = make_splits(protocol, y, groups, cfg.cv, databases)
     train, test = splits[fold]
     return test.tolist(), fit_predict(X, y, train, test, cfg.classifier).tolist()
 
@@ -614,11 +615,11 @@ def example_spectrograms(store: str, spec_data: str, cfg: PipelineConfig, per_cl
 
 
 def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str, logger, fold_task=classify_fold_task) -> dict:
-    _, y, groups = classification_data(store, feat_array)
+    _, y, groups, databases = classification_data(store, feat_array)
     protocols = {}
     jobs = []
     for protocol in cfg.cv.protocols:
-        splits, note = make_splits(protocol, y, groups, cfg.cv)
+        splits, note = make_splits(protocol, y, groups, cfg.cv, databases)
         protocols[protocol] = (splits, note)
         jobs += [(protocol, f) for f in range(len(splits))]
     futures = [fold_task.submit(store, feat_array, p, f, config_json) for p, f in jobs]

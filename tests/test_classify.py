@@ -53,3 +53,27 @@ def test_unknown_protocol_is_an_error():
     X, y, g = _data()
     with pytest.raises(ValueError, match="unknown protocol"):
         make_splits("leave_one_out", y, g, CVSettings())
+
+
+def test_leave_one_database_out_uses_shared_classes_only():
+    X, y, g = _data(n_subjects=12)
+    dbs = np.array(["a" if int(s[1:]) < 6 else "b" for s in g])
+    y = y.copy()
+    y[(dbs == "b") & (y == 2)] = 1  # class 2 exists only in database "a"
+    splits, note = make_splits("leave_one_database_out", y, g, CVSettings(), dbs)
+    assert len(splits) == 2 and "left out" in note
+    for (train, test), d in zip(splits, ("a", "b")):
+        assert set(dbs[test]) == {d} and d not in set(dbs[train]) and 2 not in set(y[train]) | set(y[test])
+    r = evaluate_protocol(X, y, g, ["a", "b", "c"], "leave_one_database_out", ClassifierSettings(), CVSettings(), dbs)
+    assert np.array(r["confusion_matrix"]).sum() == (y != 2).sum()
+    with pytest.raises(ValueError, match="two databases"):
+        make_splits("leave_one_database_out", y, g, CVSettings(), np.array(["a"] * len(y)))
+
+
+def test_subject_bootstrap_interval_brackets_the_estimate():
+    X, y, g = _data()
+    r = evaluate_protocol(X, y, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings())
+    lo, hi = r["ci95"]["accuracy"]
+    assert lo <= r["accuracy"] <= hi and hi - lo > 0
+    assert r["ci95"]["macro_f1"][0] <= r["macro_f1"] <= r["ci95"]["macro_f1"][1]
+    assert "12 subjects" in r["ci95"]["method"]

@@ -35,6 +35,8 @@ vf = ["(VF", "(VFIB", "(VFL"]
 [sampling]
 max_per_class = {CAP}
 seed = 7
+[cv]
+protocols = ["stratified_10fold", "grouped_by_subject", "leave_one_database_out"]
 [run]
 chunk_size = {CHUNK}
 n_workers = 2
@@ -161,12 +163,17 @@ def test_report_is_complete_and_consistent(flow_run):
     assert "warning" not in on_disk and "package efficientnet-lite0" in on_disk["weights"]
     # a LocalCluster has no GPU resource: features fall back to any (CPU) worker instead of waiting forever
     assert on_disk["feature_placement"].startswith("any worker")
-    assert set(on_disk["protocols"]) == {"stratified_10fold", "grouped_by_subject"}
+    assert set(on_disk["protocols"]) == {"stratified_10fold", "grouped_by_subject", "leave_one_database_out"}
     assert sum(report["class_counts"].values()) == report["n_segments"]
     for name, p in on_disk["protocols"].items():
         cm = np.array(p["confusion_matrix"])
-        assert cm.sum() == report["n_segments"]
-        assert cm.sum(axis=1).tolist() == list(report["class_counts"].values())
+        if name == "leave_one_database_out":  # afib is in mitdb only in this slice: left out
+            assert cm[1].sum() == 0 and cm.sum() == report["n_segments"] - report["class_counts"]["afib"]
+            assert [f["n_test"] for f in p["folds"]] == [report["class_counts_by_database"]["normal"]["mitdb"] + report["class_counts_by_database"]["vt"]["mitdb"] + report["class_counts_by_database"]["vf"]["mitdb"], cm.sum() - p["folds"][0]["n_test"]]
+        else:
+            assert cm.sum() == report["n_segments"]
+            assert cm.sum(axis=1).tolist() == list(report["class_counts"].values())
+        assert p["ci95"]["accuracy"][0] <= p["accuracy"] <= p["ci95"]["accuracy"][1]
         assert p["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
         for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "folds"):
             assert k in p
@@ -174,7 +181,7 @@ def test_report_is_complete_and_consistent(flow_run):
     assert on_disk["protocols"]["grouped_by_subject"]["n_folds"] == 5  # 5 usable subjects in the slice
     assert on_disk["protocols"]["stratified_10fold"]["accuracy"] > 0.4  # well above chance (0.25) with pretrained features
     page = (flow_run["out"] / "report.html").read_text()
-    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3  # 2 confusion + examples
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == len(on_disk["protocols"]) + 1  # + examples
     assert "http://" not in page.replace("http://127.0.0.1", "") and "<script" not in page  # self-contained, static
     assert f"{100 * on_disk['protocols']['grouped_by_subject']['accuracy']:.2f} %" in page
     assert on_disk["provenance"]["dataset_key"] and len(on_disk["provenance"]["record_keys"]) == 5
