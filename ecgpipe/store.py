@@ -31,12 +31,13 @@ def store_path(out_dir) -> str:
     return location.child("store.zarr")
 
 
-def open_root(path: str, mode: str = "a") -> zarr.Group:
-    return zarr.open_group(path, mode=mode, **zarr_storage_options(path))
-
-
 def open_group(path: str, mode: str = "r") -> zarr.Group:
     return zarr.open_group(path, mode=mode, **zarr_storage_options(path))
+
+
+def open_root(path: str, mode: str = "a") -> zarr.Group:
+    """The store's root group, created on first use."""
+    return open_group(path, mode)
 
 
 def open_array(path: str, mode: str = "r") -> zarr.Array:
@@ -54,7 +55,7 @@ def write_record_windows(path: str, database: str, record: str, windows, starts,
     """Write one record's windows into ``records/<db>/<record>`` (owned by this record's task alone)."""
     group = open_group(f"{path}/records/{database}", mode="a").require_group(record)
     n, length = windows.shape
-    chunk_rows = max(1, min(max(n, 1), 1024))
+    chunk_rows = max(1, min(n, 1024))
     for name, data, chunks in [
         ("windows", windows.astype(np.float32), (chunk_rows, length)),
         ("starts", starts.astype(np.int64), (chunk_rows,)),

@@ -63,7 +63,7 @@ from ecgpipe.plan import (
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.report import RANDOM_WEIGHTS_WARNING, write_report
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
-from ecgpipe.spectrogram import spectrogram_chunk, spectrogram_frequencies
+from ecgpipe.spectrogram import spectrogram_chunk, spectrogram_frequencies, spectrogram_shape
 
 PERMANENT_ERRORS = (RecordError, ConfigError, ValueError, FileNotFoundError)
 
@@ -400,6 +400,12 @@ def ensure_rows(store: str, name: str, n: int, row_shape: tuple, chunk: int, dty
     zs.create_array(store, name, (n, *row_shape), (chunk, *row_shape), dtype, attrs=attrs)
 
 
+def stored_chunk_done(store: str, markers: Markers, array: str, i: int, key: str, n_rows: int, chunk: int) -> bool:
+    """Chunk i of ``array`` is complete and current: marker key matches and its stored rows match the marker's digest."""
+    lo, hi = i * chunk, min((i + 1) * chunk, n_rows)
+    return chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zs.open_array(f"{store}/{array}/data", mode="r")[lo:hi])
+
+
 def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, logger, log: RunLog, blocked=()) -> set[int]:
     """Submit the chunks of a stage that are not done; returns the chunk indices that failed (or were blocked)."""
     todo, failed = [], set()
@@ -408,8 +414,7 @@ def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, l
             failed.add(i)
             log.fail(stage, f"{array}/{_chunk_unit(i)}", "upstream chunk failed")
             continue
-        lo, hi = i * chunk, min((i + 1) * chunk, n_rows)
-        if chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zs.open_array(f"{store}/{array}/data", mode="r")[lo:hi]):
+        if stored_chunk_done(store, markers, array, i, key, n_rows, chunk):
             continue
         todo.append(i)
     log.count(stage, skipped=len(keys) - len(todo) - len(failed))
@@ -468,8 +473,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
     for stage, array, keys in (("spectrograms", spec_array, spec_keys), ("features", feat_array, feat_keys)):
         rows = []
         for i, key in enumerate(keys):
-            lo, hi = i * chunk, min((i + 1) * chunk, n)
-            done = chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zs.open_array(f"{store}/{array}/data", mode="r")[lo:hi])
+            done = stored_chunk_done(store, markers, array, i, key, n, chunk)
             rows.append((f"{array}/{_chunk_unit(i)}", array, _chunk_unit(i), key, done))
         status["stages"][stage] = tally(stage, rows)
     ckey = classify_key(cfg, feat_keys, table["key"])
@@ -535,7 +539,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     t = time.perf_counter()
     spec_array = spectrogram_array_name(cfg)
     freqs = spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram)
-    n_time = spectrogram_chunk(np.zeros((1, cfg.segment_length)), cfg.segments.target_fs, cfg.spectrogram).shape[2]
+    n_time = spectrogram_shape(cfg.segment_length, cfg.segments.target_fs, cfg.spectrogram)[1]
     spec_attrs = {"frequencies_hz": freqs.tolist(), "settings": cfg.spectrogram.model_dump(mode="json")}
     ensure_rows(store, f"{spec_array}/data", n, (len(freqs), n_time), chunk, "float16", spec_attrs)
     spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
