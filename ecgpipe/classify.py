@@ -21,33 +21,96 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 
 from ecgpipe.config import ClassifierSettings, CVSettings
 
 PROTOCOLS = ("stratified_10fold", "grouped_by_subject", "leave_one_database_out")
 
 
-def build_classifier(settings: ClassifierSettings) -> Pipeline:
-    return Pipeline(
-        [
-            ("scale", StandardScaler()),
-            (
-                "svc",
-                # a larger kernel cache only makes fitting faster (scikit-learn's default is 200 MB)
-                SVC(
-                    kernel=settings.kernel,
-                    C=settings.C,
-                    gamma=settings.gamma,
-                    class_weight=settings.class_weight,
-                    cache_size=1000,
-                ),
-            ),
+class BlockWeights(TransformerMixin, BaseEstimator):
+    """Weights two standardised column blocks (CNN features, then rhythm features) so that the second block holds
+    ``weight`` of the expected squared distance between samples, whatever the blocks' widths: 1280 CNN columns would
+    otherwise drown 8 RR columns in an RBF kernel."""
+
+    def __init__(self, n_first: int = 1, weight: float = 0.3):
+        self.n_first = n_first
+        self.weight = weight
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        X = np.array(X, dtype=np.float64, copy=True)
+        n, rest = self.n_first, X.shape[1] - self.n_first
+        X[:, :n] *= np.sqrt((1 - self.weight) / n)
+        X[:, n:] *= np.sqrt(self.weight / max(rest, 1))
+        return X
+
+
+def _estimator(settings: ClassifierSettings):
+    if settings.kind == "svc":
+        # a larger kernel cache only makes fitting faster (scikit-learn's default is 200 MB)
+        return SVC(kernel=settings.kernel, C=settings.C, gamma=settings.gamma, class_weight=settings.class_weight, cache_size=1000)
+    if settings.kind == "linear_svc":
+        return LinearSVC(C=settings.C, class_weight=settings.class_weight, max_iter=5000)
+    return LogisticRegression(C=settings.C, class_weight=settings.class_weight, max_iter=3000)
+
+
+def build_classifier(settings: ClassifierSettings, n_cnn: int | None = None) -> Pipeline:
+    """Standardise (PCA-reduce the CNN block if asked; weight the CNN and rhythm blocks when fused), then classify.
+    ``n_cnn`` is the number of CNN columns in front of the rhythm columns (inputs='cnn+rhythm' only)."""
+    reduce = [("pca", PCA(settings.pca, random_state=0))] if settings.pca else []
+    if settings.inputs == "cnn+rhythm":
+        if not n_cnn:
+            raise ValueError("inputs='cnn+rhythm' needs the number of CNN columns")
+        cnn = Pipeline([("scale", StandardScaler()), *reduce])
+        steps = [
+            ("blocks", ColumnTransformer([("cnn", cnn, slice(0, n_cnn)), ("rhythm", StandardScaler(), slice(n_cnn, None))])),
+            ("weights", BlockWeights(settings.pca or n_cnn, settings.rhythm_weight)),
         ]
-    )
+    else:
+        steps = [("scale", StandardScaler()), *(reduce if settings.inputs == "cnn" else [])]
+    return Pipeline([*steps, ("clf", _estimator(settings))])
+
+
+def design_matrix(cnn: np.ndarray | None, rhythm: np.ndarray | None, settings: ClassifierSettings) -> np.ndarray:
+    """The columns a classifier sees: CNN features, rhythm features, or both side by side (CNN first)."""
+    needed = {"cnn": [cnn], "rhythm": [rhythm], "cnn+rhythm": [cnn, rhythm]}[settings.inputs]
+    if any(block is None for block in needed):
+        raise ValueError(f"classifier {settings.label!r} needs {settings.inputs} features, which this run has not computed")
+    return np.hstack(needed) if len(needed) > 1 else needed[0]
+
+
+def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, seed: int = 0):
+    """Fit on training rows. With ``tune``, C (and gamma for an RBF SVC) are chosen by an inner CV on these rows only
+    (macro-F1), grouped by subject when ``groups`` is given, so the outer test fold never influences the choice."""
+    model = build_classifier(settings, n_cnn)
+    if not settings.tune:
+        return model.fit(X, y), {}
+    grid = {"clf__C": list(settings.C_grid)}
+    if settings.kind == "svc" and settings.kernel != "linear":
+        grid["clf__gamma"] = list(settings.gamma_grid)
+    if groups is not None:
+        k = min(settings.inner_splits, len(np.unique(groups)))
+        inner = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        k = min(settings.inner_splits, int(np.bincount(y).min()))
+        inner = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    search = GridSearchCV(model, grid, cv=inner, scoring="f1_macro", refit=True, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        search.fit(X, y, groups=groups)
+    chosen = {k.removeprefix("clf__"): v for k, v in search.best_params_.items()}
+    return search.best_estimator_, chosen
 
 
 def make_splits(
@@ -91,9 +154,25 @@ def make_splits(
     raise ValueError(f"cv.protocols: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
-def fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, classifier: ClassifierSettings) -> np.ndarray:
-    """Fit the classifier on one fold's training rows and predict its test rows."""
-    return build_classifier(classifier).fit(X[train], y[train]).predict(X[test])
+def fit_predict(
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    classifier: ClassifierSettings,
+    n_cnn: int | None = None,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Fit the classifier on one fold's training rows and predict its test rows; also the inner CV's choice.
+    ``groups`` (subjects) makes the inner CV of a tuned classifier grouped, as the outer one is."""
+    model, chosen = fit_classifier(X[train], y[train], classifier, n_cnn, None if groups is None else groups[train])
+    return model.predict(X[test]), chosen
+
+
+def _balanced_accuracy(y, y_pred) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a fold may lack a class (grouped folds often do)
+        return float(balanced_accuracy_score(y, y_pred))
 
 
 def bootstrap_ci(y, y_pred, groups, n_classes: int, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -120,7 +199,13 @@ def bootstrap_ci(y, y_pred, groups, n_classes: int, n_boot: int = 1000, seed: in
 
 
 def summarize_protocol(
-    y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, splits: list, class_names: list[str], note: str = ""
+    y: np.ndarray,
+    y_pred: np.ndarray,
+    groups: np.ndarray,
+    splits: list,
+    class_names: list[str],
+    note: str = "",
+    chosen: list[dict] | None = None,
 ) -> dict:
     """JSON-ready metrics of out-of-fold predictions: pooled, per class, per fold, and the confusion matrix.
     Segments in no test fold (``y_pred < 0``: classes left out by leave-one-database-out) are not scored."""
@@ -140,7 +225,9 @@ def summarize_protocol(
                 "n_test": int(len(test)),
                 "test_subjects": int(len(np.unique(groups[test]))),
                 "accuracy": float(accuracy_score(y[test], y_pred[test])),
+                "balanced_accuracy": _balanced_accuracy(y[test], y_pred[test]),
                 "macro_f1": float(f1_score(y[test], y_pred[test], labels=labels, average="macro", zero_division=0)),
+                **({"chosen": chosen[i]} if chosen and chosen[i] else {}),
             }
         )
     precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
@@ -152,6 +239,7 @@ def summarize_protocol(
         "accuracy": float(accuracy_score(y, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y, y_pred)),
         "macro_f1": float(f1_score(y, y_pred, labels=labels, average="macro", zero_division=0)),
+        "balanced_accuracy_fold_std": float(np.std([f["balanced_accuracy"] for f in folds])),
         "accuracy_fold_mean": float(fold_acc.mean()),
         "accuracy_fold_std": float(fold_acc.std()),
         "macro_f1_fold_mean": float(fold_f1.mean()),
@@ -180,10 +268,18 @@ def evaluate_protocol(
     classifier: ClassifierSettings,
     cv: CVSettings,
     databases: np.ndarray | None = None,
+    n_cnn: int | None = None,
 ) -> dict:
     """Run one protocol in this process (the flow runs the folds as parallel tasks instead)."""
     splits, note = make_splits(protocol, y, groups, cv, databases)
     y_pred = np.full_like(y, -1)
+    chosen = []
     for train, test in splits:
-        y_pred[test] = fit_predict(X, y, train, test, classifier)
-    return summarize_protocol(y, y_pred, groups, splits, class_names, note)
+        y_pred[test], params = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups))
+        chosen.append(params)
+    return summarize_protocol(y, y_pred, groups, splits, class_names, note, chosen)
+
+
+def inner_groups(protocol: str, groups: np.ndarray) -> np.ndarray | None:
+    """Subjects for the inner CV when the outer protocol keeps subjects apart; None for the paper's protocol."""
+    return None if protocol == "stratified_10fold" else groups

@@ -1,6 +1,7 @@
-"""Command line: ``ecgpipe run``, ``ecgpipe config``.
+"""Command line: ``ecgpipe run``, ``ecgpipe status``, ``ecgpipe predict``, ``ecgpipe data fetch``, ``ecgpipe config``.
 
     ecgpipe run --config paper4 --data-dir ../shared/data/physionet --out runs/paper4
+    ecgpipe predict --model runs/paper4/model.skops ../shared/data/physionet/mitdb/203 --out predictions/
 """
 
 from __future__ import annotations
@@ -47,8 +48,16 @@ def cmd_run(args) -> int:
         print(report["warning"])
     print(f"report: {args.out.rstrip('/')}/report.md  (and report.json, confusion_*.png)")
     print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s")
+    if len(report["comparison"]) > 1:
+        print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")
+        for row in report["comparison"]:
+            scores = "  ".join(f"{p[:10]} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for p, m in row["protocols"].items())
+            print(f"  {'*' if row['best'] else ' '} {row['backbone']:18s} {str(row['layer'])[:18]:18s} {row['classifier'][:34]:34s} {scores}")
+    print(f"best: {report['classifier']} on {report['backbone']} / {report['layer']}")
     for name, p in report["protocols"].items():
         print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}")
+    if report.get("model"):
+        print(f"model: {report['model']}  (ecgpipe predict --model {report['model']} RECORD...)")
     if report["skipped_records"]:
         print(f"skipped {len(report['skipped_records'])} bad record(s):")
         for s in report["skipped_records"]:
@@ -99,6 +108,49 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    _quiet_environment()
+    from pathlib import Path
+
+    from ecgpipe.model import ModelError, load_model
+    from ecgpipe.predict import compare_with_reference, predict_record, record_path, write_annotations, write_episodes_csv
+    from ecgpipe.records import RecordError
+
+    try:
+        model = load_model(args.model)
+    except ModelError as err:
+        print(f"ecgpipe: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, failed = [], []
+    for arg in args.records:
+        path = record_path(arg)
+        try:
+            leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
+            pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads)
+            write_annotations(pred, out, args.extension)
+            if args.compare:
+                pred.agreement = compare_with_reference(pred, model, args.compare)
+        except (RecordError, ValueError) as err:  # one bad record never stops the others
+            failed.append(str(err))
+            print(f"ecgpipe: {err}", file=sys.stderr)
+            continue
+        predictions.append(pred)
+        line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {out}/{os.path.basename(path)}.{args.extension}"
+        if pred.agreement:
+            a = pred.agreement
+            line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
+                     f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
+        print(line)
+    write_episodes_csv(out / "episodes.csv", predictions)
+    if args.compare:
+        doc = {os.path.basename(p.record): p.agreement for p in predictions}
+        (out / "agreement.json").write_text(json.dumps(doc, indent=2))
+    print(f"episodes: {out / 'episodes.csv'}")
+    return 1 if failed else 0
+
+
 def cmd_config(args) -> int:
     if args.name is None:
         print("presets: " + ", ".join(preset_names()))
@@ -136,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--from", dest="mirror", default=None, help="copy from a local mirror MIRROR/<db>/ instead of downloading")
     fetch.add_argument("--records", nargs="*", default=None, help="only these records")
     fetch.set_defaults(func=cmd_data_fetch)
+
+    pr = sub.add_parser("predict", help="predict rhythm episodes of new records with a run's model.skops")
+    pr.add_argument("records", nargs="+", help="WFDB records (path without extension, or the .hea file)")
+    pr.add_argument("--model", required=True, help="model artifact written by a run (OUT/model.skops)")
+    pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
+    pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
+    pr.add_argument("--stride-s", type=float, default=None, help="seconds between window starts (default: window length)")
+    pr.add_argument("--smooth", type=int, default=5, help="majority vote over this many windows (1 = off; default 5)")
+    pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
+    pr.add_argument("--compare", default=None, metavar="ANNOTATOR",
+                    help="also measure agreement with the record's reference rhythm annotations, e.g. atr")
+    pr.set_defaults(func=cmd_predict)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
     cfg.add_argument("name", nargs="?", default=None)

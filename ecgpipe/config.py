@@ -108,11 +108,68 @@ class FeatureSettings(_Strict):
 
 
 class ClassifierSettings(_Strict):
-    kind: Literal["svc"] = "svc"
-    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
-    C: float = Field(10.0, gt=0)
-    gamma: str | float = "scale"
+    """One classifier on one set of inputs. Features are standardised first (and optionally PCA-reduced)."""
+
+    kind: Literal["svc", "linear_svc", "logreg"] = Field(
+        "svc", description="'svc' (kernel SVM, the paper's), 'linear_svc' (liblinear), 'logreg' (multinomial)."
+    )
+    name: str | None = Field(None, description="Row label in the comparison table; default derived from the settings.")
+    inputs: Literal["cnn", "rhythm", "cnn+rhythm"] = Field(
+        "cnn", description="CNN features, RR-interval rhythm features (needs [rhythm] enabled), or both fused."
+    )
+    rhythm_weight: float = Field(
+        0.3, gt=0, lt=1, description="With inputs='cnn+rhythm': share of the squared distance given to the rhythm block."
+    )
+    pca: int | None = Field(None, gt=0, description="Reduce the CNN features to this many principal components first.")
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = Field("rbf", description="SVC kernel (kind='svc').")
+    C: float = Field(10.0, gt=0, description="Regularisation (inverse strength); the grid below replaces it when tuned.")
+    gamma: str | float = Field("scale", description="RBF width (kind='svc').")
     class_weight: Literal["balanced"] | None = None
+    tune: bool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
+    C_grid: list[float] = Field([1.0, 10.0, 100.0], description="Values of C tried by the inner CV.")
+    gamma_grid: list[str | float] = Field(["scale"], description="Values of gamma tried by the inner CV (kind='svc').")
+    inner_splits: int = Field(3, ge=2, description="Folds of the inner CV (grouped by subject when the outer CV is).")
+
+    @field_validator("C_grid")
+    @classmethod
+    def _positive_grid(cls, v):
+        if not v or any(c <= 0 for c in v):
+            raise ValueError("C_grid needs at least one value, all > 0")
+        return v
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        head = {"svc": f"SVC({self.kernel})", "linear_svc": "LinearSVC", "logreg": "LogReg"}[self.kind]
+        parts = [f"C∈{self.C_grid} nested" if self.tune else f"C={self.C:g}"]
+        if self.pca:
+            parts.insert(0, f"PCA {self.pca}")
+        if self.class_weight:
+            parts.append("balanced")
+        inputs = {"cnn": "", "rhythm": "RR only ", "cnn+rhythm": f"+RR(w={self.rhythm_weight:g}) "}[self.inputs]
+        return f"{inputs}{head} {', '.join(parts)}".strip()
+
+
+class RhythmSettings(_Strict):
+    """RR-interval features from wfdb's xqrs QRS detector (see ecgpipe/rhythm.py), stored next to each segment."""
+
+    enabled: bool = Field(False, description="Detect QRS complexes and compute RR features for every segment.")
+    context_s: float = Field(10.0, gt=0, description="Seconds around a segment's centre whose beats are used.")
+
+
+class SweepSettings(_Strict):
+    """Several feature extractors x several classifiers in one run, sharing the segment and spectrogram stages.
+
+    Each entry of ``features`` overrides keys of ``[features]`` (e.g. ``{backbone = "resnet18"}`` or
+    ``{layer = "blocks.5"}``); an empty list means just ``[features]``. Empty ``classifiers`` means ``[classifier]``.
+    """
+
+    features: list[dict] = Field([], description="Feature-setting overrides, one extractor each.")
+    classifiers: list[ClassifierSettings] = Field([], description="Classifiers evaluated on every extractor's features.")
+    select_by: Literal["grouped_by_subject", "stratified_10fold", "leave_one_database_out"] | None = Field(
+        None, description="Protocol whose macro-F1 picks the best row (the saved model); default: grouped if run."
+    )
 
 
 class CVSettings(_Strict):
@@ -143,6 +200,8 @@ class PipelineConfig(_Strict):
     spectrogram: SpectrogramSettings = SpectrogramSettings()
     features: FeatureSettings = FeatureSettings()
     classifier: ClassifierSettings = ClassifierSettings()
+    rhythm: RhythmSettings = RhythmSettings()
+    sweep: SweepSettings = SweepSettings()
     cv: CVSettings = CVSettings()
     run: RunSettings = RunSettings()
 
@@ -177,6 +236,16 @@ class PipelineConfig(_Strict):
                 f"spectrogram.nperseg ({self.spectrogram.nperseg}) exceeds the segment length "
                 f"({self.segment_length} samples at {self.segments.target_fs} Hz)"
             )
+        for i, variant in enumerate(self.sweep.features):
+            try:
+                FeatureSettings.model_validate({**self.features.model_dump(), **variant})
+            except ValidationError as err:
+                raise ValueError(f"sweep.features[{i}]: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
+        for clf in self.classifiers:
+            if clf.inputs != "cnn" and not self.rhythm.enabled:
+                raise ValueError(f"classifier {clf.label!r} uses rhythm features: set rhythm.enabled = true")
+        if self.sweep.select_by is not None and self.sweep.select_by not in self.cv.protocols:
+            raise ValueError(f"sweep.select_by: {self.sweep.select_by!r} is not in cv.protocols {self.cv.protocols}")
         if self.spectrogram.fmax > self.segments.target_fs / 2:
             raise ValueError(f"spectrogram.fmax ({self.spectrogram.fmax}) is above Nyquist ({self.segments.target_fs / 2})")
         return self
@@ -211,6 +280,32 @@ class PipelineConfig(_Strict):
                 "same_subject": db.same_subject or dict(known.same_subject),
             }
         )
+
+    @property
+    def feature_variants(self) -> list[FeatureSettings]:
+        """Every feature extractor of the run: the sweep's overrides of [features], or [features] alone."""
+        if not self.sweep.features:
+            return [self.features]
+        return [FeatureSettings.model_validate({**self.features.model_dump(), **v}) for v in self.sweep.features]
+
+    @property
+    def classifiers(self) -> list[ClassifierSettings]:
+        return list(self.sweep.classifiers) or [self.classifier]
+
+    def with_stage(self, features: FeatureSettings | None = None, classifier: ClassifierSettings | None = None):
+        """This config with one extractor/classifier of the sweep in place of [features]/[classifier]."""
+        update = {}
+        if features is not None:
+            update["features"] = features
+        if classifier is not None:
+            update["classifier"] = classifier
+        return self.model_copy(update=update)
+
+    @property
+    def selection_protocol(self) -> str:
+        if self.sweep.select_by:
+            return self.sweep.select_by
+        return "grouped_by_subject" if "grouped_by_subject" in self.cv.protocols else self.cv.protocols[0]
 
     def class_cap(self, cls: str) -> int | None:
         return self.sampling.per_class.get(cls, self.sampling.max_per_class)

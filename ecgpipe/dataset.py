@@ -11,6 +11,7 @@ import numpy as np
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.records import EcgRecord
+from ecgpipe.rhythm import beat_times, rr_features
 from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_windows
 
 
@@ -44,6 +45,12 @@ def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
         episode=episode,
         class_index=class_of_episode[episode] if len(episode) else np.zeros(0, np.int16),
     )
+
+
+def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: PipelineConfig) -> np.ndarray:
+    """RR-interval features (``ecgpipe.rhythm``) of windows starting at ``starts`` (target-rate samples)."""
+    beats = beat_times(fill_nan(record.signal), record.fs)
+    return rr_features(beats, np.asarray(starts) / config.segments.target_fs, config.segments.length_s, config.rhythm.context_s)
 
 
 def class_caps(config: PipelineConfig) -> dict[int, int | None]:

@@ -63,6 +63,7 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str) ->
         settings.model_dump(mode="json"),
         cfg.segments.model_dump(mode="json"),
         cfg.classes,
+        cfg.rhythm.model_dump(mode="json"),
     )
     return RecordUnit(database, record, str(db_dir), key)
 

@@ -79,6 +79,16 @@ def rhythm_episodes(samples, symbols, aux_notes, sig_len: int) -> list[RhythmEpi
     return episodes
 
 
+def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode]:
+    """Rhythm episodes of the record at ``path`` from its ``annotator`` file (e.g. ``atr``)."""
+    try:
+        ann = wfdb.rdann(path, annotator)
+    except Exception as exc:
+        raise RecordError(path, f"unreadable annotation file {path}.{annotator}: {type(exc).__name__}: {exc}") from None
+    aux = ann.aux_note if ann.aux_note is not None else [""] * len(ann.sample)
+    return rhythm_episodes(ann.sample, ann.symbol, aux, sig_len)
+
+
 def list_records(db_dir: str | Path) -> list[str]:
     """Record names from the database's RECORDS file (one per line, PhysioNet's layout)."""
     records_file = Path(db_dir) / "RECORDS"
@@ -120,8 +130,10 @@ def read_record(
     record: str,
     settings: DatabaseSettings,
     nan_policy: str = "error",
+    require_annotations: bool = True,
 ) -> EcgRecord:
-    """Read one lead of one record and its rhythm episodes, validating everything on the way."""
+    """Read one lead of one record and its rhythm episodes, validating everything on the way.
+    With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes."""
     path = os.path.join(str(db_dir), record)
     header_file = path + ".hea"
     if not os.path.isfile(header_file):
@@ -168,15 +180,12 @@ def read_record(
         raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channel]} (first at sample {first})")
 
     ann_file = f"{path}.{settings.annotator}"
-    if not os.path.isfile(ann_file):
+    if not os.path.isfile(ann_file) and not require_annotations:
+        episodes = []
+    elif not os.path.isfile(ann_file):
         raise RecordError(path, f"annotation file {ann_file} not found")
-    try:
-        ann = wfdb.rdann(path, settings.annotator)
-    except Exception as exc:
-        raise RecordError(path, f"unreadable annotation file {ann_file}: {type(exc).__name__}: {exc}") from None
-    aux = ann.aux_note if ann.aux_note is not None else [""] * len(ann.sample)
-    episodes = rhythm_episodes(ann.sample, ann.symbol, aux, header.sig_len)
-
+    else:
+        episodes = read_episodes(path, settings.annotator, header.sig_len)
     return EcgRecord(
         database=database,
         record=record,

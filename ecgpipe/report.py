@@ -47,6 +47,30 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+PROTOCOL_SHORT = {"stratified_10fold": "paper (stratified)", "grouped_by_subject": "grouped by subject",
+                  "leave_one_database_out": "leave one DB out"}
+
+
+def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the comparison table: per row backbone, layer, classifier, and per protocol
+    accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds."""
+    protocols = list(report["protocols"])
+    header = ["backbone", "layer", "classifier"]
+    for p in protocols:
+        short = PROTOCOL_SHORT.get(p, p)
+        header += [f"{short} acc", f"{short} bal. acc", f"{short} macro-F1"]
+    rows = []
+    for row in report["comparison"]:
+        cells = [row["backbone"], str(row["layer"]), row["classifier"]]
+        for p in protocols:
+            m = row["protocols"][p]
+            cells += [f"{m['accuracy']:.3f} ± {m['accuracy_fold_std']:.3f}",
+                      f"{m['balanced_accuracy']:.3f} ± {m['balanced_accuracy_fold_std']:.3f}",
+                      f"{m['macro_f1']:.3f} ± {m['macro_f1_fold_std']:.3f}"]
+        rows.append(cells)
+    return header, rows
+
+
 def render_markdown(report: dict) -> str:
     lines = []
     if report.get("warning"):
@@ -75,6 +99,14 @@ def render_markdown(report: dict) -> str:
             f"| {name} | {p['n_folds']} | {_pct(p['accuracy'])}{acc_ci} | {_pct(p['balanced_accuracy'])} | "
             f"{p['macro_f1']:.3f}{f1_ci} | {_pct(p['accuracy_fold_mean'])} ± {_pct(p['accuracy_fold_std'])} |"
         )
+    if len(report.get("comparison", [])) > 1:
+        header, rows = comparison_columns(report)
+        lines += ["", "## Comparison", "",
+                  f"Every (feature extractor, classifier) row of the sweep; **bold** = best ({report['selected_by']}), the "
+                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds.", "",
+                  "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+        for row, cells in zip(report["comparison"], rows):
+            lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")
     for name, p in report["protocols"].items():
         lines += ["", f"### {name}", "", PROTOCOL_TITLES.get(name, name) + (f"; {p['note']}" if p["note"] else ""), ""]
         lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.report import PROTOCOL_TITLES  # noqa: E402
+from ecgpipe.report import PROTOCOL_TITLES, comparison_columns  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -22,7 +22,7 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padd
 th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}
 .warning{background:#ffebe9;border:1px solid #ff8182;padding:.8em;font-weight:bold}
 .key{font-size:1.25em;font-weight:600}.muted{color:#57606a}.grid{display:flex;flex-wrap:wrap;gap:1em}
-img{max-width:100%}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
+img{max-width:100%}tr.best td{background:#dafbe1;font-weight:600}table.compare{font-size:.85em}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
 """
 
 
@@ -86,6 +86,15 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append("<p class='muted'>The paper's protocol lets segments of one patient appear in training and test folds; the "
                  "grouped protocol never does, and estimates performance on new patients. Intervals: 95 % bootstrap over "
                  "patients.</p>")
+    if len(report.get("comparison", [])) > 1:
+        header, cells = comparison_columns(report)
+        head = "".join(f"<th>{e(h)}</th>" for h in header)
+        body = "".join(f"<tr{' class=best' if row['best'] else ''}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                       for row, r in zip(report["comparison"], cells))
+        parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
+                  f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "
+                  "run's model. Scores are pooled out-of-fold predictions, ± the standard deviation over folds.</p>",
+                  f"<table class='compare'><tr>{head}</tr>{body}</table>"]
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")
         per_class = [[e(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in p["per_class"].items()]

@@ -51,8 +51,11 @@ def ensure_groups(path: str, *names: str) -> None:
         root.require_group(name)
 
 
-def write_record_windows(path: str, database: str, record: str, windows, starts, episode, attrs: dict) -> None:
-    """Write one record's windows into ``records/<db>/<record>`` (owned by this record's task alone)."""
+def write_record_windows(
+    path: str, database: str, record: str, windows, starts, episode, attrs: dict, rhythm: np.ndarray | None = None
+) -> None:
+    """Write one record's windows (and their rhythm features, when computed) into ``records/<db>/<record>``
+    (owned by this record's task alone)."""
     group = open_group(f"{path}/records/{database}", mode="a").require_group(record)
     n, length = windows.shape
     chunk_rows = max(1, min(n, 1024))
@@ -60,6 +63,7 @@ def write_record_windows(path: str, database: str, record: str, windows, starts,
         ("windows", windows.astype(np.float32), (chunk_rows, length)),
         ("starts", starts.astype(np.int64), (chunk_rows,)),
         ("episode", episode.astype(np.int32), (chunk_rows,)),
+        *([("rhythm", rhythm.astype(np.float32), (chunk_rows, rhythm.shape[1]))] if rhythm is not None else []),
     ]:
         arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, overwrite=True, fill_value=0)
         if data.size:

@@ -37,10 +37,10 @@ from prefect.futures import as_completed
 
 import ecgpipe
 from ecgpipe import store as zs
-from ecgpipe.classify import fit_predict, make_splits, summarize_protocol
+from ecgpipe.classify import design_matrix, fit_classifier, fit_predict, inner_groups, make_splits, summarize_protocol
 from ecgpipe.config import ConfigError, PipelineConfig, config_from_dict
 from ecgpipe.databases import subject_id
-from ecgpipe.dataset import class_caps, record_windows
+from ecgpipe.dataset import class_caps, record_windows, window_rhythm_features
 from ecgpipe.keys import content_key
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
@@ -61,6 +61,7 @@ from ecgpipe.plan import (
     uid_order_key,
 )
 from ecgpipe.records import RecordError, read_record
+from ecgpipe.rhythm import RHYTHM_FEATURES
 from ecgpipe.report import RANDOM_WEIGHTS_WARNING, write_report
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 from ecgpipe.spectrogram import spectrogram_chunk, spectrogram_frequencies, spectrogram_shape
@@ -119,6 +120,7 @@ def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str
     settings = cfg.database(unit.database)
     rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy)
     found = record_windows(rec, cfg)
+    rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
     summary = {
         "database": unit.database,
         "record": unit.record,
@@ -143,6 +145,7 @@ def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str
             "n_nan": rec.n_nan,
             **summary,
         },
+        rhythm=rhythm,
     )
     Markers(out_dir).write("segments", unit.name, unit.key, {"summary": summary, "digest": array_digest(found.windows), "worker": _where()})
     return summary
@@ -182,27 +185,51 @@ def feature_chunk_task(
     return int(len(features))
 
 
-def classification_data(store: str, feat_array: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features, classes and subjects in canonical order (database, record, start), whatever the table's row order:
+@dataclass
+class ClassificationData:
+    """Everything a classifier sees, in canonical order (database, record, start) whatever the table's row order:
     the folds depend on the segments, not on where an incremental run happened to put them."""
-    X = zs.read_array(store, f"{feat_array}/data").astype(np.float64)
+
+    cnn: np.ndarray
+    rhythm: np.ndarray | None
+    y: np.ndarray
+    subjects: np.ndarray
+    databases: np.ndarray
+    uids: list[str]
+
+    def matrix(self, classifier) -> np.ndarray:
+        return design_matrix(self.cnn, self.rhythm, classifier)
+
+
+def classification_data(store: str, feat_array: str | None) -> ClassificationData:
     y = zs.read_array(store, "segments/class_index").astype(np.int64)
     attrs = zs.read_attrs(store, "segments")
     order = sorted(range(len(y)), key=lambda i: uid_order_key(attrs["uids"][i]))
-    subjects = np.array([attrs["subjects"][attrs["uids"][i].rsplit("/", 1)[0]] for i in order])
-    databases = np.array([attrs["uids"][i].split("/", 1)[0] for i in order])
-    if not np.isfinite(X).all():
-        raise ValueError(f"{store}/{feat_array}: features contain NaN or inf")
-    return X[order], y[order], subjects, databases
+    uids = [attrs["uids"][i] for i in order]
+    subjects = np.array([attrs["subjects"][u.rsplit("/", 1)[0]] for u in uids])
+    databases = np.array([u.split("/", 1)[0] for u in uids])
+    cnn = rhythm = None
+    if feat_array is not None:
+        cnn = zs.read_array(store, f"{feat_array}/data").astype(np.float64)[order]
+        if not np.isfinite(cnn).all():
+            raise ValueError(f"{store}/{feat_array}: features contain NaN or inf")
+    if "rhythm_features" in zs.open_group(f"{store}/segments", mode="r"):
+        rhythm = zs.read_array(store, "segments/rhythm_features").astype(np.float64)[order]
+    return ClassificationData(cnn, rhythm, y[order], subjects, databases, uids)
 
 
 @stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
-def classify_fold_task(store: str, feat_array: str, protocol: str, fold: int, config_json: str) -> tuple[list, list]:
+def classify_fold_task(store: str, feat_array: str, protocol: str, fold: int, config_json: str) -> tuple[list, list, dict]:
+    """One outer fold of one protocol for one (extractor, classifier) row; ``config_json`` holds that row's settings."""
     cfg = _config(config_json)
-    X, y, groups, databases = classification_data(store, feat_array)
-    splits, _ = make_splits(protocol, y, groups, cfg.cv, databases)
+    data = classification_data(store, feat_array)
+    splits, _ = make_splits(protocol, data.y, data.subjects, cfg.cv, data.databases)
     train, test = splits[fold]
-    return test.tolist(), fit_predict(X, y, train, test, cfg.classifier).tolist()
+    n_cnn = None if data.cnn is None else data.cnn.shape[1]
+    pred, chosen = fit_predict(
+        data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, n_cnn, inner_groups(protocol, data.subjects)
+    )
+    return test.tolist(), pred.tolist(), chosen
 
 
 # ------------------------------------------------------------------------------------------------ run bookkeeping
@@ -354,6 +381,7 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
     start = np.zeros(n, np.int64)
     cls = np.zeros(n, np.int16)
     rhythm = np.zeros(n, np.int16)
+    rhythm_features = np.zeros((n, len(RHYTHM_FEATURES)), np.float32) if cfg.rhythm.enabled else None
     rhythm_labels: list[str] = []
     by_record: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for slot, uid in enumerate(slots):
@@ -365,6 +393,8 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
         slot_idx, rows = (np.array(x) for x in zip(*pairs))
         signal[slot_idx] = group["windows"][...][rows]
         start[slot_idx] = group["starts"][...][rows]
+        if rhythm_features is not None:
+            rhythm_features[slot_idx] = group["rhythm"][...][rows]
         for s, ep in zip(slot_idx, group["episode"][...][rows]):
             label = attrs["episodes"][ep][0]
             if label not in rhythm_labels:
@@ -375,6 +405,11 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
     zs.create_array(store, "segments/signal", (n, length), (chunk, length), "float32")[...] = signal
     for name, data in [("class_index", cls), ("source", source), ("start", start), ("rhythm", rhythm)]:
         zs.create_array(store, f"segments/{name}", data.shape, (chunk,), data.dtype)[...] = data
+    if rhythm_features is not None:
+        zs.create_array(store, "segments/rhythm_features", rhythm_features.shape, (chunk, rhythm_features.shape[1]), "float32",
+                        attrs={"columns": list(RHYTHM_FEATURES), "context_s": cfg.rhythm.context_s})[...] = rhythm_features
+    elif "segments/rhythm_features" in root:
+        del root["segments/rhythm_features"]
     root["segments"].attrs.update(
         {
             **table,
@@ -467,18 +502,25 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
         status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
     table, _ = plan_segment_table(store, records, cfg)
     n, chunk = len(table["uids"]), cfg.run.chunk_size
-    spec_array, feat_array = spectrogram_array_name(cfg), feature_array_name(cfg)
+    spec_array = spectrogram_array_name(cfg)
     spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
-    feat_keys = feature_chunk_keys(cfg, spec_keys)
-    for stage, array, keys in (("spectrograms", spec_array, spec_keys), ("features", feat_array, feat_keys)):
-        rows = []
-        for i, key in enumerate(keys):
-            done = stored_chunk_done(store, markers, array, i, key, n, chunk)
-            rows.append((f"{array}/{_chunk_unit(i)}", array, _chunk_unit(i), key, done))
-        status["stages"][stage] = tally(stage, rows)
-    ckey = classify_key(cfg, feat_keys, table["key"])
-    cunit = f"{feat_array.replace('/', '__')}__{ckey[:16]}"
-    status["stages"]["classify"] = tally("classify", [("classify", "classify", cunit, ckey, markers.is_done("classify", cunit, ckey))])
+
+    def chunk_rows(array, keys):
+        return [(f"{array}/{_chunk_unit(i)}", array, _chunk_unit(i), key, stored_chunk_done(store, markers, array, i, key, n, chunk))
+                for i, key in enumerate(keys)]
+
+    status["stages"]["spectrograms"] = tally("spectrograms", chunk_rows(spec_array, spec_keys))
+    feature_units, extractors = [], []
+    for features in cfg.feature_variants:
+        vcfg = cfg.with_stage(features=features)
+        array, keys = feature_array_name(vcfg), feature_chunk_keys(vcfg, spec_keys)
+        feature_units += chunk_rows(array, keys)
+        extractors.append({"cfg": vcfg, "array": array, "keys": keys})
+    status["stages"]["features"] = tally("features", feature_units)
+    rows = comparison_rows(cfg, extractors, table["key"])
+    status["stages"]["classify"] = tally(
+        "classify", [(r["unit"], "classify", r["unit"], r["key"], markers.is_done("classify", r["unit"], r["key"])) for r in rows]
+    )
     return status
 
 
@@ -549,29 +591,16 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     )
     log.stage_seconds["spectrograms"] = time.perf_counter() - t
 
-    # 3. features
+    # 3. features: one array per extractor of the sweep, all from the same spectrograms
     t = time.perf_counter()
-    feat_array = feature_array_name(cfg)
-    feat_keys = feature_chunk_keys(cfg, spec_keys)
     n_gpu = gpu_workers_in_cluster()
     placement = f"{n_gpu} GPU worker(s) (resources GPU=1)" if n_gpu else "any worker (no GPU worker in the cluster)"
-    logger.info(f"features: {cfg.features.backbone} on {placement}")
-    root = zs.open_root(store)
-    if f"{feat_array}/data" in root and "weights" in root[f"{feat_array}/data"].attrs:
-        feat_attrs = dict(root[f"{feat_array}/data"].attrs)
-    else:
-        with feature_placement(n_gpu):
-            width, layer, weights_source = feature_width_task.submit(config_json).result()
-        feat_attrs = {"backbone": cfg.features.backbone, "layer": layer, "weights": weights_source, "width": width}
-    ensure_rows(store, f"{feat_array}/data", n, (feat_attrs["width"],), chunk, "float32", feat_attrs)
-
-    def submit_features(i: int, key: str):
-        with feature_placement(n_gpu):
-            return feat_task.submit(store, out_dir, spec_array, feat_array, i, key, config_json)
-
-    feat_failed = run_chunk_stage(
-        "features", feat_array, feat_keys, n, chunk, markers, store, submit_features, logger, log, blocked=spec_failed
-    )
+    extractors, feat_failed = [], set()
+    for features in cfg.feature_variants:
+        extractor = extract_features(cfg.with_stage(features=features), store, out_dir, spec_array, spec_keys, n,
+                                     spec_failed, n_gpu, markers, feat_task, logger, log)
+        feat_failed |= extractor.pop("failed")
+        extractors.append(extractor)
     log.stage_seconds["features"] = time.perf_counter() - t
     if spec_failed or feat_failed:
         log.fail("classify", "classify", "features incomplete")
@@ -580,31 +609,141 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
             f"(see {out.child('run.json')}); run again to recompute only those"
         )
 
-    # 4. classification (folds as parallel tasks) and report
+    # 4. classification: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model
     t = time.perf_counter()
-    key = classify_key(cfg, feat_keys, table["key"])
-    # one marker per classification key, so results of several classifier settings coexist like arrays do
-    cunit = f"{feat_array.replace('/', '__')}__{key[:16]}"
-    marker = markers.read("classify", cunit)
-    if marker and marker.get("key") == key:
-        protocols = marker["protocols"]
-        log.count("classify", skipped=1)
-    else:
-        protocols = classify(store, feat_array, cfg, config_json, logger, fold_task)
-        markers.write("classify", cunit, key, {"protocols": protocols})
-        log.count("classify", computed=1)
+    rows = comparison_rows(cfg, extractors, table["key"])
+    classify_rows(rows, store, markers, logger, log, fold_task)
+    best = best_row(rows, cfg.selection_protocol)
+    model_path = train_model(rows[best], store, out, markers, logger, log)
     log.stage_seconds["classify"] = time.perf_counter() - t
 
-    report = build_report(cfg, store, records, skipped_records, table, (len(freqs), n_time), feat_attrs, protocols)
+    report = build_report(cfg, store, records, skipped_records, table, (len(freqs), n_time), rows, best)
+    report["model"] = model_path
     report["stage_seconds"] = {k: round(v, 2) for k, v in log.stage_seconds.items()}
     report["wall_s"] = round(time.perf_counter() - log.t0, 2)
     report["store"] = store
-    report["features_array"] = f"{feat_array}/data"
     report["spectrograms_array"] = f"{spec_array}/data"
     report["feature_placement"] = placement
     report["provenance"] = {"dataset_key": table["key"], "record_keys": table["record_keys"]}
     logger.info(f"report: {write_report(report, out, example_spectrograms(store, f'{spec_array}/data', cfg))}")
     return report
+
+
+def extract_features(vcfg, store, out_dir, spec_array, spec_keys, n, spec_failed, n_gpu, markers, feat_task, logger, log) -> dict:
+    """The feature stage for one extractor: its array, chunk keys, attributes and failed chunks."""
+    chunk, config_json = vcfg.run.chunk_size, vcfg.model_dump_json()
+    feat_array = feature_array_name(vcfg)
+    feat_keys = feature_chunk_keys(vcfg, spec_keys)
+    logger.info(f"features: {vcfg.features.backbone} layer {vcfg.features.layer or '(pooled)'} -> {feat_array}")
+    root = zs.open_root(store)
+    if f"{feat_array}/data" in root and "weights" in root[f"{feat_array}/data"].attrs:
+        feat_attrs = dict(root[f"{feat_array}/data"].attrs)
+    else:
+        with feature_placement(n_gpu):
+            width, layer, weights_source = feature_width_task.submit(config_json).result()
+        feat_attrs = {"backbone": vcfg.features.backbone, "layer": layer, "weights": weights_source, "width": width}
+    ensure_rows(store, f"{feat_array}/data", n, (feat_attrs["width"],), chunk, "float32", feat_attrs)
+
+    def submit_features(i: int, key: str):
+        with feature_placement(n_gpu):
+            return feat_task.submit(store, out_dir, spec_array, feat_array, i, key, config_json)
+
+    failed = run_chunk_stage("features", feat_array, feat_keys, n, chunk, markers, store, submit_features, logger, log,
+                             blocked=spec_failed)
+    return {"cfg": vcfg, "array": feat_array, "keys": feat_keys, "attrs": feat_attrs, "failed": failed}
+
+
+def comparison_rows(cfg: PipelineConfig, extractors: list[dict], table_key: str) -> list[dict]:
+    """One row per (extractor, classifier); rhythm-only classifiers do not depend on the extractor: one row each."""
+    rows = []
+    for e, extractor in enumerate(extractors):
+        for clf in cfg.classifiers:
+            if clf.inputs == "rhythm" and e > 0:
+                continue
+            rcfg = extractor["cfg"].with_stage(classifier=clf)
+            key = classify_key(rcfg, extractor["keys"] if clf.inputs != "rhythm" else [], table_key)
+            rows.append({"cfg": rcfg, "extractor": extractor, "key": key,
+                         "unit": f"{extractor['array'].replace('/', '__')}__{key[:16]}"})
+    return rows
+
+
+def classify_rows(rows: list[dict], store: str, markers: Markers, logger, log: RunLog, fold_task=classify_fold_task) -> None:
+    """Fill ``row["protocols"]`` of every row: from its marker when current, else by running its folds."""
+    pending = []
+    for row in rows:
+        marker = markers.read("classify", row["unit"])
+        if marker and marker.get("key") == row["key"]:
+            row["protocols"] = marker["protocols"]
+            log.count("classify", skipped=1)
+        else:
+            pending.append(row)
+    logger.info(f"classify: {len(pending)} of {len(rows)} (extractor, classifier) rows to evaluate")
+    if not pending:
+        return
+    data = classification_data(store, None)
+    jobs, splits_of = [], {}
+    for r, row in enumerate(pending):
+        for protocol in row["cfg"].cv.protocols:
+            splits_of[(r, protocol)] = make_splits(protocol, data.y, data.subjects, row["cfg"].cv, data.databases)
+            jobs += [(r, protocol, f) for f in range(len(splits_of[(r, protocol)][0]))]
+    futures = [
+        fold_task.submit(store, pending[r]["extractor"]["array"], p, f, pending[r]["cfg"].model_dump_json()) for r, p, f in jobs
+    ]
+    results, _ = _wait_all(futures, "classify", logger, strict=True)
+    for r, row in enumerate(pending):
+        row["protocols"] = {}
+        for protocol in row["cfg"].cv.protocols:
+            splits, note = splits_of[(r, protocol)]
+            y_pred, chosen = np.full_like(data.y, -1), [None] * len(splits)
+            for (jr, jp, jf), (test, pred, params) in zip(jobs, results):
+                if (jr, jp) == (r, protocol):
+                    y_pred[np.asarray(test, dtype=np.int64)] = pred
+                    chosen[jf] = params
+            row["protocols"][protocol] = summarize_protocol(
+                data.y, y_pred, data.subjects, splits, row["cfg"].class_names, note, chosen
+            )
+        markers.write("classify", row["unit"], row["key"], {"protocols": row["protocols"]})
+        log.count("classify", computed=1)
+
+
+def best_row(rows: list[dict], protocol: str) -> int:
+    """Index of the row with the highest macro-F1 under ``protocol`` (ties: the earlier row)."""
+    scores = [row["protocols"][protocol]["macro_f1"] for row in rows]
+    return int(np.argmax(scores))
+
+
+@stage_task(name="train-model")
+def train_model_task(store: str, feat_array: str | None, config_json: str, weights_source: str, path: str) -> str:
+    """Fit the chosen row's classifier on every segment and save it as a model artifact (``ecgpipe.model``)."""
+    from ecgpipe.model import save_model
+
+    cfg = _config(config_json)
+    data = classification_data(store, feat_array)
+    n_cnn = None if data.cnn is None else data.cnn.shape[1]
+    groups = None if cfg.selection_protocol == "stratified_10fold" else data.subjects
+    model, chosen = fit_classifier(data.matrix(cfg.classifier), data.y, cfg.classifier, n_cnn, groups)
+    training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen}
+    save_model(path, model, cfg, weights_source=weights_source, n_cnn=n_cnn, training=training)
+    return path
+
+
+def train_model(row: dict, store: str, out: Location, markers: Markers, logger, log: RunLog) -> str | None:
+    """The run's model artifact OUT/model.skops: the best row's classifier refitted on all segments."""
+    if not out.local_root:
+        logger.warning("model: the output folder is not local; no model artifact written")
+        return None
+    path = os.path.join(out.local_root, "model.skops")
+    key = content_key("model", row["key"])
+    marker = markers.read("model", "model")
+    if marker and marker.get("key") == key and os.path.isfile(path):
+        return path
+    uses_cnn = row["cfg"].classifier.inputs != "rhythm"
+    train_model_task.submit(
+        store, row["extractor"]["array"] if uses_cnn else None, row["cfg"].model_dump_json(), row["extractor"]["attrs"]["weights"], path
+    ).result()
+    markers.write("model", "model", key, {"row": row["cfg"].classifier.label})
+    logger.info(f"model: {row['cfg'].classifier.label} on {row['extractor']['array']} -> {path}")
+    return path
 
 
 def example_spectrograms(store: str, spec_data: str, cfg: PipelineConfig, per_class: int = 3) -> str:
@@ -618,27 +757,31 @@ def example_spectrograms(store: str, spec_data: str, cfg: PipelineConfig, per_cl
     return example_spectrograms_figure(examples, freqs, cfg.segments.length_s)
 
 
-def classify(store: str, feat_array: str, cfg: PipelineConfig, config_json: str, logger, fold_task=classify_fold_task) -> dict:
-    _, y, groups, databases = classification_data(store, feat_array)
-    protocols = {}
-    jobs = []
-    for protocol in cfg.cv.protocols:
-        splits, note = make_splits(protocol, y, groups, cfg.cv, databases)
-        protocols[protocol] = (splits, note)
-        jobs += [(protocol, f) for f in range(len(splits))]
-    futures = [fold_task.submit(store, feat_array, p, f, config_json) for p, f in jobs]
-    results, failures = _wait_all(futures, "classify", logger, strict=True)
-    out = {}
-    for protocol, (splits, note) in protocols.items():
-        y_pred = np.full_like(y, -1)
-        for (p, _), (test, pred) in zip(jobs, results):
-            if p == protocol:
-                y_pred[np.asarray(test, dtype=np.int64)] = pred
-        out[protocol] = summarize_protocol(y, y_pred, groups, splits, cfg.class_names, note)
-    return out
+def comparison_summary(rows: list[dict], best: int) -> list[dict]:
+    """The comparison table: per row its extractor, classifier and headline metrics of every protocol."""
+    keys = ("accuracy", "balanced_accuracy", "macro_f1", "accuracy_fold_std", "balanced_accuracy_fold_std", "macro_f1_fold_std")
+    table = []
+    for i, row in enumerate(rows):
+        attrs, clf = row["extractor"]["attrs"], row["cfg"].classifier
+        table.append(
+            {
+                "backbone": attrs["backbone"] if clf.inputs != "rhythm" else "-",
+                "layer": attrs["layer"] if clf.inputs != "rhythm" else "-",
+                "classifier": clf.label,
+                "features_array": f"{row['extractor']['array']}/data",
+                "best": i == best,
+                "protocols": {p: {k: m[k] for k in keys} for p, m in row["protocols"].items()},
+                "n_folds": {p: m["n_folds"] for p, m in row["protocols"].items()},
+                # the inner CV's choice per outer fold (tuned classifiers only)
+                "chosen": {p: [f["chosen"] for f in m["folds"] if f.get("chosen")] for p, m in row["protocols"].items()
+                           if any(f.get("chosen") for f in m["folds"])},
+            }
+        )
+    return table
 
 
-def build_report(cfg, store, records, skipped, table, spec_shape, feat_attrs, protocols) -> dict:
+def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dict], best: int) -> dict:
+    feat_attrs, best_cfg = rows[best]["extractor"]["attrs"], rows[best]["cfg"]
     y = zs.read_array(store, "segments/class_index")
     rec_of = [u.rsplit("/", 1)[0] for u in table["uids"]]
     subjects = np.array([table["subjects"][r] for r in rec_of])
@@ -662,12 +805,15 @@ def build_report(cfg, store, records, skipped, table, spec_shape, feat_attrs, pr
             "n_records_used": int(len(set(rec_of))),
             "databases": list(cfg.databases),
             "spectrogram_shape": list(spec_shape),
-            "backbone": cfg.features.backbone,
+            "backbone": feat_attrs["backbone"],
             "layer": feat_attrs["layer"],
             "feature_width": int(feat_attrs["width"]),
             "weights": feat_attrs["weights"],
-            "classifier": f"StandardScaler + SVC(kernel={cfg.classifier.kernel}, C={cfg.classifier.C}, gamma={cfg.classifier.gamma})",
-            "protocols": protocols,
+            "features_array": f"{rows[best]['extractor']['array']}/data",
+            "classifier": best_cfg.classifier.label,
+            "selected_by": f"highest macro-F1 under {cfg.selection_protocol} of {len(rows)} row(s)",
+            "protocols": rows[best]["protocols"],
+            "comparison": comparison_summary(rows, best),
             "skipped_records": skipped,
             "unmatched_labels": sorted(set(cfg.label_to_class) - seen),
             "config": cfg.model_dump(mode="json"),

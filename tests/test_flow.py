@@ -37,6 +37,17 @@ max_per_class = {CAP}
 seed = 7
 [cv]
 protocols = ["stratified_10fold", "grouped_by_subject", "leave_one_database_out"]
+[rhythm]
+enabled = true
+context_s = 10.0
+[sweep]
+features = [{{}}, {{layer = "_blocks.10"}}]
+classifiers = [
+    {{kind = "svc", C = 10.0}},
+    {{kind = "logreg", tune = true, C_grid = [0.01, 1.0], inner_splits = 2}},
+    {{kind = "svc", inputs = "cnn+rhythm", pca = 16}},
+    {{kind = "svc", inputs = "rhythm"}},
+]
 [run]
 chunk_size = {CHUNK}
 n_workers = 2
@@ -187,6 +198,33 @@ def test_report_is_complete_and_consistent(flow_run):
     assert on_disk["provenance"]["dataset_key"] and len(on_disk["provenance"]["record_keys"]) == 5
     md = (flow_run["out"] / "report.md").read_text()
     assert md.startswith("# ecgpipe report: slice") and "grouped_by_subject" in md
+
+
+def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run):
+    report = flow_run["report"]
+    rows = report["comparison"]
+    # 2 extractors x 3 classifiers that use CNN features + 1 rhythm-only row (it does not depend on the extractor)
+    assert len(rows) == 7
+    assert [r["layer"] for r in rows].count("_blocks.10") == 3 and [r["backbone"] for r in rows].count("-") == 1
+    store = zarr.open_group(report["store"], mode="r")
+    assert len(list(store["spectrograms"].array_keys()) + list(store["spectrograms"].group_keys())) == 1  # one spectrogram array
+    widths = sorted(store[r["features_array"]].shape[1] for r in rows if r["backbone"] != "-")
+    assert set(widths) == {112, 1280}  # _blocks.10 of Lite0 has 112 channels, the pooled output 1280
+    best = [r for r in rows if r["best"]]
+    assert len(best) == 1
+    grouped = [r["protocols"]["grouped_by_subject"]["macro_f1"] for r in rows]
+    assert best[0]["protocols"]["grouped_by_subject"]["macro_f1"] == max(grouped)
+    assert report["protocols"]["grouped_by_subject"]["macro_f1"] == max(grouped)  # the detailed sections are the best row's
+    tuned = [r for r in rows if r["classifier"].startswith("LogReg")]
+    assert len(tuned) == 2
+    for r in tuned:  # the inner CV picked C from the grid in every outer fold of every protocol
+        for protocol, chosen in r["chosen"].items():
+            assert len(chosen) == r["n_folds"][protocol] and all(c["C"] in (0.01, 1.0) for c in chosen)
+    assert store["segments/rhythm_features"].shape == (report["n_segments"], 8)
+    page = (flow_run["out"] / "report.html").read_text()
+    assert "<tr class=best>" in page and page.count("<tr class=best>") == 1
+    md = (flow_run["out"] / "report.md").read_text()
+    assert "## Comparison" in md and md.count("\n| **") == 1  # one bold (best) row
 
 
 def test_prefect_recorded_the_flow_and_its_tasks(flow_run):

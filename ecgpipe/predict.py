@@ -1,0 +1,217 @@
+"""Applying a trained model to new records: sliding windows -> predicted rhythm episodes (CSV + WFDB annotations).
+
+For each record the model's own settings are used (lead preference, resampling rate, window length, spectrogram,
+backbone/layer, rhythm features), so prediction sees windows exactly like the ones the classifier was trained on.
+
+* Windows start every ``stride_s`` seconds (default: the window length) across the whole record.
+* Per-window classes are smoothed by a centred majority vote over ``smooth`` windows (default 5 = 10 s with 2-s
+  windows; ``smooth=1`` turns it off): rhythms last longer than one window, isolated flips are mostly errors.
+* Consecutive windows of one class form an episode ``[start of first window, start of last window + stride)``.
+* The WFDB annotation file holds one rhythm-change annotation (symbol ``+``) per episode with the aux note of the
+  class's first configured label (``afib`` -> ``(AFIB``), like MIT-BIH's own rhythm annotations.
+
+Agreement with reference annotations (``compare_with``) is measured per second (the class predicted for each second
+that the reference labels with a configured class) and per episode (a reference episode is recovered when most of
+its seconds are predicted as its class).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ecgpipe.model import TrainedModel
+from ecgpipe.records import EcgRecord, RecordError, read_episodes, read_record
+from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample
+from ecgpipe.spectrogram import spectrogram_chunk
+
+
+@dataclass
+class Episode:
+    start_s: float
+    end_s: float
+    class_name: str
+    label: str  # aux note written to the annotation file
+
+
+@dataclass
+class RecordPrediction:
+    record: str  # record path without extension
+    fs: float
+    lead: str
+    duration_s: float
+    window_starts_s: np.ndarray
+    window_classes: np.ndarray  # smoothed class index per window; -1 = no prediction (NaN samples)
+    stride_s: float
+    episodes: list[Episode]
+    agreement: dict = field(default_factory=dict)
+
+
+def record_path(arg: str) -> str:
+    """A record given as ``dir/100``, ``dir/100.hea`` or ``dir/100.dat`` -> ``dir/100``."""
+    base, ext = os.path.splitext(arg)
+    return base if ext in {".hea", ".dat", ".atr", ".mat"} else arg
+
+
+def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None = None) -> EcgRecord:
+    """Read and validate a record with the same checks as in training; annotations are not needed."""
+    from ecgpipe.config import DatabaseSettings
+
+    cfg = model.config
+    leads = lead or _training_leads(cfg)
+    settings = DatabaseSettings(lead=leads)  # any sampling rate: the signal is resampled to the model's rate
+    folder, name = os.path.split(path)
+    return read_record(folder or ".", "new", name, settings, nan_policy=cfg.segments.nan_policy, require_annotations=False)
+
+
+def _training_leads(cfg) -> list[str | int]:
+    leads: list[str | int] = []
+    for db in cfg.databases.values():
+        leads += [x for x in db.lead if x not in leads]
+    return leads
+
+
+def majority_smooth(classes: np.ndarray, width: int) -> np.ndarray:
+    """Centred majority vote over ``width`` windows (odd); -1 (no prediction) never votes and is never replaced."""
+    if width <= 1 or len(classes) == 0:
+        return classes.copy()
+    half = width // 2
+    out = classes.copy()
+    for i in range(len(classes)):
+        if classes[i] < 0:
+            continue
+        votes = classes[max(0, i - half) : i + half + 1]
+        votes = votes[votes >= 0]
+        counts = np.bincount(votes)
+        # ties keep the window's own class
+        out[i] = classes[i] if counts[classes[i]] == counts.max() else int(np.argmax(counts))
+    return out
+
+
+def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float, class_names, labels) -> list[Episode]:
+    episodes: list[Episode] = []
+    for start, c in zip(starts_s, classes):
+        end = min(float(start) + stride_s, duration_s)
+        if c < 0:
+            continue
+        if episodes and episodes[-1].class_name == class_names[c] and abs(episodes[-1].end_s - start) < 1e-9:
+            episodes[-1].end_s = end
+        else:
+            episodes.append(Episode(float(start), end, class_names[c], labels[c]))
+    return episodes
+
+
+def predict_record(
+    model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None
+) -> RecordPrediction:
+    from ecgpipe.features import get_extractor
+
+    cfg = model.config
+    rec = read_new_record(path, model, lead)
+    fs_out, length = cfg.segments.target_fs, cfg.segment_length
+    stride_s = stride_s or cfg.segments.length_s
+    signal = resample(fill_nan(rec.signal), rec.fs, fs_out)
+    starts = np.arange(0, len(signal) - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
+    if len(starts) == 0:
+        raise RecordError(rec.path, f"record is shorter ({len(rec.signal) / rec.fs:.1f} s) than one window ({cfg.segments.length_s} s)")
+    usable = nan_free(rec.signal, starts, length, rec.fs, fs_out)
+    windows = cut_windows(signal, starts[usable], length).astype(np.float32)
+    cnn = rhythm = None
+    if cfg.classifier.inputs != "rhythm":
+        spectrograms = spectrogram_chunk(windows, fs_out, cfg.spectrogram).astype(np.float16)  # stored as float16 in training
+        cnn = get_extractor(cfg.features.model_copy(update={"device": "auto"}))(spectrograms).astype(np.float64)
+    if cfg.classifier.inputs != "cnn":
+        from ecgpipe.dataset import window_rhythm_features
+
+        rhythm = window_rhythm_features(rec, starts[usable], cfg).astype(np.float64)
+    classes = np.full(len(starts), -1, dtype=np.int64)
+    classes[usable] = model.predict(cnn, rhythm)
+    classes = majority_smooth(classes, smooth)
+    duration = len(rec.signal) / rec.fs
+    labels = [cfg.classes[c][0] for c in cfg.class_names]
+    starts_s = starts / fs_out
+    episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
+    return RecordPrediction(rec.path, rec.fs, rec.lead, duration, starts_s, classes, stride_s, episodes)
+
+
+def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:
+    """Class index of each whole second (at its midpoint); -1 where no (configured) class applies."""
+    out = np.full(int(duration_s), -1, dtype=np.int64)
+    mid = np.arange(len(out)) + 0.5
+    for ep in episodes_or_pred:
+        if ep.class_name in names:
+            out[(mid >= ep.start_s) & (mid < ep.end_s)] = names.index(ep.class_name)
+    return out
+
+
+def compare_with_reference(pred: RecordPrediction, model: TrainedModel, annotator: str = "atr") -> dict:
+    """Per-second and per-episode agreement of a prediction with the record's reference rhythm annotations."""
+    cfg = model.config
+    names = cfg.class_names
+    n_samples = int(round(pred.duration_s * pred.fs))
+    reference = [
+        Episode(ep.start / pred.fs, ep.end / pred.fs, cfg.label_to_class[ep.label], ep.label)
+        for ep in read_episodes(pred.record, annotator, n_samples)
+        if ep.label in cfg.label_to_class
+    ]
+    ref_s = per_second_classes(reference, pred.duration_s, names)
+    pred_s = per_second_classes(pred.episodes, pred.duration_s, names)
+    scored = (ref_s >= 0) & (pred_s >= 0)
+    per_class = {}
+    for c, name in enumerate(names):
+        mask = scored & (ref_s == c)
+        if mask.any():
+            per_class[name] = {"seconds": int(mask.sum()), "agreement": float((pred_s[mask] == c).mean())}
+    recovered, long_enough = 0, []
+    for ep in reference:
+        if ep.end_s - ep.start_s < cfg.segments.length_s:
+            continue  # shorter than one window: no window can lie inside it
+        seconds = pred_s[int(np.ceil(ep.start_s)) : int(ep.end_s)]
+        hit = len(seconds) > 0 and Counter(seconds.tolist()).most_common(1)[0][0] == names.index(ep.class_name)
+        long_enough.append({"class": ep.class_name, "start_s": round(ep.start_s, 1), "end_s": round(ep.end_s, 1), "recovered": bool(hit)})
+        recovered += hit
+    return {
+        "annotator": annotator,
+        "seconds_scored": int(scored.sum()),
+        "per_second_agreement": float((pred_s[scored] == ref_s[scored]).mean()) if scored.any() else None,
+        "per_class": per_class,
+        "reference_episodes": len(long_enough),
+        "episodes_recovered": int(recovered),
+        "episodes": long_enough,
+        "predicted_episodes": len(pred.episodes),
+    }
+
+
+def write_episodes_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["record", "start_s", "end_s", "duration_s", "class", "label"])
+        for pred in predictions:
+            for ep in pred.episodes:
+                w.writerow([pred.record, f"{ep.start_s:.3f}", f"{ep.end_s:.3f}", f"{ep.end_s - ep.start_s:.3f}", ep.class_name, ep.label])
+
+
+def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: str = "pred") -> str:
+    """One ``+`` annotation with the class's aux note at each episode start, at the record's own sampling rate;
+    read it back with ``wfdb.rdann(os.path.join(out_dir, <record>), extension)``."""
+    import wfdb
+
+    name = os.path.basename(pred.record)
+    samples = np.array([int(round(ep.start_s * pred.fs)) for ep in pred.episodes], dtype=np.int64)
+    if len(samples) == 0:
+        raise ValueError(f"{pred.record}: no window could be classified; no annotation file written")
+    wfdb.wrann(
+        name,
+        extension,
+        sample=samples,
+        symbol=["+"] * len(samples),
+        aux_note=[ep.label for ep in pred.episodes],
+        fs=pred.fs,
+        write_dir=str(out_dir),
+    )
+    return os.path.join(str(out_dir), f"{name}.{extension}")
