@@ -259,6 +259,36 @@ def summarize_protocol(
     }
 
 
+def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Per record: its label (its segments' common class) and its prediction, the majority vote of its segments'
+    out-of-fold predictions; a tie goes to the class listed first in the config. Unscored segments do not vote."""
+    names, true, voted = [], [], []
+    for record in sorted(set(records.tolist())):
+        rows = (records == record) & (y_pred >= 0)
+        if not rows.any():
+            continue
+        labels = np.unique(y[rows])
+        if len(labels) != 1:
+            raise ValueError(f"record {record}: segments of one per-record label carry classes {labels.tolist()}")
+        names.append(record)
+        true.append(int(labels[0]))
+        voted.append(int(np.argmax(np.bincount(y_pred[rows], minlength=n_classes))))  # argmax: first of tied classes
+    return names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64)
+
+
+def record_level_summary(y, y_pred, records, class_names: list[str]) -> dict:
+    """Accuracy, macro-F1 and confusion matrix of per-record majority votes (CSV-labelled databases)."""
+    names, true, voted = record_votes(y, y_pred, records, len(class_names))
+    labels = np.arange(len(class_names))
+    return {
+        "rule": "majority vote of the record's segment predictions; ties go to the class listed first",
+        "n_records": len(names),
+        "accuracy": float(accuracy_score(true, voted)) if names else None,
+        "macro_f1": float(f1_score(true, voted, labels=labels, average="macro", zero_division=0)) if names else None,
+        "confusion_matrix": confusion_matrix(true, voted, labels=labels).tolist() if names else [],
+    }
+
+
 def evaluate_protocol(
     X: np.ndarray,
     y: np.ndarray,

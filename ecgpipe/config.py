@@ -40,6 +40,11 @@ class DatabaseSettings(_Strict):
     records: list[str] = Field(default=[], description="Subset of records to use; empty means every record in RECORDS.")
     fs: float | None = Field(default=None, description="Expected sampling rate; defaults to the known database's.")
     annotator: str = Field(default="atr", description="Annotation file extension holding the rhythm labels.")
+    labels_csv: str | None = Field(
+        default=None,
+        description="Per-record labels instead of rhythm annotations: a CSV in the database folder with 'record,label' "
+        "rows (PhysioNet/CinC 2017's REFERENCE.csv). Each record is one episode; its class is its windows' majority vote.",
+    )
     physionet: str | None = Field(default=None, description="PhysioNet slug for online download, e.g. 'mitdb/1.0.0'.")
     same_subject: dict[str, str] = Field(
         default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201)."
@@ -217,11 +222,13 @@ class PipelineConfig(_Strict):
         if len(self.classes) < 2:
             raise ValueError("classes: at least two classes are needed")
         owner: dict[str, str] = {}
+        # rhythm annotations' aux notes start with "(" ("(AFIB"); labels from a CSV ("A", "N") need not
+        annotation_labels_only = not any(db.labels_csv for db in self.databases.values())
         for cls, labels in self.classes.items():
             if not labels:
                 raise ValueError(f"classes.{cls}: no rhythm labels given")
             for label in labels:
-                if not label.startswith("("):
+                if annotation_labels_only and not label.startswith("("):
                     raise ValueError(f"classes.{cls}: rhythm label {label!r} must start with '(' like '(AFIB'")
                 if label in owner:
                     raise ValueError(f"classes: label {label!r} is in both {owner[label]!r} and {cls!r}")

@@ -47,13 +47,14 @@ class RecordUnit:
     record: str
     db_dir: str
     key: str
+    label: str | None = None  # the record's label, for a database labelled per record by a CSV
 
     @property
     def name(self) -> str:
         return f"{self.database}__{self.record}"
 
 
-def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str) -> RecordUnit:
+def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None) -> RecordUnit:
     settings = cfg.database(database)
     digest = file_digest(record_files(db_dir, record, settings.annotator))
     key = content_key(
@@ -64,8 +65,9 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str) ->
         cfg.segments.model_dump(mode="json"),
         cfg.classes,
         cfg.rhythm.model_dump(mode="json"),
+        label,
     )
-    return RecordUnit(database, record, str(db_dir), key)
+    return RecordUnit(database, record, str(db_dir), key, label)
 
 
 def array_digest(data: np.ndarray) -> str:

@@ -131,9 +131,11 @@ def read_record(
     settings: DatabaseSettings,
     nan_policy: str = "error",
     require_annotations: bool = True,
+    record_label: str | None = None,
 ) -> EcgRecord:
     """Read one lead of one record and its rhythm episodes, validating everything on the way.
-    With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes."""
+    With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes;
+    with ``record_label`` (a database labelled per record) the whole record is one episode of that label."""
     path = os.path.join(str(db_dir), record)
     header_file = path + ".hea"
     if not os.path.isfile(header_file):
@@ -180,7 +182,9 @@ def read_record(
         raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channel]} (first at sample {first})")
 
     ann_file = f"{path}.{settings.annotator}"
-    if not os.path.isfile(ann_file) and not require_annotations:
+    if record_label is not None:
+        episodes = [RhythmEpisode(record_label, 0, int(header.sig_len))]
+    elif not os.path.isfile(ann_file) and not require_annotations:
         episodes = []
     elif not os.path.isfile(ann_file):
         raise RecordError(path, f"annotation file {ann_file} not found")

@@ -61,7 +61,13 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
 
 def selected_records(config: PipelineConfig, database: str, folder: Path) -> list[str]:
     """Records of a database to process: the config's subset (checked against RECORDS) or all of them."""
-    available = list_records(folder)
+    labels_csv = config.databases[database].labels_csv
+    if labels_csv and not (folder / "RECORDS").is_file():
+        from ecgpipe.labels import read_record_labels
+
+        available = list(read_record_labels(folder, labels_csv))  # no RECORDS file: the CSV lists the records
+    else:
+        available = list_records(folder)
     wanted = config.databases[database].records
     if not wanted:
         return available

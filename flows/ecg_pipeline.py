@@ -37,11 +37,20 @@ from prefect.futures import as_completed
 
 import ecgpipe
 from ecgpipe import store as zs
-from ecgpipe.classify import design_matrix, fit_classifier, fit_predict, inner_groups, make_splits, summarize_protocol
+from ecgpipe.classify import (
+    design_matrix,
+    fit_classifier,
+    fit_predict,
+    inner_groups,
+    make_splits,
+    record_level_summary,
+    summarize_protocol,
+)
 from ecgpipe.config import ConfigError, PipelineConfig, config_from_dict
 from ecgpipe.databases import subject_id
 from ecgpipe.dataset import class_caps, record_windows, window_rhythm_features
 from ecgpipe.keys import content_key
+from ecgpipe.labels import check_record_label, read_record_labels
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
 from ecgpipe.plan import (
@@ -118,7 +127,11 @@ def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str
     """Read and validate one record, cut its labelled windows, store them under records/<db>/<record>."""
     cfg = _config(config_json)
     settings = cfg.database(unit.database)
-    rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy)
+    if settings.labels_csv:
+        check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings.labels_csv,
+                           set(cfg.label_to_class), set(cfg.segments.exclude_labels))
+    rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy,
+                      record_label=unit.label if settings.labels_csv else None)
     found = record_windows(rec, cfg)
     rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
     summary = {
@@ -316,8 +329,13 @@ def _error_text(exc: Exception) -> str:
 # ------------------------------------------------------------------------------------------------------- stages
 def plan_records(cfg: PipelineConfig, data_dir: str | None) -> list[RecordUnit]:
     root = resolve_data_dir(data_dir)
-    folders = {db: database_dir(cfg, db, root) for db in cfg.databases}
-    return [record_unit(cfg, db, rec, str(folders[db])) for db in cfg.databases for rec in selected_records(cfg, db, folders[db])]
+    units = []
+    for db in cfg.databases:
+        folder = database_dir(cfg, db, root)
+        csv_name = cfg.databases[db].labels_csv
+        labels = read_record_labels(folder, csv_name) if csv_name else {}
+        units += [record_unit(cfg, db, rec, str(folder), labels.get(rec)) for rec in selected_records(cfg, db, folder)]
+    return units
 
 
 def record_done(store: str, markers: Markers, unit: RecordUnit) -> dict | None:
@@ -699,9 +717,14 @@ def classify_rows(rows: list[dict], store: str, markers: Markers, logger, log: R
                 if (jr, jp) == (r, protocol):
                     y_pred[np.asarray(test, dtype=np.int64)] = pred
                     chosen[jf] = params
-            row["protocols"][protocol] = summarize_protocol(
+            row["protocols"][protocol] = summary = summarize_protocol(
                 data.y, y_pred, data.subjects, splits, row["cfg"].class_names, note, chosen
             )
+            per_record = [db for db, s in row["cfg"].databases.items() if s.labels_csv]
+            if per_record:  # databases labelled per record: also score each record's majority vote
+                rows_of = np.isin(data.databases, per_record)
+                records = np.array([u.rsplit("/", 1)[0] for u in data.uids])
+                summary["per_record"] = record_level_summary(data.y[rows_of], y_pred[rows_of], records[rows_of], row["cfg"].class_names)
         markers.write("classify", row["unit"], row["key"], {"protocols": row["protocols"]})
         log.count("classify", computed=1)
 

@@ -1,0 +1,51 @@
+"""Per-record labels from a CSV file: the PhysioNet/CinC Challenge 2017 layout (short single-lead records of varying
+length, and ``REFERENCE.csv`` with one ``record,label`` row per record, e.g. ``A00001,N``).
+
+Such a record is one episode spanning the whole recording; its windows all carry the record's label. A record's
+prediction aggregates its windows' predictions by majority vote (``ecgpipe.classify.record_votes``).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ecgpipe.records import RecordError
+
+
+class LabelsError(ValueError):
+    """The labels CSV is missing or malformed; the message names the file (and line)."""
+
+
+def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
+    """``record -> label`` from ``db_dir/csv_name``. An optional header row ``record,label`` is skipped."""
+    path = Path(db_dir) / csv_name
+    if not path.is_file():
+        raise LabelsError(f"{path}: labels file not found (databases.<db>.labels_csv)")
+    labels: dict[str, str] = {}
+    with open(path, newline="") as fh:
+        for line_no, row in enumerate(csv.reader(fh), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue
+            if line_no == 1 and [c.lower() for c in cells[:2]] == ["record", "label"]:
+                continue
+            if len(cells) != 2 or not cells[0] or not cells[1]:
+                raise LabelsError(f"{path}, line {line_no}: expected 'record,label', got {row!r}")
+            if cells[0] in labels and labels[cells[0]] != cells[1]:
+                raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two labels ({labels[cells[0]]!r}, {cells[1]!r})")
+            labels[cells[0]] = cells[1]
+    if not labels:
+        raise LabelsError(f"{path}: no 'record,label' rows")
+    return labels
+
+
+def check_record_label(record_path: str, label: str | None, csv_name: str, known: set[str], excluded: set[str]) -> None:
+    """A record of a CSV-labelled database needs a row in the CSV, with a label of a configured class (or excluded)."""
+    if label is None:
+        raise RecordError(record_path, f"no row for this record in {csv_name}")
+    if label not in known and label not in excluded:
+        raise RecordError(
+            record_path,
+            f"label {label!r} from {csv_name} is in no class ({', '.join(sorted(known))}) and not in segments.exclude_labels",
+        )

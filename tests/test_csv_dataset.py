@@ -1,0 +1,121 @@
+"""A dataset labelled per record by a CSV (the PhysioNet/CinC 2017 layout), run through the real flow.
+
+The test writes the dataset itself with ``wfdb.wrsamp``: short single-lead 300 Hz records of varying length, cut from
+real MIT-BIH normal-sinus and atrial-fibrillation episodes, plus a REFERENCE.csv with one ``record,label`` row each.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import wfdb
+from scipy.signal import resample_poly
+
+from ecgpipe.config import load_config
+from ecgpipe.labels import LabelsError, read_record_labels
+from ecgpipe.records import read_episodes
+
+# (source mitdb record, rhythm label in its annotations, CinC label)
+SOURCES = [("100", "(N", "N"), ("103", "(N", "N"), ("201", "(AFIB", "A"), ("203", "(AFIB", "A")]
+PER_SOURCE = 4
+UNKNOWN = "A9001"  # labelled 'X': in no class
+UNLISTED = "A9002"  # in RECORDS, not in the CSV
+
+CSV_TOML = """
+name = "cinc-like"
+[databases.cinc]
+fs = 300.0
+lead = [0]
+labels_csv = "REFERENCE.csv"
+[classes]
+normal = ["N"]
+afib = ["A"]
+[segments]
+exclude_labels = ["~"]
+[cv]
+n_splits = 4
+protocols = ["stratified_10fold", "grouped_by_subject"]
+[run]
+chunk_size = 32
+n_workers = 1
+"""
+
+
+def write_cinc_like(physionet, folder):
+    """Records A00001... of 9-31 s at 300 Hz, each from one annotated rhythm episode of a real mitdb record."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows, names = [], []
+    for source, rhythm, label in SOURCES:
+        path = str(physionet / "mitdb" / source)
+        sig = wfdb.rdrecord(path, channels=[0]).p_signal[:, 0]
+        episodes = [e for e in read_episodes(path, "atr", len(sig)) if e.label == rhythm and e.n_samples > 60 * 360]
+        ep = episodes[0]
+        for k in range(PER_SOURCE):
+            seconds = int(rng.integers(9, 32))
+            start = ep.start + k * 32 * 360
+            piece = resample_poly(sig[start : start + seconds * 360], 5, 6)  # 360 -> 300 Hz
+            name = f"A{len(names) + 1:05d}"
+            wfdb.wrsamp(name, fs=300, units=["mV"], sig_name=["ECG"], p_signal=piece[:, None], fmt=["16"], write_dir=str(folder))
+            rows.append(f"{name},{label}")
+            names.append(name)
+    noisy = "A09000"  # excluded label: used by nobody, no error
+    for name in (noisy, UNKNOWN, UNLISTED):
+        wfdb.wrsamp(name, fs=300, units=["mV"], sig_name=["ECG"], p_signal=rng.normal(size=(3000, 1)), fmt=["16"], write_dir=str(folder))
+    rows += [f"{noisy},~", f"{UNKNOWN},X"]
+    (folder / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
+    (folder / "RECORDS").write_text("\n".join(names + [noisy, UNKNOWN, UNLISTED]) + "\n")
+    return names
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory, physionet, prefect_server):
+    from flows.ecg_pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("cinc")
+    names = write_cinc_like(physionet, tmp / "data" / "cinc")
+    cfg_path = tmp / "cinc.toml"
+    cfg_path.write_text(CSV_TOML)
+    report = run_pipeline(load_config(cfg_path), str(tmp / "data"), str(tmp / "out"))
+    return {"report": report, "names": names, "tmp": tmp}
+
+
+def test_csv_labelled_records_become_segments_of_their_class(csv_run):
+    report = csv_run["report"]
+    durations = {n: wfdb.rdheader(str(csv_run["tmp"] / "data" / "cinc" / n)).sig_len / 300 for n in csv_run["names"]}
+    # every whole 2-s window of every usable record, nothing from the excluded, unknown or unlisted ones
+    assert report["n_segments"] == sum(int(d // 2) for d in durations.values())
+    assert report["class_counts"]["normal"] > 0 and report["class_counts"]["afib"] > 0
+    assert report["n_subjects"] == len(csv_run["names"])  # no patient ids in this layout: one subject per record
+
+
+def test_bad_csv_records_are_skipped_and_named(csv_run):
+    skipped = {s["record"].rsplit("/", 1)[-1]: s["error"] for s in csv_run["report"]["skipped_records"]}
+    assert set(skipped) == {UNKNOWN, UNLISTED}
+    assert "label 'X' from REFERENCE.csv is in no class" in skipped[UNKNOWN]
+    assert "no row for this record in REFERENCE.csv" in skipped[UNLISTED]
+
+
+def test_per_record_majority_vote_is_reported(csv_run):
+    for name, p in csv_run["report"]["protocols"].items():
+        per_record = p["per_record"]
+        assert per_record["n_records"] == len(csv_run["names"])
+        assert np.asarray(per_record["confusion_matrix"]).sum() == len(csv_run["names"])
+        assert per_record["accuracy"] >= 0.75, name  # 9-31 s of NSR vs AF: most records' votes are right
+    on_disk = json.loads((csv_run["tmp"] / "out" / "report.json").read_text())
+    assert "majority vote" in on_disk["protocols"]["grouped_by_subject"]["per_record"]["rule"]
+
+
+def test_labels_csv_errors_name_the_file_and_line(tmp_path):
+    with pytest.raises(LabelsError, match="REFERENCE.csv: labels file not found"):
+        read_record_labels(tmp_path, "REFERENCE.csv")
+    (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\nA2\n")
+    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 3: expected 'record,label'"):
+        read_record_labels(tmp_path, "REFERENCE.csv")
+    (tmp_path / "REFERENCE.csv").write_text("A1,N\nA1,A\n")
+    with pytest.raises(LabelsError, match="two labels"):
+        read_record_labels(tmp_path, "REFERENCE.csv")
+    (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\n\nA2,A\n")
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "A"}
