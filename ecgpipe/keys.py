@@ -14,7 +14,7 @@ from pathlib import Path
 
 # Source files whose code decides each stage's output. Editing one of them makes that stage's units stale.
 STAGE_SOURCES = {
-    "segments": ("records.py", "segments.py", "dataset.py", "databases.py"),
+    "segments": ("records.py", "segments.py", "dataset.py", "databases.py", "rhythm.py", "labels.py"),
     "spectrograms": ("spectrogram.py",),
     "features": ("features.py", "backbones.py"),
     "classify": ("classify.py",),

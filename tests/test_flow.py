@@ -275,3 +275,60 @@ def test_status_cli_reports_done_and_failed_units(flow_run):
         assert status["stages"][stage]["rerun_computes"] == 0 and status["stages"][stage]["done"] == status["stages"][stage]["total"]
     table = _cli("status", "--out", str(flow_run["out"]))
     assert "a rerun computes" in table.stdout and "segments" in table.stdout
+
+
+def _excerpt(physionet: Path, record: str, seconds: int, dst: Path) -> Path:
+    """The first ``seconds`` of a real mitdb record (signal + reference annotations) written with wfdb."""
+    src = str(physionet / "mitdb" / record)
+    rec = wfdb.rdrecord(src, sampto=seconds * 360)
+    ann = wfdb.rdann(src, "atr", sampto=seconds * 360)
+    dst.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(record, fs=360, units=rec.units, sig_name=rec.sig_name, p_signal=rec.p_signal, fmt=["16", "16"], write_dir=str(dst))
+    wfdb.wrann(record, "atr", ann.sample, ann.symbol, aux_note=ann.aux_note, write_dir=str(dst))
+    return dst / record
+
+
+def test_predict_cli_writes_episodes_csv_and_readable_annotations(flow_run, tmp_path):
+    """The run's model on records it never saw: 2 minutes of 219 (AF, then ventricular bigeminy) and of 222 (normal)."""
+    import csv
+
+    model = flow_run["out"] / "model.skops"
+    assert model.is_file()
+    records = [_excerpt(flow_run["physionet"], r, 120, tmp_path / "new") for r in ("219", "222")]
+    broken = _excerpt(flow_run["physionet"], "210", 30, tmp_path / "new")
+    dat = broken.with_suffix(".dat")
+    dat.write_bytes(dat.read_bytes()[:1000])
+    out = tmp_path / "pred"
+    proc = _cli("predict", "--model", str(model), *map(str, records), str(broken) + ".hea", "--out", str(out), "--compare", "atr")
+    assert proc.returncode == 1, proc.stderr  # one bad record: reported, the others still predicted
+    assert f"{broken}: truncated signal file" in proc.stderr
+
+    with open(out / "episodes.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["record", "start_s", "end_s", "duration_s", "class", "label"]
+    label_of = {"normal": "(N", "afib": "(AFIB", "vt": "(VT", "vf": "(VF"}
+    for record in records:
+        mine = [r for r in rows if r["record"] == str(record)]
+        assert mine, f"no episodes for {record}"
+        # episodes tile the record from 0 s in 2-s windows: contiguous, class and label consistent
+        assert float(mine[0]["start_s"]) == 0.0 and float(mine[-1]["end_s"]) == 120.0
+        for a, b in zip(mine, mine[1:]):
+            assert a["end_s"] == b["start_s"] and a["class"] != b["class"]
+        assert all(r["label"] == label_of[r["class"]] for r in mine)
+        ann = wfdb.rdann(str(out / record.name), "pred")
+        assert ann.symbol == ["+"] * len(mine)
+        assert [a.rstrip("\x00") for a in ann.aux_note] == [r["label"] for r in mine]
+        assert ann.sample.tolist() == [round(float(r["start_s"]) * 360) for r in mine]
+    agreement = json.loads((out / "agreement.json").read_text())
+    assert set(agreement) == {"219", "222"}
+    for a in agreement.values():
+        assert 0.0 <= a["per_second_agreement"] <= 1.0 and a["seconds_scored"] > 60
+        assert a["episodes_recovered"] <= a["reference_episodes"]
+    assert agreement["222"]["per_class"]["normal"]["seconds"] > 60
+
+
+def test_predict_cli_refuses_a_bad_model_file(tmp_path):
+    fake = tmp_path / "model.skops"
+    fake.write_bytes(b"\x80\x04not a model")
+    proc = _cli("predict", "--model", str(fake), "somewhere/100", "--out", str(tmp_path / "p"))
+    assert proc.returncode == 2 and f"{fake}: not an ecgpipe model artifact" in proc.stderr
