@@ -90,6 +90,21 @@ def design_matrix(cnn: np.ndarray | None, rhythm: np.ndarray | None, settings: C
     return np.hstack(needed) if len(needed) > 1 else needed[0]
 
 
+def inner_splits(settings: ClassifierSettings, y: np.ndarray, groups: np.ndarray | None, seed: int = 0) -> list:
+    """The inner CV's folds over one outer training set: grouped by subject when ``groups`` is given."""
+    if groups is not None:
+        k = min(settings.inner_splits, len(np.unique(groups)))
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        k = min(settings.inner_splits, int(np.bincount(y).min()))
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    if k < 2:
+        raise ValueError(f"nested CV: too few subjects or segments per class for {settings.inner_splits} inner folds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(splitter.split(np.zeros(len(y)), y, groups))
+
+
 def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, seed: int = 0):
     """Fit on training rows. With ``tune``, C (and gamma for an RBF SVC) are chosen by an inner CV on these rows only
     (macro-F1), grouped by subject when ``groups`` is given, so the outer test fold never influences the choice."""
@@ -99,13 +114,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     grid = {"clf__C": list(settings.C_grid)}
     if settings.kind == "svc" and settings.kernel != "linear":
         grid["clf__gamma"] = list(settings.gamma_grid)
-    if groups is not None:
-        k = min(settings.inner_splits, len(np.unique(groups)))
-        inner = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    else:
-        k = min(settings.inner_splits, int(np.bincount(y).min()))
-        inner = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    search = GridSearchCV(model, grid, cv=inner, scoring="f1_macro", refit=True, n_jobs=1)
+    search = GridSearchCV(model, grid, cv=inner_splits(settings, y, groups, seed), scoring="f1_macro", refit=True, n_jobs=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         search.fit(X, y, groups=groups)

@@ -77,3 +77,49 @@ def test_subject_bootstrap_interval_brackets_the_estimate():
     assert lo <= r["accuracy"] <= hi and hi - lo > 0
     assert r["ci95"]["macro_f1"][0] <= r["macro_f1"] <= r["ci95"]["macro_f1"][1]
     assert "12 subjects" in r["ci95"]["method"]
+
+
+def test_nested_cv_chooses_from_the_grid_inside_each_outer_fold():
+    X, y, g = _data(n_subjects=15)
+    tuned = ClassifierSettings(kind="svc", tune=True, C_grid=[0.001, 1.0], inner_splits=3)
+    result = evaluate_protocol(X, y, g, ["a", "b", "c"], "grouped_by_subject", tuned, CVSettings(n_splits=5))
+    chosen = [f["chosen"] for f in result["folds"]]
+    assert len(chosen) == 5 and all(c["C"] in (0.001, 1.0) and c["gamma"] == "scale" for c in chosen)
+    # C=0.001 collapses an RBF SVC to one class; the inner CV (macro-F1) must reject it everywhere
+    assert all(c["C"] == 1.0 for c in chosen)
+    assert result["macro_f1"] > 0.8
+
+
+def test_inner_cv_of_the_grouped_protocol_is_grouped_too():
+    from ecgpipe.classify import inner_groups, inner_splits
+
+    X, y, g = _data(n_subjects=15)
+    outer, _ = make_splits("grouped_by_subject", y, g, CVSettings(n_splits=5))
+    settings = ClassifierSettings(tune=True, inner_splits=3)
+    for train, test in outer:
+        inner_g = inner_groups("grouped_by_subject", g)[train]
+        for itrain, itest in inner_splits(settings, y[train], inner_g):
+            assert not set(inner_g[itrain]) & set(inner_g[itest])  # no subject on both sides of an inner split
+            assert not set(inner_g[itest]) & set(g[test])  # the outer test subjects are not even in the inner data
+    assert inner_groups("stratified_10fold", g) is None  # the paper's protocol stays over segments
+
+
+def test_classifier_kinds_and_fused_inputs():
+    from ecgpipe.classify import BlockWeights, build_classifier, design_matrix
+
+    X, y, g = _data()
+    for kind in ("svc", "linear_svc", "logreg"):
+        s = ClassifierSettings(kind=kind, C=1.0, pca=4)
+        result = evaluate_protocol(X, y, g, ["a", "b", "c"], "stratified_10fold", s, CVSettings(n_splits=3))
+        assert result["accuracy"] > 0.8, kind
+    fused = ClassifierSettings(inputs="cnn+rhythm", rhythm_weight=0.25)
+    rhythm = np.random.default_rng(1).normal(size=(len(y), 2))
+    Z = design_matrix(X, rhythm, fused)
+    assert Z.shape == (len(y), 10)
+    weighted = build_classifier(fused, n_cnn=8)[:-1].fit_transform(Z)
+    # after standardising, the rhythm block holds its configured share of the squared distance
+    share = weighted[:, 8:].var(axis=0).sum() / weighted.var(axis=0).sum()
+    assert share == pytest.approx(0.25, abs=1e-6)
+    assert isinstance(build_classifier(fused, n_cnn=8).named_steps["weights"], BlockWeights)
+    with pytest.raises(ValueError, match="needs cnn\\+rhythm features"):
+        design_matrix(X, None, fused)

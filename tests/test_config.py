@@ -83,3 +83,24 @@ def test_section_hash_tracks_only_its_sections():
     c = load_config("paper4", {"spectrogram": {"nfft": 512}})
     assert a.section_hash("spectrogram") == b.section_hash("spectrogram")
     assert a.section_hash("spectrogram") != c.section_hash("spectrogram")
+
+
+def test_sweep_settings_are_validated_and_expanded():
+    from ecgpipe.config import ConfigError, load_config
+
+    cfg = load_config("paper4", {"rhythm": {"enabled": True}, "sweep": {
+        "features": [{}, {"layer": "_blocks.14"}],
+        "classifiers": [{"kind": "logreg", "C": 0.1}, {"kind": "svc", "inputs": "cnn+rhythm", "tune": True}],
+    }})
+    assert [f.layer for f in cfg.feature_variants] == [None, "_blocks.14"]
+    assert all(f.backbone == "efficientnet_lite0" for f in cfg.feature_variants)  # overrides keep the other keys
+    assert [c.label for c in cfg.classifiers] == ["LogReg C=0.1", "+RR(w=0.3) SVC(rbf) C∈[1.0, 10.0, 100.0] nested"]
+    assert cfg.selection_protocol == "grouped_by_subject"
+    with pytest.raises(ConfigError, match=r"sweep.features\[0\]"):
+        load_config("paper4", {"sweep": {"features": [{"bakbone": "resnet18"}]}})
+    with pytest.raises(ConfigError, match="set rhythm.enabled = true"):
+        load_config("paper4", {"sweep": {"classifiers": [{"inputs": "rhythm"}]}})
+    with pytest.raises(ConfigError, match="sweep.classifiers.0.kind"):
+        load_config("paper4", {"sweep": {"classifiers": [{"kind": "random_forest"}]}})
+    with pytest.raises(ConfigError, match="sweep.select_by"):
+        load_config("paper4", {"sweep": {"select_by": "leave_one_database_out"}})
