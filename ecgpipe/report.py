@@ -99,6 +99,11 @@ def render_markdown(report: dict) -> str:
             f"| {name} | {p['n_folds']} | {_pct(p['accuracy'])}{acc_ci} | {_pct(p['balanced_accuracy'])} | "
             f"{p['macro_f1']:.3f}{f1_ci} | {_pct(p['accuracy_fold_mean'])} ± {_pct(p['accuracy_fold_std'])} |"
         )
+    per_record = {name: p["per_record"] for name, p in report["protocols"].items() if p.get("per_record")}
+    if per_record:
+        rule = next(iter(per_record.values()))["rule"]
+        lines += ["", f"Per record ({rule}):", "", "| protocol | records | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {r['n_records']} | {_pct(r['accuracy'])} | {r['macro_f1']:.3f} |" for name, r in per_record.items()]
     if len(report.get("comparison", [])) > 1:
         header, rows = comparison_columns(report)
         lines += ["", "## Comparison", "",
@@ -130,6 +135,9 @@ def render_markdown(report: dict) -> str:
         lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]
     if report.get("unmatched_labels"):
         lines += ["", "Rhythm labels configured for a class but found in no record: " + ", ".join(report["unmatched_labels"])]
+    if report.get("model"):
+        lines += ["", f"Model artifact (best row, refitted on every segment): `{report['model']}`; "
+                  "apply it with `ecgpipe predict --model <file> RECORD...`."]
     lines += ["", f"ecgpipe {report['code_version']}; full configuration in report.json.", ""]
     return "\n".join(lines)
 

@@ -86,6 +86,11 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append("<p class='muted'>The paper's protocol lets segments of one patient appear in training and test folds; the "
                  "grouped protocol never does, and estimates performance on new patients. Intervals: 95 % bootstrap over "
                  "patients.</p>")
+    per_record = [[e(n), p["per_record"]["n_records"], pct(p["per_record"]["accuracy"]), f"{p['per_record']['macro_f1']:.3f}"]
+                  for n, p in report["protocols"].items() if p.get("per_record")]
+    if per_record:
+        rule = next(p["per_record"]["rule"] for p in report["protocols"].values() if p.get("per_record"))
+        parts += [f"<p>Per record ({e(rule)}):</p>", _table(["protocol", "records", "accuracy", "macro-F1"], per_record)]
     if len(report.get("comparison", [])) > 1:
         header, cells = comparison_columns(report)
         head = "".join(f"<th>{e(h)}</th>" for h in header)
@@ -117,6 +122,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append("<h2>Provenance</h2>")
     prov = report.get("provenance", {})
     parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["weights", e(report["weights"])],
+                                             ["model artifact", f"<code>{e(str(report.get('model')))}</code>"],
                                              ["dataset key (records' contents + selection)", f"<code>{e(prov.get('dataset_key', ''))}</code>"],
                                              ["wall time of the run that wrote this report (reruns reuse stored results)", f"{report['wall_s']:.0f} s"]]))
     if prov.get("record_keys"):

@@ -1,0 +1,98 @@
+"""What each accuracy lever buys on the paper4 data, under the paper's protocol and grouped by subject.
+
+    python tests/benchmarks/bench_levers.py --data-dir ../shared/data/physionet --out runs/levers [--only sweep]
+
+Every lever is a real `ecgpipe run` (the CLI in a subprocess) into OUT/<lever>/; levers that change the segments or
+the spectrograms are runs of their own, levers that change the layer, the classifier or add RR-interval features are
+rows of one sweep run (they share the segment and spectrogram stages). Prints one Markdown table (also written to
+OUT/levers.md) and, last, one JSON line. Reruns reuse everything already computed (incremental runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# a smaller sweep for the levers that need runs of their own: the baseline row and the best kind of row
+SHORT_SWEEP = {
+    "features": [{}],
+    "classifiers": [
+        {"kind": "svc", "C": 10.0, "pca": 128},
+        {"kind": "svc", "inputs": "cnn+rhythm", "rhythm_weight": 0.5, "pca": 128, "tune": True, "C_grid": [1.0, 10.0, 100.0]},
+    ],
+}
+
+LEVERS = {
+    # name: (what changes, config overrides of the paper4-sweep preset)
+    "sweep": ("2-s windows, 0-50 Hz STFT 64/56; layers x classifiers x RR features", {}),
+    "window-5s": ("5-s windows (fewer, longer segments)", {"segments": {"length_s": 5.0, "stride_s": 5.0}, "sweep": SHORT_SWEEP}),
+    "spectrogram-0-25hz": (
+        "0-25 Hz, 0.512-s STFT window (nperseg 128, hop 16, nfft 512): finer frequency detail where ECG energy is",
+        {"spectrogram": {"nperseg": 128, "noverlap": 112, "nfft": 512, "fmax": 25.0}, "sweep": SHORT_SWEEP},
+    ),
+    "linear-power": ("spectrogram scaling 'linear' instead of log", {"spectrogram": {"scaling": "linear"}, "sweep": SHORT_SWEEP}),
+}
+
+
+def run_lever(name: str, overrides: dict, data_dir: str, out: Path) -> tuple[dict, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file = out / f"{name}.json"
+    cfg_file.write_text(json.dumps(overrides))
+    t = time.perf_counter()
+    code = (
+        "import json,sys; from ecgpipe.config import load_config; from ecgpipe.cli import _quiet_environment;"
+        "_quiet_environment(); from flows.ecg_pipeline import run_pipeline;"
+        f"cfg = load_config('paper4-sweep', json.load(open({str(cfg_file)!r})));"
+        f"run_pipeline(cfg, {data_dir!r}, {str(out / name)!r})"
+    )
+    with open(out / f"{name}.log", "w") as log:
+        subprocess.run([sys.executable, "-c", code], check=True, stdout=log, stderr=subprocess.STDOUT)
+    return json.loads((out / name / "report.json").read_text()), time.perf_counter() - t
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| lever | layer | classifier | paper protocol acc | paper macro-F1 | grouped acc | grouped macro-F1 | LODO macro-F1 | segments |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, (report, _) in results.items():
+        for row in report["comparison"]:
+            p = row["protocols"]
+            s, g, lodo = p.get("stratified_10fold"), p.get("grouped_by_subject"), p.get("leave_one_database_out")
+            cells = [
+                name, str(row["layer"]), row["classifier"],
+                f"{s['accuracy']:.3f}" if s else "-", f"{s['macro_f1']:.3f}" if s else "-",
+                f"{g['accuracy']:.3f}" if g else "-", f"{g['macro_f1']:.3f}" if g else "-",
+                f"{lodo['macro_f1']:.3f}" if lodo else "-", str(report["n_segments"]),
+            ]
+            lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="../shared/data/physionet")
+    ap.add_argument("--out", default="runs/levers")
+    ap.add_argument("--only", nargs="*", default=None, help=f"some of: {', '.join(LEVERS)}")
+    args = ap.parse_args()
+    out = Path(args.out)
+    results = {}
+    for name, (what, overrides) in LEVERS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"{name}: {what} ...", flush=True)
+        results[name] = run_lever(name, overrides, args.data_dir, out)
+        print(f"  {results[name][1]:.0f} s", flush=True)
+    text = table(results)
+    (out / "levers.md").write_text(text + "\n")
+    print(text)
+    summary = {name: {"wall_s": round(wall, 1), "rows": report["comparison"]} for name, (report, wall) in results.items()}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
