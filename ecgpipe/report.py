@@ -80,8 +80,7 @@ def render_markdown(report: dict) -> str:
         f"- segments: {report['n_segments']} from {report['n_subjects']} subjects, {report['n_records_used']} records "
         f"({', '.join(report['databases'])})",
         "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
-        f"- backbone: {report['backbone']} layer `{report['layer']}` ({report['feature_width']} features), "
-        f"weights: {report['weights']}",
+        f"- {report.get('features_description', '')}",
         f"- spectrogram: {report['spectrogram_shape'][0]} frequencies x {report['spectrogram_shape'][1]} frames per segment",
         f"- classifier: {report['classifier']}",
         f"- wall time: {report['wall_s']:.0f} s",

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.report import PROTOCOL_TITLES, comparison_columns  # noqa: E402
+from ecgpipe.report import PROTOCOL_SHORT, PROTOCOL_TITLES  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -22,7 +22,9 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padd
 th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}
 .warning{background:#ffebe9;border:1px solid #ff8182;padding:.8em;font-weight:bold}
 .key{font-size:1.25em;font-weight:600}.muted{color:#57606a}.grid{display:flex;flex-wrap:wrap;gap:1em}
-img{max-width:100%}tr.best td{background:#dafbe1;font-weight:600}table.compare{font-size:.85em}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
+img{max-width:100%}tr.best td{background:#dafbe1;font-weight:600}table.compare{font-size:.82em;width:100%}
+table.compare td:nth-child(2){text-align:left;min-width:11em}
+th.group{text-align:center}table.compare th:nth-child(2){text-align:left}.sd{color:#57606a;font-size:.85em}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
 """
 
 
@@ -60,6 +62,25 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def comparison_table(report: dict) -> str:
+    """Two header rows (protocol, then metric), one row per (extractor, classifier), the best row highlighted."""
+    e = html.escape
+    protocols = list(report["protocols"])
+    top = "<tr><th rowspan=2>features</th><th rowspan=2>classifier</th>" + "".join(
+        f"<th colspan=3 class=group>{e(PROTOCOL_SHORT.get(p, p))}</th>" for p in protocols) + "</tr>"
+    sub = "<tr>" + "<th>accuracy</th><th>balanced acc.</th><th>macro-F1</th>" * len(protocols) + "</tr>"
+    body = []
+    for row in report["comparison"]:
+        features = "RR-interval features only" if row["backbone"] == "-" else f"{e(row['backbone'])}<br><code>{e(str(row['layer']))}</code>"
+        cells = [features, e(row["classifier"])]
+        for p in protocols:
+            m = row["protocols"][p]
+            for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+                cells.append(f"{m[key]:.3f}<br><span class=sd>± {m[key + '_fold_std']:.3f}</span>")
+        body.append(f"<tr{' class=best' if row['best'] else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table class='compare'>{top}{sub}{''.join(body)}</table>"
+
+
 def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: str | None) -> str:
     pct = lambda x: f"{100 * x:.2f} %"  # noqa: E731
     e = html.escape
@@ -71,8 +92,8 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append(
         f"<p>{report['n_segments']} ECG segments from {report['n_subjects']} patients ({report['n_records_used']} records of "
         f"{', '.join(map(e, report['databases']))}), classified into {', '.join(map(e, report['class_counts']))}. "
-        f"Features: {e(report['backbone'])} layer <code>{e(report['layer'])}</code> ({report['feature_width']} values), "
-        f"weights: {e(report['weights'])}. Classifier: {e(report['classifier'])}.</p>"
+        f"{e(report.get('features_description') or 'Features: ' + report['backbone'] + ' layer ' + str(report['layer']))}. "
+        f"Classifier: {e(report['classifier'])}.</p>"
     )
     rows = []
     for name, p in report["protocols"].items():
@@ -92,14 +113,10 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         rule = next(p["per_record"]["rule"] for p in report["protocols"].values() if p.get("per_record"))
         parts += [f"<p>Per record ({e(rule)}):</p>", _table(["protocol", "records", "accuracy", "macro-F1"], per_record)]
     if len(report.get("comparison", [])) > 1:
-        header, cells = comparison_columns(report)
-        head = "".join(f"<th>{e(h)}</th>" for h in header)
-        body = "".join(f"<tr{' class=best' if row['best'] else ''}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
-                       for row, r in zip(report["comparison"], cells))
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "
-                  "run's model. Scores are pooled out-of-fold predictions, ± the standard deviation over folds.</p>",
-                  f"<table class='compare'><tr>{head}</tr>{body}</table>"]
+                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds.</p>",
+                  comparison_table(report)]
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")
         per_class = [[e(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in p["per_class"].items()]

@@ -803,6 +803,13 @@ def comparison_summary(rows: list[dict], best: int) -> list[dict]:
     return table
 
 
+def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
+    """What the best row's classifier sees, in words (a rhythm-only row uses no CNN at all)."""
+    cnn = f"{feat_attrs['backbone']} layer {feat_attrs['layer']} ({feat_attrs['width']} values, weights: {feat_attrs['weights']})"
+    rr = f"{len(RHYTHM_FEATURES)} RR-interval features over {cfg.rhythm.context_s:g} s"
+    return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
+
+
 def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dict], best: int) -> dict:
     feat_attrs, best_cfg = rows[best]["extractor"]["attrs"], rows[best]["cfg"]
     y = zs.read_array(store, "segments/class_index")
@@ -834,6 +841,7 @@ def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dic
             "weights": feat_attrs["weights"],
             "features_array": f"{rows[best]['extractor']['array']}/data",
             "classifier": best_cfg.classifier.label,
+            "features_description": features_description(best_cfg, feat_attrs),
             "selected_by": f"highest macro-F1 under {cfg.selection_protocol} of {len(rows)} row(s)",
             "protocols": rows[best]["protocols"],
             "comparison": comparison_summary(rows, best),

@@ -1,0 +1,99 @@
+"""`ecgpipe predict` on subjects the model never saw: train without them, predict their records, compare with the
+reference rhythm annotations (per second and per episode).
+
+    python tests/benchmarks/bench_predict.py --from-run runs/levers/sweep --holdout mitdb/219 vfdb/418 --out runs/heldout
+
+The training run is the best row of an earlier sweep run (``--from-run``; its report names the row) on the same
+config with the held-out records removed from the databases. The earlier run's folder is copied first, so the
+incremental machinery recomputes only what the removal changes. Prints the agreement and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ecgpipe.config import config_from_dict
+from ecgpipe.records import list_records
+
+
+def best_row_overrides(report: dict) -> dict:
+    """Config overrides that keep only the best row of a sweep run (its extractor and its classifier)."""
+    cfg = config_from_dict(report["config"])
+    best = next(r for r in report["comparison"] if r["best"])
+    for features, override in zip(cfg.feature_variants, cfg.sweep.features or [{}]):
+        for clf in cfg.classifiers:
+            layer_ok = best["layer"] == "-" or (features.layer or best["layer"]) == best["layer"]
+            if clf.label == best["classifier"] and layer_ok:
+                return {"sweep": {"features": [override], "classifiers": [clf.model_dump(mode="json")]}}
+    raise SystemExit(f"best row {best['classifier']!r} not found in the run's config")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from-run", required=True, help="output folder of a sweep run (report.json)")
+    ap.add_argument("--holdout", nargs="+", required=True, help="records to leave out, as <db>/<record>")
+    ap.add_argument("--data-dir", default="../shared/data/physionet")
+    ap.add_argument("--out", default="runs/heldout")
+    args = ap.parse_args()
+    src, out = Path(args.from_run), Path(args.out)
+    report = json.loads((src / "report.json").read_text())
+    overrides = best_row_overrides(report)
+    databases = report["config"]["databases"]
+    for item in args.holdout:
+        db, rec = item.split("/")
+        kept = databases[db]["records"] or list_records(Path(args.data_dir) / db)
+        overrides.setdefault("databases", {})[db] = {"records": [r for r in kept if r != rec]}
+    train = out / "train"
+    if not train.exists():
+        shutil.copytree(src, train, ignore=shutil.ignore_patterns(".dask"))
+    config_file = out / "heldout.json"
+    config_file.write_text(json.dumps(config_from_dict(_merge(report["config"], overrides)).model_dump(mode="json")))
+    t = time.perf_counter()
+    code = (
+        "import json; from ecgpipe.config import config_from_dict; from ecgpipe.cli import _quiet_environment;"
+        "_quiet_environment(); from flows.ecg_pipeline import run_pipeline;"
+        f"run_pipeline(config_from_dict(json.load(open({str(config_file)!r}))), {args.data_dir!r}, {str(train)!r})"
+    )
+    with open(out / "train.log", "w") as log:
+        subprocess.run([sys.executable, "-c", code], check=True, stdout=log, stderr=subprocess.STDOUT)
+    train_s = time.perf_counter() - t
+    trained = json.loads((train / "report.json").read_text())
+    leaked = set(args.holdout) & set(trained["provenance"]["record_keys"])
+    if leaked:
+        raise SystemExit(f"held-out records {sorted(leaked)} were used in training")
+    records = [str(Path(args.data_dir) / h) for h in args.holdout]
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ecgpipe.cli", "predict", "--model", str(train / "model.skops"), *records,
+         "--out", str(out / "predict"), "--compare", "atr"],
+        capture_output=True, text=True,
+    )
+    predict_s = time.perf_counter() - t
+    print(proc.stdout + proc.stderr)
+    agreement = json.loads((out / "predict" / "agreement.json").read_text())
+    print(f"model: {trained['classifier']} on {trained['backbone']} / {trained['layer']}; trained on "
+          f"{trained['n_segments']} segments of {trained['n_subjects']} subjects in {train_s:.0f} s; predict {predict_s:.0f} s")
+    print("| record | seconds scored | per-second agreement | per class (seconds: agreement) | reference episodes recovered |")
+    print("|---|---:|---:|---|---:|")
+    for rec, a in agreement.items():
+        per_class = ", ".join(f"{c} ({m['seconds']} s): {m['agreement']:.3f}" for c, m in a["per_class"].items())
+        print(f"| {rec} | {a['seconds_scored']} | {a['per_second_agreement']:.3f} | {per_class} | "
+              f"{a['episodes_recovered']}/{a['reference_episodes']} |")
+    print(json.dumps({"train_s": round(train_s, 1), "predict_s": round(predict_s, 1), "agreement": agreement}))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+if __name__ == "__main__":
+    main()
