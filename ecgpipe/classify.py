@@ -36,23 +36,26 @@ PROTOCOLS = ("stratified_10fold", "grouped_by_subject", "leave_one_database_out"
 
 
 class BlockWeights(TransformerMixin, BaseEstimator):
-    """Weights two standardised column blocks (CNN features, then rhythm features) so that the second block holds
-    ``weight`` of the expected squared distance between samples, whatever the blocks' widths: 1280 CNN columns would
-    otherwise drown 8 RR columns in an RBF kernel."""
+    """Weights two column blocks (CNN features, then rhythm features) so that the second block holds ``weight`` of
+    the total variance (the expected squared distance between samples), whatever the blocks' widths: 1280 CNN
+    columns would otherwise drown 8 RR columns in an RBF kernel. The blocks' variances are learnt on the training
+    rows (after standardising, and after PCA when the CNN block is reduced)."""
 
     def __init__(self, n_first: int = 1, weight: float = 0.3):
         self.n_first = n_first
         self.weight = weight
 
     def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
         self.n_features_in_ = X.shape[1]
+        first, rest = X[:, : self.n_first].var(axis=0).sum(), X[:, self.n_first :].var(axis=0).sum()
+        self.scale_ = np.array([np.sqrt((1 - self.weight) / max(first, 1e-12)), np.sqrt(self.weight / max(rest, 1e-12))])
         return self
 
     def transform(self, X):
         X = np.array(X, dtype=np.float64, copy=True)
-        n, rest = self.n_first, X.shape[1] - self.n_first
-        X[:, :n] *= np.sqrt((1 - self.weight) / n)
-        X[:, n:] *= np.sqrt(self.weight / max(rest, 1))
+        X[:, : self.n_first] *= self.scale_[0]
+        X[:, self.n_first :] *= self.scale_[1]
         return X
 
 

@@ -121,5 +121,9 @@ def test_classifier_kinds_and_fused_inputs():
     share = weighted[:, 8:].var(axis=0).sum() / weighted.var(axis=0).sum()
     assert share == pytest.approx(0.25, abs=1e-6)
     assert isinstance(build_classifier(fused, n_cnn=8).named_steps["weights"], BlockWeights)
+    # the same share when the CNN block is PCA-reduced (its components do not have unit variance)
+    reduced = build_classifier(fused.model_copy(update={"pca": 3}), n_cnn=8)[:-1].fit_transform(Z)
+    assert reduced.shape[1] == 5
+    assert reduced[:, 3:].var(axis=0).sum() / reduced.var(axis=0).sum() == pytest.approx(0.25, abs=1e-6)
     with pytest.raises(ValueError, match="needs cnn\\+rhythm features"):
         design_matrix(X, None, fused)
