@@ -146,7 +146,7 @@ def test_spectrograms_and_features_in_zarr(flow_run):
     assert spec.shape == (n, 52, 55) and spec.dtype == np.float16 and spec.chunks == (CHUNK, 52, 55)
     values = spec[...]
     assert np.isfinite(values).all() and values.astype(np.float32).std() > 0.1
-    feats = store[report["features_array"]]
+    feats = store[_pooled_features(report)]
     assert feats.shape == (n, 1280) and feats.dtype == np.float32 and feats.chunks == (CHUNK, 1280)
     f = feats[...]
     assert np.isfinite(f).all() and (np.abs(f).sum(axis=1) > 0).all()  # every chunk was written
@@ -162,8 +162,14 @@ def test_features_equal_a_direct_computation(flow_run):
     rows = np.array([0, CHUNK - 1, CHUNK, report["n_segments"] - 1])
     signal = store["segments/signal"][...][rows]
     spec = spectrogram_chunk(signal, 250.0, cfg.spectrogram).astype(np.float16)
-    direct = FeatureExtractor(cfg.features)(spec)
-    assert np.allclose(store[report["features_array"]][...][rows], direct, atol=1e-3)
+    for variant in cfg.feature_variants:  # every extractor of the sweep: pooled output and block 10
+        direct = FeatureExtractor(variant)(spec)
+        array = next(r["features_array"] for r in report["comparison"] if r["layer"] == (variant.layer or "_avg_pooling"))
+        assert np.allclose(store[array][...][rows], direct, atol=1e-3)
+
+
+def _pooled_features(report) -> str:
+    return next(r["features_array"] for r in report["comparison"] if r["layer"] == "_avg_pooling")
 
 
 def test_report_is_complete_and_consistent(flow_run):
@@ -235,7 +241,9 @@ def test_prefect_recorded_the_flow_and_its_tasks(flow_run):
         runs = client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_DESC)
         ours = [r for r in runs if r.name and r.state and r.state.is_completed()]
         assert ours, "no completed flow run recorded"
-        tasks = client.read_task_runs(limit=200, sort=TaskRunSort.EXPECTED_START_TIME_DESC)
+        tasks = []
+        while batch := client.read_task_runs(limit=200, offset=len(tasks), sort=TaskRunSort.EXPECTED_START_TIME_DESC):
+            tasks += batch  # the API pages at 200
     names = [t.name for t in tasks]
     n_chunks = -(-flow_run["report"]["n_segments"] // CHUNK)
     assert sum(n.startswith("segments ") for n in names) >= 6
