@@ -113,7 +113,14 @@ def cmd_predict(args) -> int:
     from pathlib import Path
 
     from ecgpipe.model import ModelError, load_model
-    from ecgpipe.predict import compare_with_reference, predict_record, record_path, write_annotations, write_episodes_csv
+    from ecgpipe.predict import (
+        compare_with_reference,
+        predict_record,
+        record_path,
+        write_annotations,
+        write_episodes_csv,
+        write_records_csv,
+    )
     from ecgpipe.records import RecordError
 
     try:
@@ -144,10 +151,11 @@ def cmd_predict(args) -> int:
                      f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
         print(line)
     write_episodes_csv(out / "episodes.csv", predictions)
+    write_records_csv(out / "records.csv", predictions)
     if args.compare:
         doc = {os.path.basename(p.record): p.agreement for p in predictions}
         (out / "agreement.json").write_text(json.dumps(doc, indent=2))
-    print(f"episodes: {out / 'episodes.csv'}")
+    print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}")
     return 1 if failed else 0
 
 

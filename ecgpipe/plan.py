@@ -48,6 +48,7 @@ class RecordUnit:
     db_dir: str
     key: str
     label: str | None = None  # the record's label, for a database labelled per record by a CSV
+    files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
 
     @property
     def name(self) -> str:
@@ -67,7 +68,7 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         cfg.rhythm.model_dump(mode="json"),
         label,
     )
-    return RecordUnit(database, record, str(db_dir), key, label)
+    return RecordUnit(database, record, str(db_dir), key, label, digest)
 
 
 def array_digest(data: np.ndarray) -> str:

@@ -50,6 +50,13 @@ class RecordPrediction:
     stride_s: float
     episodes: list[Episode]
     agreement: dict = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def record_class(self) -> str | None:
+        """The record's class: majority vote of its windows (ties: the class listed first), as for CSV datasets."""
+        votes = self.window_classes[self.window_classes >= 0]
+        return self.class_names[int(np.argmax(np.bincount(votes, minlength=len(self.class_names))))] if len(votes) else None
 
 
 def record_path(arg: str) -> str:
@@ -136,7 +143,8 @@ def predict_record(
     labels = [cfg.classes[c][0] for c in cfg.class_names]
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
-    return RecordPrediction(rec.path, rec.fs, rec.lead, duration, starts_s, classes, stride_s, episodes)
+    return RecordPrediction(rec.path, rec.fs, rec.lead, duration, starts_s, classes, stride_s, episodes,
+                            class_names=list(cfg.class_names))
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:
@@ -194,6 +202,17 @@ def write_episodes_csv(path: str | Path, predictions: list[RecordPrediction]) ->
         for pred in predictions:
             for ep in pred.episodes:
                 w.writerow([pred.record, f"{ep.start_s:.3f}", f"{ep.end_s:.3f}", f"{ep.end_s - ep.start_s:.3f}", ep.class_name, ep.label])
+
+
+def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
+    """One row per record: its duration, its majority class and how many windows went to each class."""
+    names = predictions[0].class_names if predictions else []
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["record", "duration_s", "class", *[f"windows_{n}" for n in names]])
+        for pred in predictions:
+            counts = np.bincount(pred.window_classes[pred.window_classes >= 0], minlength=len(names))
+            w.writerow([pred.record, f"{pred.duration_s:.3f}", pred.record_class, *counts.tolist()])
 
 
 def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: str = "pred") -> str:

@@ -142,6 +142,9 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
                                              ["model artifact", f"<code>{e(str(report.get('model')))}</code>"],
                                              ["dataset key (records' contents + selection)", f"<code>{e(prov.get('dataset_key', ''))}</code>"],
                                              ["wall time of the run that wrote this report (reruns reuse stored results)", f"{report['wall_s']:.0f} s"]]))
+    if prov.get("record_files_sha256"):
+        parts.append("<details><summary>data checksums (SHA-256 over each record's .hea, signal and annotation files)</summary><pre>"
+                     + e("\n".join(f"{k}  {v}" for k, v in sorted(prov["record_files_sha256"].items()))) + "</pre></details>")
     if prov.get("record_keys"):
         parts.append("<details><summary>record content keys (SHA-256 of files + settings)</summary><pre>"
                      + e("\n".join(f"{k}  {v}" for k, v in sorted(prov["record_keys"].items()))) + "</pre></details>")

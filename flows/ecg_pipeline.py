@@ -642,7 +642,11 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     report["store"] = store
     report["spectrograms_array"] = f"{spec_array}/data"
     report["feature_placement"] = placement
-    report["provenance"] = {"dataset_key": table["key"], "record_keys": table["record_keys"]}
+    report["provenance"] = {
+        "dataset_key": table["key"],
+        "record_keys": table["record_keys"],
+        "record_files_sha256": {f"{u.database}/{u.record}": u.files_sha256 for u in units},
+    }
     logger.info(f"report: {write_report(report, out, example_spectrograms(store, f'{spec_array}/data', cfg))}")
     return report
 

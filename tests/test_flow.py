@@ -202,6 +202,8 @@ def test_report_is_complete_and_consistent(flow_run):
     assert "http://" not in page.replace("http://127.0.0.1", "") and "<script" not in page  # self-contained, static
     assert f"{100 * on_disk['protocols']['grouped_by_subject']['accuracy']:.2f} %" in page
     assert on_disk["provenance"]["dataset_key"] and len(on_disk["provenance"]["record_keys"]) == 5
+    checksums = on_disk["provenance"]["record_files_sha256"]  # every record read, the broken one too
+    assert len(checksums) == 6 and all(len(v) == 64 for v in checksums.values()) and "data checksums" in page
     md = (flow_run["out"] / "report.md").read_text()
     assert md.startswith("# ecgpipe report: slice") and "grouped_by_subject" in md
 
@@ -327,6 +329,10 @@ def test_predict_cli_writes_episodes_csv_and_readable_annotations(flow_run, tmp_
         assert ann.symbol == ["+"] * len(mine)
         assert [a.rstrip("\x00") for a in ann.aux_note] == [r["label"] for r in mine]
         assert ann.sample.tolist() == [round(float(r["start_s"]) * 360) for r in mine]
+    with open(out / "records.csv") as fh:
+        per_record = {Path(r["record"]).name: r for r in csv.DictReader(fh)}
+    assert set(per_record) == {"219", "222"} and float(per_record["222"]["duration_s"]) == 120.0
+    assert sum(int(per_record["222"][f"windows_{c}"]) for c in label_of) == 60  # 2-s windows over 120 s
     agreement = json.loads((out / "agreement.json").read_text())
     assert set(agreement) == {"219", "222"}
     for a in agreement.values():
