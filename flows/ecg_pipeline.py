@@ -846,7 +846,7 @@ def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dic
             "features_array": f"{rows[best]['extractor']['array']}/data",
             "classifier": best_cfg.classifier.label,
             "features_description": features_description(best_cfg, feat_attrs),
-            "selected_by": f"highest macro-F1 under {cfg.selection_protocol} of {len(rows)} row(s)",
+            "selected_by": f"highest macro-F1 under {cfg.selection_protocol} among {len(rows)} rows",
             "protocols": rows[best]["protocols"],
             "comparison": comparison_summary(rows, best),
             "skipped_records": skipped,
