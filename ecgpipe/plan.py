@@ -62,7 +62,8 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         "segments",
         code_version("segments"),
         digest,
-        settings.model_dump(mode="json"),
+        # which records a run uses is not part of any one record's key: leaving a record out reuses the others
+        settings.model_copy(update={"records": []}).model_dump(mode="json"),
         cfg.segments.model_dump(mode="json"),
         cfg.classes,
         cfg.rhythm.model_dump(mode="json"),

@@ -60,3 +60,16 @@ def test_chunk_keys_change_only_where_inputs_or_settings_change():
     other_layer = load_config("paper4", {"run": {"chunk_size": 4}, "features": {"layer": "_blocks.15"}})
     assert not set(feature_chunk_keys(other_layer, keys)) & set(feature_chunk_keys(cfg, keys))
     assert feature_chunk_keys(load_config("paper4", {"run": {"chunk_size": 4}, "features": {"batch_size": 8}}), keys) == feature_chunk_keys(cfg, keys)
+
+
+def test_record_key_ignores_which_other_records_a_run_uses(physionet):
+    from ecgpipe.config import load_config
+    from ecgpipe.plan import record_unit
+
+    db_dir = str(physionet / "mitdb")
+    base = record_unit(load_config("paper4"), "mitdb", "100", db_dir)
+    subset = record_unit(load_config("paper4", {"databases": {"mitdb": {"records": ["100", "101"]}}}), "mitdb", "100", db_dir)
+    other_lead = record_unit(load_config("paper4", {"databases": {"mitdb": {"lead": ["V5"]}}}), "mitdb", "100", db_dir)
+    assert base.key == subset.key  # leaving record 219 out of a run reuses every other record's segments
+    assert base.key != other_lead.key
+    assert len(base.files_sha256) == 64
