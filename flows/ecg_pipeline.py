@@ -504,7 +504,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
                 counts["missing"] += 1
         return {**counts, "total": len(units), "rerun_computes": len(todo), "to_compute": todo[:50]}
 
-    status: dict = {"out": str(out), "last_run": {k: last.get(k) for k in ("status", "wall_s")}, "stages": {}}
+    status: dict = {"out": out.url, "last_run": {k: last.get(k) for k in ("status", "wall_s")}, "stages": {}}
     units = plan_records(cfg, data_dir)
     summaries = {u.name: record_done(store, markers, u) for u in units}
     status["stages"]["segments"] = tally(

@@ -285,6 +285,7 @@ def test_status_cli_reports_done_and_failed_units(flow_run):
         assert status["stages"][stage]["rerun_computes"] == 0 and status["stages"][stage]["done"] == status["stages"][stage]["total"]
     table = _cli("status", "--out", str(flow_run["out"]))
     assert "a rerun computes" in table.stdout and "segments" in table.stdout
+    assert table.stdout.startswith(f"{flow_run['out']}: last run completed")
 
 
 def _excerpt(physionet: Path, record: str, seconds: int, dst: Path) -> Path:
