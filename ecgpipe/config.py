@@ -363,15 +363,16 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML: {err}") from None
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_overrides(data, overrides)
     return config_from_dict(data, source)
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_overrides(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in section by section (nested tables merge, other values replace)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_overrides(out[key], value)
         else:
             out[key] = value
     return out

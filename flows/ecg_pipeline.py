@@ -232,7 +232,7 @@ def classification_data(store: str, feat_array: str | None) -> ClassificationDat
 
 
 @stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
-def classify_fold_task(store: str, feat_array: str, protocol: str, fold: int, config_json: str) -> tuple[list, list, dict]:
+def classify_fold_task(store: str, feat_array: str | None, protocol: str, fold: int, config_json: str) -> tuple[list, list, dict]:
     """One outer fold of one protocol for one (extractor, classifier) row; ``config_json`` holds that row's settings."""
     cfg = _config(config_json)
     data = classification_data(store, feat_array)
@@ -685,7 +685,9 @@ def comparison_rows(cfg: PipelineConfig, extractors: list[dict], table_key: str)
             rcfg = extractor["cfg"].with_stage(classifier=clf)
             key = classify_key(rcfg, extractor["keys"] if clf.inputs != "rhythm" else [], table_key)
             rows.append({"cfg": rcfg, "extractor": extractor, "key": key,
-                         "unit": f"{extractor['array'].replace('/', '__')}__{key[:16]}"})
+                         "unit": f"{extractor['array'].replace('/', '__')}__{key[:16]}",
+                         # the CNN feature array the classifier reads (none for RR features alone)
+                         "features": extractor["array"] if clf.inputs != "rhythm" else None})
     return rows
 
 
@@ -709,7 +711,7 @@ def classify_rows(rows: list[dict], store: str, markers: Markers, logger, log: R
             splits_of[(r, protocol)] = make_splits(protocol, data.y, data.subjects, row["cfg"].cv, data.databases)
             jobs += [(r, protocol, f) for f in range(len(splits_of[(r, protocol)][0]))]
     futures = [
-        fold_task.submit(store, pending[r]["extractor"]["array"], p, f, pending[r]["cfg"].model_dump_json()) for r, p, f in jobs
+        fold_task.submit(store, pending[r]["features"], p, f, pending[r]["cfg"].model_dump_json()) for r, p, f in jobs
     ]
     results, _ = _wait_all(futures, "classify", logger, strict=True)
     for r, row in enumerate(pending):
@@ -764,10 +766,7 @@ def train_model(row: dict, store: str, out: Location, markers: Markers, logger, 
     marker = markers.read("model", "model")
     if marker and marker.get("key") == key and os.path.isfile(path):
         return path
-    uses_cnn = row["cfg"].classifier.inputs != "rhythm"
-    train_model_task.submit(
-        store, row["extractor"]["array"] if uses_cnn else None, row["cfg"].model_dump_json(), row["extractor"]["attrs"]["weights"], path
-    ).result()
+    train_model_task.submit(store, row["features"], row["cfg"].model_dump_json(), row["extractor"]["attrs"]["weights"], path).result()
     markers.write("model", "model", key, {"row": row["cfg"].classifier.label})
     logger.info(f"model: {row['cfg'].classifier.label} on {row['extractor']['array']} -> {path}")
     return path

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _run import run_in_subprocess  # noqa: E402
+
+from ecgpipe.config import load_config  # noqa: E402
 
 # a smaller sweep for the levers that need runs of their own: the baseline row and the best kind of row
 SHORT_SWEEP = {
@@ -40,18 +43,9 @@ LEVERS = {
 
 def run_lever(name: str, overrides: dict, data_dir: str, out: Path) -> tuple[dict, float]:
     out.mkdir(parents=True, exist_ok=True)
-    cfg_file = out / f"{name}.json"
-    cfg_file.write_text(json.dumps(overrides))
-    t = time.perf_counter()
-    code = (
-        "import json,sys; from ecgpipe.config import load_config; from ecgpipe.cli import _quiet_environment;"
-        "_quiet_environment(); from flows.ecg_pipeline import run_pipeline;"
-        f"cfg = load_config('paper4-sweep', json.load(open({str(cfg_file)!r})));"
-        f"run_pipeline(cfg, {data_dir!r}, {str(out / name)!r})"
-    )
-    with open(out / f"{name}.log", "w") as log:
-        subprocess.run([sys.executable, "-c", code], check=True, stdout=log, stderr=subprocess.STDOUT)
-    return json.loads((out / name / "report.json").read_text()), time.perf_counter() - t
+    cfg = load_config("paper4-sweep", overrides)
+    wall = run_in_subprocess(cfg, data_dir, out / name, out / f"{name}.json", out / f"{name}.log")
+    return json.loads((out / name / "report.json").read_text()), wall
 
 
 def table(results: dict) -> str:

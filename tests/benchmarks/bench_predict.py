@@ -18,8 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from ecgpipe.config import config_from_dict
-from ecgpipe.records import list_records
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _run import run_in_subprocess  # noqa: E402
+
+from ecgpipe.config import config_from_dict, merge_overrides  # noqa: E402
+from ecgpipe.records import list_records  # noqa: E402
 
 
 def best_row_overrides(report: dict) -> dict:
@@ -52,17 +55,8 @@ def main() -> None:
     train = out / "train"
     if not train.exists():
         shutil.copytree(src, train, ignore=shutil.ignore_patterns(".dask"))
-    config_file = out / "heldout.json"
-    config_file.write_text(json.dumps(config_from_dict(_merge(report["config"], overrides)).model_dump(mode="json")))
-    t = time.perf_counter()
-    code = (
-        "import json; from ecgpipe.config import config_from_dict; from ecgpipe.cli import _quiet_environment;"
-        "_quiet_environment(); from flows.ecg_pipeline import run_pipeline;"
-        f"run_pipeline(config_from_dict(json.load(open({str(config_file)!r}))), {args.data_dir!r}, {str(train)!r})"
-    )
-    with open(out / "train.log", "w") as log:
-        subprocess.run([sys.executable, "-c", code], check=True, stdout=log, stderr=subprocess.STDOUT)
-    train_s = time.perf_counter() - t
+    cfg = config_from_dict(merge_overrides(report["config"], overrides))
+    train_s = run_in_subprocess(cfg, args.data_dir, train, out / "heldout.json", out / "train.log")
     trained = json.loads((train / "report.json").read_text())
     leaked = set(args.holdout) & set(trained["provenance"]["record_keys"])
     if leaked:
@@ -86,13 +80,6 @@ def main() -> None:
         print(f"| {rec} | {a['seconds_scored']} | {a['per_second_agreement']:.3f} | {per_class} | "
               f"{a['episodes_recovered']}/{a['reference_episodes']} |")
     print(json.dumps({"train_s": round(train_s, 1), "predict_s": round(predict_s, 1), "agreement": agreement}))
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 if __name__ == "__main__":
