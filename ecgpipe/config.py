@@ -9,8 +9,6 @@ Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -36,6 +34,11 @@ class DatabaseSettings(_Strict):
     lead: list[str | int] = Field(
         default=[0],
         description="Preferred leads, first available wins: signal names (e.g. 'MLII') or 0-based channel indices.",
+    )
+    second_lead: list[str | int] = Field(
+        default=[],
+        description="With segments.n_leads = 2: preferred second lead, first available wins (never the first lead); "
+        "empty means the record's first other channel.",
     )
     records: list[str] = Field(default=[], description="Subset of records to use; empty means every record in RECORDS.")
     fs: float | None = Field(default=None, description="Expected sampling rate; defaults to the known database's.")
@@ -63,6 +66,12 @@ class SegmentSettings(_Strict):
     length_s: float = Field(2.0, gt=0, description="Segment length in seconds.")
     stride_s: float = Field(2.0, gt=0, description="Step between segment starts; equal to length_s = no overlap.")
     exclude_labels: list[str] = Field(["(NOISE"], description="Rhythm labels whose episodes are never used.")
+    n_leads: Literal[1, 2] = Field(
+        1,
+        description="Leads per segment: 1 (each database's 'lead'), or 2 (also its 'second_lead'). Two leads become two "
+        "image channels for the CNN (red: first lead, green: second, blue: their mean); a record with one lead is "
+        "then rejected.",
+    )
     nan_policy: Literal["error", "drop"] = Field(
         "error", description="NaN samples in the chosen lead: 'error' rejects the record, 'drop' drops the segments."
     )
@@ -271,6 +280,12 @@ class PipelineConfig(_Strict):
         return int(round(self.segments.length_s * self.segments.target_fs))
 
     @property
+    def window_shape(self) -> tuple[int, ...]:
+        """Shape of one stored segment: (length,) for one lead, (n_leads, length) for more."""
+        length = self.segment_length
+        return (length,) if self.segments.n_leads == 1 else (self.segments.n_leads, length)
+
+    @property
     def segment_stride(self) -> int:
         return int(round(self.segments.stride_s * self.segments.target_fs))
 
@@ -317,10 +332,6 @@ class PipelineConfig(_Strict):
     def class_cap(self, cls: str) -> int | None:
         return self.sampling.per_class.get(cls, self.sampling.max_per_class)
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable hash of some config sections: names a stage's output by the settings that made it."""
-        payload = {s: self.model_dump(mode="json")[s] for s in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

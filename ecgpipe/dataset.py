@@ -17,30 +17,46 @@ from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_
 
 @dataclass
 class RecordWindows:
-    windows: np.ndarray  # (n, L) float32 at target_fs
+    windows: np.ndarray  # (n, L) float32 at target_fs; (n, n_leads, L) with more than one lead
     starts: np.ndarray  # (n,) int64, target-rate samples
     episode: np.ndarray  # (n,) int32, index into record.episodes
     class_index: np.ndarray  # (n,) int16, index into config.class_names
 
 
+def resampled_leads(record: EcgRecord, fs_out: float) -> np.ndarray:
+    """The record's leads resampled to ``fs_out``: (n_leads, n_samples_out)."""
+    return np.stack([resample(fill_nan(lead), record.fs, fs_out) for lead in record.signals])
+
+
+def lead_windows(resampled: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Windows of every lead: (n, length) for one lead, (n, n_leads, length) for more (leads become image channels)."""
+    windows = np.stack([cut_windows(lead, starts, length) for lead in resampled], axis=1).astype(np.float32)
+    return windows[:, 0] if len(resampled) == 1 else windows
+
+
+def nan_free_windows(record: EcgRecord, starts: np.ndarray, length: int, fs_out: float) -> np.ndarray:
+    """Mask of windows with no NaN in any of the record's leads."""
+    return np.logical_and.reduce([nan_free(lead, starts, length, record.fs, fs_out) for lead in record.signals])
+
+
 def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
     """Every window of ``record`` that lies inside an episode of a configured class (noise and other labels excluded),
-    cut from the lead resampled to ``segments.target_fs``."""
+    cut from its leads resampled to ``segments.target_fs``."""
     fs_out = config.segments.target_fs
     label_to_class = config.label_to_class
     usable = set(label_to_class) - set(config.segments.exclude_labels)
-    resampled = resample(fill_nan(record.signal), record.fs, fs_out)
+    resampled = resampled_leads(record, fs_out)
     found = segment_windows(
-        record.episodes, usable, record.fs, fs_out, config.segment_length, config.segment_stride, n_out=len(resampled)
+        record.episodes, usable, record.fs, fs_out, config.segment_length, config.segment_stride, n_out=resampled.shape[1]
     )
-    keep = nan_free(record.signal, found.starts, config.segment_length, record.fs, fs_out)
+    keep = nan_free_windows(record, found.starts, config.segment_length, fs_out)
     starts, episode = found.starts[keep], found.episode[keep]
     class_of_episode = np.array(
         [config.class_names.index(label_to_class[ep.label]) if ep.label in usable else -1 for ep in record.episodes],
         dtype=np.int16,
     )
     return RecordWindows(
-        windows=cut_windows(resampled, starts, config.segment_length).astype(np.float32),
+        windows=lead_windows(resampled, starts, config.segment_length),
         starts=starts,
         episode=episode,
         class_index=class_of_episode[episode] if len(episode) else np.zeros(0, np.int16),

@@ -1,4 +1,5 @@
-"""CNN features of spectrograms: spectrogram -> 224x224 -> 3 channels -> ImageNet normalisation -> backbone -> pooled.
+"""CNN features of spectrograms: spectrogram -> 224x224 -> 3 channels (one lead repeated, or two leads and their mean)
+-> ImageNet normalisation -> backbone -> pooled.
 
 The layer tap uses torchvision's ``create_feature_extractor`` (one mechanism for every backbone); a 4-D activation is
 globally average-pooled to a vector. A worker process builds its extractor once and reuses it for every chunk.
@@ -32,23 +33,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def spectrograms_to_images(spec: torch.Tensor, size: int) -> torch.Tensor:
-    """(n, F, T) log-spectrograms -> (n, 3, size, size) ImageNet-normalised images, all on spec's device.
+    """(n, F, T) or two-lead (n, 2, F, T) log-spectrograms -> (n, 3, size, size) ImageNet-normalised images, all on
+    spec's device.
 
-    Each spectrogram is min-max scaled to [0, 1] on its own (a photo's pixel range), flipped so low frequencies are at
-    the bottom as in a plotted spectrogram, resized bilinearly and repeated over the three colour channels.
+    Each spectrogram (each lead's) is min-max scaled to [0, 1] on its own (a photo's pixel range), flipped so low
+    frequencies are at the bottom as in a plotted spectrogram and resized bilinearly. One lead is repeated over the
+    three colour channels; two leads become red and green, with their mean as blue (so the image's brightness, which
+    ImageNet features respond to most, carries both leads).
     """
-    x = spec.float().flip(1).unsqueeze(1)
+    x = spec.float()
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1] not in (1, 2):
+        raise ValueError(f"spectrograms must be (n, F, T) or (n, 2, F, T), got shape {tuple(spec.shape)}")
+    x = x.flip(2)
     lo = x.amin(dim=(2, 3), keepdim=True)
     hi = x.amax(dim=(2, 3), keepdim=True)
     x = (x - lo) / torch.clamp(hi - lo, min=1e-6)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x.expand(-1, 3, -1, -1) - mean) / std
+    return (x - mean) / std
 
 
 class FeatureExtractor:
-    """Callable mapping (n, F, T) spectrograms (numpy) to (n, D) float32 features."""
+    """Callable mapping (n, F, T) or two-lead (n, 2, F, T) spectrograms (numpy) to (n, D) float32 features."""
 
     def __init__(self, settings: FeatureSettings):
         self.settings = settings

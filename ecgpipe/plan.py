@@ -125,7 +125,7 @@ def assign_slots(previous: list[str] | None, selected: list[str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------- chunk keys
 def spectrogram_array_name(cfg: PipelineConfig) -> str:
-    h = content_key(cfg.segments.target_fs, cfg.segment_length, cfg.spectrogram.model_dump(mode="json"), cfg.run.chunk_size)
+    h = content_key(cfg.segments.target_fs, cfg.window_shape, cfg.spectrogram.model_dump(mode="json"), cfg.run.chunk_size)
     return f"spectrograms/{h[:12]}"
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, RecordError, read_episodes, read_record
-from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample
+from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads, window_rhythm_features
 from ecgpipe.spectrogram import spectrogram_chunk
 
 
@@ -70,16 +70,18 @@ def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None
     from ecgpipe.config import DatabaseSettings
 
     cfg = model.config
-    leads = lead or _training_leads(cfg)
-    settings = DatabaseSettings(lead=leads)  # any sampling rate: the signal is resampled to the model's rate
+    # any sampling rate: the signal is resampled to the model's rate
+    settings = DatabaseSettings(lead=lead or _training_leads(cfg, "lead"), second_lead=_training_leads(cfg, "second_lead"))
     folder, name = os.path.split(path)
-    return read_record(folder or ".", "new", name, settings, nan_policy=cfg.segments.nan_policy, require_annotations=False)
+    return read_record(folder or ".", "new", name, settings, nan_policy=cfg.segments.nan_policy,
+                       require_annotations=False, n_leads=cfg.segments.n_leads)
 
 
-def _training_leads(cfg) -> list[str | int]:
+def _training_leads(cfg, which: str) -> list[str | int]:
+    """The training databases' lead preferences (``lead`` or ``second_lead``), in order, without repeats."""
     leads: list[str | int] = []
     for db in cfg.databases.values():
-        leads += [x for x in db.lead if x not in leads]
+        leads += [x for x in getattr(db, which) if x not in leads]
     return leads
 
 
@@ -122,19 +124,17 @@ def predict_record(
     rec = read_new_record(path, model, lead)
     fs_out, length = cfg.segments.target_fs, cfg.segment_length
     stride_s = stride_s or cfg.segments.length_s
-    signal = resample(fill_nan(rec.signal), rec.fs, fs_out)
-    starts = np.arange(0, len(signal) - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
+    resampled = resampled_leads(rec, fs_out)
+    starts = np.arange(0, resampled.shape[1] - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
     if len(starts) == 0:
         raise RecordError(rec.path, f"record is shorter ({len(rec.signal) / rec.fs:.1f} s) than one window ({cfg.segments.length_s} s)")
-    usable = nan_free(rec.signal, starts, length, rec.fs, fs_out)
-    windows = cut_windows(signal, starts[usable], length).astype(np.float32)
+    usable = nan_free_windows(rec, starts, length, fs_out)
+    windows = lead_windows(resampled, starts[usable], length)
     cnn = rhythm = None
     if cfg.classifier.inputs != "rhythm":
         spectrograms = spectrogram_chunk(windows, fs_out, cfg.spectrogram).astype(np.float16)  # stored as float16 in training
         cnn = get_extractor(cfg.features.model_copy(update={"device": "auto"}))(spectrograms).astype(np.float64)
     if cfg.classifier.inputs != "cnn":
-        from ecgpipe.dataset import window_rhythm_features
-
         rhythm = window_rhythm_features(rec, starts[usable], cfg).astype(np.float64)
     classes = np.full(len(starts), -1, dtype=np.int64)
     classes[usable] = model.predict(cnn, rhythm)
@@ -143,7 +143,7 @@ def predict_record(
     labels = [cfg.classes[c][0] for c in cfg.class_names]
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
-    return RecordPrediction(rec.path, rec.fs, rec.lead, duration, starts_s, classes, stride_s, episodes,
+    return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
                             class_names=list(cfg.class_names))
 
 

@@ -49,10 +49,20 @@ class EcgRecord:
     record: str
     path: str  # record path without extension
     fs: float
-    lead: str
-    signal: np.ndarray  # 1-D, physical units (mV), float64
+    leads: list[str]  # the chosen leads, first lead first
+    signals: np.ndarray  # (n_leads, n_samples), physical units (mV), float64
     episodes: list[RhythmEpisode]
     n_nan: int = 0
+
+    @property
+    def lead(self) -> str:
+        """The first lead (the one rhythm features and QRS detection use)."""
+        return self.leads[0]
+
+    @property
+    def signal(self) -> np.ndarray:
+        """The first lead's samples, 1-D."""
+        return self.signals[0]
 
 
 def clean_aux_note(note: str) -> str:
@@ -114,14 +124,30 @@ def _expected_bytes(header, fname: str) -> int | None:
     return offset + -(-header.sig_len * per_frame * _FORMAT_BITS[next(iter(fmts))] // 8)
 
 
-def _choose_lead(sig_names: list[str], wanted: list[str | int]) -> int:
+def _choose_lead(sig_names: list[str], wanted: list[str | int], taken: tuple[int, ...] = ()) -> int:
+    """Index of the first lead in ``wanted`` (names or indices) that the record has and that is not ``taken``."""
     for choice in wanted:
         if isinstance(choice, int):
-            if 0 <= choice < len(sig_names):
+            if 0 <= choice < len(sig_names) and choice not in taken:
                 return choice
         elif choice in sig_names:
-            return sig_names.index(choice)
+            # a name may occur twice (vfdb's two channels are both "ECG")
+            free = [i for i, name in enumerate(sig_names) if name == choice and i not in taken]
+            if free:
+                return free[0]
     raise LookupError(f"no lead matching {wanted} (the record has {sig_names})")
+
+
+def choose_leads(sig_names: list[str], settings: DatabaseSettings, n_leads: int) -> list[int]:
+    """Channel indices of the leads to read: ``settings.lead``'s choice, then (for two) ``second_lead``'s choice or
+    the first other channel."""
+    first = _choose_lead(sig_names, list(settings.lead))
+    if n_leads == 1:
+        return [first]
+    others = [i for i in range(len(sig_names)) if i != first]
+    if not others:
+        raise LookupError(f"segments.n_leads = 2, but the record has a single lead {sig_names}")
+    return [first, _choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
 
 
 def read_record(
@@ -132,8 +158,9 @@ def read_record(
     nan_policy: str = "error",
     require_annotations: bool = True,
     record_label: str | None = None,
+    n_leads: int = 1,
 ) -> EcgRecord:
-    """Read one lead of one record and its rhythm episodes, validating everything on the way.
+    """Read one lead (or ``n_leads``) of one record and its rhythm episodes, validating everything on the way.
     With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes;
     with ``record_label`` (a database labelled per record) the whole record is one episode of that label."""
     path = os.path.join(str(db_dir), record)
@@ -149,7 +176,7 @@ def read_record(
     if settings.fs is not None and abs(float(header.fs) - float(settings.fs)) > 1e-6:
         raise RecordError(path, f"sampling rate {header.fs} Hz, but database {database} is configured for {settings.fs} Hz")
     try:
-        channel = _choose_lead(list(header.sig_name), list(settings.lead))
+        channels = choose_leads(list(header.sig_name), settings, n_leads)
     except LookupError as exc:
         raise RecordError(path, str(exc)) from None
 
@@ -162,24 +189,27 @@ def read_record(
         if expected is not None and actual < expected:
             raise RecordError(path, f"truncated signal file {data_file}: {actual} bytes, the header implies {expected}")
     try:
-        rec = wfdb.rdrecord(path, channels=[channel], physical=False)
+        rec = wfdb.rdrecord(path, channels=channels, physical=False)
     except Exception as exc:
         raise RecordError(path, f"unreadable signal: {type(exc).__name__}: {exc}") from None
     digital = rec.d_signal
     if digital is None or digital.shape[0] != header.sig_len:
         got = 0 if digital is None else digital.shape[0]
         raise RecordError(path, f"truncated signal: {got} samples read, header says {header.sig_len}")
-    if rec.checksum and rec.checksum[0] is not None:
-        # The header's checksum is the 16-bit sum of all samples: it catches truncated or altered signal files
-        # that wfdb would otherwise read silently (it pads short format-212 files).
-        actual = rec.calc_checksum()[0]
-        if (actual - rec.checksum[0]) % 65536 != 0:
-            raise RecordError(path, f"signal checksum mismatch (header {rec.checksum[0]}, data {actual}): file truncated or altered")
-    signal = rec.dac(expanded=False, return_res=64)[:, 0]
-    n_nan = int(np.isnan(signal).sum())
+    # The header's checksum is the 16-bit sum of all samples: it catches truncated or altered signal files
+    # that wfdb would otherwise read silently (it pads short format-212 files).
+    for expected, actual, channel in zip(rec.checksum or [], rec.calc_checksum(), channels):
+        if expected is not None and (actual - expected) % 65536 != 0:
+            raise RecordError(
+                path,
+                f"signal checksum mismatch in lead {header.sig_name[channel]} (header {expected}, data {actual}): "
+                "file truncated or altered",
+            )
+    signals = rec.dac(expanded=False, return_res=64).T  # (n_leads, n_samples)
+    n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
-        first = int(np.flatnonzero(np.isnan(signal))[0])
-        raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channel]} (first at sample {first})")
+        lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
+        raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channels[lead]]} (first at sample {int(first[0])})")
 
     ann_file = f"{path}.{settings.annotator}"
     if record_label is not None:
@@ -195,8 +225,8 @@ def read_record(
         record=record,
         path=path,
         fs=float(header.fs),
-        lead=header.sig_name[channel],
-        signal=signal,
+        leads=[header.sig_name[c] for c in channels],
+        signals=signals,
         episodes=episodes,
         n_nan=n_nan,
     )

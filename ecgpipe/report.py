@@ -43,6 +43,12 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path
     plt.close(fig)
 
 
+def _spectrogram_shape(shape: list[int]) -> str:
+    """``[F, T]`` or ``[n_leads, F, T]`` in words."""
+    words = f"{shape[-2]} frequencies x {shape[-1]} frames"
+    return words if len(shape) == 2 else f"{words} x {shape[0]} leads (image channels)"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -81,7 +87,7 @@ def render_markdown(report: dict) -> str:
         f"({', '.join(report['databases'])})",
         "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
         f"- {report.get('features_description', '')}",
-        f"- spectrogram: {report['spectrogram_shape'][0]} frequencies x {report['spectrogram_shape'][1]} frames per segment",
+        f"- spectrogram: {_spectrogram_shape(report['spectrogram_shape'])} per segment",
         f"- classifier: {report['classifier']}",
         f"- wall time: {report['wall_s']:.0f} s",
         "",

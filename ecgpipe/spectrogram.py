@@ -19,18 +19,19 @@ def spectrogram_frequencies(fs: float, settings: SpectrogramSettings) -> np.ndar
 
 
 def spectrogram_chunk(segments: np.ndarray, fs: float, settings: SpectrogramSettings) -> np.ndarray:
-    """Spectrograms of an (n, length) array of segments -> (n, n_freq, n_time) float32.
+    """Spectrograms of an (n, length) array of segments -> (n, n_freq, n_time) float32; of (n, n_leads, length)
+    two-lead segments -> (n, n_leads, n_freq, n_time).
 
-    Each segment is optionally z-scored (amplitude units and gains differ between databases), then
+    Each segment (each lead) is optionally z-scored (amplitude units and gains differ between databases), then
     ``scipy.signal.spectrogram`` (STFT power spectral density) is taken along the last axis for all segments together,
     rows outside [fmin, fmax] are dropped and the power is scaled (log10, dB or linear).
     """
     x = np.asarray(segments, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"segments must be 2-D (n, length), got shape {x.shape}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"segments must be (n, length) or (n, n_leads, length), got shape {x.shape}")
     if settings.standardize:
-        std = x.std(axis=1, keepdims=True)
-        x = (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+        std = x.std(axis=-1, keepdims=True)
+        x = (x - x.mean(axis=-1, keepdims=True)) / np.where(std > 0, std, 1.0)
     f, _, power = sps.spectrogram(
         x,
         fs=fs,
@@ -44,7 +45,7 @@ def spectrogram_chunk(segments: np.ndarray, fs: float, settings: SpectrogramSett
         axis=-1,
     )
     keep = (f >= settings.fmin) & (f <= settings.fmax)
-    power = power[:, keep, :]
+    power = power[..., keep, :]
     if settings.scaling == "log":
         power = np.log10(power + settings.eps)
     elif settings.scaling == "db":
@@ -52,6 +53,8 @@ def spectrogram_chunk(segments: np.ndarray, fs: float, settings: SpectrogramSett
     return power.astype(np.float32)
 
 
-def spectrogram_shape(length: int, fs: float, settings: SpectrogramSettings) -> tuple[int, int]:
-    """(n_freq, n_time) of one segment's spectrogram."""
-    return spectrogram_chunk(np.zeros((1, length)), fs, settings).shape[1:]
+def spectrogram_shape(window_shape: int | tuple[int, ...], fs: float, settings: SpectrogramSettings) -> tuple[int, ...]:
+    """Shape of one segment's spectrogram: (n_freq, n_time) for a (length,) window, (n_leads, n_freq, n_time) for
+    an (n_leads, length) one."""
+    shape = (window_shape,) if isinstance(window_shape, int) else tuple(window_shape)
+    return spectrogram_chunk(np.zeros((1, *shape)), fs, settings).shape[1:]

@@ -2,15 +2,16 @@
 
 Layout of ``OUT/store.zarr``::
 
-    records/<db>/<record>/windows   (n, L) float32   every usable window of one record (one task owns the group)
+    records/<db>/<record>/windows   (n, L) float32   every usable window of one record (one task owns the group);
+                                                      (n, 2, L) with segments.n_leads = 2
                          /starts     (n,)   int64     window start, in target-rate samples
                          /episode    (n,)   int32     index into attrs["episodes"] ([label, start, end] at native fs)
-    segments/signal                 (N, L) float32   the selected dataset, chunked by run.chunk_size
+    segments/signal                 (N, L) float32   the selected dataset, chunked by run.chunk_size ((N, 2, L): 2 leads)
             /class_index            (N,)   int16     index into attrs["class_names"]
             /source                 (N,)   int32     index into attrs["sources"] ({database, record, subject, lead})
             /start                  (N,)   int64     start sample at target_fs within the resampled record
             /rhythm                 (N,)   int16     index into attrs["rhythm_labels"]
-    spectrograms/<settings hash>/data  (N, F, T) float16, attrs: frequencies, times, settings
+    spectrograms/<settings hash>/data  (N, F, T) float16, attrs: frequencies, times, settings ((N, 2, F, T): 2 leads)
     features/<settings hash>/data      (N, D) float32, attrs: backbone, layer, weights source
 
 Concurrency rule (Zarr silently loses data when two writers touch one chunk): arrays are created by the flow process
@@ -57,10 +58,9 @@ def write_record_windows(
     """Write one record's windows (and their rhythm features, when computed) into ``records/<db>/<record>``
     (owned by this record's task alone)."""
     group = open_group(f"{path}/records/{database}", mode="a").require_group(record)
-    n, length = windows.shape
-    chunk_rows = max(1, min(n, 1024))
+    chunk_rows = max(1, min(len(windows), 1024))
     for name, data, chunks in [
-        ("windows", windows.astype(np.float32), (chunk_rows, length)),
+        ("windows", windows.astype(np.float32), (chunk_rows, *windows.shape[1:])),
         ("starts", starts.astype(np.int64), (chunk_rows,)),
         ("episode", episode.astype(np.int32), (chunk_rows,)),
         *([("rhythm", rhythm.astype(np.float32), (chunk_rows, rhythm.shape[1]))] if rhythm is not None else []),

@@ -131,14 +131,14 @@ def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str
         check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings.labels_csv,
                            set(cfg.label_to_class), set(cfg.segments.exclude_labels))
     rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy,
-                      record_label=unit.label if settings.labels_csv else None)
+                      record_label=unit.label if settings.labels_csv else None, n_leads=cfg.segments.n_leads)
     found = record_windows(rec, cfg)
     rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
     summary = {
         "database": unit.database,
         "record": unit.record,
         "subject": subject_id(unit.database, unit.record, settings.same_subject),
-        "lead": rec.lead,
+        "lead": "+".join(rec.leads),
         "n_windows": int(len(found.starts)),
         "labels": sorted({ep.label for ep in rec.episodes}),
         "key": unit.key,
@@ -394,8 +394,8 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
     uids, class_index, where = candidates["uids"], candidates["class_index"], candidates["where"]
     slots, record_keys, subjects = table["uids"], table["record_keys"], table["subjects"]
     position = {u: i for i, u in enumerate(uids)}
-    n, length, chunk = len(slots), cfg.segment_length, cfg.run.chunk_size
-    signal = np.zeros((n, length), np.float32)
+    n, shape, chunk = len(slots), cfg.window_shape, cfg.run.chunk_size
+    signal = np.zeros((n, *shape), np.float32)
     start = np.zeros(n, np.int64)
     cls = np.zeros(n, np.int16)
     rhythm = np.zeros(n, np.int16)
@@ -420,7 +420,7 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
             rhythm[s] = rhythm_labels.index(label)
     sources = sorted(record_keys)
     source = np.array([sources.index(u.rsplit("/", 1)[0]) for u in slots], dtype=np.int32)
-    zs.create_array(store, "segments/signal", (n, length), (chunk, length), "float32")[...] = signal
+    zs.create_array(store, "segments/signal", (n, *shape), (chunk, *shape), "float32")[...] = signal
     for name, data in [("class_index", cls), ("source", source), ("start", start), ("rhythm", rhythm)]:
         zs.create_array(store, f"segments/{name}", data.shape, (chunk,), data.dtype)[...] = data
     if rhythm_features is not None:
@@ -435,7 +435,8 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
             "sources": [{"database": s.split("/")[0], "record": s.split("/")[1], "subject": subjects[s]} for s in sources],
             "rhythm_labels": rhythm_labels,
             "target_fs": cfg.segments.target_fs,
-            "length": length,
+            "length": cfg.segment_length,
+            "n_leads": cfg.segments.n_leads,
         }
     )
     return table, True
@@ -599,9 +600,9 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     t = time.perf_counter()
     spec_array = spectrogram_array_name(cfg)
     freqs = spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram)
-    n_time = spectrogram_shape(cfg.segment_length, cfg.segments.target_fs, cfg.spectrogram)[1]
+    spec_row = spectrogram_shape(cfg.window_shape, cfg.segments.target_fs, cfg.spectrogram)  # ([n_leads,] F, T)
     spec_attrs = {"frequencies_hz": freqs.tolist(), "settings": cfg.spectrogram.model_dump(mode="json")}
-    ensure_rows(store, f"{spec_array}/data", n, (len(freqs), n_time), chunk, "float16", spec_attrs)
+    ensure_rows(store, f"{spec_array}/data", n, spec_row, chunk, "float16", spec_attrs)
     spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
     spec_failed = run_chunk_stage(
         "spectrograms", spec_array, spec_keys, n, chunk, markers, store,
@@ -635,7 +636,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     model_path = train_model(rows[best], store, out, markers, logger, log)
     log.stage_seconds["classify"] = time.perf_counter() - t
 
-    report = build_report(cfg, store, records, skipped_records, table, (len(freqs), n_time), rows, best)
+    report = build_report(cfg, store, records, skipped_records, table, spec_row, rows, best)
     report["model"] = model_path
     report["stage_seconds"] = {k: round(v, 2) for k, v in log.stage_seconds.items()}
     report["wall_s"] = round(time.perf_counter() - log.t0, 2)
@@ -779,7 +780,10 @@ def example_spectrograms(store: str, spec_data: str, cfg: PipelineConfig, per_cl
     y = zs.read_array(store, "segments/class_index")
     spec = zs.open_array(f"{store}/{spec_data}", mode="r")
     freqs = np.asarray(spec.attrs["frequencies_hz"])
-    examples = {c: spec.get_orthogonal_selection((np.flatnonzero(y == i)[:per_class],)) for i, c in enumerate(cfg.class_names)}
+    rows = {c: np.flatnonzero(y == i)[:per_class] for i, c in enumerate(cfg.class_names)}
+    # with two leads a row is (n_leads, F, T): the figure shows the first lead
+    examples = {c: spec.get_orthogonal_selection((r,))[:, 0] if spec.ndim == 4 else spec.get_orthogonal_selection((r,))
+                for c, r in rows.items()}
     return example_spectrograms_figure(examples, freqs, cfg.segments.length_s)
 
 

@@ -77,12 +77,23 @@ def test_unknown_preset_and_bad_toml(tmp_path):
         load_config(tmp_path / "absent.toml")
 
 
-def test_section_hash_tracks_only_its_sections():
+def test_spectrogram_array_name_tracks_only_what_shapes_it():
+    from ecgpipe.plan import spectrogram_array_name
+
     a = load_config("paper4")
     b = load_config("paper4", {"classifier": {"C": 1.0}})
     c = load_config("paper4", {"spectrogram": {"nfft": 512}})
-    assert a.section_hash("spectrogram") == b.section_hash("spectrogram")
-    assert a.section_hash("spectrogram") != c.section_hash("spectrogram")
+    two = load_config("paper4", {"segments": {"n_leads": 2}})
+    assert spectrogram_array_name(a) == spectrogram_array_name(b)
+    assert len({spectrogram_array_name(x) for x in (a, c, two)}) == 3
+    assert a.window_shape == (500,) and two.window_shape == (2, 500)
+
+
+def test_n_leads_is_one_or_two():
+    with pytest.raises(ConfigError, match="segments.n_leads"):
+        load_config("paper4", {"segments": {"n_leads": 3}})
+    with pytest.raises(ConfigError, match="databases.mitdb.second_lead"):
+        load_config("paper4", {"databases": {"mitdb": {"second_lead": "V1"}}})
 
 
 def test_sweep_settings_are_validated_and_expanded():

@@ -37,6 +37,10 @@ LEVERS = {
         "0-25 Hz, 0.512-s STFT window (nperseg 128, hop 16, nfft 512): finer frequency detail where ECG energy is",
         {"spectrogram": {"nperseg": 128, "noverlap": 112, "nfft": 512, "fmax": 25.0}, "sweep": SHORT_SWEEP},
     ),
+    "two-leads": (
+        "both leads of every record as image channels (red: MLII or lead 0, green: the other lead, blue: their mean)",
+        {"segments": {"n_leads": 2}, "sweep": SHORT_SWEEP},
+    ),
     "linear-power": ("spectrogram scaling 'linear' instead of log", {"spectrogram": {"scaling": "linear"}, "sweep": SHORT_SWEEP}),
 }
 
