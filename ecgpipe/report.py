@@ -57,6 +57,14 @@ PROTOCOL_SHORT = {"stratified_10fold": "paper (stratified)", "grouped_by_subject
                   "leave_one_database_out": "leave one DB out"}
 
 
+COMPARISON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def comparison_scores(row: dict, protocols: list[str]) -> list[tuple[float, float]]:
+    """(score, std over folds) of one comparison row: per protocol, accuracy, balanced accuracy and macro-F1."""
+    return [(row["protocols"][p][k], row["protocols"][p][f"{k}_fold_std"]) for p in protocols for k in COMPARISON_METRICS]
+
+
 def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the comparison table: per row backbone, layer, classifier, and per protocol
     accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds."""
@@ -65,15 +73,9 @@ def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     for p in protocols:
         short = PROTOCOL_SHORT.get(p, p)
         header += [f"{short} acc", f"{short} bal. acc", f"{short} macro-F1"]
-    rows = []
-    for row in report["comparison"]:
-        cells = [row["backbone"], str(row["layer"]), row["classifier"]]
-        for p in protocols:
-            m = row["protocols"][p]
-            cells += [f"{m['accuracy']:.3f} ± {m['accuracy_fold_std']:.3f}",
-                      f"{m['balanced_accuracy']:.3f} ± {m['balanced_accuracy_fold_std']:.3f}",
-                      f"{m['macro_f1']:.3f} ± {m['macro_f1_fold_std']:.3f}"]
-        rows.append(cells)
+    rows = [[row["backbone"], str(row["layer"]), row["classifier"],
+             *(f"{score:.3f} ± {std:.3f}" for score, std in comparison_scores(row, protocols))]
+            for row in report["comparison"]]
     return header, rows
 
 

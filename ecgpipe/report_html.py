@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.report import PROTOCOL_SHORT, PROTOCOL_TITLES  # noqa: E402
+from ecgpipe.report import PROTOCOL_SHORT, PROTOCOL_TITLES, comparison_scores  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -73,10 +73,7 @@ def comparison_table(report: dict) -> str:
     for row in report["comparison"]:
         features = "RR-interval features only" if row["backbone"] == "-" else f"{e(row['backbone'])}<br><code>{e(str(row['layer']))}</code>"
         cells = [features, e(row["classifier"])]
-        for p in protocols:
-            m = row["protocols"][p]
-            for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-                cells.append(f"{m[key]:.3f}<br><span class=sd>± {m[key + '_fold_std']:.3f}</span>")
+        cells += [f"{score:.3f}<br><span class=sd>± {std:.3f}</span>" for score, std in comparison_scores(row, protocols)]
         body.append(f"<tr{' class=best' if row['best'] else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table class='compare'>{top}{sub}{''.join(body)}</table>"
 
