@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecgpipe.databases import KNOWN_DATABASES
+from ecgpipe.rhythm import RHYTHM_FEATURES
+from ecgpipe.waveform import WAVEFORM_FEATURES
 
 
 class ConfigError(ValueError):
@@ -153,6 +155,10 @@ class ClassifierSettings(_Strict):
 
     @property
     def label(self) -> str:
+        return self.describe()
+
+    def describe(self, rhythm_block: str = "RR") -> str:
+        """The row label; ``rhythm_block`` names what the rhythm block holds ('RR', or 'RR+wave' with waveforms)."""
         if self.name:
             return self.name
         head = {"svc": f"SVC({self.kernel})", "linear_svc": "LinearSVC", "logreg": "LogReg"}[self.kind]
@@ -161,7 +167,7 @@ class ClassifierSettings(_Strict):
             parts.insert(0, f"PCA {self.pca}")
         if self.class_weight:
             parts.append("balanced")
-        inputs = {"cnn": "", "rhythm": "RR only ", "cnn+rhythm": f"+RR(w={self.rhythm_weight:g}) "}[self.inputs]
+        inputs = {"cnn": "", "rhythm": f"{rhythm_block} only ", "cnn+rhythm": f"+{rhythm_block}(w={self.rhythm_weight:g}) "}[self.inputs]
         return f"{inputs}{head} {', '.join(parts)}".strip()
 
 
@@ -169,7 +175,13 @@ class RhythmSettings(_Strict):
     """RR-interval features from wfdb's xqrs QRS detector (see ecgpipe/rhythm.py), stored next to each segment."""
 
     enabled: bool = Field(False, description="Detect QRS complexes and compute RR features for every segment.")
-    context_s: float = Field(10.0, gt=0, description="Seconds around a segment's centre whose beats are used.")
+    context_s: float = Field(10.0, gt=0, description="Seconds around a segment's centre whose beats (and waveform) are used.")
+    waveform: bool = Field(
+        False,
+        description="Also compute the waveform descriptors of ecgpipe/waveform.py (dominant frequency, VF leakage, "
+        "threshold crossings, kurtosis, regularity, complexity...) over the same context: they join the RR features "
+        "in the classifiers' 'rhythm' block. They separate VT from VF, which RR intervals cannot.",
+    )
 
 
 class SweepSettings(_Strict):
@@ -284,6 +296,18 @@ class PipelineConfig(_Strict):
         """Shape of one stored segment: (length,) for one lead, (n_leads, length) for more."""
         length = self.segment_length
         return (length,) if self.segments.n_leads == 1 else (self.segments.n_leads, length)
+
+    @property
+    def classifier_label(self) -> str:
+        """[classifier]'s row label, naming the rhythm block it sees ('RR', or 'RR+wave' with waveform descriptors)."""
+        return self.classifier.describe("RR+wave" if self.rhythm.waveform else "RR")
+
+    @property
+    def rhythm_columns(self) -> tuple[str, ...]:
+        """Names of the 'rhythm' block's columns: RR features, then waveform descriptors when enabled."""
+        if not self.rhythm.enabled:
+            return ()
+        return RHYTHM_FEATURES + (WAVEFORM_FEATURES if self.rhythm.waveform else ())
 
     @property
     def segment_stride(self) -> int:

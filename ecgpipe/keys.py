@@ -14,7 +14,10 @@ from pathlib import Path
 
 # Source files whose code decides each stage's output. Editing one of them makes that stage's units stale.
 STAGE_SOURCES = {
-    "segments": ("records.py", "segments.py", "dataset.py", "databases.py", "rhythm.py", "labels.py"),
+    "segments": ("records.py", "segments.py", "dataset.py", "databases.py", "labels.py"),
+    # the rhythm block (RR features, waveform descriptors) is stored with a record's windows but keyed apart from
+    # them: changing it recomputes the records and the classifiers, not the spectrograms and CNN features
+    "rhythm": ("rhythm.py", "waveform.py"),
     "spectrograms": ("spectrogram.py",),
     "features": ("features.py", "backbones.py"),
     "classify": ("classify.py",),

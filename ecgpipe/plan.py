@@ -46,9 +46,10 @@ class RecordUnit:
     database: str
     record: str
     db_dir: str
-    key: str
+    key: str  # everything stored for the record: windows and rhythm block
     label: str | None = None  # the record's label, for a database labelled per record by a CSV
     files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
+    signal_key: str = ""  # the windows alone (what spectrograms are computed from): the key without the rhythm block
 
     @property
     def name(self) -> str:
@@ -58,7 +59,7 @@ class RecordUnit:
 def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None) -> RecordUnit:
     settings = cfg.database(database)
     digest = file_digest(record_files(db_dir, record, settings.annotator))
-    key = content_key(
+    signal_key = content_key(
         "segments",
         code_version("segments"),
         digest,
@@ -66,10 +67,10 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         settings.model_copy(update={"records": []}).model_dump(mode="json"),
         cfg.segments.model_dump(mode="json"),
         cfg.classes,
-        cfg.rhythm.model_dump(mode="json"),
         label,
     )
-    return RecordUnit(database, record, str(db_dir), key, label, digest)
+    key = content_key(signal_key, "rhythm", code_version("rhythm"), cfg.rhythm.model_dump(mode="json"))
+    return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key)
 
 
 def array_digest(data: np.ndarray) -> str:
@@ -135,7 +136,7 @@ def feature_array_name(cfg: PipelineConfig) -> str:
 
 
 def spectrogram_chunk_keys(cfg: PipelineConfig, uids: list[str], record_keys: dict[str, str]) -> list[str]:
-    """Key of each spectrogram chunk: its rows' segment ids and record keys, the settings, the code."""
+    """Key of each spectrogram chunk: its rows' segment ids and records' signal keys, the settings, the code."""
     size = cfg.run.chunk_size
     settings = cfg.spectrogram.model_dump(mode="json")
     keys = []

@@ -70,8 +70,8 @@ from ecgpipe.plan import (
     uid_order_key,
 )
 from ecgpipe.records import RecordError, read_record
-from ecgpipe.rhythm import RHYTHM_FEATURES
 from ecgpipe.report import RANDOM_WEIGHTS_WARNING, write_report
+from ecgpipe.rhythm import RHYTHM_FEATURES
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 from ecgpipe.spectrogram import spectrogram_chunk, spectrogram_frequencies, spectrogram_shape
 
@@ -142,6 +142,7 @@ def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str
         "n_windows": int(len(found.starts)),
         "labels": sorted({ep.label for ep in rec.episodes}),
         "key": unit.key,
+        "signal_key": unit.signal_key,
     }
     zs.write_record_windows(
         store,
@@ -373,11 +374,14 @@ def plan_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -> 
     previous = root["segments"].attrs.get("uids") if "segments" in root and "uids" in root["segments"].attrs else None
     slots = assign_slots(previous, [uids[i] for i in chosen])
     record_keys = {f"{r['database']}/{r['record']}": r["key"] for r in records}
+    # spectrograms depend on the windows alone, not on the rhythm block stored beside them
+    signal_keys = {f"{r['database']}/{r['record']}": r.get("signal_key", r["key"]) for r in records}
     subjects = {f"{r['database']}/{r['record']}": r["subject"] for r in records}
     table_key = content_key(slots, record_keys, cfg.run.chunk_size, cfg.classes)
     table = {
         "uids": slots,
         "record_keys": record_keys,
+        "signal_keys": signal_keys,
         "subjects": subjects,
         "n_candidates": int(len(uids)),
         "key": table_key,
@@ -399,7 +403,7 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
     start = np.zeros(n, np.int64)
     cls = np.zeros(n, np.int16)
     rhythm = np.zeros(n, np.int16)
-    rhythm_features = np.zeros((n, len(RHYTHM_FEATURES)), np.float32) if cfg.rhythm.enabled else None
+    rhythm_features = np.zeros((n, len(cfg.rhythm_columns)), np.float32) if cfg.rhythm.enabled else None
     rhythm_labels: list[str] = []
     by_record: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for slot, uid in enumerate(slots):
@@ -425,7 +429,7 @@ def update_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -
         zs.create_array(store, f"segments/{name}", data.shape, (chunk,), data.dtype)[...] = data
     if rhythm_features is not None:
         zs.create_array(store, "segments/rhythm_features", rhythm_features.shape, (chunk, rhythm_features.shape[1]), "float32",
-                        attrs={"columns": list(RHYTHM_FEATURES), "context_s": cfg.rhythm.context_s})[...] = rhythm_features
+                        attrs={"columns": list(cfg.rhythm_columns), "context_s": cfg.rhythm.context_s})[...] = rhythm_features
     elif "segments/rhythm_features" in root:
         del root["segments/rhythm_features"]
     root["segments"].attrs.update(
@@ -522,7 +526,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | None, out_dir: str) -> dict:
     table, _ = plan_segment_table(store, records, cfg)
     n, chunk = len(table["uids"]), cfg.run.chunk_size
     spec_array = spectrogram_array_name(cfg)
-    spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
+    spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["signal_keys"])
 
     def chunk_rows(array, keys):
         return [(f"{array}/{_chunk_unit(i)}", array, _chunk_unit(i), key, stored_chunk_done(store, markers, array, i, key, n, chunk))
@@ -603,7 +607,7 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     spec_row = spectrogram_shape(cfg.window_shape, cfg.segments.target_fs, cfg.spectrogram)  # ([n_leads,] F, T)
     spec_attrs = {"frequencies_hz": freqs.tolist(), "settings": cfg.spectrogram.model_dump(mode="json")}
     ensure_rows(store, f"{spec_array}/data", n, spec_row, chunk, "float16", spec_attrs)
-    spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["record_keys"])
+    spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["signal_keys"])
     spec_failed = run_chunk_stage(
         "spectrograms", spec_array, spec_keys, n, chunk, markers, store,
         lambda i, key: spec_task.submit(store, out_dir, spec_array, i, key, config_json), logger, log,
@@ -768,8 +772,8 @@ def train_model(row: dict, store: str, out: Location, markers: Markers, logger, 
     if marker and marker.get("key") == key and os.path.isfile(path):
         return path
     train_model_task.submit(store, row["features"], row["cfg"].model_dump_json(), row["extractor"]["attrs"]["weights"], path).result()
-    markers.write("model", "model", key, {"row": row["cfg"].classifier.label})
-    logger.info(f"model: {row['cfg'].classifier.label} on {row['extractor']['array']} -> {path}")
+    markers.write("model", "model", key, {"row": row["cfg"].classifier_label})
+    logger.info(f"model: {row['cfg'].classifier_label} on {row['extractor']['array']} -> {path}")
     return path
 
 
@@ -797,7 +801,7 @@ def comparison_summary(rows: list[dict], best: int) -> list[dict]:
             {
                 "backbone": attrs["backbone"] if clf.inputs != "rhythm" else "-",
                 "layer": attrs["layer"] if clf.inputs != "rhythm" else "-",
-                "classifier": clf.label,
+                "classifier": row["cfg"].classifier_label,
                 "features_array": f"{row['extractor']['array']}/data",
                 "best": i == best,
                 "protocols": {p: {k: m[k] for k in keys} for p, m in row["protocols"].items()},
@@ -813,7 +817,9 @@ def comparison_summary(rows: list[dict], best: int) -> list[dict]:
 def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
     """What the best row's classifier sees, in words (a rhythm-only row uses no CNN at all)."""
     cnn = f"{feat_attrs['backbone']} layer {feat_attrs['layer']} ({feat_attrs['width']} values, weights: {feat_attrs['weights']})"
-    rr = f"{len(RHYTHM_FEATURES)} RR-interval features over {cfg.rhythm.context_s:g} s"
+    n_waveform = len(cfg.rhythm_columns) - len(RHYTHM_FEATURES)
+    waveform = f" and {n_waveform} waveform descriptors" if n_waveform else ""
+    rr = f"{len(RHYTHM_FEATURES)} RR-interval features{waveform} over {cfg.rhythm.context_s:g} s"
     return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
 
 
@@ -847,7 +853,7 @@ def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dic
             "feature_width": int(feat_attrs["width"]),
             "weights": feat_attrs["weights"],
             "features_array": f"{rows[best]['extractor']['array']}/data",
-            "classifier": best_cfg.classifier.label,
+            "classifier": best_cfg.classifier_label,
             "features_description": features_description(best_cfg, feat_attrs),
             "selected_by": f"highest macro-F1 under {cfg.selection_protocol} among {len(rows)} rows",
             "protocols": rows[best]["protocols"],

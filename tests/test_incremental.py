@@ -139,6 +139,21 @@ def test_parameter_changes_recompute_only_the_stages_they_touch(cold, tmp_path):
     assert computed(out) == {"segments": 0, "spectrograms": 0, "features": 0, "classify": 0}
 
 
+def test_rhythm_block_changes_recompute_records_and_classifier_not_spectrograms_or_features(cold, tmp_path):
+    """RR features and waveform descriptors are stored with a record's windows but keyed apart from them: turning
+    them on (or changing their context) redoes the records and the classifier, never a spectrogram or CNN chunk."""
+    out = copy_run(cold, tmp_path)
+    fused = '[rhythm]\nenabled = true\nwaveform = true\ncontext_s = 8.0\n[classifier]\ninputs = "cnn+rhythm"\n'
+    report = run(config_file(cold["tmp"], fused), cold["data"], out)
+    assert computed(out) == {"segments": 3, "spectrograms": 0, "features": 0, "classify": 1}
+    block = zarr.open_array(f"{out}/store.zarr/segments/rhythm_features", mode="r")
+    assert block.shape == (report["n_segments"], 19) and len(block.attrs["columns"]) == 19
+    assert np.isfinite(block[...]).all() and np.abs(block[:, 8:]).sum() > 0  # the waveform columns are filled
+    assert "waveform descriptors" in report["features_description"] and report["classifier"].startswith("+RR+wave")
+    run(config_file(cold["tmp"], fused.replace("8.0", "12.0")), cold["data"], out)
+    assert computed(out) == {"segments": 3, "spectrograms": 0, "features": 0, "classify": 1}
+
+
 def test_fixed_record_recomputes_only_its_downstream_chunks(cold, tmp_path, physionet):
     data = tmp_path / "data"
     copy_records(physionet, data, "vfdb", RECORDS)

@@ -41,6 +41,15 @@ LEVERS = {
         "both leads of every record as image channels (red: MLII or lead 0, green: the other lead, blue: their mean)",
         {"segments": {"n_leads": 2}, "sweep": SHORT_SWEEP},
     ),
+    "waveform": (
+        "waveform descriptors of ventricular arrhythmias (ecgpipe/waveform.py) join the RR features in the rhythm block",
+        {"rhythm": {"waveform": True}, "sweep": SHORT_SWEEP},
+    ),
+    "two-leads-waveform": (
+        "both leads as image channels, and waveform descriptors with the RR features (rhythm block weight 0.5 and 0.7)",
+        {"segments": {"n_leads": 2}, "rhythm": {"waveform": True}, "sweep": {
+            **SHORT_SWEEP, "classifiers": [*SHORT_SWEEP["classifiers"], {**SHORT_SWEEP["classifiers"][1], "rhythm_weight": 0.7}]}},
+    ),
     "linear-power": ("spectrogram scaling 'linear' instead of log", {"spectrogram": {"scaling": "linear"}, "sweep": SHORT_SWEEP}),
 }
 
