@@ -79,6 +79,16 @@ def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def hardest_subjects(protocol: dict, n: int = 8, min_segments: int = 10) -> list[dict]:
+    """The (patient, class) pairs with the lowest recall among those with at least ``min_segments`` segments."""
+    pairs = [r for r in protocol.get("per_subject", []) if r["n"] >= min_segments and r["recall"] < 1.0]
+    return sorted(pairs, key=lambda r: (r["recall"], -r["n"]))[:n]
+
+
+def predicted_as(row: dict) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(row["predicted"].items(), key=lambda kv: -kv[1]))
+
+
 def render_markdown(report: dict) -> str:
     lines = []
     if report.get("warning"):
@@ -129,6 +139,11 @@ def render_markdown(report: dict) -> str:
         lines += ["| annotated \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         for cls, row in zip(names, p["confusion_matrix"]):
             lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
+        hardest = hardest_subjects(p)
+        if hardest:
+            lines += ["", "Hardest patients (lowest recall, at least 10 segments of the class):", "",
+                      "| patient | annotated class | segments | recall | predicted as |", "|---|---|---:|---:|---|"]
+            lines += [f"| {r['subject']} | {r['class']} | {r['n']} | {r['recall']:.2f} | {predicted_as(r)} |" for r in hardest]
     lines += ["", "## Data", "", "| class | " + " | ".join(report["databases"]) + " | subjects |"]
     lines.append("|---|" + "---:|" * (len(report["databases"]) + 1))
     for cls in report["class_counts"]:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.report import PROTOCOL_SHORT, PROTOCOL_TITLES, comparison_scores  # noqa: E402
+from ecgpipe.report import PROTOCOL_SHORT, PROTOCOL_TITLES, comparison_scores, hardest_subjects, predicted_as  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -123,6 +123,10 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
                      + f"</div><div><img alt='confusion matrix {e(name)}' src='{uri}' width='420'></div></div>")
         parts.append("<details><summary>per-fold scores</summary>"
                      + _table(["fold", "train", "test", "test patients", "accuracy", "macro-F1"], folds) + "</details>")
+        hardest = [[e(r["subject"]), e(r["class"]), r["n"], f"{r['recall']:.2f}", e(predicted_as(r))] for r in hardest_subjects(p)]
+        if hardest:
+            parts.append("<details><summary>hardest patients (lowest recall, at least 10 segments of the class)</summary>"
+                         + _table(["patient", "annotated class", "segments", "recall", "predicted as"], hardest) + "</details>")
     parts.append("<h2>Data</h2>")
     dbs = report["databases"]
     rows = [[e(c)] + [report["class_counts_by_database"][c].get(db, 0) for db in dbs] + [report["subjects_per_class"][c]]

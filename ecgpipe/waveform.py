@@ -15,7 +15,7 @@ below are the standard ones (computed over ``rhythm.context_s`` seconds around e
 * ``kurtosis`` (QRS spikes make it large; a sinusoid has 1.5)
 * ``hjorth_mobility`` and ``hjorth_complexity`` (mean frequency and its spread from the signal's derivatives)
 * ``autocorr_peak`` (highest normalised autocorrelation at 0.2-2 s lag: regularity of a repeating complex)
-* ``lz_complexity`` (Lempel-Ziv complexity of the signal binarised at its median, Zhang et al. 1999)
+* ``lz_complexity`` (Lempel-Ziv complexity of the central 8 s binarised at its median, Zhang et al. 1999)
 
 Pure functions: no Prefect, no Dask, no Zarr.
 """
@@ -106,9 +106,11 @@ def waveform_descriptors(x: np.ndarray, fs: float) -> np.ndarray:
     ac = ac / max(ac[0], 1e-12)
     lo, hi = int(0.2 * fs), min(int(2.0 * fs), len(x) - 1)
     out[9] = ac[lo:hi].max() if hi > lo else 0.0
-    # chaos: Lempel-Ziv complexity of the signal above/below its median, decimated to ~125 Hz (cost is quadratic)
+    # chaos: Lempel-Ziv complexity of the central 8 s (Zhang et al.'s window; the cost grows with the square of the
+    # length) above/below its median, decimated to ~125 Hz
     step = max(1, int(round(fs / 125)))
-    xs = x[::step]
+    centre, half = len(x) // 2, int(4 * fs)
+    xs = x[max(0, centre - half) : centre + half : step]
     out[10] = _lz_complexity(xs > np.median(xs))
     return out
 

@@ -127,3 +127,22 @@ def test_classifier_kinds_and_fused_inputs():
     assert reduced[:, 3:].var(axis=0).sum() / reduced.var(axis=0).sum() == pytest.approx(0.25, abs=1e-6)
     with pytest.raises(ValueError, match="needs cnn\\+rhythm features"):
         design_matrix(X, None, fused)
+
+
+def test_per_subject_breakdown_names_the_patients_the_errors_come_from():
+    from ecgpipe.classify import per_subject
+    from ecgpipe.report import hardest_subjects, predicted_as
+
+    y = np.array([0] * 20 + [1] * 12 + [1] * 5)
+    groups = np.array(["p1"] * 20 + ["p2"] * 12 + ["p3"] * 5)
+    y_pred = np.array([0] * 18 + [1] * 2 + [0] * 9 + [1] * 3 + [0] * 5)
+    rows = {(r["subject"], r["class"]): r for r in per_subject(y, y_pred, groups, ["n", "af"])}
+    assert rows[("p1", "n")] == {"subject": "p1", "class": "n", "n": 20, "recall": 0.9, "predicted": {"n": 18, "af": 2}}
+    assert rows[("p2", "af")]["recall"] == 0.25 and rows[("p2", "af")]["predicted"] == {"n": 9, "af": 3}
+    hardest = hardest_subjects({"per_subject": list(rows.values())})
+    assert [(r["subject"], r["recall"]) for r in hardest] == [("p2", 0.25), ("p1", 0.9)]  # p3: under 10 segments
+    assert predicted_as(hardest[0]) == "n 9, af 3"
+    X, yy, g = _data()
+    report_protocol = evaluate_protocol(X, yy, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings())
+    assert {r["subject"] for r in report_protocol["per_subject"]} == set(g)
+    assert sum(r["n"] for r in report_protocol["per_subject"]) == len(yy)
