@@ -134,9 +134,12 @@ def load_backbone(
 ) -> tuple[nn.Module, str]:
     """Build backbone ``name`` and load its weights; returns ``(model in eval mode, weights source description)``."""
     spec = backbone_spec(name)
-    model = spec.build()
+    # random initialisation seeded, so every worker process of a run builds the very same untrained network
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = spec.build()
     if weights == "random":
-        return model.eval(), "RANDOM (untrained) weights"
+        return model.eval(), "RANDOM (untrained) weights (seed 0)"
     if weights != "pretrained":
         raise ValueError(f"features.weights must be 'pretrained' or 'random', got {weights!r}")
 

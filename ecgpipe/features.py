@@ -7,6 +7,7 @@ globally average-pooled to a vector. A worker process builds its extractor once 
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import warnings
@@ -58,37 +59,49 @@ def spectrograms_to_images(spec: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class FeatureExtractor:
-    """Callable mapping (n, F, T) or two-lead (n, 2, F, T) spectrograms (numpy) to (n, D) float32 features."""
+    """Callable mapping (n, F, T) or two-lead (n, 2, F, T) spectrograms (numpy) to (n, D) float32 features.
 
-    def __init__(self, settings: FeatureSettings):
+    ``layers`` taps several layers of the one backbone in the same forward pass (a sweep over layers computes its
+    feature arrays together); the extractor's own ``layer`` is ``settings.layer`` (default: the pooled output).
+    """
+
+    def __init__(self, settings: FeatureSettings, layers: tuple[str, ...] | None = None):
         self.settings = settings
         self.device = resolve_device(settings.device)
         if self.device.type == "cpu":
             torch.set_num_threads(settings.torch_threads)
         spec = backbone_spec(settings.backbone)
-        model, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
-        self._backbone = model  # kept for tap(): several layers of these very weights
+        self._backbone, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
         self.layer = settings.layer or spec.pooled_layer
+        self._tap_layers(layers or ())
+
+    def _tap_layers(self, layers) -> None:
+        """(Re)build the graph that returns this extractor's own layer and ``layers`` from one forward pass."""
+        self.layers = tuple(dict.fromkeys([self.layer, *layers]))  # own layer first, no duplicates
         try:
             with warnings.catch_warnings():
                 # "nodes obtained in eval mode are a subsequence of train mode": we only ever run in eval mode.
                 warnings.simplefilter("ignore", UserWarning)
-                extractor = create_feature_extractor(model.eval(), return_nodes={self.layer: "features"})
+                extractor = create_feature_extractor(self._backbone.eval(), return_nodes={name: name for name in self.layers})
         except Exception as exc:
             from torchvision.models.feature_extraction import get_graph_node_names
 
-            nodes = get_graph_node_names(model)[1]
+            nodes = get_graph_node_names(self._backbone)[1]
             raise ValueError(
-                f"features.layer: {self.layer!r} is not a node of {settings.backbone} ({exc}); "
+                f"features.layer: {', '.join(map(repr, self.layers))} not all nodes of {self.settings.backbone} ({exc}); "
                 f"some nodes: {', '.join(nodes[-8:])}"
             ) from None
         self.model = extractor.eval().to(self.device, memory_format=torch.channels_last)
-        if settings.compile:
+        if self.settings.compile:
             self.model = torch.compile(self.model)
 
-    @torch.inference_mode()
     def __call__(self, spectrograms: np.ndarray) -> np.ndarray:
-        out = []
+        return self.extract(spectrograms)[self.layer]
+
+    @torch.inference_mode()
+    def extract(self, spectrograms: np.ndarray) -> dict[str, np.ndarray]:
+        """Pooled activations of every tapped layer, ``{layer: (n, D_layer) float32}``, in batches of batch_size."""
+        out: dict[str, list] = {name: [] for name in self.layers}
         bs = self.settings.batch_size
         use_amp = self.device.type == "cuda" and self.settings.amp
         for i in range(0, len(spectrograms), bs):
@@ -96,39 +109,44 @@ class FeatureExtractor:
             images = spectrograms_to_images(batch.to(self.device, non_blocking=True), self.settings.image_size)
             images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=getattr(torch, self.settings.amp_dtype), enabled=use_amp):
-                act = self.model(images)["features"]
-            if act.ndim == 4:
-                act = act.mean(dim=(2, 3))  # global average pooling of a feature map
-            elif act.ndim == 3:
-                act = act.mean(dim=1)
-            out.append(act.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.feature_width()), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32)
+                acts = self.model(images)
+            for name, act in acts.items():
+                if act.ndim == 4:
+                    act = act.mean(dim=(2, 3))  # global average pooling of a feature map
+                elif act.ndim == 3:
+                    act = act.mean(dim=1)
+                out[name].append(act.float().cpu().numpy())
+        if not len(spectrograms):
+            return {name: np.zeros((0, width), dtype=np.float32) for name, width in self.feature_widths().items()}
+        return {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
 
-    @torch.inference_mode()
     def tap(self, spectrograms: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
-        """Pooled activations of several layers from one forward pass (for comparing layers, as the paper does)."""
-        key = tuple(layers)
-        if getattr(self, "_multi_key", None) != key:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                multi = create_feature_extractor(self._backbone.eval(), return_nodes={name: name for name in layers})
-            self._multi, self._multi_key = multi.eval().to(self.device, memory_format=torch.channels_last), key
-        images = spectrograms_to_images(torch.from_numpy(np.asarray(spectrograms, np.float32)).to(self.device), self.settings.image_size)
-        acts = self._multi(images.contiguous(memory_format=torch.channels_last))
-        return {name: (a.mean(dim=(2, 3)) if a.ndim == 4 else a).float().cpu().numpy() for name, a in acts.items()}
+        """Pooled activations of several layers of this backbone from one forward pass."""
+        if not set(layers) <= set(self.layers):
+            clones = self.__dict__.setdefault("_clones", {})
+            if tuple(layers) not in clones:  # the same weights (even random ones), another set of taps
+                clone = copy.copy(self)
+                clone._tap_layers(layers)
+                clones[tuple(layers)] = clone
+            acts = clones[tuple(layers)].extract(spectrograms)
+        else:
+            acts = self.extract(spectrograms)
+        return {name: acts[name] for name in layers}
+
+    def feature_widths(self) -> dict[str, int]:
+        dummy = np.zeros((1, 8, 8), dtype=np.float32)
+        return {name: a.shape[1] for name, a in self.extract(dummy).items()}
 
     def feature_width(self) -> int:
-        dummy = np.zeros((1, 8, 8), dtype=np.float32)
-        return self(dummy).shape[1]
+        return self.feature_widths()[self.layer]
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_extractor(settings_json: str) -> FeatureExtractor:
-    return FeatureExtractor(FeatureSettings.model_validate_json(settings_json))
+def _cached_extractor(settings_json: str, layers: tuple[str, ...]) -> FeatureExtractor:
+    return FeatureExtractor(FeatureSettings.model_validate_json(settings_json), layers)
 
 
-def get_extractor(settings: FeatureSettings) -> FeatureExtractor:
-    """The process-wide extractor for these settings: a Dask worker loads the model once, not once per chunk."""
-    return _cached_extractor(json.dumps(settings.model_dump(mode="json"), sort_keys=True))
+def get_extractor(settings: FeatureSettings, layers: tuple[str, ...] = ()) -> FeatureExtractor:
+    """The process-wide extractor for these settings (and extra ``layers`` tapped in the same pass): a Dask worker
+    loads the model once, not once per chunk."""
+    return _cached_extractor(json.dumps(settings.model_dump(mode="json"), sort_keys=True), tuple(layers))

@@ -147,6 +147,15 @@ def spectrogram_chunk_keys(cfg: PipelineConfig, uids: list[str], record_keys: di
     return keys
 
 
+def feature_groups(variants: list) -> list[list[int]]:
+    """Indices of a sweep's feature settings grouped by everything but the layer: each group is one backbone whose
+    layers are tapped in the same forward pass. Groups keep the order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for k, settings in enumerate(variants):
+        groups.setdefault(content_key(settings.model_dump(mode="json", exclude={"layer"})), []).append(k)
+    return list(groups.values())
+
+
 def feature_chunk_keys(cfg: PipelineConfig, spectrogram_keys: list[str]) -> list[str]:
     settings = cfg.features.model_dump(mode="json", exclude=SPEED_ONLY)
     return [content_key("features", code_version("features"), settings, k) for k in spectrogram_keys]

@@ -62,6 +62,7 @@ from ecgpipe.plan import (
     classify_key,
     feature_array_name,
     feature_chunk_keys,
+    feature_groups,
     record_unit,
     segment_uid,
     select_stable,
@@ -186,17 +187,23 @@ def feature_width_task(config_json: str) -> tuple[int, str, str]:
 
 @stage_task(name="feature-chunk", task_run_name="features chunk {chunk_index}")
 def feature_chunk_task(
-    store: str, out_dir: str, spec_array: str, feat_array: str, chunk_index: int, key: str, config_json: str
+    store: str, out_dir: str, spec_array: str, chunk_index: int, targets: list[tuple[str, str, str]], config_json: str
 ) -> int:
+    """One chunk of spectrograms through the backbone ONCE, tapping the layer of every target (feature array, chunk
+    key, layer): a sweep over layers of one backbone pays for one forward pass, not one per layer."""
     from ecgpipe.features import get_extractor
 
     cfg = _config(config_json)
     _injected_fault("features", chunk_index)
     spectrograms = zs.read_chunk(store, f"{spec_array}/data", chunk_index, cfg.run.chunk_size)
-    features = get_extractor(cfg.features)(spectrograms)
-    zs.write_chunk(store, f"{feat_array}/data", chunk_index, features)
-    Markers(out_dir).write(feat_array, _chunk_unit(chunk_index), key, {"digest": array_digest(features), "worker": _where()})
-    return int(len(features))
+    first, *others = [layer for _, _, layer in targets]
+    extractor = get_extractor(cfg.features.model_copy(update={"layer": first}), tuple(others))
+    activations = extractor.extract(spectrograms)
+    for feat_array, key, layer in targets:
+        zs.write_chunk(store, f"{feat_array}/data", chunk_index, activations[layer])
+        Markers(out_dir).write(feat_array, _chunk_unit(chunk_index), key,
+                               {"digest": array_digest(activations[layer]), "worker": _where()})
+    return int(len(spectrograms))
 
 
 @dataclass
@@ -464,25 +471,39 @@ def stored_chunk_done(store: str, markers: Markers, array: str, i: int, key: str
     return chunk_is_done(markers, array, _chunk_unit(i), key, lambda: zs.open_array(f"{store}/{array}/data", mode="r")[lo:hi])
 
 
-def run_chunk_stage(stage, array, keys, n_rows, chunk, markers, store, submit, logger, log: RunLog, blocked=()) -> set[int]:
-    """Submit the chunks of a stage that are not done; returns the chunk indices that failed (or were blocked)."""
-    todo, failed = [], set()
-    for i, key in enumerate(keys):
+def run_chunk_stage(stage, targets, n_rows, chunk, markers, store, submit, logger, log: RunLog, blocked=()) -> set[int]:
+    """Submit the chunks of a stage that are not done; returns the chunk indices that failed (or were blocked).
+
+    ``targets`` are (array, chunk keys) pairs filled by the same tasks (the layers of one backbone share a forward
+    pass); ``submit(i, [(array, key), ...])`` gets the targets of chunk i that are missing or stale. Units are counted
+    per (array, chunk)."""
+    todo: dict[int, list[tuple[str, str]]] = {}
+    failed: set[int] = set()
+    n_chunks, skipped = len(targets[0][1]), 0
+    for i in range(n_chunks):
         if i in blocked:
             failed.add(i)
-            log.fail(stage, f"{array}/{_chunk_unit(i)}", "upstream chunk failed")
+            for array, _ in targets:
+                log.fail(stage, f"{array}/{_chunk_unit(i)}", "upstream chunk failed")
             continue
-        if stored_chunk_done(store, markers, array, i, key, n_rows, chunk):
-            continue
-        todo.append(i)
-    log.count(stage, skipped=len(keys) - len(todo) - len(failed))
-    logger.info(f"{stage}: {len(todo)} of {len(keys)} chunks to compute ({len(keys) - len(todo) - len(failed)} up to date)")
-    futures = [submit(i, keys[i]) for i in todo]
-    _, failures = _wait_all(futures, stage, logger)
-    log.count(stage, computed=len(todo) - len(failures))
+        missing = [(array, keys[i]) for array, keys in targets
+                   if not stored_chunk_done(store, markers, array, i, keys[i], n_rows, chunk)]
+        skipped += len(targets) - len(missing)
+        if missing:
+            todo[i] = missing
+    log.count(stage, skipped=skipped)
+    n_units = sum(len(t) for t in todo.values())
+    logger.info(f"{stage}: {n_units} of {len(targets) * n_chunks} chunks to compute ({skipped} up to date)")
+    chunks = list(todo)
+    _, failures = _wait_all([submit(i, todo[i]) for i in chunks], stage, logger)
+    lost = 0
     for idx, exc in failures:
-        failed.add(todo[idx])
-        log.fail(stage, f"{array}/{_chunk_unit(todo[idx])}", _error_text(exc))
+        i = chunks[idx]
+        failed.add(i)
+        lost += len(todo[i])
+        for array, _ in todo[i]:
+            log.fail(stage, f"{array}/{_chunk_unit(i)}", _error_text(exc))
+    log.count(stage, computed=n_units - lost)
     return failed
 
 
@@ -609,21 +630,24 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     ensure_rows(store, f"{spec_array}/data", n, spec_row, chunk, "float16", spec_attrs)
     spec_keys = spectrogram_chunk_keys(cfg, table["uids"], table["signal_keys"])
     spec_failed = run_chunk_stage(
-        "spectrograms", spec_array, spec_keys, n, chunk, markers, store,
-        lambda i, key: spec_task.submit(store, out_dir, spec_array, i, key, config_json), logger, log,
+        "spectrograms", [(spec_array, spec_keys)], n, chunk, markers, store,
+        lambda i, todo: spec_task.submit(store, out_dir, spec_array, i, todo[0][1], config_json), logger, log,
     )
     log.stage_seconds["spectrograms"] = time.perf_counter() - t
 
-    # 3. features: one array per extractor of the sweep, all from the same spectrograms
+    # 3. features: one array per extractor of the sweep, all from the same spectrograms; extractors that differ only
+    #    in the layer share one forward pass per chunk
     t = time.perf_counter()
     n_gpu = gpu_workers_in_cluster()
     placement = f"{n_gpu} GPU worker(s) (resources GPU=1)" if n_gpu else "any worker (no GPU worker in the cluster)"
-    extractors, feat_failed = [], set()
-    for features in cfg.feature_variants:
-        extractor = extract_features(cfg.with_stage(features=features), store, out_dir, spec_array, spec_keys, n,
-                                     spec_failed, n_gpu, markers, feat_task, logger, log)
-        feat_failed |= extractor.pop("failed")
-        extractors.append(extractor)
+    variants = cfg.feature_variants
+    extractors, feat_failed = [None] * len(variants), set()
+    for group in feature_groups(variants):
+        done, failed = extract_features([cfg.with_stage(features=variants[k]) for k in group], store, out_dir, spec_array,
+                                        spec_keys, n, spec_failed, n_gpu, markers, feat_task, logger, log)
+        for k, extractor in zip(group, done):
+            extractors[k] = extractor
+        feat_failed |= failed
     log.stage_seconds["features"] = time.perf_counter() - t
     if spec_failed or feat_failed:
         log.fail("classify", "classify", "features incomplete")
@@ -656,28 +680,33 @@ def _pipeline(config: dict, data_dir: str | None, out: Location, strict: bool | 
     return report
 
 
-def extract_features(vcfg, store, out_dir, spec_array, spec_keys, n, spec_failed, n_gpu, markers, feat_task, logger, log) -> dict:
-    """The feature stage for one extractor: its array, chunk keys, attributes and failed chunks."""
-    chunk, config_json = vcfg.run.chunk_size, vcfg.model_dump_json()
-    feat_array = feature_array_name(vcfg)
-    feat_keys = feature_chunk_keys(vcfg, spec_keys)
-    logger.info(f"features: {vcfg.features.backbone} layer {vcfg.features.layer or '(pooled)'} -> {feat_array}")
+def extract_features(vcfgs, store, out_dir, spec_array, spec_keys, n, spec_failed, n_gpu, markers, feat_task, logger, log):
+    """The feature stage for extractors of one backbone that differ only in the layer: their arrays, chunk keys and
+    attributes, and the chunk indices that failed. Each chunk task taps all their layers in one forward pass."""
+    chunk, config_json = vcfgs[0].run.chunk_size, vcfgs[0].model_dump_json()
     root = zs.open_root(store)
-    if f"{feat_array}/data" in root and "weights" in root[f"{feat_array}/data"].attrs:
-        feat_attrs = dict(root[f"{feat_array}/data"].attrs)
-    else:
-        with feature_placement(n_gpu):
-            width, layer, weights_source = feature_width_task.submit(config_json).result()
-        feat_attrs = {"backbone": vcfg.features.backbone, "layer": layer, "weights": weights_source, "width": width}
-    ensure_rows(store, f"{feat_array}/data", n, (feat_attrs["width"],), chunk, "float32", feat_attrs)
+    extractors = []
+    for vcfg in vcfgs:
+        feat_array, feat_keys = feature_array_name(vcfg), feature_chunk_keys(vcfg, spec_keys)
+        logger.info(f"features: {vcfg.features.backbone} layer {vcfg.features.layer or '(pooled)'} -> {feat_array}")
+        if f"{feat_array}/data" in root and "weights" in root[f"{feat_array}/data"].attrs:
+            feat_attrs = dict(root[f"{feat_array}/data"].attrs)
+        else:
+            with feature_placement(n_gpu):
+                width, layer, weights_source = feature_width_task.submit(vcfg.model_dump_json()).result()
+            feat_attrs = {"backbone": vcfg.features.backbone, "layer": layer, "weights": weights_source, "width": width}
+        ensure_rows(store, f"{feat_array}/data", n, (feat_attrs["width"],), chunk, "float32", feat_attrs)
+        extractors.append({"cfg": vcfg, "array": feat_array, "keys": feat_keys, "attrs": feat_attrs})
+    layer_of = {e["array"]: e["attrs"]["layer"] for e in extractors}
+    targets = list({e["array"]: e["keys"] for e in extractors}.items())  # one target per array
 
-    def submit_features(i: int, key: str):
+    def submit_features(i: int, todo: list[tuple[str, str]]):
         with feature_placement(n_gpu):
-            return feat_task.submit(store, out_dir, spec_array, feat_array, i, key, config_json)
+            return feat_task.submit(store, out_dir, spec_array, i, [(a, key, layer_of[a]) for a, key in todo], config_json)
 
-    failed = run_chunk_stage("features", feat_array, feat_keys, n, chunk, markers, store, submit_features, logger, log,
+    failed = run_chunk_stage("features", targets, n, chunk, markers, store, submit_features, logger, log,
                              blocked=spec_failed)
-    return {"cfg": vcfg, "array": feat_array, "keys": feat_keys, "attrs": feat_attrs, "failed": failed}
+    return extractors, failed
 
 
 def comparison_rows(cfg: PipelineConfig, extractors: list[dict], table_key: str) -> list[dict]:

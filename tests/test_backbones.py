@@ -118,3 +118,21 @@ def test_a_worker_process_loads_each_model_once():
     a = get_extractor(FeatureSettings(backbone="resnet18", weights="random", batch_size=4))
     assert get_extractor(FeatureSettings(backbone="resnet18", weights="random", batch_size=4)) is a
     assert get_extractor(FeatureSettings(backbone="resnet18", weights="random", batch_size=8)) is not a
+
+
+def test_random_weights_are_the_same_in_every_process():
+    """Untrained networks are seeded: the chunks computed by different Dask workers must come from one network."""
+    x = np.random.default_rng(1).normal(size=(2, 30, 40)).astype(np.float32)
+    settings = FeatureSettings(backbone="resnet18", weights="random", batch_size=2)
+    assert np.array_equal(FeatureExtractor(settings)(x), FeatureExtractor(settings)(x))
+
+
+def test_layers_tapped_together_equal_layers_tapped_alone():
+    """One forward pass for several layers (a sweep over layers) gives each layer's features exactly."""
+    x = np.random.default_rng(2).normal(size=(3, 30, 40)).astype(np.float32)
+    settings = FeatureSettings(backbone="resnet18", weights="random", batch_size=2)
+    together = FeatureExtractor(settings, layers=("layer2", "layer3")).extract(x)
+    assert set(together) == {"flatten", "layer2", "layer3"}
+    for layer in ("layer2", "layer3"):
+        alone = FeatureExtractor(settings.model_copy(update={"layer": layer}))(x)
+        assert np.allclose(together[layer], alone, atol=1e-5)
