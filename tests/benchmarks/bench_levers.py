@@ -29,6 +29,9 @@ SHORT_SWEEP = {
     ],
 }
 
+# the short sweep plus the fused row with the rhythm block at weight 0.7 (for levers that add rhythm columns)
+WEIGHTS_SWEEP = {**SHORT_SWEEP, "classifiers": [*SHORT_SWEEP["classifiers"], {**SHORT_SWEEP["classifiers"][1], "rhythm_weight": 0.7}]}
+
 LEVERS = {
     # name: (what changes, config overrides of the paper4-sweep preset)
     "sweep": ("2-s windows, 0-50 Hz STFT 64/56; layers x classifiers x RR features", {}),
@@ -47,8 +50,11 @@ LEVERS = {
     ),
     "two-leads-waveform": (
         "both leads as image channels, and waveform descriptors with the RR features (rhythm block weight 0.5 and 0.7)",
-        {"segments": {"n_leads": 2}, "rhythm": {"waveform": True}, "sweep": {
-            **SHORT_SWEEP, "classifiers": [*SHORT_SWEEP["classifiers"], {**SHORT_SWEEP["classifiers"][1], "rhythm_weight": 0.7}]}},
+        {"segments": {"n_leads": 2}, "rhythm": {"waveform": True}, "sweep": WEIGHTS_SWEEP},
+    ),
+    "window-5s-two-leads-waveform": (
+        "5-s windows, both leads as image channels, waveform descriptors with the RR features (the paper-protocol push)",
+        {"segments": {"length_s": 5.0, "stride_s": 5.0, "n_leads": 2}, "rhythm": {"waveform": True}, "sweep": WEIGHTS_SWEEP},
     ),
     "linear-power": ("spectrogram scaling 'linear' instead of log", {"spectrogram": {"scaling": "linear"}, "sweep": SHORT_SWEEP}),
 }
