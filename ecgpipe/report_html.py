@@ -70,8 +70,10 @@ def comparison_table(report: dict) -> str:
         f"<th colspan=3 class=group>{e(PROTOCOL_SHORT.get(p, p))}</th>" for p in protocols) + "</tr>"
     sub = "<tr>" + "<th>accuracy</th><th>balanced acc.</th><th>macro-F1</th>" * len(protocols) + "</tr>"
     body = []
+    waveform = report.get("config", {}).get("rhythm", {}).get("waveform")
+    rhythm_only = "RR-interval features and waveform descriptors only" if waveform else "RR-interval features only"
     for row in report["comparison"]:
-        features = "RR-interval features only" if row["backbone"] == "-" else f"{e(row['backbone'])}<br><code>{e(str(row['layer']))}</code>"
+        features = rhythm_only if row["backbone"] == "-" else f"{e(row['backbone'])}<br><code>{e(str(row['layer']))}</code>"
         cells = [features, e(row["classifier"])]
         cells += [f"{score:.3f}<br><span class=sd>± {std:.3f}</span>" for score, std in comparison_scores(row, protocols)]
         body.append(f"<tr{' class=best' if row['best'] else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
