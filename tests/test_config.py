@@ -115,3 +115,15 @@ def test_sweep_settings_are_validated_and_expanded():
         load_config("paper4", {"sweep": {"classifiers": [{"kind": "random_forest"}]}})
     with pytest.raises(ConfigError, match="sweep.select_by"):
         load_config("paper4", {"sweep": {"select_by": "leave_one_database_out"}})
+
+
+def test_every_shipped_preset_is_valid_and_shares_paper4_data():
+    """Presets differ in how segments are made and classified, never in which records or classes they read."""
+    paper4 = load_config("paper4")
+    assert {"paper4", "paper4-sweep", "paper4-best", "paper4-paper-best"} <= set(preset_names())
+    for name in preset_names():
+        cfg = load_config(name)
+        assert cfg.name == name and cfg.classes == paper4.classes and set(cfg.databases) == set(paper4.databases)
+    best = load_config("paper4-paper-best")
+    assert best.segments.n_leads == 2 and best.rhythm.waveform and best.classifier.inputs == "cnn+rhythm"
+    assert len(best.rhythm_columns) == 19 and best.classifier_label.startswith("+RR+wave(w=0.7)")
