@@ -73,6 +73,7 @@ class FeatureExtractor:
         spec = backbone_spec(settings.backbone)
         self._backbone, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
         self.layer = settings.layer or spec.pooled_layer
+        self._clones: dict[tuple[str, ...], FeatureExtractor] = {}  # tap(): other layer sets over these same weights
         self._tap_layers(layers or ())
 
     def _tap_layers(self, layers) -> None:
@@ -122,15 +123,15 @@ class FeatureExtractor:
 
     def tap(self, spectrograms: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         """Pooled activations of several layers of this backbone from one forward pass."""
-        if not set(layers) <= set(self.layers):
-            clones = self.__dict__.setdefault("_clones", {})
-            if tuple(layers) not in clones:  # the same weights (even random ones), another set of taps
-                clone = copy.copy(self)
-                clone._tap_layers(layers)
-                clones[tuple(layers)] = clone
-            acts = clones[tuple(layers)].extract(spectrograms)
-        else:
+        key = tuple(layers)
+        if set(key) <= set(self.layers):
             acts = self.extract(spectrograms)
+        else:
+            if key not in self._clones:  # the same weights (even random ones), another set of taps
+                clone = copy.copy(self)
+                clone._tap_layers(key)
+                self._clones[key] = clone
+            acts = self._clones[key].extract(spectrograms)
         return {name: acts[name] for name in layers}
 
     def feature_widths(self) -> dict[str, int]:
