@@ -24,6 +24,7 @@ th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}
 .key{font-size:1.25em;font-weight:600}.muted{color:#57606a}.grid{display:flex;flex-wrap:wrap;gap:1em}
 img{max-width:100%}tr.best td{background:#dafbe1;font-weight:600}table.compare{font-size:.82em;width:100%}
 table.compare td:nth-child(2){text-align:left;min-width:11em}
+table.patients :is(td,th):nth-child(2),table.patients :is(td,th):last-child{text-align:left}
 th.group{text-align:center}table.compare th:nth-child(2){text-align:left}.sd{color:#57606a;font-size:.85em}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
 """
 
@@ -56,10 +57,10 @@ def example_spectrograms_figure(examples: dict[str, np.ndarray], freqs: np.ndarr
     return png_data_uri(fig)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def _table(header: list[str], rows: list[list], css_class: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table{f' class={css_class}' if css_class else ''}><tr>{head}</tr>{body}</table>"
 
 
 def comparison_table(report: dict) -> str:
@@ -128,7 +129,8 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         hardest = [[e(r["subject"]), e(r["class"]), r["n"], f"{r['recall']:.2f}", e(predicted_as(r))] for r in hardest_subjects(p)]
         if hardest:
             parts.append("<details><summary>hardest patients (lowest recall, at least 10 segments of the class)</summary>"
-                         + _table(["patient", "annotated class", "segments", "recall", "predicted as"], hardest) + "</details>")
+                         + _table(["patient", "annotated class", "segments", "recall", "predicted as"], hardest, "patients")
+                         + "</details>")
     parts.append("<h2>Data</h2>")
     dbs = report["databases"]
     rows = [[e(c)] + [report["class_counts_by_database"][c].get(db, 0) for db in dbs] + [report["subjects_per_class"][c]]
