@@ -7,7 +7,6 @@ globally average-pooled to a vector. A worker process builds its extractor once 
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import warnings
@@ -71,29 +70,24 @@ class FeatureExtractor:
         if self.device.type == "cpu":
             torch.set_num_threads(settings.torch_threads)
         spec = backbone_spec(settings.backbone)
-        self._backbone, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
+        model, self.weights_source = load_backbone(settings.backbone, settings.weights, settings.weights_path)
         self.layer = settings.layer or spec.pooled_layer
-        self._clones: dict[tuple[str, ...], FeatureExtractor] = {}  # tap(): other layer sets over these same weights
-        self._tap_layers(layers or ())
-
-    def _tap_layers(self, layers) -> None:
-        """(Re)build the graph that returns this extractor's own layer and ``layers`` from one forward pass."""
-        self.layers = tuple(dict.fromkeys([self.layer, *layers]))  # own layer first, no duplicates
+        self.layers = tuple(dict.fromkeys([self.layer, *(layers or ())]))  # own layer first, no duplicates
         try:
             with warnings.catch_warnings():
                 # "nodes obtained in eval mode are a subsequence of train mode": we only ever run in eval mode.
                 warnings.simplefilter("ignore", UserWarning)
-                extractor = create_feature_extractor(self._backbone.eval(), return_nodes={name: name for name in self.layers})
+                extractor = create_feature_extractor(model.eval(), return_nodes={name: name for name in self.layers})
         except Exception as exc:
             from torchvision.models.feature_extraction import get_graph_node_names
 
-            nodes = get_graph_node_names(self._backbone)[1]
+            nodes = get_graph_node_names(model)[1]
             raise ValueError(
-                f"features.layer: {', '.join(map(repr, self.layers))} not all nodes of {self.settings.backbone} ({exc}); "
+                f"features.layer: {', '.join(map(repr, self.layers))} not all nodes of {settings.backbone} ({exc}); "
                 f"some nodes: {', '.join(nodes[-8:])}"
             ) from None
         self.model = extractor.eval().to(self.device, memory_format=torch.channels_last)
-        if self.settings.compile:
+        if settings.compile:
             self.model = torch.compile(self.model)
 
     def __call__(self, spectrograms: np.ndarray) -> np.ndarray:
@@ -122,16 +116,9 @@ class FeatureExtractor:
         return {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
 
     def tap(self, spectrograms: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
-        """Pooled activations of several layers of this backbone from one forward pass."""
-        key = tuple(layers)
-        if set(key) <= set(self.layers):
-            acts = self.extract(spectrograms)
-        else:
-            if key not in self._clones:  # the same weights (even random ones), another set of taps
-                clone = copy.copy(self)
-                clone._tap_layers(key)
-                self._clones[key] = clone
-            acts = self._clones[key].extract(spectrograms)
+        """Pooled activations of several layers of this backbone from one forward pass (the process-wide extractor for
+        these layers: the same weights, random ones included, since their initialisation is seeded)."""
+        acts = get_extractor(self.settings, tuple(layers)).extract(spectrograms)
         return {name: acts[name] for name in layers}
 
     def feature_widths(self) -> dict[str, int]:

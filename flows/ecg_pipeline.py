@@ -73,6 +73,7 @@ from ecgpipe.plan import (
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.report import RANDOM_WEIGHTS_WARNING, write_report
 from ecgpipe.rhythm import RHYTHM_FEATURES
+from ecgpipe.waveform import WAVEFORM_FEATURES
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 from ecgpipe.spectrogram import spectrogram_chunk, spectrogram_frequencies, spectrogram_shape
 
@@ -382,7 +383,7 @@ def plan_segment_table(store: str, records: list[dict], cfg: PipelineConfig) -> 
     slots = assign_slots(previous, [uids[i] for i in chosen])
     record_keys = {f"{r['database']}/{r['record']}": r["key"] for r in records}
     # spectrograms depend on the windows alone, not on the rhythm block stored beside them
-    signal_keys = {f"{r['database']}/{r['record']}": r.get("signal_key", r["key"]) for r in records}
+    signal_keys = {f"{r['database']}/{r['record']}": r["signal_key"] for r in records}
     subjects = {f"{r['database']}/{r['record']}": r["subject"] for r in records}
     table_key = content_key(slots, record_keys, cfg.run.chunk_size, cfg.classes)
     table = {
@@ -846,8 +847,7 @@ def comparison_summary(rows: list[dict], best: int) -> list[dict]:
 def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
     """What the best row's classifier sees, in words (a rhythm-only row uses no CNN at all)."""
     cnn = f"{feat_attrs['backbone']} layer {feat_attrs['layer']} ({feat_attrs['width']} values, weights: {feat_attrs['weights']})"
-    n_waveform = len(cfg.rhythm_columns) - len(RHYTHM_FEATURES)
-    waveform = f" and {n_waveform} waveform descriptors" if n_waveform else ""
+    waveform = f" and {len(WAVEFORM_FEATURES)} waveform descriptors" if cfg.rhythm.waveform else ""
     rr = f"{len(RHYTHM_FEATURES)} RR-interval features{waveform} over {cfg.rhythm.context_s:g} s"
     return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
 
