@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecgpipe.databases import KNOWN_DATABASES
-from ecgpipe.rhythm import RHYTHM_FEATURES
+from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.waveform import WAVEFORM_FEATURES
 
 
@@ -176,6 +176,12 @@ class RhythmSettings(_Strict):
 
     enabled: bool = Field(False, description="Detect QRS complexes and compute RR features for every segment.")
     context_s: float = Field(10.0, gt=0, description="Seconds around a segment's centre whose beats (and waveform) are used.")
+    irregularity: bool = Field(
+        False,
+        description="Also compute the RR-pattern features of ecgpipe/rhythm.py's IRREGULARITY_FEATURES (lag-1/lag-2 "
+        "autocorrelation, turning points, sample entropy, Poincare clustering, lag-2 differences) over the same "
+        "context: they tell atrial fibrillation's patternless irregularity from ectopic beats' repeating motifs.",
+    )
     waveform: bool = Field(
         False,
         description="Also compute the waveform descriptors of ecgpipe/waveform.py (dominant frequency, VF leakage, "
@@ -299,15 +305,22 @@ class PipelineConfig(_Strict):
 
     @property
     def classifier_label(self) -> str:
-        """[classifier]'s row label, naming the rhythm block it sees ('RR', or 'RR+wave' with waveform descriptors)."""
-        return self.classifier.describe("RR+wave" if self.rhythm.waveform else "RR")
+        """[classifier]'s row label, naming the rhythm block it sees."""
+        return self.classifier.describe(self.rhythm_block)
+
+    @property
+    def rhythm_block(self) -> str:
+        """Short name of the rhythm block's parts: 'RR', 'RR+irr' (irregularity), 'RR+wave' (waveform), 'RR+irr+wave'."""
+        return "+".join(["RR", *(["irr"] if self.rhythm.irregularity else []), *(["wave"] if self.rhythm.waveform else [])])
 
     @property
     def rhythm_columns(self) -> tuple[str, ...]:
-        """Names of the 'rhythm' block's columns: RR features, then waveform descriptors when enabled."""
+        """Names of the 'rhythm' block's columns: RR features, then irregularity features and waveform descriptors
+        when enabled."""
         if not self.rhythm.enabled:
             return ()
-        return RHYTHM_FEATURES + (WAVEFORM_FEATURES if self.rhythm.waveform else ())
+        return (RHYTHM_FEATURES + (IRREGULARITY_FEATURES if self.rhythm.irregularity else ())
+                + (WAVEFORM_FEATURES if self.rhythm.waveform else ()))
 
     @property
     def segment_stride(self) -> int:

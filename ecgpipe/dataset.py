@@ -11,7 +11,7 @@ import numpy as np
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.records import EcgRecord
-from ecgpipe.rhythm import beat_times, rr_features
+from ecgpipe.rhythm import beat_times, irregularity_features, rr_features
 from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_windows
 from ecgpipe.waveform import bandpass, waveform_features
 
@@ -66,12 +66,16 @@ def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
 
 def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: PipelineConfig) -> np.ndarray:
     """The 'rhythm' block of windows starting at ``starts`` (target-rate samples), columns ``config.rhythm_columns``:
-    RR-interval features (``ecgpipe.rhythm``) and, with ``rhythm.waveform``, waveform descriptors (``ecgpipe.waveform``),
-    both over ``rhythm.context_s`` seconds of the first lead around each window."""
+    RR-interval features (``ecgpipe.rhythm``), with ``rhythm.irregularity`` the RR-pattern features, and with
+    ``rhythm.waveform`` waveform descriptors (``ecgpipe.waveform``), all over ``rhythm.context_s`` seconds of the
+    first lead around each window."""
     fs_out, length_s, context_s = config.segments.target_fs, config.segments.length_s, config.rhythm.context_s
     signal = fill_nan(record.signal)
     starts_s = np.asarray(starts) / fs_out
-    blocks = [rr_features(beat_times(signal, record.fs), starts_s, length_s, context_s)]
+    beats_s = beat_times(signal, record.fs)
+    blocks = [rr_features(beats_s, starts_s, length_s, context_s)]
+    if config.rhythm.irregularity:
+        blocks.append(irregularity_features(beats_s, starts_s, length_s, context_s))
     if config.rhythm.waveform:
         # at the common rate, so that every database's descriptors are measured alike
         filtered = bandpass(resample(signal, record.fs, fs_out), fs_out)

@@ -23,6 +23,19 @@ RHYTHM_FEATURES = (
     "few_beats",  # 1 when the context holds fewer than 3 beats (asystole, VF, or a detector failure)
 )
 
+# Irregularity is not atrial fibrillation: ectopic beats (bigeminy, trigeminy, frequent PVCs) make a sinus rhythm's
+# RR intervals just as variable. What sets AF apart is that its irregularity has no pattern: successive intervals are
+# unpredictable and uncorrelated, where ectopy repeats a short-long motif. These are the classic measures of that
+# difference (Tateno & Glass 2001; Lake & Moorman 2011; Sarkar et al. 2008), over the same context as above.
+IRREGULARITY_FEATURES = (
+    "rr_autocorr_lag1",  # bigeminy: strongly negative (short, long, short...); AF: near 0
+    "rr_autocorr_lag2",  # bigeminy: strongly positive; AF: near 0
+    "turning_point_ratio",  # share of intervals that are a local peak or trough: 2/3 for a random series
+    "rr_sample_entropy",  # SampEn(m=1, r=3.75 % of the median RR): AF unpredictable (high), ectopic motifs repeat
+    "poincare_cluster_frac",  # share of (RR_i, RR_i+1) points with >= 2 others within 40 ms: ectopy clusters, AF scatters
+    "lag2_delta_rel",  # median |RR_i+2 - RR_i| / median RR: irregularity that survives an alternating short-long motif
+)
+
 
 def beat_times(signal: np.ndarray, fs: float) -> np.ndarray:
     """QRS times (seconds) of a whole single-lead record, by wfdb's xqrs detector (NaNs must be filled first)."""
@@ -34,18 +47,22 @@ def beat_times(signal: np.ndarray, fs: float) -> np.ndarray:
     return np.asarray(qrs, dtype=np.float64) / fs
 
 
+def _context_rr(beats_s: np.ndarray, start: float, length_s: float, context_s: float) -> np.ndarray:
+    """RR intervals (s) of the sorted beats within ``context_s`` centred on the window ``[start, start + length_s)``."""
+    centre, half = start + length_s / 2, max(context_s, length_s) / 2
+    lo, hi = np.searchsorted(beats_s, [centre - half, centre + half])
+    return np.diff(beats_s[lo:hi])
+
+
 def rr_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: float, context_s: float) -> np.ndarray:
     """(n_windows, len(RHYTHM_FEATURES)) float32: RR statistics of the beats within ``context_s`` around each window."""
     beats_s = np.sort(np.asarray(beats_s, dtype=np.float64))
     starts = np.asarray(window_starts_s, dtype=np.float64)
     out = np.zeros((len(starts), len(RHYTHM_FEATURES)), dtype=np.float32)
-    half = max(context_s, length_s) / 2
     for i, start in enumerate(starts):
-        centre = start + length_s / 2
-        lo, hi = np.searchsorted(beats_s, [centre - half, centre + half])
         in_window = np.searchsorted(beats_s, start + length_s) - np.searchsorted(beats_s, start)
         out[i, 6] = in_window / length_s
-        rr = np.diff(beats_s[lo:hi])
+        rr = _context_rr(beats_s, start, length_s, context_s)
         if len(rr) < 2:
             out[i, 7] = 1.0
             continue
@@ -59,4 +76,54 @@ def rr_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: floa
             np.median(delta) / median_rr,
             np.log(rr.max() / max(rr.min(), 1e-3)),
         )
+    return out
+
+
+def sample_entropy(x: np.ndarray, m: int, r: float) -> float:
+    """Sample entropy -ln(A/B) of a short series: B pairs of length-m templates within ``r`` (Chebyshev), A of
+    length m+1 (Richman & Moorman 2000). No match of length m+1 counts as one, so the value stays finite."""
+    n = len(x)
+    if n < m + 3:
+        return 0.0
+
+    def matching_pairs(k: int) -> int:
+        templates = np.lib.stride_tricks.sliding_window_view(x, k)[: n - m]
+        dist = np.abs(templates[:, None, :] - templates[None, :, :]).max(axis=-1)
+        return int((dist <= r).sum() - len(templates))  # without each template's match with itself
+
+    b = matching_pairs(m)
+    return float(-np.log(max(matching_pairs(m + 1), 1) / b)) if b else 0.0
+
+
+def rr_irregularity(rr: np.ndarray) -> np.ndarray:
+    """The ``IRREGULARITY_FEATURES`` of one series of RR intervals (s); zeros with fewer than 5 intervals."""
+    out = np.zeros(len(IRREGULARITY_FEATURES))
+    if len(rr) < 5:
+        return out
+    rr = np.round(rr, 6)  # equal intervals (whole samples) exactly equal: float noise would make turning points up
+    median_rr = np.median(rr)
+    x = rr - rr.mean()
+    energy = max((x * x).sum(), 1e-12)
+    delta = np.diff(rr)
+    pairs = np.stack([rr[:-1], rr[1:]], axis=1)
+    near = (np.abs(pairs[:, None, :] - pairs[None, :, :]).max(axis=-1) < 0.04).sum(axis=1) - 1
+    out[:] = (
+        (x[1:] * x[:-1]).sum() / energy,
+        (x[2:] * x[:-2]).sum() / energy,
+        np.mean(delta[1:] * delta[:-1] < 0),
+        sample_entropy(rr, 1, 0.0375 * median_rr),
+        np.mean(near >= 2),
+        np.median(np.abs(rr[2:] - rr[:-2])) / median_rr,
+    )
+    return out
+
+
+def irregularity_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: float, context_s: float) -> np.ndarray:
+    """(n_windows, len(IRREGULARITY_FEATURES)) float32: ``rr_irregularity`` of the beats within ``context_s`` around
+    each window, like ``rr_features``."""
+    beats_s = np.sort(np.asarray(beats_s, dtype=np.float64))
+    starts = np.asarray(window_starts_s, dtype=np.float64)
+    out = np.zeros((len(starts), len(IRREGULARITY_FEATURES)), dtype=np.float32)
+    for i, start in enumerate(starts):
+        out[i] = rr_irregularity(_context_rr(beats_s, start, length_s, context_s))
     return out

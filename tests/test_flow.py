@@ -40,6 +40,7 @@ protocols = ["stratified_10fold", "grouped_by_subject", "leave_one_database_out"
 [rhythm]
 enabled = true
 context_s = 10.0
+irregularity = true
 waveform = true
 [sweep]
 features = [{{}}, {{layer = "_blocks.10"}}]
@@ -229,10 +230,11 @@ def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run
     for r in tuned:  # the inner CV picked C from the grid in every outer fold of every protocol
         for protocol, chosen in r["chosen"].items():
             assert len(chosen) == r["n_folds"][protocol] and all(c["C"] in (0.01, 1.0) for c in chosen)
-    # 8 RR features and 11 waveform descriptors per segment, all finite
-    assert store["segments/rhythm_features"].shape == (report["n_segments"], 19)
+    # 8 RR features, 6 RR-irregularity features and 11 waveform descriptors per segment, all finite
+    assert store["segments/rhythm_features"].shape == (report["n_segments"], 25)
+    assert store["segments/rhythm_features"].attrs["columns"][8:10] == ["rr_autocorr_lag1", "rr_autocorr_lag2"]
     assert np.isfinite(store["segments/rhythm_features"][...]).all()
-    assert any(r["classifier"].startswith("RR+wave only") for r in rows)
+    assert any(r["classifier"].startswith("RR+irr+wave only") for r in rows)
     for name, p in report["protocols"].items():  # the per-patient breakdown accounts for every scored segment
         assert sum(r["n"] for r in p["per_subject"]) == np.array(p["confusion_matrix"]).sum()
     page = (flow_run["out"] / "report.html").read_text()

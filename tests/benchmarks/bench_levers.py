@@ -56,6 +56,16 @@ LEVERS = {
         "5-s windows, both leads as image channels, waveform descriptors with the RR features (the paper-protocol push)",
         {"segments": {"length_s": 5.0, "stride_s": 5.0, "n_leads": 2}, "rhythm": {"waveform": True}, "sweep": WEIGHTS_SWEEP},
     ),
+    "irregularity": (
+        "RR-irregularity features (ecgpipe/rhythm.py IRREGULARITY_FEATURES: AF's patternless irregularity vs ectopy's "
+        "motifs) join the RR features",
+        {"rhythm": {"irregularity": True},
+         "sweep": {**SHORT_SWEEP, "classifiers": [*SHORT_SWEEP["classifiers"], {"kind": "svc", "inputs": "rhythm", "C": 10.0}]}},
+    ),
+    "backbone-init": (
+        "the same backbone with untrained (seeded random) weights next to its ImageNet weights: what transfer buys",
+        {"sweep": {**SHORT_SWEEP, "features": [{}, {"weights": "random"}]}},
+    ),
     "linear-power": ("spectrogram scaling 'linear' instead of log", {"spectrogram": {"scaling": "linear"}, "sweep": SHORT_SWEEP}),
 }
 
