@@ -827,9 +827,11 @@ def comparison_summary(rows: list[dict], best: int) -> list[dict]:
     table = []
     for i, row in enumerate(rows):
         attrs, clf = row["extractor"]["attrs"], row["cfg"].classifier
+        # an untrained backbone next to its pretrained twin (a sweep measuring what transfer buys) must not look alike
+        untrained = " (random weights)" if row["cfg"].features.weights == "random" else ""
         table.append(
             {
-                "backbone": attrs["backbone"] if clf.inputs != "rhythm" else "-",
+                "backbone": attrs["backbone"] + untrained if clf.inputs != "rhythm" else "-",
                 "layer": attrs["layer"] if clf.inputs != "rhythm" else "-",
                 "classifier": row["cfg"].classifier_label,
                 "features_array": f"{row['extractor']['array']}/data",
@@ -860,7 +862,7 @@ def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dic
     subjects = np.array([table["subjects"][r] for r in rec_of])
     dbs = np.array([r.split("/")[0] for r in rec_of])
     report: dict = {}
-    if cfg.features.weights == "random":
+    if best_cfg.features.weights == "random":  # the detailed sections are the best row's
         report["warning"] = RANDOM_WEIGHTS_WARNING
     seen = {label for r in records for label in r["labels"]}
     report.update(

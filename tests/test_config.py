@@ -126,4 +126,5 @@ def test_every_shipped_preset_is_valid_and_shares_paper4_data():
         assert cfg.name == name and cfg.classes == paper4.classes and set(cfg.databases) == set(paper4.databases)
     best = load_config("paper4-paper-best")
     assert best.segments.n_leads == 2 and best.rhythm.waveform and best.classifier.inputs == "cnn+rhythm"
-    assert len(best.rhythm_columns) == 19 and best.classifier_label.startswith("+RR+wave(w=0.7)")
+    assert best.rhythm.irregularity and best.rhythm.context_s == 60
+    assert len(best.rhythm_columns) == 8 + 6 + 11 and best.classifier_label.startswith("+RR+irr+wave(w=0.7)")

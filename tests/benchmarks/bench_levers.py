@@ -79,15 +79,15 @@ def run_lever(name: str, overrides: dict, data_dir: str, out: Path) -> tuple[dic
 
 def table(results: dict) -> str:
     lines = [
-        "| lever | layer | classifier | paper protocol acc | paper macro-F1 | grouped acc | grouped macro-F1 | LODO macro-F1 | segments |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| lever | backbone | layer | classifier | paper protocol acc | paper macro-F1 | grouped acc | grouped macro-F1 | LODO macro-F1 | segments |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, (report, _) in results.items():
         for row in report["comparison"]:
             p = row["protocols"]
             s, g, lodo = p.get("stratified_10fold"), p.get("grouped_by_subject"), p.get("leave_one_database_out")
             cells = [
-                name, str(row["layer"]), row["classifier"],
+                name, row["backbone"], str(row["layer"]), row["classifier"],
                 f"{s['accuracy']:.3f}" if s else "-", f"{s['macro_f1']:.3f}" if s else "-",
                 f"{g['accuracy']:.3f}" if g else "-", f"{g['macro_f1']:.3f}" if g else "-",
                 f"{lodo['macro_f1']:.3f}" if lodo else "-", str(report["n_segments"]),

@@ -32,7 +32,8 @@ def best_row_overrides(report: dict) -> dict:
     for features, override in zip(cfg.feature_variants, cfg.sweep.features or [{}]):
         for clf in cfg.classifiers:
             layer_ok = best["layer"] == "-" or (features.layer or best["layer"]) == best["layer"]
-            if clf.label == best["classifier"] and layer_ok:
+            # rows are labelled with what their rhythm block holds ("+RR+irr+wave(w=0.7) ...")
+            if clf.describe(cfg.rhythm_block) == best["classifier"] and layer_ok:
                 return {"sweep": {"features": [override], "classifiers": [clf.model_dump(mode="json")]}}
     raise SystemExit(f"best row {best['classifier']!r} not found in the run's config")
 
