@@ -314,6 +314,15 @@ class PipelineConfig(_Strict):
         return "+".join(["RR", *(["irr"] if self.rhythm.irregularity else []), *(["wave"] if self.rhythm.waveform else [])])
 
     @property
+    def rhythm_description(self) -> str:
+        """The rhythm block in words, e.g. '8 RR-interval features and 11 waveform descriptors over 30 s'."""
+        parts = [f"{len(RHYTHM_FEATURES)} RR-interval features",
+                 *([f"{len(IRREGULARITY_FEATURES)} RR-irregularity features"] if self.rhythm.irregularity else []),
+                 *([f"{len(WAVEFORM_FEATURES)} waveform descriptors"] if self.rhythm.waveform else [])]
+        listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        return f"{listed} over {self.rhythm.context_s:g} s"
+
+    @property
     def rhythm_columns(self) -> tuple[str, ...]:
         """Names of the 'rhythm' block's columns: RR features, then irregularity features and waveform descriptors
         when enabled."""

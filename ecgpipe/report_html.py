@@ -71,10 +71,7 @@ def comparison_table(report: dict) -> str:
         f"<th colspan=3 class=group>{e(PROTOCOL_SHORT.get(p, p))}</th>" for p in protocols) + "</tr>"
     sub = "<tr>" + "<th>accuracy</th><th>balanced acc.</th><th>macro-F1</th>" * len(protocols) + "</tr>"
     body = []
-    rhythm = report.get("config", {}).get("rhythm", {})
-    parts = ["RR-interval features", *(["RR-irregularity features"] if rhythm.get("irregularity") else []),
-             *(["waveform descriptors"] if rhythm.get("waveform") else [])]
-    rhythm_only = (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]) + " only"
+    rhythm_only = f"no CNN: {e(report.get('rhythm_description') or 'rhythm features')}"
     for row in report["comparison"]:
         features = rhythm_only if row["backbone"] == "-" else f"{e(row['backbone'])}<br><code>{e(str(row['layer']))}</code>"
         cells = [features, e(row["classifier"])]

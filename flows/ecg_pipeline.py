@@ -72,8 +72,6 @@ from ecgpipe.plan import (
 )
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.report import RANDOM_WEIGHTS_WARNING, write_report
-from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
-from ecgpipe.waveform import WAVEFORM_FEATURES
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 from ecgpipe.spectrogram import spectrogram_chunk, spectrogram_frequencies, spectrogram_shape
 
@@ -849,9 +847,7 @@ def comparison_summary(rows: list[dict], best: int) -> list[dict]:
 def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
     """What the best row's classifier sees, in words (a rhythm-only row uses no CNN at all)."""
     cnn = f"{feat_attrs['backbone']} layer {feat_attrs['layer']} ({feat_attrs['width']} values, weights: {feat_attrs['weights']})"
-    irregularity = f", {len(IRREGULARITY_FEATURES)} RR-irregularity features" if cfg.rhythm.irregularity else ""
-    waveform = f" and {len(WAVEFORM_FEATURES)} waveform descriptors" if cfg.rhythm.waveform else ""
-    rr = f"{len(RHYTHM_FEATURES)} RR-interval features{irregularity}{waveform} over {cfg.rhythm.context_s:g} s"
+    rr = cfg.rhythm_description
     return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
 
 
@@ -887,6 +883,8 @@ def build_report(cfg, store, records, skipped, table, spec_shape, rows: list[dic
             "features_array": f"{rows[best]['extractor']['array']}/data",
             "classifier": best_cfg.classifier_label,
             "features_description": features_description(best_cfg, feat_attrs),
+            # the rhythm block in words, for the comparison table's rhythm-only rows
+            "rhythm_description": cfg.rhythm_description if cfg.rhythm.enabled else None,
             "selected_by": f"highest macro-F1 under {cfg.selection_protocol} among {len(rows)} rows",
             "protocols": rows[best]["protocols"],
             "comparison": comparison_summary(rows, best),

@@ -239,6 +239,8 @@ def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run
         assert sum(r["n"] for r in p["per_subject"]) == np.array(p["confusion_matrix"]).sum()
     page = (flow_run["out"] / "report.html").read_text()
     assert "<tr class=best>" in page and page.count("<tr class=best>") == 1
+    described = "8 RR-interval features, 6 RR-irregularity features and 11 waveform descriptors over 10 s"
+    assert report["rhythm_description"] == described and f"no CNN: {described}" in page  # the rhythm-only row
     md = (flow_run["out"] / "report.md").read_text()
     assert "## Comparison" in md and md.count("\n| **") == 1  # one bold (best) row
 
