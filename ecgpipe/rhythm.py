@@ -79,6 +79,11 @@ def rr_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: floa
     return out
 
 
+def _chebyshev_distances(points: np.ndarray) -> np.ndarray:
+    """(n, n) largest coordinate difference between every two rows of ``points`` (n, k)."""
+    return np.abs(points[:, None, :] - points[None, :, :]).max(axis=-1)
+
+
 def sample_entropy(x: np.ndarray, m: int, r: float) -> float:
     """Sample entropy -ln(A/B) of a short series: B pairs of length-m templates within ``r`` (Chebyshev), A of
     length m+1 (Richman & Moorman 2000). No match of length m+1 counts as one, so the value stays finite."""
@@ -88,8 +93,7 @@ def sample_entropy(x: np.ndarray, m: int, r: float) -> float:
 
     def matching_pairs(k: int) -> int:
         templates = np.lib.stride_tricks.sliding_window_view(x, k)[: n - m]
-        dist = np.abs(templates[:, None, :] - templates[None, :, :]).max(axis=-1)
-        return int((dist <= r).sum() - len(templates))  # without each template's match with itself
+        return int((_chebyshev_distances(templates) <= r).sum() - len(templates))  # without each template's match with itself
 
     b = matching_pairs(m)
     return float(-np.log(max(matching_pairs(m + 1), 1) / b)) if b else 0.0
@@ -106,7 +110,7 @@ def rr_irregularity(rr: np.ndarray) -> np.ndarray:
     energy = max((x * x).sum(), 1e-12)
     delta = np.diff(rr)
     pairs = np.stack([rr[:-1], rr[1:]], axis=1)
-    near = (np.abs(pairs[:, None, :] - pairs[None, :, :]).max(axis=-1) < 0.04).sum(axis=1) - 1
+    near = (_chebyshev_distances(pairs) < 0.04).sum(axis=1) - 1
     out[:] = (
         (x[1:] * x[:-1]).sum() / energy,
         (x[2:] * x[:-2]).sum() / energy,
