@@ -20,8 +20,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ecgpipe.errors import EcgpipeError
 
-class WeightsUnavailable(RuntimeError):
+
+class WeightsUnavailable(EcgpipeError, RuntimeError):
     """No pretrained weights could be found for a backbone."""
 
 

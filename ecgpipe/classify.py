@@ -1,9 +1,5 @@
-"""Cross-validated classification of feature vectors, under two protocols side by side.
-
-* ``stratified_10fold`` -- the paper's protocol: stratified k-fold over segments. Segments of one patient land in both
-  training and test folds, so this measures recognising *known* patients' rhythms (optimistic).
-* ``grouped_by_subject`` -- stratified group k-fold with every subject's segments in exactly one fold: no patient is
-  in both training and test data. This is the number to expect on new patients.
+"""Cross-validated classification of feature vectors under the protocols of ``ecgpipe.protocols``: the classifiers
+(one scikit-learn Pipeline each), the folds, and the metrics of out-of-fold predictions.
 
 Metrics are computed on the pooled out-of-fold predictions (so the confusion matrix and accuracy agree exactly), and
 per fold (mean and std in the report).
@@ -31,8 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from ecgpipe.config import ClassifierSettings, CVSettings
-
-PROTOCOLS = ("stratified_10fold", "grouped_by_subject", "leave_one_database_out")
+from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, STRATIFIED, protocol as protocol_named
 
 
 class BlockWeights(TransformerMixin, BaseEstimator):
@@ -130,7 +125,8 @@ def make_splits(
 ) -> tuple[list, str]:
     """Train/test index pairs for a protocol, and a note when fewer folds than asked were possible."""
     note = ""
-    if protocol == "leave_one_database_out":
+    protocol_named(protocol)  # unknown names fail here, with the known ones listed
+    if protocol == LEAVE_ONE_DATABASE_OUT.name:
         # train on every database but one, test on that one; only classes that every database holds take part
         if databases is None or len(np.unique(databases)) < 2:
             raise ValueError("leave_one_database_out needs segments from at least two databases")
@@ -143,7 +139,7 @@ def make_splits(
         left_out = sorted(set(np.unique(y).tolist()) - shared)
         note = f"folds test on {', '.join(names)} in turn" + (f"; class indices {left_out} not in every database: left out" if left_out else "")
         return splits, note
-    if protocol == "stratified_10fold":
+    if protocol == STRATIFIED.name:
         min_class = np.bincount(y).min() if len(y) else 0
         k = min(cv.n_splits, int(min_class))
         if k < 2:
@@ -152,7 +148,7 @@ def make_splits(
             note = f"{k} folds (the smallest class has {min_class} segments)"
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=cv.seed)
         return list(splitter.split(np.zeros(len(y)), y)), note
-    if protocol == "grouped_by_subject":
+    if protocol == GROUPED.name:
         n_groups = len(np.unique(groups))
         k = min(cv.n_splits, n_groups)
         if k < 2:
@@ -163,7 +159,7 @@ def make_splits(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
             return list(splitter.split(np.zeros(len(y)), y, groups)), note
-    raise ValueError(f"cv.protocols: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    raise AssertionError(f"protocol {protocol!r} is registered but has no splitter")
 
 
 def fit_predict(
@@ -317,6 +313,17 @@ def record_level_summary(y, y_pred, records, class_names: list[str]) -> dict:
     }
 
 
+def collect_predictions(n: int, folds: list[tuple[list, list, dict]]) -> tuple[np.ndarray, list[dict]]:
+    """Out-of-fold predictions of ``n`` rows from each fold's (test rows, predictions, inner-CV choice); rows in no
+    test fold stay -1 (not scored)."""
+    y_pred = np.full(n, -1, dtype=np.int64)
+    chosen = []
+    for test, pred, params in folds:
+        y_pred[np.asarray(test, dtype=np.int64)] = pred
+        chosen.append(params)
+    return y_pred, chosen
+
+
 def evaluate_protocol(
     X: np.ndarray,
     y: np.ndarray,
@@ -328,16 +335,16 @@ def evaluate_protocol(
     databases: np.ndarray | None = None,
     n_cnn: int | None = None,
 ) -> dict:
-    """Run one protocol in this process (the flow runs the folds as parallel tasks instead)."""
+    """One protocol on a plain matrix, in this process, with the steps the pipeline's fold tasks run."""
     splits, note = make_splits(protocol, y, groups, cv, databases)
-    y_pred = np.full_like(y, -1)
-    chosen = []
+    folds = []
     for train, test in splits:
-        y_pred[test], params = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups))
-        chosen.append(params)
+        pred, params = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups))
+        folds.append((test, pred, params))
+    y_pred, chosen = collect_predictions(len(y), folds)
     return summarize_protocol(y, y_pred, groups, splits, class_names, note, chosen)
 
 
 def inner_groups(protocol: str, groups: np.ndarray) -> np.ndarray | None:
     """Subjects for the inner CV when the outer protocol keeps subjects apart; None for the paper's protocol."""
-    return None if protocol == "stratified_10fold" else groups
+    return groups if protocol_named(protocol).grouped else None

@@ -12,7 +12,8 @@ import os
 import sys
 import warnings
 
-from ecgpipe.config import ConfigError, config_from_dict, load_config, preset_names
+from ecgpipe.config import config_from_dict, load_config, preset_names
+from ecgpipe.errors import EcgpipeError
 
 
 def _quiet_environment() -> None:
@@ -78,7 +79,7 @@ def cmd_status(args) -> int:
     else:
         print(f"ecgpipe: {args.out} holds no run (no config.json); give --config", file=sys.stderr)
         return 2
-    from flows.ecg_pipeline import run_status
+    from ecgpipe.status import run_status
 
     status = run_status(cfg, data_dir, args.out)
     if args.json:
@@ -121,7 +122,6 @@ def cmd_predict(args) -> int:
         write_episodes_csv,
         write_records_csv,
     )
-    from ecgpipe.records import RecordError
 
     try:
         model = load_model(args.model)
@@ -139,7 +139,7 @@ def cmd_predict(args) -> int:
             write_annotations(pred, out, args.extension)
             if args.compare:
                 pred.agreement = compare_with_reference(pred, model, args.compare)
-        except (RecordError, ValueError) as err:  # one bad record never stops the others
+        except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
             failed.append(str(err))
             print(f"ecgpipe: {err}", file=sys.stderr)
             continue
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
+    except EcgpipeError as err:  # every expected problem names its file, record or setting: one line, no traceback
         print(f"ecgpipe: {err}", file=sys.stderr)
         return 2
 

@@ -17,11 +17,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecgpipe.databases import KNOWN_DATABASES
+from ecgpipe.errors import EcgpipeError
+from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.waveform import WAVEFORM_FEATURES
 
 
-class ConfigError(ValueError):
+class ConfigError(EcgpipeError, ValueError):
     """A configuration file or value is invalid; the message names the file and the key."""
 
 
@@ -199,18 +201,30 @@ class SweepSettings(_Strict):
 
     features: list[dict] = Field([], description="Feature-setting overrides, one extractor each.")
     classifiers: list[ClassifierSettings] = Field([], description="Classifiers evaluated on every extractor's features.")
-    select_by: Literal["grouped_by_subject", "stratified_10fold", "leave_one_database_out"] | None = Field(
+    select_by: str | None = Field(
         None, description="Protocol whose macro-F1 picks the best row (the saved model); default: grouped if run."
     )
+
+    @field_validator("select_by")
+    @classmethod
+    def _known_protocol(cls, v):
+        if v is not None and v not in PROTOCOL_NAMES:
+            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOL_NAMES)}")
+        return v
 
 
 class CVSettings(_Strict):
     n_splits: int = Field(10, ge=2)
     seed: int = 0
-    protocols: list[Literal["stratified_10fold", "grouped_by_subject", "leave_one_database_out"]] = [
-        "stratified_10fold",
-        "grouped_by_subject",
-    ]
+    protocols: list[str] = [STRATIFIED.name, GROUPED.name]
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, v):
+        unknown = [p for p in v if p not in PROTOCOL_NAMES]
+        if unknown or not v:
+            raise ValueError(f"unknown protocol(s) {unknown}; known: {', '.join(PROTOCOL_NAMES)}")
+        return v
 
 
 class RunSettings(_Strict):
@@ -373,7 +387,7 @@ class PipelineConfig(_Strict):
     def selection_protocol(self) -> str:
         if self.sweep.select_by:
             return self.sweep.select_by
-        return "grouped_by_subject" if "grouped_by_subject" in self.cv.protocols else self.cv.protocols[0]
+        return GROUPED.name if GROUPED.name in self.cv.protocols else self.cv.protocols[0]
 
     def class_cap(self, cls: str) -> int | None:
         return self.sampling.per_class.get(cls, self.sampling.max_per_class)

@@ -1,4 +1,7 @@
-"""From a validated record to labelled windows, and from all records' windows to the (capped, seeded) dataset.
+"""From a validated record to its labelled windows (the signal a segment's spectrogram is computed from).
+
+The rhythm block beside the windows (RR and waveform features) is ``ecgpipe.rhythm_block``: keyed apart, so that
+changing it recomputes no spectrogram.
 
 Pure functions: no Prefect, no Dask, no Zarr.
 """
@@ -11,9 +14,7 @@ import numpy as np
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.records import EcgRecord
-from ecgpipe.rhythm import beat_times, irregularity_features, rr_features
 from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_windows
-from ecgpipe.waveform import bandpass, waveform_features
 
 
 @dataclass
@@ -62,26 +63,3 @@ def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
         episode=episode,
         class_index=class_of_episode[episode] if len(episode) else np.zeros(0, np.int16),
     )
-
-
-def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: PipelineConfig) -> np.ndarray:
-    """The 'rhythm' block of windows starting at ``starts`` (target-rate samples), columns ``config.rhythm_columns``:
-    RR-interval features (``ecgpipe.rhythm``), with ``rhythm.irregularity`` the RR-pattern features, and with
-    ``rhythm.waveform`` waveform descriptors (``ecgpipe.waveform``), all over ``rhythm.context_s`` seconds of the
-    first lead around each window."""
-    fs_out, length_s, context_s = config.segments.target_fs, config.segments.length_s, config.rhythm.context_s
-    signal = fill_nan(record.signal)
-    starts_s = np.asarray(starts) / fs_out
-    beats_s = beat_times(signal, record.fs)
-    blocks = [rr_features(beats_s, starts_s, length_s, context_s)]
-    if config.rhythm.irregularity:
-        blocks.append(irregularity_features(beats_s, starts_s, length_s, context_s))
-    if config.rhythm.waveform:
-        # at the common rate, so that every database's descriptors are measured alike
-        filtered = bandpass(resample(signal, record.fs, fs_out), fs_out)
-        blocks.append(waveform_features(filtered, fs_out, starts_s, length_s, context_s))
-    return np.hstack(blocks).astype(np.float32)
-
-
-def class_caps(config: PipelineConfig) -> dict[int, int | None]:
-    return {i: config.class_cap(name) for i, name in enumerate(config.class_names)}

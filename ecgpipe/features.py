@@ -115,12 +115,6 @@ class FeatureExtractor:
             return {name: np.zeros((0, width), dtype=np.float32) for name, width in self.feature_widths().items()}
         return {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
 
-    def tap(self, spectrograms: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
-        """Pooled activations of several layers of this backbone from one forward pass (the process-wide extractor for
-        these layers: the same weights, random ones included, since their initialisation is seeded)."""
-        acts = get_extractor(self.settings, tuple(layers)).extract(spectrograms)
-        return {name: acts[name] for name in layers}
-
     def feature_widths(self) -> dict[str, int]:
         dummy = np.zeros((1, 8, 8), dtype=np.float32)
         return {name: a.shape[1] for name, a in self.extract(dummy).items()}

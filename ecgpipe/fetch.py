@@ -13,12 +13,13 @@ import urllib.request
 from pathlib import Path
 
 from ecgpipe.databases import KNOWN_DATABASES
+from ecgpipe.errors import EcgpipeError
 
 # Checksum files, in the order they are looked for: PhysioNet's own name, a plain name, a mirror's renamed upstream copy.
 SUM_FILES = ("SHA256SUMS.txt", "SHA256SUMS", "SHA256SUMS.upstream.txt")
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(EcgpipeError, RuntimeError):
     pass
 
 

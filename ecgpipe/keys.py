@@ -1,27 +1,27 @@
 """Content keys: what a unit of work was computed from.
 
 A unit's key hashes its inputs (record file digests, or the keys of the upstream units it reads), the settings of its
-stage and of the stages before it, and the stage's code version (a hash of the source files the stage runs). A unit
-whose stored key equals the key it would get now is up to date and is skipped; any difference recomputes it.
+stage and of the stages before it, and the stage's code version. A unit whose stored key equals the key it would get
+now is up to date and is skipped; any difference recomputes it.
+
+A stage's code version is, by construction, the hash of its stage module and of every ``ecgpipe`` module that module
+imports, directly or through others, at module level or inside a function (found by reading their ``import``
+statements, see :func:`module_closure`). So no edit to code that decides a stage's output can be missed; an edit to
+a comment, or to a module the stage imports for its types, recomputes the stage too (conservative by design).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
 from pathlib import Path
 
-# Source files whose code decides each stage's output. Editing one of them makes that stage's units stale.
-STAGE_SOURCES = {
-    "segments": ("records.py", "segments.py", "dataset.py", "databases.py", "labels.py"),
-    # the rhythm block (RR features, waveform descriptors) is stored with a record's windows but keyed apart from
-    # them: changing it recomputes the records and the classifiers, not the spectrograms and CNN features
-    "rhythm": ("rhythm.py", "waveform.py"),
-    "spectrograms": ("spectrogram.py",),
-    "features": ("features.py", "backbones.py"),
-    "classify": ("classify.py",),
-}
+import numpy as np
+
+PACKAGE = "ecgpipe"
+_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the ecgpipe package
 
 
 def content_key(*parts) -> str:
@@ -30,13 +30,64 @@ def content_key(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def array_digest(data: np.ndarray) -> str:
+    """sha256 of an array's bytes (C order): what a marker records of the data its unit wrote."""
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of an ``ecgpipe`` module or package; None when there is none (a name imported from a module)."""
+    base = _ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(path: Path, module: str) -> set[str]:
+    """Every module name an ``import`` statement in ``path`` may refer to (``from a import b`` gives a and a.b)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parent, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
 @functools.lru_cache(maxsize=None)
-def code_version(stage: str) -> str:
-    pkg = Path(__file__).resolve().parent
+def module_closure(module: str, without: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``module`` and every ``ecgpipe`` module it imports, transitively, with the packages that contain them.
+    Modules in ``without`` (and what only they import) are left out."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in without or not (name == PACKAGE or name.startswith(PACKAGE + ".")):
+            continue
+        path = module_file(name)
+        if path is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b first
+        todo += sorted(_imported_names(path, name))
+    return tuple(sorted(seen))
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(module: str, without: tuple[str, ...] = ()) -> str:
+    """Hash of the source of ``module_closure(module, without)``: changes whenever any of that code changes."""
     h = hashlib.sha256()
-    for name in STAGE_SOURCES[stage]:
+    for name in module_closure(module, without):
         h.update(name.encode())
-        h.update((pkg / name).read_bytes())
+        h.update(module_file(name).read_bytes())
     return h.hexdigest()[:16]
 
 

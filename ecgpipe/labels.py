@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ecgpipe.errors import EcgpipeError
 from ecgpipe.records import RecordError
 
 
-class LabelsError(ValueError):
+class LabelsError(EcgpipeError, ValueError):
     """The labels CSV is missing or malformed; the message names the file (and line)."""
 
 

@@ -35,10 +35,6 @@ class Location:
             self.url = self.root
 
     @property
-    def is_local_path(self) -> bool:
-        return not is_url(self.url)
-
-    @property
     def local_root(self) -> str | None:
         """The folder on this machine's file system, when the location is one (a plain path or file:// URL)."""
         return self.root if isinstance(self.fs, LocalFileSystem) else None

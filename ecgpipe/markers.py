@@ -34,6 +34,3 @@ class Markers:
 
     def write(self, stage: str, unit: str, key: str, info: dict | None = None) -> None:
         self.location.write_text(self._rel(stage, unit), json.dumps({"key": key, **(info or {})}))
-
-    def clear(self, stage: str, unit: str) -> None:
-        self.location.delete(self._rel(stage, unit))

@@ -21,6 +21,7 @@ import numpy as np
 
 import ecgpipe
 from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import EcgpipeError
 
 FORMAT = "ecgpipe-model"
 FORMAT_VERSION = 1
@@ -28,7 +29,7 @@ FORMAT_VERSION = 1
 TRUSTED_TYPES = ["ecgpipe.classify.BlockWeights"]
 
 
-class ModelError(Exception):
+class ModelError(EcgpipeError):
     """A model artifact cannot be used. ``str(err)`` is ``"<file>: <problem>"``."""
 
     def __init__(self, path: str | Path, problem: str):

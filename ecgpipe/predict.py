@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads
+from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, RecordError, read_episodes, read_record
-from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads, window_rhythm_features
-from ecgpipe.spectrogram import spectrogram_chunk
 
 
 @dataclass
@@ -118,8 +118,6 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None
 ) -> RecordPrediction:
-    from ecgpipe.features import get_extractor
-
     cfg = model.config
     rec = read_new_record(path, model, lead)
     fs_out, length = cfg.segments.target_fs, cfg.segment_length
@@ -130,12 +128,8 @@ def predict_record(
         raise RecordError(rec.path, f"record is shorter ({len(rec.signal) / rec.fs:.1f} s) than one window ({cfg.segments.length_s} s)")
     usable = nan_free_windows(rec, starts, length, fs_out)
     windows = lead_windows(resampled, starts[usable], length)
-    cnn = rhythm = None
-    if cfg.classifier.inputs != "rhythm":
-        spectrograms = spectrogram_chunk(windows, fs_out, cfg.spectrogram).astype(np.float16)  # stored as float16 in training
-        cnn = get_extractor(cfg.features.model_copy(update={"device": "auto"}))(spectrograms).astype(np.float64)
-    if cfg.classifier.inputs != "cnn":
-        rhythm = window_rhythm_features(rec, starts[usable], cfg).astype(np.float64)
+    # the training feature path, on whatever device this machine has
+    cnn, rhythm = Featurizer(cfg, device="auto").transform(rec, windows, starts[usable])
     classes = np.full(len(starts), -1, dtype=np.int64)
     classes[usable] = model.predict(cnn, rhythm)
     classes = majority_smooth(classes, smooth)

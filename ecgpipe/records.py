@@ -16,9 +16,10 @@ import numpy as np
 import wfdb
 
 from ecgpipe.config import DatabaseSettings
+from ecgpipe.errors import EcgpipeError
 
 
-class RecordError(Exception):
+class RecordError(EcgpipeError):
     """A record cannot be used. ``str(err)`` is ``"<record path>: <problem>"``."""
 
     def __init__(self, record_path: str | Path, problem: str):

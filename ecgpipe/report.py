@@ -12,16 +12,10 @@ matplotlib.use("Agg")  # reports are written on headless workers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.location import Location  # noqa: E402
-
-PROTOCOL_TITLES = {
-    "stratified_10fold": "Stratified 10-fold over segments (the paper's protocol; patients shared across folds)",
-    "grouped_by_subject": "Stratified group k-fold by subject (no patient in both training and test)",
-    "leave_one_database_out": "Leave one database out (train on the others, test on it; shared classes only)",
-}
-
-RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
-
+from ecgpipe.report_html import render_html  # noqa: E402
+from ecgpipe.report_tables import comparison_columns, hardest_subjects, pct, predicted_as, spectrogram_shape_words  # noqa: E402
 
 def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
     cm = np.asarray(cm)
@@ -43,52 +37,6 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path
     plt.close(fig)
 
 
-def _spectrogram_shape(shape: list[int]) -> str:
-    """``[F, T]`` or ``[n_leads, F, T]`` in words."""
-    words = f"{shape[-2]} frequencies x {shape[-1]} frames"
-    return words if len(shape) == 2 else f"{words} x {shape[0]} leads (image channels)"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
-
-
-PROTOCOL_SHORT = {"stratified_10fold": "paper (stratified)", "grouped_by_subject": "grouped by subject",
-                  "leave_one_database_out": "leave one DB out"}
-
-
-COMPARISON_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-
-
-def comparison_scores(row: dict, protocols: list[str]) -> list[tuple[float, float]]:
-    """(score, std over folds) of one comparison row: per protocol, accuracy, balanced accuracy and macro-F1."""
-    return [(row["protocols"][p][k], row["protocols"][p][f"{k}_fold_std"]) for p in protocols for k in COMPARISON_METRICS]
-
-
-def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of the comparison table: per row backbone, layer, classifier, and per protocol
-    accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds."""
-    protocols = list(report["protocols"])
-    header = ["backbone", "layer", "classifier"]
-    for p in protocols:
-        short = PROTOCOL_SHORT.get(p, p)
-        header += [f"{short} acc", f"{short} bal. acc", f"{short} macro-F1"]
-    rows = [[row["backbone"], str(row["layer"]), row["classifier"],
-             *(f"{score:.3f} ± {std:.3f}" for score, std in comparison_scores(row, protocols))]
-            for row in report["comparison"]]
-    return header, rows
-
-
-def hardest_subjects(protocol: dict, n: int = 8, min_segments: int = 10) -> list[dict]:
-    """The (patient, class) pairs with the lowest recall among those with at least ``min_segments`` segments."""
-    pairs = [r for r in protocol.get("per_subject", []) if r["n"] >= min_segments and r["recall"] < 1.0]
-    return sorted(pairs, key=lambda r: (r["recall"], -r["n"]))[:n]
-
-
-def predicted_as(row: dict) -> str:
-    return ", ".join(f"{name} {count}" for name, count in sorted(row["predicted"].items(), key=lambda kv: -kv[1]))
-
-
 def render_markdown(report: dict) -> str:
     lines = []
     if report.get("warning"):
@@ -99,7 +47,7 @@ def render_markdown(report: dict) -> str:
         f"({', '.join(report['databases'])})",
         "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
         f"- {report.get('features_description', '')}",
-        f"- spectrogram: {_spectrogram_shape(report['spectrogram_shape'])} per segment",
+        f"- spectrogram: {spectrogram_shape_words(report['spectrogram_shape'])} per segment",
         f"- classifier: {report['classifier']}",
         f"- wall time: {report['wall_s']:.0f} s",
         "",
@@ -110,17 +58,17 @@ def render_markdown(report: dict) -> str:
     ]
     for name, p in report["protocols"].items():
         ci = p.get("ci95", {})
-        acc_ci = f" ({_pct(ci['accuracy'][0])} - {_pct(ci['accuracy'][1])})" if ci else ""
+        acc_ci = f" ({pct(ci['accuracy'][0])} - {pct(ci['accuracy'][1])})" if ci else ""
         f1_ci = f" ({ci['macro_f1'][0]:.3f} - {ci['macro_f1'][1]:.3f})" if ci else ""
         lines.append(
-            f"| {name} | {p['n_folds']} | {_pct(p['accuracy'])}{acc_ci} | {_pct(p['balanced_accuracy'])} | "
-            f"{p['macro_f1']:.3f}{f1_ci} | {_pct(p['accuracy_fold_mean'])} ± {_pct(p['accuracy_fold_std'])} |"
+            f"| {name} | {p['n_folds']} | {pct(p['accuracy'])}{acc_ci} | {pct(p['balanced_accuracy'])} | "
+            f"{p['macro_f1']:.3f}{f1_ci} | {pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])} |"
         )
     per_record = {name: p["per_record"] for name, p in report["protocols"].items() if p.get("per_record")}
     if per_record:
         rule = next(iter(per_record.values()))["rule"]
         lines += ["", f"Per record ({rule}):", "", "| protocol | records | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {r['n_records']} | {_pct(r['accuracy'])} | {r['macro_f1']:.3f} |" for name, r in per_record.items()]
+        lines += [f"| {name} | {r['n_records']} | {pct(r['accuracy'])} | {r['macro_f1']:.3f} |" for name, r in per_record.items()]
     if len(report.get("comparison", [])) > 1:
         header, rows = comparison_columns(report)
         lines += ["", "## Comparison", "",
@@ -130,7 +78,7 @@ def render_markdown(report: dict) -> str:
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")
     for name, p in report["protocols"].items():
-        lines += ["", f"### {name}", "", PROTOCOL_TITLES.get(name, name) + (f"; {p['note']}" if p["note"] else ""), ""]
+        lines += ["", f"### {name}", "", protocol_title(name) + (f"; {p['note']}" if p["note"] else ""), ""]
         lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         for cls, m in p["per_class"].items():
             lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
@@ -166,15 +114,13 @@ def render_markdown(report: dict) -> str:
 
 def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     """Write report.json, report.md, report.html (self-contained) and the confusion PNGs into the output location."""
-    from ecgpipe.report_html import render_html
-
     out = out_dir if isinstance(out_dir, Location) else Location(out_dir)
     out.makedirs()
     pngs = {}
     with tempfile.TemporaryDirectory() as staging:  # matplotlib writes local files; then they go where the run lives
         for name, p in report["protocols"].items():
             png = f"confusion_{name}.png"
-            plot_confusion(p["confusion_matrix"], list(p["per_class"]), PROTOCOL_TITLES.get(name, name), Path(staging) / png)
+            plot_confusion(p["confusion_matrix"], list(p["per_class"]), protocol_title(name), Path(staging) / png)
             out.put_file(str(Path(staging) / png), png)
             pngs[name] = (Path(staging) / png).read_bytes()
             p["confusion_png"] = png

@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.report import PROTOCOL_SHORT, PROTOCOL_TITLES, comparison_scores, hardest_subjects, predicted_as  # noqa: E402
+from ecgpipe.protocols import short as protocol_short, title as protocol_title  # noqa: E402
+from ecgpipe.report_tables import comparison_scores, hardest_subjects, predicted_as  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -68,7 +69,7 @@ def comparison_table(report: dict) -> str:
     e = html.escape
     protocols = list(report["protocols"])
     top = "<tr><th rowspan=2>features</th><th rowspan=2>classifier</th>" + "".join(
-        f"<th colspan=3 class=group>{e(PROTOCOL_SHORT.get(p, p))}</th>" for p in protocols) + "</tr>"
+        f"<th colspan=3 class=group>{e(protocol_short(p))}</th>" for p in protocols) + "</tr>"
     sub = "<tr>" + "<th>accuracy</th><th>balanced acc.</th><th>macro-F1</th>" * len(protocols) + "</tr>"
     body = []
     rhythm_only = f"no CNN: {e(report.get('rhythm_description') or 'rhythm features')}"
@@ -99,7 +100,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         ci = p.get("ci95")
         acc_ci = f"<br><span class='muted'>95 % CI {pct(ci['accuracy'][0])} - {pct(ci['accuracy'][1])}</span>" if ci else ""
         f1_ci = f"<br><span class='muted'>{ci['macro_f1'][0]:.3f} - {ci['macro_f1'][1]:.3f}</span>" if ci else ""
-        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(PROTOCOL_TITLES.get(name, name))}</span>", p["n_folds"],
+        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(protocol_title(name))}</span>", p["n_folds"],
                      f"<span class='key'>{pct(p['accuracy'])}</span>{acc_ci}", pct(p["balanced_accuracy"]), f"{p['macro_f1']:.3f}{f1_ci}",
                      f"{pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])}"])
     parts += ["<h2>Results</h2>", _table(["protocol", "folds", "accuracy", "balanced accuracy", "macro-F1", "accuracy per fold"], rows)]

@@ -11,14 +11,15 @@ import os
 from pathlib import Path
 
 from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import EcgpipeError
 from ecgpipe.records import list_records
 
 DATA_DIR_ENV = "ECGPIPE_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data") / "physionet"
 
 
-class DataSourceError(RuntimeError):
-    pass
+class DataSourceError(EcgpipeError, RuntimeError):
+    """A database folder is missing and could not be fetched."""
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:

@@ -26,6 +26,43 @@ import zarr
 from ecgpipe.location import Location, zarr_storage_options
 
 
+class Layout:
+    """The name of every group and array of the store, and their dtypes: the only place a store path is spelt."""
+
+    RECORDS = "records"
+    SEGMENTS = "segments"
+    SPECTROGRAMS = "spectrograms"
+    FEATURES = "features"
+    GROUPS = (RECORDS, SEGMENTS, SPECTROGRAMS, FEATURES)
+    # one record's windows (records/<db>/<record>/<name>)
+    RECORD_ARRAYS = {"windows": "float32", "starts": "int64", "episode": "int32", "rhythm": "float32"}
+    # the selected dataset (segments/<name>)
+    SEGMENT_ARRAYS = {"signal": "float32", "class_index": "int16", "source": "int32", "start": "int64",
+                      "rhythm": "int16", "rhythm_features": "float32"}
+    # compact log-spectrograms at their native resolution (images are made from them on the fly)
+    SPECTROGRAM_DTYPE = "float16"
+    FEATURE_DTYPE = "float32"
+
+    @staticmethod
+    def database(database: str) -> str:
+        return f"records/{database}"
+
+    @staticmethod
+    def record(database: str, record: str) -> str:
+        return f"records/{database}/{record}"
+
+    @staticmethod
+    def segment(name: str) -> str:
+        if name not in Layout.SEGMENT_ARRAYS:
+            raise KeyError(f"segments/{name}: not an array of the segment table")
+        return f"segments/{name}"
+
+    @staticmethod
+    def data(array: str) -> str:
+        """The data array of a spectrogram or feature array group (``spectrograms/<hash>``, ``features/<hash>``)."""
+        return f"{array}/data"
+
+
 def store_path(out_dir) -> str:
     """The store inside an output location (local path or fsspec URL)."""
     location = out_dir if isinstance(out_dir, Location) else Location(out_dir)
@@ -57,13 +94,14 @@ def write_record_windows(
 ) -> None:
     """Write one record's windows (and their rhythm features, when computed) into ``records/<db>/<record>``
     (owned by this record's task alone)."""
-    group = open_group(f"{path}/records/{database}", mode="a").require_group(record)
+    group = open_group(f"{path}/{Layout.database(database)}", mode="a").require_group(record)
     chunk_rows = max(1, min(len(windows), 1024))
+    dtype = Layout.RECORD_ARRAYS
     for name, data, chunks in [
-        ("windows", windows.astype(np.float32), (chunk_rows, *windows.shape[1:])),
-        ("starts", starts.astype(np.int64), (chunk_rows,)),
-        ("episode", episode.astype(np.int32), (chunk_rows,)),
-        *([("rhythm", rhythm.astype(np.float32), (chunk_rows, rhythm.shape[1]))] if rhythm is not None else []),
+        ("windows", windows.astype(dtype["windows"]), (chunk_rows, *windows.shape[1:])),
+        ("starts", starts.astype(dtype["starts"]), (chunk_rows,)),
+        ("episode", episode.astype(dtype["episode"]), (chunk_rows,)),
+        *([("rhythm", rhythm.astype(dtype["rhythm"]), (chunk_rows, rhythm.shape[1]))] if rhythm is not None else []),
     ]:
         arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, overwrite=True, fill_value=0)
         if data.size:
@@ -72,7 +110,7 @@ def write_record_windows(
 
 
 def read_record_windows(path: str, database: str, record: str) -> tuple[zarr.Group, dict]:
-    group = open_group(f"{path}/records/{database}/{record}", mode="r")
+    group = open_group(f"{path}/{Layout.record(database, record)}", mode="r")
     return group, dict(group.attrs)
 
 
@@ -92,10 +130,6 @@ def chunk_bounds(n_rows: int, chunk_size: int, chunk_index: int) -> tuple[int, i
     return start, min(start + chunk_size, n_rows)
 
 
-def n_chunks(n_rows: int, chunk_size: int) -> int:
-    return -(-n_rows // chunk_size)
-
-
 def write_chunk(path: str, name: str, chunk_index: int, data: np.ndarray) -> None:
     """Write the rows of one whole chunk (the array's own chunking along axis 0) into an existing array."""
     arr = open_array(f"{path}/{name}", mode="r+")
@@ -113,6 +147,11 @@ def read_chunk(path: str, name: str, chunk_index: int, chunk_size: int) -> np.nd
 
 def read_array(path: str, name: str) -> np.ndarray:
     return open_array(f"{path}/{name}", mode="r")[...]
+
+
+def has(path: str, name: str) -> bool:
+    """Whether the store holds a group or array ``name``."""
+    return name in open_root(path, mode="r")
 
 
 def read_attrs(path: str, name: str) -> dict:

@@ -78,7 +78,7 @@ def test_unknown_preset_and_bad_toml(tmp_path):
 
 
 def test_spectrogram_array_name_tracks_only_what_shapes_it():
-    from ecgpipe.plan import spectrogram_array_name
+    from ecgpipe.stages.spectrograms import array_name as spectrogram_array_name
 
     a = load_config("paper4")
     b = load_config("paper4", {"classifier": {"C": 1.0}})

@@ -51,7 +51,8 @@ def test_flow_runs_on_an_existing_scheduler(tmp_path, physionet, prefect_server,
 
 def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
     """A worker in its own mount namespace (a tmpfs over the run's folder) does not see the store: clear error."""
-    from flows.ecg_pipeline import StoreUnreachable, check_store_reachable
+    from ecgpipe.errors import StoreUnreachable
+    from ecgpipe.orchestration.cluster import check_store_reachable
 
     hidden = tmp_path / "hidden"
     hidden.mkdir()

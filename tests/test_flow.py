@@ -361,13 +361,18 @@ def test_predict_cli_refuses_a_bad_model_file(tmp_path):
 
 def test_comparison_rows_name_an_untrained_backbone():
     """A sweep row on random weights next to its pretrained twin (the 'backbone-init' lever) must read differently."""
-    from flows.ecg_pipeline import comparison_summary
+    from ecgpipe.report_build import comparison_summary
+    from ecgpipe.stages.classification import ComparisonRow
+    from ecgpipe.stages.features import FeatureArray
 
     metrics = {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5, "accuracy_fold_std": 0.0,
                "balanced_accuracy_fold_std": 0.0, "macro_f1_fold_std": 0.0, "n_folds": 2, "folds": [{}, {}]}
     attrs = {"backbone": "efficientnet_lite0", "layer": "_avg_pooling", "weights": "w", "width": 1280}
-    rows = [{"cfg": load_config("paper4", {"features": {"weights": weights}}), "extractor": {"attrs": attrs, "array": f"features/{weights}"},
-             "protocols": {"stratified_10fold": metrics}} for weights in ("pretrained", "random")]
+    rows = []
+    for weights in ("pretrained", "random"):
+        cfg = load_config("paper4", {"features": {"weights": weights}})
+        rows.append(ComparisonRow(cfg, FeatureArray(cfg, f"features/{weights}", [], attrs), "key", "unit", f"features/{weights}",
+                                  "data", protocols={"stratified_10fold": metrics}))
     table = comparison_summary(rows, best=0)
     assert [r["backbone"] for r in table] == ["efficientnet_lite0", "efficientnet_lite0 (random weights)"]
     assert [r["best"] for r in table] == [True, False]

@@ -3,7 +3,9 @@
 import numpy as np
 
 from ecgpipe.config import load_config
-from ecgpipe.plan import assign_slots, feature_chunk_keys, segment_uid, select_stable, spectrogram_chunk_keys
+from ecgpipe.stages.features import chunk_keys as feature_chunk_keys
+from ecgpipe.stages.spectrograms import chunk_keys as spectrogram_chunk_keys
+from ecgpipe.stages.table import assign_slots, segment_uid, select_stable
 
 
 def _uids(record, n):
@@ -64,7 +66,7 @@ def test_chunk_keys_change_only_where_inputs_or_settings_change():
 
 def test_record_key_ignores_which_other_records_a_run_uses(physionet):
     from ecgpipe.config import load_config
-    from ecgpipe.plan import record_unit
+    from ecgpipe.stages.segments import record_unit
 
     db_dir = str(physionet / "mitdb")
     base = record_unit(load_config("paper4"), "mitdb", "100", db_dir)

@@ -5,7 +5,7 @@ import pytest
 import wfdb
 
 from ecgpipe.config import load_config
-from ecgpipe.dataset import window_rhythm_features
+from ecgpipe.rhythm_block import window_rhythm_features
 from ecgpipe.predict import episodes_from_windows, majority_smooth
 from ecgpipe.records import read_record
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES, beat_times, irregularity_features, rr_features, sample_entropy

@@ -18,7 +18,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from ecgpipe.config import load_config  # noqa: E402
-from flows.ecg_pipeline import prefect_api, run_pipeline  # noqa: E402
+from ecgpipe.orchestration.cluster import prefect_api  # noqa: E402
+from flows.ecg_pipeline import run_pipeline  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ecgpipe.classify import build_classifier  # noqa: E402
 from ecgpipe.config import ClassifierSettings  # noqa: E402
-from flows.ecg_pipeline import classification_data  # noqa: E402
+from ecgpipe.stages.classification import read_classification_data as classification_data  # noqa: E402
 
 
 def candidates(n_cnn: int) -> dict:

@@ -1,0 +1,24 @@
+"""The one base class of every error ecgpipe raises on purpose.
+
+An :class:`EcgpipeError` says what is wrong with which file, record, key or setting (``str(err)`` names it), so the
+command line can print it as one line and stop, without a traceback. Subclasses keep a second, conventional base
+(``ValueError`` for bad values, ``RuntimeError`` for unavailable things) so that callers catching those still work.
+"""
+
+from __future__ import annotations
+
+
+class EcgpipeError(Exception):
+    """Base class: a problem with a named file, record, key or setting."""
+
+
+class PipelineError(EcgpipeError, ValueError):
+    """The run cannot go on with these inputs (e.g. a class without any segment); the message says what to check."""
+
+
+class StageFailed(EcgpipeError, RuntimeError):
+    """Some units of a stage failed; the run stops before the stages that need them. Rerunning redoes only those."""
+
+
+class StoreUnreachable(EcgpipeError, RuntimeError):
+    """Workers of an existing cluster cannot see the run's folders at the same paths."""

@@ -1,0 +1,122 @@
+"""Per-stage bookkeeping of a run, once for every stage: counts, failed units, stage timers (``OUT/run.json``), and
+the two ways a stage runs its units (wait for futures; submit the chunks that are not done)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from prefect.futures import as_completed
+
+from ecgpipe.location import Location
+from ecgpipe.plan import STAGES, RunPlan, chunk_unit
+
+
+def error_text(exc: Exception) -> str:
+    return getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class RunLog:
+    """Per-stage counts and failed units of one run, written to OUT/run.json whatever happens."""
+
+    out: Location
+    t0: float = field(default_factory=time.perf_counter)
+    stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0} for s in STAGES})
+    failures: list = field(default_factory=list)
+    stage_seconds: dict = field(default_factory=dict)
+
+    def count(self, stage: str, computed: int = 0, skipped: int = 0) -> None:
+        self.stages[stage]["computed"] += computed
+        self.stages[stage]["skipped"] += skipped
+
+    def fail(self, stage: str, unit: str, error: str) -> None:
+        self.stages[stage]["failed"] += 1
+        self.failures.append({"stage": stage, "unit": unit, "error": error})
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def timed(self, stage: str):
+        """``with log.timed("features"): ...`` adds the block's wall time to the stage's seconds."""
+        log = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                log.stage_seconds[stage] = log.stage_seconds.get(stage, 0.0) + time.perf_counter() - self.t
+                return False
+
+        return _Timer()
+
+    def write(self, status: str, error: str | None = None, **extra) -> dict:
+        doc = {
+            "status": status,
+            "wall_s": round(time.perf_counter() - self.t0, 2),
+            "stages": self.stages,
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
+            "failed": self.failures,
+            **({"error": error} if error else {}),
+            **extra,
+        }
+        self.out.write_text("run.json", json.dumps(doc, indent=2))
+        return doc
+
+
+def wait_all(futures: list, stage: str, logger, strict: bool = False) -> tuple[list, list[tuple[int, Exception]]]:
+    """Wait for a stage's futures, logging progress; returns (results in submission order, (index, error) failures).
+    A failed task never stops the others: the rest of the stage keeps running."""
+    order = {id(f): i for i, f in enumerate(futures)}
+    results: list = [None] * len(futures)
+    failures = []
+    step = max(1, len(futures) // 10)
+    for done, fut in enumerate(as_completed(futures), start=1):
+        try:
+            results[order[id(fut)]] = fut.result()
+        except Exception as exc:
+            if strict:
+                raise
+            failures.append((order[id(fut)], exc))
+            logger.warning(f"{stage}: {exc}")
+        if done % step == 0 or done == len(futures):
+            logger.info(f"{stage}: {done}/{len(futures)} computed")
+    return results, failures
+
+
+def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: int, plan: RunPlan, submit, logger,
+                    log: RunLog, blocked=()) -> set[int]:
+    """Submit the chunks of a stage that are not done; returns the chunk indices that failed (or were blocked).
+
+    ``targets`` are (array, chunk keys) pairs filled by the same tasks (the layers of one backbone share a forward
+    pass); ``submit(i, [(array, key), ...])`` gets the targets of chunk i that are missing or stale. Units are counted
+    per (array, chunk)."""
+    todo: dict[int, list[tuple[str, str]]] = {}
+    failed: set[int] = set()
+    n_chunks, skipped = len(targets[0][1]), 0
+    for i in range(n_chunks):
+        if i in blocked:
+            failed.add(i)
+            for array, _ in targets:
+                log.fail(stage, f"{array}/{chunk_unit(i)}", "upstream chunk failed")
+            continue
+        missing = [(array, keys[i]) for array, keys in targets if not plan.chunk_done(array, i, keys[i], n_rows)]
+        skipped += len(targets) - len(missing)
+        if missing:
+            todo[i] = missing
+    log.count(stage, skipped=skipped)
+    n_units = sum(len(t) for t in todo.values())
+    logger.info(f"{stage}: {n_units} of {len(targets) * n_chunks} chunks to compute ({skipped} up to date)")
+    chunks = list(todo)
+    _, failures = wait_all([submit(i, todo[i]) for i in chunks], stage, logger)
+    lost = 0
+    for idx, exc in failures:
+        i = chunks[idx]
+        failed.add(i)
+        lost += len(todo[i])
+        for array, _ in todo[i]:
+            log.fail(stage, f"{array}/{chunk_unit(i)}", error_text(exc))
+    log.count(stage, computed=n_units - lost)
+    return failed

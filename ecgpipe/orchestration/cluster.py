@@ -1,0 +1,117 @@
+"""Where a run's tasks execute and whom they report to: the Dask cluster (a local one, or an existing scheduler),
+one Prefect API for every process of the run, and GPU placement of feature tasks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import dask
+
+from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import StoreUnreachable
+from ecgpipe.location import Location
+
+
+def gpu_workers_in_cluster() -> int:
+    """Number of workers of this flow run's Dask cluster that advertise a ``GPU`` resource."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    client = getattr(ctx.task_runner, "_client", None) if ctx else None
+    if client is None:
+        return 0
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
+
+
+def feature_placement(n_gpu_workers: int):
+    """Feature tasks go to GPU workers when the cluster has any; otherwise anywhere. Dask would wait forever for a
+    resource no worker has, so the annotation is only added when a GPU worker exists."""
+    if n_gpu_workers:
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def prefect_api():
+    """Make sure every process of the run talks to ONE Prefect API.
+
+    Without a configured server, Prefect starts a temporary one per process; with Dask worker processes that means one
+    server each, all on one SQLite file (slow, and flaky). So start one here and export its URL before the cluster's
+    workers are spawned (they inherit the environment).
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Prefect's own temporary server (as it would start itself); it stops at interpreter exit, after Prefect has
+    # flushed its log and event queues to it.
+    server = SubprocessASGIServer()
+    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def _read_token(folder: str, name: str) -> str:
+    try:
+        return Location(folder).read_text(name) or "<FileNotFoundError: no token>"
+    except Exception as exc:
+        return f"<{type(exc).__name__}: {exc}>"
+
+
+def check_store_reachable(scheduler: str, *folders: str | None) -> None:
+    """Fail early, with the workers named, when a worker of an existing cluster cannot see a folder of the run.
+
+    Tasks exchange paths, not arrays, so every worker must see the output folder (and the data) at the same path.
+    A token is written into each folder here and read back by every worker.
+    """
+    import uuid
+
+    from distributed import Client
+
+    problems = []
+    with Client(scheduler, timeout=60) as client:
+        for folder in folders:
+            if not folder:
+                continue
+            location = Location(folder)
+            location.makedirs()
+            name, token = f".ecgpipe-reachable-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+            location.write_text(name, token)
+            try:
+                seen = client.run(_read_token, location.url, name)
+            finally:
+                location.delete(name)
+            problems += [f"{worker} cannot see {location.url} ({got if got.startswith('<') else 'different content'})"
+                         for worker, got in seen.items() if got != token]
+    if problems:
+        raise StoreUnreachable(
+            "workers of the cluster at " + scheduler + " do not share this run's folders: " + "; ".join(problems)
+            + ". Mount the data and output folders at the same path on every worker (shared file system)."
+        )
+
+
+def task_runner(cfg: PipelineConfig, out_dir: str, scheduler: str | None = None):
+    from prefect_dask import DaskTaskRunner
+
+    if scheduler:
+        return DaskTaskRunner(address=scheduler)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": cfg.run.n_workers,
+            "threads_per_worker": cfg.run.threads_per_worker,
+            "processes": True,
+            "dashboard_address": ":0",  # None still binds 8787
+            # Dask's spill/scratch space: inside a local output folder, else the machine's temporary folder
+            "local_directory": os.path.join(Location(out_dir).local_root or tempfile.gettempdir(), ".dask"),
+        },
+    )

@@ -1,0 +1,210 @@
+"""The steps of the flow, one per stage: plan the stage's units (``ecgpipe.plan``), submit those not done as tasks
+(``ecgpipe.orchestration.tasks``), count and time them (``RunLog``). Each step returns what the next one needs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ecgpipe import store as zs
+from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import StageFailed
+from ecgpipe.location import Location
+from ecgpipe.orchestration import tasks
+from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
+from ecgpipe.orchestration.cluster import feature_placement, gpu_workers_in_cluster
+from ecgpipe.plan import RunPlan
+from ecgpipe.stages import classification, features, segments, spectrograms, table
+from ecgpipe.stages.classification import ComparisonRow
+from ecgpipe.stages.features import FeatureArray, feature_groups
+from ecgpipe.stages.segments import RecordSummary
+from ecgpipe.stages.table import SegmentTable
+from ecgpipe.store import Layout
+
+
+@dataclass
+class Run:
+    """One flow run: its plan, its log, its logger and its tasks (with the run's retry settings)."""
+
+    cfg: PipelineConfig
+    plan: RunPlan
+    log: RunLog
+    logger: object
+    strict: bool
+
+    @classmethod
+    def start(cls, cfg: PipelineConfig, data_dir: str | None, out: Location, log: RunLog, logger, strict: bool | None) -> Run:
+        out.makedirs()
+        out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
+        run = cls(cfg, RunPlan.create(cfg, data_dir, out), log, logger, cfg.run.strict if strict is None else strict)
+        zs.ensure_groups(run.store, *Layout.GROUPS, *[Layout.database(db) for db in cfg.databases])
+        return run
+
+    @property
+    def store(self) -> str:
+        return self.plan.store
+
+    @property
+    def out_dir(self) -> str:
+        return self.plan.out.url
+
+    @property
+    def config_json(self) -> str:
+        return self.cfg.model_dump_json()
+
+    def task(self, t):
+        return t.with_options(retries=self.cfg.run.retries, retry_delay_seconds=list(self.cfg.run.retry_delay_s) or 0)
+
+
+def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
+    """Stage 1: every record's windows; returns the records read and the records skipped (with why)."""
+    with run.log.timed(segments.STAGE):
+        summaries = run.plan.record_summaries()
+        todo = [u for u in run.plan.records if summaries[u.name] is None]
+        run.log.count(segments.STAGE, skipped=len(run.plan.records) - len(todo))
+        run.logger.info(f"segments: {len(todo)} of {len(run.plan.records)} records to compute")
+        task = run.task(tasks.record_segments)
+        futures = [task.submit(run.store, run.out_dir, u, run.config_json) for u in todo]
+        results, failures = wait_all(futures, segments.STAGE, run.logger, run.strict)
+        for u, r in zip(todo, results):
+            summaries[u.name] = r
+        run.log.count(segments.STAGE, computed=len(todo) - len(failures))
+        skipped = []
+        for idx, exc in failures:
+            u = todo[idx]
+            run.log.fail(segments.STAGE, u.shown, error_text(exc))
+            skipped.append({"record": getattr(exc, "record_path", u.shown), "error": error_text(exc)})
+        records = [summaries[u.name] for u in run.plan.records if summaries[u.name] is not None]
+        if not records:
+            raise StageFailed(f"every record failed; first error: {skipped[0] if skipped else 'none read'}")
+    return records, skipped
+
+
+def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
+    """Stage 2: the selected dataset, rewritten only when it changed."""
+    with run.log.timed(table.STAGE):
+        planned, candidates = run.plan.table(records)
+        changed = not run.plan.table_done(planned)
+        if changed:
+            table.write_table(run.store, planned, candidates, run.cfg)
+            run.plan.markers.write(table.STAGE, table.UNIT, planned.key, {"n_segments": len(planned)})
+        run.log.count(table.STAGE, computed=int(changed), skipped=int(not changed))
+    run.logger.info(f"segments: {len(planned)} selected of {planned.n_candidates} windows "
+                    f"(table {'rewritten' if changed else 'unchanged'})")
+    return planned
+
+
+def compute_spectrograms(run: Run, segment_table: SegmentTable) -> tuple[str, list[str], set[int]]:
+    """Stage 3: returns the spectrogram array, its chunk keys and the chunks that failed."""
+    with run.log.timed(spectrograms.STAGE):
+        spec_array, keys, n = run.plan.spectrogram_array, run.plan.spectrogram_keys(segment_table), len(segment_table)
+        ensure_rows(run.store, Layout.data(spec_array), n, spectrograms.row_shape(run.cfg), run.cfg.run.chunk_size,
+                    Layout.SPECTROGRAM_DTYPE, spectrograms.array_attrs(run.cfg))
+        task = run.task(tasks.spectrogram_chunk)
+        failed = run_chunk_stage(
+            spectrograms.STAGE, [(spec_array, keys)], n, run.plan,
+            lambda i, todo: task.submit(run.store, run.out_dir, spec_array, i, todo[0][1], run.config_json), run.logger, run.log)
+    return spec_array, keys, failed
+
+
+def compute_features(run: Run, segment_table: SegmentTable, spec_array: str, spec_keys: list[str], spec_failed: set[int]
+                     ) -> tuple[list[FeatureArray], str]:
+    """Stage 4: one feature array per extractor of the sweep, all from the same spectrograms; extractors that differ
+    only in the layer share one forward pass per chunk. Returns the arrays and where their tasks ran."""
+    with run.log.timed(features.STAGE):
+        n_gpu = gpu_workers_in_cluster()
+        placement = f"{n_gpu} GPU worker(s) (resources GPU=1)" if n_gpu else "any worker (no GPU worker in the cluster)"
+        extractors = run.plan.feature_arrays(spec_keys)
+        failed: set[int] = set()
+        for group in feature_groups(run.cfg.feature_variants):
+            failed |= _feature_group(run, [extractors[k] for k in group], len(segment_table), spec_array, spec_failed, n_gpu)
+    if spec_failed or failed:
+        run.log.fail(classification.STAGE, classification.STAGE, "features incomplete")
+        raise StageFailed(
+            f"{len(spec_failed)} spectrogram and {len(failed - spec_failed)} feature chunk(s) failed "
+            f"(see {run.plan.out.child('run.json')}); run again to recompute only those"
+        )
+    return extractors, placement
+
+
+def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str, spec_failed: set[int], n_gpu: int) -> set[int]:
+    root = zs.open_root(run.store)
+    for e in group:
+        run.logger.info(f"features: {e.cfg.features.backbone} layer {e.cfg.features.layer or '(pooled)'} -> {e.array}")
+        if e.data in root and "weights" in root[e.data].attrs:
+            e.attrs = dict(root[e.data].attrs)
+        else:
+            with feature_placement(n_gpu):
+                e.attrs = run.task(tasks.describe_extractor).submit(e.cfg.model_dump_json()).result()
+        ensure_rows(run.store, e.data, n, (e.width,), run.cfg.run.chunk_size, Layout.FEATURE_DTYPE, e.attrs)
+    layer_of = {e.array: e.layer for e in group}
+    targets = list({e.array: e.keys for e in group}.items())  # one target per array
+    task, config_json = run.task(tasks.feature_chunk), group[0].cfg.model_dump_json()
+
+    def submit(i: int, todo: list[tuple[str, str]]):
+        with feature_placement(n_gpu):
+            return task.submit(run.store, run.out_dir, spec_array, i, [(a, key, layer_of[a]) for a, key in todo], config_json)
+
+    return run_chunk_stage(features.STAGE, targets, n, run.plan, submit, run.logger, run.log, blocked=spec_failed)
+
+
+def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]) -> tuple[list[ComparisonRow], int, str | None]:
+    """Stage 5: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model.
+    Returns the rows (with their protocol results), the best row and the model artifact's path."""
+    with run.log.timed(classification.STAGE):
+        rows = run.plan.rows(extractors, segment_table.key)
+        pending = []
+        for row in rows:
+            stored = run.plan.row_done(row)
+            if stored is None:
+                pending.append(row)
+            else:
+                row.protocols = stored
+        run.log.count(classification.STAGE, skipped=len(rows) - len(pending))
+        run.logger.info(f"classify: {len(pending)} of {len(rows)} (extractor, classifier) rows to evaluate")
+        if pending:
+            data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
+            jobs = classification.fold_jobs(pending, data)
+            task = run.task(tasks.classify_fold)
+            futures = [task.submit(run.store, pending[j.row].features, pending[j.row].data_key, j.protocol, j.fold,
+                                   pending[j.row].cfg.model_dump_json()) for j in jobs]
+            results, _ = wait_all(futures, classification.STAGE, run.logger, strict=True)
+            for r, row in enumerate(pending):
+                mine = {(j.protocol, j.fold): res for j, res in zip(jobs, results) if j.row == r}
+                row.protocols = classification.assemble_row(row, data, mine)
+                run.plan.markers.write(classification.STAGE, row.unit, row.key, {"protocols": row.protocols})
+            run.log.count(classification.STAGE, computed=len(pending))
+        best = classification.best_row(rows, run.cfg.selection_protocol)
+        model = train_model(run, rows[best])
+    return rows, best, model
+
+
+def train_model(run: Run, row: ComparisonRow) -> str | None:
+    """The run's model artifact OUT/model.skops: the best row's classifier refitted on all segments."""
+    if not run.plan.out.local_root:
+        run.logger.warning("model: the output folder is not local; no model artifact written")
+        return None
+    import os
+
+    path = os.path.join(run.plan.out.local_root, "model.skops")
+    key = classification.model_key(row)
+    marker = run.plan.markers.read("model", "model")
+    if marker and marker.get("key") == key and os.path.isfile(path):
+        return path
+    run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
+                                       row.extractor.weights, path).result()
+    run.plan.markers.write("model", "model", key, {"row": row.label})
+    run.logger.info(f"model: {row.label} on {row.extractor.array} -> {path}")
+    return path
+
+
+def ensure_rows(store: str, name: str, n: int, row_shape: tuple, chunk: int, dtype: str, attrs: dict) -> None:
+    """Make array ``name`` hold n rows (create, or resize keeping the rows it has). Flow process only."""
+    root = zs.open_root(store)
+    if name in root:
+        arr = root[name]
+        if arr.shape[1:] == tuple(row_shape) and arr.chunks[0] == chunk and str(arr.dtype) == dtype:
+            if arr.shape[0] != n:
+                arr.resize((n, *row_shape))  # tasks open the array afresh after this, never a stale handle
+            return
+    zs.create_array(store, name, (n, *row_shape), (chunk, *row_shape), dtype, attrs=attrs)

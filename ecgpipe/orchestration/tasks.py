@@ -1,0 +1,105 @@
+"""Prefect tasks: thin wrappers around the stages' unit functions. A task adds retries of transient errors, the
+fault-injection hook of the tests, and the unit's marker (written after its data, by the task that owns the unit).
+
+Tasks run on Dask workers and exchange store paths, chunk indices and configs as JSON, never arrays.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import EcgpipeError
+from ecgpipe.keys import array_digest
+from ecgpipe.markers import Markers
+from ecgpipe.plan import chunk_unit
+from ecgpipe.stages import classification, features, segments, spectrograms
+from ecgpipe.stages.classification import FoldResult
+from ecgpipe.stages.segments import RecordSummary, RecordUnit
+
+PERMANENT_ERRORS = (EcgpipeError, ValueError, FileNotFoundError)
+FAULT_ENV = "ECGPIPE_INJECT_FAILURE"
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Retry only errors that may pass (I/O hiccups, a lost worker); bad input fails at once."""
+    try:
+        state.result()
+    except PERMANENT_ERRORS:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+# The store's markers are the source of truth for what was computed; Prefect's own result cache is not used.
+stage_task = task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient)
+
+
+def _config(config_json: str) -> PipelineConfig:
+    return PipelineConfig.model_validate_json(config_json)
+
+
+def injected_fault(stage: str, chunk_index: int) -> None:
+    """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk."""
+    wanted = {tuple(item.split(":")) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item}
+    if (stage, str(chunk_index)) in wanted:
+        raise OSError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}")
+
+
+def where() -> str:
+    """Address of the Dask worker running this task (recorded in markers: provenance and placement checks)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "flow-process"
+
+
+@stage_task(name="record-segments", task_run_name="segments {unit.database}/{unit.record}")
+def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str) -> RecordSummary:
+    summary, digest = segments.compute_record(store, unit, _config(config_json))
+    Markers(out_dir).write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
+    return summary
+
+
+@stage_task(name="spectrogram-chunk", task_run_name="spectrograms chunk {chunk_index}")
+def spectrogram_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, key: str, config_json: str) -> int:
+    injected_fault(spectrograms.STAGE, chunk_index)
+    spec = spectrograms.compute_chunk(store, spec_array, chunk_index, _config(config_json))
+    Markers(out_dir).write(spec_array, chunk_unit(chunk_index), key, {"digest": array_digest(spec), "worker": where()})
+    return int(len(spec))
+
+
+@stage_task(name="feature-width")
+def describe_extractor(config_json: str) -> dict:
+    return features.describe_extractor(_config(config_json))
+
+
+@stage_task(name="feature-chunk", task_run_name="features chunk {chunk_index}")
+def feature_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, targets: list[tuple[str, str, str]],
+                  config_json: str) -> int:
+    """``targets``: (feature array, chunk key, layer) of every array this chunk fills, from one forward pass."""
+    injected_fault(features.STAGE, chunk_index)
+    computed = features.compute_chunk(store, spec_array, chunk_index, [(a, layer) for a, _, layer in targets],
+                                      _config(config_json))
+    markers = Markers(out_dir)
+    for feat_array, key, _ in targets:
+        markers.write(feat_array, chunk_unit(chunk_index), key, {"digest": array_digest(computed[feat_array]), "worker": where()})
+    return int(len(next(iter(computed.values()))))
+
+
+@stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
+def classify_fold(store: str, feat_array: str | None, data_key: str, protocol: str, fold: int, config_json: str) -> FoldResult:
+    """One outer fold of one protocol for one row; ``config_json`` holds that row's settings."""
+    data = classification.classification_data(store, feat_array, data_key)
+    return classification.evaluate_fold(data, _config(config_json), protocol, fold)
+
+
+@stage_task(name="train-model")
+def train_model(store: str, feat_array: str | None, data_key: str, config_json: str, weights_source: str, path: str) -> str:
+    return classification.train_model(store, _config(config_json), feat_array, data_key, weights_source, path)

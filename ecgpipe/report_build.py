@@ -1,0 +1,108 @@
+"""The report of a run, assembled from its stages' results: what ``report.json`` holds, and the example figure.
+Rendering it (Markdown, HTML, confusion PNGs) is ``ecgpipe.report``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ecgpipe
+from ecgpipe import store as zs
+from ecgpipe.config import PipelineConfig
+from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
+from ecgpipe.stages.classification import ComparisonRow
+from ecgpipe.stages.segments import RecordSummary
+from ecgpipe.stages.table import SegmentTable, database_of, record_of
+from ecgpipe.store import Layout
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "accuracy_fold_std", "balanced_accuracy_fold_std", "macro_f1_fold_std")
+
+
+def example_spectrograms(store: str, spec_array: str, cfg: PipelineConfig, per_class: int = 3) -> str:
+    """The report's figure of a few stored spectrograms per class (the first rows of each class)."""
+    from ecgpipe.report_html import example_spectrograms_figure
+
+    y = zs.read_array(store, Layout.segment("class_index"))
+    spec = zs.open_array(f"{store}/{Layout.data(spec_array)}", mode="r")
+    freqs = np.asarray(spec.attrs["frequencies_hz"])
+    rows = {c: np.flatnonzero(y == i)[:per_class] for i, c in enumerate(cfg.class_names)}
+    # with two leads a row is (n_leads, F, T): the figure shows the first lead
+    examples = {c: spec.get_orthogonal_selection((r,))[:, 0] if spec.ndim == 4 else spec.get_orthogonal_selection((r,))
+                for c, r in rows.items()}
+    return example_spectrograms_figure(examples, freqs, cfg.segments.length_s)
+
+
+def comparison_summary(rows: list[ComparisonRow], best: int) -> list[dict]:
+    """The comparison table: per row its extractor, classifier and headline metrics of every protocol."""
+    table = []
+    for i, row in enumerate(rows):
+        attrs, clf = row.extractor.attrs, row.cfg.classifier
+        # an untrained backbone next to its pretrained twin (a sweep measuring what transfer buys) must not look alike
+        untrained = " (random weights)" if row.cfg.features.weights == "random" else ""
+        table.append(
+            {
+                "backbone": attrs["backbone"] + untrained if clf.inputs != "rhythm" else "-",
+                "layer": attrs["layer"] if clf.inputs != "rhythm" else "-",
+                "classifier": row.label,
+                "features_array": row.extractor.data,
+                "best": i == best,
+                "protocols": {p: {k: m[k] for k in HEADLINE} for p, m in row.protocols.items()},
+                "n_folds": {p: m["n_folds"] for p, m in row.protocols.items()},
+                # the inner CV's choice per outer fold (tuned classifiers only)
+                "chosen": {p: [f["chosen"] for f in m["folds"] if f.get("chosen")] for p, m in row.protocols.items()
+                           if any(f.get("chosen") for f in m["folds"])},
+            }
+        )
+    return table
+
+
+def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
+    """What the best row's classifier sees, in words (a rhythm-only row uses no CNN at all)."""
+    cnn = f"{feat_attrs['backbone']} layer {feat_attrs['layer']} ({feat_attrs['width']} values, weights: {feat_attrs['weights']})"
+    rr = cfg.rhythm_description
+    return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
+
+
+def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
+                 segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int) -> dict:
+    feat_attrs, best_cfg = rows[best].extractor.attrs, rows[best].cfg
+    y = zs.read_array(store, Layout.segment("class_index"))
+    rec_of = [record_of(u) for u in segment_table.uids]
+    subjects = np.array([segment_table.subjects[r] for r in rec_of])
+    dbs = np.array([database_of(r) for r in rec_of])
+    report: dict = {}
+    if best_cfg.features.weights == "random":  # the detailed sections are the best row's
+        report["warning"] = RANDOM_WEIGHTS_WARNING
+    seen = {label for r in records for label in r.labels}
+    report.update(
+        {
+            "config_name": cfg.name,
+            "code_version": ecgpipe.__version__,
+            "n_segments": int(len(y)),
+            "n_candidates": segment_table.n_candidates,
+            "class_counts": {c: int((y == i).sum()) for i, c in enumerate(cfg.class_names)},
+            "class_counts_by_database": {
+                c: {db: int(((y == i) & (dbs == db)).sum()) for db in cfg.databases} for i, c in enumerate(cfg.class_names)
+            },
+            "subjects_per_class": {c: int(len(set(subjects[y == i]))) for i, c in enumerate(cfg.class_names)},
+            "n_subjects": int(len(set(subjects))),
+            "n_records_used": int(len(set(rec_of))),
+            "databases": list(cfg.databases),
+            "spectrogram_shape": list(spec_shape),
+            "backbone": feat_attrs["backbone"],
+            "layer": feat_attrs["layer"],
+            "feature_width": int(feat_attrs["width"]),
+            "weights": feat_attrs["weights"],
+            "features_array": rows[best].extractor.data,
+            "classifier": best_cfg.classifier_label,
+            "features_description": features_description(best_cfg, feat_attrs),
+            # the rhythm block in words, for the comparison table's rhythm-only rows
+            "rhythm_description": cfg.rhythm_description if cfg.rhythm.enabled else None,
+            "selected_by": f"highest macro-F1 under {cfg.selection_protocol} among {len(rows)} rows",
+            "protocols": rows[best].protocols,
+            "comparison": comparison_summary(rows, best),
+            "skipped_records": skipped,
+            "unmatched_labels": sorted(set(cfg.label_to_class) - seen),
+            "config": cfg.model_dump(mode="json"),
+        }
+    )
+    return report

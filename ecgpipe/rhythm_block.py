@@ -1,0 +1,34 @@
+"""The rhythm block of a record's windows: RR-interval, RR-irregularity and waveform features over a context.
+
+Pure functions: no Prefect, no Dask, no Zarr. Computed with a record's windows and stored beside them, but keyed apart
+from them (``ecgpipe.stages.segments``): spectrograms never read it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecgpipe.config import PipelineConfig
+from ecgpipe.records import EcgRecord
+from ecgpipe.rhythm import beat_times, irregularity_features, rr_features
+from ecgpipe.segments import fill_nan, resample
+from ecgpipe.waveform import bandpass, waveform_features
+
+
+def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: PipelineConfig) -> np.ndarray:
+    """The 'rhythm' block of windows starting at ``starts`` (target-rate samples), columns ``config.rhythm_columns``:
+    RR-interval features (``ecgpipe.rhythm``), with ``rhythm.irregularity`` the RR-pattern features, and with
+    ``rhythm.waveform`` waveform descriptors (``ecgpipe.waveform``), all over ``rhythm.context_s`` seconds of the
+    first lead around each window."""
+    fs_out, length_s, context_s = config.segments.target_fs, config.segments.length_s, config.rhythm.context_s
+    signal = fill_nan(record.signal)
+    starts_s = np.asarray(starts) / fs_out
+    beats_s = beat_times(signal, record.fs)
+    blocks = [rr_features(beats_s, starts_s, length_s, context_s)]
+    if config.rhythm.irregularity:
+        blocks.append(irregularity_features(beats_s, starts_s, length_s, context_s))
+    if config.rhythm.waveform:
+        # at the common rate, so that every database's descriptors are measured alike
+        filtered = bandpass(resample(signal, record.fs, fs_out), fs_out)
+        blocks.append(waveform_features(filtered, fs_out, starts_s, length_s, context_s))
+    return np.hstack(blocks).astype(np.float32)

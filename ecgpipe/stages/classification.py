@@ -1,0 +1,212 @@
+"""Stage 5, one unit per comparison row (an extractor's features x a classifier of the sweep): every fold of every
+protocol, assembled into that row's out-of-fold results. Then the best row's model artifact.
+
+A fold (``evaluate_fold``) is the unit a task computes; ``assemble_row`` turns a row's folds into its protocol
+results, and ``evaluate_row`` runs both in one process (tests, notebooks): the flow and they share every step.
+
+Key of a row: its classifier and CV settings, the chunk keys of the features it reads, the segment table's key and
+the code version. Classification data is read once per worker process and row inputs, not once per fold.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecgpipe import protocols
+from ecgpipe import store as zs
+from ecgpipe.classify import (
+    collect_predictions,
+    design_matrix,
+    fit_classifier,
+    fit_predict,
+    make_splits,
+    record_level_summary,
+    summarize_protocol,
+)
+from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import PipelineError
+from ecgpipe.keys import code_version, content_key
+from ecgpipe.stages.features import FeatureArray
+from ecgpipe.stages.table import database_of, record_of, uid_order_key
+from ecgpipe.store import Layout
+
+STAGE = "classify"
+
+
+def code() -> str:
+    return code_version(__name__)
+
+
+# ------------------------------------------------------------------------------------------------------- data
+@dataclass
+class ClassificationData:
+    """Everything a classifier sees, in canonical order (database, record, start) whatever the table's row order:
+    the folds depend on the segments, not on where an incremental run happened to put them."""
+
+    cnn: np.ndarray | None
+    rhythm: np.ndarray | None
+    y: np.ndarray
+    subjects: np.ndarray
+    databases: np.ndarray
+    uids: list[str]
+
+    def matrix(self, classifier) -> np.ndarray:
+        return design_matrix(self.cnn, self.rhythm, classifier)
+
+    @property
+    def n_cnn(self) -> int | None:
+        return None if self.cnn is None else self.cnn.shape[1]
+
+    @property
+    def records(self) -> np.ndarray:
+        return np.array([record_of(u) for u in self.uids])
+
+
+def read_classification_data(store: str, feat_array: str | None) -> ClassificationData:
+    y = zs.read_array(store, Layout.segment("class_index")).astype(np.int64)
+    attrs = zs.read_attrs(store, Layout.SEGMENTS)
+    order = sorted(range(len(y)), key=lambda i: uid_order_key(attrs["uids"][i]))
+    uids = [attrs["uids"][i] for i in order]
+    subjects = np.array([attrs["subjects"][record_of(u)] for u in uids])
+    databases = np.array([database_of(u) for u in uids])
+    cnn = rhythm = None
+    if feat_array is not None:
+        cnn = zs.read_array(store, Layout.data(feat_array)).astype(np.float64)[order]
+        if not np.isfinite(cnn).all():
+            raise PipelineError(f"{store}/{feat_array}: features contain NaN or inf")
+    if zs.has(store, Layout.segment("rhythm_features")):
+        rhythm = zs.read_array(store, Layout.segment("rhythm_features")).astype(np.float64)[order]
+    return ClassificationData(cnn, rhythm, y[order], subjects, databases, uids)
+
+
+@functools.lru_cache(maxsize=2)
+def classification_data(store: str, feat_array: str | None, data_key: str = "") -> ClassificationData:
+    """The data of ``feat_array`` (None: rhythm block only), read once per process for each ``data_key`` (the
+    table's key and the features' chunk keys: any change to the stored data gives another key)."""
+    return read_classification_data(store, feat_array)
+
+
+# ------------------------------------------------------------------------------------------------------- rows
+@dataclass
+class ComparisonRow:
+    """One (extractor, classifier) row of the comparison table."""
+
+    cfg: PipelineConfig  # the run's config with this row's [features] and [classifier]
+    extractor: FeatureArray
+    key: str
+    unit: str  # marker name
+    features: str | None  # the CNN feature array the classifier reads (None: rhythm block only)
+    data_key: str
+    protocols: dict = field(default_factory=dict)  # protocol -> results, once evaluated
+
+    @property
+    def label(self) -> str:
+        return self.cfg.classifier_label
+
+
+def row_key(cfg: PipelineConfig, feature_keys: list[str], table_key: str) -> str:
+    return content_key(STAGE, code(), cfg.classifier.model_dump(mode="json"), cfg.cv.model_dump(mode="json"),
+                       feature_keys, table_key)
+
+
+def comparison_rows(cfg: PipelineConfig, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:
+    """One row per (extractor, classifier); rhythm-only classifiers do not depend on the extractor: one row each."""
+    rows = []
+    for e, extractor in enumerate(extractors):
+        for clf in cfg.classifiers:
+            rhythm_only = clf.inputs == "rhythm"
+            if rhythm_only and e > 0:
+                continue
+            feature_keys = [] if rhythm_only else extractor.keys
+            key = row_key(extractor.cfg.with_stage(classifier=clf), feature_keys, table_key)
+            rows.append(ComparisonRow(
+                cfg=extractor.cfg.with_stage(classifier=clf),
+                extractor=extractor,
+                key=key,
+                unit=f"{extractor.array.replace('/', '__')}__{key[:16]}",
+                features=None if rhythm_only else extractor.array,
+                data_key=content_key(table_key, feature_keys),
+            ))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------ folds
+@dataclass(frozen=True)
+class FoldJob:
+    row: int  # index into the rows being evaluated
+    protocol: str
+    fold: int
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    test: list[int]
+    predicted: list[int]
+    chosen: dict  # the inner CV's choice (tuned classifiers)
+
+
+def splits_of(row: ComparisonRow, protocol: str, data: ClassificationData) -> tuple[list, str]:
+    return make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases)
+
+
+def fold_jobs(rows: list[ComparisonRow], data: ClassificationData) -> list[FoldJob]:
+    return [FoldJob(r, p, f) for r, row in enumerate(rows) for p in row.cfg.cv.protocols
+            for f in range(len(splits_of(row, p, data)[0]))]
+
+
+def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, fold: int) -> FoldResult:
+    """Fit on one outer fold's training rows (nested CV inside them when tuned) and predict its test rows."""
+    splits, _ = make_splits(protocol, data.y, data.subjects, cfg.cv, data.databases)
+    train, test = splits[fold]
+    groups = data.subjects if protocols.protocol(protocol).grouped else None
+    pred, chosen = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups)
+    return FoldResult(test.tolist(), pred.tolist(), chosen)
+
+
+def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tuple[str, int], FoldResult]) -> dict:
+    """A row's protocol results from its folds' results (``{(protocol, fold): result}``)."""
+    out = {}
+    for protocol in row.cfg.cv.protocols:
+        splits, note = splits_of(row, protocol, data)
+        folds = [results[(protocol, f)] for f in range(len(splits))]
+        y_pred, chosen = collect_predictions(len(data.y), [(f.test, f.predicted, f.chosen) for f in folds])
+        summary = summarize_protocol(data.y, y_pred, data.subjects, splits, row.cfg.class_names, note, chosen)
+        per_record = [db for db, s in row.cfg.databases.items() if s.labels_csv]
+        if per_record:  # databases labelled per record: also score each record's majority vote
+            rows_of = np.isin(data.databases, per_record)
+            summary["per_record"] = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
+                                                         row.cfg.class_names)
+        out[protocol] = summary
+    return out
+
+
+def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict:
+    """Every fold of every protocol of one row, in this process (the flow runs the folds as parallel tasks)."""
+    results = {(j.protocol, j.fold): evaluate_fold(data, row.cfg, j.protocol, j.fold) for j in fold_jobs([row], data)}
+    return assemble_row(row, data, results)
+
+
+def best_row(rows: list[ComparisonRow], protocol: str) -> int:
+    """Index of the row with the highest macro-F1 under ``protocol`` (ties: the earlier row)."""
+    return int(np.argmax([row.protocols[protocol]["macro_f1"] for row in rows]))
+
+
+# ------------------------------------------------------------------------------------------------------ model
+def model_key(row: ComparisonRow) -> str:
+    return content_key("model", row.key)
+
+
+def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, weights_source: str, path: str) -> str:
+    """Fit a row's classifier (``cfg``: the row's config) on every segment and save it as a model artifact
+    (``ecgpipe.model``)."""
+    from ecgpipe.model import save_model
+
+    data = classification_data(store, feat_array, data_key)
+    groups = data.subjects if protocols.protocol(cfg.selection_protocol).grouped else None
+    model, chosen = fit_classifier(data.matrix(cfg.classifier), data.y, cfg.classifier, data.n_cnn, groups)
+    training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen}
+    save_model(path, model, cfg, weights_source=weights_source, n_cnn=data.n_cnn, training=training)
+    return path

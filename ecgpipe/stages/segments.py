@@ -1,0 +1,158 @@
+"""Stage 1, one unit per record: read and validate a WFDB record, cut its labelled windows and compute their rhythm
+block, stored under ``records/<db>/<record>`` (windows, starts, episode index, rhythm features; attrs).
+
+Key of a record: its files' digest, its database's settings, the segment and class settings, its CSV label and the
+code version. The *signal key* leaves out the rhythm block (its settings and its modules): spectrograms are computed
+from the windows alone, so changing the rhythm block recomputes records and classifiers, not spectrograms or CNN
+features.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ecgpipe import store as zs
+from ecgpipe.config import PipelineConfig
+from ecgpipe.databases import subject_id
+from ecgpipe.dataset import record_windows
+from ecgpipe.keys import array_digest, code_version, content_key, file_digest, record_files
+from ecgpipe.labels import check_record_label, read_record_labels
+from ecgpipe.markers import Markers
+from ecgpipe.records import read_record
+from ecgpipe.rhythm_block import window_rhythm_features
+from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
+
+STAGE = "segments"
+# Modules that compute only the rhythm block: left out of the signal key's code version.
+RHYTHM_MODULES = ("ecgpipe.rhythm_block", "ecgpipe.rhythm", "ecgpipe.waveform")
+
+
+def code() -> str:
+    return code_version(__name__)
+
+
+def signal_code() -> str:
+    return code_version(__name__, without=RHYTHM_MODULES)
+
+
+@dataclass(frozen=True)
+class RecordUnit:
+    database: str
+    record: str
+    db_dir: str
+    key: str  # everything stored for the record: windows and rhythm block
+    label: str | None = None  # the record's label, for a database labelled per record by a CSV
+    files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
+    signal_key: str = ""  # the windows alone (what spectrograms are computed from): the key without the rhythm block
+
+    @property
+    def name(self) -> str:
+        """The unit's marker name."""
+        return f"{self.database}__{self.record}"
+
+    @property
+    def shown(self) -> str:
+        """The unit as people name it: ``<db>/<record>``."""
+        return f"{self.database}/{self.record}"
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    """What the rest of the pipeline needs to know of a record whose windows are stored."""
+
+    database: str
+    record: str
+    subject: str
+    lead: str
+    n_windows: int
+    labels: list[str]
+    key: str
+    signal_key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.database}/{self.record}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> RecordSummary:
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+
+
+def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None) -> RecordUnit:
+    """A record's unit of work and its content keys."""
+    settings = cfg.database(database)
+    digest = file_digest(record_files(db_dir, record, settings.annotator))
+    signal_key = content_key(
+        STAGE,
+        signal_code(),
+        digest,
+        # which records a run uses is not part of any one record's key: leaving a record out reuses the others
+        settings.model_copy(update={"records": []}).model_dump(mode="json"),
+        cfg.segments.model_dump(mode="json"),
+        cfg.classes,
+        label,
+    )
+    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"))
+    return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key)
+
+
+def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = True) -> list[RecordUnit]:
+    """Every record unit of a run, database by database (``download=False``: never fetch a missing database)."""
+    root = resolve_data_dir(data_dir)
+    units = []
+    for db in cfg.databases:
+        folder = database_dir(cfg, db, root, download=download)
+        csv_name = cfg.databases[db].labels_csv
+        labels = read_record_labels(folder, csv_name) if csv_name else {}
+        units += [record_unit(cfg, db, rec, str(folder), labels.get(rec)) for rec in selected_records(cfg, db, folder)]
+    return units
+
+
+def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[RecordSummary, str]:
+    """Read and validate one record, cut its labelled windows, store them; returns its summary and the windows'
+    digest (for its marker). Raises ``RecordError`` naming the file and the problem."""
+    settings = cfg.database(unit.database)
+    if settings.labels_csv:
+        check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings.labels_csv,
+                           set(cfg.label_to_class), set(cfg.segments.exclude_labels))
+    rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy,
+                      record_label=unit.label if settings.labels_csv else None, n_leads=cfg.segments.n_leads)
+    found = record_windows(rec, cfg)
+    rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
+    summary = RecordSummary(
+        database=unit.database,
+        record=unit.record,
+        subject=subject_id(unit.database, unit.record, settings.same_subject),
+        lead="+".join(rec.leads),
+        n_windows=int(len(found.starts)),
+        labels=sorted({ep.label for ep in rec.episodes}),
+        key=unit.key,
+        signal_key=unit.signal_key,
+    )
+    attrs = {
+        "episodes": [[ep.label, ep.start, ep.end] for ep in rec.episodes],
+        "class_index": found.class_index.tolist(),
+        "fs": rec.fs,
+        "path": rec.path,
+        "n_nan": rec.n_nan,
+        **summary.to_json(),
+    }
+    zs.write_record_windows(store, unit.database, unit.record, found.windows, found.starts, found.episode, attrs, rhythm)
+    return summary, array_digest(found.windows)
+
+
+def record_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
+    """The record's summary if its stored windows are complete and current, else None."""
+    marker = markers.read(STAGE, unit.name)
+    if marker is None or marker.get("key") != unit.key:
+        return None
+    try:
+        windows = zs.open_array(f"{store}/{zs.Layout.record(unit.database, unit.record)}/windows", mode="r")[...]
+    except Exception:
+        return None
+    return RecordSummary.from_json(marker["summary"]) if array_digest(windows) == marker.get("digest") else None

@@ -1,0 +1,66 @@
+"""Stage 3, one unit per chunk of ``run.chunk_size`` rows of the segment table: the log-spectrograms of its segments,
+in ``spectrograms/<settings hash>/data`` ((N, [n_leads,] F, T) float16).
+
+Key of a chunk: its rows' segment ids and their records' signal keys, the spectrogram settings, and the code version
+(this module's, and the segment table's: an edit to how the table is built recomputes every chunk).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecgpipe import store as zs
+from ecgpipe.config import PipelineConfig
+from ecgpipe.featurize import Featurizer
+from ecgpipe.keys import code_version, content_key
+from ecgpipe.spectrogram import spectrogram_frequencies, spectrogram_shape
+from ecgpipe.stages import table
+from ecgpipe.stages.segments import RHYTHM_MODULES
+from ecgpipe.stages.table import SegmentTable, record_of
+from ecgpipe.store import Layout
+
+STAGE = "spectrograms"
+
+
+def code() -> str:
+    # the rhythm block is stored beside the windows but never read here
+    return code_version(__name__, without=RHYTHM_MODULES)
+
+
+def array_name(cfg: PipelineConfig) -> str:
+    """The spectrogram array group of these settings: ``spectrograms/<hash>``."""
+    h = content_key(cfg.segments.target_fs, cfg.window_shape, cfg.spectrogram.model_dump(mode="json"), cfg.run.chunk_size)
+    return f"{Layout.SPECTROGRAMS}/{h[:12]}"
+
+
+def chunk_keys(cfg: PipelineConfig, uids: list[str], signal_keys: dict[str, str]) -> list[str]:
+    """Key of each chunk: its rows' segment ids and records' signal keys, the settings, the code."""
+    size = cfg.run.chunk_size
+    settings = cfg.spectrogram.model_dump(mode="json")
+    keys = []
+    for start in range(0, len(uids), size):
+        inputs = [(u, signal_keys[record_of(u)]) for u in uids[start : start + size]]
+        keys.append(content_key(STAGE, code(), table.code(), cfg.segments.target_fs, settings, inputs))
+    return keys
+
+
+def table_chunk_keys(cfg: PipelineConfig, segment_table: SegmentTable) -> list[str]:
+    return chunk_keys(cfg, segment_table.uids, segment_table.signal_keys)
+
+
+def row_shape(cfg: PipelineConfig) -> tuple[int, ...]:
+    """One stored spectrogram: ([n_leads,] F, T)."""
+    return spectrogram_shape(cfg.window_shape, cfg.segments.target_fs, cfg.spectrogram)
+
+
+def array_attrs(cfg: PipelineConfig) -> dict:
+    freqs = spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram)
+    return {"frequencies_hz": freqs.tolist(), "settings": cfg.spectrogram.model_dump(mode="json")}
+
+
+def compute_chunk(store: str, spec_array: str, chunk_index: int, cfg: PipelineConfig) -> np.ndarray:
+    """Spectrograms of chunk ``chunk_index`` of ``segments/signal``, written into ``spec_array``; returns them."""
+    segments = zs.read_chunk(store, Layout.segment("signal"), chunk_index, cfg.run.chunk_size)
+    spec = Featurizer(cfg).spectrograms(segments)
+    zs.write_chunk(store, Layout.data(spec_array), chunk_index, spec)
+    return spec

@@ -1,0 +1,66 @@
+"""``ecgpipe status``: per stage, how many units are done, stale, failed or missing, and what a rerun would compute.
+
+Read-only: it walks the same :class:`ecgpipe.plan.RunPlan` as a run, never creates a folder and never downloads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ecgpipe.config import PipelineConfig
+from ecgpipe.location import Location
+from ecgpipe.plan import STAGES, RunPlan, chunk_unit
+from ecgpipe.stages import segments, table
+
+
+def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
+    """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
+    out = Location(out_dir)
+    plan = RunPlan.create(cfg, data_dir, out, download=False)
+    markers = plan.markers
+    last = json.loads(out.read_text("run.json") or "{}")
+    failed_units = {f["unit"] for f in last.get("failed", [])}
+
+    def tally(units):  # units: (name shown, marker stage, marker unit, done?)
+        counts = {"done": 0, "stale": 0, "failed": 0, "missing": 0}
+        todo = []
+        for shown, mstage, munit, done in units:
+            if done:
+                counts["done"] += 1
+                continue
+            todo.append(shown)
+            if shown in failed_units:
+                counts["failed"] += 1
+            elif markers.read(mstage, munit) is not None:
+                counts["stale"] += 1
+            else:
+                counts["missing"] += 1
+        return {**counts, "total": len(units), "rerun_computes": len(todo), "to_compute": todo[:50]}
+
+    status: dict = {"out": out.url, "last_run": {k: last.get(k) for k in ("status", "wall_s")}, "stages": {}}
+    summaries = plan.record_summaries()
+    status["stages"][segments.STAGE] = tally(
+        [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])
+    records = [s for s in summaries.values() if s is not None]
+    if not records or not out.exists("store.zarr"):
+        status["note"] = "nothing computed yet"
+        for stage in STAGES[1:]:
+            status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": "all"}
+        return status
+    if status["stages"][segments.STAGE]["rerun_computes"]:
+        status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
+    segment_table, _ = plan.table(records)
+    status["stages"][table.STAGE] = tally([(table.UNIT, table.STAGE, table.UNIT, plan.table_done(segment_table))])
+    n = len(segment_table)
+
+    def chunk_rows(array, keys):
+        return [(f"{array}/{chunk_unit(i)}", array, chunk_unit(i), plan.chunk_done(array, i, key, n)) for i, key in enumerate(keys)]
+
+    spec_keys = plan.spectrogram_keys(segment_table)
+    status["stages"]["spectrograms"] = tally(chunk_rows(plan.spectrogram_array, spec_keys))
+    extractors = plan.feature_arrays(spec_keys)
+    status["stages"]["features"] = tally([u for e in extractors for u in chunk_rows(e.array, e.keys)])
+    rows = plan.rows(extractors, segment_table.key)
+    status["stages"]["classify"] = tally([(r.unit, "classify", r.unit, plan.row_done(r) is not None) for r in rows])
+    return status
