@@ -1,14 +1,18 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    -- create .venv, install, run the paper4 pipeline (local Prefect, local Dask cluster, local Zarr store)
-#   make test   -- create .venv, install, run the test suite
+#   make test   -- create .venv, install, run the test suite (what CI runs)
+# While developing:
+#   make check  -- the linter and the fast unit tests (no Prefect server, no Dask cluster, no torch model): < 1 min
 PYTHON ?= python3
 VENV := .venv
 CONFIG ?= paper4
 OUT ?= runs/$(CONFIG)
 # The real PhysioNet copy beside the checkout when there is one; else ./data/physionet (downloaded on first use).
 DATA_DIR ?= $(if $(wildcard ../shared/data/physionet/mitdb/RECORDS),../shared/data/physionet,data/physionet)
+# Downloading is never implicit: asked for only when the run uses ./data/physionet.
+DOWNLOAD ?= $(if $(filter data/physionet,$(DATA_DIR)),--download,)
 
-.PHONY: install run test bench clean
+.PHONY: install run test check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +23,14 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(VENV)/bin/ecgpipe run --config $(CONFIG) --data-dir $(DATA_DIR) --out $(OUT)
+	$(VENV)/bin/ecgpipe run --config $(CONFIG) --data-dir $(DATA_DIR) --out $(OUT) $(DOWNLOAD)
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -m "not system" -q
 
 bench: install
 	$(VENV)/bin/python tests/benchmarks/bench_spectrograms.py --data-dir $(DATA_DIR)

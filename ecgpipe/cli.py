@@ -24,6 +24,13 @@ def _quiet_environment() -> None:
     warnings.filterwarnings("ignore", message=".*nodes obtained by tracing the model in eval mode.*")
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def _overrides(args) -> dict:
     over: dict = {}
     if args.workers:
@@ -36,10 +43,17 @@ def _overrides(args) -> dict:
 def cmd_run(args) -> int:
     _quiet_environment()
     cfg = load_config(args.config, _overrides(args))
+    from ecgpipe.errors import StageFailed
     from flows.ecg_pipeline import run_pipeline
 
     try:
-        report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None)
+        report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None,
+                              download=args.download)
+    except StageFailed as exc:  # some units failed: a rerun recomputes only those (the message says so)
+        print(f"\necgpipe: run failed: {exc}", file=sys.stderr)
+        return 1
+    except EcgpipeError:  # bad input or settings, found before or during the run: rerunning the same cannot help
+        raise
     except Exception as exc:
         print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(f"see {args.out.rstrip('/')}/run.json; `ecgpipe run` again recomputes only what is missing", file=sys.stderr)
@@ -71,11 +85,13 @@ def cmd_status(args) -> int:
     from ecgpipe.location import Location
 
     saved = Location(args.out).read_text("config.json")
+    doc = json.loads(saved) if saved is not None else {}
+    # the data folder saved with the run unless another is given (never the default folder: status downloads nothing)
+    data_dir = args.data_dir or doc.get("data_dir")
     if args.config:
-        cfg, data_dir = load_config(args.config), args.data_dir
+        cfg = load_config(args.config)
     elif saved is not None:
-        doc = json.loads(saved)
-        cfg, data_dir = config_from_dict(doc["config"], f"{args.out}/config.json"), args.data_dir or doc.get("data_dir")
+        cfg = config_from_dict(doc["config"], f"{args.out}/config.json")
     else:
         print(f"ecgpipe: {args.out} holds no run (no config.json); give --config", file=sys.stderr)
         return 2
@@ -86,6 +102,9 @@ def cmd_status(args) -> int:
         print(json.dumps(status, indent=2))
         return 0
     last = status["last_run"]
+    if status.get("running"):
+        r = status["running"]
+        print(f"{status['out']}: a run is in progress (PID {r.get('pid')} on {r.get('host')}, started {r.get('started')})")
     print(f"{status['out']}: last run {last.get('status') or 'none'}" + (f" ({last['wall_s']:.0f} s)" if last.get("wall_s") else ""))
     print(f"{'stage':14s}{'done':>7s}{'stale':>7s}{'failed':>8s}{'missing':>9s}{'total':>7s}   a rerun computes")
     for stage, c in status["stages"].items():
@@ -113,9 +132,11 @@ def cmd_predict(args) -> int:
     _quiet_environment()
     from pathlib import Path
 
-    from ecgpipe.model import ModelError, load_model
+    from ecgpipe.model import load_model
     from ecgpipe.predict import (
+        check_output_is_safe,
         compare_with_reference,
+        output_names,
         predict_record,
         record_path,
         write_annotations,
@@ -123,20 +144,20 @@ def cmd_predict(args) -> int:
         write_records_csv,
     )
 
-    try:
-        model = load_model(args.model)
-    except ModelError as err:
-        print(f"ecgpipe: {err}", file=sys.stderr)
-        return 2
+    model = load_model(args.model)  # a bad artifact is an EcgpipeError: one line, exit 2
     out = Path(args.out)
+    paths = [record_path(arg) for arg in args.records]
+    names = output_names(paths)  # records of one name from different folders get distinct outputs
+    reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
+    for path in paths:  # before anything is written: never overwrite an input
+        check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)
     predictions, failed = [], []
-    for arg in args.records:
-        path = record_path(arg)
+    for path in paths:
         try:
             leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
             pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads)
-            write_annotations(pred, out, args.extension)
+            target = write_annotations(pred, out, args.extension, names[path])
             if args.compare:
                 pred.agreement = compare_with_reference(pred, model, args.compare)
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
@@ -144,16 +165,18 @@ def cmd_predict(args) -> int:
             print(f"ecgpipe: {err}", file=sys.stderr)
             continue
         predictions.append(pred)
-        line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {out}/{os.path.basename(path)}.{args.extension}"
-        if pred.agreement:
-            a = pred.agreement
+        line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
+        a = pred.agreement
+        if a and a.get("available", True):
             line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
                      f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
+        elif a:
+            line += f"; no agreement: {a['reason']}"
         print(line)
     write_episodes_csv(out / "episodes.csv", predictions)
     write_records_csv(out / "records.csv", predictions)
     if args.compare:
-        doc = {os.path.basename(p.record): p.agreement for p in predictions}
+        doc = {names[p.record]: p.agreement for p in predictions}
         (out / "agreement.json").write_text(json.dumps(doc, indent=2))
     print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}")
     return 1 if failed else 0
@@ -174,11 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the pipeline (Prefect flow on a Dask cluster)")
     run.add_argument("--config", default="paper4", help="preset name or path to a TOML file (default: paper4)")
-    run.add_argument("--data-dir", default=None, help="folder with <db>/RECORDS and WFDB files (default: $ECGPIPE_DATA_DIR, else ./data/physionet, downloading what is missing)")
+    run.add_argument("--data-dir", default=None, help="folder with <db>/RECORDS and WFDB files (default: $ECGPIPE_DATA_DIR, else ./data/physionet)")
     run.add_argument("--out", required=True, help="output folder (store.zarr, report.*)")
     run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     run.add_argument("--workers", type=int, default=None, help="local Dask worker processes (overrides run.n_workers)")
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
+    run.add_argument("--download", action="store_true",
+                     help="download configured databases missing from the data folder from PhysioNet (default: never)")
     run.add_argument("--random-weights", action="store_true", help="use untrained backbone weights (tests only; the report says so)")
     run.set_defaults(func=cmd_run)
 
@@ -202,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="model artifact written by a run (OUT/model.skops)")
     pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
-    pr.add_argument("--stride-s", type=float, default=None, help="seconds between window starts (default: window length)")
+    pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=int, default=5, help="majority vote over this many windows (1 = off; default 5)")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--compare", default=None, metavar="ANNOTATOR",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.errors import EcgpipeError
@@ -25,6 +25,15 @@ from ecgpipe.waveform import WAVEFORM_FEATURES
 
 class ConfigError(EcgpipeError, ValueError):
     """A configuration file or value is invalid; the message names the file and the key."""
+
+
+def _known_protocol(name: str) -> str:
+    if name not in PROTOCOL_NAMES:  # the one registry of protocol names: ecgpipe.protocols
+        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOL_NAMES)}")
+    return name
+
+
+ProtocolName = Annotated[str, AfterValidator(_known_protocol)]
 
 
 class _Strict(BaseModel):
@@ -56,6 +65,8 @@ class DatabaseSettings(_Strict):
     same_subject: dict[str, str] = Field(
         default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201)."
     )
+    checksum: Literal["verify", "warn", "off"] = Field("verify", description="Header checksums: 'verify' refuses data "
+        "that do not match a recorded one (0 = not recorded, as in CinC 2017); 'warn' reads it with a warning; 'off'.")
 
     @field_validator("lead")
     @classmethod
@@ -201,30 +212,16 @@ class SweepSettings(_Strict):
 
     features: list[dict] = Field([], description="Feature-setting overrides, one extractor each.")
     classifiers: list[ClassifierSettings] = Field([], description="Classifiers evaluated on every extractor's features.")
-    select_by: str | None = Field(
+    select_by: ProtocolName | None = Field(
         None, description="Protocol whose macro-F1 picks the best row (the saved model); default: grouped if run."
     )
 
-    @field_validator("select_by")
-    @classmethod
-    def _known_protocol(cls, v):
-        if v is not None and v not in PROTOCOL_NAMES:
-            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOL_NAMES)}")
-        return v
 
 
 class CVSettings(_Strict):
     n_splits: int = Field(10, ge=2)
     seed: int = 0
-    protocols: list[str] = [STRATIFIED.name, GROUPED.name]
-
-    @field_validator("protocols")
-    @classmethod
-    def _known_protocols(cls, v):
-        unknown = [p for p in v if p not in PROTOCOL_NAMES]
-        if unknown or not v:
-            raise ValueError(f"unknown protocol(s) {unknown}; known: {', '.join(PROTOCOL_NAMES)}")
-        return v
+    protocols: list[ProtocolName] = Field([STRATIFIED.name, GROUPED.name], min_length=1)
 
 
 class RunSettings(_Strict):

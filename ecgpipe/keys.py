@@ -61,7 +61,7 @@ def _imported_names(path: Path, module: str) -> set[str]:
     return names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module_closure(module: str, without: tuple[str, ...] = ()) -> tuple[str, ...]:
     """``module`` and every ``ecgpipe`` module it imports, transitively, with the packages that contain them.
     Modules in ``without`` (and what only they import) are left out."""
@@ -81,7 +81,7 @@ def module_closure(module: str, without: tuple[str, ...] = ()) -> tuple[str, ...
     return tuple(sorted(seen))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version(module: str, without: tuple[str, ...] = ()) -> str:
     """Hash of the source of ``module_closure(module, without)``: changes whenever any of that code changes."""
     h = hashlib.sha256()

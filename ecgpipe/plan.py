@@ -55,6 +55,12 @@ class RunPlan:
         markers = self.markers
         return {u.name: segments.record_done(self.store, markers, u) for u in self.records}
 
+    def windows_summaries(self) -> dict[str, RecordSummary | None]:
+        """Like :meth:`record_summaries`, but a record whose rhythm block alone is stale counts with its new key: its
+        windows, and so the segment table's rows and the spectrograms, would come out the same."""
+        markers = self.markers
+        return {u.name: segments.windows_done(self.store, markers, u) for u in self.records}
+
     # ------------------------------------------------------------------------------------------------- table
     def table(self, records: list[RecordSummary]) -> tuple[SegmentTable, Candidates]:
         return table.plan_table(self.store, records, self.cfg)

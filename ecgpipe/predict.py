@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads
+from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, RecordError, read_episodes, read_record
@@ -121,6 +122,8 @@ def predict_record(
     cfg = model.config
     rec = read_new_record(path, model, lead)
     fs_out, length = cfg.segments.target_fs, cfg.segment_length
+    if stride_s is not None and not stride_s > 0:
+        raise ValueError(f"stride_s must be a positive number of seconds, got {stride_s}")
     stride_s = stride_s or cfg.segments.length_s
     resampled = resampled_leads(rec, fs_out)
     starts = np.arange(0, resampled.shape[1] - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
@@ -156,6 +159,8 @@ def compare_with_reference(pred: RecordPrediction, model: TrainedModel, annotato
     cfg = model.config
     names = cfg.class_names
     n_samples = int(round(pred.duration_s * pred.fs))
+    if not os.path.isfile(f"{pred.record}.{annotator}"):
+        return {"annotator": annotator, "available": False, "reason": f"reference annotation {pred.record}.{annotator} not found"}
     reference = [
         Episode(ep.start / pred.fs, ep.end / pred.fs, cfg.label_to_class[ep.label], ep.label)
         for ep in read_episodes(pred.record, annotator, n_samples)
@@ -209,12 +214,50 @@ def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> 
             w.writerow([pred.record, f"{pred.duration_s:.3f}", pred.record_class, *counts.tolist()])
 
 
-def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: str = "pred") -> str:
-    """One ``+`` annotation with the class's aux note at each episode start, at the record's own sampling rate;
-    read it back with ``wfdb.rdann(os.path.join(out_dir, <record>), extension)``."""
+class UnsafeOutput(EcgpipeError):
+    """An output would overwrite one of the user's input files."""
+
+
+# extensions of a record's own files: never written by predict
+RECORD_EXTENSIONS = {"hea", "dat", "mat"}
+
+
+def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str]) -> None:
+    """Refuse an annotation output that is an input: a record file's extension, an existing file in the record's own
+    folder, or a reference annotation's extension (``atr``) written into that folder."""
+    extension = target.suffix.lstrip(".")
+    same_folder = target.parent.resolve() == Path(record).parent.resolve()
+    if extension in RECORD_EXTENSIONS or (same_folder and (target.exists() or extension in reserved_extensions)):
+        raise UnsafeOutput(f"{target}: refusing to write predictions over an input of record {record} "
+                           f"(choose another --out folder or --extension)")
+
+
+def output_names(paths: list[str]) -> dict[str, str]:
+    """The output name of each record (``<record>`` when its name is unique among ``paths``, else
+    ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file."""
+    names = {p: os.path.basename(p) for p in paths}
+    repeated = {n for n in names.values() if list(names.values()).count(n) > 1}
+    for p in paths:
+        if names[p] in repeated:
+            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(p)}"
+    taken: dict[str, int] = {}
+    for p in paths:
+        n = names[p]
+        taken[n] = taken.get(n, 0) + 1
+        if list(names.values()).count(n) > 1:
+            names[p] = f"{taken[n]}-{n}"
+    return names
+
+
+def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: str = "pred", name: str | None = None) -> str:
+    """One ``+`` annotation with the class's aux note at each episode start, at the record's own sampling rate,
+    written to ``out_dir/<name>.<extension>`` (name: the record's, by default; it may hold a subfolder);
+    read it back with ``wfdb.rdann(os.path.join(out_dir, name), extension)``."""
     import wfdb
 
-    name = os.path.basename(pred.record)
+    name = name or os.path.basename(pred.record)
+    folder, name = os.path.split(os.path.join(str(out_dir), name))
+    os.makedirs(folder, exist_ok=True)
     samples = np.array([int(round(ep.start_s * pred.fs)) for ep in pred.episodes], dtype=np.int64)
     if len(samples) == 0:
         raise ValueError(f"{pred.record}: no window could be classified; no annotation file written")
@@ -225,6 +268,6 @@ def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: st
         symbol=["+"] * len(samples),
         aux_note=[ep.label for ep in pred.episodes],
         fs=pred.fs,
-        write_dir=str(out_dir),
+        write_dir=folder,
     )
-    return os.path.join(str(out_dir), f"{name}.{extension}")
+    return os.path.join(folder, f"{name}.{extension}")

@@ -9,6 +9,7 @@ raises :class:`RecordError`, which the pipeline reports per record instead of le
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def rhythm_episodes(samples, symbols, aux_notes, sig_len: int) -> list[RhythmEpi
 
 def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode]:
     """Rhythm episodes of the record at ``path`` from its ``annotator`` file (e.g. ``atr``)."""
+    if os.path.isfile(f"{path}.{annotator}") and os.path.getsize(f"{path}.{annotator}") == 0:
+        raise RecordError(path, f"annotation file {path}.{annotator} is empty")
     try:
         ann = wfdb.rdann(path, annotator)
     except Exception as exc:
@@ -198,14 +201,18 @@ def read_record(
         got = 0 if digital is None else digital.shape[0]
         raise RecordError(path, f"truncated signal: {got} samples read, header says {header.sig_len}")
     # The header's checksum is the 16-bit sum of all samples: it catches truncated or altered signal files
-    # that wfdb would otherwise read silently (it pads short format-212 files).
+    # that wfdb would otherwise read silently (it pads short format-212 files). A checksum of 0 means "not
+    # recorded": PhysioNet ships whole datasets so (CinC 2017). Header init values are not checked (wfdb ignores
+    # them, and published headers get them wrong).
     for expected, actual, channel in zip(rec.checksum or [], rec.calc_checksum(), channels):
-        if expected is not None and (actual - expected) % 65536 != 0:
-            raise RecordError(
-                path,
-                f"signal checksum mismatch in lead {header.sig_name[channel]} (header {expected}, data {actual}): "
-                "file truncated or altered",
-            )
+        if settings.checksum == "off" or not expected or (actual - expected) % 65536 == 0:
+            continue
+        problem = (f"signal checksum mismatch in lead {header.sig_name[channel]} (header {expected}, data {actual}): "
+                   "file truncated or altered")
+        if settings.checksum == "warn":
+            warnings.warn(f"{path}: {problem}; read anyway (checksum = 'warn')", UserWarning, stacklevel=2)
+        else:
+            raise RecordError(path, problem)
     signals = rec.dac(expanded=False, return_res=64).T  # (n_leads, n_samples)
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":

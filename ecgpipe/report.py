@@ -12,10 +12,11 @@ matplotlib.use("Agg")  # reports are written on headless workers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.location import Location  # noqa: E402
+from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import render_html  # noqa: E402
 from ecgpipe.report_tables import comparison_columns, hardest_subjects, pct, predicted_as, spectrogram_shape_words  # noqa: E402
+
 
 def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
     cm = np.asarray(cm)

@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.protocols import short as protocol_short, title as protocol_title  # noqa: E402
+from ecgpipe.protocols import short as protocol_short  # noqa: E402
+from ecgpipe.protocols import title as protocol_title
 from ecgpipe.report_tables import comparison_scores, hardest_subjects, predicted_as  # noqa: E402
 
 CSS = """

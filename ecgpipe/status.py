@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.location import Location
+from ecgpipe.lock import RunLock
 from ecgpipe.plan import STAGES, RunPlan, chunk_unit
 from ecgpipe.stages import segments, table
 
@@ -39,16 +40,20 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         return {**counts, "total": len(units), "rerun_computes": len(todo), "to_compute": todo[:50]}
 
     status: dict = {"out": out.url, "last_run": {k: last.get(k) for k in ("status", "wall_s")}, "stages": {}}
+    lock = RunLock(out.local_root) if out.local_root else None
+    if lock is not None and lock.holder_running():
+        status["running"] = lock.holder()
     summaries = plan.record_summaries()
     status["stages"][segments.STAGE] = tally(
         [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])
-    records = [s for s in summaries.values() if s is not None]
+    # downstream is planned from the records whose windows are current (a stale rhythm block changes no window)
+    records = [s for s in plan.windows_summaries().values() if s is not None]
     if not records or not out.exists("store.zarr"):
         status["note"] = "nothing computed yet"
         for stage in STAGES[1:]:
             status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": "all"}
         return status
-    if status["stages"][segments.STAGE]["rerun_computes"]:
+    if len(records) < len(plan.records):
         status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
     segment_table, _ = plan.table(records)
     status["stages"][table.STAGE] = tally([(table.UNIT, table.STAGE, table.UNIT, plan.table_done(segment_table))])

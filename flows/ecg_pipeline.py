@@ -20,15 +20,18 @@ chunks it owns (Zarr loses data silently when two writers share a chunk). Every 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from prefect import flow, get_run_logger
 
 from ecgpipe.config import PipelineConfig, config_from_dict
 from ecgpipe.location import Location
+from ecgpipe.lock import RunLock
 from ecgpipe.orchestration import steps
 from ecgpipe.orchestration.bookkeeping import RunLog
 from ecgpipe.orchestration.cluster import check_store_reachable, prefect_api, task_runner
+from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.report import write_report
 from ecgpipe.report_build import build_report, example_spectrograms
@@ -36,11 +39,11 @@ from ecgpipe.stages import spectrograms
 
 
 @flow(name="ecgpipe", log_prints=True)
-def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool | None = None) -> dict:
+def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool | None = None, download: bool = False) -> dict:
     out = Location(out_dir)
     log = RunLog(out)
     try:
-        report = _pipeline(config_from_dict(config), data_dir, out, strict, log)
+        report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
     except BaseException as exc:
         log.write("failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -48,8 +51,8 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
     return report
 
 
-def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: bool | None, log: RunLog) -> dict:
-    run = steps.Run.start(cfg, data_dir, out, log, get_run_logger(), strict)
+def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: bool | None, download: bool, log: RunLog) -> dict:
+    run = steps.Run.start(cfg, data_dir, out, log, get_run_logger(), strict, download)
 
     records, skipped = steps.segment_records(run)
     table = steps.segment_table(run, records)
@@ -76,16 +79,22 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
 
 
 def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, scheduler: str | None = None,
-                 strict: bool | None = None) -> dict:
-    """Run the flow on a local Dask cluster (or ``scheduler``) with one Prefect API; returns the report."""
-    Location(out_dir).makedirs()
+                 strict: bool | None = None, download: bool = False) -> dict:
+    """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
+    one Prefect API; returns the report."""
+    preflight(cfg, data_dir, download)  # bad settings and missing data fail here, before anything is created
+    out = Location(str(out_dir))
+    out.makedirs()
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
-    if scheduler:
-        check_store_reachable(scheduler, out_dir, data_dir)
-    with prefect_api():
-        runner = task_runner(cfg, out_dir, scheduler)
-        return ecg_pipeline.with_options(task_runner=runner)(
-            config=cfg.model_dump(mode="json"), data_dir=str(data_dir) if data_dir else None, out_dir=str(out_dir), strict=strict
-        )
+    # one run per output folder (a local one: an fsspec URL has no lock)
+    with RunLock(out.local_root) if out.local_root else contextlib.nullcontext():
+        if scheduler:
+            check_store_reachable(scheduler, out_dir, data_dir)
+        with prefect_api():
+            runner = task_runner(cfg, out_dir, scheduler)
+            return ecg_pipeline.with_options(task_runner=runner)(
+                config=cfg.model_dump(mode="json"), data_dir=str(data_dir) if data_dir else None, out_dir=str(out_dir),
+                strict=strict, download=download,
+            )

@@ -11,6 +11,9 @@ from ecgpipe.backbones import BACKBONES, WeightsUnavailable, load_backbone
 from ecgpipe.config import FeatureSettings
 from ecgpipe.features import FeatureExtractor, spectrograms_to_images
 
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
+
 CAT_CLASSES = {281, 282, 283, 284, 285, 286, 287}  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat, ...
 
 

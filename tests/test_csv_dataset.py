@@ -17,6 +17,9 @@ from ecgpipe.config import load_config
 from ecgpipe.labels import LabelsError, read_record_labels
 from ecgpipe.records import read_episodes
 
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
+
 # (source mitdb record, rhythm label in its annotations, CinC label)
 SOURCES = [("100", "(N", "N"), ("103", "(N", "N"), ("201", "(AFIB", "A"), ("203", "(AFIB", "A")]
 PER_SOURCE = 4

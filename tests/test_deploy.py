@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, VFDB_SLICE_TOML as SLICE_TOML, copy_records
+from conftest import REPO, copy_records
+from conftest import VFDB_SLICE_TOML as SLICE_TOML
+
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
 
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from ecgpipe.config import load_config
-from conftest import VFDB_SLICE_TOML as TOML, copy_records, start_scheduler, start_worker, stop, wait_for_workers
+
+from conftest import VFDB_SLICE_TOML as TOML
+from conftest import copy_records, start_scheduler, start_worker, stop, wait_for_workers
+
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
 
 
 @pytest.fixture

@@ -14,7 +14,11 @@ import wfdb
 import zarr
 
 from ecgpipe.config import load_config
+
 from conftest import REPO, copy_records
+
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
 
 SLICE = {"mitdb": ["201", "203", "207", "100"], "vfdb": ["418", "426"]}
 BROKEN = "100"  # its .dat is truncated below
@@ -235,7 +239,7 @@ def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run
     assert store["segments/rhythm_features"].attrs["columns"][8:10] == ["rr_autocorr_lag1", "rr_autocorr_lag2"]
     assert np.isfinite(store["segments/rhythm_features"][...]).all()
     assert any(r["classifier"].startswith("RR+irr+wave only") for r in rows)
-    for name, p in report["protocols"].items():  # the per-patient breakdown accounts for every scored segment
+    for p in report["protocols"].values():  # the per-patient breakdown accounts for every scored segment
         assert sum(r["n"] for r in p["per_subject"]) == np.array(p["confusion_matrix"]).sum()
     page = (flow_run["out"] / "report.html").read_text()
     assert "<tr class=best>" in page and page.count("<tr class=best>") == 1

@@ -19,7 +19,11 @@ import pytest
 import zarr
 
 from ecgpipe.config import load_config
+
 from conftest import REPO, copy_records, start_scheduler, start_worker, stop, wait_for_workers
+
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
 
 RECORDS = ["418", "426", "430"]
 CHUNK = 8

@@ -5,10 +5,10 @@ import pytest
 import wfdb
 
 from ecgpipe.config import load_config
-from ecgpipe.rhythm_block import window_rhythm_features
 from ecgpipe.predict import episodes_from_windows, majority_smooth
 from ecgpipe.records import read_record
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES, beat_times, irregularity_features, rr_features, sample_entropy
+from ecgpipe.rhythm_block import window_rhythm_features
 
 COL = {name: i for i, name in enumerate(RHYTHM_FEATURES)}
 IRR = {name: i for i, name in enumerate(IRREGULARITY_FEATURES)}

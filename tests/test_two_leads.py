@@ -9,9 +9,13 @@ import torch
 import wfdb
 import zarr
 
-from conftest import copy_records
 from ecgpipe.config import DatabaseSettings, SpectrogramSettings, load_config
 from ecgpipe.records import RecordError, read_record
+
+from conftest import copy_records
+
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
 
 SLICE = {"mitdb": ["201", "203", "207"], "vfdb": ["418", "426"]}
 CAP = 12

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ecgpipe.config import load_config
-from ecgpipe.rhythm_block import window_rhythm_features
 from ecgpipe.records import read_record
 from ecgpipe.rhythm import RHYTHM_FEATURES
+from ecgpipe.rhythm_block import window_rhythm_features
 from ecgpipe.waveform import WAVEFORM_FEATURES, bandpass, waveform_descriptors, waveform_features
 
 COL = {name: i for i, name in enumerate(WAVEFORM_FEATURES)}

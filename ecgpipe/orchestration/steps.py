@@ -33,10 +33,12 @@ class Run:
     strict: bool
 
     @classmethod
-    def start(cls, cfg: PipelineConfig, data_dir: str | None, out: Location, log: RunLog, logger, strict: bool | None) -> Run:
+    def start(cls, cfg: PipelineConfig, data_dir: str | None, out: Location, log: RunLog, logger, strict: bool | None,
+              download: bool = False) -> Run:
+        plan = RunPlan.create(cfg, data_dir, out, download=download)
         out.makedirs()
         out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
-        run = cls(cfg, RunPlan.create(cfg, data_dir, out), log, logger, cfg.run.strict if strict is None else strict)
+        run = cls(cfg, plan, log, logger, cfg.run.strict if strict is None else strict)
         zs.ensure_groups(run.store, *Layout.GROUPS, *[Layout.database(db) for db in cfg.databases])
         return run
 

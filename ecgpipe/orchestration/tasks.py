@@ -6,6 +6,7 @@ Tasks run on Dask workers and exchange store paths, chunk indices and configs as
 
 from __future__ import annotations
 
+import errno
 import os
 
 from prefect import task
@@ -21,17 +22,26 @@ from ecgpipe.stages.classification import FoldResult
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 
 PERMANENT_ERRORS = (EcgpipeError, ValueError, FileNotFoundError)
+# a full disk, a read-only or forbidden folder, an exhausted quota: retrying in seconds cannot help
+PERMANENT_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 FAULT_ENV = "ECGPIPE_INJECT_FAILURE"
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may pass if the task is retried (an I/O hiccup, a lost worker); bad input never does."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        return False
+    if isinstance(exc, OSError) and exc.errno in PERMANENT_OS_ERRORS:
+        return False
+    return isinstance(exc, Exception)
+
+
 def _retry_transient(task, task_run, state) -> bool:
-    """Retry only errors that may pass (I/O hiccups, a lost worker); bad input fails at once."""
+    """Prefect's retry condition: retry only transient errors."""
     try:
         state.result()
-    except PERMANENT_ERRORS:
-        return False
-    except Exception:
-        return True
+    except BaseException as exc:
+        return is_transient(exc)
     return False
 
 

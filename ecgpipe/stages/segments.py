@@ -9,6 +9,7 @@ features.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,13 +147,28 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     return summary, array_digest(found.windows)
 
 
-def record_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
-    """The record's summary if its stored windows are complete and current, else None."""
+def _stored_summary(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
+    """The summary in the record's marker when its stored windows still hash to the marker's digest."""
     marker = markers.read(STAGE, unit.name)
-    if marker is None or marker.get("key") != unit.key:
+    if marker is None:
         return None
     try:
         windows = zs.open_array(f"{store}/{zs.Layout.record(unit.database, unit.record)}/windows", mode="r")[...]
     except Exception:
         return None
     return RecordSummary.from_json(marker["summary"]) if array_digest(windows) == marker.get("digest") else None
+
+
+def record_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
+    """The record's summary if its stored windows and rhythm block are complete and current, else None."""
+    summary = _stored_summary(store, markers, unit)
+    return summary if summary is not None and summary.key == unit.key else None
+
+
+def windows_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
+    """The record's summary, with its current key, if its stored *windows* are current (its rhythm block may be
+    stale): what planning the downstream stages needs."""
+    summary = _stored_summary(store, markers, unit)
+    if summary is None or summary.signal_key != unit.signal_key:
+        return None
+    return dataclasses.replace(summary, key=unit.key)

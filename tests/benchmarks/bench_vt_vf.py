@@ -72,7 +72,7 @@ def main() -> None:
     for name, (block, make) in candidates(data.cnn.shape[1]).items():
         X = blocks[block]
 
-        def fold(train, test):
+        def fold(train, test, make=make, X=X):  # bound now: the loop moves on while the folds run
             return test, make().fit(X[train], y[train]).predict(X[test])
 
         pred = np.zeros_like(y)

@@ -1,0 +1,33 @@
+"""Everything knowable before the first task, checked before the first task: the data folder and each configured
+database's RECORDS (and labels CSV), the backbones and local weights files of every extractor of the sweep. A bad
+setting fails in a second with one line naming it, not after minutes of segments and spectrograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ecgpipe.config import ConfigError, PipelineConfig
+from ecgpipe.sources import DataSourceError, resolve_data_dir
+from ecgpipe.stages.segments import RecordUnit, plan_records
+
+
+def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = False) -> list[RecordUnit]:
+    """Check the run's inputs; returns its record units. Creates nothing and downloads only with ``download``."""
+    root = resolve_data_dir(data_dir)
+    if not download and not root.is_dir():
+        raise DataSourceError(f"data folder {root} does not exist (give --data-dir DIR holding <db>/RECORDS, or "
+                              f"--download to fetch the databases from PhysioNet)")
+    from ecgpipe.backbones import backbone_spec
+
+    for i, features in enumerate(cfg.feature_variants):
+        where = "features" if not cfg.sweep.features else f"sweep.features[{i}]"
+        try:
+            backbone_spec(features.backbone)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        if features.weights_path and not Path(features.weights_path).expanduser().is_file():
+            raise ConfigError(f"{where}.weights_path: {features.weights_path} not found")
+    units = plan_records(cfg, root, download=download)
+    if not units:
+        raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
+    return units

@@ -1,0 +1,169 @@
+"""Nothing lost, nothing silently wrong: bad inputs and unsafe outputs are refused before any work, with one line
+that names the file or setting. Real files, real processes (the CLI in a subprocess), real WFDB records."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from ecgpipe.classify import fit_classifier
+from ecgpipe.config import DatabaseSettings, load_config
+from ecgpipe.lock import LockHeld, RunLock
+from ecgpipe.model import save_model
+from ecgpipe.records import RecordError, read_record
+
+from conftest import REPO, copy_records
+
+# a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
+pytestmark = pytest.mark.system
+
+SLICE = """
+name = "slice"
+[databases.vfdb]
+lead = [0]
+[classes]
+normal = ["(N"]
+vf = ["(VF", "(VFL"]
+"""
+
+
+def cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecgpipe.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+# ---------------------------------------------------------------------------------------------- before any work
+def test_a_missing_data_folder_is_an_error_that_creates_nothing(tmp_path):
+    cfg = tmp_path / "slice.toml"
+    cfg.write_text(SLICE)
+    missing = tmp_path / "no-such-folder"
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(missing), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and str(missing) in proc.stderr and "Traceback" not in proc.stderr
+    assert not missing.exists() and not (tmp_path / "out" / "store.zarr").exists()
+
+
+def test_an_unknown_backbone_fails_before_any_record_is_read(tmp_path, physionet):
+    cfg = tmp_path / "slice.toml"
+    cfg.write_text(SLICE + '[features]\nbackbone = "resnet9000"\n')
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(physionet), "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and "resnet9000" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "store.zarr").exists()
+
+
+def test_a_missing_local_weights_file_fails_before_any_work(tmp_path, physionet):
+    cfg = tmp_path / "slice.toml"
+    cfg.write_text(SLICE + f'[features]\nweights_path = "{tmp_path / "nope.pth"}"\n')
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(physionet), "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and "nope.pth" in proc.stderr
+    assert not (tmp_path / "out" / "store.zarr").exists()
+
+
+def test_an_empty_annotation_file_is_a_named_error(tmp_path, physionet):
+    copy_records(physionet, tmp_path, "vfdb", ["418"])
+    (tmp_path / "vfdb" / "418.atr").write_bytes(b"")
+    with pytest.raises(RecordError, match="418.atr.*empty"):
+        read_record(str(tmp_path / "vfdb"), "vfdb", "418", DatabaseSettings(fs=250.0, lead=[0]))
+
+
+# ------------------------------------------------------------------------------------------------- the run lock
+def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = tmp_path / "out" / RunLock.NAME
+        lock.parent.mkdir()
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "2026-12-01T10:00:00"}))
+        cfg = tmp_path / "slice.toml"
+        cfg.write_text(SLICE)
+        proc = cli("run", "--config", str(cfg), "--data-dir", str(REPO.parent / "shared" / "data" / "physionet"),
+                   "--out", str(tmp_path / "out"), timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert f"PID {holder.pid}" in proc.stderr and socket.gethostname() in proc.stderr and "2026-12-01T10:00:00" in proc.stderr
+        assert not (tmp_path / "out" / "store.zarr").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_whose_process_is_gone_is_taken_over_with_a_warning(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / RunLock.NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "then"}))
+    with pytest.warns(UserWarning, match=f"PID {gone.pid}.*no longer running"):
+        with RunLock(tmp_path):
+            held = json.loads((tmp_path / RunLock.NAME).read_text())
+            assert held["pid"] == os.getpid()
+            with pytest.raises(LockHeld, match=f"PID {os.getpid()}"):
+                RunLock(tmp_path).acquire()
+    assert not (tmp_path / RunLock.NAME).exists()  # released
+
+
+# ---------------------------------------------------------------------------------------------- transient or not
+def test_disk_full_and_permission_errors_are_not_retried():
+    from ecgpipe.orchestration.tasks import is_transient
+
+    assert is_transient(OSError(errno.EIO, "I/O error"))
+    assert is_transient(ConnectionError("worker lost"))
+    for code in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+        assert not is_transient(OSError(code, os.strerror(code)))
+    assert not is_transient(RecordError("x", "bad"))
+
+
+# ------------------------------------------------------------------------------------------------------ predict
+@pytest.fixture(scope="module")
+def rhythm_model(tmp_path_factory, physionet):
+    """A rhythm-block-only model (no CNN: prediction is quick) and 60-s excerpts of real mitdb records."""
+    tmp = tmp_path_factory.mktemp("predict")
+    cfg = load_config("paper4", {"rhythm": {"enabled": True}, "classifier": {"inputs": "rhythm"}})
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    model, _ = fit_classifier(rng.normal(size=(120, 8)) + y[:, None], y, cfg.classifier)
+    path = tmp / "model.skops"
+    save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": 120})
+    source = wfdb.rdrecord(str(physionet / "mitdb" / "100"), sampto=360 * 60, channels=[0])
+    for folder in ("a", "b"):
+        (tmp / folder).mkdir()
+        wfdb.wrsamp("rec", fs=360, units=["mV"], sig_name=["MLII"], p_signal=source.p_signal, fmt=["212"], write_dir=str(tmp / folder))
+    wfdb.wrann("rec", "atr", np.array([10, 360 * 30]), symbol=["+", "+"], aux_note=["(N", "(AFIB"], write_dir=str(tmp / "a"), fs=360)
+    return {"tmp": tmp, "model": path}
+
+
+def test_predict_refuses_to_overwrite_a_reference_annotation(rhythm_model):
+    a = rhythm_model["tmp"] / "a"
+    before = (a / "rec.atr").read_bytes()
+    proc = cli("predict", "--model", str(rhythm_model["model"]), str(a / "rec"), "--extension", "atr", "--out", str(a))
+    assert proc.returncode == 2 and "rec.atr" in proc.stderr and "input" in proc.stderr
+    assert (a / "rec.atr").read_bytes() == before
+
+
+def test_records_of_one_name_from_two_folders_get_distinct_outputs(rhythm_model, tmp_path):
+    tmp = rhythm_model["tmp"]
+    out = tmp_path / "pred"
+    proc = cli("predict", "--model", str(rhythm_model["model"]), str(tmp / "a" / "rec"), str(tmp / "b" / "rec"),
+               "--out", str(out), "--compare", "atr")
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.pred"))
+    assert len(written) == 2 and written[0] != written[1]
+    rows = (out / "records.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2
+    agreement = json.loads((out / "agreement.json").read_text())
+    assert len(agreement) == 2
+    # b/rec has no reference annotation: still predicted, its agreement marked unavailable
+    missing = [v for v in agreement.values() if not v.get("available", True)]
+    assert len(missing) == 1 and "not found" in missing[0]["reason"]
+    assert sum(1 for line in (out / "episodes.csv").read_text().splitlines()[1:] if "/b/rec" in line) >= 1
+
+
+def test_a_zero_or_negative_stride_is_a_clear_error(rhythm_model, tmp_path):
+    for stride in ("0", "-1"):
+        proc = cli("predict", "--model", str(rhythm_model["model"]), str(rhythm_model["tmp"] / "a" / "rec"),
+                   "--stride-s", stride, "--out", str(tmp_path / "p"))
+        assert proc.returncode == 2 and "--stride-s" in proc.stderr and "positive" in proc.stderr

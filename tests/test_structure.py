@@ -1,0 +1,134 @@
+"""The code's structure, checked: every stage's code version covers every module the stage imports, upstream stages
+never import downstream ones, no import cycle, no oversized module. Fast: no Prefect, no Dask, no torch."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ecgpipe.keys import module_closure, module_file
+from ecgpipe.plan import STAGES
+
+from conftest import REPO
+
+STAGE_MODULES = {
+    "segments": "ecgpipe.stages.segments",
+    "table": "ecgpipe.stages.table",
+    "spectrograms": "ecgpipe.stages.spectrograms",
+    "features": "ecgpipe.stages.features",
+    "classify": "ecgpipe.stages.classification",
+}
+
+
+def test_every_stage_has_a_module_in_pipeline_order():
+    assert list(STAGE_MODULES) == list(STAGES)
+    for stage, module in STAGE_MODULES.items():
+        assert __import__(module, fromlist=["STAGE"]).STAGE == stage
+
+
+@pytest.mark.parametrize("stage", list(STAGE_MODULES))
+def test_code_version_covers_every_module_the_stage_imports(stage):
+    """Import the stage module in a fresh interpreter and run its unit functions' lazy imports: every ecgpipe module
+    that ends up loaded must be hashed into the stage's code version."""
+    module = STAGE_MODULES[stage]
+    # modules the stage's functions import when they run (the CNN extractor, the model artifact)
+    lazy = {"spectrograms": ["ecgpipe.features"], "features": ["ecgpipe.features"], "classify": ["ecgpipe.model"]}
+    probe = "import sys, json, importlib; " + "; ".join(f"importlib.import_module({m!r})" for m in [module, *lazy.get(stage, [])])
+    probe += "; print(json.dumps(sorted(n for n in sys.modules if n == 'ecgpipe' or n.startswith('ecgpipe.'))))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    hashed = set(module_closure(module))
+    assert module in hashed
+    assert set(loaded) - hashed == set(), f"{stage}: imported but not in its code version"
+
+
+def test_a_module_left_out_of_the_closure_is_detected(tmp_path, monkeypatch):
+    """The closure follows every import form: plain, from-import of a module, from-import of a name, relative, and
+    imports inside functions."""
+    import ecgpipe.keys as keys
+
+    pkg = tmp_path / "ecgpipe"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import ecgpipe.b\nfrom ecgpipe import c\nfrom ecgpipe.d import name\n"
+                              "def f():\n    from .sub import e\n")
+    for name in ("b", "c", "d"):
+        (pkg / f"{name}.py").write_text("name = 1\n")
+    (pkg / "sub" / "e.py").write_text("from ..f import x\n")
+    (pkg / "f.py").write_text("x = 1\n")
+    (pkg / "unused.py").write_text("")
+    monkeypatch.setattr(keys, "_ROOT", tmp_path)
+    keys.module_closure.cache_clear()
+    try:
+        got = set(keys.module_closure("ecgpipe.a"))
+    finally:
+        keys.module_closure.cache_clear()
+    assert got == {"ecgpipe", "ecgpipe.a", "ecgpipe.b", "ecgpipe.c", "ecgpipe.d", "ecgpipe.sub", "ecgpipe.sub.e", "ecgpipe.f"}
+
+
+def test_upstream_stages_never_import_downstream_ones():
+    order = list(STAGE_MODULES.values())
+    for i, module in enumerate(order):
+        downstream = set(order[i + 1 :])
+        assert downstream.isdisjoint(module_closure(module)), f"{module} imports a later stage"
+
+
+def _all_modules() -> list[str]:
+    names = []
+    for path in sorted((REPO / "ecgpipe").rglob("*.py")):
+        rel = path.relative_to(REPO).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    return names
+
+
+def _imports(name: str) -> set[str]:
+    """ecgpipe modules that module ``name`` imports, at module level or inside a function (a lazy import that closes
+    a cycle still ties two modules into one)."""
+    path = module_file(name)
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *([base] if base else [])])
+            out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return {m for m in out if m.startswith("ecgpipe") and module_file(m) is not None and m != name}
+
+
+def test_no_import_cycle():
+    graph = {m: _imports(m) for m in _all_modules()}
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in graph.get(m, ()):
+            if n == "ecgpipe" or m.startswith(n + "."):  # a package and its own modules
+                continue
+            if state.get(n) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack, m, n]))
+            if n not in state:
+                visit(n, [*stack, m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_no_oversized_module():
+    too_long = {str(p.relative_to(REPO)): n for p in (REPO / "ecgpipe").rglob("*.py")
+                if (n := len(p.read_text().splitlines())) > 450}
+    too_long |= {str(p.relative_to(REPO)): n for p in (REPO / "flows").glob("*.py")
+                 if (n := len(p.read_text().splitlines())) > 200}
+    assert too_long == {}
