@@ -29,6 +29,7 @@ from sklearn.svm import SVC, LinearSVC
 from ecgpipe.config import ClassifierSettings, CVSettings
 from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, STRATIFIED
 from ecgpipe.protocols import protocol as protocol_named
+from ecgpipe.results import ProtocolResult, RecordLevel
 
 
 class BlockWeights(TransformerMixin, BaseEstimator):
@@ -230,8 +231,8 @@ def summarize_protocol(
     class_names: list[str],
     note: str = "",
     chosen: list[dict] | None = None,
-) -> dict:
-    """JSON-ready metrics of out-of-fold predictions: pooled, per class, per fold, and the confusion matrix.
+) -> ProtocolResult:
+    """Metrics of out-of-fold predictions: pooled, per class, per fold, and the confusion matrix.
     Segments in no test fold (``y_pred < 0``: classes left out by leave-one-database-out) are not scored."""
     scored = y_pred >= 0
     if not scored.any():
@@ -257,7 +258,7 @@ def summarize_protocol(
     precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
     fold_acc = np.array([f["accuracy"] for f in folds])
     fold_f1 = np.array([f["macro_f1"] for f in folds])
-    return {
+    return ProtocolResult.model_validate({
         "n_folds": len(splits),
         "note": note,
         "accuracy": float(accuracy_score(y, y_pred)),
@@ -281,7 +282,7 @@ def summarize_protocol(
         "ci95": bootstrap_ci(y, y_pred, groups, len(class_names)),
         "per_subject": per_subject(y, y_pred, groups, class_names),
         "folds": folds,
-    }
+    })
 
 
 def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int) -> tuple[list, np.ndarray, np.ndarray]:
@@ -301,17 +302,17 @@ def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_class
     return names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64)
 
 
-def record_level_summary(y, y_pred, records, class_names: list[str]) -> dict:
+def record_level_summary(y, y_pred, records, class_names: list[str]) -> RecordLevel:
     """Accuracy, macro-F1 and confusion matrix of per-record majority votes (CSV-labelled databases)."""
     names, true, voted = record_votes(y, y_pred, records, len(class_names))
     labels = np.arange(len(class_names))
-    return {
+    return RecordLevel.model_validate({
         "rule": "majority vote of the record's segment predictions; ties go to the class listed first",
         "n_records": len(names),
         "accuracy": float(accuracy_score(true, voted)) if names else None,
         "macro_f1": float(f1_score(true, voted, labels=labels, average="macro", zero_division=0)) if names else None,
         "confusion_matrix": confusion_matrix(true, voted, labels=labels).tolist() if names else [],
-    }
+    })
 
 
 def collect_predictions(n: int, folds: list[tuple[list, list, dict]]) -> tuple[np.ndarray, list[dict]]:
@@ -335,7 +336,7 @@ def evaluate_protocol(
     cv: CVSettings,
     databases: np.ndarray | None = None,
     n_cnn: int | None = None,
-) -> dict:
+) -> ProtocolResult:
     """One protocol on a plain matrix, in this process, with the steps the pipeline's fold tasks run."""
     splits, note = make_splits(protocol, y, groups, cv, databases)
     folds = []

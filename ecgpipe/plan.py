@@ -15,6 +15,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.keys import array_digest
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
+from ecgpipe.results import ProtocolResult, protocols_from_json
 from ecgpipe.stages import classification, features, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray
@@ -95,7 +96,12 @@ class RunPlan:
     def rows(self, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:
         return classification.comparison_rows(self.cfg, extractors, table_key)
 
-    def row_done(self, row: ComparisonRow) -> dict | None:
+    def row_done(self, row: ComparisonRow) -> dict[str, ProtocolResult] | None:
         """The row's stored protocol results when current, else None."""
         marker = self.markers.read(classification.STAGE, row.unit)
-        return marker["protocols"] if marker and marker.get("key") == row.key else None
+        if not marker or marker.get("key") != row.key:
+            return None
+        try:
+            return protocols_from_json(marker["protocols"])
+        except (KeyError, ValueError):  # written by another version, or damaged: recompute
+            return None

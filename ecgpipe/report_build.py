@@ -9,6 +9,7 @@ import ecgpipe
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
+from ecgpipe.results import ComparisonEntry, Report
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.segments import RecordSummary
 from ecgpipe.stages.table import SegmentTable, database_of, record_of
@@ -31,27 +32,24 @@ def example_spectrograms(store: str, spec_array: str, cfg: PipelineConfig, per_c
     return example_spectrograms_figure(examples, freqs, cfg.segments.length_s)
 
 
-def comparison_summary(rows: list[ComparisonRow], best: int) -> list[dict]:
+def comparison_summary(rows: list[ComparisonRow], best: int) -> list[ComparisonEntry]:
     """The comparison table: per row its extractor, classifier and headline metrics of every protocol."""
     table = []
     for i, row in enumerate(rows):
         attrs, clf = row.extractor.attrs, row.cfg.classifier
         # an untrained backbone next to its pretrained twin (a sweep measuring what transfer buys) must not look alike
         untrained = " (random weights)" if row.cfg.features.weights == "random" else ""
-        table.append(
-            {
-                "backbone": attrs["backbone"] + untrained if clf.inputs != "rhythm" else "-",
-                "layer": attrs["layer"] if clf.inputs != "rhythm" else "-",
-                "classifier": row.label,
-                "features_array": row.extractor.data,
-                "best": i == best,
-                "protocols": {p: {k: m[k] for k in HEADLINE} for p, m in row.protocols.items()},
-                "n_folds": {p: m["n_folds"] for p, m in row.protocols.items()},
-                # the inner CV's choice per outer fold (tuned classifiers only)
-                "chosen": {p: [f["chosen"] for f in m["folds"] if f.get("chosen")] for p, m in row.protocols.items()
-                           if any(f.get("chosen") for f in m["folds"])},
-            }
-        )
+        table.append(ComparisonEntry(
+            backbone=attrs["backbone"] + untrained if clf.inputs != "rhythm" else "-",
+            layer=attrs["layer"] if clf.inputs != "rhythm" else "-",
+            classifier=row.label,
+            features_array=row.extractor.data,
+            best=i == best,
+            protocols={p: {k: getattr(m, k) for k in HEADLINE} for p, m in row.protocols.items()},
+            n_folds={p: m.n_folds for p, m in row.protocols.items()},
+            # the inner CV's choice per outer fold (tuned classifiers only)
+            chosen={p: [f.chosen for f in m.folds if f.chosen] for p, m in row.protocols.items() if any(f.chosen for f in m.folds)},
+        ))
     return table
 
 
@@ -63,18 +61,17 @@ def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
 
 
 def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
-                 segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int) -> dict:
+                 segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int) -> Report:
     feat_attrs, best_cfg = rows[best].extractor.attrs, rows[best].cfg
     y = zs.read_array(store, Layout.segment("class_index"))
     rec_of = [record_of(u) for u in segment_table.uids]
     subjects = np.array([segment_table.subjects[r] for r in rec_of])
     dbs = np.array([database_of(r) for r in rec_of])
-    report: dict = {}
-    if best_cfg.features.weights == "random":  # the detailed sections are the best row's
-        report["warning"] = RANDOM_WEIGHTS_WARNING
     seen = {label for r in records for label in r.labels}
-    report.update(
+    return Report.model_validate(
         {
+            # the detailed sections are the best row's
+            "warning": RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else None,
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
             "n_segments": int(len(y)),
@@ -105,4 +102,3 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "config": cfg.model_dump(mode="json"),
         }
     )
-    return report

@@ -36,6 +36,7 @@ from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fau
 from ecgpipe.report import write_report
 from ecgpipe.report_build import build_report, example_spectrograms
 from ecgpipe.stages import spectrograms
+from ecgpipe.store import Layout
 
 
 @flow(name="ecgpipe", log_prints=True)
@@ -60,13 +61,12 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
     rows, best, model_path = steps.classify(run, table, extractors)
 
-    report = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best)
-    report.update({
+    report = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best).model_copy(update={
         "model": model_path,
         "stage_seconds": {k: round(v, 2) for k, v in log.stage_seconds.items()},
         "wall_s": round(log.elapsed(), 2),
         "store": run.store,
-        "spectrograms_array": f"{spec_array}/data",
+        "spectrograms_array": Layout.data(spec_array),
         "feature_placement": placement,
         "provenance": {
             "dataset_key": table.key,
@@ -74,8 +74,9 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
             "record_files_sha256": {u.shown: u.files_sha256 for u in run.plan.records},
         },
     })
-    run.logger.info(f"report: {write_report(report, out, example_spectrograms(run.store, spec_array, cfg))}")
-    return report
+    doc = report.to_json()
+    run.logger.info(f"report: {write_report(doc, out, example_spectrograms(run.store, spec_array, cfg))}")
+    return doc
 
 
 def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, scheduler: str | None = None,

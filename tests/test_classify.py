@@ -36,7 +36,7 @@ def test_metrics_agree_with_the_confusion_matrix():
     X, y, g = _data()
     names = ["a", "b", "c"]
     for protocol in ("stratified_10fold", "grouped_by_subject"):
-        r = evaluate_protocol(X, y, g, names, protocol, ClassifierSettings(), CVSettings())
+        r = evaluate_protocol(X, y, g, names, protocol, ClassifierSettings(), CVSettings()).to_json()  # the stored (JSON) form
         cm = np.array(r["confusion_matrix"])
         assert cm.sum() == len(y)
         assert r["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
@@ -64,7 +64,7 @@ def test_leave_one_database_out_uses_shared_classes_only():
     assert len(splits) == 2 and "left out" in note
     for (train, test), d in zip(splits, ("a", "b")):
         assert set(dbs[test]) == {d} and d not in set(dbs[train]) and 2 not in set(y[train]) | set(y[test])
-    r = evaluate_protocol(X, y, g, ["a", "b", "c"], "leave_one_database_out", ClassifierSettings(), CVSettings(), dbs)
+    r = evaluate_protocol(X, y, g, ["a", "b", "c"], "leave_one_database_out", ClassifierSettings(), CVSettings(), dbs).to_json()  # the stored (JSON) form
     assert np.array(r["confusion_matrix"]).sum() == (y != 2).sum()
     with pytest.raises(ValueError, match="two databases"):
         make_splits("leave_one_database_out", y, g, CVSettings(), np.array(["a"] * len(y)))
@@ -72,7 +72,7 @@ def test_leave_one_database_out_uses_shared_classes_only():
 
 def test_subject_bootstrap_interval_brackets_the_estimate():
     X, y, g = _data()
-    r = evaluate_protocol(X, y, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings())
+    r = evaluate_protocol(X, y, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings()).to_json()  # the stored (JSON) form
     lo, hi = r["ci95"]["accuracy"]
     assert lo <= r["accuracy"] <= hi and hi - lo > 0
     assert r["ci95"]["macro_f1"][0] <= r["macro_f1"] <= r["ci95"]["macro_f1"][1]
@@ -82,7 +82,7 @@ def test_subject_bootstrap_interval_brackets_the_estimate():
 def test_nested_cv_chooses_from_the_grid_inside_each_outer_fold():
     X, y, g = _data(n_subjects=15)
     tuned = ClassifierSettings(kind="svc", tune=True, C_grid=[0.001, 1.0], inner_splits=3)
-    result = evaluate_protocol(X, y, g, ["a", "b", "c"], "grouped_by_subject", tuned, CVSettings(n_splits=5))
+    result = evaluate_protocol(X, y, g, ["a", "b", "c"], "grouped_by_subject", tuned, CVSettings(n_splits=5)).to_json()  # the stored (JSON) form
     chosen = [f["chosen"] for f in result["folds"]]
     assert len(chosen) == 5 and all(c["C"] in (0.001, 1.0) and c["gamma"] == "scale" for c in chosen)
     # C=0.001 collapses an RBF SVC to one class; the inner CV (macro-F1) must reject it everywhere
@@ -110,7 +110,7 @@ def test_classifier_kinds_and_fused_inputs():
     X, y, g = _data()
     for kind in ("svc", "linear_svc", "logreg"):
         s = ClassifierSettings(kind=kind, C=1.0, pca=4)
-        result = evaluate_protocol(X, y, g, ["a", "b", "c"], "stratified_10fold", s, CVSettings(n_splits=3))
+        result = evaluate_protocol(X, y, g, ["a", "b", "c"], "stratified_10fold", s, CVSettings(n_splits=3)).to_json()  # the stored (JSON) form
         assert result["accuracy"] > 0.8, kind
     fused = ClassifierSettings(inputs="cnn+rhythm", rhythm_weight=0.25)
     rhythm = np.random.default_rng(1).normal(size=(len(y), 2))
@@ -143,6 +143,6 @@ def test_per_subject_breakdown_names_the_patients_the_errors_come_from():
     assert [(r["subject"], r["recall"]) for r in hardest] == [("p2", 0.25), ("p1", 0.9)]  # p3: under 10 segments
     assert predicted_as(hardest[0]) == "n 9, af 3"
     X, yy, g = _data()
-    report_protocol = evaluate_protocol(X, yy, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings())
+    report_protocol = evaluate_protocol(X, yy, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings()).to_json()  # the stored (JSON) form
     assert {r["subject"] for r in report_protocol["per_subject"]} == set(g)
     assert sum(r["n"] for r in report_protocol["per_subject"]) == len(yy)

@@ -365,18 +365,20 @@ def test_predict_cli_refuses_a_bad_model_file(tmp_path):
 
 def test_comparison_rows_name_an_untrained_backbone():
     """A sweep row on random weights next to its pretrained twin (the 'backbone-init' lever) must read differently."""
+    from ecgpipe.classify import summarize_protocol
     from ecgpipe.report_build import comparison_summary
     from ecgpipe.stages.classification import ComparisonRow
     from ecgpipe.stages.features import FeatureArray
 
-    metrics = {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5, "accuracy_fold_std": 0.0,
-               "balanced_accuracy_fold_std": 0.0, "macro_f1_fold_std": 0.0, "n_folds": 2, "folds": [{}, {}]}
+    y = np.array([0, 0, 1, 1])
+    result = summarize_protocol(y, np.array([0, 1, 1, 1]), np.array(["s1", "s1", "s2", "s2"]),
+                                [(np.array([0, 2]), np.array([1, 3])), (np.array([1, 3]), np.array([0, 2]))], ["a", "b"])
     attrs = {"backbone": "efficientnet_lite0", "layer": "_avg_pooling", "weights": "w", "width": 1280}
     rows = []
     for weights in ("pretrained", "random"):
         cfg = load_config("paper4", {"features": {"weights": weights}})
         rows.append(ComparisonRow(cfg, FeatureArray(cfg, f"features/{weights}", [], attrs), "key", "unit", f"features/{weights}",
-                                  "data", protocols={"stratified_10fold": metrics}))
-    table = comparison_summary(rows, best=0)
+                                  "data", protocols={"stratified_10fold": result}))
+    table = [entry.to_json() for entry in comparison_summary(rows, best=0)]
     assert [r["backbone"] for r in table] == ["efficientnet_lite0", "efficientnet_lite0 (random weights)"]
     assert [r["best"] for r in table] == [True, False]

@@ -14,6 +14,7 @@ from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import feature_placement, gpu_workers_in_cluster
 from ecgpipe.plan import RunPlan
+from ecgpipe.results import protocols_to_json
 from ecgpipe.stages import classification, features, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray, feature_groups
@@ -174,7 +175,7 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
             for r, row in enumerate(pending):
                 mine = {(j.protocol, j.fold): res for j, res in zip(jobs, results) if j.row == r}
                 row.protocols = classification.assemble_row(row, data, mine)
-                run.plan.markers.write(classification.STAGE, row.unit, row.key, {"protocols": row.protocols})
+                run.plan.markers.write(classification.STAGE, row.unit, row.key, {"protocols": protocols_to_json(row.protocols)})
             run.log.count(classification.STAGE, computed=len(pending))
         best = classification.best_row(rows, run.cfg.selection_protocol)
         model = train_model(run, rows[best])

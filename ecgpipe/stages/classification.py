@@ -29,6 +29,7 @@ from ecgpipe.classify import (
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError
 from ecgpipe.keys import code_version, content_key
+from ecgpipe.results import ProtocolResult
 from ecgpipe.stages.features import FeatureArray
 from ecgpipe.stages.table import database_of, record_of, uid_order_key
 from ecgpipe.store import Layout
@@ -100,7 +101,7 @@ class ComparisonRow:
     unit: str  # marker name
     features: str | None  # the CNN feature array the classifier reads (None: rhythm block only)
     data_key: str
-    protocols: dict = field(default_factory=dict)  # protocol -> results, once evaluated
+    protocols: dict[str, ProtocolResult] = field(default_factory=dict)  # once evaluated
 
     @property
     def label(self) -> str:
@@ -166,7 +167,8 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
     return FoldResult(test.tolist(), pred.tolist(), chosen)
 
 
-def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tuple[str, int], FoldResult]) -> dict:
+def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tuple[str, int], FoldResult]
+                 ) -> dict[str, ProtocolResult]:
     """A row's protocol results from its folds' results (``{(protocol, fold): result}``)."""
     out = {}
     for protocol in row.cfg.cv.protocols:
@@ -177,13 +179,13 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
         per_record = [db for db, s in row.cfg.databases.items() if s.labels_csv]
         if per_record:  # databases labelled per record: also score each record's majority vote
             rows_of = np.isin(data.databases, per_record)
-            summary["per_record"] = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
-                                                         row.cfg.class_names)
+            summary.per_record = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
+                                                      row.cfg.class_names)
         out[protocol] = summary
     return out
 
 
-def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict:
+def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict[str, ProtocolResult]:
     """Every fold of every protocol of one row, in this process (the flow runs the folds as parallel tasks)."""
     results = {(j.protocol, j.fold): evaluate_fold(data, row.cfg, j.protocol, j.fold) for j in fold_jobs([row], data)}
     return assemble_row(row, data, results)
@@ -191,7 +193,7 @@ def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict:
 
 def best_row(rows: list[ComparisonRow], protocol: str) -> int:
     """Index of the row with the highest macro-F1 under ``protocol`` (ties: the earlier row)."""
-    return int(np.argmax([row.protocols[protocol]["macro_f1"] for row in rows]))
+    return int(np.argmax([row.protocols[protocol].macro_f1 for row in rows]))
 
 
 # ------------------------------------------------------------------------------------------------------ model

@@ -1,0 +1,138 @@
+"""Typed results: what a protocol measured, what the report holds. Pydantic models, so results stored as JSON (in a
+classifier row's marker, in ``report.json``) are validated when read back; ``to_json()`` gives the stored form."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class ClassMetrics(_Result):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class FoldMetrics(_Result):
+    fold: int
+    n_train: int
+    n_test: int
+    test_subjects: int
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    chosen: dict = {}  # the inner CV's choice (tuned classifiers only)
+
+
+class Interval95(_Result):
+    method: str
+    accuracy: list[float]
+    macro_f1: list[float]
+
+
+class SubjectRecall(_Result):
+    """One (subject, annotated class): how many segments, the recall, what they were predicted as."""
+
+    subject: str
+    class_name: str = Field(alias="class")
+    n: int
+    recall: float
+    predicted: dict[str, int]
+
+
+class RecordLevel(_Result):
+    """Per-record scores of a CSV-labelled database (each record's segments vote)."""
+
+    rule: str
+    n_records: int
+    accuracy: float | None
+    macro_f1: float | None
+    confusion_matrix: list[list[int]]
+
+
+class ProtocolResult(_Result):
+    """Out-of-fold metrics of one protocol: pooled, per class, per fold, per subject, with 95 % intervals."""
+
+    n_folds: int
+    note: str
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    balanced_accuracy_fold_std: float
+    accuracy_fold_mean: float
+    accuracy_fold_std: float
+    macro_f1_fold_mean: float
+    macro_f1_fold_std: float
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: list[list[int]]
+    ci95: Interval95
+    per_subject: list[SubjectRecall]
+    folds: list[FoldMetrics]
+    per_record: RecordLevel | None = None
+
+
+def protocols_to_json(results: dict[str, ProtocolResult]) -> dict:
+    return {name: r.to_json() for name, r in results.items()}
+
+
+def protocols_from_json(doc: dict) -> dict[str, ProtocolResult]:
+    return {name: ProtocolResult.model_validate(r) for name, r in doc.items()}
+
+
+class ComparisonEntry(_Result):
+    """One row of the comparison table: extractor, classifier and headline metrics per protocol."""
+
+    backbone: str
+    layer: str
+    classifier: str
+    features_array: str
+    best: bool
+    protocols: dict[str, dict[str, float]]
+    n_folds: dict[str, int]
+    chosen: dict[str, list[dict]]
+
+
+class Report(_Result):
+    """Everything ``report.json`` holds; the Markdown and HTML reports are rendered from it."""
+
+    warning: str | None = None
+    config_name: str
+    code_version: str
+    n_segments: int
+    n_candidates: int
+    class_counts: dict[str, int]
+    class_counts_by_database: dict[str, dict[str, int]]
+    subjects_per_class: dict[str, int]
+    n_subjects: int
+    n_records_used: int
+    databases: list[str]
+    spectrogram_shape: list[int]
+    backbone: str
+    layer: str
+    feature_width: int
+    weights: str
+    features_array: str
+    classifier: str
+    features_description: str
+    rhythm_description: str | None
+    selected_by: str
+    protocols: dict[str, ProtocolResult]
+    comparison: list[ComparisonEntry]
+    skipped_records: list[dict]
+    unmatched_labels: list[str]
+    config: dict
+    # filled in by the flow once everything ran
+    model: str | None = None
+    stage_seconds: dict[str, float] = {}
+    wall_s: float | None = None
+    store: str | None = None
+    spectrograms_array: str | None = None
+    feature_placement: str | None = None
+    provenance: dict = {}
