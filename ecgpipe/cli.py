@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -22,6 +23,45 @@ def _quiet_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     warnings.filterwarnings("ignore", message=".*nodes obtained by tracing the model in eval mode.*")
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as ``inner`` does, without its traceback (the CLI prints one line for an error)."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+class _NoTaskChatter(logging.Filter):
+    """Drops Prefect's per-task lines ("Task run ... Completed()") from the console: the flow's own lines report
+    progress and every failure; Prefect's API and logs keep them all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("prefect.task_runs")
+
+
+def _quiet_console(verbose: bool) -> None:
+    """Unless ``verbose``: no tracebacks and no per-task lines on the console (the API and log files keep both)."""
+    if verbose:
+        return
+    import prefect  # noqa: F401  (sets up Prefect's logging, whose console handlers are adjusted here)
+
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict) if n.startswith("prefect"))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                if not isinstance(handler.formatter, _WithoutTraceback):
+                    handler.setFormatter(_WithoutTraceback(handler.formatter))
+                    handler.addFilter(_NoTaskChatter())
 
 
 def _positive_seconds(text: str) -> float:
@@ -44,11 +84,16 @@ def cmd_run(args) -> int:
     _quiet_environment()
     cfg = load_config(args.config, _overrides(args))
     from ecgpipe.errors import StageFailed
+    from ecgpipe.orchestration.interrupt import RunInterrupted
     from flows.ecg_pipeline import run_pipeline
 
+    _quiet_console(args.verbose)
     try:
         report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None,
                               download=args.download)
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        print(f"\necgpipe: {exc or 'interrupted'}; see {args.out.rstrip('/')}/run.json", file=sys.stderr)
+        return 130
     except StageFailed as exc:  # some units failed: a rerun recomputes only those (the message says so)
         print(f"\necgpipe: run failed: {exc}", file=sys.stderr)
         return 1
@@ -72,7 +117,7 @@ def cmd_run(args) -> int:
     for name, p in report["protocols"].items():
         print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}")
     if report.get("model"):
-        print(f"model: {report['model']}  (ecgpipe predict --model {report['model']} RECORD...)")
+        print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {report['model']} RECORD...)")
     if report["skipped_records"]:
         print(f"skipped {len(report['skipped_records'])} bad record(s):")
         for s in report["skipped_records"]:
@@ -144,7 +189,8 @@ def cmd_predict(args) -> int:
         write_records_csv,
     )
 
-    model = load_model(args.model)  # a bad artifact is an EcgpipeError: one line, exit 2
+    model = load_model(args.model, require_signed=args.require_signed or None)  # a bad artifact: one line, exit 2
+    print(f"model: {model.path} (sha256 {model.digest[:16]}..., {'signature verified' if model.signed else 'unsigned'})")
     out = Path(args.out)
     paths = [record_path(arg) for arg in args.records]
     names = output_names(paths)  # records of one name from different folders get distinct outputs
@@ -178,6 +224,7 @@ def cmd_predict(args) -> int:
     if args.compare:
         doc = {names[p.record]: p.agreement for p in predictions}
         (out / "agreement.json").write_text(json.dumps(doc, indent=2))
+    (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
     print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}")
     return 1 if failed else 0
 
@@ -202,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     run.add_argument("--workers", type=int, default=None, help="local Dask worker processes (overrides run.n_workers)")
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
+    run.add_argument("--verbose", action="store_true", help="tracebacks and Prefect's per-task lines on the console")
     run.add_argument("--download", action="store_true",
                      help="download configured databases missing from the data folder from PhysioNet (default: never)")
     run.add_argument("--random-weights", action="store_true", help="use untrained backbone weights (tests only; the report says so)")
@@ -230,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=int, default=5, help="majority vote over this many windows (1 = off; default 5)")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
+    pr.add_argument("--require-signed", action="store_true",
+                    help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")
     pr.add_argument("--compare", default=None, metavar="ANNOTATOR",
                     help="also measure agreement with the record's reference rhythm annotations, e.g. atr")
     pr.set_defaults(func=cmd_predict)

@@ -229,6 +229,7 @@ class RunSettings(_Strict):
     n_workers: int = Field(2, gt=0, description="Worker processes of the local Dask cluster.")
     threads_per_worker: int = Field(1, gt=0)
     strict: bool = Field(False, description="Fail on the first bad record instead of skipping it.")
+    fail_fast_after: int = Field(20, ge=0, description="Stop when the first N records all fail with one kind of error (0: never).")
     retries: int = Field(2, ge=0, description="Prefect retries of a task that failed for a transient reason.")
     retry_delay_s: list[float] = Field([2.0, 10.0], description="Back-off between retries (seconds, one per retry).")
 

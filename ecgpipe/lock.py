@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import warnings
 from datetime import datetime
@@ -30,6 +31,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _stop_orphans(pids: list[int]) -> list[int]:
+    """Stop processes a dead run left behind, only if they still are what it started (a Prefect/uvicorn server):
+    a PID may have been reused since."""
+    stopped = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "uvicorn" in cmdline or "prefect" in cmdline:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
+            except OSError:
+                pass
+    return stopped
 
 
 class RunLock:
@@ -64,7 +83,9 @@ class RunLock:
                 if self.holder_running():
                     raise LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}); "
                                    f"wait for it, or use another --out") from None
-                warnings.warn(f"{self.path}: taking over the lock of {where}: that process is no longer running",
+                stopped = _stop_orphans(doc.get("children", []))
+                warnings.warn(f"{self.path}: taking over the lock of {where}: that process is no longer running"
+                              + (f"; stopped the Prefect server it left running (PID {', '.join(map(str, stopped))})" if stopped else ""),
                               stacklevel=2)
                 self.path.unlink(missing_ok=True)
                 continue
@@ -73,6 +94,15 @@ class RunLock:
             self.held = True
             return self
         raise LockHeld(f"{self.path}: could not take the lock")
+
+    def note_child(self, pid: int) -> None:
+        """Record a process this run started (its temporary Prefect server): if this run is killed outright, the
+        run that takes the lock over stops it."""
+        doc = self.holder() or {}
+        doc["children"] = [*doc.get("children", []), int(pid)]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self.path)
 
     def release(self) -> None:
         if self.held:

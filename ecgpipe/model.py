@@ -12,7 +12,10 @@ loaded as in training (local file, torchvision, or the offline package), with ``
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,9 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import EcgpipeError
 
 FORMAT = "ecgpipe-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the archive carries an integrity record (content digest, optional HMAC signature)
+INTEGRITY_MEMBER = "ecgpipe-integrity.json"
+KEY_ENV, KEY_FILE_ENV, REQUIRE_SIGNED_ENV = "ECGPIPE_MODEL_KEY", "ECGPIPE_MODEL_KEY_FILE", "ECGPIPE_REQUIRE_SIGNED"
 # Types beyond skops' defaults that an ecgpipe artifact may contain; anything else is refused.
 TRUSTED_TYPES = ["ecgpipe.classify.BlockWeights"]
 
@@ -49,6 +54,8 @@ class TrainedModel:
     code_version: str
     training: dict
     path: str = ""
+    digest: str = ""  # sha256 of the artifact's content (every archive member but the integrity record)
+    signed: bool = False  # carries an HMAC-SHA256 signature that was verified with the key
 
     def predict(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> np.ndarray:
         """Class indices of windows from their CNN and rhythm features (whichever the classifier uses)."""
@@ -76,11 +83,68 @@ def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_sou
     }
     tmp = Path(f"{path}.tmp")
     sio.dump(payload, tmp)
+    digest = content_digest(tmp)
+    key = signing_key()
+    record = {"sha256": digest, **({"hmac_sha256": hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()} if key else {})}
+    with zipfile.ZipFile(tmp, "a") as archive:
+        archive.writestr(INTEGRITY_MEMBER, json.dumps(record))
     tmp.replace(path)  # a reader never sees half an artifact
 
 
-def load_model(path: str | Path) -> TrainedModel:
-    """Load an artifact written by :func:`save_model`; refuse (``ModelError``) anything else."""
+def content_digest(path: str | Path) -> str:
+    """sha256 over the name and bytes of every member of the archive but the integrity record, in name order: any
+    edit (class names, configuration, coefficients) changes it."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(n for n in archive.namelist() if n != INTEGRITY_MEMBER):
+            h.update(name.encode() + b"\0")
+            h.update(archive.read(name))
+    return h.hexdigest()
+
+
+def signing_key() -> bytes | None:
+    """The HMAC key, from $ECGPIPE_MODEL_KEY or the file named by $ECGPIPE_MODEL_KEY_FILE; None when neither is set."""
+    if os.environ.get(KEY_ENV):
+        return os.environ[KEY_ENV].encode()
+    if os.environ.get(KEY_FILE_ENV):
+        try:
+            return Path(os.environ[KEY_FILE_ENV]).expanduser().read_bytes().strip()
+        except OSError as exc:
+            raise ModelError(os.environ[KEY_FILE_ENV], f"model signing key file unreadable ({exc.strerror})") from None
+    return None
+
+
+def check_integrity(path: Path, require_signed: bool = False) -> tuple[str, bool]:
+    """The artifact's content digest and whether its signature was verified; ``ModelError`` if it was edited,
+    corrupted, wrongly signed, or unsigned while ``require_signed``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            record = json.loads(archive.read(INTEGRITY_MEMBER))
+        digest = content_digest(path)
+    except KeyError:
+        raise ModelError(path, "refused: no integrity record (written by an older ecgpipe, or altered); "
+                               "retrain with this version") from None
+    except Exception as exc:
+        raise ModelError(path, f"corrupt model artifact: {type(exc).__name__}: {exc}") from None
+    if not isinstance(record, dict) or record.get("sha256") != digest:
+        raise ModelError(path, "refused: its content does not match its digest: the file was edited or corrupted "
+                               "after it was written. Nothing from it was loaded.")
+    key, signature = signing_key(), record.get("hmac_sha256")
+    signed = False
+    if signature and key:
+        if not hmac.compare_digest(signature, hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()):
+            raise ModelError(path, "refused: wrong signature (signed with another key, or altered and re-digested)")
+        signed = True
+    if require_signed and not signed:
+        why = "it is not signed" if not signature else f"no key to verify its signature (${KEY_ENV} or ${KEY_FILE_ENV})"
+        raise ModelError(path, f"refused: signed artifacts are required (${REQUIRE_SIGNED_ENV} / --require-signed) and {why}")
+    return digest, signed
+
+
+def load_model(path: str | Path, require_signed: bool | None = None) -> TrainedModel:
+    """Load an artifact written by :func:`save_model`; refuse (``ModelError``) anything else, and any artifact whose
+    content no longer matches its digest. ``require_signed`` (default: $ECGPIPE_REQUIRE_SIGNED) refuses unsigned
+    artifacts and those whose signature the key does not verify."""
     import skops.io as sio
 
     path = Path(path)
@@ -88,6 +152,8 @@ def load_model(path: str | Path) -> TrainedModel:
         raise ModelError(path, "model file not found")
     if not zipfile.is_zipfile(path):
         raise ModelError(path, "not an ecgpipe model artifact (not a skops archive; pickle files are never loaded)")
+    if require_signed is None:
+        require_signed = os.environ.get(REQUIRE_SIGNED_ENV, "") not in ("", "0", "false")
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
@@ -98,6 +164,7 @@ def load_model(path: str | Path) -> TrainedModel:
             path, f"refused: it contains types ecgpipe does not trust ({', '.join(foreign)}); the file was altered or "
             "was not written by ecgpipe. Nothing from it was loaded."
         )
+    digest, signed = check_integrity(path, require_signed)  # before anything is built from it
     try:
         payload = sio.load(path, trusted=TRUSTED_TYPES)
     except Exception as exc:
@@ -119,6 +186,8 @@ def load_model(path: str | Path) -> TrainedModel:
             code_version=str(payload["code_version"]),
             training=json.loads(payload["training_json"]),
             path=str(path),
+            digest=digest,
+            signed=signed,
         )
     except Exception as exc:
         raise ModelError(path, f"incomplete or inconsistent model artifact: {type(exc).__name__}: {exc}") from None

@@ -67,7 +67,7 @@ class RunPlan:
         return table.plan_table(self.store, records, self.cfg)
 
     def table_done(self, segment_table: SegmentTable) -> bool:
-        return table.table_is_done(self.store, segment_table)
+        return table.table_is_done(self.store, segment_table, self.markers)
 
     # ------------------------------------------------------------------------------------------------ chunks
     @property

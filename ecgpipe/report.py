@@ -107,7 +107,8 @@ def render_markdown(report: dict) -> str:
     if report.get("unmatched_labels"):
         lines += ["", "Rhythm labels configured for a class but found in no record: " + ", ".join(report["unmatched_labels"])]
     if report.get("model"):
-        lines += ["", f"Model artifact (best row, refitted on every segment): `{report['model']}`; "
+        lines += ["", f"Model artifact (best row, refitted on every segment): `{report['model']}` "
+                  f"(sha256 `{report.get('model_digest') or '?'}`); "
                   "apply it with `ecgpipe predict --model <file> RECORD...`."]
     lines += ["", f"ecgpipe {report['code_version']}; full configuration in report.json.", ""]
     return "\n".join(lines)

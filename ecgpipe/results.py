@@ -130,6 +130,7 @@ class Report(_Result):
     config: dict
     # filled in by the flow once everything ran
     model: str | None = None
+    model_digest: str | None = None  # sha256 of the model artifact's content (ecgpipe.model.content_digest)
     stage_seconds: dict[str, float] = {}
     wall_s: float | None = None
     store: str | None = None

@@ -28,9 +28,11 @@ from prefect import flow, get_run_logger
 from ecgpipe.config import PipelineConfig, config_from_dict
 from ecgpipe.location import Location
 from ecgpipe.lock import RunLock
+from ecgpipe.model import content_digest
 from ecgpipe.orchestration import steps
 from ecgpipe.orchestration.bookkeeping import RunLog
 from ecgpipe.orchestration.cluster import check_store_reachable, prefect_api, task_runner
+from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.report import write_report
@@ -44,7 +46,11 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
     out = Location(out_dir)
     log = RunLog(out)
     try:
-        report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
+        with interruptible():  # Ctrl-C and SIGTERM stop the run at the next check, cleanly
+            report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        log.write("interrupted", error=str(exc) or "interrupted")
+        raise
     except BaseException as exc:
         log.write("failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -63,6 +69,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
 
     report = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best).model_copy(update={
         "model": model_path,
+        "model_digest": content_digest(model_path) if model_path else None,
         "stage_seconds": {k: round(v, 2) for k, v in log.stage_seconds.items()},
         "wall_s": round(log.elapsed(), 2),
         "store": run.store,
@@ -90,10 +97,12 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
     # one run per output folder (a local one: an fsspec URL has no lock)
-    with RunLock(out.local_root) if out.local_root else contextlib.nullcontext():
+    with RunLock(out.local_root) if out.local_root else contextlib.nullcontext() as lock:
         if scheduler:
             check_store_reachable(scheduler, out_dir, data_dir)
-        with prefect_api():
+        with prefect_api() as api:
+            if lock is not None and api.server_pid:
+                lock.note_child(api.server_pid)  # a later run stops it if this process is killed before it can
             runner = task_runner(cfg, out_dir, scheduler)
             return ecg_pipeline.with_options(task_runner=runner)(
                 config=cfg.model_dump(mode="json"), data_dir=str(data_dir) if data_dir else None, out_dir=str(out_dir),

@@ -53,7 +53,8 @@ def test_every_backbone_yields_its_documented_widths(name):
     out = extractor(x)
     assert out.shape == (2, spec.feature_width) and np.isfinite(out).all()
     assert len(spec.layers) >= 4
-    taps = extractor.tap(x, list(spec.layers))  # every documented layer, one forward pass
+    # every documented layer from one forward pass (the same seeded weights: random weights are seeded)
+    taps = FeatureExtractor(FeatureSettings(backbone=name, weights="random", batch_size=2), tuple(spec.layers)).extract(x)
     assert {k: v.shape for k, v in taps.items()} == {k: (2, w) for k, w in spec.layers.items()}
     assert np.allclose(taps[spec.pooled_layer], out, atol=1e-4)
 

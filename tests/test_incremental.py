@@ -294,3 +294,149 @@ def test_output_location_as_an_fsspec_url(cold, tmp_path):
 
     status = run_status(load_config(cold["cfg"]), str(cold["data"]), url)
     assert all(s["rerun_computes"] == 0 and s["done"] == s["total"] for s in status["stages"].values())
+
+
+def _session_processes(sid: int) -> list[int]:
+    """PIDs of the processes of session ``sid`` (the CLI started with start_new_session: itself and what it started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _start_cli(cold, out: Path, own_server: bool = False) -> subprocess.Popen:
+    env = dict(os.environ)
+    if own_server:  # the CLI starts its own temporary Prefect server, as for a user
+        env.pop("PREFECT_API_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecgpipe.cli", "run", "--config", str(cold["cfg"]), "--data-dir", str(cold["data"]), "--out", str(out)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interruption_stops_within_seconds_leaves_nothing_running_and_a_rerun_resumes(cold, tmp_path, how):
+    out = tmp_path / "out"
+    proc = _start_cli(cold, out, own_server=True)
+    deadline = time.time() + 300
+    while _feature_markers(out) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
+    t0 = time.time()
+    if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:  # a scheduler (SLURM, Kubernetes, systemd) sends SIGTERM to the main process
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.time() - t0 < 60 and proc.returncode == 130, err[-2000:]
+    assert "interrupted by SIG" in err and "Traceback" not in err.split("interrupted by")[-1]
+    doc = run_json(out)
+    assert doc["status"] == "interrupted"
+    assert doc["stages"]["segments"]["computed"] == 3 and doc["stages"]["features"]["computed"] == _feature_markers(out)
+    deadline = time.time() + 20
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _session_processes(proc.pid) == [], "processes of the run are still running"
+    assert not (out / ".ecgpipe.lock").exists()
+    done = _feature_markers(out)
+    run(cold["cfg"], cold["data"], out)
+    assert computed(out)["segments"] == 0 and computed(out)["features"] == cold["n_chunks"] - done
+    assert np.array_equal(features(out), features(cold["out"]))
+
+
+def test_after_a_kill_9_the_next_run_stops_the_server_the_dead_run_left(cold, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_cli(cold, out, own_server=True)
+    lock = out / ".ecgpipe.lock"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (lock.exists() and json.loads(lock.read_text()).get("children")):
+        time.sleep(0.05)
+    server = json.loads(lock.read_text())["children"][0]
+    os.kill(proc.pid, signal.SIGKILL)  # the CLI alone: what it started lives on
+    proc.wait()
+    time.sleep(1)
+    try:
+        assert server in _session_processes(proc.pid), "the server should have outlived the killed CLI"
+        with pytest.warns(UserWarning, match=rf"no longer running; stopped the Prefect server it left running \(PID {server}\)"):
+            from ecgpipe.lock import RunLock
+
+            with RunLock(out):
+                pass
+        deadline = time.time() + 20
+        while server in _session_processes(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert server not in _session_processes(proc.pid)
+    finally:
+        for pid in _session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_corrupted_segment_table_is_rewritten_before_anything_reads_it(cold, tmp_path):
+    """32 bytes overwritten in a chunk of segments/signal: status reports the table stale; the rerun rewrites it
+    (from the records' windows) before any spectrogram is computed from it, and everything ends byte-identical."""
+    out = copy_run(cold, tmp_path)
+    chunk = out / "store.zarr" / "segments" / "signal" / "c" / "1" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[100:132] = os.urandom(32)
+    chunk.write_bytes(bytes(data))
+    from ecgpipe.status import run_status
+
+    status = run_status(load_config(cold["cfg"]), str(cold["data"]), str(out))["stages"]
+    assert status["table"]["stale"] == 1 and status["segments"]["rerun_computes"] == 0
+    run(cold["cfg"], cold["data"], out)
+    assert computed(out, with_table=True) == {"segments": 0, "table": 1, "spectrograms": 0, "features": 0, "classify": 0}
+    assert snapshot(out) == snapshot(cold["out"])
+
+
+def test_a_corrupted_record_array_recomputes_that_record(cold, tmp_path):
+    out = copy_run(cold, tmp_path)
+    starts = out / "store.zarr" / "records" / "vfdb" / "426" / "starts" / "c" / "0"
+    data = bytearray(starts.read_bytes())
+    data[-8:] = b"\x01" * 8
+    starts.write_bytes(bytes(data))
+    run(cold["cfg"], cold["data"], out)
+    assert computed(out)["segments"] == 1 and computed(out)["spectrograms"] == 0
+    assert snapshot(out) == snapshot(cold["out"])
+
+
+def test_non_finite_spectrograms_are_never_stored(cold, tmp_path):
+    """A chunk whose signal holds NaN (here written by hand, past every digest): the unit fails naming the chunk and
+    what it was computed from, and stores nothing."""
+    from ecgpipe.errors import PipelineError
+    from ecgpipe.stages import spectrograms
+
+    out = copy_run(cold, tmp_path)
+    store = f"{out}/store.zarr"
+    signal_array = zarr.open_array(f"{store}/segments/signal", mode="r+")
+    signal_array[CHUNK + 2] = np.nan
+    spec_array = cold["report"]["spectrograms_array"].rsplit("/", 1)[0]
+    before = zarr.open_array(f"{store}/{spec_array}/data", mode="r")[CHUNK : 2 * CHUNK]
+    with pytest.raises(PipelineError, match=rf"{spec_array} chunk 1: 1 spectrogram\(s\) with NaN or inf, computed from segments/signal chunk 1"):
+        spectrograms.compute_chunk(store, spec_array, 1, load_config(cold["cfg"]))
+    assert np.array_equal(zarr.open_array(f"{store}/{spec_array}/data", mode="r")[CHUNK : 2 * CHUNK], before)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_first_records_failing_alike_stop_the_run(tmp_path, physionet, prefect_server, verbose):
+    """A wrong setting makes every record fail the same way: the run stops after the first few, says why in one line
+    (the traceback only with --verbose), and does not try the others."""
+    cfg = tmp_path / "wrong-lead.toml"
+    cfg.write_text(TOML.replace("lead = [0]", 'lead = ["MLII"]') + "fail_fast_after = 4\n")
+    proc = subprocess.run([sys.executable, "-m", "ecgpipe.cli", "run", "--config", str(cfg), "--data-dir", str(physionet),
+                           "--out", str(tmp_path / "out"), *(["--verbose"] if verbose else [])],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "the first 4 records all failed with the same error" in proc.stderr and "MLII" in proc.stderr
+    assert ("Traceback" in proc.stderr) == verbose
+    assert ("Task run" in proc.stdout + proc.stderr) == verbose
+    doc = run_json(tmp_path / "out")
+    assert doc["status"] == "failed" and doc["stages"]["segments"]["failed"] < 22

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 
@@ -11,7 +12,7 @@ import skops.io as sio
 
 from ecgpipe.classify import fit_classifier
 from ecgpipe.config import load_config
-from ecgpipe.model import ModelError, load_model, save_model
+from ecgpipe.model import INTEGRITY_MEMBER, KEY_ENV, ModelError, content_digest, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,72 @@ def _rewrite_schema(src, dst, old: str, new: str) -> None:
             zout.writestr(item, data)
 
 
+def _redigest(path, keep_signature: bool = False) -> None:
+    """What a careless (or malicious) editor could do: replace the digest by a fresh one of the edited content
+    (keeping the old signature, or dropping it)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist() if n != INTEGRITY_MEMBER}
+        old = json.loads(archive.read(INTEGRITY_MEMBER)) if INTEGRITY_MEMBER in archive.namelist() else {}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    record = {"sha256": content_digest(path), **({"hmac_sha256": old["hmac_sha256"]} if keep_signature and "hmac_sha256" in old else {})}
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(INTEGRITY_MEMBER, json.dumps(record))
+
+
+def _edit_payload(src, dst, **changes) -> None:
+    """Rewrite the artifact's payload (as skops loads it) with ``changes``, keeping the original integrity record."""
+    payload = sio.load(src, trusted=["ecgpipe.classify.BlockWeights"])
+    sio.dump(dict(payload, **changes), dst)
+    with zipfile.ZipFile(src) as archive, zipfile.ZipFile(dst, "a") as out:
+        out.writestr(INTEGRITY_MEMBER, archive.read(INTEGRITY_MEMBER))
+
+
+def test_an_edited_artifact_is_refused_by_its_digest(fused_model, tmp_path):
+    """Swapping two classes' names (in the class list and in the config), or negating the classifier's coefficients,
+    makes a model that loads and predicts the wrong rhythms: the content digest refuses it."""
+    payload = sio.load(fused_model["path"], trusted=["ecgpipe.classify.BlockWeights"])
+    names = payload["class_names"]
+    swapped = [names[0], names[1], names[3], names[2]]
+    config = json.loads(payload["config_json"])
+    config["classes"] = {k: config["classes"][k] for k in swapped}
+    _edit_payload(fused_model["path"], tmp_path / "swapped.skops", class_names=swapped, config_json=json.dumps(config))
+    clf = payload["classifier"]
+    svc = clf.named_steps["clf"]
+    svc.dual_coef_, svc._dual_coef_ = -svc.dual_coef_, -svc._dual_coef_
+    _edit_payload(fused_model["path"], tmp_path / "negated.skops", classifier=clf)
+    for name in ("swapped", "negated"):
+        with pytest.raises(ModelError, match=rf"{name}.skops: refused: its content does not match its digest"):
+            load_model(tmp_path / f"{name}.skops")
+    assert len(load_model(fused_model["path"]).digest) == 64  # the original still loads, with its digest
+
+
+def test_signed_artifacts_verify_and_a_wrong_key_or_missing_signature_is_refused(fused_model, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "secret-1")
+    cfg, model = fused_model["cfg"], fused_model["model"]
+    save_model(tmp_path / "signed.skops", model, cfg, weights_source="test", n_cnn=20, training={})
+    loaded = load_model(tmp_path / "signed.skops", require_signed=True)
+    assert loaded.signed and loaded.digest == content_digest(tmp_path / "signed.skops")
+    # an edited copy that an editor re-digested still fails: the signature is over the digest
+    _rewrite_schema(tmp_path / "signed.skops", tmp_path / "edited.skops", '"__class__": "BlockWeights",\n', '"__class__": "BlockWeights",\n ')
+    _redigest(tmp_path / "edited.skops", keep_signature=True)
+    with pytest.raises(ModelError, match="wrong signature"):
+        load_model(tmp_path / "edited.skops")
+    _redigest(tmp_path / "edited.skops")  # the signature dropped: only an unsigned artifact, refused when required
+    with pytest.raises(ModelError, match="not signed"):
+        load_model(tmp_path / "edited.skops", require_signed=True)
+    monkeypatch.setenv(KEY_ENV, "another-key")
+    with pytest.raises(ModelError, match="wrong signature"):
+        load_model(tmp_path / "signed.skops")
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ModelError, match="signed artifacts are required .* no key"):
+        load_model(tmp_path / "signed.skops", require_signed=True)
+    with pytest.raises(ModelError, match="signed artifacts are required .* not signed"):
+        load_model(fused_model["path"], require_signed=True)
+    assert not load_model(fused_model["path"]).signed  # unsigned artifacts load unless signatures are required
+
+
 def test_a_tampered_artifact_is_refused_before_anything_is_built(fused_model, tmp_path):
     bad = tmp_path / "tampered.skops"
     # point the BlockWeights step at os.system: loading it would be code execution
@@ -63,6 +130,9 @@ def test_a_tampered_artifact_is_refused_before_anything_is_built(fused_model, tm
 def test_foreign_and_pickled_files_are_refused(fused_model, tmp_path):
     foreign = tmp_path / "foreign.skops"
     sio.dump({"classifier": fused_model["model"], "note": "someone else's"}, foreign)
+    with pytest.raises(ModelError, match="no integrity record"):
+        load_model(foreign)
+    _redigest(foreign)
     with pytest.raises(ModelError, match="not an ecgpipe model artifact .no 'ecgpipe-model' format marker"):
         load_model(foreign)
     pickled = tmp_path / "model.pkl"
@@ -81,8 +151,10 @@ def test_an_artifact_with_an_invalid_config_or_version_is_refused(fused_model, t
     good = sio.load(fused_model["path"], trusted=["ecgpipe.classify.BlockWeights"])
     bad_config = dict(good, config_json=good["config_json"].replace('"name":', '"nmae":'))
     sio.dump(bad_config, tmp_path / "bad-config.skops")
+    _redigest(tmp_path / "bad-config.skops")
     with pytest.raises(ModelError, match="(?s)incomplete or inconsistent model artifact: .*nmae"):
         load_model(tmp_path / "bad-config.skops")
     sio.dump(dict(good, format_version=99), tmp_path / "future.skops")
+    _redigest(tmp_path / "future.skops")
     with pytest.raises(ModelError, match="format version 99"):
         load_model(tmp_path / "future.skops")

@@ -7,9 +7,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from prefect.futures import as_completed
+import distributed
 
 from ecgpipe.location import Location
+from ecgpipe.orchestration import interrupt
 from ecgpipe.plan import STAGES, RunPlan, chunk_unit
 
 
@@ -66,21 +67,52 @@ class RunLog:
         return doc
 
 
-def wait_all(futures: list, stage: str, logger, strict: bool = False) -> tuple[list, list[tuple[int, Exception]]]:
+def _completed(futures: list):
+    """Yield futures as they finish, checking twice a second whether the run was asked to stop."""
+    pending = list(futures)
+    while pending:
+        interrupt.check()
+        done = [f for f in pending if f.wrapped_future.done()]
+        if not done:
+            try:
+                distributed.wait([f.wrapped_future for f in pending], timeout=0.5, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                pass
+            except Exception:  # not Dask futures: poll
+                time.sleep(0.1)
+            continue
+        for f in done:
+            pending.remove(f)
+            yield f
+    interrupt.check()
+
+
+def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=None, stop_after=None
+             ) -> tuple[list, list[tuple[int, Exception]]]:
     """Wait for a stage's futures, logging progress; returns (results in submission order, (index, error) failures).
-    A failed task never stops the others: the rest of the stage keeps running."""
+    A failed task never stops the others: the rest of the stage keeps running. ``on_done(i, error or None)`` is
+    called as each finishes (counts stay right if the run is interrupted); ``stop_after(failures, n_done)`` may
+    raise to stop waiting (a systematic error)."""
     order = {id(f): i for i, f in enumerate(futures)}
     results: list = [None] * len(futures)
     failures = []
     step = max(1, len(futures) // 10)
-    for done, fut in enumerate(as_completed(futures), start=1):
+    for done, fut in enumerate(_completed(futures), start=1):
+        i = order[id(fut)]
         try:
-            results[order[id(fut)]] = fut.result()
+            results[i] = fut.result()
         except Exception as exc:
             if strict:
                 raise
-            failures.append((order[id(fut)], exc))
+            failures.append((i, exc))
             logger.warning(f"{stage}: {exc}")
+            if on_done:
+                on_done(i, exc)
+        else:
+            if on_done:
+                on_done(i, None)
+        if stop_after:
+            stop_after(failures, done)
         if done % step == 0 or done == len(futures):
             logger.info(f"{stage}: {done}/{len(futures)} computed")
     return results, failures
@@ -110,13 +142,15 @@ def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: in
     n_units = sum(len(t) for t in todo.values())
     logger.info(f"{stage}: {n_units} of {len(targets) * n_chunks} chunks to compute ({skipped} up to date)")
     chunks = list(todo)
-    _, failures = wait_all([submit(i, todo[i]) for i in chunks], stage, logger)
-    lost = 0
-    for idx, exc in failures:
+
+    def on_done(idx: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
         i = chunks[idx]
+        if exc is None:
+            log.count(stage, computed=len(todo[i]))
+            return
         failed.add(i)
-        lost += len(todo[i])
         for array, _ in todo[i]:
             log.fail(stage, f"{array}/{chunk_unit(i)}", error_text(exc))
-    log.count(stage, computed=n_units - lost)
+
+    wait_all([submit(i, todo[i]) for i in chunks], stage, logger, on_done=on_done)
     return failed

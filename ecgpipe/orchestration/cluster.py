@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 
 import dask
 
@@ -34,6 +35,12 @@ def feature_placement(n_gpu_workers: int):
     return contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class PrefectApi:
+    url: str
+    server_pid: int | None  # the temporary server this run started (None: a configured server)
+
+
 @contextlib.contextmanager
 def prefect_api():
     """Make sure every process of the run talks to ONE Prefect API.
@@ -43,7 +50,7 @@ def prefect_api():
     workers are spawned (they inherit the environment).
     """
     if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+        yield PrefectApi(os.environ["PREFECT_API_URL"], None)
         return
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -55,7 +62,7 @@ def prefect_api():
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+            yield PrefectApi(server.api_url, server.server_process.pid if server.server_process else None)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
 

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import StageFailed
+from ecgpipe.errors import PipelineError, StageFailed
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
@@ -68,29 +69,45 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         run.logger.info(f"segments: {len(todo)} of {len(run.plan.records)} records to compute")
         task = run.task(tasks.record_segments)
         futures = [task.submit(run.store, run.out_dir, u, run.config_json) for u in todo]
-        results, failures = wait_all(futures, segments.STAGE, run.logger, run.strict)
+        skipped: list[dict] = []
+
+        def on_done(i: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
+            if exc is None:
+                run.log.count(segments.STAGE, computed=1)
+                return
+            run.log.fail(segments.STAGE, todo[i].shown, error_text(exc))
+            skipped.append({"record": getattr(exc, "record_path", todo[i].shown), "error": error_text(exc)})
+
+        results, _ = wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done,
+                              stop_after=lambda failures, n_done: fail_fast(run.cfg, failures, n_done, len(todo)))
         for u, r in zip(todo, results):
             summaries[u.name] = r
-        run.log.count(segments.STAGE, computed=len(todo) - len(failures))
-        skipped = []
-        for idx, exc in failures:
-            u = todo[idx]
-            run.log.fail(segments.STAGE, u.shown, error_text(exc))
-            skipped.append({"record": getattr(exc, "record_path", u.shown), "error": error_text(exc)})
+        skipped.sort(key=lambda s: s["record"])
         records = [summaries[u.name] for u in run.plan.records if summaries[u.name] is not None]
         if not records:
             raise StageFailed(f"every record failed; first error: {skipped[0] if skipped else 'none read'}")
     return records, skipped
 
 
+def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
+    """Stop the segments stage when the first ``run.fail_fast_after`` records all failed with the same kind of error:
+    a wrong setting or data folder, not bad records (trying thousands more would only repeat it)."""
+    k = cfg.run.fail_fast_after
+    if not k or n_done != k or len(failures) != k or n_total <= k:
+        return
+    kinds = {re.sub(r"\d+", "#", error_text(exc)) for _, exc in failures}
+    if len(kinds) == 1:
+        raise PipelineError(
+            f"the first {k} records all failed with the same error, e.g. {failures[0][1]}; stopped instead of trying "
+            f"the other {n_total - k}. Check the data folder and the [databases] settings (lead, fs, annotator, "
+            f"labels_csv, checksum); run.fail_fast_after = 0 tries every record regardless"
+        )
+
+
 def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
     """Stage 2: the selected dataset, rewritten only when it changed."""
     with run.log.timed(table.STAGE):
-        planned, candidates = run.plan.table(records)
-        changed = not run.plan.table_done(planned)
-        if changed:
-            table.write_table(run.store, planned, candidates, run.cfg)
-            run.plan.markers.write(table.STAGE, table.UNIT, planned.key, {"n_segments": len(planned)})
+        planned, changed = table.update_table(run.store, run.plan.markers, records, run.cfg)
         run.log.count(table.STAGE, computed=int(changed), skipped=int(not changed))
     run.logger.info(f"segments: {len(planned)} selected of {planned.n_candidates} windows "
                     f"(table {'rewritten' if changed else 'unchanged'})")

@@ -14,6 +14,7 @@ import numpy as np
 
 from ecgpipe import store as zs
 from ecgpipe.config import FeatureSettings, PipelineConfig
+from ecgpipe.errors import PipelineError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.stages import spectrograms
@@ -97,6 +98,10 @@ def compute_chunk(store: str, spec_array: str, chunk_index: int, targets: list[t
     array, layer) pairs); writes each array's chunk and returns ``{array: features}``."""
     spec = zs.read_chunk(store, Layout.data(spec_array), chunk_index, cfg.run.chunk_size)
     activations = Featurizer(cfg).cnn(spec, [layer for _, layer in targets])
+    for feat_array, layer in targets:  # never stored, never marked done
+        if not np.isfinite(activations[layer]).all():
+            raise PipelineError(f"{feat_array} chunk {chunk_index}: features with NaN or inf (layer {layer}), computed from "
+                                f"{Layout.data(spec_array)} chunk {chunk_index}; nothing was stored")
     out = {}
     for feat_array, layer in targets:
         zs.write_chunk(store, Layout.data(feat_array), chunk_index, activations[layer])

@@ -144,19 +144,25 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         **summary.to_json(),
     }
     zs.write_record_windows(store, unit.database, unit.record, found.windows, found.starts, found.episode, attrs, rhythm)
-    return summary, array_digest(found.windows)
+    return summary, stored_record_digest(store, unit)
+
+
+def stored_record_digest(store: str, unit: RecordUnit) -> str:
+    """One digest over every array stored for the record (windows, starts, episode indices, rhythm block)."""
+    group, _ = zs.read_record_windows(store, unit.database, unit.record)
+    return content_key(*[(name, array_digest(group[name][...])) for name in sorted(group.array_keys())])
 
 
 def _stored_summary(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
-    """The summary in the record's marker when its stored windows still hash to the marker's digest."""
+    """The summary in the record's marker when its stored arrays still hash to the marker's digest."""
     marker = markers.read(STAGE, unit.name)
     if marker is None:
         return None
     try:
-        windows = zs.open_array(f"{store}/{zs.Layout.record(unit.database, unit.record)}/windows", mode="r")[...]
-    except Exception:
+        digest = stored_record_digest(store, unit)
+    except Exception:  # missing or unreadable arrays
         return None
-    return RecordSummary.from_json(marker["summary"]) if array_digest(windows) == marker.get("digest") else None
+    return RecordSummary.from_json(marker["summary"]) if digest == marker.get("digest") else None
 
 
 def record_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:

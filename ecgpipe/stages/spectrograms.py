@@ -11,6 +11,7 @@ import numpy as np
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import PipelineError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.spectrogram import spectrogram_frequencies, spectrogram_shape
@@ -62,5 +63,9 @@ def compute_chunk(store: str, spec_array: str, chunk_index: int, cfg: PipelineCo
     """Spectrograms of chunk ``chunk_index`` of ``segments/signal``, written into ``spec_array``; returns them."""
     segments = zs.read_chunk(store, Layout.segment("signal"), chunk_index, cfg.run.chunk_size)
     spec = Featurizer(cfg).spectrograms(segments)
+    if not np.isfinite(spec).all():  # never stored, never marked done
+        bad = int((~np.isfinite(spec)).reshape(len(spec), -1).any(axis=1).sum())
+        raise PipelineError(f"{spec_array} chunk {chunk_index}: {bad} spectrogram(s) with NaN or inf, computed from "
+                            f"{Layout.segment('signal')} chunk {chunk_index}; nothing was stored")
     zs.write_chunk(store, Layout.data(spec_array), chunk_index, spec)
     return spec

@@ -21,7 +21,8 @@ import numpy as np
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError
-from ecgpipe.keys import code_version, content_key
+from ecgpipe.keys import array_digest, code_version, content_key
+from ecgpipe.markers import Markers
 from ecgpipe.stages.segments import RHYTHM_MODULES, RecordSummary
 from ecgpipe.store import Layout
 
@@ -197,8 +198,24 @@ def stored_table_key(store: str) -> str | None:
     return root[Layout.SEGMENTS].attrs.get("key")
 
 
-def table_is_done(store: str, table: SegmentTable) -> bool:
-    return stored_table_key(store) == table.key
+def stored_digests(store: str) -> dict[str, str]:
+    """Digest of every array of the stored segment table."""
+    group = zs.open_group(f"{store}/{Layout.SEGMENTS}", mode="r")
+    return {name: array_digest(group[name][...]) for name in sorted(group.array_keys())}
+
+
+def table_is_done(store: str, table: SegmentTable, markers: Markers) -> bool:
+    """The stored table has this key and its arrays still hash to the digests its marker recorded (a corrupted
+    chunk of segments/* rewrites the table before any spectrogram reads it)."""
+    if stored_table_key(store) != table.key:
+        return False
+    marker = markers.read(STAGE, UNIT)
+    if marker is None or marker.get("key") != table.key:
+        return False
+    try:
+        return stored_digests(store) == marker.get("digests")
+    except Exception:  # unreadable chunk
+        return False
 
 
 def write_table(store: str, table: SegmentTable, cand: Candidates, cfg: PipelineConfig) -> None:
@@ -254,10 +271,12 @@ def write_table(store: str, table: SegmentTable, cand: Candidates, cfg: Pipeline
     )
 
 
-def update_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) -> tuple[SegmentTable, bool]:
-    """The run's segment table, (re)written when it changed; returns it and whether it was written."""
+def update_table(store: str, markers: Markers, records: list[RecordSummary], cfg: PipelineConfig) -> tuple[SegmentTable, bool]:
+    """The run's segment table, (re)written (with its marker) when it changed or was damaged; returns it and whether
+    it was written."""
     table, cand = plan_table(store, records, cfg)
-    if table_is_done(store, table):
+    if table_is_done(store, table, markers):
         return table, False
     write_table(store, table, cand, cfg)
+    markers.write(STAGE, UNIT, table.key, {"n_segments": len(table), "digests": stored_digests(store)})
     return table, True
