@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import warnings
@@ -23,45 +22,6 @@ def _quiet_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     warnings.filterwarnings("ignore", message=".*nodes obtained by tracing the model in eval mode.*")
-
-
-class _WithoutTraceback(logging.Formatter):
-    """Formats a record as ``inner`` does, without its traceback (the CLI prints one line for an error)."""
-
-    def __init__(self, inner: logging.Formatter | None):
-        super().__init__()
-        self.inner = inner or logging.Formatter()
-
-    def format(self, record: logging.LogRecord) -> str:
-        saved = record.exc_info, record.exc_text
-        record.exc_info, record.exc_text = None, None
-        try:
-            return self.inner.format(record)
-        finally:
-            record.exc_info, record.exc_text = saved
-
-
-class _NoTaskChatter(logging.Filter):
-    """Drops Prefect's per-task lines ("Task run ... Completed()") from the console: the flow's own lines report
-    progress and every failure; Prefect's API and logs keep them all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith("prefect.task_runs")
-
-
-def _quiet_console(verbose: bool) -> None:
-    """Unless ``verbose``: no tracebacks and no per-task lines on the console (the API and log files keep both)."""
-    if verbose:
-        return
-    import prefect  # noqa: F401  (sets up Prefect's logging, whose console handlers are adjusted here)
-
-    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict) if n.startswith("prefect"))]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                if not isinstance(handler.formatter, _WithoutTraceback):
-                    handler.setFormatter(_WithoutTraceback(handler.formatter))
-                    handler.addFilter(_NoTaskChatter())
 
 
 def _positive_seconds(text: str) -> float:
@@ -84,10 +44,12 @@ def cmd_run(args) -> int:
     _quiet_environment()
     cfg = load_config(args.config, _overrides(args))
     from ecgpipe.errors import StageFailed
+    from ecgpipe.orchestration.console import quiet_console
     from ecgpipe.orchestration.interrupt import RunInterrupted
     from flows.ecg_pipeline import run_pipeline
 
-    _quiet_console(args.verbose)
+    if not args.verbose:
+        quiet_console()
     try:
         report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None,
                               download=args.download)

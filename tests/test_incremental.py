@@ -327,6 +327,7 @@ def test_interruption_stops_within_seconds_leaves_nothing_running_and_a_rerun_re
     while _feature_markers(out) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()
+    server = json.loads((out / ".ecgpipe.lock").read_text())["children"][0]
     t0 = time.time()
     if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground process group
         os.killpg(proc.pid, signal.SIGINT)
@@ -341,13 +342,23 @@ def test_interruption_stops_within_seconds_leaves_nothing_running_and_a_rerun_re
     assert "interrupted by SIG" in err and "Traceback" not in err.split("interrupted by")[-1]
     doc = run_json(out)
     assert doc["status"] == "interrupted"
-    assert doc["stages"]["segments"]["computed"] == 3 and doc["stages"]["features"]["computed"] == _feature_markers(out)
+    # counts are of what the run saw done; a task already running as it stopped may still finish (its marker then
+    # says so, and status and the rerun agree); nothing queued starts
+    assert doc["stages"]["segments"]["computed"] == 3 and 1 <= doc["stages"]["features"]["computed"] <= _feature_markers(out)
     deadline = time.time() + 20
     while _session_processes(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert _session_processes(proc.pid) == [], "processes of the run are still running"
+    deadline = time.time() + 20  # the temporary Prefect server (a session of its own) is stopped too
+    while Path(f"/proc/{server}").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{server}").exists(), "the run's Prefect server is still running"
     assert not (out / ".ecgpipe.lock").exists()
     done = _feature_markers(out)
+    from ecgpipe.status import run_status
+
+    status = run_status(load_config(cold["cfg"]), str(cold["data"]), str(out))["stages"]
+    assert status["features"]["done"] == done and status["features"]["rerun_computes"] == cold["n_chunks"] - done
     run(cold["cfg"], cold["data"], out)
     assert computed(out)["segments"] == 0 and computed(out)["features"] == cold["n_chunks"] - done
     assert np.array_equal(features(out), features(cold["out"]))
@@ -361,23 +372,27 @@ def test_after_a_kill_9_the_next_run_stops_the_server_the_dead_run_left(cold, tm
     while time.time() < deadline and proc.poll() is None and not (lock.exists() and json.loads(lock.read_text()).get("children")):
         time.sleep(0.05)
     server = json.loads(lock.read_text())["children"][0]
-    os.kill(proc.pid, signal.SIGKILL)  # the CLI alone: what it started lives on
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its Dask workers: the server (a session of its own) lives on
     proc.wait()
     time.sleep(1)
+
+    def alive(pid):
+        return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
     try:
-        assert server in _session_processes(proc.pid), "the server should have outlived the killed CLI"
+        assert alive(server), "the server should have outlived the killed CLI"
         with pytest.warns(UserWarning, match=rf"no longer running; stopped the Prefect server it left running \(PID {server}\)"):
             from ecgpipe.lock import RunLock
 
             with RunLock(out):
                 pass
         deadline = time.time() + 20
-        while server in _session_processes(proc.pid) and time.time() < deadline:
+        while alive(server) and time.time() < deadline:
             time.sleep(0.2)
-        assert server not in _session_processes(proc.pid)
+        assert not alive(server)
     finally:
-        for pid in _session_processes(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        if alive(server):
+            os.kill(server, signal.SIGKILL)
 
 
 def test_a_corrupted_segment_table_is_rewritten_before_anything_reads_it(cold, tmp_path):

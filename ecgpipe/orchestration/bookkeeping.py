@@ -71,8 +71,13 @@ def _completed(futures: list):
     """Yield futures as they finish, checking twice a second whether the run was asked to stop."""
     pending = list(futures)
     while pending:
-        interrupt.check()
         done = [f for f in pending if f.wrapped_future.done()]
+        if interrupt.requested():  # start nothing new; what finished is still accounted for; then stop
+            for f in pending:
+                if not f.wrapped_future.done():
+                    f.wrapped_future.cancel()
+            yield from done
+            interrupt.check()
         if not done:
             try:
                 distributed.wait([f.wrapped_future for f in pending], timeout=0.5, return_when="FIRST_COMPLETED")
@@ -142,9 +147,11 @@ def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: in
     n_units = sum(len(t) for t in todo.values())
     logger.info(f"{stage}: {n_units} of {len(targets) * n_chunks} chunks to compute ({skipped} up to date)")
     chunks = list(todo)
+    settled: set[int] = set()
 
     def on_done(idx: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
         i = chunks[idx]
+        settled.add(i)
         if exc is None:
             log.count(stage, computed=len(todo[i]))
             return
@@ -152,5 +159,10 @@ def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: in
         for array, _ in todo[i]:
             log.fail(stage, f"{array}/{chunk_unit(i)}", error_text(exc))
 
-    wait_all([submit(i, todo[i]) for i in chunks], stage, logger, on_done=on_done)
+    try:
+        wait_all([submit(i, todo[i]) for i in chunks], stage, logger, on_done=on_done)
+    except interrupt.RunInterrupted:  # units that finished (their marker is written) as the run stopped count too
+        log.count(stage, computed=sum(plan.chunk_done(array, i, key, n_rows) for i in chunks if i not in settled
+                                      for array, key in todo[i]))
+        raise
     return failed

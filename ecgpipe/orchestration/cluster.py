@@ -15,12 +15,17 @@ from ecgpipe.errors import StoreUnreachable
 from ecgpipe.location import Location
 
 
-def gpu_workers_in_cluster() -> int:
-    """Number of workers of this flow run's Dask cluster that advertise a ``GPU`` resource."""
+def cluster_client():
+    """The Dask client of this flow run's task runner (None outside a flow run on Dask)."""
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
-    client = getattr(ctx.task_runner, "_client", None) if ctx else None
+    return getattr(ctx.task_runner, "_client", None) if ctx else None
+
+
+def gpu_workers_in_cluster() -> int:
+    """Number of workers of this flow run's Dask cluster that advertise a ``GPU`` resource."""
+    client = cluster_client()
     if client is None:
         return 0
     workers = client.scheduler_info(n_workers=-1)["workers"]
@@ -41,6 +46,32 @@ class PrefectApi:
     server_pid: int | None  # the temporary server this run started (None: a configured server)
 
 
+def _detached_server_class():
+    """Prefect's temporary server, started in a session of its own: a Ctrl-C sent to the terminal's process group
+    then reaches the run (which stops cleanly and records how it ended) but not the server it reports to. The
+    server still stops when the run's process exits; if that process is killed outright, the next run on the same
+    output folder stops it (``ecgpipe.lock``). The command is Prefect 3.8's own (prefect is pinned)."""
+    import subprocess
+    import sys
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class DetachedASGIServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self):
+            env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env={**os.environ, **env, **get_current_settings().to_environment_variables(exclude_unset=True)},
+                start_new_session=True,
+            )
+
+    return DetachedASGIServer
+
+
 @contextlib.contextmanager
 def prefect_api():
     """Make sure every process of the run talks to ONE Prefect API.
@@ -52,12 +83,11 @@ def prefect_api():
     if os.environ.get("PREFECT_API_URL"):
         yield PrefectApi(os.environ["PREFECT_API_URL"], None)
         return
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    # Prefect's own temporary server (as it would start itself); it stops at interpreter exit, after Prefect has
-    # flushed its log and event queues to it.
-    server = SubprocessASGIServer()
+    # Prefect's own temporary server (as it would start itself, but detached from the terminal's Ctrl-C); it stops
+    # at interpreter exit, after Prefect has flushed its log and event queues to it.
+    server = _detached_server_class()()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
     os.environ["PREFECT_API_URL"] = server.api_url
     try:

@@ -47,6 +47,10 @@ def interruptible():
             signal.signal(sig, handler)
 
 
+def requested() -> bool:
+    return bool(_received)
+
+
 def check() -> None:
     """Raise :class:`RunInterrupted` if a stop was asked for."""
     if _received:

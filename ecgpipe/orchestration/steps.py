@@ -14,6 +14,7 @@ from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import feature_placement, gpu_workers_in_cluster
+from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.plan import RunPlan
 from ecgpipe.results import protocols_to_json
 from ecgpipe.stages import classification, features, segments, spectrograms, table
@@ -70,16 +71,24 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         task = run.task(tasks.record_segments)
         futures = [task.submit(run.store, run.out_dir, u, run.config_json) for u in todo]
         skipped: list[dict] = []
+        settled: set[int] = set()
 
         def on_done(i: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
+            settled.add(i)
             if exc is None:
                 run.log.count(segments.STAGE, computed=1)
                 return
             run.log.fail(segments.STAGE, todo[i].shown, error_text(exc))
             skipped.append({"record": getattr(exc, "record_path", todo[i].shown), "error": error_text(exc)})
 
-        results, _ = wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done,
-                              stop_after=lambda failures, n_done: fail_fast(run.cfg, failures, n_done, len(todo)))
+        try:
+            results, _ = wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done,
+                                  stop_after=lambda failures, n_done: fail_fast(run.cfg, failures, n_done, len(todo)))
+        except RunInterrupted:  # records that finished (their marker is written) as the run stopped count too
+            markers = run.plan.markers
+            run.log.count(segments.STAGE, computed=sum(segments.record_done(run.store, markers, todo[i]) is not None
+                                                       for i in range(len(todo)) if i not in settled))
+            raise
         for u, r in zip(todo, results):
             summaries[u.name] = r
         skipped.sort(key=lambda s: s["record"])

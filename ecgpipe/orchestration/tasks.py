@@ -16,6 +16,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
+from ecgpipe.orchestration.console import quiet_this_worker
 from ecgpipe.plan import chunk_unit
 from ecgpipe.stages import classification, features, segments, spectrograms
 from ecgpipe.stages.classification import FoldResult
@@ -50,6 +51,7 @@ stage_task = task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
 
 
 def _config(config_json: str) -> PipelineConfig:
+    quiet_this_worker()  # every task starts here
     return PipelineConfig.model_validate_json(config_json)
 
 
