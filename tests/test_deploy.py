@@ -199,3 +199,47 @@ def test_prefect_deployment_runs_through_a_server_and_a_process_worker(tmp_path,
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_recipes_are_hardened():
+    """TLS on every recipe, dashboards on loopback, images and pods that never run as root, a CUDA image whose Python
+    its base image provides, and separate node and client certificates."""
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        lines = (DEPLOY / "docker" / name).read_text().splitlines()
+        users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+        assert users and users[-1] not in ("root", "0"), name
+    cuda = (DEPLOY / "docker" / "Dockerfile.cuda").read_text()
+    assert "ubuntu24.04" in cuda and "python3.11" not in cuda and "python3-venv" in cuda
+    for name in ("daskcluster.yaml", "gpu-workergroup.yaml"):
+        doc = yaml.safe_load((DEPLOY / "kubernetes" / name).read_text())
+        specs = [doc["spec"]["worker"]["spec"]] + ([doc["spec"]["scheduler"]["spec"]] if "scheduler" in doc["spec"] else [])
+        for spec in specs:
+            for container in spec["containers"]:
+                assert container["securityContext"]["runAsNonRoot"] is True
+                assert "--tls-cert" in container["args"] and "/tls/node.pem" in container["args"]
+                assert {"name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True"} in container["env"]
+                if "--dashboard-address" in container["args"]:
+                    assert container["args"][container["args"].index("--dashboard-address") + 1].startswith("127.0.0.1:")
+            assert any(v.get("secret", {}).get("secretName") == "ecgpipe-tls" for v in spec["volumes"])
+    scheduler_args = yaml.safe_load((DEPLOY / "kubernetes" / "daskcluster.yaml").read_text())["spec"]["scheduler"]["spec"]["containers"][0]["args"]
+    assert scheduler_args[scheduler_args.index("--protocol") + 1] == "tls"
+    slurm = (DEPLOY / "slurm" / "start_cluster.py").read_text()
+    assert slurm.count('protocol="tls://"') == 2 and "security=nodes" in slurm and "tls_client_cert" in slurm
+    jobqueue = yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())["jobqueue"]["slurm"]
+    assert jobqueue["worker-extra-args"] == ["--dashboard-address", "127.0.0.1:0"]
+    for script in ("scheduler.sh", "cpu-worker.sh", "gpu-worker.sh"):
+        assert "127.0.0.1:" in (DEPLOY / "hosts" / script).read_text(), script
+
+
+def test_node_and_client_certificates_are_separate(tmp_path):
+    subprocess.run(["bash", str(DEPLOY / "hosts" / "make-certs.sh"), str(tmp_path)], check=True, capture_output=True)
+
+    def usage(name):
+        text = subprocess.run(["openssl", "x509", "-in", str(tmp_path / name), "-noout", "-text"], capture_output=True, text=True, check=True).stdout
+        return text.split("X509v3 Extended Key Usage:")[1].splitlines()[1].strip(), text.split("Subject:")[1].splitlines()[0]
+
+    node, client = usage("node.pem"), usage("client.pem")
+    assert node[0] == "TLS Web Server Authentication, TLS Web Client Authentication" and "ecgpipe-node" in node[1]
+    assert client[0] == "TLS Web Client Authentication" and "ecgpipe-client" in client[1]
+    assert (tmp_path / "node-key.pem").read_bytes() != (tmp_path / "client-key.pem").read_bytes()
+    assert oct((tmp_path / "client-key.pem").stat().st_mode & 0o777) == "0o600"

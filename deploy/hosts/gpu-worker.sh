@@ -6,7 +6,7 @@ set -euo pipefail
 TLS_DIR=${TLS_DIR:-/etc/ecgpipe/tls}
 for gpu in $(nvidia-smi --query-gpu=index --format=csv,noheader); do
   CUDA_VISIBLE_DEVICES=$gpu dask worker "tls://${SCHEDULER:?set SCHEDULER=host:port}" --nthreads 1 --resources GPU=1 \
-    --name "$(hostname)-gpu$gpu" \
+    --name "$(hostname)-gpu$gpu" --dashboard-address "${WORKER_DASHBOARD:-127.0.0.1:0}" \
     --tls-ca-file "$TLS_DIR/ca.pem" --tls-cert "$TLS_DIR/node.pem" --tls-key "$TLS_DIR/node-key.pem" &
 done
 wait
