@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -63,7 +64,15 @@ def cmd_run(args) -> int:
         raise
     except Exception as exc:
         print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"see {args.out.rstrip('/')}/run.json; `ecgpipe run` again recomputes only what is missing", file=sys.stderr)
+        run_json = os.path.join(args.out, "run.json")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"the disk holding {args.out} is full: free space, then `ecgpipe run` again recomputes only what is "
+                  "missing", file=sys.stderr)
+        elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            print(f"{args.out} cannot be written: fix its permissions or choose another --out", file=sys.stderr)
+        else:
+            print(("see " + run_json + "; " if os.path.isfile(run_json) else "")
+                  + "`ecgpipe run` again recomputes only what is missing", file=sys.stderr)
         return 1
     print()
     if report.get("warning"):
@@ -73,8 +82,8 @@ def cmd_run(args) -> int:
     if len(report["comparison"]) > 1:
         print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")
         for row in report["comparison"]:
-            scores = "  ".join(f"{p[:10]} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for p, m in row["protocols"].items())
-            print(f"  {'*' if row['best'] else ' '} {row['backbone']:18s} {str(row['layer'])[:18]:18s} {row['classifier'][:34]:34s} {scores}")
+            scores = "  ".join(f"{p} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for p, m in row["protocols"].items())
+            print(f"  {'*' if row['best'] else ' '} {row['backbone']} / {row['layer']} / {row['classifier']}: {scores}")
     print(f"best: {report['classifier']} on {report['backbone']} / {report['layer']}")
     for name, p in report["protocols"].items():
         print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}")
@@ -146,6 +155,7 @@ def cmd_predict(args) -> int:
         output_names,
         predict_record,
         record_path,
+        training_recording,
         write_annotations,
         write_episodes_csv,
         write_records_csv,
@@ -172,6 +182,11 @@ def cmd_predict(args) -> int:
             failed.append(str(err))
             print(f"ecgpipe: {err}", file=sys.stderr)
             continue
+        seen = training_recording(model, path)
+        if seen:
+            print(f"ecgpipe: warning: {path} is {seen}, one of this model's training records: its predictions and "
+                  f"agreement are not an independent test", file=sys.stderr)
+            pred.agreement = {**(pred.agreement or {}), "training_record": seen}
         predictions.append(pred)
         line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
         a = pred.agreement

@@ -106,6 +106,11 @@ def file_digest(paths: list[str | Path]) -> str:
     return h.hexdigest()
 
 
+def signal_digest(db_dir: str | Path, record: str) -> str:
+    """sha256 over a record's header and signal files (not its annotations): the same recording, wherever it lies."""
+    return file_digest(record_files(db_dir, record, "")[:-1])
+
+
 def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
     """The files a record's segments depend on: its header, every signal file the header names, its annotations."""
     db_dir = Path(db_dir)

@@ -6,6 +6,7 @@ output folder on object storage works like a local one. Every worker must reach 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -66,9 +67,14 @@ class Location:
         self.fs.makedirs(parent, exist_ok=True)
         if isinstance(self.fs, LocalFileSystem):
             tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(text)
+                os.replace(tmp, path)
+            except BaseException:  # a full disk, a kill: no half-written file stays behind
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+                raise
         else:
             self.fs.pipe_file(path, text.encode())
 

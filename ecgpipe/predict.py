@@ -86,6 +86,15 @@ def _training_leads(cfg, which: str) -> list[str | int]:
     return leads
 
 
+def training_recording(model: TrainedModel, path: str) -> str | None:
+    """The name of the training record that ``path`` is (same header and signal bytes), if the model learnt from it."""
+    from ecgpipe.keys import signal_digest
+
+    folder, name = os.path.split(path)
+    digest = signal_digest(folder or ".", name)
+    return next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
+
+
 def majority_smooth(classes: np.ndarray, width: int) -> np.ndarray:
     """Centred majority vote over ``width`` windows (odd); -1 (no prediction) never votes and is never replaced."""
     if width <= 1 or len(classes) == 0:

@@ -22,13 +22,13 @@ class Protocol:
 
 STRATIFIED = Protocol(
     "stratified_10fold",
-    "Stratified 10-fold over segments (the paper's protocol; patients shared across folds)",
+    "Stratified {k}-fold over segments (the paper's protocol; {subjects} shared across folds)",
     "paper (stratified)",
     grouped=False,
 )
 GROUPED = Protocol(
     "grouped_by_subject",
-    "Stratified group k-fold by subject (no patient in both training and test)",
+    "Stratified group {k}-fold by {subject} (no {subject} in both training and test)",
     "grouped by subject",
     grouped=True,
 )
@@ -50,8 +50,12 @@ def protocol(name: str) -> Protocol:
         raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOL_NAMES)}") from None
 
 
-def title(name: str) -> str:
-    return PROTOCOLS[name].title if name in PROTOCOLS else name
+def title(name: str, n_folds: int | str = "k", subject: str = "patient") -> str:
+    """The protocol's title with its real number of folds; ``subject`` is what keeps segments together ("patient",
+    or "record" for a dataset without patient ids)."""
+    if name not in PROTOCOLS:
+        return name
+    return PROTOCOLS[name].title.format(k=n_folds, subject=subject, subjects=f"{subject}s")
 
 
 def short(name: str) -> str:

@@ -40,11 +40,12 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path
 
 def render_markdown(report: dict) -> str:
     lines = []
+    who = report.get("subject_word", "patient")
     if report.get("warning"):
         lines += [f"**{report['warning']}**", ""]
     lines += [f"# ecgpipe report: {report['config_name']}", ""]
     lines += [
-        f"- segments: {report['n_segments']} from {report['n_subjects']} subjects, {report['n_records_used']} records "
+        f"- segments: {report['n_segments']} from " + (f"{report['n_subjects']} patients, " if who == "patient" else "") + f"{report['n_records_used']} records "
         f"({', '.join(report['databases'])})",
         "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
         f"- {report.get('features_description', '')}",
@@ -54,7 +55,7 @@ def render_markdown(report: dict) -> str:
         "",
         "## Results",
         "",
-        "| protocol | folds | accuracy (95 % CI over subjects) | balanced accuracy | macro-F1 (95 % CI) | accuracy per fold (mean ± std) |",
+        f"| protocol | folds | accuracy (95 % CI over {who}s) | balanced accuracy | macro-F1 (95 % CI) | accuracy per fold (mean ± std) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, p in report["protocols"].items():
@@ -79,7 +80,7 @@ def render_markdown(report: dict) -> str:
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")
     for name, p in report["protocols"].items():
-        lines += ["", f"### {name}", "", protocol_title(name) + (f"; {p['note']}" if p["note"] else ""), ""]
+        lines += ["", f"### {name}", "", protocol_title(name, p["n_folds"], who) + (f"; {p['note']}" if p["note"] else ""), ""]
         lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         for cls, m in p["per_class"].items():
             lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
@@ -90,10 +91,10 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
         hardest = hardest_subjects(p)
         if hardest:
-            lines += ["", "Hardest patients (lowest recall, at least 10 segments of the class):", "",
-                      "| patient | annotated class | segments | recall | predicted as |", "|---|---|---:|---:|---|"]
+            lines += ["", f"Hardest {who}s (lowest recall, at least 10 segments of the class):", "",
+                      f"| {who} | annotated class | segments | recall | predicted as |", "|---|---|---:|---:|---|"]
             lines += [f"| {r['subject']} | {r['class']} | {r['n']} | {r['recall']:.2f} | {predicted_as(r)} |" for r in hardest]
-    lines += ["", "## Data", "", "| class | " + " | ".join(report["databases"]) + " | subjects |"]
+    lines += ["", "## Data", "", "| class | " + " | ".join(report["databases"]) + f" | {who}s |"]
     lines.append("|---|" + "---:|" * (len(report["databases"]) + 1))
     for cls in report["class_counts"]:
         by_db = report["class_counts_by_database"].get(cls, {})
@@ -104,6 +105,9 @@ def render_markdown(report: dict) -> str:
     if report["skipped_records"]:
         lines += ["", "## Skipped records", ""]
         lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]
+    if report.get("records_without_windows"):
+        lines += ["", "## Records without windows", "", "Read without error, but no window of a configured class:", ""]
+        lines += [f"- `{r['record']}`: {r['reason']}" for r in report["records_without_windows"]]
     if report.get("unmatched_labels"):
         lines += ["", "Rhythm labels configured for a class but found in no record: " + ", ".join(report["unmatched_labels"])]
     if report.get("model"):
@@ -122,7 +126,8 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     with tempfile.TemporaryDirectory() as staging:  # matplotlib writes local files; then they go where the run lives
         for name, p in report["protocols"].items():
             png = f"confusion_{name}.png"
-            plot_confusion(p["confusion_matrix"], list(p["per_class"]), protocol_title(name), Path(staging) / png)
+            title = protocol_title(name, p["n_folds"], report.get("subject_word", "patient"))
+            plot_confusion(p["confusion_matrix"], list(p["per_class"]), title, Path(staging) / png)
             out.put_file(str(Path(staging) / png), png)
             pngs[name] = (Path(staging) / png).read_bytes()
             p["confusion_png"] = png

@@ -85,13 +85,14 @@ def comparison_table(report: dict) -> str:
 def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: str | None) -> str:
     pct = lambda x: f"{100 * x:.2f} %"  # noqa: E731
     e = html.escape
+    who = report.get("subject_word", "patient")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>ecgpipe report: {e(report['config_name'])}</title>",
              f"<style>{CSS}</style></head><body>"]
     if report.get("warning"):
         parts.append(f"<p class='warning'>{e(report['warning'])}</p>")
     parts.append(f"<h1>ecgpipe report: {e(report['config_name'])}</h1>")
     parts.append(
-        f"<p>{report['n_segments']} ECG segments from {report['n_subjects']} patients ({report['n_records_used']} records of "
+        f"<p>{report['n_segments']} ECG segments from {report['n_subjects']} {who}s ({report['n_records_used']} records of "
         f"{', '.join(map(e, report['databases']))}), classified into {', '.join(map(e, report['class_counts']))}. "
         f"{e(report.get('features_description') or 'Features: ' + report['backbone'] + ' layer ' + str(report['layer']))}. "
         f"Classifier: {e(report['classifier'])}.</p>"
@@ -101,13 +102,13 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         ci = p.get("ci95")
         acc_ci = f"<br><span class='muted'>95 % CI {pct(ci['accuracy'][0])} - {pct(ci['accuracy'][1])}</span>" if ci else ""
         f1_ci = f"<br><span class='muted'>{ci['macro_f1'][0]:.3f} - {ci['macro_f1'][1]:.3f}</span>" if ci else ""
-        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(protocol_title(name))}</span>", p["n_folds"],
+        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(protocol_title(name, p['n_folds'], who))}</span>", p["n_folds"],
                      f"<span class='key'>{pct(p['accuracy'])}</span>{acc_ci}", pct(p["balanced_accuracy"]), f"{p['macro_f1']:.3f}{f1_ci}",
                      f"{pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])}"])
     parts += ["<h2>Results</h2>", _table(["protocol", "folds", "accuracy", "balanced accuracy", "macro-F1", "accuracy per fold"], rows)]
-    parts.append("<p class='muted'>The paper's protocol lets segments of one patient appear in training and test folds; the "
-                 "grouped protocol never does, and estimates performance on new patients. Intervals: 95 % bootstrap over "
-                 "patients.</p>")
+    parts.append(f"<p class='muted'>The paper's protocol lets segments of one {who} appear in training and test folds; the "
+                 f"grouped protocol never does, and estimates performance on new {who}s. Intervals: 95 % bootstrap over "
+                 f"{who}s.</p>")
     per_record = [[e(n), p["per_record"]["n_records"], pct(p["per_record"]["accuracy"]), f"{p['per_record']['macro_f1']:.3f}"]
                   for n, p in report["protocols"].items() if p.get("per_record")]
     if per_record:
@@ -126,19 +127,22 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         parts.append("<div class='grid'><div>" + _table(["class", "precision", "recall (sensitivity)", "F1", "segments"], per_class)
                      + f"</div><div><img alt='confusion matrix {e(name)}' src='{uri}' width='420'></div></div>")
         parts.append("<details><summary>per-fold scores</summary>"
-                     + _table(["fold", "train", "test", "test patients", "accuracy", "macro-F1"], folds) + "</details>")
+                     + _table(["fold", "train", "test", f"test {who}s", "accuracy", "macro-F1"], folds) + "</details>")
         hardest = [[e(r["subject"]), e(r["class"]), r["n"], f"{r['recall']:.2f}", e(predicted_as(r))] for r in hardest_subjects(p)]
         if hardest:
-            parts.append("<details><summary>hardest patients (lowest recall, at least 10 segments of the class)</summary>"
-                         + _table(["patient", "annotated class", "segments", "recall", "predicted as"], hardest, "patients")
+            parts.append(f"<details><summary>hardest {who}s (lowest recall, at least 10 segments of the class)</summary>"
+                         + _table([who, "annotated class", "segments", "recall", "predicted as"], hardest, "patients")
                          + "</details>")
     parts.append("<h2>Data</h2>")
     dbs = report["databases"]
     rows = [[e(c)] + [report["class_counts_by_database"][c].get(db, 0) for db in dbs] + [report["subjects_per_class"][c]]
             for c in report["class_counts"]]
-    parts.append(_table(["class", *dbs, "patients"], rows))
+    parts.append(_table(["class", *dbs, f"{who}s"], rows))
     if examples_uri:
         parts.append(f"<p>Example spectrograms per class (log power):</p><img alt='example spectrograms' src='{examples_uri}'>")
+    if report.get("records_without_windows"):
+        parts.append("<h3>Records without windows</h3><ul>" + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['reason'])}</li>"
+                                                                  for r in report["records_without_windows"]) + "</ul>")
     if report["skipped_records"]:
         parts.append("<h3>Skipped records</h3><ul>" + "".join(f"<li><code>{e(s['record'])}</code>: {e(s['error'])}</li>"
                                                            for s in report["skipped_records"]) + "</ul>")

@@ -111,6 +111,7 @@ class Report(_Result):
     class_counts_by_database: dict[str, dict[str, int]]
     subjects_per_class: dict[str, int]
     n_subjects: int
+    subject_word: str = "patient"  # "record" when no database of the run has patient ids (CSV-labelled)
     n_records_used: int
     databases: list[str]
     spectrogram_shape: list[int]
@@ -126,6 +127,7 @@ class Report(_Result):
     protocols: dict[str, ProtocolResult]
     comparison: list[ComparisonEntry]
     skipped_records: list[dict]
+    records_without_windows: list[dict] = []  # read fine, but no window of a configured class: why
     unmatched_labels: list[str]
     config: dict
     # filled in by the flow once everything ran

@@ -94,6 +94,13 @@ def test_csv_labelled_records_become_segments_of_their_class(csv_run):
     assert report["n_subjects"] == len(csv_run["names"])  # no patient ids in this layout: one subject per record
 
 
+def test_records_without_windows_are_listed_with_the_reason(csv_run):
+    listed = {r["record"].rsplit("/", 1)[-1]: r["reason"] for r in csv_run["report"]["records_without_windows"]}
+    assert listed == {"A09000": "label(s) ['~'] excluded (segments.exclude_labels)"}
+    assert "## Records without windows" in (csv_run["tmp"] / "out" / "report.md").read_text()
+    assert "A09000" in (csv_run["tmp"] / "out" / "report.html").read_text()
+
+
 def test_bad_csv_records_are_skipped_and_named(csv_run):
     skipped = {s["record"].rsplit("/", 1)[-1]: s["error"] for s in csv_run["report"]["skipped_records"]}
     assert set(skipped) == {UNKNOWN, UNLISTED}
@@ -122,3 +129,13 @@ def test_labels_csv_errors_name_the_file_and_line(tmp_path):
         read_record_labels(tmp_path, "REFERENCE.csv")
     (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\n\nA2,A\n")
     assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "A"}
+
+
+def test_a_dataset_without_patient_ids_speaks_of_records_and_titles_show_the_real_folds(csv_run):
+    report = csv_run["report"]
+    assert report["subject_word"] == "record"
+    md = (csv_run["tmp"] / "out" / "report.md").read_text()
+    html_page = (csv_run["tmp"] / "out" / "report.html").read_text()
+    assert "Stratified 4-fold over segments" in md and "Stratified group 4-fold by record (no record in both" in md
+    visible = html_page.lower().replace("table.patients", "").replace("class=patients", "")  # a CSS class name
+    assert "patient" not in md.lower() and "patient" not in visible

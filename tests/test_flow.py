@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -382,3 +384,31 @@ def test_comparison_rows_name_an_untrained_backbone():
     table = [entry.to_json() for entry in comparison_summary(rows, best=0)]
     assert [r["backbone"] for r in table] == ["efficientnet_lite0", "efficientnet_lite0 (random weights)"]
     assert [r["best"] for r in table] == [True, False]
+
+
+def test_status_with_another_config_uses_the_saved_data_folder_and_creates_nothing(flow_run, tmp_path):
+    """`ecgpipe status --out X --config Y` without --data-dir: the data folder saved with the run, nothing created,
+    nothing downloaded, even from a folder without ./data."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("ECGPIPE_DATA_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "ecgpipe.cli", "status", "--out", str(flow_run["out"]), "--config",
+                           str(flow_run["cfg_path"]), "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    stages = json.loads(proc.stdout)["stages"]
+    assert stages["segments"]["done"] == 5 and stages["classify"]["rerun_computes"] == 0
+    assert list(tmp_path.iterdir()) == []  # no ./data/physionet, nothing else
+
+
+def test_status_shows_a_run_in_progress(flow_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(flow_run["out"], out)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / ".ecgpipe.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "10:00"}))
+        proc = _cli("status", "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert f"a run is in progress (PID {holder.pid} on {socket.gethostname()}, started 10:00)" in proc.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "in progress" not in _cli("status", "--out", str(out)).stdout  # its process is gone

@@ -18,7 +18,7 @@ import wfdb
 from ecgpipe.classify import fit_classifier
 from ecgpipe.config import DatabaseSettings, load_config
 from ecgpipe.lock import LockHeld, RunLock
-from ecgpipe.model import save_model
+from ecgpipe.model import load_model, save_model
 from ecgpipe.records import RecordError, read_record
 
 from conftest import REPO, copy_records
@@ -127,11 +127,14 @@ def rhythm_model(tmp_path_factory, physionet):
     y = np.repeat(np.arange(4), 30)
     model, _ = fit_classifier(rng.normal(size=(120, 8)) + y[:, None], y, cfg.classifier)
     path = tmp / "model.skops"
-    save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": 120})
-    source = wfdb.rdrecord(str(physionet / "mitdb" / "100"), sampto=360 * 60, channels=[0])
-    for folder in ("a", "b"):
+    for folder, start in (("a", 0), ("b", 360 * 60)):  # two recordings of one name
+        source = wfdb.rdrecord(str(physionet / "mitdb" / "100"), sampfrom=start, sampto=start + 360 * 60, channels=[0])
         (tmp / folder).mkdir()
         wfdb.wrsamp("rec", fs=360, units=["mV"], sig_name=["MLII"], p_signal=source.p_signal, fmt=["212"], write_dir=str(tmp / folder))
+    from ecgpipe.keys import signal_digest
+
+    training = {"n_segments": 120, "recordings_sha256": {"mitdb/100x": signal_digest(tmp / "a", "rec")}}
+    save_model(path, model, cfg, weights_source="test", n_cnn=None, training=training)
     wfdb.wrann("rec", "atr", np.array([10, 360 * 30]), symbol=["+", "+"], aux_note=["(N", "(AFIB"], write_dir=str(tmp / "a"), fs=360)
     return {"tmp": tmp, "model": path}
 
@@ -160,6 +163,10 @@ def test_records_of_one_name_from_two_folders_get_distinct_outputs(rhythm_model,
     missing = [v for v in agreement.values() if not v.get("available", True)]
     assert len(missing) == 1 and "not found" in missing[0]["reason"]
     assert sum(1 for line in (out / "episodes.csv").read_text().splitlines()[1:] if "/b/rec" in line) >= 1
+    # a/rec is one of the model's training recordings (same bytes, another folder): a warning, and its agreement says so
+    assert f"{tmp / 'a' / 'rec'} is mitdb/100x, one of this model's training records" in proc.stderr
+    assert [v.get("training_record") for v in agreement.values()].count("mitdb/100x") == 1
+    assert json.loads((out / "model.json").read_text())["sha256"] == load_model(rhythm_model["model"]).digest
 
 
 def test_a_zero_or_negative_stride_is_a_clear_error(rhythm_model, tmp_path):
@@ -167,3 +174,38 @@ def test_a_zero_or_negative_stride_is_a_clear_error(rhythm_model, tmp_path):
         proc = cli("predict", "--model", str(rhythm_model["model"]), str(rhythm_model["tmp"] / "a" / "rec"),
                    "--stride-s", stride, "--out", str(tmp_path / "p"))
         assert proc.returncode == 2 and "--stride-s" in proc.stderr and "positive" in proc.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 256-KiB file system (tmpfs; the tests run as root, as CI does)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_leaves_no_half_written_file(full_disk):
+    from ecgpipe.location import Location
+
+    out = Location(str(full_disk))
+    out.write_text("small.json", "{}")
+    with pytest.raises(OSError) as err:
+        out.write_text("big.json", "x" * (1 << 20))
+    assert err.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in full_disk.iterdir()) == ["small.json"]  # no .tmp-* left, nothing half-written
+
+
+def test_a_run_on_a_full_disk_says_so_and_leaves_no_stray_file(full_disk, tmp_path, physionet):
+    copy_records(physionet, tmp_path / "data", "vfdb", ["418", "426"])
+    cfg = tmp_path / "slice.toml"
+    cfg.write_text(SLICE)
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(full_disk / "out"), timeout=300)
+    assert proc.returncode != 0
+    assert "No space left on device" in proc.stderr
+    assert not list(full_disk.rglob(".tmp-*"))
+    if not (full_disk / "out" / "run.json").exists():  # the message never points at a file that is not there
+        assert "run.json;" not in proc.stderr

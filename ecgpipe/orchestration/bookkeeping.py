@@ -63,7 +63,12 @@ class RunLog:
             **({"error": error} if error else {}),
             **extra,
         }
-        self.out.write_text("run.json", json.dumps(doc, indent=2))
+        try:
+            self.out.write_text("run.json", json.dumps(doc, indent=2))
+        except OSError as exc:  # e.g. the disk is full: the run's own error matters more than its summary
+            import sys
+
+            print(f"ecgpipe: could not write {self.out.child('run.json')}: {exc}", file=sys.stderr)
         return doc
 
 

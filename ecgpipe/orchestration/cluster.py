@@ -147,7 +147,8 @@ def task_runner(cfg: PipelineConfig, out_dir: str, scheduler: str | None = None)
             "n_workers": cfg.run.n_workers,
             "threads_per_worker": cfg.run.threads_per_worker,
             "processes": True,
-            "dashboard_address": ":0",  # None still binds 8787
+            # on this machine only, any free port (None still binds 8787); the run prints where
+            "dashboard_address": "127.0.0.1:0",
             # Dask's spill/scratch space: inside a local output folder, else the machine's temporary folder
             "local_directory": os.path.join(Location(out_dir).local_root or tempfile.gettempdir(), ".dask"),
         },

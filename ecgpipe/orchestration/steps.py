@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, StageFailed
+from ecgpipe.keys import signal_digest
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
-from ecgpipe.orchestration.cluster import feature_placement, gpu_workers_in_cluster
+from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster
 from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.plan import RunPlan
 from ecgpipe.results import protocols_to_json
@@ -42,6 +43,9 @@ class Run:
         out.makedirs()
         out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
         run = cls(cfg, plan, log, logger, cfg.run.strict if strict is None else strict)
+        client = cluster_client()
+        if client is not None and client.dashboard_link:
+            logger.info(f"Dask dashboard: {client.dashboard_link}")
         zs.ensure_groups(run.store, *Layout.GROUPS, *[Layout.database(db) for db in cfg.databases])
         return run
 
@@ -204,11 +208,11 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
                 run.plan.markers.write(classification.STAGE, row.unit, row.key, {"protocols": protocols_to_json(row.protocols)})
             run.log.count(classification.STAGE, computed=len(pending))
         best = classification.best_row(rows, run.cfg.selection_protocol)
-        model = train_model(run, rows[best])
+        model = train_model(run, rows[best], segment_table)
     return rows, best, model
 
 
-def train_model(run: Run, row: ComparisonRow) -> str | None:
+def train_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> str | None:
     """The run's model artifact OUT/model.skops: the best row's classifier refitted on all segments."""
     if not run.plan.out.local_root:
         run.logger.warning("model: the output folder is not local; no model artifact written")
@@ -220,8 +224,11 @@ def train_model(run: Run, row: ComparisonRow) -> str | None:
     marker = run.plan.markers.read("model", "model")
     if marker and marker.get("key") == key and os.path.isfile(path):
         return path
+    # the recordings it learns from, by content: predict warns when it is given one of them
+    used = set(segment_table.record_keys)
+    recordings = {u.shown: signal_digest(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
     run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
-                                       row.extractor.weights, path).result()
+                                       row.extractor.weights, path, recordings).result()
     run.plan.markers.write("model", "model", key, {"row": row.label})
     run.logger.info(f"model: {row.label} on {row.extractor.array} -> {path}")
     return path

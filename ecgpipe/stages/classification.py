@@ -201,7 +201,8 @@ def model_key(row: ComparisonRow) -> str:
     return content_key("model", row.key)
 
 
-def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, weights_source: str, path: str) -> str:
+def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, weights_source: str, path: str,
+                recordings: dict[str, str] | None = None) -> str:
     """Fit a row's classifier (``cfg``: the row's config) on every segment and save it as a model artifact
     (``ecgpipe.model``)."""
     from ecgpipe.model import save_model
@@ -209,6 +210,8 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     data = classification_data(store, feat_array, data_key)
     groups = data.subjects if protocols.protocol(cfg.selection_protocol).grouped else None
     model, chosen = fit_classifier(data.matrix(cfg.classifier), data.y, cfg.classifier, data.n_cnn, groups)
-    training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen}
+    training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen,
+                # <db>/<record> -> sha256 of its header and signal files (ecgpipe.keys.signal_digest)
+                "recordings_sha256": dict(recordings or {})}
     save_model(path, model, cfg, weights_source=weights_source, n_cnn=data.n_cnn, training=training)
     return path

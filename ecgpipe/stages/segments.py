@@ -71,6 +71,8 @@ class RecordSummary:
     labels: list[str]
     key: str
     signal_key: str
+    duration_s: float = 0.0
+    no_window_reason: str | None = None  # why a record yields no window (it is listed in the report)
 
     @property
     def name(self) -> str:
@@ -81,7 +83,7 @@ class RecordSummary:
 
     @classmethod
     def from_json(cls, doc: dict) -> RecordSummary:
-        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
 def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None) -> RecordUnit:
@@ -125,6 +127,7 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
                       record_label=unit.label if settings.labels_csv else None, n_leads=cfg.segments.n_leads)
     found = record_windows(rec, cfg)
     rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
+    duration = rec.signals.shape[1] / rec.fs
     summary = RecordSummary(
         database=unit.database,
         record=unit.record,
@@ -134,6 +137,8 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         labels=sorted({ep.label for ep in rec.episodes}),
         key=unit.key,
         signal_key=unit.signal_key,
+        duration_s=round(float(duration), 3),
+        no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg),
     )
     attrs = {
         "episodes": [[ep.label, ep.start, ep.end] for ep in rec.episodes],
@@ -163,6 +168,18 @@ def _stored_summary(store: str, markers: Markers, unit: RecordUnit) -> RecordSum
     except Exception:  # missing or unreadable arrays
         return None
     return RecordSummary.from_json(marker["summary"]) if digest == marker.get("digest") else None
+
+
+def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:
+    """Why a record yields no window, in words."""
+    labels = sorted({ep.label for ep in episodes})
+    excluded = [label for label in labels if label in cfg.segments.exclude_labels]
+    if labels and len(excluded) == len(labels):
+        return f"label(s) {excluded} excluded (segments.exclude_labels)"
+    if duration_s < cfg.segments.length_s:
+        return f"shorter ({duration_s:.1f} s) than one window ({cfg.segments.length_s:g} s)"
+    return (f"no {cfg.segments.length_s:g}-s stretch inside an episode of a configured class "
+            f"(labels found: {', '.join(labels) or 'none'})")
 
 
 def record_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
