@@ -122,6 +122,27 @@ def test_tls_cluster_runs_the_flow_and_refuses_clients_without_certificate(tmp_p
         Client(address.replace("tls://", "tcp://"), timeout=5)
     with pytest.raises((OSError, TimeoutError, TypeError)):  # no client certificate at all
         Client(address, timeout=5, security=Security(tls_ca_file=str(certs / "ca.pem")))
+    # a node certificate (right CA, wrong role) is not accepted as a client (the scheduler's tls_roles preload)
+    node_as_client = Security(
+        tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(certs / "node.pem"), tls_client_key=str(certs / "node-key.pem"),
+        require_encryption=True,
+    )
+    with pytest.raises((OSError, TimeoutError, AssertionError, PermissionError)):
+        Client(address, timeout=5, security=node_as_client)
+    # and the client certificate cannot join as a worker: a worker started with it never registers
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    rogue_worker = subprocess.Popen(
+        [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--dashboard-address", "127.0.0.1:0", "--name", "rogue",
+         "--tls-ca-file", str(certs / "ca.pem"), "--tls-cert", str(certs / "client.pem"), "--tls-key", str(certs / "client-key.pem")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+    try:
+        time.sleep(15)
+        with Client(address, timeout=10, security=good) as c:
+            names = {w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values()}
+        assert "rogue" not in names and len(names) == 1
+    finally:
+        os.killpg(rogue_worker.pid, signal.SIGKILL)
+        rogue_worker.wait()
 
 
 def test_prefect_deployment_runs_through_a_server_and_a_process_worker(tmp_path, physionet):
@@ -223,6 +244,9 @@ def test_recipes_are_hardened():
             assert any(v.get("secret", {}).get("secretName") == "ecgpipe-tls" for v in spec["volumes"])
     scheduler_args = yaml.safe_load((DEPLOY / "kubernetes" / "daskcluster.yaml").read_text())["spec"]["scheduler"]["spec"]["containers"][0]["args"]
     assert scheduler_args[scheduler_args.index("--protocol") + 1] == "tls"
+    assert scheduler_args[scheduler_args.index("--preload") + 1] == "ecgpipe.orchestration.tls_roles"
+    assert "--preload ecgpipe.orchestration.tls_roles" in (DEPLOY / "hosts" / "scheduler.sh").read_text()
+    assert '"preload": ["ecgpipe.orchestration.tls_roles"]' in (DEPLOY / "slurm" / "start_cluster.py").read_text()
     slurm = (DEPLOY / "slurm" / "start_cluster.py").read_text()
     assert slurm.count('protocol="tls://"') == 2 and "security=nodes" in slurm and "tls_client_cert" in slurm
     jobqueue = yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())["jobqueue"]["slurm"]

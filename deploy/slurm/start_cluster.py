@@ -34,7 +34,9 @@ nodes = Security(tls_ca_file=str(tls / "ca.pem"), tls_scheduler_cert=str(tls / "
 client = Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "client.pem"), tls_client_key=str(tls / "client-key.pem"),
                   require_encryption=True)
 
-cpu = SLURMCluster(protocol="tls://", security=nodes, scheduler_options={"dashboard_address": "127.0.0.1:8787"})  # + jobqueue.yaml
+# the scheduler registers clients only with the client certificate, workers only with the node one
+cpu = SLURMCluster(protocol="tls://", security=nodes, scheduler_options={"dashboard_address": "127.0.0.1:8787",
+                                                                          "preload": ["ecgpipe.orchestration.tls_roles"]})
 cpu.scale(jobs=args.cpu_jobs)
 # GPU workers join the CPU cluster's scheduler: one process per GPU, with the GPU resource.
 gpu = SLURMCluster(
