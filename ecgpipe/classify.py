@@ -285,10 +285,12 @@ def summarize_protocol(
     })
 
 
-def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int) -> tuple[list, np.ndarray, np.ndarray]:
-    """Per record: its label (its segments' common class) and its prediction, the majority vote of its segments'
-    out-of-fold predictions; a tie goes to the class listed first in the config. Unscored segments do not vote."""
-    names, true, voted = [], [], []
+def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int
+                 ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: its label (its segments' common class), its prediction (the majority vote of its segments'
+    out-of-fold predictions; a tie goes to the class listed first in the config) and each class's share of the
+    votes. Unscored segments do not vote."""
+    names, true, voted, shares = [], [], [], []
     for record in sorted(set(records.tolist())):
         rows = (records == record) & (y_pred >= 0)
         if not rows.any():
@@ -298,15 +300,30 @@ def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_class
             raise ValueError(f"record {record}: segments of one per-record label carry classes {labels.tolist()}")
         names.append(record)
         true.append(int(labels[0]))
-        voted.append(int(np.argmax(np.bincount(y_pred[rows], minlength=n_classes))))  # argmax: first of tied classes
-    return names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64)
+        counts = np.bincount(y_pred[rows], minlength=n_classes)
+        voted.append(int(np.argmax(counts)))  # argmax: first of tied classes
+        shares.append(counts / counts.sum())
+    return (names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64),
+            np.array(shares).reshape(len(names), n_classes))
 
 
-def record_level_summary(y, y_pred, records, class_names: list[str]) -> RecordLevel:
-    """Accuracy, macro-F1 and confusion matrix of per-record majority votes (CSV-labelled databases)."""
-    names, true, voted = record_votes(y, y_pred, records, len(class_names))
+def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: np.ndarray | None = None) -> RecordLevel:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of per-record majority votes
+    (CSV-labelled databases), and every record's out-of-fold outcome (``test_fold``: the outer fold that tested
+    each segment)."""
+    names, true, voted, shares = record_votes(y, y_pred, records, len(class_names))
     labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
+    outcomes = []
+    for k, record in enumerate(names):
+        rows = (records == record) & (y_pred >= 0)
+        folds = sorted({int(f) for f in test_fold[rows]}) if test_fold is not None else []
+        outcomes.append({"record": record, "label": class_names[true[k]], "predicted": class_names[voted[k]],
+                         "votes": {c: round(float(shares[k][i]), 4) for i, c in enumerate(class_names)}, "folds": folds})
     return RecordLevel.model_validate({
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i])} for i, c in enumerate(class_names)} if names else {},
+        "records": outcomes,
         "rule": "majority vote of the record's segment predictions; ties go to the class listed first",
         "n_records": len(names),
         "accuracy": float(accuracy_score(true, voted)) if names else None,

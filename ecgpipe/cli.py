@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
     print()
     if report.get("warning"):
         print(report["warning"])
-    print(f"report: {args.out.rstrip('/')}/report.md  (and report.json, confusion_*.png)")
+    print(f"report: {args.out.rstrip('/')}/report.html  (and report.md, report.json, confusion_*.png)")
     print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s")
     if len(report["comparison"]) > 1:
         print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")

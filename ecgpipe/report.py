@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -66,11 +68,15 @@ def render_markdown(report: dict) -> str:
             f"| {name} | {p['n_folds']} | {pct(p['accuracy'])}{acc_ci} | {pct(p['balanced_accuracy'])} | "
             f"{p['macro_f1']:.3f}{f1_ci} | {pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])} |"
         )
-    per_record = {name: p["per_record"] for name, p in report["protocols"].items() if p.get("per_record")}
+    per_record = {name: p["per_record"] for name, p in report["protocols"].items() if p.get("per_record") and p["per_record"]["n_records"]}
     if per_record:
         rule = next(iter(per_record.values()))["rule"]
-        lines += ["", f"Per record ({rule}):", "", "| protocol | records | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {r['n_records']} | {pct(r['accuracy'])} | {r['macro_f1']:.3f} |" for name, r in per_record.items()]
+        classes = list(report["class_counts"])
+        lines += ["", f"Per record ({rule}; every record's outcome in `records_<protocol>.csv`):", "",
+                  "| protocol | records | accuracy | macro-F1 | " + " | ".join(f"F1 {c}" for c in classes) + " |",
+                  "|---|---:|---:|---:|" + "---:|" * len(classes)]
+        lines += [f"| {name} | {r['n_records']} | {pct(r['accuracy'])} | {r['macro_f1']:.3f} | "
+                  + " | ".join(f"{m['f1']:.3f}" for m in r["per_class"].values()) + " |" for name, r in per_record.items()]
     if len(report.get("comparison", [])) > 1:
         header, rows = comparison_columns(report)
         lines += ["", "## Comparison", "",
@@ -89,6 +95,13 @@ def render_markdown(report: dict) -> str:
         lines += ["| annotated \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         for cls, row in zip(names, p["confusion_matrix"]):
             lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
+        if p.get("per_record") and p["per_record"]["n_records"]:
+            r = p["per_record"]
+            lines += ["", f"Records ({r['n_records']}; each its segments' majority vote):", "",
+                      "| class | precision | recall | F1 | records |", "|---|---:|---:|---:|---:|"]
+            lines += [f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |" for c, m in r["per_class"].items()]
+            lines += ["", "| annotated \\ predicted (records) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+            lines += [f"| {cls} | " + " | ".join(str(v) for v in row) + " |" for cls, row in zip(names, r["confusion_matrix"])]
         hardest = hardest_subjects(p)
         if hardest:
             lines += ["", f"Hardest {who}s (lowest recall, at least 10 segments of the class):", "",
@@ -118,6 +131,17 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def records_csv(outcomes: list[dict], class_names: list[str]) -> str:
+    """``record,label,predicted,votes_<class>...,folds``: one row per record."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["record", "label", "predicted", *[f"votes_{c}" for c in class_names], "folds"])
+    for r in outcomes:
+        w.writerow([r["record"], r["label"], r["predicted"], *[f"{r['votes'][c]:.4f}" for c in class_names],
+                    " ".join(map(str, r["folds"]))])
+    return buf.getvalue()
+
+
 def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     """Write report.json, report.md, report.html (self-contained) and the confusion PNGs into the output location."""
     out = out_dir if isinstance(out_dir, Location) else Location(out_dir)
@@ -131,6 +155,9 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
             out.put_file(str(Path(staging) / png), png)
             pngs[name] = (Path(staging) / png).read_bytes()
             p["confusion_png"] = png
+    for name, p in report["protocols"].items():  # every record's out-of-fold outcome, for datasets labelled per record
+        if p.get("per_record") and p["per_record"]["records"]:
+            out.write_text(f"records_{name}.csv", records_csv(p["per_record"]["records"], list(p["per_class"])))
     out.write_text("report.json", json.dumps(report, indent=2))
     out.write_text("report.md", render_markdown(report))
     out.write_text("report.html", render_html(report, pngs, examples_uri))

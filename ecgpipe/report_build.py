@@ -10,7 +10,7 @@ from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
 from ecgpipe.results import ComparisonEntry, Report
-from ecgpipe.stages.classification import ComparisonRow
+from ecgpipe.stages.classification import ComparisonRow, selects_by_records
 from ecgpipe.stages.segments import RecordSummary
 from ecgpipe.stages.table import SegmentTable, database_of, record_of
 from ecgpipe.store import Layout
@@ -96,7 +96,8 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "features_description": features_description(best_cfg, feat_attrs),
             # the rhythm block in words, for the comparison table's rhythm-only rows
             "rhythm_description": cfg.rhythm_description if cfg.rhythm.enabled else None,
-            "selected_by": f"highest macro-F1 under {cfg.selection_protocol} among {len(rows)} rows",
+            "selected_by": (f"highest {'record-level (majority vote) ' if selects_by_records(cfg) else ''}macro-F1 under "
+                            f"{cfg.selection_protocol} among {len(rows)} rows"),
             "protocols": rows[best].protocols,
             "comparison": comparison_summary(rows, best),
             "skipped_records": skipped,

@@ -109,11 +109,18 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append(f"<p class='muted'>The paper's protocol lets segments of one {who} appear in training and test folds; the "
                  f"grouped protocol never does, and estimates performance on new {who}s. Intervals: 95 % bootstrap over "
                  f"{who}s.</p>")
-    per_record = [[e(n), p["per_record"]["n_records"], pct(p["per_record"]["accuracy"]), f"{p['per_record']['macro_f1']:.3f}"]
-                  for n, p in report["protocols"].items() if p.get("per_record")]
-    if per_record:
-        rule = next(p["per_record"]["rule"] for p in report["protocols"].values() if p.get("per_record"))
-        parts += [f"<p>Per record ({e(rule)}):</p>", _table(["protocol", "records", "accuracy", "macro-F1"], per_record)]
+    classes = list(report["class_counts"])
+    with_records = {n: p["per_record"] for n, p in report["protocols"].items() if p.get("per_record") and p["per_record"]["n_records"]}
+    if with_records:
+        rule = next(iter(with_records.values()))["rule"]
+        per_record = [[e(n), r["n_records"], pct(r["accuracy"]), f"{r['macro_f1']:.3f}", *[f"{m['f1']:.3f}" for m in r["per_class"].values()]]
+                      for n, r in with_records.items()]
+        parts += [f"<p>Per record ({e(rule)}; every record's outcome in <code>records_&lt;protocol&gt;.csv</code>):</p>",
+                  _table(["protocol", "records", "accuracy", "macro-F1", *[f"F1 {c}" for c in classes]], per_record)]
+        for n, r in with_records.items():
+            cm = [[e(c), *row] for c, row in zip(classes, r["confusion_matrix"])]
+            parts.append(f"<details><summary>{e(n)}: the records' confusion matrix</summary>"
+                         + _table(["annotated \\ predicted", *classes], cm) + "</details>")
     if len(report.get("comparison", [])) > 1:
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "

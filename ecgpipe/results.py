@@ -47,6 +47,17 @@ class SubjectRecall(_Result):
     predicted: dict[str, int]
 
 
+class RecordOutcome(_Result):
+    """One record's out-of-fold outcome: its label, the class its segments voted for, each class's vote share, and
+    the outer fold(s) that tested its segments."""
+
+    record: str
+    label: str
+    predicted: str
+    votes: dict[str, float]
+    folds: list[int]
+
+
 class RecordLevel(_Result):
     """Per-record scores of a CSV-labelled database (each record's segments vote)."""
 
@@ -55,6 +66,8 @@ class RecordLevel(_Result):
     accuracy: float | None
     macro_f1: float | None
     confusion_matrix: list[list[int]]
+    per_class: dict[str, ClassMetrics] = {}
+    records: list[RecordOutcome] = []
 
 
 class ProtocolResult(_Result):

@@ -118,12 +118,20 @@ def test_sweep_settings_are_validated_and_expanded():
 
 
 def test_every_shipped_preset_is_valid_and_shares_paper4_data():
-    """Presets differ in how segments are made and classified, never in which records or classes they read."""
+    """The paper4 presets differ in how segments are made and classified, never in which records or classes they
+    read; the cinc2017 preset reads the CinC 2017 data as published."""
     paper4 = load_config("paper4")
-    assert {"paper4", "paper4-sweep", "paper4-best", "paper4-paper-best"} <= set(preset_names())
+    assert {"paper4", "paper4-sweep", "paper4-best", "paper4-paper-best", "cinc2017"} <= set(preset_names())
     for name in preset_names():
         cfg = load_config(name)
-        assert cfg.name == name and cfg.classes == paper4.classes and set(cfg.databases) == set(paper4.databases)
+        assert cfg.name == name
+        if name.startswith("paper4"):
+            assert cfg.classes == paper4.classes and set(cfg.databases) == set(paper4.databases)
+    cinc = load_config("cinc2017")
+    settings = cinc.database("cinc2017")
+    assert settings.labels_csv == "REFERENCE-v3.csv" and settings.fs == 300.0 and settings.checksum == "verify"
+    assert cinc.classes == {"normal": ["N"], "afib": ["A"], "other": ["O"]} and cinc.segments.exclude_labels == ["~"]
+    assert cinc.selection_protocol == "grouped_by_subject" and cinc.cv.n_splits == 5
     best = load_config("paper4-paper-best")
     assert best.segments.n_leads == 2 and best.rhythm.waveform and best.classifier.inputs == "cnn+rhythm"
     assert best.rhythm.irregularity and best.rhythm.context_s == 60

@@ -139,3 +139,24 @@ def test_a_dataset_without_patient_ids_speaks_of_records_and_titles_show_the_rea
     assert "Stratified 4-fold over segments" in md and "Stratified group 4-fold by record (no record in both" in md
     visible = html_page.lower().replace("table.patients", "").replace("class=patients", "")  # a CSS class name
     assert "patient" not in md.lower() and "patient" not in visible
+
+
+def test_per_record_outcomes_and_metrics_are_written(csv_run):
+    out = csv_run["tmp"] / "out"
+    report = csv_run["report"]
+    assert report["selected_by"].startswith("highest record-level (majority vote) macro-F1")
+    for name, p in report["protocols"].items():
+        r = p["per_record"]
+        assert set(r["per_class"]) == {"normal", "afib"} and sum(m["support"] for m in r["per_class"].values()) == r["n_records"]
+        rows = (out / f"records_{name}.csv").read_text().splitlines()
+        assert rows[0] == "record,label,predicted,votes_normal,votes_afib,folds"
+        assert len(rows) - 1 == r["n_records"] == len(csv_run["names"])
+        for line in rows[1:]:
+            record, label, predicted, v_normal, v_afib, folds = line.split(",")
+            assert abs(float(v_normal) + float(v_afib) - 1) < 1e-3 and predicted == ("normal" if float(v_normal) >= float(v_afib) else "afib")
+            assert folds and all(0 <= int(f) < p["n_folds"] for f in folds.split())
+        cm = np.asarray(r["confusion_matrix"])
+        assert r["per_class"]["afib"]["recall"] == pytest.approx(cm[1, 1] / cm[1].sum())
+    md = (out / "report.md").read_text()
+    assert "annotated \\ predicted (records)" in md and "records_grouped_by_subject.csv" in md
+    assert "the records' confusion matrix" in (out / "report.html").read_text()

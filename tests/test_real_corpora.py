@@ -78,3 +78,33 @@ def test_a_recorded_checksum_is_still_verified_and_the_policy_can_relax_it(cinc,
     with pytest.warns(UserWarning, match="checksum mismatch"):
         read_record(str(tmp_path), "cinc2017", name, settings(checksum="warn"), record_label="N")
     read_record(str(tmp_path), "cinc2017", name, settings(checksum="off"), record_label="N")
+
+
+@pytest.mark.system
+def test_the_cinc2017_preset_runs_real_records_end_to_end(cinc, tmp_path, prefect_server):
+    """A slice of the real CinC 2017 records through the shipped preset (smaller settings, same data path): none
+    rejected for its checksum, every labelled record accounted for, record-level results per record."""
+    from ecgpipe.config import load_config
+    from flows.ecg_pipeline import run_pipeline
+
+    labels = dict(line.split(",") for line in (cinc / "REFERENCE-v3.csv").read_text().split())
+    by_label: dict[str, list[str]] = {}
+    for name in (cinc / "RECORDS").read_text().split():
+        by_label.setdefault(labels[name], []).append(name)
+    chosen = by_label["N"][:8] + by_label["A"][:8] + by_label["O"][:8] + by_label["~"][:2]
+    data = tmp_path / "data" / "cinc2017"
+    data.mkdir(parents=True)
+    for name in chosen:
+        for ext in (".hea", ".mat"):
+            shutil.copy(cinc / f"{name}{ext}", data / f"{name}{ext}")
+    (data / "RECORDS").write_text("\n".join(chosen) + "\n")
+    (data / "REFERENCE-v3.csv").write_text("".join(f"{n},{labels[n]}\n" for n in chosen))
+    cfg = load_config("cinc2017", {"classifier": {"pca": 16, "tune": False}, "cv": {"n_splits": 3}, "run": {"chunk_size": 32, "n_workers": 1}})
+    report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"))
+    assert report["skipped_records"] == []  # no record rejected: checksum 0 is "not recorded"
+    used = {r["record"].split("/")[-1] for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]}
+    without = {r["record"].split("/")[-1]: r["reason"] for r in report["records_without_windows"]}
+    assert used | set(without) == set(chosen) and not used & set(without)  # every labelled record accounted for
+    assert all("excluded" in without[n] for n in by_label["~"][:2])
+    assert report["subject_word"] == "record" and report["n_subjects"] == len(used)
+    assert (tmp_path / "out" / "records_grouped_by_subject.csv").read_text().count("\n") == len(used) + 1

@@ -132,3 +132,11 @@ def test_no_oversized_module():
     too_long |= {str(p.relative_to(REPO)): n for p in (REPO / "flows").glob("*.py")
                  if (n := len(p.read_text().splitlines())) > 200}
     assert too_long == {}
+
+
+def test_progress_lines_say_done_total_rate_and_eta():
+    from ecgpipe.orchestration.bookkeeping import progress_line
+
+    assert progress_line("features", 120, 700, 0, 40.0) == "features: 120/700 (17 %), 3.0/s, ETA 3 min 13 s"
+    assert progress_line("segments", 5, 10, 1, 10.0) == "segments: 5/10 (50 %), 0.5/s, ETA 10 s, 1 failed"
+    assert progress_line("classify", 6, 6, 0, 3.0).endswith("done")

@@ -72,6 +72,18 @@ class RunLog:
         return doc
 
 
+PROGRESS_EVERY_S = 15.0  # a line at least this often while a stage runs, and at every tenth of it
+
+
+def progress_line(stage: str, done: int, total: int, failed: int, elapsed_s: float) -> str:
+    """``features: 120/700 (17 %), 3.1/s, ETA 3 min 7 s`` (and the failures so far)."""
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else float("nan")
+    eta_text = "done" if done == total else (f"ETA {int(eta // 60)} min {int(eta % 60)} s" if eta >= 60 else f"ETA {eta:.0f} s")
+    return (f"{stage}: {done}/{total} ({100 * done / total:.0f} %), {rate:.1f}/s, {eta_text}"
+            + (f", {failed} failed" if failed else ""))
+
+
 def _completed(futures: list):
     """Yield futures as they finish, checking twice a second whether the run was asked to stop."""
     pending = list(futures)
@@ -107,6 +119,7 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
     results: list = [None] * len(futures)
     failures = []
     step = max(1, len(futures) // 10)
+    t0 = last = time.perf_counter()
     for done, fut in enumerate(_completed(futures), start=1):
         i = order[id(fut)]
         try:
@@ -123,8 +136,10 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
                 on_done(i, None)
         if stop_after:
             stop_after(failures, done)
-        if done % step == 0 or done == len(futures):
-            logger.info(f"{stage}: {done}/{len(futures)} computed")
+        now = time.perf_counter()
+        if done % step == 0 or done == len(futures) or now - last > PROGRESS_EVERY_S:
+            logger.info(progress_line(stage, done, len(futures), len(failures), now - t0))
+            last = now
     return results, failures
 
 

@@ -90,11 +90,13 @@ def prefect_api():
     server = _detached_server_class()()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
     os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["ECGPIPE_TEMPORARY_PREFECT_SERVER"] = "1"  # its UI links die with it (ecgpipe.orchestration.console)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield PrefectApi(server.api_url, server.server_process.pid if server.server_process else None)
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop("ECGPIPE_TEMPORARY_PREFECT_SERVER", None)
 
 
 def _read_token(folder: str, name: str) -> str:

@@ -8,6 +8,7 @@ import logging
 import os
 
 QUIET_ENV = "ECGPIPE_QUIET_CONSOLE"
+EPHEMERAL_ENV = "ECGPIPE_TEMPORARY_PREFECT_SERVER"  # set while the run reports to a server it started itself
 
 
 class WithoutTraceback(logging.Formatter):
@@ -30,7 +31,10 @@ class NoTaskLines(logging.Filter):
     """Drops Prefect's per-task lines: the flow's own lines report progress and every failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith("prefect.task_runs")
+        if record.name.startswith("prefect.task_runs"):
+            return False
+        # the UI link of a temporary Prefect server is dead once the run ends: shown only for a configured server
+        return not (os.environ.get(EPHEMERAL_ENV) == "1" and record.getMessage().startswith("View at "))
 
 
 def quiet_console() -> None:

@@ -179,8 +179,11 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
         per_record = [db for db, s in row.cfg.databases.items() if s.labels_csv]
         if per_record:  # databases labelled per record: also score each record's majority vote
             rows_of = np.isin(data.databases, per_record)
+            test_fold = np.full(len(data.y), -1)
+            for f, (_, test) in enumerate(splits):
+                test_fold[test] = f
             summary.per_record = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
-                                                      row.cfg.class_names)
+                                                      row.cfg.class_names, test_fold[rows_of])
         out[protocol] = summary
     return out
 
@@ -191,9 +194,21 @@ def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict[str, Prot
     return assemble_row(row, data, results)
 
 
+def selects_by_records(cfg: PipelineConfig) -> bool:
+    """Datasets labelled per record are judged by their records: the best row is chosen on record-level macro-F1."""
+    return all(s.labels_csv for s in cfg.databases.values())
+
+
 def best_row(rows: list[ComparisonRow], protocol: str) -> int:
-    """Index of the row with the highest macro-F1 under ``protocol`` (ties: the earlier row)."""
-    return int(np.argmax([row.protocols[protocol].macro_f1 for row in rows]))
+    """Index of the row with the highest macro-F1 under ``protocol`` (record-level for datasets labelled per record;
+    ties: the earlier row)."""
+    def score(row: ComparisonRow) -> float:
+        result = row.protocols[protocol]
+        if selects_by_records(row.cfg) and result.per_record is not None and result.per_record.macro_f1 is not None:
+            return result.per_record.macro_f1
+        return result.macro_f1
+
+    return int(np.argmax([score(row) for row in rows]))
 
 
 # ------------------------------------------------------------------------------------------------------ model
