@@ -158,5 +158,5 @@ def test_per_record_outcomes_and_metrics_are_written(csv_run):
         cm = np.asarray(r["confusion_matrix"])
         assert r["per_class"]["afib"]["recall"] == pytest.approx(cm[1, 1] / cm[1].sum())
     md = (out / "report.md").read_text()
-    assert "annotated \\ predicted (records)" in md and "records_grouped_by_subject.csv" in md
+    assert "annotated \\ predicted (records)" in md and "records_<protocol>.csv" in md
     assert "the records' confusion matrix" in (out / "report.html").read_text()
