@@ -90,6 +90,8 @@ class SegmentSettings(_Strict):
     nan_policy: Literal["error", "drop"] = Field(
         "error", description="NaN samples in the chosen lead: 'error' rejects the record, 'drop' drops the segments."
     )
+    tail: Literal["drop", "end"] = Field("drop", description="An episode's end after its last whole window: 'drop' "
+                                         "leaves it unused; 'end' adds a window aligned to the episode's end.")
 
 
 class SamplingSettings(_Strict):

@@ -49,7 +49,8 @@ def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
     usable = set(label_to_class) - set(config.segments.exclude_labels)
     resampled = resampled_leads(record, fs_out)
     found = segment_windows(
-        record.episodes, usable, record.fs, fs_out, config.segment_length, config.segment_stride, n_out=resampled.shape[1]
+        record.episodes, usable, record.fs, fs_out, config.segment_length, config.segment_stride, n_out=resampled.shape[1],
+        tail=config.segments.tail,
     )
     keep = nan_free_windows(record, found.starts, config.segment_length, fs_out)
     starts, episode = found.starts[keep], found.episode[keep]

@@ -29,7 +29,7 @@ from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
-from ecgpipe.records import EcgRecord, RecordError, read_episodes, read_record
+from ecgpipe.records import EcgRecord, read_episodes, read_record
 
 
 @dataclass
@@ -52,6 +52,7 @@ class RecordPrediction:
     episodes: list[Episode]
     agreement: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
+    note: str = ""  # how the record was scored when not as usual (shorter than one window)
 
     @property
     def record_class(self) -> str | None:
@@ -135,9 +136,12 @@ def predict_record(
         raise ValueError(f"stride_s must be a positive number of seconds, got {stride_s}")
     stride_s = stride_s or cfg.segments.length_s
     resampled = resampled_leads(rec, fs_out)
+    note = ""
+    if resampled.shape[1] < length:  # every record gets an answer: one window of the record repeated to its length
+        note = (f"shorter ({resampled.shape[1] / fs_out:.1f} s) than one window ({cfg.segments.length_s:g} s): scored on "
+                "one window of the record repeated to the window's length")
+        resampled = np.tile(resampled, (1, -(-length // resampled.shape[1])))[:, :length]
     starts = np.arange(0, resampled.shape[1] - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
-    if len(starts) == 0:
-        raise RecordError(rec.path, f"record is shorter ({len(rec.signal) / rec.fs:.1f} s) than one window ({cfg.segments.length_s} s)")
     usable = nan_free_windows(rec, starts, length, fs_out)
     windows = lead_windows(resampled, starts[usable], length)
     # the training feature path, on whatever device this machine has
@@ -150,7 +154,7 @@ def predict_record(
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
-                            class_names=list(cfg.class_names))
+                            class_names=list(cfg.class_names), note=note)
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:
@@ -217,10 +221,10 @@ def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> 
     names = predictions[0].class_names if predictions else []
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["record", "duration_s", "class", *[f"windows_{n}" for n in names]])
+        w.writerow(["record", "duration_s", "class", *[f"windows_{n}" for n in names], "note"])
         for pred in predictions:
             counts = np.bincount(pred.window_classes[pred.window_classes >= 0], minlength=len(names))
-            w.writerow([pred.record, f"{pred.duration_s:.3f}", pred.record_class, *counts.tolist()])
+            w.writerow([pred.record, f"{pred.duration_s:.3f}", pred.record_class, *counts.tolist(), pred.note])
 
 
 class UnsafeOutput(EcgpipeError):

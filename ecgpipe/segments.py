@@ -42,10 +42,13 @@ def segment_windows(
     length: int,
     stride: int,
     n_out: int | None = None,
+    tail: str = "drop",
 ) -> SegmentWindows:
     """Starts (in target-rate samples) of windows of ``length`` samples, every ``stride`` samples from each episode's
     start, that lie completely inside an episode whose label is in ``usable_labels``. ``n_out`` is the resampled
-    signal's length, so no window runs past it."""
+    signal's length, so no window runs past it. ``tail``: what becomes of an episode's end after its last whole
+    window: ``"drop"`` (unused) or ``"end"`` (one more window, aligned to the episode's end, overlapping the one
+    before it)."""
     starts, owner = [], []
     scale = fs_out / fs_in
     for i, ep in enumerate(episodes):
@@ -58,6 +61,8 @@ def segment_windows(
         if last_end - first < length:
             continue
         s = np.arange(first, last_end - length + 1, stride, dtype=np.int64)
+        if tail == "end" and s[-1] + length < last_end:
+            s = np.append(s, last_end - length)
         starts.append(s)
         owner.append(np.full(len(s), i, dtype=np.int32))
     if not starts:

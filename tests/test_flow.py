@@ -186,6 +186,12 @@ def test_report_is_complete_and_consistent(flow_run):
     for key in ("protocols", "n_segments", "class_counts", "backbone", "weights", "config", "skipped_records", "wall_s"):
         assert key in on_disk
     assert on_disk["warning"] is None and "package efficientnet-lite0" in on_disk["weights"]
+    from ecgpipe.model import content_digest, load_model
+
+    model = load_model(on_disk["model"])  # the report names the artifact's digest; the artifact knows its recordings
+    assert on_disk["model_digest"] == model.digest == content_digest(on_disk["model"])
+    assert on_disk["model_digest"] in (flow_run["out"] / "report.md").read_text()
+    assert set(model.training["recordings_sha256"]) == set(on_disk["provenance"]["record_keys"])
     # a LocalCluster has no GPU resource: features fall back to any (CPU) worker instead of waiting forever
     assert on_disk["feature_placement"].startswith("any worker")
     assert set(on_disk["protocols"]) == {"stratified_10fold", "grouped_by_subject", "leave_one_database_out"}

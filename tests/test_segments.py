@@ -42,3 +42,13 @@ def test_nan_free_marks_windows_touching_nans():
     x[1200] = np.nan
     ok = nan_free(x, np.array([0, 1000, 2000]), 250, fs_in=250, fs_out=250)
     assert ok.tolist() == [True, False, True]
+
+
+def test_the_tail_after_the_last_whole_window_is_dropped_or_gets_an_end_aligned_window():
+    episodes = [RhythmEpisode("(N", 0, 1050)]  # 10.5 windows of 100 samples
+    dropped = segment_windows(episodes, {"(N"}, 100.0, 100.0, 100, 100)
+    assert dropped.starts.tolist() == list(range(0, 1000, 100))
+    ended = segment_windows(episodes, {"(N"}, 100.0, 100.0, 100, 100, tail="end")
+    assert ended.starts.tolist() == [*range(0, 1000, 100), 950] and ended.episode.tolist() == [0] * 11
+    exact = segment_windows([RhythmEpisode("(N", 0, 1000)], {"(N"}, 100.0, 100.0, 100, 100, tail="end")
+    assert exact.starts.tolist() == list(range(0, 1000, 100))  # no tail: no extra window
