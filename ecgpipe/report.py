@@ -118,6 +118,11 @@ def render_markdown(report: dict) -> str:
     if report["skipped_records"]:
         lines += ["", "## Skipped records", ""]
         lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]
+    if report.get("record_accounting"):
+        a = report["record_accounting"]
+        lines += ["", f"Records: {a['records']} in the run: {a['used']} used ({a['windows']} windows), "
+                  f"{a['excluded_label']} with an excluded label, {a['too_short']} shorter than one window, "
+                  f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed (below)."]
     if report.get("records_without_windows"):
         lines += ["", "## Records without windows", "", "Read without error, but no window of a configured class:", ""]
         lines += [f"- `{r['record']}`: {r['reason']}" for r in report["records_without_windows"]]

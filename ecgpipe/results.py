@@ -141,6 +141,7 @@ class Report(_Result):
     comparison: list[ComparisonEntry]
     skipped_records: list[dict]
     records_without_windows: list[dict] = []  # read fine, but no window of a configured class: why
+    record_accounting: dict[str, int] = {}  # every record once: used, without windows (by reason), failed
     unmatched_labels: list[str]
     config: dict
     # filled in by the flow once everything ran

@@ -54,7 +54,7 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
     except BaseException as exc:
         log.write("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    log.write("completed", report=out.child("report.json"))
+    log.write("completed", report=out.child("report.json"), records=report.get("record_accounting", {}))
     return report
 
 

@@ -97,6 +97,13 @@ def test_csv_labelled_records_become_segments_of_their_class(csv_run):
 def test_records_without_windows_are_listed_with_the_reason(csv_run):
     listed = {r["record"].rsplit("/", 1)[-1]: r["reason"] for r in csv_run["report"]["records_without_windows"]}
     assert listed == {"A09000": "label(s) ['~'] excluded (segments.exclude_labels)"}
+    n = len(csv_run["names"])  # usable records, plus the excluded, the unknown-label and the unlisted one
+    expected = {"records": n + 3, "used": n, "excluded_label": 1, "too_short": 0, "no_window_of_a_class": 0, "failed": 2}
+    accounting = csv_run["report"]["record_accounting"]
+    assert {k: v for k, v in accounting.items() if k != "windows"} == expected
+    assert accounting["windows"] == csv_run["report"]["n_candidates"]
+    run_json = json.loads((csv_run["tmp"] / "out" / "run.json").read_text())
+    assert run_json["records"] == accounting
     assert "## Records without windows" in (csv_run["tmp"] / "out" / "report.md").read_text()
     assert "A09000" in (csv_run["tmp"] / "out" / "report.html").read_text()
 
