@@ -90,8 +90,7 @@ class SegmentSettings(_Strict):
     nan_policy: Literal["error", "drop"] = Field(
         "error", description="NaN samples in the chosen lead: 'error' rejects the record, 'drop' drops the segments."
     )
-    tail: Literal["drop", "end"] = Field("drop", description="An episode's end after its last whole window: 'drop' "
-                                         "leaves it unused; 'end' adds a window aligned to the episode's end.")
+    tail: Literal["drop", "end"] = Field("drop", description="After an episode's last whole window: 'drop', or 'end' (one more, end-aligned).")
 
 
 class SamplingSettings(_Strict):
@@ -232,6 +231,8 @@ class RunSettings(_Strict):
     threads_per_worker: int = Field(1, gt=0)
     strict: bool = Field(False, description="Fail on the first bad record instead of skipping it.")
     fail_fast_after: int = Field(20, ge=0, description="Stop when the first N records all fail with one kind of error (0: never).")
+    records_per_task: int = Field(64, gt=0, description="At most this many records per segments task (per-task overhead).")
+    signal_s_per_task: float = Field(3600.0, gt=0, description="A segments task takes records until this much signal.")
     retries: int = Field(2, ge=0, description="Prefect retries of a task that failed for a transient reason.")
     retry_delay_s: list[float] = Field([2.0, 10.0], description="Back-off between retries (seconds, one per retry).")
 

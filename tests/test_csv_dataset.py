@@ -43,6 +43,7 @@ protocols = ["stratified_10fold", "grouped_by_subject"]
 [run]
 chunk_size = 32
 n_workers = 1
+records_per_task = 5
 """
 
 
@@ -104,6 +105,9 @@ def test_records_without_windows_are_listed_with_the_reason(csv_run):
     assert accounting["windows"] == csv_run["report"]["n_candidates"]
     run_json = json.loads((csv_run["tmp"] / "out" / "run.json").read_text())
     assert run_json["records"] == accounting
+    # short records share tasks (records_per_task = 5): 19 records, 4 tasks; one marker per record all the same
+    assert run_json["stages"]["segments"]["tasks"] == 4 and run_json["stages"]["segments"]["computed"] == n + 1
+    assert len(list((csv_run["tmp"] / "out" / "markers" / "segments").glob("*.json"))) == n + 1
     assert "## Records without windows" in (csv_run["tmp"] / "out" / "report.md").read_text()
     assert "A09000" in (csv_run["tmp"] / "out" / "report.html").read_text()
 

@@ -179,6 +179,7 @@ def test_fixed_record_recomputes_only_its_downstream_chunks(cold, tmp_path, phys
     changed = sum(1 for i, c in enumerate(after) if i >= len(before) or before[i] != c)
     assert 0 < changed < len(after)
     c = computed(out)
+    assert c["segments"] == 1 and run_json(out)["stages"]["segments"]["tasks"] == 1  # only its batch of one
     assert c["segments"] == 1 and run_json(out)["stages"]["segments"]["skipped"] == 2
     assert c["spectrograms"] == changed and c["features"] == changed and c["classify"] == 1
     # and the result is the same dataset a cold run on the fixed data selects (rows may sit elsewhere)

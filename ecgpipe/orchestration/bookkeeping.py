@@ -24,13 +24,14 @@ class RunLog:
 
     out: Location
     t0: float = field(default_factory=time.perf_counter)
-    stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0} for s in STAGES})
+    stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0, "tasks": 0} for s in STAGES})
     failures: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
 
-    def count(self, stage: str, computed: int = 0, skipped: int = 0) -> None:
+    def count(self, stage: str, computed: int = 0, skipped: int = 0, tasks: int = 0) -> None:
         self.stages[stage]["computed"] += computed
         self.stages[stage]["skipped"] += skipped
+        self.stages[stage]["tasks"] += tasks
 
     def fail(self, stage: str, unit: str, error: str) -> None:
         self.stages[stage]["failed"] += 1

@@ -66,35 +66,50 @@ class Run:
 
 
 def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
-    """Stage 1: every record's windows; returns the records read and the records skipped (with why)."""
+    """Stage 1: every record's windows, records batched into tasks; returns the records read and the records skipped
+    (with why)."""
     with run.log.timed(segments.STAGE):
         summaries = run.plan.record_summaries()
         todo = [u for u in run.plan.records if summaries[u.name] is None]
         run.log.count(segments.STAGE, skipped=len(run.plan.records) - len(todo))
-        run.logger.info(f"segments: {len(todo)} of {len(run.plan.records)} records to compute")
-        task = run.task(tasks.record_segments)
-        futures = [task.submit(run.store, run.out_dir, u, run.config_json) for u in todo]
+        groups = segments.batches(todo, run.cfg.run.records_per_task, run.cfg.run.signal_s_per_task)
+        run.logger.info(f"segments: {len(todo)} of {len(run.plan.records)} records to compute, in {len(groups)} task(s)")
+        run.log.count(segments.STAGE, tasks=len(groups))
+        task = run.task(tasks.record_batch)
+        futures = [task.submit(run.store, run.out_dir, b, group, run.config_json) for b, group in enumerate(groups)]
         skipped: list[dict] = []
+        failures: list[tuple[int, Exception]] = []
         settled: set[int] = set()
 
-        def on_done(i: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
-            settled.add(i)
-            if exc is None:
-                run.log.count(segments.STAGE, computed=1)
+        def failed(unit, record_path: str, problem: str) -> None:
+            run.log.fail(segments.STAGE, unit.shown, problem)
+            skipped.append({"record": record_path, "error": problem})
+
+        def on_done(b: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
+            settled.add(b)
+            if exc is not None:  # the whole batch failed (a transient error, retries spent)
+                for unit in groups[b]:
+                    failed(unit, unit.shown, error_text(exc))
                 return
-            run.log.fail(segments.STAGE, todo[i].shown, error_text(exc))
-            skipped.append({"record": getattr(exc, "record_path", todo[i].shown), "error": error_text(exc)})
+            for unit, result in zip(groups[b], futures[b].result()):
+                if isinstance(result, tasks.RecordFailure):
+                    failed(unit, result.record_path, result.problem)
+                    failures.append((0, PipelineError(result.problem)))
+                else:
+                    summaries[unit.name] = result
+                    run.log.count(segments.STAGE, computed=1)
+                    failures.append((0, None))
+            fail_fast(run.cfg, [f for f in failures if f[1] is not None], len(failures), len(todo))
 
         try:
-            results, _ = wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done,
-                                  stop_after=lambda failures, n_done: fail_fast(run.cfg, failures, n_done, len(todo)))
+            wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)
         except RunInterrupted:  # records that finished (their marker is written) as the run stopped count too
             markers = run.plan.markers
-            run.log.count(segments.STAGE, computed=sum(segments.record_done(run.store, markers, todo[i]) is not None
-                                                       for i in range(len(todo)) if i not in settled))
+            run.log.count(segments.STAGE, computed=sum(segments.record_done(run.store, markers, u) is not None
+                                                       for b in range(len(groups)) if b not in settled for u in groups[b]))
             raise
-        for u, r in zip(todo, results):
-            summaries[u.name] = r
+        if run.strict and skipped:
+            raise StageFailed(f"{skipped[0]['record']}: {skipped[0]['error']} (--strict: the first bad record stops the run)")
         skipped.sort(key=lambda s: s["record"])
         records = [summaries[u.name] for u in run.plan.records if summaries[u.name] is not None]
         if not records:
@@ -104,9 +119,10 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
 
 def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
     """Stop the segments stage when the first ``run.fail_fast_after`` records all failed with the same kind of error:
-    a wrong setting or data folder, not bad records (trying thousands more would only repeat it)."""
+    a wrong setting or data folder, not bad records (trying thousands more would only repeat it). Checked once,
+    when at least that many records are done."""
     k = cfg.run.fail_fast_after
-    if not k or n_done != k or len(failures) != k or n_total <= k:
+    if not k or n_done < k or len(failures) != n_done or n_total <= k:  # a success so far: bad records, not a setting
         return
     kinds = {re.sub(r"\d+", "#", error_text(exc)) for _, exc in failures}
     if len(kinds) == 1:

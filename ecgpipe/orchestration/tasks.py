@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -72,11 +73,36 @@ def where() -> str:
         return "flow-process"
 
 
-@stage_task(name="record-segments", task_run_name="segments {unit.database}/{unit.record}")
-def record_segments(store: str, out_dir: str, unit: RecordUnit, config_json: str) -> RecordSummary:
-    summary, digest = segments.compute_record(store, unit, _config(config_json))
-    Markers(out_dir).write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
-    return summary
+@dataclass(frozen=True)
+class RecordFailure:
+    """A record that could not be used (bad input): its path and the problem, named in the report."""
+
+    record_path: str
+    problem: str
+
+
+@stage_task(name="record-segments", task_run_name="segments batch {batch_index}")
+def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordUnit], config_json: str
+                 ) -> list[RecordSummary | RecordFailure]:
+    """Several records in one task (per-task overhead), each with its own marker: a bad record fails alone, and a
+    retried batch skips the records it already finished. A transient error fails the batch (it is retried)."""
+    cfg, markers = _config(config_json), Markers(out_dir)
+    out: list[RecordSummary | RecordFailure] = []
+    for unit in units:
+        done = segments.record_done(store, markers, unit)
+        if done is not None:
+            out.append(done)
+            continue
+        try:
+            summary, digest = segments.compute_record(store, unit, cfg)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            out.append(RecordFailure(getattr(exc, "record_path", unit.shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}")))
+            continue
+        markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
+        out.append(summary)
+    return out
 
 
 @stage_task(name="spectrogram-chunk", task_run_name="spectrograms chunk {chunk_index}")

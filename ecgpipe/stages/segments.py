@@ -47,6 +47,7 @@ class RecordUnit:
     label: str | None = None  # the record's label, for a database labelled per record by a CSV
     files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
     signal_key: str = ""  # the windows alone (what spectrograms are computed from): the key without the rhythm block
+    seconds: float = 0.0  # the record's length from its header (0 when unreadable): how records are batched into tasks
 
     @property
     def name(self) -> str:
@@ -101,7 +102,31 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         label,
     )
     key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"))
-    return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key)
+    return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key, header_seconds(db_dir, record))
+
+
+def header_seconds(db_dir: str, record: str) -> float:
+    """The record's length in seconds from its header's record line (``name nsig fs nsamp ...``); 0 when unknown."""
+    try:
+        with open(os.path.join(str(db_dir), f"{record}.hea")) as fh:
+            line = next(ln for ln in fh if ln.strip() and not ln.startswith("#")).split()
+        return int(line[3]) / float(line[2].split("/")[0].split("(")[0])
+    except (OSError, StopIteration, IndexError, ValueError, ZeroDivisionError):
+        return 0.0
+
+
+def batches(units: list[RecordUnit], max_records: int, max_seconds: float) -> list[list[RecordUnit]]:
+    """Consecutive records grouped into tasks of at most ``max_records`` records and about ``max_seconds`` of signal:
+    thousands of short records cost a few dozen tasks, not thousands; long records still get a task each."""
+    out: list[list[RecordUnit]] = []
+    seconds = 0.0
+    for u in units:
+        if not out or len(out[-1]) >= max_records or seconds >= max_seconds:
+            out.append([])
+            seconds = 0.0
+        out[-1].append(u)
+        seconds += u.seconds
+    return out
 
 
 def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = True) -> list[RecordUnit]:
