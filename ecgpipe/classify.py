@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
@@ -26,7 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from ecgpipe.config import ClassifierSettings, CVSettings
+from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
+from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, STRATIFIED
 from ecgpipe.protocols import protocol as protocol_named
 from ecgpipe.results import ProtocolResult, RecordLevel
@@ -60,6 +62,12 @@ def _estimator(settings: ClassifierSettings):
     if settings.kind == "svc":
         # a larger kernel cache only makes fitting faster (scikit-learn's default is 200 MB)
         return SVC(kernel=settings.kernel, C=settings.C, gamma=settings.gamma, class_weight=settings.class_weight, cache_size=1000)
+    if settings.kind == "hgb":
+        # early stopping off: a fit never depends on a random validation split, so results are reproducible
+        return HistGradientBoostingClassifier(
+            learning_rate=settings.learning_rate, max_iter=settings.max_iter, max_leaf_nodes=settings.max_leaf_nodes,
+            l2_regularization=settings.l2_regularization, class_weight=settings.class_weight, early_stopping=False,
+            random_state=settings.seed)
     if settings.kind == "linear_svc":
         return LinearSVC(C=settings.C, class_weight=settings.class_weight, max_iter=5000)
     return LogisticRegression(C=settings.C, class_weight=settings.class_weight, max_iter=3000)
@@ -111,7 +119,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     model = build_classifier(settings, n_cnn)
     if not settings.tune:
         return model.fit(X, y), {}
-    grid = {"clf__C": list(settings.C_grid)}
+    grid = {"clf__learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {"clf__C": list(settings.C_grid)}
     if settings.kind == "svc" and settings.kernel != "linear":
         grid["clf__gamma"] = list(settings.gamma_grid)
     search = GridSearchCV(model, grid, cv=inner_splits(settings, y, groups, seed), scoring="f1_macro", refit=True, n_jobs=1)
@@ -231,6 +239,8 @@ def summarize_protocol(
     class_names: list[str],
     note: str = "",
     chosen: list[dict] | None = None,
+    endpoints: dict[str, EndpointSettings] | None = None,
+    level: str = "window",
 ) -> ProtocolResult:
     """Metrics of out-of-fold predictions: pooled, per class, per fold, and the confusion matrix.
     Segments in no test fold (``y_pred < 0``: classes left out by leave-one-database-out) are not scored."""
@@ -256,6 +266,8 @@ def summarize_protocol(
             }
         )
     precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(y, y_pred, labels=labels)
+    specificity = one_vs_rest_specificity(cm)
     fold_acc = np.array([f["accuracy"] for f in folds])
     fold_f1 = np.array([f["macro_f1"] for f in folds])
     return ProtocolResult.model_validate({
@@ -275,13 +287,16 @@ def summarize_protocol(
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
                 "support": int(support[i]),
+                "specificity": specificity[i],
             }
             for i, name in enumerate(class_names)
         },
-        "confusion_matrix": confusion_matrix(y, y_pred, labels=labels).tolist(),
+        "confusion_matrix": cm.tolist(),
         "ci95": bootstrap_ci(y, y_pred, groups, len(class_names)),
         "per_subject": per_subject(y, y_pred, groups, class_names),
         "folds": folds,
+        "endpoints": {k: v.to_json() for k, v in endpoint_results(y, y_pred, groups, class_names, endpoints or {}).items()},
+        "level": level,
     })
 
 
@@ -307,13 +322,18 @@ def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_class
             np.array(shares).reshape(len(names), n_classes))
 
 
-def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: np.ndarray | None = None) -> RecordLevel:
+MAJORITY_VOTE = "majority vote of the record's segment predictions; ties go to the class listed first"
+
+
+def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: np.ndarray | None = None,
+                         endpoints: dict[str, EndpointSettings] | None = None, rule: str = MAJORITY_VOTE) -> RecordLevel:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of per-record majority votes
     (CSV-labelled databases), and every record's out-of-fold outcome (``test_fold``: the outer fold that tested
     each segment)."""
     names, true, voted, shares = record_votes(y, y_pred, records, len(class_names))
     labels = np.arange(len(class_names))
     precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
+    specificity = one_vs_rest_specificity(confusion_matrix(true, voted, labels=labels)) if names else []
     outcomes = []
     for k, record in enumerate(names):
         rows = (records == record) & (y_pred >= 0)
@@ -322,9 +342,11 @@ def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: 
                          "votes": {c: round(float(shares[k][i]), 4) for i, c in enumerate(class_names)}, "folds": folds})
     return RecordLevel.model_validate({
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(support[i])} for i, c in enumerate(class_names)} if names else {},
+                          "support": int(support[i]), "specificity": specificity[i]} for i, c in enumerate(class_names)} if names else {},
+        "endpoints": ({k: v.to_json() for k, v in endpoint_results(true, voted, np.array(names), class_names, endpoints).items()}
+                      if names and endpoints else {}),
         "records": outcomes,
-        "rule": "majority vote of the record's segment predictions; ties go to the class listed first",
+        "rule": rule,
         "n_records": len(names),
         "accuracy": float(accuracy_score(true, voted)) if names else None,
         "macro_f1": float(f1_score(true, voted, labels=labels, average="macro", zero_division=0)) if names else None,

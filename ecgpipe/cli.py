@@ -82,11 +82,22 @@ def cmd_run(args) -> int:
     if len(report["comparison"]) > 1:
         print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")
         for row in report["comparison"]:
-            scores = "  ".join(f"{p} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for p, m in row["protocols"].items())
+            scores = "  ".join(f"{p} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}"
+                               + (f" records F1 {m['record_macro_f1']:.3f}" if "record_macro_f1" in m else "")
+                               for p, m in row["protocols"].items())
             print(f"  {'*' if row['best'] else ' '} {row['backbone']} / {row['layer']} / {row['classifier']}: {scores}")
     print(f"best: {report['classifier']} on {report['backbone']} / {report['layer']}")
     for name, p in report["protocols"].items():
-        print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}")
+        print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}"
+              + (f"  ({p['level']}s)" if p.get("level", "window") != "window" else ""))
+        unit = "records" if p.get("level") == "record" else "segments"
+        scored = [(unit, p.get("endpoints", {}))]
+        if unit == "segments" and (p.get("per_record") or {}).get("endpoints"):
+            scored.append(("records (majority vote)", p["per_record"]["endpoints"]))
+        for what, endpoints in scored:
+            for ep_name, ep in endpoints.items():
+                rates = "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
+                print(f"  {'':20s} endpoint {ep_name} ({what}): {rates}")
     if report.get("model"):
         print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {report['model']} RECORD...)")
     if report["skipped_records"]:
@@ -206,6 +217,40 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_evaluate(args) -> int:
+    _quiet_environment()
+    from pathlib import Path
+
+    from ecgpipe.config import load_config
+    from ecgpipe.evaluate import class_mapping, evaluate_model, write_outputs
+    from ecgpipe.model import load_model
+    from ecgpipe.sources import resolve_data_dir
+
+    model = load_model(args.model, require_signed=args.require_signed or None)
+    dataset = load_config(args.config)
+    mapping = class_mapping(model.class_names, dataset.class_names, args.map)
+    print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
+          f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
+          + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
+    ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed,
+                        progress=lambda line: print(line, flush=True))
+    out = Path(args.out)
+    write_outputs(ev, out)
+    print("records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()))
+    if ev.accounting.get("training_records"):
+        print(f"ecgpipe: warning: {ev.accounting['training_records']} scored record(s) are training recordings of this "
+              "model: not an independent test", file=sys.stderr)
+    for r in ev.results.values():
+        print(f"per {r['unit']} ({r['n']}): accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}")
+        for name, ep in r["endpoints"].items():
+            rates = "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
+            print(f"  endpoint {name} ({' + '.join(ep['classes'])}): {rates}")
+    for f in ev.failed:
+        print(f"  failed {f['record']}: {f['error']}")
+    print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")
+    return 0
+
+
 def cmd_config(args) -> int:
     if args.name is None:
         print("presets: " + ", ".join(preset_names()))
@@ -260,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--compare", default=None, metavar="ANNOTATOR",
                     help="also measure agreement with the record's reference rhythm annotations, e.g. atr")
     pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="score a run's model on another dataset (external validation)")
+    ev.add_argument("--model", required=True, help="model artifact written by a run (OUT/model.skops)")
+    ev.add_argument("--config", required=True, help="the dataset's config (preset or TOML): its databases, classes, endpoints")
+    ev.add_argument("--data-dir", default=None, help="folder with <db>/RECORDS (default: $ECGPIPE_DATA_DIR, else ./data/physionet)")
+    ev.add_argument("--out", required=True, help="folder for evaluation.json, evaluation.md, evaluation_records.csv")
+    ev.add_argument("--map", nargs="*", default=None, metavar="MODEL=DATASET",
+                    help="class mapping, e.g. afib=afib normal=normal (default: classes of the same name)")
+    ev.add_argument("--max-records", type=int, default=None, help="score a seeded random sample of this many records")
+    ev.add_argument("--seed", type=int, default=0, help="seed of --max-records' sample")
+    ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
+    ev.set_defaults(func=cmd_evaluate)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
     cfg.add_argument("name", nargs="?", default=None)

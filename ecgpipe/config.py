@@ -14,8 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
+from ecgpipe.beats import BEAT_FEATURES
+from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, _Strict  # noqa: F401  (re-exported)
 from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
@@ -34,11 +36,6 @@ def _known_protocol(name: str) -> str:
 
 
 ProtocolName = Annotated[str, AfterValidator(_known_protocol)]
-
-
-class _Strict(BaseModel):
-    # extra="forbid" turns a misspelt key into an error instead of a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseSettings(_Strict):
@@ -137,54 +134,6 @@ class FeatureSettings(_Strict):
     compile: bool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")
 
 
-class ClassifierSettings(_Strict):
-    """One classifier on one set of inputs. Features are standardised first (and optionally PCA-reduced)."""
-
-    kind: Literal["svc", "linear_svc", "logreg"] = Field(
-        "svc", description="'svc' (kernel SVM, the paper's), 'linear_svc' (liblinear), 'logreg' (multinomial)."
-    )
-    name: str | None = Field(None, description="Row label in the comparison table; default derived from the settings.")
-    inputs: Literal["cnn", "rhythm", "cnn+rhythm"] = Field(
-        "cnn", description="CNN features, RR-interval rhythm features (needs [rhythm] enabled), or both fused."
-    )
-    rhythm_weight: float = Field(
-        0.3, gt=0, lt=1, description="With inputs='cnn+rhythm': share of the squared distance given to the rhythm block."
-    )
-    pca: int | None = Field(None, gt=0, description="Reduce the CNN features to this many principal components first.")
-    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = Field("rbf", description="SVC kernel (kind='svc').")
-    C: float = Field(10.0, gt=0, description="Regularisation (inverse strength); the grid below replaces it when tuned.")
-    gamma: str | float = Field("scale", description="RBF width (kind='svc').")
-    class_weight: Literal["balanced"] | None = None
-    tune: bool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
-    C_grid: list[float] = Field([1.0, 10.0, 100.0], description="Values of C tried by the inner CV.")
-    gamma_grid: list[str | float] = Field(["scale"], description="Values of gamma tried by the inner CV (kind='svc').")
-    inner_splits: int = Field(3, ge=2, description="Folds of the inner CV (grouped by subject when the outer CV is).")
-
-    @field_validator("C_grid")
-    @classmethod
-    def _positive_grid(cls, v):
-        if not v or any(c <= 0 for c in v):
-            raise ValueError("C_grid needs at least one value, all > 0")
-        return v
-
-    @property
-    def label(self) -> str:
-        return self.describe()
-
-    def describe(self, rhythm_block: str = "RR") -> str:
-        """The row label; ``rhythm_block`` names what the rhythm block holds ('RR', or 'RR+wave' with waveforms)."""
-        if self.name:
-            return self.name
-        head = {"svc": f"SVC({self.kernel})", "linear_svc": "LinearSVC", "logreg": "LogReg"}[self.kind]
-        parts = [f"C∈{self.C_grid} nested" if self.tune else f"C={self.C:g}"]
-        if self.pca:
-            parts.insert(0, f"PCA {self.pca}")
-        if self.class_weight:
-            parts.append("balanced")
-        inputs = {"cnn": "", "rhythm": f"{rhythm_block} only ", "cnn+rhythm": f"+{rhythm_block}(w={self.rhythm_weight:g}) "}[self.inputs]
-        return f"{inputs}{head} {', '.join(parts)}".strip()
-
-
 class RhythmSettings(_Strict):
     """RR-interval features from wfdb's xqrs QRS detector (see ecgpipe/rhythm.py), stored next to each segment."""
 
@@ -195,6 +144,13 @@ class RhythmSettings(_Strict):
         description="Also compute the RR-pattern features of ecgpipe/rhythm.py's IRREGULARITY_FEATURES (lag-1/lag-2 "
         "autocorrelation, turning points, sample entropy, Poincare clustering, lag-2 differences) over the same "
         "context: they tell atrial fibrillation's patternless irregularity from ectopic beats' repeating motifs.",
+    )
+    beats: bool = Field(
+        False,
+        description="Also compute the beat-level features of ecgpipe/beats.py's BEAT_FEATURES (P-wave presence and "
+        "consistency, fibrillatory-wave residual, QRS width, beat-to-beat template correlation, premature beats, "
+        "pauses, T wave, signal-quality indices) over the same context: what AF (no P wave) and 'other' rhythms "
+        "(ectopy, blocks, wide complexes) look like beat by beat.",
     )
     waveform: bool = Field(
         False,
@@ -249,6 +205,7 @@ class PipelineConfig(_Strict):
     classifier: ClassifierSettings = ClassifierSettings()
     rhythm: RhythmSettings = RhythmSettings()
     sweep: SweepSettings = SweepSettings()
+    endpoints: dict[str, EndpointSettings] = Field({}, description="Binary clinical endpoints, by name.")
     cv: CVSettings = CVSettings()
     run: RunSettings = RunSettings()
 
@@ -293,6 +250,14 @@ class PipelineConfig(_Strict):
         for clf in self.classifiers:
             if clf.inputs != "cnn" and not self.rhythm.enabled:
                 raise ValueError(f"classifier {clf.label!r} uses rhythm features: set rhythm.enabled = true")
+            if clf.level == "record" and not all(db.labels_csv for db in self.databases.values()):
+                raise ValueError(f"classifier {clf.label!r}: level = 'record' needs databases labelled per record (labels_csv)")
+        for name, endpoint in self.endpoints.items():
+            unknown = sorted(set(endpoint.classes) - set(self.classes))
+            if unknown:
+                raise ValueError(f"endpoints.{name}: {unknown} not in classes {sorted(self.classes)}")
+            if len(set(endpoint.classes)) == len(self.classes):
+                raise ValueError(f"endpoints.{name}: every class is positive; leave at least one out")
         if self.sweep.select_by is not None and self.sweep.select_by not in self.cv.protocols:
             raise ValueError(f"sweep.select_by: {self.sweep.select_by!r} is not in cv.protocols {self.cv.protocols}")
         if self.spectrogram.fmax > self.segments.target_fs / 2:
@@ -326,13 +291,15 @@ class PipelineConfig(_Strict):
     @property
     def rhythm_block(self) -> str:
         """Short name of the rhythm block's parts: 'RR', 'RR+irr' (irregularity), 'RR+wave' (waveform), 'RR+irr+wave'."""
-        return "+".join(["RR", *(["irr"] if self.rhythm.irregularity else []), *(["wave"] if self.rhythm.waveform else [])])
+        return "+".join(["RR", *(["irr"] if self.rhythm.irregularity else []), *(["beat"] if self.rhythm.beats else []),
+                         *(["wave"] if self.rhythm.waveform else [])])
 
     @property
     def rhythm_description(self) -> str:
         """The rhythm block in words, e.g. '8 RR-interval features and 11 waveform descriptors over 30 s'."""
         parts = [f"{len(RHYTHM_FEATURES)} RR-interval features",
                  *([f"{len(IRREGULARITY_FEATURES)} RR-irregularity features"] if self.rhythm.irregularity else []),
+                 *([f"{len(BEAT_FEATURES)} beat-level features"] if self.rhythm.beats else []),
                  *([f"{len(WAVEFORM_FEATURES)} waveform descriptors"] if self.rhythm.waveform else [])]
         listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
         return f"{listed} over {self.rhythm.context_s:g} s"
@@ -344,7 +311,7 @@ class PipelineConfig(_Strict):
         if not self.rhythm.enabled:
             return ()
         return (RHYTHM_FEATURES + (IRREGULARITY_FEATURES if self.rhythm.irregularity else ())
-                + (WAVEFORM_FEATURES if self.rhythm.waveform else ()))
+                + (BEAT_FEATURES if self.rhythm.beats else ()) + (WAVEFORM_FEATURES if self.rhythm.waveform else ()))
 
     @property
     def segment_stride(self) -> int:

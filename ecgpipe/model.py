@@ -31,7 +31,11 @@ FORMAT_VERSION = 2  # 2: the archive carries an integrity record (content digest
 INTEGRITY_MEMBER = "ecgpipe-integrity.json"
 KEY_ENV, KEY_FILE_ENV, REQUIRE_SIGNED_ENV = "ECGPIPE_MODEL_KEY", "ECGPIPE_MODEL_KEY_FILE", "ECGPIPE_REQUIRE_SIGNED"
 # Types beyond skops' defaults that an ecgpipe artifact may contain; anything else is refused.
-TRUSTED_TYPES = ["ecgpipe.classify.BlockWeights"]
+TRUSTED_TYPES = [
+    "ecgpipe.classify.BlockWeights",
+    # scikit-learn's own tree container of HistGradientBoostingClassifier (kind = 'hgb'): plain arrays, no code
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
 
 
 class ModelError(EcgpipeError):
@@ -58,10 +62,21 @@ class TrainedModel:
     signed: bool = False  # carries an HMAC-SHA256 signature that was verified with the key
 
     def predict(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> np.ndarray:
-        """Class indices of windows from their CNN and rhythm features (whichever the classifier uses)."""
+        """Class indices of windows from their CNN and rhythm features (whichever the classifier uses). A model with
+        level = 'record' sees the windows as one record: one class, given to every window."""
+        from ecgpipe.aggregate import summarize_rows
         from ecgpipe.classify import design_matrix
 
-        return np.asarray(self.classifier.predict(design_matrix(cnn, rhythm, self.config.classifier)), dtype=np.int64)
+        clf = self.config.classifier
+        if clf.level == "record":
+            n = len(cnn if cnn is not None else rhythm)
+            if not n:
+                return np.zeros(0, dtype=np.int64)
+            rows, stats = [np.arange(n)], list(clf.record_stats)
+            summarize = lambda block: None if block is None else summarize_rows(block, rows, stats)  # noqa: E731
+            one = self.classifier.predict(design_matrix(summarize(cnn), summarize(rhythm), clf))
+            return np.full(n, int(one[0]), dtype=np.int64)
+        return np.asarray(self.classifier.predict(design_matrix(cnn, rhythm, clf)), dtype=np.int64)
 
 
 def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_source: str, n_cnn: int | None, training: dict) -> None:

@@ -129,8 +129,12 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None
 ) -> RecordPrediction:
+    return predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth)
+
+
+def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5) -> RecordPrediction:
+    """Windows of a record already read and validated -> smoothed classes and episodes."""
     cfg = model.config
-    rec = read_new_record(path, model, lead)
     fs_out, length = cfg.segments.target_fs, cfg.segment_length
     if stride_s is not None and not stride_s > 0:
         raise ValueError(f"stride_s must be a positive number of seconds, got {stride_s}")

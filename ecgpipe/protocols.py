@@ -50,11 +50,13 @@ def protocol(name: str) -> Protocol:
         raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOL_NAMES)}") from None
 
 
-def title(name: str, n_folds: int | str = "k", subject: str = "patient") -> str:
+def title(name: str, n_folds: int | str = "k", subject: str = "patient", level: str = "window") -> str:
     """The protocol's title with its real number of folds; ``subject`` is what keeps segments together ("patient",
-    or "record" for a dataset without patient ids)."""
+    or "record" for a dataset without patient ids); ``level`` 'record' when one scored row is a whole record."""
     if name not in PROTOCOLS:
         return name
+    if level == "record" and name == STRATIFIED.name:  # folds over records: no record's windows are split
+        return f"Stratified {n_folds}-fold over records (one row per record: no record in both training and test)"
     return PROTOCOLS[name].title.format(k=n_folds, subject=subject, subjects=f"{subject}s")
 
 

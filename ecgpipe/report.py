@@ -17,7 +17,14 @@ import numpy as np  # noqa: E402
 from ecgpipe.location import Location  # noqa: E402
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import render_html  # noqa: E402
-from ecgpipe.report_tables import comparison_columns, hardest_subjects, pct, predicted_as, spectrogram_shape_words  # noqa: E402
+from ecgpipe.report_tables import (  # noqa: E402
+    comparison_columns,
+    endpoint_table,
+    hardest_subjects,
+    pct,
+    predicted_as,
+    spectrogram_shape_words,
+)
 
 
 def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
@@ -85,17 +92,21 @@ def render_markdown(report: dict) -> str:
                   "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")
+    lines += endpoint_markdown(report)
     for name, p in report["protocols"].items():
-        lines += ["", f"### {name}", "", protocol_title(name, p["n_folds"], who) + (f"; {p['note']}" if p["note"] else ""), ""]
-        lines += ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        level = p.get("level", "window")
+        lines += ["", f"### {name}", "", protocol_title(name, p["n_folds"], who, level) + (f"; {p['note']}" if p["note"] else ""), ""]
+        lines += ["| class | precision (PPV) | recall (sensitivity) | specificity | F1 | " + ("records" if level == "record" else "support") + " |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for cls, m in p["per_class"].items():
-            lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+            spec = "-" if m.get("specificity") is None else f"{m['specificity']:.3f}"
+            lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {spec} | {m['f1']:.3f} | {m['support']} |")
         lines += ["", f"![confusion matrix]({p['confusion_png']})", ""]
         names = list(p["per_class"])
         lines += ["| annotated \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         for cls, row in zip(names, p["confusion_matrix"]):
             lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
-        if p.get("per_record") and p["per_record"]["n_records"]:
+        if p.get("per_record") and p["per_record"]["n_records"] and level == "window":
             r = p["per_record"]
             lines += ["", f"Records ({r['n_records']}; each its segments' majority vote):", "",
                       "| class | precision | recall | F1 | records |", "|---|---:|---:|---:|---:|"]
@@ -134,6 +145,26 @@ def render_markdown(report: dict) -> str:
                   "apply it with `ecgpipe predict --model <file> RECORD...`."]
     lines += ["", f"ecgpipe {report['code_version']}; full configuration in report.json.", ""]
     return "\n".join(lines)
+
+
+def endpoint_markdown(report: dict) -> list[str]:
+    """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
+    lines = []
+    for name, p in report["protocols"].items():
+        scored = [("records" if p.get("level") == "record" else "segments", p.get("endpoints") or {})]
+        if p.get("level", "window") == "window" and (p.get("per_record") or {}).get("endpoints"):
+            scored.append(("records, majority vote", p["per_record"]["endpoints"]))
+        for what, endpoints in scored:
+            if not endpoints:
+                continue
+            header, rows = endpoint_table(endpoints)
+            if not lines:
+                lines += ["", "## Clinical endpoints", "",
+                          "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
+                          f"{report.get('subject_word', 'patient')}s.", ""]
+            lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    return lines
 
 
 def records_csv(outcomes: list[dict], class_names: list[str]) -> str:

@@ -45,12 +45,20 @@ def comparison_summary(rows: list[ComparisonRow], best: int) -> list[ComparisonE
             classifier=row.label,
             features_array=row.extractor.data,
             best=i == best,
-            protocols={p: {k: getattr(m, k) for k in HEADLINE} for p, m in row.protocols.items()},
+            protocols={p: {**{k: getattr(m, k) for k in HEADLINE}, **record_headline(m)} for p, m in row.protocols.items()},
             n_folds={p: m.n_folds for p, m in row.protocols.items()},
             # the inner CV's choice per outer fold (tuned classifiers only)
             chosen={p: [f.chosen for f in m.folds if f.chosen] for p, m in row.protocols.items() if any(f.chosen for f in m.folds)},
         ))
     return table
+
+
+def record_headline(result) -> dict[str, float]:
+    """Record-level accuracy and macro-F1 of a protocol result, when it has them (CSV-labelled datasets)."""
+    r = result.per_record
+    if r is None or r.macro_f1 is None:
+        return {}
+    return {"record_accuracy": r.accuracy, "record_macro_f1": r.macro_f1}
 
 
 def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:

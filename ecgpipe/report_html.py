@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
-from ecgpipe.report_tables import comparison_scores, hardest_subjects, predicted_as  # noqa: E402
+from ecgpipe.report_tables import comparison_scores, endpoint_table, hardest_subjects, predicted_as  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -82,6 +82,24 @@ def comparison_table(report: dict) -> str:
     return f"<table class='compare'>{top}{sub}{''.join(body)}</table>"
 
 
+def endpoint_sections(report: dict) -> list[str]:
+    """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
+    e = html.escape
+    parts = []
+    for name, p in report["protocols"].items():
+        scored = [("records" if p.get("level") == "record" else "segments", p.get("endpoints") or {})]
+        if p.get("level", "window") == "window" and (p.get("per_record") or {}).get("endpoints"):
+            scored.append(("records, majority vote", p["per_record"]["endpoints"]))
+        for what, endpoints in scored:
+            if endpoints:
+                header, rows = endpoint_table(endpoints)
+                parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
+    if parts:
+        parts = ["<h2>Clinical endpoints</h2>", "<p class='muted'>Positives are the endpoint's classes pooled; intervals: "
+                 f"95 % bootstrap over {e(report.get('subject_word', 'patient'))}s.</p>", *parts]
+    return parts
+
+
 def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: str | None) -> str:
     pct = lambda x: f"{100 * x:.2f} %"  # noqa: E731
     e = html.escape
@@ -102,7 +120,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         ci = p.get("ci95")
         acc_ci = f"<br><span class='muted'>95 % CI {pct(ci['accuracy'][0])} - {pct(ci['accuracy'][1])}</span>" if ci else ""
         f1_ci = f"<br><span class='muted'>{ci['macro_f1'][0]:.3f} - {ci['macro_f1'][1]:.3f}</span>" if ci else ""
-        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(protocol_title(name, p['n_folds'], who))}</span>", p["n_folds"],
+        rows.append([f"<b>{e(name)}</b><br><span class='muted'>{e(protocol_title(name, p['n_folds'], who, p.get('level', 'window')))}</span>", p["n_folds"],
                      f"<span class='key'>{pct(p['accuracy'])}</span>{acc_ci}", pct(p["balanced_accuracy"]), f"{p['macro_f1']:.3f}{f1_ci}",
                      f"{pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])}"])
     parts += ["<h2>Results</h2>", _table(["protocol", "folds", "accuracy", "balanced accuracy", "macro-F1", "accuracy per fold"], rows)]
@@ -121,6 +139,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
             cm = [[e(c), *row] for c, row in zip(classes, r["confusion_matrix"])]
             parts.append(f"<details><summary>{e(n)}: the records' confusion matrix</summary>"
                          + _table(["annotated \\ predicted", *classes], cm) + "</details>")
+    parts += endpoint_sections(report)
     if len(report.get("comparison", [])) > 1:
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "
@@ -128,10 +147,12 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
                   comparison_table(report)]
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")
-        per_class = [[e(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in p["per_class"].items()]
+        per_class = [[e(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", "-" if m.get("specificity") is None else f"{m['specificity']:.3f}",
+                      f"{m['f1']:.3f}", m["support"]] for c, m in p["per_class"].items()]
         uri = "data:image/png;base64," + base64.b64encode(confusion_pngs[name]).decode()
         folds = [[f["fold"], f["n_train"], f["n_test"], f["test_subjects"], pct(f["accuracy"]), f"{f['macro_f1']:.3f}"] for f in p["folds"]]
-        parts.append("<div class='grid'><div>" + _table(["class", "precision", "recall (sensitivity)", "F1", "segments"], per_class)
+        parts.append("<div class='grid'><div>" + _table(["class", "precision (PPV)", "recall (sensitivity)", "specificity", "F1",
+                                                              "records" if p.get("level") == "record" else "segments"], per_class)
                      + f"</div><div><img alt='confusion matrix {e(name)}' src='{uri}' width='420'></div></div>")
         parts.append("<details><summary>per-fold scores</summary>"
                      + _table(["fold", "train", "test", f"test {who}s", "accuracy", "macro-F1"], folds) + "</details>")

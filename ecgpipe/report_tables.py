@@ -25,17 +25,48 @@ def comparison_scores(row: dict, protocols: list[str]) -> list[tuple[float, floa
     return [(row["protocols"][p][k], row["protocols"][p][f"{k}_fold_std"]) for p in protocols for k in COMPARISON_METRICS]
 
 
+def record_scores(report: dict) -> list[str]:
+    """Protocols whose comparison rows carry record-level macro-F1 (CSV-labelled datasets): a column each."""
+    return [p for p in report["protocols"] if any("record_macro_f1" in row["protocols"].get(p, {}) for row in report["comparison"])]
+
+
 def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the comparison table: per row backbone, layer, classifier, and per protocol
-    accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds."""
-    protocols = list(report["protocols"])
+    accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds; for CSV-labelled datasets
+    also the record-level macro-F1 (what the best row is chosen on)."""
+    protocols, by_record = list(report["protocols"]), record_scores(report)
     header = ["backbone", "layer", "classifier"]
     for p in protocols:
         short = protocol_short(p)
         header += [f"{short} acc", f"{short} bal. acc", f"{short} macro-F1"]
+    header += [f"{protocol_short(p)} record macro-F1" for p in by_record]
     rows = [[row["backbone"], str(row["layer"]), row["classifier"],
-             *(f"{score:.3f} ± {std:.3f}" for score, std in comparison_scores(row, protocols))]
+             *(f"{score:.3f} ± {std:.3f}" for score, std in comparison_scores(row, protocols)),
+             *(f"{row['protocols'][p]['record_macro_f1']:.3f}" if "record_macro_f1" in row["protocols"].get(p, {}) else "-"
+               for p in by_record)]
             for row in report["comparison"]]
+    return header, rows
+
+
+def endpoint_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals."""
+    def rate(ep: dict, name: str) -> str:
+        if ep[name] is None:
+            return "-"
+        ci = ep["ci95"].get(name)
+        return f"{ep[name]:.3f}" + (f" ({ci[0]:.3f} - {ci[1]:.3f})" if ci else "")
+
+    header = ["endpoint", "positive classes", "positives / negatives", "sensitivity (95 % CI)", "specificity (95 % CI)",
+              "PPV", "balanced accuracy", "goal"]
+    rows = []
+    for name, ep in endpoints.items():
+        goals = [f"{k} ≥ {ep[f'goal_{k}']:.2f}" for k in ("sensitivity", "specificity") if ep.get(f"goal_{k}") is not None]
+        met = all(ep[k] is not None and ep[k] >= ep[f"goal_{k}"] for k in ("sensitivity", "specificity") if ep.get(f"goal_{k}") is not None)
+        goal = (", ".join(goals) + (" (met)" if met else " (not met)") if goals else "") + (
+            f" {ep['goal_source']}" if ep.get("goal_source") else "")
+        rows.append([name, " + ".join(ep["classes"]), f"{ep['positives']} / {ep['negatives']}", rate(ep, "sensitivity"),
+                     rate(ep, "specificity"), "-" if ep["ppv"] is None else f"{ep['ppv']:.3f}",
+                     rate(ep, "balanced_accuracy"), goal.strip() or "-"])
     return header, rows
 
 

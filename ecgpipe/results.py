@@ -14,10 +14,38 @@ class _Result(BaseModel):
 
 
 class ClassMetrics(_Result):
-    precision: float
-    recall: float
+    precision: float  # = PPV
+    recall: float  # = sensitivity
     f1: float
     support: int
+    specificity: float | None = None  # one class against the rest
+
+
+class EndpointResult(_Result):
+    """A binary clinical endpoint (``[endpoints]`` of the config): positives are its classes, pooled."""
+
+    classes: list[str]
+    positives: int
+    negatives: int
+    sensitivity: float | None
+    specificity: float | None
+    ppv: float | None
+    npv: float | None
+    balanced_accuracy: float | None
+    ci95: dict[str, list[float]]
+    ci_method: str
+    goal_sensitivity: float | None = None
+    goal_specificity: float | None = None
+    goal_source: str = ""
+
+    @property
+    def meets_goal(self) -> bool | None:
+        """Whether both declared goals are met (None when no goal is declared)."""
+        goals = [(self.sensitivity, self.goal_sensitivity), (self.specificity, self.goal_specificity)]
+        declared = [(v, g) for v, g in goals if g is not None]
+        if not declared:
+            return None
+        return all(v is not None and v >= g for v, g in declared)
 
 
 class FoldMetrics(_Result):
@@ -67,6 +95,7 @@ class RecordLevel(_Result):
     macro_f1: float | None
     confusion_matrix: list[list[int]]
     per_class: dict[str, ClassMetrics] = {}
+    endpoints: dict[str, EndpointResult] = {}
     records: list[RecordOutcome] = []
 
 
@@ -88,7 +117,9 @@ class ProtocolResult(_Result):
     ci95: Interval95
     per_subject: list[SubjectRecall]
     folds: list[FoldMetrics]
+    endpoints: dict[str, EndpointResult] = {}
     per_record: RecordLevel | None = None
+    level: str = "window"  # what one scored row is: a window, or a record (classifiers with level = 'record')
 
 
 def protocols_to_json(results: dict[str, ProtocolResult]) -> dict:
@@ -153,3 +184,21 @@ class Report(_Result):
     spectrograms_array: str | None = None
     feature_placement: str | None = None
     provenance: dict = {}
+
+
+class EvaluationResult(_Result):
+    """What ``ecgpipe evaluate`` measured: a trained model on another dataset, through a class mapping."""
+
+    model: str
+    model_digest: str
+    model_preset: str  # the name of the config the model was trained with
+    model_classes: list[str]
+    dataset_config: str
+    databases: list[str]
+    dataset_classes: list[str]
+    mapping: dict[str, str]  # model class -> dataset class
+    accounting: dict[str, int]  # every record once: scored, excluded or unknown label, failed
+    failed: list[dict]
+    results: dict[str, dict]  # "records" (CSV-labelled) and/or "windows" (rhythm-annotated)
+    records: list[dict]
+    wall_s: float

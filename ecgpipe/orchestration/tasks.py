@@ -134,8 +134,8 @@ def feature_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, t
 @stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
 def classify_fold(store: str, feat_array: str | None, data_key: str, protocol: str, fold: int, config_json: str) -> FoldResult:
     """One outer fold of one protocol for one row; ``config_json`` holds that row's settings."""
-    data = classification.classification_data(store, feat_array, data_key)
-    return classification.evaluate_fold(data, _config(config_json), protocol, fold)
+    cfg = _config(config_json)
+    return classification.evaluate_fold(classification.row_data(store, cfg, feat_array, data_key), cfg, protocol, fold)
 
 
 @stage_task(name="train-model")

@@ -17,6 +17,7 @@ import numpy as np
 
 from ecgpipe import protocols
 from ecgpipe import store as zs
+from ecgpipe.aggregate import record_groups, summarize_rows
 from ecgpipe.classify import (
     collect_predictions,
     design_matrix,
@@ -53,6 +54,7 @@ class ClassificationData:
     subjects: np.ndarray
     databases: np.ndarray
     uids: list[str]
+    record_names: np.ndarray | None = None  # set when one row is one record (``by_record``)
 
     def matrix(self, classifier) -> np.ndarray:
         return design_matrix(self.cnn, self.rhythm, classifier)
@@ -63,7 +65,23 @@ class ClassificationData:
 
     @property
     def records(self) -> np.ndarray:
+        if self.record_names is not None:
+            return self.record_names
         return np.array([record_of(u) for u in self.uids])
+
+    def by_record(self, stats: list[str]) -> ClassificationData:
+        """One row per record (classifiers with level = 'record'): each block's columns summarised over the
+        record's windows by ``stats``; the record's label, subject and database are its windows'."""
+        if self.record_names is not None:
+            return self
+        names, rows = record_groups(self.records)
+        first = np.array([r[0] for r in rows], dtype=np.int64)
+        for name, r in zip(names, rows):
+            if len(np.unique(self.y[r])) != 1:
+                raise PipelineError(f"record {name}: its windows carry several classes; level = 'record' needs one label per record")
+        summarize = lambda block: None if block is None else summarize_rows(block, rows, stats)  # noqa: E731
+        return ClassificationData(summarize(self.cnn), summarize(self.rhythm), self.y[first], self.subjects[first],
+                                  self.databases[first], [self.uids[i] for i in first], record_names=names)
 
 
 def read_classification_data(store: str, feat_array: str | None) -> ClassificationData:
@@ -83,11 +101,21 @@ def read_classification_data(store: str, feat_array: str | None) -> Classificati
     return ClassificationData(cnn, rhythm, y[order], subjects, databases, uids)
 
 
-@functools.lru_cache(maxsize=2)
-def classification_data(store: str, feat_array: str | None, data_key: str = "") -> ClassificationData:
+@functools.lru_cache(maxsize=4)
+def classification_data(store: str, feat_array: str | None, data_key: str = "", by_record: tuple[str, ...] = ()
+                        ) -> ClassificationData:
     """The data of ``feat_array`` (None: rhythm block only), read once per process for each ``data_key`` (the
-    table's key and the features' chunk keys: any change to the stored data gives another key)."""
+    table's key and the features' chunk keys: any change to the stored data gives another key); with ``by_record``
+    (statistics), one row per record."""
+    if by_record:
+        return classification_data(store, feat_array, data_key).by_record(list(by_record))
     return read_classification_data(store, feat_array)
+
+
+def row_data(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str) -> ClassificationData:
+    """What the classifier of ``cfg`` reads: window rows, or record rows for level = 'record'."""
+    clf = cfg.classifier
+    return classification_data(store, feat_array, data_key, tuple(clf.record_stats) if clf.level == "record" else ())
 
 
 # ------------------------------------------------------------------------------------------------------- rows
@@ -110,7 +138,7 @@ class ComparisonRow:
 
 def row_key(cfg: PipelineConfig, feature_keys: list[str], table_key: str) -> str:
     return content_key(STAGE, code(), cfg.classifier.model_dump(mode="json"), cfg.cv.model_dump(mode="json"),
-                       feature_keys, table_key)
+                       {k: e.model_dump(mode="json") for k, e in cfg.endpoints.items()}, feature_keys, table_key)
 
 
 def comparison_rows(cfg: PipelineConfig, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:
@@ -149,7 +177,14 @@ class FoldResult:
     chosen: dict  # the inner CV's choice (tuned classifiers)
 
 
+def for_row(data: ClassificationData, cfg: PipelineConfig) -> ClassificationData:
+    """``data`` at the level the row's classifier works on: windows, or one row per record."""
+    clf = cfg.classifier
+    return data.by_record(list(clf.record_stats)) if clf.level == "record" else data
+
+
 def splits_of(row: ComparisonRow, protocol: str, data: ClassificationData) -> tuple[list, str]:
+    data = for_row(data, row.cfg)
     return make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases)
 
 
@@ -170,27 +205,38 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
 def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tuple[str, int], FoldResult]
                  ) -> dict[str, ProtocolResult]:
     """A row's protocol results from its folds' results (``{(protocol, fold): result}``)."""
+    data = for_row(data, row.cfg)
     out = {}
     for protocol in row.cfg.cv.protocols:
         splits, note = splits_of(row, protocol, data)
         folds = [results[(protocol, f)] for f in range(len(splits))]
         y_pred, chosen = collect_predictions(len(data.y), [(f.test, f.predicted, f.chosen) for f in folds])
-        summary = summarize_protocol(data.y, y_pred, data.subjects, splits, row.cfg.class_names, note, chosen)
+        summary = summarize_protocol(data.y, y_pred, data.subjects, splits, row.cfg.class_names, note, chosen,
+                                     row.cfg.endpoints, level=row.cfg.classifier.level)
         per_record = [db for db, s in row.cfg.databases.items() if s.labels_csv]
-        if per_record:  # databases labelled per record: also score each record's majority vote
+        if per_record and row.cfg.classifier.level == "record":  # one row is one record already
+            clf = row.cfg.classifier
+            test_fold = np.full(len(data.y), -1)
+            for f, (_, test) in enumerate(splits):
+                test_fold[test] = f
+            summary.per_record = record_level_summary(
+                data.y, y_pred, data.records, row.cfg.class_names, test_fold, row.cfg.endpoints,
+                rule=f"one prediction per record from its windows' features summarised ({'/'.join(clf.record_stats)})")
+        elif per_record:  # databases labelled per record: also score each record's majority vote
             rows_of = np.isin(data.databases, per_record)
             test_fold = np.full(len(data.y), -1)
             for f, (_, test) in enumerate(splits):
                 test_fold[test] = f
             summary.per_record = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
-                                                      row.cfg.class_names, test_fold[rows_of])
+                                                      row.cfg.class_names, test_fold[rows_of], row.cfg.endpoints)
         out[protocol] = summary
     return out
 
 
 def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict[str, ProtocolResult]:
     """Every fold of every protocol of one row, in this process (the flow runs the folds as parallel tasks)."""
-    results = {(j.protocol, j.fold): evaluate_fold(data, row.cfg, j.protocol, j.fold) for j in fold_jobs([row], data)}
+    level_data = for_row(data, row.cfg)
+    results = {(j.protocol, j.fold): evaluate_fold(level_data, row.cfg, j.protocol, j.fold) for j in fold_jobs([row], data)}
     return assemble_row(row, data, results)
 
 
@@ -222,7 +268,7 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     (``ecgpipe.model``)."""
     from ecgpipe.model import save_model
 
-    data = classification_data(store, feat_array, data_key)
+    data = row_data(store, cfg, feat_array, data_key)
     groups = data.subjects if protocols.protocol(cfg.selection_protocol).grouped else None
     model, chosen = fit_classifier(data.matrix(cfg.classifier), data.y, cfg.classifier, data.n_cnn, groups)
     training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen,

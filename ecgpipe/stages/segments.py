@@ -27,7 +27,7 @@ from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 
 STAGE = "segments"
 # Modules that compute only the rhythm block: left out of the signal key's code version.
-RHYTHM_MODULES = ("ecgpipe.rhythm_block", "ecgpipe.rhythm", "ecgpipe.waveform")
+RHYTHM_MODULES = ("ecgpipe.rhythm_block", "ecgpipe.rhythm", "ecgpipe.beats", "ecgpipe.waveform")
 
 
 def code() -> str:

@@ -1,0 +1,34 @@
+"""Record-level rows from window-level rows: the features of a classifier with ``level = 'record'``.
+
+A record labelled as a whole (CinC 2017: one label per 9-61 s recording) is one sample, not a handful of windows
+that each must carry the label: its windows' feature columns are summarised (mean, and optionally std, min, max,
+median over the record's windows) into one row, and the classifier sees one row per record.
+
+Pure functions: no Prefect, no Dask, no Zarr.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STATISTICS = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max, "median": np.median}
+
+
+def record_groups(records: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct records in order of first appearance, and the row indices of each."""
+    records = np.asarray(records)
+    names, first, inverse = np.unique(records, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rows = [np.flatnonzero(inverse == k) for k in order]
+    return names[order], rows
+
+
+def summarize_rows(block: np.ndarray, rows: list[np.ndarray], stats: list[str]) -> np.ndarray:
+    """(n_records, n_columns * len(stats)): each statistic of every column over each record's rows, statistic
+    by statistic (all means, then all stds, ...)."""
+    block = np.asarray(block, dtype=np.float64)
+    out = np.empty((len(rows), block.shape[1] * len(stats)))
+    for k, idx in enumerate(rows):
+        part = block[idx]
+        out[k] = np.concatenate([STATISTICS[s](part, axis=0) for s in stats])
+    return out

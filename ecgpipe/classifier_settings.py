@@ -1,0 +1,98 @@
+"""Settings of the classification stage: one classifier (``[classifier]``, or each of ``[sweep] classifiers``) and
+the binary clinical endpoints (``[endpoints]``). Part of the one validated configuration, ``ecgpipe.config``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    # extra="forbid" turns a misspelt key into an error instead of a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassifierSettings(_Strict):
+    """One classifier on one set of inputs. Features are standardised first (and optionally PCA-reduced)."""
+
+    kind: Literal["svc", "linear_svc", "logreg", "hgb"] = Field(
+        "svc", description="'svc' (kernel SVM, the paper's), 'linear_svc' (liblinear), 'logreg' (multinomial), "
+        "'hgb' (scikit-learn's histogram gradient boosting: trees, for tabular rhythm and beat features).",
+    )
+    level: Literal["window", "record"] = Field(
+        "window", description="'window': one prediction per window (records of CSV-labelled data then vote); "
+        "'record' (CSV-labelled databases only): one row per record, its windows' features summarised by record_stats.",
+    )
+    record_stats: list[Literal["mean", "std", "min", "max", "median"]] = Field(
+        ["mean"], min_length=1, description="With level='record': per-column statistics over a record's windows.")
+    name: str | None = Field(None, description="Row label in the comparison table; default derived from the settings.")
+    inputs: Literal["cnn", "rhythm", "cnn+rhythm"] = Field(
+        "cnn", description="CNN features, RR-interval rhythm features (needs [rhythm] enabled), or both fused."
+    )
+    rhythm_weight: float = Field(
+        0.3, gt=0, lt=1, description="With inputs='cnn+rhythm': share of the squared distance given to the rhythm block."
+    )
+    pca: int | None = Field(None, gt=0, description="Reduce the CNN features to this many principal components first.")
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = Field("rbf", description="SVC kernel (kind='svc').")
+    C: float = Field(10.0, gt=0, description="Regularisation (inverse strength); the grid below replaces it when tuned.")
+    gamma: str | float = Field("scale", description="RBF width (kind='svc').")
+    class_weight: Literal["balanced"] | None = None
+    tune: bool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
+    C_grid: list[float] = Field([1.0, 10.0, 100.0], description="Values of C tried by the inner CV.")
+    gamma_grid: list[str | float] = Field(["scale"], description="Values of gamma tried by the inner CV (kind='svc').")
+    inner_splits: int = Field(3, ge=2, description="Folds of the inner CV (grouped by subject when the outer CV is).")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="kind='hgb': shrinkage of each tree.")
+    learning_rate_grid: list[float] = Field([0.03, 0.1], description="kind='hgb' with tune: learning rates tried by the inner CV.")
+    max_iter: int = Field(300, gt=0, description="kind='hgb': boosting rounds (trees per class).")
+    max_leaf_nodes: int = Field(31, ge=2, description="kind='hgb': leaves per tree.")
+    l2_regularization: float = Field(0.0, ge=0, description="kind='hgb': L2 penalty on leaf values.")
+    seed: int = Field(0, description="kind='hgb': random state (early stopping is off, so fits are deterministic).")
+
+    @field_validator("C_grid")
+    @classmethod
+    def _positive_grid(cls, v):
+        if not v or any(c <= 0 for c in v):
+            raise ValueError("C_grid needs at least one value, all > 0")
+        return v
+
+    @field_validator("learning_rate_grid")
+    @classmethod
+    def _rate_grid(cls, v):
+        if not v or any(not 0 < r <= 1 for r in v):
+            raise ValueError("learning_rate_grid needs at least one value, all in (0, 1]")
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.describe()
+
+    def describe(self, rhythm_block: str = "RR") -> str:
+        """The row label; ``rhythm_block`` names what the rhythm block holds ('RR', or 'RR+wave' with waveforms)."""
+        if self.name:
+            return self.name
+        head = {"svc": f"SVC({self.kernel})", "linear_svc": "LinearSVC", "logreg": "LogReg", "hgb": "GradBoost"}[self.kind]
+        if self.kind == "hgb":
+            parts = [f"lr∈{self.learning_rate_grid} nested" if self.tune else f"lr={self.learning_rate:g}", f"{self.max_iter} trees"]
+        else:
+            parts = [f"C∈{self.C_grid} nested" if self.tune else f"C={self.C:g}"]
+        if self.pca:
+            parts.insert(0, f"PCA {self.pca}")
+        if self.class_weight:
+            parts.append("balanced")
+        if self.level == "record":
+            parts.append(f"per record ({'/'.join(self.record_stats)})")
+        # trees ignore the fused blocks' weighting (a column scale does not move a split): no weight in their label
+        fused = f"+{rhythm_block} " if self.kind == "hgb" else f"+{rhythm_block}(w={self.rhythm_weight:g}) "
+        inputs = {"cnn": "", "rhythm": f"{rhythm_block} only ", "cnn+rhythm": fused}[self.inputs]
+        return f"{inputs}{head} {', '.join(parts)}".strip()
+
+
+class EndpointSettings(_Strict):
+    """A binary clinical endpoint: the configured classes that count as positive (e.g. shockable = VT + VF), scored
+    with sensitivity, specificity, PPV and balanced accuracy under every protocol, with a published goal beside them."""
+
+    classes: list[str] = Field(min_length=1, description="Classes (names in [classes]) that are positive.")
+    goal_sensitivity: float | None = Field(None, gt=0, le=1, description="A published goal to show beside the result.")
+    goal_specificity: float | None = Field(None, gt=0, le=1)
+    goal_source: str = Field("", description="Where the goal comes from (e.g. the AHA's shock-advisory goals).")

@@ -1,0 +1,212 @@
+"""External validation: a trained model scored on another dataset, with a declared class mapping.
+
+A model trained on mitdb + vfdb (classes normal, afib, vt, vf) meets CinC 2017 (normal, afib, other, noisy): the
+question a reviewer asks is how its AF detection holds up on recordings, devices and patients it never saw. The
+dataset is described by a config of its own (databases, its classes, its endpoints; e.g. the ``cinc2017`` preset);
+everything the model computes (windows, spectrograms, backbone, rhythm block, classifier) stays the model's. Each
+model class maps to one dataset class (default: the class of the same name); a model class with no counterpart is
+"(unmapped)" and counts as a negative for every endpoint, and a dataset class the model cannot name can only be
+missed, which the per-class table shows.
+
+* CSV-labelled datasets are scored per record (the model's windows vote, or a record-level model answers once);
+* rhythm-annotated datasets are scored per window: a window's reference is the configured rhythm at its centre.
+
+Writes ``OUT/evaluation.json``, ``OUT/evaluation.md`` and ``OUT/evaluation_records.csv``. No Prefect or Dask: one
+process reads and scores the records one by one (the model's feature path, on whatever device this machine has).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from ecgpipe.config import PipelineConfig
+from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
+from ecgpipe.errors import EcgpipeError
+from ecgpipe.labels import read_record_labels
+from ecgpipe.model import TrainedModel
+from ecgpipe.predict import predict_loaded, training_recording
+from ecgpipe.records import read_record
+from ecgpipe.report_tables import endpoint_table
+from ecgpipe.results import EvaluationResult
+from ecgpipe.sources import database_dir, selected_records
+
+UNMAPPED = "(unmapped)"
+
+
+class MappingError(EcgpipeError, ValueError):
+    """A class mapping names a class that the model or the dataset does not have."""
+
+
+def class_mapping(model_classes: list[str], dataset_classes: list[str], pairs: list[str] | None) -> dict[str, str]:
+    """model class -> dataset class: same names map by default; ``pairs`` ('afib=afib', 'normal=normal') replace it."""
+    mapping = {c: c for c in model_classes if c in dataset_classes}
+    if pairs:
+        mapping = {}
+        for pair in pairs:
+            src, sep, dst = pair.partition("=")
+            if not sep or src not in model_classes or dst not in dataset_classes:
+                raise MappingError(f"--map {pair!r}: expected MODEL_CLASS=DATASET_CLASS with a model class of "
+                                   f"{model_classes} and a dataset class of {dataset_classes}")
+            mapping[src] = dst
+    if not mapping:
+        raise MappingError(f"no model class ({model_classes}) maps to a dataset class ({dataset_classes}): give --map")
+    return mapping
+
+
+def score(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, dataset: PipelineConfig, mapping: dict[str, str],
+          unit: str) -> dict:
+    """Metrics of mapped predictions (``y_pred`` indexes the dataset's classes, then UNMAPPED)."""
+    classes = dataset.class_names
+    names = [*classes, UNMAPPED]
+    labels = np.arange(len(classes))
+    cm = confusion_matrix(y, y_pred, labels=np.arange(len(names)))[: len(classes)]
+    precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
+    specificity = one_vs_rest_specificity(confusion_matrix(y, y_pred, labels=np.arange(len(names))))
+    return {
+        "unit": unit,
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, y_pred)),
+        # over the dataset classes present in the reference (a class with no record/window has no F1)
+        "macro_f1": float(f1_score(y, y_pred, labels=np.unique(y), average="macro", zero_division=0)),
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i]), "specificity": specificity[i],
+                          "predictable": c in mapping.values()} for i, c in enumerate(classes)},
+        "confusion_matrix": cm.tolist(),
+        "confusion_columns": names,
+        "endpoints": {k: v.to_json() for k, v in endpoint_results(y, y_pred, groups, names, dataset.endpoints).items()},
+    }
+
+
+def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndarray:
+    """Dataset class index of the rhythm at each time (s); -1 outside any configured, non-excluded rhythm."""
+    out = np.full(len(centres_s), -1, dtype=np.int64)
+    usable = {label: dataset.class_names.index(c) for label, c in dataset.label_to_class.items()
+              if label not in dataset.segments.exclude_labels}
+    for ep in rec.episodes:
+        if ep.label in usable:
+            inside = (centres_s * rec.fs >= ep.start) & (centres_s * rec.fs < ep.end)
+            out[inside] = usable[ep.label]
+    return out
+
+
+def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
+                   max_records: int | None = None, seed: int = 0, progress=print) -> EvaluationResult:
+    """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``)."""
+    mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
+                       for c in model.class_names], dtype=np.int64)
+    excluded = set(dataset.segments.exclude_labels)
+    todo = []
+    for db in dataset.databases:
+        folder = database_dir(dataset, db, data_dir, download=False)
+        settings = dataset.database(db)
+        labels = read_record_labels(folder, settings.labels_csv) if settings.labels_csv else None
+        todo += [(db, folder, settings, r, labels) for r in selected_records(dataset, db, folder)]
+    if max_records and len(todo) > max_records:
+        keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
+        todo = [todo[i] for i in keep]
+    accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "failed": 0,
+                  "training_records": 0}
+    rows, failed = [], []
+    y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
+    started, last = time.monotonic(), time.monotonic()
+    for i, (db, folder, settings, name, labels) in enumerate(todo):
+        label = labels.get(name) if labels is not None else None
+        if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
+            accounting["excluded_label" if label in excluded else "unknown_label"] += 1
+            continue
+        try:
+            rec = read_record(folder, db, name, settings, nan_policy=model.config.segments.nan_policy,
+                              record_label=label, n_leads=model.config.segments.n_leads)
+            pred = predict_loaded(model, rec, smooth=1)
+        except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
+            failed.append({"record": f"{db}/{name}", "error": str(err)})
+            accounting["failed"] += 1
+            continue
+        accounting["scored"] += 1
+        # a record the model learnt from is no external test: counted and flagged, the report says so
+        seen = training_recording(model, str(folder / name)) is not None
+        accounting["training_records"] += seen
+        ok = pred.window_classes >= 0
+        if labels is not None:
+            truth = dataset.class_names.index(dataset.label_to_class[label])
+            voted = pred.record_class
+            guess = int(mapped[model.class_names.index(voted)]) if voted is not None else len(dataset.class_names)
+            y_rec.append(truth), p_rec.append(guess), g_rec.append(f"{db}/{name}")
+            rows.append({"record": f"{db}/{name}", "label": dataset.class_names[truth], "model_class": voted or "",
+                         "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen})
+        else:
+            centres = pred.window_starts_s + model.config.segments.length_s / 2
+            ref = reference_at(rec, dataset, centres)
+            use = ok & (ref >= 0)
+            y_win += ref[use].tolist()
+            p_win += mapped[pred.window_classes[use]].tolist()
+            g_win += [f"{db}/{name}"] * int(use.sum())
+            rows.append({"record": f"{db}/{name}", "label": "", "model_class": "", "predicted": "", "windows": int(use.sum()),
+                         "in_training": seen})
+        if time.monotonic() - last > 15:
+            last = time.monotonic()
+            rate = (i + 1) / (last - started)
+            progress(f"evaluate: {i + 1}/{len(todo)} records ({rate:.2g}/s, ETA {(len(todo) - i - 1) / rate:.0f} s)")
+    results = {}
+    if y_rec:
+        results["records"] = score(np.array(y_rec), np.array(p_rec), np.array(g_rec), dataset, mapping, "record")
+    if y_win:
+        results["windows"] = score(np.array(y_win), np.array(p_win), np.array(g_win), dataset, mapping, "window")
+    if not results:
+        raise EcgpipeError(f"evaluate: no record of {list(dataset.databases)} could be scored ({accounting})")
+    return EvaluationResult.model_validate({
+        "model": model.path, "model_digest": model.digest, "model_preset": model.config.name,
+        "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),
+        "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
+        "results": results, "records": rows, "wall_s": time.monotonic() - started,
+    })
+
+
+def render_markdown(ev: EvaluationResult) -> str:
+    lines = [f"# ecgpipe external validation: {ev.model_preset} model on {ev.dataset_config}", "",
+             f"- model: `{ev.model}` (sha256 `{ev.model_digest[:16]}...`), classes {', '.join(ev.model_classes)}",
+             f"- dataset: {', '.join(ev.databases)}, classes {', '.join(ev.dataset_classes)}",
+             "- class mapping (model -> dataset): " + ", ".join(f"{k} -> {v}" for k, v in ev.mapping.items())
+             + f"; any other model class -> {UNMAPPED}",
+             "- records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()), ""]
+    if ev.accounting.get("training_records"):
+        lines += [f"**Warning: {ev.accounting['training_records']} scored record(s) are among the model's training "
+                  "recordings (same header and signal bytes): this is not an independent test.**", ""]
+    for r in ev.results.values():
+        lines += [f"## Per {r['unit']} ({r['n']})", "", f"accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f} "
+                  "(over the dataset classes present; a class no model class maps to cannot be predicted)", "",
+                  "| class | predictable | precision (PPV) | recall (sensitivity) | specificity | F1 | support |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for c, m in r["per_class"].items():
+            spec = "-" if m["specificity"] is None else f"{m['specificity']:.3f}"
+            lines.append(f"| {c} | {'yes' if m['predictable'] else 'no'} | {m['precision']:.3f} | {m['recall']:.3f} | {spec} | "
+                         f"{m['f1']:.3f} | {m['support']} |")
+        lines += ["", "| annotated \\ predicted | " + " | ".join(r["confusion_columns"]) + " |",
+                  "|---|" + "---:|" * len(r["confusion_columns"])]
+        lines += [f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in zip(ev.dataset_classes, r["confusion_matrix"])]
+        if r["endpoints"]:
+            header, rows = endpoint_table(r["endpoints"])
+            lines += ["", "Clinical endpoints (95 % bootstrap over records):", "", "| " + " | ".join(header) + " |",
+                      "|---|---|---:|---:|---:|---:|---:|---|"] + ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    if ev.failed:
+        lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]
+    return "\n".join(lines)
+
+
+def write_outputs(ev: EvaluationResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(ev.to_json(), indent=2))
+    (out / "evaluation.md").write_text(render_markdown(ev))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["record", "label", "model_class", "predicted", "windows", "in_training"])
+    writer.writeheader()
+    writer.writerows(ev.records)
+    (out / "evaluation_records.csv").write_text(buf.getvalue())
