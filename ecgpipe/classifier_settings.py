@@ -47,6 +47,7 @@ class ClassifierSettings(_Strict):
     max_iter: int = Field(300, gt=0, description="kind='hgb': boosting rounds (trees per class).")
     max_leaf_nodes: int = Field(31, ge=2, description="kind='hgb': leaves per tree.")
     l2_regularization: float = Field(0.0, ge=0, description="kind='hgb': L2 penalty on leaf values.")
+    min_samples_leaf: int = Field(20, ge=1, description="kind='hgb': fewest training rows in a leaf (lower it for small data).")
     seed: int = Field(0, description="kind='hgb': random state (early stopping is off, so fits are deterministic).")
 
     @field_validator("C_grid")

@@ -66,7 +66,8 @@ def _estimator(settings: ClassifierSettings):
         # early stopping off: a fit never depends on a random validation split, so results are reproducible
         return HistGradientBoostingClassifier(
             learning_rate=settings.learning_rate, max_iter=settings.max_iter, max_leaf_nodes=settings.max_leaf_nodes,
-            l2_regularization=settings.l2_regularization, class_weight=settings.class_weight, early_stopping=False,
+            l2_regularization=settings.l2_regularization, min_samples_leaf=settings.min_samples_leaf,
+            class_weight=settings.class_weight, early_stopping=False,
             random_state=settings.seed)
     if settings.kind == "linear_svc":
         return LinearSVC(C=settings.C, class_weight=settings.class_weight, max_iter=5000)

@@ -80,10 +80,10 @@ def test_a_recorded_checksum_is_still_verified_and_the_policy_can_relax_it(cinc,
     read_record(str(tmp_path), "cinc2017", name, settings(checksum="off"), record_label="N")
 
 
-@pytest.mark.system
-def test_the_cinc2017_preset_runs_real_records_end_to_end(cinc, tmp_path, prefect_server):
+def run_cinc_slice(cinc, tmp_path):
     """A slice of the real CinC 2017 records through the shipped preset (smaller settings, same data path): none
-    rejected for its checksum, every labelled record accounted for, record-level results per record."""
+    rejected for its checksum, every labelled record accounted for, record-level results per record, the clinical
+    endpoint in every report. Returns the model artifact and the training records."""
     from ecgpipe.config import load_config
     from flows.ecg_pipeline import run_pipeline
 
@@ -99,7 +99,11 @@ def test_the_cinc2017_preset_runs_real_records_end_to_end(cinc, tmp_path, prefec
             shutil.copy(cinc / f"{name}{ext}", data / f"{name}{ext}")
     (data / "RECORDS").write_text("\n".join(chosen) + "\n")
     (data / "REFERENCE-v3.csv").write_text("".join(f"{n},{labels[n]}\n" for n in chosen))
-    cfg = load_config("cinc2017", {"classifier": {"pca": 16, "tune": False}, "cv": {"n_splits": 3}, "run": {"chunk_size": 32, "n_workers": 1}})
+    small = {"min_samples_leaf": 3, "max_iter": 40}  # 16 training records per fold: the trees need small leaves
+    rows = [{"kind": "hgb", "inputs": "rhythm", "level": "record", "class_weight": "balanced", **small},
+            {"kind": "hgb", "inputs": "cnn+rhythm", "pca": 4, "level": "record", "class_weight": "balanced", **small},
+            {"kind": "svc", "inputs": "cnn+rhythm", "pca": 16, "class_weight": "balanced"}]
+    cfg = load_config("cinc2017", {"sweep": {"classifiers": rows}, "cv": {"n_splits": 3}, "run": {"chunk_size": 32, "n_workers": 1}})
     report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"))
     assert report["skipped_records"] == []  # no record rejected: checksum 0 is "not recorded"
     used = {r["record"].split("/")[-1] for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]}
@@ -108,3 +112,84 @@ def test_the_cinc2017_preset_runs_real_records_end_to_end(cinc, tmp_path, prefec
     assert all("excluded" in without[n] for n in by_label["~"][:2])
     assert report["subject_word"] == "record" and report["n_subjects"] == len(used)
     assert (tmp_path / "out" / "records_grouped_by_subject.csv").read_text().count("\n") == len(used) + 1
+    # every row is scored per record on the same records; record-level rows say so
+    assert all("record_macro_f1" in row["protocols"]["grouped_by_subject"] for row in report["comparison"])
+    assert sum("per record" in row["classifier"] for row in report["comparison"]) == 2
+    best = report["protocols"]["grouped_by_subject"]
+    assert best["per_record"]["n_records"] == len(used)
+    # the AF endpoint in every report: record-level sensitivity from the records' confusion matrix
+    af = best["per_record"]["endpoints"]["af"]
+    cm = np.array(best["per_record"]["confusion_matrix"])
+    assert af["positives"] == cm[1].sum() and af["sensitivity"] == pytest.approx(cm[1, 1] / cm[1].sum())
+    assert all(m["specificity"] is not None for m in best["per_class"].values())
+    md = (tmp_path / "out" / "report.md").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "## Clinical endpoints" in md and "Clinical endpoints" in html and "record macro-F1" in md
+    return tmp_path / "out" / "model.skops", set(chosen)
+
+
+@pytest.fixture(scope="module")
+def cinc_model(cinc, tmp_path_factory, prefect_server):
+    return run_cinc_slice(cinc, tmp_path_factory.mktemp("cinc_run"))
+
+
+@pytest.mark.system
+def test_the_cinc2017_preset_runs_real_records_end_to_end(cinc_model):
+    """The checks are run_cinc_slice's; its model is a real artifact that loads (HGB or SVC, whichever won)."""
+    from ecgpipe.model import load_model
+
+    model, training = cinc_model
+    loaded = load_model(model)
+    assert loaded.class_names == ["normal", "afib", "other"] and len(training) == 26
+
+
+@pytest.mark.system
+def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database(cinc_model, physionet, tmp_path, capsys):
+    """External validation through the CLI: the CinC-trained model on other real CinC records (per record, its
+    training records flagged) and on a real mitdb record with AF annotations (per window, mapping normal and afib);
+    every record accounted for, the endpoint consistent with the confusion matrix."""
+    import json
+
+    from ecgpipe.cli import main
+
+    model, training = cinc_model
+    names = (physionet / "cinc2017" / "RECORDS").read_text().split()
+    unseen = [n for n in names if n not in training][:14]
+    dataset = tmp_path / "cinc_slice.toml"
+    dataset.write_text(load_preset_text("cinc2017").replace('labels_csv = "REFERENCE-v3.csv"',
+                                                            f'labels_csv = "REFERENCE-v3.csv"\nrecords = {json.dumps(unseen + sorted(training)[:2])}'))
+    assert main(["evaluate", "--model", str(model), "--config", str(dataset), "--data-dir", str(physionet),
+                 "--out", str(tmp_path / "ev_cinc")]) == 0
+    ev = json.loads((tmp_path / "ev_cinc" / "evaluation.json").read_text())
+    acc = ev["accounting"]
+    assert acc["records"] == 16 and acc["scored"] + acc["excluded_label"] + acc["unknown_label"] + acc["failed"] == 16
+    assert acc["training_records"] == 2  # the two training records are flagged, not silently counted as external
+    r = ev["results"]["records"]
+    cm = np.array(r["confusion_matrix"])
+    assert cm.sum() == r["n"] == acc["scored"]
+    af = r["endpoints"]["af"]
+    assert af["positives"] == cm[1].sum() and af["sensitivity"] == (cm[1, 1] / cm[1].sum() if cm[1].sum() else None)
+    assert "not an independent test" in (tmp_path / "ev_cinc" / "evaluation.md").read_text()
+
+    mitdb = tmp_path / "mitdb_af.toml"
+    mitdb.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["201"]\n'
+                     '[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n[endpoints.af]\nclasses = ["afib"]\n')
+    assert main(["evaluate", "--model", str(model), "--config", str(mitdb), "--data-dir", str(physionet),
+                 "--out", str(tmp_path / "ev_mitdb"), "--map", "normal=normal", "afib=afib"]) == 0
+    ev = json.loads((tmp_path / "ev_mitdb" / "evaluation.json").read_text())
+    w = ev["results"]["windows"]
+    cm = np.array(w["confusion_matrix"])
+    assert ev["mapping"] == {"normal": "normal", "afib": "afib"} and w["confusion_columns"][-1] == "(unmapped)"
+    assert cm.sum() == w["n"] > 50 and cm[1].sum() > 0  # 201 holds AF episodes
+    assert w["endpoints"]["af"]["positives"] == cm[1].sum()
+    assert "evaluation.md" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", str(model)])  # missing --config/--out: argparse's usage error
+    assert main(["evaluate", "--model", str(model), "--config", str(mitdb), "--data-dir", str(physionet),
+                 "--out", str(tmp_path / "ev_bad"), "--map", "vt=afib"]) == 2  # no such model class: one line, exit 2
+
+
+def load_preset_text(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()

@@ -18,7 +18,7 @@ from ecgpipe.errors import PipelineError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.stages import spectrograms
-from ecgpipe.stages.segments import RHYTHM_MODULES
+from ecgpipe.stages.segments import CLASSIFY_MODULES, RHYTHM_MODULES
 from ecgpipe.store import Layout
 
 STAGE = "features"
@@ -27,7 +27,7 @@ SPEED_ONLY = {"device", "batch_size", "torch_threads", "compile"}
 
 
 def code() -> str:
-    return code_version(__name__, without=RHYTHM_MODULES)
+    return code_version(__name__, without=RHYTHM_MODULES + CLASSIFY_MODULES)
 
 
 @dataclass

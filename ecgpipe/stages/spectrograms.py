@@ -16,7 +16,7 @@ from ecgpipe.featurize import Featurizer
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.spectrogram import spectrogram_frequencies, spectrogram_shape
 from ecgpipe.stages import table
-from ecgpipe.stages.segments import RHYTHM_MODULES
+from ecgpipe.stages.segments import CLASSIFY_MODULES, RHYTHM_MODULES
 from ecgpipe.stages.table import SegmentTable, record_of
 from ecgpipe.store import Layout
 
@@ -25,7 +25,7 @@ STAGE = "spectrograms"
 
 def code() -> str:
     # the rhythm block is stored beside the windows but never read here
-    return code_version(__name__, without=RHYTHM_MODULES)
+    return code_version(__name__, without=RHYTHM_MODULES + CLASSIFY_MODULES)
 
 
 def array_name(cfg: PipelineConfig) -> str:

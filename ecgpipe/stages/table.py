@@ -23,7 +23,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError
 from ecgpipe.keys import array_digest, code_version, content_key
 from ecgpipe.markers import Markers
-from ecgpipe.stages.segments import RHYTHM_MODULES, RecordSummary
+from ecgpipe.stages.segments import CLASSIFY_MODULES, RHYTHM_MODULES, RecordSummary
 from ecgpipe.store import Layout
 
 STAGE = "table"
@@ -32,7 +32,7 @@ UNIT = "table"
 
 def code() -> str:
     # the rhythm block's code reaches the table through the records' keys, not through this version
-    return code_version(__name__, without=RHYTHM_MODULES)
+    return code_version(__name__, without=RHYTHM_MODULES + CLASSIFY_MODULES)
 
 
 # --------------------------------------------------------------------------------------------------- segment ids

@@ -1,0 +1,153 @@
+"""Clinical endpoints (ecgpipe/endpoints.py), gradient boosting (kind = 'hgb') and record-level classifiers
+(level = 'record', ecgpipe/aggregate.py): metrics checked against hand counts, rows against hand aggregates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgpipe.aggregate import record_groups, summarize_rows
+from ecgpipe.classify import fit_classifier, summarize_protocol
+from ecgpipe.config import ClassifierSettings, ConfigError, EndpointSettings, config_from_dict
+from ecgpipe.endpoints import binary_rates, endpoint_result, one_vs_rest_specificity
+from ecgpipe.stages.classification import ClassificationData, ComparisonRow, evaluate_row
+
+CLASSES = ["normal", "afib", "vt", "vf"]
+
+
+def test_binary_rates_match_hand_counts():
+    rates = binary_rates(np.array([[90, 10], [5, 45]]))  # [[TN, FP], [FN, TP]]
+    assert rates["sensitivity"] == pytest.approx(45 / 50) and rates["specificity"] == pytest.approx(90 / 100)
+    assert rates["ppv"] == pytest.approx(45 / 55) and rates["npv"] == pytest.approx(90 / 95)
+    assert rates["balanced_accuracy"] == pytest.approx((0.9 + 0.9) / 2)
+    assert binary_rates(np.array([[10, 0], [0, 0]]))["sensitivity"] is None  # no positive: no sensitivity
+
+
+def test_one_vs_rest_specificity():
+    cm = np.array([[8, 2, 0], [1, 6, 3], [0, 0, 10]])
+    spec = one_vs_rest_specificity(cm)
+    assert spec[0] == pytest.approx((20 - 1) / 20) and spec[1] == pytest.approx((20 - 2) / 20)
+    assert spec[2] == pytest.approx((20 - 3) / 20)
+
+
+def test_an_endpoint_pools_its_classes():
+    """VT called VF is no error for 'shockable'; a normal called VT is a false positive; intervals over subjects."""
+    y = np.array([2, 2, 3, 3, 0, 0, 0, 1, 1, 0])
+    p = np.array([3, 2, 2, 0, 0, 2, 0, 1, 0, 0])
+    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"])
+    ep = endpoint_result(y, p, groups, CLASSES, EndpointSettings(classes=["vt", "vf"], goal_sensitivity=0.9))
+    assert ep.positives == 4 and ep.negatives == 6
+    assert ep.sensitivity == pytest.approx(3 / 4) and ep.specificity == pytest.approx(5 / 6)
+    assert ep.ppv == pytest.approx(3 / 4)
+    assert ep.meets_goal is False
+    lo, hi = ep.ci95["sensitivity"]
+    assert lo <= ep.sensitivity <= hi and "5 subjects" in ep.ci_method
+
+
+def test_protocol_results_carry_endpoints_and_specificity():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    p = np.where(rng.random(40) < 0.8, y, (y + 1) % 4)
+    groups = np.array([f"s{i // 5}" for i in range(40)])
+    splits = [(np.arange(20, 40), np.arange(20)), (np.arange(20), np.arange(20, 40))]
+    r = summarize_protocol(y, p, groups, splits, CLASSES, endpoints={"shockable": EndpointSettings(classes=["vt", "vf"])})
+    truth, called = np.isin(y, [2, 3]), np.isin(p, [2, 3])
+    assert r.endpoints["shockable"].sensitivity == pytest.approx((truth & called).sum() / truth.sum())
+    cm = np.array(r.confusion_matrix)
+    assert r.per_class["normal"].specificity == pytest.approx(1 - cm[1:, 0].sum() / cm[1:].sum())
+
+
+def test_records_are_summarised_in_order_of_first_appearance():
+    names, rows = record_groups(np.array(["db/b", "db/b", "db/a", "db/c", "db/a"]))
+    assert names.tolist() == ["db/b", "db/a", "db/c"] and [r.tolist() for r in rows] == [[0, 1], [2, 4], [3]]
+    block = np.array([[1.0, 10], [3, 30], [5, 50], [7, 70], [9, 90]])
+    out = summarize_rows(block, rows, ["mean", "max"])
+    assert out.tolist() == [[2, 20, 3, 30], [7, 70, 9, 90], [7, 70, 7, 70]]
+
+
+def _csv_config(**classifier):
+    return config_from_dict({
+        "name": "t", "databases": {"d": {"fs": 300.0, "labels_csv": "labels.csv"}},
+        "classes": {"normal": ["N"], "afib": ["A"], "other": ["O"]},
+        "rhythm": {"enabled": True},
+        "classifier": {"kind": "hgb", "inputs": "rhythm", "level": "record", "max_iter": 30, "min_samples_leaf": 3, **classifier},
+        "endpoints": {"af": {"classes": ["afib"]}},
+        "cv": {"n_splits": 3, "protocols": ["grouped_by_subject"]},
+    })
+
+
+def _record_data(n_records=30, seed=0) -> ClassificationData:
+    """Records of 2-4 windows each; a record's class shifts the mean of its rhythm block."""
+    rng = np.random.default_rng(seed)
+    rhythm, y, uids = [], [], []
+    for r in range(n_records):
+        c = r % 3
+        for w in range(int(rng.integers(2, 5))):
+            rhythm.append(rng.normal(size=6) + 2.0 * np.eye(6)[c])
+            y.append(c)
+            uids.append(f"d/r{r:02d}/{w * 3000}")
+    subjects = np.array([u.rsplit("/", 1)[0] for u in uids])
+    return ClassificationData(None, np.array(rhythm), np.array(y), subjects, np.array(["d"] * len(y)), uids)
+
+
+def test_a_record_level_classifier_sees_one_row_per_record():
+    data = _record_data()
+    cfg = _csv_config(record_stats=["mean", "max"])
+    rec = data.by_record(["mean", "max"])
+    assert len(rec.y) == 30 and rec.rhythm.shape == (30, 12) and rec.records[0] == "d/r00"
+    first = data.records == "d/r00"
+    assert rec.rhythm[0].tolist() == pytest.approx([*data.rhythm[first].mean(0), *data.rhythm[first].max(0)])
+    row = ComparisonRow(cfg=cfg, extractor=None, key="k", unit="u", features=None, data_key="")
+    result = evaluate_row(row, data)["grouped_by_subject"]
+    assert result.level == "record" and sum(f.n_test for f in result.folds) == 30
+    assert np.array(result.confusion_matrix).sum() == 30
+    assert result.per_record.n_records == 30 and result.per_record.macro_f1 == pytest.approx(result.macro_f1)
+    assert "af" in result.endpoints and "af" in result.per_record.endpoints
+    assert result.macro_f1 > 0.6  # separable synthetic records
+
+
+def test_windows_of_one_record_with_two_labels_are_refused():
+    data = _record_data(6)
+    data.y[0] = (data.y[0] + 1) % 3
+    with pytest.raises(Exception, match="several classes"):
+        data.by_record(["mean"])
+
+
+def test_gradient_boosting_tunes_its_learning_rate_inside_the_fold():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(90, 5)) + np.repeat(np.eye(5)[:3], 30, axis=0) * 2, np.repeat(np.arange(3), 30)
+    model, chosen = fit_classifier(X, y, ClassifierSettings(kind="hgb", tune=True, learning_rate_grid=[0.05, 0.2], max_iter=20))
+    assert chosen["learning_rate"] in (0.05, 0.2)
+    again, _ = fit_classifier(X, y, ClassifierSettings(kind="hgb", max_iter=20))
+    assert (again.predict(X) == fit_classifier(X, y, ClassifierSettings(kind="hgb", max_iter=20))[0].predict(X)).all()  # deterministic
+    assert ClassifierSettings(kind="hgb", inputs="cnn+rhythm").label.startswith("+RR GradBoost")
+
+
+def test_settings_that_cannot_work_are_refused():
+    with pytest.raises(ConfigError, match="level = 'record' needs databases labelled per record"):
+        config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+                          "classifier": {"level": "record"}})
+    with pytest.raises(ConfigError, match=r"endpoints.shock: \['vt'\] not in classes"):
+        config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+                          "endpoints": {"shock": {"classes": ["vt"]}}})
+    with pytest.raises(ConfigError, match="every class is positive"):
+        config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+                          "endpoints": {"any": {"classes": ["normal", "afib"]}}})
+    with pytest.raises(ConfigError, match="learning_rate_grid"):
+        _csv_config(learning_rate_grid=[0.0])
+
+
+def test_a_record_level_gradient_boosting_artifact_round_trips(tmp_path):
+    """skops loads scikit-learn's tree container (trusted by name); predict answers one class per record."""
+    from ecgpipe.model import load_model, save_model
+
+    data = _record_data()
+    cfg = _csv_config()
+    rec = data.by_record(["mean"])
+    model, _ = fit_classifier(rec.rhythm, rec.y, cfg.classifier)
+    save_model(tmp_path / "m.skops", model, cfg, weights_source="-", n_cnn=None, training={})
+    loaded = load_model(tmp_path / "m.skops")
+    windows = data.rhythm[data.records == "d/r04"]
+    got = loaded.predict(None, windows)
+    assert len(got) == len(windows) and len(set(got.tolist())) == 1
+    assert got[0] == model.predict(windows.mean(0, keepdims=True))[0]
