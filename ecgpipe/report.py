@@ -88,7 +88,9 @@ def render_markdown(report: dict) -> str:
         header, rows = comparison_columns(report)
         lines += ["", "## Comparison", "",
                   f"Every (feature extractor, classifier) row of the sweep; **bold** = best ({report['selected_by']}), the "
-                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds.", "",
+                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds."
+                  + (" Rows marked 'per record' classify one row per record, so under every protocol their folds are "
+                     "over records (no record in both training and test)." if any("per record" in r["classifier"] for r in report["comparison"]) else ""), "",
                   "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")

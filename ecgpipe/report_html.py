@@ -143,7 +143,9 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     if len(report.get("comparison", [])) > 1:
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "
-                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds.</p>",
+                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds."
+                  + (" Rows marked 'per record' classify one row per record, so under every protocol their folds are "
+                     "over records." if any("per record" in r["classifier"] for r in report["comparison"]) else "") + "</p>",
                   comparison_table(report)]
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")
