@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    -- create .venv, install, run the paper4 pipeline (local Prefect, local Dask cluster, local Zarr store)
+#   make run    -- create .venv, install, run the paper4-best pipeline (local Prefect, local Dask cluster, local Zarr store)
 #   make test   -- create .venv, install, run the test suite (what CI runs)
 # While developing:
 #   make check  -- the linter and the fast unit tests (no Prefect server, no Dask cluster, no torch model): < 1 min
 PYTHON ?= python3
 VENV := .venv
-CONFIG ?= paper4
+CONFIG ?= paper4-best
 OUT ?= runs/$(CONFIG)
 # The real PhysioNet copy beside the checkout when there is one; else ./data/physionet (downloaded on first use).
 DATA_DIR ?= $(if $(wildcard ../shared/data/physionet/mitdb/RECORDS),../shared/data/physionet,data/physionet)

@@ -18,8 +18,10 @@ process reads and scores the records one by one (the model's feature path, on wh
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -97,8 +99,12 @@ def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndar
 
 
 def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
-                   max_records: int | None = None, seed: int = 0, progress=print) -> EvaluationResult:
-    """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``)."""
+                   max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None
+                   ) -> EvaluationResult:
+    """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``). One process: the CNN
+    uses ``threads`` CPU threads (default: every core) instead of the training workers' setting."""
+    features = model.config.features.model_copy(update={"torch_threads": threads or os.cpu_count() or 1})
+    model = dataclasses.replace(model, config=model.config.model_copy(update={"features": features}))
     mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
                        for c in model.class_names], dtype=np.int64)
     excluded = set(dataset.segments.exclude_labels)
