@@ -47,6 +47,7 @@ def cmd_run(args) -> int:
     from ecgpipe.errors import StageFailed
     from ecgpipe.orchestration.console import quiet_console
     from ecgpipe.orchestration.interrupt import RunInterrupted
+    from ecgpipe.report_tables import scored_endpoints
     from flows.ecg_pipeline import run_pipeline
 
     if not args.verbose:
@@ -87,15 +88,12 @@ def cmd_run(args) -> int:
                                for p, m in row["protocols"].items())
             print(f"  {'*' if row['best'] else ' '} {row['backbone']} / {row['layer']} / {row['classifier']}: {scores}")
     print(f"best: {report['classifier']} on {report['backbone']} / {report['layer']}")
+    endpoints = scored_endpoints(report)
     for name, p in report["protocols"].items():
         print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}"
               + (f"  ({p['level']}s)" if p.get("level", "window") != "window" else ""))
-        unit = "records" if p.get("level") == "record" else "segments"
-        scored = [(unit, p.get("endpoints", {}))]
-        if unit == "segments" and (p.get("per_record") or {}).get("endpoints"):
-            scored.append(("records (majority vote)", p["per_record"]["endpoints"]))
-        for what, endpoints in scored:
-            for ep_name, ep in endpoints.items():
+        for what, scored in ((what, scored) for protocol, what, scored in endpoints if protocol == name):
+            for ep_name, ep in scored.items():
                 rates = "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
                 print(f"  {'':20s} endpoint {ep_name} ({what}): {rates}")
     if report.get("model"):

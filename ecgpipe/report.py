@@ -23,6 +23,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     hardest_subjects,
     pct,
     predicted_as,
+    scored_endpoints,
     spectrogram_shape_words,
 )
 
@@ -152,20 +153,14 @@ def render_markdown(report: dict) -> str:
 def endpoint_markdown(report: dict) -> list[str]:
     """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
     lines = []
-    for name, p in report["protocols"].items():
-        scored = [("records" if p.get("level") == "record" else "segments", p.get("endpoints") or {})]
-        if p.get("level", "window") == "window" and (p.get("per_record") or {}).get("endpoints"):
-            scored.append(("records, majority vote", p["per_record"]["endpoints"]))
-        for what, endpoints in scored:
-            if not endpoints:
-                continue
-            header, rows = endpoint_table(endpoints)
-            if not lines:
-                lines += ["", "## Clinical endpoints", "",
-                          "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
-                          f"{report.get('subject_word', 'patient')}s.", ""]
-            lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    for name, what, endpoints in scored_endpoints(report):
+        if not lines:
+            lines += ["", "## Clinical endpoints", "",
+                      "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
+                      f"{report.get('subject_word', 'patient')}s.", ""]
+        header, rows = endpoint_table(endpoints)
+        lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return lines
 
 

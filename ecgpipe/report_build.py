@@ -120,7 +120,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "features_description": features_description(best_cfg, feat_attrs),
             # the rhythm block in words, for the comparison table's rhythm-only rows
             "rhythm_description": cfg.rhythm_description if cfg.rhythm.enabled else None,
-            "selected_by": (f"highest {'record-level (majority vote) ' if selects_by_records(cfg) else ''}macro-F1 under "
+            "selected_by": (f"highest {'record-level ' if selects_by_records(cfg) else ''}macro-F1 under "
                             f"{cfg.selection_protocol} among {len(rows)} rows"),
             "protocols": rows[best].protocols,
             "comparison": comparison_summary(rows, best),

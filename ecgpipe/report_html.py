@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
-from ecgpipe.report_tables import comparison_scores, endpoint_table, hardest_subjects, predicted_as  # noqa: E402
+from ecgpipe.report_tables import comparison_scores, endpoint_table, hardest_subjects, predicted_as, scored_endpoints  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -86,14 +86,9 @@ def endpoint_sections(report: dict) -> list[str]:
     """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
     e = html.escape
     parts = []
-    for name, p in report["protocols"].items():
-        scored = [("records" if p.get("level") == "record" else "segments", p.get("endpoints") or {})]
-        if p.get("level", "window") == "window" and (p.get("per_record") or {}).get("endpoints"):
-            scored.append(("records, majority vote", p["per_record"]["endpoints"]))
-        for what, endpoints in scored:
-            if endpoints:
-                header, rows = endpoint_table(endpoints)
-                parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
+    for name, what, endpoints in scored_endpoints(report):
+        header, rows = endpoint_table(endpoints)
+        parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
     if parts:
         parts = ["<h2>Clinical endpoints</h2>", "<p class='muted'>Positives are the endpoint's classes pooled; intervals: "
                  f"95 % bootstrap over {e(report.get('subject_word', 'patient'))}s.</p>", *parts]

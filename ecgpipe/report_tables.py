@@ -48,6 +48,18 @@ def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def scored_endpoints(report: dict) -> list[tuple[str, str, dict]]:
+    """(protocol, what was scored, endpoints) of the best row: its own rows (segments, or records for a record-level
+    classifier), and the records' majority vote where segments of CSV-labelled records vote."""
+    out = []
+    for name, p in report["protocols"].items():
+        level = p.get("level", "window")
+        out.append((name, "records" if level == "record" else "segments", p.get("endpoints") or {}))
+        if level == "window" and (p.get("per_record") or {}).get("endpoints"):
+            out.append((name, "records, majority vote", p["per_record"]["endpoints"]))
+    return [entry for entry in out if entry[2]]
+
+
 def endpoint_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals."""
     def rate(ep: dict, name: str) -> str:
