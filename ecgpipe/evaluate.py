@@ -125,7 +125,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     for i, (db, folder, settings, name, labels) in enumerate(todo):
         label = labels.get(name) if labels is not None else None
         if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
-            accounting["excluded_label" if label in excluded else "unknown_label"] += 1
+            reason = "excluded_label" if label in excluded else "unknown_label"
+            accounting[reason] += 1
+            rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {reason.replace('_', ' ')}"})
             continue
         try:
             rec = read_record(folder, db, name, settings, nan_policy=model.config.segments.nan_policy,
@@ -134,6 +136,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
             failed.append({"record": f"{db}/{name}", "error": str(err)})
             accounting["failed"] += 1
+            rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"failed: {err}"})
             continue
         accounting["scored"] += 1
         # a record the model learnt from is no external test: counted and flagged, the report says so
@@ -212,7 +215,8 @@ def write_outputs(ev: EvaluationResult, out: Path) -> None:
     (out / "evaluation.json").write_text(json.dumps(ev.to_json(), indent=2))
     (out / "evaluation.md").write_text(render_markdown(ev))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["record", "label", "model_class", "predicted", "windows", "in_training"])
+    # every record of the dataset, once: scored ones with their prediction, the others with why not
+    writer = csv.DictWriter(buf, fieldnames=["record", "label", "model_class", "predicted", "windows", "in_training", "note"])
     writer.writeheader()
     writer.writerows(ev.records)
     (out / "evaluation_records.csv").write_text(buf.getvalue())

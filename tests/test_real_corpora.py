@@ -170,6 +170,9 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     af = r["endpoints"]["af"]
     assert af["positives"] == cm[1].sum() and af["sensitivity"] == (cm[1, 1] / cm[1].sum() if cm[1].sum() else None)
     assert "not an independent test" in (tmp_path / "ev_cinc" / "evaluation.md").read_text()
+    listed = (tmp_path / "ev_cinc" / "evaluation_records.csv").read_text().splitlines()[1:]
+    assert len(listed) == 16  # every record once, the unscored ones with the reason
+    assert sum("not scored" in line for line in listed) == acc["excluded_label"] + acc["unknown_label"]
 
     mitdb = tmp_path / "mitdb_af.toml"
     mitdb.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["201"]\n'
