@@ -334,7 +334,8 @@ def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: 
     names, true, voted, shares = record_votes(y, y_pred, records, len(class_names))
     labels = np.arange(len(class_names))
     precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
-    specificity = one_vs_rest_specificity(confusion_matrix(true, voted, labels=labels)) if names else []
+    cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
+    specificity = one_vs_rest_specificity(cm)
     outcomes = []
     for k, record in enumerate(names):
         rows = (records == record) & (y_pred >= 0)
@@ -351,7 +352,7 @@ def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: 
         "n_records": len(names),
         "accuracy": float(accuracy_score(true, voted)) if names else None,
         "macro_f1": float(f1_score(true, voted, labels=labels, average="macro", zero_division=0)) if names else None,
-        "confusion_matrix": confusion_matrix(true, voted, labels=labels).tolist() if names else [],
+        "confusion_matrix": cm.tolist(),
     })
 
 

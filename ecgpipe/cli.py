@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
     from ecgpipe.errors import StageFailed
     from ecgpipe.orchestration.console import quiet_console
     from ecgpipe.orchestration.interrupt import RunInterrupted
-    from ecgpipe.report_tables import scored_endpoints
+    from ecgpipe.report_tables import endpoint_rates, scored_endpoints
     from flows.ecg_pipeline import run_pipeline
 
     if not args.verbose:
@@ -94,8 +94,7 @@ def cmd_run(args) -> int:
               + (f"  ({p['level']}s)" if p.get("level", "window") != "window" else ""))
         for what, scored in ((what, scored) for protocol, what, scored in endpoints if protocol == name):
             for ep_name, ep in scored.items():
-                rates = "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
-                print(f"  {'':20s} endpoint {ep_name} ({what}): {rates}")
+                print(f"  {'':20s} endpoint {ep_name} ({what}): {endpoint_rates(ep)}")
     if report.get("model"):
         print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {report['model']} RECORD...)")
     if report["skipped_records"]:
@@ -222,6 +221,7 @@ def cmd_evaluate(args) -> int:
     from ecgpipe.config import load_config
     from ecgpipe.evaluate import class_mapping, evaluate_model, write_outputs
     from ecgpipe.model import load_model
+    from ecgpipe.report_tables import endpoint_rates
     from ecgpipe.sources import resolve_data_dir
 
     model = load_model(args.model, require_signed=args.require_signed or None)
@@ -241,8 +241,7 @@ def cmd_evaluate(args) -> int:
     for r in ev.results.values():
         print(f"per {r['unit']} ({r['n']}): accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}")
         for name, ep in r["endpoints"].items():
-            rates = "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
-            print(f"  endpoint {name} ({' + '.join(ep['classes'])}): {rates}")
+            print(f"  endpoint {name} ({' + '.join(ep['classes'])}): {endpoint_rates(ep)}")
     for f in ev.failed:
         print(f"  failed {f['record']}: {f['error']}")
     print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")

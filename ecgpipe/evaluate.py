@@ -68,9 +68,10 @@ def score(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, dataset: Pipeli
     classes = dataset.class_names
     names = [*classes, UNMAPPED]
     labels = np.arange(len(classes))
-    cm = confusion_matrix(y, y_pred, labels=np.arange(len(names)))[: len(classes)]
+    square = confusion_matrix(y, y_pred, labels=np.arange(len(names)))  # UNMAPPED's row is empty: no reference has it
+    cm = square[: len(classes)]
     precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
-    specificity = one_vs_rest_specificity(confusion_matrix(y, y_pred, labels=np.arange(len(names))))
+    specificity = one_vs_rest_specificity(square)
     return {
         "unit": unit,
         "n": int(len(y)),

@@ -214,19 +214,16 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
         summary = summarize_protocol(data.y, y_pred, data.subjects, splits, row.cfg.class_names, note, chosen,
                                      row.cfg.endpoints, level=row.cfg.classifier.level)
         per_record = [db for db, s in row.cfg.databases.items() if s.labels_csv]
+        test_fold = np.full(len(data.y), -1)  # the outer fold that tested each row
+        for f, (_, test) in enumerate(splits):
+            test_fold[test] = f
         if per_record and row.cfg.classifier.level == "record":  # one row is one record already
             clf = row.cfg.classifier
-            test_fold = np.full(len(data.y), -1)
-            for f, (_, test) in enumerate(splits):
-                test_fold[test] = f
             summary.per_record = record_level_summary(
                 data.y, y_pred, data.records, row.cfg.class_names, test_fold, row.cfg.endpoints,
                 rule=f"one prediction per record from its windows' features summarised ({'/'.join(clf.record_stats)})")
         elif per_record:  # databases labelled per record: also score each record's majority vote
             rows_of = np.isin(data.databases, per_record)
-            test_fold = np.full(len(data.y), -1)
-            for f, (_, test) in enumerate(splits):
-                test_fold[test] = f
             summary.per_record = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
                                                       row.cfg.class_names, test_fold[rows_of], row.cfg.endpoints)
         out[protocol] = summary
