@@ -79,7 +79,8 @@ def cmd_run(args) -> int:
     if report.get("warning"):
         print(report["warning"])
     print(f"report: {args.out.rstrip('/')}/report.html  (and report.md, report.json, confusion_*.png)")
-    print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s")
+    print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s"
+          + (f", features {report['feature_img_s']:.0f} img/s" if report.get("feature_img_s") else ""))
     if len(report["comparison"]) > 1:
         print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")
         for row in report["comparison"]:

@@ -128,7 +128,11 @@ class FeatureSettings(_Strict):
     image_size: int = Field(224, gt=15)
     batch_size: int = Field(32, gt=0)
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
-    torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference.")
+    torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference (any engine).")
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="What runs the backbone (ecgpipe/engines.py): 'auto' = ONNX Runtime on a CPU (5-6x eager "
+        "PyTorch here, same features to ~1e-5), PyTorch on a GPU; 'openvino' needs the [openvino] extra. Speed only: "
+        "not part of any key.")
     amp: bool = Field(True, description="Mixed-precision autocast on CUDA (ignored on CPU).")
     amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="Autocast dtype on CUDA.")
     compile: bool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")

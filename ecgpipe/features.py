@@ -1,8 +1,9 @@
-"""CNN features of spectrograms: spectrogram -> 224x224 -> 3 channels (one lead repeated, or two leads and their mean)
--> ImageNet normalisation -> backbone -> pooled.
+"""CNN features of spectrograms: spectrogram -> image_size x image_size -> 3 channels (one lead repeated, or two leads
+and their mean) -> ImageNet normalisation -> backbone -> pooled.
 
 The layer tap uses torchvision's ``create_feature_extractor`` (one mechanism for every backbone); a 4-D activation is
-globally average-pooled to a vector. A worker process builds its extractor once and reuses it for every chunk.
+globally average-pooled to a vector. The backbone runs on the engine of ``features.engine`` (ecgpipe/engines.py). A
+worker process builds its extractor once and reuses it for every chunk.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from ecgpipe.backbones import backbone_spec, load_backbone
 from ecgpipe.config import FeatureSettings
+from ecgpipe.engines import PooledTaps, make_runner, resolve_engine
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,9 +88,8 @@ class FeatureExtractor:
                 f"features.layer: {', '.join(map(repr, self.layers))} not all nodes of {settings.backbone} ({exc}); "
                 f"some nodes: {', '.join(nodes[-8:])}"
             ) from None
-        self.model = extractor.eval().to(self.device, memory_format=torch.channels_last)
-        if settings.compile:
-            self.model = torch.compile(self.model)
+        self.engine = resolve_engine(settings.engine, self.device)
+        self.runner = make_runner(self.engine, PooledTaps(extractor.eval(), self.layers), self.device, settings)
 
     def __call__(self, spectrograms: np.ndarray) -> np.ndarray:
         return self.extract(spectrograms)[self.layer]
@@ -98,19 +99,11 @@ class FeatureExtractor:
         """Pooled activations of every tapped layer, ``{layer: (n, D_layer) float32}``, in batches of batch_size."""
         out: dict[str, list] = {name: [] for name in self.layers}
         bs = self.settings.batch_size
-        use_amp = self.device.type == "cuda" and self.settings.amp
         for i in range(0, len(spectrograms), bs):
             batch = torch.from_numpy(np.ascontiguousarray(spectrograms[i : i + bs], dtype=np.float32))
             images = spectrograms_to_images(batch.to(self.device, non_blocking=True), self.settings.image_size)
-            images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=getattr(torch, self.settings.amp_dtype), enabled=use_amp):
-                acts = self.model(images)
-            for name, act in acts.items():
-                if act.ndim == 4:
-                    act = act.mean(dim=(2, 3))  # global average pooling of a feature map
-                elif act.ndim == 3:
-                    act = act.mean(dim=1)
-                out[name].append(act.float().cpu().numpy())
+            for name, pooled in zip(self.layers, self.runner(images)):
+                out[name].append(pooled)
         if not len(spectrograms):
             return {name: np.zeros((0, width), dtype=np.float32) for name, width in self.feature_widths().items()}
         return {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}

@@ -34,22 +34,22 @@ class Featurizer:
         spec = spectrogram_chunk(windows, self.cfg.segments.target_fs, self.cfg.spectrogram)
         return spec.astype(Layout.SPECTROGRAM_DTYPE)
 
-    def extractor(self, layers: tuple[str, ...] = ()):
-        """The process-wide CNN extractor (loaded once per worker), tapping ``layers`` besides its own."""
+    def extractor(self, layers: tuple[str, ...] | list[str] = ()):
+        """The process-wide CNN extractor (loaded once per worker). Its own layer is the first of ``layers`` (default:
+        the configured layer); the others are tapped in the same forward pass."""
         from ecgpipe.features import get_extractor
 
-        return get_extractor(self.feature_settings, tuple(layers))
+        settings = self.feature_settings
+        if layers:
+            first, *others = layers
+            settings = settings.model_copy(update={"layer": first})
+            return get_extractor(settings, tuple(others))
+        return get_extractor(settings)
 
     def cnn(self, spectrograms: np.ndarray, layers: list[str] | None = None) -> dict[str, np.ndarray]:
         """Pooled activations ``{layer: (n, D) float32}`` of ``layers`` (default: the configured layer), all from one
         forward pass per batch."""
-        if layers:
-            first, *others = layers
-            settings = self.feature_settings.model_copy(update={"layer": first})
-            from ecgpipe.features import get_extractor
-
-            return get_extractor(settings, tuple(others)).extract(spectrograms)
-        return self.extractor().extract(spectrograms)
+        return self.extractor(layers or ()).extract(spectrograms)
 
     def cnn_features(self, spectrograms: np.ndarray) -> np.ndarray:
         """(n, D) float32 features of the configured layer."""

@@ -25,6 +25,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     predicted_as,
     scored_endpoints,
     spectrogram_shape_words,
+    stage_times_words,
 )
 
 
@@ -61,7 +62,7 @@ def render_markdown(report: dict) -> str:
         f"- {report.get('features_description', '')}",
         f"- spectrogram: {spectrogram_shape_words(report['spectrogram_shape'])} per segment",
         f"- classifier: {report['classifier']}",
-        f"- wall time: {report['wall_s']:.0f} s",
+        f"- wall time: {report['wall_s']:.0f} s" + stage_times_words(report),
         "",
         "## Results",
         "",
@@ -195,3 +196,4 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     out.write_text("report.md", render_markdown(report))
     out.write_text("report.html", render_html(report, pngs, examples_uri))
     return out.child("report.md")
+

@@ -7,7 +7,7 @@ import numpy as np
 
 import ecgpipe
 from ecgpipe import store as zs
-from ecgpipe.config import PipelineConfig
+from ecgpipe.config import FeatureSettings, PipelineConfig
 from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
 from ecgpipe.results import ComparisonEntry, Report
 from ecgpipe.stages.classification import ComparisonRow, selects_by_records
@@ -39,8 +39,11 @@ def comparison_summary(rows: list[ComparisonRow], best: int) -> list[ComparisonE
         attrs, clf = row.extractor.attrs, row.cfg.classifier
         # an untrained backbone next to its pretrained twin (a sweep measuring what transfer buys) must not look alike
         untrained = " (random weights)" if row.cfg.features.weights == "random" else ""
+        # and rows of a sweep over input sizes must say which is which
+        size = row.cfg.features.image_size
+        sized = f" @{size} px" if size != FeatureSettings.model_fields["image_size"].default else ""
         table.append(ComparisonEntry(
-            backbone=attrs["backbone"] + untrained if clf.inputs != "rhythm" else "-",
+            backbone=attrs["backbone"] + sized + untrained if clf.inputs != "rhythm" else "-",
             layer=attrs["layer"] if clf.inputs != "rhythm" else "-",
             classifier=row.label,
             features_array=row.extractor.data,

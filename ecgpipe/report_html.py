@@ -15,7 +15,14 @@ import numpy as np  # noqa: E402
 
 from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
-from ecgpipe.report_tables import comparison_scores, endpoint_table, hardest_subjects, predicted_as, scored_endpoints  # noqa: E402
+from ecgpipe.report_tables import (  # noqa: E402
+    comparison_scores,
+    endpoint_table,
+    hardest_subjects,
+    predicted_as,
+    scored_endpoints,
+    stage_times_words,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1f24}
@@ -176,7 +183,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["weights", e(report["weights"])],
                                              ["model artifact", f"<code>{e(str(report.get('model')))}</code>"],
                                              ["dataset key (records' contents + selection)", f"<code>{e(prov.get('dataset_key', ''))}</code>"],
-                                             ["wall time of the run that wrote this report (reruns reuse stored results)", f"{report['wall_s']:.0f} s"]]))
+                                             ["wall time of the run that wrote this report (reruns reuse stored results)", f"{report['wall_s']:.0f} s" + e(stage_times_words(report))]]))
     if prov.get("record_files_sha256"):
         parts.append("<details><summary>data checksums (SHA-256 over each record's .hea, signal and annotation files)</summary><pre>"
                      + e("\n".join(f"{k}  {v}" for k, v in sorted(prov["record_files_sha256"].items()))) + "</pre></details>")

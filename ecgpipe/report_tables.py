@@ -96,3 +96,14 @@ def hardest_subjects(protocol: dict, n: int = 8, min_segments: int = 10) -> list
 
 def predicted_as(row: dict) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(row["predicted"].items(), key=lambda kv: -kv[1]))
+
+
+def stage_times_words(report: dict) -> str:
+    """`` (segments 113 s, ..., features 52 s at 136 img/s, ...)``: where the run's time went."""
+    seconds = report.get("stage_seconds") or {}
+    if not seconds:
+        return ""
+    rate = report.get("feature_img_s")
+    words = [f"{stage} {s:.0f} s" + (f" at {rate:.0f} img/s" if stage == "features" and rate else "") for stage, s in seconds.items()]
+    return " (" + ", ".join(words) + ")"
+

@@ -183,6 +183,7 @@ class Report(_Result):
     store: str | None = None
     spectrograms_array: str | None = None
     feature_placement: str | None = None
+    feature_img_s: float | None = None  # images through the backbone this run / feature stage seconds
     provenance: dict = {}
 
 

@@ -75,6 +75,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
         "store": run.store,
         "spectrograms_array": Layout.data(spec_array),
         "feature_placement": placement,
+        "feature_img_s": log.rate("features"),
         "provenance": {
             "dataset_key": table.key,
             "record_keys": table.record_keys,

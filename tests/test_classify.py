@@ -90,6 +90,21 @@ def test_nested_cv_chooses_from_the_grid_inside_each_outer_fold():
     assert result["macro_f1"] > 0.8
 
 
+def test_grid_search_reuses_preprocessing_with_the_same_numbers():
+    """Each inner fold's scaling + PCA + block weights are fitted once for the whole C grid: same choice, same model."""
+    from ecgpipe.classify import fit_classifier
+
+    X, y, g = _data(n_subjects=15)
+    rhythm = np.random.default_rng(5).normal(size=(len(y), 3))
+    Z = np.hstack([X, rhythm])
+    settings = ClassifierSettings(kind="svc", inputs="cnn+rhythm", pca=4, tune=True, C_grid=[0.1, 1.0, 10.0], inner_splits=3)
+    reused, chosen = fit_classifier(Z, y, settings, n_cnn=8, groups=g)
+    refitted, chosen_again = fit_classifier(Z, y, settings, n_cnn=8, groups=g, reuse_transforms=False)
+    assert chosen == chosen_again
+    assert np.array_equal(reused.decision_function(Z), refitted.decision_function(Z))
+    assert reused.memory is None  # the returned (and saved) model refers to no deleted cache folder
+
+
 def test_inner_cv_of_the_grouped_protocol_is_grouped_too():
     from ecgpipe.classify import inner_groups, inner_splits
 

@@ -194,6 +194,10 @@ def test_report_is_complete_and_consistent(flow_run):
     assert set(model.training["recordings_sha256"]) == set(on_disk["provenance"]["record_keys"])
     # a LocalCluster has no GPU resource: features fall back to any (CPU) worker instead of waiting forever
     assert on_disk["feature_placement"].startswith("any worker")
+    # the feature stage's rate: images through the backbone (one pass per chunk for both taps) per stage second
+    seconds = on_disk["stage_seconds"]["features"]
+    assert on_disk["feature_img_s"] == pytest.approx(on_disk["n_segments"] / seconds, rel=0.02)
+    assert f"at {on_disk['feature_img_s']:.0f} img/s" in (flow_run["out"] / "report.md").read_text()
     assert set(on_disk["protocols"]) == {"stratified_10fold", "grouped_by_subject", "leave_one_database_out"}
     assert sum(report["class_counts"].values()) == report["n_segments"]
     for name, p in on_disk["protocols"].items():
@@ -373,7 +377,7 @@ def test_predict_cli_refuses_a_bad_model_file(tmp_path):
     assert proc.returncode == 2 and f"{fake}: not an ecgpipe model artifact" in proc.stderr
 
 
-def test_comparison_rows_name_an_untrained_backbone():
+def test_comparison_rows_name_an_untrained_backbone_and_the_input_size():
     """A sweep row on random weights next to its pretrained twin (the 'backbone-init' lever) must read differently."""
     from ecgpipe.classify import summarize_protocol
     from ecgpipe.report_build import comparison_summary
@@ -385,13 +389,14 @@ def test_comparison_rows_name_an_untrained_backbone():
                                 [(np.array([0, 2]), np.array([1, 3])), (np.array([1, 3]), np.array([0, 2]))], ["a", "b"])
     attrs = {"backbone": "efficientnet_lite0", "layer": "_avg_pooling", "weights": "w", "width": 1280}
     rows = []
-    for weights in ("pretrained", "random"):
-        cfg = load_config("paper4", {"features": {"weights": weights}})
+    for weights, size in (("pretrained", 224), ("random", 224), ("pretrained", 128)):
+        cfg = load_config("paper4", {"features": {"weights": weights, "image_size": size}})
         rows.append(ComparisonRow(cfg, FeatureArray(cfg, f"features/{weights}", [], attrs), "key", "unit", f"features/{weights}",
                                   "data", protocols={"stratified_10fold": result}))
     table = [entry.to_json() for entry in comparison_summary(rows, best=0)]
-    assert [r["backbone"] for r in table] == ["efficientnet_lite0", "efficientnet_lite0 (random weights)"]
-    assert [r["best"] for r in table] == [True, False]
+    # so must the rows of a sweep over input sizes (the default, 224, goes unsaid)
+    assert [r["backbone"] for r in table] == ["efficientnet_lite0", "efficientnet_lite0 (random weights)", "efficientnet_lite0 @128 px"]
+    assert [r["best"] for r in table] == [True, False, False]
 
 
 def test_status_with_another_config_uses_the_saved_data_folder_and_creates_nothing(flow_run, tmp_path):

@@ -140,3 +140,51 @@ def test_progress_lines_say_done_total_rate_and_eta():
     assert progress_line("features", 120, 700, 0, 40.0) == "features: 120/700 (17 %), 3.0/s, ETA 3 min 13 s"
     assert progress_line("segments", 5, 10, 1, 10.0) == "segments: 5/10 (50 %), 0.5/s, ETA 10 s, 1 failed"
     assert progress_line("classify", 6, 6, 0, 3.0).endswith("done")
+
+
+def test_a_terminal_gets_a_live_bar_and_log_lines_go_above_it(monkeypatch):
+    """On a terminal, wait_all shows a rich bar (done/total, %, time left) and the progress log lines leave the
+    console (Prefect's API keeps them); the other log lines print through the bar's console; off a terminal, nothing."""
+    import io
+    import logging
+    import sys
+    from concurrent.futures import Future
+
+    from ecgpipe.orchestration import console
+    from ecgpipe.orchestration.bookkeeping import wait_all
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    class Done:  # what wait_all waits on: a finished future wrapped as Prefect wraps Dask's
+        def __init__(self, value):
+            self.wrapped_future = Future()
+            self.wrapped_future.set_result(value)
+
+        def result(self):
+            return self.wrapped_future.result()
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.delenv(console.NO_BAR_ENV, raising=False)
+    shown = []
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(console.NoTaskLines())
+    handler.emit = lambda record: shown.append(record.getMessage()) if handler.filter(record) else None
+    logger = logging.getLogger("ecgpipe-test-bar")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        results, failures = wait_all([Done(i) for i in range(4)], "features", logger)
+    finally:
+        logger.removeHandler(handler)
+    assert results == [0, 1, 2, 3] and failures == []
+    assert "features" in terminal.getvalue() and "4/4" in terminal.getvalue() and "100%" in terminal.getvalue()
+    assert not any(line.startswith("features: ") for line in shown)  # the bar says it instead
+    monkeypatch.setenv(console.NO_BAR_ENV, "1")
+    plain = Terminal()
+    monkeypatch.setattr(sys, "stderr", plain)
+    with console.stage_bar("segments", 3) as advance:
+        advance()
+    assert plain.getvalue() == ""

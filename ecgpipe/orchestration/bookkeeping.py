@@ -11,6 +11,7 @@ import distributed
 
 from ecgpipe.location import Location
 from ecgpipe.orchestration import interrupt
+from ecgpipe.orchestration.console import PROGRESS_RECORD, stage_bar
 from ecgpipe.plan import STAGES, RunPlan, chunk_unit
 
 
@@ -27,6 +28,12 @@ class RunLog:
     stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0, "tasks": 0} for s in STAGES})
     failures: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
+    rows_computed: dict = field(default_factory=dict)  # chunk stages: rows through a computed chunk task (images)
+
+    def rate(self, stage: str) -> float | None:
+        """Rows per second of the stage's wall time (``features``: images/s), None when it computed nothing."""
+        rows, seconds = self.rows_computed.get(stage, 0), self.stage_seconds.get(stage, 0.0)
+        return round(rows / seconds, 1) if rows and seconds > 0 else None
 
     def count(self, stage: str, computed: int = 0, skipped: int = 0, tasks: int = 0) -> None:
         self.stages[stage]["computed"] += computed
@@ -121,26 +128,28 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
     failures = []
     step = max(1, len(futures) // 10)
     t0 = last = time.perf_counter()
-    for done, fut in enumerate(_completed(futures), start=1):
-        i = order[id(fut)]
-        try:
-            results[i] = fut.result()
-        except Exception as exc:
-            if strict:
-                raise
-            failures.append((i, exc))
-            logger.warning(f"{stage}: {exc}")
-            if on_done:
-                on_done(i, exc)
-        else:
-            if on_done:
-                on_done(i, None)
-        if stop_after:
-            stop_after(failures, done)
-        now = time.perf_counter()
-        if done % step == 0 or done == len(futures) or now - last > PROGRESS_EVERY_S:
-            logger.info(progress_line(stage, done, len(futures), len(failures), now - t0))
-            last = now
+    with stage_bar(stage, len(futures)) as advance:
+        for done, fut in enumerate(_completed(futures), start=1):
+            i = order[id(fut)]
+            try:
+                results[i] = fut.result()
+            except Exception as exc:
+                if strict:
+                    raise
+                failures.append((i, exc))
+                logger.warning(f"{stage}: {exc}")
+                if on_done:
+                    on_done(i, exc)
+            else:
+                if on_done:
+                    on_done(i, None)
+            advance()
+            if stop_after:
+                stop_after(failures, done)
+            now = time.perf_counter()
+            if done % step == 0 or done == len(futures) or now - last > PROGRESS_EVERY_S:
+                logger.info(progress_line(stage, done, len(futures), len(failures), now - t0), extra={PROGRESS_RECORD: True})
+                last = now
     return results, failures
 
 
@@ -175,6 +184,8 @@ def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: in
         settled.add(i)
         if exc is None:
             log.count(stage, computed=len(todo[i]))
+            chunk = plan.cfg.run.chunk_size
+            log.rows_computed[stage] = log.rows_computed.get(stage, 0) + min(chunk, n_rows - i * chunk)
             return
         failed.add(i)
         for array, _ in todo[i]:

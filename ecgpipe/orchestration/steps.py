@@ -211,6 +211,9 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
                 row.protocols = stored
         run.log.count(classification.STAGE, skipped=len(rows) - len(pending))
         run.logger.info(f"classify: {len(pending)} of {len(rows)} (extractor, classifier) rows to evaluate")
+        # one row: the model to save is known now, so its fit (all segments, the longest task) starts first and
+        # runs beside the folds instead of after them
+        early = submit_model(run, rows[0], segment_table) if len(rows) == 1 else None
         if pending:
             data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
             jobs = classification.fold_jobs(pending, data)
@@ -224,12 +227,21 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
                 run.plan.markers.write(classification.STAGE, row.unit, row.key, {"protocols": protocols_to_json(row.protocols)})
             run.log.count(classification.STAGE, computed=len(pending))
         best = classification.best_row(rows, run.cfg.selection_protocol)
-        model = train_model(run, rows[best], segment_table)
+        model = finish_model(run, early or submit_model(run, rows[best], segment_table))
     return rows, best, model
 
 
-def train_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> str | None:
-    """The run's model artifact OUT/model.skops: the best row's classifier refitted on all segments."""
+@dataclass
+class ModelJob:
+    """The run's model artifact OUT/model.skops being made: the best row's classifier refitted on all segments."""
+
+    row: ComparisonRow
+    path: str
+    key: str
+    future: object | None  # None: the artifact on disk is up to date
+
+
+def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> ModelJob | None:
     if not run.plan.out.local_root:
         run.logger.warning("model: the output folder is not local; no model artifact written")
         return None
@@ -239,15 +251,23 @@ def train_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> st
     key = classification.model_key(row)
     marker = run.plan.markers.read("model", "model")
     if marker and marker.get("key") == key and os.path.isfile(path):
-        return path
+        return ModelJob(row, path, key, None)
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)
     recordings = {u.shown: signal_digest(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
-    run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
-                                       row.extractor.weights, path, recordings).result()
-    run.plan.markers.write("model", "model", key, {"row": row.label})
-    run.logger.info(f"model: {row.label} on {row.extractor.array} -> {path}")
-    return path
+    future = run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
+                                                row.extractor.weights, path, recordings)
+    return ModelJob(row, path, key, future)
+
+
+def finish_model(run: Run, job: ModelJob | None) -> str | None:
+    if job is None:
+        return None
+    if job.future is not None:
+        job.future.result()
+        run.plan.markers.write("model", "model", job.key, {"row": job.row.label})
+        run.logger.info(f"model: {job.row.label} on {job.row.extractor.array} -> {job.path}")
+    return job.path
 
 
 def ensure_rows(store: str, name: str, n: int, row_shape: tuple, chunk: int, dtype: str, attrs: dict) -> None:

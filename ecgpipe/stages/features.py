@@ -2,8 +2,8 @@
 (``features/<settings hash>/data``, (N, D) float32). Extractors that differ only in the layer share one forward pass
 per chunk: a task fills the chunk of each of their arrays.
 
-Key of a chunk: its spectrogram chunk's key, the feature settings that change values (not device, batch size,
-threads or compilation: moving a run to a GPU does not recompute its features) and the code version.
+Key of a chunk: its spectrogram chunk's key, the feature settings that change values (not device, engine, batch
+size, threads or compilation: moving a run to a GPU does not recompute its features) and the code version.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ecgpipe.store import Layout
 
 STAGE = "features"
 # Feature settings that change speed, not values (beyond float rounding): not part of the feature keys.
-SPEED_ONLY = {"device", "batch_size", "torch_threads", "compile"}
+SPEED_ONLY = {"device", "engine", "batch_size", "torch_threads", "compile"}
 
 
 def code() -> str:

@@ -1,16 +1,22 @@
-"""Feature stage: the pipeline's extractor (from stored float16 spectrograms: resize + normalise on the device, layer
-tap, pooling) vs a bare ``model(x)`` loop over the same batches already prepared as 224x224 tensors.
+"""Feature stage speed: the shipped feature path against today's reference path and a bare model loop, side by side.
 
-    python tests/benchmarks/bench_features.py --data-dir ../shared/data/physionet --n 256 --backbone efficientnet_lite0
+    python tests/benchmarks/bench_features.py --data-dir ../shared/data/physionet --n 256 [--grid]
 
-Prints a table and one JSON line. On a CUDA machine both sides use the same device, channels_last and (pipeline and
-bare alike) bf16 autocast. ``--random-weights`` allows backbones whose ImageNet weights are not available offline
-(speed does not depend on the weights).
+- ``pipeline_img_s``: the shipped default (``FeatureSettings()``: its engine, ``auto`` = ONNX Runtime on a CPU, and
+  its image size), from stored float16 spectrograms to pooled features;
+- ``reference_img_s``: the path before engines existed: eager PyTorch, channels_last, 224 x 224, same backbone,
+  batch and threads;
+- ``bare_img_s``: a bare eager ``model(x)`` loop over the same batches already prepared as 224 x 224 tensors;
+- ``max_abs_diff``: shipped vs reference features (same image size only), relative to the largest feature.
+``--grid`` adds every engine x image size (96, 128, 160, 224) as ``grid`` in the JSON line. On a CUDA machine the
+default engine is PyTorch with AMP (see gpu_check.sh). ``--random-weights`` for backbones whose ImageNet weights are
+not available offline (speed does not depend on the weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -29,7 +35,7 @@ from ecgpipe.spectrogram import spectrogram_chunk  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (lazy init, cudnn autotune, allocator)
+    fn()  # warm-up (lazy init, graph optimisation, cudnn autotune, allocator)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     best = float("inf")
@@ -51,21 +57,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--grid", action="store_true", help="also every engine x image size")
     ap.add_argument("--random-weights", action="store_true")
     args = ap.parse_args()
 
     cfg = load_config("paper4")
     spec = spectrogram_chunk(real_segments(args.data_dir, args.n), cfg.segments.target_fs, cfg.spectrogram).astype(np.float16)
-    settings = FeatureSettings(
-        backbone=args.backbone, batch_size=args.batch_size, device=args.device, torch_threads=args.threads,
-        weights="random" if args.random_weights else "pretrained",
-    )
-    extractor = FeatureExtractor(settings)
-    device = extractor.device
+    common = dict(backbone=args.backbone, batch_size=args.batch_size, device=args.device, torch_threads=args.threads,
+                  weights="random" if args.random_weights else "pretrained")
+    shipped = FeatureExtractor(FeatureSettings(**common))
+    reference = FeatureExtractor(FeatureSettings(**common, engine="torch", image_size=224))
+    device = shipped.device
     torch.set_num_threads(args.threads)
 
     # bare: the plain model, pooled output, on ready-made normalised 224x224 batches already on the device
-    model, _ = load_backbone(args.backbone, settings.weights)
+    model, _ = load_backbone(args.backbone, common["weights"])
     model = model.eval().to(device, memory_format=torch.channels_last)
     batches = [
         spectrograms_to_images(torch.from_numpy(spec[i : i + args.batch_size].astype(np.float32)).to(device), 224).contiguous(
@@ -81,25 +87,44 @@ def main() -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 model(x)
 
-    pipe_s = timed(lambda: extractor(spec), args.repeats)
+    # side by side, interleaved, so a busy neighbour slows all three alike
+    pipe_s = timed(lambda: shipped(spec), args.repeats)
+    ref_s = timed(lambda: reference(spec), args.repeats)
     bare_s = timed(bare, args.repeats)
+    ours, ref = shipped(spec), reference(spec)
     result = {
         "benchmark": "features",
         "backbone": args.backbone,
-        "layer": extractor.layer,
+        "layer": shipped.layer,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": args.threads,
         "batch_size": args.batch_size,
         "n_images": len(spec),
         "amp": use_amp,
+        "engine": shipped.engine,
+        "image_size": shipped.settings.image_size,
         "pipeline_img_s": round(len(spec) / pipe_s, 1),
+        "reference_img_s": round(len(spec) / ref_s, 1),
         "bare_img_s": round(len(spec) / bare_s, 1),
-        "ratio": round(bare_s / pipe_s, 3),
+        "speedup": round(ref_s / pipe_s, 2),
+        "ratio_reference_to_bare": round(bare_s / ref_s, 3),
+        "max_abs_diff": (round(float(np.abs(ours - ref).max() / np.abs(ref).max()), 7)
+                         if ours.shape == ref.shape and shipped.settings.image_size == 224 else None),
         "feature_width": backbone_spec(args.backbone).feature_width,
     }
-    print(f"pipeline (float16 spectrograms -> resize/normalise on device -> tap -> pool): {result['pipeline_img_s']} img/s")
-    print(f"bare model(x) on prepared 224x224 batches:                                   {result['bare_img_s']} img/s")
-    print(f"ratio pipeline/bare: {result['ratio']}")
+    if args.grid:
+        engines = ["torch", "onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+        grid = {}
+        for engine in engines if device.type == "cpu" else ["torch"]:
+            for size in (96, 128, 160, 224):
+                ex = FeatureExtractor(FeatureSettings(**common, engine=engine, image_size=size))
+                grid[f"{engine}@{size}"] = round(len(spec) / timed(lambda ex=ex: ex(spec), args.repeats), 1)
+                print(f"  {engine:12s} {size:4d} px  {grid[f'{engine}@{size}']:8.1f} img/s", flush=True)
+        result["grid"] = grid
+    print(f"shipped  ({shipped.engine}, {shipped.settings.image_size} px, from float16 spectrograms): {result['pipeline_img_s']} img/s")
+    print(f"reference (eager torch, channels_last, 224 px):                  {result['reference_img_s']} img/s")
+    print(f"bare model(x) on prepared 224x224 batches:                        {result['bare_img_s']} img/s")
+    print(f"speed-up shipped/reference: {result['speedup']}x; features differ by {result['max_abs_diff']} (relative)")
     print(json.dumps(result))
 
 
