@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -23,6 +23,13 @@ class ClassifierSettings(_Strict):
     level: Literal["window", "record"] = Field(
         "window", description="'window': one prediction per window (records of CSV-labelled data then vote); "
         "'record' (CSV-labelled databases only): one row per record, its windows' features summarised by record_stats.",
+    )
+    record_rule: Literal["vote", "mean_probability"] = Field(
+        "vote", description="With level='window', how a record's class comes from its windows (CSV-labelled data, "
+        "`predict`'s record class): 'vote' (majority of window classes; ties: the class listed first) or "
+        "'mean_probability' (argmax of the windows' mean class probabilities: a confident window counts for more). "
+        "'mean_probability' needs probabilities: logreg and hgb have them; an SVC then fits Platt scaling (an internal "
+        "5-fold CV: about 5x its fit time); linear_svc has none.",
     )
     record_stats: list[Literal["mean", "std", "min", "max", "median"]] = Field(
         ["mean"], min_length=1, description="With level='record': per-column statistics over a record's windows.")
@@ -64,6 +71,20 @@ class ClassifierSettings(_Strict):
             raise ValueError("learning_rate_grid needs at least one value, all in (0, 1]")
         return v
 
+    @model_validator(mode="after")
+    def _rule_fits(self):
+        if self.record_rule == "mean_probability" and self.kind == "linear_svc":
+            raise ValueError("record_rule = 'mean_probability' needs class probabilities; linear_svc has none "
+                             "(use kind 'svc', 'logreg' or 'hgb', or record_rule 'vote')")
+        if self.record_rule == "mean_probability" and self.level == "record":
+            raise ValueError("record_rule applies to window-level classifiers; a level = 'record' classifier answers "
+                             "once per record already")
+        return self
+
+    @property
+    def uses_probabilities(self) -> bool:
+        return self.record_rule == "mean_probability"
+
     @property
     def label(self) -> str:
         return self.describe()
@@ -83,6 +104,8 @@ class ClassifierSettings(_Strict):
             parts.append("balanced")
         if self.level == "record":
             parts.append(f"per record ({'/'.join(self.record_stats)})")
+        if self.uses_probabilities:
+            parts.append("records by mean probability")
         # trees ignore the fused blocks' weighting (a column scale does not move a split): no weight in their label
         fused = f"+{rhythm_block} " if self.kind == "hgb" else f"+{rhythm_block}(w={self.rhythm_weight:g}) "
         inputs = {"cnn": "", "rhythm": f"{rhythm_block} only ", "cnn+rhythm": fused}[self.inputs]

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from joblib import Memory
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -63,7 +64,12 @@ class BlockWeights(TransformerMixin, BaseEstimator):
 def _estimator(settings: ClassifierSettings):
     if settings.kind == "svc":
         # a larger kernel cache only makes fitting faster (scikit-learn's default is 200 MB)
-        return SVC(kernel=settings.kernel, C=settings.C, gamma=settings.gamma, class_weight=settings.class_weight, cache_size=1000)
+        svc = SVC(kernel=settings.kernel, C=settings.C, gamma=settings.gamma, class_weight=settings.class_weight, cache_size=1000)
+        if settings.uses_probabilities:
+            # Platt scaling on 5-fold out-of-fold decision values, then one SVC on all rows: scikit-learn's
+            # replacement for the deprecated SVC(probability=True)
+            return CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
+        return svc
     if settings.kind == "hgb":
         # early stopping off: a fit never depends on a random validation split, so results are reproducible
         return HistGradientBoostingClassifier(
@@ -127,9 +133,10 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     model = build_classifier(settings, n_cnn)
     if not settings.tune:
         return model.fit(X, y), {}
-    grid = {"clf__learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {"clf__C": list(settings.C_grid)}
+    clf = "clf__estimator__" if isinstance(model[-1], CalibratedClassifierCV) else "clf__"
+    grid = {f"{clf}learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {f"{clf}C": list(settings.C_grid)}
     if settings.kind == "svc" and settings.kernel != "linear":
-        grid["clf__gamma"] = list(settings.gamma_grid)
+        grid[f"{clf}gamma"] = list(settings.gamma_grid)
     with tempfile.TemporaryDirectory(prefix="ecgpipe-grid-") as cache:
         if reuse_transforms:
             model.set_params(memory=Memory(cache, verbose=0))
@@ -137,7 +144,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             search.fit(X, y, groups=groups)
-    chosen = {k.removeprefix("clf__"): v for k, v in search.best_params_.items()}
+    chosen = {k.removeprefix(clf): v for k, v in search.best_params_.items()}
     return search.best_estimator_.set_params(memory=None), chosen  # the saved model points at no (deleted) cache
 
 
@@ -191,11 +198,24 @@ def fit_predict(
     classifier: ClassifierSettings,
     n_cnn: int | None = None,
     groups: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Fit the classifier on one fold's training rows and predict its test rows; also the inner CV's choice.
+    n_classes: int | None = None,
+) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """Fit the classifier on one fold's training rows and predict its test rows; also the inner CV's choice and,
+    when the record rule needs them, the test rows' class probabilities.
     ``groups`` (subjects) makes the inner CV of a tuned classifier grouped, as the outer one is."""
     model, chosen = fit_classifier(X[train], y[train], classifier, n_cnn, None if groups is None else groups[train])
-    return model.predict(X[test]), chosen
+    if classifier.uses_probabilities:
+        proba = model.predict_proba(X[test])
+        return model.classes_[np.argmax(proba, axis=1)], chosen, class_probabilities(proba, model.classes_, n_classes or int(y.max()) + 1)
+    return model.predict(X[test]), chosen, None
+
+
+def class_probabilities(proba: np.ndarray, fitted_classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n_classes) probabilities from a model's (n, len(fitted_classes)) ones: a class absent from a fold's
+    training rows gets probability 0."""
+    out = np.zeros((len(proba), n_classes), dtype=np.float64)
+    out[:, np.asarray(fitted_classes, dtype=np.int64)] = proba
+    return out
 
 
 def _balanced_accuracy(y, y_pred) -> float:
@@ -311,11 +331,12 @@ def summarize_protocol(
     })
 
 
-def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int
+def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int, y_proba: np.ndarray | None = None
                  ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
-    """Per record: its label (its segments' common class), its prediction (the majority vote of its segments'
-    out-of-fold predictions; a tie goes to the class listed first in the config) and each class's share of the
-    votes. Unscored segments do not vote."""
+    """Per record: its label (its segments' common class), its prediction and each class's share. By default the
+    prediction is the majority vote of its segments' out-of-fold predictions (a tie goes to the class listed first in
+    the config) and the shares are vote shares; with ``y_proba`` (n, n_classes) it is the argmax of the segments'
+    mean class probability, and the shares are those means. Unscored segments do not count."""
     names, true, voted, shares = [], [], [], []
     for record in sorted(set(records.tolist())):
         rows = (records == record) & (y_pred >= 0)
@@ -326,22 +347,25 @@ def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_class
             raise ValueError(f"record {record}: segments of one per-record label carry classes {labels.tolist()}")
         names.append(record)
         true.append(int(labels[0]))
-        counts = np.bincount(y_pred[rows], minlength=n_classes)
-        voted.append(int(np.argmax(counts)))  # argmax: first of tied classes
-        shares.append(counts / counts.sum())
+        share = y_proba[rows].mean(axis=0) if y_proba is not None else np.bincount(y_pred[rows], minlength=n_classes) / rows.sum()
+        voted.append(int(np.argmax(share)))  # argmax: first of tied classes
+        shares.append(share)
     return (names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64),
             np.array(shares).reshape(len(names), n_classes))
 
 
 MAJORITY_VOTE = "majority vote of the record's segment predictions; ties go to the class listed first"
+MEAN_PROBABILITY = "argmax of the mean class probability of the record's segments"
 
 
 def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: np.ndarray | None = None,
-                         endpoints: dict[str, EndpointSettings] | None = None, rule: str = MAJORITY_VOTE) -> RecordLevel:
+                         endpoints: dict[str, EndpointSettings] | None = None, rule: str | None = None,
+                         y_proba: np.ndarray | None = None) -> RecordLevel:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of per-record majority votes
     (CSV-labelled databases), and every record's out-of-fold outcome (``test_fold``: the outer fold that tested
     each segment)."""
-    names, true, voted, shares = record_votes(y, y_pred, records, len(class_names))
+    names, true, voted, shares = record_votes(y, y_pred, records, len(class_names), y_proba)
+    rule = rule or (MEAN_PROBABILITY if y_proba is not None else MAJORITY_VOTE)
     labels = np.arange(len(class_names))
     precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
     cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
@@ -377,6 +401,14 @@ def collect_predictions(n: int, folds: list[tuple[list, list, dict]]) -> tuple[n
     return y_pred, chosen
 
 
+def collect_probabilities(n: int, n_classes: int, folds: list[tuple[list, list]]) -> np.ndarray:
+    """Out-of-fold class probabilities (n, n_classes) from each fold's (test rows, probabilities); NaN where unscored."""
+    y_proba = np.full((n, n_classes), np.nan)
+    for test, proba in folds:
+        y_proba[np.asarray(test, dtype=np.int64)] = np.asarray(proba, dtype=np.float64).reshape(len(test), n_classes)
+    return y_proba
+
+
 def evaluate_protocol(
     X: np.ndarray,
     y: np.ndarray,
@@ -392,7 +424,7 @@ def evaluate_protocol(
     splits, note = make_splits(protocol, y, groups, cv, databases)
     folds = []
     for train, test in splits:
-        pred, params = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups))
+        pred, params, _ = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups))
         folds.append((test, pred, params))
     y_pred, chosen = collect_predictions(len(y), folds)
     return summarize_protocol(y, y_pred, groups, splits, class_names, note, chosen)

@@ -35,6 +35,9 @@ TRUSTED_TYPES = [
     "ecgpipe.classify.BlockWeights",
     # scikit-learn's own tree container of HistGradientBoostingClassifier (kind = 'hgb'): plain arrays, no code
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    # Platt scaling of an SVC (record_rule = 'mean_probability'): scikit-learn's calibration containers
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
 ]
 
 
@@ -77,6 +80,17 @@ class TrainedModel:
             one = self.classifier.predict(design_matrix(summarize(cnn), summarize(rhythm), clf))
             return np.full(n, int(one[0]), dtype=np.int64)
         return np.asarray(self.classifier.predict(design_matrix(cnn, rhythm, clf)), dtype=np.int64)
+
+    def predict_proba(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> np.ndarray | None:
+        """(n, n_classes) class probabilities of windows, for a model whose record rule is the mean probability;
+        None for the others (their record class is the windows' vote)."""
+        from ecgpipe.classify import class_probabilities, design_matrix
+
+        clf = self.config.classifier
+        if not clf.uses_probabilities:
+            return None
+        proba = self.classifier.predict_proba(design_matrix(cnn, rhythm, clf))
+        return class_probabilities(proba, self.classifier.classes_, len(self.class_names))
 
 
 def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_source: str, n_cnn: int | None, training: dict) -> None:

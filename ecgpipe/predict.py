@@ -53,11 +53,19 @@ class RecordPrediction:
     agreement: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     note: str = ""  # how the record was scored when not as usual (shorter than one window)
+    # (n_windows, n_classes) class probabilities, NaN rows unscored: models whose record rule is the mean probability
+    window_probabilities: np.ndarray | None = None
+    raw_classes: np.ndarray | None = None  # per window before smoothing (what the record's vote counts)
 
     @property
     def record_class(self) -> str | None:
-        """The record's class: majority vote of its windows (ties: the class listed first), as for CSV datasets."""
-        votes = self.window_classes[self.window_classes >= 0]
+        """The record's class, by the model's record rule as in training: the majority vote of its windows' classes
+        before smoothing (ties: the class listed first), or the argmax of their mean class probability."""
+        if self.window_probabilities is not None:
+            scored = self.window_probabilities[~np.isnan(self.window_probabilities).any(axis=1)]
+            return self.class_names[int(np.argmax(scored.mean(axis=0)))] if len(scored) else None
+        votes = self.raw_classes if self.raw_classes is not None else self.window_classes
+        votes = votes[votes >= 0]
         return self.class_names[int(np.argmax(np.bincount(votes, minlength=len(self.class_names))))] if len(votes) else None
 
 
@@ -152,13 +160,20 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     cnn, rhythm = Featurizer(cfg, device="auto").transform(rec, windows, starts[usable])
     classes = np.full(len(starts), -1, dtype=np.int64)
     classes[usable] = model.predict(cnn, rhythm)
+    proba = model.predict_proba(cnn, rhythm)
+    probabilities = None
+    if proba is not None:
+        probabilities = np.full((len(starts), len(cfg.class_names)), np.nan)
+        probabilities[usable] = proba
+        classes[usable] = np.argmax(proba, axis=1)  # the record rule's classes: what training's folds predicted
+    raw = classes.copy()
     classes = majority_smooth(classes, smooth)
     duration = len(rec.signal) / rec.fs
     labels = [cfg.classes[c][0] for c in cfg.class_names]
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
-                            class_names=list(cfg.class_names), note=note)
+                            class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw)
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:

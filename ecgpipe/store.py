@@ -91,12 +91,13 @@ def ensure_groups(path: str, *names: str) -> None:
 
 def write_record_windows(
     path: str, database: str, record: str, windows, starts, episode, attrs: dict, rhythm: np.ndarray | None = None
-) -> None:
+) -> dict[str, np.ndarray]:
     """Write one record's windows (and their rhythm features, when computed) into ``records/<db>/<record>``
-    (owned by this record's task alone)."""
+    (owned by this record's task alone); returns the arrays as written (stored dtypes), by name."""
     group = open_group(f"{path}/{Layout.database(database)}", mode="a").require_group(record)
     chunk_rows = max(1, min(len(windows), 1024))
     dtype = Layout.RECORD_ARRAYS
+    written = {}
     for name, data, chunks in [
         ("windows", windows.astype(dtype["windows"]), (chunk_rows, *windows.shape[1:])),
         ("starts", starts.astype(dtype["starts"]), (chunk_rows,)),
@@ -106,7 +107,9 @@ def write_record_windows(
         arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, overwrite=True, fill_value=0)
         if data.size:
             arr[...] = data
-    group.attrs.update(attrs)
+        written[name] = data
+    group.attrs.put(attrs)  # the record's whole metadata, replaced in one write
+    return written
 
 
 def read_record_windows(path: str, database: str, record: str) -> tuple[zarr.Group, dict]:
@@ -119,8 +122,14 @@ def create_array(path: str, name: str, shape, chunks, dtype, attrs: dict | None 
     root = open_root(path)
     arr = root.create_array(name, shape=shape, chunks=chunks, dtype=dtype, overwrite=True, fill_value=0)
     if attrs:
-        arr.attrs.update(attrs)
+        add_attrs(arr, attrs)
     return arr
+
+
+def add_attrs(node, attrs: dict) -> None:
+    """Add ``attrs`` to a group's or array's attributes in ONE write of its metadata (Zarr 3's ``attrs.update``
+    rewrites the metadata file once per key: 24 ms instead of 1.7 ms for a record's 15 keys)."""
+    node.attrs.put({**node.attrs.asdict(), **attrs})
 
 
 def chunk_bounds(n_rows: int, chunk_size: int, chunk_index: int) -> tuple[int, int]:

@@ -151,3 +151,58 @@ def test_a_record_level_gradient_boosting_artifact_round_trips(tmp_path):
     got = loaded.predict(None, windows)
     assert len(got) == len(windows) and len(set(got.tolist())) == 1
     assert got[0] == model.predict(windows.mean(0, keepdims=True))[0]
+
+
+def test_records_by_mean_probability_let_a_confident_window_outweigh_two_unsure_ones():
+    from ecgpipe.classify import record_level_summary, record_votes
+
+    y = np.array([0, 0, 0, 1, 1])
+    y_pred = np.array([1, 1, 0, 1, 1])
+    records = np.array(["a", "a", "a", "b", "b"])
+    proba = np.array([[0.45, 0.55], [0.45, 0.55], [0.98, 0.02], [0.2, 0.8], [0.3, 0.7]])
+    _, _, voted, shares = record_votes(y, y_pred, records, 2)
+    assert voted.tolist() == [1, 1] and shares[0].tolist() == pytest.approx([1 / 3, 2 / 3])
+    _, _, by_mean, means = record_votes(y, y_pred, records, 2, proba)
+    assert by_mean.tolist() == [0, 1] and means[0].tolist() == pytest.approx([0.6267, 0.3733], abs=1e-4)
+    summary = record_level_summary(y, y_pred, records, ["n", "a"], y_proba=proba)
+    assert summary.accuracy == 1.0 and "mean class probability" in summary.rule
+    assert summary.records[0].votes == {"n": pytest.approx(0.6267, abs=1e-4), "a": pytest.approx(0.3733, abs=1e-4)}
+    assert "majority vote" in record_level_summary(y, y_pred, records, ["n", "a"]).rule
+
+
+def test_a_window_classifier_can_score_records_by_mean_probability():
+    data = _record_data()
+    for kind in ("logreg", "svc"):
+        cfg = _csv_config(kind=kind, level="window", record_rule="mean_probability")
+        assert cfg.classifier.label.endswith("records by mean probability")
+        row = ComparisonRow(cfg=cfg, extractor=None, key="k", unit="u", features=None, data_key="")
+        result = evaluate_row(row, data)["grouped_by_subject"]
+        assert result.level == "window" and result.per_record.n_records == 30
+        assert "mean class probability" in result.per_record.rule
+        shares = [sum(r.votes.values()) for r in result.per_record.records]
+        assert shares == pytest.approx([1.0] * 30, abs=1e-3)  # mean probabilities, not vote counts
+        assert result.per_record.macro_f1 > 0.6, kind
+    with pytest.raises(ConfigError, match="linear_svc has none"):
+        _csv_config(kind="linear_svc", level="window", record_rule="mean_probability")
+    with pytest.raises(ConfigError, match="answers once per record"):
+        _csv_config(record_rule="mean_probability")
+
+
+def test_a_mean_probability_artifact_answers_records_as_training_did(tmp_path):
+    """A tuned, calibrated SVC survives the skops round trip; predict's record class is the mean-probability argmax."""
+    from ecgpipe.model import load_model, save_model
+    from ecgpipe.predict import RecordPrediction
+
+    data = _record_data()
+    cfg = _csv_config(kind="svc", level="window", record_rule="mean_probability", tune=True, C_grid=[0.1, 1.0])
+    model, chosen = fit_classifier(data.rhythm, data.y, cfg.classifier, groups=data.subjects)
+    assert chosen["C"] in (0.1, 1.0)
+    save_model(tmp_path / "m.skops", model, cfg, weights_source="-", n_cnn=None, training={})
+    loaded = load_model(tmp_path / "m.skops")
+    windows = data.rhythm[data.records == "d/r04"]
+    proba = loaded.predict_proba(None, windows)
+    assert proba.shape == (len(windows), 3) and proba.sum(axis=1) == pytest.approx(np.ones(len(windows)))
+    assert np.array_equal(proba, model.predict_proba(windows))
+    pred = RecordPrediction("r04", 300.0, "I", 30.0, np.zeros(len(windows)), np.zeros(len(windows), dtype=np.int64), 10.0, [],
+                            class_names=cfg.class_names, window_probabilities=proba)
+    assert pred.record_class == cfg.class_names[int(np.argmax(proba.mean(axis=0)))]

@@ -20,6 +20,7 @@ from ecgpipe import store as zs
 from ecgpipe.aggregate import record_groups, summarize_rows
 from ecgpipe.classify import (
     collect_predictions,
+    collect_probabilities,
     design_matrix,
     fit_classifier,
     fit_predict,
@@ -175,6 +176,7 @@ class FoldResult:
     test: list[int]
     predicted: list[int]
     chosen: dict  # the inner CV's choice (tuned classifiers)
+    probabilities: list[list[float]] | None = None  # per test row, when the record rule is the mean probability
 
 
 def for_row(data: ClassificationData, cfg: PipelineConfig) -> ClassificationData:
@@ -198,8 +200,9 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
     splits, _ = make_splits(protocol, data.y, data.subjects, cfg.cv, data.databases)
     train, test = splits[fold]
     groups = data.subjects if protocols.protocol(protocol).grouped else None
-    pred, chosen = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups)
-    return FoldResult(test.tolist(), pred.tolist(), chosen)
+    pred, chosen, proba = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups,
+                                      len(cfg.class_names))
+    return FoldResult(test.tolist(), pred.tolist(), chosen, None if proba is None else np.round(proba, 6).tolist())
 
 
 def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tuple[str, int], FoldResult]
@@ -222,10 +225,13 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
             summary.per_record = record_level_summary(
                 data.y, y_pred, data.records, row.cfg.class_names, test_fold, row.cfg.endpoints,
                 rule=f"one prediction per record from its windows' features summarised ({'/'.join(clf.record_stats)})")
-        elif per_record:  # databases labelled per record: also score each record's majority vote
+        elif per_record:  # databases labelled per record: also score each record from its windows (vote or mean)
             rows_of = np.isin(data.databases, per_record)
+            y_proba = (collect_probabilities(len(data.y), len(row.cfg.class_names), [(f.test, f.probabilities) for f in folds])
+                       if row.cfg.classifier.uses_probabilities else None)
             summary.per_record = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
-                                                      row.cfg.class_names, test_fold[rows_of], row.cfg.endpoints)
+                                                      row.cfg.class_names, test_fold[rows_of], row.cfg.endpoints,
+                                                      y_proba=None if y_proba is None else y_proba[rows_of])
         out[protocol] = summary
     return out
 

@@ -176,8 +176,9 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         "n_nan": rec.n_nan,
         **summary.to_json(),
     }
-    zs.write_record_windows(store, unit.database, unit.record, found.windows, found.starts, found.episode, attrs, rhythm)
-    return summary, stored_record_digest(store, unit)
+    written = zs.write_record_windows(store, unit.database, unit.record, found.windows, found.starts, found.episode, attrs, rhythm)
+    # the digest of what was written, as stored_record_digest reads it back later (no second read here)
+    return summary, content_key(*[(name, array_digest(written[name])) for name in sorted(written)])
 
 
 def stored_record_digest(store: str, unit: RecordUnit) -> str:

@@ -258,7 +258,8 @@ def write_table(store: str, table: SegmentTable, cand: Candidates, cfg: Pipeline
                         )[...] = rhythm_features
     elif Layout.segment("rhythm_features") in root:
         del root[Layout.segment("rhythm_features")]
-    root[Layout.SEGMENTS].attrs.update(
+    zs.add_attrs(
+        root[Layout.SEGMENTS],
         {
             **table.to_json(),
             "class_names": cfg.class_names,
