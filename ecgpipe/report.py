@@ -112,7 +112,7 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
         if p.get("per_record") and p["per_record"]["n_records"] and level == "window":
             r = p["per_record"]
-            lines += ["", f"Records ({r['n_records']}; each its segments' majority vote):", "",
+            lines += ["", f"Records ({r['n_records']}; each by the {r.get('rule') or 'majority vote of its segments'}):", "",
                       "| class | precision | recall | F1 | records |", "|---|---:|---:|---:|---:|"]
             lines += [f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |" for c, m in r["per_class"].items()]
             lines += ["", "| annotated \\ predicted (records) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]

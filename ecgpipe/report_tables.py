@@ -51,13 +51,15 @@ def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
 
 def scored_endpoints(report: dict) -> list[tuple[str, str, dict]]:
     """(protocol, what was scored, endpoints) of the best row: its own rows (segments, or records for a record-level
-    classifier), and the records' majority vote where segments of CSV-labelled records vote."""
+    classifier), and the records' answer (majority vote or mean probability) where segments of CSV-labelled records
+    decide it."""
     out = []
     for name, p in report["protocols"].items():
         level = p.get("level", "window")
         out.append((name, "records" if level == "record" else "segments", p.get("endpoints") or {}))
         if level == "window" and (p.get("per_record") or {}).get("endpoints"):
-            out.append((name, "records, majority vote", p["per_record"]["endpoints"]))
+            rule = "mean probability" if str(p["per_record"].get("rule", "")).startswith("argmax of the mean") else "majority vote"
+            out.append((name, f"records, {rule}", p["per_record"]["endpoints"]))
     return [entry for entry in out if entry[2]]
 
 

@@ -336,6 +336,12 @@ def test_interruption_stops_within_seconds_leaves_nothing_running_and_a_rerun_re
         os.kill(proc.pid, signal.SIGTERM)
     try:
         _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired as exc:  # say where it hung: the run's last lines and its processes
+        stuck = [(pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120])
+                 for pid in _session_processes(proc.pid) if Path(f"/proc/{pid}/cmdline").exists()]
+        os.killpg(proc.pid, signal.SIGKILL)
+        tail = (exc.stderr or b"").decode(errors="replace")[-3000:]
+        pytest.fail(f"the run did not stop within 60 s of {how}; processes still running: {stuck}\n{tail}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
