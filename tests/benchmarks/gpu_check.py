@@ -30,6 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _data import real_segments  # noqa: E402
+from bench_features import timed  # noqa: E402  (best of repeats after a warm-up, CUDA-synchronised)
 
 from ecgpipe.backbones import load_backbone  # noqa: E402
 from ecgpipe.config import FeatureSettings, load_config  # noqa: E402
@@ -52,20 +53,6 @@ protocols = ["stratified_10fold"]
 [run]
 chunk_size = 32
 """
-
-
-def timed(fn, repeats: int = 3) -> float:
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def flow_on_gpu_worker(data_dir: Path, tmp: Path) -> dict:
@@ -162,7 +149,7 @@ def main() -> None:
         settings = FeatureSettings(backbone=args.backbone, device=device, amp=True, batch_size=bs, compile=compiled)
         pipeline = FeatureExtractor(settings)
         bare = torch.compile(model) if compiled else model
-        pipe_s, bare_s = timed(lambda p=pipeline: p(spec)), timed(bare_loop(bare))
+        pipe_s, bare_s = timed(lambda p=pipeline: p(spec), 3), timed(bare_loop(bare), 3)
         result[f"pipeline_img_s_{tag}"] = round(n / pipe_s, 1)
         result[f"bare_img_s_{tag}"] = round(n / bare_s, 1)
         result[f"ratio_{tag}"] = round(bare_s / pipe_s, 3)
