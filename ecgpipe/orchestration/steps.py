@@ -134,9 +134,24 @@ def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done
 
 
 def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
-    """Stage 2: the selected dataset, rewritten only when it changed."""
+    """Stage 2: the selected dataset, rewritten only when it changed: planned here from the records' summaries, its
+    rows gathered and written by tasks (whole chunks each), its attributes and marker written last."""
     with run.log.timed(table.STAGE):
-        planned, changed = table.update_table(run.store, run.plan.markers, records, run.cfg)
+        planned, _ = run.plan.table(records)
+        changed = not run.plan.table_done(planned)
+        if changed:
+            names = table.create_table_arrays(run.store, planned, run.cfg)
+            sources = table.table_sources(planned)
+            task = run.task(tasks.table_chunks)
+            jobs = table.table_tasks(planned, run.cfg, 4 * run.cfg.run.n_workers)
+            futures = [task.submit(run.store, uids, first, sources, planned.rhythm_labels, run.config_json)
+                       for first, uids in jobs]
+            run.log.count(table.STAGE, tasks=len(futures))
+            results, failures = wait_all(futures, table.STAGE, run.logger)
+            if failures:
+                raise StageFailed(f"segment table: {error_text(failures[0][1])}")
+            digests = {name: [d for r in results for d in r[name]] for name in names}
+            table.finish_table(run.store, planned, run.cfg, run.plan.markers, digests)
         run.log.count(table.STAGE, computed=int(changed), skipped=int(not changed))
     run.logger.info(f"segments: {len(planned)} selected of {planned.n_candidates} windows "
                     f"(table {'rewritten' if changed else 'unchanged'})")

@@ -19,7 +19,7 @@ from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
 from ecgpipe.orchestration.console import quiet_this_worker
 from ecgpipe.plan import chunk_unit
-from ecgpipe.stages import classification, features, segments, spectrograms
+from ecgpipe.stages import classification, features, segments, spectrograms, table
 from ecgpipe.stages.classification import FoldResult
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 
@@ -103,6 +103,12 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
         markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
         out.append(summary)
     return out
+
+
+@stage_task(name="table-chunks", task_run_name="table from chunk {first_chunk}")
+def table_chunks(store: str, uids: list[str], first_chunk: int, sources: list[str], rhythm_labels: list[str],
+                 config_json: str) -> dict[str, list[str]]:
+    return table.write_table_chunks(store, uids, first_chunk, sources, rhythm_labels, _config(config_json))
 
 
 @stage_task(name="spectrogram-chunk", task_run_name="spectrograms chunk {chunk_index}")

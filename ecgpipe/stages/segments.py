@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ecgpipe import store as zs
@@ -77,6 +77,9 @@ class RecordSummary:
     signal_key: str
     duration_s: float = 0.0
     no_window_reason: str | None = None  # why a record yields no window (it is listed in the report)
+    # per window (the segment table is planned from these, without reading any record again)
+    starts: list[int] = field(default_factory=list)  # start, target-rate samples
+    class_index: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -167,10 +170,11 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         signal_key=unit.signal_key,
         duration_s=round(float(duration), 3),
         no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg),
+        starts=[int(x) for x in found.starts],
+        class_index=[int(c) for c in found.class_index],
     )
     attrs = {
         "episodes": [[ep.label, ep.start, ep.end] for ep in rec.episodes],
-        "class_index": found.class_index.tolist(),
         "fs": rec.fs,
         "path": rec.path,
         "n_nan": rec.n_nan,

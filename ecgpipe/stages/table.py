@@ -14,7 +14,7 @@ recomputes everything downstream.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -138,39 +138,34 @@ class SegmentTable:
     subjects: dict[str, str]  # <db>/<record> -> subject id
     n_candidates: int
     key: str
+    rhythm_labels: list[str] = field(default_factory=list)  # every episode label of the records, sorted
 
     def __len__(self) -> int:
         return len(self.uids)
 
     def to_json(self) -> dict:
         return {"uids": self.uids, "record_keys": self.record_keys, "signal_keys": self.signal_keys,
-                "subjects": self.subjects, "n_candidates": self.n_candidates, "key": self.key}
+                "subjects": self.subjects, "n_candidates": self.n_candidates, "key": self.key,
+                "rhythm_labels": self.rhythm_labels}
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """Every window of every record: its id, class and where it is stored (database, record, row)."""
+    """Every window of every record: its id and class, from the records' summaries (no record is read again)."""
 
     uids: list[str]
     class_index: np.ndarray
-    where: list[tuple[str, str, int]]
 
 
-def read_candidates(store: str, records: list[RecordSummary]) -> Candidates:
-    uids, classes, where = [], [], []
-    for info in records:
-        group, attrs = zs.read_record_windows(store, info.database, info.record)
-        starts = group["starts"][...]
-        uids += [segment_uid(info.database, info.record, s) for s in starts]
-        classes.append(np.asarray(attrs["class_index"], dtype=np.int16))
-        where += [(info.database, info.record, row) for row in range(len(starts))]
-    class_index = np.concatenate(classes) if classes else np.zeros(0, np.int16)
-    return Candidates(uids, class_index, where)
+def candidates(records: list[RecordSummary]) -> Candidates:
+    uids = [segment_uid(r.database, r.record, s) for r in records for s in r.starts]
+    classes = [np.asarray(r.class_index, dtype=np.int16) for r in records]
+    return Candidates(uids, np.concatenate(classes) if classes else np.zeros(0, np.int16))
 
 
 def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) -> tuple[SegmentTable, Candidates]:
     """The segment table a run would write (selection and row order), read-only; and every candidate window."""
-    cand = read_candidates(store, records)
+    cand = candidates(records)
     counts = np.bincount(cand.class_index, minlength=len(cfg.class_names))
     empty = [cfg.class_names[c] for c in range(len(cfg.class_names)) if counts[c] == 0]
     if empty:
@@ -186,8 +181,10 @@ def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) ->
     record_keys = {r.name: r.key for r in records}
     signal_keys = {r.name: r.signal_key for r in records}
     subjects = {r.name: r.subject for r in records}
+    # sorted, so that every chunk task knows the index of a label without seeing the others' windows
+    rhythm_labels = sorted({label for r in records for label in r.labels})
     key = content_key(STAGE, code(), slots, record_keys, cfg.run.chunk_size, cfg.classes)
-    return SegmentTable(slots, record_keys, signal_keys, subjects, int(len(cand.uids)), key), cand
+    return SegmentTable(slots, record_keys, signal_keys, subjects, int(len(cand.uids)), key, rhythm_labels), cand
 
 
 def stored_table_key(store: str) -> str | None:
@@ -199,9 +196,18 @@ def stored_table_key(store: str) -> str | None:
 
 
 def stored_digests(store: str) -> dict[str, str]:
-    """Digest of every array of the stored segment table."""
+    """Digest of every array of the stored segment table, read one chunk at a time (bounded memory)."""
     group = zs.open_group(f"{store}/{Layout.SEGMENTS}", mode="r")
-    return {name: array_digest(group[name][...]) for name in sorted(group.array_keys())}
+    return {name: chunked_digest(group[name]) for name in sorted(group.array_keys())}
+
+
+def chunked_digest(arr, chunk_digests: list[str] | None = None) -> str:
+    """One digest of an array from the digests of its row chunks (computed here, or given by the tasks that wrote
+    them): the same value either way."""
+    if chunk_digests is None:
+        n, size = arr.shape[0], arr.chunks[0]
+        chunk_digests = [array_digest(arr[lo:min(lo + size, n)]) for lo in range(0, n, size)]
+    return content_key(*chunk_digests)
 
 
 def table_is_done(store: str, table: SegmentTable, markers: Markers) -> bool:
@@ -218,66 +224,107 @@ def table_is_done(store: str, table: SegmentTable, markers: Markers) -> bool:
         return False
 
 
-def write_table(store: str, table: SegmentTable, cand: Candidates, cfg: PipelineConfig) -> None:
-    """Gather the selected windows (and their rhythm block) into ``segments/*``. Flow process only."""
-    position = {u: i for i, u in enumerate(cand.uids)}
-    n, shape, chunk = len(table), cfg.window_shape, cfg.run.chunk_size
-    dtype = Layout.SEGMENT_ARRAYS
-    signal = np.zeros((n, *shape), dtype["signal"])
-    start = np.zeros(n, dtype["start"])
-    cls = np.zeros(n, dtype["class_index"])
-    rhythm = np.zeros(n, dtype["rhythm"])
-    rhythm_features = np.zeros((n, len(cfg.rhythm_columns)), dtype["rhythm_features"]) if cfg.rhythm.enabled else None
-    rhythm_labels: list[str] = []
-    by_record: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for slot, uid in enumerate(table.uids):
-        db, rec, row = cand.where[position[uid]]
-        by_record.setdefault((db, rec), []).append((slot, row))
-        cls[slot] = cand.class_index[position[uid]]
-    for (db, rec), pairs in by_record.items():
-        group, attrs = zs.read_record_windows(store, db, rec)
-        slot_idx, rows = (np.array(x) for x in zip(*pairs))
-        signal[slot_idx] = group["windows"][...][rows]
-        start[slot_idx] = group["starts"][...][rows]
-        if rhythm_features is not None:
-            rhythm_features[slot_idx] = group["rhythm"][...][rows]
-        for s, ep in zip(slot_idx, group["episode"][...][rows]):
-            label = attrs["episodes"][ep][0]
-            if label not in rhythm_labels:
-                rhythm_labels.append(label)
-            rhythm[s] = rhythm_labels.index(label)
-    sources = sorted(table.record_keys)
-    source = np.array([sources.index(record_of(u)) for u in table.uids], dtype=dtype["source"])
-    zs.create_array(store, Layout.segment("signal"), (n, *shape), (chunk, *shape), dtype["signal"])[...] = signal
-    for name, data in [("class_index", cls), ("source", source), ("start", start), ("rhythm", rhythm)]:
-        zs.create_array(store, Layout.segment(name), data.shape, (chunk,), data.dtype)[...] = data
+# ----------------------------------------------------------------------------------------------------- writing
+def create_table_arrays(store: str, table: SegmentTable, cfg: PipelineConfig) -> list[str]:
+    """Create the (empty) arrays of ``segments/*`` that the chunk tasks fill; returns their names. Flow process only
+    (one creator); the table's attributes are written last, by :func:`finish_table`, so an interrupted write never
+    looks complete (its key is missing)."""
     root = zs.open_root(store)
-    if rhythm_features is not None:
-        zs.create_array(store, Layout.segment("rhythm_features"), rhythm_features.shape, (chunk, rhythm_features.shape[1]),
-                        dtype["rhythm_features"], attrs={"columns": list(cfg.rhythm_columns), "context_s": cfg.rhythm.context_s}
-                        )[...] = rhythm_features
+    if Layout.SEGMENTS in root and "key" in root[Layout.SEGMENTS].attrs:
+        root[Layout.SEGMENTS].attrs.put({})
+    n, shape, chunk, dtype = len(table), cfg.window_shape, cfg.run.chunk_size, Layout.SEGMENT_ARRAYS
+    zs.create_array(store, Layout.segment("signal"), (n, *shape), (chunk, *shape), dtype["signal"])
+    for name in ("class_index", "source", "start", "rhythm"):
+        zs.create_array(store, Layout.segment(name), (n,), (chunk,), dtype[name])
+    names = ["signal", "class_index", "source", "start", "rhythm"]
+    if cfg.rhythm.enabled:
+        width = len(cfg.rhythm_columns)
+        zs.create_array(store, Layout.segment("rhythm_features"), (n, width), (chunk, width), dtype["rhythm_features"],
+                        attrs={"columns": list(cfg.rhythm_columns), "context_s": cfg.rhythm.context_s})
+        names.append("rhythm_features")
     elif Layout.segment("rhythm_features") in root:
         del root[Layout.segment("rhythm_features")]
+    return sorted(names)
+
+
+def table_rows(store: str, uids: list[str], sources: list[str], rhythm_labels: list[str], cfg: PipelineConfig
+               ) -> dict[str, np.ndarray]:
+    """The rows of the segment table for ``uids`` (in that order), gathered from their records' stored windows:
+    each record is read once."""
+    n, dtype = len(uids), Layout.SEGMENT_ARRAYS
+    rows = {"signal": np.zeros((n, *cfg.window_shape), dtype["signal"]), "class_index": np.zeros(n, dtype["class_index"]),
+            "source": np.zeros(n, dtype["source"]), "start": np.zeros(n, dtype["start"]), "rhythm": np.zeros(n, dtype["rhythm"])}
+    if cfg.rhythm.enabled:
+        rows["rhythm_features"] = np.zeros((n, len(cfg.rhythm_columns)), dtype["rhythm_features"])
+    by_record: dict[str, list[tuple[int, int]]] = {}
+    for slot, uid in enumerate(uids):
+        seg = SegmentId.parse(uid)
+        by_record.setdefault(seg.record_name, []).append((slot, seg.start))
+    source_index = {name: i for i, name in enumerate(sources)}
+    label_index = {label: i for i, label in enumerate(rhythm_labels)}
+    for name, pairs in by_record.items():
+        db, rec = name.split("/", 1)
+        group, attrs = zs.read_record_windows(store, db, rec)
+        starts = group["starts"][...]
+        slot_idx = np.array([s for s, _ in pairs])
+        where = {int(s): i for i, s in enumerate(starts)}
+        missing = [start for _, start in pairs if start not in where]
+        if missing:
+            raise PipelineError(f"records/{name}: no stored window starts at sample {missing[0]}; its windows changed "
+                                f"after the table was planned (rerun the pipeline)")
+        at = np.array([where[start] for _, start in pairs])
+        rows["signal"][slot_idx] = group["windows"][...][at]
+        rows["start"][slot_idx] = starts[at]
+        rows["class_index"][slot_idx] = np.asarray(attrs["class_index"], dtype=np.int64)[at]
+        rows["source"][slot_idx] = source_index[name]
+        rows["rhythm"][slot_idx] = [label_index[attrs["episodes"][ep][0]] for ep in group["episode"][...][at]]
+        if "rhythm_features" in rows:
+            rows["rhythm_features"][slot_idx] = group["rhythm"][...][at]
+    return rows
+
+
+def write_table_chunks(store: str, uids: list[str], first_chunk: int, sources: list[str], rhythm_labels: list[str],
+                       cfg: PipelineConfig) -> dict[str, list[str]]:
+    """Fill chunks ``first_chunk, first_chunk + 1, ...`` of every array of ``segments/*`` with the rows of ``uids``
+    (whole chunks: the task owns them); returns each array's chunk digests. Runs on a worker."""
+    size = cfg.run.chunk_size
+    digests: dict[str, list[str]] = {}
+    for offset in range(0, len(uids), size):
+        rows = table_rows(store, uids[offset:offset + size], sources, rhythm_labels, cfg)
+        for name, data in rows.items():
+            zs.write_chunk(store, Layout.segment(name), first_chunk + offset // size, data)
+            digests.setdefault(name, []).append(array_digest(data))
+    return digests
+
+
+def table_sources(table: SegmentTable) -> list[str]:
+    """``<db>/<record>`` of every record, sorted: ``segments/source`` indexes this list."""
+    return sorted(table.record_keys)
+
+
+def finish_table(store: str, table: SegmentTable, cfg: PipelineConfig, markers: Markers,
+                 chunk_digests: dict[str, list[str]]) -> None:
+    """Write the table's attributes (its key last of all) and its marker, once every chunk is written. Flow process."""
+    sources = table_sources(table)
+    root = zs.open_root(store)
     zs.add_attrs(
         root[Layout.SEGMENTS],
         {
             **table.to_json(),
             "class_names": cfg.class_names,
             "sources": [{"database": database_of(s), "record": s.split("/")[1], "subject": table.subjects[s]} for s in sources],
-            "rhythm_labels": rhythm_labels,
             "target_fs": cfg.segments.target_fs,
             "length": cfg.segment_length,
             "n_leads": cfg.segments.n_leads,
         }
     )
+    digests = {name: chunked_digest(None, d) for name, d in sorted(chunk_digests.items())}
+    markers.write(STAGE, UNIT, table.key, {"n_segments": len(table), "digests": digests})
 
 
-def update_table(store: str, markers: Markers, records: list[RecordSummary], cfg: PipelineConfig) -> tuple[SegmentTable, bool]:
-    """The run's segment table, (re)written (with its marker) when it changed or was damaged; returns it and whether
-    it was written."""
-    table, cand = plan_table(store, records, cfg)
-    if table_is_done(store, table, markers):
-        return table, False
-    write_table(store, table, cand, cfg)
-    markers.write(STAGE, UNIT, table.key, {"n_segments": len(table), "digests": stored_digests(store)})
-    return table, True
+def table_tasks(table: SegmentTable, cfg: PipelineConfig, n_tasks: int) -> list[tuple[int, list[str]]]:
+    """The table's rows cut into about ``n_tasks`` runs of whole chunks: (first chunk, segment ids) per task."""
+    size = cfg.run.chunk_size
+    n_chunks = -(-len(table) // size)
+    per_task = max(1, -(-n_chunks // max(1, n_tasks)))
+    return [(c, table.uids[c * size:(c + per_task) * size]) for c in range(0, n_chunks, per_task)]
