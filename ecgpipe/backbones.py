@@ -16,11 +16,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ecgpipe.errors import EcgpipeError
+
+if TYPE_CHECKING:  # torch is imported where a model is built: checking a setting (preflight) costs no ~400 MB
+    from torch import nn
 
 
 class WeightsUnavailable(EcgpipeError, RuntimeError):
@@ -135,6 +136,8 @@ def load_backbone(
     name: str, weights: str = "pretrained", weights_path: str | None = None
 ) -> tuple[nn.Module, str]:
     """Build backbone ``name`` and load its weights; returns ``(model in eval mode, weights source description)``."""
+    import torch
+
     spec = backbone_spec(name)
     # random initialisation seeded, so every worker process of a run builds the very same untrained network
     with torch.random.fork_rng(devices=[]):

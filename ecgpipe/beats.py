@@ -87,13 +87,26 @@ def _part(fs: float, part: tuple[float, float]) -> slice:
     return slice(origin + int(round(part[0] * fs)), origin + int(round(part[1] * fs)))
 
 
+def welch(x: np.ndarray, fs: float, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.signal.welch(x, fs, nperseg=nperseg)`` with its defaults (Hann window, half overlap, each segment's
+    mean removed, one-sided density), all segments in one FFT call: scipy 1.17 detrends and transforms segment by
+    segment in Python, a fifth of a CinC record's segments stage. Equal to scipy's to ~1e-12 (tested)."""
+    x = np.asarray(x, dtype=np.float64)
+    frames = np.lib.stride_tricks.sliding_window_view(x, nperseg)[:: nperseg - nperseg // 2]
+    window = sps.get_window("hann", nperseg)
+    spectrum = np.abs(np.fft.rfft((frames - frames.mean(axis=1, keepdims=True)) * window, axis=1)) ** 2
+    power = spectrum.mean(axis=0) / (fs * (window**2).sum())
+    power[1 : None if nperseg % 2 else -1] *= 2  # one-sided: every bin but DC (and Nyquist, for even lengths) twice
+    return np.fft.rfftfreq(nperseg, 1 / fs), power
+
+
 def fwave_power_frac(beats: np.ndarray, template: np.ndarray, fs: float) -> float:
     """Share of the QRST-cancelled beats' power in 4-10 Hz (of 1-40 Hz): what is left between the ventricular
     complexes once the median beat is subtracted, where atrial fibrillation leaves its fibrillatory waves."""
     residual = (beats - template).ravel()
     if len(residual) < 64:
         return 0.0
-    freqs, power = sps.welch(residual, fs=fs, nperseg=min(len(residual), 256))
+    freqs, power = welch(residual, fs, min(len(residual), 256))
     band, total = power[(freqs >= 4) & (freqs <= 10)].sum(), power[(freqs >= 1) & (freqs <= 40)].sum()
     return float(band / total) if total > 0 else 0.0
 
@@ -137,7 +150,7 @@ def signal_quality(raw: np.ndarray, filtered: np.ndarray, fs: float) -> tuple[fl
     kurtosis = float((x**4).mean() / var**2) if var > 0 else 0.0
     if len(raw) < 16 or fs <= 80:
         return kurtosis, 0.0
-    freqs, power = sps.welch(raw - raw.mean(), fs=fs, nperseg=min(len(raw), int(fs)))
+    freqs, power = welch(raw - raw.mean(), fs, min(len(raw), int(fs)))
     total = power.sum()
     return kurtosis, float(power[freqs > 40].sum() / total) if total > 0 else 0.0
 

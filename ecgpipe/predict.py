@@ -159,13 +159,14 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     # the training feature path, on whatever device this machine has
     cnn, rhythm = Featurizer(cfg, device="auto").transform(rec, windows, starts[usable])
     classes = np.full(len(starts), -1, dtype=np.int64)
-    classes[usable] = model.predict(cnn, rhythm)
-    proba = model.predict_proba(cnn, rhythm)
+    proba = model.predict_proba(cnn, rhythm)  # None unless the record rule is the mean probability
     probabilities = None
-    if proba is not None:
+    if proba is None:
+        classes[usable] = model.predict(cnn, rhythm)
+    else:  # the record rule's classes, what training's folds predicted (one pass of the model, not two)
         probabilities = np.full((len(starts), len(cfg.class_names)), np.nan)
         probabilities[usable] = proba
-        classes[usable] = np.argmax(proba, axis=1)  # the record rule's classes: what training's folds predicted
+        classes[usable] = np.argmax(proba, axis=1)
     raw = classes.copy()
     classes = majority_smooth(classes, smooth)
     duration = len(rec.signal) / rec.fs

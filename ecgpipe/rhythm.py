@@ -40,11 +40,36 @@ IRREGULARITY_FEATURES = (
 def beat_times(signal: np.ndarray, fs: float) -> np.ndarray:
     """QRS times (seconds) of a whole single-lead record, by wfdb's xqrs detector (NaNs must be filled first)."""
     from wfdb import processing
+    from wfdb.processing import qrs as wfdb_qrs
 
     if len(signal) < int(5 * fs):  # xqrs needs a few seconds to learn its thresholds
         return np.zeros(0)
+    # xqrs spends a third of a record's segments stage in find_local_peaks (a Python loop calling max() per sample);
+    # local_peaks gives the same peaks, vectorised (tested against it), so xqrs finds the same beats ~2x faster
+    wfdb_qrs.find_local_peaks = local_peaks
     qrs = processing.xqrs_detect(np.asarray(signal, dtype=np.float64), fs=fs, verbose=False)
     return np.asarray(qrs, dtype=np.float64) / fs
+
+
+def local_peaks(sig: np.ndarray, radius: int) -> np.ndarray:
+    """``wfdb.processing.find_local_peaks``, vectorised, with the same result: a sample is a peak when it equals the
+    maximum of ``sig[i - radius : i + radius]``; after a peak the scan moves on by ``radius`` samples."""
+    from scipy.ndimage import maximum_filter1d
+    from wfdb.processing.peaks import find_local_peaks
+
+    sig = np.asarray(sig)
+    if sig.ndim != 1 or len(sig) <= radius + 1 or radius < 1 or not np.isfinite(sig).all():
+        return find_local_peaks(sig, radius)  # the original's edge cases, as it handles them
+    if np.min(sig) == np.max(sig):
+        return np.empty(0)
+    # window [i - radius, i + radius - 1], cut at the ends (repeating an end sample never changes a maximum)
+    window_max = maximum_filter1d(sig, size=2 * radius, mode="nearest")
+    peaks, next_allowed = [], 0
+    for i in np.flatnonzero(sig == window_max).tolist():
+        if i >= next_allowed:
+            peaks.append(i)
+            next_allowed = i + radius
+    return np.array(peaks)
 
 
 def _context_rr(beats_s: np.ndarray, start: float, length_s: float, context_s: float) -> np.ndarray:

@@ -100,3 +100,18 @@ def test_real_cinc_af_records_lack_the_p_wave_that_normal_records_have(physionet
     assert n["p_wave_consistency"] > 0.8 and a["p_wave_consistency"] < 0.5
     assert a["fwave_power_frac"] > 1.5 * n["fwave_power_frac"]
     assert a["premature_frac"] > n["premature_frac"] + 0.1
+
+
+def test_welch_equals_scipys_for_the_lengths_the_features_use():
+    """beats.welch (one FFT call for all segments) gives scipy.signal.welch's frequencies and densities."""
+    import scipy.signal as sps
+
+    from ecgpipe.beats import welch
+
+    rng = np.random.default_rng(0)
+    for n, nperseg in [(64, 64), (65, 64), (300, 256), (257, 256), (3000, 300), (2999, 300), (1000, 255), (100, 99)]:
+        x = rng.normal(size=n) + 3.0
+        f_ref, p_ref = sps.welch(x, fs=300.0, nperseg=nperseg)
+        f, p = welch(x, 300.0, nperseg)
+        assert np.array_equal(f, f_ref) and p.shape == p_ref.shape
+        assert np.abs(p - p_ref).max() <= 1e-12 * np.abs(p_ref).max(), (n, nperseg)
