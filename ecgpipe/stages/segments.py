@@ -191,10 +191,11 @@ def stored_record_digest(store: str, unit: RecordUnit) -> str:
     return content_key(*[(name, array_digest(group[name][...])) for name in sorted(group.array_keys())])
 
 
-def _stored_summary(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
-    """The summary in the record's marker when its stored arrays still hash to the marker's digest."""
+def _stored_summary(store: str, markers: Markers, unit: RecordUnit, key_field: str) -> RecordSummary | None:
+    """The summary in the record's marker when its ``key_field`` ("key" or "signal_key") is the unit's and its stored
+    arrays still hash to the marker's digest (the key is checked first: a stale record costs no read)."""
     marker = markers.read(STAGE, unit.name)
-    if marker is None:
+    if marker is None or marker.get("summary", {}).get(key_field) != getattr(unit, key_field):
         return None
     try:
         digest = stored_record_digest(store, unit)
@@ -217,14 +218,11 @@ def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:
 
 def record_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
     """The record's summary if its stored windows and rhythm block are complete and current, else None."""
-    summary = _stored_summary(store, markers, unit)
-    return summary if summary is not None and summary.key == unit.key else None
+    return _stored_summary(store, markers, unit, "key")
 
 
 def windows_done(store: str, markers: Markers, unit: RecordUnit) -> RecordSummary | None:
     """The record's summary, with its current key, if its stored *windows* are current (its rhythm block may be
     stale): what planning the downstream stages needs."""
-    summary = _stored_summary(store, markers, unit)
-    if summary is None or summary.signal_key != unit.signal_key:
-        return None
-    return dataclasses.replace(summary, key=unit.key)
+    summary = _stored_summary(store, markers, unit, "signal_key")
+    return None if summary is None else dataclasses.replace(summary, key=unit.key)

@@ -105,9 +105,9 @@ def assign_slots(previous: list[str] | None, selected: list[str]) -> list[str]:
     new_sorted = sorted(set(selected), key=uid_order_key)
     if not previous:
         return new_sorted
-    keep = set(selected)
+    keep, before = set(selected), set(previous)
     slots: list[str | None] = [u if u in keep else None for u in previous]
-    incoming = iter([u for u in new_sorted if u not in set(previous)])
+    incoming = iter([u for u in new_sorted if u not in before])
     for i, u in enumerate(slots):
         if u is None:
             slots[i] = next(incoming, None)
