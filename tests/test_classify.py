@@ -161,3 +161,24 @@ def test_per_subject_breakdown_names_the_patients_the_errors_come_from():
     report_protocol = evaluate_protocol(X, yy, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings()).to_json()  # the stored (JSON) form
     assert {r["subject"] for r in report_protocol["per_subject"]} == set(g)
     assert sum(r["n"] for r in report_protocol["per_subject"]) == len(yy)
+
+
+def test_an_rbf_svc_on_a_blas_kernel_is_libsvms_model():
+    """RBFKernelSVC (what kind='svc' ships) gives SVC(kernel='rbf')'s support vectors, dual coefficients, decision
+    values and classes, for gamma 'scale' and a number, with and without class weights."""
+    from sklearn.svm import SVC
+
+    from ecgpipe.kernels import RBFKernelSVC
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 12))
+    y = rng.integers(0, 3, 400)
+    X = centres[y] + rng.normal(scale=1.2, size=(400, 12))  # overlapping classes: many support vectors
+    train, test = np.arange(300), np.arange(300, 400)
+    for C, gamma, weight in [(1.0, "scale", None), (10.0, "scale", "balanced"), (3.0, 0.05, None)]:
+        ref = SVC(kernel="rbf", C=C, gamma=gamma, class_weight=weight).fit(X[train], y[train])
+        got = RBFKernelSVC(C=C, gamma=gamma, class_weight=weight).fit(X[train], y[train])
+        assert np.array_equal(got.svc_.support_, ref.support_) and len(ref.support_) > 50
+        assert np.allclose(got.svc_.dual_coef_, ref.dual_coef_, rtol=0, atol=1e-8)
+        assert np.allclose(got.decision_function(X[test]), ref.decision_function(X[test]), rtol=0, atol=1e-8)
+        assert np.array_equal(got.predict(X[test]), ref.predict(X[test]))

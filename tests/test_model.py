@@ -12,7 +12,7 @@ import skops.io as sio
 
 from ecgpipe.classify import fit_classifier
 from ecgpipe.config import load_config
-from ecgpipe.model import INTEGRITY_MEMBER, KEY_ENV, ModelError, content_digest, load_model, save_model
+from ecgpipe.model import INTEGRITY_MEMBER, KEY_ENV, TRUSTED_TYPES, ModelError, content_digest, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def _redigest(path, keep_signature: bool = False) -> None:
 
 def _edit_payload(src, dst, **changes) -> None:
     """Rewrite the artifact's payload (as skops loads it) with ``changes``, keeping the original integrity record."""
-    payload = sio.load(src, trusted=["ecgpipe.classify.BlockWeights"])
+    payload = sio.load(src, trusted=TRUSTED_TYPES)
     sio.dump(dict(payload, **changes), dst)
     with zipfile.ZipFile(src) as archive, zipfile.ZipFile(dst, "a") as out:
         out.writestr(INTEGRITY_MEMBER, archive.read(INTEGRITY_MEMBER))
@@ -77,14 +77,14 @@ def _edit_payload(src, dst, **changes) -> None:
 def test_an_edited_artifact_is_refused_by_its_digest(fused_model, tmp_path):
     """Swapping two classes' names (in the class list and in the config), or negating the classifier's coefficients,
     makes a model that loads and predicts the wrong rhythms: the content digest refuses it."""
-    payload = sio.load(fused_model["path"], trusted=["ecgpipe.classify.BlockWeights"])
+    payload = sio.load(fused_model["path"], trusted=TRUSTED_TYPES)
     names = payload["class_names"]
     swapped = [names[0], names[1], names[3], names[2]]
     config = json.loads(payload["config_json"])
     config["classes"] = {k: config["classes"][k] for k in swapped}
     _edit_payload(fused_model["path"], tmp_path / "swapped.skops", class_names=swapped, config_json=json.dumps(config))
     clf = payload["classifier"]
-    svc = clf.named_steps["clf"]
+    svc = clf.named_steps["clf"].svc_  # libsvm's model inside the RBF-kernel SVC
     svc.dual_coef_, svc._dual_coef_ = -svc.dual_coef_, -svc._dual_coef_
     _edit_payload(fused_model["path"], tmp_path / "negated.skops", classifier=clf)
     for name in ("swapped", "negated"):
@@ -148,7 +148,7 @@ def test_foreign_and_pickled_files_are_refused(fused_model, tmp_path):
 
 
 def test_an_artifact_with_an_invalid_config_or_version_is_refused(fused_model, tmp_path):
-    good = sio.load(fused_model["path"], trusted=["ecgpipe.classify.BlockWeights"])
+    good = sio.load(fused_model["path"], trusted=TRUSTED_TYPES)
     bad_config = dict(good, config_json=good["config_json"].replace('"name":', '"nmae":'))
     sio.dump(bad_config, tmp_path / "bad-config.skops")
     _redigest(tmp_path / "bad-config.skops")
