@@ -188,3 +188,16 @@ def test_a_terminal_gets_a_live_bar_and_log_lines_go_above_it(monkeypatch):
     with console.stage_bar("segments", 3) as advance:
         advance()
     assert plain.getvalue() == ""
+
+
+def test_the_flow_process_plans_a_run_without_importing_torch(physionet):
+    """The flow process only plans and orchestrates: importing the flow, checking a run's settings (backbone names
+    included) and planning its records must not load torch (~500 MiB of the flow process's memory)."""
+    code = (
+        "import sys; from flows.ecg_pipeline import run_pipeline; from ecgpipe.config import load_config;"
+        "from ecgpipe.orchestration.preflight import preflight;"
+        f"units = preflight(load_config('paper4-best'), {str(physionet)!r});"
+        "print(len(units), sorted(m for m in ('torch', 'torchvision', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) == 70 and out[1:] == ["[]"], out
