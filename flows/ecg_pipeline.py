@@ -1,8 +1,9 @@
 """The ecgpipe Prefect flow: records -> segments -> spectrograms -> CNN features -> cross-validated report.
 
-    segments         1 task / record   read + validate WFDB, resample, cut windows   ecgpipe/stages/segments.py
+    segments         1 task / batch    read + validate WFDB, resample, cut windows   ecgpipe/stages/segments.py
         │
-    table            flow process      stable per-class selection, stable rows       ecgpipe/stages/table.py
+    table            planned here,     stable per-class selection, stable rows       ecgpipe/stages/table.py
+                     written by chunk tasks
         │
     spectrograms     1 task / chunk    STFT log power of chunk_size segments          ecgpipe/stages/spectrograms.py
         │

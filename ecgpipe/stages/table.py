@@ -1,12 +1,14 @@
 """Stage 2, one unit per run: the segment table ``segments/*``, the dataset every later stage reads.
 
-From every record's stored windows: a capped, seeded, *stable* selection per class, and a stable row ("slot") for each
-selected segment. Stable selection and slots keep unchanged work unchanged: a segment's chance of selection is a
+From every record's windows (their starts and classes, carried by the records' summaries: planning reads no record): a
+capped, seeded, *stable* selection per class, and a stable row ("slot") for each selected segment. Stable selection and slots keep unchanged work unchanged: a segment's chance of selection is a
 seeded hash of its own identity (so adding a record displaces only what its own segments outrank), and a segment keeps
 its row from one run to the next (new segments fill vacated rows first). A fixed record therefore changes only the
 chunks that hold its segments or the ones they displace.
 
-The table is written by the flow process only (one writer). Its key covers the rows, the records' keys, the chunking,
+The flow process plans the table and creates its arrays; chunk tasks on the workers gather the rows (each record read
+once) and write whole chunks, each owned by one task; the flow process writes the attributes and the marker last, so
+a table whose write was interrupted has no key and is rewritten. Its key covers the rows, the records' keys, the chunking,
 the classes and this module's code; spectrogram chunk keys carry this module's code version too, so an edit here
 recomputes everything downstream.
 """
