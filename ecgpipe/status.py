@@ -47,7 +47,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     status["stages"][segments.STAGE] = tally(
         [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])
     # downstream is planned from the records whose windows are current (a stale rhythm block changes no window)
-    records = [s for s in plan.windows_summaries().values() if s is not None]
+    records = [s for s in plan.windows_summaries(known=summaries).values() if s is not None]
     if not records or not out.exists("store.zarr"):
         status["note"] = "nothing computed yet"
         for stage in STAGES[1:]:
