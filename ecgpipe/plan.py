@@ -21,7 +21,7 @@ from ecgpipe.stages import classification, features, segments, spectrograms, tab
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
-from ecgpipe.stages.table import Candidates, SegmentTable
+from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
 
 STAGES = (segments.STAGE, table.STAGE, spectrograms.STAGE, features.STAGE, classification.STAGE)
@@ -73,7 +73,7 @@ class RunPlan:
         return {u.name: skip.get(u.name) or done[u.name] for u in self.records}
 
     # ------------------------------------------------------------------------------------------------- table
-    def table(self, records: list[RecordSummary]) -> tuple[SegmentTable, Candidates]:
+    def table(self, records: list[RecordSummary]) -> SegmentTable:
         return table.plan_table(self.store, records, self.cfg)
 
     def table_done(self, segment_table: SegmentTable) -> bool:

@@ -55,7 +55,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         return status
     if len(records) < len(plan.records):
         status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
-    segment_table, _ = plan.table(records)
+    segment_table = plan.table(records)
     status["stages"][table.STAGE] = tally([(table.UNIT, table.STAGE, table.UNIT, plan.table_done(segment_table))])
     n = len(segment_table)
 

@@ -137,7 +137,7 @@ def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
     """Stage 2: the selected dataset, rewritten only when it changed: planned here from the records' summaries, its
     rows gathered and written by tasks (whole chunks each), its attributes and marker written last."""
     with run.log.timed(table.STAGE):
-        planned, _ = run.plan.table(records)
+        planned = run.plan.table(records)
         changed = not run.plan.table_done(planned)
         if changed:
             names = table.create_table_arrays(run.store, planned, run.cfg)

@@ -165,8 +165,8 @@ def candidates(records: list[RecordSummary]) -> Candidates:
     return Candidates(uids, np.concatenate(classes) if classes else np.zeros(0, np.int16))
 
 
-def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) -> tuple[SegmentTable, Candidates]:
-    """The segment table a run would write (selection and row order), read-only; and every candidate window."""
+def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) -> SegmentTable:
+    """The segment table a run would write (selection and row order), read-only."""
     cand = candidates(records)
     counts = np.bincount(cand.class_index, minlength=len(cfg.class_names))
     empty = [cfg.class_names[c] for c in range(len(cfg.class_names)) if counts[c] == 0]
@@ -186,7 +186,7 @@ def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) ->
     # sorted, so that every chunk task knows the index of a label without seeing the others' windows
     rhythm_labels = sorted({label for r in records for label in r.labels})
     key = content_key(STAGE, code(), slots, record_keys, cfg.run.chunk_size, cfg.classes)
-    return SegmentTable(slots, record_keys, signal_keys, subjects, int(len(cand.uids)), key, rhythm_labels), cand
+    return SegmentTable(slots, record_keys, signal_keys, subjects, int(len(cand.uids)), key, rhythm_labels)
 
 
 def stored_table_key(store: str) -> str | None:
@@ -200,16 +200,14 @@ def stored_table_key(store: str) -> str | None:
 def stored_digests(store: str) -> dict[str, str]:
     """Digest of every array of the stored segment table, read one chunk at a time (bounded memory)."""
     group = zs.open_group(f"{store}/{Layout.SEGMENTS}", mode="r")
-    return {name: chunked_digest(group[name]) for name in sorted(group.array_keys())}
+    return {name: content_key(*chunk_digests(group[name])) for name in sorted(group.array_keys())}
 
 
-def chunked_digest(arr, chunk_digests: list[str] | None = None) -> str:
-    """One digest of an array from the digests of its row chunks (computed here, or given by the tasks that wrote
-    them): the same value either way."""
-    if chunk_digests is None:
-        n, size = arr.shape[0], arr.chunks[0]
-        chunk_digests = [array_digest(arr[lo:min(lo + size, n)]) for lo in range(0, n, size)]
-    return content_key(*chunk_digests)
+def chunk_digests(arr) -> list[str]:
+    """The digest of each row chunk of a stored array: an array's digest is ``content_key`` of these, whether they
+    are read back here or returned by the tasks that wrote the chunks."""
+    n, size = arr.shape[0], arr.chunks[0]
+    return [array_digest(arr[lo:min(lo + size, n)]) for lo in range(0, n, size)]
 
 
 def table_is_done(store: str, table: SegmentTable, markers: Markers) -> bool:
@@ -249,10 +247,11 @@ def create_table_arrays(store: str, table: SegmentTable, cfg: PipelineConfig) ->
     return sorted(names)
 
 
-def table_rows(store: str, uids: list[str], sources: list[str], rhythm_labels: list[str], cfg: PipelineConfig
-               ) -> dict[str, np.ndarray]:
-    """The rows of the segment table for ``uids`` (in that order), gathered from their records' stored windows:
-    each record is read once."""
+def table_rows(store: str, uids: list[str], sources: list[str], rhythm_labels: list[str], cfg: PipelineConfig,
+               read: dict[str, tuple[dict[str, np.ndarray], dict]] | None = None) -> dict[str, np.ndarray]:
+    """The rows of the segment table for ``uids`` (in that order), gathered from their records' stored windows.
+    ``read``: records already read (name -> (arrays, attrs)); records read here are added to it."""
+    read = {} if read is None else read
     n, dtype = len(uids), Layout.SEGMENT_ARRAYS
     rows = {"signal": np.zeros((n, *cfg.window_shape), dtype["signal"]), "class_index": np.zeros(n, dtype["class_index"]),
             "source": np.zeros(n, dtype["source"]), "start": np.zeros(n, dtype["start"]), "rhythm": np.zeros(n, dtype["rhythm"])}
@@ -265,9 +264,11 @@ def table_rows(store: str, uids: list[str], sources: list[str], rhythm_labels: l
     source_index = {name: i for i, name in enumerate(sources)}
     label_index = {label: i for i, label in enumerate(rhythm_labels)}
     for name, pairs in by_record.items():
-        db, rec = name.split("/", 1)
-        group, attrs = zs.read_record_windows(store, db, rec)
-        starts = group["starts"][...]
+        if name not in read:
+            group, attrs = zs.read_record_windows(store, *name.split("/", 1))
+            read[name] = ({a: group[a][...] for a in group.array_keys()}, attrs)
+        arrays, attrs = read[name]
+        starts = arrays["starts"]
         slot_idx = np.array([s for s, _ in pairs])
         where = {int(s): i for i, s in enumerate(starts)}
         missing = [start for _, start in pairs if start not in where]
@@ -275,24 +276,29 @@ def table_rows(store: str, uids: list[str], sources: list[str], rhythm_labels: l
             raise PipelineError(f"records/{name}: no stored window starts at sample {missing[0]}; its windows changed "
                                 f"after the table was planned (rerun the pipeline)")
         at = np.array([where[start] for _, start in pairs])
-        rows["signal"][slot_idx] = group["windows"][...][at]
+        rows["signal"][slot_idx] = arrays["windows"][at]
         rows["start"][slot_idx] = starts[at]
         rows["class_index"][slot_idx] = np.asarray(attrs["class_index"], dtype=np.int64)[at]
         rows["source"][slot_idx] = source_index[name]
-        rows["rhythm"][slot_idx] = [label_index[attrs["episodes"][ep][0]] for ep in group["episode"][...][at]]
+        rows["rhythm"][slot_idx] = [label_index[attrs["episodes"][ep][0]] for ep in arrays["episode"][at]]
         if "rhythm_features" in rows:
-            rows["rhythm_features"][slot_idx] = group["rhythm"][...][at]
+            rows["rhythm_features"][slot_idx] = arrays["rhythm"][at]
     return rows
 
 
 def write_table_chunks(store: str, uids: list[str], first_chunk: int, sources: list[str], rhythm_labels: list[str],
                        cfg: PipelineConfig) -> dict[str, list[str]]:
     """Fill chunks ``first_chunk, first_chunk + 1, ...`` of every array of ``segments/*`` with the rows of ``uids``
-    (whole chunks: the task owns them); returns each array's chunk digests. Runs on a worker."""
+    (whole chunks: the task owns them); returns each array's chunk digests. Runs on a worker. A record whose windows
+    run on into the next chunk is read once: the records of the chunk before are kept (and only those)."""
     size = cfg.run.chunk_size
     digests: dict[str, list[str]] = {}
+    previous: dict = {}
     for offset in range(0, len(uids), size):
-        rows = table_rows(store, uids[offset:offset + size], sources, rhythm_labels, cfg)
+        chunk_uids = uids[offset:offset + size]
+        read = {name: previous[name] for name in {record_of(u) for u in chunk_uids} if name in previous}
+        rows = table_rows(store, chunk_uids, sources, rhythm_labels, cfg, read)
+        previous = read
         for name, data in rows.items():
             zs.write_chunk(store, Layout.segment(name), first_chunk + offset // size, data)
             digests.setdefault(name, []).append(array_digest(data))
@@ -305,7 +311,7 @@ def table_sources(table: SegmentTable) -> list[str]:
 
 
 def finish_table(store: str, table: SegmentTable, cfg: PipelineConfig, markers: Markers,
-                 chunk_digests: dict[str, list[str]]) -> None:
+                 written: dict[str, list[str]]) -> None:
     """Write the table's attributes (its key last of all) and its marker, once every chunk is written. Flow process."""
     sources = table_sources(table)
     root = zs.open_root(store)
@@ -320,7 +326,7 @@ def finish_table(store: str, table: SegmentTable, cfg: PipelineConfig, markers: 
             "n_leads": cfg.segments.n_leads,
         }
     )
-    digests = {name: chunked_digest(None, d) for name, d in sorted(chunk_digests.items())}
+    digests = {name: content_key(*d) for name, d in sorted(written.items())}
     markers.write(STAGE, UNIT, table.key, {"n_segments": len(table), "digests": digests})
 
 
