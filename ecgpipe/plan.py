@@ -85,7 +85,7 @@ class RunPlan:
         return spectrograms.array_name(self.cfg)
 
     def spectrogram_keys(self, segment_table: SegmentTable) -> list[str]:
-        return spectrograms.table_chunk_keys(self.cfg, segment_table)
+        return spectrograms.chunk_keys(self.cfg, segment_table)
 
     def feature_arrays(self, spectrogram_keys: list[str]) -> list[FeatureArray]:
         return features.feature_arrays(self.cfg, spectrogram_keys)

@@ -12,7 +12,7 @@ from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
 from ecgpipe.results import ComparisonEntry, Report
 from ecgpipe.stages.classification import ComparisonRow, selects_by_records
 from ecgpipe.stages.segments import RecordSummary
-from ecgpipe.stages.table import SegmentTable, database_of, record_of
+from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "accuracy_fold_std", "balanced_accuracy_fold_std", "macro_f1_fold_std")
@@ -91,9 +91,9 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
                  segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int) -> Report:
     feat_attrs, best_cfg = rows[best].extractor.attrs, rows[best].cfg
     y = zs.read_array(store, Layout.segment("class_index"))
-    rec_of = [record_of(u) for u in segment_table.uids]
-    subjects = np.array([segment_table.subjects[r] for r in rec_of])
-    dbs = np.array([database_of(r) for r in rec_of])
+    t = segment_table
+    subjects = np.array([t.subjects[name] for name in t.sources])[t.source]
+    dbs = np.array([name.split("/", 1)[0] for name in t.sources])[t.source]
     seen = {label for r in records for label in r.labels}
     return Report.model_validate(
         {
@@ -111,7 +111,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "n_subjects": int(len(set(subjects))),
             # datasets labelled per record (PhysioNet publishes no patient ids for CinC 2017): one subject per record
             "subject_word": "record" if all(s.labels_csv and not s.same_subject for s in cfg.databases.values()) else "patient",
-            "n_records_used": int(len(set(rec_of))),
+            "n_records_used": int(len(np.unique(t.source))),
             "databases": list(cfg.databases),
             "spectrogram_shape": list(spec_shape),
             "backbone": feat_attrs["backbone"],

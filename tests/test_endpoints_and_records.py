@@ -79,15 +79,15 @@ def _csv_config(**classifier):
 def _record_data(n_records=30, seed=0) -> ClassificationData:
     """Records of 2-4 windows each; a record's class shifts the mean of its rhythm block."""
     rng = np.random.default_rng(seed)
-    rhythm, y, uids = [], [], []
+    rhythm, y, names = [], [], []
     for r in range(n_records):
         c = r % 3
-        for w in range(int(rng.integers(2, 5))):
+        for _ in range(int(rng.integers(2, 5))):
             rhythm.append(rng.normal(size=6) + 2.0 * np.eye(6)[c])
             y.append(c)
-            uids.append(f"d/r{r:02d}/{w * 3000}")
-    subjects = np.array([u.rsplit("/", 1)[0] for u in uids])
-    return ClassificationData(None, np.array(rhythm), np.array(y), subjects, np.array(["d"] * len(y)), uids)
+            names.append(f"d/r{r:02d}")
+    records = np.array(names)
+    return ClassificationData(None, np.array(rhythm), np.array(y), records, np.array(["d"] * len(y)), records)
 
 
 def test_a_record_level_classifier_sees_one_row_per_record():

@@ -140,6 +140,11 @@ def test_selected_segments_carry_correct_labels_and_lie_in_their_episode(flow_ru
         first, last = start[i] * fs / 250, (start[i] + 500) * fs / 250
         inside = [lab for j, (s, lab) in enumerate(changes) if s <= first and last <= (changes[j + 1][0] if j + 1 < len(changes) else sig_len)]
         assert inside == [label], (key, start[i], label, inside)
+    # the rows are (source, start) arrays, in the order of the records; the attributes hold one entry per record, none
+    # per segment
+    assert [(s["database"], s["record"]) for s in attrs["sources"]] == sorted((s["database"], s["record"]) for s in attrs["sources"])
+    assert len(set(zip(src.tolist(), start.tolist()))) == n
+    assert n > 50 and all(len(v) < n for v in attrs.values() if isinstance(v, (list, dict)))
     # subject ids: mitdb records are their own subjects here; 201 stands for itself
     assert {s["subject"] for s in attrs["sources"]} == {f"{db}:{r}" for db, rs in SLICE.items() for r in rs if r != BROKEN}
 

@@ -19,6 +19,7 @@ import pytest
 import zarr
 
 from ecgpipe.config import load_config
+from ecgpipe.stages.table import stored_segment_ids
 
 from conftest import REPO, copy_records, start_scheduler, start_worker, stop, wait_for_workers
 
@@ -168,12 +169,12 @@ def test_fixed_record_recomputes_only_its_downstream_chunks(cold, tmp_path, phys
     broken = run(cold["cfg"], data, out)
     assert [s["record"].endswith("426") for s in broken["skipped_records"]] == [True]
     assert run_json(out)["stages"]["segments"]["failed"] == 1
-    uids_before = zarr.open_group(f"{out}/store.zarr/segments", mode="r").attrs["uids"]
+    uids_before = stored_segment_ids(f"{out}/store.zarr")
 
     shutil.copy(physionet / "vfdb" / "426.dat", dat)
     fixed = run(cold["cfg"], data, out)
     assert fixed["skipped_records"] == []
-    uids_after = zarr.open_group(f"{out}/store.zarr/segments", mode="r").attrs["uids"]
+    uids_after = stored_segment_ids(f"{out}/store.zarr")
     chunks = lambda uids: [uids[i : i + CHUNK] for i in range(0, len(uids), CHUNK)]  # noqa: E731
     before, after = chunks(uids_before), chunks(uids_after)
     changed = sum(1 for i, c in enumerate(after) if i >= len(before) or before[i] != c)
@@ -183,7 +184,7 @@ def test_fixed_record_recomputes_only_its_downstream_chunks(cold, tmp_path, phys
     assert c["segments"] == 1 and run_json(out)["stages"]["segments"]["skipped"] == 2
     assert c["spectrograms"] == changed and c["features"] == changed and c["classify"] == 1
     # and the result is the same dataset a cold run on the fixed data selects (rows may sit elsewhere)
-    assert sorted(uids_after) == sorted(zarr.open_group(f"{cold['out']}/store.zarr/segments", mode="r").attrs["uids"])
+    assert sorted(uids_after) == sorted(stored_segment_ids(f"{cold['out']}/store.zarr"))
 
 
 def _feature_markers(out: Path) -> int:
@@ -273,7 +274,7 @@ def test_features_do_not_depend_on_chunk_size_or_worker_count(cold, tmp_path):
     run(cfg, cold["data"], out)
 
     def by_uid(o):
-        uids = zarr.open_group(f"{o}/store.zarr/segments", mode="r").attrs["uids"]
+        uids = stored_segment_ids(f"{o}/store.zarr")
         return dict(zip(uids, features(o)))
 
     a, b = by_uid(cold["out"]), by_uid(out)

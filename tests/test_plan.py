@@ -5,59 +5,80 @@ import numpy as np
 from ecgpipe.config import load_config
 from ecgpipe.stages.features import chunk_keys as feature_chunk_keys
 from ecgpipe.stages.spectrograms import chunk_keys as spectrogram_chunk_keys
-from ecgpipe.stages.table import assign_slots, segment_uid, select_stable
+from ecgpipe.stages.table import SegmentTable, assign_slots, segment_keys, select_stable, selection_priority
 
 
-def _uids(record, n):
-    return [segment_uid("db", record, 500 * i) for i in range(n)]
+def _priority(record, n, seed):
+    return selection_priority(f"db/{record}", 500 * np.arange(n), seed)
 
 
 def test_select_stable_caps_and_is_seeded():
-    uids = _uids("a", 100) + _uids("b", 10) + _uids("c", 50)
+    prio = lambda seed: np.concatenate([_priority("a", 100, seed), _priority("b", 10, seed), _priority("c", 50, seed)])  # noqa: E731
     cls = np.array([0] * 100 + [1] * 10 + [2] * 50)
-    a = select_stable(uids, cls, {0: 20, 1: 20, 2: None}, seed=3)
+    a = select_stable(prio(3), cls, {0: 20, 1: 20, 2: None})
     assert np.bincount(cls[a]).tolist() == [20, 10, 50]
-    assert np.array_equal(a, select_stable(uids, cls, {0: 20, 1: 20, 2: None}, seed=3))
-    assert not np.array_equal(a, select_stable(uids, cls, {0: 20, 1: 20, 2: None}, seed=4))
+    assert np.array_equal(a, select_stable(prio(3), cls, {0: 20, 1: 20, 2: None}))
+    assert not np.array_equal(a, select_stable(prio(4), cls, {0: 20, 1: 20, 2: None}))
+
+
+def test_selection_priority_depends_only_on_the_window_itself():
+    starts = 500 * np.arange(8)
+    whole = selection_priority("db/a", starts, 0)
+    assert np.array_equal(whole[3:], selection_priority("db/a", starts[3:], 0))  # not on the other windows
+    assert not np.array_equal(whole, selection_priority("db/b", starts, 0))
+    assert whole.dtype == np.uint64 and len(set(whole.tolist())) == 8
 
 
 def test_adding_a_record_displaces_only_what_it_outranks():
-    old = _uids("a", 60)
-    new = old + _uids("b", 60)
+    old = _priority("a", 60, 0)
+    new = np.concatenate([old, _priority("b", 60, 0)])
     cap = {0: 40}
-    before = {old[i] for i in select_stable(old, np.zeros(60, int), cap, 0)}
-    after = {new[i] for i in select_stable(new, np.zeros(120, int), cap, 0)}
-    added = {u for u in after if u.startswith("db/b/")}
+    before = set(select_stable(old, np.zeros(60, int), cap).tolist())
+    after = set(select_stable(new, np.zeros(120, int), cap).tolist())
+    added = {i for i in after if i >= 60}
     assert len(after) == 40 and after - before == added
     assert len(before - after) == len(added)  # each newcomer displaced exactly one old segment
 
 
 def test_assign_slots_keeps_rows_in_place():
-    prev = [f"x/{i:03d}/0" for i in range(10)]
-    assert assign_slots(None, list(reversed(prev))) == prev  # canonical order on a cold run
-    same = assign_slots(prev, prev)
-    assert same == prev
-    changed = assign_slots(prev, prev[:3] + prev[4:] + ["y/000/0"])
-    assert changed[:3] == prev[:3] and changed[3] == "y/000/0" and changed[4:] == prev[4:]
-    grown = assign_slots(prev, prev + ["y/000/0", "y/001/0"])
-    assert grown[:10] == prev and grown[10:] == ["y/000/0", "y/001/0"]
-    shrunk = assign_slots(prev, [u for u in prev if u not in (prev[2], prev[5])])
-    assert len(shrunk) == 8 and set(shrunk) == set(prev) - {prev[2], prev[5]}
-    assert [i for i, (a, b) in enumerate(zip(prev, shrunk)) if a != b] == [2, 5]  # holes filled from the tail
+    prev = segment_keys(np.arange(10), np.zeros(10, int))
+    y0, y1 = segment_keys(np.array([20, 21]), np.zeros(2, int))
+    assert assign_slots(None, prev[::-1]).tolist() == prev.tolist()  # canonical order on a cold run
+    assert assign_slots(prev, prev).tolist() == prev.tolist()
+    changed = assign_slots(prev, np.r_[prev[:3], prev[4:], y0])
+    assert changed[:3].tolist() == prev[:3].tolist() and changed[3] == y0 and changed[4:].tolist() == prev[4:].tolist()
+    grown = assign_slots(prev, np.r_[prev, y0, y1])
+    assert grown[:10].tolist() == prev.tolist() and grown[10:].tolist() == [y0, y1]
+    shrunk = assign_slots(prev, np.delete(prev, [2, 5]))
+    assert len(shrunk) == 8 and set(shrunk.tolist()) == set(prev.tolist()) - {prev[2], prev[5]}
+    assert np.flatnonzero(prev[:8] != shrunk).tolist() == [2, 5]  # holes filled from the tail
+    assert shrunk[2] == prev[9] and shrunk[5] == prev[8]  # the last row into the first hole
+    gone = assign_slots(np.r_[prev[:4], -1, prev[5:]], prev)  # a row whose record left the run: a hole
+    assert gone[4] == prev[4] and sorted(gone.tolist()) == prev.tolist()
+
+
+def _table(sources, source, start, signal_keys):
+    return SegmentTable(sources, np.asarray(source, np.int32), np.asarray(start, np.int64), {}, signal_keys, {}, 0, "")
 
 
 def test_chunk_keys_change_only_where_inputs_or_settings_change():
     cfg = load_config("paper4", {"run": {"chunk_size": 4}})
-    uids = [f"mitdb/{r}/{i:010d}" for r in ("100", "101") for i in range(6)]
-    rk = {"mitdb/100": "k100", "mitdb/101": "k101"}
-    keys = spectrogram_chunk_keys(cfg, uids, rk)
+    sources, rk = ["mitdb/100", "mitdb/101"], {"mitdb/100": "k100", "mitdb/101": "k101"}
+    source, start = np.repeat([0, 1], 6), np.tile(np.arange(6), 2)
+    keys = spectrogram_chunk_keys(cfg, _table(sources, source, start, rk))
     assert len(keys) == 3 and len(set(keys)) == 3
-    fixed = spectrogram_chunk_keys(cfg, uids, {**rk, "mitdb/101": "k101-fixed"})
+    fixed = spectrogram_chunk_keys(cfg, _table(sources, source, start, {**rk, "mitdb/101": "k101-fixed"}))
     assert [a == b for a, b in zip(keys, fixed)] == [True, False, False]  # chunk 0 holds only record 100
-    stft = spectrogram_chunk_keys(load_config("paper4", {"run": {"chunk_size": 4}, "spectrogram": {"nfft": 512}}), uids, rk)
+    # a record added before them shifts every record index, not the chunks' keys (they name records, not indices)
+    added = _table(["mitdb/0", *sources], source + 1, start, {**rk, "mitdb/0": "k0"})
+    assert spectrogram_chunk_keys(cfg, added) == keys
+    moved = _table(sources, source, np.r_[start[:11], 7], rk)
+    assert [a == b for a, b in zip(keys, spectrogram_chunk_keys(cfg, moved))] == [True, True, False]
+    stft = spectrogram_chunk_keys(load_config("paper4", {"run": {"chunk_size": 4}, "spectrogram": {"nfft": 512}}),
+                                  _table(sources, source, start, rk))
     assert not set(stft) & set(keys)
     other_clf = load_config("paper4", {"run": {"chunk_size": 4}, "classifier": {"C": 1.0}})
-    assert spectrogram_chunk_keys(other_clf, uids, rk) == keys
+    assert spectrogram_chunk_keys(other_clf, _table(sources, source, start, rk)) == keys
     assert feature_chunk_keys(other_clf, keys) == feature_chunk_keys(cfg, keys)
     other_layer = load_config("paper4", {"run": {"chunk_size": 4}, "features": {"layer": "_blocks.15"}})
     assert not set(feature_chunk_keys(other_layer, keys)) & set(feature_chunk_keys(cfg, keys))
@@ -75,3 +96,35 @@ def test_record_key_ignores_which_other_records_a_run_uses(physionet):
     assert base.key == subset.key  # leaving record 219 out of a run reuses every other record's segments
     assert base.key != other_lead.key
     assert len(base.files_sha256) == 64
+
+
+def test_planning_the_table_holds_no_python_object_per_window(tmp_path):
+    """The flow process plans the table from the records' summaries: what it keeps grows by a few bytes per window
+    (arrays), not by a Python object per window (a string id was ~100 bytes, measured 0.019 MiB per record)."""
+    import tracemalloc
+
+    import zarr
+
+    from ecgpipe.stages.segments import RecordSummary
+    from ecgpipe.stages.table import plan_table
+
+    cfg = load_config("paper4", {"sampling": {"max_per_class": None}})
+    store = str(tmp_path / "store.zarr")
+    zarr.open_group(store, mode="w")
+    n_classes = len(cfg.class_names)
+
+    def retained(windows_per_record: int, n_records: int = 40) -> int:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        summaries = [RecordSummary("db", f"r{i:04d}", f"db:{i}", "ECG", windows_per_record, ["(N"], f"k{i}", f"s{i}",
+                                   starts=np.arange(windows_per_record) * 3600,
+                                   class_index=np.arange(windows_per_record) % n_classes)
+                     for i in range(n_records)]
+        segment_table = plan_table(store, summaries, cfg)
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        assert len(segment_table) == n_records * windows_per_record and len(segment_table.sources) == n_records
+        return used
+
+    per_window = (retained(2000) - retained(10)) / (40 * 1990)
+    assert per_window < 40, f"{per_window:.0f} bytes kept per window"

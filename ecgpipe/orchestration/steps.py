@@ -140,17 +140,17 @@ def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
         planned = run.plan.table(records)
         changed = not run.plan.table_done(planned)
         if changed:
-            names = table.create_table_arrays(run.store, planned, run.cfg)
-            sources = table.table_sources(planned)
+            digests = table.create_table_arrays(run.store, planned, run.cfg)  # and the row order
             task = run.task(tasks.table_chunks)
-            jobs = table.table_tasks(planned, run.cfg, 4 * run.cfg.run.n_workers)
-            futures = [task.submit(run.store, uids, first, sources, planned.rhythm_labels, run.config_json)
-                       for first, uids in jobs]
+            futures = [task.submit(run.store, job.first_chunk, job.n_chunks, job.record_names, planned.rhythm_labels,
+                                   run.config_json) for job in table.table_tasks(planned, run.cfg, 4 * run.cfg.run.n_workers)]
             run.log.count(table.STAGE, tasks=len(futures))
             results, failures = wait_all(futures, table.STAGE, run.logger)
             if failures:
                 raise StageFailed(f"segment table: {error_text(failures[0][1])}")
-            digests = {name: [d for r in results for d in r[name]] for name in names}
+            for result in results:  # in chunk order
+                for name, chunk_digests in result.items():
+                    digests.setdefault(name, []).extend(chunk_digests)
             table.finish_table(run.store, planned, run.cfg, run.plan.markers, digests)
         run.log.count(table.STAGE, computed=int(changed), skipped=int(not changed))
     run.logger.info(f"segments: {len(planned)} selected of {planned.n_candidates} windows "

@@ -106,9 +106,9 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
 
 
 @stage_task(name="table-chunks", task_run_name="table from chunk {first_chunk}")
-def table_chunks(store: str, uids: list[str], first_chunk: int, sources: list[str], rhythm_labels: list[str],
+def table_chunks(store: str, first_chunk: int, n_chunks: int, record_names: dict[int, str], rhythm_labels: list[str],
                  config_json: str) -> dict[str, list[str]]:
-    return table.write_table_chunks(store, uids, first_chunk, sources, rhythm_labels, _config(config_json))
+    return table.write_table_chunks(store, first_chunk, n_chunks, record_names, rhythm_labels, _config(config_json))
 
 
 @stage_task(name="spectrogram-chunk", task_run_name="spectrograms chunk {chunk_index}")

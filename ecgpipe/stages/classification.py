@@ -33,7 +33,6 @@ from ecgpipe.errors import PipelineError
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.results import ProtocolResult
 from ecgpipe.stages.features import FeatureArray
-from ecgpipe.stages.table import database_of, record_of, uid_order_key
 from ecgpipe.store import Layout
 
 STAGE = "classify"
@@ -54,8 +53,8 @@ class ClassificationData:
     y: np.ndarray
     subjects: np.ndarray
     databases: np.ndarray
-    uids: list[str]
-    record_names: np.ndarray | None = None  # set when one row is one record (``by_record``)
+    records: np.ndarray  # <db>/<record> of each row
+    per_record: bool = False  # one row is one record (``by_record``)
 
     def matrix(self, classifier) -> np.ndarray:
         return design_matrix(self.cnn, self.rhythm, classifier)
@@ -64,16 +63,10 @@ class ClassificationData:
     def n_cnn(self) -> int | None:
         return None if self.cnn is None else self.cnn.shape[1]
 
-    @property
-    def records(self) -> np.ndarray:
-        if self.record_names is not None:
-            return self.record_names
-        return np.array([record_of(u) for u in self.uids])
-
     def by_record(self, stats: list[str]) -> ClassificationData:
         """One row per record (classifiers with level = 'record'): each block's columns summarised over the
         record's windows by ``stats``; the record's label, subject and database are its windows'."""
-        if self.record_names is not None:
+        if self.per_record:
             return self
         names, rows = record_groups(self.records)
         first = np.array([r[0] for r in rows], dtype=np.int64)
@@ -82,16 +75,19 @@ class ClassificationData:
                 raise PipelineError(f"record {name}: its windows carry several classes; level = 'record' needs one label per record")
         summarize = lambda block: None if block is None else summarize_rows(block, rows, stats)  # noqa: E731
         return ClassificationData(summarize(self.cnn), summarize(self.rhythm), self.y[first], self.subjects[first],
-                                  self.databases[first], [self.uids[i] for i in first], record_names=names)
+                                  self.databases[first], np.asarray(names), per_record=True)
 
 
 def read_classification_data(store: str, feat_array: str | None) -> ClassificationData:
     y = zs.read_array(store, Layout.segment("class_index")).astype(np.int64)
-    attrs = zs.read_attrs(store, Layout.SEGMENTS)
-    order = sorted(range(len(y)), key=lambda i: uid_order_key(attrs["uids"][i]))
-    uids = [attrs["uids"][i] for i in order]
-    subjects = np.array([attrs["subjects"][record_of(u)] for u in uids])
-    databases = np.array([database_of(u) for u in uids])
+    sources = zs.read_attrs(store, Layout.SEGMENTS)["sources"]
+    source = zs.read_array(store, Layout.segment("source"))
+    # records are stored in (database, record) order, so this is (database, record, start) order
+    order = np.lexsort((zs.read_array(store, Layout.segment("start")), source))
+    source = source[order]
+    records = np.array([f"{s['database']}/{s['record']}" for s in sources])[source]
+    subjects = np.array([s["subject"] for s in sources])[source]
+    databases = np.array([s["database"] for s in sources])[source]
     cnn = rhythm = None
     if feat_array is not None:
         cnn = zs.read_array(store, Layout.data(feat_array)).astype(np.float64)[order]
@@ -99,7 +95,7 @@ def read_classification_data(store: str, feat_array: str | None) -> Classificati
             raise PipelineError(f"{store}/{feat_array}: features contain NaN or inf")
     if zs.has(store, Layout.segment("rhythm_features")):
         rhythm = zs.read_array(store, Layout.segment("rhythm_features")).astype(np.float64)[order]
-    return ClassificationData(cnn, rhythm, y[order], subjects, databases, uids)
+    return ClassificationData(cnn, rhythm, y[order], subjects, databases, records)
 
 
 @functools.lru_cache(maxsize=4)

@@ -14,6 +14,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
@@ -63,7 +65,7 @@ class RecordUnit:
         return f"{self.database}/{self.record}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: array fields (compare summaries by their fields)
 class RecordSummary:
     """What the rest of the pipeline needs to know of a record whose windows are stored."""
 
@@ -77,16 +79,21 @@ class RecordSummary:
     signal_key: str
     duration_s: float = 0.0
     no_window_reason: str | None = None  # why a record yields no window (it is listed in the report)
-    # per window (the segment table is planned from these, without reading any record again)
-    starts: list[int] = field(default_factory=list)  # start, target-rate samples
-    class_index: list[int] = field(default_factory=list)
+    # per window, as arrays (the segment table is planned from these, without reading any record again; arrays, not
+    # lists: a list holds one Python object per window, and the flow process holds every record's summary)
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # start, target-rate samples
+    class_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "starts", np.asarray(self.starts, dtype=np.int64))
+        object.__setattr__(self, "class_index", np.asarray(self.class_index, dtype=np.int16))
 
     @property
     def name(self) -> str:
         return f"{self.database}/{self.record}"
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "starts": self.starts.tolist(), "class_index": self.class_index.tolist()}
 
     @classmethod
     def from_json(cls, doc: dict) -> RecordSummary:
@@ -170,8 +177,8 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         signal_key=unit.signal_key,
         duration_s=round(float(duration), 3),
         no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg),
-        starts=[int(x) for x in found.starts],
-        class_index=[int(c) for c in found.class_index],
+        starts=found.starts,
+        class_index=found.class_index,
     )
     attrs = {
         "episodes": [[ep.label, ep.start, ep.end] for ep in rec.episodes],

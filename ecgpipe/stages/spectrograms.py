@@ -1,7 +1,7 @@
 """Stage 3, one unit per chunk of ``run.chunk_size`` rows of the segment table: the log-spectrograms of its segments,
 in ``spectrograms/<settings hash>/data`` ((N, [n_leads,] F, T) float16).
 
-Key of a chunk: its rows' segment ids and their records' signal keys, the spectrogram settings, and the code version
+Key of a chunk: its rows' segments (record and start) and their records' signal keys, the spectrogram settings, and the code version
 (this module's, and the segment table's: an edit to how the table is built recomputes every chunk).
 """
 
@@ -13,11 +13,11 @@ from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError
 from ecgpipe.featurize import Featurizer
-from ecgpipe.keys import code_version, content_key
+from ecgpipe.keys import array_digest, code_version, content_key
 from ecgpipe.spectrogram import spectrogram_frequencies, spectrogram_shape
 from ecgpipe.stages import table
 from ecgpipe.stages.segments import CLASSIFY_MODULES, RHYTHM_MODULES
-from ecgpipe.stages.table import SegmentTable, record_of
+from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
 
 STAGE = "spectrograms"
@@ -34,19 +34,19 @@ def array_name(cfg: PipelineConfig) -> str:
     return f"{Layout.SPECTROGRAMS}/{h[:12]}"
 
 
-def chunk_keys(cfg: PipelineConfig, uids: list[str], signal_keys: dict[str, str]) -> list[str]:
-    """Key of each chunk: its rows' segment ids and records' signal keys, the settings, the code."""
-    size = cfg.run.chunk_size
+def chunk_keys(cfg: PipelineConfig, segment_table: SegmentTable) -> list[str]:
+    """Key of each chunk: its rows' segments (record names and starts, not the table's record indices, which shift
+    when a record is added) and their records' signal keys, the settings, the code."""
+    size, t = cfg.run.chunk_size, segment_table
     settings = cfg.spectrogram.model_dump(mode="json")
     keys = []
-    for start in range(0, len(uids), size):
-        inputs = [(u, signal_keys[record_of(u)]) for u in uids[start : start + size]]
+    for lo in range(0, len(t), size):
+        used, row_record = np.unique(t.source[lo:lo + size], return_inverse=True)
+        names = [t.sources[i] for i in used.tolist()]
+        inputs = (names, [t.signal_keys[n] for n in names], array_digest(row_record.astype(np.int64)),
+                  array_digest(t.start[lo:lo + size].astype(np.int64)))
         keys.append(content_key(STAGE, code(), table.code(), cfg.segments.target_fs, settings, inputs))
     return keys
-
-
-def table_chunk_keys(cfg: PipelineConfig, segment_table: SegmentTable) -> list[str]:
-    return chunk_keys(cfg, segment_table.uids, segment_table.signal_keys)
 
 
 def row_shape(cfg: PipelineConfig) -> tuple[int, ...]:

@@ -4,8 +4,8 @@ side with the same stage functions called in a plain loop.
 
     python tests/benchmarks/bench_scale.py --data-dir ../shared/data/physionet --sizes 100 1000 10000
 
-Per size: the segments stage's wall time in the flow and its pure compute (``stages.segments.compute_record`` in a
-loop), their ratio, the cost per record, every stage's seconds, and the flow process's peak memory (RSS of the
+Per size: the segments and segment-table stages' wall time in the flow and their pure compute (the same stage
+functions in a plain loop in one process), their ratios, the cost per record, every stage's seconds, and the flow process's peak memory (RSS of the
 process that runs the flow, measured as a child). One JSON line per size. The CNN runs on 32x32 images and no
 classifier is tuned: what scales with the number of records is measured, not the backbone.
 """
@@ -82,19 +82,25 @@ def write_corpus(physionet: Path, folder: Path, n: int) -> None:
     (folder / "RECORDS").write_text("\n".join(names) + "\n")
 
 
-def pure_segments_seconds(cfg, data: Path, scratch: Path) -> float:
-    """The segments stage's own work: every record read, windowed and stored, in a plain loop (no Prefect, no Dask)."""
+def pure_seconds(cfg, data: Path, scratch: Path) -> tuple[float, float]:
+    """The segments and segment-table stages' own work in a plain loop (no Prefect, no Dask): every record read,
+    windowed and stored; then the table planned from the records' summaries and every chunk written."""
     from ecgpipe import store as zs
-    from ecgpipe.stages import segments
+    from ecgpipe.stages import segments, table
     from ecgpipe.store import Layout
 
     units = segments.plan_records(cfg, data, download=False)
     store = str(scratch / "store.zarr")
     zs.ensure_groups(store, *Layout.GROUPS, *[Layout.database(db) for db in cfg.databases])
     t = time.perf_counter()
-    for unit in units:
-        segments.compute_record(store, unit, cfg)
-    return time.perf_counter() - t
+    summaries = [segments.compute_record(store, unit, cfg)[0] for unit in units]
+    t_segments = time.perf_counter() - t
+    t = time.perf_counter()
+    planned = table.plan_table(store, summaries, cfg)
+    table.create_table_arrays(store, planned, cfg)
+    (job,) = table.table_tasks(planned, cfg, 1)
+    table.write_table_chunks(store, job.first_chunk, job.n_chunks, job.record_names, planned.rhythm_labels, cfg)
+    return t_segments, time.perf_counter() - t
 
 
 def flow_in_child(cfg_path: Path, data: Path, out: Path) -> tuple[float, float]:
@@ -127,18 +133,22 @@ def main() -> None:
         cfg_path = root / f"n{n}" / "scale.toml"
         cfg_path.write_text(TOML)
         cfg = load_config(cfg_path)
-        pure = pure_segments_seconds(cfg, data, root / f"n{n}" / "pure")
+        pure, pure_table = pure_seconds(cfg, data, root / f"n{n}" / "pure")
         wall, peak_mib = flow_in_child(cfg_path, data, root / f"n{n}" / "out")
         run = json.loads((root / f"n{n}" / "out" / "run.json").read_text())
         report = json.loads((root / f"n{n}" / "out" / "report.json").read_text())
         seg = report["stage_seconds"]["segments"]
         line = {"benchmark": "scale", "records": n, "segments_tasks": run["stages"]["segments"]["tasks"],
                 "segments_wall_s": seg, "segments_pure_s": round(pure, 2), "segments_ratio": round(seg / pure, 2),
-                "segments_s_per_record": round(seg / n, 4), "stage_seconds": report["stage_seconds"],
+                "segments_s_per_record": round(seg / n, 4), "table_wall_s": report["stage_seconds"]["table"],
+                "table_pure_s": round(pure_table, 2), "table_ratio": round(report["stage_seconds"]["table"] / pure_table, 2),
+                "table_ms_per_record": round(1000 * report["stage_seconds"]["table"] / n, 2),
+                "stage_seconds": report["stage_seconds"],
                 "flow_wall_s": round(wall, 1), "flow_peak_rss_mib": round(peak_mib), "n_segments": report["n_segments"]}
         lines.append(line)
         print(f"{n:6d} records: segments {seg:7.1f} s in the flow ({line['segments_tasks']} tasks) vs {pure:7.1f} s pure "
-              f"(ratio {line['segments_ratio']}), {line['segments_s_per_record']:.4f} s/record; flow {wall:.0f} s, "
+              f"(ratio {line['segments_ratio']}), {line['segments_s_per_record']:.4f} s/record; table "
+              f"{line['table_wall_s']:.1f} s vs {pure_table:.1f} s pure (ratio {line['table_ratio']}); flow {wall:.0f} s, "
               f"peak RSS {peak_mib:.0f} MiB", flush=True)
     for line in lines:
         print(json.dumps(line))
