@@ -4,8 +4,8 @@ side with the same stage functions called in a plain loop.
 
     python tests/benchmarks/bench_scale.py --data-dir ../shared/data/physionet --sizes 100 1000 10000
 
-Per size: the segments and segment-table stages' wall time in the flow and their pure compute (the same stage
-functions in a plain loop in one process), their ratios, the cost per record, every stage's seconds, and the flow process's peak memory (RSS of the
+Per size and stage: the wall time in the flow and the pure compute (the functions the flow's tasks call, in a plain
+loop in one process), their ratio, the cost per record, every stage's seconds, and the flow process's peak memory (RSS of the
 process that runs the flow, measured as a child). One JSON line per size. The CNN runs on 32x32 images and no
 classifier is tuned: what scales with the number of records is measured, not the backbone.
 """
@@ -82,35 +82,64 @@ def write_corpus(physionet: Path, folder: Path, n: int) -> None:
     (folder / "RECORDS").write_text("\n".join(names) + "\n")
 
 
-def pure_seconds(cfg, data: Path, scratch: Path) -> tuple[float, float]:
-    """The segments and segment-table stages' own work in a plain loop (no Prefect, no Dask): every record read,
-    windowed and stored; then the table planned from the records' summaries and every chunk written."""
+def pure_seconds(cfg, data: Path, scratch: Path) -> dict[str, float]:
+    """Every stage's own work in a plain loop in this process (no Prefect, no Dask), with the functions the flow's
+    tasks call: every record read, windowed and stored; the table planned from the records' summaries and every
+    chunk written; every chunk's spectrograms and CNN features; every fold of every protocol. Seconds per stage."""
     from ecgpipe import store as zs
-    from ecgpipe.stages import segments, table
+    from ecgpipe.classify import make_splits
+    from ecgpipe.location import Location
+    from ecgpipe.markers import Markers
+    from ecgpipe.stages import classification, features, segments, spectrograms, table
     from ecgpipe.store import Layout
 
     units = segments.plan_records(cfg, data, download=False)
     store = str(scratch / "store.zarr")
     zs.ensure_groups(store, *Layout.GROUPS, *[Layout.database(db) for db in cfg.databases])
-    t = time.perf_counter()
+    seconds, t = {}, time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal t
+        seconds[stage], t = time.perf_counter() - t, time.perf_counter()
+
     summaries = [segments.compute_record(store, unit, cfg)[0] for unit in units]
-    t_segments = time.perf_counter() - t
-    t = time.perf_counter()
+    lap("segments")
     planned = table.plan_table(store, summaries, cfg)
-    table.create_table_arrays(store, planned, cfg)
     (job,) = table.table_tasks(planned, cfg, 1)
-    table.write_table_chunks(store, job.first_chunk, job.n_chunks, job.record_names, planned.rhythm_labels, cfg)
-    return t_segments, time.perf_counter() - t
+    written = table.create_table_arrays(store, planned, cfg)
+    written |= table.write_table_chunks(store, job.first_chunk, job.n_chunks, job.record_names, planned.rhythm_labels, cfg)
+    table.finish_table(store, planned, cfg, Markers(Location(str(scratch))), written)
+    lap("table")
+    n, size = len(planned), cfg.run.chunk_size
+    spec_array, shape = spectrograms.array_name(cfg), spectrograms.row_shape(cfg)
+    zs.create_array(store, Layout.data(spec_array), (n, *shape), (size, *shape), Layout.SPECTROGRAM_DTYPE)
+    for i in range(job.n_chunks):
+        spectrograms.compute_chunk(store, spec_array, i, cfg)
+    lap("spectrograms")
+    (extractor,) = features.feature_arrays(cfg, spectrograms.chunk_keys(cfg, planned))
+    attrs = features.describe_extractor(cfg)
+    zs.create_array(store, extractor.data, (n, attrs["width"]), (size, attrs["width"]), Layout.FEATURE_DTYPE)
+    for i in range(job.n_chunks):
+        features.compute_chunk(store, spec_array, i, [(extractor.array, attrs["layer"])], cfg)
+    lap("features")
+    rows = classification.read_classification_data(store, extractor.array)
+    for protocol in cfg.cv.protocols:
+        splits, _ = make_splits(protocol, rows.y, rows.subjects, cfg.cv, rows.databases)
+        for fold in range(len(splits)):
+            classification.evaluate_fold(rows, cfg, protocol, fold)
+    lap("classify")
+    return seconds
 
 
 def flow_in_child(cfg_path: Path, data: Path, out: Path) -> tuple[float, float]:
     """Run the flow in a child process (as a user would); its wall time and the flow process's own peak RSS (MiB;
     Dask workers and the Prefect server are other processes)."""
-    code = ("import resource; from ecgpipe.cli import _quiet_environment; _quiet_environment();"
+    code = ("from ecgpipe.cli import _quiet_environment; _quiet_environment();"
             "from ecgpipe.orchestration.console import quiet_console; quiet_console();"
             "from ecgpipe.config import load_config; from flows.ecg_pipeline import run_pipeline;"
             f"run_pipeline(load_config({str(cfg_path)!r}), {str(data)!r}, {str(out)!r});"
-            "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across fork and exec
+            "print('PEAK_KIB', next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')))")
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -133,23 +162,20 @@ def main() -> None:
         cfg_path = root / f"n{n}" / "scale.toml"
         cfg_path.write_text(TOML)
         cfg = load_config(cfg_path)
-        pure, pure_table = pure_seconds(cfg, data, root / f"n{n}" / "pure")
         wall, peak_mib = flow_in_child(cfg_path, data, root / f"n{n}" / "out")
+        pure = pure_seconds(cfg, data, root / f"n{n}" / "pure")
         run = json.loads((root / f"n{n}" / "out" / "run.json").read_text())
         report = json.loads((root / f"n{n}" / "out" / "report.json").read_text())
-        seg = report["stage_seconds"]["segments"]
-        line = {"benchmark": "scale", "records": n, "segments_tasks": run["stages"]["segments"]["tasks"],
-                "segments_wall_s": seg, "segments_pure_s": round(pure, 2), "segments_ratio": round(seg / pure, 2),
-                "segments_s_per_record": round(seg / n, 4), "table_wall_s": report["stage_seconds"]["table"],
-                "table_pure_s": round(pure_table, 2), "table_ratio": round(report["stage_seconds"]["table"] / pure_table, 2),
-                "table_ms_per_record": round(1000 * report["stage_seconds"]["table"] / n, 2),
-                "stage_seconds": report["stage_seconds"],
+        in_flow = report["stage_seconds"]
+        stages = {stage: {"wall_s": in_flow[stage], "pure_s": round(pure[stage], 2), "ratio": round(in_flow[stage] / pure[stage], 2),
+                          "ms_per_record": round(1000 * in_flow[stage] / n, 2)} for stage in pure}
+        line = {"benchmark": "scale", "records": n, "segments_tasks": run["stages"]["segments"]["tasks"], "stages": stages,
                 "flow_wall_s": round(wall, 1), "flow_peak_rss_mib": round(peak_mib), "n_segments": report["n_segments"]}
+        print(f"{n:6d} records ({report['n_segments']} windows): flow {wall:.0f} s, peak RSS {peak_mib:.0f} MiB; per stage "
+              "in the flow vs pure (ratio, ms per record): "
+              + "; ".join(f"{k} {v['wall_s']:.1f} vs {v['pure_s']:.1f} s ({v['ratio']}, {v['ms_per_record']})" for k, v in stages.items()),
+              flush=True)
         lines.append(line)
-        print(f"{n:6d} records: segments {seg:7.1f} s in the flow ({line['segments_tasks']} tasks) vs {pure:7.1f} s pure "
-              f"(ratio {line['segments_ratio']}), {line['segments_s_per_record']:.4f} s/record; table "
-              f"{line['table_wall_s']:.1f} s vs {pure_table:.1f} s pure (ratio {line['table_ratio']}); flow {wall:.0f} s, "
-              f"peak RSS {peak_mib:.0f} MiB", flush=True)
     for line in lines:
         print(json.dumps(line))
 
