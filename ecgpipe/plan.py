@@ -60,7 +60,6 @@ class RunPlan:
         """Like :meth:`record_summaries`, but a record whose rhythm block alone is stale counts with its new key: its
         windows, and so the segment table's rows and the spectrograms, would come out the same. ``known``: the result
         of :meth:`record_summaries`, whose current records need no second check."""
-        known = known or {}
         return self._each_record(segments.windows_done, skip=known)
 
     def _each_record(self, check, skip: dict[str, RecordSummary | None] | None = None) -> dict[str, RecordSummary | None]:

@@ -149,8 +149,8 @@ def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
             if failures:
                 raise StageFailed(f"segment table: {error_text(failures[0][1])}")
             for result in results:  # in chunk order
-                for name, chunk_digests in result.items():
-                    digests.setdefault(name, []).extend(chunk_digests)
+                for name, per_chunk in result.items():
+                    digests.setdefault(name, []).extend(per_chunk)
             table.finish_table(run.store, planned, run.cfg, run.plan.markers, digests)
         run.log.count(table.STAGE, computed=int(changed), skipped=int(not changed))
     run.logger.info(f"segments: {len(planned)} selected of {planned.n_candidates} windows "

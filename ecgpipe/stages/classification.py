@@ -32,6 +32,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.results import ProtocolResult
+from ecgpipe.stages import table
 from ecgpipe.stages.features import FeatureArray
 from ecgpipe.store import Layout
 
@@ -85,7 +86,7 @@ def read_classification_data(store: str, feat_array: str | None) -> Classificati
     # records are stored in (database, record) order, so this is (database, record, start) order
     order = np.lexsort((zs.read_array(store, Layout.segment("start")), source))
     source = source[order]
-    records = np.array([f"{s['database']}/{s['record']}" for s in sources])[source]
+    records = np.array(table.source_names(sources))[source]
     subjects = np.array([s["subject"] for s in sources])[source]
     databases = np.array([s["database"] for s in sources])[source]
     cnn = rhythm = None

@@ -66,6 +66,11 @@ def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (keys >> START_BITS).astype(np.int32), keys & ((1 << START_BITS) - 1)
 
 
+def source_names(sources: list[dict]) -> list[str]:
+    """``<db>/<record>`` of each entry of a stored table's ``sources`` attribute (what ``segments/source`` indexes)."""
+    return [f"{s['database']}/{s['record']}" for s in sources]
+
+
 def record_order(records: list[RecordSummary]) -> list[RecordSummary]:
     """Records in table order: by database, then record name (``segments/source`` indexes this order)."""
     return sorted(records, key=lambda r: (r.database, r.record))
@@ -163,7 +168,7 @@ class Candidates:
 def candidates(records: list[RecordSummary], seed: int) -> Candidates:
     """The candidates of ``records`` (already in table order: their position is their source index)."""
     keys = [segment_keys(np.full(len(r.starts), i), r.starts) for i, r in enumerate(records)]
-    classes = [np.asarray(r.class_index, dtype=np.int16) for r in records]
+    classes = [r.class_index for r in records]
     priority = [selection_priority(r.name, r.starts, seed) for r in records]
     join = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
     return Candidates(join(keys, np.int64), join(classes, np.int16), join(priority, np.uint64))
@@ -176,7 +181,7 @@ def stored_rows(store: str, source_index: dict[str, int]) -> np.ndarray | None:
     if Layout.SEGMENTS not in root or "key" not in root[Layout.SEGMENTS].attrs:
         return None
     attrs = root[Layout.SEGMENTS].attrs
-    now = np.array([source_index.get(f"{s['database']}/{s['record']}", -1) for s in attrs["sources"]], dtype=np.int64)
+    now = np.array([source_index.get(name, -1) for name in source_names(attrs["sources"])], dtype=np.int64)
     source = now[zs.read_array(store, Layout.segment("source"))]
     keys = segment_keys(np.maximum(source, 0), zs.read_array(store, Layout.segment("start")))
     return np.where(source >= 0, keys, -1)
@@ -211,7 +216,7 @@ def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) ->
 def stored_segment_ids(store: str) -> list[str]:
     """Every row of the stored table as ``<db>/<record>/<start>`` (for people and tests: one string per row)."""
     attrs = zs.read_attrs(store, Layout.SEGMENTS)
-    names = [f"{s['database']}/{s['record']}" for s in attrs["sources"]]
+    names = source_names(attrs["sources"])
     source, start = zs.read_array(store, Layout.segment("source")), zs.read_array(store, Layout.segment("start"))
     return [segment_uid(names[s], t) for s, t in zip(source.tolist(), start.tolist())]
 
