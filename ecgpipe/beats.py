@@ -81,7 +81,7 @@ def beat_matrix(filtered: np.ndarray, fs: float, beats_s: np.ndarray) -> tuple[n
     return filtered[index], kept
 
 
-def _part(fs: float, part: tuple[float, float]) -> slice:
+def span_columns(fs: float, part: tuple[float, float]) -> slice:
     """Columns of a beat stretch between ``part`` seconds around its R peak."""
     origin = -int(round(BEAT_SPAN[0] * fs))
     return slice(origin + int(round(part[0] * fs)), origin + int(round(part[1] * fs)))
@@ -118,9 +118,9 @@ def beat_block(beats: np.ndarray, rr: np.ndarray, fs: float) -> np.ndarray:
     if len(beats) < MIN_BEATS:
         return out
     template = np.median(beats, axis=0)
-    p, qrs, qrst = _part(fs, P_WAVE), _part(fs, QRS), _part(fs, QRST)
+    p, qrs, qrst = span_columns(fs, P_WAVE), span_columns(fs, QRS), span_columns(fs, QRST)
     qrs_ptp = max(float(np.ptp(template[qrs])), 1e-6)
-    slope = np.abs(np.diff(template[_part(fs, (-0.12, 0.12))]))
+    slope = np.abs(np.diff(template[span_columns(fs, (-0.12, 0.12))]))
     steep = np.flatnonzero(slope > 0.2 * slope.max()) if slope.max() > 0 else np.zeros(1, np.int64)
     residual = beats[:, p] - template[p]
     corr = _corr_rows(beats[:, qrst], template[qrst])
@@ -137,7 +137,7 @@ def beat_block(beats: np.ndarray, rr: np.ndarray, fs: float) -> np.ndarray:
         beat_ptp.std() / max(beat_ptp.mean(), 1e-6),
         rr.max() / np.median(rr) if len(rr) >= 2 else 0.0,
         np.mean(corr < 0.8),
-        np.ptp(template[_part(fs, T_WAVE)]) / qrs_ptp,
+        np.ptp(template[span_columns(fs, T_WAVE)]) / qrs_ptp,
         fwave_power_frac(beats, template, fs),
     )
     return out

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
+from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, _Strict  # noqa: F401  (re-exported)
 from ecgpipe.databases import KNOWN_DATABASES
@@ -155,6 +156,12 @@ class RhythmSettings(_Strict):
         "consistency, fibrillatory-wave residual, QRS width, beat-to-beat template correlation, premature beats, "
         "pauses, T wave, signal-quality indices) over the same context: what AF (no P wave) and 'other' rhythms "
         "(ectopy, blocks, wide complexes) look like beat by beat.",
+    )
+    beat_detail: bool = Field(
+        False,
+        description="Also compute ecgpipe/beat_detail.py's BEAT_DETAIL_FEATURES (RR percentiles, compensatory pauses, "
+        "running heart-rate extremes, QRS and T-wave polarity, T-peak latency, spectrum of the QRST-cancelled "
+        "residual) over the same context: the ectopy and repolarisation changes of 'other' rhythms.",
     )
     waveform: bool = Field(
         False,
@@ -296,7 +303,7 @@ class PipelineConfig(_Strict):
     def rhythm_block(self) -> str:
         """Short name of the rhythm block's parts: 'RR', 'RR+irr' (irregularity), 'RR+wave' (waveform), 'RR+irr+wave'."""
         return "+".join(["RR", *(["irr"] if self.rhythm.irregularity else []), *(["beat"] if self.rhythm.beats else []),
-                         *(["wave"] if self.rhythm.waveform else [])])
+                         *(["detail"] if self.rhythm.beat_detail else []), *(["wave"] if self.rhythm.waveform else [])])
 
     @property
     def rhythm_description(self) -> str:
@@ -304,6 +311,7 @@ class PipelineConfig(_Strict):
         parts = [f"{len(RHYTHM_FEATURES)} RR-interval features",
                  *([f"{len(IRREGULARITY_FEATURES)} RR-irregularity features"] if self.rhythm.irregularity else []),
                  *([f"{len(BEAT_FEATURES)} beat-level features"] if self.rhythm.beats else []),
+                 *([f"{len(BEAT_DETAIL_FEATURES)} beat-detail features"] if self.rhythm.beat_detail else []),
                  *([f"{len(WAVEFORM_FEATURES)} waveform descriptors"] if self.rhythm.waveform else [])]
         listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
         return f"{listed} over {self.rhythm.context_s:g} s"
@@ -315,7 +323,8 @@ class PipelineConfig(_Strict):
         if not self.rhythm.enabled:
             return ()
         return (RHYTHM_FEATURES + (IRREGULARITY_FEATURES if self.rhythm.irregularity else ())
-                + (BEAT_FEATURES if self.rhythm.beats else ()) + (WAVEFORM_FEATURES if self.rhythm.waveform else ()))
+                + (BEAT_FEATURES if self.rhythm.beats else ())
+                + (BEAT_DETAIL_FEATURES if self.rhythm.beat_detail else ()) + (WAVEFORM_FEATURES if self.rhythm.waveform else ()))
 
     @property
     def segment_stride(self) -> int:

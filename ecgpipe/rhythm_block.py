@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecgpipe.beat_detail import beat_detail_features
 from ecgpipe.beats import beat_features
 from ecgpipe.config import PipelineConfig
 from ecgpipe.records import EcgRecord
@@ -19,7 +20,8 @@ from ecgpipe.waveform import bandpass, waveform_features
 def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: PipelineConfig) -> np.ndarray:
     """The 'rhythm' block of windows starting at ``starts`` (target-rate samples), columns ``config.rhythm_columns``:
     RR-interval features (``ecgpipe.rhythm``), with ``rhythm.irregularity`` the RR-pattern features, with
-    ``rhythm.beats`` the beat-level features (``ecgpipe.beats``), and with
+    ``rhythm.beats`` the beat-level features (``ecgpipe.beats``), with ``rhythm.beat_detail`` the beat-detail
+    features (``ecgpipe.beat_detail``), and with
     ``rhythm.waveform`` waveform descriptors (``ecgpipe.waveform``), all over ``rhythm.context_s`` seconds of the
     first lead around each window."""
     fs_out, length_s, context_s = config.segments.target_fs, config.segments.length_s, config.rhythm.context_s
@@ -29,12 +31,14 @@ def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: Pipeli
     blocks = [rr_features(beats_s, starts_s, length_s, context_s)]
     if config.rhythm.irregularity:
         blocks.append(irregularity_features(beats_s, starts_s, length_s, context_s))
-    if config.rhythm.beats or config.rhythm.waveform:
+    if config.rhythm.beats or config.rhythm.beat_detail or config.rhythm.waveform:
         # at the common rate, so that every database's beats and descriptors are measured alike
         raw = resample(signal, record.fs, fs_out)
         filtered = bandpass(raw, fs_out)
     if config.rhythm.beats:
         blocks.append(beat_features(raw, filtered, fs_out, beats_s, starts_s, length_s, context_s))
+    if config.rhythm.beat_detail:
+        blocks.append(beat_detail_features(filtered, fs_out, beats_s, starts_s, length_s, context_s))
     if config.rhythm.waveform:
         blocks.append(waveform_features(filtered, fs_out, starts_s, length_s, context_s))
     return np.hstack(blocks).astype(np.float32)

@@ -29,7 +29,7 @@ from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 
 STAGE = "segments"
 # Modules that compute only the rhythm block: left out of the signal key's code version.
-RHYTHM_MODULES = ("ecgpipe.rhythm_block", "ecgpipe.rhythm", "ecgpipe.beats", "ecgpipe.waveform")
+RHYTHM_MODULES = ("ecgpipe.rhythm_block", "ecgpipe.rhythm", "ecgpipe.beats", "ecgpipe.beat_detail", "ecgpipe.waveform")
 # Settings and words only the classification stage reads (classifiers, endpoints, protocol names): left out of every
 # upstream key, so that adding a classifier row or an endpoint recomputes no record, spectrogram or CNN chunk.
 CLASSIFY_MODULES = ("ecgpipe.classifier_settings", "ecgpipe.protocols")

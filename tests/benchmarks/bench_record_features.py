@@ -3,10 +3,10 @@
     python tests/benchmarks/bench_record_features.py --data-dir ../shared/data/physionet [--max-records N] [--seeds 0 1]
 
 Every labelled record (N, A, O; ``~`` left out, as the cinc2017 preset does) becomes one row: ecgpipe's own rhythm
-block functions (``ecgpipe.rhythm``, ``ecgpipe.beats``, ``ecgpipe.waveform``) over the whole record, which is what the
+block functions (``ecgpipe.rhythm``, ``ecgpipe.beats``, ``ecgpipe.beat_detail``, ``ecgpipe.waveform``) over the whole record, which is what the
 preset computes with its 60-s context. Gradient-boosted trees (the preset's ``kind = "hgb"`` settings, balanced) are
 scored by stratified 5-fold CV over records for each block set, with a few CV seeds, on F1_NAO (the challenge's mean
-of the N, A and O F1). No CNN: this isolates what the beat-level and waveform features add to the RR statistics.
+of the N, A and O F1). No CNN: this isolates what the beat-level, beat-detail and waveform features add to the RR statistics.
 Prints a table and, last, one JSON line.
 """
 
@@ -25,14 +25,16 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES, beat_detail_features  # noqa: E402
 from ecgpipe.beats import BEAT_FEATURES, beat_features  # noqa: E402
 from ecgpipe.classify import build_classifier  # noqa: E402
 from ecgpipe.config import ClassifierSettings  # noqa: E402
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES, beat_times, irregularity_features, rr_features  # noqa: E402
 from ecgpipe.waveform import WAVEFORM_FEATURES, bandpass, waveform_features  # noqa: E402
 
-BLOCKS = {"RR": len(RHYTHM_FEATURES), "irr": len(IRREGULARITY_FEATURES), "beat": len(BEAT_FEATURES), "wave": len(WAVEFORM_FEATURES)}
-LEVERS = ["RR", "RR+irr", "RR+irr+beat", "RR+irr+wave", "RR+irr+beat+wave"]
+BLOCKS = {"RR": len(RHYTHM_FEATURES), "irr": len(IRREGULARITY_FEATURES), "beat": len(BEAT_FEATURES),
+          "detail": len(BEAT_DETAIL_FEATURES), "wave": len(WAVEFORM_FEATURES)}
+LEVERS = ["RR", "RR+irr", "RR+irr+beat", "RR+irr+wave", "RR+irr+beat+wave", "RR+irr+beat+detail", "RR+irr+beat+detail+wave"]
 
 
 def record_row(path: str) -> np.ndarray:
@@ -42,6 +44,7 @@ def record_row(path: str) -> np.ndarray:
     filtered = bandpass(x, fs)
     return np.hstack([rr_features(beats, start, length, length)[0], irregularity_features(beats, start, length, length)[0],
                       beat_features(x, filtered, fs, beats, start, length, length)[0],
+                      beat_detail_features(filtered, fs, beats, start, length, length)[0],
                       waveform_features(filtered, fs, start, length, length)[0]])
 
 
