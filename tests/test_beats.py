@@ -180,3 +180,11 @@ def test_real_cinc_af_records_have_wider_rr_tails_than_normal_ones(physionet):
     assert a["rr_p95_rel"] - a["rr_p05_rel"] > 2 * (n["rr_p95_rel"] - n["rr_p05_rel"])
     assert a["rr_regular_std_rel"] > 2 * n["rr_regular_std_rel"]
     assert 50 < n["hr_min_running_bpm"] <= n["hr_max_running_bpm"] < 120
+
+
+def test_the_cinc2017_preset_names_every_beat_detail_column_once():
+    from ecgpipe.config import load_config
+
+    columns = load_config("cinc2017").rhythm_columns
+    assert set(BEAT_DETAIL_FEATURES) <= set(columns) and len(set(columns)) == len(columns)
+    assert load_config("paper4-best").rhythm.beat_detail is False  # the paper4 presets keep their measured block
