@@ -136,3 +136,14 @@ def test_every_shipped_preset_is_valid_and_shares_paper4_data():
     assert best.segments.n_leads == 2 and best.rhythm.waveform and best.classifier.inputs == "cnn+rhythm"
     assert best.rhythm.irregularity and best.rhythm.context_s == 60
     assert len(best.rhythm_columns) == 8 + 6 + 11 and best.classifier_label.startswith("+RR+irr+wave(w=0.7)")
+
+
+def test_every_benchmark_config_is_valid():
+    """The lever configs the README's commands name (tests/benchmarks/configs) load and validate."""
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent / "benchmarks" / "configs").glob("*.toml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.name == path.stem, path
