@@ -83,21 +83,28 @@ def test_windows_use_only_the_beats_in_their_context():
     assert out[0, col("p_wave_consistency")] > 0.9 > 0.5 > out[1, col("p_wave_consistency")]
 
 
-def test_real_cinc_af_records_lack_the_p_wave_that_normal_records_have(physionet):
-    """Twelve AF and twelve normal records of the real CinC 2017 data: AF's median P-wave consistency is far lower,
-    its fibrillatory-band residual and premature beats far higher."""
+def real_cinc_medians(physionet, rows_of, names_of, records: slice) -> dict:
+    """Per label (N, A): median over ``records`` (a slice of that label's records, in RECORDS order) of the real CinC
+    2017 records' ``rows_of(x, filtered, fs, beats, start, length)`` (one row each), named by ``names_of``."""
     folder = physionet / "cinc2017"
     labels = dict(line.split(",") for line in (folder / "REFERENCE-v3.csv").read_text().split())
     names = (folder / "RECORDS").read_text().split()
     medians = {}
     for label in ("N", "A"):
         rows = []
-        for name in [n for n in names if labels[n] == label][:12]:
+        for name in [n for n in names if labels[n] == label][records]:
             rec = wfdb.rdrecord(str(folder / name))
             x, fs = rec.p_signal[:, 0].astype(np.float64), float(rec.fs)
-            beats = beat_times(x, fs)
-            rows.append(beat_features(x, bandpass(x, fs), fs, beats, np.array([0.0]), len(x) / fs, len(x) / fs)[0])
-        medians[label] = dict(zip(BEAT_FEATURES, np.median(rows, axis=0)))
+            rows.append(rows_of(x, bandpass(x, fs), fs, beat_times(x, fs), np.array([0.0]), len(x) / fs)[0])
+        medians[label] = dict(zip(names_of, np.median(rows, axis=0)))
+    return medians
+
+
+def test_real_cinc_af_records_lack_the_p_wave_that_normal_records_have(physionet):
+    """Twelve AF and twelve normal records of the real CinC 2017 data: AF's median P-wave consistency is far lower,
+    its fibrillatory-band residual and premature beats far higher."""
+    medians = real_cinc_medians(physionet, lambda x, f, fs, b, start, n: beat_features(x, f, fs, b, start, n, n),
+                                BEAT_FEATURES, slice(0, 12))
     n, a = medians["N"], medians["A"]
     assert n["p_wave_consistency"] > 0.8 and a["p_wave_consistency"] < 0.5
     assert a["fwave_power_frac"] > 1.5 * n["fwave_power_frac"]
@@ -165,17 +172,8 @@ def test_beat_detail_with_too_few_beats_is_zero():
 def test_real_cinc_af_records_have_wider_rr_tails_than_normal_ones(physionet):
     """Twelve AF and twelve normal records of the real CinC 2017 data: AF's RR percentiles spread far wider about the
     median, and stay irregular with the long intervals left out."""
-    folder = physionet / "cinc2017"
-    labels = dict(line.split(",") for line in (folder / "REFERENCE-v3.csv").read_text().split())
-    names = (folder / "RECORDS").read_text().split()
-    medians = {}
-    for label in ("N", "A"):
-        rows = []
-        for name in [n for n in names if labels[n] == label][12:24]:
-            rec = wfdb.rdrecord(str(folder / name))
-            x, fs = rec.p_signal[:, 0].astype(np.float64), float(rec.fs)
-            rows.append(beat_detail_features(bandpass(x, fs), fs, beat_times(x, fs), np.array([0.0]), len(x) / fs, len(x) / fs)[0])
-        medians[label] = dict(zip(BEAT_DETAIL_FEATURES, np.median(rows, axis=0)))
+    medians = real_cinc_medians(physionet, lambda x, f, fs, b, start, n: beat_detail_features(f, fs, b, start, n, n),
+                                BEAT_DETAIL_FEATURES, slice(12, 24))
     n, a = medians["N"], medians["A"]
     assert a["rr_p95_rel"] - a["rr_p05_rel"] > 2 * (n["rr_p95_rel"] - n["rr_p05_rel"])
     assert a["rr_regular_std_rel"] > 2 * n["rr_regular_std_rel"]
