@@ -120,3 +120,17 @@ class EndpointSettings(_Strict):
     goal_sensitivity: float | None = Field(None, gt=0, le=1, description="A published goal to show beside the result.")
     goal_specificity: float | None = Field(None, gt=0, le=1)
     goal_source: str = Field("", description="Where the goal comes from (e.g. the AHA's shock-advisory goals).")
+    class_goals: dict[str, float] = Field(
+        {},
+        description="Per-rhythm goals, as the AHA states them: for a positive class the share of its segments called "
+        "positive (its sensitivity), for a negative class the share called negative (its specificity); e.g. "
+        "{vf = 0.90, normal = 0.99}. Every class is scored per rhythm whether or not it has a goal.",
+    )
+
+    @field_validator("class_goals")
+    @classmethod
+    def _goals_are_shares(cls, goals: dict[str, float]) -> dict[str, float]:
+        for name, goal in goals.items():
+            if not 0 < goal <= 1:
+                raise ValueError(f"class_goals.{name}: {goal} is not a share in (0, 1]")
+        return goals

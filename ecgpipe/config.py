@@ -169,6 +169,24 @@ class RhythmSettings(_Strict):
         "threshold crossings, kurtosis, regularity, complexity...) over the same context: they join the RR features "
         "in the classifiers' 'rhythm' block. They separate VT from VF, which RR intervals cannot.",
     )
+    waveform_context_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds around a segment's centre that the waveform descriptors look at (default: context_s). "
+        "Shock-advisory algorithms analyse a few seconds (4-10 s); a long context describes the patient as much as "
+        "the rhythm.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.waveform_context_s is not None and not self.waveform:
+            raise ValueError("rhythm.waveform_context_s is set but rhythm.waveform is false: set waveform = true or drop it")
+        return self
+
+    @property
+    def waveform_seconds(self) -> float:
+        """The waveform descriptors' context in seconds."""
+        return self.waveform_context_s or self.context_s
 
 
 class SweepSettings(_Strict):
@@ -269,6 +287,9 @@ class PipelineConfig(_Strict):
                 raise ValueError(f"endpoints.{name}: {unknown} not in classes {sorted(self.classes)}")
             if len(set(endpoint.classes)) == len(self.classes):
                 raise ValueError(f"endpoints.{name}: every class is positive; leave at least one out")
+            unknown = sorted(set(endpoint.class_goals) - set(self.classes))
+            if unknown:
+                raise ValueError(f"endpoints.{name}.class_goals: {unknown} not in classes {sorted(self.classes)}")
         if self.sweep.select_by is not None and self.sweep.select_by not in self.cv.protocols:
             raise ValueError(f"sweep.select_by: {self.sweep.select_by!r} is not in cv.protocols {self.cv.protocols}")
         if self.spectrogram.fmax > self.segments.target_fs / 2:
@@ -314,7 +335,8 @@ class PipelineConfig(_Strict):
                  *([f"{len(BEAT_DETAIL_FEATURES)} beat-detail features"] if self.rhythm.beat_detail else []),
                  *([f"{len(WAVEFORM_FEATURES)} waveform descriptors"] if self.rhythm.waveform else [])]
         listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-        return f"{listed} over {self.rhythm.context_s:g} s"
+        own = self.rhythm.waveform and self.rhythm.waveform_seconds != self.rhythm.context_s
+        return f"{listed} over {self.rhythm.context_s:g} s" + (f" (waveform over {self.rhythm.waveform_seconds:g} s)" if own else "")
 
     @property
     def rhythm_columns(self) -> tuple[str, ...]:

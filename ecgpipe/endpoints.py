@@ -36,23 +36,42 @@ def one_vs_rest_specificity(cm: np.ndarray) -> list[float | None]:
     return out
 
 
+def percentile_interval(draws) -> list[float] | None:
+    """The 2.5th and 97.5th percentiles of bootstrap draws (None when there are none)."""
+    draws = np.asarray(draws, dtype=np.float64)
+    draws = draws[np.isfinite(draws)]
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if len(draws) else None
+
+
 def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class_names: list[str],
                     endpoint: EndpointSettings, n_boot: int = 1000, seed: int = 0) -> EndpointResult:
-    """One binary endpoint of scored out-of-fold predictions, with 95 % bootstrap intervals over subjects."""
+    """One binary endpoint of scored out-of-fold predictions, with 95 % bootstrap intervals over subjects; and per
+    rhythm (class), the share of its segments the endpoint gets right, with its interval and goal."""
     positive = np.array([c in endpoint.classes for c in class_names])
     truth, called = positive[y].astype(np.int64), positive[y_pred].astype(np.int64)
     cells = truth * 2 + called
     cm = np.bincount(cells, minlength=4).reshape(2, 2)
+    right = (truth == called).astype(np.float64)
+    n_classes = len(class_names)
     subjects, subject_of = np.unique(groups, return_inverse=True)
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {"sensitivity": [], "specificity": [], "balanced_accuracy": []}
-    for _ in range(n_boot):
+    class_draws = np.full((n_boot, n_classes), np.nan)
+    for b in range(n_boot):
         weights = np.bincount(rng.integers(0, len(subjects), len(subjects)), minlength=len(subjects))[subject_of]
         rates = binary_rates(np.bincount(cells, weights=weights, minlength=4).reshape(2, 2))
         for name in draws:
             if rates[name] is not None:
                 draws[name].append(rates[name])
-    ci = {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in draws.items() if v}
+        drawn = np.bincount(y, weights=weights, minlength=n_classes)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a class no drawn subject has: NaN, left out
+            class_draws[b] = np.bincount(y, weights=weights * right, minlength=n_classes) / drawn
+    ci = {name: interval for name, v in draws.items() if (interval := percentile_interval(v))}
+    counts = np.bincount(y, minlength=n_classes)
+    by_class = [{"name": name, "positive": bool(positive[c]), "n": int(counts[c]),
+                 "rate": float(right[y == c].mean()), "ci95": percentile_interval(class_draws[:, c]),
+                 "goal": endpoint.class_goals.get(name)}
+                for c, name in enumerate(class_names) if counts[c]]
     return EndpointResult.model_validate({
         "classes": list(endpoint.classes),
         "positives": int(cm[1].sum()),
@@ -63,6 +82,7 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
         "goal_sensitivity": endpoint.goal_sensitivity,
         "goal_specificity": endpoint.goal_specificity,
         "goal_source": endpoint.goal_source,
+        "by_class": by_class,
     })
 
 

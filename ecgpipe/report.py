@@ -19,6 +19,7 @@ from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
     comparison_columns,
+    endpoint_class_table,
     endpoint_table,
     hardest_subjects,
     pct,
@@ -162,6 +163,10 @@ def endpoint_markdown(report: dict) -> list[str]:
         header, rows = endpoint_table(endpoints)
         lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        header, rows = endpoint_class_table(endpoints)
+        if rows:
+            lines += ["Per rhythm:", "", "| " + " | ".join(header) + " |", "|---|---|---:|---|---:|---|"]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return lines
 
 

@@ -17,6 +17,7 @@ from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
 from ecgpipe.report_tables import (  # noqa: E402
     comparison_scores,
+    endpoint_class_table,
     endpoint_table,
     hardest_subjects,
     predicted_as,
@@ -96,6 +97,9 @@ def endpoint_sections(report: dict) -> list[str]:
     for name, what, endpoints in scored_endpoints(report):
         header, rows = endpoint_table(endpoints)
         parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
+        header, rows = endpoint_class_table(endpoints)
+        if rows:
+            parts += ["<p>Per rhythm:</p>", _table(header, [[e(c) for c in row] for row in rows])]
     if parts:
         parts = ["<h2>Clinical endpoints</h2>", "<p class='muted'>Positives are the endpoint's classes pooled; intervals: "
                  f"95 % bootstrap over {e(report.get('subject_word', 'patient'))}s.</p>", *parts]

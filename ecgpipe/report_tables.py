@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ecgpipe.protocols import short as protocol_short
-from ecgpipe.results import EndpointResult
+from ecgpipe.results import EndpointClassRate, EndpointResult
 
 RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
 
@@ -87,6 +87,20 @@ def endpoint_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
         rows.append([name, " + ".join(ep["classes"]), f"{ep['positives']} / {ep['negatives']}", rate(ep, "sensitivity"),
                      rate(ep, "specificity"), "-" if ep["ppv"] is None else f"{ep['ppv']:.3f}",
                      rate(ep, "balanced_accuracy"), goal.strip() or "-"])
+    return header, rows
+
+
+def endpoint_class_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the endpoints' per-rhythm rates (``by_class``): the AHA states its shock-advisory
+    goals per rhythm (sensitivity for VF, for rapid VT; specificity for sinus rhythm, for other rhythms)."""
+    header = ["endpoint", "rhythm", "segments", "measure", "share right (95 % CI)", "goal"]
+    rows = []
+    for name, ep in endpoints.items():
+        for c in ep.get("by_class") or []:
+            rate = EndpointClassRate.model_validate(c)
+            ci = f" ({rate.ci95[0]:.3f} - {rate.ci95[1]:.3f})" if rate.ci95 else ""
+            goal = "-" if rate.goal is None else f"≥ {rate.goal:.2f} ({'met' if rate.rate >= rate.goal else 'not met'})"
+            rows.append([name, rate.name, str(rate.n), rate.measure, f"{rate.rate:.3f}{ci}", goal])
     return header, rows
 
 

@@ -21,6 +21,23 @@ class ClassMetrics(_Result):
     specificity: float | None = None  # one class against the rest
 
 
+class EndpointClassRate(_Result):
+    """One rhythm's share of segments that a binary endpoint gets right: for a positive class the share called
+    positive (its sensitivity), for a negative class the share called negative (its specificity), as the AHA's
+    shock-advisory goals are stated per rhythm."""
+
+    name: str
+    positive: bool
+    n: int
+    rate: float
+    ci95: list[float] | None
+    goal: float | None = None
+
+    @property
+    def measure(self) -> str:
+        return "sensitivity" if self.positive else "specificity"
+
+
 class EndpointResult(_Result):
     """A binary clinical endpoint (``[endpoints]`` of the config): positives are its classes, pooled."""
 
@@ -37,6 +54,7 @@ class EndpointResult(_Result):
     goal_sensitivity: float | None = None
     goal_specificity: float | None = None
     goal_source: str = ""
+    by_class: list[EndpointClassRate] = []
 
     @property
     def meets_goal(self) -> bool | None:

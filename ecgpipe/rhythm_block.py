@@ -23,7 +23,7 @@ def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: Pipeli
     ``rhythm.beats`` the beat-level features (``ecgpipe.beats``), with ``rhythm.beat_detail`` the beat-detail
     features (``ecgpipe.beat_detail``), and with
     ``rhythm.waveform`` waveform descriptors (``ecgpipe.waveform``), all over ``rhythm.context_s`` seconds of the
-    first lead around each window."""
+    first lead around each window (the waveform descriptors over ``rhythm.waveform_context_s`` when set)."""
     fs_out, length_s, context_s = config.segments.target_fs, config.segments.length_s, config.rhythm.context_s
     signal = fill_nan(record.signal)
     starts_s = np.asarray(starts) / fs_out
@@ -40,5 +40,5 @@ def window_rhythm_features(record: EcgRecord, starts: np.ndarray, config: Pipeli
     if config.rhythm.beat_detail:
         blocks.append(beat_detail_features(filtered, fs_out, beats_s, starts_s, length_s, context_s))
     if config.rhythm.waveform:
-        blocks.append(waveform_features(filtered, fs_out, starts_s, length_s, context_s))
+        blocks.append(waveform_features(filtered, fs_out, starts_s, length_s, config.rhythm.waveform_seconds))
     return np.hstack(blocks).astype(np.float32)

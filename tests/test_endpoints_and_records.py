@@ -10,6 +10,7 @@ from ecgpipe.aggregate import record_groups, summarize_rows
 from ecgpipe.classify import fit_classifier, summarize_protocol
 from ecgpipe.config import ClassifierSettings, ConfigError, EndpointSettings, config_from_dict
 from ecgpipe.endpoints import binary_rates, endpoint_result, one_vs_rest_specificity
+from ecgpipe.report_tables import endpoint_class_table
 from ecgpipe.stages.classification import ClassificationData, ComparisonRow, evaluate_row
 
 CLASSES = ["normal", "afib", "vt", "vf"]
@@ -42,6 +43,35 @@ def test_an_endpoint_pools_its_classes():
     assert ep.meets_goal is False
     lo, hi = ep.ci95["sensitivity"]
     assert lo <= ep.sensitivity <= hi and "5 subjects" in ep.ci_method
+
+
+def test_an_endpoint_scores_every_rhythm_against_its_own_goal():
+    """The AHA states its shock-advisory goals per rhythm (VF sensitivity > 90 %, sinus-rhythm specificity > 99 %):
+    each class's share of segments that the endpoint gets right, with an interval over subjects and its goal."""
+    y = np.repeat([3, 2, 0, 1], [10, 10, 20, 10])  # vf, vt, normal, afib
+    p = y.copy()
+    p[0] = 0  # one VF called normal: missed
+    p[1] = 2  # one VF called VT: still shockable
+    p[10:14] = 0  # four VT called normal: missed
+    p[20] = 3  # one normal called VF: a false shock
+    p[21] = 1  # one normal called AF: still not shockable
+    groups = np.array([f"s{i // 5}" for i in range(len(y))])
+    goals = {"vf": 0.90, "vt": 0.75, "normal": 0.99}
+    ep = endpoint_result(y, p, groups, CLASSES, EndpointSettings(classes=["vt", "vf"], class_goals=goals))
+    rates = {c.name: c for c in ep.by_class}
+    assert [c.name for c in ep.by_class] == CLASSES  # in the classes' order
+    assert rates["vf"].positive and rates["vf"].measure == "sensitivity" and rates["vf"].rate == pytest.approx(9 / 10)
+    assert rates["vt"].rate == pytest.approx(6 / 10)
+    assert not rates["normal"].positive and rates["normal"].measure == "specificity"
+    assert rates["normal"].rate == pytest.approx(19 / 20) and rates["afib"].rate == 1.0
+    assert ep.sensitivity == pytest.approx(15 / 20)  # the pooled rate is the classes' rates weighted by their counts
+    assert rates["vf"].goal == 0.90 and rates["afib"].goal is None
+    for c in ep.by_class:
+        assert c.ci95[0] <= c.rate <= c.ci95[1]
+    header, rows = endpoint_class_table({"shockable": ep.to_json()})
+    goal_of = {row[1]: row[-1] for row in rows}
+    assert goal_of["vf"].endswith("(met)") and goal_of["vt"].endswith("(not met)") and goal_of["normal"].endswith("(not met)")
+    assert goal_of["afib"] == "-" and header[3] == "measure"
 
 
 def test_protocol_results_carry_endpoints_and_specificity():
@@ -133,6 +163,12 @@ def test_settings_that_cannot_work_are_refused():
     with pytest.raises(ConfigError, match="every class is positive"):
         config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
                           "endpoints": {"any": {"classes": ["normal", "afib"]}}})
+    with pytest.raises(ConfigError, match=r"endpoints.shock.class_goals: \['vf'\] not in classes"):
+        config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+                          "endpoints": {"shock": {"classes": ["afib"], "class_goals": {"vf": 0.9}}}})
+    with pytest.raises(ConfigError, match=r"class_goals.normal: 1.5 is not a share"):
+        config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+                          "endpoints": {"af": {"classes": ["afib"], "class_goals": {"normal": 1.5}}}})
     with pytest.raises(ConfigError, match="learning_rate_grid"):
         _csv_config(learning_rate_grid=[0.0])
 

@@ -122,9 +122,15 @@ def run_cinc_slice(cinc, tmp_path):
     cm = np.array(best["per_record"]["confusion_matrix"])
     assert af["positives"] == cm[1].sum() and af["sensitivity"] == pytest.approx(cm[1, 1] / cm[1].sum())
     assert all(m["specificity"] is not None for m in best["per_class"].values())
+    # per rhythm: the one positive class's rate is the endpoint's sensitivity, the others' rates make its specificity
+    by_class = {c["name"]: c for c in af["by_class"]}
+    assert by_class[af["classes"][0]]["rate"] == pytest.approx(af["sensitivity"])
+    negatives = [c for c in af["by_class"] if not c["positive"]]
+    assert sum(c["rate"] * c["n"] for c in negatives) / sum(c["n"] for c in negatives) == pytest.approx(af["specificity"])
     md = (tmp_path / "out" / "report.md").read_text()
     html = (tmp_path / "out" / "report.html").read_text()
     assert "## Clinical endpoints" in md and "Clinical endpoints" in html and "record macro-F1" in md
+    assert "Per rhythm:" in md and "Per rhythm:" in html
     return tmp_path / "out" / "model.skops", set(chosen)
 
 

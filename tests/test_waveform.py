@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ecgpipe.config import load_config
+from ecgpipe.config import ConfigError, load_config
 from ecgpipe.records import read_record
 from ecgpipe.rhythm import RHYTHM_FEATURES
 from ecgpipe.rhythm_block import window_rhythm_features
@@ -73,3 +73,30 @@ def test_real_vf_and_sinus_rhythm_differ_as_expected(physionet):
     assert vf["kurtosis"] < normal["kurtosis"]
     assert vf["tcsc"] > normal["tcsc"]
     assert vf["vf_leakage"] < normal["vf_leakage"]
+
+
+def test_a_short_waveform_context_sees_the_rhythm_under_the_window_not_its_neighbours(physionet):
+    """rhythm.waveform_context_s: a window 7 s before vfdb 426's first VF. Over a 30-s context its waveform
+    descriptors take in 9 s of VF; over 4 s they see sinus rhythm only (peaky QRS complexes: higher kurtosis, fewer
+    samples above threshold). The RR columns keep their 30 s either way."""
+    overrides = {"waveform": True, "context_s": 30.0}
+    long_cfg = load_config("paper4-sweep", {"rhythm": overrides})
+    short_cfg = load_config("paper4-sweep", {"rhythm": {**overrides, "waveform_context_s": 4.0}})
+    rec = read_record(physionet / "vfdb", "vfdb", "426", long_cfg.database("vfdb"))
+    onset_s = next(ep.start for ep in rec.episodes if ep.label == "(VF") / rec.fs
+    starts = np.array([(onset_s - 7.0) * long_cfg.segments.target_fs])
+    long_block, short_block = (window_rhythm_features(rec, starts, cfg) for cfg in (long_cfg, short_cfg))
+    n_rr = len(RHYTHM_FEATURES)
+    np.testing.assert_array_equal(long_block[:, :n_rr], short_block[:, :n_rr])
+    long_wave, short_wave = (dict(zip(WAVEFORM_FEATURES, block[0, n_rr:])) for block in (long_block, short_block))
+    assert short_wave["kurtosis"] > long_wave["kurtosis"]
+    assert short_wave["tcsc"] < long_wave["tcsc"]
+    assert "(waveform over 4 s)" in short_cfg.rhythm_description
+    assert "waveform over" not in long_cfg.rhythm_description
+
+
+def test_a_waveform_context_without_the_waveform_descriptors_is_an_error():
+    with pytest.raises(ConfigError, match=r"waveform_context_s is set but rhythm\.waveform is false"):
+        load_config("paper4-best", {"rhythm": {"waveform_context_s": 4.0}})
+    with pytest.raises(ConfigError, match="waveform_context_s"):
+        load_config("paper4-best", {"rhythm": {"waveform": True, "waveform_context_s": 0.0}})
