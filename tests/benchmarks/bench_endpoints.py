@@ -74,7 +74,7 @@ def main() -> None:
         return called, score
 
     print(f"{run}: {len(y)} segments of {len(np.unique(data.subjects))} subjects, grouped {len(splits)}-fold; "
-          f"classifier {clf.label}")
+          f"classifier {clf.describe(cfg.rhythm_block)}")
     all_classes, _ = out_of_fold(y)
     print("| endpoint | target sens / spec | all classes: sens / spec | detector: sens / spec | detector AUC "
           "| best sens at target spec (bound) |")
@@ -94,7 +94,7 @@ def main() -> None:
         print(f"| {name} | {'-' if not target else f'{target[0]:.2f} / {target[1]:.2f}'} | {from_all[0]:.3f} / {from_all[1]:.3f} "
               f"| {detector[0]:.3f} / {detector[1]:.3f} | {r['detector_auc']:.4f} | {'-' if bound is None else f'{bound:.3f}'} |",
               flush=True)
-    print(json.dumps({"run": str(run), "classifier": clf.label, "results": results}))
+    print(json.dumps({"run": str(run), "classifier": clf.describe(cfg.rhythm_block), "results": results}))
 
 
 if __name__ == "__main__":
