@@ -172,9 +172,8 @@ class RhythmSettings(_Strict):
     waveform_context_s: float | None = Field(
         None,
         gt=0,
-        description="Seconds around a segment's centre that the waveform descriptors look at (default: context_s). "
-        "Shock-advisory algorithms analyse a few seconds (4-10 s); a long context describes the patient as much as "
-        "the rhythm.",
+        description="Seconds around a segment's centre that the waveform descriptors look at (default: context_s); "
+        "shock-advisory algorithms analyse 4-10 s, a long context describes the patient as much as the rhythm.",
     )
 
     @model_validator(mode="after")
@@ -184,8 +183,7 @@ class RhythmSettings(_Strict):
         return self
 
     @property
-    def waveform_seconds(self) -> float:
-        """The waveform descriptors' context in seconds."""
+    def waveform_seconds(self) -> float:  # the waveform descriptors' context
         return self.waveform_context_s or self.context_s
 
 
