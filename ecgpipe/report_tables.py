@@ -93,7 +93,7 @@ def endpoint_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
 def endpoint_class_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the endpoints' per-rhythm rates (``by_class``): the AHA states its shock-advisory
     goals per rhythm (sensitivity for VF, for rapid VT; specificity for sinus rhythm, for other rhythms)."""
-    header = ["endpoint", "rhythm", "segments", "measure", "share right (95 % CI)", "goal"]
+    header = ["endpoint", "rhythm", "n", "measure", "share right (95 % CI)", "goal"]
     rows = []
     for name, ep in endpoints.items():
         for c in ep.get("by_class") or []:
