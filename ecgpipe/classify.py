@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
-from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
+from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
 from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, STRATIFIED
 from ecgpipe.protocols import protocol as protocol_named
@@ -247,8 +247,8 @@ def bootstrap_ci(y, y_pred, groups, n_classes: int, n_boot: int = 1000, seed: in
         f1.append(f1_c[present].mean())
     return {
         "method": f"bootstrap over {len(subjects)} subjects, {n_boot} resamples",
-        "accuracy": [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))],
-        "macro_f1": [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))],
+        "accuracy": percentile_interval(acc),
+        "macro_f1": percentile_interval(f1),
     }
 
 

@@ -68,8 +68,9 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
             class_draws[b] = np.bincount(y, weights=weights * right, minlength=n_classes) / drawn
     ci = {name: interval for name, v in draws.items() if (interval := percentile_interval(v))}
     counts = np.bincount(y, minlength=n_classes)
+    shares = np.bincount(y, weights=right, minlength=n_classes) / np.maximum(counts, 1)  # as each draw, unweighted
     by_class = [{"name": name, "positive": bool(positive[c]), "n": int(counts[c]),
-                 "rate": float(right[y == c].mean()), "ci95": percentile_interval(class_draws[:, c]),
+                 "rate": float(shares[c]), "ci95": percentile_interval(class_draws[:, c]),
                  "goal": endpoint.class_goals.get(name)}
                 for c, name in enumerate(class_names) if counts[c]]
     return EndpointResult.model_validate({

@@ -321,6 +321,24 @@ def _start_cli(cold, out: Path, own_server: bool = False) -> subprocess.Popen:
     )
 
 
+def test_the_local_clusters_workers_ignore_ctrl_c_so_the_runs_process_alone_stops_them(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group. A worker that died of it mid-task left its nanny, in the
+    run's process, waiting: on a loaded machine the run then hung closing its cluster. The run's workers ignore SIGINT
+    (cluster.task_runner's worker preload); the run's process stops them. A plain LocalCluster's workers do not."""
+    from distributed import Client, LocalCluster
+
+    from ecgpipe.orchestration.cluster import task_runner
+    from ecgpipe.orchestration.interrupt import ignores_ctrl_c
+
+    kwargs = {**task_runner(load_config("paper4-best"), str(tmp_path)).cluster_kwargs,
+              "n_workers": 1}
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        assert list(client.run(ignores_ctrl_c).values()) == [True]
+    kwargs.pop("preload")
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        assert list(client.run(ignores_ctrl_c).values()) == [False]
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interruption_stops_within_seconds_leaves_nothing_running_and_a_rerun_resumes(cold, tmp_path, how):
     out = tmp_path / "out"

@@ -153,5 +153,7 @@ def task_runner(cfg: PipelineConfig, out_dir: str, scheduler: str | None = None)
             "dashboard_address": "127.0.0.1:0",
             # Dask's spill/scratch space: inside a local output folder, else the machine's temporary folder
             "local_directory": os.path.join(Location(out_dir).local_root or tempfile.gettempdir(), ".dask"),
+            # Ctrl-C reaches the workers too; they ignore it and the run's process stops them (orchestration.interrupt)
+            "preload": ["ecgpipe.orchestration.interrupt"],
         },
     )

@@ -6,6 +6,12 @@ stage's tasks (``bookkeeping.wait_all``) check it twice a second and raise :clas
 ends as failed, ``run.json`` says ``"interrupted"``, the local Dask cluster and the temporary Prefect server are shut
 down, and markers stay consistent (a unit's marker is written after its data), so a rerun resumes. A second Ctrl-C
 stops at once.
+
+Ctrl-C in a terminal sends SIGINT to the whole process group, the local cluster's worker processes included. Left
+to Python's default, each worker dies with a ``KeyboardInterrupt`` while its nanny (in the run's process) still
+expects it, and on a loaded machine the run's process then hung closing the cluster (the test of it failed one run in
+three or four). So the local cluster's workers ignore SIGINT (:func:`dask_setup`, a Dask worker preload): the run's
+process decides, and closes its cluster as it does on SIGTERM.
 """
 
 from __future__ import annotations
@@ -56,3 +62,17 @@ def check() -> None:
     if _received:
         raise RunInterrupted(f"interrupted by {signal.Signals(_received[0]).name}; `ecgpipe run` again resumes "
                              f"from what is done")
+
+
+def dask_setup(worker) -> None:
+    """Dask worker preload (``preload=["ecgpipe.orchestration.interrupt"]``): the worker process ignores SIGINT; the
+    run that started it stops it. Runs on the worker process's main thread, where its event loop runs."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread (a worker inside another process): leave it to that process
+        pass
+
+
+def ignores_ctrl_c() -> bool:
+    """Whether this process ignores SIGINT (as the local cluster's workers do)."""
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
