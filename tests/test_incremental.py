@@ -330,13 +330,18 @@ def test_the_local_clusters_workers_ignore_ctrl_c_so_the_runs_process_alone_stop
     from ecgpipe.orchestration.cluster import task_runner
     from ecgpipe.orchestration.interrupt import ignores_ctrl_c
 
-    kwargs = {**task_runner(load_config("paper4-best"), str(tmp_path)).cluster_kwargs,
-              "n_workers": 1}
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
-        assert list(client.run(ignores_ctrl_c).values()) == [True]
-    kwargs.pop("preload")
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
-        assert list(client.run(ignores_ctrl_c).values()) == [False]
+    kwargs = {**task_runner(load_config("paper4-best"), str(tmp_path)).cluster_kwargs, "n_workers": 1}
+    # as in a terminal: this process handles SIGINT (a test run in the background of a shell inherits it ignored, and
+    # so would every worker process it starts)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+            assert list(client.run(ignores_ctrl_c).values()) == [True]
+        kwargs.pop("preload")
+        with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+            assert list(client.run(ignores_ctrl_c).values()) == [False]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
