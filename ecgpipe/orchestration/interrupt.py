@@ -9,8 +9,8 @@ stops at once.
 
 Ctrl-C in a terminal sends SIGINT to the whole process group, the local cluster's worker processes included. Left
 to Python's default, each worker dies with a ``KeyboardInterrupt`` while its nanny (in the run's process) still
-expects it, and on a loaded machine the run's process then hung closing the cluster (the test of it failed one run in
-three or four). So the local cluster's workers ignore SIGINT (:func:`dask_setup`, a Dask worker preload): the run's
+expects it, and on a loaded machine the run's process then hung closing the cluster (the test of it failed 2 of 4
+runs beside three CPU-bound processes). So the local cluster's workers ignore SIGINT (:func:`dask_setup`, a Dask worker preload): the run's
 process decides, and closes its cluster as it does on SIGTERM.
 """
 
