@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecgpipe.beats import MIN_BEATS, QRS, T_WAVE, beat_matrix, span_columns, welch
+from ecgpipe.rhythm import context_rr, real_intervals
 
 BEAT_DETAIL_FEATURES = (
     "rr_p05_rel",
@@ -78,9 +79,11 @@ def residual_spectrum(beats: np.ndarray, template: np.ndarray, fs: float) -> tup
     return dominant, entropy
 
 
-def beat_detail_block(beats: np.ndarray, rr: np.ndarray, fs: float, covered_s: float) -> np.ndarray:
+def beat_detail_block(beats: np.ndarray, rr: np.ndarray, fs: float, covered_s: float,
+                      n_beats: int | None = None) -> np.ndarray:
     """``BEAT_DETAIL_FEATURES`` of one context: its beat stretches (n, span) around R (``ecgpipe.beats.beat_matrix``),
-    its RR intervals (s) and the seconds of signal it covers. Zeros with too few beats."""
+    its RR intervals (s), the seconds of signal it covers and the QRS detections in it (default: one more than the
+    intervals; fewer intervals than that when some across a gap were left out). Zeros with too few beats."""
     out = np.zeros(len(BEAT_DETAIL_FEATURES))
     if len(beats) < MIN_BEATS or len(rr) < MIN_BEATS:
         return out
@@ -99,19 +102,22 @@ def beat_detail_block(beats: np.ndarray, rr: np.ndarray, fs: float, covered_s: f
         np.mean((relative[:-1] < 0.85) & (relative[1:] > 1.1)),
         *running_heart_rate(rr),
         *residual_spectrum(beats, template, fs),
-        (len(rr) + 1) / max(covered_s, 1e-6),
+        (len(rr) + 1 if n_beats is None else n_beats) / max(covered_s, 1e-6),
         regular.std() if len(regular) > 2 else 0.0,
     )
     return out
 
 
 def beat_detail_features(filtered: np.ndarray, fs: float, beats_s: np.ndarray, window_starts_s: np.ndarray,
-                         length_s: float, context_s: float) -> np.ndarray:
+                         length_s: float, context_s: float, gaps_s: np.ndarray | None = None) -> np.ndarray:
     """(n_windows, len(BEAT_DETAIL_FEATURES)) float32 over ``context_s`` seconds centred on each window ``[start,
     start + length_s)``, like ``ecgpipe.beats.beat_features``. ``filtered`` is the band-passed lead at ``fs``,
-    ``beats_s`` its QRS times (s)."""
+    ``beats_s`` its QRS times (s), ``gaps_s`` its NaN gaps (``ecgpipe.rhythm.nan_gaps``): no RR interval across
+    them, no beat stretch in them, and their seconds are no signal the beat rate is counted over."""
     beats_s = np.sort(np.asarray(beats_s, dtype=np.float64))
-    stretches, kept = beat_matrix(filtered, fs, beats_s)
+    gaps = np.zeros((0, 2)) if gaps_s is None else np.asarray(gaps_s, dtype=np.float64)
+    real = real_intervals(beats_s, gaps)
+    stretches, kept = beat_matrix(filtered, fs, beats_s, gaps)
     kept_s = beats_s[kept]
     duration = len(filtered) / fs
     half = max(context_s, length_s) / 2
@@ -122,5 +128,10 @@ def beat_detail_features(filtered: np.ndarray, fs: float, beats_s: np.ndarray, w
         lo, hi = np.searchsorted(kept_s, [lo_s, hi_s])
         b_lo, b_hi = np.searchsorted(beats_s, [lo_s, hi_s])
         covered = min(hi_s, duration) - max(lo_s, 0.0)
-        out[i] = beat_detail_block(stretches[lo:hi], np.diff(beats_s[b_lo:b_hi]), fs, covered)
+        if not len(gaps):
+            out[i] = beat_detail_block(stretches[lo:hi], np.diff(beats_s[b_lo:b_hi]), fs, covered)
+            continue
+        missing = np.clip(np.minimum(gaps[:, 1], hi_s) - np.maximum(gaps[:, 0], lo_s), 0.0, None).sum()
+        out[i] = beat_detail_block(stretches[lo:hi], context_rr(beats_s, b_lo, b_hi, real), fs, covered - missing,
+                                   n_beats=int(b_hi - b_lo))
     return out

@@ -35,6 +35,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal as sps
 
+from ecgpipe.rhythm import context_rr, overlaps_gap, real_intervals
+from ecgpipe.units import FLAT_MV
+
 BEAT_FEATURES = (
     "p_wave_rel",
     "p_wave_consistency",
@@ -69,12 +72,17 @@ def _corr_rows(rows: np.ndarray, template: np.ndarray) -> np.ndarray:
     return np.divide(a @ b, denom, out=np.zeros(len(rows)), where=denom > 0)
 
 
-def beat_matrix(filtered: np.ndarray, fs: float, beats_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n_beats, span) stretches of ``filtered`` around every beat whose whole span lies in the signal, and the
-    indices (into ``beats_s``) of those beats."""
+def beat_matrix(filtered: np.ndarray, fs: float, beats_s: np.ndarray,
+                gaps_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n_beats, span) stretches of ``filtered`` around every beat whose whole span lies in the signal (and, with
+    ``gaps_s`` from ``ecgpipe.rhythm.nan_gaps``, holds no NaN sample: the line interpolated across a gap is no
+    beat's shape), and the indices (into ``beats_s``) of those beats."""
     lo, hi = int(round(BEAT_SPAN[0] * fs)), int(round(BEAT_SPAN[1] * fs))
     peaks = np.round(np.asarray(beats_s) * fs).astype(np.int64)
-    kept = np.flatnonzero((peaks + lo >= 0) & (peaks + hi < len(filtered)))
+    inside = (peaks + lo >= 0) & (peaks + hi < len(filtered))
+    if gaps_s is not None and len(gaps_s) and len(peaks):
+        inside &= ~overlaps_gap((peaks + lo) / fs, (peaks + hi) / fs, np.asarray(gaps_s, dtype=np.float64))
+    kept = np.flatnonzero(inside)
     if not len(kept):
         return np.zeros((0, hi - lo)), kept
     index = peaks[kept, None] + np.arange(lo, hi)[None, :]
@@ -144,11 +152,12 @@ def beat_block(beats: np.ndarray, rr: np.ndarray, fs: float) -> np.ndarray:
 
 
 def signal_quality(raw: np.ndarray, filtered: np.ndarray, fs: float) -> tuple[float, float]:
-    """(kurtosis of the filtered signal, share of the raw signal's power above 40 Hz) of one context."""
+    """(kurtosis of the filtered signal, share of the raw signal's power above 40 Hz) of one context; 0 for a flat
+    line (std under ``ecgpipe.units.FLAT_MV`` mV: what resampling leaves of a flat lead is no signal's quality)."""
     x = filtered - filtered.mean()
     var = float((x * x).mean())
-    kurtosis = float((x**4).mean() / var**2) if var > 0 else 0.0
-    if len(raw) < 16 or fs <= 80:
+    kurtosis = float((x**4).mean() / var**2) if var > FLAT_MV**2 else 0.0
+    if len(raw) < 16 or fs <= 80 or np.std(raw) < FLAT_MV:
         return kurtosis, 0.0
     freqs, power = welch(raw - raw.mean(), fs, min(len(raw), int(fs)))
     total = power.sum()
@@ -156,12 +165,14 @@ def signal_quality(raw: np.ndarray, filtered: np.ndarray, fs: float) -> tuple[fl
 
 
 def beat_features(raw: np.ndarray, filtered: np.ndarray, fs: float, beats_s: np.ndarray, window_starts_s: np.ndarray,
-                  length_s: float, context_s: float) -> np.ndarray:
+                  length_s: float, context_s: float, gaps_s: np.ndarray | None = None) -> np.ndarray:
     """(n_windows, len(BEAT_FEATURES)) float32: ``BEAT_FEATURES`` over ``context_s`` seconds centred on each window
     ``[start, start + length_s)``. ``raw`` and ``filtered`` (band-passed, e.g. ``ecgpipe.waveform.bandpass``) are
-    the same lead at ``fs``; ``beats_s`` its QRS times (s)."""
+    the same lead at ``fs``; ``beats_s`` its QRS times (s); ``gaps_s`` its NaN gaps (``ecgpipe.rhythm.nan_gaps``),
+    across which no RR interval counts and in which no beat stretch is taken."""
     beats_s = np.sort(np.asarray(beats_s, dtype=np.float64))
-    stretches, kept = beat_matrix(filtered, fs, beats_s)
+    real = real_intervals(beats_s, gaps_s)
+    stretches, kept = beat_matrix(filtered, fs, beats_s, gaps_s)
     kept_s = beats_s[kept]
     starts = np.asarray(window_starts_s, dtype=np.float64)
     out = np.zeros((len(starts), len(BEAT_FEATURES)), dtype=np.float32)
@@ -171,7 +182,7 @@ def beat_features(raw: np.ndarray, filtered: np.ndarray, fs: float, beats_s: np.
         lo_s, hi_s = centre - half, centre + half
         lo, hi = np.searchsorted(kept_s, [lo_s, hi_s])
         b_lo, b_hi = np.searchsorted(beats_s, [lo_s, hi_s])
-        out[i, :-2] = beat_block(stretches[lo:hi], np.diff(beats_s[b_lo:b_hi]), fs)
+        out[i, :-2] = beat_block(stretches[lo:hi], context_rr(beats_s, b_lo, b_hi, real), fs)
         a, b = max(int(lo_s * fs), 0), min(int(hi_s * fs), len(filtered))
         out[i, -2:] = signal_quality(raw[a:b], filtered[a:b], fs)
     return out

@@ -8,6 +8,7 @@ prediction aggregates its windows' predictions by majority vote (``ecgpipe.class
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from ecgpipe.errors import EcgpipeError
@@ -24,18 +25,22 @@ def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found (databases.<db>.labels_csv)")
     labels: dict[str, str] = {}
-    with open(path, newline="") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            cells = [c.strip() for c in row]
-            if not any(cells):
-                continue
-            if line_no == 1 and [c.lower() for c in cells[:2]] == ["record", "label"]:
-                continue
-            if len(cells) != 2 or not cells[0] or not cells[1]:
-                raise LabelsError(f"{path}, line {line_no}: expected 'record,label', got {row!r}")
-            if cells[0] in labels and labels[cells[0]] != cells[1]:
-                raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two labels ({labels[cells[0]]!r}, {cells[1]!r})")
-            labels[cells[0]] = cells[1]
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which would stick to the first record's name
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # newlines as they are, as the csv module wants them
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{path}: not UTF-8 text ({exc})") from None
+    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        if line_no == 1 and [c.lower() for c in cells[:2]] == ["record", "label"]:
+            continue
+        if len(cells) != 2 or not cells[0] or not cells[1]:
+            raise LabelsError(f"{path}, line {line_no}: expected 'record,label', got {row!r}")
+        if cells[0] in labels and labels[cells[0]] != cells[1]:
+            raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two labels ({labels[cells[0]]!r}, {cells[1]!r})")
+        labels[cells[0]] = cells[1]
     if not labels:
         raise LabelsError(f"{path}: no 'record,label' rows")
     return labels

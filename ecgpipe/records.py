@@ -104,13 +104,16 @@ def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode
 
 
 def list_records(db_dir: str | Path) -> list[str]:
-    """Record names from the database's RECORDS file (one per line, PhysioNet's layout)."""
+    """Record names from the database's RECORDS file (one per line, PhysioNet's layout; a record in a subfolder is
+    ``<folder>/<record>``, relative to the database folder)."""
     records_file = Path(db_dir) / "RECORDS"
     if not records_file.is_file():
         raise FileNotFoundError(
             f"{records_file} not found: a database folder needs a RECORDS file listing its records, one per line"
         )
-    return [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
+    # utf-8-sig: a RECORDS file saved by a Windows editor starts with a byte-order mark, which would otherwise stick
+    # to the first record's name (and that record would be "missing")
+    return [line.strip() for line in records_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 # Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
@@ -185,7 +188,9 @@ def read_record(
         raise RecordError(path, str(exc)) from None
 
     for fname in set(header.file_name):
-        data_file = os.path.join(str(db_dir), fname)
+        # a header names its signal files relative to its own folder, which is the database folder only for a flat
+        # database: PhysioNet's RECORDS also list records in subfolders (ptbdb "patient001/s0010_re")
+        data_file = os.path.join(os.path.dirname(path), fname)
         if not os.path.isfile(data_file):
             raise RecordError(path, f"signal file {data_file} not found")
         expected = _expected_bytes(header, fname)

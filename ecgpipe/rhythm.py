@@ -36,6 +36,14 @@ IRREGULARITY_FEATURES = (
     "lag2_delta_rel",  # median |RR_i+2 - RR_i| / median RR: irregularity that survives an alternating short-long motif
 )
 
+# A record with NaN samples (nan_policy = "drop") is searched for beats with the NaNs interpolated; its kept windows
+# may still have a gap in their context. The gap holds no beats, so the interval across it would be a fake pause:
+# such intervals are left out (``real_intervals``), and so are beats found within GAP_MARGIN_S of a gap, where the
+# interpolated line and its corners are all the detector saw (half a QRS complex's worth of the edge: a real beat
+# that close to a gap has lost part of its complex anyway). The real intervals either side of a gap are then joined
+# into one series: one successive difference crosses the gap, a far smaller error than the pause.
+GAP_MARGIN_S = 0.05
+
 
 def beat_times(signal: np.ndarray, fs: float) -> np.ndarray:
     """QRS times (seconds) of a whole single-lead record, by wfdb's xqrs detector (NaNs must be filled first)."""
@@ -72,22 +80,72 @@ def local_peaks(sig: np.ndarray, radius: int) -> np.ndarray:
     return np.array(peaks)
 
 
-def _context_rr(beats_s: np.ndarray, start: float, length_s: float, context_s: float) -> np.ndarray:
-    """RR intervals (s) of the sorted beats within ``context_s`` centred on the window ``[start, start + length_s)``."""
+def nan_gaps(signal: np.ndarray, fs: float) -> np.ndarray:
+    """(k, 2) ``[start, end)`` (s) of every run of NaN samples of a lead, in order: its first NaN sample's time and
+    the time just after its last (the next sample's), so that ``end - start`` is the seconds of signal missing."""
+    bad = np.isnan(np.asarray(signal, dtype=np.float64))
+    if not bad.any():
+        return np.zeros((0, 2))
+    edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
+    return np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1) / fs
+
+
+def beats_outside_gaps(beats_s: np.ndarray, gaps_s: np.ndarray, margin_s: float = GAP_MARGIN_S) -> np.ndarray:
+    """The beats that lie at least ``margin_s`` from every NaN gap (``nan_gaps``). A "beat" in a gap or at its edge
+    was found in the straight line that ``ecgpipe.segments.fill_nan`` draws across it (or its corners): not a beat."""
+    beats_s = np.asarray(beats_s, dtype=np.float64)
+    if not len(gaps_s) or not len(beats_s):
+        return beats_s
+    return beats_s[~overlaps_gap(beats_s - margin_s, beats_s + margin_s, gaps_s)]
+
+
+def overlaps_gap(lo_s: np.ndarray, hi_s: np.ndarray, gaps_s: np.ndarray) -> np.ndarray:
+    """Whether each span ``[lo_s, hi_s]`` meets one of the ordered, disjoint ``gaps_s`` (``nan_gaps``)."""
+    nxt = np.searchsorted(gaps_s[:, 1], lo_s, side="right")  # the first gap that ends after lo
+    return (nxt < len(gaps_s)) & (gaps_s[np.minimum(nxt, len(gaps_s) - 1), 0] <= hi_s)
+
+
+def real_intervals(beats_s: np.ndarray, gaps_s: np.ndarray | None) -> np.ndarray | None:
+    """(n_beats - 1,) bool: which RR intervals of the sorted beats hold no NaN sample; None when there are no gaps.
+    An interval across a gap is not an RR interval (the gap's beats are missing, it would be a fake pause)."""
+    if gaps_s is None or not len(gaps_s) or len(beats_s) < 2:
+        return None
+    return ~overlaps_gap(beats_s[:-1], beats_s[1:], np.asarray(gaps_s, dtype=np.float64))
+
+
+def context_beats(beats_s: np.ndarray, start: float, length_s: float, context_s: float) -> tuple[int, int]:
+    """Index range ``[lo, hi)`` of the sorted beats within ``context_s`` centred on the window ``[start, start +
+    length_s)``."""
     centre, half = start + length_s / 2, max(context_s, length_s) / 2
     lo, hi = np.searchsorted(beats_s, [centre - half, centre + half])
-    return np.diff(beats_s[lo:hi])
+    return int(lo), int(hi)
 
 
-def rr_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: float, context_s: float) -> np.ndarray:
-    """(n_windows, len(RHYTHM_FEATURES)) float32: RR statistics of the beats within ``context_s`` around each window."""
+def context_rr(beats_s: np.ndarray, lo: int, hi: int, real: np.ndarray | None) -> np.ndarray:
+    """RR intervals (s) between the beats ``beats_s[lo:hi]``, without those that ``real`` (``real_intervals``) marks
+    as spanning a gap: a window's RR statistics come from real intervals only."""
+    rr = np.diff(beats_s[lo:hi])
+    return rr if real is None or hi - lo < 2 else rr[real[lo : hi - 1]]
+
+
+def _context_rr(beats_s: np.ndarray, start: float, length_s: float, context_s: float,
+                real: np.ndarray | None = None) -> np.ndarray:
+    """RR intervals (s) of the sorted beats within ``context_s`` centred on the window ``[start, start + length_s)``."""
+    return context_rr(beats_s, *context_beats(beats_s, start, length_s, context_s), real)
+
+
+def rr_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: float, context_s: float,
+                gaps_s: np.ndarray | None = None) -> np.ndarray:
+    """(n_windows, len(RHYTHM_FEATURES)) float32: RR statistics of the beats within ``context_s`` around each window.
+    ``gaps_s`` (``nan_gaps``): stretches without signal, whose intervals do not count (``real_intervals``)."""
     beats_s = np.sort(np.asarray(beats_s, dtype=np.float64))
+    real = real_intervals(beats_s, gaps_s)
     starts = np.asarray(window_starts_s, dtype=np.float64)
     out = np.zeros((len(starts), len(RHYTHM_FEATURES)), dtype=np.float32)
     for i, start in enumerate(starts):
         in_window = np.searchsorted(beats_s, start + length_s) - np.searchsorted(beats_s, start)
         out[i, 6] = in_window / length_s
-        rr = _context_rr(beats_s, start, length_s, context_s)
+        rr = _context_rr(beats_s, start, length_s, context_s, real)
         if len(rr) < 2:
             out[i, 7] = 1.0
             continue
@@ -147,12 +205,14 @@ def rr_irregularity(rr: np.ndarray) -> np.ndarray:
     return out
 
 
-def irregularity_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: float, context_s: float) -> np.ndarray:
+def irregularity_features(beats_s: np.ndarray, window_starts_s: np.ndarray, length_s: float, context_s: float,
+                          gaps_s: np.ndarray | None = None) -> np.ndarray:
     """(n_windows, len(IRREGULARITY_FEATURES)) float32: ``rr_irregularity`` of the beats within ``context_s`` around
-    each window, like ``rr_features``."""
+    each window, like ``rr_features`` (intervals across ``gaps_s`` left out)."""
     beats_s = np.sort(np.asarray(beats_s, dtype=np.float64))
+    real = real_intervals(beats_s, gaps_s)
     starts = np.asarray(window_starts_s, dtype=np.float64)
     out = np.zeros((len(starts), len(IRREGULARITY_FEATURES)), dtype=np.float32)
     for i, start in enumerate(starts):
-        out[i] = rr_irregularity(_context_rr(beats_s, start, length_s, context_s))
+        out[i] = rr_irregularity(_context_rr(beats_s, start, length_s, context_s, real))
     return out

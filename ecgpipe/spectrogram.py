@@ -10,6 +10,7 @@ import numpy as np
 from scipy import signal as sps
 
 from ecgpipe.config import SpectrogramSettings
+from ecgpipe.units import FLAT_MV
 
 
 def spectrogram_frequencies(fs: float, settings: SpectrogramSettings) -> np.ndarray:
@@ -29,9 +30,14 @@ def spectrogram_chunk(segments: np.ndarray, fs: float, settings: SpectrogramSett
     x = np.asarray(segments, dtype=np.float64)
     if x.ndim not in (2, 3):
         raise ValueError(f"segments must be (n, length) or (n, n_leads, length), got shape {x.shape}")
+    # a window (lead) with a std under FLAT_MV mV is a flat line: its spectrogram is a constant's, whatever ripple
+    # resampling left in it (ecgpipe.units.FLAT_MV), instead of that ripple z-scored to full scale
+    std = x.std(axis=-1, keepdims=True)
+    flat = std < FLAT_MV
     if settings.standardize:
-        std = x.std(axis=-1, keepdims=True)
-        x = (x - x.mean(axis=-1, keepdims=True)) / np.where(std > 0, std, 1.0)
+        x = np.where(flat, 0.0, (x - x.mean(axis=-1, keepdims=True)) / np.where(flat, 1.0, std))
+    elif flat.any():
+        x = np.where(flat, x.mean(axis=-1, keepdims=True), x)
     f, _, power = sps.spectrogram(
         x,
         fs=fs,

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal as sps
 
+from ecgpipe.units import FLAT_MV
+
 WAVEFORM_FEATURES = (
     "dominant_freq_hz",
     "band_concentration",
@@ -40,7 +42,6 @@ WAVEFORM_FEATURES = (
 )
 
 BAND_HZ = (0.5, 30.0)  # the ECG band the descriptors look at: baseline wander and mains/EMG noise removed
-
 
 def bandpass(x: np.ndarray, fs: float) -> np.ndarray:
     """Zero-phase 0.5-30 Hz Butterworth filter (order 2), as VF detectors pre-filter their input."""
@@ -68,7 +69,7 @@ def waveform_descriptors(x: np.ndarray, fs: float) -> np.ndarray:
     x = x - x.mean()
     out = np.zeros(len(WAVEFORM_FEATURES))
     scale = np.abs(x).max()
-    if len(x) < fs or scale < 1e-9:  # flat line (asystole, lead off): every descriptor 0
+    if len(x) < fs or scale < FLAT_MV:  # flat line (asystole, lead off): every descriptor 0
         return out
     x = x / scale
     # spectrum (Welch, 2-s segments: 0.5 Hz resolution)
@@ -91,7 +92,8 @@ def waveform_descriptors(x: np.ndarray, fs: float) -> np.ndarray:
     # TCSC: fraction of samples above 20 % of each 3-s block's peak
     block = max(int(3 * fs), 1)
     fractions = []
-    for lo in range(0, len(x) - block // 2, block):
+    # blocks start every 3 s while at least half a block is left; an excerpt under 1.5 s is one (shorter) block
+    for lo in range(0, max(len(x) - block // 2, 1), block):
         seg = x[lo : lo + block]
         fractions.append(np.mean(np.abs(seg) > 0.2 * np.abs(seg).max()))
     out[5] = float(np.mean(fractions))
