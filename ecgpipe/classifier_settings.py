@@ -13,6 +13,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GAMMA_NAMES = ("scale", "auto")  # scikit-learn's SVC accepts these strings, or a number > 0
+
+
+def _check_gamma(value: str | float, key: str) -> str | float:
+    if isinstance(value, str):
+        if value not in GAMMA_NAMES:
+            raise ValueError(f"{key} {value!r} is not 'scale', 'auto' or a number > 0")
+    elif not value > 0:
+        raise ValueError(f"{key} ({value:g}) must be 'scale', 'auto' or a number > 0")
+    return value
+
+
 class ClassifierSettings(_Strict):
     """One classifier on one set of inputs. Features are standardised first (and optionally PCA-reduced)."""
 
@@ -43,11 +55,12 @@ class ClassifierSettings(_Strict):
     pca: int | None = Field(None, gt=0, description="Reduce the CNN features to this many principal components first.")
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = Field("rbf", description="SVC kernel (kind='svc').")
     C: float = Field(10.0, gt=0, description="Regularisation (inverse strength); the grid below replaces it when tuned.")
-    gamma: str | float = Field("scale", description="RBF width (kind='svc').")
+    gamma: str | float = Field("scale", description="RBF width (kind='svc'): 'scale', 'auto' or a number > 0.")
     class_weight: Literal["balanced"] | None = None
     tune: bool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
     C_grid: list[float] = Field([1.0, 10.0, 100.0], description="Values of C tried by the inner CV.")
-    gamma_grid: list[str | float] = Field(["scale"], description="Values of gamma tried by the inner CV (kind='svc').")
+    gamma_grid: list[str | float] = Field(
+        ["scale"], min_length=1, description="Values of gamma tried by the inner CV (kind='svc'): 'scale', 'auto' or numbers > 0.")
     inner_splits: int = Field(3, ge=2, description="Folds of the inner CV (grouped by subject when the outer CV is).")
     learning_rate: float = Field(0.05, gt=0, le=1, description="kind='hgb': shrinkage of each tree.")
     learning_rate_grid: list[float] = Field([0.03, 0.1], description="kind='hgb' with tune: learning rates tried by the inner CV.")
@@ -63,6 +76,16 @@ class ClassifierSettings(_Strict):
         if not v or any(c <= 0 for c in v):
             raise ValueError("C_grid needs at least one value, all > 0")
         return v
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, v):
+        return _check_gamma(v, "gamma")
+
+    @field_validator("gamma_grid")
+    @classmethod
+    def _gamma_grid(cls, v):
+        return [_check_gamma(g, f"gamma_grid[{i}]") for i, g in enumerate(v)]
 
     @field_validator("learning_rate_grid")
     @classmethod

@@ -32,9 +32,19 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _overrides(args) -> dict:
     over: dict = {}
-    if args.workers:
+    if args.workers is not None:
         over.setdefault("run", {})["n_workers"] = args.workers
     if args.random_weights:
         over.setdefault("features", {})["weights"] = "random"
@@ -105,18 +115,35 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _saved_run(location) -> dict | None:
+    """The run's saved ``config.json`` ({"config": ..., "data_dir": ...}), or None when the folder holds none."""
+    from ecgpipe.config import ConfigError
+
+    where = location.child("config.json")
+    fix = "give --config and --data-dir, or rerun `ecgpipe run` to rewrite it"
+    try:
+        saved = location.read_text("config.json")
+        doc = json.loads(saved) if saved is not None else None
+    except ValueError as err:  # not JSON, or not text at all (UnicodeDecodeError)
+        raise ConfigError(f"{where}: the run's saved configuration is unreadable ({err}); {fix}") from None
+    if saved is not None and not (isinstance(doc, dict) and isinstance(doc.get("config"), dict)):
+        raise ConfigError(f"{where}: not a saved run configuration (no 'config' table); {fix}")
+    return doc
+
+
 def cmd_status(args) -> int:
     _quiet_environment()
     from ecgpipe.location import Location
 
-    saved = Location(args.out).read_text("config.json")
-    doc = json.loads(saved) if saved is not None else {}
+    location = Location(args.out)
+    # the saved config.json is needed unless both --config and --data-dir replace what it holds
+    doc = None if args.config and args.data_dir else _saved_run(location)
     # the data folder saved with the run unless another is given (never the default folder: status downloads nothing)
-    data_dir = args.data_dir or doc.get("data_dir")
+    data_dir = args.data_dir or (doc or {}).get("data_dir")
     if args.config:
         cfg = load_config(args.config)
-    elif saved is not None:
-        cfg = config_from_dict(doc["config"], f"{args.out}/config.json")
+    elif doc is not None:
+        cfg = config_from_dict(doc["config"], location.child("config.json"))
     else:
         print(f"ecgpipe: {args.out} holds no run (no config.json); give --config", file=sys.stderr)
         return 2
@@ -179,7 +206,7 @@ def cmd_predict(args) -> int:
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)
-    predictions, failed = [], []
+    predictions, failed, agreements = [], [], {}
     for path in paths:
         try:
             leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
@@ -197,6 +224,7 @@ def cmd_predict(args) -> int:
                   f"agreement are not an independent test", file=sys.stderr)
             pred.agreement = {**(pred.agreement or {}), "training_record": seen}
         predictions.append(pred)
+        agreements[names[path]] = pred.agreement
         line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
         a = pred.agreement
         if a and a.get("available", True):
@@ -207,9 +235,8 @@ def cmd_predict(args) -> int:
         print(line)
     write_episodes_csv(out / "episodes.csv", predictions)
     write_records_csv(out / "records.csv", predictions)
-    if args.compare:
-        doc = {names[p.record]: p.agreement for p in predictions}
-        (out / "agreement.json").write_text(json.dumps(doc, indent=2))
+    if args.compare:  # keyed by each record's output name, found from the path it was given as (not pred.record)
+        (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
     (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
     print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}")
     return 1 if failed else 0
@@ -267,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None, help="folder with <db>/RECORDS and WFDB files (default: $ECGPIPE_DATA_DIR, else ./data/physionet)")
     run.add_argument("--out", required=True, help="output folder (store.zarr, report.*)")
     run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
-    run.add_argument("--workers", type=int, default=None, help="local Dask worker processes (overrides run.n_workers)")
+    run.add_argument("--workers", type=_positive_int, default=None, help="local Dask worker processes (overrides run.n_workers)")
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
     run.add_argument("--verbose", action="store_true", help="tracebacks and Prefect's per-task lines on the console")
     run.add_argument("--download", action="store_true",
@@ -311,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="folder for evaluation.json, evaluation.md, evaluation_records.csv")
     ev.add_argument("--map", nargs="*", default=None, metavar="MODEL=DATASET",
                     help="class mapping, e.g. afib=afib normal=normal (default: classes of the same name)")
-    ev.add_argument("--max-records", type=int, default=None, help="score a seeded random sample of this many records")
+    ev.add_argument("--max-records", type=_positive_int, default=None, help="score a seeded random sample of this many records")
     ev.add_argument("--seed", type=int, default=0, help="seed of --max-records' sample")
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
     ev.set_defaults(func=cmd_evaluate)

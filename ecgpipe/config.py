@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
@@ -23,6 +24,7 @@ from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
+from ecgpipe.signal_settings import RhythmSettings, SamplingSettings, SegmentSettings, SpectrogramSettings  # noqa: F401  (re-exported)
 from ecgpipe.waveform import WAVEFORM_FEATURES
 
 
@@ -74,51 +76,6 @@ class DatabaseSettings(_Strict):
         return v
 
 
-class SegmentSettings(_Strict):
-    target_fs: float = Field(250.0, gt=0, description="Every database is resampled to this rate (Hz).")
-    length_s: float = Field(2.0, gt=0, description="Segment length in seconds.")
-    stride_s: float = Field(2.0, gt=0, description="Step between segment starts; equal to length_s = no overlap.")
-    exclude_labels: list[str] = Field(["(NOISE"], description="Rhythm labels whose episodes are never used.")
-    n_leads: Literal[1, 2] = Field(
-        1,
-        description="Leads per segment: 1 (each database's 'lead'), or 2 (also its 'second_lead'). Two leads become two "
-        "image channels for the CNN (red: first lead, green: second, blue: their mean); a record with one lead is "
-        "then rejected.",
-    )
-    nan_policy: Literal["error", "drop"] = Field(
-        "error", description="NaN samples in the chosen lead: 'error' rejects the record, 'drop' drops the segments."
-    )
-    tail: Literal["drop", "end"] = Field("drop", description="After an episode's last whole window: 'drop', or 'end' (one more, end-aligned).")
-
-
-class SamplingSettings(_Strict):
-    max_per_class: int | None = Field(None, gt=0, description="Cap on segments per class (random, seeded).")
-    per_class: dict[str, int] = Field({}, description="Caps for individual classes; override max_per_class.")
-    seed: int = 0
-
-
-class SpectrogramSettings(_Strict):
-    window: str = Field("hann", description="scipy.signal window name.")
-    nperseg: int = Field(64, gt=1, description="STFT window length in samples (at target_fs).")
-    noverlap: int = Field(56, ge=0, description="Samples shared by consecutive STFT windows.")
-    nfft: int = Field(256, gt=1, description="FFT length (zero-padded); sets the frequency grid.")
-    fmin: float = Field(0.0, ge=0, description="Lowest frequency kept (Hz).")
-    fmax: float = Field(50.0, gt=0, description="Highest frequency kept (Hz).")
-    scaling: Literal["log", "db", "linear"] = Field("log", description="log10(power+eps), decibels, or raw power.")
-    eps: float = Field(1e-10, gt=0)
-    standardize: bool = Field(True, description="z-score each segment first, so amplitude units do not matter.")
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.noverlap >= self.nperseg:
-            raise ValueError(f"noverlap ({self.noverlap}) must be smaller than nperseg ({self.nperseg})")
-        if self.nfft < self.nperseg:
-            raise ValueError(f"nfft ({self.nfft}) must be at least nperseg ({self.nperseg})")
-        if self.fmax <= self.fmin:
-            raise ValueError(f"fmax ({self.fmax}) must be above fmin ({self.fmin})")
-        return self
-
-
 class FeatureSettings(_Strict):
     backbone: str = Field("efficientnet_lite0", description="Name in ecgpipe.backbones.BACKBONES.")
     layer: str | None = Field(None, description="Layer (graph node) to tap; None = the backbone's pooled output.")
@@ -137,54 +94,6 @@ class FeatureSettings(_Strict):
     amp: bool = Field(True, description="Mixed-precision autocast on CUDA (ignored on CPU).")
     amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="Autocast dtype on CUDA.")
     compile: bool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")
-
-
-class RhythmSettings(_Strict):
-    """RR-interval features from wfdb's xqrs QRS detector (see ecgpipe/rhythm.py), stored next to each segment."""
-
-    enabled: bool = Field(False, description="Detect QRS complexes and compute RR features for every segment.")
-    context_s: float = Field(10.0, gt=0, description="Seconds around a segment's centre whose beats (and waveform) are used.")
-    irregularity: bool = Field(
-        False,
-        description="Also compute the RR-pattern features of ecgpipe/rhythm.py's IRREGULARITY_FEATURES (lag-1/lag-2 "
-        "autocorrelation, turning points, sample entropy, Poincare clustering, lag-2 differences) over the same "
-        "context: they tell atrial fibrillation's patternless irregularity from ectopic beats' repeating motifs.",
-    )
-    beats: bool = Field(
-        False,
-        description="Also compute the beat-level features of ecgpipe/beats.py's BEAT_FEATURES (P-wave presence and "
-        "consistency, fibrillatory-wave residual, QRS width, beat-to-beat template correlation, premature beats, "
-        "pauses, T wave, signal-quality indices) over the same context: what AF (no P wave) and 'other' rhythms "
-        "(ectopy, blocks, wide complexes) look like beat by beat.",
-    )
-    beat_detail: bool = Field(
-        False,
-        description="Also compute ecgpipe/beat_detail.py's BEAT_DETAIL_FEATURES (RR percentiles, compensatory pauses, "
-        "running heart-rate extremes, QRS and T-wave polarity, T-peak latency, spectrum of the QRST-cancelled "
-        "residual) over the same context: the ectopy and repolarisation changes of 'other' rhythms.",
-    )
-    waveform: bool = Field(
-        False,
-        description="Also compute the waveform descriptors of ecgpipe/waveform.py (dominant frequency, VF leakage, "
-        "threshold crossings, kurtosis, regularity, complexity...) over the same context: they join the RR features "
-        "in the classifiers' 'rhythm' block. They separate VT from VF, which RR intervals cannot.",
-    )
-    waveform_context_s: float | None = Field(
-        None,
-        gt=0,
-        description="Seconds around a segment's centre that the waveform descriptors look at (default: context_s); "
-        "shock-advisory algorithms analyse 4-10 s, a long context describes the patient as much as the rhythm.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.waveform_context_s is not None and not self.waveform:
-            raise ValueError("rhythm.waveform_context_s is set but rhythm.waveform is false: set waveform = true or drop it")
-        return self
-
-    @property
-    def waveform_seconds(self) -> float:  # the waveform descriptors' context
-        return self.waveform_context_s or self.context_s
 
 
 class SweepSettings(_Strict):
@@ -292,6 +201,13 @@ class PipelineConfig(_Strict):
             raise ValueError(f"sweep.select_by: {self.sweep.select_by!r} is not in cv.protocols {self.cv.protocols}")
         if self.spectrogram.fmax > self.segments.target_fs / 2:
             raise ValueError(f"spectrogram.fmax ({self.spectrogram.fmax}) is above Nyquist ({self.segments.target_fs / 2})")
+        # the spectrogram keeps the FFT bins in [fmin, fmax] (ecgpipe.spectrogram): none would make an empty image
+        sp, fs = self.spectrogram, self.segments.target_fs
+        bins = np.fft.rfftfreq(sp.nfft, d=1.0 / fs)
+        if not ((bins >= sp.fmin) & (bins <= sp.fmax)).any():
+            raise ValueError(f"spectrogram.fmin/fmax: [{sp.fmin:g}, {sp.fmax:g}] Hz holds no FFT bin (bins are "
+                             f"{fs / sp.nfft:g} Hz apart with nfft = {sp.nfft} at target_fs = {fs:g} Hz): widen the band "
+                             "or raise spectrogram.nfft")
         return self
 
     # --- derived values -------------------------------------------------------------------------------------------
@@ -423,7 +339,14 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+                              "TOML files must be UTF-8") from None
+        except OSError as err:
+            raise ConfigError(f"{source}: cannot be read: {err.strerror or err}") from None
     else:
         name = str(name_or_path)
         if name not in preset_names():

@@ -22,3 +22,7 @@ class StageFailed(EcgpipeError, RuntimeError):
 
 class StoreUnreachable(EcgpipeError, RuntimeError):
     """Workers of an existing cluster cannot see the run's folders at the same paths."""
+
+
+class UnreadableFile(EcgpipeError, ValueError):
+    """A file an earlier run wrote (e.g. ``OUT/run.json``) is corrupt; the message names it and how to replace it."""

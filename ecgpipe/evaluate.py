@@ -30,7 +30,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
-from ecgpipe.errors import EcgpipeError
+from ecgpipe.errors import EcgpipeError, PipelineError
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import predict_loaded, training_recording
@@ -104,6 +104,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
                    ) -> EvaluationResult:
     """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``). One process: the CNN
     uses ``threads`` CPU threads (default: every core) instead of the training workers' setting."""
+    if max_records is not None and not (isinstance(max_records, (int, np.integer)) and max_records >= 1):
+        raise PipelineError(f"max_records (--max-records) must be a whole number of at least 1, got {max_records!r}")
     features = model.config.features.model_copy(update={"torch_threads": threads or os.cpu_count() or 1})
     model = dataclasses.replace(model, config=model.config.model_copy(update={"features": features}))
     mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
@@ -115,7 +117,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         settings = dataset.database(db)
         labels = read_record_labels(folder, settings.labels_csv) if settings.labels_csv else None
         todo += [(db, folder, settings, r, labels) for r in selected_records(dataset, db, folder)]
-    if max_records and len(todo) > max_records:
+    if max_records is not None and len(todo) > max_records:
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
         todo = [todo[i] for i in keep]
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "failed": 0,

@@ -79,27 +79,57 @@ def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None) -> 
     return n
 
 
+def merged_records(dest: Path, records: list[str]) -> list[str]:
+    """``dest/RECORDS``'s list (in its order) followed by those of ``records`` it lacks: fetching some records into a
+    folder that holds others adds them, it never drops the others from the list that runs read."""
+    existing = (dest / "RECORDS").read_text().split() if (dest / "RECORDS").is_file() else []
+    merged = list(dict.fromkeys(existing))
+    return merged + [r for r in dict.fromkeys(records) if r not in merged]
+
+
+def _same_path(a: Path, b: Path) -> bool:  # one folder or file under two names
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist
+        return False
+
+
 def fetch(database: str, to: str | Path, mirror: str | Path | None = None, records: list[str] | None = None) -> dict:
-    """Fetch ``database`` into ``to/<database>/`` (from ``mirror/<database>/`` when given) and verify it."""
+    """Fetch ``database`` into ``to/<database>/`` (from ``mirror/<database>/`` when given) and verify it.
+
+    With ``records``, only those records are fetched and added to ``to/<database>/RECORDS`` (records listed there
+    already stay listed). A mirror that is the destination itself is verified in place, nothing copied."""
     dest = Path(to) / database
-    dest.mkdir(parents=True, exist_ok=True)
     wanted = set(records) if records else None
     if mirror is not None:
         src = Path(mirror) / database
         if not (src / "RECORDS").is_file():
             raise FileNotFoundError(f"{src}: no RECORDS file, not a database folder")
+        if _same_path(src, dest):  # --from X --to X: the files are already there; check them where they are
+            sums = find_sums(src, database)
+            if sums is None:
+                return {"database": database, "to": str(dest), "verified": 0,
+                        "note": "--from is the destination: nothing copied; no SHA256SUMS found: not verified"}
+            return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted),
+                    "note": "--from is the destination: nothing copied, verified in place"}
+        dest.mkdir(parents=True, exist_ok=True)
+        listed = (src / "RECORDS").read_text().split()
+        keep = merged_records(dest, [r for r in listed if r in wanted]) if wanted is not None else None
         for f in sorted(src.iterdir()):
             if f.is_file() and (wanted is None or f.name.split(".")[0] in wanted or f.name in ("RECORDS", *SUM_FILES, "ANNOTATORS")):
-                shutil.copy2(f, dest / f.name)
+                if not _same_path(f, dest / f.name):  # a file linked into both folders is there already
+                    shutil.copy2(f, dest / f.name)
         sums = find_sums(src, database)
-        if wanted is not None:
-            (dest / "RECORDS").write_text("\n".join(r for r in (src / "RECORDS").read_text().split() if r in wanted) + "\n")
+        if keep is not None:
+            (dest / "RECORDS").write_text("\n".join(keep) + "\n")
     else:
         import wfdb
 
+        dest.mkdir(parents=True, exist_ok=True)
         slug = KNOWN_DATABASES[database].physionet if database in KNOWN_DATABASES else database
+        keep = merged_records(dest, sorted(wanted)) if wanted else None
         wfdb.dl_database(slug, dl_dir=str(dest), records=sorted(wanted) if wanted else "all", annotators="all")
-        names = sorted(wanted) if wanted else wfdb.get_record_list(slug)
+        names = keep if keep is not None else wfdb.get_record_list(slug)
         (dest / "RECORDS").write_text("\n".join(names) + "\n")
         try:
             with urllib.request.urlopen(f"https://physionet.org/files/{slug}/SHA256SUMS.txt", timeout=60) as r:

@@ -49,6 +49,9 @@ class ModelError(EcgpipeError):
         self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # keep both fields when the error crosses process boundaries (Dask, Prefect)
+        return (type(self), (self.path, self.problem))
+
 
 @dataclass
 class TrainedModel:

@@ -70,9 +70,14 @@ class RecordPrediction:
 
 
 def record_path(arg: str) -> str:
-    """A record given as ``dir/100``, ``dir/100.hea`` or ``dir/100.dat`` -> ``dir/100``."""
+    """A record given as ``dir/100``, ``dir/100.hea`` or ``dir/100.dat`` -> ``dir/100``, one spelling per path:
+    ``dir//100`` and ``./dir/100`` are ``dir/100`` too (a ``..`` stays: it may lead out of a linked folder)."""
     base, ext = os.path.splitext(arg)
-    return base if ext in {".hea", ".dat", ".atr", ".mat"} else arg
+    path = base if ext in {".hea", ".dat", ".atr", ".mat"} else arg
+    parts = [p for p in path.split(os.sep) if p not in ("", ".")]
+    if not parts:
+        return path
+    return (os.sep if path.startswith(os.sep) else "") + os.sep.join(parts)
 
 
 def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None = None) -> EcgRecord:
@@ -137,7 +142,10 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None
 ) -> RecordPrediction:
-    return predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth)
+    """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
+    pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth)
+    pred.record = path
+    return pred
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5) -> RecordPrediction:

@@ -9,18 +9,32 @@ import json
 from pathlib import Path
 
 from ecgpipe.config import PipelineConfig
+from ecgpipe.errors import UnreadableFile
 from ecgpipe.location import Location
 from ecgpipe.lock import RunLock
 from ecgpipe.plan import STAGES, RunPlan, chunk_unit
 from ecgpipe.stages import segments, table
 
 
+def _last_run(out: Location) -> dict:
+    """The last run's ``run.json`` ({} when there is none); a corrupt one is an error naming it."""
+    where = out.child("run.json")
+    fix = "delete it to see the status without the last run's failures (the next `ecgpipe run` writes a new one)"
+    try:
+        last = json.loads(out.read_text("run.json") or "{}")
+    except ValueError as err:  # not JSON, or not text at all (UnicodeDecodeError)
+        raise UnreadableFile(f"{where}: the last run's record is not valid JSON ({err}); {fix}") from None
+    if not isinstance(last, dict) or not isinstance(last.get("failed", []), list):
+        raise UnreadableFile(f"{where}: not a run record (a JSON object with a 'failed' list); {fix}")
+    return last
+
+
 def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
     """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
     out = Location(out_dir)
+    last = _last_run(out)
     plan = RunPlan.create(cfg, data_dir, out, download=False)
     markers = plan.markers
-    last = json.loads(out.read_text("run.json") or "{}")
     failed_units = {f["unit"] for f in last.get("failed", [])}
 
     def tally(units):  # units: (name shown, marker stage, marker unit, done?)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from ecgpipe.config import ConfigError, load_config, preset_names
@@ -147,3 +149,52 @@ def test_every_benchmark_config_is_valid():
     for path in configs:
         cfg = load_config(path)
         assert cfg.name == path.stem, path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "problem"),
+    [
+        ({"sampling": {"per_class": {"normal": -5}}}, "sampling.per_class.normal", "greater than or equal to 1"),
+        ({"sampling": {"per_class": {"afib": 0}}}, "sampling.per_class.afib", "greater than or equal to 1"),
+        ({"sampling": {"max_per_class": 0}}, "sampling.max_per_class", "greater than 0"),
+        ({"spectrogram": {"window": "hanning"}}, "spectrogram.window", "'hanning' is not a scipy.signal window"),
+        ({"spectrogram": {"window": "kaiser"}}, "spectrogram.window", "'kaiser' is not a scipy.signal window name usable without parameters"),
+        ({"classifier": {"gamma": "sclae"}}, "classifier.gamma", "'sclae' is not 'scale', 'auto' or a number > 0"),
+        ({"classifier": {"gamma": 0}}, "classifier.gamma", "must be 'scale', 'auto' or a number > 0"),
+        ({"classifier": {"gamma_grid": ["scale", "sclae"]}}, "classifier.gamma_grid", r"gamma_grid\[1\] 'sclae'"),
+        ({"classifier": {"gamma_grid": [0.1, -1]}}, "classifier.gamma_grid", r"gamma_grid\[1\] \(-1\)"),
+        ({"sweep": {"classifiers": [{"gamma": "Scale"}]}}, "sweep.classifiers.0.gamma", "'Scale' is not"),
+        ({"segments": {"stride_s": 0.001}}, "segments.stride_s", r"\(0.001 s\) rounds to 0 samples at target_fs \(250 Hz\)"),
+        ({"segments": {"length_s": 0.001}}, "segments.length_s", "rounds to 0 samples"),
+        ({"spectrogram": {"fmin": 10.1, "fmax": 10.2}}, "spectrogram.fmin/fmax", r"\[10.1, 10.2\] Hz holds no FFT bin"),
+    ],
+)
+def test_values_that_would_fail_late_or_corrupt_data_are_refused_naming_the_setting(overrides, key, problem):
+    """Each of these used to load and then fail in a stage (or silently keep the wrong segments)."""
+    with pytest.raises(ConfigError) as err:
+        load_config("paper4", overrides)
+    lines = [line for line in str(err.value).splitlines() if key in line]
+    assert lines, str(err.value)
+    assert any(re.search(problem, line) for line in lines), str(err.value)
+
+
+def test_the_values_next_to_the_refused_ones_still_load():
+    cfg = load_config("paper4", {
+        "sampling": {"per_class": {"normal": 1}},
+        "spectrogram": {"window": "hamming", "fmin": 10.0, "fmax": 10.8},  # holds the 10.74-Hz bin
+        "classifier": {"gamma": 0.01, "gamma_grid": ["scale", "auto", 1]},
+        "segments": {"stride_s": 0.004},
+    })
+    assert cfg.class_cap("normal") == 1 and cfg.class_cap("afib") == cfg.sampling.max_per_class == 1850
+    assert cfg.classifier.gamma == 0.01 and cfg.classifier.gamma_grid == ["scale", "auto", 1.0]
+    assert cfg.segment_stride == 1
+    from ecgpipe.spectrogram import spectrogram_frequencies
+
+    assert len(spectrogram_frequencies(cfg.segments.target_fs, cfg.spectrogram)) == 1
+
+
+def test_a_toml_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes((BASE + "description = 'Holter r\u00e9sum\u00e9'\n").encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8 text .*TOML files must be UTF-8"):
+        load_config(path)

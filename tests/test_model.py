@@ -158,3 +158,40 @@ def test_an_artifact_with_an_invalid_config_or_version_is_refused(fused_model, t
     _redigest(tmp_path / "future.skops")
     with pytest.raises(ModelError, match="format version 99"):
         load_model(tmp_path / "future.skops")
+
+
+def test_model_errors_keep_their_message_through_pickle(fused_model, tmp_path):
+    """A Dask worker pickles the error it raised: the message (file and problem) must reach the client intact."""
+    (tmp_path / "model.pkl").write_bytes(b"not a model")
+    with pytest.raises(ModelError) as raised:
+        load_model(tmp_path / "model.pkl")
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert type(copy) is ModelError and str(copy) == str(raised.value)
+    assert copy.path == str(tmp_path / "model.pkl") and "pickle files are never loaded" in copy.problem
+
+
+def test_every_error_with_its_own_init_survives_pickle():
+    """EcgpipeError subclasses whose __init__ takes other arguments than the message need a __reduce__ (RecordError,
+    ModelError): without one, unpickling calls __init__(message) and fails, losing the message."""
+    import importlib
+    import pkgutil
+
+    import ecgpipe
+    from ecgpipe.errors import EcgpipeError
+
+    for module in pkgutil.walk_packages(ecgpipe.__path__, "ecgpipe."):
+        importlib.import_module(module.name)
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    custom = {cls for cls in subclasses(EcgpipeError) if cls.__module__.startswith("ecgpipe") and "__init__" in vars(cls)}
+    assert {cls.__name__ for cls in custom} >= {"ModelError", "RecordError"}
+    for cls in custom:
+        assert "__reduce__" in vars(cls), f"{cls.__module__}.{cls.__name__} has its own __init__ but no __reduce__"
+    from ecgpipe.records import RecordError
+
+    err = RecordError("mitdb/100", "truncated signal file")
+    assert str(pickle.loads(pickle.dumps(err))) == "mitdb/100: truncated signal file"

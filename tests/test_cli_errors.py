@@ -1,0 +1,182 @@
+"""The command line on inputs that used to end in a traceback or quietly do the wrong thing: bare record names with
+--compare, corrupt files a run wrote, a second `data fetch` into a database folder, out-of-range numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ecgpipe.cli import main
+
+from conftest import copy_records
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    """``ecgpipe ARGV`` in this process: its exit code, stdout and stderr (an exception escaping main fails the test)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ------------------------------------------------------------------------------------------------------- predict
+@pytest.fixture(scope="module")
+def rhythm_model(tmp_path_factory):
+    """A rhythm-block-only model (no CNN: predicting a 30-min record takes about a second)."""
+    from ecgpipe.classify import fit_classifier
+    from ecgpipe.config import load_config
+    from ecgpipe.model import save_model
+
+    cfg = load_config("paper4", {"rhythm": {"enabled": True}, "classifier": {"inputs": "rhythm"}})
+    y = np.repeat(np.arange(4), 30)
+    model, _ = fit_classifier(np.random.default_rng(0).normal(size=(120, 8)) + y[:, None], y, cfg.classifier)
+    path = tmp_path_factory.mktemp("model") / "model.skops"
+    save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": 120})
+    return path
+
+
+@pytest.mark.parametrize("spelling", ["100", "./100", "100.hea", "here//100"])
+def test_predict_compare_with_a_bare_or_unnormalised_record_name(spelling, rhythm_model, physionet, tmp_path, monkeypatch, capsys):
+    """`ecgpipe predict 100 --compare atr` in the record's folder used to die with KeyError('./100')."""
+    here = tmp_path / "here"
+    here.mkdir()
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", here)
+    monkeypatch.chdir(tmp_path if spelling.startswith("here/") else here)
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), spelling, "--compare", "atr", "--out", "pred")
+    assert code == 0, err
+    pred = (tmp_path if spelling.startswith("here/") else here) / "pred"
+    agreement = json.loads((pred / "agreement.json").read_text())
+    assert list(agreement) == ["100"]
+    # the reference annotation was found and read: mitdb 100 is normal sinus rhythm for its whole 30 minutes
+    assert agreement["100"]["seconds_scored"] > 1700 and set(agreement["100"]["per_class"]) == {"normal"}
+    assert (pred / "100.pred").is_file()
+    expected = "here/100" if spelling.startswith("here/") else "100"
+    assert {row.split(",")[0] for row in (pred / "episodes.csv").read_text().splitlines()[1:]} == {expected}
+    assert "vs atr: per-second agreement" in out
+
+
+def test_record_path_gives_one_spelling_per_record():
+    from ecgpipe.predict import record_path
+
+    assert record_path("100") == record_path("./100") == record_path("100.hea") == "100"
+    assert record_path("dir//100") == record_path("dir/./100.dat") == "dir/100"
+    assert record_path("/data//mitdb/100.atr") == "/data/mitdb/100"
+    assert record_path("link/../100") == "link/../100"  # '..' is not resolved by hand: it may leave a linked folder
+
+
+# ------------------------------------------------------------------------------------------- corrupt input files
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "mine.toml"
+    bad.write_bytes(b"name = 'caf\xe9'\n[databases.mitdb]\n")
+    code, _, err = _run(capsys, "config", str(bad))
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"ecgpipe: {bad}: not UTF-8 text") and "UnicodeDecodeError" not in err
+
+
+def test_status_with_a_corrupt_config_json_names_the_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"config": {"name": "paper4", ')  # cut short, as by a full disk
+    code, _, err = _run(capsys, "status", "--out", str(out))
+    assert code == 2 and "Traceback" not in err
+    assert f"{out}/config.json: the run's saved configuration is unreadable" in err and "give --config" in err
+    (out / "config.json").write_text("[1, 2]")  # JSON, but not what a run writes
+    code, _, err = _run(capsys, "status", "--out", str(out))
+    assert code == 2 and f"{out}/config.json: not a saved run configuration" in err
+
+
+def test_status_with_a_corrupt_run_json_names_the_file(tmp_path, physionet, capsys):
+    data = tmp_path / "data"
+    copy_records(physionet, data, "mitdb", ["100"])
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_bytes(b'{"status": "completed", "failed": [\x00\xff')
+    # --config and --data-dir given: the corrupt config.json beside it is not even needed
+    (out / "config.json").write_text("{")
+    code, _, err = _run(capsys, "status", "--out", str(out), "--config", "paper4", "--data-dir", str(data))
+    assert code == 2 and "Traceback" not in err
+    assert f"{out}/run.json: the last run's record is not valid JSON" in err and "delete it" in err
+
+
+# ------------------------------------------------------------------------------------------------------ data fetch
+@pytest.fixture
+def mirror(tmp_path, physionet):
+    """A local mirror holding three real mitdb records and the checksums of their files."""
+    root = tmp_path / "mirror"
+    copy_records(physionet, root, "mitdb", ["100", "101", "102"])
+    upstream = (physionet / "mitdb" / "SHA256SUMS.upstream.txt").read_text().splitlines()
+    mine = [line for line in upstream if line.split()[-1].split(".")[0] in ("100", "101", "102")]
+    assert len(mine) >= 9  # .hea .dat .atr of each
+    (root / "mitdb" / "SHA256SUMS.txt").write_text("\n".join(mine) + "\n")
+    return root
+
+
+def _records(folder) -> list[str]:
+    return (folder / "mitdb" / "RECORDS").read_text().split()
+
+
+def test_fetching_some_records_into_a_database_folder_adds_them_to_its_list(mirror, tmp_path, capsys):
+    full = tmp_path / "full"
+    assert _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(full))[0] == 0
+    assert _records(full) == ["100", "101", "102"]
+    code, out, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(full), "--records", "101")
+    assert code == 0, err
+    assert _records(full) == ["100", "101", "102"]  # used to be ["101"]: later runs silently read one record
+    assert "3 files verified" in out  # 101's .hea .dat .atr
+
+    some = tmp_path / "some"
+    for records in (["102"], ["100", "102"], ["101", "100"]):
+        code, _, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(some), "--records", *records)
+        assert code == 0, err
+    assert _records(some) == ["102", "100", "101"]  # first fetched first, each once
+    assert sorted(p.name for p in (some / "mitdb").glob("*.dat")) == ["100.dat", "101.dat", "102.dat"]
+
+
+def test_fetching_a_folder_onto_itself_copies_nothing_and_verifies_it(mirror, capsys):
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (mirror / "mitdb").iterdir()}
+    for extra in ([], ["--records", "100"]):
+        code, out, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(mirror) + "/.", *extra)
+        assert code == 0 and "Traceback" not in err and "SameFileError" not in err, err
+        assert "nothing copied, verified in place" in out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (mirror / "mitdb").iterdir()} == before
+    # a damaged file is still found where it lies
+    dat = mirror / "mitdb" / "101.dat"
+    dat.write_bytes(dat.read_bytes()[:-10])
+    code, _, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(mirror))
+    assert code == 1 and "101.dat: SHA-256 mismatch" in err
+
+
+# --------------------------------------------------------------------------------------------- numbers in range
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_workers_below_one_is_refused_before_anything_runs(value, tmp_path, capsys):
+    code, _, err = _run(capsys, "run", "--workers", value, "--out", str(tmp_path / "out"))
+    assert code == 2 and "argument --workers" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_given_is_passed_on():
+    from ecgpipe.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["run", "--workers", "1", "--out", "x"])
+    assert _overrides(args) == {"run": {"n_workers": 1}}
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_records_below_one_is_refused(value, tmp_path, capsys):
+    code, _, err = _run(capsys, "evaluate", "--model", str(tmp_path / "m.skops"), "--config", "cinc2017",
+                        "--out", str(tmp_path / "out"), "--max-records", value)
+    assert code == 2 and "argument --max-records: must be at least 1" in err and "Traceback" not in err
+
+
+def test_evaluate_model_refuses_a_sample_size_below_one():
+    from ecgpipe.errors import EcgpipeError
+    from ecgpipe.evaluate import evaluate_model
+
+    with pytest.raises(EcgpipeError, match="max_records .* at least 1, got -1"):
+        evaluate_model(None, None, None, {}, max_records=-1)  # checked before anything is read
