@@ -97,12 +97,15 @@ def file_digest(paths: list[str | Path]) -> str:
     for p in paths:
         p = Path(p)
         h.update(p.name.encode())
-        if p.is_file():
+        if not p.is_file():
+            h.update(b"<missing>")
+            continue
+        try:
             with open(p, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
-        else:
-            h.update(b"<missing>")
+        except OSError:  # unreadable (permissions): the record's own read names the file; planning goes on
+            h.update(b"<unreadable>")
     return h.hexdigest()
 
 
@@ -120,7 +123,8 @@ def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
         try:
             lines = header.read_text(errors="replace").splitlines()
             names = sorted({ln.split()[0] for ln in lines[1:] if ln.strip() and not ln.startswith("#")})
-            files += [db_dir / n for n in names if "/" not in n]
+            # a header names its signal files relative to its own folder (records in subfolders: ptbdb, PTB-XL)
+            files += [header.parent / n for n in names if "/" not in n]
         except (OSError, IndexError):
             pass
     files.append(db_dir / f"{record}.{annotator}")

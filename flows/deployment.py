@@ -1,7 +1,7 @@
 """Entry point for Prefect deployments (``deploy/prefect/prefect.yaml``): parameters a scheduler can fill in.
 
-It builds the Dask task runner from its parameters (a local cluster, or ``scheduler``) and runs the main flow as a
-subflow. The Prefect worker that launches it has ``PREFECT_API_URL`` set, so every Dask worker reports to that API.
+It runs the main flow as a subflow through ``run_pipeline`` (preflight, the output folder's lock, the Dask task runner
+from its parameters: a local cluster, or ``scheduler``). The Prefect worker that launches it has ``PREFECT_API_URL`` set, so every Dask worker reports to that API.
 """
 
 from __future__ import annotations
@@ -9,17 +9,14 @@ from __future__ import annotations
 from prefect import flow
 
 from ecgpipe.config import load_config
-from flows.ecg_pipeline import check_store_reachable, ecg_pipeline, task_runner
+from flows.ecg_pipeline import run_pipeline
 
 
 @flow(name="ecgpipe-run")
 def ecgpipe_run(config: str = "paper4", data_dir: str | None = None, out_dir: str = "runs/paper4", scheduler: str | None = None) -> dict:
-    """Run ecgpipe: ``config`` is a preset name or a TOML path; ``scheduler`` an existing Dask scheduler address."""
-    cfg = load_config(config)
-    if scheduler:
-        check_store_reachable(scheduler, out_dir)
-    runner = task_runner(cfg, out_dir, scheduler)
-    report = ecg_pipeline.with_options(task_runner=runner)(
-        config=cfg.model_dump(mode="json"), data_dir=data_dir, out_dir=out_dir
-    )
+    """Run ecgpipe: ``config`` is a preset name or a TOML path; ``scheduler`` an existing Dask scheduler address.
+    The same path as ``ecgpipe run``: checks before any work, one run per output folder (a scheduled run that
+    overlaps the previous one on the same folder is refused, not interleaved with it), then the main flow as a
+    subflow on the deployment's Prefect API."""
+    report = run_pipeline(load_config(config), data_dir, out_dir, scheduler)
     return {k: report[k] for k in ("n_segments", "wall_s", "protocols")}

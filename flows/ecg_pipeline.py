@@ -101,7 +101,7 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
     # one run per output folder (a local one: an fsspec URL has no lock)
     with RunLock(out.local_root) if out.local_root else contextlib.nullcontext() as lock:
         if scheduler:
-            check_store_reachable(scheduler, out_dir, data_dir)
+            check_store_reachable(scheduler, out_dir, data_dir=data_dir)
         with prefect_api() as api:
             if lock is not None and api.server_pid:
                 lock.note_child(api.server_pid)  # a later run stops it if this process is killed before it can

@@ -61,13 +61,23 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
 
     hidden = tmp_path / "hidden"
     hidden.mkdir()
+    (hidden / "data").mkdir()
+    (hidden / "data" / "RECORDS").write_text("100\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "RECORDS").write_text("100\n")
+    data.chmod(0o555)  # a read-only data folder: checked by reading it, never written into
     scheduler, sched_file = start_scheduler(tmp_path)
     in_own_mounts = lambda cmd: ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {hidden} && exec " + " ".join(cmd)]  # noqa: E731
     procs = [scheduler, start_worker(sched_file, wrap=in_own_mounts)]
     try:
         address = wait_for_workers(sched_file, 1)
-        check_store_reachable(address, str(tmp_path / "visible"))  # a folder the worker does see: fine
+        check_store_reachable(address, str(tmp_path / "visible"), data_dir=str(data))  # folders it does see: fine
+        assert sorted(p.name for p in data.iterdir()) == ["RECORDS"]
         with pytest.raises(StoreUnreachable, match=r"cannot see .*hidden/out.*same path on every worker"):
             check_store_reachable(address, str(hidden / "out"))
+        with pytest.raises(StoreUnreachable, match=r"cannot see the data folder .*hidden/data \(<FileNotFoundError"):
+            check_store_reachable(address, str(tmp_path / "visible"), data_dir=str(hidden / "data"))
     finally:
+        data.chmod(0o755)
         stop(procs)

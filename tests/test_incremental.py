@@ -124,9 +124,14 @@ def test_corrupted_chunk_and_deleted_marker_recompute_exactly_those(cold, tmp_pa
     spec_chunk.write_bytes(b"\x00" * spec_chunk.stat().st_size)  # same size, wrong bytes
     feat_marker = out / "markers" / report["features_array"].rsplit("/", 1)[0] / "000005.json"
     feat_marker.unlink()
-    run(cold["cfg"], cold["data"], out)
+    (out / "model.skops").write_bytes((out / "model.skops").read_bytes()[:100])  # a truncated model artifact
+    report = run(cold["cfg"], cold["data"], out)
     assert computed(out) == {"segments": 0, "spectrograms": 1, "features": 1, "classify": 0}
     assert snapshot(out) == snapshot(cold["out"])  # repaired to exactly the uninterrupted run's bytes
+    from ecgpipe.model import load_model
+
+    # the truncated artifact was refitted, not reused (its digest, in the report, could not even be read)
+    assert load_model(out / "model.skops").class_names == load_model(cold["out"] / "model.skops").class_names
 
 
 def test_parameter_changes_recompute_only_the_stages_they_touch(cold, tmp_path):

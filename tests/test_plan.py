@@ -95,6 +95,12 @@ def test_record_key_ignores_which_other_records_a_run_uses(physionet):
     other_lead = record_unit(load_config("paper4", {"databases": {"mitdb": {"lead": ["V5"]}}}), "mitdb", "100", db_dir)
     assert base.key == subset.key  # leaving record 219 out of a run reuses every other record's segments
     assert base.key != other_lead.key
+    # the same classes in another order: every stored class index means another class, so nothing is reused
+    cfg = load_config("paper4")
+    swapped = dict(reversed(list(cfg.classes.items())))
+    reordered = load_config("paper4").model_copy(update={"classes": swapped})
+    assert reordered.class_names == list(reversed(cfg.class_names))
+    assert record_unit(reordered, "mitdb", "100", db_dir).key != base.key
     assert len(base.files_sha256) == 64
 
 

@@ -202,3 +202,33 @@ def load_preset_text(name: str) -> str:
     from importlib import resources
 
     return resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()
+
+
+@pytest.mark.system
+def test_records_in_subfolders_run_end_to_end_and_a_rerun_computes_nothing(physionet, tmp_path, prefect_server):
+    """Databases that keep records in subfolders (RECORDS lists ``patient001/s0010_re`` in ptbdb,
+    ``records100/00000/00001_lr`` in PTB-XL): real mitdb files in two subfolders run through the flow, and a rerun
+    finds every unit up to date."""
+    import json
+
+    from ecgpipe.config import config_from_dict, load_config
+    from flows.ecg_pipeline import run_pipeline
+
+    data = tmp_path / "data" / "mitdb"
+    for folder, record in (("sub", "100"), ("other", "201")):
+        (data / folder).mkdir(parents=True)
+        for ext in ("hea", "dat", "atr"):
+            shutil.copy(physionet / "mitdb" / f"{record}.{ext}", data / folder / f"{record}.{ext}")
+    (data / "RECORDS").write_text("sub/100\nother/201\n")
+    doc = load_config("paper4", {"sampling": {"max_per_class": 40}, "features": {"image_size": 64},
+                                 "cv": {"n_splits": 2, "protocols": ["stratified_10fold"]}}).model_dump(mode="json")
+    doc |= {"databases": {"mitdb": {"lead": ["MLII"]}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]}, "endpoints": {}}
+    cfg = config_from_dict(doc)
+    out = tmp_path / "out"
+    report = run_pipeline(cfg, str(tmp_path / "data"), str(out))
+    assert report["skipped_records"] == []
+    assert report["record_accounting"]["used"] == 2 and report["class_counts"] == {"normal": 40, "afib": 40}
+    assert report["subjects_per_class"] == {"normal": 2, "afib": 1}
+    run_pipeline(cfg, str(tmp_path / "data"), str(out))
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert {stage: counts["computed"] for stage, counts in stages.items()} == dict.fromkeys(stages, 0)

@@ -106,11 +106,28 @@ def _read_token(folder: str, name: str) -> str:
         return f"<{type(exc).__name__}: {exc}>"
 
 
-def check_store_reachable(scheduler: str, *folders: str | None) -> None:
+def _folder_listing(folder: str) -> str:
+    """What a folder holds, two levels deep (names only), as one digest: the same data folder gives the same one."""
+    import hashlib
+
+    try:
+        location = Location(folder)
+        fs, names = location.fs, []
+        for entry in sorted(fs.ls(location.root, detail=True), key=lambda e: e["name"]):
+            names.append(entry["name"].rsplit("/", 1)[-1])
+            if entry["type"] == "directory":
+                names += [f"{names[-1]}/{n.rsplit('/', 1)[-1]}" for n in sorted(fs.ls(entry["name"], detail=False))]
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()
+    except Exception as exc:
+        return f"<{type(exc).__name__}: {exc}>"
+
+
+def check_store_reachable(scheduler: str, *folders: str | None, data_dir: str | None = None) -> None:
     """Fail early, with the workers named, when a worker of an existing cluster cannot see a folder of the run.
 
     Tasks exchange paths, not arrays, so every worker must see the output folder (and the data) at the same path.
-    A token is written into each folder here and read back by every worker.
+    A token is written into each output folder here and read back by every worker; the data folder is only read
+    (it may be read-only, and a run never writes into its input): every worker must list the same files there.
     """
     import uuid
 
@@ -131,6 +148,11 @@ def check_store_reachable(scheduler: str, *folders: str | None) -> None:
                 location.delete(name)
             problems += [f"{worker} cannot see {location.url} ({got if got.startswith('<') else 'different content'})"
                          for worker, got in seen.items() if got != token]
+        if data_dir:
+            url, here = Location(data_dir).url, _folder_listing(data_dir)
+            seen = client.run(_folder_listing, url)
+            problems += [f"{worker} cannot see the data folder {url} ({got if got.startswith('<') else 'other files there'})"
+                         for worker, got in seen.items() if got != here]
     if problems:
         raise StoreUnreachable(
             "workers of the cluster at " + scheduler + " do not share this run's folders: " + "; ".join(problems)

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, StageFailed
-from ecgpipe.keys import signal_digest
+from ecgpipe.keys import file_digest, signal_digest
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
@@ -41,7 +42,9 @@ class Run:
               download: bool = False) -> Run:
         plan = RunPlan.create(cfg, data_dir, out, download=download)
         out.makedirs()
-        out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": data_dir}, indent=2))
+        # absolute, so that `ecgpipe status OUT` finds the data from any folder
+        saved_dir = data_dir if data_dir is None or "://" in str(data_dir) else os.path.abspath(data_dir)
+        out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": saved_dir}, indent=2))
         run = cls(cfg, plan, log, logger, cfg.run.strict if strict is None else strict)
         client = cluster_client()
         if client is not None and client.dashboard_link:
@@ -88,8 +91,15 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         def on_done(b: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
             settled.add(b)
             if exc is not None:  # the whole batch failed (a transient error, retries spent)
+                markers = run.plan.markers
                 for unit in groups[b]:
-                    failed(unit, unit.shown, error_text(exc))
+                    # the records it finished before the error have their markers and arrays: they are not lost
+                    done = segments.record_done(run.store, markers, unit)
+                    if done is not None:
+                        summaries[unit.name] = done
+                        run.log.count(segments.STAGE, computed=1)
+                    else:
+                        failed(unit, unit.shown, error_text(exc))
                 return
             for unit, result in zip(groups[b], futures[b].result()):
                 if isinstance(result, tasks.RecordFailure):
@@ -260,12 +270,11 @@ def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> M
     if not run.plan.out.local_root:
         run.logger.warning("model: the output folder is not local; no model artifact written")
         return None
-    import os
-
     path = os.path.join(run.plan.out.local_root, "model.skops")
     key = classification.model_key(row)
     marker = run.plan.markers.read("model", "model")
-    if marker and marker.get("key") == key and os.path.isfile(path):
+    # reused only while the file is the one written (a truncated or edited artifact is refitted)
+    if marker and marker.get("key") == key and os.path.isfile(path) and marker.get("file_sha256") == file_digest([path]):
         return ModelJob(row, path, key, None)
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)
@@ -280,7 +289,7 @@ def finish_model(run: Run, job: ModelJob | None) -> str | None:
         return None
     if job.future is not None:
         job.future.result()
-        run.plan.markers.write("model", "model", job.key, {"row": job.row.label})
+        run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "file_sha256": file_digest([job.path])})
         run.logger.info(f"model: {job.row.label} on {job.row.extractor.array} -> {job.path}")
     return job.path
 

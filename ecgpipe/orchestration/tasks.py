@@ -85,7 +85,7 @@ class RecordFailure:
 def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordUnit], config_json: str
                  ) -> list[RecordSummary | RecordFailure]:
     """Several records in one task (per-task overhead), each with its own marker: a bad record fails alone, and a
-    retried batch skips the records it already finished. A transient error fails the batch (it is retried)."""
+    retried batch skips the records it already finished. A transient I/O error fails the batch (it is retried)."""
     cfg, markers = _config(config_json), Markers(out_dir)
     out: list[RecordSummary | RecordFailure] = []
     for unit in units:
@@ -96,7 +96,10 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
         try:
             summary, digest = segments.compute_record(store, unit, cfg)
         except Exception as exc:
-            if is_transient(exc):
+            # Only an I/O hiccup is worth retrying the batch for; any other error of one record (bad input, or a
+            # bug such as an IndexError on an odd signal) would fail the same way again, and raising it would fail
+            # every record of the batch with it: it fails this record alone.
+            if isinstance(exc, OSError) and is_transient(exc):
                 raise
             out.append(RecordFailure(getattr(exc, "record_path", unit.shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}")))
             continue

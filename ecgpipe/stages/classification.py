@@ -259,7 +259,8 @@ def best_row(rows: list[ComparisonRow], protocol: str) -> int:
 
 # ------------------------------------------------------------------------------------------------------ model
 def model_key(row: ComparisonRow) -> str:
-    return content_key("model", row.key)
+    # the selection protocol decides whether a tuned classifier's inner CV groups by subject (train_model)
+    return content_key("model", row.key, row.cfg.selection_protocol)
 
 
 def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, weights_source: str, path: str,

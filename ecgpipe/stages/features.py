@@ -8,7 +8,9 @@ size, threads or compilation: moving a run to a GPU does not recompute its featu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -16,7 +18,7 @@ from ecgpipe import store as zs
 from ecgpipe.config import FeatureSettings, PipelineConfig
 from ecgpipe.errors import PipelineError
 from ecgpipe.featurize import Featurizer
-from ecgpipe.keys import code_version, content_key
+from ecgpipe.keys import code_version, content_key, file_digest
 from ecgpipe.stages import spectrograms
 from ecgpipe.stages.segments import CLASSIFY_MODULES, RHYTHM_MODULES
 from ecgpipe.store import Layout
@@ -56,13 +58,40 @@ class FeatureArray:
         return self.attrs["weights"]
 
 
+def value_settings(features: FeatureSettings) -> dict:
+    """The feature settings that change values; with ``weights_path``, also the weights file's content digest
+    (new weights saved over the same file must recompute the features, not reuse the old ones)."""
+    settings = features.model_dump(mode="json", exclude=SPEED_ONLY)
+    if features.weights_path:
+        settings["weights_sha256"] = weights_digest(features.weights_path)
+    return settings
+
+
+def weights_digest(path: str) -> str | None:
+    """sha256 of a local weights file (None where it is not a readable file here: preflight reports that)."""
+    p = Path(path).expanduser()
+    try:
+        stat = p.stat()
+    except OSError:
+        return None
+    return _file_sha256(str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str | None:  # size and mtime: a rewritten file is read again
+    try:
+        return file_digest([path])
+    except OSError:
+        return None
+
+
 def array_name(cfg: PipelineConfig) -> str:
-    h = content_key(spectrograms.array_name(cfg), cfg.features.model_dump(mode="json", exclude=SPEED_ONLY))
+    h = content_key(spectrograms.array_name(cfg), value_settings(cfg.features))
     return f"{Layout.FEATURES}/{h[:12]}"
 
 
 def chunk_keys(cfg: PipelineConfig, spectrogram_keys: list[str]) -> list[str]:
-    settings = cfg.features.model_dump(mode="json", exclude=SPEED_ONLY)
+    settings = value_settings(cfg.features)
     return [content_key(STAGE, code(), settings, k) for k in spectrogram_keys]
 
 

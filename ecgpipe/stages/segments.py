@@ -111,7 +111,8 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         # which records a run uses is not part of any one record's key: leaving a record out reuses the others
         settings.model_copy(update={"records": []}).model_dump(mode="json"),
         cfg.segments.model_dump(mode="json"),
-        cfg.classes,
+        # in order: a window's class index is its class's position, and content_key sorts dict keys
+        list(cfg.classes.items()),
         label,
     )
     key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"))

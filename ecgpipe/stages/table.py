@@ -195,7 +195,7 @@ def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) ->
     empty = [cfg.class_names[c] for c in range(len(cfg.class_names)) if counts[c] == 0]
     if empty:
         raise PipelineError(
-            f"class(es) {empty} have no segments: none of their labels ({[cfg.classes[c] for c in empty]}) occur in "
+            f"class(es) {empty} have no segments: none of their labels ({[label for c in empty for label in cfg.classes[c]]}) occur in "
             f"an episode of {cfg.segments.length_s} s or more in the {len(records)} records read. "
             f"Check the class labels and databases in the config."
         )
@@ -209,7 +209,7 @@ def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) ->
     # sorted, so that every chunk task knows the index of a label without seeing the others' windows
     rhythm_labels = sorted({label for r in records for label in r.labels})
     key = content_key(STAGE, code(), sources, array_digest(source), array_digest(start), record_keys,
-                      cfg.run.chunk_size, cfg.classes)
+                      cfg.run.chunk_size, list(cfg.classes.items()))  # in order: rows carry class indices
     return SegmentTable(sources, source, start, record_keys, signal_keys, subjects, int(len(cand.keys)), key, rhythm_labels)
 
 

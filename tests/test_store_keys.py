@@ -1,0 +1,100 @@
+"""What is stored and under which key: stale blocks are removed, keys follow every input that changes values, and one
+record's unexpected error fails that record alone. Fast tests (no Prefect server, no Dask cluster)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from ecgpipe import store as zs
+from ecgpipe.config import load_config
+from ecgpipe.keys import file_digest, record_files
+from ecgpipe.store import Layout
+
+
+def test_a_record_rewritten_without_its_rhythm_block_keeps_no_stale_block(tmp_path):
+    store = str(tmp_path / "store.zarr")
+    zs.ensure_groups(store, *Layout.GROUPS, Layout.database("db"))
+    windows, starts, episode = np.ones((3, 1, 10)), np.arange(3) * 10, np.zeros(3)
+    written = zs.write_record_windows(store, "db", "r1", windows, starts, episode, {}, rhythm=np.ones((3, 4)))
+    assert "rhythm" in written
+    group, _ = zs.read_record_windows(store, "db", "r1")
+    assert "rhythm" in set(group.array_keys())
+    written = zs.write_record_windows(store, "db", "r1", windows, starts, episode, {}, rhythm=None)
+    group, _ = zs.read_record_windows(store, "db", "r1")
+    # what is stored is exactly what was written: the record's digest matches its marker's on the next run
+    assert set(group.array_keys()) == set(written) == {"windows", "starts", "episode"}
+
+
+def test_replacing_the_weights_file_at_the_same_path_recomputes_the_features(tmp_path):
+    from ecgpipe.stages import features
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"first weights")
+    cfg = load_config("paper4", {"features": {"weights_path": str(weights)}})
+    spec_keys = ["k0", "k1"]
+    before = features.array_name(cfg), features.chunk_keys(cfg, spec_keys)
+    assert (features.array_name(cfg), features.chunk_keys(cfg, spec_keys)) == before  # same file: same keys
+    weights.write_bytes(b"fine-tuned weights")
+    after = features.array_name(cfg), features.chunk_keys(cfg, spec_keys)
+    assert after[0] != before[0] and not set(after[1]) & set(before[1])
+    # and without a weights file the keys do not depend on any file
+    plain = load_config("paper4")
+    assert features.chunk_keys(plain, spec_keys) == features.chunk_keys(plain, spec_keys)
+
+
+def test_the_model_is_refit_when_the_selection_protocol_changes():
+    from ecgpipe.stages.classification import ComparisonRow, model_key
+
+    grouped = load_config("paper4-best")
+    stratified = load_config("paper4-best", {"sweep": {"select_by": "stratified_10fold"}})
+    rows = [ComparisonRow(cfg=c, extractor=None, key="same-row", unit="u", features=None, data_key="d")
+            for c in (grouped, stratified)]
+    assert grouped.selection_protocol != stratified.selection_protocol
+    # a tuned classifier's inner CV groups by subject under the grouped protocol only: another model
+    assert model_key(rows[0]) != model_key(rows[1])
+
+
+def test_a_record_in_a_subfolder_is_keyed_by_its_own_signal_file(tmp_path, physionet):
+    """A header names its signal file relative to its own folder (PhysioNet's ptbdb, PTB-XL): the key reads it."""
+    sub = tmp_path / "db" / "sub"
+    sub.mkdir(parents=True)
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", sub / f"100.{ext}")
+    files = record_files(tmp_path / "db", "sub/100", "atr")
+    assert [f.relative_to(tmp_path / "db").as_posix() for f in files] == ["sub/100.hea", "sub/100.dat", "sub/100.atr"]
+    digest = file_digest(files)
+    signal = bytearray((sub / "100.dat").read_bytes())
+    signal[-1] ^= 0xFF
+    (sub / "100.dat").write_bytes(bytes(signal))
+    assert file_digest(record_files(tmp_path / "db", "sub/100", "atr")) != digest  # the signal's bytes count
+
+
+def test_one_records_unexpected_error_fails_that_record_alone(tmp_path, physionet, monkeypatch):
+    """A bug that one odd record triggers (here an IndexError) is not a transient error: the batch goes on, the
+    other records are computed and marked, and the odd one is reported with its error."""
+    from ecgpipe.orchestration import tasks
+    from ecgpipe.stages import segments
+
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": ["100", "101", "103"]}}})
+    cfg = cfg.model_copy(update={"databases": {"mitdb": cfg.databases["mitdb"]}})
+    units = segments.plan_records(cfg, physionet, download=False)
+    assert [u.record for u in units] == ["100", "101", "103"]
+    store = str(tmp_path / "store.zarr")
+    zs.ensure_groups(store, *Layout.GROUPS, Layout.database("mitdb"))
+    real = segments.compute_record
+
+    def odd_record_fails(store_, unit, cfg_):
+        if unit.record == "101":
+            raise IndexError("index 7 is out of bounds for axis 0 with size 7")
+        return real(store_, unit, cfg_)
+
+    monkeypatch.setattr(segments, "compute_record", odd_record_fails)
+    out = tasks.record_batch.fn(store, str(tmp_path), 0, units, cfg.model_dump_json())
+    assert [type(r).__name__ for r in out] == ["RecordSummary", "RecordFailure", "RecordSummary"]
+    assert "IndexError: index 7" in out[1].problem
+    from ecgpipe.markers import Markers
+
+    markers = Markers(str(tmp_path))
+    assert [segments.record_done(store, markers, u) is not None for u in units] == [True, False, True]
