@@ -341,7 +341,7 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
             raise ConfigError(f"config file {path} not found")
         source = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
         except UnicodeDecodeError as err:
             raise ConfigError(f"{source}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
                               "TOML files must be UTF-8") from None

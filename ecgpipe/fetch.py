@@ -82,7 +82,7 @@ def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None) -> 
 def merged_records(dest: Path, records: list[str]) -> list[str]:
     """``dest/RECORDS``'s list (in its order) followed by those of ``records`` it lacks: fetching some records into a
     folder that holds others adds them, it never drops the others from the list that runs read."""
-    existing = (dest / "RECORDS").read_text().split() if (dest / "RECORDS").is_file() else []
+    existing = (dest / "RECORDS").read_text(encoding="utf-8-sig").split() if (dest / "RECORDS").is_file() else []
     merged = list(dict.fromkeys(existing))
     return merged + [r for r in dict.fromkeys(records) if r not in merged]
 
@@ -113,7 +113,7 @@ def fetch(database: str, to: str | Path, mirror: str | Path | None = None, recor
             return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted),
                     "note": "--from is the destination: nothing copied, verified in place"}
         dest.mkdir(parents=True, exist_ok=True)
-        listed = (src / "RECORDS").read_text().split()
+        listed = (src / "RECORDS").read_text(encoding="utf-8-sig").split()
         keep = merged_records(dest, [r for r in listed if r in wanted]) if wanted is not None else None
         for f in sorted(src.iterdir()):
             if f.is_file() and (wanted is None or f.name.split(".")[0] in wanted or f.name in ("RECORDS", *SUM_FILES, "ANNOTATORS")):

@@ -157,6 +157,21 @@ def choose_leads(sig_names: list[str], settings: DatabaseSettings, n_leads: int)
     return [first, _choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
 
 
+# WFDB headers name each signal's physical unit; an empty one means millivolts (WFDB's default)
+MILLIVOLTS_PER = {"mv": 1.0, "v": 1000.0, "volt": 1000.0, "volts": 1000.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3,
+                  "microvolt": 1e-3, "microvolts": 1e-3, "millivolt": 1.0, "millivolts": 1.0}
+
+
+def millivolts_per_unit(path: str, lead: str, unit: str | None) -> float:
+    """Factor from a lead's physical unit to millivolts; a unit that is not a voltage is a RecordError."""
+    if not unit or not unit.strip():
+        return 1.0
+    factor = MILLIVOLTS_PER.get(unit.strip().lower())
+    if factor is None:
+        raise RecordError(path, f"lead {lead} is in {unit!r}: ecgpipe reads voltages (mV, V or uV)")
+    return factor
+
+
 def read_record(
     db_dir: str | Path,
     database: str,
@@ -219,6 +234,9 @@ def read_record(
         else:
             raise RecordError(path, problem)
     signals = rec.dac(expanded=False, return_res=64).T  # (n_leads, n_samples)
+    # every lead in millivolts from here on (thresholds such as ecgpipe.units.FLAT_MV and the QRS detector assume it)
+    for i, channel in enumerate(channels):
+        signals[i] *= millivolts_per_unit(path, header.sig_name[channel], (header.units or [None] * (channel + 1))[channel])
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
         lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())

@@ -20,7 +20,7 @@ RHYTHM_FEATURES = (
     "mad_delta_rel",  # median |successive RR difference| / median RR: robust irregularity
     "log_rr_range",  # log(max RR / min RR)
     "beats_in_window_per_s",  # QRS detections inside the window itself, per second
-    "few_beats",  # 1 when the context holds fewer than 3 beats (asystole, VF, or a detector failure)
+    "few_beats",  # 1 when the context holds < 2 RR intervals (asystole, VF, a detector failure, a NaN gap)
 )
 
 # Irregularity is not atrial fibrillation: ectopic beats (bigeminy, trigeminy, frequent PVCs) make a sinus rhythm's

@@ -43,6 +43,7 @@ WAVEFORM_FEATURES = (
 
 BAND_HZ = (0.5, 30.0)  # the ECG band the descriptors look at: baseline wander and mains/EMG noise removed
 
+
 def bandpass(x: np.ndarray, fs: float) -> np.ndarray:
     """Zero-phase 0.5-30 Hz Butterworth filter (order 2), as VF detectors pre-filter their input."""
     sos = sps.butter(2, [BAND_HZ[0], min(BAND_HZ[1], 0.45 * fs)], btype="bandpass", fs=fs, output="sos")

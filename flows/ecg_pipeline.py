@@ -92,7 +92,7 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
                  strict: bool | None = None, download: bool = False) -> dict:
     """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
     one Prefect API; returns the report."""
-    preflight(cfg, data_dir, download)  # bad settings and missing data fail here, before anything is created
+    units = preflight(cfg, data_dir, download)  # bad settings and missing data fail here, before anything is created
     out = Location(str(out_dir))
     out.makedirs()
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
@@ -101,7 +101,7 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
     # one run per output folder (a local one: an fsspec URL has no lock)
     with RunLock(out.local_root) if out.local_root else contextlib.nullcontext() as lock:
         if scheduler:
-            check_store_reachable(scheduler, out_dir, data_dir=data_dir)
+            check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))
         with prefect_api() as api:
             if lock is not None and api.server_pid:
                 lock.note_child(api.server_pid)  # a later run stops it if this process is killed before it can

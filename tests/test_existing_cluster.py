@@ -66,18 +66,17 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
     data = tmp_path / "data"
     data.mkdir()
     (data / "RECORDS").write_text("100\n")
-    data.chmod(0o555)  # a read-only data folder: checked by reading it, never written into
+    untouched = data.stat().st_mtime_ns  # a file written and deleted there would change it
     scheduler, sched_file = start_scheduler(tmp_path)
     in_own_mounts = lambda cmd: ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {hidden} && exec " + " ".join(cmd)]  # noqa: E731
     procs = [scheduler, start_worker(sched_file, wrap=in_own_mounts)]
     try:
         address = wait_for_workers(sched_file, 1)
-        check_store_reachable(address, str(tmp_path / "visible"), data_dir=str(data))  # folders it does see: fine
-        assert sorted(p.name for p in data.iterdir()) == ["RECORDS"]
+        check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(data),))  # folders it does see
+        assert data.stat().st_mtime_ns == untouched  # the data folder was read, never written into
         with pytest.raises(StoreUnreachable, match=r"cannot see .*hidden/out.*same path on every worker"):
             check_store_reachable(address, str(hidden / "out"))
         with pytest.raises(StoreUnreachable, match=r"cannot see the data folder .*hidden/data \(<FileNotFoundError"):
-            check_store_reachable(address, str(tmp_path / "visible"), data_dir=str(hidden / "data"))
+            check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(hidden / "data"),))
     finally:
-        data.chmod(0o755)
         stop(procs)

@@ -272,6 +272,29 @@ def test_failed_chunks_leave_the_stage_running_and_a_rerun_does_only_them(cold, 
     assert np.array_equal(features(out), features(cold["out"]))
 
 
+def test_a_segments_task_that_fails_for_good_keeps_the_records_it_finished(cold, tmp_path, monkeypatch):
+    """One task of all three records fails like a flaky disk after its first record, with no retry left: that record
+    is kept (marker and arrays), the other two are reported failed with the error, and a rerun computes only them."""
+    from flows.ecg_pipeline import FAULT_ENV
+
+    out = tmp_path / "out"
+    cfg = tmp_path / "one-task.toml"
+    cfg.write_text(TOML.replace("n_workers = 2", "n_workers = 2\nretries = 0\nrecords_per_task = 3\nsignal_s_per_task = 1e6"))
+    monkeypatch.setenv(FAULT_ENV, "segments:0")  # inherited by the LocalCluster's worker processes
+    with pytest.raises(Exception, match="have no segments"):  # one record of three left: not every class has some
+        run(cfg, cold["data"], out)
+    segments_stage = run_json(out)["stages"]["segments"]
+    assert (segments_stage["tasks"], segments_stage["computed"], segments_stage["failed"]) == (1, 1, 2)
+    failed = [f for f in run_json(out)["failed"] if f["stage"] == "segments"]
+    assert len(failed) == 2 and all("injected failure" in f["error"] for f in failed)
+    assert len(list((out / "markers" / "segments").rglob("*.json"))) == 1
+
+    monkeypatch.delenv(FAULT_ENV)
+    run(cfg, cold["data"], out)
+    assert computed(out)["segments"] == 2
+    assert np.array_equal(features(out), features(cold["out"]))
+
+
 def test_features_do_not_depend_on_chunk_size_or_worker_count(cold, tmp_path):
     cfg = tmp_path / "c5.toml"
     cfg.write_text(TOML.replace(f"chunk_size = {CHUNK}", "chunk_size = 5").replace("n_workers = 2", "n_workers = 1"))

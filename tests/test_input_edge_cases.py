@@ -233,3 +233,26 @@ def test_a_record_of_a_few_samples_has_an_empty_rhythm_block(n_samples):
     assert block.shape == (0, len(cfg.rhythm_columns)) and block.dtype == np.float32
     few = load_config("paper4", {"rhythm": {"enabled": True}})  # the RR columns alone
     assert window_rhythm_features(rec, np.zeros(0, np.int64), few).shape == (0, len(RHYTHM_FEATURES))
+
+
+@pytest.mark.parametrize("gain", ["200000/V", "0.2/uV", "200/mV"])  # 200 adu per mV, in three units
+def test_leads_in_volts_or_microvolts_are_read_in_millivolts(tmp_path, physionet, gain):
+    """The same samples with a header in V or uV read as the same millivolts (the flat-line floor and the QRS
+    detector assume mV); a unit that is not a voltage is a named error."""
+    db = tmp_path / "db"
+    db.mkdir()
+    for ext in ("dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", db / f"100.{ext}")
+    lines = (physionet / "mitdb" / "100.hea").read_text().splitlines()
+    for i in (1, 2):  # each signal line: file, format, gain, ...
+        fields = lines[i].split()
+        fields[2] = gain
+        lines[i] = " ".join(fields)
+    (db / "100.hea").write_text("\n".join(lines) + "\n")
+    original = read_record(physionet / "mitdb", "mitdb", "100", MITDB)
+    rescaled = read_record(db, "mitdb", "100", MITDB)
+    np.testing.assert_allclose(rescaled.signals, original.signals, rtol=1e-12, atol=1e-12)
+    lines[1] = lines[1].replace(gain, "200/NU")
+    (db / "100.hea").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=r"lead MLII is in 'NU': ecgpipe reads voltages"):
+        read_record(db, "mitdb", "100", MITDB)

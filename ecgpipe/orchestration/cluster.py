@@ -106,28 +106,25 @@ def _read_token(folder: str, name: str) -> str:
         return f"<{type(exc).__name__}: {exc}>"
 
 
-def _folder_listing(folder: str) -> str:
-    """What a folder holds, two levels deep (names only), as one digest: the same data folder gives the same one."""
+def _records_digest(folder: str) -> str:
+    """sha256 of a database folder's RECORDS file: every worker must read the same one where the run reads it."""
     import hashlib
 
     try:
         location = Location(folder)
-        fs, names = location.fs, []
-        for entry in sorted(fs.ls(location.root, detail=True), key=lambda e: e["name"]):
-            names.append(entry["name"].rsplit("/", 1)[-1])
-            if entry["type"] == "directory":
-                names += [f"{names[-1]}/{n.rsplit('/', 1)[-1]}" for n in sorted(fs.ls(entry["name"], detail=False))]
-        return hashlib.sha256("\n".join(names).encode()).hexdigest()
+        with location.fs.open(f"{location.root}/RECORDS", "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
     except Exception as exc:
         return f"<{type(exc).__name__}: {exc}>"
 
 
-def check_store_reachable(scheduler: str, *folders: str | None, data_dir: str | None = None) -> None:
+def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: tuple[str, ...] = ()) -> None:
     """Fail early, with the workers named, when a worker of an existing cluster cannot see a folder of the run.
 
     Tasks exchange paths, not arrays, so every worker must see the output folder (and the data) at the same path.
-    A token is written into each output folder here and read back by every worker; the data folder is only read
-    (it may be read-only, and a run never writes into its input): every worker must list the same files there.
+    A token is written into each output folder here and read back by every worker; the databases' folders are only
+    read (they may be read-only, and a run never writes into its input): every worker must read the same RECORDS
+    file in each.
     """
     import uuid
 
@@ -148,10 +145,10 @@ def check_store_reachable(scheduler: str, *folders: str | None, data_dir: str | 
                 location.delete(name)
             problems += [f"{worker} cannot see {location.url} ({got if got.startswith('<') else 'different content'})"
                          for worker, got in seen.items() if got != token]
-        if data_dir:
-            url, here = Location(data_dir).url, _folder_listing(data_dir)
-            seen = client.run(_folder_listing, url)
-            problems += [f"{worker} cannot see the data folder {url} ({got if got.startswith('<') else 'other files there'})"
+        for folder in database_dirs:
+            url, here = Location(folder).url, _records_digest(folder)
+            seen = client.run(_records_digest, url)
+            problems += [f"{worker} cannot see the data folder {url} ({got if got.startswith('<') else 'another RECORDS there'})"
                          for worker, got in seen.items() if got != here]
     if problems:
         raise StoreUnreachable(

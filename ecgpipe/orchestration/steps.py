@@ -22,7 +22,7 @@ from ecgpipe.results import protocols_to_json
 from ecgpipe.stages import classification, features, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray, feature_groups
-from ecgpipe.stages.segments import RecordSummary
+from ecgpipe.stages.segments import RecordSummary, RecordUnit
 from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
 
@@ -88,13 +88,15 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
             run.log.fail(segments.STAGE, unit.shown, problem)
             skipped.append({"record": record_path, "error": problem})
 
+        def finished(b: int) -> list[tuple[RecordUnit, RecordSummary | None]]:
+            """The records of a batch that did not settle (failed for good, or stopped): each with its summary when
+            it was finished before that (its marker and arrays are written), else None."""
+            return [(unit, segments.record_done(run.store, run.plan.markers, unit)) for unit in groups[b]]
+
         def on_done(b: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
             settled.add(b)
             if exc is not None:  # the whole batch failed (a transient error, retries spent)
-                markers = run.plan.markers
-                for unit in groups[b]:
-                    # the records it finished before the error have their markers and arrays: they are not lost
-                    done = segments.record_done(run.store, markers, unit)
+                for unit, done in finished(b):  # what it finished before the error is not lost
                     if done is not None:
                         summaries[unit.name] = done
                         run.log.count(segments.STAGE, computed=1)
@@ -114,9 +116,8 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         try:
             wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)
         except RunInterrupted:  # records that finished (their marker is written) as the run stopped count too
-            markers = run.plan.markers
-            run.log.count(segments.STAGE, computed=sum(segments.record_done(run.store, markers, u) is not None
-                                                       for b in range(len(groups)) if b not in settled for u in groups[b]))
+            run.log.count(segments.STAGE, computed=sum(done is not None for b in range(len(groups)) if b not in settled
+                                                       for _, done in finished(b)))
             raise
         if run.strict and skipped:
             raise StageFailed(f"{skipped[0]['record']}: {skipped[0]['error']} (--strict: the first bad record stops the run)")
@@ -274,7 +275,7 @@ def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> M
     key = classification.model_key(row)
     marker = run.plan.markers.read("model", "model")
     # reused only while the file is the one written (a truncated or edited artifact is refitted)
-    if marker and marker.get("key") == key and os.path.isfile(path) and marker.get("file_sha256") == file_digest([path]):
+    if marker and marker.get("key") == key and os.path.isfile(path) and marker.get("artifact_digest") == file_digest([path]):
         return ModelJob(row, path, key, None)
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)
@@ -289,7 +290,7 @@ def finish_model(run: Run, job: ModelJob | None) -> str | None:
         return None
     if job.future is not None:
         job.future.result()
-        run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "file_sha256": file_digest([job.path])})
+        run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
         run.logger.info(f"model: {job.row.label} on {job.row.extractor.array} -> {job.path}")
     return job.path
 

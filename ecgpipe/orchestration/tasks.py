@@ -57,10 +57,22 @@ def _config(config_json: str) -> PipelineConfig:
 
 
 def injected_fault(stage: str, chunk_index: int) -> None:
-    """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk."""
+    """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk
+    (``segments:B``: batch B, see ``injected_record_fault``)."""
     wanted = {tuple(item.split(":")) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item}
     if (stage, str(chunk_index)) in wanted:
         raise OSError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}")
+
+
+# Errors of the code on one record's data, not of its surroundings: retrying cannot help (see record_batch).
+DETERMINISTIC_ERRORS = (ArithmeticError, LookupError, TypeError, AttributeError, AssertionError, NotImplementedError)
+
+
+def injected_record_fault(batch_index: int, n_finished: int) -> None:
+    """Test hook: ``ECGPIPE_INJECT_FAILURE=segments:0`` makes segments batch 0 fail like a flaky disk once its
+    first record is finished (a retry of the batch, which finds that record done, then passes)."""
+    if n_finished == 1:
+        injected_fault("segments", batch_index)
 
 
 def where() -> str:
@@ -96,15 +108,16 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
         try:
             summary, digest = segments.compute_record(store, unit, cfg)
         except Exception as exc:
-            # Only an I/O hiccup is worth retrying the batch for; any other error of one record (bad input, or a
-            # bug such as an IndexError on an odd signal) would fail the same way again, and raising it would fail
-            # every record of the batch with it: it fails this record alone.
-            if isinstance(exc, OSError) and is_transient(exc):
+            # Bad input, or a bug that one odd signal triggers (an IndexError, a division by zero), would fail the
+            # same way again: it fails this record alone. Anything else may pass on a retry (an I/O or network
+            # hiccup of a remote store) and fails the batch, which is retried.
+            if is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS):
                 raise
             out.append(RecordFailure(getattr(exc, "record_path", unit.shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}")))
             continue
         markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
         out.append(summary)
+        injected_record_fault(batch_index, sum(isinstance(r, RecordSummary) for r in out))
     return out
 
 

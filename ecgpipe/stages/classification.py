@@ -259,7 +259,8 @@ def best_row(rows: list[ComparisonRow], protocol: str) -> int:
 
 # ------------------------------------------------------------------------------------------------------ model
 def model_key(row: ComparisonRow) -> str:
-    # the selection protocol decides whether a tuned classifier's inner CV groups by subject (train_model)
+    # the selection protocol decides whether a tuned classifier's inner CV groups by subject (train_model); an
+    # untuned one is refitted too when it changes: rare, and simpler than keying by the classifier's settings
     return content_key("model", row.key, row.cfg.selection_protocol)
 
 

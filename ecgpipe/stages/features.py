@@ -68,21 +68,18 @@ def value_settings(features: FeatureSettings) -> dict:
 
 
 def weights_digest(path: str) -> str | None:
-    """sha256 of a local weights file (None where it is not a readable file here: preflight reports that)."""
+    """Digest of a local weights file's content (None where there is no such file here: preflight reports that)."""
     p = Path(path).expanduser()
     try:
         stat = p.stat()
     except OSError:
         return None
-    return _file_sha256(str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_digest(str(p.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str | None:  # size and mtime: a rewritten file is read again
-    try:
-        return file_digest([path])
-    except OSError:
-        return None
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a rewritten file is read again
+    return file_digest([path])
 
 
 def array_name(cfg: PipelineConfig) -> str:
