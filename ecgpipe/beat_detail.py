@@ -79,11 +79,10 @@ def residual_spectrum(beats: np.ndarray, template: np.ndarray, fs: float) -> tup
     return dominant, entropy
 
 
-def beat_detail_block(beats: np.ndarray, rr: np.ndarray, fs: float, covered_s: float,
-                      n_beats: int | None = None) -> np.ndarray:
+def beat_detail_block(beats: np.ndarray, rr: np.ndarray, fs: float, covered_s: float, n_beats: int) -> np.ndarray:
     """``BEAT_DETAIL_FEATURES`` of one context: its beat stretches (n, span) around R (``ecgpipe.beats.beat_matrix``),
-    its RR intervals (s), the seconds of signal it covers and the QRS detections in it (default: one more than the
-    intervals; fewer intervals than that when some across a gap were left out). Zeros with too few beats."""
+    its RR intervals (s), the seconds of signal it covers and the QRS detections in it (one more than the intervals,
+    unless some across a NaN gap were left out). Zeros with too few beats."""
     out = np.zeros(len(BEAT_DETAIL_FEATURES))
     if len(beats) < MIN_BEATS or len(rr) < MIN_BEATS:
         return out
@@ -102,7 +101,7 @@ def beat_detail_block(beats: np.ndarray, rr: np.ndarray, fs: float, covered_s: f
         np.mean((relative[:-1] < 0.85) & (relative[1:] > 1.1)),
         *running_heart_rate(rr),
         *residual_spectrum(beats, template, fs),
-        (len(rr) + 1 if n_beats is None else n_beats) / max(covered_s, 1e-6),
+        n_beats / max(covered_s, 1e-6),
         regular.std() if len(regular) > 2 else 0.0,
     )
     return out
@@ -128,10 +127,7 @@ def beat_detail_features(filtered: np.ndarray, fs: float, beats_s: np.ndarray, w
         lo, hi = np.searchsorted(kept_s, [lo_s, hi_s])
         b_lo, b_hi = np.searchsorted(beats_s, [lo_s, hi_s])
         covered = min(hi_s, duration) - max(lo_s, 0.0)
-        if not len(gaps):
-            out[i] = beat_detail_block(stretches[lo:hi], np.diff(beats_s[b_lo:b_hi]), fs, covered)
-            continue
-        missing = np.clip(np.minimum(gaps[:, 1], hi_s) - np.maximum(gaps[:, 0], lo_s), 0.0, None).sum()
+        missing = np.clip(np.minimum(gaps[:, 1], hi_s) - np.maximum(gaps[:, 0], lo_s), 0.0, None).sum()  # 0 without gaps
         out[i] = beat_detail_block(stretches[lo:hi], context_rr(beats_s, b_lo, b_hi, real), fs, covered - missing,
-                                   n_beats=int(b_hi - b_lo))
+                                   int(b_hi - b_lo))
     return out

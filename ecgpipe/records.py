@@ -235,8 +235,9 @@ def read_record(
             raise RecordError(path, problem)
     signals = rec.dac(expanded=False, return_res=64).T  # (n_leads, n_samples)
     # every lead in millivolts from here on (thresholds such as ecgpipe.units.FLAT_MV and the QRS detector assume it)
+    units = header.units or []
     for i, channel in enumerate(channels):
-        signals[i] *= millivolts_per_unit(path, header.sig_name[channel], (header.units or [None] * (channel + 1))[channel])
+        signals[i] *= millivolts_per_unit(path, header.sig_name[channel], units[channel] if channel < len(units) else None)
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
         lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())

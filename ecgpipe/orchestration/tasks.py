@@ -69,8 +69,8 @@ DETERMINISTIC_ERRORS = (ArithmeticError, LookupError, TypeError, AttributeError,
 
 
 def injected_record_fault(batch_index: int, n_finished: int) -> None:
-    """Test hook: ``ECGPIPE_INJECT_FAILURE=segments:0`` makes segments batch 0 fail like a flaky disk once its
-    first record is finished (a retry of the batch, which finds that record done, then passes)."""
+    """Test hook: ``ECGPIPE_INJECT_FAILURE=segments:0`` makes segments batch 0 fail like a flaky disk once it has
+    computed its first record (a retry of the batch finds that record done and computes the next: it passes)."""
     if n_finished == 1:
         injected_fault("segments", batch_index)
 
@@ -97,9 +97,11 @@ class RecordFailure:
 def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordUnit], config_json: str
                  ) -> list[RecordSummary | RecordFailure]:
     """Several records in one task (per-task overhead), each with its own marker: a bad record fails alone, and a
-    retried batch skips the records it already finished. A transient I/O error fails the batch (it is retried)."""
+    retried batch skips the records it already finished. An error that may pass on a retry fails the batch (it is
+    retried)."""
     cfg, markers = _config(config_json), Markers(out_dir)
     out: list[RecordSummary | RecordFailure] = []
+    n_computed = 0
     for unit in units:
         done = segments.record_done(store, markers, unit)
         if done is not None:
@@ -117,7 +119,8 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
             continue
         markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
         out.append(summary)
-        injected_record_fault(batch_index, sum(isinstance(r, RecordSummary) for r in out))
+        n_computed += 1
+        injected_record_fault(batch_index, n_computed)
     return out
 
 
