@@ -14,6 +14,12 @@ For the detector it prints the ROC AUC and the best sensitivity at each target s
 out-of-fold scores* (the threshold chosen with the test labels: an upper bound for any threshold, not a result a
 model could promise). If that bound is below the target, no choice of operating point reaches it with these
 features. Prints one table and, last, one JSON line.
+
+``--extra-training RUN`` adds every window of another finished run (made with the same segment, spectrogram, feature
+and rhythm settings, e.g. ``tests/benchmarks/configs/cinc2017-paper4-settings.toml``) to every training fold, never
+to a test fold, and prints the same table with and without it, side by side: does training on more patients help
+the run's own new patients? Its classes join by name; a class the run does not have (CinC's "other") is a negative
+of every detector and left out of the all-classes fit.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +53,39 @@ def best_sensitivity_at(positive: np.ndarray, score: np.ndarray, specificity: fl
     return float(tpr[fpr <= 1 - specificity + 1e-12].max())
 
 
+@dataclass
+class ExtraTraining:
+    """Another run's windows, as extra training rows: the design matrix, class indices into the main run's classes
+    (-1 for a class it does not have) and the class names."""
+
+    X: np.ndarray
+    y: np.ndarray
+    names: np.ndarray
+    n_subjects: int
+    counts: dict[str, int]
+
+
+def extra_training(run: Path, main_report: dict, cfg) -> ExtraTraining:
+    """Read ``run``'s windows, refusing a run whose windows were not made the way the main run's were."""
+    report = json.loads((run / "report.json").read_text())
+    other = config_from_dict(report["config"])
+    for stage in ("segments", "spectrogram", "features", "rhythm"):
+        mine = getattr(cfg, stage).model_dump(exclude={"exclude_labels"})
+        theirs = getattr(other, stage).model_dump(exclude={"exclude_labels"})
+        if mine != theirs:
+            raise SystemExit(f"{run}: its [{stage}] settings differ from the run's ({theirs} vs {mine}): windows not comparable")
+    data = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
+    names = np.asarray(other.class_names)[data.y]
+    index = {name: i for i, name in enumerate(cfg.class_names)}
+    y = np.array([index.get(n, -1) for n in names], dtype=np.int64)
+    counts = {str(n): int(c) for n, c in zip(*np.unique(names, return_counts=True))}
+    return ExtraTraining(data.matrix(cfg.classifier), y, names, len(np.unique(data.subjects)), counts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--from-run", required=True, help="output folder of a finished run (CNN features + rhythm block)")
+    ap.add_argument("--extra-training", help="output folder of a finished run whose windows join every training fold")
     ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
                     help="ENDPOINT=SENSITIVITY/SPECIFICITY targets to compare with (issue 16's by default)")
     args = ap.parse_args()
@@ -61,13 +98,20 @@ def main() -> None:
     splits, _ = make_splits(GROUPED.name, y, data.subjects, cfg.cv, data.databases)
     targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
 
-    def fit_fold(train, test, labels):
-        model = build_classifier(clf, data.n_cnn).fit(X[train], labels[train])
+    extra = extra_training(Path(args.extra_training), report, cfg) if args.extra_training else None
+    names = np.asarray(cfg.class_names)
+
+    def fit_fold(train, test, labels, extra_labels):
+        X_train, y_train = X[train], labels[train]
+        if extra_labels is not None:  # the extra windows with a label join this fold's training rows
+            use = extra_labels >= 0
+            X_train, y_train = np.vstack([X_train, extra.X[use]]), np.concatenate([y_train, extra_labels[use]])
+        model = build_classifier(clf, data.n_cnn).fit(X_train, y_train)
         return test, model.predict(X[test]), (model.decision_function(X[test]) if len(np.unique(labels)) == 2 else None)
 
-    def out_of_fold(labels):
+    def out_of_fold(labels, extra_labels=None):
         called, score = np.zeros(len(y), dtype=np.int64), np.zeros(len(y))
-        for test, p, d in Parallel(n_jobs=2)(delayed(fit_fold)(tr, te, labels) for tr, te in splits):
+        for test, p, d in Parallel(n_jobs=2)(delayed(fit_fold)(tr, te, labels, extra_labels) for tr, te in splits):
             called[test] = p
             if d is not None:
                 score[test] = d
@@ -75,25 +119,31 @@ def main() -> None:
 
     print(f"{run}: {len(y)} segments of {len(np.unique(data.subjects))} subjects, grouped {len(splits)}-fold; "
           f"classifier {clf.describe(cfg.rhythm_block)}")
-    all_classes, _ = out_of_fold(y)
-    print("| endpoint | target sens / spec | all classes: sens / spec | detector: sens / spec | detector AUC "
+    if extra is not None:
+        print(f"extra training: {args.extra_training}: {len(extra.y)} windows of {extra.n_subjects} subjects "
+              f"({', '.join(f'{k} {v}' for k, v in extra.counts.items())})")
+    print("| endpoint | training | target sens / spec | all classes: sens / spec | detector: sens / spec | detector AUC "
           "| best sens at target spec (bound) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     results = {}
-    for name, endpoint in cfg.endpoints.items():
-        positive = np.isin(np.asarray(cfg.class_names)[y], endpoint.classes)
-        from_all = rates(positive, np.isin(np.asarray(cfg.class_names)[all_classes], endpoint.classes))
-        called, score = out_of_fold(positive.astype(np.int64))
-        detector = rates(positive, called.astype(bool))
-        target = targets.get(name)
-        bound = best_sensitivity_at(positive, score, target[1]) if target else None
-        results[name] = {"target": target, "all_classes": [round(v, 4) for v in from_all],
-                         "detector": [round(v, 4) for v in detector], "detector_auc": round(float(roc_auc_score(positive, score)), 4),
-                         "best_sensitivity_at_target_specificity": None if bound is None else round(bound, 4)}
-        r = results[name]
-        print(f"| {name} | {'-' if not target else f'{target[0]:.2f} / {target[1]:.2f}'} | {from_all[0]:.3f} / {from_all[1]:.3f} "
-              f"| {detector[0]:.3f} / {detector[1]:.3f} | {r['detector_auc']:.4f} | {'-' if bound is None else f'{bound:.3f}'} |",
-              flush=True)
+    variants = [("own folds", None)] + ([("+ extra", extra)] if extra is not None else [])
+    for variant, more in variants:
+        all_classes, _ = out_of_fold(y, None if more is None else more.y)
+        for name, endpoint in cfg.endpoints.items():
+            positive = np.isin(names[y], endpoint.classes)
+            from_all = rates(positive, np.isin(names[all_classes], endpoint.classes))
+            extra_positive = None if more is None else np.isin(more.names, endpoint.classes).astype(np.int64)
+            called, score = out_of_fold(positive.astype(np.int64), extra_positive)
+            detector = rates(positive, called.astype(bool))
+            target = targets.get(name)
+            bound = best_sensitivity_at(positive, score, target[1]) if target else None
+            r = {"target": target, "all_classes": [round(v, 4) for v in from_all],
+                 "detector": [round(v, 4) for v in detector], "detector_auc": round(float(roc_auc_score(positive, score)), 4),
+                 "best_sensitivity_at_target_specificity": None if bound is None else round(bound, 4)}
+            results[name if more is None else f"{name} + extra"] = r
+            print(f"| {name} | {variant} | {'-' if not target else f'{target[0]:.2f} / {target[1]:.2f}'} "
+                  f"| {from_all[0]:.3f} / {from_all[1]:.3f} | {detector[0]:.3f} / {detector[1]:.3f} | {r['detector_auc']:.4f} "
+                  f"| {'-' if bound is None else f'{bound:.3f}'} |", flush=True)
     print(json.dumps({"run": str(run), "classifier": clf.describe(cfg.rhythm_block), "results": results}))
 
 
