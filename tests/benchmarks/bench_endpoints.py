@@ -65,7 +65,7 @@ class ExtraTraining:
     counts: dict[str, int]
 
 
-def extra_training(run: Path, main_report: dict, cfg) -> ExtraTraining:
+def extra_training(run: Path, cfg) -> ExtraTraining:
     """Read ``run``'s windows, refusing a run whose windows were not made the way the main run's were."""
     report = json.loads((run / "report.json").read_text())
     other = config_from_dict(report["config"])
@@ -98,7 +98,7 @@ def main() -> None:
     splits, _ = make_splits(GROUPED.name, y, data.subjects, cfg.cv, data.databases)
     targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
 
-    extra = extra_training(Path(args.extra_training), report, cfg) if args.extra_training else None
+    extra = extra_training(Path(args.extra_training), cfg) if args.extra_training else None
     names = np.asarray(cfg.class_names)
 
     def fit_fold(train, test, labels, extra_labels):
