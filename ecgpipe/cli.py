@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
-    pr.add_argument("--smooth", type=int, default=5, help="majority vote over this many windows (1 = off; default 5)")
+    pr.add_argument("--smooth", type=int, default=5,
+                    help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")

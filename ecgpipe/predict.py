@@ -30,6 +30,7 @@ from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, read_episodes, read_record
+from ecgpipe.smoothing import majority_smooth
 
 
 @dataclass
@@ -107,23 +108,6 @@ def training_recording(model: TrainedModel, path: str) -> str | None:
     folder, name = os.path.split(path)
     digest = signal_digest(folder or ".", name)
     return next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
-
-
-def majority_smooth(classes: np.ndarray, width: int) -> np.ndarray:
-    """Centred majority vote over ``width`` windows (odd); -1 (no prediction) never votes and is never replaced."""
-    if width <= 1 or len(classes) == 0:
-        return classes.copy()
-    half = width // 2
-    out = classes.copy()
-    for i in range(len(classes)):
-        if classes[i] < 0:
-            continue
-        votes = classes[max(0, i - half) : i + half + 1]
-        votes = votes[votes >= 0]
-        counts = np.bincount(votes)
-        # ties keep the window's own class
-        out[i] = classes[i] if counts[classes[i]] == counts.max() else int(np.argmax(counts))
-    return out
 
 
 def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float, class_names, labels) -> list[Episode]:

@@ -5,7 +5,7 @@ import pytest
 import wfdb
 
 from ecgpipe.config import load_config
-from ecgpipe.predict import episodes_from_windows, majority_smooth
+from ecgpipe.predict import episodes_from_windows
 from ecgpipe.records import read_record
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES, beat_times, irregularity_features, rr_features, sample_entropy
 from ecgpipe.rhythm_block import window_rhythm_features
@@ -97,13 +97,6 @@ def test_xqrs_beats_on_a_real_record_match_the_reference(physionet):
     ref_beats = ref.sample[np.isin(ref.symbol, list("NLRAaJSVFej"))] / 360.0
     matched = np.min(np.abs(beats[:, None] - ref_beats[None, :]), axis=0) < 0.15
     assert matched.mean() > 0.98 and abs(len(beats) - len(ref_beats)) <= 3
-
-
-def test_majority_smoothing_removes_isolated_flips_only():
-    classes = np.array([0, 0, 1, 0, 0, 2, 2, 2, 2, -1, 2])
-    smoothed = majority_smooth(classes, 5)
-    assert smoothed.tolist() == [0, 0, 0, 0, 0, 2, 2, 2, 2, -1, 2]
-    assert majority_smooth(classes, 1).tolist() == classes.tolist()
 
 
 def test_episodes_tile_the_windows():

@@ -1,0 +1,231 @@
+"""Does a decision over more than one 2-s window help new patients? Scores smoothed over neighbours in time.
+
+    python tests/benchmarks/bench_context.py --from-run runs/paper4-best --all-windows runs/paper4-all-windows \
+        [--widths 1 3 5 9 15] [--target shockable=0.97/0.99 ...]
+
+A run's windows are a sample (paper4-best keeps at most 1850 per class, only four rhythms, no noise); a recording
+gives every window unlabelled neighbours. ``--all-windows`` is a finished run of every window of the same records,
+whatever its rhythm, cut and featurised the same way (``tests/benchmarks/configs/paper4-all-windows.toml``). On the
+run's own grouped folds (the same subjects in the same test folds as its report), this benchmark
+
+* fits the run's classifier (C fixed at the first value of its grid, as ``bench_endpoints.py`` does) on the training
+  fold's sampled windows, four classes, and one two-class detector per endpoint, exactly as ``bench_endpoints.py``;
+* predicts *every* window of the test subjects' records (labels unused);
+* for each width W (in windows), replaces each test window's class by the majority of the classes within
+  W // 2 windows of it in time in the same record (ties keep its own class, as ``ecgpipe predict --smooth`` does),
+  and each detector score by the mean of those windows' scores;
+* scores the sampled test windows (the report's) under each width: grouped macro-F1, each endpoint's sensitivity
+  and specificity from the 4-class classes and from the detector, the detector's ROC AUC and the best sensitivity of
+  any threshold at the target specificity (an upper bound: the threshold is chosen with the test labels).
+
+The width is a setting chosen after looking at a table of widths; so that the table's best row is not mistaken for
+a result, the last row ("chosen by inner folds") scores each outer test fold at the widths that grouped inner folds
+of its own training subjects choose (``--inner-folds``; 4-class: grouped macro-F1, each detector: balanced accuracy
+at its default threshold), as nested CV chooses C. The row after it chooses each detector's operating point the same
+way: the width and the threshold that give the best inner sensitivity at the target specificity (``--target``).
+
+Width 1 is no smoothing and reproduces ``bench_endpoints.py``'s "own folds" numbers. A window of width W decides with
+W x 2 s of signal (its rhythm block already reads 30 s of RR intervals). Nothing of a test subject's labels is used
+before scoring, and nothing of a test subject is used in training. Prints one table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, rates  # noqa: E402
+
+from ecgpipe import store as zs  # noqa: E402
+from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
+from ecgpipe.config import config_from_dict  # noqa: E402
+from ecgpipe.protocols import GROUPED  # noqa: E402
+from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
+from ecgpipe.stages.classification import read_classification_data  # noqa: E402
+from ecgpipe.store import Layout  # noqa: E402
+
+
+def canonical_starts(store: str) -> np.ndarray:
+    """Each window's start (target-rate samples) in the row order of ``read_classification_data``."""
+    source = zs.read_array(store, Layout.segment("source"))
+    start = zs.read_array(store, Layout.segment("start")).astype(np.int64)
+    return start[np.lexsort((start, source))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
+    ap.add_argument("--all-windows", required=True, help="output folder of a run of every window of the same records")
+    ap.add_argument("--widths", type=int, nargs="*", default=[1, 3, 5, 9, 15, 21, 31, 45, 61],
+                    help="smoothing widths in windows (odd)")
+    ap.add_argument("--inner-folds", type=int, default=5, help="grouped inner folds that choose a width (default 5)")
+    ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
+                    help="ENDPOINT=SENSITIVITY/SPECIFICITY targets for the bound (issue 16's by default)")
+    args = ap.parse_args()
+    if any(w < 1 or w % 2 == 0 for w in args.widths):
+        raise SystemExit("--widths: odd numbers of windows (1 = no smoothing)")
+    t0 = time.perf_counter()
+    run, every = Path(args.from_run), Path(args.all_windows)
+    report = json.loads((run / "report.json").read_text())
+    every_report = json.loads((every / "report.json").read_text())
+    cfg = config_from_dict(report["config"])
+    check_same_windows(every, cfg, config_from_dict(every_report["config"]))
+    clf = fixed_c(cfg.classifier)
+    targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+    names = np.asarray(cfg.class_names)
+
+    sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
+    allw = read_classification_data(str(every / "store.zarr"), every_report["features_array"].removesuffix("/data"))
+    sampled_starts, all_starts = canonical_starts(str(run / "store.zarr")), canonical_starts(str(every / "store.zarr"))
+    X, y, X_all = sampled.matrix(clf), sampled.y, allw.matrix(clf)
+
+    # every sampled window is one of all windows, with the same features and the same rhythm
+    position = {(r, int(s)): i for i, (r, s) in enumerate(zip(allw.records, all_starts))}
+    missing = [(r, int(s)) for r, s in zip(sampled.records, sampled_starts) if (r, int(s)) not in position]
+    if missing:
+        raise SystemExit(f"{every}: {len(missing)} of the run's windows are not among all windows, e.g. {missing[:3]}")
+    at = np.array([position[(r, int(s))] for r, s in zip(sampled.records, sampled_starts)])
+    every_names = np.asarray(config_from_dict(every_report["config"]).class_names)
+    if not (every_names[allw.y[at]] == names[y]).all():
+        raise SystemExit(f"{every}: the run's windows carry other rhythms there")
+    if not np.allclose(X_all[at], X, rtol=1e-4, atol=1e-4):
+        worst = float(np.abs(X_all[at] - X).max())
+        raise SystemExit(f"{every}: features of the same windows differ (max abs difference {worst:.2g})")
+
+    splits, _ = make_splits(GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
+    endpoints = {name: np.isin(names[y], endpoint.classes) for name, endpoint in cfg.endpoints.items()}
+    stride = int(round(cfg.segments.stride_s * cfg.segments.target_fs))
+    ranges = {w: neighbour_ranges(allw.records, all_starts, (w // 2) * stride) for w in args.widths}
+    print(f"{run}: {len(y)} sampled windows of {len(np.unique(sampled.subjects))} subjects, grouped {len(splits)}-fold; "
+          f"{every}: {len(allw.y)} windows of the same records; classifier {clf.describe(cfg.rhythm_block)}", file=sys.stderr)
+
+    def predict_windows(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Fit on sampled rows ``train``; predict every window of the subjects of sampled rows ``test``."""
+        rows = np.flatnonzero(np.isin(allw.subjects, np.unique(sampled.subjects[test])))
+        classes = build_classifier(clf, sampled.n_cnn).fit(X[train], y[train]).predict(X_all[rows])
+        scores = {}
+        for name, positive in endpoints.items():
+            detector = build_classifier(clf, sampled.n_cnn).fit(X[train], positive[train].astype(np.int64))
+            scores[name] = detector.decision_function(X_all[rows])
+        return rows, classes, scores
+
+    def out_of_fold(fold_splits) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        classes = np.full(len(allw.y), -1, dtype=np.int64)
+        scores = {name: np.zeros(len(allw.y)) for name in endpoints}
+        for rows, c, d in (predict_windows(tr, te) for tr, te in fold_splits):
+            classes[rows] = c
+            for name in endpoints:
+                scores[name][rows] = d[name]
+        return classes, scores
+
+    def smoothed(classes, scores, width, rows):
+        """Classes and endpoint scores of sampled ``rows`` after smoothing over ``width`` windows."""
+        lo, hi = ranges[width]
+        return (smoothed_vote(classes, lo, hi, len(names))[at[rows]],
+                {name: smoothed_mean(scores[name], lo, hi)[at[rows]] for name in endpoints})
+
+    def outer_fold(train, test):
+        """The outer test fold's predictions, and the widths that inner grouped folds of its training subjects choose
+        (4-class: grouped macro-F1; each detector: balanced accuracy at its default threshold; ties: the narrower)."""
+        inner_cv = cfg.cv.model_copy(update={"n_splits": args.inner_folds})
+        inner, _ = make_splits(GROUPED.name, y[train], sampled.subjects[train], inner_cv, sampled.databases[train])
+        classes, scores = out_of_fold([(train[tr], train[te]) for tr, te in inner])
+        chosen, best = {}, {}
+        for width in args.widths:
+            called, score = smoothed(classes, scores, width, train)
+            merits = {"classes": float(f1_score(y[train], called, average="macro"))}
+            merits.update({name: float(balanced_accuracy_score(positive[train], score[name] > 0))
+                           for name, positive in endpoints.items()})
+            for key, merit in merits.items():
+                if merit > best.get(key, -1.0):
+                    best[key], chosen[key] = merit, width
+            # the operating point for a target specificity: the threshold that keeps that share of the inner
+            # out-of-fold negatives below it, and the width whose sensitivity at that threshold is highest
+            for name, positive in endpoints.items():
+                if name not in targets:
+                    continue
+                threshold = float(np.quantile(score[name][~positive[train]], targets[name][1]))
+                sensitivity = float((score[name][positive[train]] > threshold).mean())
+                if sensitivity > best.get(f"{name} at target", -1.0):
+                    best[f"{name} at target"], chosen[f"{name} at target"] = sensitivity, (width, threshold)
+        return predict_windows(train, test), test, chosen
+
+    all_classes = np.full(len(allw.y), -1, dtype=np.int64)
+    all_scores = {name: np.zeros(len(allw.y)) for name in endpoints}
+    nested = []  # (sampled test rows, widths chosen for them)
+    for (rows, classes, scores), test, chosen in Parallel(n_jobs=2)(delayed(outer_fold)(tr, te) for tr, te in splits):
+        all_classes[rows] = classes
+        for name in endpoints:
+            all_scores[name][rows] = scores[name]
+        nested.append((test, chosen))
+
+    print("| width (windows / s) | grouped macro-F1 | endpoint | target sens / spec | 4-class: sens / spec "
+          "| detector: sens / spec | detector AUC | best sens at target spec (bound) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    results = {}
+
+    def report_row(label, called, scores):
+        macro_f1 = float(f1_score(y, called, average="macro"))
+        row = {"macro_f1_grouped": round(macro_f1, 4)}
+        for name, positive in endpoints.items():
+            score = scores[name]
+            from_all = rates(positive, np.isin(names[called], cfg.endpoints[name].classes))
+            detector = rates(positive, score > 0)
+            target = targets.get(name)
+            bound = best_sensitivity_at(positive, score, target[1]) if target else None
+            auc = float(roc_auc_score(positive, score))
+            row[name] = {"all_classes": [round(v, 4) for v in from_all], "detector": [round(v, 4) for v in detector],
+                         "detector_auc": round(auc, 4),
+                         "best_sensitivity_at_target_specificity": None if bound is None else round(bound, 4)}
+            print(f"| {label} | {macro_f1:.3f} | {name} "
+                  f"| {'-' if not target else f'{target[0]:.2f} / {target[1]:.2f}'} | {from_all[0]:.3f} / {from_all[1]:.3f} "
+                  f"| {detector[0]:.3f} / {detector[1]:.3f} | {auc:.4f} | {'-' if bound is None else f'{bound:.3f}'} |",
+                  flush=True)
+        results[label] = row
+
+    everything = np.arange(len(y))
+    for width in args.widths:
+        report_row(f"{width} / {width * cfg.segments.stride_s:g} s", *smoothed(all_classes, all_scores, width, everything))
+    # nested: each outer fold scored at the widths its own training subjects chose
+    called, scores = np.zeros(len(y), dtype=np.int64), {name: np.zeros(len(y)) for name in endpoints}
+    for test, chosen in nested:
+        called[test] = smoothed(all_classes, all_scores, chosen["classes"], test)[0]
+        for name in endpoints:
+            scores[name][test] = smoothed(all_classes, all_scores, chosen[name], test)[1][name]
+    widths_chosen = {key: sorted(chosen[key] for _, chosen in nested) for key in nested[0][1] if "at target" not in key}
+    report_row("chosen by inner folds", called, scores)
+    # the same with each detector's width and threshold for its target specificity chosen by inner folds (scores are
+    # shifted by the fold's threshold, so that "> 0" is its call)
+    at_target = {name: scores[name].copy() for name in endpoints}
+    for test, chosen in nested:
+        for name in endpoints:
+            if f"{name} at target" in chosen:
+                width, threshold = chosen[f"{name} at target"]
+                at_target[name][test] = smoothed(all_classes, all_scores, width, test)[1][name] - threshold
+    report_row("operating point for the target specificity, chosen by inner folds", called, at_target)
+    widths_chosen.update({f"{name} at target": sorted(chosen[f"{name} at target"][0] for _, chosen in nested)
+                          for name in endpoints if name in targets})
+    for name, positive in endpoints.items():  # where the chosen widths' detector still misses, by subject
+        missed = positive & (scores[name] <= 0)
+        subjects, counts = np.unique(sampled.subjects[missed], return_counts=True)
+        worst = sorted(zip(counts.tolist(), subjects.tolist()), reverse=True)[:5]
+        print(f"{name} detector misses {missed.sum()} of {positive.sum()}: "
+              + ", ".join(f"{subject} {count} of {int((positive & (sampled.subjects == subject)).sum())}" for count, subject in worst))
+    print("widths chosen per outer fold: " + "; ".join(f"{k}: {v}" for k, v in widths_chosen.items()))
+    print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.y),
+                      "classifier": clf.describe(cfg.rhythm_block), "widths_chosen": widths_chosen,
+                      "wall_s": round(time.perf_counter() - t0, 1), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Decisions over neighbouring windows: the vectorised smoothing agrees with the plain definition, never crosses a
+record, and respects time, not row counts."""
+
+import numpy as np
+import pytest
+
+from ecgpipe.smoothing import majority_smooth, neighbour_ranges, smoothed_mean, smoothed_vote
+
+
+def _vote_by_definition(classes: np.ndarray, width: int) -> np.ndarray:
+    # the centred majority vote written out window by window (ecgpipe predict's original loop)
+    half, out = width // 2, classes.copy()
+    for i in range(len(classes)):
+        if classes[i] < 0:
+            continue
+        votes = classes[max(0, i - half) : i + half + 1]
+        counts = np.bincount(votes[votes >= 0])
+        out[i] = classes[i] if counts[classes[i]] == counts.max() else int(np.argmax(counts))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("width", [1, 3, 5, 9, 31])
+def test_vectorised_vote_equals_the_definition(seed, width):
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(-1, 4, size=300)
+    assert majority_smooth(classes, width).tolist() == _vote_by_definition(classes, width).tolist()
+
+
+def test_no_prediction_never_votes_and_is_never_replaced():
+    classes = np.array([0, 0, 1, 0, 0, 2, 2, 2, 2, -1, 2])
+    assert majority_smooth(classes, 5).tolist() == [0, 0, 0, 0, 0, 2, 2, 2, 2, -1, 2]
+    assert majority_smooth(np.array([-1, -1]), 3).tolist() == [-1, -1]
+
+
+def test_neighbours_stay_in_their_record_and_within_the_radius_in_time():
+    records = np.array(["a/1"] * 5 + ["b/2"] * 3)
+    # a gap in record a/1 (a window dropped at a rhythm change): 1000 -> 2500
+    starts = np.array([0, 500, 1000, 2500, 3000, 0, 500, 1000])
+    lo, hi = neighbour_ranges(records, starts, radius=500)
+    assert list(zip(lo.tolist(), hi.tolist())) == [(0, 2), (0, 3), (1, 3), (3, 5), (3, 5), (5, 7), (5, 8), (6, 8)]
+    values = np.arange(8.0)
+    assert smoothed_mean(values, lo, hi).tolist() == [0.5, 1.0, 1.5, 3.5, 3.5, 5.5, 6.0, 6.5]
+    # two columns at once, e.g. one score per class
+    both = smoothed_mean(np.stack([values, -values], axis=1), lo, hi)
+    assert np.allclose(both[:, 0], -both[:, 1])
+
+
+def test_a_long_radius_votes_over_the_whole_record_only():
+    records = np.array(["a"] * 4 + ["b"] * 3)
+    classes = np.array([1, 1, 0, 1, 2, 2, 0])
+    lo, hi = neighbour_ranges(records, np.array([0, 1, 2, 3, 0, 1, 2]), radius=100)
+    assert smoothed_vote(classes, lo, hi, 3).tolist() == [1, 1, 1, 1, 2, 2, 2]
+
+
+def test_rows_out_of_order_are_refused():
+    with pytest.raises(ValueError, match="grouped by record"):
+        neighbour_ranges(np.array(["a", "b", "a"]), np.array([0, 0, 500]), 500)
+    with pytest.raises(ValueError, match="sorted by start"):
+        neighbour_ranges(np.array(["a", "a"]), np.array([500, 0]), 500)
