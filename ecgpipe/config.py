@@ -334,12 +334,24 @@ def config_from_dict(data: dict, source: str = "<dict>") -> PipelineConfig:
 
 
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> PipelineConfig:
-    """Load a preset by name (``paper4``) or a TOML file by path; ``overrides`` is merged section by section."""
+    """Load a preset by name (``paper4``) or a TOML file by path; ``overrides`` is merged section by section.
+
+    A file may start from another with ``extends = "<preset or path>"`` (a path relative to the file): its own
+    values are merged over the base's as ``overrides`` are (tables key by key; lists and other values replace), so a
+    lever config states only what it changes."""
+    data, source = _read_config(name_or_path, ())
+    if overrides:
+        data = merge_overrides(data, overrides)
+    return config_from_dict(data, source)
+
+
+def _read_config(name_or_path: str | Path, chain: tuple[str, ...]) -> tuple[dict, str]:
+    """The TOML of a preset or file as a dict, with its ``extends`` chain resolved; and a name for errors."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        source = str(path)
+            raise ConfigError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
+        source, identity = str(path), str(path.resolve())
         try:
             text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
         except UnicodeDecodeError as err:
@@ -350,16 +362,25 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
     else:
         name = str(name_or_path)
         if name not in preset_names():
-            raise ConfigError(f"no preset named {name!r}; presets: {', '.join(preset_names())}; or give a .toml path")
+            raise ConfigError(f"no preset named {name!r}" + (f" (extended by {chain[-1]})" if chain else "")
+                              + f"; presets: {', '.join(preset_names())}; or give a .toml path")
         text = resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()
-        source = f"preset {name}"
+        source = identity = f"preset {name}"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML: {err}") from None
-    if overrides:
-        data = merge_overrides(data, overrides)
-    return config_from_dict(data, source)
+    base = data.pop("extends", None)
+    if base is None:
+        return data, source
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{source}: extends must name a preset or a .toml file, got {base!r}")
+    if identity in chain:
+        raise ConfigError(f"{source}: extends itself through {' -> '.join((*chain, identity))}")
+    if base.endswith(".toml") and not Path(base).is_absolute():
+        base = str(path.parent / base)  # relative to the extending file, not to the working directory
+    base_data, base_source = _read_config(base, (*chain, identity))
+    return merge_overrides(base_data, data), f"{source} (extends {base_source})"
 
 
 def merge_overrides(base: dict, extra: dict) -> dict:

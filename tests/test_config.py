@@ -151,6 +151,36 @@ def test_every_benchmark_config_is_valid():
         assert cfg.name == path.stem, path
 
 
+def test_a_config_extends_a_preset_or_a_file_and_states_only_what_it_changes(tmp_path):
+    lever = tmp_path / "levers" / "lever.toml"
+    lever.parent.mkdir()
+    lever.write_text('extends = "paper4-best"\nname = "lever"\n[rhythm]\nwaveform = true\n')
+    cfg = load_config(lever)
+    expected = load_config("paper4-best", {"name": "lever", "rhythm": {"waveform": True}})
+    assert cfg == expected and cfg.rhythm.waveform and cfg.rhythm.irregularity  # the base's other rhythm keys stay
+    # a relative path is the extending file's neighbour, whatever the working directory
+    (tmp_path / "levers" / "child.toml").write_text('extends = "lever.toml"\nname = "child"\n[cv]\nn_splits = 5\n')
+    child = load_config(tmp_path / "levers" / "child.toml")
+    assert child.name == "child" and child.cv.n_splits == 5 and child.rhythm.waveform
+    assert child.cv.protocols == expected.cv.protocols
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('extends = "paper5"', r"no preset named 'paper5' \(extended by .*a\.toml\)"),
+        ('extends = "missing.toml"', r"missing\.toml not found \(extended by .*a\.toml\)"),
+        ('extends = "b.toml"', r"extends itself through .*a\.toml -> .*b\.toml -> .*a\.toml"),
+        ("extends = 3", r"a\.toml: extends must name a preset or a \.toml file, got 3"),
+    ],
+)
+def test_a_broken_extends_chain_is_refused_naming_the_files(tmp_path, text, problem):
+    (tmp_path / "a.toml").write_text(text + "\n")
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match=problem):
+        load_config(tmp_path / "a.toml")
+
+
 @pytest.mark.parametrize(
     ("overrides", "key", "problem"),
     [

@@ -242,3 +242,24 @@ def test_a_mean_probability_artifact_answers_records_as_training_did(tmp_path):
     pred = RecordPrediction("r04", 300.0, "I", 30.0, np.zeros(len(windows)), np.zeros(len(windows), dtype=np.int64), 10.0, [],
                             class_names=cfg.class_names, window_probabilities=proba)
     assert pred.record_class == cfg.class_names[int(np.argmax(proba.mean(axis=0)))]
+
+
+def test_classification_rows_come_in_record_then_start_order_whatever_the_table_order(tmp_path):
+    """An incremental run may put a segment anywhere in the table; the rows a classifier sees (and their starts,
+    which benchmarks use to find a window's neighbours) are always in (database, record, start) order."""
+    from ecgpipe import store as zs
+    from ecgpipe.stages.classification import read_classification_data
+    from ecgpipe.store import Layout
+
+    path = str(tmp_path / "store.zarr")
+    zs.ensure_groups(path, Layout.SEGMENTS)
+    sources = [{"database": "mitdb", "record": "100", "subject": "mitdb/100"},
+               {"database": "vfdb", "record": "418", "subject": "vfdb/418"}]
+    zs.add_attrs(zs.open_group(f"{path}/{Layout.SEGMENTS}", mode="a"), {"sources": sources})
+    source, start, klass = [1, 0, 1, 0, 0], [720, 1440, 0, 0, 720], [3, 1, 2, 0, 0]
+    for name, values in [("source", source), ("start", start), ("class_index", klass)]:
+        zs.create_array(path, Layout.segment(name), (5,), (5,), Layout.SEGMENT_ARRAYS[name])[...] = np.array(values)
+    data = read_classification_data(path, None)
+    assert list(zip(data.records.tolist(), data.starts.tolist(), data.y.tolist())) == [
+        ("mitdb/100", 0, 0), ("mitdb/100", 720, 0), ("mitdb/100", 1440, 1), ("vfdb/418", 0, 2), ("vfdb/418", 720, 3)]
+    assert data.subjects.tolist() == ["mitdb/100"] * 3 + ["vfdb/418"] * 2

@@ -55,6 +55,7 @@ class ClassificationData:
     subjects: np.ndarray
     databases: np.ndarray
     records: np.ndarray  # <db>/<record> of each row
+    starts: np.ndarray | None = None  # each window's first sample (target rate) in its record; None for record rows
     per_record: bool = False  # one row is one record (``by_record``)
 
     def matrix(self, classifier) -> np.ndarray:
@@ -84,7 +85,8 @@ def read_classification_data(store: str, feat_array: str | None) -> Classificati
     sources = zs.read_attrs(store, Layout.SEGMENTS)["sources"]
     source = zs.read_array(store, Layout.segment("source"))
     # records are stored in (database, record) order, so this is (database, record, start) order
-    order = np.lexsort((zs.read_array(store, Layout.segment("start")), source))
+    starts = zs.read_array(store, Layout.segment("start")).astype(np.int64)
+    order = np.lexsort((starts, source))
     source = source[order]
     records = np.array(table.source_names(sources))[source]
     subjects = np.array([s["subject"] for s in sources])[source]
@@ -96,7 +98,7 @@ def read_classification_data(store: str, feat_array: str | None) -> Classificati
             raise PipelineError(f"{store}/{feat_array}: features contain NaN or inf")
     if zs.has(store, Layout.segment("rhythm_features")):
         rhythm = zs.read_array(store, Layout.segment("rhythm_features")).astype(np.float64)[order]
-    return ClassificationData(cnn, rhythm, y[order], subjects, databases, records)
+    return ClassificationData(cnn, rhythm, y[order], subjects, databases, records, starts[order])
 
 
 @functools.lru_cache(maxsize=4)

@@ -46,20 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, rates  # noqa: E402
 
-from ecgpipe import store as zs  # noqa: E402
 from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
-from ecgpipe.store import Layout  # noqa: E402
-
-
-def canonical_starts(store: str) -> np.ndarray:
-    """Each window's start (target-rate samples) in the row order of ``read_classification_data``."""
-    source = zs.read_array(store, Layout.segment("source"))
-    start = zs.read_array(store, Layout.segment("start")).astype(np.int64)
-    return start[np.lexsort((start, source))]
 
 
 def main() -> None:
@@ -86,7 +77,7 @@ def main() -> None:
 
     sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
     allw = read_classification_data(str(every / "store.zarr"), every_report["features_array"].removesuffix("/data"))
-    sampled_starts, all_starts = canonical_starts(str(run / "store.zarr")), canonical_starts(str(every / "store.zarr"))
+    sampled_starts, all_starts = sampled.starts, allw.starts
     X, y, X_all = sampled.matrix(clf), sampled.y, allw.matrix(clf)
 
     # every sampled window is one of all windows, with the same features and the same rhythm
