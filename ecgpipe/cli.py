@@ -42,6 +42,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _odd_width(text: str) -> int:
+    """A centred vote's width in windows: 1 (no smoothing), 3, 5, ... (an even width has no centre)."""
+    value = _positive_int(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd number of windows (1 = no smoothing), got {text}")
+    return value
+
+
 def _overrides(args) -> dict:
     over: dict = {}
     if args.workers is not None:
@@ -323,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
-    pr.add_argument("--smooth", type=int, default=5,
+    pr.add_argument("--smooth", type=_odd_width, default=5,
                     help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",

@@ -9,6 +9,7 @@ Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by
 
 from __future__ import annotations
 
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -338,7 +339,8 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
 
     A file may start from another with ``extends = "<preset or path>"`` (a path relative to the file): its own
     values are merged over the base's as ``overrides`` are (tables key by key; lists and other values replace), so a
-    lever config states only what it changes."""
+    lever config states only what it changes. ``[classes]`` is the exception: stated in the file, it replaces the
+    base's whole (the order of the classes is their index)."""
     data, source = _read_config(name_or_path, ())
     if overrides:
         data = merge_overrides(data, overrides)
@@ -348,7 +350,7 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
 def _read_config(name_or_path: str | Path, chain: tuple[str, ...]) -> tuple[dict, str]:
     """The TOML of a preset or file as a dict, with its ``extends`` chain resolved; and a name for errors."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if _names_a_file(name_or_path):
         if not path.is_file():
             raise ConfigError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
         source, identity = str(path), str(path.resolve())
@@ -377,10 +379,22 @@ def _read_config(name_or_path: str | Path, chain: tuple[str, ...]) -> tuple[dict
         raise ConfigError(f"{source}: extends must name a preset or a .toml file, got {base!r}")
     if identity in chain:
         raise ConfigError(f"{source}: extends itself through {' -> '.join((*chain, identity))}")
-    if base.endswith(".toml") and not Path(base).is_absolute():
-        base = str(path.parent / base)  # relative to the extending file, not to the working directory
+    if _names_a_file(base):
+        if source.startswith("preset "):
+            raise ConfigError(f"{source}: a preset may only extend another preset, not {base!r}")
+        if not Path(base).is_absolute():
+            base = str(path.parent / base)  # relative to the extending file, not to the working directory
     base_data, base_source = _read_config(base, (*chain, identity))
+    if "classes" in data:
+        base_data = {k: v for k, v in base_data.items() if k != "classes"}  # a class list is stated whole: its order is the class index
     return merge_overrides(base_data, data), f"{source} (extends {base_source})"
+
+
+def _names_a_file(name_or_path: str | Path) -> bool:
+    """A ``.toml`` name, a path with a folder in it, or an existing file; otherwise a preset's name (even where the
+    working directory holds a folder of that name, such as a run's output folder ``paper4-best``)."""
+    text = str(name_or_path)
+    return text.lower().endswith(".toml") or "/" in text or os.sep in text or Path(text).is_file()
 
 
 def merge_overrides(base: dict, extra: dict) -> dict:

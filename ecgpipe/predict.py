@@ -22,6 +22,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, read_episodes, read_record
 from ecgpipe.smoothing import majority_smooth
+
+if TYPE_CHECKING:
+    from ecgpipe.config import PipelineConfig
 
 
 @dataclass
@@ -132,9 +136,21 @@ def predict_record(
     return pred
 
 
-def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5) -> RecordPrediction:
-    """Windows of a record already read and validated -> smoothed classes and episodes."""
-    cfg = model.config
+@dataclass
+class GridFeatures:
+    """What the classifier reads for every window of a record on a fixed grid (``predict``'s windows: one every
+    stride from the record's first sample, whatever its annotations)."""
+
+    starts: np.ndarray  # each window's first sample at the target rate
+    usable: np.ndarray  # windows without NaN samples; only these have features
+    cnn: np.ndarray | None  # (n_usable, D), None when the classifier does not read it
+    rhythm: np.ndarray | None  # (n_usable, n_rhythm_columns), likewise
+    note: str = ""  # how the record was cut when not as usual (shorter than one window)
+
+
+def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = None) -> GridFeatures:
+    """Features of every window of a record already read and validated, on ``stride_s`` (default: the window
+    length) from its first sample, through the training feature path on whatever device this machine has."""
     fs_out, length = cfg.segments.target_fs, cfg.segment_length
     if stride_s is not None and not stride_s > 0:
         raise ValueError(f"stride_s must be a positive number of seconds, got {stride_s}")
@@ -148,8 +164,17 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     starts = np.arange(0, resampled.shape[1] - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
     usable = nan_free_windows(rec, starts, length, fs_out)
     windows = lead_windows(resampled, starts[usable], length)
-    # the training feature path, on whatever device this machine has
     cnn, rhythm = Featurizer(cfg, device="auto").transform(rec, windows, starts[usable])
+    return GridFeatures(starts, usable, cnn, rhythm, note)
+
+
+def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5) -> RecordPrediction:
+    """Windows of a record already read and validated -> smoothed classes and episodes."""
+    cfg = model.config
+    grid = grid_features(cfg, rec, stride_s)  # validates stride_s
+    stride_s = stride_s or cfg.segments.length_s
+    starts, usable, cnn, rhythm, note = grid.starts, grid.usable, grid.cnn, grid.rhythm, grid.note
+    fs_out = cfg.segments.target_fs
     classes = np.full(len(starts), -1, dtype=np.int64)
     proba = model.predict_proba(cnn, rhythm)  # None unless the record rule is the mean probability
     probabilities = None

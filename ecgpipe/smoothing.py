@@ -43,11 +43,17 @@ def window_ranges(n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smoothed_mean(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` (n,) or (n, k) over each row's range."""
+    """Mean of ``values`` (n,) or (n, k) over each row's range. NaN (an unscored window) takes no part in its
+    neighbours' means, and a row whose range holds no finite value is NaN."""
     values = np.asarray(values, dtype=np.float64)
-    total = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0)])
-    count = (hi - lo).reshape((-1,) + (1,) * (values.ndim - 1))
-    return (total[hi] - total[lo]) / count
+    finite = np.isfinite(values)
+    # running sums of the finite values and of their count: one NaN must not spread to every later row
+    zero = np.zeros((1,) + values.shape[1:])
+    total = np.concatenate([zero, np.cumsum(np.where(finite, values, 0.0), axis=0)])
+    count = np.concatenate([zero, np.cumsum(finite, axis=0, dtype=np.float64)])
+    n = count[hi] - count[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (total[hi] - total[lo]) / n, np.nan)
 
 
 def smoothed_vote(classes: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_classes: int | None = None) -> np.ndarray:
@@ -71,6 +77,8 @@ def majority_smooth(classes: np.ndarray, width: int) -> np.ndarray:
     """Centred majority vote over ``width`` contiguous windows (odd; 1 or less: unchanged), as ``ecgpipe predict
     --smooth`` applies it to one record's windows."""
     classes = np.asarray(classes, dtype=np.int64)
+    if width > 1 and width % 2 == 0:
+        raise ValueError(f"smoothing width must be odd (a centred vote), got {width}")
     if width <= 1 or len(classes) == 0:
         return classes.copy()
     return smoothed_vote(classes, *window_ranges(len(classes), width))

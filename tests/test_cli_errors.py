@@ -174,6 +174,13 @@ def test_max_records_below_one_is_refused(value, tmp_path, capsys):
     assert code == 2 and "argument --max-records: must be at least 1" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("value", "problem"), [("4", "must be an odd number of windows"), ("0", "must be at least 1"),
+                                                ("-3", "must be at least 1")])
+def test_a_smoothing_width_without_a_centre_is_refused(value, problem, tmp_path, capsys):
+    code, _, err = _run(capsys, "predict", "--model", str(tmp_path / "m.skops"), "--smooth", value, str(tmp_path / "100"))
+    assert code == 2 and f"argument --smooth: {problem}" in err and "Traceback" not in err
+
+
 def test_evaluate_model_refuses_a_sample_size_below_one():
     from ecgpipe.errors import EcgpipeError
     from ecgpipe.evaluate import evaluate_model

@@ -165,6 +165,16 @@ def test_a_config_extends_a_preset_or_a_file_and_states_only_what_it_changes(tmp
     assert child.cv.protocols == expected.cv.protocols
 
 
+def test_a_preset_is_found_even_beside_a_folder_of_its_name_and_a_stated_class_list_replaces_the_base_s(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper4-best").mkdir()  # e.g. a run's output folder (--out paper4-best)
+    assert load_config("paper4-best").name == "paper4-best"
+    (tmp_path / "two.toml").write_text('extends = "paper4-best"\n[classes]\nvf = ["(VF"]\nvt = ["(VT"]\n'
+                                       'afib = ["(AFIB"]\nnormal = ["(N"]\n')
+    classes = load_config("two.toml").classes
+    assert list(classes) == ["vf", "vt", "afib", "normal"] and classes["vf"] == ["(VF"]  # the file's, in its order
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -172,6 +182,7 @@ def test_a_config_extends_a_preset_or_a_file_and_states_only_what_it_changes(tmp
         ('extends = "missing.toml"', r"missing\.toml not found \(extended by .*a\.toml\)"),
         ('extends = "b.toml"', r"extends itself through .*a\.toml -> .*b\.toml -> .*a\.toml"),
         ("extends = 3", r"a\.toml: extends must name a preset or a \.toml file, got 3"),
+        ('extends = "sub/"', r"sub not found \(extended by .*a\.toml\)"),
     ],
 )
 def test_a_broken_extends_chain_is_refused_naming_the_files(tmp_path, text, problem):

@@ -31,6 +31,8 @@ def test_no_prediction_never_votes_and_is_never_replaced():
     classes = np.array([0, 0, 1, 0, 0, 2, 2, 2, 2, -1, 2])
     assert majority_smooth(classes, 5).tolist() == [0, 0, 0, 0, 0, 2, 2, 2, 2, -1, 2]
     assert majority_smooth(np.array([-1, -1]), 3).tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="must be odd"):
+        majority_smooth(classes, 4)  # no centre: not silently 5
 
 
 def test_neighbours_stay_in_their_record_and_within_the_radius_in_time():
@@ -58,3 +60,13 @@ def test_rows_out_of_order_are_refused():
         neighbour_ranges(np.array(["a", "b", "a"]), np.array([0, 0, 500]), 500)
     with pytest.raises(ValueError, match="sorted by start"):
         neighbour_ranges(np.array(["a", "a"]), np.array([500, 0]), 500)
+
+
+def test_an_unscored_window_takes_no_part_in_the_means_and_spoils_no_other_row():
+    records = np.array(["a"] * 3 + ["b"] * 3)
+    lo, hi = neighbour_ranges(records, np.array([0, 500, 1000] * 2), radius=500)
+    values = np.array([np.nan, 1.0, 3.0, 2.0, 2.0, 2.0])
+    assert smoothed_mean(values, lo, hi)[1:].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0]  # record b untouched by a's NaN
+    assert smoothed_mean(values, lo, hi)[0] == 1.0  # the NaN row gets its neighbours' mean
+    alone = smoothed_mean(np.array([np.nan, np.nan, 1.0]), *neighbour_ranges(np.array(["a"] * 3), np.array([0, 5, 10]), 5))
+    assert np.isnan(alone[0]) and alone[1:].tolist() == [1.0, 1.0]  # no finite neighbour: NaN

@@ -1,12 +1,22 @@
 """Does a decision over more than one 2-s window help new patients? Scores smoothed over neighbours in time.
 
-    python tests/benchmarks/bench_context.py --from-run runs/paper4-best --all-windows runs/paper4-all-windows \
+    python tests/benchmarks/bench_context.py --from-run runs/paper4-best --grid ../shared/data/physionet \
         [--widths 1 3 5 9 15] [--target shockable=0.97/0.99 ...]
+    python tests/benchmarks/bench_context.py --from-run runs/paper4-best --all-windows runs/paper4-all-windows
 
 A run's windows are a sample (paper4-best keeps at most 1850 per class, only four rhythms, no noise); a recording
-gives every window unlabelled neighbours. ``--all-windows`` is a finished run of every window of the same records,
-whatever its rhythm, cut and featurised the same way (``tests/benchmarks/configs/paper4-all-windows.toml``). On the
-run's own grouped folds (the same subjects in the same test folds as its report), this benchmark
+gives every window unlabelled neighbours. Where those neighbours come from:
+
+* ``--grid DATA_DIR`` (what ``ecgpipe predict`` sees): every window of the run's records on predict's fixed grid,
+  one per stride from each record's first sample whatever its annotations, featurised by predict's own code
+  (``ecgpipe.predict.grid_features``; cached in ``RUN/bench_context/``). Each of the run's windows is scored by the
+  grid window nearest to it (at most half a stride away; it may straddle a rhythm change, as predict's windows do).
+* ``--all-windows RUN2``: a finished run of every window of the same records, cut and featurised as the run
+  (``tests/benchmarks/configs/paper4-all-windows.toml``). Its windows lie inside annotated episodes, each episode on
+  its own grid, so the reference annotations decide where neighbours are missing (a window across a rhythm change,
+  a run shorter than a window): a slightly cleaner neighbourhood than a recording gives. Scores the run's own windows.
+
+On the run's own grouped folds (the same subjects in the same test folds as its report), this benchmark
 
 * fits the run's classifier (C fixed at the first value of its grid, as ``bench_endpoints.py`` does) on the training
   fold's sampled windows, four classes, and one two-class detector per endpoint, exactly as ``bench_endpoints.py``;
@@ -19,14 +29,18 @@ run's own grouped folds (the same subjects in the same test folds as its report)
   any threshold at the target specificity (an upper bound: the threshold is chosen with the test labels).
 
 The width is a setting chosen after looking at a table of widths; so that the table's best row is not mistaken for
-a result, the last row ("chosen by inner folds") scores each outer test fold at the widths that grouped inner folds
-of its own training subjects choose (``--inner-folds``; 4-class: grouped macro-F1, each detector: balanced accuracy
-at its default threshold), as nested CV chooses C. The row after it chooses each detector's operating point the same
-way: the width and the threshold that give the best inner sensitivity at the target specificity (``--target``).
+a result, the row "chosen by inner folds" scores each outer test fold at the widths that grouped inner folds of its
+own training subjects choose (``--inner-folds``; 4-class: grouped macro-F1, each detector: balanced accuracy at its
+default threshold), as nested CV chooses C. The row after it chooses each detector's operating point the same way:
+the width and the threshold that give the best inner sensitivity at the target specificity (``--target``). The last
+row ("all widths stacked") decides with every width at once: per decision, a logistic regression (balanced) on the
+share of each class and the mean detector scores at every width, fitted on the inner out-of-fold predictions of the
+outer fold's training windows; its 4-class column reads the detector scores too.
 
-Width 1 is no smoothing and reproduces ``bench_endpoints.py``'s "own folds" numbers. A window of width W decides with
-W x 2 s of signal (its rhythm block already reads 30 s of RR intervals). Nothing of a test subject's labels is used
-before scoring, and nothing of a test subject is used in training. Prints one table and, last, one JSON line.
+With ``--all-windows``, width 1 is no smoothing and reproduces ``bench_endpoints.py``'s "own folds" numbers; with
+``--grid`` it is one predict window. A window of width W decides with W x 2 s of signal (its rhythm block already
+reads 30 s of RR intervals). Nothing of a test subject is used in training or in choosing a width, a threshold or a
+stacker. Prints one table and, last, one JSON line.
 """
 
 from __future__ import annotations
@@ -35,29 +49,135 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, rates  # noqa: E402
 
-from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
+from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
+from ecgpipe.keys import content_key  # noqa: E402
+from ecgpipe.predict import grid_features  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
+from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
+from ecgpipe.stages.segments import plan_records  # noqa: E402
+
+
+@dataclass
+class AllWindows:
+    """Every window of the test subjects' records that the benchmark predicts, rows in (record, start) order."""
+
+    records: np.ndarray
+    subjects: np.ndarray
+    starts: np.ndarray  # target-rate samples
+    X: np.ndarray  # what the classifier reads
+    at: np.ndarray  # the row of each of the run's sampled windows (exactly it, or the grid window nearest to it)
+    source: str
+
+
+def windows_of_run(every: Path, cfg, clf, sampled, names) -> AllWindows:
+    """A run of every window of the same records, cut and featurised as the run (windows inside its episodes)."""
+    every_report = json.loads((every / "report.json").read_text())
+    every_cfg = config_from_dict(every_report["config"])
+    check_same_windows(every, cfg, every_cfg)
+    allw = read_classification_data(str(every / "store.zarr"), every_report["features_array"].removesuffix("/data"))
+    # every sampled window is one of all windows, with the same features, rhythm and subject
+    position = {(r, int(s)): i for i, (r, s) in enumerate(zip(allw.records, allw.starts))}
+    missing = [(r, int(s)) for r, s in zip(sampled.records, sampled.starts) if (r, int(s)) not in position]
+    if missing:
+        raise SystemExit(f"{every}: {len(missing)} of the run's windows are not among all windows, e.g. {missing[:3]}")
+    at = np.array([position[(r, int(s))] for r, s in zip(sampled.records, sampled.starts)])
+    if not (np.asarray(every_cfg.class_names)[allw.y[at]] == names[sampled.y]).all():
+        raise SystemExit(f"{every}: the run's windows carry other rhythms there")
+    if not (allw.subjects[at] == sampled.subjects).all():
+        raise SystemExit(f"{every}: the run's records belong to other subjects there (same_subject settings differ?)")
+    X_all = allw.matrix(clf)
+    if not np.allclose(X_all[at], sampled.matrix(clf), rtol=1e-4, atol=1e-4):
+        worst = float(np.abs(X_all[at] - sampled.matrix(clf)).max())
+        raise SystemExit(f"{every}: features of the same windows differ (max abs difference {worst:.2g})")
+    return AllWindows(allw.records, allw.subjects, allw.starts, X_all, at, f"{every} (windows inside annotated episodes)")
+
+
+def _record_grid(cfg, unit) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    rec = read_record(unit.db_dir, unit.database, unit.record, cfg.database(unit.database),
+                      nan_policy=cfg.segments.nan_policy, require_annotations=False, n_leads=cfg.segments.n_leads)
+    grid = grid_features(cfg, rec)
+    return grid.starts[grid.usable], grid.cnn, grid.rhythm
+
+
+def _nearest(records: np.ndarray, starts: np.ndarray, record: str, start: int) -> int:
+    """The row of ``record``'s window whose start is nearest to ``start`` (rows in (record, start) order)."""
+    lo, hi = np.searchsorted(records, record, "left"), np.searchsorted(records, record, "right")
+    if lo == hi:
+        raise SystemExit(f"{record}: no window on the grid")
+    j = lo + int(np.searchsorted(starts[lo:hi], start))
+    return min((k for k in (j - 1, j) if lo <= k < hi), key=lambda k: abs(int(starts[k]) - start))
+
+
+def windows_of_grid(run: Path, data_dir: str, cfg, clf, sampled) -> AllWindows:
+    """Every window of the run's records on ``ecgpipe predict``'s fixed grid (one per stride from each record's first
+    sample, whatever its annotations), featurised by predict's own path; cached beside the run."""
+    settings = [getattr(cfg, k).model_dump(mode="json") for k in ("segments", "spectrogram", "features", "rhythm")]
+    names = sorted(set(sampled.records.tolist()))
+    key = content_key(*settings, {db: d.model_dump(mode="json") for db, d in cfg.databases.items()}, names)
+    cache = run / "bench_context" / f"grid-{key[:16]}.npz"  # a new run folder, or deleting it, recomputes
+    if cache.exists():
+        held = np.load(cache, allow_pickle=False)
+        records, starts, cnn, rhythm = held["records"], held["starts"], held["cnn"], held["rhythm"]
+    else:
+        units = [u for u in plan_records(cfg, data_dir, download=False) if f"{u.database}/{u.record}" in set(names)]
+        print(f"featurising every window of {len(units)} records on predict's grid (cached in {cache}) ...", file=sys.stderr)
+        t = time.perf_counter()
+        parts = Parallel(n_jobs=cfg.run.n_workers)(delayed(_record_grid)(cfg, u) for u in units)
+        records = np.concatenate([np.full(len(p[0]), f"{u.database}/{u.record}") for u, p in zip(units, parts)])
+        starts = np.concatenate([p[0] for p in parts])
+        empty = np.zeros((len(starts), 0))
+        cnn = np.concatenate([p[1] for p in parts]) if parts[0][1] is not None else empty
+        rhythm = np.concatenate([p[2] for p in parts]) if parts[0][2] is not None else empty
+        cache.parent.mkdir(exist_ok=True)
+        np.savez(cache, records=records, starts=starts, cnn=cnn, rhythm=rhythm)
+        print(f"  {len(starts)} windows in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    order = np.lexsort((starts, records))  # (record, start): units come database by database, then by record
+    records, starts = records[order], starts[order]
+    X_all = design_matrix(cnn[order] if cnn.shape[1] else None, rhythm[order] if rhythm.shape[1] else None, clf)
+    subject_of = dict(zip(sampled.records.tolist(), sampled.subjects.tolist()))
+    subjects = np.array([subject_of[r] for r in records])
+    # each sampled window is scored by the grid window nearest to it (at most half a stride away, in its record)
+    stride = int(round(cfg.segments.stride_s * cfg.segments.target_fs))
+    at = np.array([_nearest(records, starts, r, s) for r, s in zip(sampled.records, sampled.starts)])
+    offset = np.abs(starts[at] - sampled.starts)
+    if (records[at] != sampled.records).any() or offset.max() > stride:
+        raise SystemExit(f"{cache}: the grid does not cover the run's windows (largest offset {offset.max()} samples)")
+    same = offset == 0  # a grid window that is the sampled window itself has its features (predict's path = training's)
+    X = sampled.matrix(clf)
+    if same.any() and not np.allclose(X_all[at[same]], X[same], rtol=1e-3, atol=1e-3):
+        worst = float(np.abs(X_all[at[same]] - X[same]).max())
+        raise SystemExit(f"{cache}: predict's features of the run's own windows differ (max abs difference {worst:.2g})")
+    print(f"grid: {len(records)} windows; the run's windows lie {np.median(offset) / cfg.segments.target_fs:.2f} s "
+          f"(median) from the nearest grid window, {same.mean():.0%} exactly on it", file=sys.stderr)
+    return AllWindows(records, subjects, starts, X_all, at, f"predict's grid over {len(names)} records")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
-    ap.add_argument("--all-windows", required=True, help="output folder of a run of every window of the same records")
-    ap.add_argument("--widths", type=int, nargs="*", default=[1, 3, 5, 9, 15, 21, 31, 45, 61],
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--all-windows", help="output folder of a run of every window of the same records")
+    where.add_argument("--grid", metavar="DATA_DIR",
+                       help="featurise every window of the run's records on predict's fixed grid, records under DATA_DIR")
+    ap.add_argument("--widths", type=int, nargs="+", default=[1, 3, 5, 9, 15, 21, 31, 45, 61],
                     help="smoothing widths in windows (odd)")
     ap.add_argument("--inner-folds", type=int, default=5, help="grouped inner folds that choose a width (default 5)")
     ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
@@ -65,40 +185,31 @@ def main() -> None:
     args = ap.parse_args()
     if any(w < 1 or w % 2 == 0 for w in args.widths):
         raise SystemExit("--widths: odd numbers of windows (1 = no smoothing)")
+    args.widths = sorted(set(args.widths))  # ties between widths go to the narrower
     t0 = time.perf_counter()
-    run, every = Path(args.from_run), Path(args.all_windows)
+    run = Path(args.from_run)
     report = json.loads((run / "report.json").read_text())
-    every_report = json.loads((every / "report.json").read_text())
     cfg = config_from_dict(report["config"])
-    check_same_windows(every, cfg, config_from_dict(every_report["config"]))
     clf = fixed_c(cfg.classifier)
     targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+    if set(targets) - set(cfg.endpoints):
+        raise SystemExit(f"--target: no endpoint {sorted(set(targets) - set(cfg.endpoints))} in the run (it has {sorted(cfg.endpoints)})")
     names = np.asarray(cfg.class_names)
 
     sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
-    allw = read_classification_data(str(every / "store.zarr"), every_report["features_array"].removesuffix("/data"))
-    sampled_starts, all_starts = sampled.starts, allw.starts
-    X, y, X_all = sampled.matrix(clf), sampled.y, allw.matrix(clf)
-
-    # every sampled window is one of all windows, with the same features and the same rhythm
-    position = {(r, int(s)): i for i, (r, s) in enumerate(zip(allw.records, all_starts))}
-    missing = [(r, int(s)) for r, s in zip(sampled.records, sampled_starts) if (r, int(s)) not in position]
-    if missing:
-        raise SystemExit(f"{every}: {len(missing)} of the run's windows are not among all windows, e.g. {missing[:3]}")
-    at = np.array([position[(r, int(s))] for r, s in zip(sampled.records, sampled_starts)])
-    every_names = np.asarray(config_from_dict(every_report["config"]).class_names)
-    if not (every_names[allw.y[at]] == names[y]).all():
-        raise SystemExit(f"{every}: the run's windows carry other rhythms there")
-    if not np.allclose(X_all[at], X, rtol=1e-4, atol=1e-4):
-        worst = float(np.abs(X_all[at] - X).max())
-        raise SystemExit(f"{every}: features of the same windows differ (max abs difference {worst:.2g})")
+    X, y = sampled.matrix(clf), sampled.y
+    if args.all_windows:
+        allw = windows_of_run(Path(args.all_windows), cfg, clf, sampled, names)
+    else:
+        allw = windows_of_grid(run, args.grid, cfg, clf, sampled)
+    X_all, all_starts, at, every = allw.X, allw.starts, allw.at, allw.source
 
     splits, _ = make_splits(GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
     endpoints = {name: np.isin(names[y], endpoint.classes) for name, endpoint in cfg.endpoints.items()}
     stride = int(round(cfg.segments.stride_s * cfg.segments.target_fs))
     ranges = {w: neighbour_ranges(allw.records, all_starts, (w // 2) * stride) for w in args.widths}
     print(f"{run}: {len(y)} sampled windows of {len(np.unique(sampled.subjects))} subjects, grouped {len(splits)}-fold; "
-          f"{every}: {len(allw.y)} windows of the same records; classifier {clf.describe(cfg.rhythm_block)}", file=sys.stderr)
+          f"{every}: {len(allw.records)} windows of the same records; classifier {clf.describe(cfg.rhythm_block)}", file=sys.stderr)
 
     def predict_windows(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Fit on sampled rows ``train``; predict every window of the subjects of sampled rows ``test``."""
@@ -111,8 +222,8 @@ def main() -> None:
         return rows, classes, scores
 
     def out_of_fold(fold_splits) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        classes = np.full(len(allw.y), -1, dtype=np.int64)
-        scores = {name: np.zeros(len(allw.y)) for name in endpoints}
+        classes = np.full(len(allw.records), -1, dtype=np.int64)
+        scores = {name: np.zeros(len(allw.records)) for name in endpoints}
         for rows, c, d in (predict_windows(tr, te) for tr, te in fold_splits):
             classes[rows] = c
             for name in endpoints:
@@ -124,6 +235,22 @@ def main() -> None:
         lo, hi = ranges[width]
         return (smoothed_vote(classes, lo, hi, len(names))[at[rows]],
                 {name: smoothed_mean(scores[name], lo, hi)[at[rows]] for name in endpoints})
+
+    def context_features(classes, scores, rows):
+        """Of sampled ``rows``: at each width, the share of each class among the neighbours' classes and the mean
+        of each detector's scores (one column block per width)."""
+        onehot = np.zeros((len(classes), len(names)))
+        predicted = classes >= 0
+        onehot[predicted, classes[predicted]] = 1.0
+        blocks = []
+        for width in args.widths:
+            lo, hi = ranges[width]
+            blocks.append(smoothed_mean(onehot, lo, hi)[at[rows]])
+            blocks.extend(smoothed_mean(scores[name], lo, hi)[at[rows], None] for name in endpoints)
+        return np.hstack(blocks)
+
+    def stacker():
+        return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000))
 
     def outer_fold(train, test):
         """The outer test fold's predictions, and the widths that inner grouped folds of its training subjects choose
@@ -149,16 +276,21 @@ def main() -> None:
                 sensitivity = float((score[name][positive[train]] > threshold).mean())
                 if sensitivity > best.get(f"{name} at target", -1.0):
                     best[f"{name} at target"], chosen[f"{name} at target"] = sensitivity, (width, threshold)
-        return predict_windows(train, test), test, chosen
+        # the stacker: a logistic regression per decision on the smoothed scores at every width at once, fitted on
+        # the inner out-of-fold scores of the training windows (what a model not trained on them says of them)
+        z = context_features(classes, scores, train)
+        stackers = {name: stacker().fit(z, positive[train]) for name, positive in endpoints.items()}
+        stackers["classes"] = stacker().fit(z, y[train])
+        return predict_windows(train, test), test, chosen, stackers
 
-    all_classes = np.full(len(allw.y), -1, dtype=np.int64)
-    all_scores = {name: np.zeros(len(allw.y)) for name in endpoints}
-    nested = []  # (sampled test rows, widths chosen for them)
-    for (rows, classes, scores), test, chosen in Parallel(n_jobs=2)(delayed(outer_fold)(tr, te) for tr, te in splits):
+    all_classes = np.full(len(allw.records), -1, dtype=np.int64)
+    all_scores = {name: np.zeros(len(allw.records)) for name in endpoints}
+    nested = []  # (sampled test rows, widths chosen for them, stackers fitted for them)
+    for (rows, classes, scores), test, chosen, stackers in Parallel(n_jobs=2)(delayed(outer_fold)(tr, te) for tr, te in splits):
         all_classes[rows] = classes
         for name in endpoints:
             all_scores[name][rows] = scores[name]
-        nested.append((test, chosen))
+        nested.append((test, chosen, stackers))
 
     print("| width (windows / s) | grouped macro-F1 | endpoint | target sens / spec | 4-class: sens / spec "
           "| detector: sens / spec | detector AUC | best sens at target spec (bound) |")
@@ -189,23 +321,31 @@ def main() -> None:
         report_row(f"{width} / {width * cfg.segments.stride_s:g} s", *smoothed(all_classes, all_scores, width, everything))
     # nested: each outer fold scored at the widths its own training subjects chose
     called, scores = np.zeros(len(y), dtype=np.int64), {name: np.zeros(len(y)) for name in endpoints}
-    for test, chosen in nested:
+    for test, chosen, _ in nested:
         called[test] = smoothed(all_classes, all_scores, chosen["classes"], test)[0]
         for name in endpoints:
             scores[name][test] = smoothed(all_classes, all_scores, chosen[name], test)[1][name]
-    widths_chosen = {key: sorted(chosen[key] for _, chosen in nested) for key in nested[0][1] if "at target" not in key}
+    widths_chosen = {key: sorted(chosen[key] for _, chosen, _ in nested) for key in nested[0][1] if "at target" not in key}
     report_row("chosen by inner folds", called, scores)
     # the same with each detector's width and threshold for its target specificity chosen by inner folds (scores are
     # shifted by the fold's threshold, so that "> 0" is its call)
     at_target = {name: scores[name].copy() for name in endpoints}
-    for test, chosen in nested:
+    for test, chosen, _ in nested:
         for name in endpoints:
             if f"{name} at target" in chosen:
                 width, threshold = chosen[f"{name} at target"]
                 at_target[name][test] = smoothed(all_classes, all_scores, width, test)[1][name] - threshold
     report_row("operating point for the target specificity, chosen by inner folds", called, at_target)
-    widths_chosen.update({f"{name} at target": sorted(chosen[f"{name} at target"][0] for _, chosen in nested)
+    widths_chosen.update({f"{name} at target": sorted(chosen[f"{name} at target"][0] for _, chosen, _ in nested)
                           for name in endpoints if name in targets})
+    # every width at once: each outer test fold scored by the stackers its own training subjects fitted
+    stacked_called, stacked = np.zeros(len(y), dtype=np.int64), {name: np.zeros(len(y)) for name in endpoints}
+    for test, _, stackers in nested:
+        z = context_features(all_classes, all_scores, test)
+        stacked_called[test] = stackers["classes"].predict(z)
+        for name in endpoints:
+            stacked[name][test] = stackers[name].decision_function(z)
+    report_row("all widths stacked by inner folds", stacked_called, stacked)
     for name, positive in endpoints.items():  # where the chosen widths' detector still misses, by subject
         missed = positive & (scores[name] <= 0)
         subjects, counts = np.unique(sampled.subjects[missed], return_counts=True)
@@ -213,7 +353,7 @@ def main() -> None:
         print(f"{name} detector misses {missed.sum()} of {positive.sum()}: "
               + ", ".join(f"{subject} {count} of {int((positive & (sampled.subjects == subject)).sum())}" for count, subject in worst))
     print("widths chosen per outer fold: " + "; ".join(f"{k}: {v}" for k, v in widths_chosen.items()))
-    print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.y),
+    print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.records),
                       "classifier": clf.describe(cfg.rhythm_block), "widths_chosen": widths_chosen,
                       "wall_s": round(time.perf_counter() - t0, 1), "results": results}))
 
