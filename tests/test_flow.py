@@ -181,6 +181,26 @@ def test_features_equal_a_direct_computation(flow_run):
         assert np.allclose(store[array][...][rows], direct, atol=1e-3)
 
 
+def test_predict_s_window_path_gives_the_features_training_stored(flow_run):
+    """``ecgpipe predict`` (and bench_context.py --grid) featurise a record through ``grid_features``; on a window at
+    the same start it must give what training stored: the CNN features and the rhythm block."""
+    from ecgpipe.predict import grid_features
+    from ecgpipe.records import read_record
+
+    report, cfg = flow_run["report"], flow_run["cfg"]
+    store = zarr.open_group(report["store"], mode="r")
+    sources = store["segments"].attrs["sources"]
+    row = int(np.argmax(store["segments/start"][...]))  # a window far into its record
+    source, start = sources[int(store["segments/source"][row])], int(store["segments/start"][row])
+    cfg = cfg.with_stage(classifier=cfg.classifier.model_copy(update={"inputs": "cnn+rhythm"}))
+    rec = read_record(flow_run["data"] / source["database"], source["database"], source["record"],
+                      cfg.database(source["database"]), require_annotations=False)
+    grid = grid_features(cfg, rec, stride_s=start / cfg.segments.target_fs)  # a grid through this window's start
+    at = int(np.flatnonzero(grid.starts[grid.usable] == start)[0])
+    assert np.allclose(grid.cnn[at], store[_pooled_features(report)][row], atol=1e-3)
+    assert np.allclose(grid.rhythm[at], store["segments/rhythm_features"][row], rtol=1e-4, atol=1e-4)
+
+
 def _pooled_features(report) -> str:
     return next(r["features_array"] for r in report["comparison"] if r["layer"] == "_avg_pooling")
 
