@@ -2,9 +2,9 @@
 
 Rhythms last longer than one window and a classifier's isolated flips are mostly errors, so ``ecgpipe predict``
 takes a centred majority vote over ``--smooth`` windows, and ``tests/benchmarks/bench_context.py`` measures what
-such a decision over W windows does for new patients (README "Clinical endpoints": on paper4's grouped folds, the
-AF detector's sensitivity 0.879 -> 0.947 with widths chosen by inner folds). Pure functions on arrays, vectorised
-with cumulative sums, so smoothing tens of thousands of windows costs milliseconds.
+such a decision over W windows does for new patients (README "Clinical endpoints": on paper4's grouped folds and
+predict's windows, the AF detector's sensitivity 0.881 -> 0.948 with widths chosen by inner folds). Pure functions on
+arrays, vectorised with cumulative sums, so smoothing tens of thousands of windows costs milliseconds.
 
 Windows are rows sorted by (record, start); a window's neighbours are the same record's windows whose start lies
 within ``radius`` samples of its own (with contiguous windows of one stride, ``radius = (W // 2) * stride``).
