@@ -2,8 +2,10 @@
 
 A second ``ecgpipe run`` on the same folder is refused at once, naming the holder. A lock left by a process that is
 gone (killed, machine rebooted) is taken over with a warning. ``ecgpipe status`` reads the lock to show a run in
-progress. The lock is a local file created with O_EXCL; on a shared file system every host sees it, but whether its
-PID is alive can only be checked on the holder's own host (a lock from another host is never taken over).
+progress. The lock is a file created with O_EXCL. On its own host a holder is alive while its PID is; a holder on
+another host (a shared file system on a cluster) cannot be asked, so the run that holds a lock touches it every
+``HEARTBEAT_S`` seconds, and a lock from another host untouched for ``STALE_AFTER_S`` (a node that died) is taken over
+like a dead process's. The margin is wide because the file system's clock and this host's may differ.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import os
 import signal
 import socket
+import threading
+import time
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -53,10 +57,16 @@ def _stop_orphans(pids: list[int]) -> list[int]:
 
 class RunLock:
     NAME = ".ecgpipe.lock"
+    HEARTBEAT_S = 30.0
+    STALE_AFTER_S = 600.0
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, heartbeat_s: float | None = None, stale_after_s: float | None = None):
         self.path = Path(out_dir) / self.NAME
         self.held = False
+        self.heartbeat_s = self.HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+        self.stale_after_s = self.STALE_AFTER_S if stale_after_s is None else stale_after_s
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def holder(self) -> dict | None:
         """The lock's content, or None when the folder is not locked."""
@@ -69,7 +79,25 @@ class RunLock:
 
     def holder_running(self) -> bool:
         doc = self.holder()
-        return bool(doc) and (doc.get("host") != socket.gethostname() or _alive(int(doc.get("pid", -1))))
+        if not doc:
+            return False
+        if doc.get("host") == socket.gethostname():
+            return _alive(int(doc.get("pid", -1)))
+        return self.silent_s() < self.stale_after_s  # another host's run: alive while it keeps touching the lock
+
+    def silent_s(self) -> float:
+        """Seconds since the holder last touched the lock (0 when it is gone)."""
+        try:
+            return max(0.0, time.time() - self.path.stat().st_mtime)
+        except FileNotFoundError:
+            return 0.0
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                os.utime(self.path)
+            except OSError:  # the folder went away: nothing left to hold
+                return
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,10 +109,13 @@ class RunLock:
                 doc = self.holder() or {}
                 where = f"PID {doc.get('pid')} on {doc.get('host')}, started {doc.get('started')}"
                 if self.holder_running():
-                    raise LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}); "
-                                   f"wait for it, or use another --out") from None
-                stopped = _stop_orphans(doc.get("children", []))
-                warnings.warn(f"{self.path}: taking over the lock of {where}: that process is no longer running"
+                    raise LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}, last seen "
+                                   f"{self.silent_s():.0f} s ago); wait for it, or use another --out (a lock of another host "
+                                   f"is taken over after {self.stale_after_s:.0f} s without a sign of life)") from None
+                gone = ("that process is no longer running" if doc.get("host") == socket.gethostname() else
+                        f"it has not touched the lock for {self.silent_s():.0f} s (its host is down?)")
+                stopped = _stop_orphans(doc.get("children", [])) if doc.get("host") == socket.gethostname() else []
+                warnings.warn(f"{self.path}: taking over the lock of {where}: {gone}"
                               + (f"; stopped the Prefect server it left running (PID {', '.join(map(str, stopped))})" if stopped else ""),
                               stacklevel=2)
                 self.path.unlink(missing_ok=True)
@@ -92,6 +123,9 @@ class RunLock:
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True
+            self._stop.clear()
+            self._beat = threading.Thread(target=self._heartbeat, name="ecgpipe-lock-heartbeat", daemon=True)
+            self._beat.start()
             return self
         raise LockHeld(f"{self.path}: could not take the lock")
 
@@ -106,6 +140,9 @@ class RunLock:
 
     def release(self) -> None:
         if self.held:
+            self._stop.set()
+            if self._beat is not None:
+                self._beat.join()
             self.path.unlink(missing_ok=True)
             self.held = False
 

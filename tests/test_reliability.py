@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,37 @@ def test_a_lock_whose_process_is_gone_is_taken_over_with_a_warning(tmp_path):
             with pytest.raises(LockHeld, match=f"PID {os.getpid()}"):
                 RunLock(tmp_path).acquire()
     assert not (tmp_path / RunLock.NAME).exists()  # released
+
+
+def test_a_lock_of_another_host_is_held_while_touched_and_taken_over_once_silent(tmp_path):
+    """On a shared file system a holder on another node cannot be asked whether it lives: its lock is alive while
+    it keeps being touched, and a node that died leaves a lock that goes stale instead of blocking the folder."""
+    lock = tmp_path / RunLock.NAME
+    lock.write_text(json.dumps({"host": "node-that-died", "pid": os.getpid(), "started": "then", "children": [os.getpid()]}))
+    with pytest.raises(LockHeld, match="PID .* on node-that-died.*last seen 0 s ago.*taken over after 600 s"):
+        RunLock(tmp_path).acquire()  # just touched: a live run elsewhere
+    an_hour_ago = time.time() - 3600
+    os.utime(lock, (an_hour_ago, an_hour_ago))
+    with pytest.warns(UserWarning, match="node-that-died.*not touched the lock for 3[56]\\d\\d s"):
+        with RunLock(tmp_path) as mine:  # and this process, whose PID the dead node's lock names, is not stopped
+            assert json.loads(lock.read_text())["host"] == socket.gethostname()
+            assert mine.holder_running()
+    assert not lock.exists()
+
+
+def test_a_held_lock_is_touched_while_the_run_lives(tmp_path):
+    with RunLock(tmp_path, heartbeat_s=0.05) as held:
+        lock = tmp_path / RunLock.NAME
+        os.utime(lock, (time.time() - 3600, time.time() - 3600))
+        deadline = time.time() + 5
+        while held.silent_s() > 60 and time.time() < deadline:
+            time.sleep(0.05)
+        assert held.silent_s() < 60  # the heartbeat touched it again
+        # seen from another host (its name in the lock not ours), the lock is a live run's
+        doc = json.loads(lock.read_text())
+        lock.write_text(json.dumps({**doc, "host": "elsewhere"}))
+        assert RunLock(tmp_path, stale_after_s=60).holder_running()
+    assert not lock.exists() and not held._beat.is_alive()  # released: the heartbeat stopped
 
 
 # ---------------------------------------------------------------------------------------------- transient or not
