@@ -50,6 +50,12 @@ def _odd_width(text: str) -> int:
     return value
 
 
+def _endpoint_width(text: str) -> tuple[str | None, int]:
+    """``W`` (every endpoint) or ``NAME=W`` (one endpoint) for --endpoint-smooth."""
+    name, _, width = text.rpartition("=")
+    return (name or None), _odd_width(width)
+
+
 def _overrides(args) -> dict:
     over: dict = {}
     if args.workers is not None:
@@ -201,6 +207,7 @@ def cmd_predict(args) -> int:
         record_path,
         training_recording,
         write_annotations,
+        write_endpoints_csv,
         write_episodes_csv,
         write_records_csv,
     )
@@ -211,6 +218,14 @@ def cmd_predict(args) -> int:
     paths = [record_path(arg) for arg in args.records]
     names = output_names(paths)  # records of one name from different folders get distinct outputs
     reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
+    endpoint_smooth = {name: width for name, width in args.endpoint_smooth if name is not None}
+    unknown = sorted(set(endpoint_smooth) - set(model.config.endpoints))
+    if unknown:
+        print(f"ecgpipe: --endpoint-smooth: the model has no endpoint {', '.join(unknown)} "
+              f"(its endpoints: {', '.join(model.config.endpoints) or 'none'})", file=sys.stderr)
+        return 2
+    every = [width for name, width in args.endpoint_smooth if name is None]
+    endpoint_smooth = {name: endpoint_smooth.get(name, every[-1] if every else 15) for name in model.config.endpoints}
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +233,8 @@ def cmd_predict(args) -> int:
     for path in paths:
         try:
             leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
-            pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads)
+            pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads,
+                                  endpoint_smooth=endpoint_smooth)
             target = write_annotations(pred, out, args.extension, names[path])
             if args.compare:
                 pred.agreement = compare_with_reference(pred, model, args.compare)
@@ -243,10 +259,12 @@ def cmd_predict(args) -> int:
         print(line)
     write_episodes_csv(out / "episodes.csv", predictions)
     write_records_csv(out / "records.csv", predictions)
+    write_endpoints_csv(out / "endpoints.csv", predictions)
     if args.compare:  # keyed by each record's output name, found from the path it was given as (not pred.record)
         (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
     (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
-    print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}")
+    print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}; "
+          f"endpoint episodes and burden ({', '.join(model.config.endpoints) or 'none in the model'}): {out / 'endpoints.csv'}")
     return 1 if failed else 0
 
 
@@ -333,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=_odd_width, default=5,
                     help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
+    pr.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
+                    help="windows of the pooled vote that calls each endpoint of the model (shockable = VT + VF, AF) in "
+                         "endpoints.csv: W for every endpoint, NAME=W for one; repeatable (default 15 = 30 s with 2-s "
+                         "windows; e.g. --endpoint-smooth af=61; README 'Predicting rhythms' has the measured widths)")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")

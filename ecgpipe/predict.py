@@ -31,7 +31,7 @@ from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, read_episodes, read_record
-from ecgpipe.smoothing import majority_smooth
+from ecgpipe.smoothing import majority_smooth, pooled_vote
 
 if TYPE_CHECKING:
     from ecgpipe.config import PipelineConfig
@@ -61,6 +61,26 @@ class RecordPrediction:
     # (n_windows, n_classes) class probabilities, NaN rows unscored: models whose record rule is the mean probability
     window_probabilities: np.ndarray | None = None
     raw_classes: np.ndarray | None = None  # per window before smoothing (what the record's vote counts)
+    # per endpoint of the model's config (e.g. shockable = vt + vf): 1/0 per window from the pooled vote, -1 unscored
+    endpoint_calls: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def endpoint_episodes(self, name: str) -> list[tuple[float, float]]:
+        """(start_s, end_s) of each run of windows where endpoint ``name`` is called."""
+        calls = self.endpoint_calls[name]
+        runs, start = [], None
+        for i, called in enumerate(np.append(calls, 0)):
+            if called == 1 and start is None:
+                start = i
+            elif called != 1 and start is not None:
+                runs.append((float(self.window_starts_s[start]),
+                             min(float(self.window_starts_s[i - 1]) + self.stride_s, self.duration_s)))
+                start = None
+        return runs
+
+    def endpoint_burden(self, name: str) -> float | None:
+        """Share of the scored windows where endpoint ``name`` is called (e.g. AF burden); None when none is scored."""
+        scored = self.endpoint_calls[name][self.endpoint_calls[name] >= 0]
+        return float(scored.mean()) if len(scored) else None
 
     @property
     def record_class(self) -> str | None:
@@ -128,10 +148,11 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 
 
 def predict_record(
-    model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None
+    model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None,
+    endpoint_smooth: int | dict[str, int] = 15,
 ) -> RecordPrediction:
     """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
-    pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth)
+    pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_smooth)
     pred.record = path
     return pred
 
@@ -168,8 +189,11 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
     return GridFeatures(starts, usable, cnn, rhythm, note)
 
 
-def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5) -> RecordPrediction:
-    """Windows of a record already read and validated -> smoothed classes and episodes."""
+def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
+                   endpoint_smooth: int | dict[str, int] = 15) -> RecordPrediction:
+    """Windows of a record already read and validated -> smoothed classes and episodes, and each endpoint of the
+    model's config called by the pooled vote over ``endpoint_smooth`` windows (one width, or one per endpoint) of
+    the unsmoothed classes."""
     cfg = model.config
     grid = grid_features(cfg, rec, stride_s)  # validates stride_s
     stride_s = stride_s or cfg.segments.length_s
@@ -190,8 +214,12 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     labels = [cfg.classes[c][0] for c in cfg.class_names]
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
+    widths = endpoint_smooth if isinstance(endpoint_smooth, dict) else dict.fromkeys(cfg.endpoints, endpoint_smooth)
+    endpoint_calls = {name: pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], widths.get(name, 15))
+                      for name, endpoint in cfg.endpoints.items()}
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
-                            class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw)
+                            class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw,
+                            endpoint_calls=endpoint_calls)
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:
@@ -262,6 +290,20 @@ def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> 
         for pred in predictions:
             counts = np.bincount(pred.window_classes[pred.window_classes >= 0], minlength=len(names))
             w.writerow([pred.record, f"{pred.duration_s:.3f}", pred.record_class, *counts.tolist(), pred.note])
+
+
+def write_endpoints_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
+    """One row per endpoint episode (a run of windows where the endpoint is called), and per record and endpoint a
+    row ``burden`` with the share of its scored windows where it is called (AF burden, time in a shockable rhythm)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["record", "endpoint", "kind", "start_s", "end_s", "duration_s", "burden"])
+        for pred in predictions:
+            for name in pred.endpoint_calls:
+                burden = pred.endpoint_burden(name)
+                w.writerow([pred.record, name, "burden", "", "", "", "" if burden is None else f"{burden:.4f}"])
+                for start, end in pred.endpoint_episodes(name):
+                    w.writerow([pred.record, name, "episode", f"{start:.3f}", f"{end:.3f}", f"{end - start:.3f}", ""])
 
 
 class UnsafeOutput(EcgpipeError):

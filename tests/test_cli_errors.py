@@ -61,6 +61,73 @@ def test_predict_compare_with_a_bare_or_unnormalised_record_name(spelling, rhyth
     assert "vs atr: per-second agreement" in out
 
 
+@pytest.fixture(scope="module")
+def af_model(physionet, tmp_path_factory):
+    """A rhythm-block model fitted on the real windows of mitdb 201 and 202 (sinus rhythm and AF episodes)."""
+    from ecgpipe.classify import fit_classifier
+    from ecgpipe.config import load_config
+    from ecgpipe.dataset import record_windows
+    from ecgpipe.model import save_model
+    from ecgpipe.records import read_record
+    from ecgpipe.rhythm_block import window_rhythm_features
+
+    cfg = load_config("paper4-best", {"classifier": {"inputs": "rhythm", "pca": None, "tune": False}})
+    X, y = [], []
+    for name in ("201", "202"):
+        rec = read_record(physionet / "mitdb", "mitdb", name, cfg.database("mitdb"))
+        found = record_windows(rec, cfg)
+        X.append(window_rhythm_features(rec, found.starts, cfg))
+        y.append(found.class_index)
+    X, y = np.concatenate(X).astype(np.float64), np.concatenate(y).astype(np.int64)
+    model, _ = fit_classifier(X, y, cfg.classifier)
+    path = tmp_path_factory.mktemp("af-model") / "model.skops"
+    save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)})
+    return path
+
+
+def test_predict_writes_each_endpoint_s_episodes_and_burden(af_model, physionet, tmp_path, capsys):
+    """endpoints.csv: per record and endpoint of the model's config (shockable, af) a burden row and the episodes of
+    its pooled vote. On a record of its training data (mitdb 201: AF in about a third of it) the AF burden follows
+    the annotations, and the episodes' time is the burden's share of the scored windows."""
+    import csv
+
+    from ecgpipe.config import load_config
+    from ecgpipe.records import read_record
+
+    for ext in ("hea", "dat"):
+        shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
+    code, out, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out",
+                          str(tmp_path / "pred"), "--endpoint-smooth", "7", "--endpoint-smooth", "shockable=3")
+    assert code == 0, err
+    assert "endpoint episodes and burden (shockable, af)" in out
+    with open(tmp_path / "pred" / "endpoints.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["record", "endpoint", "kind", "start_s", "end_s", "duration_s", "burden"]
+    with open(tmp_path / "pred" / "records.csv") as fh:
+        scored = sum(int(v) for k, v in next(csv.DictReader(fh)).items() if k.startswith("windows_"))
+    assert scored == 902  # 2-s windows on 30 min 5.6 s
+    rec = read_record(physionet / "mitdb", "mitdb", "201", load_config("paper4-best").database("mitdb"))
+    annotated_af = sum(ep.end - ep.start for ep in rec.episodes if ep.label in ("(AFIB", "(AFL")) / len(rec.signal)
+    burden = {}
+    for endpoint in ("shockable", "af"):
+        burden[endpoint] = [float(r["burden"]) for r in rows if r["endpoint"] == endpoint and r["kind"] == "burden"][0]
+        episodes = [r for r in rows if r["endpoint"] == endpoint and r["kind"] == "episode"]
+        seconds = sum(float(r["duration_s"]) for r in episodes)
+        assert seconds == pytest.approx(burden[endpoint] * scored * 2.0, abs=2.0)
+        assert all(float(a["end_s"]) < float(b["start_s"]) for a, b in zip(episodes, episodes[1:]))  # runs apart
+    assert 0.15 < annotated_af < 0.6 and abs(burden["af"] - annotated_af) < 0.1, (burden, annotated_af)
+    assert burden["shockable"] < 0.05  # no VT or VF in its training windows, none annotated in 201
+
+
+def test_an_endpoint_width_for_an_endpoint_the_model_lacks_is_refused(af_model, tmp_path, capsys):
+    code, _, err = _run(capsys, "predict", "--model", str(af_model), "--endpoint-smooth", "afib=61", str(tmp_path / "201"),
+                        "--out", str(tmp_path / "pred"))
+    assert code == 2 and "--endpoint-smooth: the model has no endpoint afib (its endpoints: shockable, af)" in err
+    assert not (tmp_path / "pred").exists()  # refused before anything is written
+    code, _, err = _run(capsys, "predict", "--model", str(af_model), "--endpoint-smooth", "af=60", str(tmp_path / "201"))
+    assert code == 2 and "argument --endpoint-smooth: must be an odd number of windows" in err
+
+
 def test_record_path_gives_one_spelling_per_record():
     from ecgpipe.predict import record_path
 

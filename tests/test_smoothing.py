@@ -70,3 +70,25 @@ def test_an_unscored_window_takes_no_part_in_the_means_and_spoils_no_other_row()
     assert smoothed_mean(values, lo, hi)[0] == 1.0  # the NaN row gets its neighbours' mean
     alone = smoothed_mean(np.array([np.nan, np.nan, 1.0]), *neighbour_ranges(np.array(["a"] * 3), np.array([0, 5, 10]), 5))
     assert np.isnan(alone[0]) and alone[1:].tolist() == [1.0, 1.0]  # no finite neighbour: NaN
+
+
+def test_an_endpoint_vote_pools_its_classes_before_counting():
+    from ecgpipe.smoothing import pooled_vote
+
+    normal, vt, vf = 0, 2, 3
+    classes = np.array([normal, vt, vf, normal, vt, vf, normal])
+    # per class, VT and VF split the votes and each window keeps its own class; pooled, most neighbours are shockable
+    assert majority_smooth(classes, 3).tolist() == classes.tolist()
+    assert pooled_vote(classes, [vt, vf], 3).tolist() == [0, 1, 1, 1, 1, 1, 0]  # the ends: one of two, not most
+    assert pooled_vote(np.array([vt, -1, vf]), [vt, vf], 3).tolist() == [1, -1, 1]  # no call: no vote, no answer
+    with pytest.raises(ValueError, match="must be odd"):
+        pooled_vote(classes, [vt], 4)
+
+
+def test_endpoint_episodes_and_burden_of_a_prediction():
+    from ecgpipe.predict import RecordPrediction
+
+    pred = RecordPrediction("r", 360.0, "MLII", 11.0, np.arange(6) * 2.0, np.zeros(6, int), 2.0, [],
+                            endpoint_calls={"af": np.array([0, 1, 1, -1, 1, 1])})
+    assert pred.endpoint_episodes("af") == [(2.0, 6.0), (8.0, 11.0)]  # the last run ends with the record
+    assert pred.endpoint_burden("af") == pytest.approx(4 / 5)  # of the scored windows

@@ -32,7 +32,9 @@ The width is a setting chosen after looking at a table of widths; so that the ta
 a result, the row "chosen by inner folds" scores each outer test fold at the widths that grouped inner folds of its
 own training subjects choose (``--inner-folds``; 4-class: grouped macro-F1, each detector: balanced accuracy at its
 default threshold), as nested CV chooses C. The row after it chooses each detector's operating point the same way:
-the width and the threshold that give the best inner sensitivity at the target specificity (``--target``). The last
+the width and the threshold that give the best inner sensitivity at the target specificity (``--target``). The row
+"4-class calls pooled per endpoint" needs no detector: each endpoint is called where most neighbours' 4-class calls
+are among its classes (VT and VF votes pool), at a width per endpoint chosen by inner folds. The last
 row ("all widths stacked") decides with every width at once: per decision, a logistic regression (balanced) on the
 share of each class and the mean detector scores at every width, fitted on the inner out-of-fold predictions of the
 outer fold's training windows; its 4-class column reads the detector scores too.
@@ -236,6 +238,18 @@ def main() -> None:
         return (smoothed_vote(classes, lo, hi, len(names))[at[rows]],
                 {name: smoothed_mean(scores[name], lo, hi)[at[rows]] for name in endpoints})
 
+    endpoint_classes = {name: np.flatnonzero(np.isin(names, e.classes)) for name, e in cfg.endpoints.items()}
+
+    def pooled_votes(classes, width, rows):
+        """Of sampled ``rows``, per endpoint: the share of the neighbours whose 4-class call is one of the endpoint's
+        classes, minus one half (> 0: most neighbours are positive; VT and VF votes pool before the count)."""
+        lo, hi = ranges[width]
+        share = {}
+        for name, members in endpoint_classes.items():
+            indicator = np.where(classes >= 0, np.isin(classes, members), np.nan)
+            share[name] = smoothed_mean(indicator, lo, hi)[at[rows]] - 0.5
+        return share
+
     def context_features(classes, scores, rows):
         """Of sampled ``rows``: at each width, the share of each class among the neighbours' classes and the mean
         of each detector's scores (one column block per width)."""
@@ -263,6 +277,9 @@ def main() -> None:
             called, score = smoothed(classes, scores, width, train)
             merits = {"classes": float(f1_score(y[train], called, average="macro"))}
             merits.update({name: float(balanced_accuracy_score(positive[train], score[name] > 0))
+                           for name, positive in endpoints.items()})
+            pooled = pooled_votes(classes, width, train)
+            merits.update({f"{name} pooled": float(balanced_accuracy_score(positive[train], pooled[name] > 0))
                            for name, positive in endpoints.items()})
             for key, merit in merits.items():
                 if merit > best.get(key, -1.0):
@@ -338,6 +355,14 @@ def main() -> None:
     report_row("operating point for the target specificity, chosen by inner folds", called, at_target)
     widths_chosen.update({f"{name} at target": sorted(chosen[f"{name} at target"][0] for _, chosen, _ in nested)
                           for name in endpoints if name in targets})
+    # the 4-class model alone, its calls pooled per endpoint before the vote (what predict could ship without
+    # detectors), each endpoint's width chosen by inner folds
+    pooled_scores = {name: np.zeros(len(y)) for name in endpoints}
+    for test, chosen, _ in nested:
+        for name in endpoints:
+            pooled_scores[name][test] = pooled_votes(all_classes, chosen[f"{name} pooled"], test)[name]
+    report_row("4-class calls pooled per endpoint, then voted (in the detector columns), widths chosen by inner folds",
+               called, pooled_scores)
     # every width at once: each outer test fold scored by the stackers its own training subjects fitted
     stacked_called, stacked = np.zeros(len(y), dtype=np.int64), {name: np.zeros(len(y)) for name in endpoints}
     for test, _, stackers in nested:
@@ -352,6 +377,15 @@ def main() -> None:
         worst = sorted(zip(counts.tolist(), subjects.tolist()), reverse=True)[:5]
         print(f"{name} detector misses {missed.sum()} of {positive.sum()}: "
               + ", ".join(f"{subject} {count} of {int((positive & (sampled.subjects == subject)).sum())}" for count, subject in worst))
+    # the pooled vote at each fixed width (what ecgpipe predict's endpoints.csv does with --endpoint-smooth W)
+    print("| width (windows / s) | endpoint | 4-class calls pooled, then voted: sens / spec |")
+    print("|---|---|---:|")
+    for width in args.widths:
+        pooled = pooled_votes(all_classes, width, everything)
+        for name, positive in endpoints.items():
+            sens, spec = rates(positive, pooled[name] > 0)
+            results[f"{width} / {width * cfg.segments.stride_s:g} s"][name]["pooled_vote"] = [round(sens, 4), round(spec, 4)]
+            print(f"| {width} / {width * cfg.segments.stride_s:g} s | {name} | {sens:.3f} / {spec:.3f} |")
     print("widths chosen per outer fold: " + "; ".join(f"{k}: {v}" for k, v in widths_chosen.items()))
     print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.records),
                       "classifier": clf.describe(cfg.rhythm_block), "widths_chosen": widths_chosen,
