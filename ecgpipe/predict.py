@@ -7,6 +7,9 @@ backbone/layer, rhythm features), so prediction sees windows exactly like the on
 * Per-window classes are smoothed by a centred majority vote over ``smooth`` windows (default 5 = 10 s with 2-s
   windows; ``smooth=1`` turns it off): rhythms last longer than one window, isolated flips are mostly errors.
 * Consecutive windows of one class form an episode ``[start of first window, start of last window + stride)``.
+* Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called by its own vote
+  over ``endpoint_smooth`` windows of the unsmoothed classes, pooled first (``smoothing.pooled_vote``): episodes and
+  burden (the share of scored windows where it is called) per record.
 * The WFDB annotation file holds one rhythm-change annotation (symbol ``+``) per episode with the aux note of the
   class's first configured label (``afib`` -> ``(AFIB``), like MIT-BIH's own rhythm annotations.
 
