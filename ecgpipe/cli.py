@@ -264,7 +264,8 @@ def cmd_predict(args) -> int:
         (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
     (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
     print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}; "
-          f"endpoint episodes and burden ({', '.join(model.config.endpoints) or 'none in the model'}): {out / 'endpoints.csv'}")
+          f"endpoint episodes ({', '.join(model.config.endpoints) or 'none in the model'}; their burden per record in "
+          f"records.csv): {out / 'endpoints.csv'}")
     return 1 if failed else 0
 
 
@@ -354,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
                     help="windows of the pooled vote that calls each endpoint of the model (shockable = VT + VF, AF) in "
                          "endpoints.csv: W for every endpoint, NAME=W for one; repeatable (default 15 = 30 s with 2-s "
-                         "windows; e.g. --endpoint-smooth af=61; README 'Predicting rhythms' has the measured widths)")
+                         "windows at the default stride; e.g. --endpoint-smooth af=61; README 'Predicting rhythms' has "
+                         "the measured widths)")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")

@@ -67,6 +67,7 @@ class RunLock:
         self.stale_after_s = self.STALE_AFTER_S if stale_after_s is None else stale_after_s
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._me: dict = {}
 
     def holder(self) -> dict | None:
         """The lock's content, or None when the folder is not locked."""
@@ -92,33 +93,70 @@ class RunLock:
         except FileNotFoundError:
             return 0.0
 
+    def _mine(self) -> bool:
+        """Whether the lock file still names this run (it may have been taken over after a long stall)."""
+        doc = self.holder() or {}
+        return all(doc.get(k) == self._me.get(k) for k in ("host", "pid", "started"))
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            if not self._mine():  # taken over (or removed): touching it would keep another run's lock alive
+                warnings.warn(f"{self.path}: this run no longer holds its output folder's lock (now: {self.holder()})",
+                              stacklevel=1)
+                return
             try:
                 os.utime(self.path)
-            except OSError:  # the folder went away: nothing left to hold
+            except FileNotFoundError:
                 return
+            except OSError:  # a passing file-system error (NFS ESTALE, EIO): try again at the next beat
+                continue
+
+    def _take_over(self, stale: dict) -> bool:
+        """Remove the lock judged stale, unless another run took it over meanwhile: the file is first renamed to a
+        name of this process's own (atomic), and put back when it is not the one judged stale. True when removed."""
+        aside = self.path.with_name(f"{self.path.name}.stale.{socket.gethostname()}.{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:  # another run took it first
+            return False
+        try:
+            taken = json.loads(aside.read_text())
+        except (OSError, json.JSONDecodeError):
+            taken = None
+        if taken is not None and taken != stale:  # a fresh lock created since it was judged: give it back
+            try:
+                os.link(aside, self.path)  # fails if yet another lock appeared: that one stands
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        return True
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now().isoformat(timespec="seconds")}
-        for _ in range(2):
+        self._me = me
+        for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 doc = self.holder() or {}
                 where = f"PID {doc.get('pid')} on {doc.get('host')}, started {doc.get('started')}"
+                local = doc.get("host") == socket.gethostname()
                 if self.holder_running():
-                    raise LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}, last seen "
-                                   f"{self.silent_s():.0f} s ago); wait for it, or use another --out (a lock of another host "
-                                   f"is taken over after {self.stale_after_s:.0f} s without a sign of life)") from None
-                gone = ("that process is no longer running" if doc.get("host") == socket.gethostname() else
+                    how = ("" if local else f", last seen {self.silent_s():.0f} s ago; a lock of another host is taken "
+                           f"over after {self.stale_after_s:.0f} s without a sign of life")
+                    raise LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}{how}); "
+                                   f"wait for it, or use another --out") from None
+                gone = ("that process is no longer running" if local else
                         f"it has not touched the lock for {self.silent_s():.0f} s (its host is down?)")
-                stopped = _stop_orphans(doc.get("children", [])) if doc.get("host") == socket.gethostname() else []
+                if not self._take_over(doc):
+                    continue  # another run took it over first: judge the new holder
+                stopped = _stop_orphans(doc.get("children", [])) if local else []
                 warnings.warn(f"{self.path}: taking over the lock of {where}: {gone}"
                               + (f"; stopped the Prefect server it left running (PID {', '.join(map(str, stopped))})" if stopped else ""),
                               stacklevel=2)
-                self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
@@ -143,7 +181,8 @@ class RunLock:
             self._stop.set()
             if self._beat is not None:
                 self._beat.join()
-            self.path.unlink(missing_ok=True)
+            if self._mine():  # never remove a lock another run took over meanwhile
+                self.path.unlink(missing_ok=True)
             self.held = False
 
     def __enter__(self) -> RunLock:

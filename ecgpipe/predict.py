@@ -8,8 +8,8 @@ backbone/layer, rhythm features), so prediction sees windows exactly like the on
   windows; ``smooth=1`` turns it off): rhythms last longer than one window, isolated flips are mostly errors.
 * Consecutive windows of one class form an episode ``[start of first window, start of last window + stride)``.
 * Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called by its own vote
-  over ``endpoint_smooth`` windows of the unsmoothed classes, pooled first (``smoothing.pooled_vote``): episodes and
-  burden (the share of scored windows where it is called) per record.
+  over ``endpoint_smooth`` windows of the unsmoothed classes, pooled first (``smoothing.pooled_vote``): its episodes,
+  and per record its burden (the share of the scored windows where it is called).
 * The WFDB annotation file holds one rhythm-change annotation (symbol ``+``) per episode with the aux note of the
   class's first configured label (``afib`` -> ``(AFIB``), like MIT-BIH's own rhythm annotations.
 
@@ -169,6 +169,7 @@ class GridFeatures:
     usable: np.ndarray  # windows without NaN samples; only these have features
     cnn: np.ndarray | None  # (n_usable, D), None when the classifier does not read it
     rhythm: np.ndarray | None  # (n_usable, n_rhythm_columns), likewise
+    stride_s: float  # the stride as cut: a whole number of samples at the target rate
     note: str = ""  # how the record was cut when not as usual (shorter than one window)
 
 
@@ -185,11 +186,14 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
         note = (f"shorter ({resampled.shape[1] / fs_out:.1f} s) than one window ({cfg.segments.length_s:g} s): scored on "
                 "one window of the record repeated to the window's length")
         resampled = np.tile(resampled, (1, -(-length // resampled.shape[1])))[:, :length]
-    starts = np.arange(0, resampled.shape[1] - length + 1, int(round(stride_s * fs_out)), dtype=np.int64)
+    step = int(round(stride_s * fs_out))
+    if step < 1:
+        raise ValueError(f"stride_s {stride_s} s is less than one sample at {fs_out:g} Hz")
+    starts = np.arange(0, resampled.shape[1] - length + 1, step, dtype=np.int64)
     usable = nan_free_windows(rec, starts, length, fs_out)
     windows = lead_windows(resampled, starts[usable], length)
     cnn, rhythm = Featurizer(cfg, device="auto").transform(rec, windows, starts[usable])
-    return GridFeatures(starts, usable, cnn, rhythm, note)
+    return GridFeatures(starts, usable, cnn, rhythm, step / fs_out, note)
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
@@ -199,7 +203,7 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     the unsmoothed classes."""
     cfg = model.config
     grid = grid_features(cfg, rec, stride_s)  # validates stride_s
-    stride_s = stride_s or cfg.segments.length_s
+    stride_s = grid.stride_s  # as cut (whole samples), so that consecutive windows' episodes meet exactly
     starts, usable, cnn, rhythm, note = grid.starts, grid.usable, grid.cnn, grid.rhythm, grid.note
     fs_out = cfg.segments.target_fs
     classes = np.full(len(starts), -1, dtype=np.int64)
@@ -285,28 +289,33 @@ def write_episodes_csv(path: str | Path, predictions: list[RecordPrediction]) ->
 
 
 def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
-    """One row per record: its duration, its majority class and how many windows went to each class."""
+    """One row per record: its duration, the seconds its scored windows span (windows with NaN samples are not
+    scored), its majority class, how many windows went to each class, and per endpoint its burden: the share of the
+    scored windows where the endpoint is called (AF burden), of ``scored_s``, not of the whole recording."""
     names = predictions[0].class_names if predictions else []
+    endpoints = list(predictions[0].endpoint_calls) if predictions else []
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["record", "duration_s", "class", *[f"windows_{n}" for n in names], "note"])
+        w.writerow(["record", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in names],
+                    *[f"burden_{e}" for e in endpoints], "note"])
         for pred in predictions:
-            counts = np.bincount(pred.window_classes[pred.window_classes >= 0], minlength=len(names))
-            w.writerow([pred.record, f"{pred.duration_s:.3f}", pred.record_class, *counts.tolist(), pred.note])
+            scored = pred.window_classes >= 0
+            counts = np.bincount(pred.window_classes[scored], minlength=len(names))
+            burdens = [pred.endpoint_burden(e) for e in endpoints]
+            w.writerow([pred.record, f"{pred.duration_s:.3f}", f"{scored.sum() * pred.stride_s:.3f}", pred.record_class,
+                        *counts.tolist(), *["" if b is None else f"{b:.4f}" for b in burdens], pred.note])
 
 
 def write_endpoints_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
-    """One row per endpoint episode (a run of windows where the endpoint is called), and per record and endpoint a
-    row ``burden`` with the share of its scored windows where it is called (AF burden, time in a shockable rhythm)."""
+    """One row per endpoint episode: a run of windows where the endpoint is called (its burden per record is in
+    records.csv)."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["record", "endpoint", "kind", "start_s", "end_s", "duration_s", "burden"])
+        w.writerow(["record", "endpoint", "start_s", "end_s", "duration_s"])
         for pred in predictions:
             for name in pred.endpoint_calls:
-                burden = pred.endpoint_burden(name)
-                w.writerow([pred.record, name, "burden", "", "", "", "" if burden is None else f"{burden:.4f}"])
                 for start, end in pred.endpoint_episodes(name):
-                    w.writerow([pred.record, name, "episode", f"{start:.3f}", f"{end:.3f}", f"{end - start:.3f}", ""])
+                    w.writerow([pred.record, name, f"{start:.3f}", f"{end:.3f}", f"{end - start:.3f}"])
 
 
 class UnsafeOutput(EcgpipeError):

@@ -86,9 +86,9 @@ def af_model(physionet, tmp_path_factory):
 
 
 def test_predict_writes_each_endpoint_s_episodes_and_burden(af_model, physionet, tmp_path, capsys):
-    """endpoints.csv: per record and endpoint of the model's config (shockable, af) a burden row and the episodes of
-    its pooled vote. On a record of its training data (mitdb 201: AF in about a third of it) the AF burden follows
-    the annotations, and the episodes' time is the burden's share of the scored windows."""
+    """endpoints.csv: the episodes of each endpoint of the model's config (shockable, af) by its pooled vote;
+    records.csv: its burden, the share of the scored windows. On a record of its training data (mitdb 201: AF in
+    about a third of it) the AF burden follows the annotations, and the episodes' time is the burden's share."""
     import csv
 
     from ecgpipe.config import load_config
@@ -99,24 +99,43 @@ def test_predict_writes_each_endpoint_s_episodes_and_burden(af_model, physionet,
     code, out, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out",
                           str(tmp_path / "pred"), "--endpoint-smooth", "7", "--endpoint-smooth", "shockable=3")
     assert code == 0, err
-    assert "endpoint episodes and burden (shockable, af)" in out
+    assert "endpoint episodes (shockable, af; their burden per record in records.csv)" in out
     with open(tmp_path / "pred" / "endpoints.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["record", "endpoint", "kind", "start_s", "end_s", "duration_s", "burden"]
+    assert list(rows[0]) == ["record", "endpoint", "start_s", "end_s", "duration_s"]
     with open(tmp_path / "pred" / "records.csv") as fh:
-        scored = sum(int(v) for k, v in next(csv.DictReader(fh)).items() if k.startswith("windows_"))
-    assert scored == 902  # 2-s windows on 30 min 5.6 s
+        record = next(csv.DictReader(fh))
+    scored = sum(int(v) for k, v in record.items() if k.startswith("windows_"))
+    assert scored == 902 and float(record["scored_s"]) == 1804.0  # 2-s windows on 30 min 5.6 s
     rec = read_record(physionet / "mitdb", "mitdb", "201", load_config("paper4-best").database("mitdb"))
     annotated_af = sum(ep.end - ep.start for ep in rec.episodes if ep.label in ("(AFIB", "(AFL")) / len(rec.signal)
     burden = {}
     for endpoint in ("shockable", "af"):
-        burden[endpoint] = [float(r["burden"]) for r in rows if r["endpoint"] == endpoint and r["kind"] == "burden"][0]
-        episodes = [r for r in rows if r["endpoint"] == endpoint and r["kind"] == "episode"]
+        burden[endpoint] = float(record[f"burden_{endpoint}"])
+        episodes = [r for r in rows if r["endpoint"] == endpoint]
         seconds = sum(float(r["duration_s"]) for r in episodes)
         assert seconds == pytest.approx(burden[endpoint] * scored * 2.0, abs=2.0)
         assert all(float(a["end_s"]) < float(b["start_s"]) for a, b in zip(episodes, episodes[1:]))  # runs apart
     assert 0.15 < annotated_af < 0.6 and abs(burden["af"] - annotated_af) < 0.1, (burden, annotated_af)
     assert burden["shockable"] < 0.05  # no VT or VF in its training windows, none annotated in 201
+
+
+def test_a_stride_of_no_whole_sample_count_still_gives_episodes_that_meet(af_model, physionet, tmp_path, capsys):
+    """--stride-s 0.333 cuts every 83 samples at 250 Hz (0.332 s): episodes end where the next begins."""
+    import csv
+
+    for ext in ("hea", "dat"):
+        shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
+    code, _, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out", str(tmp_path / "p"),
+                        "--stride-s", "0.333")
+    assert code == 0, err
+    with open(tmp_path / "p" / "episodes.csv") as fh:
+        episodes = list(csv.DictReader(fh))
+    assert len(episodes) > 1
+    assert all(a["end_s"] == b["start_s"] for a, b in zip(episodes, episodes[1:]))
+    code, _, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out", str(tmp_path / "q"),
+                        "--stride-s", "0.001")
+    assert code == 1 and "stride_s 0.001 s is less than one sample at 250 Hz" in err and "Traceback" not in err
 
 
 def test_an_endpoint_width_for_an_endpoint_the_model_lacks_is_refused(af_model, tmp_path, capsys):

@@ -135,7 +135,40 @@ def test_a_held_lock_is_touched_while_the_run_lives(tmp_path):
         doc = json.loads(lock.read_text())
         lock.write_text(json.dumps({**doc, "host": "elsewhere"}))
         assert RunLock(tmp_path, stale_after_s=60).holder_running()
+        lock.write_text(json.dumps(doc))
     assert not lock.exists() and not held._beat.is_alive()  # released: the heartbeat stopped
+
+
+def test_a_run_whose_lock_was_taken_over_neither_touches_nor_removes_the_new_one(tmp_path):
+    lock = tmp_path / RunLock.NAME
+    with pytest.warns(UserWarning, match="no longer holds"):
+        with RunLock(tmp_path, heartbeat_s=0.05) as stalled:
+            newer = {"host": "other-node", "pid": 1, "started": "later"}
+            lock.write_text(json.dumps(newer))  # taken over while this run stalled
+            os.utime(lock, (time.time() - 3600, time.time() - 3600))
+            stalled._beat.join(timeout=5)
+            assert not stalled._beat.is_alive()  # the heartbeat stopped instead of keeping the new lock alive
+            assert stalled.silent_s() > 3000
+    assert json.loads(lock.read_text()) == newer  # release left the other run's lock in place
+
+
+def test_two_runs_taking_over_one_stale_lock_cannot_both_hold_it(tmp_path):
+    """The second run judged the same stale lock; by the time it acts the first has taken the folder: it gives the
+    fresh lock back and is refused, instead of deleting it and holding the folder too."""
+    lock = tmp_path / RunLock.NAME
+    stale = {"host": "node-that-died", "pid": 7, "started": "then"}
+    lock.write_text(json.dumps(stale))
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    first, second = RunLock(tmp_path), RunLock(tmp_path)
+    judged = second.holder()
+    with pytest.warns(UserWarning, match="taking over"):
+        first.acquire()
+    assert not second._take_over(judged)  # what it judged stale is gone; the first run's lock is given back
+    assert json.loads(lock.read_text())["pid"] == os.getpid() and first._mine()
+    with pytest.raises(LockHeld):
+        second.acquire()
+    first.release()
+    assert not lock.exists() and not list(tmp_path.glob(".ecgpipe.lock.stale.*"))
 
 
 # ---------------------------------------------------------------------------------------------- transient or not
@@ -252,4 +285,4 @@ def test_a_record_shorter_than_one_window_still_gets_an_answer(rhythm_model, tmp
     assert proc.returncode == 0, proc.stderr
     header, row = (out / "records.csv").read_text().splitlines()
     assert header.endswith(",note") and "shorter (1.5 s) than one window (2 s)" in row
-    assert row.split(",")[2] in ("normal", "afib", "vt", "vf")  # a class, not empty
+    assert dict(zip(header.split(","), row.split(",")))["class"] in ("normal", "afib", "vt", "vf")  # a class, not empty
