@@ -17,7 +17,7 @@ import hmac
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,17 @@ class TrainedModel:
     path: str = ""
     digest: str = ""  # sha256 of the artifact's content (every archive member but the integrity record)
     signed: bool = False  # carries an HMAC-SHA256 signature that was verified with the key
+    # per binary endpoint of the config (e.g. shockable = vt + vf): a two-class classifier with the same settings,
+    # fitted on every window (endpoint or not); an endpoint without one is read off the 4-class calls
+    detectors: dict = field(default_factory=dict)
+
+    def endpoint_scores(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Each detector's score of windows: > 0 means the endpoint (its decision function, or its probability
+        minus one half for a calibrated one)."""
+        from ecgpipe.classify import design_matrix
+
+        X = design_matrix(cnn, rhythm, self.config.classifier)
+        return {name: detector_score(detector, X) for name, detector in self.detectors.items()}
 
     def predict(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> np.ndarray:
         """Class indices of windows from their CNN and rhythm features (whichever the classifier uses). A model with
@@ -97,7 +108,15 @@ class TrainedModel:
         return class_probabilities(proba, self.classifier.classes_, len(self.class_names))
 
 
-def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_source: str, n_cnn: int | None, training: dict) -> None:
+def detector_score(detector, X: np.ndarray) -> np.ndarray:
+    """A two-class classifier's score for its positive class, > 0 where it calls it."""
+    if hasattr(detector, "decision_function"):
+        return np.asarray(detector.decision_function(X), dtype=np.float64)
+    return np.asarray(detector.predict_proba(X)[:, 1], dtype=np.float64) - 0.5
+
+
+def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_source: str, n_cnn: int | None, training: dict,
+               detectors: dict | None = None) -> None:
     import skops.io as sio
 
     features = cfg.features
@@ -113,6 +132,7 @@ def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_sou
         "n_cnn": int(n_cnn or 0),
         "training_json": json.dumps(training),
         "classifier": classifier,
+        "detectors": dict(detectors or {}),
     }
     tmp = Path(f"{path}.tmp")
     sio.dump(payload, tmp)
@@ -221,9 +241,12 @@ def load_model(path: str | Path, require_signed: bool | None = None) -> TrainedM
             path=str(path),
             digest=digest,
             signed=signed,
+            detectors=dict(payload.get("detectors") or {}),  # artifacts written before detectors existed have none
         )
     except Exception as exc:
         raise ModelError(path, f"incomplete or inconsistent model artifact: {type(exc).__name__}: {exc}") from None
     if model.class_names != cfg.class_names or not hasattr(model.classifier, "predict"):
         raise ModelError(path, "inconsistent model artifact: class names or classifier do not match its configuration")
+    if set(model.detectors) - set(cfg.endpoints) or not all(hasattr(d, "predict") for d in model.detectors.values()):
+        raise ModelError(path, "inconsistent model artifact: its endpoint detectors do not match its configuration")
     return model

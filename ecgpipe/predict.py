@@ -7,9 +7,10 @@ backbone/layer, rhythm features), so prediction sees windows exactly like the on
 * Per-window classes are smoothed by a centred majority vote over ``smooth`` windows (default 5 = 10 s with 2-s
   windows; ``smooth=1`` turns it off): rhythms last longer than one window, isolated flips are mostly errors.
 * Consecutive windows of one class form an episode ``[start of first window, start of last window + stride)``.
-* Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called by its own vote
-  over ``endpoint_smooth`` windows of the unsmoothed classes, pooled first (``smoothing.pooled_vote``): its episodes,
-  and per record its burden (the share of the scored windows where it is called).
+* Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called over
+  ``endpoint_smooth`` windows: by its detector's score averaged over them (models trained since detectors exist), or
+  else by a vote of the unsmoothed classes pooled over the endpoint's classes (``smoothing.pooled_vote``): its
+  episodes, and per record its burden (the share of the scored windows where it is called).
 * The WFDB annotation file holds one rhythm-change annotation (symbol ``+``) per episode with the aux note of the
   class's first configured label (``afib`` -> ``(AFIB``), like MIT-BIH's own rhythm annotations.
 
@@ -34,7 +35,7 @@ from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, read_episodes, read_record
-from ecgpipe.smoothing import majority_smooth, pooled_vote
+from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_mean, window_ranges
 
 if TYPE_CHECKING:
     from ecgpipe.config import PipelineConfig
@@ -222,11 +223,26 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
     widths = endpoint_smooth if isinstance(endpoint_smooth, dict) else dict.fromkeys(cfg.endpoints, endpoint_smooth)
-    endpoint_calls = {name: pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], widths.get(name, 15))
-                      for name, endpoint in cfg.endpoints.items()}
+    scores = model.endpoint_scores(cnn, rhythm) if model.detectors and usable.any() else {}
+    endpoint_calls = {}
+    for name, endpoint in cfg.endpoints.items():
+        width = widths.get(name, 15)
+        if name in scores:  # the endpoint's detector: its score averaged over the neighbours
+            score = np.full(len(starts), np.nan)
+            score[usable] = scores[name]
+            mean = smoothed_mean(score, *window_ranges(len(starts), _odd(width)))
+            endpoint_calls[name] = np.where(usable, mean > 0, -1).astype(np.int64)
+        else:  # no detector: the 4-class calls pooled over the endpoint's classes, then voted
+            endpoint_calls[name] = pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], width)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
                             class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw,
                             endpoint_calls=endpoint_calls)
+
+
+def _odd(width: int) -> int:
+    if width < 1 or width % 2 == 0:
+        raise ValueError(f"smoothing width must be odd (a centred vote), got {width}")
+    return width
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:

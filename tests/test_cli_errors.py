@@ -82,10 +82,16 @@ def af_model(physionet, tmp_path_factory):
     model, _ = fit_classifier(X, y, cfg.classifier)
     path = tmp_path_factory.mktemp("af-model") / "model.skops"
     save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)})
-    return path
+    # the same with an AF detector (as runs now train one per endpoint; no shockable one: no VT or VF windows)
+    detector, _ = fit_classifier(X, (y == cfg.class_names.index("afib")).astype(np.int64), cfg.classifier)
+    with_detector = path.with_name("with-detector.skops")
+    save_model(with_detector, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)},
+               detectors={"af": detector})
+    return {"pooled": path, "detector": with_detector}
 
 
-def test_predict_writes_each_endpoint_s_episodes_and_burden(af_model, physionet, tmp_path, capsys):
+@pytest.mark.parametrize("how", ["pooled", "detector"])
+def test_predict_writes_each_endpoint_s_episodes_and_burden(how, af_model, physionet, tmp_path, capsys):
     """endpoints.csv: the episodes of each endpoint of the model's config (shockable, af) by its pooled vote;
     records.csv: its burden, the share of the scored windows. On a record of its training data (mitdb 201: AF in
     about a third of it) the AF burden follows the annotations, and the episodes' time is the burden's share."""
@@ -96,7 +102,7 @@ def test_predict_writes_each_endpoint_s_episodes_and_burden(af_model, physionet,
 
     for ext in ("hea", "dat"):
         shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
-    code, out, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out",
+    code, out, err = _run(capsys, "predict", "--model", str(af_model[how]), str(tmp_path / "201"), "--out",
                           str(tmp_path / "pred"), "--endpoint-smooth", "7", "--endpoint-smooth", "shockable=3")
     assert code == 0, err
     assert "endpoint episodes (shockable, af; their burden per record in records.csv)" in out
@@ -126,24 +132,24 @@ def test_a_stride_of_no_whole_sample_count_still_gives_episodes_that_meet(af_mod
 
     for ext in ("hea", "dat"):
         shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
-    code, _, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out", str(tmp_path / "p"),
+    code, _, err = _run(capsys, "predict", "--model", str(af_model["pooled"]), str(tmp_path / "201"), "--out", str(tmp_path / "p"),
                         "--stride-s", "0.333")
     assert code == 0, err
     with open(tmp_path / "p" / "episodes.csv") as fh:
         episodes = list(csv.DictReader(fh))
     assert len(episodes) > 1
     assert all(a["end_s"] == b["start_s"] for a, b in zip(episodes, episodes[1:]))
-    code, _, err = _run(capsys, "predict", "--model", str(af_model), str(tmp_path / "201"), "--out", str(tmp_path / "q"),
+    code, _, err = _run(capsys, "predict", "--model", str(af_model["pooled"]), str(tmp_path / "201"), "--out", str(tmp_path / "q"),
                         "--stride-s", "0.001")
     assert code == 1 and "stride_s 0.001 s is less than one sample at 250 Hz" in err and "Traceback" not in err
 
 
 def test_an_endpoint_width_for_an_endpoint_the_model_lacks_is_refused(af_model, tmp_path, capsys):
-    code, _, err = _run(capsys, "predict", "--model", str(af_model), "--endpoint-smooth", "afib=61", str(tmp_path / "201"),
+    code, _, err = _run(capsys, "predict", "--model", str(af_model["pooled"]), "--endpoint-smooth", "afib=61", str(tmp_path / "201"),
                         "--out", str(tmp_path / "pred"))
     assert code == 2 and "--endpoint-smooth: the model has no endpoint afib (its endpoints: shockable, af)" in err
     assert not (tmp_path / "pred").exists()  # refused before anything is written
-    code, _, err = _run(capsys, "predict", "--model", str(af_model), "--endpoint-smooth", "af=60", str(tmp_path / "201"))
+    code, _, err = _run(capsys, "predict", "--model", str(af_model["pooled"]), "--endpoint-smooth", "af=60", str(tmp_path / "201"))
     assert code == 2 and "argument --endpoint-smooth: must be an odd number of windows" in err
 
 

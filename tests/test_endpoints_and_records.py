@@ -263,3 +263,23 @@ def test_classification_rows_come_in_record_then_start_order_whatever_the_table_
     assert list(zip(data.records.tolist(), data.starts.tolist(), data.y.tolist())) == [
         ("mitdb/100", 0, 0), ("mitdb/100", 720, 0), ("mitdb/100", 1440, 1), ("vfdb/418", 0, 2), ("vfdb/418", 720, 3)]
     assert data.subjects.tolist() == ["mitdb/100"] * 3 + ["vfdb/418"] * 2
+
+
+def test_a_detector_is_fitted_per_endpoint_with_both_sides_in_training():
+    """As a shock-advisory or AF detector is built: a two-class classifier per endpoint, the run's settings, every
+    window; none for an endpoint without positives (or negatives), none for a record-level classifier."""
+    from ecgpipe.stages.classification import endpoint_detectors
+
+    cfg = config_from_dict({"databases": {"mitdb": {}}, "classes": {c: [f"({c.upper()}"] for c in CLASSES},
+                            "endpoints": {"shockable": {"classes": ["vt", "vf"]}, "af": {"classes": ["afib"]}},
+                            "rhythm": {"enabled": True}, "classifier": {"kind": "logreg", "inputs": "rhythm"}})
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 2, 3], 20)  # normal, vt, vf: no AF window
+    rhythm = rng.normal(size=(60, 3)) + np.isin(y, [2, 3])[:, None] * 3.0
+    records = np.array([f"mitdb/{i // 10}" for i in range(60)])
+    data = ClassificationData(None, rhythm, y, records, np.array(["mitdb"] * 60), records)
+    detectors = endpoint_detectors(rhythm, data, cfg, None)
+    assert set(detectors) == {"shockable"}  # af has no positive window to learn from
+    assert (detectors["shockable"].predict(rhythm) == np.isin(y, [2, 3])).mean() > 0.95
+    record_level = cfg.with_stage(classifier=cfg.classifier.model_copy(update={"level": "record"}))
+    assert endpoint_detectors(rhythm, data, record_level, None) == {}

@@ -41,6 +41,26 @@ def test_round_trip_keeps_predictions_and_metadata(fused_model):
         loaded.predict(fused_model["cnn"], None)
 
 
+def test_endpoint_detectors_travel_with_the_model_and_older_artifacts_load_without_them(fused_model, tmp_path):
+    from ecgpipe.model import detector_score
+
+    cfg, X = fused_model["cfg"], fused_model["X"]
+    shockable = np.isin(np.repeat(np.arange(4), 30), [2, 3]).astype(int)  # vt + vf
+    detector, _ = fit_classifier(X, shockable, cfg.classifier, n_cnn=20)
+    path = tmp_path / "with-detectors.skops"
+    save_model(path, fused_model["model"], cfg, weights_source="test", n_cnn=20, training={}, detectors={"shockable": detector})
+    loaded = load_model(path)
+    assert set(loaded.detectors) == {"shockable"}
+    scores = loaded.endpoint_scores(fused_model["cnn"], fused_model["rhythm"])["shockable"]
+    assert np.allclose(scores, detector_score(detector, X)) and ((scores > 0) == shockable).mean() > 0.9
+    assert load_model(fused_model["path"]).detectors == {}  # an artifact written without detectors
+    # a detector for an endpoint the configuration does not declare: refused
+    odd = tmp_path / "odd.skops"
+    save_model(odd, fused_model["model"], cfg, weights_source="test", n_cnn=20, training={}, detectors={"asystole": detector})
+    with pytest.raises(ModelError, match="endpoint detectors do not match its configuration"):
+        load_model(odd)
+
+
 def _rewrite_schema(src, dst, old: str, new: str) -> None:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.namelist():

@@ -131,6 +131,12 @@ def run_cinc_slice(cinc, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "## Clinical endpoints" in md and "Clinical endpoints" in html and "record macro-F1" in md
     assert "Per rhythm:" in md and "Per rhythm:" in html
+    # the model carries a detector per endpoint when its classifier reads windows (a record-level one has none)
+    from ecgpipe.model import load_model
+
+    model = load_model(tmp_path / "out" / "model.skops")
+    assert set(model.detectors) == ({"af"} if model.config.classifier.level == "window" else set())
+    assert model.training["detectors"] == sorted(model.detectors)
     return tmp_path / "out" / "model.skops", set(chosen)
 
 
