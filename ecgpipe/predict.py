@@ -198,10 +198,9 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
-                   endpoint_smooth: int | dict[str, int] = 15) -> RecordPrediction:
+                   endpoint_smooth: int | dict[str, int] | None = 15) -> RecordPrediction:
     """Windows of a record already read and validated -> smoothed classes and episodes, and each endpoint of the
-    model's config called by the pooled vote over ``endpoint_smooth`` windows (one width, or one per endpoint) of
-    the unsmoothed classes."""
+    model's config called over ``endpoint_smooth`` windows (one width, or one per endpoint; None: no endpoint calls)."""
     cfg = model.config
     grid = grid_features(cfg, rec, stride_s)  # validates stride_s
     stride_s = grid.stride_s  # as cut (whole samples), so that consecutive windows' episodes meet exactly
@@ -222,10 +221,11 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     labels = [cfg.classes[c][0] for c in cfg.class_names]
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
+    endpoints = {} if endpoint_smooth is None else cfg.endpoints
     widths = endpoint_smooth if isinstance(endpoint_smooth, dict) else dict.fromkeys(cfg.endpoints, endpoint_smooth)
-    scores = model.endpoint_scores(cnn, rhythm) if model.detectors and usable.any() else {}
+    scores = model.endpoint_scores(cnn, rhythm) if model.detectors and endpoints and usable.any() else {}
     endpoint_calls = {}
-    for name, endpoint in cfg.endpoints.items():
+    for name, endpoint in endpoints.items():
         width = widths.get(name, 15)
         if name in scores:  # the endpoint's detector: its score averaged over the neighbours
             score = np.full(len(starts), np.nan)
