@@ -200,6 +200,7 @@ def cmd_predict(args) -> int:
 
     from ecgpipe.model import load_model
     from ecgpipe.predict import (
+        DEFAULT_ENDPOINT_SMOOTH,
         check_output_is_safe,
         compare_with_reference,
         output_names,
@@ -225,7 +226,8 @@ def cmd_predict(args) -> int:
               f"(its endpoints: {', '.join(model.config.endpoints) or 'none'})", file=sys.stderr)
         return 2
     every = [width for name, width in args.endpoint_smooth if name is None]
-    endpoint_smooth = {name: endpoint_smooth.get(name, every[-1] if every else 15) for name in model.config.endpoints}
+    endpoint_smooth = {name: endpoint_smooth.get(name, every[-1] if every else DEFAULT_ENDPOINT_SMOOTH)
+                       for name in model.config.endpoints}
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)

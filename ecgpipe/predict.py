@@ -35,10 +35,13 @@ from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
 from ecgpipe.records import EcgRecord, read_episodes, read_record
-from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_mean, window_ranges
+from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
 
 if TYPE_CHECKING:
     from ecgpipe.config import PipelineConfig
+
+# windows over which an endpoint is called (30 s with 2-s windows; README "Predicting rhythms" measures widths)
+DEFAULT_ENDPOINT_SMOOTH = 15
 
 
 @dataclass
@@ -153,7 +156,7 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None,
-    endpoint_smooth: int | dict[str, int] = 15,
+    endpoint_smooth: int | dict[str, int] = DEFAULT_ENDPOINT_SMOOTH,
 ) -> RecordPrediction:
     """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
     pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_smooth)
@@ -198,7 +201,7 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
-                   endpoint_smooth: int | dict[str, int] | None = 15) -> RecordPrediction:
+                   endpoint_smooth: int | dict[str, int] | None = DEFAULT_ENDPOINT_SMOOTH) -> RecordPrediction:
     """Windows of a record already read and validated -> smoothed classes and episodes, and each endpoint of the
     model's config called over ``endpoint_smooth`` windows (one width, or one per endpoint; None: no endpoint calls)."""
     cfg = model.config
@@ -226,23 +229,16 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     scores = model.endpoint_scores(cnn, rhythm) if model.detectors and endpoints and usable.any() else {}
     endpoint_calls = {}
     for name, endpoint in endpoints.items():
-        width = widths.get(name, 15)
+        width = widths.get(name, DEFAULT_ENDPOINT_SMOOTH)
         if name in scores:  # the endpoint's detector: its score averaged over the neighbours
             score = np.full(len(starts), np.nan)
             score[usable] = scores[name]
-            mean = smoothed_mean(score, *window_ranges(len(starts), _odd(width)))
-            endpoint_calls[name] = np.where(usable, mean > 0, -1).astype(np.int64)
+            endpoint_calls[name] = smoothed_call(score, width)
         else:  # no detector: the 4-class calls pooled over the endpoint's classes, then voted
             endpoint_calls[name] = pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], width)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
                             class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw,
                             endpoint_calls=endpoint_calls)
-
-
-def _odd(width: int) -> int:
-    if width < 1 or width % 2 == 0:
-        raise ValueError(f"smoothing width must be odd (a centred vote), got {width}")
-    return width
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:

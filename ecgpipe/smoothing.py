@@ -84,13 +84,20 @@ def majority_smooth(classes: np.ndarray, width: int) -> np.ndarray:
     return smoothed_vote(classes, *window_ranges(len(classes), width))
 
 
+def smoothed_call(scores: np.ndarray, width: int) -> np.ndarray:
+    """A binary decision over ``width`` contiguous windows (odd): 1 where the mean score of the scored windows centred
+    on a window is above 0, 0 where not, -1 where the window itself has no score (NaN)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if width < 1 or width % 2 == 0:
+        raise ValueError(f"smoothing width must be odd (a centred vote), got {width}")
+    mean = smoothed_mean(scores, *window_ranges(len(scores), width))
+    return np.where(np.isnan(scores), -1, mean > 0).astype(np.int64)
+
+
 def pooled_vote(classes: np.ndarray, members, width: int) -> np.ndarray:
     """An endpoint over ``width`` contiguous windows (odd): 1 where most of the scored windows centred on a window are
     called one of ``members`` (class indices pooled before the count, so VT and VF votes add up for a shockable
     endpoint), 0 where not, -1 where the window itself has no call."""
     classes = np.asarray(classes, dtype=np.int64)
-    if width < 1 or width % 2 == 0:
-        raise ValueError(f"smoothing width must be odd (a centred vote), got {width}")
-    indicator = np.where(classes >= 0, np.isin(classes, list(members)), np.nan)
-    share = smoothed_mean(indicator, *window_ranges(len(classes), width))
-    return np.where(classes >= 0, share > 0.5, -1).astype(np.int64)
+    # +1/2 for a member, -1/2 for another class: a positive mean is a majority of members
+    return smoothed_call(np.where(classes >= 0, np.isin(classes, list(members)) - 0.5, np.nan), width)
