@@ -101,3 +101,48 @@ def pooled_vote(classes: np.ndarray, members, width: int) -> np.ndarray:
     classes = np.asarray(classes, dtype=np.int64)
     # +1/2 for a member, -1/2 for another class: a positive mean is a majority of members
     return smoothed_call(np.where(classes >= 0, np.isin(classes, list(members)) - 0.5, np.nan), width)
+
+
+def segmented_call(scores: np.ndarray, penalty: float, records: np.ndarray | None = None) -> np.ndarray:
+    """A binary decision per window that changes as rarely as the scores allow: the labelling ``z`` (0 or 1 per
+    window) that maximises ``sum(z * score) - penalty * (number of changes of z)`` within each record, found exactly by
+    the Viterbi recursion over two states. Unlike a centred mean over a fixed width, a long episode is called whole up
+    to its edges and a short one survives when its scores are strong enough to pay for two changes. ``penalty = 0`` is
+    the window's own call (``score > 0``). NaN (an unscored window) adds nothing and is returned as -1; ``records``
+    (rows grouped by record) restarts the recursion at each record's first row."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if penalty < 0:
+        raise ValueError(f"penalty must be >= 0, got {penalty}")
+    n = len(scores)
+    calls = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return calls
+    gain = np.where(np.isnan(scores), 0.0, scores).tolist()
+    first = np.zeros(n, dtype=bool)
+    first[0] = True
+    if records is not None:
+        records = np.asarray(records)
+        first[1:] = records[1:] != records[:-1]
+    first = first.tolist()
+    # stay[s][t]: the best labelling ending in state s at window t came from state s at t - 1 (else it changed there)
+    stay0, stay1 = [True] * n, [True] * n
+    last_state = [0] * n  # at each record's last window: the state the best labelling of the record ends in
+    best0 = best1 = 0.0
+    for t in range(n):
+        if first[t]:
+            best0, best1 = 0.0, gain[t]
+        else:
+            stay0[t] = best0 >= best1 - penalty
+            stay1[t] = best1 >= best0 - penalty
+            best0, best1 = (best0 if stay0[t] else best1 - penalty), (best1 if stay1[t] else best0 - penalty) + gain[t]
+        if t + 1 == n or first[t + 1]:
+            last_state[t] = int(best1 > best0)
+    state = 0
+    for t in range(n - 1, -1, -1):  # back from each record's last window
+        if t + 1 == n or first[t + 1]:
+            state = last_state[t]
+        calls[t] = state
+        if not (stay1[t] if state else stay0[t]):
+            state = 1 - state
+    calls[np.isnan(scores)] = -1
+    return calls

@@ -1,10 +1,12 @@
 """Decisions over neighbouring windows: the vectorised smoothing agrees with the plain definition, never crosses a
 record, and respects time, not row counts."""
 
+import itertools
+
 import numpy as np
 import pytest
 
-from ecgpipe.smoothing import majority_smooth, neighbour_ranges, smoothed_mean, smoothed_vote
+from ecgpipe.smoothing import majority_smooth, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote
 
 
 def _vote_by_definition(classes: np.ndarray, width: int) -> np.ndarray:
@@ -92,3 +94,47 @@ def test_endpoint_episodes_and_burden_of_a_prediction():
                             endpoint_calls={"af": np.array([0, 1, 1, -1, 1, 1])})
     assert pred.endpoint_episodes("af") == [(2.0, 6.0), (8.0, 11.0)]  # the last run ends with the record
     assert pred.endpoint_burden("af") == pytest.approx(4 / 5)  # of the scored windows
+
+
+def _best_labelling_value(scores, penalty, records):
+    """The objective of segmented_call, maximised by trying every labelling of each record (tiny inputs only)."""
+    total = 0.0
+    for record in np.unique(records):
+        gain = np.nan_to_num(scores[records == record])
+        total += max(float(np.dot(z, gain)) - penalty * int(np.abs(np.diff(z)).sum())
+                     for z in map(np.array, itertools.product([0, 1], repeat=len(gain))))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_segmentation_finds_the_best_labelling(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 10))
+    scores = rng.normal(size=n)
+    scores[rng.random(n) < 0.1] = np.nan
+    records = np.sort(rng.integers(0, 3, size=n)).astype(str)
+    penalty = float(rng.choice([0.0, 0.3, 1.0, 3.0]))
+    filled = segmented_call(np.nan_to_num(scores), penalty, records)  # an unscored window adds nothing either way
+    value = sum(float(np.dot(filled[records == r], np.nan_to_num(scores[records == r])))
+                - penalty * int(np.abs(np.diff(filled[records == r])).sum()) for r in np.unique(records))
+    assert value == pytest.approx(_best_labelling_value(scores, penalty, records))
+    calls = segmented_call(scores, penalty, records)
+    assert calls.tolist() == np.where(np.isnan(scores), -1, filled).tolist()
+    assert ((calls == -1) == np.isnan(scores)).all()
+
+
+def test_segmentation_keeps_long_episodes_whole_and_strong_short_ones():
+    # a long positive episode with weak negative windows inside, then one strong positive window and one weak one
+    scores = np.array([-1, -1, 2, -0.5, 2, -0.5, 2, -1, -1, -1, 5, -1, -1, 0.4, -1, -1])
+    assert segmented_call(scores, 0.0).tolist() == (scores > 0).astype(int).tolist()
+    calls = segmented_call(scores, 1.0)
+    assert calls[2:7].tolist() == [1] * 5  # the weak dips inside the episode do not pay for two changes
+    assert calls[10] == 1  # a strong single window pays for its two changes
+    assert calls[13] == 0  # a weak one does not
+    assert calls[:2].tolist() == [0, 0] and calls[7:10].tolist() == [0, 0, 0]
+    # a record boundary restarts the decision: the same scores as two records are segmented separately
+    records = np.array(["a"] * 8 + ["b"] * 8)
+    assert segmented_call(scores, 1.0, records).tolist() == calls.tolist()
+    assert segmented_call(np.array([3.0, -0.1]), 10.0, np.array(["a", "b"])).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="penalty"):
+        segmented_call(scores, -1.0)

@@ -72,7 +72,7 @@ from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.predict import grid_features  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
-from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
+from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
 from ecgpipe.stages.segments import plan_records  # noqa: E402
 
@@ -181,6 +181,10 @@ def main() -> None:
                        help="featurise every window of the run's records on predict's fixed grid, records under DATA_DIR")
     ap.add_argument("--widths", type=int, nargs="+", default=[1, 3, 5, 9, 15, 21, 31, 45, 61],
                     help="smoothing widths in windows (odd)")
+    ap.add_argument("--penalties", type=float, nargs="+", default=[0.5, 1, 2, 4, 8, 16, 32, 64],
+                    help="change penalties of the segmented detector calls (in detector score units)")
+    ap.add_argument("--segment-widths", type=int, nargs="+", default=[1, 5, 15],
+                    help="widths whose mean detector scores the segmentation reads (odd, among --widths)")
     ap.add_argument("--inner-folds", type=int, default=5, help="grouped inner folds that choose a width (default 5)")
     ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
                     help="ENDPOINT=SENSITIVITY/SPECIFICITY targets for the bound (issue 16's by default)")
@@ -188,6 +192,8 @@ def main() -> None:
     if any(w < 1 or w % 2 == 0 for w in args.widths):
         raise SystemExit("--widths: odd numbers of windows (1 = no smoothing)")
     args.widths = sorted(set(args.widths))  # ties between widths go to the narrower
+    if set(args.segment_widths) - set(args.widths):
+        raise SystemExit("--segment-widths: each must be one of --widths")
     t0 = time.perf_counter()
     run = Path(args.from_run)
     report = json.loads((run / "report.json").read_text())
@@ -293,6 +299,16 @@ def main() -> None:
                 sensitivity = float((score[name][positive[train]] > threshold).mean())
                 if sensitivity > best.get(f"{name} at target", -1.0):
                     best[f"{name} at target"], chosen[f"{name} at target"] = sensitivity, (width, threshold)
+        # penalised segmentation of the detector scores: the (width, penalty) with the best inner balanced accuracy
+        for width in args.segment_widths:
+            lo, hi = ranges[width]
+            for name, positive in endpoints.items():
+                emitted = smoothed_mean(scores[name], lo, hi)
+                for penalty in args.penalties:
+                    call = segmented_call(emitted, penalty, allw.records)[at[train]]
+                    merit = float(balanced_accuracy_score(positive[train], call > 0))
+                    if merit > best.get(f"{name} segmented", -1.0):
+                        best[f"{name} segmented"], chosen[f"{name} segmented"] = merit, (width, penalty)
         # the stacker: a logistic regression per decision on the smoothed scores at every width at once, fitted on
         # the inner out-of-fold scores of the training windows (what a model not trained on them says of them)
         z = context_features(classes, scores, train)
@@ -342,7 +358,8 @@ def main() -> None:
         called[test] = smoothed(all_classes, all_scores, chosen["classes"], test)[0]
         for name in endpoints:
             scores[name][test] = smoothed(all_classes, all_scores, chosen[name], test)[1][name]
-    widths_chosen = {key: sorted(chosen[key] for _, chosen, _ in nested) for key in nested[0][1] if "at target" not in key}
+    widths_chosen = {key: sorted(chosen[key] for _, chosen, _ in nested) for key in nested[0][1]
+                     if "at target" not in key and "segmented" not in key}
     report_row("chosen by inner folds", called, scores)
     # the same with each detector's width and threshold for its target specificity chosen by inner folds (scores are
     # shifted by the fold's threshold, so that "> 0" is its call)
@@ -355,6 +372,19 @@ def main() -> None:
     report_row("operating point for the target specificity, chosen by inner folds", called, at_target)
     widths_chosen.update({f"{name} at target": sorted(chosen[f"{name} at target"][0] for _, chosen, _ in nested)
                           for name in endpoints if name in targets})
+    # each detector's scores segmented with a change penalty, its width and penalty chosen by inner folds
+    def segmented(name, width, penalty, rows):
+        lo, hi = ranges[width]
+        return segmented_call(smoothed_mean(all_scores[name], lo, hi), penalty, allw.records)[at[rows]] - 0.5
+
+    segmented_scores = {name: np.zeros(len(y)) for name in endpoints}
+    for test, chosen, _ in nested:
+        for name in endpoints:
+            segmented_scores[name][test] = segmented(name, *chosen[f"{name} segmented"], test)
+    report_row("detector scores segmented with a change penalty (binary: AUC and bound meaningless), width and "
+               "penalty chosen by inner folds", called, segmented_scores)
+    widths_chosen.update({f"{name} segmented": sorted(chosen[f"{name} segmented"] for _, chosen, _ in nested)
+                          for name in endpoints})
     # the 4-class model alone, its calls pooled per endpoint before the vote (what predict could ship without
     # detectors), each endpoint's width chosen by inner folds
     pooled_scores = {name: np.zeros(len(y)) for name in endpoints}
@@ -386,6 +416,14 @@ def main() -> None:
             sens, spec = rates(positive, pooled[name] > 0)
             results[f"{width} / {width * cfg.segments.stride_s:g} s"][name]["pooled_vote"] = [round(sens, 4), round(spec, 4)]
             print(f"| {width} / {width * cfg.segments.stride_s:g} s | {name} | {sens:.3f} / {spec:.3f} |")
+    print("| width | penalty | endpoint | segmented detector: sens / spec |")
+    print("|---:|---:|---|---:|")
+    for width in args.segment_widths:
+        for penalty in args.penalties:
+            for name, positive in endpoints.items():
+                sens, spec = rates(positive, segmented(name, width, penalty, everything) > 0)
+                results.setdefault("segmented", {})[f"{width}/{penalty:g}/{name}"] = [round(sens, 4), round(spec, 4)]
+                print(f"| {width} | {penalty:g} | {name} | {sens:.3f} / {spec:.3f} |")
     print("widths chosen per outer fold: " + "; ".join(f"{k}: {v}" for k, v in widths_chosen.items()))
     print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.records),
                       "classifier": clf.describe(cfg.rhythm_block), "widths_chosen": widths_chosen,
