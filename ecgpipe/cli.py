@@ -56,6 +56,31 @@ def _endpoint_width(text: str) -> tuple[str | None, int]:
     return (name or None), _odd_width(width)
 
 
+def _endpoint_penalty(text: str) -> tuple[str | None, float]:
+    """``P`` (every endpoint) or ``NAME=P`` (one endpoint) for --endpoint-penalty: a number >= 0."""
+    name, _, value = text.rpartition("=")
+    try:
+        penalty = float(value)
+    except ValueError:
+        penalty = float("nan")
+    if not penalty >= 0 or penalty == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (in detector score units), got {value!r}")
+    return (name or None), penalty
+
+
+def _per_endpoint(option: str, given: list[tuple[str | None, float]], endpoints, default):
+    """Each endpoint's value of a repeatable ``[NAME=]V`` option: its own, else the last value for all, else the
+    default; None (and a message) when it names an endpoint the model lacks."""
+    named = {name: value for name, value in given if name is not None}
+    unknown = sorted(set(named) - set(endpoints))
+    if unknown:
+        print(f"ecgpipe: {option}: the model has no endpoint {', '.join(unknown)} "
+              f"(its endpoints: {', '.join(endpoints) or 'none'})", file=sys.stderr)
+        return None
+    every = [value for name, value in given if name is None]
+    return {name: named.get(name, every[-1] if every else default) for name in endpoints}
+
+
 def _overrides(args) -> dict:
     over: dict = {}
     if args.workers is not None:
@@ -200,7 +225,9 @@ def cmd_predict(args) -> int:
 
     from ecgpipe.model import load_model
     from ecgpipe.predict import (
+        DEFAULT_ENDPOINT_PENALTY,
         DEFAULT_ENDPOINT_SMOOTH,
+        EndpointDecision,
         check_output_is_safe,
         compare_with_reference,
         output_names,
@@ -219,15 +246,11 @@ def cmd_predict(args) -> int:
     paths = [record_path(arg) for arg in args.records]
     names = output_names(paths)  # records of one name from different folders get distinct outputs
     reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
-    endpoint_smooth = {name: width for name, width in args.endpoint_smooth if name is not None}
-    unknown = sorted(set(endpoint_smooth) - set(model.config.endpoints))
-    if unknown:
-        print(f"ecgpipe: --endpoint-smooth: the model has no endpoint {', '.join(unknown)} "
-              f"(its endpoints: {', '.join(model.config.endpoints) or 'none'})", file=sys.stderr)
+    widths = _per_endpoint("--endpoint-smooth", args.endpoint_smooth, model.config.endpoints, DEFAULT_ENDPOINT_SMOOTH)
+    penalties = _per_endpoint("--endpoint-penalty", args.endpoint_penalty, model.config.endpoints, DEFAULT_ENDPOINT_PENALTY)
+    if widths is None or penalties is None:
         return 2
-    every = [width for name, width in args.endpoint_smooth if name is None]
-    endpoint_smooth = {name: endpoint_smooth.get(name, every[-1] if every else DEFAULT_ENDPOINT_SMOOTH)
-                       for name in model.config.endpoints}
+    decisions = {name: EndpointDecision(widths[name], penalties[name]) for name in model.config.endpoints}
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +259,7 @@ def cmd_predict(args) -> int:
         try:
             leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
             pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads,
-                                  endpoint_smooth=endpoint_smooth)
+                                  endpoint_decisions=decisions)
             target = write_annotations(pred, out, args.extension, names[path])
             if args.compare:
                 pred.agreement = compare_with_reference(pred, model, args.compare)
@@ -355,10 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--smooth", type=_odd_width, default=5,
                     help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
     pr.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
-                    help="windows of the pooled vote that calls each endpoint of the model (shockable = VT + VF, AF) in "
-                         "endpoints.csv: W for every endpoint, NAME=W for one; repeatable (default 15 = 30 s with 2-s "
-                         "windows at the default stride; e.g. --endpoint-smooth af=61; README 'Predicting rhythms' has "
+                    help="windows over which each endpoint's detector score is averaged (shockable = VT + VF, AF; "
+                         "endpoints.csv): W for every endpoint, NAME=W for one; repeatable (default 15 = 30 s with 2-s "
+                         "windows at the default stride; e.g. --endpoint-smooth af=61; README 'Clinical endpoints' has "
                          "the measured widths)")
+    pr.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
+                    help="change penalty of each endpoint's calls, in detector score units: an episode starts or ends "
+                         "only where the averaged scores pay P for it (0 = the average's sign; default 4); P for every "
+                         "endpoint, NAME=P for one; repeatable")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")

@@ -135,7 +135,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         try:
             rec = read_record(folder, db, name, settings, nan_policy=model.config.segments.nan_policy,
                               record_label=label, n_leads=model.config.segments.n_leads)
-            pred = predict_loaded(model, rec, smooth=1, endpoint_smooth=None)  # scores its classes: no endpoint calls
+            pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None)  # scores its classes: no endpoint calls
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
             failed.append({"record": f"{db}/{name}", "error": str(err)})
             accounting["failed"] += 1

@@ -72,8 +72,8 @@ class TrainedModel:
     detectors: dict = field(default_factory=dict)
 
     def endpoint_scores(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Each detector's score of windows: > 0 means the endpoint (its decision function, or its probability
-        minus one half for a calibrated one)."""
+        """Each detector's score of windows: > 0 means the endpoint (its decision function, or the log-odds of its
+        probability for a calibrated one)."""
         from ecgpipe.classify import design_matrix
 
         X = design_matrix(cnn, rhythm, self.config.classifier)
@@ -109,10 +109,13 @@ class TrainedModel:
 
 
 def detector_score(detector, X: np.ndarray) -> np.ndarray:
-    """A two-class classifier's score for its positive class, > 0 where it calls it."""
+    """A two-class classifier's score for its positive class, > 0 where it calls it: its decision function, or the
+    log-odds of its probability (so that a calibrated detector's scores have a scale like the others', for the change
+    penalty of ``ecgpipe predict``'s endpoint calls)."""
     if hasattr(detector, "decision_function"):
         return np.asarray(detector.decision_function(X), dtype=np.float64)
-    return np.asarray(detector.predict_proba(X)[:, 1], dtype=np.float64) - 0.5
+    p = np.clip(np.asarray(detector.predict_proba(X)[:, 1], dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_source: str, n_cnn: int | None, training: dict,

@@ -7,9 +7,11 @@ backbone/layer, rhythm features), so prediction sees windows exactly like the on
 * Per-window classes are smoothed by a centred majority vote over ``smooth`` windows (default 5 = 10 s with 2-s
   windows; ``smooth=1`` turns it off): rhythms last longer than one window, isolated flips are mostly errors.
 * Consecutive windows of one class form an episode ``[start of first window, start of last window + stride)``.
-* Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called over
-  ``endpoint_smooth`` windows: by its detector's score averaged over them (models trained since detectors exist), or
-  else by a vote of the unsmoothed classes pooled over the endpoint's classes (``smoothing.pooled_vote``): its
+* Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called as its
+  ``EndpointDecision`` says: by its detector's score averaged over ``width`` windows, then segmented with a change
+  ``penalty`` (``smoothing.segmented_call``: an episode ends only where the scores pay for it, so a long episode is
+  not cut by a few weak windows and a strong short one survives); models trained before detectors existed pool the
+  unsmoothed classes over the endpoint's classes and vote over ``width`` windows (``smoothing.pooled_vote``). Its
   episodes, and per record its burden (the share of the scored windows where it is called).
 * The WFDB annotation file holds one rhythm-change annotation (symbol ``+``) per episode with the aux note of the
   class's first configured label (``afib`` -> ``(AFIB``), like MIT-BIH's own rhythm annotations.
@@ -40,8 +42,26 @@ from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
 if TYPE_CHECKING:
     from ecgpipe.config import PipelineConfig
 
-# windows over which an endpoint is called (30 s with 2-s windows; README "Predicting rhythms" measures widths)
+# windows over which an endpoint's detector score is averaged (30 s with 2-s windows) and the change penalty of its
+# calls, in detector score units (README "Clinical endpoints" measures both on paper4's new patients)
 DEFAULT_ENDPOINT_SMOOTH = 15
+DEFAULT_ENDPOINT_PENALTY = 4.0
+
+
+@dataclass(frozen=True)
+class EndpointDecision:
+    """How ``predict`` calls one endpoint: the detector's mean score over ``width`` windows (odd), its calls changing
+    only where those scores pay ``penalty`` for a change (0: the mean's sign; models without detectors: a pooled vote
+    over ``width`` windows, no penalty)."""
+
+    width: int = DEFAULT_ENDPOINT_SMOOTH
+    penalty: float = DEFAULT_ENDPOINT_PENALTY
+
+    def __post_init__(self):
+        if self.width < 1 or self.width % 2 == 0:
+            raise ValueError(f"endpoint width must be an odd number of windows, got {self.width}")
+        if not self.penalty >= 0:
+            raise ValueError(f"endpoint change penalty must be a number >= 0, got {self.penalty}")
 
 
 @dataclass
@@ -156,10 +176,10 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None,
-    endpoint_smooth: int | dict[str, int] = DEFAULT_ENDPOINT_SMOOTH,
+    endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = EndpointDecision(),
 ) -> RecordPrediction:
     """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
-    pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_smooth)
+    pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_decisions)
     pred.record = path
     return pred
 
@@ -201,9 +221,11 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
-                   endpoint_smooth: int | dict[str, int] | None = DEFAULT_ENDPOINT_SMOOTH) -> RecordPrediction:
+                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = EndpointDecision(),
+                   ) -> RecordPrediction:
     """Windows of a record already read and validated -> smoothed classes and episodes, and each endpoint of the
-    model's config called over ``endpoint_smooth`` windows (one width, or one per endpoint; None: no endpoint calls)."""
+    model's config called as ``endpoint_decisions`` says (one for all, or one per endpoint, the default for the
+    others; None: no endpoint calls)."""
     cfg = model.config
     grid = grid_features(cfg, rec, stride_s)  # validates stride_s
     stride_s = grid.stride_s  # as cut (whole samples), so that consecutive windows' episodes meet exactly
@@ -224,18 +246,19 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     labels = [cfg.classes[c][0] for c in cfg.class_names]
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
-    endpoints = {} if endpoint_smooth is None else cfg.endpoints
-    widths = endpoint_smooth if isinstance(endpoint_smooth, dict) else dict.fromkeys(cfg.endpoints, endpoint_smooth)
+    endpoints = {} if endpoint_decisions is None else cfg.endpoints
+    decisions = (endpoint_decisions if isinstance(endpoint_decisions, dict)
+                 else dict.fromkeys(cfg.endpoints, endpoint_decisions))
     scores = model.endpoint_scores(cnn, rhythm) if model.detectors and endpoints and usable.any() else {}
     endpoint_calls = {}
     for name, endpoint in endpoints.items():
-        width = widths.get(name, DEFAULT_ENDPOINT_SMOOTH)
-        if name in scores:  # the endpoint's detector: its score averaged over the neighbours
+        decision = decisions.get(name) or EndpointDecision()
+        if name in scores:  # the endpoint's detector: its score averaged over the neighbours, then segmented
             score = np.full(len(starts), np.nan)
             score[usable] = scores[name]
-            endpoint_calls[name] = smoothed_call(score, width)
+            endpoint_calls[name] = smoothed_call(score, decision.width, decision.penalty)
         else:  # no detector: the 4-class calls pooled over the endpoint's classes, then voted
-            endpoint_calls[name] = pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], width)
+            endpoint_calls[name] = pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], decision.width)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
                             class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw,
                             endpoint_calls=endpoint_calls)

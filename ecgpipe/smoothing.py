@@ -84,14 +84,16 @@ def majority_smooth(classes: np.ndarray, width: int) -> np.ndarray:
     return smoothed_vote(classes, *window_ranges(len(classes), width))
 
 
-def smoothed_call(scores: np.ndarray, width: int) -> np.ndarray:
+def smoothed_call(scores: np.ndarray, width: int, penalty: float = 0.0) -> np.ndarray:
     """A binary decision over ``width`` contiguous windows (odd): 1 where the mean score of the scored windows centred
-    on a window is above 0, 0 where not, -1 where the window itself has no score (NaN)."""
+    on a window is above 0, 0 where not, -1 where the window itself has no score (NaN). With ``penalty > 0`` the mean
+    scores are then segmented (``segmented_call``): the call changes only where they pay ``penalty`` for it."""
     scores = np.asarray(scores, dtype=np.float64)
     if width < 1 or width % 2 == 0:
         raise ValueError(f"smoothing width must be odd (a centred vote), got {width}")
     mean = smoothed_mean(scores, *window_ranges(len(scores), width))
-    return np.where(np.isnan(scores), -1, mean > 0).astype(np.int64)
+    calls = segmented_call(mean, penalty) if penalty > 0 else mean > 0
+    return np.where(np.isnan(scores), -1, calls).astype(np.int64)
 
 
 def pooled_vote(classes: np.ndarray, members, width: int) -> np.ndarray:
@@ -111,8 +113,8 @@ def segmented_call(scores: np.ndarray, penalty: float, records: np.ndarray | Non
     the window's own call (``score > 0``). NaN (an unscored window) adds nothing and is returned as -1; ``records``
     (rows grouped by record) restarts the recursion at each record's first row."""
     scores = np.asarray(scores, dtype=np.float64)
-    if penalty < 0:
-        raise ValueError(f"penalty must be >= 0, got {penalty}")
+    if not penalty >= 0:
+        raise ValueError(f"penalty must be a number >= 0, got {penalty}")
     n = len(scores)
     calls = np.full(n, -1, dtype=np.int64)
     if n == 0:

@@ -279,3 +279,31 @@ def test_evaluate_model_refuses_a_sample_size_below_one():
 
     with pytest.raises(EcgpipeError, match="max_records .* at least 1, got -1"):
         evaluate_model(None, None, None, {}, max_records=-1)  # checked before anything is read
+
+
+def test_the_change_penalty_keeps_endpoint_episodes_whole(af_model, physionet, tmp_path, capsys):
+    """On mitdb 201 (AF in a few long episodes), calling AF from the detector's window scores with a change penalty
+    gives fewer, longer episodes than the scores' sign alone (3 against 5), at about the same burden; bad penalties
+    are refused."""
+    import csv
+
+    for ext in ("hea", "dat"):
+        shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
+    found = {}
+    for penalty in ("0", "4"):
+        code, _, err = _run(capsys, "predict", "--model", str(af_model["detector"]), str(tmp_path / "201"), "--out",
+                            str(tmp_path / penalty), "--endpoint-smooth", "1", "--endpoint-penalty", f"af={penalty}")
+        assert code == 0, err
+        with open(tmp_path / penalty / "endpoints.csv") as fh:
+            episodes = [r for r in csv.DictReader(fh) if r["endpoint"] == "af"]
+        with open(tmp_path / penalty / "records.csv") as fh:
+            found[penalty] = len(episodes), float(next(csv.DictReader(fh))["burden_af"])
+    (plain, plain_burden), (segmented, segmented_burden) = found["0"], found["4"]
+    assert segmented < plain, found
+    assert abs(segmented_burden - plain_burden) < 0.05, found
+    for bad, message in (("af=-1", "must be a number >= 0"), ("x", "must be a number >= 0"),
+                         ("afib=2", "--endpoint-penalty: the model has no endpoint afib")):
+        code, _, err = _run(capsys, "predict", "--model", str(af_model["detector"]), "--endpoint-penalty", bad,
+                            str(tmp_path / "201"), "--out", str(tmp_path / "bad"))
+        assert code == 2 and message in err, err
+    assert not (tmp_path / "bad").exists()

@@ -215,3 +215,22 @@ def test_every_error_with_its_own_init_survives_pickle():
 
     err = RecordError("mitdb/100", "truncated signal file")
     assert str(pickle.loads(pickle.dumps(err))) == "mitdb/100: truncated signal file"
+
+
+def test_a_detector_without_a_decision_function_scores_in_log_odds():
+    """A probability-only detector (e.g. a random forest) scores log p / (1 - p): positive where it calls the
+    endpoint, on the scale the endpoint's change penalty is given in; certain calls stay finite."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from ecgpipe.model import detector_score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
+    assert not hasattr(forest, "decision_function")
+    p = forest.predict_proba(X)[:, 1]
+    scores = detector_score(forest, X)
+    assert np.isfinite(scores).all() and ((scores > 0) == (p > 0.5)).all()
+    middle = (p > 0.01) & (p < 0.99)
+    assert np.allclose(scores[middle], np.log(p[middle] / (1 - p[middle])))
