@@ -37,7 +37,17 @@ the width and the threshold that give the best inner sensitivity at the target s
 are among its classes (VT and VF votes pool), at a width per endpoint chosen by inner folds. The last
 row ("all widths stacked") decides with every width at once: per decision, a logistic regression (balanced) on the
 share of each class and the mean detector scores at every width, fitted on the inner out-of-fold predictions of the
-outer fold's training windows; its 4-class column reads the detector scores too.
+outer fold's training windows; its 4-class column reads the detector scores too. The row "segmented with a change
+penalty" is ``ecgpipe predict``'s endpoint decision: each detector's mean score over a width (``--segment-widths``),
+then the calls that change only where those scores pay a penalty for it (``smoothing.segmented_call``,
+``--penalties``), width and penalty chosen by inner folds (balanced accuracy); a table of fixed widths and penalties
+follows.
+
+With ``--grid``, a last table scores every window of the recordings, not only the report's sampled windows: each
+grid window's reference is the annotated rhythm it lies in (windows across a change or in noise left out; rhythms no
+class covers, such as bigeminy or SVTA, are negatives, as they are for a device), the calls of each outer fold's test
+subjects as each decision makes them; and per episode, annotated runs of the endpoint overlapped by a called run and
+called runs that overlap none (false alarms per hour).
 
 With ``--all-windows``, width 1 is no smoothing and reproduces ``bench_endpoints.py``'s "own folds" numbers; with
 ``--grid`` it is one predict window. A window of width W decides with W x 2 s of signal (its rhythm block already
@@ -69,7 +79,7 @@ from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, ra
 from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
-from ecgpipe.predict import grid_features  # noqa: E402
+from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, grid_features  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
@@ -126,6 +136,101 @@ def _nearest(records: np.ndarray, starts: np.ndarray, record: str, start: int) -
         raise SystemExit(f"{record}: no window on the grid")
     j = lo + int(np.searchsorted(starts[lo:hi], start))
     return min((k for k in (j - 1, j) if lo <= k < hi), key=lambda k: abs(int(starts[k]) - start))
+
+
+@dataclass
+class RecordingReference:
+    """What the reference annotations say of every grid window, per endpoint: rows as the grid's."""
+
+    positive: dict[str, np.ndarray]  # the window lies inside one annotated episode of one of the endpoint's classes
+    known: np.ndarray  # the window lies inside one annotated episode, not of an excluded label (noise)
+    labels: np.ndarray  # that episode's label (aux note), "" where not known
+    episodes: dict[str, dict[str, list[tuple[float, float]]]]  # endpoint -> record -> annotated positive runs (s)
+    hours: float  # the grid windows' total duration
+
+
+def recording_reference(cfg, data_dir: str, records: np.ndarray, starts: np.ndarray) -> RecordingReference:
+    """Each grid window's reference from its record's rhythm annotations: inside one episode (else unknown: it
+    straddles a change), positive for an endpoint when that episode's label is one of the endpoint's classes; every
+    other annotated rhythm, configured or not (bigeminy, SVTA, ...), is a negative, as it is for a device."""
+    import wfdb
+
+    from ecgpipe.records import read_episodes
+
+    fs_out, length = cfg.segments.target_fs, cfg.segment_length
+    endpoint_labels = {name: {label for c in e.classes for label in cfg.classes[c]} for name, e in cfg.endpoints.items()}
+    positive = {name: np.zeros(len(records), bool) for name in cfg.endpoints}
+    known = np.zeros(len(records), bool)
+    window_labels = np.full(len(records), "", dtype=object)
+    episodes = {name: {} for name in cfg.endpoints}
+    for record in np.unique(records):
+        database, name = record.split("/", 1)
+        path = str(Path(data_dir) / database / name)
+        header = wfdb.rdheader(path)
+        annotated = read_episodes(path, cfg.database(database).annotator, header.sig_len)
+        rows = np.flatnonzero(records == record)
+        first = starts[rows] * header.fs / fs_out  # window bounds in the record's samples
+        last = (starts[rows] + length) * header.fs / fs_out
+        bounds = np.array([ep.start for ep in annotated])
+        inside = np.searchsorted(bounds, first, "right") - 1  # the episode each window starts in
+        for row, k, end in zip(rows, inside, last):
+            if k < 0 or end > annotated[k].end or annotated[k].label in cfg.segments.exclude_labels:
+                continue
+            known[row] = True
+            window_labels[row] = annotated[k].label
+            for endpoint, labels in endpoint_labels.items():
+                positive[endpoint][row] = annotated[k].label in labels
+        for endpoint, labels in endpoint_labels.items():
+            runs = []
+            for ep in annotated:
+                if ep.label not in labels:
+                    continue
+                if runs and runs[-1][1] == ep.start / header.fs:  # consecutive positive episodes (VT, VFL): one run
+                    runs[-1] = (runs[-1][0], ep.end / header.fs)
+                else:
+                    runs.append((ep.start / header.fs, ep.end / header.fs))
+            episodes[endpoint][record] = runs
+    return RecordingReference(positive, known, window_labels.astype(str), episodes, len(records) * length / fs_out / 3600)
+
+
+def called_runs(calls: np.ndarray, starts_s: np.ndarray, length_s: float) -> list[tuple[float, float]]:
+    """Contiguous runs of one record's positive calls as (start, end) in seconds."""
+    runs = []
+    for i in np.flatnonzero(calls == 1):
+        if runs and i - 1 == runs[-1][2]:
+            runs[-1] = (runs[-1][0], starts_s[i] + length_s, i)
+        else:
+            runs.append((starts_s[i], starts_s[i] + length_s, i))
+    return [(a, b) for a, b, _ in runs]
+
+
+def recording_metrics(calls: np.ndarray, name: str, reference: RecordingReference, records: np.ndarray,
+                      starts_s: np.ndarray, length_s: float) -> dict:
+    """An endpoint's calls on every window of the recordings: window sensitivity and specificity (windows inside
+    one annotated episode), and per episode: annotated positive runs overlapped by a called run (detected), called
+    runs overlapping no annotated positive run (false alarms, per hour of recording)."""
+    known, positive = reference.known, reference.positive[name]
+    sensitivity = float((calls[known & positive] == 1).mean())
+    specificity = float((calls[known & ~positive] == 0).mean())
+    n_reference = detected = n_called = false = 0
+    for record in np.unique(records):
+        rows = records == record
+        called = called_runs(calls[rows], starts_s[rows], length_s)
+        annotated = reference.episodes[name].get(record, [])
+        overlaps = lambda a, b: a[0] < b[1] and b[0] < a[1]  # noqa: E731
+        n_reference += len(annotated)
+        detected += sum(any(overlaps(a, c) for c in called) for a in annotated)
+        n_called += len(called)
+        false += sum(not any(overlaps(c, a) for a in annotated) for c in called)
+    negatives = known & ~positive
+    by_label = {label: [int((reference.labels[negatives] == label).sum()),
+                        round(float((calls[negatives & (reference.labels == label)] == 1).mean()), 4)]
+                for label in np.unique(reference.labels[negatives])}
+    return {"windows": [round(sensitivity, 4), round(specificity, 4)],
+            "negatives_by_label": by_label,  # label -> [windows, share called positive]
+            "n_positive_windows": int((known & positive).sum()), "n_negative_windows": int((known & ~positive).sum()),
+            "episodes_annotated": n_reference, "episodes_detected": detected, "episodes_called": n_called,
+            "false_alarm_episodes": false, "false_alarms_per_hour": round(false / reference.hours, 3)}
 
 
 def windows_of_grid(run: Path, data_dir: str, cfg, clf, sampled) -> AllWindows:
@@ -215,7 +320,8 @@ def main() -> None:
     splits, _ = make_splits(GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
     endpoints = {name: np.isin(names[y], endpoint.classes) for name, endpoint in cfg.endpoints.items()}
     stride = int(round(cfg.segments.stride_s * cfg.segments.target_fs))
-    ranges = {w: neighbour_ranges(allw.records, all_starts, (w // 2) * stride) for w in args.widths}
+    ranges = {w: neighbour_ranges(allw.records, all_starts, (w // 2) * stride)
+              for w in sorted(set(args.widths) | {1, DEFAULT_ENDPOINT_SMOOTH})}  # the recordings' table needs 1 and 15
     print(f"{run}: {len(y)} sampled windows of {len(np.unique(sampled.subjects))} subjects, grouped {len(splits)}-fold; "
           f"{every}: {len(allw.records)} windows of the same records; classifier {clf.describe(cfg.rhythm_block)}", file=sys.stderr)
 
@@ -424,6 +530,46 @@ def main() -> None:
                 sens, spec = rates(positive, segmented(name, width, penalty, everything) > 0)
                 results.setdefault("segmented", {})[f"{width}/{penalty:g}/{name}"] = [round(sens, 4), round(spec, 4)]
                 print(f"| {width} | {penalty:g} | {name} | {sens:.3f} / {spec:.3f} |")
+    if args.grid:  # every window of the recordings, whatever its rhythm: what a device meets
+        reference = recording_reference(cfg, args.grid, allw.records, all_starts)
+        length_s, starts_s = cfg.segments.length_s, all_starts / cfg.segments.target_fs
+        subjects_of = [np.isin(allw.subjects, np.unique(sampled.subjects[test])) for test, _, _ in nested]
+
+        def grid_calls(name, choose):
+            """Calls of every grid window, each outer fold's test subjects decided as ``choose(chosen)`` says."""
+            calls = np.full(len(allw.records), -1, dtype=np.int64)
+            for rows, (_, chosen, _) in zip(subjects_of, nested):
+                width, penalty = choose(chosen)
+                lo, hi = ranges[width]
+                calls[rows] = segmented_call(smoothed_mean(all_scores[name], lo, hi), penalty, allw.records)[rows]
+            return calls
+
+        decoders = {
+            "one window": lambda chosen, name: (1, 0.0),
+            f"mean over {DEFAULT_ENDPOINT_SMOOTH} windows (predict before the penalty)": lambda chosen, name: (DEFAULT_ENDPOINT_SMOOTH, 0.0),
+            f"predict's default ({DEFAULT_ENDPOINT_SMOOTH} windows, penalty {DEFAULT_ENDPOINT_PENALTY:g})":
+                lambda chosen, name: (DEFAULT_ENDPOINT_SMOOTH, DEFAULT_ENDPOINT_PENALTY),
+            "width chosen by inner folds (mean)": lambda chosen, name: (chosen[name], 0.0),
+            "width and penalty chosen by inner folds": lambda chosen, name: chosen[f"{name} segmented"],
+        }
+        print(f"every window of the recordings ({reference.hours:.1f} h, {reference.known.sum()} windows inside one "
+              f"annotated rhythm, {len(reference.known) - reference.known.sum()} straddling a change or in noise):")
+        print("| decision | endpoint | windows: sens / spec | annotated episodes detected | called episodes "
+              "| false alarms (per hour) |")
+        print("|---|---|---:|---:|---:|---:|")
+        for label, choose in decoders.items():
+            for name in endpoints:
+                calls = grid_calls(name, lambda chosen, name=name, choose=choose: choose(chosen, name))
+                m = recording_metrics(calls, name, reference, allw.records, starts_s, length_s)
+                results.setdefault("recordings", {}).setdefault(label, {})[name] = m
+                print(f"| {label} | {name} | {m['windows'][0]:.3f} / {m['windows'][1]:.3f} "
+                      f"| {m['episodes_detected']} of {m['episodes_annotated']} | {m['episodes_called']} "
+                      f"| {m['false_alarm_episodes']} ({m['false_alarms_per_hour']:.2f}) |", flush=True)
+        for name in endpoints:  # where predict's default calls an endpoint falsely, by annotated rhythm
+            found = results["recordings"][next(k for k in decoders if k.startswith("predict"))][name]["negatives_by_label"]
+            worst = sorted(found.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:6]
+            print(f"{name}, predict's default, negatives called positive by annotated rhythm: "
+                  + ", ".join(f"{label} {share:.3f} of {n}" for label, (n, share) in worst))
     print("widths chosen per outer fold: " + "; ".join(f"{k}: {v}" for k, v in widths_chosen.items()))
     print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.records),
                       "classifier": clf.describe(cfg.rhythm_block), "widths_chosen": widths_chosen,
