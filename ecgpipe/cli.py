@@ -275,11 +275,11 @@ def cmd_predict(args) -> int:
         predictions.append(pred)
         agreements[names[path]] = pred.agreement
         line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
-        a = pred.agreement
-        if a and a.get("available", True):
+        a = pred.agreement or {}  # without --compare it may hold only the training-record flag
+        if "per_second_agreement" in a:
             line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
                      f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
-        elif a:
+        elif a.get("available") is False:
             line += f"; no agreement: {a['reason']}"
         print(line)
     write_episodes_csv(out / "episodes.csv", predictions)

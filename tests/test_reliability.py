@@ -237,6 +237,18 @@ def test_records_of_one_name_from_two_folders_get_distinct_outputs(rhythm_model,
     assert json.loads((out / "model.json").read_text())["sha256"] == load_model(rhythm_model["model"]).digest
 
 
+def test_a_training_record_is_predicted_and_flagged_without_compare(rhythm_model, tmp_path):
+    """Predicting one of the model's training recordings without --compare: the warning, and every output written
+    (the flag alone once broke the console line with a KeyError)."""
+    proc = cli("predict", "--model", str(rhythm_model["model"]), str(rhythm_model["tmp"] / "a" / "rec"), "--out", str(tmp_path / "p"))
+    assert proc.returncode == 0, proc.stderr
+    assert "one of this model's training records" in proc.stderr and "Traceback" not in proc.stderr
+    assert "episode(s) over" in proc.stdout and "agreement" not in proc.stdout
+    for name in ("episodes.csv", "records.csv", "endpoints.csv", "model.json"):
+        assert (tmp_path / "p" / name).is_file()
+    assert not (tmp_path / "p" / "agreement.json").exists()
+
+
 def test_a_zero_or_negative_stride_is_a_clear_error(rhythm_model, tmp_path):
     for stride in ("0", "-1"):
         proc = cli("predict", "--model", str(rhythm_model["model"]), str(rhythm_model["tmp"] / "a" / "rec"),
