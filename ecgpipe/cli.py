@@ -301,17 +301,23 @@ def cmd_evaluate(args) -> int:
     from ecgpipe.config import load_config
     from ecgpipe.evaluate import class_mapping, evaluate_model, write_outputs
     from ecgpipe.model import load_model
+    from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, EndpointDecision
     from ecgpipe.report_tables import endpoint_rates
     from ecgpipe.sources import resolve_data_dir
 
     model = load_model(args.model, require_signed=args.require_signed or None)
     dataset = load_config(args.config)
     mapping = class_mapping(model.class_names, dataset.class_names, args.map)
+    widths = _per_endpoint("--endpoint-smooth", args.endpoint_smooth, model.config.endpoints, DEFAULT_ENDPOINT_SMOOTH)
+    penalties = _per_endpoint("--endpoint-penalty", args.endpoint_penalty, model.config.endpoints, DEFAULT_ENDPOINT_PENALTY)
+    if widths is None or penalties is None:
+        return 2
+    decisions = {name: EndpointDecision(widths[name], penalties[name]) for name in model.config.endpoints}
     print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
     ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed,
-                        progress=lambda line: print(line, flush=True))
+                        progress=lambda line: print(line, flush=True), endpoint_decisions=decisions)
     out = Path(args.out)
     write_outputs(ev, out)
     print("records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()))
@@ -322,6 +328,11 @@ def cmd_evaluate(args) -> int:
         print(f"per {r['unit']} ({r['n']}): accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}")
         for name, ep in r["endpoints"].items():
             print(f"  endpoint {name} ({' + '.join(ep['classes'])}): {endpoint_rates(ep)}")
+    for name, r in ev.recordings.items():
+        rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
+        print(f"endpoint {name} over whole recordings ({r['hours']:.1f} h, as predict calls it): windows sens / spec "
+              f"{rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, {r['false_alarms']} false alarms"
+              + ("" if r["false_alarms_per_hour"] is None else f" ({r['false_alarms_per_hour']:.2f} per hour)"))
     for f in ev.failed:
         print(f"  failed {f['record']}: {f['error']}")
     print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")
@@ -403,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-records", type=_positive_int, default=None, help="score a seeded random sample of this many records")
     ev.add_argument("--seed", type=int, default=0, help="seed of --max-records' sample")
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
+    ev.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
+                    help="as for predict: windows over which each endpoint's detector score is averaged (rhythm-annotated "
+                         "datasets: endpoints scored over whole recordings; default 15)")
+    ev.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
+                    help="as for predict: the change penalty of each endpoint's calls (default 4)")
     ev.set_defaults(func=cmd_evaluate)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")

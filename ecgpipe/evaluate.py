@@ -9,7 +9,10 @@ model class maps to one dataset class (default: the class of the same name); a m
 missed, which the per-class table shows.
 
 * CSV-labelled datasets are scored per record (the model's windows vote, or a record-level model answers once);
-* rhythm-annotated datasets are scored per window: a window's reference is the configured rhythm at its centre.
+* rhythm-annotated datasets are scored per window: a window's reference is the configured rhythm at its centre;
+  and each endpoint that the model and the dataset both declare is scored over whole recordings as ``ecgpipe
+  predict`` calls it (its detector averaged and segmented, ``EndpointDecision``): every window of the recordings,
+  annotated runs detected and false alarms per hour (``ecgpipe.recording_endpoints``).
 
 Writes ``OUT/evaluation.json``, ``OUT/evaluation.md`` and ``OUT/evaluation_records.csv``. No Prefect or Dask: one
 process reads and scores the records one by one (the model's feature path, on whatever device this machine has).
@@ -33,7 +36,8 @@ from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.errors import EcgpipeError, PipelineError
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
-from ecgpipe.predict import predict_loaded, training_recording
+from ecgpipe.predict import EndpointDecision, predict_loaded, training_recording
+from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, window_reference
 from ecgpipe.records import read_record
 from ecgpipe.report_tables import endpoint_table
 from ecgpipe.results import EvaluationResult
@@ -100,10 +104,13 @@ def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndar
 
 
 def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
-                   max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None
+                   max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None,
+                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] = EndpointDecision(),
                    ) -> EvaluationResult:
     """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``). One process: the CNN
-    uses ``threads`` CPU threads (default: every core) instead of the training workers' setting."""
+    uses ``threads`` CPU threads (default: every core) instead of the training workers' setting. On rhythm-annotated
+    records each endpoint both configs declare is also called as ``ecgpipe predict`` calls it (``endpoint_decisions``)
+    and scored over the whole recordings."""
     if max_records is not None and not (isinstance(max_records, (int, np.integer)) and max_records >= 1):
         raise PipelineError(f"max_records (--max-records) must be a whole number of at least 1, got {max_records!r}")
     features = model.config.features.model_copy(update={"torch_threads": threads or os.cpu_count() or 1})
@@ -124,6 +131,11 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
                   "training_records": 0}
     rows, failed = [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
+    shared = [name for name in model.config.endpoints if name in dataset.endpoints]
+    decisions = (endpoint_decisions if isinstance(endpoint_decisions, dict)
+                 else dict.fromkeys(model.config.endpoints, endpoint_decisions))
+    positive_labels = {name: {label for c in dataset.endpoints[name].classes for label in dataset.classes[c]} for name in shared}
+    tallies = {name: RecordingTally() for name in shared}
     started, last = time.monotonic(), time.monotonic()
     for i, (db, folder, settings, name, labels) in enumerate(todo):
         label = labels.get(name) if labels is not None else None
@@ -135,7 +147,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         try:
             rec = read_record(folder, db, name, settings, nan_policy=model.config.segments.nan_policy,
                               record_label=label, n_leads=model.config.segments.n_leads)
-            pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None)  # scores its classes: no endpoint calls
+            # per record (CSV labels) only the classes are scored; per window, the endpoints too, as predict calls them
+            pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None if labels is not None else decisions)
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
             failed.append({"record": f"{db}/{name}", "error": str(err)})
             accounting["failed"] += 1
@@ -162,6 +175,13 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             g_win += [f"{db}/{name}"] * int(use.sum())
             rows.append({"record": f"{db}/{name}", "label": "", "model_class": "", "predicted": "", "windows": int(use.sum()),
                          "in_training": seen})
+            for endpoint, tally in tallies.items():
+                known, positive, window_labels = window_reference(
+                    rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s, positive_labels[endpoint],
+                    dataset.segments.exclude_labels)
+                tally.add(pred.endpoint_calls[endpoint], pred.window_starts_s, model.config.segments.length_s,
+                          pred.stride_s, known, positive, window_labels,
+                          annotated_runs(rec.episodes, rec.fs, positive_labels[endpoint]))
         if time.monotonic() - last > 15:
             last = time.monotonic()
             rate = (i + 1) / (last - started)
@@ -178,6 +198,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),
         "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
         "results": results, "records": rows, "wall_s": time.monotonic() - started,
+        "recordings": {name: {**tally.to_json(), "width": decisions[name].width, "penalty": decisions[name].penalty,
+                              "detector": name in model.detectors}
+                       for name, tally in tallies.items() if y_win},
     })
 
 
@@ -207,6 +230,27 @@ def render_markdown(ev: EvaluationResult) -> str:
             header, rows = endpoint_table(r["endpoints"])
             lines += ["", "Clinical endpoints (95 % bootstrap over records):", "", "| " + " | ".join(header) + " |",
                       "|---|---|---:|---:|---:|---:|---:|---|"] + ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    if ev.recordings:
+        lines += ["## Endpoints over whole recordings, as `ecgpipe predict` calls them", "",
+                  "Every window of the recordings: its reference is the annotated rhythm it lies in, whole (windows across a "
+                  "change or in noise left out), and every rhythm that is not one of the endpoint's classes is a negative, "
+                  "configured or not. An annotated run is detected when a called run overlaps it; a called run that "
+                  "overlaps none is a false alarm.", "",
+                  "| endpoint | decision | windows: sensitivity / specificity | annotated runs detected (all; long) "
+                  "| called runs | false alarms (per hour) | negatives most often called positive |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for name, r in ev.recordings.items():
+            decision = (f"detector over {r['width']} windows, change penalty {r['penalty']:g}" if r["detector"]
+                        else f"4-class calls pooled over {r['width']} windows")
+            rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
+            per_hour = "-" if r["false_alarms_per_hour"] is None else f"{r['false_alarms_per_hour']:.2f}"
+            worst = sorted(((label, n, called) for label, (n, called) in r["negatives_by_label"].items() if called),
+                           key=lambda t: -t[2])[:3]
+            lines.append(f"| {name} | {decision} | {rates} ({r['positive_windows']} / {r['negative_windows']} windows) "
+                         f"| {r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} "
+                         f"(>= {r['long_run_s']:g} s) | {r['called_runs']} | {r['false_alarms']} ({per_hour}) | "
+                         + (", ".join(f"{label} {called} of {n}" for label, n, called in worst) or "-") + " |")
         lines.append("")
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]

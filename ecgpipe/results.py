@@ -221,3 +221,5 @@ class EvaluationResult(_Result):
     results: dict[str, dict]  # "records" (CSV-labelled) and/or "windows" (rhythm-annotated)
     records: list[dict]
     wall_s: float
+    # rhythm-annotated datasets: each endpoint both configs declare, over whole recordings as predict calls it
+    recordings: dict[str, dict] = {}

@@ -307,3 +307,37 @@ def test_the_change_penalty_keeps_endpoint_episodes_whole(af_model, physionet, t
                             str(tmp_path / "201"), "--out", str(tmp_path / "bad"))
         assert code == 2 and message in err, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_scores_endpoints_over_whole_recordings_as_predict_calls_them(af_model, physionet, tmp_path, capsys):
+    """``ecgpipe evaluate`` on real rhythm-annotated records (mitdb 201 and 203, PhysioNet's files): besides the
+    per-window classes, each endpoint both configs declare (af) is called as predict calls it and scored over whole
+    recordings: windows, annotated runs detected, false alarms per hour; a change penalty never adds called runs."""
+    import json
+
+    dataset = tmp_path / "mitdb_af.toml"
+    dataset.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["201", "203"]\n'
+                       '[classes]\nnormal = ["(N"]\nafib = ["(AFIB", "(AFL"]\n[segments]\nexclude_labels = ["(NOISE"]\n'
+                       '[endpoints.af]\nclasses = ["afib"]\n')
+    found = {}
+    for penalty in ("0", "4"):
+        code, out, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset),
+                              "--data-dir", str(physionet), "--out", str(tmp_path / penalty), "--endpoint-penalty", penalty)
+        assert code == 0, err
+        assert "endpoint af over whole recordings" in out
+        found[penalty] = json.loads((tmp_path / penalty / "evaluation.json").read_text())["recordings"]
+    af = found["4"]["af"]
+    assert set(found["4"]) == {"af"}  # shockable: the dataset declares no such endpoint
+    assert af["detector"] and af["width"] == 15 and af["penalty"] == 4.0
+    assert af["positive_windows"] > 300 and af["negative_windows"] > 300  # 203 is mostly AF, 201 mostly sinus
+    assert 0.5 < af["sensitivity"] <= 1 and 0 < af["specificity"] <= 1
+    assert af["runs"] >= 3 and 1 <= af["runs_detected"] <= af["runs"] and af["long_runs_detected"] <= af["long_runs"]
+    assert af["hours"] == pytest.approx(1.0, abs=0.02)  # two 30-min records
+    assert af["false_alarms"] <= af["called_runs"] <= found["0"]["af"]["called_runs"]
+    assert af["positive_windows"] == found["0"]["af"]["positive_windows"]  # the reference does not move with the decision
+    md = (tmp_path / "4" / "evaluation.md").read_text()
+    assert "## Endpoints over whole recordings, as `ecgpipe predict` calls them" in md
+    assert "detector over 15 windows, change penalty 4" in md
+    code, _, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset), "--data-dir",
+                        str(physionet), "--out", str(tmp_path / "bad"), "--endpoint-smooth", "afib=5")
+    assert code == 2 and "--endpoint-smooth: the model has no endpoint afib" in err

@@ -197,6 +197,9 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     assert ev["mapping"] == {"normal": "normal", "afib": "afib"} and w["confusion_columns"][-1] == "(unmapped)"
     assert cm.sum() == w["n"] > 50 and cm[1].sum() > 0  # 201 holds AF episodes
     assert w["endpoints"]["af"]["positives"] == cm[1].sum()
+    # and the AF endpoint over the whole recording, as predict calls it (201 holds annotated AF runs)
+    rec = ev["recordings"]["af"]
+    assert rec["runs"] >= 2 and rec["positive_windows"] > 0 and rec["hours"] == pytest.approx(0.5, abs=0.01)
     assert "evaluation.md" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["evaluate", "--model", str(model)])  # missing --config/--out: argparse's usage error

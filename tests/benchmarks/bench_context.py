@@ -81,6 +81,7 @@ from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, grid_features  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
+from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, window_reference  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
@@ -140,105 +141,52 @@ def _nearest(records: np.ndarray, starts: np.ndarray, record: str, start: int) -
 
 @dataclass
 class RecordingReference:
-    """What the reference annotations say of every grid window, per endpoint: rows as the grid's."""
+    """The rhythm annotations of every grid record, read once, and each grid window's annotated rhythm."""
 
-    positive: dict[str, np.ndarray]  # the window lies inside one annotated episode of one of the endpoint's classes
-    known: np.ndarray  # the window lies inside one annotated episode, not of an excluded label (noise)
-    labels: np.ndarray  # that episode's label (aux note), "" where not known
-    episodes: dict[str, dict[str, list[tuple[float, float]]]]  # endpoint -> record -> annotated positive runs (s)
-    hours: float  # the grid windows' total duration
+    cfg: object
+    annotations: dict[str, tuple[list, float]]  # record -> (its rhythm episodes, its sampling rate)
+    labels: np.ndarray  # per grid window: the annotated rhythm it lies in, whole ("" across a change or in noise)
+    hours: float
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.labels != ""
+
+    def endpoint_labels(self, name: str) -> set[str]:
+        return {label for c in self.cfg.endpoints[name].classes for label in self.cfg.classes[c]}
 
 
 def recording_reference(cfg, data_dir: str, records: np.ndarray, starts: np.ndarray) -> RecordingReference:
-    """Each grid window's reference from its record's rhythm annotations: inside one episode (else unknown: it
-    straddles a change), positive for an endpoint when that episode's label is one of the endpoint's classes; every
-    other annotated rhythm, configured or not (bigeminy, SVTA, ...), is a negative, as it is for a device."""
+    """Read every grid record's annotations (the ``ecgpipe.recording_endpoints`` reference: a window is the rhythm it
+    lies in, whole; every other annotated rhythm, configured or not, is a negative)."""
     import wfdb
 
     from ecgpipe.records import read_episodes
 
-    fs_out, length = cfg.segments.target_fs, cfg.segment_length
-    endpoint_labels = {name: {label for c in e.classes for label in cfg.classes[c]} for name, e in cfg.endpoints.items()}
-    positive = {name: np.zeros(len(records), bool) for name in cfg.endpoints}
-    known = np.zeros(len(records), bool)
-    window_labels = np.full(len(records), "", dtype=object)
-    episodes = {name: {} for name in cfg.endpoints}
+    annotations, labels = {}, np.full(len(records), "", dtype=object)
+    starts_s, length_s = starts / cfg.segments.target_fs, cfg.segments.length_s
     for record in np.unique(records):
         database, name = record.split("/", 1)
         path = str(Path(data_dir) / database / name)
         header = wfdb.rdheader(path)
-        annotated = read_episodes(path, cfg.database(database).annotator, header.sig_len)
-        rows = np.flatnonzero(records == record)
-        first = starts[rows] * header.fs / fs_out  # window bounds in the record's samples
-        last = (starts[rows] + length) * header.fs / fs_out
-        bounds = np.array([ep.start for ep in annotated])
-        inside = np.searchsorted(bounds, first, "right") - 1  # the episode each window starts in
-        for row, k, end in zip(rows, inside, last):
-            if k < 0 or end > annotated[k].end or annotated[k].label in cfg.segments.exclude_labels:
-                continue
-            known[row] = True
-            window_labels[row] = annotated[k].label
-            for endpoint, labels in endpoint_labels.items():
-                positive[endpoint][row] = annotated[k].label in labels
-        for endpoint, labels in endpoint_labels.items():
-            runs = []
-            for ep in annotated:
-                if ep.label not in labels:
-                    continue
-                if runs and runs[-1][1] == ep.start / header.fs:  # consecutive positive episodes (VT, VFL): one run
-                    runs[-1] = (runs[-1][0], ep.end / header.fs)
-                else:
-                    runs.append((ep.start / header.fs, ep.end / header.fs))
-            episodes[endpoint][record] = runs
-    return RecordingReference(positive, known, window_labels.astype(str), episodes, len(records) * length / fs_out / 3600)
-
-
-LONG_EPISODE_S = 10.0  # annotated runs at least this long: five 2-s windows (mitdb's VT runs are often a few beats)
-
-
-def called_runs(calls: np.ndarray, starts_s: np.ndarray, length_s: float) -> list[tuple[float, float]]:
-    """Contiguous runs of one record's positive calls as (start, end) in seconds."""
-    runs = []
-    for i in np.flatnonzero(calls == 1):
-        if runs and i - 1 == runs[-1][2]:
-            runs[-1] = (runs[-1][0], starts_s[i] + length_s, i)
-        else:
-            runs.append((starts_s[i], starts_s[i] + length_s, i))
-    return [(a, b) for a, b, _ in runs]
+        annotations[record] = (read_episodes(path, cfg.database(database).annotator, header.sig_len), float(header.fs))
+        rows = records == record
+        labels[rows] = window_reference(*annotations[record], starts_s[rows], length_s, (), cfg.segments.exclude_labels)[2]
+    return RecordingReference(cfg, annotations, labels.astype(str), len(records) * length_s / 3600)
 
 
 def recording_metrics(calls: np.ndarray, name: str, reference: RecordingReference, records: np.ndarray,
                       starts_s: np.ndarray, length_s: float) -> dict:
-    """An endpoint's calls on every window of the recordings: window sensitivity and specificity (windows inside
-    one annotated episode), and per episode: annotated positive runs overlapped by a called run (detected), called
-    runs overlapping no annotated positive run (false alarms, per hour of recording)."""
-    known, positive = reference.known, reference.positive[name]
-    sensitivity = float((calls[known & positive] == 1).mean())
-    specificity = float((calls[known & ~positive] == 0).mean())
-    n_reference = detected = n_long = detected_long = n_called = false = 0
+    """An endpoint's calls on every grid window, added up over the records (``RecordingTally``)."""
+    positive_labels, tally = reference.endpoint_labels(name), RecordingTally()
+    exclude = reference.cfg.segments.exclude_labels
     for record in np.unique(records):
         rows = records == record
-        called = called_runs(calls[rows], starts_s[rows], length_s)
-        annotated = reference.episodes[name].get(record, [])
-        overlaps = lambda a, b: a[0] < b[1] and b[0] < a[1]  # noqa: E731
-        n_reference += len(annotated)
-        found = [any(overlaps(a, c) for c in called) for a in annotated]
-        detected += sum(found)
-        long = [a[1] - a[0] >= LONG_EPISODE_S for a in annotated]
-        n_long += sum(long)
-        detected_long += sum(f and g for f, g in zip(found, long))
-        n_called += len(called)
-        false += sum(not any(overlaps(c, a) for a in annotated) for c in called)
-    negatives = known & ~positive
-    by_label = {label: [int((reference.labels[negatives] == label).sum()),
-                        round(float((calls[negatives & (reference.labels == label)] == 1).mean()), 4)]
-                for label in np.unique(reference.labels[negatives])}
-    return {"windows": [round(sensitivity, 4), round(specificity, 4)],
-            "negatives_by_label": by_label,  # label -> [windows, share called positive]
-            "n_positive_windows": int((known & positive).sum()), "n_negative_windows": int((known & ~positive).sum()),
-            "episodes_annotated": n_reference, "episodes_detected": detected,
-            "episodes_annotated_long": n_long, "episodes_detected_long": detected_long, "episodes_called": n_called,
-            "false_alarm_episodes": false, "false_alarms_per_hour": round(false / reference.hours, 3)}
+        episodes, fs = reference.annotations[record]
+        known, positive, labels = window_reference(episodes, fs, starts_s[rows], length_s, positive_labels, exclude)
+        tally.add(calls[rows], starts_s[rows], length_s, length_s, known, positive, labels,
+                  annotated_runs(episodes, fs, positive_labels))
+    return tally.to_json()
 
 
 def windows_of_grid(run: Path, data_dir: str, cfg, clf, sampled) -> AllWindows:
@@ -562,7 +510,7 @@ def main() -> None:
         }
         print(f"every window of the recordings ({reference.hours:.1f} h, {reference.known.sum()} windows inside one "
               f"annotated rhythm, {len(reference.known) - reference.known.sum()} straddling a change or in noise):")
-        print(f"| decision | endpoint | windows: sens / spec | annotated runs detected | of them >= {LONG_EPISODE_S:g} s "
+        print(f"| decision | endpoint | windows: sens / spec | annotated runs detected | of them >= {LONG_RUN_S:g} s "
               "| called runs | false alarms (per hour) |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for label, choose in decoders.items():
@@ -570,15 +518,14 @@ def main() -> None:
                 calls = grid_calls(name, lambda chosen, name=name, choose=choose: choose(chosen, name))
                 m = recording_metrics(calls, name, reference, allw.records, starts_s, length_s)
                 results.setdefault("recordings", {}).setdefault(label, {})[name] = m
-                print(f"| {label} | {name} | {m['windows'][0]:.3f} / {m['windows'][1]:.3f} "
-                      f"| {m['episodes_detected']} of {m['episodes_annotated']} "
-                      f"| {m['episodes_detected_long']} of {m['episodes_annotated_long']} | {m['episodes_called']} "
-                      f"| {m['false_alarm_episodes']} ({m['false_alarms_per_hour']:.2f}) |", flush=True)
+                print(f"| {label} | {name} | {m['sensitivity']:.3f} / {m['specificity']:.3f} "
+                      f"| {m['runs_detected']} of {m['runs']} | {m['long_runs_detected']} of {m['long_runs']} "
+                      f"| {m['called_runs']} | {m['false_alarms']} ({m['false_alarms_per_hour']:.2f}) |", flush=True)
         for name in endpoints:  # where predict's default calls an endpoint falsely, by annotated rhythm
             found = results["recordings"][next(k for k in decoders if k.startswith("predict"))][name]["negatives_by_label"]
-            worst = sorted(found.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:6]
+            worst = sorted(found.items(), key=lambda kv: -kv[1][1])[:6]
             print(f"{name}, predict's default, negatives called positive by annotated rhythm: "
-                  + ", ".join(f"{label} {share:.3f} of {n}" for label, (n, share) in worst))
+                  + ", ".join(f"{label} {called / n:.3f} of {n}" for label, (n, called) in worst))
     print("widths chosen per outer fold: " + "; ".join(f"{k}: {v}" for k, v in widths_chosen.items()))
     print(json.dumps({"run": str(run), "all_windows": str(every), "n_windows": len(allw.records),
                       "classifier": clf.describe(cfg.rhythm_block), "widths_chosen": widths_chosen,

@@ -95,8 +95,8 @@ def main() -> None:
                 m["sampled"] = [round(v, 4) for v in rates(positive, calls[grid.at] == 1)]
                 results.setdefault(trained_on, {}).setdefault(decision, {})[name] = m
                 print(f"| {trained_on} | {decision} | {name} | {m['sampled'][0]:.3f} / {m['sampled'][1]:.3f} "
-                      f"| {m['windows'][0]:.3f} / {m['windows'][1]:.3f} | {m['episodes_detected_long']} of "
-                      f"{m['episodes_annotated_long']} | {m['false_alarms_per_hour']:.2f} |", flush=True)
+                      f"| {m['sensitivity']:.3f} / {m['specificity']:.3f} | {m['long_runs_detected']} of "
+                      f"{m['long_runs']} | {m['false_alarms_per_hour']:.2f} |", flush=True)
     print(json.dumps({"run": str(run), "classifier": clf.describe(cfg.rhythm_block), "cap": args.cap,
                       "wall_s": round(time.perf_counter() - t0, 1), "results": results}))
 

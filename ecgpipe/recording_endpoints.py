@@ -1,0 +1,150 @@
+"""An endpoint scored over whole recordings, as a device meets them: every window, every annotated rhythm.
+
+A run's report scores sampled windows of its configured classes. A recording also holds rhythms no class covers
+(bigeminy, SVTA, paced rhythm, asystole...) and the stretches where one rhythm gives way to another, and a clinician
+counts episodes and false alarms per hour, not windows. Here:
+
+* a window's reference is the annotated rhythm it lies in, whole: positive when that rhythm is one of the endpoint's
+  classes, negative otherwise (configured or not, as it is for a device); a window across a rhythm change, before the
+  first annotation or in an excluded label (noise) is left out;
+* an annotated run of the endpoint (consecutive positive episodes joined: VT then ventricular flutter is one run) is
+  detected when a called run overlaps it; a called run that overlaps none is a false alarm.
+
+Pure functions and one tally that adds records up. ``ecgpipe evaluate`` scores ``ecgpipe predict``'s endpoint calls
+this way on rhythm-annotated datasets; ``tests/benchmarks/bench_context.py --grid`` on paper4's new patients (README
+"Every window of the recordings").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecgpipe.records import RhythmEpisode
+
+LONG_RUN_S = 10.0  # annotated runs at least this long are counted apart: mitdb's VT runs are often a few beats
+
+
+def window_reference(episodes: list[RhythmEpisode], fs: float, starts_s: np.ndarray, length_s: float,
+                     positive_labels: Iterable[str], excluded_labels: Iterable[str] = ()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window ``[start, start + length)`` (seconds): whether it lies whole inside one annotated episode of a
+    label not excluded (``known``), whether that label is positive, and the label ("" where not known)."""
+    starts_s = np.asarray(starts_s, dtype=np.float64)
+    positive_labels, excluded_labels = set(positive_labels), set(excluded_labels)
+    labels = np.full(len(starts_s), "", dtype=object)
+    if episodes:
+        bounds = np.array([ep.start for ep in episodes], dtype=np.float64)
+        # the episode each window starts in (searching in samples: episode bounds are samples at the record's rate)
+        inside = np.searchsorted(bounds, starts_s * fs, "right") - 1
+        for i, (k, end) in enumerate(zip(inside, (starts_s + length_s) * fs)):
+            if k >= 0 and end <= episodes[k].end and episodes[k].label not in excluded_labels:
+                labels[i] = episodes[k].label
+    labels = labels.astype(str)
+    known = labels != ""
+    return known, known & np.isin(labels, list(positive_labels)), labels
+
+
+def annotated_runs(episodes: list[RhythmEpisode], fs: float, positive_labels: Iterable[str]) -> list[tuple[float, float]]:
+    """The endpoint's annotated runs as (start, end) seconds: consecutive positive episodes joined."""
+    positive_labels = set(positive_labels)
+    runs: list[tuple[float, float]] = []
+    for ep in episodes:
+        if ep.label not in positive_labels:
+            continue
+        if runs and runs[-1][1] == ep.start / fs:
+            runs[-1] = (runs[-1][0], ep.end / fs)
+        else:
+            runs.append((ep.start / fs, ep.end / fs))
+    return runs
+
+
+def called_runs(calls: np.ndarray, starts_s: np.ndarray, length_s: float) -> list[tuple[float, float]]:
+    """Runs of consecutive windows called positive (1) as (start, end) seconds; a window without a call (-1) or
+    called negative ends a run."""
+    runs: list[list[float]] = []
+    last = -2
+    for i in np.flatnonzero(np.asarray(calls) == 1):
+        if runs and i == last + 1:
+            runs[-1][1] = float(starts_s[i]) + length_s
+        else:
+            runs.append([float(starts_s[i]), float(starts_s[i]) + length_s])
+        last = i
+    return [(a, b) for a, b in runs]
+
+
+def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+@dataclass
+class RecordingTally:
+    """One endpoint's calls over whole recordings, added up record by record."""
+
+    positive_windows: int = 0
+    true_positives: int = 0
+    negative_windows: int = 0
+    true_negatives: int = 0
+    runs: int = 0
+    runs_detected: int = 0
+    long_runs: int = 0
+    long_runs_detected: int = 0
+    called_runs: int = 0
+    false_alarms: int = 0
+    seconds: float = 0.0  # the scored windows' time: the denominator of false alarms per hour
+    negatives_by_label: dict[str, list[int]] = field(default_factory=dict)  # label -> [windows, called positive]
+
+    def add(self, calls: np.ndarray, starts_s: np.ndarray, length_s: float, stride_s: float, known: np.ndarray,
+            positive: np.ndarray, labels: np.ndarray, runs: list[tuple[float, float]]) -> None:
+        """One record: its windows' calls (1, 0, or -1 for no call) and reference, and its annotated runs."""
+        calls = np.asarray(calls)
+        scored = calls >= 0
+        self.positive_windows += int((known & positive & scored).sum())
+        self.true_positives += int((known & positive & (calls == 1)).sum())
+        negative = known & ~positive & scored
+        self.negative_windows += int(negative.sum())
+        self.true_negatives += int((negative & (calls == 0)).sum())
+        for label in np.unique(labels[negative]):
+            these = negative & (labels == label)
+            tally = self.negatives_by_label.setdefault(str(label), [0, 0])
+            tally[0] += int(these.sum())
+            tally[1] += int((these & (calls == 1)).sum())
+        called = called_runs(calls, starts_s, length_s)
+        found = [any(_overlaps(run, c) for c in called) for run in runs]
+        long = [run[1] - run[0] >= LONG_RUN_S for run in runs]
+        self.runs += len(runs)
+        self.runs_detected += sum(found)
+        self.long_runs += sum(long)
+        self.long_runs_detected += sum(f and g for f, g in zip(found, long))
+        self.called_runs += len(called)
+        self.false_alarms += sum(not any(_overlaps(c, run) for run in runs) for c in called)
+        self.seconds += float(scored.sum()) * stride_s
+
+    @property
+    def sensitivity(self) -> float | None:
+        return self.true_positives / self.positive_windows if self.positive_windows else None
+
+    @property
+    def specificity(self) -> float | None:
+        return self.true_negatives / self.negative_windows if self.negative_windows else None
+
+    @property
+    def false_alarms_per_hour(self) -> float | None:
+        return self.false_alarms / (self.seconds / 3600) if self.seconds else None
+
+    def worst_negatives(self, n: int = 5) -> list[tuple[str, int, float]]:
+        """The negative rhythms with the most windows called positive: (label, windows, share called positive)."""
+        ranked = sorted(self.negatives_by_label.items(), key=lambda kv: (-kv[1][1], kv[0]))
+        return [(label, total, called / total) for label, (total, called) in ranked[:n] if called]
+
+    def to_json(self) -> dict:
+        rounded = lambda v: None if v is None else round(v, 4)  # noqa: E731
+        return {"sensitivity": rounded(self.sensitivity), "specificity": rounded(self.specificity),
+                "positive_windows": self.positive_windows, "negative_windows": self.negative_windows,
+                "runs": self.runs, "runs_detected": self.runs_detected, "long_run_s": LONG_RUN_S,
+                "long_runs": self.long_runs, "long_runs_detected": self.long_runs_detected,
+                "called_runs": self.called_runs, "false_alarms": self.false_alarms, "hours": round(self.seconds / 3600, 3),
+                "false_alarms_per_hour": rounded(self.false_alarms_per_hour),
+                "negatives_by_label": {k: list(v) for k, v in sorted(self.negatives_by_label.items())}}

@@ -1,0 +1,85 @@
+"""Endpoints over whole recordings: each window's reference is the annotated rhythm it lies in, runs are joined,
+detections and false alarms counted per run, on constructed episodes and on a real record's annotations."""
+
+import numpy as np
+import pytest
+
+from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, called_runs, window_reference
+from ecgpipe.records import RhythmEpisode
+
+FS = 100.0
+# 0-20 s sinus, 20-50 s AF, 50-52 s noise, 52-60 s bigeminy, 60-64 s AF, 64-66 s AFL (an AF class label), 66-80 s sinus
+EPISODES = [RhythmEpisode("(N", 0, 2000), RhythmEpisode("(AFIB", 2000, 5000), RhythmEpisode("(NOISE", 5000, 5200),
+            RhythmEpisode("(B", 5200, 6000), RhythmEpisode("(AFIB", 6000, 6400), RhythmEpisode("(AFL", 6400, 6600),
+            RhythmEpisode("(N", 6600, 8000)]
+AF = ("(AFIB", "(AFL")
+
+
+def test_a_window_is_the_rhythm_it_lies_in_whole():
+    starts = np.arange(0, 80, 2.0)
+    known, positive, labels = window_reference(EPISODES, FS, starts, 2.0, AF, ["(NOISE"])
+    assert labels[starts == 20].tolist() == ["(AFIB"] and positive[starts == 20].all()
+    assert labels[starts == 50].tolist() == [""] and not known[starts == 50].any()  # noise: left out
+    assert labels[starts == 52].tolist() == ["(B"] and known[starts == 52].all() and not positive[starts == 52].any()
+    # a window across a change (19-21 s) is left out
+    known, _, labels = window_reference(EPISODES, FS, np.array([19.0]), 2.0, AF, ["(NOISE"])
+    assert not known.any() and labels.tolist() == [""]
+    # before the first annotation: no reference
+    known, _, _ = window_reference([RhythmEpisode("(N", 500, 8000)], FS, np.array([0.0, 10.0]), 2.0, AF)
+    assert known.tolist() == [False, True]
+
+
+def test_consecutive_positive_episodes_are_one_run():
+    assert annotated_runs(EPISODES, FS, AF) == [(20.0, 50.0), (60.0, 66.0)]
+    assert annotated_runs(EPISODES, FS, ["(VT"]) == []
+
+
+def test_called_runs_break_at_a_negative_or_missing_call():
+    calls = np.array([0, 1, 1, -1, 1, 0, 1, 1, 1])
+    assert called_runs(calls, np.arange(9) * 2.0, 2.0) == [(2.0, 6.0), (8.0, 10.0), (12.0, 18.0)]
+    assert called_runs(np.array([-1, 0]), np.array([0.0, 2.0]), 2.0) == []
+
+
+def test_tally_counts_windows_runs_and_false_alarms():
+    starts = np.arange(0, 80, 2.0)
+    known, positive, labels = window_reference(EPISODES, FS, starts, 2.0, AF, ["(NOISE"])
+    calls = np.zeros(len(starts), dtype=np.int64)
+    calls[(starts >= 24) & (starts < 50)] = 1  # the first AF run, late by 4 s
+    calls[(starts >= 54) & (starts < 58)] = 1  # bigeminy called AF: a false alarm
+    calls[starts == 70] = -1  # one window without a call
+    tally = RecordingTally()
+    tally.add(calls, starts, 2.0, 2.0, known, positive, labels, annotated_runs(EPISODES, FS, AF))
+    result = tally.to_json()
+    assert result["positive_windows"] == 18 and tally.true_positives == 13  # 20-50 s and 60-66 s; 24-50 s called
+    assert result["negative_windows"] == 16 + 4 and tally.true_negatives == 20 - 2  # sinus (one without a call) + bigeminy
+    assert result["runs"] == 2 and result["runs_detected"] == 1 and result["long_runs"] == 1 and result["long_runs_detected"] == 1
+    assert result["called_runs"] == 2 and result["false_alarms"] == 1
+    assert result["hours"] == pytest.approx(39 * 2.0 / 3600, abs=1e-3)  # scored windows only
+    assert result["negatives_by_label"] == {"(B": [4, 2], "(N": [16, 0]}
+    assert tally.worst_negatives() == [("(B", 4, 0.5)]
+    # a second record adds up
+    tally.add(np.ones(3, dtype=np.int64), np.arange(3) * 2.0, 2.0, 2.0, np.ones(3, bool), np.ones(3, bool),
+              np.array(["(AFIB"] * 3), [(0.0, 6.0)])
+    assert tally.runs == 3 and tally.runs_detected == 2 and tally.false_alarms == 1 and tally.positive_windows == 21
+
+
+def test_a_real_record_s_annotations(physionet):
+    """mitdb 201 as PhysioNet ships it: its AF runs from the annotation file, and grid windows that follow them."""
+    import wfdb
+
+    from ecgpipe.records import read_episodes
+
+    path = str(physionet / "mitdb" / "201")
+    header = wfdb.rdheader(path)
+    episodes = read_episodes(path, "atr", header.sig_len)
+    runs = annotated_runs(episodes, header.fs, AF)
+    af_seconds = sum(ep.n_samples for ep in episodes if ep.label in AF) / header.fs
+    assert len(runs) >= 2 and sum(b - a for a, b in runs) == pytest.approx(af_seconds)
+    starts = np.arange(0, header.sig_len / header.fs - 2, 2.0)
+    known, positive, labels = window_reference(episodes, header.fs, starts, 2.0, AF)
+    # every window called AF exactly where the annotations say: every run detected, no false alarm
+    tally = RecordingTally()
+    tally.add(positive.astype(np.int64), starts, 2.0, 2.0, known, positive, labels, runs)
+    assert tally.sensitivity == 1.0 and tally.specificity == 1.0 and tally.false_alarms == 0
+    assert tally.runs_detected == sum(b - a >= 2.0 for a, b in runs)  # a run shorter than a window may hold none
+    assert set(labels[known]) >= {"(N", "(AFIB"} and 0.2 < positive.mean() < 0.5
