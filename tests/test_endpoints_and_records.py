@@ -278,8 +278,8 @@ def test_a_detector_is_fitted_per_endpoint_with_both_sides_in_training():
     rhythm = rng.normal(size=(60, 3)) + np.isin(y, [2, 3])[:, None] * 3.0
     records = np.array([f"mitdb/{i // 10}" for i in range(60)])
     data = ClassificationData(None, rhythm, y, records, np.array(["mitdb"] * 60), records)
-    detectors = endpoint_detectors(rhythm, data, cfg, None)
+    detectors = endpoint_detectors(rhythm, data.y, data.n_cnn, cfg, None)
     assert set(detectors) == {"shockable"}  # af has no positive window to learn from
     assert (detectors["shockable"].predict(rhythm) == np.isin(y, [2, 3])).mean() > 0.95
     record_level = cfg.with_stage(classifier=cfg.classifier.model_copy(update={"level": "record"}))
-    assert endpoint_detectors(rhythm, data, record_level, None) == {}
+    assert endpoint_detectors(rhythm, data.y, data.n_cnn, record_level, None) == {}

@@ -276,7 +276,7 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     groups = data.subjects if protocols.protocol(cfg.selection_protocol).grouped else None
     X = data.matrix(cfg.classifier)
     model, chosen = fit_classifier(X, data.y, cfg.classifier, data.n_cnn, groups)
-    detectors = endpoint_detectors(X, data, cfg, groups)
+    detectors = endpoint_detectors(X, data.y, data.n_cnn, cfg, groups)
     training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen,
                 "detectors": sorted(detectors),
                 # <db>/<record> -> sha256 of its header and signal files (ecgpipe.keys.signal_digest)
@@ -285,7 +285,7 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     return path
 
 
-def endpoint_detectors(X: np.ndarray, data: ClassificationData, cfg: PipelineConfig, groups) -> dict:
+def endpoint_detectors(X: np.ndarray, y: np.ndarray, n_cnn: int | None, cfg: PipelineConfig, groups) -> dict:
     """One two-class classifier per endpoint, with the row's settings, on every window: as a shock-advisory or AF
     detector is built (README "Clinical endpoints": averaged over neighbouring windows, they call new patients' endpoints
     better than the 4-class calls do). None for record-level classifiers, or an endpoint whose windows are all of one
@@ -295,7 +295,7 @@ def endpoint_detectors(X: np.ndarray, data: ClassificationData, cfg: PipelineCon
     names = np.asarray(cfg.class_names)
     detectors = {}
     for name, endpoint in cfg.endpoints.items():
-        positive = np.isin(names[data.y], endpoint.classes).astype(np.int64)
+        positive = np.isin(names[y], endpoint.classes).astype(np.int64)
         if 0 < positive.sum() < len(positive):
-            detectors[name], _ = fit_classifier(X, positive, cfg.classifier, data.n_cnn, groups)
+            detectors[name], _ = fit_classifier(X, positive, cfg.classifier, n_cnn, groups)
     return detectors
