@@ -276,9 +276,11 @@ def cmd_predict(args) -> int:
         agreements[names[path]] = pred.agreement
         line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
         a = pred.agreement or {}  # without --compare it may hold only the training-record flag
-        if "per_second_agreement" in a:
+        if a.get("per_second_agreement") is not None:
             line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
                      f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
+        elif "per_second_agreement" in a:  # no second both annotated with a configured rhythm and scored
+            line += f"; vs {args.compare}: no second to compare (no configured rhythm annotated where windows were scored)"
         elif a.get("available") is False:
             line += f"; no agreement: {a['reason']}"
         print(line)
@@ -329,6 +331,8 @@ def cmd_evaluate(args) -> int:
         for name, ep in r["endpoints"].items():
             print(f"  endpoint {name} ({' + '.join(ep['classes'])}): {endpoint_rates(ep)}")
     for name, r in ev.recordings.items():
+        if r["note"]:
+            print(f"ecgpipe: warning: endpoint {name}: {r['note']}", file=sys.stderr)
         rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
         print(f"endpoint {name} over whole recordings ({r['hours']:.1f} h, as predict calls it): windows sens / spec "
               f"{rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, {r['false_alarms']} false alarms"
@@ -394,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "windows at the default stride; e.g. --endpoint-smooth af=61; README 'Clinical endpoints' has "
                          "the measured widths)")
     pr.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
-                    help="change penalty of each endpoint's calls, in detector score units: an episode starts or ends "
-                         "only where the averaged scores pay P for it (0 = the average's sign; default 4); P for every "
-                         "endpoint, NAME=P for one; repeatable")
+                    help="change penalty of each endpoint's calls, in the detector's score units (default 4, measured "
+                         "on paper4's SVC margins): an episode starts or ends only where the averaged scores pay P for "
+                         "it (0 = the average's sign); P for every endpoint, NAME=P for one; repeatable; models without "
+                         "detectors use the pooled vote, no penalty")
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")

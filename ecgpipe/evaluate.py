@@ -131,9 +131,10 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
                   "training_records": 0}
     rows, failed = [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
+    # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
-    decisions = (endpoint_decisions if isinstance(endpoint_decisions, dict)
-                 else dict.fromkeys(model.config.endpoints, endpoint_decisions))
+    given = endpoint_decisions if isinstance(endpoint_decisions, dict) else dict.fromkeys(shared, endpoint_decisions)
+    decisions = {name: given.get(name) or EndpointDecision() for name in shared}
     positive_labels = {name: {label for c in dataset.endpoints[name].classes for label in dataset.classes[c]} for name in shared}
     tallies = {name: RecordingTally() for name in shared}
     started, last = time.monotonic(), time.monotonic()
@@ -199,9 +200,21 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
         "results": results, "records": rows, "wall_s": time.monotonic() - started,
         "recordings": {name: {**tally.to_json(), "width": decisions[name].width, "penalty": decisions[name].penalty,
-                              "detector": name in model.detectors}
+                              "detector": name in model.detectors, **_endpoint_classes(name, model, dataset, mapping)}
                        for name, tally in tallies.items() if y_win},
     })
+
+
+def _endpoint_classes(name: str, model: TrainedModel, dataset: PipelineConfig, mapping: dict[str, str]) -> dict:
+    """An endpoint both configs declare: its classes on each side, and a note when the model's classes, mapped, are
+    not the dataset's (the detector then answers another question than the reference asks)."""
+    model_classes = list(model.config.endpoints[name].classes)
+    dataset_classes = list(dataset.endpoints[name].classes)
+    mapped = sorted({mapping[c] for c in model_classes if c in mapping})
+    note = "" if mapped == sorted(dataset_classes) else (
+        f"the model's {name} ({', '.join(model_classes)}) maps to {', '.join(mapped) or 'no dataset class'}, "
+        f"not to the dataset's {name} ({', '.join(dataset_classes)})")
+    return {"model_classes": model_classes, "dataset_classes": dataset_classes, "note": note}
 
 
 def render_markdown(ev: EvaluationResult) -> str:
@@ -247,11 +260,12 @@ def render_markdown(ev: EvaluationResult) -> str:
             per_hour = "-" if r["false_alarms_per_hour"] is None else f"{r['false_alarms_per_hour']:.2f}"
             worst = sorted(((label, n, called) for label, (n, called) in r["negatives_by_label"].items() if called),
                            key=lambda t: -t[2])[:3]
-            lines.append(f"| {name} | {decision} | {rates} ({r['positive_windows']} / {r['negative_windows']} windows) "
+            classes = f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"
+            lines.append(f"| {classes} | {decision} | {rates} ({r['positive_windows']} / {r['negative_windows']} windows) "
                          f"| {r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} "
                          f"(>= {r['long_run_s']:g} s) | {r['called_runs']} | {r['false_alarms']} ({per_hour}) | "
                          + (", ".join(f"{label} {called} of {n}" for label, n, called in worst) or "-") + " |")
-        lines.append("")
+        lines += [""] + [f"**Note: {r['note']}.**" for r in ev.recordings.values() if r["note"]] + [""]
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]
     return "\n".join(lines)

@@ -110,8 +110,9 @@ class TrainedModel:
 
 def detector_score(detector, X: np.ndarray) -> np.ndarray:
     """A two-class classifier's score for its positive class, > 0 where it calls it: its decision function, or the
-    log-odds of its probability (so that a calibrated detector's scores have a scale like the others', for the change
-    penalty of ``ecgpipe predict``'s endpoint calls)."""
+    log-odds of its probability for a probability-only one (unbounded like a margin, rather than p - 1/2 in
+    [-1/2, 1/2]). The scale still differs by kind (an SVC's margin, a logistic regression's log-odds), so the change
+    penalty of ``ecgpipe predict``'s endpoint calls is a per-model setting."""
     if hasattr(detector, "decision_function"):
         return np.asarray(detector.decision_function(X), dtype=np.float64)
     p = np.clip(np.asarray(detector.predict_proba(X)[:, 1], dtype=np.float64), 1e-6, 1 - 1e-6)

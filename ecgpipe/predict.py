@@ -9,8 +9,9 @@ backbone/layer, rhythm features), so prediction sees windows exactly like the on
 * Consecutive windows of one class form an episode ``[start of first window, start of last window + stride)``.
 * Each binary endpoint of the model's config (``[endpoints]``, e.g. shockable = VT + VF) is called as its
   ``EndpointDecision`` says: by its detector's score averaged over ``width`` windows, then segmented with a change
-  ``penalty`` (``smoothing.segmented_call``: an episode ends only where the scores pay for it, so a long episode is
-  not cut by a few weak windows and a strong short one survives); models trained before detectors existed pool the
+  ``penalty`` (``smoothing.segmented_call``: an episode starts or ends only where the averaged scores pay for it, so
+  a long episode is not cut by a few weak windows; the penalty is in the detector's score units: the default was
+  measured on paper4's SVC margins); models trained before detectors existed pool the
   unsmoothed classes over the endpoint's classes and vote over ``width`` windows (``smoothing.pooled_vote``). Its
   episodes, and per record its burden (the share of the scored windows where it is called).
 * The WFDB annotation file holds one rhythm-change annotation (symbol ``+``) per episode with the aux note of the

@@ -109,12 +109,14 @@ def segmented_call(scores: np.ndarray, penalty: float, records: np.ndarray | Non
     """A binary decision per window that changes as rarely as the scores allow: the labelling ``z`` (0 or 1 per
     window) that maximises ``sum(z * score) - penalty * (number of changes of z)`` within each record, found exactly by
     the Viterbi recursion over two states. Unlike a centred mean over a fixed width, a long episode is called whole up
-    to its edges and a short one survives when its scores are strong enough to pay for two changes. ``penalty = 0`` is
-    the window's own call (``score > 0``). NaN (an unscored window) adds nothing and is returned as -1; ``records``
+    to its edges despite a few weak windows, and a short one survives when its scores are strong enough to pay for two
+    changes. ``penalty = 0`` is the window's own call (``score > 0``). NaN (an unscored window) adds nothing and is returned as -1; ``records``
     (rows grouped by record) restarts the recursion at each record's first row."""
     scores = np.asarray(scores, dtype=np.float64)
     if not penalty >= 0:
         raise ValueError(f"penalty must be a number >= 0, got {penalty}")
+    if penalty == 0:  # each window alone; exactly its sign (the recursion would break exact-zero ties either way)
+        return np.where(np.isnan(scores), -1, scores > 0).astype(np.int64)
     n = len(scores)
     calls = np.full(n, -1, dtype=np.int64)
     if n == 0:

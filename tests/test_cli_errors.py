@@ -338,6 +338,31 @@ def test_evaluate_scores_endpoints_over_whole_recordings_as_predict_calls_them(a
     md = (tmp_path / "4" / "evaluation.md").read_text()
     assert "## Endpoints over whole recordings, as `ecgpipe predict` calls them" in md
     assert "detector over 15 windows, change penalty 4" in md
+    assert af["model_classes"] == af["dataset_classes"] == ["afib"] and af["note"] == ""
+    # a mapping under which the model's af is not the dataset's: scored all the same, and said so
+    code, _, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset), "--data-dir",
+                        str(physionet), "--out", str(tmp_path / "swapped"), "--map", "afib=normal", "normal=afib")
+    assert code == 0 and "the model's af (afib) maps to normal, not to the dataset's af (afib)" in err
+    assert "**Note: the model's af (afib) maps to normal" in (tmp_path / "swapped" / "evaluation.md").read_text()
     code, _, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset), "--data-dir",
                         str(physionet), "--out", str(tmp_path / "bad"), "--endpoint-smooth", "afib=5")
     assert code == 2 and "--endpoint-smooth: the model has no endpoint afib" in err
+
+
+def test_compare_with_a_reference_of_no_configured_rhythm_is_reported_not_a_crash(af_model, physionet, tmp_path, capsys):
+    """A reference annotation that holds only rhythms no class covers (here bigeminy): no second can be compared; the
+    record is still predicted and every output written (the None agreement once broke the console line)."""
+    import json
+
+    import wfdb
+
+    for ext in ("hea", "dat"):
+        shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
+    wfdb.wrann("201", "atr", np.array([10]), symbol=["+"], aux_note=["(B"], write_dir=str(tmp_path), fs=360)
+    code, out, err = _run(capsys, "predict", "--model", str(af_model["pooled"]), str(tmp_path / "201"), "--out",
+                          str(tmp_path / "pred"), "--compare", "atr")
+    assert code == 0, err
+    assert "no second to compare" in out
+    agreement = json.loads((tmp_path / "pred" / "agreement.json").read_text())
+    assert agreement["201"]["per_second_agreement"] is None
+    assert (tmp_path / "pred" / "endpoints.csv").is_file() and (tmp_path / "pred" / "records.csv").is_file()

@@ -184,7 +184,7 @@ def recording_metrics(calls: np.ndarray, name: str, reference: RecordingReferenc
         rows = records == record
         episodes, fs = reference.annotations[record]
         known, positive, labels = window_reference(episodes, fs, starts_s[rows], length_s, positive_labels, exclude)
-        tally.add(calls[rows], starts_s[rows], length_s, length_s, known, positive, labels,
+        tally.add(calls[rows], starts_s[rows], length_s, length_s, known, positive, labels,  # grid stride = length
                   annotated_runs(episodes, fs, positive_labels))
     return tally.to_json()
 

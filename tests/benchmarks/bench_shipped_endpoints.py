@@ -11,7 +11,9 @@ by subject when the run selects by a grouped protocol), scores every window of t
 and calls each record's windows with predict's own function (``smoothing.smoothed_call``: the mean over ``--width``
 windows, then the change ``--penalty``). It reports the report's sampled windows (each scored by the nearest grid
 window) and every window of the recordings (``ecgpipe.recording_endpoints``), for one window, the mean alone, and
-predict's decision. Nothing of a test patient is used in training. Prints one table and, last, one JSON line.
+predict's decision. Nothing of a test patient is used in training. One difference from predict remains: the grid
+keeps only windows without NaN samples, so on a record with a NaN stretch the neighbours join across the gap where
+predict leaves one (paper4's 68 records have no such gap). Prints one table and, last, one JSON line.
 """
 
 from __future__ import annotations
