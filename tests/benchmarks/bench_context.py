@@ -100,12 +100,18 @@ class AllWindows:
     source: str
 
 
+def finished_run(folder: str | Path) -> tuple[Path, object, object]:
+    """A finished run's folder, its resolved config and its sampled windows (the report's selected feature array)."""
+    run = Path(folder)
+    report = json.loads((run / "report.json").read_text())
+    sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
+    return run, config_from_dict(report["config"]), sampled
+
+
 def windows_of_run(every: Path, cfg, clf, sampled, names) -> AllWindows:
     """A run of every window of the same records, cut and featurised as the run (windows inside its episodes)."""
-    every_report = json.loads((every / "report.json").read_text())
-    every_cfg = config_from_dict(every_report["config"])
+    every, every_cfg, allw = finished_run(every)
     check_same_windows(every, cfg, every_cfg)
-    allw = read_classification_data(str(every / "store.zarr"), every_report["features_array"].removesuffix("/data"))
     # every sampled window is one of all windows, with the same features, rhythm and subject
     position = {(r, int(s)): i for i, (r, s) in enumerate(zip(allw.records, allw.starts))}
     missing = [(r, int(s)) for r, s in zip(sampled.records, sampled.starts) if (r, int(s)) not in position]
@@ -256,16 +262,13 @@ def main() -> None:
     if set(args.segment_widths) - set(args.widths):
         raise SystemExit("--segment-widths: each must be one of --widths")
     t0 = time.perf_counter()
-    run = Path(args.from_run)
-    report = json.loads((run / "report.json").read_text())
-    cfg = config_from_dict(report["config"])
+    run, cfg, sampled = finished_run(args.from_run)
     clf = fixed_c(cfg.classifier)
     targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
     if set(targets) - set(cfg.endpoints):
         raise SystemExit(f"--target: no endpoint {sorted(set(targets) - set(cfg.endpoints))} in the run (it has {sorted(cfg.endpoints)})")
     names = np.asarray(cfg.class_names)
 
-    sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
     X, y = sampled.matrix(clf), sampled.y
     if args.all_windows:
         allw = windows_of_run(Path(args.all_windows), cfg, clf, sampled, names)

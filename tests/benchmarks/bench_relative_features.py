@@ -26,14 +26,12 @@ from sklearn.metrics import f1_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import windows_of_grid  # noqa: E402
+from bench_context import finished_run, windows_of_grid  # noqa: E402
 from bench_endpoints import fixed_c, rates  # noqa: E402
 
 from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
-from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
-from ecgpipe.stages.classification import read_classification_data  # noqa: E402
 
 
 def record_medians(X: np.ndarray, records: np.ndarray, of: np.ndarray) -> np.ndarray:
@@ -49,12 +47,9 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[1, 15, 45], help="averaging widths in windows (odd)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    run = Path(args.from_run)
-    report = json.loads((run / "report.json").read_text())
-    cfg = config_from_dict(report["config"])
+    run, cfg, sampled = finished_run(args.from_run)
     clf = fixed_c(cfg.classifier)
     names = np.asarray(cfg.class_names)
-    sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
     X, y, n_cnn = sampled.matrix(clf), sampled.y, sampled.n_cnn
     grid = windows_of_grid(run, args.grid, cfg, clf, sampled)
     M, M_all = record_medians(grid.X, grid.records, sampled.records), record_medians(grid.X, grid.records, grid.records)

@@ -30,16 +30,15 @@ from joblib import Parallel, delayed
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import recording_metrics, recording_reference, windows_of_grid  # noqa: E402
+from bench_context import finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
 from bench_endpoints import rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
 from ecgpipe.classify import make_splits  # noqa: E402
-from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.model import detector_score  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
 from ecgpipe.smoothing import smoothed_call  # noqa: E402
-from ecgpipe.stages.classification import endpoint_detectors, read_classification_data  # noqa: E402
+from ecgpipe.stages.classification import endpoint_detectors  # noqa: E402
 
 
 def main() -> None:
@@ -50,12 +49,9 @@ def main() -> None:
     ap.add_argument("--penalty", type=float, default=DEFAULT_ENDPOINT_PENALTY, help="predict's --endpoint-penalty")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    run = Path(args.from_run)
-    report = json.loads((run / "report.json").read_text())
-    cfg = config_from_dict(report["config"])
+    run, cfg, sampled = finished_run(args.from_run)
     clf = cfg.classifier
     names = np.asarray(cfg.class_names)
-    sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
     X, y = sampled.matrix(clf), sampled.y
     grid = windows_of_grid(run, args.grid, cfg, clf, sampled)
     reference = recording_reference(cfg, args.grid, grid.records, grid.starts)
