@@ -327,19 +327,21 @@ def write_episodes_csv(path: str | Path, predictions: list[RecordPrediction]) ->
 def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
     """One row per record: its duration, the seconds its scored windows span (windows with NaN samples are not
     scored), its majority class, how many windows went to each class, and per endpoint its burden: the share of the
-    scored windows where the endpoint is called (AF burden), of ``scored_s``, not of the whole recording."""
+    scored windows where the endpoint is called (AF burden), of ``scored_s``, not of the whole recording, and how many
+    episodes of it endpoints.csv lists."""
     names = predictions[0].class_names if predictions else []
     endpoints = list(predictions[0].endpoint_calls) if predictions else []
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["record", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in names],
-                    *[f"burden_{e}" for e in endpoints], "note"])
+                    *[f"burden_{e}" for e in endpoints], *[f"episodes_{e}" for e in endpoints], "note"])
         for pred in predictions:
             scored = pred.window_classes >= 0
             counts = np.bincount(pred.window_classes[scored], minlength=len(names))
             burdens = [pred.endpoint_burden(e) for e in endpoints]
             w.writerow([pred.record, f"{pred.duration_s:.3f}", f"{scored.sum() * pred.stride_s:.3f}", pred.record_class,
-                        *counts.tolist(), *["" if b is None else f"{b:.4f}" for b in burdens], pred.note])
+                        *counts.tolist(), *["" if b is None else f"{b:.4f}" for b in burdens],
+                        *[len(pred.endpoint_episodes(e)) for e in endpoints], pred.note])
 
 
 def write_endpoints_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:

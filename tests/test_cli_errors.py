@@ -121,6 +121,7 @@ def test_predict_writes_each_endpoint_s_episodes_and_burden(how, af_model, physi
         episodes = [r for r in rows if r["endpoint"] == endpoint]
         seconds = sum(float(r["duration_s"]) for r in episodes)
         assert seconds == pytest.approx(burden[endpoint] * scored * 2.0, abs=2.0)
+        assert int(record[f"episodes_{endpoint}"]) == len(episodes)
         assert all(float(a["end_s"]) < float(b["start_s"]) for a, b in zip(episodes, episodes[1:]))  # runs apart
     assert 0.15 < annotated_af < 0.6 and abs(burden["af"] - annotated_af) < 0.1, (burden, annotated_af)
     assert burden["shockable"] < 0.05  # no VT or VF in its training windows, none annotated in 201
