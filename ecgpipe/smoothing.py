@@ -100,9 +100,14 @@ def pooled_vote(classes: np.ndarray, members, width: int) -> np.ndarray:
     """An endpoint over ``width`` contiguous windows (odd): 1 where most of the scored windows centred on a window are
     called one of ``members`` (class indices pooled before the count, so VT and VF votes add up for a shockable
     endpoint), 0 where not, -1 where the window itself has no call."""
+    return smoothed_call(member_votes(classes, members), width)
+
+
+def member_votes(classes: np.ndarray, members) -> np.ndarray:
+    """Each window's vote for an endpoint from its class: +1/2 for one of ``members``, -1/2 for another class, NaN
+    for no call; a positive mean over windows is a majority of members (``pooled_vote``)."""
     classes = np.asarray(classes, dtype=np.int64)
-    # +1/2 for a member, -1/2 for another class: a positive mean is a majority of members
-    return smoothed_call(np.where(classes >= 0, np.isin(classes, list(members)) - 0.5, np.nan), width)
+    return np.where(classes >= 0, np.isin(classes, list(members)) - 0.5, np.nan)
 
 
 def segmented_call(scores: np.ndarray, penalty: float, records: np.ndarray | None = None) -> np.ndarray:

@@ -83,7 +83,7 @@ from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, g
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, window_reference  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
-from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
+from ecgpipe.smoothing import member_votes, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
 from ecgpipe.stages.segments import plan_records  # noqa: E402
 
@@ -316,9 +316,8 @@ def main() -> None:
         classes, minus one half (> 0: most neighbours are positive; VT and VF votes pool before the count)."""
         lo, hi = ranges[width]
         share = {}
-        for name, members in endpoint_classes.items():
-            indicator = np.where(classes >= 0, np.isin(classes, members), np.nan)
-            share[name] = smoothed_mean(indicator, lo, hi)[at[rows]] - 0.5
+        for name, members in endpoint_classes.items():  # predict's votes, averaged over time-based neighbours
+            share[name] = smoothed_mean(member_votes(classes, members), lo, hi)[at[rows]]
         return share
 
     def context_features(classes, scores, rows):
