@@ -14,6 +14,11 @@ class _Strict(BaseModel):
 
 
 GAMMA_NAMES = ("scale", "auto")  # scikit-learn's SVC accepts these strings, or a number > 0
+# how ecgpipe predict calls an endpoint unless the config or the command line says otherwise: the detector's score
+# averaged over 15 windows (30 s of 2-s windows), then calls that change only where those scores pay 4 for it (in an
+# SVC's margin units; README "Clinical endpoints" measures both on paper4's new patients)
+DEFAULT_DECISION_WINDOWS = 15
+DEFAULT_CHANGE_PENALTY = 4.0
 
 
 def _check_gamma(value: str | float, key: str) -> str | float:
@@ -149,6 +154,24 @@ class EndpointSettings(_Strict):
         "positive (its sensitivity), for a negative class the share called negative (its specificity); e.g. "
         "{vf = 0.90, normal = 0.99}. Every class is scored per rhythm whether or not it has a goal.",
     )
+    decision_windows: int = Field(
+        DEFAULT_DECISION_WINDOWS, ge=1,
+        description="ecgpipe predict and evaluate: windows (odd) over which the endpoint's detector score is averaged; "
+        "the model carries it, --endpoint-smooth overrides it.",
+    )
+    change_penalty: float = Field(
+        DEFAULT_CHANGE_PENALTY, ge=0, allow_inf_nan=False,
+        description="ecgpipe predict and evaluate: the change penalty of the endpoint's calls, in the detector's score "
+        "units (4 measured on an SVC's margins; another classifier kind wants its own); 0 = the averaged score's sign; "
+        "the model carries it, --endpoint-penalty overrides it.",
+    )
+
+    @field_validator("decision_windows")
+    @classmethod
+    def _odd_width(cls, width: int) -> int:
+        if width % 2 == 0:
+            raise ValueError(f"{width} is even: a centred average needs an odd number of windows")
+        return width
 
     @field_validator("class_goals")
     @classmethod

@@ -59,18 +59,15 @@ def _endpoint_width(text: str) -> tuple[str | None, int]:
 def _endpoint_penalty(text: str) -> tuple[str | None, float]:
     """``P`` (every endpoint) or ``NAME=P`` (one endpoint) for --endpoint-penalty: a number >= 0."""
     name, _, value = text.rpartition("=")
-    try:
-        penalty = float(value)
-    except ValueError:
-        penalty = float("nan")
-    if not penalty >= 0 or penalty == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (in detector score units), got {value!r}")
+    penalty = float(value) if value.replace(".", "", 1).isdigit() else float("nan")  # digits only: no nan, inf, -1
+    if not penalty >= 0:
+        raise argparse.ArgumentTypeError(f"must be a decimal number >= 0 (in detector score units), got {value!r}")
     return (name or None), penalty
 
 
-def _per_endpoint(option: str, given: list[tuple[str | None, float]], endpoints, default):
-    """Each endpoint's value of a repeatable ``[NAME=]V`` option: its own, else the last value for all, else the
-    default; None (and a message) when it names an endpoint the model lacks."""
+def _per_endpoint(option: str, given: list[tuple[str | None, float]], endpoints, default: dict):
+    """Each endpoint's value of a repeatable ``[NAME=]V`` option: its own, else the last value for all, else its
+    default (the model's config); None (and a message) when it names an endpoint the model lacks."""
     named = {name: value for name, value in given if name is not None}
     unknown = sorted(set(named) - set(endpoints))
     if unknown:
@@ -78,7 +75,33 @@ def _per_endpoint(option: str, given: list[tuple[str | None, float]], endpoints,
               f"(its endpoints: {', '.join(endpoints) or 'none'})", file=sys.stderr)
         return None
     every = [value for name, value in given if name is None]
-    return {name: named.get(name, every[-1] if every else default) for name in endpoints}
+    return {name: named.get(name, every[-1] if every else default[name]) for name in endpoints}
+
+
+def _endpoint_decisions(args, model) -> dict | None:
+    """How predict and evaluate call each endpoint of the model: --endpoint-smooth and --endpoint-penalty where given,
+    else the model's config (``decision_windows``, ``change_penalty``); None when an option names no such endpoint."""
+    from ecgpipe.predict import EndpointDecision
+
+    endpoints = model.config.endpoints
+    widths = _per_endpoint("--endpoint-smooth", args.endpoint_smooth, endpoints, {n: e.decision_windows for n, e in endpoints.items()})
+    penalties = _per_endpoint("--endpoint-penalty", args.endpoint_penalty, endpoints, {n: e.change_penalty for n, e in endpoints.items()})
+    if widths is None or penalties is None:
+        return None
+    return {name: EndpointDecision(widths[name], penalties[name]) for name in endpoints}
+
+
+def _endpoint_options(parser) -> None:
+    """predict's and evaluate's options for how each endpoint of the model is called (README 'Clinical endpoints')."""
+    parser.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
+                        help="windows over which each endpoint's detector score is averaged (shockable = VT + VF, AF): W "
+                             "for every endpoint, NAME=W for one; repeatable (default: the model's [endpoints.<name>] "
+                             "decision_windows, 15 = 30 s of 2-s windows unless its config set another)")
+    parser.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
+                        help="change penalty of each endpoint's calls, in the detector's score units: an episode starts "
+                             "or ends only where the averaged scores pay P for it (0 = the average's sign); P or NAME=P, "
+                             "repeatable (default: the model's change_penalty, 4 unless its config set another, measured "
+                             "on paper4's SVC margins); models without detectors use the pooled vote, no penalty")
 
 
 def _overrides(args) -> dict:
@@ -225,9 +248,6 @@ def cmd_predict(args) -> int:
 
     from ecgpipe.model import load_model
     from ecgpipe.predict import (
-        DEFAULT_ENDPOINT_PENALTY,
-        DEFAULT_ENDPOINT_SMOOTH,
-        EndpointDecision,
         check_output_is_safe,
         compare_with_reference,
         output_names,
@@ -246,11 +266,9 @@ def cmd_predict(args) -> int:
     paths = [record_path(arg) for arg in args.records]
     names = output_names(paths)  # records of one name from different folders get distinct outputs
     reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
-    widths = _per_endpoint("--endpoint-smooth", args.endpoint_smooth, model.config.endpoints, DEFAULT_ENDPOINT_SMOOTH)
-    penalties = _per_endpoint("--endpoint-penalty", args.endpoint_penalty, model.config.endpoints, DEFAULT_ENDPOINT_PENALTY)
-    if widths is None or penalties is None:
+    decisions = _endpoint_decisions(args, model)
+    if decisions is None:
         return 2
-    decisions = {name: EndpointDecision(widths[name], penalties[name]) for name in model.config.endpoints}
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)
@@ -303,18 +321,15 @@ def cmd_evaluate(args) -> int:
     from ecgpipe.config import load_config
     from ecgpipe.evaluate import class_mapping, evaluate_model, write_outputs
     from ecgpipe.model import load_model
-    from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, EndpointDecision
     from ecgpipe.report_tables import endpoint_rates
     from ecgpipe.sources import resolve_data_dir
 
     model = load_model(args.model, require_signed=args.require_signed or None)
     dataset = load_config(args.config)
     mapping = class_mapping(model.class_names, dataset.class_names, args.map)
-    widths = _per_endpoint("--endpoint-smooth", args.endpoint_smooth, model.config.endpoints, DEFAULT_ENDPOINT_SMOOTH)
-    penalties = _per_endpoint("--endpoint-penalty", args.endpoint_penalty, model.config.endpoints, DEFAULT_ENDPOINT_PENALTY)
-    if widths is None or penalties is None:
+    decisions = _endpoint_decisions(args, model)
+    if decisions is None:
         return 2
-    decisions = {name: EndpointDecision(widths[name], penalties[name]) for name in model.config.endpoints}
     print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
@@ -392,16 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=_odd_width, default=5,
                     help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
-    pr.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
-                    help="windows over which each endpoint's detector score is averaged (shockable = VT + VF, AF; "
-                         "endpoints.csv): W for every endpoint, NAME=W for one; repeatable (default 15 = 30 s with 2-s "
-                         "windows at the default stride; e.g. --endpoint-smooth af=61; README 'Clinical endpoints' has "
-                         "the measured widths)")
-    pr.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
-                    help="change penalty of each endpoint's calls, in the detector's score units (default 4, measured "
-                         "on paper4's SVC margins): an episode starts or ends only where the averaged scores pay P for "
-                         "it (0 = the average's sign); P for every endpoint, NAME=P for one; repeatable; models without "
-                         "detectors use the pooled vote, no penalty")
+    _endpoint_options(pr)
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")
@@ -419,11 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-records", type=_positive_int, default=None, help="score a seeded random sample of this many records")
     ev.add_argument("--seed", type=int, default=0, help="seed of --max-records' sample")
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
-    ev.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
-                    help="as for predict: windows over which each endpoint's detector score is averaged (rhythm-annotated "
-                         "datasets: endpoints scored over whole recordings; default 15)")
-    ev.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
-                    help="as for predict: the change penalty of each endpoint's calls (default 4)")
+    _endpoint_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")

@@ -36,7 +36,7 @@ from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.errors import EcgpipeError, PipelineError
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
-from ecgpipe.predict import EndpointDecision, predict_loaded, training_recording
+from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
 from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, window_reference
 from ecgpipe.records import read_record
 from ecgpipe.report_tables import endpoint_table
@@ -105,7 +105,7 @@ def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndar
 
 def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
                    max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None,
-                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] = EndpointDecision(),
+                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] = MODEL_DECISIONS,
                    ) -> EvaluationResult:
     """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``). One process: the CNN
     uses ``threads`` CPU threads (default: every core) instead of the training workers' setting. On rhythm-annotated
@@ -134,7 +134,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
     given = endpoint_decisions if isinstance(endpoint_decisions, dict) else dict.fromkeys(shared, endpoint_decisions)
-    decisions = {name: given.get(name) or EndpointDecision() for name in shared}
+    decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
     positive_labels = {name: {label for c in dataset.endpoints[name].classes for label in dataset.classes[c]} for name in shared}
     tallies = {name: RecordingTally() for name in shared}
     started, last = time.monotonic(), time.monotonic()

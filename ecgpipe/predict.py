@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ecgpipe.classifier_settings import DEFAULT_CHANGE_PENALTY, DEFAULT_DECISION_WINDOWS
 from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
@@ -41,28 +42,35 @@ from ecgpipe.records import EcgRecord, read_episodes, read_record
 from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
 
 if TYPE_CHECKING:
+    from ecgpipe.classifier_settings import EndpointSettings
     from ecgpipe.config import PipelineConfig
 
-# windows over which an endpoint's detector score is averaged (30 s with 2-s windows) and the change penalty of its
-# calls, in detector score units (README "Clinical endpoints" measures both on paper4's new patients)
-DEFAULT_ENDPOINT_SMOOTH = 15
-DEFAULT_ENDPOINT_PENALTY = 4.0
+# an endpoint's decision unless its config says otherwise (``[endpoints.<name>] decision_windows, change_penalty``)
+DEFAULT_ENDPOINT_SMOOTH = DEFAULT_DECISION_WINDOWS
+DEFAULT_ENDPOINT_PENALTY = DEFAULT_CHANGE_PENALTY
 
 
 @dataclass(frozen=True)
 class EndpointDecision:
     """How ``predict`` calls one endpoint: the detector's mean score over ``width`` windows (odd), its calls changing
     only where those scores pay ``penalty`` for a change (0: the mean's sign; models without detectors: a pooled vote
-    over ``width`` windows, no penalty)."""
+    over ``width`` windows, no penalty). A model's own are in its config's endpoints (``of``)."""
 
     width: int = DEFAULT_ENDPOINT_SMOOTH
     penalty: float = DEFAULT_ENDPOINT_PENALTY
+
+    @classmethod
+    def of(cls, endpoint: EndpointSettings) -> EndpointDecision:
+        return cls(endpoint.decision_windows, endpoint.change_penalty)
 
     def __post_init__(self):
         if self.width < 1 or self.width % 2 == 0:
             raise ValueError(f"endpoint width must be an odd number of windows, got {self.width}")
         if not self.penalty >= 0:
             raise ValueError(f"endpoint change penalty must be a number >= 0, got {self.penalty}")
+
+
+MODEL_DECISIONS: dict[str, EndpointDecision] = {}  # every endpoint called as the model's config says
 
 
 @dataclass
@@ -177,7 +185,7 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None,
-    endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = EndpointDecision(),
+    endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = MODEL_DECISIONS,
 ) -> RecordPrediction:
     """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
     pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_decisions)
@@ -222,11 +230,11 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
-                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = EndpointDecision(),
+                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = MODEL_DECISIONS,
                    ) -> RecordPrediction:
     """Windows of a record already read and validated -> smoothed classes and episodes, and each endpoint of the
-    model's config called as ``endpoint_decisions`` says (one for all, or one per endpoint, the default for the
-    others; None: no endpoint calls)."""
+    model's config called as ``endpoint_decisions`` says (one for all, or one per endpoint; an endpoint not named:
+    its config's decision, as the model carries it; None: no endpoint calls)."""
     cfg = model.config
     grid = grid_features(cfg, rec, stride_s)  # validates stride_s
     stride_s = grid.stride_s  # as cut (whole samples), so that consecutive windows' episodes meet exactly
@@ -253,7 +261,7 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     scores = model.endpoint_scores(cnn, rhythm) if model.detectors and endpoints and usable.any() else {}
     endpoint_calls = {}
     for name, endpoint in endpoints.items():
-        decision = decisions.get(name) or EndpointDecision()
+        decision = decisions.get(name) or EndpointDecision.of(endpoint)
         if name in scores:  # the endpoint's detector: its score averaged over the neighbours, then segmented
             score = np.full(len(starts), np.nan)
             score[usable] = scores[name]

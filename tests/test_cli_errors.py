@@ -302,7 +302,7 @@ def test_the_change_penalty_keeps_endpoint_episodes_whole(af_model, physionet, t
     (plain, plain_burden), (segmented, segmented_burden) = found["0"], found["4"]
     assert segmented < plain, found
     assert abs(segmented_burden - plain_burden) < 0.05, found
-    for bad, message in (("af=-1", "must be a number >= 0"), ("x", "must be a number >= 0"),
+    for bad, message in (("af=-1", "must be a decimal number >= 0"), ("x", "must be a decimal number >= 0"),
                          ("afib=2", "--endpoint-penalty: the model has no endpoint afib")):
         code, _, err = _run(capsys, "predict", "--model", str(af_model["detector"]), "--endpoint-penalty", bad,
                             str(tmp_path / "201"), "--out", str(tmp_path / "bad"))
@@ -367,3 +367,28 @@ def test_compare_with_a_reference_of_no_configured_rhythm_is_reported_not_a_cras
     agreement = json.loads((tmp_path / "pred" / "agreement.json").read_text())
     assert agreement["201"]["per_second_agreement"] is None
     assert (tmp_path / "pred" / "endpoints.csv").is_file() and (tmp_path / "pred" / "records.csv").is_file()
+
+
+def test_the_model_carries_its_endpoint_decisions(af_model, physionet, tmp_path, capsys):
+    """``[endpoints.af] decision_windows`` and ``change_penalty`` travel in the model: predict without options calls AF
+    as the same options given on the command line do; the command line overrides the model."""
+    from ecgpipe.model import load_model, save_model
+
+    model = load_model(af_model["detector"])
+    cfg = model.config
+    own = cfg.endpoints["af"].model_copy(update={"decision_windows": 1, "change_penalty": 0.0})
+    custom = tmp_path / "custom.skops"
+    save_model(custom, model.classifier, cfg.model_copy(update={"endpoints": {**cfg.endpoints, "af": own}}),
+               weights_source="test", n_cnn=None, training=model.training, detectors=model.detectors)
+    for ext in ("hea", "dat"):
+        shutil.copy(physionet / "mitdb" / f"201.{ext}", tmp_path)
+    runs = {"model": ["--model", str(custom)],
+            "options": ["--model", str(af_model["detector"]), "--endpoint-smooth", "af=1", "--endpoint-penalty", "af=0"],
+            "default": ["--model", str(af_model["detector"])],
+            "override": ["--model", str(custom), "--endpoint-smooth", "15", "--endpoint-penalty", "4"]}
+    found = {}
+    for name, args in runs.items():
+        code, _, err = _run(capsys, "predict", *args, str(tmp_path / "201"), "--out", str(tmp_path / name))
+        assert code == 0, err
+        found[name] = (tmp_path / name / "endpoints.csv").read_text()
+    assert found["model"] == found["options"] != found["default"] == found["override"]

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from ecgpipe.config import ConfigError, load_config, preset_names
+from ecgpipe.config import ConfigError, config_from_dict, load_config, preset_names
 
 
 def test_paper4_preset_matches_the_issue():
@@ -239,3 +239,13 @@ def test_a_toml_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path):
     path.write_bytes((BASE + "description = 'Holter r\u00e9sum\u00e9'\n").encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8 text .*TOML files must be UTF-8"):
         load_config(path)
+
+
+def test_endpoint_decision_settings_are_validated():
+    base = {"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]}}
+    cfg = config_from_dict({**base, "endpoints": {"af": {"classes": ["afib"]}}})
+    assert (cfg.endpoints["af"].decision_windows, cfg.endpoints["af"].change_penalty) == (15, 4.0)
+    for bad, message in (({"decision_windows": 4}, "even"), ({"decision_windows": 0}, "greater than or equal to 1"),
+                         ({"change_penalty": -1}, "greater than or equal to 0"), ({"change_penalty": float("inf")}, "finite")):
+        with pytest.raises(ValueError, match=message):
+            config_from_dict({**base, "endpoints": {"af": {"classes": ["afib"], **bad}}})
