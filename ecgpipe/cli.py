@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 
+from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError
 
@@ -30,78 +31,6 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _odd_width(text: str) -> int:
-    """A centred vote's width in windows: 1 (no smoothing), 3, 5, ... (an even width has no centre)."""
-    value = _positive_int(text)
-    if value % 2 == 0:
-        raise argparse.ArgumentTypeError(f"must be an odd number of windows (1 = no smoothing), got {text}")
-    return value
-
-
-def _endpoint_width(text: str) -> tuple[str | None, int]:
-    """``W`` (every endpoint) or ``NAME=W`` (one endpoint) for --endpoint-smooth."""
-    name, _, width = text.rpartition("=")
-    return (name or None), _odd_width(width)
-
-
-def _endpoint_penalty(text: str) -> tuple[str | None, float]:
-    """``P`` (every endpoint) or ``NAME=P`` (one endpoint) for --endpoint-penalty: a number >= 0."""
-    name, _, value = text.rpartition("=")
-    penalty = float(value) if value.replace(".", "", 1).isdigit() else float("nan")  # digits only: no nan, inf, -1
-    if not penalty >= 0:
-        raise argparse.ArgumentTypeError(f"must be a decimal number >= 0 (in detector score units), got {value!r}")
-    return (name or None), penalty
-
-
-def _per_endpoint(option: str, given: list[tuple[str | None, float]], endpoints, default: dict):
-    """Each endpoint's value of a repeatable ``[NAME=]V`` option: its own, else the last value for all, else its
-    default (the model's config); None (and a message) when it names an endpoint the model lacks."""
-    named = {name: value for name, value in given if name is not None}
-    unknown = sorted(set(named) - set(endpoints))
-    if unknown:
-        print(f"ecgpipe: {option}: the model has no endpoint {', '.join(unknown)} "
-              f"(its endpoints: {', '.join(endpoints) or 'none'})", file=sys.stderr)
-        return None
-    every = [value for name, value in given if name is None]
-    return {name: named.get(name, every[-1] if every else default[name]) for name in endpoints}
-
-
-def _endpoint_decisions(args, model) -> dict | None:
-    """How predict and evaluate call each endpoint of the model: --endpoint-smooth and --endpoint-penalty where given,
-    else the model's config (``decision_windows``, ``change_penalty``); None when an option names no such endpoint."""
-    from ecgpipe.predict import EndpointDecision
-
-    endpoints = model.config.endpoints
-    widths = _per_endpoint("--endpoint-smooth", args.endpoint_smooth, endpoints, {n: e.decision_windows for n, e in endpoints.items()})
-    penalties = _per_endpoint("--endpoint-penalty", args.endpoint_penalty, endpoints, {n: e.change_penalty for n, e in endpoints.items()})
-    if widths is None or penalties is None:
-        return None
-    return {name: EndpointDecision(widths[name], penalties[name]) for name in endpoints}
-
-
-def _endpoint_options(parser) -> None:
-    """predict's and evaluate's options for how each endpoint of the model is called (README 'Clinical endpoints')."""
-    parser.add_argument("--endpoint-smooth", type=_endpoint_width, action="append", default=[], metavar="[NAME=]W",
-                        help="windows over which each endpoint's detector score is averaged (shockable = VT + VF, AF): W "
-                             "for every endpoint, NAME=W for one; repeatable (default: the model's [endpoints.<name>] "
-                             "decision_windows, 15 = 30 s of 2-s windows unless its config set another)")
-    parser.add_argument("--endpoint-penalty", type=_endpoint_penalty, action="append", default=[], metavar="[NAME=]P",
-                        help="change penalty of each endpoint's calls, in the detector's score units: an episode starts "
-                             "or ends only where the averaged scores pay P for it (0 = the average's sign); P or NAME=P, "
-                             "repeatable (default: the model's change_penalty, 4 unless its config set another, measured "
-                             "on paper4's SVC margins); models without detectors use the pooled vote, no penalty")
 
 
 def _overrides(args) -> dict:
@@ -266,7 +195,7 @@ def cmd_predict(args) -> int:
     paths = [record_path(arg) for arg in args.records]
     names = output_names(paths)  # records of one name from different folders get distinct outputs
     reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
-    decisions = _endpoint_decisions(args, model)
+    decisions = endpoint_decisions(args, model)
     if decisions is None:
         return 2
     for path in paths:  # before anything is written: never overwrite an input
@@ -309,8 +238,8 @@ def cmd_predict(args) -> int:
         (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
     (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
     print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}; "
-          f"endpoint episodes ({', '.join(model.config.endpoints) or 'none in the model'}; their burden per record in "
-          f"records.csv): {out / 'endpoints.csv'}")
+          f"endpoint episodes ({', '.join(model.config.endpoints) or 'none in the model'}; their burden and episode count "
+          f"per record in records.csv): {out / 'endpoints.csv'}")
     return 1 if failed else 0
 
 
@@ -327,7 +256,7 @@ def cmd_evaluate(args) -> int:
     model = load_model(args.model, require_signed=args.require_signed or None)
     dataset = load_config(args.config)
     mapping = class_mapping(model.class_names, dataset.class_names, args.map)
-    decisions = _endpoint_decisions(args, model)
+    decisions = endpoint_decisions(args, model)
     if decisions is None:
         return 2
     print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
@@ -376,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None, help="folder with <db>/RECORDS and WFDB files (default: $ECGPIPE_DATA_DIR, else ./data/physionet)")
     run.add_argument("--out", required=True, help="output folder (store.zarr, report.*)")
     run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
-    run.add_argument("--workers", type=_positive_int, default=None, help="local Dask worker processes (overrides run.n_workers)")
+    run.add_argument("--workers", type=positive_int, default=None, help="local Dask worker processes (overrides run.n_workers)")
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
     run.add_argument("--verbose", action="store_true", help="tracebacks and Prefect's per-task lines on the console")
     run.add_argument("--download", action="store_true",
@@ -405,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
-    pr.add_argument("--smooth", type=_odd_width, default=5,
+    pr.add_argument("--smooth", type=odd_width, default=5,
                     help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
-    _endpoint_options(pr)
+    endpoint_options(pr)
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")
@@ -422,10 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="folder for evaluation.json, evaluation.md, evaluation_records.csv")
     ev.add_argument("--map", nargs="*", default=None, metavar="MODEL=DATASET",
                     help="class mapping, e.g. afib=afib normal=normal (default: classes of the same name)")
-    ev.add_argument("--max-records", type=_positive_int, default=None, help="score a seeded random sample of this many records")
+    ev.add_argument("--max-records", type=positive_int, default=None, help="score a seeded random sample of this many records")
     ev.add_argument("--seed", type=int, default=0, help="seed of --max-records' sample")
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
-    _endpoint_options(ev)
+    endpoint_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")

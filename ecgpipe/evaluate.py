@@ -26,6 +26,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndar
 
 def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
                    max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None,
-                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] = MODEL_DECISIONS,
+                   endpoint_decisions: EndpointDecision | Mapping[str, EndpointDecision] = MODEL_DECISIONS,
                    ) -> EvaluationResult:
     """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``). One process: the CNN
     uses ``threads`` CPU threads (default: every core) instead of the training workers' setting. On rhythm-annotated
@@ -133,7 +134,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
-    given = endpoint_decisions if isinstance(endpoint_decisions, dict) else dict.fromkeys(shared, endpoint_decisions)
+    given = endpoint_decisions if isinstance(endpoint_decisions, Mapping) else dict.fromkeys(shared, endpoint_decisions)
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
     positive_labels = {name: {label for c in dataset.endpoints[name].classes for label in dataset.classes[c]} for name in shared}
     tallies = {name: RecordingTally() for name in shared}

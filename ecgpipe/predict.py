@@ -25,10 +25,13 @@ its seconds are predicted as its class).
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,11 +69,11 @@ class EndpointDecision:
     def __post_init__(self):
         if self.width < 1 or self.width % 2 == 0:
             raise ValueError(f"endpoint width must be an odd number of windows, got {self.width}")
-        if not self.penalty >= 0:
-            raise ValueError(f"endpoint change penalty must be a number >= 0, got {self.penalty}")
+        if not (math.isfinite(self.penalty) and self.penalty >= 0):
+            raise ValueError(f"endpoint change penalty must be a finite number >= 0, got {self.penalty}")
 
 
-MODEL_DECISIONS: dict[str, EndpointDecision] = {}  # every endpoint called as the model's config says
+MODEL_DECISIONS: Mapping[str, EndpointDecision] = MappingProxyType({})  # every endpoint as the model's config says
 
 
 @dataclass
@@ -185,7 +188,7 @@ def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float,
 
 def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None,
-    endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = MODEL_DECISIONS,
+    endpoint_decisions: EndpointDecision | Mapping[str, EndpointDecision] | None = MODEL_DECISIONS,
 ) -> RecordPrediction:
     """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
     pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_decisions)
@@ -230,7 +233,7 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
 
 
 def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None = None, smooth: int = 5,
-                   endpoint_decisions: EndpointDecision | dict[str, EndpointDecision] | None = MODEL_DECISIONS,
+                   endpoint_decisions: EndpointDecision | Mapping[str, EndpointDecision] | None = MODEL_DECISIONS,
                    ) -> RecordPrediction:
     """Windows of a record already read and validated -> smoothed classes and episodes, and each endpoint of the
     model's config called as ``endpoint_decisions`` says (one for all, or one per endpoint; an endpoint not named:
@@ -256,7 +259,7 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     starts_s = starts / fs_out
     episodes = episodes_from_windows(starts_s, classes, stride_s, duration, cfg.class_names, labels)
     endpoints = {} if endpoint_decisions is None else cfg.endpoints
-    decisions = (endpoint_decisions if isinstance(endpoint_decisions, dict)
+    decisions = (endpoint_decisions if isinstance(endpoint_decisions, Mapping)
                  else dict.fromkeys(cfg.endpoints, endpoint_decisions))
     scores = model.endpoint_scores(cnn, rhythm) if model.detectors and endpoints and usable.any() else {}
     endpoint_calls = {}

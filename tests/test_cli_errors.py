@@ -105,7 +105,7 @@ def test_predict_writes_each_endpoint_s_episodes_and_burden(how, af_model, physi
     code, out, err = _run(capsys, "predict", "--model", str(af_model[how]), str(tmp_path / "201"), "--out",
                           str(tmp_path / "pred"), "--endpoint-smooth", "7", "--endpoint-smooth", "shockable=3")
     assert code == 0, err
-    assert "endpoint episodes (shockable, af; their burden per record in records.csv)" in out
+    assert "endpoint episodes (shockable, af; their burden and episode count per record in records.csv)" in out
     with open(tmp_path / "pred" / "endpoints.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["record", "endpoint", "start_s", "end_s", "duration_s"]
@@ -302,7 +302,8 @@ def test_the_change_penalty_keeps_endpoint_episodes_whole(af_model, physionet, t
     (plain, plain_burden), (segmented, segmented_burden) = found["0"], found["4"]
     assert segmented < plain, found
     assert abs(segmented_burden - plain_burden) < 0.05, found
-    for bad, message in (("af=-1", "must be a decimal number >= 0"), ("x", "must be a decimal number >= 0"),
+    for bad, message in (("af=-1", "must be a finite number >= 0"), ("x", "must be a finite number >= 0"),
+                         ("1" + "0" * 400, "must be a finite number >= 0"), ("nan", "must be a finite number >= 0"),
                          ("afib=2", "--endpoint-penalty: the model has no endpoint afib")):
         code, _, err = _run(capsys, "predict", "--model", str(af_model["detector"]), "--endpoint-penalty", bad,
                             str(tmp_path / "201"), "--out", str(tmp_path / "bad"))

@@ -283,3 +283,26 @@ def test_a_detector_is_fitted_per_endpoint_with_both_sides_in_training():
     assert (detectors["shockable"].predict(rhythm) == np.isin(y, [2, 3])).mean() > 0.95
     record_level = cfg.with_stage(classifier=cfg.classifier.model_copy(update={"level": "record"}))
     assert endpoint_detectors(rhythm, data.y, data.n_cnn, record_level, None) == {}
+
+
+def test_an_endpoint_s_decision_settings_rewrite_the_model_but_rerun_no_fold():
+    """decision_windows and change_penalty travel in the artifact and are never used by cross-validation: changing one
+    keeps the classification rows' key (no fold reruns) and changes the model's (the artifact is written again);
+    changing the endpoint's classes changes both."""
+    from types import SimpleNamespace
+
+    from ecgpipe.stages.classification import model_key, row_key
+
+    def keys(**endpoint):
+        cfg = config_from_dict({"databases": {"mitdb": {}}, "classes": {c: [f"({c.upper()}"] for c in CLASSES},
+                                "endpoints": {"af": {"classes": ["afib"], **endpoint}}})
+        key = row_key(cfg, ["features"], "table")
+        return key, model_key(SimpleNamespace(key=key, cfg=cfg))
+
+    base = keys()
+    assert keys(change_penalty=4.0) == base  # the default stated
+    for changed in ({"change_penalty": 1.0}, {"decision_windows": 31}):
+        row, model = keys(**changed)
+        assert row == base[0] and model != base[1]
+    row, model = keys(classes=["afib", "vt"])
+    assert row != base[0] and model != base[1]

@@ -136,9 +136,14 @@ class ComparisonRow:
         return self.cfg.classifier_label
 
 
+# how predict calls an endpoint: carried by the model, never used by cross-validation (model_key keys it)
+DECISION_FIELDS = {"decision_windows", "change_penalty"}
+
+
 def row_key(cfg: PipelineConfig, feature_keys: list[str], table_key: str) -> str:
+    endpoints = {k: e.model_dump(mode="json", exclude=DECISION_FIELDS) for k, e in cfg.endpoints.items()}
     return content_key(STAGE, code(), cfg.classifier.model_dump(mode="json"), cfg.cv.model_dump(mode="json"),
-                       {k: e.model_dump(mode="json") for k, e in cfg.endpoints.items()}, feature_keys, table_key)
+                       endpoints, feature_keys, table_key)
 
 
 def comparison_rows(cfg: PipelineConfig, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:
@@ -262,8 +267,10 @@ def best_row(rows: list[ComparisonRow], protocol: str) -> int:
 # ------------------------------------------------------------------------------------------------------ model
 def model_key(row: ComparisonRow) -> str:
     # the selection protocol decides whether a tuned classifier's inner CV groups by subject (train_model); an
-    # untuned one is refitted too when it changes: rare, and simpler than keying by the classifier's settings
-    return content_key("model", row.key, row.cfg.selection_protocol)
+    # untuned one is refitted too when it changes: rare, and simpler than keying by the classifier's settings. The
+    # endpoints' decision settings travel in the artifact: changing one writes the model again, no fold reruns
+    decisions = {k: e.model_dump(mode="json", include=DECISION_FIELDS) for k, e in row.cfg.endpoints.items()}
+    return content_key("model", row.key, row.cfg.selection_protocol, decisions)
 
 
 def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, weights_source: str, path: str,

@@ -36,7 +36,6 @@ from bench_endpoints import rates  # noqa: E402
 from ecgpipe import protocols  # noqa: E402
 from ecgpipe.classify import make_splits  # noqa: E402
 from ecgpipe.model import detector_score  # noqa: E402
-from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
 from ecgpipe.smoothing import smoothed_call  # noqa: E402
 from ecgpipe.stages.classification import endpoint_detectors  # noqa: E402
 
@@ -45,8 +44,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
     ap.add_argument("--grid", required=True, metavar="DATA_DIR", help="the run's records under DATA_DIR (as bench_context)")
-    ap.add_argument("--width", type=int, default=DEFAULT_ENDPOINT_SMOOTH, help="predict's --endpoint-smooth (odd)")
-    ap.add_argument("--penalty", type=float, default=DEFAULT_ENDPOINT_PENALTY, help="predict's --endpoint-penalty")
+    ap.add_argument("--width", type=int, default=None, help="predict's --endpoint-smooth (default: the run's config)")
+    ap.add_argument("--penalty", type=float, default=None, help="predict's --endpoint-penalty (default: the run's config)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     run, cfg, sampled = finished_run(args.from_run)
@@ -77,9 +76,12 @@ def main() -> None:
     print("| decision | endpoint | report's windows: sens / spec | recordings: sens / spec | runs detected (all; >= 10 s) "
           "| called runs | false alarms per hour |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for width, penalty in ((1, 0.0), (args.width, 0.0), (args.width, args.penalty)):
-        decision = f"{width} windows, penalty {penalty:g}"
-        for name, endpoint in cfg.endpoints.items():
+    for rule in ("one window", "mean", "predict"):
+        for name, endpoint in cfg.endpoints.items():  # predict's decision: the run's config unless given here
+            width = 1 if rule == "one window" else args.width or endpoint.decision_windows
+            penalty = args.penalty if args.penalty is not None else endpoint.change_penalty
+            penalty = 0.0 if rule != "predict" else penalty
+            decision = f"{width} windows, penalty {penalty:g}"
             if np.isnan(scores[name]).all():
                 continue
             calls = np.concatenate([smoothed_call(scores[name][a:b], width, penalty) for a, b in zip(bounds[:-1], bounds[1:])])
