@@ -38,7 +38,7 @@ from ecgpipe.errors import EcgpipeError, PipelineError
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
-from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, window_reference
+from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference, window_labels, worst_negatives
 from ecgpipe.records import read_record
 from ecgpipe.report_tables import endpoint_table
 from ecgpipe.results import EvaluationResult
@@ -177,12 +177,12 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             g_win += [f"{db}/{name}"] * int(use.sum())
             rows.append({"record": f"{db}/{name}", "label": "", "model_class": "", "predicted": "", "windows": int(use.sum()),
                          "in_training": seen})
+            labels_of = window_labels(rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s,
+                                      dataset.segments.exclude_labels) if tallies else None
             for endpoint, tally in tallies.items():
-                known, positive, window_labels = window_reference(
-                    rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s, positive_labels[endpoint],
-                    dataset.segments.exclude_labels)
+                known, positive = endpoint_reference(labels_of, positive_labels[endpoint])
                 tally.add(pred.endpoint_calls[endpoint], pred.window_starts_s, model.config.segments.length_s,
-                          pred.stride_s, known, positive, window_labels,
+                          pred.stride_s, known, positive, labels_of,
                           annotated_runs(rec.episodes, rec.fs, positive_labels[endpoint]))
         if time.monotonic() - last > 15:
             last = time.monotonic()
@@ -259,13 +259,13 @@ def render_markdown(ev: EvaluationResult) -> str:
                         else f"4-class calls pooled over {r['width']} windows")
             rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
             per_hour = "-" if r["false_alarms_per_hour"] is None else f"{r['false_alarms_per_hour']:.2f}"
-            worst = sorted(((label, n, called) for label, (n, called) in r["negatives_by_label"].items() if called),
-                           key=lambda t: -t[2])[:3]
+            worst = worst_negatives(r["negatives_by_label"], 3)
             classes = f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"
             lines.append(f"| {classes} | {decision} | {rates} ({r['positive_windows']} / {r['negative_windows']} windows) "
                          f"| {r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} "
                          f"(>= {r['long_run_s']:g} s) | {r['called_runs']} | {r['false_alarms']} ({per_hour}) | "
-                         + (", ".join(f"{label} {called} of {n}" for label, n, called in worst) or "-") + " |")
+                         + (", ".join(f"{label} {r['negatives_by_label'][label][1]} of {n}" for label, n, _ in worst)
+                            or "-") + " |")
         lines += [""] + [f"**Note: {r['note']}.**" for r in ev.recordings.values() if r["note"]] + [""]
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]

@@ -41,6 +41,7 @@ from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.featurize import Featurizer
 from ecgpipe.model import TrainedModel
+from ecgpipe.recording_endpoints import called_runs
 from ecgpipe.records import EcgRecord, read_episodes, read_record
 from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
 
@@ -104,17 +105,10 @@ class RecordPrediction:
     endpoint_calls: dict[str, np.ndarray] = field(default_factory=dict)
 
     def endpoint_episodes(self, name: str) -> list[tuple[float, float]]:
-        """(start_s, end_s) of each run of windows where endpoint ``name`` is called."""
-        calls = self.endpoint_calls[name]
-        runs, start = [], None
-        for i, called in enumerate(np.append(calls, 0)):
-            if called == 1 and start is None:
-                start = i
-            elif called != 1 and start is not None:
-                runs.append((float(self.window_starts_s[start]),
-                             min(float(self.window_starts_s[i - 1]) + self.stride_s, self.duration_s)))
-                start = None
-        return runs
+        """(start_s, end_s) of each run of windows where endpoint ``name`` is called: each window spans one stride, so
+        that consecutive episodes meet; the last ends with the record."""
+        runs = called_runs(self.endpoint_calls[name], self.window_starts_s, self.stride_s)
+        return [(start, min(end, self.duration_s)) for start, end in runs]
 
     def endpoint_burden(self, name: str) -> float | None:
         """Share of the scored windows where endpoint ``name`` is called (e.g. AF burden); None when none is scored."""

@@ -27,13 +27,13 @@ from ecgpipe.records import RhythmEpisode
 LONG_RUN_S = 10.0  # annotated runs at least this long are counted apart: mitdb's VT runs are often a few beats
 
 
-def window_reference(episodes: list[RhythmEpisode], fs: float, starts_s: np.ndarray, length_s: float,
-                     positive_labels: Iterable[str], excluded_labels: Iterable[str] = ()
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per window ``[start, start + length)`` (seconds): whether it lies whole inside one annotated episode of a
-    label not excluded (``known``), whether that label is positive, and the label ("" where not known)."""
+def window_labels(episodes: list[RhythmEpisode], fs: float, starts_s: np.ndarray, length_s: float,
+                  excluded_labels: Iterable[str] = ()) -> np.ndarray:
+    """Per window ``[start, start + length)`` (seconds): the label of the annotated episode it lies in whole, "" where
+    it lies in none (across a change, before the first annotation) or in an excluded label. One pass serves every
+    endpoint (``endpoint_reference``)."""
     starts_s = np.asarray(starts_s, dtype=np.float64)
-    positive_labels, excluded_labels = set(positive_labels), set(excluded_labels)
+    excluded_labels = set(excluded_labels)
     labels = np.full(len(starts_s), "", dtype=object)
     if episodes:
         bounds = np.array([ep.start for ep in episodes], dtype=np.float64)
@@ -42,9 +42,23 @@ def window_reference(episodes: list[RhythmEpisode], fs: float, starts_s: np.ndar
         for i, (k, end) in enumerate(zip(inside, (starts_s + length_s) * fs)):
             if k >= 0 and end <= episodes[k].end and episodes[k].label not in excluded_labels:
                 labels[i] = episodes[k].label
-    labels = labels.astype(str)
+    return labels.astype(str)
+
+
+def endpoint_reference(labels: np.ndarray, positive_labels: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """From each window's label (``window_labels``): whether it has a reference (``known``), and whether that is one
+    of the endpoint's labels."""
     known = labels != ""
-    return known, known & np.isin(labels, list(positive_labels)), labels
+    return known, known & np.isin(labels, list(positive_labels))
+
+
+def window_reference(episodes: list[RhythmEpisode], fs: float, starts_s: np.ndarray, length_s: float,
+                     positive_labels: Iterable[str], excluded_labels: Iterable[str] = ()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``known``, ``positive`` and the label of each window, for one endpoint (``window_labels``,
+    ``endpoint_reference``)."""
+    labels = window_labels(episodes, fs, starts_s, length_s, excluded_labels)
+    return (*endpoint_reference(labels, positive_labels), labels)
 
 
 def annotated_runs(episodes: list[RhythmEpisode], fs: float, positive_labels: Iterable[str]) -> list[tuple[float, float]]:
@@ -135,9 +149,7 @@ class RecordingTally:
         return self.false_alarms / (self.seconds / 3600) if self.seconds else None
 
     def worst_negatives(self, n: int = 5) -> list[tuple[str, int, float]]:
-        """The negative rhythms with the most windows called positive: (label, windows, share called positive)."""
-        ranked = sorted(self.negatives_by_label.items(), key=lambda kv: (-kv[1][1], kv[0]))
-        return [(label, total, called / total) for label, (total, called) in ranked[:n] if called]
+        return worst_negatives(self.negatives_by_label, n)
 
     def to_json(self) -> dict:
         rounded = lambda v: None if v is None else round(v, 4)  # noqa: E731
@@ -148,3 +160,10 @@ class RecordingTally:
                 "called_runs": self.called_runs, "false_alarms": self.false_alarms, "hours": round(self.seconds / 3600, 3),
                 "false_alarms_per_hour": rounded(self.false_alarms_per_hour),
                 "negatives_by_label": {k: list(v) for k, v in sorted(self.negatives_by_label.items())}}
+
+
+def worst_negatives(negatives_by_label: dict[str, list[int]], n: int = 5) -> list[tuple[str, int, float]]:
+    """The negative rhythms with the most windows called positive, from a tally's ``negatives_by_label`` (label ->
+    [windows, called positive]; also as stored in evaluation.json): (label, windows, share called positive)."""
+    ranked = sorted(negatives_by_label.items(), key=lambda kv: (-kv[1][1], kv[0]))
+    return [(label, total, called / total) for label, (total, called) in ranked[:n] if called]

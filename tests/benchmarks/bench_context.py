@@ -81,7 +81,7 @@ from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, grid_features  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
-from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, window_reference  # noqa: E402
+from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, endpoint_reference, window_labels  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import member_votes, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
@@ -177,7 +177,7 @@ def recording_reference(cfg, data_dir: str, records: np.ndarray, starts: np.ndar
         header = wfdb.rdheader(path)
         annotations[record] = (read_episodes(path, cfg.database(database).annotator, header.sig_len), float(header.fs))
         rows = records == record
-        labels[rows] = window_reference(*annotations[record], starts_s[rows], length_s, (), cfg.segments.exclude_labels)[2]
+        labels[rows] = window_labels(*annotations[record], starts_s[rows], length_s, cfg.segments.exclude_labels)
     return RecordingReference(cfg, annotations, labels.astype(str), len(records) * length_s / 3600)
 
 
@@ -185,11 +185,11 @@ def recording_metrics(calls: np.ndarray, name: str, reference: RecordingReferenc
                       starts_s: np.ndarray, length_s: float) -> dict:
     """An endpoint's calls on every grid window, added up over the records (``RecordingTally``)."""
     positive_labels, tally = reference.endpoint_labels(name), RecordingTally()
-    exclude = reference.cfg.segments.exclude_labels
     for record in np.unique(records):
         rows = records == record
         episodes, fs = reference.annotations[record]
-        known, positive, labels = window_reference(episodes, fs, starts_s[rows], length_s, positive_labels, exclude)
+        labels = reference.labels[rows]  # each window's annotated rhythm, read once for every endpoint and decision
+        known, positive = endpoint_reference(labels, positive_labels)
         tally.add(calls[rows], starts_s[rows], length_s, length_s, known, positive, labels,  # grid stride = length
                   annotated_runs(episodes, fs, positive_labels))
     return tally.to_json()
