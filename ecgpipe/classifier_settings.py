@@ -180,3 +180,15 @@ class EndpointSettings(_Strict):
             if not 0 < goal <= 1:
                 raise ValueError(f"class_goals.{name}: {goal} is not a share in (0, 1]")
         return goals
+
+
+class RecordingSettings(_Strict):
+    """``[recordings]``: the endpoints scored over whole recordings, out of fold, as ``ecgpipe predict`` calls them."""
+
+    score: bool = Field(
+        False,
+        description="Featurise every window of the rhythm-annotated recordings on predict's grid and score each "
+        "endpoint over them as predict calls it (its detector averaged and segmented), each record by the detectors "
+        "of the grouped fold that held its patient out: windows, annotated runs detected, false alarms per hour. "
+        "Costs a feature pass over every window of the recordings.",
+    )

@@ -48,7 +48,7 @@ def cmd_run(args) -> int:
     from ecgpipe.errors import StageFailed
     from ecgpipe.orchestration.console import quiet_console
     from ecgpipe.orchestration.interrupt import RunInterrupted
-    from ecgpipe.report_tables import endpoint_rates, scored_endpoints
+    from ecgpipe.report_tables import endpoint_rates, recording_words, scored_endpoints
     from flows.ecg_pipeline import run_pipeline
 
     if not args.verbose:
@@ -97,6 +97,11 @@ def cmd_run(args) -> int:
         for what, scored in ((what, scored) for protocol, what, scored in endpoints if protocol == name):
             for ep_name, ep in scored.items():
                 print(f"  {'':20s} endpoint {ep_name} ({what}): {endpoint_rates(ep)}")
+    if report.get("recordings"):
+        rec = report["recordings"]
+        print(f"  whole recordings ({rec['n_records']} records, {rec['hours']:.1f} h; new patients, as predict calls them):")
+        for name, r in rec["endpoints"].items():
+            print(f"  {'':20s} endpoint {name}: {recording_words(r)}")
     if report.get("model"):
         print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {report['model']} RECORD...)")
     if report["skipped_records"]:
@@ -250,7 +255,7 @@ def cmd_evaluate(args) -> int:
     from ecgpipe.config import load_config
     from ecgpipe.evaluate import class_mapping, evaluate_model, write_outputs
     from ecgpipe.model import load_model
-    from ecgpipe.report_tables import endpoint_rates
+    from ecgpipe.report_tables import endpoint_rates, recording_words
     from ecgpipe.sources import resolve_data_dir
 
     model = load_model(args.model, require_signed=args.require_signed or None)
@@ -277,10 +282,7 @@ def cmd_evaluate(args) -> int:
     for name, r in ev.recordings.items():
         if r["note"]:
             print(f"ecgpipe: warning: endpoint {name}: {r['note']}", file=sys.stderr)
-        rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
-        print(f"endpoint {name} over whole recordings ({r['hours']:.1f} h, as predict calls it): windows sens / spec "
-              f"{rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, {r['false_alarms']} false alarms"
-              + ("" if r["false_alarms_per_hour"] is None else f" ({r['false_alarms_per_hour']:.2f} per hour)"))
+        print(f"endpoint {name} over whole recordings ({r['hours']:.1f} h, as predict calls it): {recording_words(r)}")
     for f in ev.failed:
         print(f"  failed {f['record']}: {f['error']}")
     print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 
 from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
-from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, _Strict  # noqa: F401  (re-exported)
+from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
 from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
@@ -143,6 +143,7 @@ class PipelineConfig(_Strict):
     rhythm: RhythmSettings = RhythmSettings()
     sweep: SweepSettings = SweepSettings()
     endpoints: dict[str, EndpointSettings] = Field({}, description="Binary clinical endpoints, by name.")
+    recordings: RecordingSettings = RecordingSettings()
     cv: CVSettings = CVSettings()
     run: RunSettings = RunSettings()
 

@@ -38,9 +38,9 @@ from ecgpipe.errors import EcgpipeError, PipelineError
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
-from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference, window_labels, worst_negatives
+from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference, window_labels
 from ecgpipe.records import read_record
-from ecgpipe.report_tables import endpoint_table
+from ecgpipe.report_tables import RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
 from ecgpipe.results import EvaluationResult
 from ecgpipe.sources import database_dir, selected_records
 
@@ -246,26 +246,10 @@ def render_markdown(ev: EvaluationResult) -> str:
                       "|---|---|---:|---:|---:|---:|---:|---|"] + ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     if ev.recordings:
-        lines += ["## Endpoints over whole recordings, as `ecgpipe predict` calls them", "",
-                  "Every window of the recordings: its reference is the annotated rhythm it lies in, whole (windows across a "
-                  "change or in noise left out), and every rhythm that is not one of the endpoint's classes is a negative, "
-                  "configured or not. An annotated run is detected when a called run overlaps it; a called run that "
-                  "overlaps none is a false alarm.", "",
-                  "| endpoint | decision | windows: sensitivity / specificity | annotated runs detected (all; long) "
-                  "| called runs | false alarms (per hour) | negatives most often called positive |",
-                  "|---|---|---:|---:|---:|---:|---|"]
-        for name, r in ev.recordings.items():
-            decision = (f"detector over {r['width']} windows, change penalty {r['penalty']:g}" if r["detector"]
-                        else f"4-class calls pooled over {r['width']} windows")
-            rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
-            per_hour = "-" if r["false_alarms_per_hour"] is None else f"{r['false_alarms_per_hour']:.2f}"
-            worst = worst_negatives(r["negatives_by_label"], 3)
-            classes = f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"
-            lines.append(f"| {classes} | {decision} | {rates} ({r['positive_windows']} / {r['negative_windows']} windows) "
-                         f"| {r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} "
-                         f"(>= {r['long_run_s']:g} s) | {r['called_runs']} | {r['false_alarms']} ({per_hour}) | "
-                         + (", ".join(f"{label} {r['negatives_by_label'][label][1]} of {n}" for label, n, _ in worst)
-                            or "-") + " |")
+        lines += ["## Endpoints over whole recordings, as `ecgpipe predict` calls them", "", RECORDINGS_HOW, "",
+                  "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
+        label = lambda name, r: f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"  # noqa: E731
+        lines += ["| " + " | ".join(row) + " |" for row in recording_rows(ev.recordings, label)]
         lines += [""] + [f"**Note: {r['note']}.**" for r in ev.recordings.values() if r["note"]] + [""]
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]

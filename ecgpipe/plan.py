@@ -16,15 +16,17 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.keys import array_digest
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
-from ecgpipe.results import ProtocolResult, protocols_from_json
-from ecgpipe.stages import classification, features, segments, spectrograms, table
+from ecgpipe.results import ProtocolResult, RecordingScores, protocols_from_json
+from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
 
-STAGES = (segments.STAGE, table.STAGE, spectrograms.STAGE, features.STAGE, classification.STAGE)
+STAGES = (segments.STAGE, table.STAGE, spectrograms.STAGE, features.STAGE, classification.STAGE, recording_grid.STAGE,
+          recording_scores.STAGE)
+OPTIONAL_STAGES = (recording_grid.STAGE, recording_scores.STAGE)  # run only with [recordings] score = true
 
 
 def chunk_unit(i: int) -> str:
@@ -112,5 +114,22 @@ class RunPlan:
             return None
         try:
             return protocols_from_json(marker["protocols"])
+        except (KeyError, ValueError):  # written by another version, or damaged: recompute
+            return None
+
+    def recording_grids(self, row: ComparisonRow, records: list[RecordSummary]) -> list[recording_grid.GridUnit]:
+        """The grid units of the row's endpoints over whole recordings (``[recordings] score``)."""
+        return recording_grid.grid_units(row.cfg, self.records, records)
+
+    def grid_done(self, unit: recording_grid.GridUnit) -> bool:
+        return recording_grid.grid_done(self.store, self.markers, unit)
+
+    def recording_scores_done(self, row: ComparisonRow, grids: list[recording_grid.GridUnit]) -> RecordingScores | None:
+        """The stored whole-recording endpoints of ``row`` on these grids when current, else None."""
+        marker = self.markers.read(recording_scores.STAGE, row.unit)
+        if not marker or marker.get("key") != recording_scores.scores_key(row, grids):
+            return None
+        try:
+            return RecordingScores.model_validate(marker["result"])
         except (KeyError, ValueError):  # written by another version, or damaged: recompute
             return None

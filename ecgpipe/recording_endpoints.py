@@ -136,6 +136,16 @@ class RecordingTally:
         self.false_alarms += sum(not any(_overlaps(c, run) for run in runs) for c in called)
         self.seconds += float(scored.sum()) * stride_s
 
+    def merge(self, other: RecordingTally) -> None:
+        """Add another tally's records (e.g. another fold's) to this one."""
+        for name in ("positive_windows", "true_positives", "negative_windows", "true_negatives", "runs", "runs_detected",
+                     "long_runs", "long_runs_detected", "called_runs", "false_alarms", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for label, (windows, called) in other.negatives_by_label.items():
+            tally = self.negatives_by_label.setdefault(label, [0, 0])
+            tally[0] += windows
+            tally[1] += called
+
     @property
     def sensitivity(self) -> float | None:
         return self.true_positives / self.positive_windows if self.positive_windows else None

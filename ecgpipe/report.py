@@ -18,12 +18,16 @@ from ecgpipe.location import Location  # noqa: E402
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
+    RECORDING_HEADER,
+    RECORDINGS_HOW,
     comparison_columns,
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
     pct,
     predicted_as,
+    recording_rows,
+    recordings_summary,
     scored_endpoints,
     spectrogram_shape_words,
     stage_times_words,
@@ -97,7 +101,7 @@ def render_markdown(report: dict) -> str:
                   "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")
-    lines += endpoint_markdown(report)
+    lines += endpoint_markdown(report) + recordings_markdown(report)
     for name, p in report["protocols"].items():
         level = p.get("level", "window")
         lines += ["", f"### {name}", "", protocol_title(name, p["n_folds"], who, level) + (f"; {p['note']}" if p["note"] else ""), ""]
@@ -170,6 +174,34 @@ def endpoint_markdown(report: dict) -> list[str]:
     return lines
 
 
+def recordings_markdown(report: dict) -> list[str]:
+    """The endpoints over whole recordings, out of fold ([recordings] score = true)."""
+    rec = report.get("recordings")
+    if not rec:
+        return []
+    lines = ["## Endpoints over whole recordings, as `ecgpipe predict` calls them (new patients)", "",
+             recordings_summary(rec) + " " + RECORDINGS_HOW + " Per record: `recordings.csv`.", "",
+             "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in recording_rows(rec["endpoints"])]
+    lines += [""] + [f"Note: {note}." for note in rec["notes"]]
+    lines += [f"- not scored: `{f['record']}`: {f['error']}" for f in rec["failed"]]
+    return lines + [""]
+
+
+def recordings_csv(rec: dict) -> str:
+    """``record,subject,fold,hours,<endpoint>_<measure>...``: one row per recording scored over its whole length."""
+    measures = ("sensitivity", "specificity", "positive_windows", "negative_windows", "runs", "runs_detected",
+                "called_runs", "false_alarms")
+    names = list(rec["endpoints"])
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["record", "subject", "fold", "hours", *[f"{n}_{m}" for n in names for m in measures]])
+    for r in rec["records"]:
+        writer.writerow([r["record"], r["subject"], r["fold"], r["hours"],
+                         *["" if r["endpoints"][n][m] is None else r["endpoints"][n][m] for n in names for m in measures]])
+    return buf.getvalue()
+
+
 def records_csv(outcomes: list[dict], class_names: list[str]) -> str:
     """``record,label,predicted,votes_<class>...,folds``: one row per record."""
     buf = io.StringIO()
@@ -197,6 +229,8 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     for name, p in report["protocols"].items():  # every record's out-of-fold outcome, for datasets labelled per record
         if p.get("per_record") and p["per_record"]["records"]:
             out.write_text(f"records_{name}.csv", records_csv(p["per_record"]["records"], list(p["per_class"])))
+    if report.get("recordings"):
+        out.write_text("recordings.csv", recordings_csv(report["recordings"]))
     out.write_text("report.json", json.dumps(report, indent=2))
     out.write_text("report.md", render_markdown(report))
     out.write_text("report.html", render_html(report, pngs, examples_uri))

@@ -16,11 +16,15 @@ import numpy as np  # noqa: E402
 from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
 from ecgpipe.report_tables import (  # noqa: E402
+    RECORDING_HEADER,
+    RECORDINGS_HOW,
     comparison_scores,
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
     predicted_as,
+    recording_rows,
+    recordings_summary,
     scored_endpoints,
     stage_times_words,
 )
@@ -146,6 +150,13 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
             parts.append(f"<details><summary>{e(n)}: the records' confusion matrix</summary>"
                          + _table(["annotated \\ predicted", *classes], cm) + "</details>")
     parts += endpoint_sections(report)
+    if report.get("recordings"):
+        rec = report["recordings"]
+        parts += ["<h2>Endpoints over whole recordings, as <code>ecgpipe predict</code> calls them (new patients)</h2>",
+                  f"<p class='muted'>{e(recordings_summary(rec))} {e(RECORDINGS_HOW)} Per record: <code>recordings.csv</code>.</p>",
+                  _table(RECORDING_HEADER, [[e(c) for c in row] for row in recording_rows(rec["endpoints"])])]
+        parts += [f"<p>Note: {e(note)}.</p>" for note in rec["notes"]]
+        parts += [f"<p>Not scored: <code>{e(f['record'])}</code>: {e(f['error'])}</p>" for f in rec["failed"]]
     if len(report.get("comparison", [])) > 1:
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "

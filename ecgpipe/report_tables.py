@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ecgpipe.protocols import short as protocol_short
+from ecgpipe.recording_endpoints import worst_negatives
 from ecgpipe.results import EndpointClassRate, EndpointResult
 
 RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
@@ -123,3 +124,42 @@ def stage_times_words(report: dict) -> str:
     words = [f"{stage} {s:.0f} s" + (f" at {rate:.0f} img/s" if stage == "features" and rate else "") for stage, s in seconds.items()]
     return " (" + ", ".join(words) + ")"
 
+
+
+RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotated rhythm it lies in, whole (windows across "
+                  "a change or in noise left out), and every rhythm that is not one of the endpoint's classes is a "
+                  "negative, configured or not. An annotated run is detected when a called run overlaps it; a called run "
+                  "that overlaps none is a false alarm.")
+RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity", "annotated runs detected (all; long)",
+                    "called runs", "false alarms (per hour)", "negatives most often called positive"]
+
+
+def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> list[list[str]]:
+    """One row per endpoint scored over whole recordings (``RecordingTally.to_json()`` with its decision), for the
+    run's report and ``ecgpipe evaluate``'s; ``label(name, r)`` names the endpoint."""
+    rows = []
+    for name, r in recordings.items():
+        decision = (f"detector over {r['width']} windows, change penalty {r['penalty']:g}" if r["detector"]
+                    else f"4-class calls pooled over {r['width']} windows")
+        rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
+        per_hour = "-" if r["false_alarms_per_hour"] is None else f"{r['false_alarms_per_hour']:.2f}"
+        worst = worst_negatives(r["negatives_by_label"], 3)
+        rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows)",
+                     f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
+                     str(r["called_runs"]), f"{r['false_alarms']} ({per_hour})",
+                     ", ".join(f"{lab} {r['negatives_by_label'][lab][1]} of {n}" for lab, n, _ in worst) or "-"])
+    return rows
+
+
+def recordings_summary(rec: dict) -> str:
+    """How the run's whole-recording endpoints were scored, in a sentence."""
+    return (f"{rec['n_records']} records ({rec['hours']:.1f} h), each scored by the endpoint detectors of the "
+            f"{rec['classifier']} row fitted on the training windows of the grouped fold ({rec['n_folds']} folds) that held "
+            "its patient out: new patients, as `ecgpipe predict` meets them.")
+
+
+def recording_words(r: dict) -> str:
+    """One endpoint over whole recordings in a line (the CLI's summaries)."""
+    rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
+    return (f"windows sens / spec {rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, "
+            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f" ({r['false_alarms_per_hour']:.2f} per hour)"))

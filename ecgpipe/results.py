@@ -161,6 +161,23 @@ class ComparisonEntry(_Result):
     chosen: dict[str, list[dict]]
 
 
+class RecordingScores(_Result):
+    """Each endpoint over every window of the run's rhythm-annotated recordings, as ``ecgpipe predict`` calls it, each
+    record by the detectors of the grouped fold that held its patient out (``ecgpipe.stages.recording_scores``)."""
+
+    protocol: str  # the folds': grouped by subject
+    classifier: str  # the row whose detectors were fitted (the best row)
+    n_folds: int
+    n_records: int
+    hours: float
+    # per endpoint: ecgpipe.recording_endpoints.RecordingTally.to_json() with its decision (width, penalty), as
+    # ``ecgpipe evaluate`` writes its own
+    endpoints: dict[str, dict]
+    records: list[dict]  # per record: record, subject, fold, hours and per endpoint its tally
+    notes: list[str] = []
+    failed: list[dict] = []  # records whose grid could not be computed, with the error
+
+
 class Report(_Result):
     """Everything ``report.json`` holds; the Markdown and HTML reports are rendered from it."""
 
@@ -203,6 +220,7 @@ class Report(_Result):
     feature_placement: str | None = None
     feature_img_s: float | None = None  # images through the backbone this run / feature stage seconds
     provenance: dict = {}
+    recordings: RecordingScores | None = None  # [recordings] score = true: the endpoints over whole recordings
 
 
 class EvaluationResult(_Result):

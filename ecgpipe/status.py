@@ -12,8 +12,8 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import UnreadableFile
 from ecgpipe.location import Location
 from ecgpipe.lock import RunLock
-from ecgpipe.plan import STAGES, RunPlan, chunk_unit
-from ecgpipe.stages import segments, table
+from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
+from ecgpipe.stages import classification, recording_grid, recording_scores, segments, table
 
 
 def _last_run(out: Location) -> dict:
@@ -64,7 +64,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     records = [s for s in plan.windows_summaries(known=summaries).values() if s is not None]
     if not records or not out.exists("store.zarr"):
         status["note"] = "nothing computed yet"
-        for stage in STAGES[1:]:
+        for stage in [s for s in STAGES[1:] if cfg.recordings.score or s not in OPTIONAL_STAGES]:
             status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": "all"}
         return status
     if len(records) < len(plan.records):
@@ -81,5 +81,19 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     extractors = plan.feature_arrays(spec_keys)
     status["stages"]["features"] = tally([u for e in extractors for u in chunk_rows(e.array, e.keys)])
     rows = plan.rows(extractors, segment_table.key)
-    status["stages"]["classify"] = tally([(r.unit, "classify", r.unit, plan.row_done(r) is not None) for r in rows])
+    stored = {r.unit: plan.row_done(r) for r in rows}
+    status["stages"]["classify"] = tally([(r.unit, "classify", r.unit, stored[r.unit] is not None) for r in rows])
+    if cfg.recordings.score:  # planned from the best row: known when there is one row, or once every row is scored
+        if len(rows) > 1 and any(v is None for v in stored.values()):
+            for stage in (recording_grid.STAGE, recording_scores.STAGE):
+                status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None,
+                                           "rerun_computes": "after classify"}
+            return status
+        for r in rows:
+            r.protocols = stored[r.unit]
+        best = rows[0] if len(rows) == 1 else rows[classification.best_row(rows, cfg.selection_protocol)]
+        grids = plan.recording_grids(best, records)
+        status["stages"][recording_grid.STAGE] = tally([(g.shown, recording_grid.STAGE, g.name, plan.grid_done(g)) for g in grids])
+        status["stages"][recording_scores.STAGE] = tally([(best.unit, recording_scores.STAGE, best.unit,
+                                                           plan.recording_scores_done(best, grids) is not None)])
     return status

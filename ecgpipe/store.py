@@ -33,7 +33,8 @@ class Layout:
     SEGMENTS = "segments"
     SPECTROGRAMS = "spectrograms"
     FEATURES = "features"
-    GROUPS = (RECORDS, SEGMENTS, SPECTROGRAMS, FEATURES)
+    RECORDINGS = "recordings"  # every window of a record on predict's grid (ecgpipe.stages.recording_grid)
+    GROUPS = (RECORDS, SEGMENTS, SPECTROGRAMS, FEATURES, RECORDINGS)
     # one record's windows (records/<db>/<record>/<name>)
     RECORD_ARRAYS = {"windows": "float32", "starts": "int64", "episode": "int32", "rhythm": "float32"}
     # the selected dataset (segments/<name>)
@@ -50,6 +51,10 @@ class Layout:
     @staticmethod
     def record(database: str, record: str) -> str:
         return f"records/{database}/{record}"
+
+    @staticmethod
+    def recording(database: str, record: str) -> str:
+        return f"recordings/{database}/{record}"
 
     @staticmethod
     def segment(name: str) -> str:

@@ -11,6 +11,9 @@
         │
     classify         1 task / fold     every protocol of every sweep row, in parallel ecgpipe/stages/classification.py
         │
+    recordings       1 task / batch    [recordings] score = true: every window of the  ecgpipe/stages/recording_grid.py
+                     1 task / fold     recordings, endpoints called out of fold        ecgpipe/stages/recording_scores.py
+        │
     report           flow process      report.json/.md/.html, model.skops             ecgpipe/report_build.py
 
 Tasks run on a Dask cluster through prefect-dask's DaskTaskRunner and pass only store paths and chunk indices.
@@ -67,9 +70,11 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
     rows, best, model_path = steps.classify(run, table, extractors)
+    recordings = steps.score_recordings(run, records, rows, best)
 
     report = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best).model_copy(update={
         "model": model_path,
+        "recordings": recordings,
         "model_digest": content_digest(model_path) if model_path else None,
         "stage_seconds": {k: round(v, 2) for k, v in log.stage_seconds.items()},
         "wall_s": round(log.elapsed(), 2),

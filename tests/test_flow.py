@@ -184,7 +184,7 @@ def test_features_equal_a_direct_computation(flow_run):
 def test_predict_s_window_path_gives_the_features_training_stored(flow_run):
     """``ecgpipe predict`` (and bench_context.py --grid) featurise a record through ``grid_features``; on a window at
     the same start it must give what training stored: the CNN features and the rhythm block."""
-    from ecgpipe.predict import grid_features
+    from ecgpipe.grid import grid_features
     from ecgpipe.records import read_record
 
     report, cfg = flow_run["report"], flow_run["cfg"]

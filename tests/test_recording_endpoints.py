@@ -4,8 +4,14 @@ detections and false alarms counted per run, on constructed episodes and on a re
 import numpy as np
 import pytest
 
+from ecgpipe.classify import make_splits
+from ecgpipe.config import load_config
 from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, called_runs, window_reference
 from ecgpipe.records import RhythmEpisode
+from ecgpipe.stages.classification import ClassificationData
+from ecgpipe.stages.recording_grid import GridUnit
+from ecgpipe.stages.recording_scores import record_folds
+from ecgpipe.stages.segments import RecordUnit
 
 FS = 100.0
 # 0-20 s sinus, 20-50 s AF, 50-52 s noise, 52-60 s bigeminy, 60-64 s AF, 64-66 s AFL (an AF class label), 66-80 s sinus
@@ -61,6 +67,38 @@ def test_tally_counts_windows_runs_and_false_alarms():
     tally.add(np.ones(3, dtype=np.int64), np.arange(3) * 2.0, 2.0, 2.0, np.ones(3, bool), np.ones(3, bool),
               np.array(["(AFIB"] * 3), [(0.0, 6.0)])
     assert tally.runs == 3 and tally.runs_detected == 2 and tally.false_alarms == 1 and tally.positive_windows == 21
+
+
+def test_merged_tallies_equal_one_tally_of_both_records():
+    starts = np.arange(0, 80, 2.0)
+    known, positive, labels = window_reference(EPISODES, FS, starts, 2.0, AF, ["(NOISE"])
+    runs = annotated_runs(EPISODES, FS, AF)
+    first = (np.arange(len(starts)) % 3 == 0).astype(np.int64)
+    second = ((starts >= 20) & (starts < 40)).astype(np.int64)
+    both, a, b = RecordingTally(), RecordingTally(), RecordingTally()
+    for tally, calls in ((both, first), (both, second), (a, first), (b, second)):
+        tally.add(calls, starts, 2.0, 2.0, known, positive, labels, runs)
+    a.merge(b)
+    assert a == both and a.to_json() == both.to_json()
+    assert b.negatives_by_label != a.negatives_by_label  # merging added to a, and left b as it was
+
+
+def test_records_go_to_the_fold_that_tests_their_patient():
+
+    cfg = load_config("paper4-best", {"cv": {"n_splits": 3}})
+    subjects = np.repeat([f"s{i}" for i in range(6)], 10)
+    y = np.tile(np.repeat([0, 1], 5), 6)
+    data = ClassificationData(None, None, y, subjects, np.array(["mitdb"] * 60), subjects)
+    grids = [GridUnit(RecordUnit("mitdb", name, "", ""), subject, name)
+             for name, subject in [("a", "s0"), ("b", "s0"), ("c", "s4"), ("x", "nobody"), ("y", "nobody2")]]
+    folds, _ = record_folds(data, cfg, grids)
+    fold_of = {r.record: f for f, records in enumerate(folds) for r in records}
+    assert sorted(fold_of) == ["a", "b", "c", "x", "y"]  # every record once
+    assert fold_of["a"] == fold_of["b"]  # one patient, one fold
+    splits, _ = make_splits("grouped_by_subject", y, subjects, cfg.cv, data.databases)
+    for name, subject in [("a", "s0"), ("c", "s4")]:
+        assert subject in set(subjects[splits[fold_of[name]][1]]) and subject not in set(subjects[splits[fold_of[name]][0]])
+    assert (fold_of["x"], fold_of["y"]) == (0, 1)  # patients no fold trained on: spread over the folds
 
 
 def test_a_real_record_s_annotations(physionet):

@@ -34,26 +34,36 @@ enabled = true
 context_s = 8.0
 [classifier]
 inputs = "cnn+rhythm"
+[features]
+image_size = 32
+[endpoints.shockable]
+classes = ["vt", "vf"]
+[recordings]
+score = true
 [cv]
 n_splits = 3
 [run]
 chunk_size = 8
 n_workers = 1
 """
-ALL = ("segments", "table", "spectrograms", "features", "classify")
+ALL = ("segments", "table", "spectrograms", "features", "classify", "recording_grid", "recording_scores")
+SCORING = ("classify", "recording_scores")  # a record's grid is featurised again only when its features would change
 # the module edited -> the stages that must become stale (all others stay done)
 EDITS = {
     "ecgpipe/stages/segments.py": ALL,
     "ecgpipe/stages/table.py": ALL[1:],
     "ecgpipe/stages/spectrograms.py": ALL[2:],
     "ecgpipe/stages/features.py": ALL[3:],
-    "ecgpipe/stages/classification.py": ALL[4:],
-    # the rhythm block is keyed apart from the windows: records, table and classifier; no spectrogram or CNN chunk
-    "ecgpipe/rhythm_block.py": ("segments", "table", "classify"),
+    "ecgpipe/stages/classification.py": SCORING,
+    # the rhythm block is keyed apart from the windows: records, table, classifier and grids; no spectrogram or CNN chunk
+    "ecgpipe/rhythm_block.py": ("segments", "table", "classify", "recording_grid", "recording_scores"),
     # pure maths beneath a stage is part of its code version too
     "ecgpipe/spectrogram.py": ALL[2:],
-    "ecgpipe/classify.py": ALL[4:],
+    "ecgpipe/classify.py": SCORING,
+    "ecgpipe/stages/recording_grid.py": ALL[5:],
+    "ecgpipe/stages/recording_scores.py": ALL[6:],
 }
+
 
 
 def cli(code: Path, *args: str) -> subprocess.CompletedProcess:

@@ -21,6 +21,8 @@ STAGE_MODULES = {
     "spectrograms": "ecgpipe.stages.spectrograms",
     "features": "ecgpipe.stages.features",
     "classify": "ecgpipe.stages.classification",
+    "recording_grid": "ecgpipe.stages.recording_grid",
+    "recording_scores": "ecgpipe.stages.recording_scores",
 }
 
 
@@ -36,7 +38,8 @@ def test_code_version_covers_every_module_the_stage_imports(stage):
     that ends up loaded must be hashed into the stage's code version."""
     module = STAGE_MODULES[stage]
     # modules the stage's functions import when they run (the CNN extractor, the model artifact)
-    lazy = {"spectrograms": ["ecgpipe.features"], "features": ["ecgpipe.features"], "classify": ["ecgpipe.model"]}
+    lazy = {"spectrograms": ["ecgpipe.features"], "features": ["ecgpipe.features"], "classify": ["ecgpipe.model"],
+            "recording_grid": ["ecgpipe.features"]}
     probe = "import sys, json, importlib; " + "; ".join(f"importlib.import_module({m!r})" for m in [module, *lazy.get(stage, [])])
     probe += "; print(json.dumps(sorted(n for n in sys.modules if n == 'ecgpipe' or n.startswith('ecgpipe.'))))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout)

@@ -12,11 +12,15 @@ import distributed
 from ecgpipe.location import Location
 from ecgpipe.orchestration import interrupt
 from ecgpipe.orchestration.console import PROGRESS_RECORD, stage_bar
-from ecgpipe.plan import STAGES, RunPlan, chunk_unit
+from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
 
 
 def error_text(exc: Exception) -> str:
     return getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}"
+
+
+def _no_units() -> dict[str, int]:
+    return {"computed": 0, "skipped": 0, "failed": 0, "tasks": 0}
 
 
 @dataclass
@@ -25,7 +29,7 @@ class RunLog:
 
     out: Location
     t0: float = field(default_factory=time.perf_counter)
-    stages: dict = field(default_factory=lambda: {s: {"computed": 0, "skipped": 0, "failed": 0, "tasks": 0} for s in STAGES})
+    stages: dict = field(default_factory=lambda: {s: _no_units() for s in STAGES if s not in OPTIONAL_STAGES})
     failures: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
     rows_computed: dict = field(default_factory=dict)  # chunk stages: rows through a computed chunk task (images)
@@ -36,11 +40,13 @@ class RunLog:
         return round(rows / seconds, 1) if rows and seconds > 0 else None
 
     def count(self, stage: str, computed: int = 0, skipped: int = 0, tasks: int = 0) -> None:
+        self.stages.setdefault(stage, _no_units())  # an optional stage appears once it runs
         self.stages[stage]["computed"] += computed
         self.stages[stage]["skipped"] += skipped
         self.stages[stage]["tasks"] += tasks
 
     def fail(self, stage: str, unit: str, error: str) -> None:
+        self.stages.setdefault(stage, _no_units())
         self.stages[stage]["failed"] += 1
         self.failures.append({"stage": stage, "unit": unit, "error": error})
 

@@ -18,8 +18,8 @@ from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stag
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster
 from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.plan import RunPlan
-from ecgpipe.results import protocols_to_json
-from ecgpipe.stages import classification, features, segments, spectrograms, table
+from ecgpipe.results import RecordingScores, protocols_to_json
+from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray, feature_groups
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
@@ -255,6 +255,69 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
         best = classification.best_row(rows, run.cfg.selection_protocol)
         model = finish_model(run, early or submit_model(run, rows[best], segment_table))
     return rows, best, model
+
+
+def score_recordings(run: Run, records: list[RecordSummary], rows: list[ComparisonRow], best: int) -> RecordingScores | None:
+    """Stage 6 (``[recordings] score = true``): every window of the rhythm-annotated recordings featurised on
+    predict's grid (one task per batch of records), then each endpoint called on them as predict calls it, each
+    record by the detectors of the grouped fold that held its patient out (one task per fold)."""
+    row = rows[best]
+    if not run.cfg.recordings.score:
+        return None
+    why_not = ("no endpoint is declared" if not row.cfg.endpoints else
+               "the best row classifies whole records (no window detectors)" if row.cfg.classifier.level == "record" else "")
+    grids = run.plan.recording_grids(row, records)
+    if why_not or not grids:
+        run.logger.warning(f"recordings: not scored: {why_not or 'no rhythm-annotated record was read'}")
+        return None
+    failed: list[dict] = []
+    with run.log.timed(recording_grid.STAGE):
+        zs.ensure_groups(run.store, *[f"{Layout.RECORDINGS}/{db}" for db in run.cfg.databases])
+        todo = [g for g in grids if not run.plan.grid_done(g)]
+        run.log.count(recording_grid.STAGE, skipped=len(grids) - len(todo))
+        unit_of = {g.record.name: g for g in todo}  # batched as the segments stage batches records: by their length
+        batches = [[unit_of[u.name] for u in b] for b in segments.batches([g.record for g in todo], run.cfg.run.records_per_task,
+                                                                         run.cfg.run.signal_s_per_task / 2)]
+        run.logger.info(f"recordings: {len(todo)} of {len(grids)} record grids to featurise, in {len(batches)} task(s)")
+        task, n_gpu = run.task(tasks.recording_grid_batch), gpu_workers_in_cluster()
+        with feature_placement(n_gpu):
+            futures = [task.submit(run.store, run.out_dir, b, batch, row.cfg.model_dump_json()) for b, batch in enumerate(batches)]
+        results, failures = wait_all(futures, recording_grid.STAGE, run.logger, run.strict)
+        batch_errors = {b: error_text(exc) for b, exc in failures}
+        for b, batch in enumerate(batches):
+            for i, unit in enumerate(batch):
+                if b in batch_errors:  # the batch failed for good: what it finished before that is kept
+                    problem = None if run.plan.grid_done(unit) else batch_errors[b]
+                else:
+                    problem = results[b][i].problem if isinstance(results[b][i], tasks.RecordFailure) else None
+                if problem:
+                    run.log.fail(recording_grid.STAGE, unit.shown, problem)
+                    failed.append({"record": unit.shown, "error": problem})
+                else:
+                    run.log.count(recording_grid.STAGE, computed=1)
+        if run.strict and failed:
+            raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
+    scored = [g for g in grids if g.shown not in {f["record"] for f in failed}]
+    with run.log.timed(recording_scores.STAGE):
+        stored = run.plan.recording_scores_done(row, scored)
+        if stored is not None and not failed:
+            run.log.count(recording_scores.STAGE, skipped=1)
+            return stored
+        data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
+        folds, note = recording_scores.record_folds(data, row.cfg, scored)
+        task = run.task(tasks.recording_scores_fold)
+        futures = [task.submit(run.store, row.features, row.data_key, f, records, row.cfg.model_dump_json())
+                   for f, records in enumerate(folds)]
+        results, _ = wait_all(futures, recording_scores.STAGE, run.logger, strict=True)
+        notes = [note] if note else []
+        notes += [f"fold {f}: no {name} detector (its training windows are all of one side); its records have no "
+                  f"{name} call" for f, (_, missing) in enumerate(results) for name in missing]
+        result = recording_scores.assemble(row.cfg, row, [s for scores, _ in results for s in scores], len(folds), notes, failed)
+        if not failed:  # a run with a failed grid is scored again next time, once the record may be fixed
+            run.plan.markers.write(recording_scores.STAGE, row.unit, recording_scores.scores_key(row, scored),
+                                   {"result": result.to_json()})
+        run.log.count(recording_scores.STAGE, computed=1)
+    return result
 
 
 @dataclass

@@ -19,8 +19,10 @@ from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
 from ecgpipe.orchestration.console import quiet_this_worker
 from ecgpipe.plan import chunk_unit
-from ecgpipe.stages import classification, features, segments, spectrograms, table
+from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import FoldResult
+from ecgpipe.stages.recording_grid import GridUnit
+from ecgpipe.stages.recording_scores import GridRecord, RecordScore
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 
 PERMANENT_ERRORS = (EcgpipeError, ValueError, FileNotFoundError)
@@ -167,3 +169,34 @@ def classify_fold(store: str, feat_array: str | None, data_key: str, protocol: s
 def train_model(store: str, feat_array: str | None, data_key: str, config_json: str, weights_source: str, path: str,
                 recordings: dict[str, str]) -> str:
     return classification.train_model(store, _config(config_json), feat_array, data_key, weights_source, path, recordings)
+
+
+@stage_task(name="recording-grid", task_run_name="recording grid batch {batch_index}")
+def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list[GridUnit], config_json: str
+                         ) -> list[str | RecordFailure]:
+    """Every window of several records on predict's grid, each with its own marker (as ``record_batch``: a record
+    that fails on its data fails alone; an error that may pass on a retry fails the batch, which is retried)."""
+    cfg, markers = _config(config_json), Markers(out_dir)
+    injected_fault(recording_grid.STAGE, batch_index)
+    out: list[str | RecordFailure] = []
+    for unit in units:
+        if recording_grid.grid_done(store, markers, unit):
+            out.append("done")
+            continue
+        try:
+            digest = recording_grid.compute_grid(store, unit, cfg)
+        except Exception as exc:
+            if is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS):
+                raise
+            out.append(RecordFailure(getattr(exc, "record_path", unit.shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}")))
+            continue
+        markers.write(recording_grid.STAGE, unit.name, unit.key, {"digest": digest, "worker": where()})
+        out.append(digest)
+    return out
+
+
+@stage_task(name="recording-scores-fold", task_run_name="recording endpoints fold {fold}")
+def recording_scores_fold(store: str, feat_array: str | None, data_key: str, fold: int, records: list[GridRecord],
+                          config_json: str) -> tuple[list[RecordScore], list[str]]:
+    """One grouped fold's detectors, fitted on its training windows, calling the endpoints on its records' grids."""
+    return recording_scores.score_fold(store, _config(config_json), feat_array, data_key, fold, records)

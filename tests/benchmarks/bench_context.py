@@ -9,7 +9,7 @@ gives every window unlabelled neighbours. Where those neighbours come from:
 
 * ``--grid DATA_DIR`` (what ``ecgpipe predict`` sees): every window of the run's records on predict's fixed grid,
   one per stride from each record's first sample whatever its annotations, featurised by predict's own code
-  (``ecgpipe.predict.grid_features``; cached in ``RUN/bench_context/``). Each of the run's windows is scored by the
+  (``ecgpipe.grid.grid_features``; cached in ``RUN/bench_context/``). Each of the run's windows is scored by the
   grid window nearest to it (at most half a stride away; it may straddle a rhythm change, as predict's windows do).
 * ``--all-windows RUN2``: a finished run of every window of the same records, cut and featurised as the run
   (``tests/benchmarks/configs/paper4-all-windows.toml``). Its windows lie inside annotated episodes, each episode on
@@ -78,8 +78,9 @@ from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, ra
 
 from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
+from ecgpipe.grid import grid_features  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
-from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH, grid_features  # noqa: E402
+from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, endpoint_reference, window_labels  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402

@@ -1,0 +1,151 @@
+"""Stage 6b (``[recordings] score = true``), one unit per grouped fold: the endpoints over whole recordings, out of
+fold, as ``ecgpipe predict`` calls them.
+
+The report's endpoints score the sampled windows one at a time; ``ecgpipe predict`` calls an endpoint by its detector's
+score averaged over ``decision_windows`` windows and segmented with ``change_penalty``, on every window of a
+recording. Here each outer fold of the grouped protocol fits the best row's endpoint detectors on its training
+windows (as the model artifact's are fitted on every window) and calls the endpoints on every grid window
+(``ecgpipe.stages.recording_grid``) of the records of its test patients; a record whose patient has no sampled
+window is in no training fold, and is scored by the fold its position gives. Tallies: windows (every annotated
+rhythm, configured or not), annotated runs detected, called runs and false alarms per hour
+(``ecgpipe.recording_endpoints``).
+
+Key: the best row's key (classifier, CV, endpoints, features, segment table), the endpoints' decision settings, every
+record grid's key and the code version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecgpipe.classify import design_matrix, make_splits
+from ecgpipe.config import PipelineConfig
+from ecgpipe.keys import code_version, content_key
+from ecgpipe.model import detector_score
+from ecgpipe.protocols import GROUPED
+from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference
+from ecgpipe.results import RecordingScores
+from ecgpipe.smoothing import smoothed_call
+from ecgpipe.stages.classification import DECISION_FIELDS, ClassificationData, ComparisonRow, endpoint_detectors, row_data
+from ecgpipe.stages.recording_grid import GridUnit, RecordGrid, read_grid
+
+STAGE = "recording_scores"
+
+
+def code() -> str:
+    return code_version(__name__)
+
+
+def scores_key(row: ComparisonRow, grids: list[GridUnit]) -> str:
+    decisions = {k: e.model_dump(mode="json", include=DECISION_FIELDS) for k, e in row.cfg.endpoints.items()}
+    return content_key(STAGE, code(), row.key, decisions, sorted(g.key for g in grids))
+
+
+@dataclass(frozen=True)
+class GridRecord:
+    """What a fold task needs to find a record's grid (the unit itself stays in the flow process)."""
+
+    database: str
+    record: str
+    subject: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.database}/{self.record}"
+
+
+def record_folds(data: ClassificationData, cfg: PipelineConfig, grids: list[GridUnit]) -> tuple[list[list[GridRecord]], str]:
+    """The records each grouped outer fold scores: those of its test patients; a record whose patient has no
+    sampled window (in no training fold) goes to fold ``position % k``. Returns the folds and the splits' note."""
+    splits, note = make_splits(GROUPED.name, data.y, data.subjects, cfg.cv, data.databases)
+    fold_of = {str(s): f for f, (_, test) in enumerate(splits) for s in np.unique(data.subjects[test])}
+    folds: list[list[GridRecord]] = [[] for _ in splits]
+    unseen = 0
+    for g in grids:
+        fold = fold_of.get(g.subject)
+        if fold is None:
+            fold, unseen = unseen % len(splits), unseen + 1
+        folds[fold].append(GridRecord(g.record.database, g.record.record, g.subject))
+    return folds, note
+
+
+def endpoint_calls(grid: RecordGrid, cfg: PipelineConfig, detectors: dict) -> dict[str, np.ndarray]:
+    """Each endpoint's call on every grid window (1, 0; -1 where the window has no features or the endpoint no
+    detector), as ``ecgpipe.predict.predict_loaded`` calls it: mean detector score over ``decision_windows``, then
+    segmented with ``change_penalty``."""
+    X = design_matrix(grid.cnn, grid.rhythm, cfg.classifier) if grid.usable.any() else None
+    calls = {}
+    for name, endpoint in cfg.endpoints.items():
+        score = np.full(len(grid.starts), np.nan)
+        if name in detectors and X is not None:
+            score[grid.usable] = detector_score(detectors[name], X)
+        calls[name] = smoothed_call(score, endpoint.decision_windows, endpoint.change_penalty)
+    return calls
+
+
+def positive_labels(cfg: PipelineConfig, endpoint: str) -> set[str]:
+    return {label for c in cfg.endpoints[endpoint].classes for label in cfg.classes[c]}
+
+
+def tally_record(grid: RecordGrid, cfg: PipelineConfig, calls: dict[str, np.ndarray]) -> dict[str, RecordingTally]:
+    """One record's endpoint calls against its annotations (``RecordingTally``)."""
+    starts_s = grid.starts / cfg.segments.target_fs
+    tallies = {}
+    for name, called in calls.items():
+        labels = positive_labels(cfg, name)
+        known, positive = endpoint_reference(grid.labels, labels)
+        tallies[name] = RecordingTally()
+        tallies[name].add(called, starts_s, cfg.segments.length_s, grid.stride_s, known, positive, grid.labels,
+                          annotated_runs(grid.episodes, grid.fs, labels))
+    return tallies
+
+
+@dataclass
+class RecordScore:
+    """One record's endpoint tallies, and the fold that scored it."""
+
+    record: str
+    subject: str
+    fold: int
+    hours: float
+    tallies: dict[str, RecordingTally] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        per_endpoint = {name: {k: v for k, v in t.to_json().items() if k not in ("negatives_by_label", "long_run_s")}
+                        for name, t in self.tallies.items()}
+        return {"record": self.record, "subject": self.subject, "fold": self.fold, "hours": round(self.hours, 4),
+                "endpoints": per_endpoint}
+
+
+def score_fold(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, fold: int,
+               records: list[GridRecord]) -> tuple[list[RecordScore], list[str]]:
+    """Fit the endpoint detectors on the grouped fold's training windows and score its records' grids. Returns the
+    records' scores and the endpoints that had no detector in this fold (its training windows all of one side)."""
+    data = row_data(store, cfg, feat_array, data_key)
+    splits, _ = make_splits(GROUPED.name, data.y, data.subjects, cfg.cv, data.databases)
+    train = splits[fold][0]
+    detectors = endpoint_detectors(data.matrix(cfg.classifier)[train], data.y[train], data.n_cnn, cfg, data.subjects[train])
+    out = []
+    for r in records:
+        grid = read_grid(store, r.database, r.record)
+        hours = len(grid.starts) * grid.stride_s / 3600
+        out.append(RecordScore(r.name, r.subject, fold, hours, tally_record(grid, cfg, endpoint_calls(grid, cfg, detectors))))
+    return out, sorted(set(cfg.endpoints) - set(detectors))
+
+
+def assemble(cfg: PipelineConfig, row: ComparisonRow, scores: list[RecordScore], n_folds: int, notes: list[str],
+             failed: list[dict]) -> RecordingScores:
+    """The run's whole-recording endpoints from every fold's record scores."""
+    scores = sorted(scores, key=lambda s: s.record)
+    endpoints = {}
+    for name, endpoint in cfg.endpoints.items():
+        total = RecordingTally()
+        for s in scores:
+            total.merge(s.tallies[name])
+        endpoints[name] = {**total.to_json(), "width": endpoint.decision_windows, "penalty": endpoint.change_penalty,
+                           "detector": True, "classes": list(endpoint.classes)}
+    return RecordingScores(protocol=GROUPED.name, classifier=row.label, n_folds=n_folds, n_records=len(scores),
+                           hours=round(sum(s.hours for s in scores), 3), endpoints=endpoints,
+                           records=[s.to_json() for s in scores], notes=notes, failed=failed)

@@ -1,0 +1,204 @@
+"""Endpoints over whole recordings in the run's report (``[recordings] score = true``), with real processes: a real
+Prefect flow on a local Dask cluster, real MIT-BIH and VFDB records as PhysioNet ships them, a real Zarr store.
+
+Checked: every window of every record is featurised by predict's own path; every record is scored by the fold that
+held its patient out; annotated runs and positive windows agree with the annotation files read by wfdb directly; a
+grid task that fails loses no other record's result and is recomputed alone on the next run; a new decision setting
+rescores without featurising again."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from ecgpipe.classify import make_splits
+from ecgpipe.config import load_config
+from ecgpipe.grid import grid_features
+from ecgpipe.protocols import GROUPED
+from ecgpipe.records import read_record
+from ecgpipe.stages.classification import read_classification_data
+from ecgpipe.stages.recording_grid import read_grid
+
+from conftest import copy_records
+
+pytestmark = pytest.mark.system
+
+SLICE = {"mitdb": ["100", "201", "203", "207", "210"], "vfdb": ["418", "422", "426"]}
+TOML = """
+name = "recordings"
+[databases.mitdb]
+lead = ["MLII"]
+[databases.vfdb]
+lead = [0]
+[classes]
+normal = ["(N"]
+afib = ["(AFIB"]
+vt = ["(VT"]
+vf = ["(VF", "(VFIB", "(VFL"]
+[features]
+image_size = 32
+[sampling]
+max_per_class = 40
+[cv]
+n_splits = 3
+protocols = ["grouped_by_subject"]
+[classifier]
+kind = "svc"
+inputs = "cnn+rhythm"
+pca = 8
+class_weight = "balanced"
+[rhythm]
+enabled = true
+irregularity = true
+[endpoints.shockable]
+classes = ["vt", "vf"]
+[endpoints.af]
+classes = ["afib"]
+change_penalty = PENALTY
+[recordings]
+score = true
+[run]
+n_workers = 2
+retries = 0
+"""
+
+
+def _config(tmp: Path, penalty: float) -> Path:
+    path = tmp / f"recordings-{penalty:g}.toml"
+    path.write_text(TOML.replace("PENALTY", repr(float(penalty))))
+    return path
+
+
+def _stages(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, physionet, prefect_server):
+    """Three runs into one folder: grid batch 0 failing, then clean, then with another AF change penalty."""
+    from flows.ecg_pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("recordings")
+    data = tmp / "data"
+    for db, records in SLICE.items():
+        copy_records(physionet, data, db, records)
+    out = tmp / "out"
+    os.environ["ECGPIPE_INJECT_FAILURE"] = "recording_grid:0"
+    try:
+        faulty = run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
+    finally:
+        del os.environ["ECGPIPE_INJECT_FAILURE"]
+    faulty_stages = _stages(out)
+    clean = run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
+    clean_stages = _stages(out)
+    report_md = (out / "report.md").read_text()
+    recordings_csv = list(csv.DictReader((out / "recordings.csv").open()))
+    rescored = run_pipeline(load_config(_config(tmp, 0.0)), str(data), str(out))
+    return {"faulty": faulty, "faulty_stages": faulty_stages, "clean": clean, "clean_stages": clean_stages,
+            "rescored": rescored, "rescored_stages": _stages(out), "out": out, "data": data, "md": report_md,
+            "csv": recordings_csv, "cfg": load_config(_config(tmp, 4.0)), "cfg0": load_config(_config(tmp, 0.0))}
+
+
+def test_a_failed_grid_task_loses_only_its_record_and_is_recomputed_alone(runs):
+    faulty = runs["faulty"]["recordings"]
+    assert [f["record"] for f in faulty["failed"]] == ["mitdb/100"]  # batch 0: the first record
+    assert "injected failure" in faulty["failed"][0]["error"]
+    assert faulty["n_records"] == 7 and "mitdb/100" not in {r["record"] for r in faulty["records"]}
+    assert runs["faulty_stages"]["recording_grid"]["failed"] == 1
+    assert runs["faulty_stages"]["recording_grid"]["computed"] == 7
+    # the next run featurises that record only, and scores all eight
+    assert runs["clean_stages"]["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 0}
+    assert runs["clean_stages"]["recording_scores"]["computed"] == 1
+    assert runs["clean"]["recordings"]["failed"] == [] and runs["clean"]["recordings"]["n_records"] == 8
+
+
+def test_a_new_decision_setting_rescores_without_featurising_again(runs):
+    assert runs["rescored_stages"]["recording_grid"] == {"computed": 0, "skipped": 8, "failed": 0, "tasks": 0}
+    assert runs["rescored_stages"]["recording_scores"]["computed"] == 1
+    before, after = runs["clean"]["recordings"]["endpoints"], runs["rescored"]["recordings"]["endpoints"]
+    assert after["af"]["penalty"] == 0.0 and before["af"]["penalty"] == 4.0
+    # without a change penalty the calls flicker: at least as many called runs
+    assert after["af"]["called_runs"] >= before["af"]["called_runs"]
+    assert after["shockable"] == before["shockable"]  # its decision did not change
+
+
+def test_every_record_is_scored_by_the_fold_that_held_its_patient_out(runs):
+    rec = runs["clean"]["recordings"]
+    store = str(runs["out"] / "store.zarr")
+    data = read_classification_data(store, None)
+    splits, _ = make_splits(GROUPED.name, data.y, data.subjects, runs["cfg"].cv, data.databases)
+    assert rec["n_folds"] == len(splits) and rec["protocol"] == GROUPED.name
+    for r in rec["records"]:
+        train_subjects = set(data.subjects[splits[r["fold"]][0]].tolist())
+        assert r["subject"] not in train_subjects, r
+    assert sorted(r["record"] for r in rec["records"]) == sorted(f"{db}/{n}" for db, names in SLICE.items() for n in names)
+
+
+def test_the_grid_is_what_predict_sees(runs):
+    cfg = runs["cfg"]
+    rec = read_record(str(runs["data"] / "vfdb"), "vfdb", "418", cfg.database("vfdb"), n_leads=cfg.segments.n_leads)
+    direct = grid_features(cfg, rec)
+    stored = read_grid(str(runs["out"] / "store.zarr"), "vfdb", "418")
+    assert np.array_equal(stored.starts, direct.starts) and np.array_equal(stored.usable, direct.usable)
+    assert np.array_equal(stored.cnn, direct.cnn) and np.array_equal(stored.rhythm, direct.rhythm)
+    assert len(stored.starts) == int(rec.signals.shape[1] / rec.fs // cfg.segments.length_s)
+
+
+def _aux_episodes(path: Path) -> list[tuple[str, int, int]]:
+    """(label, start, end) rhythm episodes straight from the annotation file (wfdb), independent of ecgpipe.records."""
+    ann = wfdb.rdann(str(path), "atr")
+    n = wfdb.rdheader(str(path)).sig_len
+    marks = [(s, a.strip("\x00")) for s, a in zip(ann.sample, ann.aux_note) if a.strip("\x00").startswith("(")]
+    return [(label, s, marks[i + 1][0] if i + 1 < len(marks) else n) for i, (s, label) in enumerate(marks)]
+
+
+def test_runs_and_positive_windows_agree_with_the_annotation_files(runs):
+    cfg, rec = runs["cfg"], runs["clean"]["recordings"]
+    af_labels = set(cfg.classes["afib"])
+    n_runs, positive = 0, 0
+    for db, names in SLICE.items():
+        for name in names:
+            episodes = _aux_episodes(runs["data"] / db / name)
+            fs = wfdb.rdheader(str(runs["data"] / db / name)).fs
+            last_end = None
+            for label, start, end in episodes:
+                if label in af_labels:
+                    n_runs += last_end != start  # consecutive AF episodes are one run
+                    last_end = end
+            grid = read_grid(str(runs["out"] / "store.zarr"), db, name)
+            for s in grid.starts / cfg.segments.target_fs:
+                positive += any(label in af_labels and start <= s * fs and (s + cfg.segments.length_s) * fs <= end
+                                for label, start, end in episodes)
+    assert rec["endpoints"]["af"]["runs"] == n_runs > 0
+    assert rec["endpoints"]["af"]["positive_windows"] == positive > 0
+    per_record = sum(r["endpoints"]["af"]["positive_windows"] for r in rec["records"])
+    assert per_record == positive
+    assert 0 <= rec["endpoints"]["af"]["sensitivity"] <= 1
+
+
+def test_the_report_and_the_csv_show_the_whole_recording_endpoints(runs):
+    md, rows = runs["md"], runs["csv"]
+    assert "## Endpoints over whole recordings, as `ecgpipe predict` calls them (new patients)" in md
+    assert "detector over 15 windows, change penalty 4" in md
+    assert len(rows) == 8 and {"record", "subject", "fold", "af_sensitivity", "shockable_false_alarms"} <= set(rows[0])
+    hours = sum(float(r["hours"]) for r in rows)
+    assert hours == pytest.approx(runs["clean"]["recordings"]["hours"], abs=0.01)
+    assert hours == pytest.approx((5 * 1805 + 3 * 2100) / 3600, rel=0.01)  # every window of every recording
+
+
+def test_status_counts_the_grids_and_the_scores(runs):
+    from ecgpipe.status import run_status
+
+    now = run_status(runs["cfg0"], str(runs["data"]), str(runs["out"]))["stages"]
+    assert now["recording_grid"]["done"] == 8 and now["recording_grid"]["rerun_computes"] == 0
+    assert now["recording_scores"]["done"] == 1
+    # with the penalty of the runs before: the grids are current, the scores are not (the last run rescored them)
+    before = run_status(runs["cfg"], str(runs["data"]), str(runs["out"]))["stages"]
+    assert before["recording_grid"]["done"] == 8
+    assert before["recording_scores"]["stale"] == 1 and before["recording_scores"]["rerun_computes"] == 1
