@@ -154,10 +154,10 @@ def cmd_status(args) -> int:
         r = status["running"]
         print(f"{status['out']}: a run is in progress (PID {r.get('pid')} on {r.get('host')}, started {r.get('started')})")
     print(f"{status['out']}: last run {last.get('status') or 'none'}" + (f" ({last['wall_s']:.0f} s)" if last.get("wall_s") else ""))
-    print(f"{'stage':14s}{'done':>7s}{'stale':>7s}{'failed':>8s}{'missing':>9s}{'total':>7s}   a rerun computes")
+    print(f"{'stage':18s}{'done':>7s}{'stale':>7s}{'failed':>8s}{'missing':>9s}{'total':>7s}   a rerun computes")
     for stage, c in status["stages"].items():
         fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
-        print(f"{stage:14s}{fmt(c['done']):>7s}{fmt(c['stale']):>7s}{fmt(c['failed']):>8s}{fmt(c['missing']):>9s}{fmt(c['total']):>7s}   {c['rerun_computes']}")
+        print(f"{stage:18s}{fmt(c['done']):>7s}{fmt(c['stale']):>7s}{fmt(c['failed']):>8s}{fmt(c['missing']):>9s}{fmt(c['total']):>7s}   {c['rerun_computes']}")
     if status.get("note"):
         print(f"note: {status['note']}")
     return 0

@@ -9,7 +9,8 @@ gives every window unlabelled neighbours. Where those neighbours come from:
 
 * ``--grid DATA_DIR`` (what ``ecgpipe predict`` sees): every window of the run's records on predict's fixed grid,
   one per stride from each record's first sample whatever its annotations, featurised by predict's own code
-  (``ecgpipe.grid.grid_features``; cached in ``RUN/bench_context/``). Each of the run's windows is scored by the
+  (``ecgpipe.grid.grid_features``; the run's own grids when it scored its recordings, ``[recordings] score``, else
+  computed and cached in ``RUN/bench_context/``). Each of the run's windows is scored by the
   grid window nearest to it (at most half a stride away; it may straddle a rhythm change, as predict's windows do).
 * ``--all-windows RUN2``: a finished run of every window of the same records, cut and featurised as the run
   (``tests/benchmarks/configs/paper4-all-windows.toml``). Its windows lie inside annotated episodes, each episode on
@@ -76,6 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, rates  # noqa: E402
 
+from ecgpipe import store as zs  # noqa: E402
 from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.grid import grid_features  # noqa: E402
@@ -86,7 +88,9 @@ from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_ru
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import member_votes, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
+from ecgpipe.stages.recording_grid import read_grid  # noqa: E402
 from ecgpipe.stages.segments import plan_records  # noqa: E402
+from ecgpipe.store import Layout  # noqa: E402
 
 
 @dataclass
@@ -135,6 +139,19 @@ def _record_grid(cfg, unit) -> tuple[np.ndarray, np.ndarray | None, np.ndarray |
                       nan_policy=cfg.segments.nan_policy, require_annotations=False, n_leads=cfg.segments.n_leads)
     grid = grid_features(cfg, rec)
     return grid.starts[grid.usable], grid.cnn, grid.rhythm
+
+
+def _stored_grids(run: Path, names: list[str]):
+    """(records, starts, cnn, rhythm) of every usable grid window the run stored for these records
+    (``ecgpipe.stages.recording_grid``), or None when it did not store every one."""
+    store = str(run / "store.zarr")
+    if not all(zs.has(store, Layout.recording(*name.split("/", 1))) for name in names):
+        return None
+    grids = [read_grid(store, *name.split("/", 1)) for name in names]
+    records = np.concatenate([np.full(int(g.usable.sum()), name) for name, g in zip(names, grids)])
+    starts = np.concatenate([g.starts[g.usable] for g in grids])
+    block = lambda b: np.concatenate(b) if b[0] is not None else np.zeros((len(starts), 0))  # noqa: E731
+    return records, starts, block([g.cnn for g in grids]), block([g.rhythm for g in grids])
 
 
 def _nearest(records: np.ndarray, starts: np.ndarray, record: str, start: int) -> int:
@@ -203,7 +220,11 @@ def windows_of_grid(run: Path, data_dir: str, cfg, clf, sampled) -> AllWindows:
     names = sorted(set(sampled.records.tolist()))
     key = content_key(*settings, {db: d.model_dump(mode="json") for db, d in cfg.databases.items()}, names)
     cache = run / "bench_context" / f"grid-{key[:16]}.npz"  # a new run folder, or deleting it, recomputes
-    if cache.exists():
+    stored = _stored_grids(run, names)
+    if stored is not None:  # the run scored its recordings ([recordings] score): its grids are these windows
+        records, starts, cnn, rhythm = stored
+        cache = run / "store.zarr" / Layout.RECORDINGS
+    elif cache.exists():
         held = np.load(cache, allow_pickle=False)
         records, starts, cnn, rhythm = held["records"], held["starts"], held["cnn"], held["rhythm"]
     else:
