@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
         for what, scored in ((what, scored) for protocol, what, scored in endpoints if protocol == name):
             for ep_name, ep in scored.items():
                 print(f"  {'':20s} endpoint {ep_name} ({what}): {endpoint_rates(ep)}")
-    if report.get("recordings"):
+    if report.get("recordings") and report["recordings"]["endpoints"]:
         rec = report["recordings"]
         print(f"  whole recordings ({rec['n_records']} records, {rec['hours']:.1f} h; new patients, as predict calls them):")
         for name, r in rec["endpoints"].items():

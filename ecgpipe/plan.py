@@ -124,6 +124,11 @@ class RunPlan:
     def grid_done(self, unit: recording_grid.GridUnit) -> bool:
         return recording_grid.grid_done(self.store, self.markers, unit)
 
+    def grids_done(self, units: list[recording_grid.GridUnit]) -> dict[str, bool]:
+        """Per grid unit (by name): whether it is done; checked by a few threads, as the records are."""
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return dict(zip([u.name for u in units], pool.map(self.grid_done, units)))
+
     def recording_scores_done(self, row: ComparisonRow, grids: list[recording_grid.GridUnit]) -> RecordingScores | None:
         """The stored whole-recording endpoints of ``row`` on these grids when current, else None."""
         marker = self.markers.read(recording_scores.STAGE, row.unit)

@@ -179,11 +179,12 @@ def recordings_markdown(report: dict) -> list[str]:
     rec = report.get("recordings")
     if not rec:
         return []
-    lines = ["## Endpoints over whole recordings, as `ecgpipe predict` calls them (new patients)", "",
-             recordings_summary(rec) + " " + RECORDINGS_HOW + " Per record: `recordings.csv`.", "",
-             "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in recording_rows(rec["endpoints"])]
-    lines += [""] + [f"Note: {note}." for note in rec["notes"]]
+    lines = ["## Endpoints over whole recordings, as `ecgpipe predict` calls them (new patients)", ""]
+    if rec["endpoints"]:
+        lines += [recordings_summary(rec) + " " + RECORDINGS_HOW + " Per record: `recordings.csv`.", "",
+                  "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in recording_rows(rec["endpoints"])] + [""]
+    lines += [f"Note: {note}." for note in rec["notes"]]
     lines += [f"- not scored: `{f['record']}`: {f['error']}" for f in rec["failed"]]
     return lines + [""]
 
@@ -197,8 +198,9 @@ def recordings_csv(rec: dict) -> str:
     writer = csv.writer(buf)
     writer.writerow(["record", "subject", "fold", "hours", *[f"{n}_{m}" for n in names for m in measures]])
     for r in rec["records"]:
-        writer.writerow([r["record"], r["subject"], r["fold"], r["hours"],
-                         *["" if r["endpoints"][n][m] is None else r["endpoints"][n][m] for n in names for m in measures]])
+        # an endpoint its fold had no detector for: empty cells
+        cells = [r["endpoints"].get(n, {}).get(m) for n in names for m in measures]
+        writer.writerow([r["record"], r["subject"], r["fold"], r["hours"], *["" if c is None else c for c in cells]])
     return buf.getvalue()
 
 
@@ -229,7 +231,7 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     for name, p in report["protocols"].items():  # every record's out-of-fold outcome, for datasets labelled per record
         if p.get("per_record") and p["per_record"]["records"]:
             out.write_text(f"records_{name}.csv", records_csv(p["per_record"]["records"], list(p["per_class"])))
-    if report.get("recordings"):
+    if report.get("recordings") and report["recordings"]["records"]:
         out.write_text("recordings.csv", recordings_csv(report["recordings"]))
     out.write_text("report.json", json.dumps(report, indent=2))
     out.write_text("report.md", render_markdown(report))

@@ -152,9 +152,10 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts += endpoint_sections(report)
     if report.get("recordings"):
         rec = report["recordings"]
-        parts += ["<h2>Endpoints over whole recordings, as <code>ecgpipe predict</code> calls them (new patients)</h2>",
-                  f"<p class='muted'>{e(recordings_summary(rec))} {e(RECORDINGS_HOW)} Per record: <code>recordings.csv</code>.</p>",
-                  _table(RECORDING_HEADER, [[e(c) for c in row] for row in recording_rows(rec["endpoints"])])]
+        parts.append("<h2>Endpoints over whole recordings, as <code>ecgpipe predict</code> calls them (new patients)</h2>")
+        if rec["endpoints"]:
+            parts += [f"<p class='muted'>{e(recordings_summary(rec))} {e(RECORDINGS_HOW)} Per record: <code>recordings.csv</code>.</p>",
+                      _table(RECORDING_HEADER, [[e(c) for c in row] for row in recording_rows(rec["endpoints"])])]
         parts += [f"<p>Note: {e(note)}.</p>" for note in rec["notes"]]
         parts += [f"<p>Not scored: <code>{e(f['record'])}</code>: {e(f['error'])}</p>" for f in rec["failed"]]
     if len(report.get("comparison", [])) > 1:

@@ -93,7 +93,8 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
             r.protocols = stored[r.unit]
         best = rows[0] if len(rows) == 1 else rows[classification.best_row(rows, cfg.selection_protocol)]
         grids = plan.recording_grids(best, records)
-        status["stages"][recording_grid.STAGE] = tally([(g.shown, recording_grid.STAGE, g.name, plan.grid_done(g)) for g in grids])
+        done = plan.grids_done(grids)
+        status["stages"][recording_grid.STAGE] = tally([(g.shown, recording_grid.STAGE, g.name, done[g.name]) for g in grids])
         status["stages"][recording_scores.STAGE] = tally([(best.unit, recording_scores.STAGE, best.unit,
                                                            plan.recording_scores_done(best, grids) is not None)])
     return status

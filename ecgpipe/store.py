@@ -33,7 +33,7 @@ class Layout:
     SEGMENTS = "segments"
     SPECTROGRAMS = "spectrograms"
     FEATURES = "features"
-    RECORDINGS = "recordings"  # every window of a record on predict's grid (ecgpipe.stages.recording_grid)
+    RECORDINGS = "recordings"  # <settings>/<db>/<record>: every window on predict's grid (stages/recording_grid.py)
     GROUPS = (RECORDS, SEGMENTS, SPECTROGRAMS, FEATURES, RECORDINGS)
     # one record's windows (records/<db>/<record>/<name>)
     RECORD_ARRAYS = {"windows": "float32", "starts": "int64", "episode": "int32", "rhythm": "float32"}
@@ -53,8 +53,9 @@ class Layout:
         return f"records/{database}/{record}"
 
     @staticmethod
-    def recording(database: str, record: str) -> str:
-        return f"recordings/{database}/{record}"
+    def recording(settings: str, database: str, record: str) -> str:
+        """One record's grid of windows under the grid settings named ``settings``."""
+        return f"recordings/{settings}/{database}/{record}"
 
     @staticmethod
     def segment(name: str) -> str:

@@ -10,7 +10,7 @@ from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, called_r
 from ecgpipe.records import RhythmEpisode
 from ecgpipe.stages.classification import ClassificationData
 from ecgpipe.stages.recording_grid import GridUnit
-from ecgpipe.stages.recording_scores import record_folds
+from ecgpipe.stages.recording_scores import RecordScore, assemble, record_folds
 from ecgpipe.stages.segments import RecordUnit
 
 FS = 100.0
@@ -89,16 +89,37 @@ def test_records_go_to_the_fold_that_tests_their_patient():
     subjects = np.repeat([f"s{i}" for i in range(6)], 10)
     y = np.tile(np.repeat([0, 1], 5), 6)
     data = ClassificationData(None, None, y, subjects, np.array(["mitdb"] * 60), subjects)
-    grids = [GridUnit(RecordUnit("mitdb", name, "", ""), subject, name)
+    grids = [GridUnit(RecordUnit("mitdb", name, "", ""), subject, "settings", name)
              for name, subject in [("a", "s0"), ("b", "s0"), ("c", "s4"), ("x", "nobody"), ("y", "nobody2")]]
     folds, _ = record_folds(data, cfg, grids)
-    fold_of = {r.record: f for f, records in enumerate(folds) for r in records}
+    fold_of = {r.name.split("/")[1]: f for f, records in enumerate(folds) for r in records}
     assert sorted(fold_of) == ["a", "b", "c", "x", "y"]  # every record once
     assert fold_of["a"] == fold_of["b"]  # one patient, one fold
     splits, _ = make_splits("grouped_by_subject", y, subjects, cfg.cv, data.databases)
     for name, subject in [("a", "s0"), ("c", "s4")]:
         assert subject in set(subjects[splits[fold_of[name]][1]]) and subject not in set(subjects[splits[fold_of[name]][0]])
     assert (fold_of["x"], fold_of["y"]) == (0, 1)  # patients no fold trained on: spread over the folds
+
+
+def test_an_endpoint_a_fold_had_no_detector_for_leaves_that_fold_s_records_out_of_it():
+    cfg = load_config("paper4-best")
+    starts = np.arange(0, 80, 2.0)
+    known, positive, labels = window_reference(EPISODES, FS, starts, 2.0, AF, ["(NOISE"])
+    runs = annotated_runs(EPISODES, FS, AF)
+
+    def tally(calls):
+        t = RecordingTally()
+        t.add(calls, starts, 2.0, 2.0, known, positive, labels, runs)
+        return t
+
+    ones = np.ones(len(starts), dtype=np.int64)
+    scores = [RecordScore("mitdb/1", "a", 0, 0.02, {"af": tally(ones), "shockable": tally(0 * ones)}),
+              RecordScore("mitdb/2", "b", 1, 0.02, {"shockable": tally(0 * ones)})]  # fold 1: no af detector
+    result = assemble(cfg, "svc", scores, 2, ["fold 1: no af detector"], [])
+    assert result.endpoints["af"]["records"] == 1 and result.endpoints["shockable"]["records"] == 2
+    assert result.endpoints["af"]["runs"] == len(runs) and result.endpoints["af"]["runs_detected"] == len(runs)
+    assert result.endpoints["shockable"]["negative_windows"] == 2 * tally(0 * ones).negative_windows
+    assert result.n_records == 2 and result.records[1]["endpoints"].keys() == {"shockable"}
 
 
 def test_a_real_record_s_annotations(physionet):

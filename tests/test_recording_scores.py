@@ -20,10 +20,15 @@ import wfdb
 from ecgpipe.classify import make_splits
 from ecgpipe.config import load_config
 from ecgpipe.grid import grid_features
+from ecgpipe.model import load_model
+from ecgpipe.predict import predict_loaded
 from ecgpipe.protocols import GROUPED
 from ecgpipe.records import read_record
 from ecgpipe.stages.classification import read_classification_data
-from ecgpipe.stages.recording_grid import read_grid
+from ecgpipe.stages.recording_grid import read_grid, settings_name
+from ecgpipe.stages.recording_scores import endpoint_calls
+from ecgpipe.status import run_status
+from ecgpipe.store import Layout
 
 from conftest import copy_records
 
@@ -89,33 +94,41 @@ def runs(tmp_path_factory, physionet, prefect_server):
     for db, records in SLICE.items():
         copy_records(physionet, data, db, records)
     out = tmp / "out"
-    os.environ["ECGPIPE_INJECT_FAILURE"] = "recording_grid:0"
+    os.environ["ECGPIPE_INJECT_FAILURE"] = "recording_grid:0,recording_scores:1"
     try:
         faulty = run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
     finally:
         del os.environ["ECGPIPE_INJECT_FAILURE"]
-    faulty_stages = _stages(out)
+    faulty_stages, faulty_md = _stages(out), (out / "report.md").read_text()
     clean = run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
     clean_stages = _stages(out)
     report_md = (out / "report.md").read_text()
     recordings_csv = list(csv.DictReader((out / "recordings.csv").open()))
     rescored = run_pipeline(load_config(_config(tmp, 0.0)), str(data), str(out))
-    return {"faulty": faulty, "faulty_stages": faulty_stages, "clean": clean, "clean_stages": clean_stages,
+    return {"faulty": faulty, "faulty_stages": faulty_stages, "faulty_md": faulty_md, "clean": clean, "clean_stages": clean_stages,
             "rescored": rescored, "rescored_stages": _stages(out), "out": out, "data": data, "md": report_md,
             "csv": recordings_csv, "cfg": load_config(_config(tmp, 4.0)), "cfg0": load_config(_config(tmp, 0.0))}
 
 
-def test_a_failed_grid_task_loses_only_its_record_and_is_recomputed_alone(runs):
+def test_failed_tasks_lose_only_their_records_and_are_recomputed_alone(runs):
+    """Grid batch 0 (mitdb/100) and scoring fold 1 fail (transient errors, no retries left): the report is written
+    with every other record scored and the failed ones named; the next run featurises only mitdb/100."""
     faulty = runs["faulty"]["recordings"]
-    assert [f["record"] for f in faulty["failed"]] == ["mitdb/100"]  # batch 0: the first record
-    assert "injected failure" in faulty["failed"][0]["error"]
-    assert faulty["n_records"] == 7 and "mitdb/100" not in {r["record"] for r in faulty["records"]}
+    failed = {f["record"]: f["error"] for f in faulty["failed"]}
+    assert "injected failure" in failed.pop("mitdb/100")
+    assert failed and all(error.startswith("fold 1: ") and "injected failure" in error for error in failed.values())
+    scored = {r["record"] for r in faulty["records"]}
+    assert faulty["n_records"] == len(scored) == 8 - 1 - len(failed) and not scored & (set(failed) | {"mitdb/100"})
+    assert all(r["fold"] != 1 for r in faulty["records"])
+    assert "- not scored: `mitdb/100`: " in runs["faulty_md"] and "| af | detector over 15 windows" in runs["faulty_md"]
     assert runs["faulty_stages"]["recording_grid"]["failed"] == 1
     assert runs["faulty_stages"]["recording_grid"]["computed"] == 7
+    assert runs["faulty_stages"]["recording_scores"]["failed"] == len(failed)
     # the next run featurises that record only, and scores all eight
     assert runs["clean_stages"]["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 0}
     assert runs["clean_stages"]["recording_scores"]["computed"] == 1
     assert runs["clean"]["recordings"]["failed"] == [] and runs["clean"]["recordings"]["n_records"] == 8
+    assert {r["fold"] for r in runs["clean"]["recordings"]["records"]} == {0, 1, 2}
 
 
 def test_a_new_decision_setting_rescores_without_featurising_again(runs):
@@ -144,7 +157,7 @@ def test_the_grid_is_what_predict_sees(runs):
     cfg = runs["cfg"]
     rec = read_record(str(runs["data"] / "vfdb"), "vfdb", "418", cfg.database("vfdb"), n_leads=cfg.segments.n_leads)
     direct = grid_features(cfg, rec)
-    stored = read_grid(str(runs["out"] / "store.zarr"), "vfdb", "418")
+    stored = read_grid(str(runs["out"] / "store.zarr"), Layout.recording(settings_name(cfg), "vfdb", "418"))
     assert np.array_equal(stored.starts, direct.starts) and np.array_equal(stored.usable, direct.usable)
     assert np.array_equal(stored.cnn, direct.cnn) and np.array_equal(stored.rhythm, direct.rhythm)
     assert len(stored.starts) == int(rec.signals.shape[1] / rec.fs // cfg.segments.length_s)
@@ -171,7 +184,7 @@ def test_runs_and_positive_windows_agree_with_the_annotation_files(runs):
                 if label in af_labels:
                     n_runs += last_end != start  # consecutive AF episodes are one run
                     last_end = end
-            grid = read_grid(str(runs["out"] / "store.zarr"), db, name)
+            grid = read_grid(str(runs["out"] / "store.zarr"), Layout.recording(settings_name(cfg), db, name))
             for s in grid.starts / cfg.segments.target_fs:
                 positive += any(label in af_labels and start <= s * fs and (s + cfg.segments.length_s) * fs <= end
                                 for label, start, end in episodes)
@@ -193,8 +206,6 @@ def test_the_report_and_the_csv_show_the_whole_recording_endpoints(runs):
 
 
 def test_status_counts_the_grids_and_the_scores(runs):
-    from ecgpipe.status import run_status
-
     now = run_status(runs["cfg0"], str(runs["data"]), str(runs["out"]))["stages"]
     assert now["recording_grid"]["done"] == 8 and now["recording_grid"]["rerun_computes"] == 0
     assert now["recording_scores"]["done"] == 1
@@ -202,3 +213,18 @@ def test_status_counts_the_grids_and_the_scores(runs):
     before = run_status(runs["cfg"], str(runs["data"]), str(runs["out"]))["stages"]
     assert before["recording_grid"]["done"] == 8
     assert before["recording_scores"]["stale"] == 1 and before["recording_scores"]["rerun_computes"] == 1
+
+
+def test_the_calls_are_predict_s_calls(runs):
+    """With the same detectors (the run's model, as the last run wrote it), the stage's calls on a stored grid are
+    exactly ``ecgpipe predict``'s on the record."""
+    model = load_model(str(runs["out"] / "model.skops"))
+    assert set(model.detectors) == {"af", "shockable"} and model.config.endpoints["af"].change_penalty == 0.0
+    for db, name in (("vfdb", "426"), ("mitdb", "203")):
+        rec = read_record(str(runs["data"] / db), db, name, model.config.database(db), n_leads=model.config.segments.n_leads)
+        pred = predict_loaded(model, rec, smooth=1)
+        grid = read_grid(str(runs["out"] / "store.zarr"), Layout.recording(settings_name(model.config), db, name))
+        ours = endpoint_calls(grid, model.config, model.detectors)
+        for endpoint in ("af", "shockable"):
+            assert np.array_equal(ours[endpoint], pred.endpoint_calls[endpoint]), (db, name, endpoint)
+        assert (pred.endpoint_calls["shockable"] == 1).any() or (pred.endpoint_calls["af"] == 1).any()

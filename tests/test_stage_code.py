@@ -47,19 +47,22 @@ chunk_size = 8
 n_workers = 1
 """
 ALL = ("segments", "table", "spectrograms", "features", "classify", "recording_grid", "recording_scores")
-SCORING = ("classify", "recording_scores")  # a record's grid is featurised again only when its features would change
-# the module edited -> the stages that must become stale (all others stay done)
+SCORING = ("classify", "recording_scores")
+# the module edited -> the stages that must become stale (all others stay done). A record's grid (every window of it)
+# is featurised again only when code its values come from changes: not for the table, the sampled windows' arrays,
+# the classifier or the endpoints' tally
 EDITS = {
     "ecgpipe/stages/segments.py": ALL,
-    "ecgpipe/stages/table.py": ALL[1:],
-    "ecgpipe/stages/spectrograms.py": ALL[2:],
-    "ecgpipe/stages/features.py": ALL[3:],
+    "ecgpipe/stages/table.py": ALL[1:5] + ALL[6:],
+    "ecgpipe/stages/spectrograms.py": ALL[2:5] + ALL[6:],
+    "ecgpipe/stages/features.py": ALL[3:5] + ALL[6:],
     "ecgpipe/stages/classification.py": SCORING,
     # the rhythm block is keyed apart from the windows: records, table, classifier and grids; no spectrogram or CNN chunk
     "ecgpipe/rhythm_block.py": ("segments", "table", "classify", "recording_grid", "recording_scores"),
     # pure maths beneath a stage is part of its code version too
     "ecgpipe/spectrogram.py": ALL[2:],
     "ecgpipe/classify.py": SCORING,
+    "ecgpipe/recording_endpoints.py": ("recording_scores",),
     "ecgpipe/stages/recording_grid.py": ALL[5:],
     "ecgpipe/stages/recording_scores.py": ALL[6:],
 }

@@ -18,6 +18,7 @@ from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stag
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster
 from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.plan import RunPlan
+from ecgpipe.protocols import GROUPED
 from ecgpipe.results import RecordingScores, protocols_to_json
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
@@ -260,20 +261,59 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
 def score_recordings(run: Run, records: list[RecordSummary], rows: list[ComparisonRow], best: int) -> RecordingScores | None:
     """Stage 6 (``[recordings] score = true``): every window of the rhythm-annotated recordings featurised on
     predict's grid (one task per batch of records), then each endpoint called on them as predict calls it, each
-    record by the detectors of the grouped fold that held its patient out (one task per fold)."""
+    record by the detectors of the grouped fold that held its patient out (one task per fold). A record that fails
+    is named in the result; the others are scored."""
     row = rows[best]
     if not run.cfg.recordings.score:
         return None
-    why_not = ("no endpoint is declared" if not row.cfg.endpoints else
-               "the best row classifies whole records (no window detectors)" if row.cfg.classifier.level == "record" else "")
     grids = run.plan.recording_grids(row, records)
-    if why_not or not grids:
-        run.logger.warning(f"recordings: not scored: {why_not or 'no rhythm-annotated record was read'}")
-        return None
+    why_not = ("no endpoint is declared" if not row.cfg.endpoints else
+               "the best row classifies whole records (no window detectors)" if row.cfg.classifier.level == "record" else
+               "no rhythm-annotated record was read" if not grids else "")
+    if why_not:
+        run.logger.warning(f"recordings: not scored: {why_not}")
+        return RecordingScores(protocol=GROUPED.name, classifier=row.label, n_folds=0, n_records=0, hours=0.0,
+                               endpoints={}, records=[], notes=[f"not scored: {why_not}"])
+    failed = _record_grids(run, row, grids)
+    with run.log.timed(recording_scores.STAGE):
+        scored = [g for g in grids if g.shown not in {f["record"] for f in failed}]
+        stored = run.plan.recording_scores_done(row, scored)
+        if stored is not None and not failed:
+            run.log.count(recording_scores.STAGE, skipped=1)
+            return stored
+        data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
+        folds, note = recording_scores.record_folds(data, row.cfg, scored)
+        task = run.task(tasks.recording_scores_fold)
+        futures = [task.submit(run.store, row.features, row.data_key, f, records, row.cfg.model_dump_json())
+                   for f, records in enumerate(folds)]
+        results, fold_failures = wait_all(futures, recording_scores.STAGE, run.logger, run.strict)
+        notes = [note] if note else []
+        # a fold that failed for good: its records are named, the others scored
+        unscored = [{"record": r.name, "error": f"fold {f}: {error_text(exc)}"} for f, exc in fold_failures for r in folds[f]]
+        done = [res for res in results if res is not None]
+        unscored += [item for res in done for item in res.failed]
+        for item in unscored:
+            run.log.fail(recording_scores.STAGE, item["record"], item["error"])
+        failed += unscored
+        notes += [f"fold {f}: no {name} detector (its training windows are all on one side); its "
+                  f"{len(folds[f])} records are left out of {name}" for f, res in enumerate(results) if res for name in res.no_detector]
+        result = recording_scores.assemble(row.cfg, row.label, [s for res in done for s in res.scores], len(folds), notes, failed)
+        if not failed:  # a run with a failed record is scored again next time, once the record may be fixed
+            run.plan.markers.write(recording_scores.STAGE, row.unit, recording_scores.scores_key(row, scored),
+                                   {"result": result.to_json()})
+        run.log.count(recording_scores.STAGE, computed=1)
+    if run.strict and failed:
+        raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
+    return result
+
+
+def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
+    """The grids not done, computed by batch tasks; returns the records that failed, with why."""
     failed: list[dict] = []
     with run.log.timed(recording_grid.STAGE):
-        zs.ensure_groups(run.store, *[f"{Layout.RECORDINGS}/{db}" for db in run.cfg.databases])
-        todo = [g for g in grids if not run.plan.grid_done(g)]
+        zs.ensure_groups(run.store, *sorted({f"{Layout.RECORDINGS}/{g.settings}/{g.record.database}" for g in grids}))
+        done = run.plan.grids_done(grids)
+        todo = [g for g in grids if not done[g.name]]
         run.log.count(recording_grid.STAGE, skipped=len(grids) - len(todo))
         unit_of = {g.record.name: g for g in todo}  # batched as the segments stage batches records: by their length
         batches = [[unit_of[u.name] for u in b] for b in segments.batches([g.record for g in todo], run.cfg.run.records_per_task,
@@ -295,29 +335,9 @@ def score_recordings(run: Run, records: list[RecordSummary], rows: list[Comparis
                     failed.append({"record": unit.shown, "error": problem})
                 else:
                     run.log.count(recording_grid.STAGE, computed=1)
-        if run.strict and failed:
-            raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
-    scored = [g for g in grids if g.shown not in {f["record"] for f in failed}]
-    with run.log.timed(recording_scores.STAGE):
-        stored = run.plan.recording_scores_done(row, scored)
-        if stored is not None and not failed:
-            run.log.count(recording_scores.STAGE, skipped=1)
-            return stored
-        data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
-        folds, note = recording_scores.record_folds(data, row.cfg, scored)
-        task = run.task(tasks.recording_scores_fold)
-        futures = [task.submit(run.store, row.features, row.data_key, f, records, row.cfg.model_dump_json())
-                   for f, records in enumerate(folds)]
-        results, _ = wait_all(futures, recording_scores.STAGE, run.logger, strict=True)
-        notes = [note] if note else []
-        notes += [f"fold {f}: no {name} detector (its training windows are all of one side); its records have no "
-                  f"{name} call" for f, (_, missing) in enumerate(results) for name in missing]
-        result = recording_scores.assemble(row.cfg, row, [s for scores, _ in results for s in scores], len(folds), notes, failed)
-        if not failed:  # a run with a failed grid is scored again next time, once the record may be fixed
-            run.plan.markers.write(recording_scores.STAGE, row.unit, recording_scores.scores_key(row, scored),
-                                   {"result": result.to_json()})
-        run.log.count(recording_scores.STAGE, computed=1)
-    return result
+    if run.strict and failed:
+        raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
+    return failed
 
 
 @dataclass

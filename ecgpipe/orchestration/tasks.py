@@ -22,7 +22,7 @@ from ecgpipe.plan import chunk_unit
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import FoldResult
 from ecgpipe.stages.recording_grid import GridUnit
-from ecgpipe.stages.recording_scores import GridRecord, RecordScore
+from ecgpipe.stages.recording_scores import FoldScores, GridRecord
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 
 PERMANENT_ERRORS = (EcgpipeError, ValueError, FileNotFoundError)
@@ -197,6 +197,7 @@ def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list
 
 @stage_task(name="recording-scores-fold", task_run_name="recording endpoints fold {fold}")
 def recording_scores_fold(store: str, feat_array: str | None, data_key: str, fold: int, records: list[GridRecord],
-                          config_json: str) -> tuple[list[RecordScore], list[str]]:
+                          config_json: str) -> FoldScores:
     """One grouped fold's detectors, fitted on its training windows, calling the endpoints on its records' grids."""
+    injected_fault(recording_scores.STAGE, fold)
     return recording_scores.score_fold(store, _config(config_json), feat_array, data_key, fold, records)

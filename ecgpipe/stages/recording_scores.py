@@ -25,7 +25,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.model import detector_score
 from ecgpipe.protocols import GROUPED
-from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference
+from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference, window_labels
 from ecgpipe.results import RecordingScores
 from ecgpipe.smoothing import smoothed_call
 from ecgpipe.stages.classification import DECISION_FIELDS, ClassificationData, ComparisonRow, endpoint_detectors, row_data
@@ -47,13 +47,9 @@ def scores_key(row: ComparisonRow, grids: list[GridUnit]) -> str:
 class GridRecord:
     """What a fold task needs to find a record's grid (the unit itself stays in the flow process)."""
 
-    database: str
-    record: str
+    name: str  # <db>/<record>
     subject: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.database}/{self.record}"
+    path: str  # the grid's group in the store (GridUnit.path)
 
 
 def record_folds(data: ClassificationData, cfg: PipelineConfig, grids: list[GridUnit]) -> tuple[list[list[GridRecord]], str]:
@@ -67,7 +63,7 @@ def record_folds(data: ClassificationData, cfg: PipelineConfig, grids: list[Grid
         fold = fold_of.get(g.subject)
         if fold is None:
             fold, unseen = unseen % len(splits), unseen + 1
-        folds[fold].append(GridRecord(g.record.database, g.record.record, g.subject))
+        folds[fold].append(GridRecord(g.shown, g.subject, g.path))
     return folds, note
 
 
@@ -90,15 +86,17 @@ def positive_labels(cfg: PipelineConfig, endpoint: str) -> set[str]:
 
 
 def tally_record(grid: RecordGrid, cfg: PipelineConfig, calls: dict[str, np.ndarray]) -> dict[str, RecordingTally]:
-    """One record's endpoint calls against its annotations (``RecordingTally``)."""
+    """One record's endpoint calls against its annotations (``RecordingTally``): each window's reference is the
+    annotated rhythm it lies in, whole."""
     starts_s = grid.starts / cfg.segments.target_fs
+    labels = window_labels(grid.episodes, grid.fs, starts_s, cfg.segments.length_s, cfg.segments.exclude_labels)
     tallies = {}
     for name, called in calls.items():
-        labels = positive_labels(cfg, name)
-        known, positive = endpoint_reference(grid.labels, labels)
+        positives = positive_labels(cfg, name)
+        known, positive = endpoint_reference(labels, positives)
         tallies[name] = RecordingTally()
-        tallies[name].add(called, starts_s, cfg.segments.length_s, grid.stride_s, known, positive, grid.labels,
-                          annotated_runs(grid.episodes, grid.fs, labels))
+        tallies[name].add(called, starts_s, cfg.segments.length_s, grid.stride_s, known, positive, labels,
+                          annotated_runs(grid.episodes, grid.fs, positives))
     return tallies
 
 
@@ -119,33 +117,50 @@ class RecordScore:
                 "endpoints": per_endpoint}
 
 
+@dataclass
+class FoldScores:
+    """What one fold task returns: its records' scores, the records it could not score (with why), and the endpoints
+    it had no detector for (its training windows all on one side): those are left out of its records' tallies."""
+
+    scores: list[RecordScore]
+    failed: list[dict]
+    no_detector: list[str]
+
+
 def score_fold(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, fold: int,
-               records: list[GridRecord]) -> tuple[list[RecordScore], list[str]]:
-    """Fit the endpoint detectors on the grouped fold's training windows and score its records' grids. Returns the
-    records' scores and the endpoints that had no detector in this fold (its training windows all of one side)."""
+               records: list[GridRecord]) -> FoldScores:
+    """Fit the endpoint detectors on the grouped fold's training windows (grouped inner folds when tuned) and score
+    its records' grids; a record whose grid cannot be read or scored fails alone."""
     data = row_data(store, cfg, feat_array, data_key)
     splits, _ = make_splits(GROUPED.name, data.y, data.subjects, cfg.cv, data.databases)
     train = splits[fold][0]
     detectors = endpoint_detectors(data.matrix(cfg.classifier)[train], data.y[train], data.n_cnn, cfg, data.subjects[train])
-    out = []
+    out, failed = [], []
     for r in records:
-        grid = read_grid(store, r.database, r.record)
-        hours = len(grid.starts) * grid.stride_s / 3600
-        out.append(RecordScore(r.name, r.subject, fold, hours, tally_record(grid, cfg, endpoint_calls(grid, cfg, detectors))))
-    return out, sorted(set(cfg.endpoints) - set(detectors))
+        try:
+            grid = read_grid(store, r.path)
+            calls = {name: c for name, c in endpoint_calls(grid, cfg, detectors).items() if name in detectors}
+            hours = len(grid.starts) * grid.stride_s / 3600
+            out.append(RecordScore(r.name, r.subject, fold, hours, tally_record(grid, cfg, calls)))
+        except Exception as exc:  # an unreadable grid, a detector that fails on one record's values
+            failed.append({"record": r.name, "error": f"{type(exc).__name__}: {exc}"})
+    return FoldScores(out, failed, sorted(set(cfg.endpoints) - set(detectors)))
 
 
-def assemble(cfg: PipelineConfig, row: ComparisonRow, scores: list[RecordScore], n_folds: int, notes: list[str],
+def assemble(cfg: PipelineConfig, classifier: str, scores: list[RecordScore], n_folds: int, notes: list[str],
              failed: list[dict]) -> RecordingScores:
-    """The run's whole-recording endpoints from every fold's record scores."""
+    """The run's whole-recording endpoints from every fold's record scores (an endpoint counts the records whose
+    fold had its detector)."""
     scores = sorted(scores, key=lambda s: s.record)
     endpoints = {}
     for name, endpoint in cfg.endpoints.items():
         total = RecordingTally()
         for s in scores:
-            total.merge(s.tallies[name])
+            if name in s.tallies:
+                total.merge(s.tallies[name])
         endpoints[name] = {**total.to_json(), "width": endpoint.decision_windows, "penalty": endpoint.change_penalty,
-                           "detector": True, "classes": list(endpoint.classes)}
-    return RecordingScores(protocol=GROUPED.name, classifier=row.label, n_folds=n_folds, n_records=len(scores),
+                           "detector": True, "classes": list(endpoint.classes),
+                           "records": sum(name in s.tallies for s in scores)}
+    return RecordingScores(protocol=GROUPED.name, classifier=classifier, n_folds=n_folds, n_records=len(scores),
                            hours=round(sum(s.hours for s in scores), 3), endpoints=endpoints,
-                           records=[s.to_json() for s in scores], notes=notes, failed=failed)
+                           records=[s.to_json() for s in scores], notes=notes, failed=sorted(failed, key=lambda f: f["record"]))

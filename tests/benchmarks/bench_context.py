@@ -77,18 +77,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, rates  # noqa: E402
 
-from ecgpipe import store as zs  # noqa: E402
 from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.grid import grid_features  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
+from ecgpipe.markers import Markers  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, endpoint_reference, window_labels  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import member_votes, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
-from ecgpipe.stages.recording_grid import read_grid  # noqa: E402
+from ecgpipe.stages.recording_grid import grid_done, grid_unit, read_grid  # noqa: E402
 from ecgpipe.stages.segments import plan_records  # noqa: E402
 from ecgpipe.store import Layout  # noqa: E402
 
@@ -141,17 +141,21 @@ def _record_grid(cfg, unit) -> tuple[np.ndarray, np.ndarray | None, np.ndarray |
     return grid.starts[grid.usable], grid.cnn, grid.rhythm
 
 
-def _stored_grids(run: Path, names: list[str]):
+def _stored_grids(run: Path, data_dir: str, cfg, names: list[str], subject_of: dict[str, str]):
     """(records, starts, cnn, rhythm) of every usable grid window the run stored for these records
-    (``ecgpipe.stages.recording_grid``), or None when it did not store every one."""
-    store = str(run / "store.zarr")
-    if not all(zs.has(store, Layout.recording(*name.split("/", 1))) for name in names):
+    (``ecgpipe.stages.recording_grid``, with the run's settings and current), or None when any is missing or stale."""
+    store, markers = str(run / "store.zarr"), Markers(str(run))
+    units = {f"{u.database}/{u.record}": u for u in plan_records(cfg, data_dir, download=False)}
+    if not set(names) <= set(units):
         return None
-    grids = [read_grid(store, *name.split("/", 1)) for name in names]
-    records = np.concatenate([np.full(int(g.usable.sum()), name) for name, g in zip(names, grids)])
-    starts = np.concatenate([g.starts[g.usable] for g in grids])
+    grids = [grid_unit(cfg, units[name], subject_of[name]) for name in names]
+    if not all(grid_done(store, markers, g) for g in grids):
+        return None
+    stored = [read_grid(store, g.path) for g in grids]
+    records = np.concatenate([np.full(int(g.usable.sum()), name) for name, g in zip(names, stored)])
+    starts = np.concatenate([g.starts[g.usable] for g in stored])
     block = lambda b: np.concatenate(b) if b[0] is not None else np.zeros((len(starts), 0))  # noqa: E731
-    return records, starts, block([g.cnn for g in grids]), block([g.rhythm for g in grids])
+    return records, starts, block([g.cnn for g in stored]), block([g.rhythm for g in stored])
 
 
 def _nearest(records: np.ndarray, starts: np.ndarray, record: str, start: int) -> int:
@@ -220,7 +224,7 @@ def windows_of_grid(run: Path, data_dir: str, cfg, clf, sampled) -> AllWindows:
     names = sorted(set(sampled.records.tolist()))
     key = content_key(*settings, {db: d.model_dump(mode="json") for db, d in cfg.databases.items()}, names)
     cache = run / "bench_context" / f"grid-{key[:16]}.npz"  # a new run folder, or deleting it, recomputes
-    stored = _stored_grids(run, names)
+    stored = _stored_grids(run, data_dir, cfg, names, dict(zip(sampled.records.tolist(), sampled.subjects.tolist())))
     if stored is not None:  # the run scored its recordings ([recordings] score): its grids are these windows
         records, starts, cnn, rhythm = stored
         cache = run / "store.zarr" / Layout.RECORDINGS
