@@ -38,7 +38,7 @@ from ecgpipe.errors import EcgpipeError, PipelineError
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
-from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference, window_labels
+from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
 from ecgpipe.records import read_record
 from ecgpipe.report_tables import RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
 from ecgpipe.results import EvaluationResult
@@ -136,7 +136,6 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
     given = endpoint_decisions if isinstance(endpoint_decisions, Mapping) else dict.fromkeys(shared, endpoint_decisions)
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
-    positive_labels = {name: {label for c in dataset.endpoints[name].classes for label in dataset.classes[c]} for name in shared}
     tallies = {name: RecordingTally() for name in shared}
     started, last = time.monotonic(), time.monotonic()
     for i, (db, folder, settings, name, labels) in enumerate(todo):
@@ -180,10 +179,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             labels_of = window_labels(rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s,
                                       dataset.segments.exclude_labels) if tallies else None
             for endpoint, tally in tallies.items():
-                known, positive = endpoint_reference(labels_of, positive_labels[endpoint])
-                tally.add(pred.endpoint_calls[endpoint], pred.window_starts_s, model.config.segments.length_s,
-                          pred.stride_s, known, positive, labels_of,
-                          annotated_runs(rec.episodes, rec.fs, positive_labels[endpoint]))
+                tally.add_record(pred.endpoint_calls[endpoint], pred.window_starts_s, model.config.segments.length_s,
+                                 pred.stride_s, labels_of, rec.episodes, rec.fs, endpoint_labels(dataset, endpoint))
         if time.monotonic() - last > 15:
             last = time.monotonic()
             rate = (i + 1) / (last - started)

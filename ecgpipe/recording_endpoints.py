@@ -18,13 +18,18 @@ this way on rhythm-annotated datasets; ``tests/benchmarks/bench_context.py --gri
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from ecgpipe.records import RhythmEpisode
 
 LONG_RUN_S = 10.0  # annotated runs at least this long are counted apart: mitdb's VT runs are often a few beats
+
+
+def endpoint_labels(cfg, endpoint: str) -> set[str]:
+    """The rhythm labels of an endpoint's classes in a configuration (``[endpoints.<name>] classes`` -> ``[classes]``)."""
+    return {label for c in cfg.endpoints[endpoint].classes for label in cfg.classes[c]}
 
 
 def window_labels(episodes: list[RhythmEpisode], fs: float, starts_s: np.ndarray, length_s: float,
@@ -136,11 +141,19 @@ class RecordingTally:
         self.false_alarms += sum(not any(_overlaps(c, run) for run in runs) for c in called)
         self.seconds += float(scored.sum()) * stride_s
 
+    def add_record(self, calls: np.ndarray, starts_s: np.ndarray, length_s: float, stride_s: float, labels: np.ndarray,
+                   episodes: list[RhythmEpisode], fs: float, positive_labels: Iterable[str]) -> None:
+        """One record, from its windows' calls and labels (``window_labels``) and its rhythm episodes: the endpoint's
+        reference and annotated runs are found here (``endpoint_reference``, ``annotated_runs``)."""
+        positive_labels = set(positive_labels)
+        known, positive = endpoint_reference(labels, positive_labels)
+        self.add(calls, starts_s, length_s, stride_s, known, positive, labels, annotated_runs(episodes, fs, positive_labels))
+
     def merge(self, other: RecordingTally) -> None:
         """Add another tally's records (e.g. another fold's) to this one."""
-        for name in ("positive_windows", "true_positives", "negative_windows", "true_negatives", "runs", "runs_detected",
-                     "long_runs", "long_runs_detected", "called_runs", "false_alarms", "seconds"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            if f.name != "negatives_by_label":  # every other field is a count
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         for label, (windows, called) in other.negatives_by_label.items():
             tally = self.negatives_by_label.setdefault(label, [0, 0])
             tally[0] += windows

@@ -29,6 +29,11 @@ def _last_run(out: Location) -> dict:
     return last
 
 
+def _waiting(rerun_computes: str) -> dict:
+    """A stage that cannot be counted before the stages it is planned from are done."""
+    return {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": rerun_computes}
+
+
 def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
     """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
     out = Location(out_dir)
@@ -65,7 +70,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     if not records or not out.exists("store.zarr"):
         status["note"] = "nothing computed yet"
         for stage in [s for s in STAGES[1:] if cfg.recordings.score or s not in OPTIONAL_STAGES]:
-            status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": "all"}
+            status["stages"][stage] = _waiting("all")
         return status
     if len(records) < len(plan.records):
         status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
@@ -86,8 +91,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     if cfg.recordings.score:  # planned from the best row: known when there is one row, or once every row is scored
         if len(rows) > 1 and any(v is None for v in stored.values()):
             for stage in (recording_grid.STAGE, recording_scores.STAGE):
-                status["stages"][stage] = {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None,
-                                           "rerun_computes": "after classify"}
+                status["stages"][stage] = _waiting("after classify")
             return status
         for r in rows:
             r.protocols = stored[r.unit]

@@ -95,6 +95,15 @@ class RecordFailure:
     problem: str
 
 
+def record_failure(exc: Exception, shown: str) -> RecordFailure:
+    """The failure of one record of a batch task, or ``exc`` raised again to fail (and retry) the whole batch.
+    Bad input, or a bug that one odd signal triggers (an IndexError, a division by zero), would fail the same way
+    again: it fails this record alone. Anything else may pass on a retry (an I/O or network hiccup of a remote store)."""
+    if is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS):
+        raise exc
+    return RecordFailure(getattr(exc, "record_path", shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}"))
+
+
 @stage_task(name="record-segments", task_run_name="segments batch {batch_index}")
 def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordUnit], config_json: str
                  ) -> list[RecordSummary | RecordFailure]:
@@ -112,12 +121,7 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
         try:
             summary, digest = segments.compute_record(store, unit, cfg)
         except Exception as exc:
-            # Bad input, or a bug that one odd signal triggers (an IndexError, a division by zero), would fail the
-            # same way again: it fails this record alone. Anything else may pass on a retry (an I/O or network
-            # hiccup of a remote store) and fails the batch, which is retried.
-            if is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS):
-                raise
-            out.append(RecordFailure(getattr(exc, "record_path", unit.shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}")))
+            out.append(record_failure(exc, unit.shown))
             continue
         markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
         out.append(summary)
@@ -186,9 +190,7 @@ def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list
         try:
             digest = recording_grid.compute_grid(store, unit, cfg)
         except Exception as exc:
-            if is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS):
-                raise
-            out.append(RecordFailure(getattr(exc, "record_path", unit.shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}")))
+            out.append(record_failure(exc, unit.shown))
             continue
         markers.write(recording_grid.STAGE, unit.name, unit.key, {"digest": digest, "worker": where()})
         out.append(digest)

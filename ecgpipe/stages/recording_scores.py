@@ -25,7 +25,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.model import detector_score
 from ecgpipe.protocols import GROUPED
-from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, endpoint_reference, window_labels
+from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
 from ecgpipe.results import RecordingScores
 from ecgpipe.smoothing import smoothed_call
 from ecgpipe.stages.classification import DECISION_FIELDS, ClassificationData, ComparisonRow, endpoint_detectors, row_data
@@ -81,22 +81,15 @@ def endpoint_calls(grid: RecordGrid, cfg: PipelineConfig, detectors: dict) -> di
     return calls
 
 
-def positive_labels(cfg: PipelineConfig, endpoint: str) -> set[str]:
-    return {label for c in cfg.endpoints[endpoint].classes for label in cfg.classes[c]}
-
-
 def tally_record(grid: RecordGrid, cfg: PipelineConfig, calls: dict[str, np.ndarray]) -> dict[str, RecordingTally]:
     """One record's endpoint calls against its annotations (``RecordingTally``): each window's reference is the
     annotated rhythm it lies in, whole."""
     starts_s = grid.starts / cfg.segments.target_fs
     labels = window_labels(grid.episodes, grid.fs, starts_s, cfg.segments.length_s, cfg.segments.exclude_labels)
-    tallies = {}
+    tallies = {name: RecordingTally() for name in calls}
     for name, called in calls.items():
-        positives = positive_labels(cfg, name)
-        known, positive = endpoint_reference(labels, positives)
-        tallies[name] = RecordingTally()
-        tallies[name].add(called, starts_s, cfg.segments.length_s, grid.stride_s, known, positive, labels,
-                          annotated_runs(grid.episodes, grid.fs, positives))
+        tallies[name].add_record(called, starts_s, cfg.segments.length_s, grid.stride_s, labels, grid.episodes, grid.fs,
+                                 endpoint_labels(cfg, name))
     return tallies
 
 

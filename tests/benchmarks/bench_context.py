@@ -84,7 +84,7 @@ from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.markers import Markers  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
 from ecgpipe.protocols import GROUPED  # noqa: E402
-from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, annotated_runs, endpoint_reference, window_labels  # noqa: E402
+from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, endpoint_labels, window_labels  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import member_votes, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
@@ -103,6 +103,12 @@ class AllWindows:
     X: np.ndarray  # what the classifier reads
     at: np.ndarray  # the row of each of the run's sampled windows (exactly it, or the grid window nearest to it)
     source: str
+
+
+def add_grid_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--from-run RUN --grid DATA_DIR``: the benchmarks on a finished run's folds and every window of its records."""
+    ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
+    ap.add_argument("--grid", required=True, metavar="DATA_DIR", help="the run's records under DATA_DIR (as bench_context)")
 
 
 def finished_run(folder: str | Path) -> tuple[Path, object, object]:
@@ -181,7 +187,7 @@ class RecordingReference:
         return self.labels != ""
 
     def endpoint_labels(self, name: str) -> set[str]:
-        return {label for c in self.cfg.endpoints[name].classes for label in self.cfg.classes[c]}
+        return endpoint_labels(self.cfg, name)
 
 
 def recording_reference(cfg, data_dir: str, records: np.ndarray, starts: np.ndarray) -> RecordingReference:
@@ -210,10 +216,9 @@ def recording_metrics(calls: np.ndarray, name: str, reference: RecordingReferenc
     for record in np.unique(records):
         rows = records == record
         episodes, fs = reference.annotations[record]
-        labels = reference.labels[rows]  # each window's annotated rhythm, read once for every endpoint and decision
-        known, positive = endpoint_reference(labels, positive_labels)
-        tally.add(calls[rows], starts_s[rows], length_s, length_s, known, positive, labels,  # grid stride = length
-                  annotated_runs(episodes, fs, positive_labels))
+        # each window's annotated rhythm, read once for every endpoint and decision; grid stride = window length
+        tally.add_record(calls[rows], starts_s[rows], length_s, length_s, reference.labels[rows], episodes, fs,
+                         positive_labels)
     return tally.to_json()
 
 

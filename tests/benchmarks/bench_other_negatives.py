@@ -27,7 +27,7 @@ from joblib import Parallel, delayed
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
+from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
 from bench_endpoints import fixed_c, rates  # noqa: E402
 
 from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
@@ -38,8 +38,7 @@ from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean  #
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
-    ap.add_argument("--grid", required=True, metavar="DATA_DIR", help="the run's records under DATA_DIR (as bench_context)")
+    add_grid_arguments(ap)
     ap.add_argument("--cap", type=int, default=2000, help="most other-rhythm windows added per outer fold (default 2000)")
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import finished_run, windows_of_grid  # noqa: E402
+from bench_context import add_grid_arguments, finished_run, windows_of_grid  # noqa: E402
 from bench_endpoints import fixed_c, rates  # noqa: E402
 
 from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
@@ -42,8 +42,7 @@ def record_medians(X: np.ndarray, records: np.ndarray, of: np.ndarray) -> np.nda
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
-    ap.add_argument("--grid", required=True, metavar="DATA_DIR", help="the run's records under DATA_DIR (as bench_context)")
+    add_grid_arguments(ap)
     ap.add_argument("--widths", type=int, nargs="+", default=[1, 15, 45], help="averaging widths in windows (odd)")
     args = ap.parse_args()
     t0 = time.perf_counter()

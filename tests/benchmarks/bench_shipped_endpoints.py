@@ -30,7 +30,7 @@ from joblib import Parallel, delayed
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
+from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
 from bench_endpoints import rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
@@ -42,8 +42,7 @@ from ecgpipe.stages.classification import endpoint_detectors  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")
-    ap.add_argument("--grid", required=True, metavar="DATA_DIR", help="the run's records under DATA_DIR (as bench_context)")
+    add_grid_arguments(ap)
     ap.add_argument("--width", type=int, default=None, help="predict's --endpoint-smooth (default: the run's config)")
     ap.add_argument("--penalty", type=float, default=None, help="predict's --endpoint-penalty (default: the run's config)")
     args = ap.parse_args()
