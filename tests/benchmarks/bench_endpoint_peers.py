@@ -1,0 +1,247 @@
+"""ecgpipe's endpoint detectors against simple peers: the same patients, folds, windows and decision.
+
+    python tests/benchmarks/bench_endpoint_peers.py --from-run runs/paper4-best --grid ../shared/data/physionet
+
+Does the CNN earn its keep for new patients? The peers are what a signal-processing group builds instead: gradient
+boosting (scikit-learn's HistGradientBoostingClassifier, balanced class weights, fixed settings: ecgpipe's classifier
+kind ``hgb`` untuned) on hand-crafted features of each window, one two-class detector per endpoint:
+
+* ``RR``: the RR-interval and RR-irregularity statistics over 30 s (irregularity, sample entropy, turning points,
+  Poincare clustering...: the inputs of classic AF detectors; the same columns ecgpipe's detectors read beside the CNN);
+* ``RR + waveform``: plus the shock-advisory descriptors of ``ecgpipe/waveform.py`` over 4 s (VF leakage, threshold
+  crossings, dominant frequency, Lempel-Ziv complexity...: VF detectors' parameters, as Figuera et al. 2016 fed them
+  to a classifier);
+* ``RR + waveform + beats``: plus the beat-level and beat-detail blocks (P waves, QRS width, template correlation,
+  premature beats...: what lifted CinC 2017 to 0.83).
+
+Every detector, ecgpipe's (``stages.classification.endpoint_detectors`` with the run's settings and nested C, what a
+run ships in its model) and the peers', is fitted on each outer grouped fold's training windows (the run's sampled
+windows) and called on every window of the fold's test patients' recordings on ``ecgpipe predict``'s grid with predict's
+own function (``smoothing.smoothed_call``): one window, the mean over 15 windows, and predict's decision (15 windows,
+change penalty 4 in each detector's score units: an SVC's margin, boosting's log-odds). The table gives the report's
+sampled windows (each scored by the nearest grid window) and every window of the recordings (``RecordingTally``), the
+one-window ROC AUC on the sampled windows, and, last, a 95 % bootstrap over patients of ecgpipe's minus the best peer's
+balanced accuracy over the recordings at predict's decision. The hand-crafted features of every window are computed
+by ecgpipe's own functions (``rhythm_block.window_rhythm_features``) and cached beside the run. Prints the table and,
+last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
+from bench_endpoints import best_sensitivity_at, rates  # noqa: E402
+
+from ecgpipe import protocols  # noqa: E402
+from ecgpipe.classify import make_splits  # noqa: E402
+from ecgpipe.keys import content_key  # noqa: E402
+from ecgpipe.model import detector_score  # noqa: E402
+from ecgpipe.recording_endpoints import endpoint_reference  # noqa: E402
+from ecgpipe.records import read_record  # noqa: E402
+from ecgpipe.rhythm_block import window_rhythm_features  # noqa: E402
+from ecgpipe.smoothing import smoothed_call, smoothed_mean, window_ranges  # noqa: E402
+from ecgpipe.stages.classification import endpoint_detectors  # noqa: E402
+from ecgpipe.stages.segments import plan_records  # noqa: E402
+
+WAVEFORM_CONTEXT_S = 4.0  # as shock-advisory algorithms look at a few seconds (docs/results.md: paper4-shock)
+PEERS = {  # peer -> the hand-crafted blocks it reads
+    "RR": ("rr", "irregularity"),
+    "RR + waveform": ("rr", "irregularity", "waveform"),
+    "RR + waveform + beats": ("rr", "irregularity", "beats", "beat_detail", "waveform"),
+}
+DECISIONS = (("one window", 1, 0.0), ("mean over 15", 15, 0.0), ("predict: 15, penalty 4", 15, 4.0))
+
+
+def handcrafted_config(cfg):
+    """The run's config with every hand-crafted block on, the waveform descriptors over a shock advisory's 4 s."""
+    rhythm = cfg.rhythm.model_copy(update=dict(enabled=True, irregularity=True, beats=True, beat_detail=True,
+                                               waveform=True, waveform_context_s=WAVEFORM_CONTEXT_S))
+    return cfg.model_copy(update={"rhythm": rhythm})
+
+
+def block_columns(full_cfg, blocks: tuple[str, ...]) -> np.ndarray:
+    """Indices of ``blocks``' columns in ``full_cfg``'s rhythm block (each block's columns, from a config with it alone)."""
+    everything = list(full_cfg.rhythm_columns)
+    off = dict(irregularity=False, beats=False, beat_detail=False, waveform=False)
+
+    def alone(block):
+        only = {} if block == "rr" else {block: True}
+        return full_cfg.model_copy(update={"rhythm": full_cfg.rhythm.model_copy(update={**off, **only})}).rhythm_columns
+
+    rr = set(alone("rr"))
+    wanted = {c for b in blocks for c in alone(b) if b == "rr" or c not in rr}
+    return np.array([i for i, c in enumerate(everything) if c in wanted])
+
+
+def _record_blocks(full_cfg, unit, sampled_starts: np.ndarray, grid_starts: np.ndarray):
+    rec = read_record(unit.db_dir, unit.database, unit.record, full_cfg.database(unit.database),
+                      nan_policy=full_cfg.segments.nan_policy, require_annotations=False, n_leads=full_cfg.segments.n_leads)
+    both = window_rhythm_features(rec, np.r_[sampled_starts, grid_starts].astype(np.int64), full_cfg)
+    return both[: len(sampled_starts)], both[len(sampled_starts):]
+
+
+def handcrafted_features(run: Path, data_dir: str, full_cfg, sampled, grid) -> tuple[np.ndarray, np.ndarray]:
+    """(sampled windows, grid windows) x every hand-crafted column, in the rows' order; cached beside the run."""
+    key = content_key(full_cfg.rhythm.model_dump(mode="json"), full_cfg.segments.model_dump(mode="json"),
+                      sampled.records.tolist(), sampled.starts.tolist(), grid.records.tolist(), grid.starts.tolist())
+    cache = run / "bench_context" / f"handcrafted-{key[:16]}.npz"
+    if cache.exists():
+        held = np.load(cache, allow_pickle=False)
+        return held["sampled"], held["grid"]
+    units = {f"{u.database}/{u.record}": u for u in plan_records(full_cfg, data_dir, download=False)}
+    names = sorted(set(grid.records.tolist()) | set(sampled.records.tolist()))
+    print(f"hand-crafted features of {len(sampled.records)} sampled and {len(grid.records)} grid windows of "
+          f"{len(names)} records (cached in {cache}) ...", file=sys.stderr)
+    t = time.perf_counter()
+    parts = Parallel(n_jobs=2)(delayed(_record_blocks)(full_cfg, units[n], sampled.starts[sampled.records == n],
+                                                       grid.starts[grid.records == n]) for n in names)
+    width = len(full_cfg.rhythm_columns)
+    on_sampled, on_grid = np.zeros((len(sampled.records), width)), np.zeros((len(grid.records), width))
+    for name, (s, g) in zip(names, parts):
+        on_sampled[sampled.records == name], on_grid[grid.records == name] = s, g
+    cache.parent.mkdir(exist_ok=True)
+    np.savez(cache, sampled=on_sampled, grid=on_grid)
+    print(f"  {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return on_sampled, on_grid
+
+
+def confusion_by_subject(calls, positive, known, subjects) -> dict[str, np.ndarray]:
+    """Per subject: [true positives, positives, true negatives, negatives] over windows with a known rhythm."""
+    out = {}
+    for s in np.unique(subjects[known]):
+        rows = known & (subjects == s)
+        p, c = positive[rows], calls[rows] == 1
+        out[s] = np.array([(p & c).sum(), p.sum(), (~p & ~c).sum(), (~p).sum()], dtype=np.float64)
+    return out
+
+
+def balanced_accuracy(counts: np.ndarray) -> float:
+    tp, pos, tn, neg = counts
+    return 0.5 * (tp / pos + tn / neg) if pos and neg else float("nan")
+
+
+def paired_bootstrap(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Balanced accuracy of ``a`` minus ``b`` pooled over subjects, and its 95 % bootstrap interval over subjects."""
+    subjects = sorted(a)
+    A, B = np.array([a[s] for s in subjects]), np.array([b[s] for s in subjects])
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(subjects), len(subjects))
+        diffs.append(balanced_accuracy(A[pick].sum(0)) - balanced_accuracy(B[pick].sum(0)))
+    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
+    return balanced_accuracy(A.sum(0)) - balanced_accuracy(B.sum(0)), float(lo), float(hi)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_grid_arguments(ap)
+    ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
+                    help="ENDPOINT=SENSITIVITY/SPECIFICITY targets for the bound column (issue 16's by default)")
+    args = ap.parse_args()
+    targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+    t0 = time.perf_counter()
+    run, cfg, sampled = finished_run(args.from_run)
+    clf = cfg.classifier
+    names = np.asarray(cfg.class_names)
+    X, y = sampled.matrix(clf), sampled.y
+    grid = windows_of_grid(run, args.grid, cfg, clf, sampled)
+    reference = recording_reference(cfg, args.grid, grid.records, grid.starts)
+    splits, _ = make_splits(protocols.GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
+    grouped_inner = protocols.protocol(cfg.selection_protocol).grouped
+
+    full_cfg = handcrafted_config(cfg)
+    hand_sampled, hand_grid = handcrafted_features(run, args.grid, full_cfg, sampled, grid)
+    if cfg.rhythm.enabled and sampled.rhythm is not None and cfg.rhythm_columns == full_cfg.rhythm_columns[: sampled.rhythm.shape[1]]:
+        # the run's own rhythm block is the first columns: computed here exactly as the run stored it
+        worst = float(np.abs(hand_sampled[:, : sampled.rhythm.shape[1]] - sampled.rhythm).max())
+        if worst > 1e-4:
+            raise SystemExit(f"the hand-crafted features differ from the run's rhythm block (max abs difference {worst:.2g})")
+    peer_clf = type(clf).model_validate({**clf.model_dump(), **dict(kind="hgb", inputs="rhythm", pca=None, tune=False,
+                                                                   class_weight="balanced", name=None)})
+    peer_cfg = full_cfg.model_copy(update={"classifier": peer_clf})
+    detectors = {"ecgpipe": (cfg, X, grid.X, sampled.n_cnn)}
+    for peer, blocks in PEERS.items():
+        cols = block_columns(full_cfg, blocks)
+        detectors[f"peer: {peer} ({len(cols)})"] = (peer_cfg, hand_sampled[:, cols], hand_grid[:, cols], None)
+    print(f"{run}: {len(y)} sampled windows, grouped {len(splits)}-fold, {len(grid.records)} grid windows; ecgpipe: "
+          f"{clf.describe(cfg.rhythm_block)}; peers: {peer_cfg.classifier.label}", file=sys.stderr)
+
+    def fold(label, train, test):
+        fit_cfg, Xs, Xg, n_cnn = detectors[label]
+        rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))
+        fitted = endpoint_detectors(Xs[train], y[train], n_cnn, fit_cfg, sampled.subjects[train] if grouped_inner else None)
+        return label, rows, {name: detector_score(d, Xg[rows]) for name, d in fitted.items()}
+
+    scores = {label: {name: np.full(len(grid.records), np.nan) for name in cfg.endpoints} for label in detectors}
+    jobs = [delayed(fold)(label, tr, te) for label in detectors for tr, te in splits]
+    for label, rows, found in Parallel(n_jobs=2)(jobs):
+        for name, score in found.items():
+            scores[label][name][rows] = score
+
+    bounds = np.flatnonzero(np.r_[True, grid.records[1:] != grid.records[:-1], True])
+    starts_s = grid.starts / cfg.segments.target_fs
+    results, by_subject = {}, {}
+    print("| endpoint | detector | decision | report's windows: sens / spec | one-window AUC | recordings: sens / spec "
+          "| runs detected (all; >= 10 s) | false alarms per hour | bound: best sens at target spec |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, endpoint in cfg.endpoints.items():
+        positive_sampled = np.isin(names[y], endpoint.classes)
+        known, positive_grid = endpoint_reference(reference.labels, reference.endpoint_labels(name))
+        for label in detectors:
+            score = scores[label][name]
+            if np.isnan(score).any():
+                print(f"| {name} | {label} | - | a fold had no detector |", flush=True)
+                continue
+            auc = roc_auc_score(positive_sampled, score[grid.at])
+            for decision, width, penalty in DECISIONS:
+                calls = np.concatenate([smoothed_call(score[a:b], width, penalty) for a, b in zip(bounds[:-1], bounds[1:])])
+                # the best any threshold on the mean score does on the report's windows, chosen with their labels: an
+                # upper bound, not a result (bench_endpoints.py); a segmented call has no score to threshold
+                mean = np.concatenate([smoothed_mean(score[a:b], *window_ranges(b - a, width)) for a, b in zip(bounds[:-1], bounds[1:])])
+                bound = best_sensitivity_at(positive_sampled, mean[grid.at], targets[name][1]) if name in targets and not penalty else None
+                m = recording_metrics(calls, name, reference, grid.records, starts_s, cfg.segments.length_s)
+                m["sampled"] = [round(v, 4) for v in rates(positive_sampled, calls[grid.at] == 1)]
+                m["auc_one_window"] = round(float(auc), 4)
+                m["bound_at_target_specificity"] = None if bound is None else round(bound, 4)
+                results.setdefault(name, {}).setdefault(label, {})[decision] = m
+                if decision == DECISIONS[-1][0]:
+                    counts = confusion_by_subject(calls, positive_grid, known, grid.subjects)
+                    pooled = sum(counts.values())  # the tally's window sensitivity and specificity, by subject
+                    assert (pooled[1], pooled[3]) == (m["positive_windows"], m["negative_windows"]), (pooled, m)
+                    assert abs(pooled[0] / pooled[1] - m["sensitivity"]) < 1e-4 > abs(pooled[2] / pooled[3] - m["specificity"])
+                    by_subject.setdefault(name, {})[label] = counts
+                print(f"| {name} | {label} | {decision} | {m['sampled'][0]:.3f} / {m['sampled'][1]:.3f} | {auc:.4f} | "
+                      f"{m['sensitivity']:.3f} / {m['specificity']:.3f} | {m['runs_detected']} of {m['runs']}; "
+                      f"{m['long_runs_detected']} of {m['long_runs']} | {m['false_alarms_per_hour']:.2f} | "
+                      f"{'-' if bound is None else f'{bound:.3f}'} |", flush=True)
+
+    print("\n| endpoint | best peer (recordings' balanced accuracy, predict's decision) | ecgpipe minus it (95 % bootstrap over patients) |")
+    print("|---|---|---:|")
+    differences = {}
+    for name, found in by_subject.items():
+        if "ecgpipe" not in found or len(found) < 2:
+            continue
+        peers = {label: balanced_accuracy(sum(c.values())) for label, c in found.items() if label != "ecgpipe"}
+        best = max(peers, key=peers.get)
+        d, lo, hi = paired_bootstrap(found["ecgpipe"], found[best])
+        differences[name] = {"best_peer": best, "difference": round(d, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+        print(f"| {name} | {best}: {peers[best]:.3f} | {d:+.3f} ({lo:+.3f} to {hi:+.3f}) |")
+    print(json.dumps({"run": str(run), "ecgpipe": clf.describe(cfg.rhythm_block), "peers": peer_cfg.classifier.label,
+                      "wall_s": round(time.perf_counter() - t0, 1), "results": results, "differences": differences}))
+
+
+if __name__ == "__main__":
+    main()
