@@ -36,16 +36,17 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
-from bench_endpoints import best_sensitivity_at, rates  # noqa: E402
+from bench_endpoints import best_sensitivity_at, fixed_c, rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
-from ecgpipe.classify import make_splits  # noqa: E402
+from ecgpipe.classify import fit_classifier, inner_splits, make_splits  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.model import detector_score  # noqa: E402
 from ecgpipe.recording_endpoints import endpoint_reference  # noqa: E402
@@ -148,6 +149,9 @@ def paired_bootstrap(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> tup
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_grid_arguments(ap)
+    ap.add_argument("--stack", action="store_true",
+                    help="add a stacked detector: a logistic regression on ecgpipe's (C fixed) and the last peer's "
+                         "scores, fitted on their inner grouped out-of-fold scores (about 5 more minutes)")
     ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
                     help="ENDPOINT=SENSITIVITY/SPECIFICITY targets for the bound column (issue 16's by default)")
     args = ap.parse_args()
@@ -179,6 +183,26 @@ def main() -> None:
     print(f"{run}: {len(y)} sampled windows, grouped {len(splits)}-fold, {len(grid.records)} grid windows; ecgpipe: "
           f"{clf.describe(cfg.rhythm_block)}; peers: {peer_cfg.classifier.label}", file=sys.stderr)
 
+    def stacked_fold(label, train, test):
+        # each outer fold: both detectors' out-of-fold scores over grouped inner folds of its training patients teach
+        # a logistic regression how to weigh them; the detectors refitted on all its training windows feed it
+        (_, Xs_a, Xg_a, n_cnn), (_, Xs_b, Xg_b, _) = detectors["ecgpipe"], detectors[last_peer]
+        fixed = fixed_c(clf)
+        rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))
+        found = {}
+        for name, endpoint in cfg.endpoints.items():
+            positive = np.isin(names[y], endpoint.classes).astype(np.int64)
+            oof = np.zeros((len(train), 2))
+            for inner_train, inner_test in inner_splits(fixed, positive[train], sampled.subjects[train]):
+                a, b = train[inner_train], train[inner_test]
+                oof[inner_test] = np.c_[detector_score(fit_classifier(Xs_a[a], positive[a], fixed, n_cnn)[0], Xs_a[b]),
+                                        detector_score(fit_classifier(Xs_b[a], positive[a], peer_clf)[0], Xs_b[b])]
+            stack = LogisticRegression(class_weight="balanced").fit(oof, positive[train])
+            on_grid = np.c_[detector_score(fit_classifier(Xs_a[train], positive[train], fixed, n_cnn)[0], Xg_a[rows]),
+                            detector_score(fit_classifier(Xs_b[train], positive[train], peer_clf)[0], Xg_b[rows])]
+            found[name] = stack.decision_function(on_grid)
+        return label, rows, found
+
     def fold(label, train, test):
         fit_cfg, Xs, Xg, n_cnn = detectors[label]
         rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))
@@ -187,6 +211,12 @@ def main() -> None:
 
     scores = {label: {name: np.full(len(grid.records), np.nan) for name in cfg.endpoints} for label in detectors}
     jobs = [delayed(fold)(label, tr, te) for label in detectors for tr, te in splits]
+    last_peer = list(detectors)[-1]
+    if args.stack:
+        stacked = f"stacked: ecgpipe (C = {fixed_c(clf).C:g}) + {last_peer}"
+        jobs += [delayed(stacked_fold)(stacked, tr, te) for tr, te in splits]
+        detectors[stacked] = None
+        scores[stacked] = {name: np.full(len(grid.records), np.nan) for name in cfg.endpoints}
     for label, rows, found in Parallel(n_jobs=2)(jobs):
         for name, score in found.items():
             scores[label][name][rows] = score
@@ -234,7 +264,7 @@ def main() -> None:
     for name, found in by_subject.items():
         if "ecgpipe" not in found or len(found) < 2:
             continue
-        peers = {label: balanced_accuracy(sum(c.values())) for label, c in found.items() if label != "ecgpipe"}
+        peers = {label: balanced_accuracy(sum(c.values())) for label, c in found.items() if label.startswith("peer")}
         best = max(peers, key=peers.get)
         d, lo, hi = paired_bootstrap(found["ecgpipe"], found[best])
         differences[name] = {"best_peer": best, "difference": round(d, 4), "ci95": [round(lo, 4), round(hi, 4)]}
