@@ -5,7 +5,10 @@ gone (killed, machine rebooted) is taken over with a warning. ``ecgpipe status``
 progress. The lock is a file created with O_EXCL. On its own host a holder is alive while its PID is; a holder on
 another host (a shared file system on a cluster) cannot be asked, so the run that holds a lock touches it every
 ``HEARTBEAT_S`` seconds, and a lock from another host untouched for ``STALE_AFTER_S`` (a node that died) is taken over
-like a dead process's. The margin is wide because the file system's clock and this host's may differ.
+like a dead process's. How long it has been silent is read on the file system's own clock, not this host's: the lock's
+modification time against that of a file this process touches beside it at that moment (on a shared file system the
+server stamps both), so a node whose clock is off by minutes neither takes over a live run's lock nor waits on a dead
+one's. The margin stays wide for file systems that cache attributes.
 """
 
 from __future__ import annotations
@@ -87,11 +90,25 @@ class RunLock:
         return self.silent_s() < self.stale_after_s  # another host's run: alive while it keeps touching the lock
 
     def silent_s(self) -> float:
-        """Seconds since the holder last touched the lock (0 when it is gone)."""
+        """Seconds since the holder last touched the lock, on the file system's clock (0 when it is gone)."""
         try:
-            return max(0.0, time.time() - self.path.stat().st_mtime)
+            touched = self.path.stat().st_mtime
         except FileNotFoundError:
             return 0.0
+        return max(0.0, self._file_system_now() - touched)
+
+    def _file_system_now(self) -> float:
+        """The time now on the clock that stamps the lock: the modification time of a file of this process's own,
+        touched beside the lock (this host's clock where the folder cannot be written)."""
+        probe = self.path.with_name(f"{self.path.name}.clock.{socket.gethostname()}.{os.getpid()}")
+        try:
+            probe.touch()
+            os.utime(probe)  # an existing probe (a crash between touch and unlink) is stamped now as well
+            return probe.stat().st_mtime
+        except OSError:
+            return time.time()
+        finally:
+            probe.unlink(missing_ok=True)
 
     def _mine(self) -> bool:
         """Whether the lock file still names this run (it may have been taken over after a long stall)."""

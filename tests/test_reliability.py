@@ -123,6 +123,26 @@ def test_a_lock_of_another_host_is_held_while_touched_and_taken_over_once_silent
     assert not lock.exists()
 
 
+def test_a_lock_of_another_host_is_judged_on_the_file_systems_clock_not_this_hosts(tmp_path, monkeypatch):
+    """A node whose clock runs an hour ahead (or behind) of the file system's must neither take over a lock another
+    node touched a moment ago nor keep waiting on one silent for an hour: silence is measured between two stamps of
+    the same file system, the lock's and a probe's touched now."""
+    lock = tmp_path / RunLock.NAME
+    lock.write_text(json.dumps({"host": "busy-node", "pid": 1, "started": "now"}))  # just touched by a live run
+    true_time = time.time
+    for skew in (3600.0, -3600.0):
+        monkeypatch.setattr(time, "time", lambda skew=skew: true_time() + skew)  # this host's clock is off by an hour
+        judge = RunLock(tmp_path, stale_after_s=600)
+        assert judge.silent_s() < 60 and judge.holder_running()
+        with pytest.raises(LockHeld, match="busy-node"):
+            judge.acquire()
+    an_hour_ago = true_time() - 3600
+    os.utime(lock, (an_hour_ago, an_hour_ago))
+    monkeypatch.setattr(time, "time", lambda: true_time() - 3600)  # this clock says the lock was touched just now
+    assert RunLock(tmp_path).silent_s() > 3000 and not RunLock(tmp_path).holder_running()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RunLock.NAME]  # no probe left behind
+
+
 def test_a_held_lock_is_touched_while_the_run_lives(tmp_path):
     with RunLock(tmp_path, heartbeat_s=0.05) as held:
         lock = tmp_path / RunLock.NAME
