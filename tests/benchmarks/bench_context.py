@@ -270,6 +270,38 @@ def windows_of_grid(run: Path, data_dir: str, cfg, clf, sampled) -> AllWindows:
     return AllWindows(records, subjects, starts, X_all, at, f"predict's grid over {len(names)} records")
 
 
+@dataclass
+class GridRun:
+    """What the benchmarks on predict's grid start from: a finished run, its sampled windows as ``clf`` reads them,
+    every window of its records on the grid with their annotated reference, and the run's grouped outer folds."""
+
+    run: Path
+    cfg: object
+    clf: object
+    sampled: object
+    names: np.ndarray  # class names
+    X: np.ndarray  # the sampled windows' design matrix
+    y: np.ndarray
+    grid: AllWindows
+    reference: RecordingReference
+    splits: list
+
+    @property
+    def starts_s(self) -> np.ndarray:
+        return self.grid.starts / self.cfg.segments.target_fs
+
+
+def grid_run(from_run: str, data_dir: str, fixed: bool = False) -> GridRun:
+    """``--from-run RUN --grid DATA_DIR`` read and checked; ``fixed``: the run's classifier with C fixed (``fixed_c``)."""
+    run, cfg, sampled = finished_run(from_run)
+    clf = fixed_c(cfg.classifier) if fixed else cfg.classifier
+    grid = windows_of_grid(run, data_dir, cfg, clf, sampled)
+    reference = recording_reference(cfg, data_dir, grid.records, grid.starts)
+    splits, _ = make_splits(GROUPED.name, sampled.y, sampled.subjects, cfg.cv, sampled.databases)
+    return GridRun(run, cfg, clf, sampled, np.asarray(cfg.class_names), sampled.matrix(clf), sampled.y, grid, reference,
+                   splits)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--from-run", required=True, help="output folder of a finished run (its folds and classifier)")

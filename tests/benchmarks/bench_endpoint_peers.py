@@ -42,11 +42,11 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
+from bench_context import add_grid_arguments, grid_run, recording_metrics  # noqa: E402
 from bench_endpoints import best_sensitivity_at, fixed_c, rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
-from ecgpipe.classify import fit_classifier, inner_splits, make_splits  # noqa: E402
+from ecgpipe.classify import fit_classifier, inner_splits  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.model import detector_score  # noqa: E402
 from ecgpipe.recording_endpoints import endpoint_reference  # noqa: E402
@@ -157,13 +157,9 @@ def main() -> None:
     args = ap.parse_args()
     targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
     t0 = time.perf_counter()
-    run, cfg, sampled = finished_run(args.from_run)
-    clf = cfg.classifier
-    names = np.asarray(cfg.class_names)
-    X, y = sampled.matrix(clf), sampled.y
-    grid = windows_of_grid(run, args.grid, cfg, clf, sampled)
-    reference = recording_reference(cfg, args.grid, grid.records, grid.starts)
-    splits, _ = make_splits(protocols.GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
+    g = grid_run(args.from_run, args.grid)
+    run, cfg, clf, sampled, names, X, y, grid, reference, splits = (
+        g.run, g.cfg, g.clf, g.sampled, g.names, g.X, g.y, g.grid, g.reference, g.splits)
     grouped_inner = protocols.protocol(cfg.selection_protocol).grouped
 
     full_cfg = handcrafted_config(cfg)
@@ -222,7 +218,7 @@ def main() -> None:
             scores[label][name][rows] = score
 
     bounds = np.flatnonzero(np.r_[True, grid.records[1:] != grid.records[:-1], True])
-    starts_s = grid.starts / cfg.segments.target_fs
+    starts_s = g.starts_s
     results, by_subject = {}, {}
     print("| endpoint | detector | decision | report's windows: sens / spec | one-window AUC | recordings: sens / spec "
           "| runs detected (all; >= 10 s) | false alarms per hour | bound: best sens at target spec |")

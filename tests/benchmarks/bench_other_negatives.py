@@ -27,12 +27,11 @@ from joblib import Parallel, delayed
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
-from bench_endpoints import fixed_c, rates  # noqa: E402
+from bench_context import add_grid_arguments, grid_run, recording_metrics  # noqa: E402
+from bench_endpoints import rates  # noqa: E402
 
-from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
+from ecgpipe.classify import build_classifier  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
-from ecgpipe.protocols import GROUPED  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean  # noqa: E402
 
 
@@ -42,20 +41,16 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=2000, help="most other-rhythm windows added per outer fold (default 2000)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    run, cfg, sampled = finished_run(args.from_run)
-    clf = fixed_c(cfg.classifier)
-    names = np.asarray(cfg.class_names)
-    X, y = sampled.matrix(clf), sampled.y
-    grid = windows_of_grid(run, args.grid, cfg, clf, sampled)
-    reference = recording_reference(cfg, args.grid, grid.records, grid.starts)
+    g = grid_run(args.from_run, args.grid, fixed=True)
+    run, cfg, clf, sampled, names, X, y, grid, reference, splits = (
+        g.run, g.cfg, g.clf, g.sampled, g.names, g.X, g.y, g.grid, g.reference, g.splits)
     other = reference.known & ~np.isin(reference.labels, list(cfg.label_to_class))
     labels, counts = np.unique(reference.labels[other], return_counts=True)
     print(f"other annotated rhythms on the grid: {other.sum()} windows ("
           + ", ".join(f"{label} {n}" for label, n in zip(labels, counts)) + ")", file=sys.stderr)
-    splits, _ = make_splits(GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
     endpoints = {name: np.isin(names[y], e.classes) for name, e in cfg.endpoints.items()}
     stride = int(round(cfg.segments.stride_s * cfg.segments.target_fs))
-    starts_s = grid.starts / cfg.segments.target_fs
+    starts_s = g.starts_s
 
     def fold(train, test, extra):
         rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))

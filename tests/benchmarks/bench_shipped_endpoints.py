@@ -30,11 +30,10 @@ from joblib import Parallel, delayed
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import add_grid_arguments, finished_run, recording_metrics, recording_reference, windows_of_grid  # noqa: E402
+from bench_context import add_grid_arguments, grid_run, recording_metrics  # noqa: E402
 from bench_endpoints import rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
-from ecgpipe.classify import make_splits  # noqa: E402
 from ecgpipe.model import detector_score  # noqa: E402
 from ecgpipe.smoothing import smoothed_call  # noqa: E402
 from ecgpipe.stages.classification import endpoint_detectors  # noqa: E402
@@ -47,13 +46,9 @@ def main() -> None:
     ap.add_argument("--penalty", type=float, default=None, help="predict's --endpoint-penalty (default: the run's config)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    run, cfg, sampled = finished_run(args.from_run)
-    clf = cfg.classifier
-    names = np.asarray(cfg.class_names)
-    X, y = sampled.matrix(clf), sampled.y
-    grid = windows_of_grid(run, args.grid, cfg, clf, sampled)
-    reference = recording_reference(cfg, args.grid, grid.records, grid.starts)
-    splits, _ = make_splits(protocols.GROUPED.name, y, sampled.subjects, cfg.cv, sampled.databases)
+    g = grid_run(args.from_run, args.grid)
+    run, cfg, clf, sampled, names, X, y, grid, reference, splits = (
+        g.run, g.cfg, g.clf, g.sampled, g.names, g.X, g.y, g.grid, g.reference, g.splits)
     grouped_inner = protocols.protocol(cfg.selection_protocol).grouped
     print(f"{run}: {len(y)} sampled windows, grouped {len(splits)}-fold; detectors {clf.describe(cfg.rhythm_block)}, "
           f"tuned {clf.tune} (C grid {clf.C_grid}, inner folds {'grouped' if grouped_inner else 'stratified'})", file=sys.stderr)
@@ -70,7 +65,7 @@ def main() -> None:
             scores[name][rows] = score
     # rows are (record, start) sorted: each record's windows are one contiguous block, as predict sees them
     bounds = np.flatnonzero(np.r_[True, grid.records[1:] != grid.records[:-1], True])
-    starts_s = grid.starts / cfg.segments.target_fs
+    starts_s = g.starts_s
     results = {}
     print("| decision | endpoint | report's windows: sens / spec | recordings: sens / spec | runs detected (all; >= 10 s) "
           "| called runs | false alarms per hour |")
