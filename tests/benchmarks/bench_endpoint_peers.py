@@ -47,7 +47,7 @@ from bench_endpoints import best_sensitivity_at, fixed_c, rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
 from ecgpipe.classify import fit_classifier, inner_splits  # noqa: E402
-from ecgpipe.keys import content_key  # noqa: E402
+from ecgpipe.keys import code_version, content_key  # noqa: E402
 from ecgpipe.model import detector_score  # noqa: E402
 from ecgpipe.recording_endpoints import endpoint_reference  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
@@ -95,7 +95,9 @@ def _record_blocks(full_cfg, unit, sampled_starts: np.ndarray, grid_starts: np.n
 
 def handcrafted_features(run: Path, data_dir: str, full_cfg, sampled, grid) -> tuple[np.ndarray, np.ndarray]:
     """(sampled windows, grid windows) x every hand-crafted column, in the rows' order; cached beside the run."""
-    key = content_key(full_cfg.rhythm.model_dump(mode="json"), full_cfg.segments.model_dump(mode="json"),
+    # the rhythm block's code is in the key (an edit to beats.py recomputes), as the run keys its own records
+    key = content_key(code_version("ecgpipe.rhythm_block"), full_cfg.rhythm.model_dump(mode="json"),
+                      full_cfg.segments.model_dump(mode="json"),
                       sampled.records.tolist(), sampled.starts.tolist(), grid.records.tolist(), grid.starts.tolist())
     cache = run / "bench_context" / f"handcrafted-{key[:16]}.npz"
     if cache.exists():
