@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_data_fetch)
 
     pr = sub.add_parser("predict", help="predict rhythm episodes of new records with a run's model.skops")
-    pr.add_argument("records", nargs="+", help="WFDB records (path without extension, or the .hea file)")
+    pr.add_argument("records", nargs="+", help="WFDB records (path without extension, or the .hea file) or EDF/EDF+ files (.edf)")
     pr.add_argument("--model", required=True, help="model artifact written by a run (OUT/model.skops)")
     pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ecgpipe.classifier_settings import DEFAULT_CHANGE_PENALTY, DEFAULT_DECISION_WINDOWS
+from ecgpipe.edf import EDF_EXTENSION, is_edf, read_edf_record
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.grid import grid_features
 from ecgpipe.model import TrainedModel
@@ -85,7 +86,7 @@ class Episode:
 
 @dataclass
 class RecordPrediction:
-    record: str  # record path without extension
+    record: str  # record path as given: without extension for WFDB, the .edf file for EDF
     fs: float
     lead: str
     duration_s: float
@@ -136,13 +137,21 @@ def record_path(arg: str) -> str:
     return (os.sep if path.startswith(os.sep) else "") + os.sep.join(parts)
 
 
+def record_stem(path: str) -> str:
+    """A record's path without a file extension: ``dir/100`` for the WFDB record and for ``dir/100.edf``."""
+    return path[: -len(EDF_EXTENSION)] if is_edf(path) else path
+
+
 def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None = None) -> EcgRecord:
-    """Read and validate a record with the same checks as in training; annotations are not needed."""
+    """Read and validate a record (WFDB, or an EDF/EDF+ file) with the same checks as in training; annotations are
+    not needed."""
     from ecgpipe.config import DatabaseSettings
 
     cfg = model.config
     # any sampling rate: the signal is resampled to the model's rate
     settings = DatabaseSettings(lead=lead or _training_leads(cfg, "lead"), second_lead=_training_leads(cfg, "second_lead"))
+    if is_edf(path):
+        return read_edf_record(path, settings, nan_policy=cfg.segments.nan_policy, n_leads=cfg.segments.n_leads)
     folder, name = os.path.split(path)
     return read_record(folder or ".", "new", name, settings, nan_policy=cfg.segments.nan_policy,
                        require_annotations=False, n_leads=cfg.segments.n_leads)
@@ -160,6 +169,8 @@ def training_recording(model: TrainedModel, path: str) -> str | None:
     """The name of the training record that ``path`` is (same header and signal bytes), if the model learnt from it."""
     from ecgpipe.keys import signal_digest
 
+    if is_edf(path):  # a model learns from WFDB records only
+        return None
     folder, name = os.path.split(path)
     digest = signal_digest(folder or ".", name)
     return next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
@@ -247,11 +258,12 @@ def compare_with_reference(pred: RecordPrediction, model: TrainedModel, annotato
     cfg = model.config
     names = cfg.class_names
     n_samples = int(round(pred.duration_s * pred.fs))
-    if not os.path.isfile(f"{pred.record}.{annotator}"):
-        return {"annotator": annotator, "available": False, "reason": f"reference annotation {pred.record}.{annotator} not found"}
+    stem = record_stem(pred.record)  # an EDF file's reference annotations lie beside it: dir/100.atr for dir/100.edf
+    if not os.path.isfile(f"{stem}.{annotator}"):
+        return {"annotator": annotator, "available": False, "reason": f"reference annotation {stem}.{annotator} not found"}
     reference = [
         Episode(ep.start / pred.fs, ep.end / pred.fs, cfg.label_to_class[ep.label], ep.label)
-        for ep in read_episodes(pred.record, annotator, n_samples)
+        for ep in read_episodes(stem, annotator, n_samples)
         if ep.label in cfg.label_to_class
     ]
     ref_s = per_second_classes(reference, pred.duration_s, names)
@@ -328,7 +340,7 @@ class UnsafeOutput(EcgpipeError):
 
 
 # extensions of a record's own files: never written by predict
-RECORD_EXTENSIONS = {"hea", "dat", "mat"}
+RECORD_EXTENSIONS = {"hea", "dat", "mat", "edf"}
 
 
 def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str]) -> None:
@@ -344,11 +356,11 @@ def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str
 def output_names(paths: list[str]) -> dict[str, str]:
     """The output name of each record (``<record>`` when its name is unique among ``paths``, else
     ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file."""
-    names = {p: os.path.basename(p) for p in paths}
+    names = {p: os.path.basename(record_stem(p)) for p in paths}
     repeated = {n for n in names.values() if list(names.values()).count(n) > 1}
     for p in paths:
         if names[p] in repeated:
-            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(p)}"
+            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(record_stem(p))}"
     taken: dict[str, int] = {}
     for p in paths:
         n = names[p]
@@ -364,7 +376,7 @@ def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: st
     read it back with ``wfdb.rdann(os.path.join(out_dir, name), extension)``."""
     import wfdb
 
-    name = name or os.path.basename(pred.record)
+    name = name or os.path.basename(record_stem(pred.record))
     folder, name = os.path.split(os.path.join(str(out_dir), name))
     os.makedirs(folder, exist_ok=True)
     samples = np.array([int(round(ep.start_s * pred.fs)) for ep in pred.episodes], dtype=np.int64)

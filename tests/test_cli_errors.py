@@ -61,6 +61,50 @@ def test_predict_compare_with_a_bare_or_unnormalised_record_name(spelling, rhyth
     assert "vs atr: per-second agreement" in out
 
 
+def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model, physionet, tmp_path, capsys):
+    """EDF is what many recorders ship. mitdb 100 written as EDF by wfdb's own converter: the same millivolts and the
+    same calls as the WFDB record (except near its end, where the converter pads the last 10-s data block), its
+    reference annotations found beside it, outputs named after the record; a truncated or foreign .edf is one line
+    naming the file while the other records are still predicted."""
+    from wfdb.io.convert.edf import wfdb_to_edf
+
+    from ecgpipe.config import DatabaseSettings
+    from ecgpipe.edf import read_edf_record
+    from ecgpipe.model import load_model
+    from ecgpipe.predict import predict_record
+    from ecgpipe.records import read_record
+
+    wfdb_dir, edf_dir = tmp_path / "wfdb", tmp_path / "edf"
+    copy_records(physionet, tmp_path, "mitdb", ["100"]).rename(wfdb_dir)
+    edf_dir.mkdir()
+    wfdb_to_edf(str(wfdb_dir / "100"), output_filename=str(edf_dir / "100.edf"))
+    shutil.copy(wfdb_dir / "100.atr", edf_dir)  # a reference beside the EDF file, as --compare expects
+    settings = DatabaseSettings(lead=["MLII"])
+    edf = read_edf_record(str(edf_dir / "100.edf"), settings)
+    wfdb_rec = read_record(wfdb_dir, "mitdb", "100", settings, require_annotations=False)
+    n = wfdb_rec.signals.shape[1]
+    assert edf.fs == wfdb_rec.fs == 360 and edf.leads == ["MLII"] and n <= edf.signals.shape[1] < n + 3600
+    assert np.abs(edf.signals[:, :n] - wfdb_rec.signals).max() < 0.01  # mV; EDF's header rounds the scale
+
+    model = load_model(rhythm_model)
+    from_edf = predict_record(model, str(edf_dir / "100.edf"), smooth=1)
+    from_wfdb = predict_record(model, str(wfdb_dir / "100"), smooth=1)
+    away_from_padding = from_wfdb.window_starts_s < n / 360 - 40  # beyond every window's RR context
+    same = from_edf.window_classes[: len(away_from_padding)][away_from_padding] == from_wfdb.window_classes[away_from_padding]
+    assert away_from_padding.sum() > 850 and same.mean() > 0.99
+
+    (edf_dir / "cut.edf").write_bytes((edf_dir / "100.edf").read_bytes()[:-5000])
+    (edf_dir / "notes.edf").write_text("not a recording")
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(edf_dir / "100.edf"), str(edf_dir / "cut.edf"),
+                          str(edf_dir / "notes.edf"), "--compare", "atr", "--out", str(tmp_path / "pred"))
+    assert code == 1
+    assert f"{edf_dir / 'cut.edf'}: truncated EDF file" in err and f"{edf_dir / 'notes.edf'}: not an EDF file" in err
+    agreement = json.loads((tmp_path / "pred" / "agreement.json").read_text())
+    assert list(agreement) == ["100"] and agreement["100"]["per_second_agreement"] is not None
+    assert (tmp_path / "pred" / "100.pred").is_file() and "100.edf" in out
+    assert (edf_dir / "100.edf").stat().st_size > 0 and not (edf_dir / "100.pred").exists()  # inputs untouched
+
+
 @pytest.fixture(scope="module")
 def af_model(physionet, tmp_path_factory):
     """A rhythm-block model fitted on the real windows of mitdb 201 and 202 (sinus rhythm and AF episodes)."""
