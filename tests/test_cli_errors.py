@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ecgpipe.cli import main
+from ecgpipe.records import RecordError
 
 from conftest import copy_records
 
@@ -61,11 +62,31 @@ def test_predict_compare_with_a_bare_or_unnormalised_record_name(spelling, rhyth
     assert "vs atr: per-second agreement" in out
 
 
+def _write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float, float], digital: tuple[int, int]) -> int:
+    """An EDF+C file as recorders write it: one-second data records holding an ECG lead (label MLII, in uV) and
+    EDF+'s "EDF Annotations" channel with a sample count of its own. Returns the number of ECG samples written."""
+    n_records = len(ecg_digital) // fs
+    labels, spr = ["MLII", "EDF Annotations"], [fs, 60]
+    fields = [(labels, 16), (["", ""], 80), (["uV", ""], 8), ([f"{physical[0] * 1000:g}", "-1"], 8),
+              ([f"{physical[1] * 1000:g}", "1"], 8), ([str(digital[0]), "-32768"], 8), ([str(digital[1]), "32767"], 8),
+              (["", ""], 80), ([str(n) for n in spr], 8), (["", ""], 32)]
+    head = (f"{'0':<8}{'X X X X':<80}{'Startdate 01-JAN-2000 X X X':<80}{'01.01.00':<8}{'00.00.00':<8}{768:<8}"
+            f"{'EDF+C':<44}{n_records:<8}{'1':<8}{2:<4}")
+    head += "".join(f"{value:<{width}}" for values, width in fields for value in values)
+    assert len(head) == 768
+    records = np.zeros((n_records, sum(spr)), dtype="<i2")
+    records[:, :fs] = ecg_digital[: n_records * fs].reshape(n_records, fs)
+    path.write_bytes(head.encode("ascii") + records.tobytes())
+    return n_records * fs
+
+
 def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model, physionet, tmp_path, capsys):
-    """EDF is what many recorders ship. mitdb 100 written as EDF by wfdb's own converter: the same millivolts and the
-    same calls as the WFDB record (except near its end, where the converter pads the last 10-s data block), its
-    reference annotations found beside it, outputs named after the record; a truncated or foreign .edf is one line
-    naming the file while the other records are still predicted."""
+    """EDF is what many recorders ship. mitdb 100 as EDF (wfdb's own converter) and as EDF+ with an annotation
+    channel at its own rate (as recorders write it; wfdb's EDF reader would average every channel down to the rates'
+    common divisor): the same millivolts and the same calls as the WFDB record, reference annotations found beside the
+    file, outputs named after it; a truncated or foreign .edf is one line naming the file while the other records are
+    still predicted."""
+    import wfdb
     from wfdb.io.convert.edf import wfdb_to_edf
 
     from ecgpipe.config import DatabaseSettings
@@ -80,18 +101,29 @@ def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model
     wfdb_to_edf(str(wfdb_dir / "100"), output_filename=str(edf_dir / "100.edf"))
     shutil.copy(wfdb_dir / "100.atr", edf_dir)  # a reference beside the EDF file, as --compare expects
     settings = DatabaseSettings(lead=["MLII"])
-    edf = read_edf_record(str(edf_dir / "100.edf"), settings)
     wfdb_rec = read_record(wfdb_dir, "mitdb", "100", settings, require_annotations=False)
     n = wfdb_rec.signals.shape[1]
+    edf = read_edf_record(str(edf_dir / "100.edf"), settings)
     assert edf.fs == wfdb_rec.fs == 360 and edf.leads == ["MLII"] and n <= edf.signals.shape[1] < n + 3600
-    assert np.abs(edf.signals[:, :n] - wfdb_rec.signals).max() < 0.01  # mV; EDF's header rounds the scale
+    # the WFDB record's millivolts exactly (wfdb's own EDF reader is one step of 0.005 mV off on this file)
+    assert np.abs(edf.signals[:, :n] - wfdb_rec.signals).max() < 1e-9
+
+    header = wfdb.rdheader(str(wfdb_dir / "100"))
+    raw = wfdb.rdrecord(str(wfdb_dir / "100"), channels=[0], physical=False).d_signal[:, 0]
+    gain, base = header.adc_gain[0], header.baseline[0]
+    written = _write_edf_plus(edf_dir / "plus.edf", raw, 360, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047))
+    plus = read_edf_record(str(edf_dir / "plus.edf"), settings)
+    assert plus.fs == 360 and plus.leads == ["MLII"] and plus.signals.shape == (1, written)
+    assert np.abs(plus.signals[0] - wfdb_rec.signals[0, :written]).max() < 1e-6
+    with pytest.raises(RecordError, match="annotation channel"):
+        read_edf_record(str(edf_dir / "plus.edf"), DatabaseSettings(lead=[1]))
 
     model = load_model(rhythm_model)
-    from_edf = predict_record(model, str(edf_dir / "100.edf"), smooth=1)
     from_wfdb = predict_record(model, str(wfdb_dir / "100"), smooth=1)
-    away_from_padding = from_wfdb.window_starts_s < n / 360 - 40  # beyond every window's RR context
-    same = from_edf.window_classes[: len(away_from_padding)][away_from_padding] == from_wfdb.window_classes[away_from_padding]
-    assert away_from_padding.sum() > 850 and same.mean() > 0.99
+    away_from_end = from_wfdb.window_starts_s < written / 360 - 40  # beyond every window's RR context
+    for path in ("100.edf", "plus.edf"):
+        calls = predict_record(model, str(edf_dir / path), smooth=1).window_classes[: len(away_from_end)]
+        assert away_from_end.sum() > 850 and (calls[away_from_end] == from_wfdb.window_classes[away_from_end]).mean() > 0.99
 
     (edf_dir / "cut.edf").write_bytes((edf_dir / "100.edf").read_bytes()[:-5000])
     (edf_dir / "notes.edf").write_text("not a recording")
@@ -100,9 +132,11 @@ def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model
     assert code == 1
     assert f"{edf_dir / 'cut.edf'}: truncated EDF file" in err and f"{edf_dir / 'notes.edf'}: not an EDF file" in err
     agreement = json.loads((tmp_path / "pred" / "agreement.json").read_text())
-    assert list(agreement) == ["100"] and agreement["100"]["per_second_agreement"] is not None
+    # the reference beside the EDF file was found and read: mitdb 100 is sinus rhythm throughout
+    assert list(agreement) == ["100"] and agreement["100"]["seconds_scored"] > 1700
+    assert set(agreement["100"]["per_class"]) == {"normal"}
     assert (tmp_path / "pred" / "100.pred").is_file() and "100.edf" in out
-    assert (edf_dir / "100.edf").stat().st_size > 0 and not (edf_dir / "100.pred").exists()  # inputs untouched
+    assert not (edf_dir / "100.pred").exists()  # nothing written beside the inputs
 
 
 @pytest.fixture(scope="module")
