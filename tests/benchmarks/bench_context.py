@@ -75,7 +75,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_endpoints import best_sensitivity_at, check_same_windows, fixed_c, rates  # noqa: E402
+from bench_endpoints import add_target_argument, best_sensitivity_at, check_same_windows, fixed_c, rates, targets_of  # noqa: E402
 
 from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
@@ -316,8 +316,7 @@ def main() -> None:
     ap.add_argument("--segment-widths", type=int, nargs="+", default=[1, 5, 15],
                     help="widths whose mean detector scores the segmentation reads (odd, among --widths)")
     ap.add_argument("--inner-folds", type=int, default=5, help="grouped inner folds that choose a width (default 5)")
-    ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
-                    help="ENDPOINT=SENSITIVITY/SPECIFICITY targets for the bound (issue 16's by default)")
+    add_target_argument(ap)
     args = ap.parse_args()
     if any(w < 1 or w % 2 == 0 for w in args.widths):
         raise SystemExit("--widths: odd numbers of windows (1 = no smoothing)")
@@ -327,7 +326,7 @@ def main() -> None:
     t0 = time.perf_counter()
     run, cfg, sampled = finished_run(args.from_run)
     clf = fixed_c(cfg.classifier)
-    targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+    targets = targets_of(args)
     if set(targets) - set(cfg.endpoints):
         raise SystemExit(f"--target: no endpoint {sorted(set(targets) - set(cfg.endpoints))} in the run (it has {sorted(cfg.endpoints)})")
     names = np.asarray(cfg.class_names)

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_context import add_grid_arguments, grid_run, recording_metrics  # noqa: E402
-from bench_endpoints import best_sensitivity_at, fixed_c, rates  # noqa: E402
+from bench_endpoints import add_target_argument, best_sensitivity_at, fixed_c, rates, targets_of  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
 from ecgpipe.classify import fit_classifier, inner_splits  # noqa: E402
@@ -154,10 +154,9 @@ def main() -> None:
     ap.add_argument("--stack", action="store_true",
                     help="add a stacked detector: a logistic regression on ecgpipe's (C fixed) and the last peer's "
                          "scores, fitted on their inner grouped out-of-fold scores (about 5 more minutes)")
-    ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
-                    help="ENDPOINT=SENSITIVITY/SPECIFICITY targets for the bound column (issue 16's by default)")
+    add_target_argument(ap)
     args = ap.parse_args()
-    targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+    targets = targets_of(args)
     t0 = time.perf_counter()
     g = grid_run(args.from_run, args.grid)
     run, cfg, clf, sampled, names, X, y, grid, reference, splits = (
@@ -238,8 +237,11 @@ def main() -> None:
                 calls = np.concatenate([smoothed_call(score[a:b], width, penalty) for a, b in zip(bounds[:-1], bounds[1:])])
                 # the best any threshold on the mean score does on the report's windows, chosen with their labels: an
                 # upper bound, not a result (bench_endpoints.py); a segmented call has no score to threshold
-                mean = np.concatenate([smoothed_mean(score[a:b], *window_ranges(b - a, width)) for a, b in zip(bounds[:-1], bounds[1:])])
-                bound = best_sensitivity_at(positive_sampled, mean[grid.at], targets[name][1]) if name in targets and not penalty else None
+                bound = None
+                if name in targets and not penalty:
+                    mean = np.concatenate([smoothed_mean(score[a:b], *window_ranges(b - a, width))
+                                           for a, b in zip(bounds[:-1], bounds[1:])])
+                    bound = best_sensitivity_at(positive_sampled, mean[grid.at], targets[name][1])
                 m = recording_metrics(calls, name, reference, grid.records, starts_s, cfg.segments.length_s)
                 m["sampled"] = [round(v, 4) for v in rates(positive_sampled, calls[grid.at] == 1)]
                 m["auc_one_window"] = round(float(auc), 4)

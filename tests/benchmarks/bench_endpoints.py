@@ -51,6 +51,17 @@ def rates(positive: np.ndarray, called: np.ndarray) -> tuple[float, float]:
     return float(called[positive].mean()), float(1 - called[~positive].mean())
 
 
+def add_target_argument(ap: argparse.ArgumentParser) -> None:
+    """``--target ENDPOINT=SENSITIVITY/SPECIFICITY ...``, issue 16's targets by default."""
+    ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
+                    help="ENDPOINT=SENSITIVITY/SPECIFICITY targets to compare with (issue 16's by default)")
+
+
+def targets_of(args) -> dict[str, tuple[float, float]]:
+    """``--target``'s values as ``{endpoint: (sensitivity, specificity)}``."""
+    return {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+
+
 def best_sensitivity_at(positive: np.ndarray, score: np.ndarray, specificity: float) -> float:
     """The highest sensitivity of any threshold on ``score`` whose specificity is at least ``specificity``."""
     fpr, tpr, _ = roc_curve(positive, score)
@@ -114,15 +125,14 @@ def main() -> None:
     ap.add_argument("--from-run", required=True, help="output folder of a finished run (CNN features + rhythm block)")
     ap.add_argument("--extra-training", help="output folder of a finished run whose windows join every training fold")
     ap.add_argument("--all-rows", action="store_true", help="score every row of the run's comparison table")
-    ap.add_argument("--target", nargs="*", default=["shockable=0.97/0.99", "af=0.95/0.98"],
-                    help="ENDPOINT=SENSITIVITY/SPECIFICITY targets to compare with (issue 16's by default)")
+    add_target_argument(ap)
     args = ap.parse_args()
     if args.extra_training and args.all_rows:
         raise SystemExit("--extra-training scores the selected row only; leave out --all-rows")
     run = Path(args.from_run)
     report = json.loads((run / "report.json").read_text())
     cfg = config_from_dict(report["config"])
-    targets = {name: tuple(float(v) for v in goal.split("/")) for name, goal in (t.split("=") for t in args.target)}
+    targets = targets_of(args)
     names = np.asarray(cfg.class_names)
     print("| row | endpoint | training | target sens / spec | all classes: sens / spec | detector: sens / spec "
           "| detector AUC | best sens at target spec (bound) |")
