@@ -88,9 +88,10 @@ def onnx_bytes(module: PooledTaps, image_size: int) -> bytes:
 
 
 class Runner:
-    """Runs ``PooledTaps`` on a batch of (n, 3, H, W) float32 images; returns one (n, D) float32 array per tap."""
+    """Runs ``PooledTaps`` on a batch of (n, 3, H, W) float32 images; returns one (n, D) array per tap: float32 NumPy,
+    or (torch on a GPU) a tensor left on the device, which the caller copies back once for all batches."""
 
-    def __call__(self, images: torch.Tensor) -> list[np.ndarray]:
+    def __call__(self, images: torch.Tensor) -> list[np.ndarray | torch.Tensor]:
         raise NotImplementedError
 
 
@@ -102,11 +103,13 @@ class TorchRunner(Runner):
         self.device, self.amp, self.amp_dtype = device, amp and device.type == "cuda", getattr(torch, amp_dtype)
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> list[np.ndarray]:
+    def __call__(self, images: torch.Tensor) -> list[np.ndarray | torch.Tensor]:
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             outs = self.module(images)
-        return [o.float().cpu().numpy() for o in outs]
+        if self.device.type == "cpu":
+            return [o.float().numpy() for o in outs]
+        return [o.float() for o in outs]  # no copy back per batch: that would make the host wait for the device
 
 
 class OnnxRuntimeRunner(Runner):

@@ -98,15 +98,20 @@ class FeatureExtractor:
     def extract(self, spectrograms: np.ndarray) -> dict[str, np.ndarray]:
         """Pooled activations of every tapped layer, ``{layer: (n, D_layer) float32}``, in batches of batch_size."""
         out: dict[str, list] = {name: [] for name in self.layers}
-        bs = self.settings.batch_size
+        bs, on_gpu = self.settings.batch_size, self.device.type == "cuda"
         for i in range(0, len(spectrograms), bs):
-            batch = torch.from_numpy(np.ascontiguousarray(spectrograms[i : i + bs], dtype=np.float32))
+            # Stored dtype (float16) to the device, float32 there: half the bytes over the bus. On a GPU the batch is
+            # pinned, so its copy queues behind the previous batch's kernels instead of waiting for them (measured on
+            # an H200: pageable copies and a sync per batch cost a third of torch.compile's throughput).
+            batch = torch.from_numpy(np.array(spectrograms[i : i + bs]))
+            if on_gpu:
+                batch = batch.pin_memory()
             images = spectrograms_to_images(batch.to(self.device, non_blocking=True), self.settings.image_size)
             for name, pooled in zip(self.layers, self.runner(images)):
                 out[name].append(pooled)
         if not len(spectrograms):
             return {name: np.zeros((0, width), dtype=np.float32) for name, width in self.feature_widths().items()}
-        return {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
+        return {name: _to_numpy(parts) for name, parts in out.items()}
 
     def feature_widths(self) -> dict[str, int]:
         dummy = np.zeros((1, 8, 8), dtype=np.float32)
@@ -114,6 +119,14 @@ class FeatureExtractor:
 
     def feature_width(self) -> int:
         return self.feature_widths()[self.layer]
+
+
+def _to_numpy(parts: list) -> np.ndarray:
+    """One (n, D) float32 array from a runner's per-batch outputs: NumPy arrays, or tensors still on the device
+    (copied back once, so the device never waits on the host between batches)."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts).float().cpu().numpy()
+    return np.concatenate(parts).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=4)

@@ -61,3 +61,14 @@ def test_engine_is_not_part_of_any_key():
     assert features.chunk_keys(cfg, ["k1"]) == features.chunk_keys(other, ["k1"])
     size = cfg.with_stage(features=cfg.features.model_copy(update={"image_size": 128}))
     assert features.array_name(size) != features.array_name(cfg)  # the image size does change values
+
+
+def test_device_outputs_are_copied_back_once_as_one_float32_array():
+    # on a GPU the torch runner leaves each batch's pooled features on the device; extract() joins them at the end
+    from ecgpipe.features import _to_numpy
+
+    parts = [torch.arange(6, dtype=torch.bfloat16).view(2, 3), torch.ones(1, 3, dtype=torch.bfloat16)]
+    joined = _to_numpy(parts)
+    assert joined.dtype == np.float32 and joined.shape == (3, 3)
+    assert joined[:2].ravel().tolist() == [0, 1, 2, 3, 4, 5] and joined[2].tolist() == [1, 1, 1]
+    assert _to_numpy([np.zeros((2, 3), np.float16), np.ones((1, 3), np.float16)]).dtype == np.float32
