@@ -7,6 +7,8 @@ command line can print it as one line and stop, without a traceback. Subclasses 
 
 from __future__ import annotations
 
+import os
+
 
 class EcgpipeError(Exception):
     """Base class: a problem with a named file, record, key or setting."""
@@ -26,3 +28,15 @@ class StoreUnreachable(EcgpipeError, RuntimeError):
 
 class UnreadableFile(EcgpipeError, ValueError):
     """A file an earlier run wrote (e.g. ``OUT/run.json``) is corrupt; the message names it and how to replace it."""
+
+
+class RecordError(EcgpipeError):
+    """A record cannot be used. ``str(err)`` is ``"<record path>: <problem>"``."""
+
+    def __init__(self, record_path: str | os.PathLike, problem: str):
+        self.record_path = str(record_path)
+        self.problem = problem
+        super().__init__(f"{record_path}: {problem}")
+
+    def __reduce__(self):  # keep both fields when the error crosses process boundaries (Dask, Prefect)
+        return (RecordError, (self.record_path, self.problem))

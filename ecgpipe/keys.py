@@ -115,9 +115,13 @@ def signal_digest(db_dir: str | Path, record: str) -> str:
 
 
 def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
-    """The files a record's segments depend on: its header, every signal file the header names, its annotations."""
+    """The files a record's segments depend on: its header, every signal file the header names, its annotations
+    (an EDF record, one with ``<record>.edf`` and no WFDB header: that file and its annotations)."""
     db_dir = Path(db_dir)
     header = db_dir / f"{record}.hea"
+    edf = db_dir / f"{record}.edf"
+    if not header.is_file() and edf.is_file():
+        return [edf, db_dir / f"{record}.{annotator}"]
     files = [header]
     if header.is_file():
         try:

@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ecgpipe.classifier_settings import DEFAULT_CHANGE_PENALTY, DEFAULT_DECISION_WINDOWS
-from ecgpipe.edf import EDF_EXTENSION, is_edf, read_edf_record
+from ecgpipe.edf import EDF_EXTENSION, is_edf
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.grid import grid_features
 from ecgpipe.model import TrainedModel
 from ecgpipe.recording_endpoints import called_runs
-from ecgpipe.records import EcgRecord, read_episodes, read_record
+from ecgpipe.records import EcgRecord, read_edf_record, read_episodes, read_record
 from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
 
 if TYPE_CHECKING:
@@ -167,12 +167,13 @@ def _training_leads(cfg, which: str) -> list[str | int]:
 
 def training_recording(model: TrainedModel, path: str) -> str | None:
     """The name of the training record that ``path`` is (same header and signal bytes), if the model learnt from it."""
-    from ecgpipe.keys import signal_digest
+    from ecgpipe.keys import file_digest, signal_digest
 
-    if is_edf(path):  # a model learns from WFDB records only
-        return None
-    folder, name = os.path.split(path)
-    digest = signal_digest(folder or ".", name)
+    if is_edf(path):  # an EDF record's signal digest is its file's (keys.record_files)
+        digest = file_digest([path])
+    else:
+        folder, name = os.path.split(path)
+        digest = signal_digest(folder or ".", name)
     return next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
 
 

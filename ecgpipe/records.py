@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import wfdb
 
 from ecgpipe.config import DatabaseSettings
-from ecgpipe.errors import EcgpipeError
-
-
-class RecordError(EcgpipeError):
-    """A record cannot be used. ``str(err)`` is ``"<record path>: <problem>"``."""
-
-    def __init__(self, record_path: str | Path, problem: str):
-        self.record_path = str(record_path)
-        self.problem = problem
-        super().__init__(f"{record_path}: {problem}")
-
-    def __reduce__(self):  # keep both fields when the error crosses process boundaries (Dask, Prefect)
-        return (RecordError, (self.record_path, self.problem))
+from ecgpipe.edf import ANNOTATION_LABEL, read_edf_header
+from ecgpipe.errors import RecordError
 
 
 @dataclass(frozen=True)
@@ -184,11 +173,15 @@ def read_record(
 ) -> EcgRecord:
     """Read one lead (or ``n_leads``) of one record and its rhythm episodes, validating everything on the way.
     With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes;
-    with ``record_label`` (a database labelled per record) the whole record is one episode of that label."""
+    with ``record_label`` (a database labelled per record) the whole record is one episode of that label.
+    A record with no WFDB header but an EDF/EDF+ file ``<record>.edf`` is read from that file (``ecgpipe.edf``); its
+    labels come from the database's CSV or from a WFDB annotation file beside it, as for a WFDB record."""
     path = os.path.join(str(db_dir), record)
     header_file = path + ".hea"
+    if not os.path.isfile(header_file) and os.path.isfile(path + ".edf"):
+        return _read_edf(path, database, record, settings, nan_policy, require_annotations, record_label, n_leads)
     if not os.path.isfile(header_file):
-        raise RecordError(path, f"header file {header_file} not found (missing record?)")
+        raise RecordError(path, f"header file {header_file} not found, nor an EDF file {path}.edf (missing record?)")
     try:
         header = wfdb.rdheader(path)
     except Exception as exc:  # wfdb raises many types for a bad header
@@ -243,15 +236,6 @@ def read_record(
         lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
         raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channels[lead]]} (first at sample {int(first[0])})")
 
-    ann_file = f"{path}.{settings.annotator}"
-    if record_label is not None:
-        episodes = [RhythmEpisode(record_label, 0, int(header.sig_len))]
-    elif not os.path.isfile(ann_file) and not require_annotations:
-        episodes = []
-    elif not os.path.isfile(ann_file):
-        raise RecordError(path, f"annotation file {ann_file} not found")
-    else:
-        episodes = read_episodes(path, settings.annotator, header.sig_len)
     return EcgRecord(
         database=database,
         record=record,
@@ -259,6 +243,82 @@ def read_record(
         fs=float(header.fs),
         leads=[header.sig_name[c] for c in channels],
         signals=signals,
-        episodes=episodes,
+        episodes=record_episodes(path, settings.annotator, int(header.sig_len), record_label, require_annotations),
         n_nan=n_nan,
     )
+
+
+def record_episodes(path: str, annotator: str, sig_len: int, record_label: str | None, require_annotations: bool) -> list[RhythmEpisode]:
+    """A record's rhythm episodes: its per-record label as one episode, else its annotation file's rhythm changes."""
+    ann_file = f"{path}.{annotator}"
+    if record_label is not None:
+        return [RhythmEpisode(record_label, 0, sig_len)]
+    if not os.path.isfile(ann_file) and not require_annotations:
+        return []
+    if not os.path.isfile(ann_file):
+        raise RecordError(path, f"annotation file {ann_file} not found")
+    return read_episodes(path, annotator, sig_len)
+
+
+def _read_edf(path: str, database: str, record: str, settings: DatabaseSettings, nan_policy: str,
+              require_annotations: bool, record_label: str | None, n_leads: int) -> EcgRecord:
+    rec = read_edf_record(path + ".edf", settings, nan_policy, n_leads)
+    if settings.fs is not None and abs(rec.fs - float(settings.fs)) > 1e-6:
+        raise RecordError(path + ".edf", f"sampling rate {rec.fs:g} Hz, but database {database} is configured for {settings.fs} Hz")
+    n = rec.signals.shape[1]
+    return replace(rec, database=database, record=record, path=path,
+                   episodes=record_episodes(path, settings.annotator, n, record_label, require_annotations))
+
+
+def read_edf_record(path: str, settings: DatabaseSettings, nan_policy: str = "error", n_leads: int = 1) -> EcgRecord:
+    """One EDF/EDF+ file as an ``EcgRecord`` without rhythm episodes, validated as ``records.read_record`` validates
+    a WFDB record (errors are ``RecordError`` naming the file)."""
+    if not os.path.isfile(path):
+        raise RecordError(path, "EDF file not found")
+    header = read_edf_header(path)
+    if header.reserved.startswith("EDF+D"):
+        raise RecordError(path, "EDF+D (discontinuous) recording: its data records are not contiguous in time; "
+                                "export it as continuous EDF+C or EDF")
+    if header.n_records < 0:
+        raise RecordError(path, "its header does not give the number of data records (-1: the recording was not closed)")
+    try:
+        per_record = [int(n) for n in header.signals["samples_per_record"]]
+    except ValueError:
+        raise RecordError(path, "not an EDF file: its samples per data record are not numbers") from None
+    expected = header.header_bytes + 2 * header.n_records * sum(per_record)
+    size = os.path.getsize(path)
+    if size < expected:
+        raise RecordError(path, f"truncated EDF file: {size} bytes, its header implies {expected}")
+    # the annotation channel keeps its place (channel numbers in --lead count it) but can never be chosen
+    labels = [label if label != ANNOTATION_LABEL else f"({ANNOTATION_LABEL})" for label in header.labels]
+    try:
+        channels = choose_leads(labels, settings, n_leads)
+    except LookupError as exc:
+        raise RecordError(path, str(exc)) from None
+    if any(header.labels[c] == ANNOTATION_LABEL for c in channels):
+        raise RecordError(path, f"channel {channels} is EDF+'s annotation channel, not a signal")
+    if len({per_record[c] for c in channels}) > 1:
+        raise RecordError(path, f"leads {[labels[c] for c in channels]} are sampled at different rates")
+    if not header.record_s > 0:
+        raise RecordError(path, f"data records of {header.record_s} s: no sampling rate")
+    data = np.fromfile(path, dtype="<i2", count=header.n_records * sum(per_record), offset=header.header_bytes)
+    data = data.reshape(header.n_records, sum(per_record))
+    offsets = np.concatenate([[0], np.cumsum(per_record)])
+    leads = []
+    for c in channels:
+        digital = data[:, offsets[c] : offsets[c + 1]].ravel().astype(np.float64)
+        try:
+            pmin, pmax = header.number("physical_min", c), header.number("physical_max", c)
+            dmin, dmax = header.number("digital_min", c), header.number("digital_max", c)
+        except ValueError:
+            raise RecordError(path, f"lead {labels[c]}: its physical or digital range is not a number") from None
+        if dmax <= dmin or pmax == pmin:
+            raise RecordError(path, f"lead {labels[c]}: empty range (digital {dmin:g} to {dmax:g}, physical {pmin:g} to {pmax:g})")
+        physical = (digital - dmin) * ((pmax - pmin) / (dmax - dmin)) + pmin
+        leads.append(physical * millivolts_per_unit(path, labels[c], header.signals["unit"][c]))
+    signals = np.vstack(leads)
+    n_nan = int(np.isnan(signals).sum())  # EDF has no NaN; kept for symmetry with WFDB records
+    if n_nan and nan_policy == "error":
+        raise RecordError(path, f"{n_nan} NaN samples")
+    return EcgRecord(database="new", record=os.path.basename(path), path=path, fs=per_record[channels[0]] / header.record_s,
+                     leads=[labels[c] for c in channels], signals=signals, episodes=[], n_nan=n_nan)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,3 +113,21 @@ def stop(procs: list[subprocess.Popen]) -> None:
         except ProcessLookupError:
             pass
         p.wait()
+
+
+def write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float, float], digital: tuple[int, int]) -> int:
+    """An EDF+C file as recorders write it: one-second data records holding an ECG lead (label MLII, in uV) and
+    EDF+'s "EDF Annotations" channel with a sample count of its own. Returns the number of ECG samples written."""
+    n_records = len(ecg_digital) // fs
+    labels, spr = ["MLII", "EDF Annotations"], [fs, 60]
+    fields = [(labels, 16), (["", ""], 80), (["uV", ""], 8), ([f"{physical[0] * 1000:g}", "-1"], 8),
+              ([f"{physical[1] * 1000:g}", "1"], 8), ([str(digital[0]), "-32768"], 8), ([str(digital[1]), "32767"], 8),
+              (["", ""], 80), ([str(n) for n in spr], 8), (["", ""], 32)]
+    head = (f"{'0':<8}{'X X X X':<80}{'Startdate 01-JAN-2000 X X X':<80}{'01.01.00':<8}{'00.00.00':<8}{768:<8}"
+            f"{'EDF+C':<44}{n_records:<8}{'1':<8}{2:<4}")
+    head += "".join(f"{value:<{width}}" for values, width in fields for value in values)
+    assert len(head) == 768
+    records = np.zeros((n_records, sum(spr)), dtype="<i2")
+    records[:, :fs] = ecg_digital[: n_records * fs].reshape(n_records, fs)
+    path.write_bytes(head.encode("ascii") + records.tobytes())
+    return n_records * fs

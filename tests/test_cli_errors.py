@@ -12,7 +12,7 @@ import pytest
 from ecgpipe.cli import main
 from ecgpipe.records import RecordError
 
-from conftest import copy_records
+from conftest import copy_records, write_edf_plus
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -62,24 +62,6 @@ def test_predict_compare_with_a_bare_or_unnormalised_record_name(spelling, rhyth
     assert "vs atr: per-second agreement" in out
 
 
-def _write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float, float], digital: tuple[int, int]) -> int:
-    """An EDF+C file as recorders write it: one-second data records holding an ECG lead (label MLII, in uV) and
-    EDF+'s "EDF Annotations" channel with a sample count of its own. Returns the number of ECG samples written."""
-    n_records = len(ecg_digital) // fs
-    labels, spr = ["MLII", "EDF Annotations"], [fs, 60]
-    fields = [(labels, 16), (["", ""], 80), (["uV", ""], 8), ([f"{physical[0] * 1000:g}", "-1"], 8),
-              ([f"{physical[1] * 1000:g}", "1"], 8), ([str(digital[0]), "-32768"], 8), ([str(digital[1]), "32767"], 8),
-              (["", ""], 80), ([str(n) for n in spr], 8), (["", ""], 32)]
-    head = (f"{'0':<8}{'X X X X':<80}{'Startdate 01-JAN-2000 X X X':<80}{'01.01.00':<8}{'00.00.00':<8}{768:<8}"
-            f"{'EDF+C':<44}{n_records:<8}{'1':<8}{2:<4}")
-    head += "".join(f"{value:<{width}}" for values, width in fields for value in values)
-    assert len(head) == 768
-    records = np.zeros((n_records, sum(spr)), dtype="<i2")
-    records[:, :fs] = ecg_digital[: n_records * fs].reshape(n_records, fs)
-    path.write_bytes(head.encode("ascii") + records.tobytes())
-    return n_records * fs
-
-
 def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model, physionet, tmp_path, capsys):
     """EDF is what many recorders ship. mitdb 100 as EDF (wfdb's own converter) and as EDF+ with an annotation
     channel at its own rate (as recorders write it; wfdb's EDF reader would average every channel down to the rates'
@@ -90,10 +72,9 @@ def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model
     from wfdb.io.convert.edf import wfdb_to_edf
 
     from ecgpipe.config import DatabaseSettings
-    from ecgpipe.edf import read_edf_record
     from ecgpipe.model import load_model
     from ecgpipe.predict import predict_record
-    from ecgpipe.records import read_record
+    from ecgpipe.records import read_edf_record, read_record
 
     wfdb_dir, edf_dir = tmp_path / "wfdb", tmp_path / "edf"
     copy_records(physionet, tmp_path, "mitdb", ["100"]).rename(wfdb_dir)
@@ -111,7 +92,7 @@ def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model
     header = wfdb.rdheader(str(wfdb_dir / "100"))
     raw = wfdb.rdrecord(str(wfdb_dir / "100"), channels=[0], physical=False).d_signal[:, 0]
     gain, base = header.adc_gain[0], header.baseline[0]
-    written = _write_edf_plus(edf_dir / "plus.edf", raw, 360, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047))
+    written = write_edf_plus(edf_dir / "plus.edf", raw, 360, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047))
     plus = read_edf_record(str(edf_dir / "plus.edf"), settings)
     assert plus.fs == 360 and plus.leads == ["MLII"] and plus.signals.shape == (1, written)
     assert np.abs(plus.signals[0] - wfdb_rec.signals[0, :written]).max() < 1e-6

@@ -2,6 +2,8 @@
 
 The test writes the dataset itself with ``wfdb.wrsamp``: short single-lead 300 Hz records of varying length, cut from
 real MIT-BIH normal-sinus and atrial-fibrillation episodes, plus a REFERENCE.csv with one ``record,label`` row each.
+The first record cut from each source is written as an EDF+ file instead (``A00001.edf``, no WFDB header), as a
+recorder would ship it: a database may mix both, and EDF records train like WFDB ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ecgpipe.config import load_config
 from ecgpipe.labels import LabelsError, read_record_labels
 from ecgpipe.records import read_episodes
 
+from conftest import write_edf_plus
+
 # a system test: real Prefect flows, Dask clusters, torch models or processes (`make check` leaves it out)
 pytestmark = pytest.mark.system
 
@@ -25,6 +29,7 @@ SOURCES = [("100", "(N", "N"), ("103", "(N", "N"), ("201", "(AFIB", "A"), ("203"
 PER_SOURCE = 4
 UNKNOWN = "A9001"  # labelled 'X': in no class
 UNLISTED = "A9002"  # in RECORDS, not in the CSV
+EDF_RECORDS: set[str] = set()  # filled by write_cinc_like
 
 CSV_TOML = """
 name = "cinc-like"
@@ -51,7 +56,7 @@ def write_cinc_like(physionet, folder):
     """Records A00001... of 9-31 s at 300 Hz, each from one annotated rhythm episode of a real mitdb record."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    rows, names = [], []
+    rows, names, durations = [], [], {}
     for source, rhythm, label in SOURCES:
         path = str(physionet / "mitdb" / source)
         sig = wfdb.rdrecord(path, channels=[0]).p_signal[:, 0]
@@ -62,7 +67,13 @@ def write_cinc_like(physionet, folder):
             start = ep.start + k * 32 * 360
             piece = resample_poly(sig[start : start + seconds * 360], 5, 6)  # 360 -> 300 Hz
             name = f"A{len(names) + 1:05d}"
-            wfdb.wrsamp(name, fs=300, units=["mV"], sig_name=["ECG"], p_signal=piece[:, None], fmt=["16"], write_dir=str(folder))
+            if k == 0:  # EDF+: 1-s data records, microvolt steps, an annotation channel beside the lead
+                microvolts = np.round(piece * 1000).astype(np.int16)
+                write_edf_plus(folder / f"{name}.edf", microvolts, 300, (-32.768, 32.767), (-32768, 32767))
+                EDF_RECORDS.add(name)
+            else:
+                wfdb.wrsamp(name, fs=300, units=["mV"], sig_name=["ECG"], p_signal=piece[:, None], fmt=["16"], write_dir=str(folder))
+            durations[name] = seconds
             rows.append(f"{name},{label}")
             names.append(name)
     noisy = "A09000"  # excluded label: used by nobody, no error
@@ -71,7 +82,7 @@ def write_cinc_like(physionet, folder):
     rows += [f"{noisy},~", f"{UNKNOWN},X"]
     (folder / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
     (folder / "RECORDS").write_text("\n".join(names + [noisy, UNKNOWN, UNLISTED]) + "\n")
-    return names
+    return names, durations
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +90,30 @@ def csv_run(tmp_path_factory, physionet, prefect_server):
     from flows.ecg_pipeline import run_pipeline
 
     tmp = tmp_path_factory.mktemp("cinc")
-    names = write_cinc_like(physionet, tmp / "data" / "cinc")
+    names, durations = write_cinc_like(physionet, tmp / "data" / "cinc")
     cfg_path = tmp / "cinc.toml"
     cfg_path.write_text(CSV_TOML)
     report = run_pipeline(load_config(cfg_path), str(tmp / "data"), str(tmp / "out"))
-    return {"report": report, "names": names, "tmp": tmp}
+    return {"report": report, "names": names, "durations": durations, "tmp": tmp}
 
 
 def test_csv_labelled_records_become_segments_of_their_class(csv_run):
     report = csv_run["report"]
-    durations = {n: wfdb.rdheader(str(csv_run["tmp"] / "data" / "cinc" / n)).sig_len / 300 for n in csv_run["names"]}
+    folder = csv_run["tmp"] / "data" / "cinc"
+    durations = csv_run["durations"]
+    assert all(durations[n] == wfdb.rdheader(str(folder / n)).sig_len / 300 for n in set(durations) - EDF_RECORDS)
+    assert all((folder / f"{n}.edf").is_file() and not (folder / f"{n}.hea").exists() for n in EDF_RECORDS)
     # every whole 2-s window of every usable record, nothing from the excluded, unknown or unlisted ones
     assert report["n_segments"] == sum(int(d // 2) for d in durations.values())
+    assert len(EDF_RECORDS) == len(SOURCES)  # the EDF+ records count among them (one cut of each source)
+    # and the model knows them as training records: predict warns when given one again
+    from ecgpipe.model import load_model
+    from ecgpipe.predict import training_recording
+
+    model = load_model(csv_run["tmp"] / "out" / "model.skops")
+    for name in EDF_RECORDS:
+        assert training_recording(model, str(folder / f"{name}.edf")) == f"cinc/{name}"
+    assert training_recording(model, str(folder / "A00002")) == "cinc/A00002"
     assert report["class_counts"]["normal"] > 0 and report["class_counts"]["afib"] > 0
     assert report["n_subjects"] == len(csv_run["names"])  # no patient ids in this layout: one subject per record
 
@@ -162,6 +185,8 @@ def test_per_record_outcomes_and_metrics_are_written(csv_run):
         rows = (out / f"records_{name}.csv").read_text().splitlines()
         assert rows[0] == "record,label,predicted,votes_normal,votes_afib,folds"
         assert len(rows) - 1 == r["n_records"] == len(csv_run["names"])
+        labels = {line.split(",")[0].rsplit("/", 1)[-1]: line.split(",")[1] for line in rows[1:]}
+        assert {labels[n] for n in EDF_RECORDS} == {"normal", "afib"}  # EDF+ records classified beside WFDB ones
         for line in rows[1:]:
             record, label, predicted, v_normal, v_afib, folds = line.split(",")
             assert abs(float(v_normal) + float(v_afib) - 1) < 1e-3 and predicted == ("normal" if float(v_normal) >= float(v_afib) else "afib")

@@ -161,3 +161,46 @@ def test_data_fetch_from_a_mirror_verifies_checksums(tmp_path, physionet):
     dat.write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match=r"101\.dat: SHA-256 mismatch"):
         fetch("mitdb", tmp_path / "c", mirror=mirror, records=["101"])
+
+
+def test_a_database_of_edf_files_reads_like_the_same_wfdb_records(tmp_path, physionet):
+    """Training on EDF: a record with ``<record>.edf`` and no WFDB header is read from the EDF file (here mitdb 201 as
+    wfdb's converter writes it, its real annotation file beside it): the same millivolts, episodes and windows'
+    planning inputs as the WFDB record; a wrong sampling rate names the .edf; a record with neither file says so."""
+    from wfdb.io.convert.edf import wfdb_to_edf
+
+    from ecgpipe.keys import record_files, signal_digest
+    from ecgpipe.stages.segments import header_seconds
+
+    wfdb_dir = copy_records(physionet, tmp_path / "wfdb", "mitdb", ["201"])
+    edf_dir = tmp_path / "edf" / "mitdb"
+    edf_dir.mkdir(parents=True)
+    wfdb_to_edf(str(wfdb_dir / "201"), output_filename=str(edf_dir / "201.edf"))
+    shutil.copy(wfdb_dir / "201.atr", edf_dir)
+    (edf_dir / "RECORDS").write_text("201\n")
+
+    ref = read_record(wfdb_dir, "mitdb", "201", MITDB)
+    rec = read_record(edf_dir, "mitdb", "201", MITDB)
+    n = ref.signals.shape[1]
+    assert (rec.database, rec.record, rec.path, rec.fs, rec.leads) == ("mitdb", "201", str(edf_dir / "201"), 360.0, ["MLII"])
+    assert n <= rec.signals.shape[1] < n + 360 * 10  # the converter pads the last data record
+    assert np.abs(rec.signals[:, :n] - ref.signals).max() < 1e-9
+    # the same episodes; the last one runs to the end of the file as it does to the end of the WFDB record
+    assert rec.episodes[:-1] == ref.episodes[:-1] and {e.label for e in rec.episodes} >= {"(AFIB", "(N"}
+    assert (rec.episodes[-1].label, rec.episodes[-1].start, rec.episodes[-1].end) == (
+        ref.episodes[-1].label, ref.episodes[-1].start, rec.signals.shape[1])
+    # the content key covers the EDF file and the annotations; the length for task planning comes from its header
+    assert [p.name for p in record_files(edf_dir, "201", "atr")] == ["201.edf", "201.atr"]
+    before = signal_digest(edf_dir, "201")
+    assert abs(header_seconds(str(edf_dir), "201") - rec.signals.shape[1] / 360) < 1e-6
+    # a per-record label (CSV-labelled databases) makes the whole file one episode
+    labelled = read_record(edf_dir, "mitdb", "201", MITDB, record_label="A")
+    assert [(e.label, e.start, e.end) for e in labelled.episodes] == [("A", 0, rec.signals.shape[1])]
+    with pytest.raises(RecordError, match=r"201\.edf.*sampling rate 360 Hz, but database mitdb is configured for 250"):
+        read_record(edf_dir, "mitdb", "201", DatabaseSettings(fs=250.0, lead=["MLII"]))
+    with pytest.raises(RecordError, match=r"header file .*202\.hea not found, nor an EDF file .*202\.edf"):
+        read_record(edf_dir, "mitdb", "202", MITDB)
+    data = bytearray((edf_dir / "201.edf").read_bytes())
+    data[-1] ^= 1
+    (edf_dir / "201.edf").write_bytes(bytes(data))
+    assert signal_digest(edf_dir, "201") != before

@@ -20,6 +20,7 @@ from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.dataset import record_windows
+from ecgpipe.edf import read_edf_header
 from ecgpipe.keys import array_digest, code_version, content_key, file_digest, record_files
 from ecgpipe.labels import check_record_label, read_record_labels
 from ecgpipe.markers import Markers
@@ -120,7 +121,15 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
 
 
 def header_seconds(db_dir: str, record: str) -> float:
-    """The record's length in seconds from its header's record line (``name nsig fs nsamp ...``); 0 when unknown."""
+    """The record's length in seconds from its header's record line (``name nsig fs nsamp ...``), or an EDF file's
+    data records; 0 when unknown."""
+    edf = os.path.join(str(db_dir), f"{record}.edf")
+    if not os.path.isfile(os.path.join(str(db_dir), f"{record}.hea")) and os.path.isfile(edf):
+        try:
+            header = read_edf_header(edf)
+            return max(header.n_records, 0) * header.record_s
+        except Exception:  # a bad file is named by the record's own read, not by task planning
+            return 0.0
     try:
         with open(os.path.join(str(db_dir), f"{record}.hea")) as fh:
             line = next(ln for ln in fh if ln.strip() and not ln.startswith("#")).split()
