@@ -33,15 +33,18 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 def database_dir(config: PipelineConfig, database: str, data_dir: Path, download: bool = True) -> Path:
     """Local folder of one database, downloading it from PhysioNet first when it is not there."""
     folder = data_dir / database
-    if (folder / "RECORDS").is_file():
-        return folder
+    labels_csv = config.databases[database].labels_csv
+    if (folder / "RECORDS").is_file() or (labels_csv and (folder / labels_csv).is_file()):
+        return folder  # a labels CSV lists the records of a database without RECORDS (selected_records)
     slug = config.database(database).physionet
     hint = (
         f"Point ecgpipe at a local copy with --data-dir DIR (or ${DATA_DIR_ENV}=DIR), where DIR/{database}/ holds the "
-        f"WFDB files (.hea, .dat, .{config.databases[database].annotator}) and a RECORDS file."
+        f"records (WFDB .hea + signal files, or EDF/EDF+ .edf files), their labels "
+        f"(.{config.databases[database].annotator} annotation files, or the labels_csv) and a RECORDS file listing them."
     )
     if not download or not slug:
-        raise DataSourceError(f"database {database!r} not found at {folder} (no RECORDS file). {hint}")
+        what = f"no RECORDS file{f' and no {labels_csv}' if labels_csv else ''}"
+        raise DataSourceError(f"database {database!r} not found at {folder} ({what}). {hint}")
     import wfdb
 
     wanted = config.databases[database].records or "all"

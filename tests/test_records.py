@@ -204,3 +204,20 @@ def test_a_database_of_edf_files_reads_like_the_same_wfdb_records(tmp_path, phys
     data[-1] ^= 1
     (edf_dir / "201.edf").write_bytes(bytes(data))
     assert signal_digest(edf_dir, "201") != before
+
+
+def test_a_folder_of_edf_files_and_a_labels_csv_needs_no_records_file(tmp_path):
+    """A recorder's export: EDF files and a CSV of labels, nothing else. The CSV lists the records; without the CSV
+    the folder is refused, naming what is missing."""
+    from ecgpipe.config import config_from_dict
+    from ecgpipe.sources import DataSourceError, database_dir, selected_records
+
+    cfg = config_from_dict({"databases": {"export": {"fs": 360.0, "labels_csv": "labels.csv"}},
+                            "classes": {"normal": ["N"], "afib": ["A"]}})
+    folder = tmp_path / "export"
+    folder.mkdir()
+    with pytest.raises(DataSourceError, match=r"not found at .*export \(no RECORDS file and no labels.csv\).*EDF"):
+        database_dir(cfg, "export", tmp_path, download=False)
+    (folder / "labels.csv").write_text("record,label\nholter1,N\nholter2,A\n")
+    assert database_dir(cfg, "export", tmp_path, download=False) == folder
+    assert selected_records(cfg, "export", folder) == ["holter1", "holter2"]
