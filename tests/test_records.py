@@ -204,6 +204,10 @@ def test_a_database_of_edf_files_reads_like_the_same_wfdb_records(tmp_path, phys
     data[-1] ^= 1
     (edf_dir / "201.edf").write_bytes(bytes(data))
     assert signal_digest(edf_dir, "201") != before
+    # a cut file is one clear error naming it (the flow then skips that record and keeps the others)
+    (edf_dir / "201.edf").write_bytes(bytes(data[:-5000]))
+    with pytest.raises(RecordError, match=r"201\.edf: truncated EDF file"):
+        read_record(edf_dir, "mitdb", "201", MITDB)
 
 
 def test_a_folder_of_edf_files_and_a_labels_csv_needs_no_records_file(tmp_path):
