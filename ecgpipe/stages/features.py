@@ -126,8 +126,11 @@ def compute_chunk(store: str, spec_array: str, chunk_index: int, targets: list[t
     activations = Featurizer(cfg).cnn(spec, [layer for _, layer in targets])
     for feat_array, layer in targets:  # never stored, never marked done
         if not np.isfinite(activations[layer]).all():
+            # float16 autocast (the GPU default) overflows past 65504, where bfloat16 and float32 do not
+            hint = ("; on a GPU this can be float16 overflowing: set features.amp_dtype = 'bfloat16' or features.amp = false"
+                    if cfg.features.amp and cfg.features.amp_dtype == "float16" else "")
             raise PipelineError(f"{feat_array} chunk {chunk_index}: features with NaN or inf (layer {layer}), computed from "
-                                f"{Layout.data(spec_array)} chunk {chunk_index}; nothing was stored")
+                                f"{Layout.data(spec_array)} chunk {chunk_index}; nothing was stored{hint}")
     out = {}
     for feat_array, layer in targets:
         zs.write_chunk(store, Layout.data(feat_array), chunk_index, activations[layer])
