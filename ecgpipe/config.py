@@ -56,7 +56,8 @@ class DatabaseSettings(_Strict):
     )
     records: list[str] = Field(default=[], description="Subset of records to use; empty means every record in RECORDS.")
     fs: float | None = Field(default=None, description="Expected sampling rate; defaults to the known database's.")
-    annotator: str = Field(default="atr", description="Annotation file extension holding the rhythm labels.")
+    annotator: str = Field(default="atr", description="Annotation file extension holding the rhythm labels; 'edf+' "
+                           "for EDF+ records labelled by their own annotations (each one with a duration is an episode of its text).")
     labels_csv: str | None = Field(
         default=None,
         description="Per-record labels instead of rhythm annotations: a CSV in the database folder with 'record,label' "

@@ -23,6 +23,7 @@ from ecgpipe.errors import RecordError
 
 EDF_EXTENSION = ".edf"
 ANNOTATION_LABEL = "EDF Annotations"  # EDF+'s text channel: not a signal
+ANNOTATOR = "edf+"  # DatabaseSettings.annotator meaning "the EDF+ file's own annotations"
 _FIXED_BYTES = 256
 # per-signal header fields, each stored for every signal in turn: (name, width in characters)
 _SIGNAL_FIELDS = (("label", 16), ("transducer", 80), ("unit", 8), ("physical_min", 8), ("physical_max", 8),
@@ -67,3 +68,44 @@ def read_edf_header(path: str) -> EdfHeader:
         signals[name] = [text[at + i * width : at + (i + 1) * width].strip() for i in range(n_signals)]
         at += width * n_signals
     return EdfHeader(header_bytes, n_records, record_s, fixed[192:236].strip(), signals)
+
+
+@dataclass(frozen=True)
+class EdfAnnotation:
+    onset_s: float  # from the start of the recording
+    duration_s: float | None  # None: an instant
+    text: str
+
+
+def read_edf_annotations(path: str, header: EdfHeader) -> list[EdfAnnotation]:
+    """Every annotation of an EDF+ file's "EDF Annotations" channel(s), in file order. Each data record's share of
+    the channel holds time-stamped annotation lists (TALs): ``+onset[\x15duration](\x14text)*\x14\x00``; the
+    first TAL of a data record only keeps time (no text) and is left out."""
+    channels = [i for i, label in enumerate(header.labels) if label == ANNOTATION_LABEL]
+    if not channels:
+        raise RecordError(path, f"no '{ANNOTATION_LABEL}' channel: not an EDF+ file with annotations")
+    per_record = [int(n) for n in header.signals["samples_per_record"]]
+    offsets = [0]
+    for n in per_record:
+        offsets.append(offsets[-1] + 2 * n)
+    record_bytes = offsets[-1]
+    out = []
+    with open(path, "rb") as fh:
+        fh.seek(header.header_bytes)
+        for r in range(header.n_records):
+            block = fh.read(record_bytes)
+            if len(block) < record_bytes:
+                raise RecordError(path, f"truncated EDF file: data record {r} is cut short")
+            for c in channels:
+                for tal in block[offsets[c] : offsets[c + 1]].split(b"\x00"):
+                    fields = tal.decode("utf-8", errors="replace").split("\x14")
+                    if len(fields) < 2 or not fields[0]:
+                        continue  # padding between and after TALs
+                    stamp = fields[0].split("\x15")
+                    try:
+                        onset = float(stamp[0])
+                        duration = float(stamp[1]) if len(stamp) > 1 and stamp[1] else None
+                    except ValueError:
+                        raise RecordError(path, f"EDF+ annotation with a bad time stamp {fields[0]!r} in data record {r}") from None
+                    out += [EdfAnnotation(onset, duration, text) for text in fields[1:] if text.strip()]
+    return out

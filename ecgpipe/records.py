@@ -17,7 +17,8 @@ import numpy as np
 import wfdb
 
 from ecgpipe.config import DatabaseSettings
-from ecgpipe.edf import ANNOTATION_LABEL, read_edf_header
+from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
+from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
 from ecgpipe.errors import RecordError
 
 
@@ -266,8 +267,25 @@ def _read_edf(path: str, database: str, record: str, settings: DatabaseSettings,
     if settings.fs is not None and abs(rec.fs - float(settings.fs)) > 1e-6:
         raise RecordError(path + ".edf", f"sampling rate {rec.fs:g} Hz, but database {database} is configured for {settings.fs} Hz")
     n = rec.signals.shape[1]
-    return replace(rec, database=database, record=record, path=path,
-                   episodes=record_episodes(path, settings.annotator, n, record_label, require_annotations))
+    if record_label is None and settings.annotator == EDF_ANNOTATOR:
+        episodes = edf_episodes(path + ".edf", rec.fs, n)
+    else:
+        episodes = record_episodes(path, settings.annotator, n, record_label, require_annotations)
+    return replace(rec, database=database, record=record, path=path, episodes=episodes)
+
+
+def edf_episodes(path: str, fs: float, n_samples: int) -> list[RhythmEpisode]:
+    """Labelled episodes from an EDF+ file's own annotations (``annotator = "edf+"``): each annotation with a
+    duration is an episode of its text, as EDF+ scorings label stretches of time (sleep stages, rhythms); instants
+    (no duration) mark events, not rhythms, and are left out. Episodes are clipped to the recording."""
+    episodes = []
+    for a in read_edf_annotations(path, read_edf_header(path)):
+        if not a.duration_s or a.duration_s <= 0:
+            continue
+        start, end = round(a.onset_s * fs), min(n_samples, round((a.onset_s + a.duration_s) * fs))
+        if 0 <= start < end:
+            episodes.append(RhythmEpisode(a.text.strip(), start, end))
+    return sorted(episodes, key=lambda e: e.start)
 
 
 def read_edf_record(path: str, settings: DatabaseSettings, nan_policy: str = "error", n_leads: int = 1) -> EcgRecord:

@@ -115,9 +115,12 @@ def stop(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float, float], digital: tuple[int, int]) -> int:
+def write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float, float], digital: tuple[int, int],
+                   annotations: tuple[tuple[float, float | None, str], ...] = ()) -> int:
     """An EDF+C file as recorders write it: one-second data records holding an ECG lead (label MLII, in uV) and
-    EDF+'s "EDF Annotations" channel with a sample count of its own. Returns the number of ECG samples written."""
+    EDF+'s "EDF Annotations" channel with a sample count of its own: each data record's time-keeping TAL, then
+    ``annotations`` ((onset s, duration s or None, text)), one per data record in turn. Returns the number of ECG
+    samples written."""
     n_records = len(ecg_digital) // fs
     labels, spr = ["MLII", "EDF Annotations"], [fs, 60]
     fields = [(labels, 16), (["", ""], 80), (["uV", ""], 8), ([f"{physical[0] * 1000:g}", "-1"], 8),
@@ -126,8 +129,16 @@ def write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float
     head = (f"{'0':<8}{'X X X X':<80}{'Startdate 01-JAN-2000 X X X':<80}{'01.01.00':<8}{'00.00.00':<8}{768:<8}"
             f"{'EDF+C':<44}{n_records:<8}{'1':<8}{2:<4}")
     head += "".join(f"{value:<{width}}" for values, width in fields for value in values)
-    assert len(head) == 768
-    records = np.zeros((n_records, sum(spr)), dtype="<i2")
-    records[:, :fs] = ecg_digital[: n_records * fs].reshape(n_records, fs)
-    path.write_bytes(head.encode("ascii") + records.tobytes())
+    assert len(head) == 768 and len(annotations) <= n_records
+    records = []
+    for i in range(n_records):
+        tal = f"+{i}\x14\x14\x00"  # time-keeping TAL: this data record starts i seconds in
+        if i < len(annotations):
+            onset, duration, text = annotations[i]
+            tal += f"+{onset:.6f}" + (f"\x15{duration:.6f}" if duration is not None else "") + f"\x14{text}\x14\x00"
+        raw = tal.encode("utf-8")
+        assert len(raw) <= 2 * spr[1]
+        ecg = np.asarray(ecg_digital[i * fs : (i + 1) * fs], dtype="<i2").tobytes()
+        records.append(ecg + raw + bytes(2 * spr[1] - len(raw)))
+    path.write_bytes(head.encode("ascii") + b"".join(records))
     return n_records * fs

@@ -225,3 +225,33 @@ def test_a_folder_of_edf_files_and_a_labels_csv_needs_no_records_file(tmp_path):
     (folder / "labels.csv").write_text("record,label\nholter1,N\nholter2,A\n")
     assert database_dir(cfg, "export", tmp_path, download=False) == folder
     assert selected_records(cfg, "export", folder) == ["holter1", "holter2"]
+
+
+def test_edf_plus_annotations_with_durations_are_the_labelled_episodes(tmp_path, physionet):
+    """annotator = "edf+": an EDF+ file's own annotations label it. mitdb 201's real rhythm episodes written as
+    EDF+ annotations (onset and duration in seconds, the aux-note text) come back as the WFDB record's episodes;
+    instants (no duration) are events and label nothing; a file without an annotation channel says so."""
+    from conftest import write_edf_plus
+
+    ref = read_record(physionet / "mitdb", "mitdb", "201", MITDB)
+    header = wfdb.rdheader(str(physionet / "mitdb" / "201"))
+    digital = wfdb.rdrecord(str(physionet / "mitdb" / "201"), channels=[0], physical=False).d_signal[:, 0]
+    gain, base = header.adc_gain[0], header.baseline[0]
+    fs = 360
+    annotations = [(e.start / fs, (e.end - e.start) / fs, e.label) for e in ref.episodes[:-1]]
+    annotations.insert(3, (12.5, None, "beat artefact"))  # an instant: an event, not a rhythm
+    folder = tmp_path / "edfplus"
+    folder.mkdir()
+    n = write_edf_plus(folder / "201.edf", digital, fs, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047),
+                       tuple(annotations))
+    settings = DatabaseSettings(lead=["MLII"], fs=360.0, annotator="edf+")
+    rec = read_record(folder, "mitdb", "201", settings)
+    assert n == rec.signals.shape[1] and np.abs(rec.signals[0] - ref.signals[0, :n]).max() < 1e-9
+    assert rec.episodes == ref.episodes[:-1] and len(rec.episodes) > 30
+    # a per-record label still wins (a CSV-labelled database of EDF+ files)
+    assert [e.label for e in read_record(folder, "mitdb", "201", settings, record_label="A").episodes] == ["A"]
+    write_edf_plus(folder / "100.edf", digital[: 360 * 20], fs, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047))
+    assert read_record(folder, "mitdb", "100", settings).episodes == []  # annotation channel, no durations
+    (folder / "100.edf").write_bytes((folder / "100.edf").read_bytes().replace(b"EDF Annotations", b"ECG lead II    "))
+    with pytest.raises(RecordError, match=r"100\.edf: no 'EDF Annotations' channel"):
+        read_record(folder, "mitdb", "100", settings)
