@@ -4,10 +4,10 @@ An EDF file is a text header (Kemp et al. 1992; EDF+: Kemp & Olivan 2003) and th
 each holding every signal's samples as little-endian 16-bit integers, a signal's own number of samples per record.
 This module is the format: the header and its fields. ``records.read_edf_record`` reads a file's chosen leads at
 their own rate as an ``EcgRecord``, validated like a WFDB record: the file's size against its header, leads by their
-labels (the model's or database's lead preferences), every lead in millivolts, NaN per the policy. An EDF file's own
-annotations are not read: ``ecgpipe predict`` calls its rhythms, and a database of EDF files for training
-(``records.read_record`` reads ``<record>.edf`` where a record has no WFDB header) takes its labels from the
-database's labels CSV or from a WFDB annotation file beside each EDF file.
+labels (the model's or database's lead preferences), every lead in millivolts, NaN per the policy. A database of
+EDF files for training (``records.read_record`` reads ``<record>.edf`` where a record has no WFDB header) takes its
+labels from the database's labels CSV, from a WFDB annotation file beside each EDF file, or (``annotator = "edf+"``)
+from the file's own EDF+ annotations that have a duration (``read_edf_annotations``).
 
 Why not ``wfdb.io.convert.edf.read_edf``: when a file's signals have different rates (every EDF+ file does: its
 "EDF Annotations" signal has its own sample count) it resamples every signal to the greatest common divisor of the
@@ -72,7 +72,7 @@ def read_edf_header(path: str) -> EdfHeader:
 
 @dataclass(frozen=True)
 class EdfAnnotation:
-    onset_s: float  # from the start of the recording
+    onset_s: float  # from the first sample
     duration_s: float | None  # None: an instant
     text: str
 
@@ -89,7 +89,7 @@ def read_edf_annotations(path: str, header: EdfHeader) -> list[EdfAnnotation]:
     for n in per_record:
         offsets.append(offsets[-1] + 2 * n)
     record_bytes = offsets[-1]
-    out = []
+    out, first_record_s = [], None
     with open(path, "rb") as fh:
         fh.seek(header.header_bytes)
         for r in range(header.n_records):
@@ -107,5 +107,9 @@ def read_edf_annotations(path: str, header: EdfHeader) -> list[EdfAnnotation]:
                         duration = float(stamp[1]) if len(stamp) > 1 and stamp[1] else None
                     except ValueError:
                         raise RecordError(path, f"EDF+ annotation with a bad time stamp {fields[0]!r} in data record {r}") from None
+                    if first_record_s is None:  # the first data record's time-keeping TAL: where the samples start
+                        first_record_s = onset
                     out += [EdfAnnotation(onset, duration, text) for text in fields[1:] if text.strip()]
-    return out
+    # onsets count from the header's start time; the samples from the first data record, which may start later
+    start = first_record_s or 0.0
+    return [EdfAnnotation(a.onset_s - start, a.duration_s, a.text) for a in out]

@@ -176,7 +176,8 @@ def read_record(
     With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes;
     with ``record_label`` (a database labelled per record) the whole record is one episode of that label.
     A record with no WFDB header but an EDF/EDF+ file ``<record>.edf`` is read from that file (``ecgpipe.edf``); its
-    labels come from the database's CSV or from a WFDB annotation file beside it, as for a WFDB record."""
+    labels come from the database's CSV, from a WFDB annotation file beside it as for a WFDB record, or with
+    ``annotator = "edf+"`` from the file's own annotations (``edf_episodes``)."""
     path = os.path.join(str(db_dir), record)
     header_file = path + ".hea"
     if not os.path.isfile(header_file) and os.path.isfile(path + ".edf"):

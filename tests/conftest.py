@@ -116,11 +116,12 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float, float], digital: tuple[int, int],
-                   annotations: tuple[tuple[float, float | None, str], ...] = ()) -> int:
+                   annotations: tuple[tuple[float, float | None, str], ...] = (), start_s: float = 0.0) -> int:
     """An EDF+C file as recorders write it: one-second data records holding an ECG lead (label MLII, in uV) and
     EDF+'s "EDF Annotations" channel with a sample count of its own: each data record's time-keeping TAL, then
-    ``annotations`` ((onset s, duration s or None, text)), one per data record in turn. Returns the number of ECG
-    samples written."""
+    ``annotations`` ((onset s, duration s or None, text)), one per data record in turn. ``start_s``: the first data
+    record starts that long after the header's start time (time stamps count from the header's). Returns the number
+    of ECG samples written."""
     n_records = len(ecg_digital) // fs
     labels, spr = ["MLII", "EDF Annotations"], [fs, 60]
     fields = [(labels, 16), (["", ""], 80), (["uV", ""], 8), ([f"{physical[0] * 1000:g}", "-1"], 8),
@@ -132,10 +133,10 @@ def write_edf_plus(path, ecg_digital: np.ndarray, fs: int, physical: tuple[float
     assert len(head) == 768 and len(annotations) <= n_records
     records = []
     for i in range(n_records):
-        tal = f"+{i}\x14\x14\x00"  # time-keeping TAL: this data record starts i seconds in
+        tal = f"+{start_s + i:g}\x14\x14\x00"  # time-keeping TAL: when this data record starts
         if i < len(annotations):
             onset, duration, text = annotations[i]
-            tal += f"+{onset:.6f}" + (f"\x15{duration:.6f}" if duration is not None else "") + f"\x14{text}\x14\x00"
+            tal += f"+{start_s + onset:.6f}" + (f"\x15{duration:.6f}" if duration is not None else "") + f"\x14{text}\x14\x00"
         raw = tal.encode("utf-8")
         assert len(raw) <= 2 * spr[1]
         ecg = np.asarray(ecg_digital[i * fs : (i + 1) * fs], dtype="<i2").tobytes()

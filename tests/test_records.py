@@ -248,6 +248,10 @@ def test_edf_plus_annotations_with_durations_are_the_labelled_episodes(tmp_path,
     rec = read_record(folder, "mitdb", "201", settings)
     assert n == rec.signals.shape[1] and np.abs(rec.signals[0] - ref.signals[0, :n]).max() < 1e-9
     assert rec.episodes == ref.episodes[:-1] and len(rec.episodes) > 30
+    # time stamps count from the header's start time: a recording whose first data record starts an hour later
+    write_edf_plus(folder / "201.edf", digital, fs, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047),
+                   tuple(annotations), start_s=3600)
+    assert read_record(folder, "mitdb", "201", settings).episodes == ref.episodes[:-1]
     # a per-record label still wins (a CSV-labelled database of EDF+ files)
     assert [e.label for e in read_record(folder, "mitdb", "201", settings, record_label="A").episodes] == ["A"]
     write_edf_plus(folder / "100.edf", digital[: 360 * 20], fs, ((-2048 - base) / gain, (2047 - base) / gain), (-2048, 2047))
