@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-DATA_DIR=${1:-../shared/data/physionet}
-shift || true
+DATA_DIR=../shared/data/physionet
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then DATA_DIR=$1; shift; fi  # a first argument that is no option: DATA_DIR
 export PYTHONUNBUFFERED=1
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" >&2
 exec "$PY" tests/benchmarks/gpu_check.py --data-dir "$DATA_DIR" "$@"
