@@ -16,6 +16,7 @@ import ast
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -114,14 +115,22 @@ def signal_digest(db_dir: str | Path, record: str) -> str:
     return file_digest(record_files(db_dir, record, "")[:-1])
 
 
+def edf_record_file(db_dir: str | os.PathLike, record: str) -> str | None:
+    """``<record>.edf`` when a database's record is an EDF file: no WFDB header beside it (a WFDB header wins)."""
+    stem = os.path.join(os.fspath(db_dir), record)
+    if not os.path.isfile(stem + ".hea") and os.path.isfile(stem + ".edf"):
+        return stem + ".edf"
+    return None
+
+
 def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
     """The files a record's segments depend on: its header, every signal file the header names, its annotations
     (an EDF record, one with ``<record>.edf`` and no WFDB header: that file and its annotations)."""
     db_dir = Path(db_dir)
     header = db_dir / f"{record}.hea"
-    edf = db_dir / f"{record}.edf"
-    if not header.is_file() and edf.is_file():
-        return [edf, db_dir / f"{record}.{annotator}"]
+    edf = edf_record_file(db_dir, record)
+    if edf:
+        return [Path(edf), db_dir / f"{record}.{annotator}"]
     files = [header]
     if header.is_file():
         try:

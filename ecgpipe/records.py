@@ -20,6 +20,7 @@ from ecgpipe.config import DatabaseSettings
 from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
 from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
 from ecgpipe.errors import RecordError
+from ecgpipe.keys import edf_record_file
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,9 @@ def read_record(
     ``annotator = "edf+"`` from the file's own annotations (``edf_episodes``)."""
     path = os.path.join(str(db_dir), record)
     header_file = path + ".hea"
-    if not os.path.isfile(header_file) and os.path.isfile(path + ".edf"):
-        return _read_edf(path, database, record, settings, nan_policy, require_annotations, record_label, n_leads)
+    edf_file = edf_record_file(db_dir, record)
+    if edf_file:
+        return _read_edf(edf_file, path, database, record, settings, nan_policy, require_annotations, record_label, n_leads)
     if not os.path.isfile(header_file):
         raise RecordError(path, f"header file {header_file} not found, nor an EDF file {path}.edf (missing record?)")
     try:
@@ -262,14 +264,14 @@ def record_episodes(path: str, annotator: str, sig_len: int, record_label: str |
     return read_episodes(path, annotator, sig_len)
 
 
-def _read_edf(path: str, database: str, record: str, settings: DatabaseSettings, nan_policy: str,
+def _read_edf(edf_file: str, path: str, database: str, record: str, settings: DatabaseSettings, nan_policy: str,
               require_annotations: bool, record_label: str | None, n_leads: int) -> EcgRecord:
-    rec = read_edf_record(path + ".edf", settings, nan_policy, n_leads)
+    rec = read_edf_record(edf_file, settings, nan_policy, n_leads)
     if settings.fs is not None and abs(rec.fs - float(settings.fs)) > 1e-6:
-        raise RecordError(path + ".edf", f"sampling rate {rec.fs:g} Hz, but database {database} is configured for {settings.fs} Hz")
+        raise RecordError(edf_file, f"sampling rate {rec.fs:g} Hz, but database {database} is configured for {settings.fs} Hz")
     n = rec.signals.shape[1]
     if record_label is None and settings.annotator == EDF_ANNOTATOR:
-        episodes = edf_episodes(path + ".edf", rec.fs, n)
+        episodes = edf_episodes(edf_file, rec.fs, n)
     else:
         episodes = record_episodes(path, settings.annotator, n, record_label, require_annotations)
     return replace(rec, database=database, record=record, path=path, episodes=episodes)

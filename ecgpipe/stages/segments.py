@@ -21,7 +21,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.dataset import record_windows
 from ecgpipe.edf import read_edf_header
-from ecgpipe.keys import array_digest, code_version, content_key, file_digest, record_files
+from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, record_files
 from ecgpipe.labels import check_record_label, read_record_labels
 from ecgpipe.markers import Markers
 from ecgpipe.records import read_record
@@ -123,8 +123,8 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
 def header_seconds(db_dir: str, record: str) -> float:
     """The record's length in seconds from its header's record line (``name nsig fs nsamp ...``), or an EDF file's
     data records; 0 when unknown."""
-    edf = os.path.join(str(db_dir), f"{record}.edf")
-    if not os.path.isfile(os.path.join(str(db_dir), f"{record}.hea")) and os.path.isfile(edf):
+    edf = edf_record_file(db_dir, record)
+    if edf:
         try:
             header = read_edf_header(edf)
             return max(header.n_records, 0) * header.record_s
