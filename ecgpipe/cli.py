@@ -1,7 +1,9 @@
-"""Command line: ``ecgpipe run``, ``ecgpipe status``, ``ecgpipe predict``, ``ecgpipe data fetch``, ``ecgpipe config``.
+"""Command line: ``ecgpipe run``, ``ecgpipe status``, ``ecgpipe predict``, ``ecgpipe evaluate``, ``ecgpipe compare``,
+``ecgpipe data fetch``, ``ecgpipe config``.
 
     ecgpipe run --config paper4 --data-dir ../shared/data/physionet --out runs/paper4
     ecgpipe predict --model runs/paper4/model.skops ../shared/data/physionet/mitdb/203 --out predictions/
+    ecgpipe compare runs/paper4-best runs/paper4
 """
 
 from __future__ import annotations
@@ -289,6 +291,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from ecgpipe.compare import compare_runs, comparison_markdown
+
+    result = compare_runs(args.run_a, args.run_b, args.protocol or None, n_boot=args.boot, seed=args.seed)
+    print(comparison_markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        print(f"\n{args.json}")
+    return 0
+
+
 def cmd_config(args) -> int:
     if args.name is None:
         print("presets: " + ", ".join(preset_names()))
@@ -358,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
     endpoint_options(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    cmp = sub.add_parser("compare", help="is one run's classifier better than another's on the same windows? "
+                                          "(paired bootstrap over subjects)")
+    cmp.add_argument("run_a", help="output folder of a finished run (or its report.json)")
+    cmp.add_argument("run_b", help="another run of the same segments (same data, classes, segment and sampling settings)")
+    cmp.add_argument("--protocol", action="append", default=[], help="only this protocol (repeatable; default: every one)")
+    cmp.add_argument("--boot", type=positive_int, default=2000, help="bootstrap draws (default 2000)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    cmp.add_argument("--json", default=None, metavar="FILE", help="also write the comparison as JSON")
+    cmp.set_defaults(func=cmd_compare)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
     cfg.add_argument("name", nargs="?", default=None)

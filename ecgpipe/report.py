@@ -95,7 +95,9 @@ def render_markdown(report: dict) -> str:
         header, rows = comparison_columns(report)
         lines += ["", "## Comparison", "",
                   f"Every (feature extractor, classifier) row of the sweep; **bold** = best ({report['selected_by']}), the "
-                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds."
+                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds. The last "
+                  "column: each row's macro-F1 minus the best row's on the same windows, with the 95 % interval of that "
+                  "difference from a paired bootstrap over subjects (an interval that holds 0: the lead is not shown)."
                   + (" Rows marked 'per record' classify one row per record, so under every protocol their folds are "
                      "over records (no record in both training and test)." if any("per record" in r["classifier"] for r in report["comparison"]) else ""), "",
                   "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]

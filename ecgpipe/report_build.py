@@ -7,9 +7,10 @@ import numpy as np
 
 import ecgpipe
 from ecgpipe import store as zs
+from ecgpipe.compare import NotPaired, paired_comparison
 from ecgpipe.config import FeatureSettings, PipelineConfig
 from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
-from ecgpipe.results import ComparisonEntry, Report
+from ecgpipe.results import ComparisonEntry, MetricDifference, Report
 from ecgpipe.stages.classification import ComparisonRow, selects_by_records
 from ecgpipe.stages.segments import RecordSummary
 from ecgpipe.stages.table import SegmentTable
@@ -52,8 +53,26 @@ def comparison_summary(rows: list[ComparisonRow], best: int) -> list[ComparisonE
             n_folds={p: m.n_folds for p, m in row.protocols.items()},
             # the inner CV's choice per outer fold (tuned classifiers only)
             chosen={p: [f.chosen for f in m.folds if f.chosen] for p, m in row.protocols.items() if any(f.chosen for f in m.folds)},
+            versus_best={} if i == best else versus(row, rows[best]),
         ))
     return table
+
+
+def versus(row: ComparisonRow, best: ComparisonRow) -> dict[str, MetricDifference]:
+    """Per protocol, ``row``'s macro-F1 minus the best row's with its paired interval over subjects: is the best row's
+    lead more than chance? Protocols where the two were not scored on the same rows (a record-level classifier
+    beside window-level ones) are left out."""
+    out = {}
+    for protocol, result in row.protocols.items():
+        other = best.protocols.get(protocol)
+        if other is None or other.level != result.level:
+            continue
+        try:
+            comparison = paired_comparison(result, other, row.cfg.class_names, labels=(row.label, best.label), n_boot=1000)
+        except NotPaired:
+            continue
+        out[protocol] = comparison.metric("macro_f1")
+    return out
 
 
 def record_headline(result) -> dict[str, float]:

@@ -26,7 +26,9 @@ from ecgpipe.report_tables import (  # noqa: E402
     recording_rows,
     recordings_summary,
     scored_endpoints,
+    selection_protocol,
     stage_times_words,
+    versus_best_words,
 )
 
 CSS = """
@@ -81,8 +83,10 @@ def comparison_table(report: dict) -> str:
     """Two header rows (protocol, then metric), one row per (extractor, classifier), the best row highlighted."""
     e = html.escape
     protocols = list(report["protocols"])
+    selection = selection_protocol(report)
     top = "<tr><th rowspan=2>features</th><th rowspan=2>classifier</th>" + "".join(
-        f"<th colspan=3 class=group>{e(protocol_short(p))}</th>" for p in protocols) + "</tr>"
+        f"<th colspan=3 class=group>{e(protocol_short(p))}</th>" for p in protocols) + (
+        f"<th rowspan=2>{e(protocol_short(selection))} macro-F1<br>minus best<br>(paired 95 % CI)</th></tr>")
     sub = "<tr>" + "<th>accuracy</th><th>balanced acc.</th><th>macro-F1</th>" * len(protocols) + "</tr>"
     body = []
     rhythm_only = f"no CNN: {e(report.get('rhythm_description') or 'rhythm features')}"
@@ -90,6 +94,7 @@ def comparison_table(report: dict) -> str:
         features = rhythm_only if row["backbone"] == "-" else f"{e(row['backbone'])}<br><code>{e(str(row['layer']))}</code>"
         cells = [features, e(row["classifier"])]
         cells += [f"{score:.3f}<br><span class=sd>± {std:.3f}</span>" for score, std in comparison_scores(row, protocols)]
+        cells.append(e(versus_best_words(row, selection)))
         body.append(f"<tr{' class=best' if row['best'] else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table class='compare'>{top}{sub}{''.join(body)}</table>"
 
@@ -161,7 +166,9 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     if len(report.get("comparison", [])) > 1:
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "
-                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds."
+                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds. The last column: "
+                  "each row's macro-F1 minus the best row's on the same windows, with the 95 % interval of that difference "
+                  "from a paired bootstrap over subjects (an interval that holds 0: the lead is not shown)."
                   + (" Rows marked 'per record' classify one row per record, so under every protocol their folds are "
                      "over records." if any("per record" in r["classifier"] for r in report["comparison"]) else "") + "</p>",
                   comparison_table(report)]

@@ -32,20 +32,41 @@ def record_scores(report: dict) -> list[str]:
     return [p for p in report["protocols"] if any("record_macro_f1" in row["protocols"].get(p, {}) for row in report["comparison"])]
 
 
+def selection_protocol(report: dict) -> str:
+    """The protocol the best row was chosen under."""
+    select_by = report["config"].get("sweep", {}).get("select_by")
+    return select_by or ("grouped_by_subject" if "grouped_by_subject" in report["protocols"] else next(iter(report["protocols"])))
+
+
+def versus_best_words(row: dict, protocol: str) -> str:
+    """A comparison row's macro-F1 minus the best row's under ``protocol`` with the paired 95 % interval of that
+    difference over subjects (``ecgpipe.compare``), e.g. "-0.012 (-0.030 to +0.006)"; "best" for the best row."""
+    if row["best"]:
+        return "best"
+    d = row.get("versus_best", {}).get(protocol)
+    if not d or d.get("ci95") is None:
+        return "-"
+    lo, hi = d["ci95"]
+    return f"{d['difference']:+.3f} ({lo:+.3f} to {hi:+.3f})"
+
+
 def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the comparison table: per row backbone, layer, classifier, and per protocol
     accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds; for CSV-labelled datasets
-    also the record-level macro-F1 (what the best row is chosen on)."""
-    protocols, by_record = list(report["protocols"]), record_scores(report)
+    also the record-level macro-F1 (what the best row is chosen on); last, under the selection protocol, each row's
+    macro-F1 minus the best row's with its paired interval (is the best row's lead more than chance?)."""
+    protocols, by_record, selection = list(report["protocols"]), record_scores(report), selection_protocol(report)
     header = ["backbone", "layer", "classifier"]
     for p in protocols:
         short = protocol_short(p)
         header += [f"{short} acc", f"{short} bal. acc", f"{short} macro-F1"]
     header += [f"{protocol_short(p)} record macro-F1" for p in by_record]
+    header += [f"{protocol_short(selection)} macro-F1 minus best (paired 95 % CI)"]
     rows = [[row["backbone"], str(row["layer"]), row["classifier"],
              *(f"{score:.3f} ± {std:.3f}" for score, std in comparison_scores(row, protocols)),
              *(f"{row['protocols'][p]['record_macro_f1']:.3f}" if "record_macro_f1" in row["protocols"].get(p, {}) else "-"
-               for p in by_record)]
+               for p in by_record),
+             versus_best_words(row, selection)]
             for row in report["comparison"]]
     return header, rows
 

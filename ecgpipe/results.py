@@ -148,6 +148,60 @@ def protocols_from_json(doc: dict) -> dict[str, ProtocolResult]:
     return {name: ProtocolResult.model_validate(r) for name, r in doc.items()}
 
 
+class MetricDifference(_Result):
+    """One metric of two classifiers scored on the same windows: each value, a - b, and the 95 % interval of that
+    difference from a paired bootstrap over subjects (``ecgpipe.compare``); ``a_better``: the share of draws in
+    which a scored higher."""
+
+    metric: str
+    a: float | None
+    b: float | None
+    difference: float | None
+    ci95: list[float] | None
+    a_better: float | None
+
+    @property
+    def verdict(self) -> str:
+        """In words: whether the interval of the difference excludes 0."""
+        if self.ci95 is None:
+            return "undefined"
+        lo, hi = self.ci95
+        return "a higher" if lo > 0 else "b higher" if hi < 0 else "no difference shown"
+
+
+class PairedComparison(_Result):
+    """Two classifiers' results under one protocol, compared metric by metric on the same subjects' windows."""
+
+    level: str  # what one scored row is: a window, or a record
+    n_subjects: int
+    n_rows: int
+    n_boot: int
+    differences: list[MetricDifference]
+
+    def metric(self, name: str) -> MetricDifference:
+        return next(d for d in self.differences if d.metric == name)
+
+
+class ScopeComparison(_Result):
+    """One protocol's paired comparison of two runs' best rows, on what it scored (windows, or records' votes)."""
+
+    protocol: str
+    scored: str
+    comparison: PairedComparison
+
+
+class RunComparison(_Result):
+    """``ecgpipe compare RUN_A RUN_B``: the best rows of two runs of the same segments, compared protocol by protocol."""
+
+    a: str
+    b: str
+    a_classifier: str
+    b_classifier: str
+    class_names: list[str]
+    scopes: list[ScopeComparison]
+    not_compared: list[str] = []  # protocols (or record-level results) that only one run has, with why
+
+
 class ComparisonEntry(_Result):
     """One row of the comparison table: extractor, classifier and headline metrics per protocol."""
 
@@ -159,6 +213,9 @@ class ComparisonEntry(_Result):
     protocols: dict[str, dict[str, float]]
     n_folds: dict[str, int]
     chosen: dict[str, list[dict]]
+    # per protocol: this row's macro-F1 minus the best row's, with its paired 95 % interval over subjects
+    # (ecgpipe.compare; absent for the best row itself and for rows scored on other rows, e.g. per record)
+    versus_best: dict[str, MetricDifference] = {}
 
 
 class RecordingScores(_Result):

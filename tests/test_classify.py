@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ecgpipe.classify import evaluate_protocol, make_splits
+from ecgpipe.classify import evaluate_protocol, make_splits, summarize_protocol
 from ecgpipe.config import ClassifierSettings, CVSettings
 
 
@@ -47,6 +47,20 @@ def test_metrics_agree_with_the_confusion_matrix():
             assert r["per_class"][name]["support"] == cm[i].sum()
         assert sum(f["n_test"] for f in r["folds"]) == len(y)
         assert r["accuracy"] > 0.6  # separable synthetic classes
+
+
+def test_a_fold_without_a_class_averages_the_classes_it_holds():
+    """Grouped folds of few subjects miss classes: such a fold's macro-F1 is over its own classes (perfect calls score
+    1.0, not 2/3 with a 0 for the missing class), as the pooled score and the bootstrap count them."""
+    X, y, g = _data(n_subjects=3, per_subject=20)  # one subject per class: each grouped test fold holds one class
+    splits, _ = make_splits("grouped_by_subject", y, g, CVSettings(n_splits=3))
+    r = summarize_protocol(y, y.copy(), g, splits, ["a", "b", "c"])
+    assert [f["macro_f1"] for f in r.to_json()["folds"]] == [1.0, 1.0, 1.0]
+    assert r.macro_f1 == 1.0 and r.macro_f1_fold_std == 0.0
+    wrong = np.where(y == 2, 0, y)  # class c always called a: F1 of c is 0 and a's precision falls
+    r = summarize_protocol(y, wrong, g, splits, ["a", "b", "c"])
+    held_c = next(f for f, (_, test) in zip(r.folds, splits) if (y[test] == 2).all())
+    assert held_c.macro_f1 == 0.0 and r.macro_f1 == pytest.approx((2 / 3 + 1 + 0) / 3)
 
 
 def test_unknown_protocol_is_an_error():

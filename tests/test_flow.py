@@ -286,6 +286,55 @@ def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run
     assert "## Comparison" in md and md.count("\n| **") == 1  # one bold (best) row
 
 
+def test_every_row_is_compared_with_the_best_row_pairwise(flow_run):
+    """Each row's macro-F1 minus the best row's, with a paired interval over patients, under every protocol; the
+    report's tables show it under the selection protocol."""
+    rows = flow_run["report"]["comparison"]
+    best = next(r for r in rows if r["best"])
+    assert best["versus_best"] == {}
+    for row in rows:
+        if row["best"]:
+            continue
+        assert set(row["versus_best"]) == set(row["protocols"])
+        for protocol, d in row["versus_best"].items():
+            assert d["metric"] == "macro_f1"
+            # the report's macro-F1 counts the classes a protocol scores; the difference is of the same numbers
+            assert d["difference"] == pytest.approx(row["protocols"][protocol]["macro_f1"] - best["protocols"][protocol]["macro_f1"], abs=1e-9)
+            lo, hi = d["ci95"]
+            assert lo <= d["difference"] <= hi and 0 <= d["a_better"] <= 1
+    md = (flow_run["out"] / "report.md").read_text()
+    assert "grouped by subject macro-F1 minus best (paired 95 % CI)" in md
+    worst = min((r for r in rows if not r["best"]), key=lambda r: r["versus_best"]["grouped_by_subject"]["difference"])
+    d = worst["versus_best"]["grouped_by_subject"]
+    assert f"{d['difference']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})" in md
+    assert "minus best" in (flow_run["out"] / "report.html").read_text()
+
+
+def test_compare_cli_pairs_two_runs_of_the_same_windows(flow_run, tmp_path):
+    out = flow_run["out"]
+    proc = _cli("compare", str(out), str(out / "report.json"), "--boot", "200", "--json", str(tmp_path / "c.json"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "c.json").read_text())
+    protocols = list(flow_run["report"]["protocols"])
+    assert [s["protocol"] for s in result["scopes"]] == protocols
+    for scope in result["scopes"]:  # a run against itself: no difference, in any metric or endpoint
+        assert all(d["difference"] in (0, None) and d["ci95"] in ([0.0, 0.0], None) for d in scope["comparison"]["differences"])
+    grouped = next(s for s in result["scopes"] if s["protocol"] == "grouped_by_subject")["comparison"]
+    assert grouped["n_subjects"] == len({s["subject"] for s in flow_run["report"]["protocols"]["grouped_by_subject"]["per_subject"]})
+    assert {d["metric"] for d in grouped["differences"]} >= {"accuracy", "balanced_accuracy", "macro_f1"}
+    assert "| macro_f1 |" in proc.stdout and "no difference shown" in proc.stdout
+    # another run's windows (one patient's windows of one class gone): refused, naming the patient
+    report = json.loads((out / "report.json").read_text())
+    dropped = report["protocols"]["grouped_by_subject"]["per_subject"].pop(0)
+    other = tmp_path / "other" / "report.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(report))
+    proc = _cli("compare", str(out), str(other.parent), "--protocol", "grouped_by_subject")
+    assert proc.returncode == 2 and f"subject {dropped['subject']} has {dropped['n']} {dropped['class']} windows" in proc.stderr
+    proc = _cli("compare", str(out), str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "no report of a finished run here" in proc.stderr
+
+
 def test_prefect_recorded_the_flow_and_its_tasks(flow_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort

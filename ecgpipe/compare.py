@@ -1,0 +1,251 @@
+"""Is one classifier better than another on the same windows, or is the gain chance? A paired comparison over subjects.
+
+Two rows of a sweep, or the best rows of two runs of the same segments (``ecgpipe compare RUN_A RUN_B``), were each
+scored on every window out of fold. Their macro-F1 differ by 0.01: is that a gain? Patients differ far more than
+classifiers do, and both classifiers met the same patients, so the honest interval is *paired*: each bootstrap draw
+resamples subjects with replacement (as the report's intervals do) and scores both classifiers on the drawn subjects,
+so that what the two share (an easy or a hard patient) cancels in the difference. A difference whose 95 % interval
+holds 0 is not a gain, whatever the point estimates say.
+
+The unit of work is a protocol's per-subject outcome (``ProtocolResult.per_subject``: for each subject and annotated
+class, what its windows were called), which every report stores: summed over drawn subjects it is that draw's
+confusion matrix. Both results must hold the same subjects with the same windows of each class (the same segments
+table); otherwise the comparison is refused, naming the first subject that differs.
+
+Pure functions: no Prefect, no Dask, no Zarr.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecgpipe.classifier_settings import EndpointSettings
+from ecgpipe.endpoints import percentile_interval
+from ecgpipe.errors import EcgpipeError, UnreadableFile
+from ecgpipe.results import (
+    MetricDifference,
+    PairedComparison,
+    ProtocolResult,
+    RecordLevel,
+    RunComparison,
+    ScopeComparison,
+)
+
+
+class NotPaired(EcgpipeError, ValueError):
+    """Two results that were not scored on the same windows of the same subjects cannot be compared pairwise."""
+
+
+@dataclass(frozen=True)
+class SubjectConfusions:
+    """Per subject, its windows' confusion matrix (annotated class x predicted class), subjects sorted."""
+
+    subjects: list[str]
+    counts: np.ndarray  # (n_subjects, n_classes, n_classes)
+
+    def support(self) -> dict[tuple[str, int], int]:
+        """(subject, class index) -> windows, for the classes the subject has."""
+        per_class = self.counts.sum(axis=2)
+        return {(s, c): int(per_class[i, c]) for i, s in enumerate(self.subjects) for c in np.flatnonzero(per_class[i])}
+
+
+def subject_confusions(result: ProtocolResult, class_names: list[str]) -> SubjectConfusions:
+    """A protocol result's per-subject confusion matrices, from its ``per_subject`` outcomes."""
+    index = {name: i for i, name in enumerate(class_names)}
+    subjects = sorted({s.subject for s in result.per_subject})
+    row = {s: i for i, s in enumerate(subjects)}
+    counts = np.zeros((len(subjects), len(class_names), len(class_names)), dtype=np.int64)
+    for outcome in result.per_subject:
+        for predicted, n in outcome.predicted.items():
+            counts[row[outcome.subject], index[outcome.class_name], index[predicted]] += n
+    return SubjectConfusions(subjects, counts)
+
+
+def confusion_metrics(cm: np.ndarray, class_names: list[str], endpoints: dict[str, EndpointSettings]) -> dict[str, np.ndarray]:
+    """Accuracy, balanced accuracy, macro-F1 and each endpoint's sensitivity and specificity of confusion matrices
+    ``cm`` (..., k, k), over the classes that have windows in each matrix (as the report's intervals count them).
+    NaN where a metric is undefined (an endpoint without positives in a draw)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp, support, predicted = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1), cm.sum(-2)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, tp / support, 0.0)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        n_present = present.sum(-1)
+        out = {
+            "accuracy": tp.sum(-1) / cm.sum((-2, -1)),
+            "balanced_accuracy": recall.sum(-1) / n_present,
+            "macro_f1": np.where(present, f1, 0.0).sum(-1) / n_present,
+        }
+        for name, endpoint in endpoints.items():
+            positive = np.isin(class_names, endpoint.classes)
+            called_positive = cm[..., positive].sum(-1)  # per annotated class: windows called one of the positives
+            tp_e, pos = called_positive[..., positive].sum(-1), support[..., positive].sum(-1)
+            fp_e, neg = called_positive[..., ~positive].sum(-1), support[..., ~positive].sum(-1)
+            out[f"{name} sensitivity"] = np.where(pos > 0, tp_e / pos, np.nan)
+            out[f"{name} specificity"] = np.where(neg > 0, (neg - fp_e) / neg, np.nan)
+    return out
+
+
+def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[str], labels: tuple[str, str]) -> None:
+    """Refuse two results that were not scored on the same windows: other subjects, or other windows per class."""
+    support_a, support_b = a.support(), b.support()
+    if support_a == support_b:
+        return
+    for key in sorted(set(support_a) | set(support_b)):
+        na, nb = support_a.get(key, 0), support_b.get(key, 0)
+        if na != nb:
+            subject, c = key
+            raise NotPaired(f"{labels[0]} and {labels[1]} were not scored on the same windows: subject {subject} has "
+                            f"{na} {class_names[c]} windows in {labels[0]} and {nb} in {labels[1]}. A paired comparison "
+                            "needs the same segments (same data, classes, segment and selection settings)")
+
+
+def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectConfusions:
+    """Per record, its one outcome (label x the class its windows voted for) of a CSV-labelled dataset's record-level
+    result: each record its own unit of the bootstrap, as the report's per-record intervals count them."""
+    index = {name: i for i, name in enumerate(class_names)}
+    names = sorted(r.record for r in records.records)
+    row = {name: i for i, name in enumerate(names)}
+    counts = np.zeros((len(names), len(class_names), len(class_names)), dtype=np.int64)
+    for r in records.records:
+        counts[row[r.record], index[r.label], index[r.predicted]] += 1
+    return SubjectConfusions(names, counts)
+
+
+def paired_comparison(a: ProtocolResult, b: ProtocolResult, class_names: list[str],
+                      endpoints: dict[str, EndpointSettings] | None = None, labels: tuple[str, str] = ("A", "B"),
+                      n_boot: int = 2000, seed: int = 0) -> PairedComparison:
+    """Each metric of ``a`` and ``b`` (one protocol's results), their difference (a - b) and its 95 % paired
+    bootstrap interval over subjects, and the share of draws in which ``a`` scored higher."""
+    return compare_confusions(subject_confusions(a, class_names), subject_confusions(b, class_names), class_names,
+                              endpoints, labels, n_boot, seed, level=a.level)
+
+
+def compare_confusions(conf_a: SubjectConfusions, conf_b: SubjectConfusions, class_names: list[str],
+                       endpoints: dict[str, EndpointSettings] | None = None, labels: tuple[str, str] = ("A", "B"),
+                       n_boot: int = 2000, seed: int = 0, level: str = "window") -> PairedComparison:
+    """``paired_comparison`` of per-unit confusion matrices (subjects' windows, or records)."""
+    endpoints = endpoints or {}
+    check_paired(conf_a, conf_b, class_names, labels)
+    n = len(conf_a.subjects)
+    rng = np.random.default_rng(seed)
+    # draw b holds subject s weights[b, s] times; the same draws for both classifiers (that is the pairing)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(np.float64)
+    k = len(class_names)
+
+    def drawn(conf: SubjectConfusions) -> np.ndarray:
+        return (weights @ conf.counts.reshape(n, k * k)).reshape(n_boot, k, k)
+
+    point_a = confusion_metrics(conf_a.counts.sum(0), class_names, endpoints)
+    point_b = confusion_metrics(conf_b.counts.sum(0), class_names, endpoints)
+    draws_a = confusion_metrics(drawn(conf_a), class_names, endpoints)
+    draws_b = confusion_metrics(drawn(conf_b), class_names, endpoints)
+    differences = []
+    for metric in point_a:
+        delta = draws_a[metric] - draws_b[metric]
+        defined = np.isfinite(delta)
+        va, vb = _finite(point_a[metric]), _finite(point_b[metric])
+        differences.append(MetricDifference(
+            metric=metric, a=va, b=vb, difference=None if va is None or vb is None else va - vb,
+            ci95=percentile_interval(delta[defined]),
+            a_better=float((delta[defined] > 0).mean()) if defined.any() else None,
+        ))
+    return PairedComparison(level=level, n_subjects=n, n_rows=int(conf_a.counts.sum()), n_boot=n_boot,
+                            differences=differences)
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+# ------------------------------------------------------------------------------------------------ two runs
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a comparison reads of a finished run's ``report.json``: its best row's results under each protocol."""
+
+    report: Path
+    classifier: str
+    class_names: list[str]
+    endpoints: dict[str, EndpointSettings]
+    protocols: dict[str, ProtocolResult]
+
+
+def read_report(run: str | Path) -> FinishedRun:
+    """A finished run's ``report.json`` (``run``: its output folder or the file itself), its results validated."""
+    path = Path(run)
+    path = path / "report.json" if path.is_dir() else path
+    if not path.is_file():
+        raise UnreadableFile(f"{path}: no report of a finished run here (give a run's output folder or its report.json)")
+    try:
+        doc = json.loads(path.read_text())
+        fields = set(ProtocolResult.model_fields)  # the written report adds file names (its confusion PNGs)
+        protocols = {name: ProtocolResult.model_validate({k: v for k, v in p.items() if k in fields})
+                     for name, p in doc["protocols"].items()}
+        endpoints = {name: EndpointSettings.model_validate(e) for name, e in (doc["config"].get("endpoints") or {}).items()}
+        return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # JSON and pydantic errors are ValueErrors
+        raise UnreadableFile(f"{path}: not a readable ecgpipe report ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | None = None, n_boot: int = 2000,
+                 seed: int = 0) -> RunComparison:
+    """The best rows of two runs of the same segments, protocol by protocol: windows, and records' votes where the
+    datasets are labelled per record. Endpoints: those both runs declare alike."""
+    a, b = read_report(run_a), read_report(run_b)
+    path_a, path_b, names_a = a.report, b.report, a.class_names
+    if a.class_names != b.class_names:
+        raise NotPaired(f"{path_a} and {path_b} have other classes ({', '.join(a.class_names)} vs "
+                        f"{', '.join(b.class_names)}): no paired comparison")
+    endpoints = {name: e for name, e in a.endpoints.items()
+                 if name in b.endpoints and sorted(b.endpoints[name].classes) == sorted(e.classes)}
+    wanted = protocols or list(a.protocols)
+    unknown = [p for p in wanted if p not in a.protocols and p not in b.protocols]
+    if unknown:
+        raise NotPaired(f"no protocol {', '.join(unknown)} in {path_a} or {path_b} "
+                        f"(they have {', '.join(sorted(set(a.protocols) | set(b.protocols)))})")
+    labels = (str(path_a.parent), str(path_b.parent))
+    scopes, not_compared = [], []
+    for protocol in wanted:
+        if protocol not in a.protocols or protocol not in b.protocols:
+            not_compared.append(f"{protocol}: only in {labels[0] if protocol in a.protocols else labels[1]}")
+            continue
+        pa, pb = a.protocols[protocol], b.protocols[protocol]
+        if pa.level != pb.level:
+            not_compared.append(f"{protocol}: one run scores {pa.level}s, the other {pb.level}s")
+        else:
+            scopes.append(ScopeComparison(protocol=protocol, scored=f"{pa.level}s",
+                                          comparison=paired_comparison(pa, pb, names_a, endpoints, labels, n_boot, seed)))
+        if pa.per_record is not None and pb.per_record is not None and pa.level == "window" and pb.level == "window":
+            ra, rb = record_confusions(pa.per_record, names_a), record_confusions(pb.per_record, names_a)
+            scopes.append(ScopeComparison(
+                protocol=protocol, scored="records (their windows' answer)",
+                comparison=compare_confusions(ra, rb, names_a, endpoints, labels, n_boot, seed, level="record")))
+    return RunComparison(a=labels[0], b=labels[1], a_classifier=a.classifier, b_classifier=b.classifier,
+                         class_names=names_a, scopes=scopes, not_compared=not_compared)
+
+
+def comparison_markdown(result: RunComparison) -> str:
+    """The comparison as Markdown: one table per protocol and scope, A - B with its paired interval."""
+    lines = [f"A: {result.a} ({result.a_classifier})", f"B: {result.b} ({result.b_classifier})"]
+    for scope in result.scopes:
+        c = scope.comparison
+        unit = "records" if c.level == "record" or scope.scored.startswith("records") else "subjects"
+        lines += ["", f"### {scope.protocol}, {scope.scored}: {c.n_rows} scored, paired bootstrap over {c.n_subjects} "
+                      f"{unit} ({c.n_boot} draws)", "",
+                  "| metric | A | B | A - B | 95 % CI of A - B | draws with A higher | verdict |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for d in c.differences:
+            value = lambda v, sign="": "-" if v is None else f"{v:{sign}.4f}"  # noqa: E731
+            ci = "-" if d.ci95 is None else f"{d.ci95[0]:+.4f} to {d.ci95[1]:+.4f}"
+            share = "-" if d.a_better is None else f"{d.a_better:.1%}"
+            verdict = {"a higher": "A higher", "b higher": "B higher"}.get(d.verdict, d.verdict)
+            lines.append(f"| {d.metric} | {value(d.a)} | {value(d.b)} | {value(d.difference, '+')} | {ci} | {share} "
+                         f"| {verdict} |")
+    lines += [f"not compared: {why}" for why in result.not_compared]
+    return "\n".join(lines)

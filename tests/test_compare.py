@@ -1,0 +1,90 @@
+"""Paired comparison of two classifiers on the same windows (ecgpipe.compare): point values equal the report's, the
+interval is paired over subjects, and unpaired results are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgpipe.classifier_settings import EndpointSettings
+from ecgpipe.classify import summarize_protocol
+from ecgpipe.compare import NotPaired, paired_comparison, subject_confusions
+
+CLASSES = ["normal", "afib", "vt", "vf"]
+ENDPOINTS = {"shockable": EndpointSettings(classes=["vt", "vf"]), "af": EndpointSettings(classes=["afib"])}
+
+
+def _windows(seed: int = 0, n_subjects: int = 24, per_subject: int = 40):
+    """Windows of subjects that each hold one or two classes, as rhythm databases do."""
+    rng = np.random.default_rng(seed)
+    y, groups = [], []
+    for s in range(n_subjects):
+        classes = rng.choice(len(CLASSES), size=1 + s % 2, replace=False)
+        y += rng.choice(classes, per_subject).tolist()
+        groups += [f"p{s:02d}"] * per_subject
+    return np.array(y), np.array(groups)
+
+
+def _predict(y: np.ndarray, groups: np.ndarray, error_rate: dict[str, float], seed: int) -> np.ndarray:
+    """Predictions that are wrong at a per-subject rate (a hard patient is hard for every classifier)."""
+    rng = np.random.default_rng(seed)
+    pred = y.copy()
+    for subject, rate in error_rate.items():
+        rows = np.flatnonzero((groups == subject) & (rng.random(len(y)) < rate))
+        pred[rows] = (y[rows] + rng.integers(1, len(CLASSES), len(rows))) % len(CLASSES)
+    return pred
+
+
+def _result(y, pred, groups):
+    splits = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in np.unique(groups)[:3]]
+    return summarize_protocol(y, pred, groups, splits, CLASSES, endpoints=ENDPOINTS)
+
+
+def test_point_values_are_the_reports_own():
+    y, groups = _windows()
+    hardness = {g: 0.05 + 0.6 * (i % 5 == 0) for i, g in enumerate(np.unique(groups))}
+    a = _result(y, _predict(y, groups, hardness, 1), groups)
+    b = _result(y, _predict(y, groups, hardness, 2), groups)
+    cmp = paired_comparison(a, b, CLASSES, ENDPOINTS)
+    assert subject_confusions(a, CLASSES).counts.sum(0).tolist() == a.confusion_matrix
+    for result, side in ((a, "a"), (b, "b")):
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            assert getattr(cmp.metric(metric), side) == pytest.approx(getattr(result, metric), abs=1e-12)
+        for name, endpoint in result.endpoints.items():
+            assert getattr(cmp.metric(f"{name} sensitivity"), side) == pytest.approx(endpoint.sensitivity, abs=1e-12)
+            assert getattr(cmp.metric(f"{name} specificity"), side) == pytest.approx(endpoint.specificity, abs=1e-12)
+    assert cmp.n_subjects == len(np.unique(groups)) and cmp.n_rows == len(y)
+
+
+def test_the_same_classifier_differs_by_nothing():
+    y, groups = _windows()
+    a = _result(y, _predict(y, groups, {g: 0.2 for g in np.unique(groups)}, 1), groups)
+    cmp = paired_comparison(a, a, CLASSES, ENDPOINTS)
+    for d in cmp.differences:
+        assert d.difference == 0 and d.ci95 == [0.0, 0.0] and d.a_better == 0.0
+        assert d.verdict == "no difference shown"
+
+
+def test_pairing_narrows_the_interval_where_patients_share_the_difficulty():
+    """A is better on every patient by a little; patients' own difficulty varies a lot. Paired, the gain is shown;
+    the two classifiers' separate intervals overlap."""
+    y, groups = _windows(n_subjects=30)
+    subjects = np.unique(groups)
+    hard = {g: 0.05 + 0.5 * (i % 3 == 0) for i, g in enumerate(subjects)}
+    a = _result(y, _predict(y, groups, hard, 1), groups)
+    b = _result(y, _predict(y, groups, {g: r + 0.08 for g, r in hard.items()}, 1), groups)
+    cmp = paired_comparison(a, b, CLASSES, ENDPOINTS, labels=("a", "b"))
+    acc = cmp.metric("accuracy")
+    assert acc.difference > 0 and acc.ci95[0] > 0 and acc.verdict == "a higher" and acc.a_better > 0.975
+    assert a.ci95.accuracy[0] < b.ci95.accuracy[1]  # unpaired, the intervals overlap: the pairing is what shows it
+    reverse = paired_comparison(b, a, CLASSES, ENDPOINTS).metric("accuracy")
+    assert reverse.difference == pytest.approx(-acc.difference) and reverse.verdict == "b higher"
+
+
+def test_results_of_other_windows_are_refused_naming_the_subject():
+    y, groups = _windows()
+    a = _result(y, y, groups)
+    keep = ~((groups == "p03") & (np.arange(len(y)) % 2 == 0))  # p03 lost half its windows in B
+    b = _result(y[keep], y[keep], groups[keep])
+    with pytest.raises(NotPaired, match=r"subject p03 has \d+ \w+ windows in run_a and \d+ in run_b"):
+        paired_comparison(a, b, CLASSES, ENDPOINTS, labels=("run_a", "run_b"))
