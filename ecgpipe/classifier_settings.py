@@ -126,7 +126,7 @@ class ClassifierSettings(_Strict):
             parts = [f"lr∈{self.learning_rate_grid} nested" if self.tune else f"lr={self.learning_rate:g}", f"{self.max_iter} trees"]
         else:
             parts = [f"C∈{self.C_grid} nested" if self.tune else f"C={self.C:g}"]
-        if self.pca:
+        if self.pca and self.inputs != "rhythm":  # PCA reduces the CNN block; a rhythm-only row has none
             parts.insert(0, f"PCA {self.pca}")
         if self.class_weight:
             parts.append("balanced")

@@ -241,8 +241,8 @@ def comparison_markdown(result: RunComparison) -> str:
                   "| metric | A | B | A - B | 95 % CI of A - B | draws with A higher | verdict |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for d in c.differences:
-            value = lambda v, sign="": "-" if v is None else f"{v:{sign}.4f}"  # noqa: E731
-            ci = "-" if d.ci95 is None else f"{d.ci95[0]:+.4f} to {d.ci95[1]:+.4f}"
+            value = lambda v, sign="": "-" if v is None else f"{round(v, 4) + 0.0:{sign}.4f}"  # noqa: E731 (no "-0.0000")
+            ci = "-" if d.ci95 is None else f"{value(d.ci95[0], '+')} to {value(d.ci95[1], '+')}"
             share = "-" if d.a_better is None else f"{d.a_better:.1%}"
             verdict = {"a higher": "A higher", "b higher": "B higher"}.get(d.verdict, d.verdict)
             lines.append(f"| {d.metric} | {value(d.a)} | {value(d.b)} | {value(d.difference, '+')} | {ci} | {share} "

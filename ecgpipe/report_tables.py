@@ -46,8 +46,9 @@ def versus_best_words(row: dict, protocol: str) -> str:
     d = row.get("versus_best", {}).get(protocol)
     if not d or d.get("ci95") is None:
         return "-"
+    signed = lambda v: f"{round(v, 3) + 0.0:+.3f}"  # noqa: E731 (no "-0.000")
     lo, hi = d["ci95"]
-    return f"{d['difference']:+.3f} ({lo:+.3f} to {hi:+.3f})"
+    return f"{signed(d['difference'])} ({signed(lo)} to {signed(hi)})"
 
 
 def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
