@@ -91,7 +91,8 @@ def confusion_metrics(cm: np.ndarray, class_names: list[str], endpoints: dict[st
     return out
 
 
-def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[str], labels: tuple[str, str]) -> None:
+def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[str], labels: tuple[str, str],
+                 unit: str = "windows") -> None:
     """Refuse two results that were not scored on the same windows: other subjects, or other windows per class."""
     support_a, support_b = a.support(), b.support()
     if support_a == support_b:
@@ -101,8 +102,9 @@ def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[s
         if na != nb:
             subject, c = key
             raise NotPaired(f"{labels[0]} and {labels[1]} were not scored on the same windows: subject {subject} has "
-                            f"{na} {class_names[c]} windows in {labels[0]} and {nb} in {labels[1]}. A paired comparison "
-                            "needs the same segments (same data, classes, segment and selection settings)")
+                            f"{na} {class_names[c]} {unit} in {labels[0]} and {nb} in {labels[1]}. A paired comparison "
+                            "needs the same segments (same data, classes, segment and selection settings) or, for "
+                            "evaluations, the same records with the same labels")
 
 
 def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectConfusions:
@@ -131,7 +133,7 @@ def compare_confusions(conf_a: SubjectConfusions, conf_b: SubjectConfusions, cla
                        n_boot: int = 2000, seed: int = 0, level: str = "window") -> PairedComparison:
     """``paired_comparison`` of per-unit confusion matrices (subjects' windows, or records)."""
     endpoints = endpoints or {}
-    check_paired(conf_a, conf_b, class_names, labels)
+    check_paired(conf_a, conf_b, class_names, labels, "records" if level == "record" else "windows")
     n = len(conf_a.subjects)
     rng = np.random.default_rng(seed)
     # draw b holds subject s weights[b, s] times; the same draws for both classifiers (that is the pairing)
@@ -167,50 +169,89 @@ def _finite(value) -> float | None:
 # ------------------------------------------------------------------------------------------------ two runs
 @dataclass(frozen=True)
 class FinishedRun:
-    """What a comparison reads of a finished run's ``report.json``: its best row's results under each protocol."""
+    """What a comparison reads of a finished run's ``report.json`` (its best row's results under each protocol) or of
+    an ``ecgpipe evaluate`` output's ``evaluation.json`` (a model's per-record answers on an external dataset)."""
 
     report: Path
     classifier: str
     class_names: list[str]
     endpoints: dict[str, EndpointSettings]
     protocols: dict[str, ProtocolResult]
+    external: tuple[str, SubjectConfusions] | None = None  # evaluations: (dataset config, per-record outcomes)
 
 
 def read_report(run: str | Path) -> FinishedRun:
-    """A finished run's ``report.json`` (``run``: its output folder or the file itself), its results validated."""
+    """A finished run's ``report.json`` or an evaluation's ``evaluation.json`` (``run``: the output folder or the file
+    itself), its results validated."""
     path = Path(run)
-    path = path / "report.json" if path.is_dir() else path
+    if path.is_dir():
+        path = path / "report.json" if (path / "report.json").is_file() or not (path / "evaluation.json").is_file() \
+            else path / "evaluation.json"
     if not path.is_file():
-        raise UnreadableFile(f"{path}: no report of a finished run here (give a run's output folder or its report.json)")
+        raise UnreadableFile(f"{path}: no report of a finished run here (give a run's or an evaluation's output folder, "
+                             "or its report.json / evaluation.json)")
     try:
         doc = json.loads(path.read_text())
+        if "dataset_classes" in doc:  # an ecgpipe evaluate output
+            return _evaluation(path, doc)
         fields = set(ProtocolResult.model_fields)  # the written report adds file names (its confusion PNGs)
         protocols = {name: ProtocolResult.model_validate({k: v for k, v in p.items() if k in fields})
                      for name, p in doc["protocols"].items()}
         endpoints = {name: EndpointSettings.model_validate(e) for name, e in (doc["config"].get("endpoints") or {}).items()}
         return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols)
+    except NotPaired:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # JSON and pydantic errors are ValueErrors
         raise UnreadableFile(f"{path}: not a readable ecgpipe report ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+def _evaluation(path: Path, doc: dict) -> FinishedRun:
+    """An evaluation of a CSV-labelled dataset: each scored record's label and the dataset class its answer maps to
+    (or "(unmapped)", the evaluation's last confusion column), each record its own unit."""
+    result = doc["results"].get("records")
+    if result is None:
+        raise NotPaired(f"{path}: scored per window of rhythm-annotated records; `ecgpipe compare` pairs evaluations "
+                        "of datasets labelled per record (CSV), whose every record's answer the evaluation lists")
+    names = list(result["confusion_columns"])  # the dataset's classes, then the column of unmapped answers
+    index = {name: i for i, name in enumerate(names)}
+    scored = sorted((row for row in doc["records"] if row.get("predicted")), key=lambda row: row["record"])
+    counts = np.zeros((len(scored), len(names), len(names)), dtype=np.int64)
+    for i, row in enumerate(scored):
+        counts[i, index[row["label"]], index[row["predicted"]]] = 1
+    endpoints = {name: EndpointSettings(classes=e["classes"]) for name, e in result["endpoints"].items()}
+    model = f"model {doc['model']} ({doc['model_preset']})"
+    return FinishedRun(path, model, names, endpoints, {},
+                       external=(doc["dataset_config"], SubjectConfusions([row["record"] for row in scored], counts)))
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | None = None, n_boot: int = 2000,
                  seed: int = 0) -> RunComparison:
     """The best rows of two runs of the same segments, protocol by protocol: windows, and records' votes where the
-    datasets are labelled per record. Endpoints: those both runs declare alike."""
+    datasets are labelled per record; or two models' evaluations on the same external records. Endpoints: those
+    both declare alike."""
     a, b = read_report(run_a), read_report(run_b)
     path_a, path_b, names_a = a.report, b.report, a.class_names
+    if (a.external is None) != (b.external is None):
+        raise NotPaired(f"{path_a} and {path_b}: one is a run's report, the other an evaluation; compare two of a kind")
     if a.class_names != b.class_names:
         raise NotPaired(f"{path_a} and {path_b} have other classes ({', '.join(a.class_names)} vs "
                         f"{', '.join(b.class_names)}): no paired comparison")
     endpoints = {name: e for name, e in a.endpoints.items()
                  if name in b.endpoints and sorted(b.endpoints[name].classes) == sorted(e.classes)}
+    labels = (str(path_a.parent), str(path_b.parent))
+    scopes, not_compared = [], []
+    if a.external is not None:
+        (dataset, ra), (_, rb) = a.external, b.external
+        scopes.append(ScopeComparison(
+            protocol=f"external: {dataset}", scored="records (each model's answer, mapped to the dataset's classes)",
+            comparison=compare_confusions(ra, rb, names_a, endpoints, labels, n_boot, seed, level="record")))
+        return RunComparison(a=labels[0], b=labels[1], a_classifier=a.classifier, b_classifier=b.classifier,
+                             class_names=names_a, scopes=scopes)
     wanted = protocols or list(a.protocols)
     unknown = [p for p in wanted if p not in a.protocols and p not in b.protocols]
     if unknown:
         raise NotPaired(f"no protocol {', '.join(unknown)} in {path_a} or {path_b} "
                         f"(they have {', '.join(sorted(set(a.protocols) | set(b.protocols)))})")
-    labels = (str(path_a.parent), str(path_b.parent))
-    scopes, not_compared = [], []
     for protocol in wanted:
         if protocol not in a.protocols or protocol not in b.protocols:
             not_compared.append(f"{protocol}: only in {labels[0] if protocol in a.protocols else labels[1]}")

@@ -4,6 +4,7 @@ values that do not match the first sample in some), read with the same checks as
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,18 @@ def run_cinc_slice(cinc, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "## Clinical endpoints" in md and "Clinical endpoints" in html and "record macro-F1" in md
     assert "Per rhythm:" in md and "Per rhythm:" in html
+    # paired comparisons with the best row only where both score the same rows (records, or windows)
+    for row in report["comparison"]:
+        same_level = ("per record" in row["classifier"]) == (best["level"] == "record")
+        assert ("grouped_by_subject" in row["versus_best"]) == (same_level and not row["best"])
+    from ecgpipe.compare import compare_runs
+
+    itself = compare_runs(tmp_path / "out", tmp_path / "out", n_boot=200)
+    scored = {(s.protocol, s.scored) for s in itself.scopes}
+    assert ("grouped_by_subject", f"{best['level']}s") in scored
+    if best["level"] == "window":  # and the records' answers from their windows, records resampled
+        assert ("grouped_by_subject", "records (their windows' answer)") in scored
+    assert all(d.difference in (0, None) for s in itself.scopes for d in s.comparison.differences)
     # the model carries a detector per endpoint when its classifier reads windows (a record-level one has none)
     from ecgpipe.model import load_model
 
@@ -186,6 +199,8 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     assert len(listed) == 16  # every record once, the unscored ones with the reason
     assert sum("not scored" in line for line in listed) == acc["excluded_label"] + acc["unknown_label"]
 
+    _compare_evaluations(tmp_path / "ev_cinc", tmp_path)
+
     mitdb = tmp_path / "mitdb_af.toml"
     mitdb.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["201"]\n'
                      '[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n[endpoints.af]\nclasses = ["afib"]\n')
@@ -205,6 +220,39 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
         main(["evaluate", "--model", str(model)])  # missing --config/--out: argparse's usage error
     assert main(["evaluate", "--model", str(model), "--config", str(mitdb), "--data-dir", str(physionet),
                  "--out", str(tmp_path / "ev_bad"), "--map", "vt=afib"]) == 2  # no such model class: one line, exit 2
+    # per-window evaluations list no per-record answers: not paired, said in one line
+    assert main(["compare", str(tmp_path / "ev_mitdb"), str(tmp_path / "ev_mitdb")]) == 2
+    assert "scored per window" in capsys.readouterr().err
+
+
+def _compare_evaluations(ev: Path, tmp_path: Path) -> None:
+    """`ecgpipe compare` of two evaluations of the same external records: paired over records. A model against
+    itself differs by nothing; one record answered otherwise moves accuracy by exactly one record; other records or
+    labels are refused, naming the record."""
+    import json
+
+    from ecgpipe.cli import main
+
+    doc = json.loads((ev / "evaluation.json").read_text())
+    assert main(["compare", str(ev), str(ev / "evaluation.json"), "--boot", "300", "--json", str(tmp_path / "same.json")]) == 0
+    (scope,) = json.loads((tmp_path / "same.json").read_text())["scopes"]
+    c = scope["comparison"]
+    assert scope["protocol"] == f"external: {doc['dataset_config']}" and c["n_subjects"] == doc["results"]["records"]["n"]
+    macro = next(d for d in c["differences"] if d["metric"] == "macro_f1")
+    assert macro["a"] == pytest.approx(doc["results"]["records"]["macro_f1"]) and macro["difference"] == 0
+    other = json.loads(json.dumps(doc))
+    row = next(r for r in other["records"] if r.get("predicted"))
+    right = row["predicted"] == row["label"]
+    row["predicted"] = next(k for k in doc["dataset_classes"] if k != row["label"]) if right else row["label"]
+    (tmp_path / "ev_other").mkdir()
+    (tmp_path / "ev_other" / "evaluation.json").write_text(json.dumps(other))
+    assert main(["compare", str(ev), str(tmp_path / "ev_other"), "--json", str(tmp_path / "one.json")]) == 0
+    accuracy = next(d for d in json.loads((tmp_path / "one.json").read_text())["scopes"][0]["comparison"]["differences"]
+                    if d["metric"] == "accuracy")
+    assert accuracy["difference"] == pytest.approx((1 if right else -1) / c["n_subjects"])
+    row["label"] = next(k for k in doc["dataset_classes"] if k != row["label"])
+    (tmp_path / "ev_other" / "evaluation.json").write_text(json.dumps(other))
+    assert main(["compare", str(ev), str(tmp_path / "ev_other")]) == 2
 
 
 def load_preset_text(name: str) -> str:
