@@ -10,9 +10,11 @@ holds 0 is not a gain, whatever the point estimates say.
 The unit of work is a protocol's per-subject outcome (``ProtocolResult.per_subject``: for each subject and annotated
 class, what its windows were called), which every report stores: summed over drawn subjects it is that draw's
 confusion matrix. Both results must hold the same subjects with the same windows of each class (the same segments
-table); otherwise the comparison is refused, naming the first subject that differs.
+table); otherwise the comparison is refused, naming the first subject that differs. Two models' ``ecgpipe evaluate``
+outputs on the same external records of a CSV-labelled dataset compare the same way, each record its own unit.
 
-Pure functions: no Prefect, no Dask, no Zarr.
+The maths (``confusion_metrics``, ``compare_confusions``) are pure numpy; ``read_report`` and ``compare_runs`` read
+the runs' JSON files. No Prefect, no Dask, no Zarr.
 """
 
 from __future__ import annotations

@@ -82,6 +82,12 @@ class RunPlan:
 
     # ------------------------------------------------------------------------------------------------ chunks
     @property
+    def needs_cnn(self) -> bool:
+        """Whether any classifier row reads CNN features. A run whose every row reads the rhythm block alone (a
+        simple peer: RR statistics and gradient boosting) computes no spectrogram and no CNN feature."""
+        return any(c.inputs != "rhythm" for c in self.cfg.classifiers)
+
+    @property
     def spectrogram_array(self) -> str:
         return spectrograms.array_name(self.cfg)
 

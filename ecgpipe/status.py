@@ -82,9 +82,12 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         return [(f"{array}/{chunk_unit(i)}", array, chunk_unit(i), plan.chunk_done(array, i, key, n)) for i, key in enumerate(keys)]
 
     spec_keys = plan.spectrogram_keys(segment_table)
-    status["stages"]["spectrograms"] = tally(chunk_rows(plan.spectrogram_array, spec_keys))
     extractors = plan.feature_arrays(spec_keys)
-    status["stages"]["features"] = tally([u for e in extractors for u in chunk_rows(e.array, e.keys)])
+    if plan.needs_cnn:
+        status["stages"]["spectrograms"] = tally(chunk_rows(plan.spectrogram_array, spec_keys))
+        status["stages"]["features"] = tally([u for e in extractors for u in chunk_rows(e.array, e.keys)])
+    else:  # every classifier reads the rhythm block only: nothing to compute, nothing missing
+        status["stages"]["spectrograms"] = status["stages"]["features"] = tally([])
     rows = plan.rows(extractors, segment_table.key)
     stored = {r.unit: plan.row_done(r) for r in rows}
     status["stages"]["classify"] = tally([(r.unit, "classify", r.unit, stored[r.unit] is not None) for r in rows])

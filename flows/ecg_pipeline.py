@@ -16,6 +16,7 @@
         │
     report           flow process      report.json/.md/.html, model.skops             ecgpipe/report_build.py
 
+A run whose every classifier reads the rhythm block alone (a simple peer) skips spectrograms and features.
 Tasks run on a Dask cluster through prefect-dask's DaskTaskRunner and pass only store paths and chunk indices.
 Incremental by construction: each step submits only the units its plan (``ecgpipe/plan.py``) finds not done. Arrays
 are created and resized in the flow process before the tasks that fill them start; each task writes only whole
@@ -79,7 +80,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
         "stage_seconds": {k: round(v, 2) for k, v in log.stage_seconds.items()},
         "wall_s": round(log.elapsed(), 2),
         "store": run.store,
-        "spectrograms_array": Layout.data(spec_array),
+        "spectrograms_array": Layout.data(spec_array) if run.plan.needs_cnn else None,
         "feature_placement": placement,
         "feature_img_s": log.rate("features"),
         "provenance": {
@@ -89,7 +90,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
         },
     })
     doc = report.to_json()
-    run.logger.info(f"report: {write_report(doc, out, example_spectrograms(run.store, spec_array, cfg))}")
+    examples = example_spectrograms(run.store, spec_array, cfg) if run.plan.needs_cnn else None  # none computed
+    run.logger.info(f"report: {write_report(doc, out, examples)}")
     return doc
 
 

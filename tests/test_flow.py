@@ -335,6 +335,29 @@ def test_compare_cli_pairs_two_runs_of_the_same_windows(flow_run, tmp_path):
     assert proc.returncode == 2 and "no report of a finished run here" in proc.stderr
 
 
+def test_a_run_of_rhythm_only_classifiers_computes_no_cnn(flow_run, tmp_path):
+    """A simple peer (RR statistics, gradient boosting) on the same windows: no spectrogram, no CNN feature, the same
+    windows scored, `ecgpipe compare` pairs it with the CNN run, and status calls it done."""
+    from ecgpipe.status import run_status
+    from flows.ecg_pipeline import run_pipeline
+
+    peer = load_config(flow_run["cfg_path"], {"name": "peer", "sweep": {"features": [], "classifiers": [
+        {"kind": "hgb", "inputs": "rhythm", "class_weight": "balanced", "max_iter": 30, "min_samples_leaf": 3}]}})
+    out = tmp_path / "peer"
+    report = run_pipeline(peer, str(flow_run["data"]), str(out))
+    store = zarr.open_group(report["store"], mode="r")
+    for group in ("spectrograms", "features"):  # the store's layout has the groups; nothing was computed into them
+        assert not list(store[group].array_keys()) and not list(store[group].group_keys())
+    assert report["spectrograms_array"] is None and report["feature_placement"].startswith("not computed")
+    assert report["n_segments"] == flow_run["report"]["n_segments"] and report["classifier"].startswith("RR+irr+wave only")
+    assert set(report["protocols"]) == set(flow_run["report"]["protocols"])
+    proc = _cli("compare", str(flow_run["out"]), str(out), "--protocol", "grouped_by_subject", "--boot", "200")
+    assert proc.returncode == 0, proc.stderr
+    status = run_status(peer, str(flow_run["data"]), str(out))["stages"]
+    assert status["spectrograms"]["total"] == status["features"]["total"] == 0
+    assert status["classify"]["rerun_computes"] == 0 and status["classify"]["done"] == 1
+
+
 def test_prefect_recorded_the_flow_and_its_tasks(flow_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort

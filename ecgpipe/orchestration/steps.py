@@ -172,6 +172,9 @@ def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
 
 def compute_spectrograms(run: Run, segment_table: SegmentTable) -> tuple[str, list[str], set[int]]:
     """Stage 3: returns the spectrogram array, its chunk keys and the chunks that failed."""
+    if not run.plan.needs_cnn:
+        run.logger.info("spectrograms: none needed (every classifier reads the rhythm block only)")
+        return run.plan.spectrogram_array, run.plan.spectrogram_keys(segment_table), set()
     with run.log.timed(spectrograms.STAGE):
         spec_array, keys, n = run.plan.spectrogram_array, run.plan.spectrogram_keys(segment_table), len(segment_table)
         ensure_rows(run.store, Layout.data(spec_array), n, spectrograms.row_shape(run.cfg), run.cfg.run.chunk_size,
@@ -187,6 +190,13 @@ def compute_features(run: Run, segment_table: SegmentTable, spec_array: str, spe
                      ) -> tuple[list[FeatureArray], str]:
     """Stage 4: one feature array per extractor of the sweep, all from the same spectrograms; extractors that differ
     only in the layer share one forward pass per chunk. Returns the arrays and where their tasks ran."""
+    if not run.plan.needs_cnn:  # rhythm-only rows: the extractor is named in the report, never run
+        extractors = run.plan.feature_arrays(spec_keys)
+        for e in extractors:
+            e.attrs = {"backbone": e.cfg.features.backbone, "layer": e.cfg.features.layer or "(pooled)",
+                       "weights": "not used (every classifier reads the rhythm block only)", "width": 0}
+        run.logger.info("features: none needed (every classifier reads the rhythm block only)")
+        return extractors, "not computed: every classifier reads the rhythm block only"
     with run.log.timed(features.STAGE):
         n_gpu = gpu_workers_in_cluster()
         placement = f"{n_gpu} GPU worker(s) (resources GPU=1)" if n_gpu else "any worker (no GPU worker in the cluster)"
