@@ -136,19 +136,22 @@ def compare_confusions(conf_a: SubjectConfusions, conf_b: SubjectConfusions, cla
     """``paired_comparison`` of per-unit confusion matrices (subjects' windows, or records)."""
     endpoints = endpoints or {}
     check_paired(conf_a, conf_b, class_names, labels, "records" if level == "record" else "windows")
-    n = len(conf_a.subjects)
+    n, k = len(conf_a.subjects), len(class_names)
     rng = np.random.default_rng(seed)
-    # draw b holds subject s weights[b, s] times; the same draws for both classifiers (that is the pairing)
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(np.float64)
-    k = len(class_names)
-
-    def drawn(conf: SubjectConfusions) -> np.ndarray:
-        return (weights @ conf.counts.reshape(n, k * k)).reshape(n_boot, k, k)
+    flat_a, flat_b = conf_a.counts.reshape(n, k * k), conf_b.counts.reshape(n, k * k)
+    drawn_a, drawn_b = np.empty((n_boot, k * k)), np.empty((n_boot, k * k))
+    # draw d holds subject s weights[d, s] times; the same draws for both classifiers (that is the pairing). Draws
+    # go in blocks of at most ~4 M weights, so that 100 000 records need 32 MB, not n_boot x n
+    block = max(1, min(n_boot, 4_000_000 // max(n, 1)))
+    for lo in range(0, n_boot, block):
+        hi = min(n_boot, lo + block)
+        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(lo, hi)]).astype(np.float64)
+        drawn_a[lo:hi], drawn_b[lo:hi] = weights @ flat_a, weights @ flat_b
 
     point_a = confusion_metrics(conf_a.counts.sum(0), class_names, endpoints)
     point_b = confusion_metrics(conf_b.counts.sum(0), class_names, endpoints)
-    draws_a = confusion_metrics(drawn(conf_a), class_names, endpoints)
-    draws_b = confusion_metrics(drawn(conf_b), class_names, endpoints)
+    draws_a = confusion_metrics(drawn_a.reshape(n_boot, k, k), class_names, endpoints)
+    draws_b = confusion_metrics(drawn_b.reshape(n_boot, k, k), class_names, endpoints)
     differences = []
     for metric in point_a:
         delta = draws_a[metric] - draws_b[metric]

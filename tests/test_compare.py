@@ -88,3 +88,24 @@ def test_results_of_other_windows_are_refused_naming_the_subject():
     b = _result(y[keep], y[keep], groups[keep])
     with pytest.raises(NotPaired, match=r"subject p03 has \d+ \w+ windows in run_a and \d+ in run_b"):
         paired_comparison(a, b, CLASSES, ENDPOINTS, labels=("run_a", "run_b"))
+
+
+def test_a_hundred_thousand_records_are_compared_in_blocks_of_draws():
+    """CinC-scale datasets and beyond: draws go in blocks (2000 draws x 100 000 records would be 1.6 GB at once)."""
+    from ecgpipe.compare import SubjectConfusions, compare_confusions
+
+    rng = np.random.default_rng(0)
+    n, k = 100_000, 3
+    y = rng.integers(0, k, n)
+    a, b = y.copy(), y.copy()
+    wrong = rng.random(n) < 0.1
+    b[wrong] = (y[wrong] + 1) % k
+    counts_a, counts_b = np.zeros((n, k, k), dtype=np.int64), np.zeros((n, k, k), dtype=np.int64)
+    counts_a[np.arange(n), y, a] = 1
+    counts_b[np.arange(n), y, b] = 1
+    names = [f"r{i:06d}" for i in range(n)]
+    cmp = compare_confusions(SubjectConfusions(names, counts_a), SubjectConfusions(names, counts_b), ["n", "a", "o"],
+                             n_boot=120, level="record")
+    acc = cmp.metric("accuracy")
+    assert acc.a == 1.0 and acc.difference == pytest.approx(1 - (b == y).mean())
+    assert 0 < acc.ci95[0] < acc.difference < acc.ci95[1] and acc.ci95[1] - acc.ci95[0] < 0.01
