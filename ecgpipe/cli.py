@@ -376,8 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="is one run's classifier better than another's on the same windows? "
                                           "(paired bootstrap over subjects)")
-    cmp.add_argument("run_a", help="output folder of a finished run (or its report.json)")
-    cmp.add_argument("run_b", help="another run of the same segments (same data, classes, segment and sampling settings)")
+    cmp.add_argument("run_a", help="output folder of a finished run (or its report.json), or of an `ecgpipe evaluate` "
+                                   "(or its evaluation.json)")
+    cmp.add_argument("run_b", help="another run of the same segments (same data, classes, segment and sampling settings), "
+                                   "or another model's evaluation of the same records")
     cmp.add_argument("--protocol", action="append", default=[], help="only this protocol (repeatable; default: every one)")
     cmp.add_argument("--boot", type=positive_int, default=2000, help="bootstrap draws (default 2000)")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the draws")
