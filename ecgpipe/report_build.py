@@ -68,7 +68,8 @@ def versus(row: ComparisonRow, best: ComparisonRow) -> dict[str, MetricDifferenc
         if other is None or other.level != result.level:
             continue
         try:
-            comparison = paired_comparison(result, other, row.cfg.class_names, labels=(row.label, best.label), n_boot=1000)
+            # the class names the results were scored with (their per-class table, in class order)
+            comparison = paired_comparison(result, other, list(result.per_class), labels=(row.label, best.label), n_boot=1000)
         except NotPaired:
             continue
         out[protocol] = comparison.metric("macro_f1")

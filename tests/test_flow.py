@@ -494,6 +494,8 @@ def test_comparison_rows_name_an_untrained_backbone_and_the_input_size():
     # so must the rows of a sweep over input sizes (the default, 224, goes unsaid)
     assert [r["backbone"] for r in table] == ["efficientnet_lite0", "efficientnet_lite0 (random weights)", "efficientnet_lite0 @128 px"]
     assert [r["best"] for r in table] == [True, False, False]
+    # the same results: each row's paired difference from the best row is 0
+    assert all(r["versus_best"]["stratified_10fold"]["difference"] == 0 for r in table[1:])
 
 
 def test_status_with_another_config_uses_the_saved_data_folder_and_creates_nothing(flow_run, tmp_path):
