@@ -82,7 +82,8 @@ def cmd_run(args) -> int:
     if report.get("warning"):
         print(report["warning"])
     print(f"report: {args.out.rstrip('/')}/report.html  (and report.md, report.json, confusion_*.png)")
-    print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, backbone {report['backbone']}, wall {report['wall_s']:.0f} s"
+    cnn = "no CNN (rhythm block only)" if report.get("spectrograms_array") is None else f"backbone {report['backbone']}"
+    print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, {cnn}, wall {report['wall_s']:.0f} s"
           + (f", features {report['feature_img_s']:.0f} img/s" if report.get("feature_img_s") else ""))
     if len(report["comparison"]) > 1:
         print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")
