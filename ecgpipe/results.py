@@ -255,7 +255,7 @@ class Report(_Result):
     layer: str
     feature_width: int
     weights: str
-    features_array: str
+    features_array: str | None  # None: no CNN feature was computed (every classifier reads the rhythm block only)
     classifier: str
     features_description: str
     rhythm_description: str | None

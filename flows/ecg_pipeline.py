@@ -73,7 +73,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     rows, best, model_path = steps.classify(run, table, extractors)
     recordings = steps.score_recordings(run, records, rows, best)
 
-    report = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best).model_copy(update={
+    built = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best)
+    report = built.model_copy(update={
         "model": model_path,
         "recordings": recordings,
         "model_digest": content_digest(model_path) if model_path else None,
@@ -81,6 +82,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
         "wall_s": round(log.elapsed(), 2),
         "store": run.store,
         "spectrograms_array": Layout.data(spec_array) if run.plan.needs_cnn else None,
+        "features_array": built.features_array if run.plan.needs_cnn else None,
         "feature_placement": placement,
         "feature_img_s": log.rate("features"),
         "provenance": {

@@ -348,7 +348,8 @@ def test_a_run_of_rhythm_only_classifiers_computes_no_cnn(flow_run, tmp_path):
     store = zarr.open_group(report["store"], mode="r")
     for group in ("spectrograms", "features"):  # the store's layout has the groups; nothing was computed into them
         assert not list(store[group].array_keys()) and not list(store[group].group_keys())
-    assert report["spectrograms_array"] is None and report["feature_placement"].startswith("not computed")
+    assert report["spectrograms_array"] is None and report["features_array"] is None
+    assert report["feature_placement"].startswith("not computed")
     assert report["n_segments"] == flow_run["report"]["n_segments"] and report["classifier"].startswith("RR+irr+wave only")
     assert set(report["protocols"]) == set(flow_run["report"]["protocols"])
     proc = _cli("compare", str(flow_run["out"]), str(out), "--protocol", "grouped_by_subject", "--boot", "200")
