@@ -109,16 +109,21 @@ def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[s
                             "evaluations, the same records with the same labels")
 
 
+def one_answer_per_record(outcomes: list[tuple[str, str, str]], class_names: list[str]) -> SubjectConfusions:
+    """(record, label, answer) outcomes as one-window confusion matrices, records sorted: each record its own unit
+    of the bootstrap, as the report's per-record intervals count them."""
+    index = {name: i for i, name in enumerate(class_names)}
+    outcomes = sorted(outcomes)
+    counts = np.zeros((len(outcomes), len(class_names), len(class_names)), dtype=np.int64)
+    for i, (_, label, answer) in enumerate(outcomes):
+        counts[i, index[label], index[answer]] = 1
+    return SubjectConfusions([record for record, _, _ in outcomes], counts)
+
+
 def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectConfusions:
     """Per record, its one outcome (label x the class its windows voted for) of a CSV-labelled dataset's record-level
-    result: each record its own unit of the bootstrap, as the report's per-record intervals count them."""
-    index = {name: i for i, name in enumerate(class_names)}
-    names = sorted(r.record for r in records.records)
-    row = {name: i for i, name in enumerate(names)}
-    counts = np.zeros((len(names), len(class_names), len(class_names)), dtype=np.int64)
-    for r in records.records:
-        counts[row[r.record], index[r.label], index[r.predicted]] += 1
-    return SubjectConfusions(names, counts)
+    result."""
+    return one_answer_per_record([(r.record, r.label, r.predicted) for r in records.records], class_names)
 
 
 def paired_comparison(a: ProtocolResult, b: ProtocolResult, class_names: list[str],
@@ -218,15 +223,11 @@ def _evaluation(path: Path, doc: dict) -> FinishedRun:
         raise NotPaired(f"{path}: scored per window of rhythm-annotated records; `ecgpipe compare` pairs evaluations "
                         "of datasets labelled per record (CSV), whose every record's answer the evaluation lists")
     names = list(result["confusion_columns"])  # the dataset's classes, then the column of unmapped answers
-    index = {name: i for i, name in enumerate(names)}
-    scored = sorted((row for row in doc["records"] if row.get("predicted")), key=lambda row: row["record"])
-    counts = np.zeros((len(scored), len(names), len(names)), dtype=np.int64)
-    for i, row in enumerate(scored):
-        counts[i, index[row["label"]], index[row["predicted"]]] = 1
+    scored = [(row["record"], row["label"], row["predicted"]) for row in doc["records"] if row.get("predicted")]
     endpoints = {name: EndpointSettings(classes=e["classes"]) for name, e in result["endpoints"].items()}
     model = f"model {doc['model']} ({doc['model_preset']})"
     return FinishedRun(path, model, names, endpoints, {},
-                       external=(doc["dataset_config"], SubjectConfusions([row["record"] for row in scored], counts)))
+                       external=(doc["dataset_config"], one_answer_per_record(scored, names)))
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | None = None, n_boot: int = 2000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ecgpipe.config import config_from_dict
 from ecgpipe.protocols import short as protocol_short
 from ecgpipe.recording_endpoints import worst_negatives
 from ecgpipe.results import EndpointClassRate, EndpointResult
@@ -33,9 +34,8 @@ def record_scores(report: dict) -> list[str]:
 
 
 def selection_protocol(report: dict) -> str:
-    """The protocol the best row was chosen under."""
-    select_by = report["config"].get("sweep", {}).get("select_by")
-    return select_by or ("grouped_by_subject" if "grouped_by_subject" in report["protocols"] else next(iter(report["protocols"])))
+    """The protocol the best row was chosen under (the run's config decides, ``PipelineConfig.selection_protocol``)."""
+    return config_from_dict(report["config"], "report.json").selection_protocol
 
 
 def versus_best_words(row: dict, protocol: str) -> str:
