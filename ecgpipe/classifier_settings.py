@@ -62,6 +62,12 @@ class ClassifierSettings(_Strict):
     C: float = Field(10.0, gt=0, description="Regularisation (inverse strength); the grid below replaces it when tuned.")
     gamma: str | float = Field("scale", description="RBF width (kind='svc'): 'scale', 'auto' or a number > 0.")
     class_weight: Literal["balanced"] | None = None
+    subject_balance: float = Field(
+        0.0, ge=0, le=1, description="Weight training windows so that a few long recordings do not stand for a class: "
+        "within each class a window of a subject with n windows of it weighs n ** -subject_balance (0: every window "
+        "alike; 1: every subject alike; class_weight acts on top). Two-class endpoint detectors balance within the "
+        "rhythm classes each side pools.",
+    )
     tune: bool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
     C_grid: list[float] = Field([1.0, 10.0, 100.0], description="Values of C tried by the inner CV.")
     gamma_grid: list[str | float] = Field(
@@ -130,6 +136,8 @@ class ClassifierSettings(_Strict):
             parts.insert(0, f"PCA {self.pca}")
         if self.class_weight:
             parts.append("balanced")
+        if self.subject_balance:
+            parts.append("subjects balanced" if self.subject_balance == 1 else f"subjects balanced^{self.subject_balance:g}")
         if self.level == "record":
             parts.append(f"per record ({'/'.join(self.record_stats)})")
         if self.uses_probabilities:

@@ -33,7 +33,7 @@ from sklearn.svm import SVC, LinearSVC
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
-from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, STRATIFIED
+from ecgpipe.protocols import make_splits
 from ecgpipe.protocols import protocol as protocol_named
 from ecgpipe.results import ProtocolResult, RecordLevel
 
@@ -126,7 +126,7 @@ def inner_splits(settings: ClassifierSettings, y: np.ndarray, groups: np.ndarray
 
 
 def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, seed: int = 0, reuse_transforms: bool = True,
-                   blas_kernel: bool = True):
+                   blas_kernel: bool = True, subjects=None, weight_classes=None):
     """Fit on training rows. With ``tune``, C (and gamma for an RBF SVC) are chosen by an inner CV on these rows only
     (macro-F1), grouped by subject when ``groups`` is given, so the outer test fold never influences the choice.
 
@@ -134,10 +134,20 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     fitted once and reused for every grid value (scikit-learn's Pipeline ``memory``: a joblib cache of fitted
     transformers in a temporary folder). The numbers are the same as refitting it each time (``reuse_transforms=False``,
     kept for the benchmark that shows it: tests/benchmarks/bench_classify.py). An RBF SVC is libsvm's model fitted on a
-    kernel matrix computed with BLAS (``ecgpipe.kernels``; ``blas_kernel=False``: libsvm's own kernel loop)."""
+    kernel matrix computed with BLAS (``ecgpipe.kernels``; ``blas_kernel=False``: libsvm's own kernel loop).
+
+    With ``settings.subject_balance`` each row is weighted by ``subject_weights`` over ``subjects`` (every row's
+    subject), within ``weight_classes`` (the rows' rhythm classes; default ``y``: a two-class detector passes the
+    classes its two sides pool). The inner CV still scores unweighted macro-F1 on its held-out rows."""
     model = build_classifier(settings, n_cnn, blas_kernel)
+    fit_params = {}
+    if settings.subject_balance:
+        if subjects is None:
+            raise ValueError(f"classifier {settings.label!r}: subject_balance needs each training row's subject")
+        weights = subject_weights(y if weight_classes is None else weight_classes, subjects, settings.subject_balance)
+        fit_params["clf__sample_weight"] = weights
     if not settings.tune:
-        return model.fit(X, y), {}
+        return model.fit(X, y, **fit_params), {}
     clf = "clf__estimator__" if isinstance(model[-1], CalibratedClassifierCV) else "clf__"
     grid = {f"{clf}learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {f"{clf}C": list(settings.C_grid)}
     if settings.kind == "svc" and settings.kernel != "linear":
@@ -148,51 +158,26 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
         search = GridSearchCV(model, grid, cv=inner_splits(settings, y, groups, seed), scoring="f1_macro", refit=True, n_jobs=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            search.fit(X, y, groups=groups)
+            search.fit(X, y, groups=groups, **fit_params)
     chosen = {k.removeprefix(clf): v for k, v in search.best_params_.items()}
     return search.best_estimator_.set_params(memory=None), chosen  # the saved model points at no (deleted) cache
 
 
-def make_splits(
-    protocol: str, y: np.ndarray, groups: np.ndarray, cv: CVSettings, databases: np.ndarray | None = None
-) -> tuple[list, str]:
-    """Train/test index pairs for a protocol, and a note when fewer folds than asked were possible."""
-    note = ""
-    protocol_named(protocol)  # unknown names fail here, with the known ones listed
-    if protocol == LEAVE_ONE_DATABASE_OUT.name:
-        # train on every database but one, test on that one; only classes that every database holds take part
-        if databases is None or len(np.unique(databases)) < 2:
-            raise ValueError("leave_one_database_out needs segments from at least two databases")
-        names = sorted(np.unique(databases))
-        shared = set.intersection(*(set(np.unique(y[databases == d]).tolist()) for d in names))
-        if len(shared) < 2:
-            raise ValueError(f"leave_one_database_out: the databases {names} share fewer than two classes")
-        used = np.isin(y, sorted(shared))
-        splits = [(np.flatnonzero(used & (databases != d)), np.flatnonzero(used & (databases == d))) for d in names]
-        left_out = sorted(set(np.unique(y).tolist()) - shared)
-        note = f"folds test on {', '.join(names)} in turn" + (f"; class indices {left_out} not in every database: left out" if left_out else "")
-        return splits, note
-    if protocol == STRATIFIED.name:
-        min_class = np.bincount(y).min() if len(y) else 0
-        k = min(cv.n_splits, int(min_class))
-        if k < 2:
-            raise ValueError(f"stratified CV needs at least 2 segments in every class (smallest class has {min_class})")
-        if k < cv.n_splits:
-            note = f"{k} folds (the smallest class has {min_class} segments)"
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=cv.seed)
-        return list(splitter.split(np.zeros(len(y)), y)), note
-    if protocol == GROUPED.name:
-        n_groups = len(np.unique(groups))
-        k = min(cv.n_splits, n_groups)
-        if k < 2:
-            raise ValueError(f"grouped CV needs at least 2 subjects, got {n_groups}")
-        if k < cv.n_splits:
-            note = f"{k} folds (only {n_groups} subjects)"
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=cv.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
-            return list(splitter.split(np.zeros(len(y)), y, groups)), note
-    raise AssertionError(f"protocol {protocol!r} is registered but has no splitter")
+def subject_weights(classes: np.ndarray, subjects: np.ndarray, power: float) -> np.ndarray:
+    """Training weights that keep a few long recordings from standing for a class: within each class, a row of a
+    subject with n rows of that class weighs n ** -power, scaled so that the class's weights add up to its row count
+    (class weights, e.g. 'balanced', act on top unchanged). power 0: every row alike; 1: every subject alike within a
+    class (paper4's AF windows come from 10 patients, 33 to 318 windows each)."""
+    classes, subjects = np.asarray(classes), np.asarray(subjects)
+    if len(classes) != len(subjects):
+        raise ValueError(f"subject_weights: {len(classes)} classes for {len(subjects)} subjects")
+    weights = np.empty(len(classes), dtype=np.float64)
+    for c in np.unique(classes):
+        rows = classes == c
+        _, which, counts = np.unique(subjects[rows], return_inverse=True, return_counts=True)
+        raw = counts[which].astype(np.float64) ** -power
+        weights[rows] = raw * rows.sum() / raw.sum()
+    return weights
 
 
 def fit_predict(
@@ -204,11 +189,14 @@ def fit_predict(
     n_cnn: int | None = None,
     groups: np.ndarray | None = None,
     n_classes: int | None = None,
+    subjects: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """Fit the classifier on one fold's training rows and predict its test rows; also the inner CV's choice and,
     when the record rule needs them, the test rows' class probabilities.
-    ``groups`` (subjects) makes the inner CV of a tuned classifier grouped, as the outer one is."""
-    model, chosen = fit_classifier(X[train], y[train], classifier, n_cnn, None if groups is None else groups[train])
+    ``groups`` (subjects) makes the inner CV of a tuned classifier grouped, as the outer one is; ``subjects`` (every
+    row's, whatever the protocol) weights the training rows when the classifier balances subjects."""
+    model, chosen = fit_classifier(X[train], y[train], classifier, n_cnn, None if groups is None else groups[train],
+                                   subjects=None if subjects is None else subjects[train])
     if classifier.uses_probabilities:
         proba = model.predict_proba(X[test])
         return model.classes_[np.argmax(proba, axis=1)], chosen, class_probabilities(proba, model.classes_, n_classes or int(y.max()) + 1)
@@ -438,7 +426,7 @@ def evaluate_protocol(
     splits, note = make_splits(protocol, y, groups, cv, databases)
     folds = []
     for train, test in splits:
-        pred, params, _ = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups))
+        pred, params, _ = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups), subjects=groups)
         folds.append((test, pred, params))
     y_pred, chosen = collect_predictions(len(y), folds)
     return summarize_protocol(y, y_pred, groups, splits, class_names, note, chosen)

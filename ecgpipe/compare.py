@@ -11,7 +11,9 @@ The unit of work is a protocol's per-subject outcome (``ProtocolResult.per_subje
 class, what its windows were called), which every report stores: summed over drawn subjects it is that draw's
 confusion matrix. Both results must hold the same subjects with the same windows of each class (the same segments
 table); otherwise the comparison is refused, naming the first subject that differs. Two models' ``ecgpipe evaluate``
-outputs on the same external records of a CSV-labelled dataset compare the same way, each record its own unit.
+outputs on the same external records of a CSV-labelled dataset compare the same way, each record its own unit. Runs
+that scored the endpoints over whole recordings (``[recordings] score``) also compare each endpoint as ``ecgpipe
+predict`` calls it: per subject, its recordings' windows called positive or negative against their annotation.
 
 The maths (``confusion_metrics``, ``compare_confusions``) are pure numpy; ``read_report`` and ``compare_runs`` read
 the runs' JSON files. No Prefect, no Dask, no Zarr.
@@ -126,6 +128,39 @@ def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectCo
     return one_answer_per_record([(r.record, r.label, r.predicted) for r in records.records], class_names)
 
 
+def recording_confusions(records: list[dict], endpoint: str) -> SubjectConfusions:
+    """Per subject, one endpoint's calls over its whole recordings as a two-class confusion matrix (annotated negative
+    / positive x called negative / positive), from a report's ``recordings.records``; records without a call for the
+    endpoint (their fold had no detector for it) are left out."""
+    per_subject: dict[str, np.ndarray] = {}
+    for record in records:
+        tally = (record.get("endpoints") or {}).get(endpoint)
+        if tally is None:
+            continue
+        pos, neg = tally["positive_windows"], tally["negative_windows"]
+        # reports before 2026-12-04 stored the rates alone: a 4-decimal rate of a record's < 5000 windows gives the
+        # count exactly
+        tp = tally.get("true_positives", round((tally["sensitivity"] or 0.0) * pos))
+        tn = tally.get("true_negatives", round((tally["specificity"] or 0.0) * neg))
+        cm = per_subject.setdefault(record["subject"], np.zeros((2, 2), dtype=np.int64))
+        cm += np.array([[tn, neg - tn], [pos - tp, tp]], dtype=np.int64)
+    subjects = sorted(per_subject)
+    return SubjectConfusions(subjects, np.stack([per_subject[s] for s in subjects]) if subjects
+                             else np.zeros((0, 2, 2), dtype=np.int64))
+
+
+def recording_comparison(records_a: list[dict], records_b: list[dict], endpoint: str, labels: tuple[str, str] = ("A", "B"),
+                         n_boot: int = 2000, seed: int = 0) -> PairedComparison:
+    """One endpoint of two runs over the same whole recordings, as predict calls it: balanced accuracy, sensitivity
+    and specificity of the windows, paired over subjects."""
+    names = ["negative", endpoint]
+    both = compare_confusions(recording_confusions(records_a, endpoint), recording_confusions(records_b, endpoint), names,
+                              {endpoint: EndpointSettings(classes=[endpoint])}, labels, n_boot, seed)
+    kept = [d.model_copy(update={"metric": f"{endpoint} balanced accuracy"}) if d.metric == "balanced_accuracy" else d
+            for d in both.differences if d.metric.startswith(f"{endpoint} ") or d.metric == "balanced_accuracy"]
+    return both.model_copy(update={"differences": kept})
+
+
 def paired_comparison(a: ProtocolResult, b: ProtocolResult, class_names: list[str],
                       endpoints: dict[str, EndpointSettings] | None = None, labels: tuple[str, str] = ("A", "B"),
                       n_boot: int = 2000, seed: int = 0) -> PairedComparison:
@@ -188,6 +223,7 @@ class FinishedRun:
     endpoints: dict[str, EndpointSettings]
     protocols: dict[str, ProtocolResult]
     external: tuple[str, SubjectConfusions] | None = None  # evaluations: (dataset config, per-record outcomes)
+    recordings: dict | None = None  # report.json's "recordings" (the endpoints over whole recordings), when scored
 
 
 def read_report(run: str | Path) -> FinishedRun:
@@ -208,7 +244,8 @@ def read_report(run: str | Path) -> FinishedRun:
         protocols = {name: ProtocolResult.model_validate({k: v for k, v in p.items() if k in fields})
                      for name, p in doc["protocols"].items()}
         endpoints = {name: EndpointSettings.model_validate(e) for name, e in (doc["config"].get("endpoints") or {}).items()}
-        return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols)
+        return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols,
+                           recordings=doc.get("recordings"))
     except NotPaired:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # JSON and pydantic errors are ValueErrors
@@ -273,6 +310,19 @@ def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | No
             scopes.append(ScopeComparison(
                 protocol=protocol, scored="records (their windows' answer)",
                 comparison=compare_confusions(ra, rb, names_a, endpoints, labels, n_boot, seed, level="record")))
+    if a.recordings and b.recordings and not protocols:
+        for name in endpoints:
+            decisions = [f"{r['endpoints'][name]['width']} windows, penalty {r['endpoints'][name]['penalty']:g}"
+                         for r in (a.recordings, b.recordings) if name in r["endpoints"]]
+            if len(decisions) < 2:
+                not_compared.append(f"whole recordings, {name}: scored in one run only")
+                continue
+            scored = f"{name} as predict calls it ({' / '.join(dict.fromkeys(decisions))}): every window of the recordings"
+            scopes.append(ScopeComparison(
+                protocol=f"whole recordings ({a.recordings['protocol']})", scored=scored,
+                comparison=recording_comparison(a.recordings["records"], b.recordings["records"], name, labels, n_boot, seed)))
+    elif bool(a.recordings) != bool(b.recordings) and not protocols:
+        not_compared.append(f"whole recordings: scored in {labels[0] if a.recordings else labels[1]} only")
     return RunComparison(a=labels[0], b=labels[1], a_classifier=a.classifier, b_classifier=b.classifier,
                          class_names=names_a, scopes=scopes, not_compared=not_compared)
 

@@ -26,7 +26,7 @@ class RBFKernelSVC(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.cache_size = cache_size
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         X = np.asarray(X, dtype=np.float64)
         if self.gamma == "scale":  # scikit-learn's definition for a dense X
             variance = X.var()
@@ -34,7 +34,7 @@ class RBFKernelSVC(ClassifierMixin, BaseEstimator):
         else:
             self.gamma_ = float(self.gamma)
         self.svc_ = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight, cache_size=self.cache_size)
-        self.svc_.fit(rbf_kernel(X, X, gamma=self.gamma_), y)
+        self.svc_.fit(rbf_kernel(X, X, gamma=self.gamma_), y, sample_weight=sample_weight)
         self.support_vectors_ = X[self.svc_.support_]
         self.n_fit_ = X.shape[0]
         self.classes_ = self.svc_.classes_

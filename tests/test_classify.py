@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from ecgpipe.classify import evaluate_protocol, make_splits, summarize_protocol
+from ecgpipe.classify import evaluate_protocol, summarize_protocol
 from ecgpipe.config import ClassifierSettings, CVSettings
+from ecgpipe.protocols import make_splits
 
 
 def _data(n_subjects=12, per_subject=30, n_classes=3, seed=0):
@@ -190,9 +191,55 @@ def test_an_rbf_svc_on_a_blas_kernel_is_libsvms_model():
     X = centres[y] + rng.normal(scale=1.2, size=(400, 12))  # overlapping classes: many support vectors
     train, test = np.arange(300), np.arange(300, 400)
     for C, gamma, weight in [(1.0, "scale", None), (10.0, "scale", "balanced"), (3.0, 0.05, None)]:
-        ref = SVC(kernel="rbf", C=C, gamma=gamma, class_weight=weight).fit(X[train], y[train])
-        got = RBFKernelSVC(C=C, gamma=gamma, class_weight=weight).fit(X[train], y[train])
+        rows = rng.uniform(0.2, 3.0, len(train)) if weight else None  # per-row weights (subject_balance) too
+        ref = SVC(kernel="rbf", C=C, gamma=gamma, class_weight=weight).fit(X[train], y[train], sample_weight=rows)
+        got = RBFKernelSVC(C=C, gamma=gamma, class_weight=weight).fit(X[train], y[train], sample_weight=rows)
         assert np.array_equal(got.svc_.support_, ref.support_) and len(ref.support_) > 50
         assert np.allclose(got.svc_.dual_coef_, ref.dual_coef_, rtol=0, atol=1e-8)
         assert np.allclose(got.decision_function(X[test]), ref.decision_function(X[test]), rtol=0, atol=1e-8)
         assert np.array_equal(got.predict(X[test]), ref.predict(X[test]))
+
+
+def test_subject_weights_make_every_subject_count_alike_within_its_class():
+    from ecgpipe.classify import subject_weights
+
+    classes = np.array([0] * 5 + [1] * 4)
+    subjects = np.array(["a"] * 4 + ["b"] + ["c"] * 2 + ["d"] * 2)
+    assert np.array_equal(subject_weights(classes, subjects, 0.0), np.ones(9))
+    w = subject_weights(classes, subjects, 1.0)
+    # class 0: subject a (4 windows) and b (1) each hold half of the class's 5; class 1 is already even
+    assert np.allclose(w, [0.625] * 4 + [2.5] + [1.0] * 4)
+    half = subject_weights(classes, subjects, 0.5)  # in between: a's windows weigh 1/sqrt(4) of b's
+    assert np.isclose(half[4] / half[0], 2.0) and np.isclose(half[:5].sum(), 5.0)
+    # a subject with windows of two classes is balanced within each class separately
+    mixed = subject_weights(np.array([0, 0, 0, 1, 1]), np.array(["a", "a", "b", "a", "b"]), 1.0)
+    assert np.allclose(mixed, [0.75, 0.75, 1.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match="3 classes for 2 subjects"):
+        subject_weights(np.array([0, 1, 1]), np.array(["a", "b"]), 1.0)
+
+
+def test_a_classifier_balancing_subjects_fits_with_their_weights():
+    """subject_balance reaches the estimator as sample weights (a dominant subject counts as one), changes the model,
+    is named in the row label, and needs the rows' subjects."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ecgpipe.classify import fit_classifier, subject_weights
+
+    X, y, g = _data(n_subjects=9, per_subject=10)
+    X, y, g = np.vstack([X, X[:1] + 1.5 * np.random.default_rng(1).normal(size=(60, 8))]), np.r_[y, [y[0]] * 60], np.r_[g, [g[0]] * 60]
+    plain = ClassifierSettings(kind="logreg", C=1.0)
+    balanced = ClassifierSettings(kind="logreg", C=1.0, subject_balance=1.0)
+    assert "subjects balanced" in balanced.label and "subjects" not in plain.label
+    with pytest.raises(ValueError, match="subject_balance needs each training row's subject"):
+        fit_classifier(X, y, balanced)
+    got, _ = fit_classifier(X, y, balanced, subjects=g)
+    scaled = got[:-1].transform(X)
+    ref = LogisticRegression(C=1.0, max_iter=3000).fit(scaled, y, sample_weight=subject_weights(y, g, 1.0))
+    assert np.allclose(got[-1].coef_, ref.coef_, atol=1e-6)
+    unweighted, _ = fit_classifier(X, y, plain)
+    assert not np.allclose(unweighted[-1].coef_, got[-1].coef_, atol=1e-3)
+    # tuned: the inner CV's folds receive the same weights, sliced to their rows
+    tuned, chosen = fit_classifier(X, y, balanced.model_copy(update={"tune": True, "C_grid": [0.1, 1.0]}), groups=g, subjects=g)
+    assert chosen["C"] in (0.1, 1.0) and tuned.predict(X).shape == y.shape
+    with pytest.raises(ValueError):
+        ClassifierSettings(subject_balance=1.5)

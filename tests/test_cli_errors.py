@@ -131,18 +131,20 @@ def af_model(physionet, tmp_path_factory):
     from ecgpipe.rhythm_block import window_rhythm_features
 
     cfg = load_config("paper4-best", {"classifier": {"inputs": "rhythm", "pca": None, "tune": False}})
-    X, y = [], []
+    X, y, subjects = [], [], []
     for name in ("201", "202"):
         rec = read_record(physionet / "mitdb", "mitdb", name, cfg.database("mitdb"))
         found = record_windows(rec, cfg)
         X.append(window_rhythm_features(rec, found.starts, cfg))
         y.append(found.class_index)
+        subjects += [name] * len(found.starts)  # paper4-best balances patients
     X, y = np.concatenate(X).astype(np.float64), np.concatenate(y).astype(np.int64)
-    model, _ = fit_classifier(X, y, cfg.classifier)
+    model, _ = fit_classifier(X, y, cfg.classifier, subjects=np.array(subjects))
     path = tmp_path_factory.mktemp("af-model") / "model.skops"
     save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)})
     # the same with an AF detector (as runs now train one per endpoint; no shockable one: no VT or VF windows)
-    detector, _ = fit_classifier(X, (y == cfg.class_names.index("afib")).astype(np.int64), cfg.classifier)
+    detector, _ = fit_classifier(X, (y == cfg.class_names.index("afib")).astype(np.int64), cfg.classifier,
+                                 subjects=np.array(subjects), weight_classes=y)
     with_detector = path.with_name("with-detector.skops")
     save_model(with_detector, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)},
                detectors={"af": detector})

@@ -109,3 +109,36 @@ def test_a_hundred_thousand_records_are_compared_in_blocks_of_draws():
     acc = cmp.metric("accuracy")
     assert acc.a == 1.0 and acc.difference == pytest.approx(1 - (b == y).mean())
     assert 0 < acc.ci95[0] < acc.difference < acc.ci95[1] and acc.ci95[1] - acc.ci95[0] < 0.01
+
+
+def _tally(pos, tp, neg, tn, with_counts=True):
+    tally = {"positive_windows": pos, "negative_windows": neg, "sensitivity": round(tp / pos, 4) if pos else None,
+             "specificity": round(tn / neg, 4) if neg else None}
+    return {**tally, "true_positives": tp, "true_negatives": tn} if with_counts else tally
+
+
+def test_whole_recording_calls_pair_over_subjects_from_counts_or_older_reports_rates():
+    from ecgpipe.compare import recording_comparison, recording_confusions
+
+    records = [{"record": "db/1", "subject": "p1", "endpoints": {"af": _tally(900, 871, 3, 3)}},
+               {"record": "db/2", "subject": "p1", "endpoints": {"af": _tally(0, 0, 900, 861)}},
+               {"record": "db/3", "subject": "p2", "endpoints": {"af": _tally(1197, 1103, 0, 0)}},
+               {"record": "db/4", "subject": "p3", "endpoints": {}}]  # its fold had no AF detector: left out
+    conf = recording_confusions(records, "af")
+    assert conf.subjects == ["p1", "p2"]
+    assert conf.counts.tolist() == [[[864, 39], [29, 871]], [[0, 0], [94, 1103]]]
+    older = [{**r, "endpoints": {k: _tally(t["positive_windows"], t["true_positives"], t["negative_windows"],
+                                           t["true_negatives"], with_counts=False) for k, t in r["endpoints"].items()}}
+             for r in records]
+    assert np.array_equal(recording_confusions(older, "af").counts, conf.counts)
+    same = recording_comparison(records, older, "af", n_boot=200)
+    assert [d.metric for d in same.differences] == ["af balanced accuracy", "af sensitivity", "af specificity"]
+    assert all(d.difference == 0 for d in same.differences)
+    assert same.metric("af sensitivity").a == pytest.approx((871 + 1103) / (900 + 1197))
+    better = [dict(r) for r in records]
+    better[0] = {**records[0], "endpoints": {"af": _tally(900, 890, 3, 3)}}
+    diff = recording_comparison(better, records, "af", n_boot=200).metric("af sensitivity")
+    assert diff.difference == pytest.approx(19 / 2097) and diff.ci95[0] >= 0
+    fewer = [records[0], records[1], {**records[2], "endpoints": {"af": _tally(1196, 1103, 0, 0)}}]
+    with pytest.raises(NotPaired, match="subject p2 has 1197 af windows"):
+        recording_comparison(records, fewer, "af", n_boot=10)

@@ -283,6 +283,16 @@ def test_a_detector_is_fitted_per_endpoint_with_both_sides_in_training():
     assert (detectors["shockable"].predict(rhythm) == np.isin(y, [2, 3])).mean() > 0.95
     record_level = cfg.with_stage(classifier=cfg.classifier.model_copy(update={"level": "record"}))
     assert endpoint_detectors(rhythm, data.y, data.n_cnn, record_level, None) == {}
+    # balancing subjects: within each rhythm class the shockable side pools (VT apart from VF), not within the sides
+    from ecgpipe.classify import fit_classifier
+
+    balanced = cfg.with_stage(classifier=cfg.classifier.model_copy(update={"subject_balance": 1.0}))
+    records = np.array([f"mitdb/{i // 10}" for i in range(35)] + ["mitdb/9"] * 25)  # one VF subject of 25 windows
+    got = endpoint_detectors(rhythm, data.y, data.n_cnn, balanced, None, records)["shockable"]
+    positive = np.isin(y, [2, 3]).astype(np.int64)
+    by_rhythm = fit_classifier(rhythm, positive, balanced.classifier, subjects=records, weight_classes=y)[0]
+    by_side = fit_classifier(rhythm, positive, balanced.classifier, subjects=records)[0]
+    assert np.allclose(got[-1].coef_, by_rhythm[-1].coef_) and not np.allclose(got[-1].coef_, by_side[-1].coef_)
 
 
 def test_an_endpoint_s_decision_settings_rewrite_the_model_but_rerun_no_fold():

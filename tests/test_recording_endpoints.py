@@ -4,8 +4,8 @@ detections and false alarms counted per run, on constructed episodes and on a re
 import numpy as np
 import pytest
 
-from ecgpipe.classify import make_splits
 from ecgpipe.config import load_config
+from ecgpipe.protocols import make_splits
 from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, called_runs, window_reference
 from ecgpipe.records import RhythmEpisode
 from ecgpipe.stages.classification import ClassificationData

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import wfdb
 
-from ecgpipe.classify import make_splits
 from ecgpipe.config import load_config
 from ecgpipe.grid import grid_features
 from ecgpipe.model import load_model
 from ecgpipe.predict import predict_loaded
-from ecgpipe.protocols import GROUPED
+from ecgpipe.protocols import GROUPED, make_splits
 from ecgpipe.records import read_record
 from ecgpipe.stages.classification import read_classification_data
 from ecgpipe.stages.recording_grid import read_grid, settings_name
@@ -228,3 +227,24 @@ def test_the_calls_are_predict_s_calls(runs):
         for endpoint in ("af", "shockable"):
             assert np.array_equal(ours[endpoint], pred.endpoint_calls[endpoint]), (db, name, endpoint)
         assert (pred.endpoint_calls["shockable"] == 1).any() or (pred.endpoint_calls["af"] == 1).any()
+
+
+def test_compare_pairs_the_whole_recording_calls_of_two_runs(runs, tmp_path):
+    """``ecgpipe compare`` of two runs that scored the recordings: each endpoint as predict calls it, paired over
+    patients; the values are the reports' own; the AF penalty that changed moves AF alone."""
+    from ecgpipe.compare import compare_runs
+
+    for name in ("clean", "rescored"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(runs[name]))
+    result = compare_runs(tmp_path / "clean", tmp_path / "rescored", n_boot=200)
+    scopes = {s.scored.split(" ")[0]: s for s in result.scopes if s.protocol.startswith("whole recordings")}
+    assert set(scopes) == {"shockable", "af"}
+    for name, scope in scopes.items():
+        c, before, after = scope.comparison, runs["clean"]["recordings"], runs["rescored"]["recordings"]
+        assert c.metric(f"{name} sensitivity").a == pytest.approx(before["endpoints"][name]["sensitivity"], abs=1e-4)
+        assert c.metric(f"{name} specificity").b == pytest.approx(after["endpoints"][name]["specificity"], abs=1e-4)
+        assert c.n_subjects == len({r["subject"] for r in before["records"]})
+        assert c.n_rows == before["endpoints"][name]["positive_windows"] + before["endpoints"][name]["negative_windows"]
+    assert all(d.difference == 0 and d.ci95 == [0.0, 0.0] for d in scopes["shockable"].comparison.differences)
+    assert "penalty 4 / 15 windows, penalty 0" in scopes["af"].scored

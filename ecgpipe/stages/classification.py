@@ -24,7 +24,6 @@ from ecgpipe.classify import (
     design_matrix,
     fit_classifier,
     fit_predict,
-    make_splits,
     record_level_summary,
     summarize_protocol,
 )
@@ -191,7 +190,7 @@ def for_row(data: ClassificationData, cfg: PipelineConfig) -> ClassificationData
 
 def splits_of(row: ComparisonRow, protocol: str, data: ClassificationData) -> tuple[list, str]:
     data = for_row(data, row.cfg)
-    return make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases)
+    return protocols.make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases)
 
 
 def fold_jobs(rows: list[ComparisonRow], data: ClassificationData) -> list[FoldJob]:
@@ -201,11 +200,11 @@ def fold_jobs(rows: list[ComparisonRow], data: ClassificationData) -> list[FoldJ
 
 def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, fold: int) -> FoldResult:
     """Fit on one outer fold's training rows (nested CV inside them when tuned) and predict its test rows."""
-    splits, _ = make_splits(protocol, data.y, data.subjects, cfg.cv, data.databases)
+    splits, _ = protocols.make_splits(protocol, data.y, data.subjects, cfg.cv, data.databases)
     train, test = splits[fold]
     groups = data.subjects if protocols.protocol(protocol).grouped else None
     pred, chosen, proba = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups,
-                                      len(cfg.class_names))
+                                      len(cfg.class_names), data.subjects)
     return FoldResult(test.tolist(), pred.tolist(), chosen, None if proba is None else np.round(proba, 6).tolist())
 
 
@@ -282,8 +281,8 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     data = row_data(store, cfg, feat_array, data_key)
     groups = data.subjects if protocols.protocol(cfg.selection_protocol).grouped else None
     X = data.matrix(cfg.classifier)
-    model, chosen = fit_classifier(X, data.y, cfg.classifier, data.n_cnn, groups)
-    detectors = endpoint_detectors(X, data.y, data.n_cnn, cfg, groups)
+    model, chosen = fit_classifier(X, data.y, cfg.classifier, data.n_cnn, groups, subjects=data.subjects)
+    detectors = endpoint_detectors(X, data.y, data.n_cnn, cfg, groups, data.subjects)
     training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen,
                 "detectors": sorted(detectors),
                 # <db>/<record> -> sha256 of its header and signal files (ecgpipe.keys.signal_digest)
@@ -292,11 +291,13 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     return path
 
 
-def endpoint_detectors(X: np.ndarray, y: np.ndarray, n_cnn: int | None, cfg: PipelineConfig, groups) -> dict:
+def endpoint_detectors(X: np.ndarray, y: np.ndarray, n_cnn: int | None, cfg: PipelineConfig, groups,
+                       subjects: np.ndarray | None = None) -> dict:
     """One two-class classifier per endpoint, with the row's settings, on every window: as a shock-advisory or AF
     detector is built (README "Clinical endpoints": averaged over neighbouring windows, they call new patients' endpoints
     better than the 4-class calls do). None for record-level classifiers, or an endpoint whose windows are all of one
-    side."""
+    side. ``groups``: the inner CV's (subjects, or None for stratified inner folds); ``subjects``: every row's, for
+    a classifier that balances subjects (within each rhythm class, not each side)."""
     if cfg.classifier.level == "record":
         return {}
     names = np.asarray(cfg.class_names)
@@ -304,5 +305,5 @@ def endpoint_detectors(X: np.ndarray, y: np.ndarray, n_cnn: int | None, cfg: Pip
     for name, endpoint in cfg.endpoints.items():
         positive = np.isin(names[y], endpoint.classes).astype(np.int64)
         if 0 < positive.sum() < len(positive):
-            detectors[name], _ = fit_classifier(X, positive, cfg.classifier, n_cnn, groups)
+            detectors[name], _ = fit_classifier(X, positive, cfg.classifier, n_cnn, groups, subjects=subjects, weight_classes=y)
     return detectors

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecgpipe.classify import design_matrix, make_splits
+from ecgpipe.classify import design_matrix
 from ecgpipe.config import PipelineConfig
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.model import detector_score
-from ecgpipe.protocols import GROUPED
+from ecgpipe.protocols import GROUPED, make_splits
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
 from ecgpipe.results import RecordingScores
 from ecgpipe.smoothing import smoothed_call
@@ -127,7 +127,8 @@ def score_fold(store: str, cfg: PipelineConfig, feat_array: str | None, data_key
     data = row_data(store, cfg, feat_array, data_key)
     splits, _ = make_splits(GROUPED.name, data.y, data.subjects, cfg.cv, data.databases)
     train = splits[fold][0]
-    detectors = endpoint_detectors(data.matrix(cfg.classifier)[train], data.y[train], data.n_cnn, cfg, data.subjects[train])
+    detectors = endpoint_detectors(data.matrix(cfg.classifier)[train], data.y[train], data.n_cnn, cfg, data.subjects[train],
+                                   data.subjects[train])
     out, failed = [], []
     for r in records:
         try:

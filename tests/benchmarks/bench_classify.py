@@ -40,7 +40,7 @@ def main() -> None:
     if clf.level == "record":
         data = data.by_record(list(clf.record_stats))
     X, y = data.matrix(clf), data.y
-    from ecgpipe.classify import make_splits
+    from ecgpipe.protocols import make_splits
 
     splits, _ = make_splits(args.protocol, y, data.subjects, cfg.cv, data.databases)
     groups = inner_groups(args.protocol, data.subjects)

@@ -77,13 +77,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_endpoints import add_target_argument, best_sensitivity_at, check_same_windows, fixed_c, rates, targets_of  # noqa: E402
 
-from ecgpipe.classify import build_classifier, design_matrix, make_splits  # noqa: E402
+from ecgpipe.classify import design_matrix, fit_classifier  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.grid import grid_features  # noqa: E402
 from ecgpipe.keys import content_key  # noqa: E402
 from ecgpipe.markers import Markers  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
-from ecgpipe.protocols import GROUPED  # noqa: E402
+from ecgpipe.protocols import GROUPED, make_splits  # noqa: E402
 from ecgpipe.recording_endpoints import LONG_RUN_S, RecordingTally, endpoint_labels, window_labels  # noqa: E402
 from ecgpipe.records import read_record  # noqa: E402
 from ecgpipe.smoothing import member_votes, neighbour_ranges, segmented_call, smoothed_mean, smoothed_vote  # noqa: E402
@@ -111,12 +111,23 @@ def add_grid_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--grid", required=True, metavar="DATA_DIR", help="the run's records under DATA_DIR (as bench_context)")
 
 
-def finished_run(folder: str | Path) -> tuple[Path, object, object]:
-    """A finished run's folder, its resolved config and its sampled windows (the report's selected feature array)."""
+def add_balance_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--subject-balance", type=float, default=None, metavar="P",
+                    help="the run's classifier with this subject_balance instead of its own (a lever measured on the "
+                         "same folds without a new run: it changes no feature)")
+
+
+def finished_run(folder: str | Path, subject_balance: float | None = None) -> tuple[Path, object, object]:
+    """A finished run's folder, its resolved config and its sampled windows (the report's selected feature array);
+    ``subject_balance``: the config's classifier balancing subjects so (``--subject-balance``)."""
     run = Path(folder)
     report = json.loads((run / "report.json").read_text())
     sampled = read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
-    return run, config_from_dict(report["config"]), sampled
+    cfg = config_from_dict(report["config"])
+    if subject_balance is not None:
+        settings = {**cfg.classifier.model_dump(), "subject_balance": subject_balance}
+        cfg = cfg.with_stage(classifier=type(cfg.classifier).model_validate(settings))
+    return run, cfg, sampled
 
 
 def windows_of_run(every: Path, cfg, clf, sampled, names) -> AllWindows:
@@ -291,9 +302,10 @@ class GridRun:
         return self.grid.starts / self.cfg.segments.target_fs
 
 
-def grid_run(from_run: str, data_dir: str, fixed: bool = False) -> GridRun:
-    """``--from-run RUN --grid DATA_DIR`` read and checked; ``fixed``: the run's classifier with C fixed (``fixed_c``)."""
-    run, cfg, sampled = finished_run(from_run)
+def grid_run(from_run: str, data_dir: str, fixed: bool = False, subject_balance: float | None = None) -> GridRun:
+    """``--from-run RUN --grid DATA_DIR`` read and checked; ``fixed``: the run's classifier with C fixed (``fixed_c``);
+    ``subject_balance``: as ``finished_run``."""
+    run, cfg, sampled = finished_run(from_run, subject_balance)
     clf = fixed_c(cfg.classifier) if fixed else cfg.classifier
     grid = windows_of_grid(run, data_dir, cfg, clf, sampled)
     reference = recording_reference(cfg, data_dir, grid.records, grid.starts)
@@ -317,6 +329,7 @@ def main() -> None:
                     help="widths whose mean detector scores the segmentation reads (odd, among --widths)")
     ap.add_argument("--inner-folds", type=int, default=5, help="grouped inner folds that choose a width (default 5)")
     add_target_argument(ap)
+    add_balance_argument(ap)
     args = ap.parse_args()
     if any(w < 1 or w % 2 == 0 for w in args.widths):
         raise SystemExit("--widths: odd numbers of windows (1 = no smoothing)")
@@ -324,7 +337,7 @@ def main() -> None:
     if set(args.segment_widths) - set(args.widths):
         raise SystemExit("--segment-widths: each must be one of --widths")
     t0 = time.perf_counter()
-    run, cfg, sampled = finished_run(args.from_run)
+    run, cfg, sampled = finished_run(args.from_run, args.subject_balance)
     clf = fixed_c(cfg.classifier)
     targets = targets_of(args)
     if set(targets) - set(cfg.endpoints):
@@ -349,10 +362,12 @@ def main() -> None:
     def predict_windows(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Fit on sampled rows ``train``; predict every window of the subjects of sampled rows ``test``."""
         rows = np.flatnonzero(np.isin(allw.subjects, np.unique(sampled.subjects[test])))
-        classes = build_classifier(clf, sampled.n_cnn).fit(X[train], y[train]).predict(X_all[rows])
+        subjects = sampled.subjects[train]  # weights the training windows when clf balances subjects
+        classes = fit_classifier(X[train], y[train], clf, sampled.n_cnn, subjects=subjects)[0].predict(X_all[rows])
         scores = {}
         for name, positive in endpoints.items():
-            detector = build_classifier(clf, sampled.n_cnn).fit(X[train], positive[train].astype(np.int64))
+            detector = fit_classifier(X[train], positive[train].astype(np.int64), clf, sampled.n_cnn, subjects=subjects,
+                                      weight_classes=y[train])[0]
             scores[name] = detector.decision_function(X_all[rows])
         return rows, classes, scores
 

@@ -203,7 +203,8 @@ def main() -> None:
     def fold(label, train, test):
         fit_cfg, Xs, Xg, n_cnn = detectors[label]
         rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))
-        fitted = endpoint_detectors(Xs[train], y[train], n_cnn, fit_cfg, sampled.subjects[train] if grouped_inner else None)
+        fitted = endpoint_detectors(Xs[train], y[train], n_cnn, fit_cfg, sampled.subjects[train] if grouped_inner else None,
+                                     sampled.subjects[train])
         return label, rows, {name: detector_score(d, Xg[rows]) for name, d in fitted.items()}
 
     scores = {label: {name: np.full(len(grid.records), np.nan) for name in cfg.endpoints} for label in detectors}

@@ -40,9 +40,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
+from ecgpipe.classify import build_classifier  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
-from ecgpipe.protocols import GROUPED  # noqa: E402
+from ecgpipe.protocols import GROUPED, make_splits  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
 
 

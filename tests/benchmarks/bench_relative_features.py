@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_context import add_grid_arguments, finished_run, windows_of_grid  # noqa: E402
 from bench_endpoints import fixed_c, rates  # noqa: E402
 
-from ecgpipe.classify import build_classifier, make_splits  # noqa: E402
-from ecgpipe.protocols import GROUPED  # noqa: E402
+from ecgpipe.classify import build_classifier  # noqa: E402
+from ecgpipe.protocols import GROUPED, make_splits  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
 
 

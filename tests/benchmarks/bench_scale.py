@@ -87,9 +87,9 @@ def pure_seconds(cfg, data: Path, scratch: Path) -> dict[str, float]:
     tasks call: every record read, windowed and stored; the table planned from the records' summaries and every
     chunk written; every chunk's spectrograms and CNN features; every fold of every protocol. Seconds per stage."""
     from ecgpipe import store as zs
-    from ecgpipe.classify import make_splits
     from ecgpipe.location import Location
     from ecgpipe.markers import Markers
+    from ecgpipe.protocols import make_splits
     from ecgpipe.stages import classification, features, segments, spectrograms, table
     from ecgpipe.store import Layout
 

@@ -30,7 +30,7 @@ from joblib import Parallel, delayed
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_context import add_grid_arguments, grid_run, recording_metrics  # noqa: E402
+from bench_context import add_balance_argument, add_grid_arguments, grid_run, recording_metrics  # noqa: E402
 from bench_endpoints import rates  # noqa: E402
 
 from ecgpipe import protocols  # noqa: E402
@@ -42,11 +42,12 @@ from ecgpipe.stages.classification import endpoint_detectors  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_grid_arguments(ap)
+    add_balance_argument(ap)
     ap.add_argument("--width", type=int, default=None, help="predict's --endpoint-smooth (default: the run's config)")
     ap.add_argument("--penalty", type=float, default=None, help="predict's --endpoint-penalty (default: the run's config)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    g = grid_run(args.from_run, args.grid)
+    g = grid_run(args.from_run, args.grid, subject_balance=args.subject_balance)
     run, cfg, clf, sampled, names, X, y, grid, reference, splits = (
         g.run, g.cfg, g.clf, g.sampled, g.names, g.X, g.y, g.grid, g.reference, g.splits)
     grouped_inner = protocols.protocol(cfg.selection_protocol).grouped
@@ -56,7 +57,7 @@ def main() -> None:
     def fold(train, test):
         rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))
         detectors = endpoint_detectors(X[train], y[train], sampled.n_cnn, cfg,
-                                       sampled.subjects[train] if grouped_inner else None)
+                                       sampled.subjects[train] if grouped_inner else None, sampled.subjects[train])
         return rows, {name: detector_score(d, grid.X[rows]) for name, d in detectors.items()}
 
     scores = {name: np.full(len(grid.records), np.nan) for name in cfg.endpoints}
