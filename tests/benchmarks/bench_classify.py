@@ -48,7 +48,7 @@ def main() -> None:
     def one_fold(train, test, reuse: bool):
         t = time.perf_counter()
         model, chosen = fit_classifier(X[train], y[train], clf, data.n_cnn, None if groups is None else groups[train],
-                                       reuse_transforms=reuse, blas_kernel=reuse)
+                                       reuse_transforms=reuse, blas_kernel=reuse, subjects=data.subjects[train])
         scores = model.decision_function(X[test]) if hasattr(model, "decision_function") else model.predict_proba(X[test])
         return time.perf_counter() - t, chosen, scores, model.predict(X[test])
 

@@ -192,11 +192,13 @@ def main() -> None:
             oof = np.zeros((len(train), 2))
             for inner_train, inner_test in inner_splits(fixed, positive[train], sampled.subjects[train]):
                 a, b = train[inner_train], train[inner_test]
-                oof[inner_test] = np.c_[detector_score(fit_classifier(Xs_a[a], positive[a], fixed, n_cnn)[0], Xs_a[b]),
-                                        detector_score(fit_classifier(Xs_b[a], positive[a], peer_clf)[0], Xs_b[b])]
+                weighting = {"subjects": sampled.subjects[a], "weight_classes": y[a]}  # when the run balances patients
+                oof[inner_test] = np.c_[detector_score(fit_classifier(Xs_a[a], positive[a], fixed, n_cnn, **weighting)[0], Xs_a[b]),
+                                        detector_score(fit_classifier(Xs_b[a], positive[a], peer_clf, **weighting)[0], Xs_b[b])]
             stack = LogisticRegression(class_weight="balanced").fit(oof, positive[train])
-            on_grid = np.c_[detector_score(fit_classifier(Xs_a[train], positive[train], fixed, n_cnn)[0], Xg_a[rows]),
-                            detector_score(fit_classifier(Xs_b[train], positive[train], peer_clf)[0], Xg_b[rows])]
+            weighting = {"subjects": sampled.subjects[train], "weight_classes": y[train]}
+            on_grid = np.c_[detector_score(fit_classifier(Xs_a[train], positive[train], fixed, n_cnn, **weighting)[0], Xg_a[rows]),
+                            detector_score(fit_classifier(Xs_b[train], positive[train], peer_clf, **weighting)[0], Xg_b[rows])]
             found[name] = stack.decision_function(on_grid)
         return label, rows, found
 

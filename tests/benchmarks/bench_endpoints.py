@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ecgpipe.classify import build_classifier  # noqa: E402
+from ecgpipe.classify import fit_classifier  # noqa: E402
 from ecgpipe.config import config_from_dict  # noqa: E402
 from ecgpipe.protocols import GROUPED, make_splits  # noqa: E402
 from ecgpipe.stages.classification import read_classification_data  # noqa: E402
@@ -76,6 +76,7 @@ class ExtraTraining:
     X: np.ndarray
     y: np.ndarray
     names: np.ndarray
+    subjects: np.ndarray
     n_subjects: int
     counts: dict[str, int]
 
@@ -99,7 +100,7 @@ def extra_training(run: Path, cfg, clf) -> ExtraTraining:
     index = {name: i for i, name in enumerate(cfg.class_names)}
     y = np.array([index.get(n, -1) for n in names], dtype=np.int64)
     counts = {str(n): int(c) for n, c in zip(*np.unique(names, return_counts=True))}
-    return ExtraTraining(data.matrix(clf), y, names, len(np.unique(data.subjects)), counts)
+    return ExtraTraining(data.matrix(clf), y, names, data.subjects, len(np.unique(data.subjects)), counts)
 
 
 def fixed_c(clf):
@@ -149,17 +150,20 @@ def main() -> None:
             print(f"extra training: {args.extra_training}: {len(extra.y)} windows of {extra.n_subjects} subjects "
                   f"({', '.join(f'{k} {v}' for k, v in extra.counts.items())})", file=sys.stderr)
 
-        def fit_fold(train, test, labels, extra_rows, extra_labels, X=X, clf=clf, n_cnn=data.n_cnn):
+        def fit_fold(train, test, labels, more, extra_labels, X=X, y=y, clf=clf, data=data):
             X_train, y_train = X[train], labels[train]
+            # patients weighted within their rhythm classes when the classifier balances them (subject_balance)
+            subjects, rhythms = data.subjects[train], names[y[train]]
             if extra_labels is not None:  # the extra windows with a label join this fold's training rows
                 use = extra_labels >= 0
-                X_train, y_train = np.vstack([X_train, extra_rows[use]]), np.concatenate([y_train, extra_labels[use]])
-            model = build_classifier(clf, n_cnn).fit(X_train, y_train)
+                X_train, y_train = np.vstack([X_train, more.X[use]]), np.concatenate([y_train, extra_labels[use]])
+                subjects, rhythms = np.r_[subjects, more.subjects[use]], np.r_[rhythms, more.names[use]]
+            model, _ = fit_classifier(X_train, y_train, clf, data.n_cnn, subjects=subjects, weight_classes=rhythms)
             return test, model.predict(X[test]), (model.decision_function(X[test]) if len(np.unique(labels)) == 2 else None)
 
         def out_of_fold(labels, more=None, extra_labels=None, splits=splits, fit_fold=fit_fold, n=len(y)):
             called, score = np.zeros(n, dtype=np.int64), np.zeros(n)
-            jobs = (delayed(fit_fold)(tr, te, labels, None if more is None else more.X, extra_labels) for tr, te in splits)
+            jobs = (delayed(fit_fold)(tr, te, labels, more, extra_labels) for tr, te in splits)
             for test, p, d in Parallel(n_jobs=2)(jobs):
                 called[test] = p
                 if d is not None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_context import add_grid_arguments, grid_run, recording_metrics  # noqa: E402
 from bench_endpoints import rates  # noqa: E402
 
-from ecgpipe.classify import build_classifier  # noqa: E402
+from ecgpipe.classify import fit_classifier  # noqa: E402
 from ecgpipe.predict import DEFAULT_ENDPOINT_PENALTY, DEFAULT_ENDPOINT_SMOOTH  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, segmented_call, smoothed_mean  # noqa: E402
 
@@ -62,7 +62,10 @@ def main() -> None:
         for name, positive in endpoints.items():
             Xt = np.vstack([X[train], grid.X[pool]])
             yt = np.concatenate([positive[train], np.zeros(len(pool), bool)]).astype(np.int64)
-            scores[name] = build_classifier(clf, sampled.n_cnn).fit(Xt, yt).decision_function(grid.X[rows])
+            # when clf balances patients: within the run's rhythm classes, and within each other rhythm
+            weights = {"subjects": np.r_[sampled.subjects[train], grid.subjects[pool]],
+                       "weight_classes": np.r_[names[y[train]], reference.labels[pool]]}
+            scores[name] = fit_classifier(Xt, yt, clf, sampled.n_cnn, **weights)[0].decision_function(grid.X[rows])
         return rows, scores
 
     results = {}

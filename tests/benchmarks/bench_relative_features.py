@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_context import add_grid_arguments, finished_run, windows_of_grid  # noqa: E402
 from bench_endpoints import fixed_c, rates  # noqa: E402
 
-from ecgpipe.classify import build_classifier  # noqa: E402
+from ecgpipe.classify import fit_classifier  # noqa: E402
 from ecgpipe.protocols import GROUPED, make_splits  # noqa: E402
 from ecgpipe.smoothing import neighbour_ranges, smoothed_mean, smoothed_vote  # noqa: E402
 
@@ -70,8 +70,9 @@ def main() -> None:
     for label, (Xa, Xg) in variants.items():
         def fold(train, test, Xa=Xa, Xg=Xg):
             rows = np.flatnonzero(np.isin(grid.subjects, np.unique(sampled.subjects[test])))
-            classes = build_classifier(clf, n_cnn).fit(Xa[train], y[train]).predict(Xg[rows])
-            scores = {n: build_classifier(clf, n_cnn).fit(Xa[train], p[train].astype(np.int64)).decision_function(Xg[rows])
+            weights = {"subjects": sampled.subjects[train], "weight_classes": y[train]}  # when clf balances patients
+            classes = fit_classifier(Xa[train], y[train], clf, n_cnn, **weights)[0].predict(Xg[rows])
+            scores = {n: fit_classifier(Xa[train], p[train].astype(np.int64), clf, n_cnn, **weights)[0].decision_function(Xg[rows])
                       for n, p in endpoints.items()}
             return rows, classes, scores
 
