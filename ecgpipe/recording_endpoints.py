@@ -178,7 +178,8 @@ class RecordingTally:
         rounded = lambda v: None if v is None else round(v, 4)  # noqa: E731
         return {"sensitivity": rounded(self.sensitivity), "specificity": rounded(self.specificity),
                 "positive_windows": self.positive_windows, "negative_windows": self.negative_windows,
-                "true_positives": self.true_positives, "true_negatives": self.true_negatives, "runs": self.runs, "runs_detected": self.runs_detected, "long_run_s": LONG_RUN_S,
+                "true_positives": self.true_positives, "true_negatives": self.true_negatives,
+                "runs": self.runs, "runs_detected": self.runs_detected, "long_run_s": LONG_RUN_S,
                 "long_runs": self.long_runs, "long_runs_detected": self.long_runs_detected,
                 "called_runs": self.called_runs, "false_alarms": self.false_alarms, "hours": round(self.seconds / 3600, 3),
                 "false_alarms_per_hour": rounded(self.false_alarms_per_hour),
