@@ -57,6 +57,7 @@ kind = "svc"
 inputs = "cnn+rhythm"
 pca = 8
 class_weight = "balanced"
+subject_balance = 1.0
 [rhythm]
 enabled = true
 irregularity = true
@@ -127,6 +128,8 @@ def test_failed_tasks_lose_only_their_records_and_are_recomputed_alone(runs):
     assert runs["clean_stages"]["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 0}
     assert runs["clean_stages"]["recording_scores"]["computed"] == 1
     assert runs["clean"]["recordings"]["failed"] == [] and runs["clean"]["recordings"]["n_records"] == 8
+    # patients balanced in training (paper4-best's setting) through every fit: folds, model, detectors per fold
+    assert "subjects balanced" in runs["clean"]["classifier"] and "subjects balanced" in runs["clean"]["recordings"]["classifier"]
     assert {r["fold"] for r in runs["clean"]["recordings"]["records"]} == {0, 1, 2}
 
 
