@@ -34,6 +34,38 @@ def _waiting(rerun_computes: str) -> dict:
     return {"done": 0, "stale": 0, "failed": 0, "missing": None, "total": None, "rerun_computes": rerun_computes}
 
 
+def _marker_units(out: Location, stage: str) -> list[str]:
+    """The units of ``stage`` that have a marker, whatever its key (listed here, not in ``Location`` or ``Markers``:
+    the stages import those, and a change to them would recompute every stage of every run)."""
+    try:
+        names = out.fs.ls(f"{out.root}/markers/{stage}", detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(n.rsplit("/", 1)[-1][:-len(".json")] for n in names if n.endswith(".json"))
+
+
+def _earlier_units(out: Location, markers, stage: str, rows: list) -> dict[str, str]:
+    """Per row (by unit): the marker an earlier run wrote for it under another key, else the row's own unit. A row's
+    marker is named by its key, so a row whose settings or code changed has no marker of its own; an earlier marker
+    of the same extractor (the unit's prefix) makes it stale rather than missing when the extractor has this one row,
+    or, in a sweep, when that marker has the row's label (the code changed, not the settings the label names)."""
+    earlier = {}
+    units = _marker_units(out, stage)
+    for row in rows:
+        prefix = row.unit.rsplit("__", 1)[0] + "__"
+        alone = sum(r.unit.startswith(prefix) for r in rows) == 1
+        earlier[row.unit] = row.unit
+        for unit in units:
+            if unit == row.unit or not unit.startswith(prefix):
+                continue
+            marker = markers.read(stage, unit) or {}
+            label = marker.get("label") or (marker.get("result") or {}).get("classifier")
+            if alone or label == row.label:
+                earlier[row.unit] = unit
+                break
+    return earlier
+
+
 def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
     """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
     out = Location(out_dir)
@@ -90,7 +122,8 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         status["stages"]["spectrograms"] = status["stages"]["features"] = tally([])
     rows = plan.rows(extractors, segment_table.key)
     stored = {r.unit: plan.row_done(r) for r in rows}
-    status["stages"]["classify"] = tally([(r.unit, "classify", r.unit, stored[r.unit] is not None) for r in rows])
+    earlier = _earlier_units(out, markers, classification.STAGE, rows)
+    status["stages"]["classify"] = tally([(r.unit, "classify", earlier[r.unit], stored[r.unit] is not None) for r in rows])
     if cfg.recordings.score:  # planned from the best row: known when there is one row, or once every row is scored
         if len(rows) > 1 and any(v is None for v in stored.values()):
             for stage in (recording_grid.STAGE, recording_scores.STAGE):
@@ -102,6 +135,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         grids = plan.recording_grids(best, records)
         done = plan.grids_done(grids)
         status["stages"][recording_grid.STAGE] = tally([(g.shown, recording_grid.STAGE, g.name, done[g.name]) for g in grids])
-        status["stages"][recording_scores.STAGE] = tally([(best.unit, recording_scores.STAGE, best.unit,
+        earlier = _earlier_units(out, markers, recording_scores.STAGE, [best])
+        status["stages"][recording_scores.STAGE] = tally([(best.unit, recording_scores.STAGE, earlier[best.unit],
                                                            plan.recording_scores_done(best, grids) is not None)])
     return status

@@ -138,7 +138,12 @@ def test_parameter_changes_recompute_only_the_stages_they_touch(cold, tmp_path):
     out = copy_run(cold, tmp_path)
     n = cold["n_chunks"]
     tmp = cold["tmp"]
-    run(config_file(tmp, "[classifier]\nC = 1.0\n"), cold["data"], out)
+    from ecgpipe.status import run_status
+
+    changed = config_file(tmp, "[classifier]\nC = 1.0\n")
+    status = run_status(load_config(changed), cold["data"], str(out))["stages"]["classify"]
+    assert (status["stale"], status["missing"], status["rerun_computes"]) == (1, 0, 1)  # the row's earlier result
+    run(changed, cold["data"], out)
     assert computed(out) == {"segments": 0, "spectrograms": 0, "features": 0, "classify": 1}
     run(config_file(tmp, '[features]\nlayer = "_blocks.10"\n'), cold["data"], out)
     assert computed(out) == {"segments": 0, "spectrograms": 0, "features": n, "classify": 1}

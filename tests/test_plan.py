@@ -134,3 +134,32 @@ def test_planning_the_table_holds_no_python_object_per_window(tmp_path):
 
     per_window = (retained(2000) - retained(10)) / (40 * 1990)
     assert per_window < 40, f"{per_window:.0f} bytes kept per window"
+
+
+def test_status_calls_a_rekeyed_row_stale_by_its_earlier_marker(tmp_path):
+    """A classifier row's marker is named by its key: a row whose settings or code changed finds its earlier marker
+    by its extractor, when it is the extractor's only row, or in a sweep by its label (the code changed)."""
+    from types import SimpleNamespace
+
+    from ecgpipe.location import Location
+    from ecgpipe.markers import Markers
+    from ecgpipe.status import _earlier_units
+
+    out = Location(tmp_path)
+    markers = Markers(out)
+    markers.write("classify", "features__aa__0000000000000001", "k1", {"label": "SVC", "protocols": {}})
+    markers.write("classify", "features__aa__0000000000000002", "k2", {"label": "logistic", "protocols": {}})
+    markers.write("classify", "features__bb__0000000000000003", "k3", {"protocols": {}})  # no label: older
+    row = lambda unit, label: SimpleNamespace(unit=unit, label=label)  # noqa: E731
+    svc, logistic, lonely, other = (row("features__aa__00000000000000f1", "SVC"), row("features__aa__0000000000000002", "logistic"),
+                                    row("features__bb__00000000000000f3", "SVC"), row("features__aa__00000000000000f4", "HGB"))
+    earlier = _earlier_units(out, markers, "classify", [svc, logistic, other])
+    assert earlier[svc.unit] == "features__aa__0000000000000001"  # same extractor and label, another key: stale
+    assert earlier[logistic.unit] == logistic.unit  # its own marker
+    assert earlier[other.unit] == other.unit  # a new row of the sweep: no earlier marker, missing
+    assert _earlier_units(out, markers, "classify", [lonely])[lonely.unit] == "features__bb__0000000000000003"
+    relabelled = row("features__aa__00000000000000f6", "SVC C=1")  # its extractor's only row, settings changed
+    assert _earlier_units(out, markers, "classify", [relabelled])[relabelled.unit].endswith("0001")
+    two = [lonely, row("features__bb__00000000000000f5", "HGB")]  # an unlabelled marker of a sweep: whose it was is unknown
+    assert set(_earlier_units(out, markers, "classify", two).items()) == {(r.unit, r.unit) for r in two}
+    assert _earlier_units(Location(tmp_path / "none"), markers, "classify", [svc])[svc.unit] == svc.unit

@@ -118,8 +118,8 @@ def test_editing_a_stage_module_makes_it_and_its_downstream_stale_and_a_rerun_re
             assert got["rerun_computes"] == 0 and got["done"] == got["total"], (stage, got)
         elif got["rerun_computes"] == "all":  # the windows themselves are stale: what follows waits for them
             assert module == "ecgpipe/stages/segments.py" and stage != "segments", (stage, got)
-        else:  # stale (a marker with another key), or missing for a classifier row, whose marker is named by its key
-            assert got["rerun_computes"] == got["total"] and got["done"] == 0, (stage, got)
+        else:  # stale: a marker with another key (a classifier row's is named by its key, found by its label)
+            assert got["rerun_computes"] == got["stale"] == got["total"] and got["done"] == 0, (stage, got)
 
     proc = cli(code, "run", "--config", str(base_run["tmp"] / "cfg.toml"), "--data-dir", str(base_run["data"]), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]

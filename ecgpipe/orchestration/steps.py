@@ -261,7 +261,8 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
             for r, row in enumerate(pending):
                 mine = {(j.protocol, j.fold): res for j, res in zip(jobs, results) if j.row == r}
                 row.protocols = classification.assemble_row(row, data, mine)
-                run.plan.markers.write(classification.STAGE, row.unit, row.key, {"protocols": protocols_to_json(row.protocols)})
+                run.plan.markers.write(classification.STAGE, row.unit, row.key,
+                                       {"label": row.label, "protocols": protocols_to_json(row.protocols)})
             run.log.count(classification.STAGE, computed=len(pending))
         best = classification.best_row(rows, run.cfg.selection_protocol)
         model = finish_model(run, early or submit_model(run, rows[best], segment_table))
@@ -310,7 +311,7 @@ def score_recordings(run: Run, records: list[RecordSummary], rows: list[Comparis
         result = recording_scores.assemble(row.cfg, row.label, [s for res in done for s in res.scores], len(folds), notes, failed)
         if not failed:  # a run with a failed record is scored again next time, once the record may be fixed
             run.plan.markers.write(recording_scores.STAGE, row.unit, recording_scores.scores_key(row, scored),
-                                   {"result": result.to_json()})
+                                   {"label": row.label, "result": result.to_json()})
         run.log.count(recording_scores.STAGE, computed=1)
     if run.strict and failed:
         raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
