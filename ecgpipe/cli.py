@@ -92,7 +92,8 @@ def cmd_run(args) -> int:
                                + (f" records F1 {m['record_macro_f1']:.3f}" if "record_macro_f1" in m else "")
                                for p, m in row["protocols"].items())
             print(f"  {'*' if row['best'] else ' '} {row['backbone']} / {row['layer']} / {row['classifier']}: {scores}")
-    print(f"best: {report['classifier']} on {report['backbone']} / {report['layer']}")
+    reads_cnn = next(row["backbone"] != "-" for row in report["comparison"] if row["best"])  # "-": a rhythm-only row
+    print(f"best: {report['classifier']} on " + (f"{report['backbone']} / {report['layer']}" if reads_cnn else "the rhythm block (no CNN)"))
     endpoints = scored_endpoints(report)
     for name, p in report["protocols"].items():
         print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}"
@@ -189,7 +190,7 @@ def cmd_predict(args) -> int:
         compare_with_reference,
         output_names,
         predict_record,
-        record_path,
+        record_paths,
         training_recording,
         write_annotations,
         write_endpoints_csv,
@@ -200,7 +201,7 @@ def cmd_predict(args) -> int:
     model = load_model(args.model, require_signed=args.require_signed or None)  # a bad artifact: one line, exit 2
     print(f"model: {model.path} (sha256 {model.digest[:16]}..., {'signature verified' if model.signed else 'unsigned'})")
     out = Path(args.out)
-    paths = [record_path(arg) for arg in args.records]
+    paths = record_paths(args.records)  # a folder stands for its records
     names = output_names(paths)  # records of one name from different folders get distinct outputs
     reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
     decisions = endpoint_decisions(args, model)
@@ -209,7 +210,7 @@ def cmd_predict(args) -> int:
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     out.mkdir(parents=True, exist_ok=True)
-    predictions, failed, agreements = [], [], {}
+    predictions, failed, agreements = [], {}, {}
     for path in paths:
         try:
             leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
@@ -219,7 +220,7 @@ def cmd_predict(args) -> int:
             if args.compare:
                 pred.agreement = compare_with_reference(pred, model, args.compare)
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
-            failed.append(str(err))
+            failed[path] = str(err)
             print(f"ecgpipe: {err}", file=sys.stderr)
             continue
         seen = training_recording(model, path)
@@ -240,14 +241,20 @@ def cmd_predict(args) -> int:
             line += f"; no agreement: {a['reason']}"
         print(line)
     write_episodes_csv(out / "episodes.csv", predictions)
-    write_records_csv(out / "records.csv", predictions)
+    write_records_csv(out / "records.csv", predictions, failed)
     write_endpoints_csv(out / "endpoints.csv", predictions)
     if args.compare:  # keyed by each record's output name, found from the path it was given as (not pred.record)
         (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
     (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
-    print(f"episodes: {out / 'episodes.csv'}; one class per record (majority of its windows): {out / 'records.csv'}; "
+    per_record = ("the class of the whole record" if model.config.classifier.level == "record" else
+                  "its windows' mean probability" if model.config.classifier.uses_probabilities else "majority of its windows")
+    print(f"episodes: {out / 'episodes.csv'}; one class per record ({per_record}; failed records with their error): "
+          f"{out / 'records.csv'}; "
           f"endpoint episodes ({', '.join(model.config.endpoints) or 'none in the model'}; their burden and episode count "
           f"per record in records.csv): {out / 'endpoints.csv'}")
+    if failed:
+        print(f"ecgpipe: {len(failed)} of {len(paths)} record(s) could not be predicted (named above and in records.csv)",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -347,9 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_data_fetch)
 
     pr = sub.add_parser("predict", help="predict rhythm episodes of new records with a run's model.skops")
-    pr.add_argument("records", nargs="+", help="WFDB records (path without extension, or the .hea file) or EDF/EDF+ files (.edf)")
+    pr.add_argument("records", nargs="+", help="WFDB records (path without extension, or the .hea file), EDF/EDF+ files "
+                    "(.edf), or folders (the records their RECORDS file lists, else every .hea and .edf in them)")
     pr.add_argument("--model", required=True, help="model artifact written by a run (OUT/model.skops)")
-    pr.add_argument("--out", default="predictions", help="folder for episodes.csv and <record>.<extension> annotations")
+    pr.add_argument("--out", default="predictions",
+                    help="folder for episodes.csv, records.csv, endpoints.csv and <record>.<extension> annotations "
+                    "(default: predictions)")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=odd_width, default=5,
@@ -393,8 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_is_a_file(args) -> str | None:
+    """The error for an ``--out`` that is an existing file, not a folder (every command that writes takes one)."""
+    out = getattr(args, "out", None)
+    if out and "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out}: a file, not a folder: choose another --out (nothing was written)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (problem := _out_is_a_file(args)) is not None:
+        print(f"ecgpipe: {problem}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except EcgpipeError as err:  # every expected problem names its file, record or setting: one line, no traceback

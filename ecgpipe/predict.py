@@ -38,7 +38,7 @@ import numpy as np
 
 from ecgpipe.classifier_settings import DEFAULT_CHANGE_PENALTY, DEFAULT_DECISION_WINDOWS
 from ecgpipe.edf import EDF_EXTENSION, is_edf
-from ecgpipe.errors import EcgpipeError
+from ecgpipe.errors import EcgpipeError, RecordError
 from ecgpipe.grid import grid_features
 from ecgpipe.model import TrainedModel
 from ecgpipe.recording_endpoints import called_runs
@@ -124,6 +124,27 @@ class RecordPrediction:
         votes = self.raw_classes if self.raw_classes is not None else self.window_classes
         votes = votes[votes >= 0]
         return self.class_names[int(np.argmax(np.bincount(votes, minlength=len(self.class_names))))] if len(votes) else None
+
+
+def record_paths(args: list[str]) -> list[str]:
+    """The records ``ecgpipe predict`` was given: each argument a record (``record_path``) or a folder, which stands
+    for the records its ``RECORDS`` file lists, else for every WFDB header and EDF file directly in it (sorted)."""
+    paths = []
+    for arg in args:
+        if not os.path.isdir(arg):
+            paths.append(record_path(arg))
+            continue
+        listing = os.path.join(arg, "RECORDS")
+        if os.path.isfile(listing):
+            with open(listing) as fh:
+                names = [line.strip() for line in fh if line.strip()]
+        else:
+            names = sorted(f[: -len(".hea")] if f.endswith(".hea") else f for f in os.listdir(arg)
+                           if f.endswith(".hea") or is_edf(f))
+        if not names:
+            raise RecordError(arg, "a folder without records (no RECORDS file, WFDB header .hea or EDF file .edf in it)")
+        paths += [record_path(os.path.join(arg, name)) for name in names]
+    return paths
 
 
 def record_path(arg: str) -> str:
@@ -304,24 +325,30 @@ def write_episodes_csv(path: str | Path, predictions: list[RecordPrediction]) ->
                 w.writerow([pred.record, f"{ep.start_s:.3f}", f"{ep.end_s:.3f}", f"{ep.end_s - ep.start_s:.3f}", ep.class_name, ep.label])
 
 
-def write_records_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
+def write_records_csv(path: str | Path, predictions: list[RecordPrediction], failed: Mapping[str, str] | None = None) -> None:
     """One row per record: its duration, the seconds its scored windows span (windows with NaN samples are not
-    scored), its majority class, how many windows went to each class, and per endpoint its burden: the share of the
+    scored), its class, how many windows went to each class, and per endpoint its burden: the share of the
     scored windows where the endpoint is called (AF burden), of ``scored_s``, not of the whole recording, and how many
-    episodes of it endpoints.csv lists."""
+    episodes of it endpoints.csv lists. A record that could not be predicted (``failed``: record -> error) has a row
+    too, empty but for its ``error``, so that every record given is accounted for in the file."""
     names = predictions[0].class_names if predictions else []
     endpoints = list(predictions[0].endpoint_calls) if predictions else []
+    columns = ["record", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in names],
+               *[f"burden_{e}" for e in endpoints], *[f"episodes_{e}" for e in endpoints], "note", "error"]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["record", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in names],
-                    *[f"burden_{e}" for e in endpoints], *[f"episodes_{e}" for e in endpoints], "note"])
+        w.writerow(columns)
         for pred in predictions:
             scored = pred.window_classes >= 0
             counts = np.bincount(pred.window_classes[scored], minlength=len(names))
             burdens = [pred.endpoint_burden(e) for e in endpoints]
-            w.writerow([pred.record, f"{pred.duration_s:.3f}", f"{scored.sum() * pred.stride_s:.3f}", pred.record_class,
+            # a record shorter than one window is scored on one window: it spans the record, not the window
+            scored_s = min(scored.sum() * pred.stride_s, pred.duration_s)
+            w.writerow([pred.record, f"{pred.duration_s:.3f}", f"{scored_s:.3f}", pred.record_class,
                         *counts.tolist(), *["" if b is None else f"{b:.4f}" for b in burdens],
-                        *[len(pred.endpoint_episodes(e)) for e in endpoints], pred.note])
+                        *[len(pred.endpoint_episodes(e)) for e in endpoints], pred.note, ""])
+        for record, error in (failed or {}).items():
+            w.writerow([record, *[""] * (len(columns) - 2), error])
 
 
 def write_endpoints_csv(path: str | Path, predictions: list[RecordPrediction]) -> None:
@@ -349,8 +376,12 @@ def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str
     folder, or a reference annotation's extension (``atr``) written into that folder."""
     extension = target.suffix.lstrip(".")
     same_folder = target.parent.resolve() == Path(record).parent.resolve()
-    if extension in RECORD_EXTENSIONS or (same_folder and (target.exists() or extension in reserved_extensions)):
-        raise UnsafeOutput(f"{target}: refusing to write predictions over an input of record {record} "
+    if extension in RECORD_EXTENSIONS:  # whether or not this record has such a file, another may (a .dat beside a .mat)
+        raise UnsafeOutput(f"--extension {extension}: the extension of a record's own files ({', '.join(sorted(RECORD_EXTENSIONS))}); "
+                           "predictions are never written under it (choose another --extension)")
+    if same_folder and (target.exists() or extension in reserved_extensions):
+        what = "an existing file" if target.exists() else f"the reference annotations' extension ({extension})"
+        raise UnsafeOutput(f"{target}: refusing to write predictions over {what} in the folder of record {record} "
                            f"(choose another --out folder or --extension)")
 
 

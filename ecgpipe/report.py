@@ -65,7 +65,8 @@ def render_markdown(report: dict) -> str:
         f"({', '.join(report['databases'])})",
         "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
         f"- {report.get('features_description', '')}",
-        f"- spectrogram: {spectrogram_shape_words(report['spectrogram_shape'])} per segment",
+        (f"- spectrogram: {spectrogram_shape_words(report['spectrogram_shape'])} per segment" if report.get("spectrograms_array")
+         else "- spectrogram: none computed (no classifier of the run reads CNN features)"),
         f"- classifier: {report['classifier']}",
         f"- wall time: {report['wall_s']:.0f} s" + stage_times_words(report),
         "",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -454,3 +455,54 @@ def test_the_model_carries_its_endpoint_decisions(af_model, physionet, tmp_path,
         assert code == 0, err
         found[name] = (tmp_path / name / "endpoints.csv").read_text()
     assert found["model"] == found["options"] != found["default"] == found["override"]
+
+
+def test_predict_takes_a_folder_for_its_records_and_lists_failed_ones_in_records_csv(rhythm_model, physionet, tmp_path, capsys):
+    """A folder stands for its records (its RECORDS file, else every header in it); a record that cannot be read is
+    named on stderr and has a row of its own in records.csv with its error, while the others are predicted."""
+    import csv
+
+    folder = copy_records(physionet, tmp_path, "vfdb", ["418", "419"])
+    (folder / "RECORDS").unlink()
+    (folder / "broken.hea").write_text("broken 1 250 1000\nbroken.dat 212 200 12 0 0 0 0 ECG\n")  # no broken.dat
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder), "--out", str(tmp_path / "pred"))
+    assert code == 1, err
+    assert "broken" in err and "1 of 3 record(s) could not be predicted" in err and "Traceback" not in err
+    with open(tmp_path / "pred" / "records.csv") as fh:
+        rows = {os.path.basename(r["record"]): r for r in csv.DictReader(fh)}
+    assert sorted(rows) == ["418", "419", "broken"]
+    assert rows["418"]["error"] == "" and rows["418"]["class"] in ("normal", "afib", "vt", "vf")
+    assert "broken" in rows["broken"]["error"] and rows["broken"]["class"] == ""
+    assert (tmp_path / "pred" / "418.pred").is_file() and (tmp_path / "pred" / "419.pred").is_file()
+
+    (folder / "RECORDS").write_text("419\n")  # a RECORDS file says which records the folder holds
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder), "--out", str(tmp_path / "listed"))
+    assert code == 0, err
+    assert [r.split(",")[0] for r in (tmp_path / "listed" / "records.csv").read_text().splitlines()[1:]] == [str(folder / "419")]
+
+    (tmp_path / "empty").mkdir()
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(tmp_path / "empty"), "--out", str(tmp_path / "p2"))
+    assert code == 2 and "empty: a folder without records" in err and not (tmp_path / "p2").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "status", "predict", "evaluate"])
+def test_an_out_that_is_a_file_is_refused_before_anything_runs(command, rhythm_model, tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("hi\n")
+    argv = {"run": ["run", "--config", "paper4", "--data-dir", str(tmp_path)],
+            "status": ["status"],
+            "predict": ["predict", "--model", str(rhythm_model), str(tmp_path / "100")],
+            "evaluate": ["evaluate", "--model", str(rhythm_model), "--config", "paper4"]}[command]
+    code, out, err = _run(capsys, *argv, "--out", str(target))
+    assert code == 2 and f"--out {target}: a file, not a folder" in err and "Traceback" not in err
+    assert target.read_text() == "hi\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_extension_of_record_files_is_refused_naming_the_option(rhythm_model, physionet, tmp_path, capsys):
+    """--extension dat for a record stored as .mat: refused as the extension of record files, not as a clash with a
+    file that does not exist."""
+    copy_records(physionet, tmp_path, "vfdb", ["418"])
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(tmp_path / "vfdb" / "418"), "--out",
+                          str(tmp_path / "pred"), "--extension", "dat")
+    assert code == 2 and "--extension dat: the extension of a record's own files" in err
+    assert not (tmp_path / "pred").exists()

@@ -316,5 +316,7 @@ def test_a_record_shorter_than_one_window_still_gets_an_answer(rhythm_model, tmp
     proc = cli("predict", "--model", str(rhythm_model["model"]), str(rhythm_model["tmp"] / "c" / "short"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     header, row = (out / "records.csv").read_text().splitlines()
-    assert header.endswith(",note") and "shorter (1.5 s) than one window (2 s)" in row
-    assert dict(zip(header.split(","), row.split(",")))["class"] in ("normal", "afib", "vt", "vf")  # a class, not empty
+    assert header.endswith(",note,error") and "shorter (1.5 s) than one window (2 s)" in row
+    fields = dict(zip(header.split(","), row.split(",")))
+    assert fields["class"] in ("normal", "afib", "vt", "vf")  # a class, not empty
+    assert fields["scored_s"] == fields["duration_s"] == "1.500" and fields["error"] == ""  # it spans the record

@@ -385,7 +385,7 @@ def finish_model(run: Run, job: ModelJob | None) -> str | None:
     if job.future is not None:
         job.future.result()
         run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
-        run.logger.info(f"model: {job.row.label} on {job.row.extractor.array} -> {job.path}")
+        run.logger.info(f"model: {job.row.label} on {job.row.features or 'the rhythm block (no CNN)'} -> {job.path}")
     return job.path
 
 
