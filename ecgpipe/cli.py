@@ -108,6 +108,9 @@ def cmd_run(args) -> int:
             print(f"  {'':20s} endpoint {name}: {recording_words(r)}")
     if report.get("model"):
         print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {report['model']} RECORD...)")
+    if report.get("absent_records"):
+        print(f"left out {len(report['absent_records'])} record(s) the labels CSV lists without any file in the folder "
+              f"(e.g. {', '.join(report['absent_records'][:3])}; all in report.json absent_records)")
     if report["skipped_records"]:
         print(f"skipped {len(report['skipped_records'])} bad record(s):")
         for s in report["skipped_records"]:

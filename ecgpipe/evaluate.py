@@ -119,17 +119,22 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
                        for c in model.class_names], dtype=np.int64)
     excluded = set(dataset.segments.exclude_labels)
-    todo = []
+    from ecgpipe.plan import without_files
+
+    todo, n_absent = [], 0
     for db in dataset.databases:
         folder = database_dir(dataset, db, data_dir, download=False)
         settings = dataset.database(db)
         labels = read_record_labels(folder, settings.labels_csv) if settings.labels_csv else None
-        todo += [(db, folder, settings, r, labels) for r in selected_records(dataset, db, folder)]
+        names = selected_records(dataset, db, folder)
+        absent = set(without_files(dataset, db, folder, names))  # listed by the CSV, no file: counted, not failed
+        n_absent += len(absent)
+        todo += [(db, folder, settings, r, labels) for r in names if r not in absent]
     if max_records is not None and len(todo) > max_records:
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
         todo = [todo[i] for i in keep]
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "failed": 0,
-                  "training_records": 0}
+                  "training_records": 0, "absent": n_absent}
     rows, failed = [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's

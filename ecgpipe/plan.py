@@ -7,8 +7,9 @@ the unit would get now *and* the stored data still hashes to the digest the mark
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecgpipe import store as zs
@@ -17,6 +18,7 @@ from ecgpipe.keys import array_digest
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
 from ecgpipe.results import ProtocolResult, RecordingScores, protocols_from_json
+from ecgpipe.sources import DataSourceError
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray
@@ -34,16 +36,43 @@ def chunk_unit(i: int) -> str:
     return f"{i:06d}"
 
 
+# a record "has files" when any of these lies in its folder; one that has some but not all is read and fails by name
+RECORD_FILE_EXTENSIONS = (".hea", ".mat", ".dat", ".edf")
+
+
+def without_files(cfg: PipelineConfig, database: str, folder: str | Path, names: list[str]) -> list[str]:
+    """The records among ``names`` that a labels CSV lists (a database folder without RECORDS: the CSV is the list)
+    and that have no file at all in the folder: a subset of a published dataset copied beside its full REFERENCE.csv.
+    They are left out and counted, not failed. Where a RECORDS file lists the records, a missing one still fails: that
+    index is the database's own. None of the CSV's records having files is an error naming the folder."""
+    csv_name = cfg.databases[database].labels_csv
+    if not csv_name or not names or (Path(folder) / "RECORDS").is_file():
+        return []
+    absent = [n for n in names if not any(os.path.exists(os.path.join(folder, n + ext)) for ext in RECORD_FILE_EXTENSIONS)]
+    if len(absent) == len(names):
+        raise DataSourceError(f"{folder}: none of the {len(names)} records {csv_name} lists has a file there "
+                              f"(no {absent[0]}.hea, .mat or .edf): is --data-dir the folder above {Path(folder).name}/?")
+    return absent
+
+
 @dataclass
 class RunPlan:
     cfg: PipelineConfig
     out: Location
     records: list[RecordUnit]
+    absent: list[str] = field(default_factory=list)  # listed by a labels CSV, no file in the folder (``without_files``)
 
     @classmethod
     def create(cls, cfg: PipelineConfig, data_dir: str | Path | None, out_dir, download: bool = True) -> RunPlan:
         out = out_dir if isinstance(out_dir, Location) else Location(str(out_dir))
-        return cls(cfg, out, segments.plan_records(cfg, data_dir, download=download))
+        units = segments.plan_records(cfg, data_dir, download=download)
+        absent = set()
+        for db in cfg.databases:
+            mine = [u for u in units if u.database == db]
+            if mine:
+                absent |= {(db, name) for name in without_files(cfg, db, mine[0].db_dir, [u.record for u in mine])}
+        return cls(cfg, out, [u for u in units if (u.database, u.record) not in absent],
+                   [u.shown for u in units if (u.database, u.record) in absent])
 
     @property
     def store(self) -> str:

@@ -145,7 +145,10 @@ def render_markdown(report: dict) -> str:
         a = report["record_accounting"]
         lines += ["", f"Records: {a['records']} in the run: {a['used']} used ({a['windows']} windows), "
                   f"{a['excluded_label']} with an excluded label, {a['too_short']} shorter than one window, "
-                  f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed (below)."]
+                  f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed"
+                  + (" (above, \"Skipped records\")" if a["failed"] else "")
+                  + (f", {a['absent']} listed in the labels CSV without any file in the folder (left out; report.json "
+                     "`absent_records` names them)" if a.get("absent") else "") + "."]
     if report.get("records_without_windows"):
         lines += ["", "## Records without windows", "", "Read without error, but no window of a configured class:", ""]
         lines += [f"- `{r['record']}`: {r['reason']}" for r in report["records_without_windows"]]

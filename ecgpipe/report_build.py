@@ -91,8 +91,9 @@ def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
     return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
 
 
-def record_accounting(records: list[RecordSummary], skipped: list[dict], n_planned: int) -> dict[str, int]:
-    """Every record of the run, once: used (with windows), without windows by reason, failed (named in the report)."""
+def record_accounting(records: list[RecordSummary], skipped: list[dict], n_planned: int, n_absent: int = 0) -> dict[str, int]:
+    """Every record of the run, once: used (with windows), without windows by reason, failed (named in the report),
+    and absent (listed by a labels CSV, no file in the folder; ``n_planned`` includes them)."""
     without = [r for r in records if not r.n_windows]
     reason = lambda r: (r.no_window_reason or "").split(" ", 1)[0]  # noqa: E731
     counts = {
@@ -103,12 +104,14 @@ def record_accounting(records: list[RecordSummary], skipped: list[dict], n_plann
         "too_short": sum(1 for r in without if reason(r) == "shorter"),
         "no_window_of_a_class": sum(1 for r in without if reason(r) == "no"),
         "failed": len(skipped),
+        "absent": n_absent,
     }
     return counts
 
 
 def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
-                 segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int) -> Report:
+                 segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int,
+                 absent: list[str] = ()) -> Report:
     feat_attrs, best_cfg = rows[best].extractor.attrs, rows[best].cfg
     y = zs.read_array(store, Layout.segment("class_index"))
     t = segment_table
@@ -149,7 +152,8 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "comparison": comparison_summary(rows, best),
             "skipped_records": skipped,
             "records_without_windows": [{"record": r.name, "reason": r.no_window_reason} for r in records if not r.n_windows],
-            "record_accounting": record_accounting(records, skipped, len(records) + len(skipped)),
+            "record_accounting": record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent)),
+            "absent_records": list(absent),
             "unmatched_labels": sorted(set(cfg.label_to_class) - seen),
             "config": cfg.model_dump(mode="json"),
         }

@@ -264,7 +264,8 @@ class Report(_Result):
     comparison: list[ComparisonEntry]
     skipped_records: list[dict]
     records_without_windows: list[dict] = []  # read fine, but no window of a configured class: why
-    record_accounting: dict[str, int] = {}  # every record once: used, without windows (by reason), failed
+    record_accounting: dict[str, int] = {}  # every record once: used, without windows (by reason), failed, absent
+    absent_records: list[str] = []  # listed by a labels CSV without any file in the folder: left out, not failed
     unmatched_labels: list[str]
     config: dict
     # filled in by the flow once everything ran

@@ -122,7 +122,8 @@ def test_records_without_windows_are_listed_with_the_reason(csv_run):
     listed = {r["record"].rsplit("/", 1)[-1]: r["reason"] for r in csv_run["report"]["records_without_windows"]}
     assert listed == {"A09000": "label(s) ['~'] excluded (segments.exclude_labels)"}
     n = len(csv_run["names"])  # usable records, plus the excluded, the unknown-label and the unlisted one
-    expected = {"records": n + 3, "used": n, "excluded_label": 1, "too_short": 0, "no_window_of_a_class": 0, "failed": 2}
+    expected = {"records": n + 3, "used": n, "excluded_label": 1, "too_short": 0, "no_window_of_a_class": 0, "failed": 2,
+                "absent": 0}
     accounting = csv_run["report"]["record_accounting"]
     assert {k: v for k, v in accounting.items() if k != "windows"} == expected
     assert accounting["windows"] == csv_run["report"]["n_candidates"]
@@ -196,3 +197,31 @@ def test_per_record_outcomes_and_metrics_are_written(csv_run):
     md = (out / "report.md").read_text()
     assert "annotated \\ predicted (records)" in md and "records_<protocol>.csv" in md
     assert "the records' confusion matrix" in (out / "report.html").read_text()
+
+
+def test_a_subset_beside_the_full_labels_csv_leaves_the_absent_records_out_and_counts_them(csv_run, tmp_path):
+    """A few records copied beside the dataset's full REFERENCE.csv (no RECORDS file: the CSV lists the records):
+    the records without any file are counted and named as absent, not failed (no fail-fast stop), and the others
+    train as before; a record with a header but no signal file still fails by name."""
+    import shutil
+
+    from flows.ecg_pipeline import run_pipeline
+
+    folder = tmp_path / "data" / "cinc"
+    shutil.copytree(csv_run["tmp"] / "data" / "cinc", folder)
+    (folder / "RECORDS").unlink()
+    absent = [f"A{i:05d}" for i in range(5001, 5031)]  # 30 > fail_fast_after's 20: absent records are no failures
+    (folder / "A05100.hea").write_text("A05100 1 300 3000\nA05100.mat 16 1000 16 0 0 0 0 ECG\n")  # its signal lost
+    with open(folder / "REFERENCE.csv", "a") as fh:
+        fh.write("".join(f"{n},N\n" for n in absent) + "A05100,N\n")
+    cfg = load_config(csv_run["tmp"] / "cinc.toml")
+    report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"))
+    n = len(csv_run["names"])
+    accounting = report["record_accounting"]
+    assert {k: v for k, v in accounting.items() if k != "windows"} == {
+        "records": n + 2 + 1 + len(absent), "used": n, "excluded_label": 1, "too_short": 0, "no_window_of_a_class": 0,
+        "failed": 2, "absent": len(absent)}  # failed: the unknown label and the header without its signal
+    assert report["absent_records"] == [f"cinc/{a}" for a in absent]
+    assert {s["record"].rsplit("/", 1)[-1] for s in report["skipped_records"]} == {UNKNOWN, "A05100"}
+    assert report["n_segments"] == csv_run["report"]["n_segments"]
+    assert "30 listed in the labels CSV without any file in the folder" in (tmp_path / "out" / "report.md").read_text()

@@ -163,3 +163,20 @@ def test_status_calls_a_rekeyed_row_stale_by_its_earlier_marker(tmp_path):
     two = [lonely, row("features__bb__00000000000000f5", "HGB")]  # an unlabelled marker of a sweep: whose it was is unknown
     assert set(_earlier_units(out, markers, "classify", two).items()) == {(r.unit, r.unit) for r in two}
     assert _earlier_units(Location(tmp_path / "none"), markers, "classify", [svc])[svc.unit] == svc.unit
+
+
+def test_records_a_labels_csv_lists_without_files_are_absent_and_none_present_is_an_error(tmp_path):
+    import pytest
+
+    from ecgpipe.plan import without_files
+    from ecgpipe.sources import DataSourceError
+
+    cfg = load_config("cinc2017")
+    (tmp_path / "A00001.hea").write_text("A00001 1 300 3000\n")
+    (tmp_path / "A00002.mat").write_bytes(b"")  # a signal without its header: present, it fails by name when read
+    names = ["A00001", "A00002", "A00003", "A00004"]
+    assert without_files(cfg, "cinc2017", tmp_path, names) == ["A00003", "A00004"]
+    with pytest.raises(DataSourceError, match="none of the 2 records REFERENCE-v3.csv lists"):
+        without_files(cfg, "cinc2017", tmp_path, ["A00003", "A00004"])
+    (tmp_path / "RECORDS").write_text("\n".join(names) + "\n")  # the database's own index: a missing record fails
+    assert without_files(cfg, "cinc2017", tmp_path, names) == []
