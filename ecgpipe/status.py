@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import UnreadableFile
+from ecgpipe.errors import PipelineError, UnreadableFile
 from ecgpipe.location import Location
 from ecgpipe.lock import RunLock
 from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
@@ -106,7 +106,13 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         return status
     if len(records) < len(plan.records):
         status["note"] = "records will be (re)computed first; downstream counts are against the table of the records done now"
-    segment_table = plan.table(records)
+    try:
+        segment_table = plan.table(records)
+    except PipelineError as err:  # e.g. a class no record has: the records done are still worth showing
+        status["note"] = f"nothing after the records can be planned: {err}"
+        for stage in [s for s in STAGES[1:] if cfg.recordings.score or s not in OPTIONAL_STAGES]:
+            status["stages"][stage] = _waiting("after the fix")
+        return status
     status["stages"][table.STAGE] = tally([(table.UNIT, table.STAGE, table.UNIT, plan.table_done(segment_table))])
     n = len(segment_table)
 

@@ -320,3 +320,19 @@ def test_a_record_shorter_than_one_window_still_gets_an_answer(rhythm_model, tmp
     fields = dict(zip(header.split(","), row.split(",")))
     assert fields["class"] in ("normal", "afib", "vt", "vf")  # a class, not empty
     assert fields["scored_s"] == fields["duration_s"] == "1.500" and fields["error"] == ""  # it spans the record
+
+
+def test_status_after_a_run_stopped_by_a_class_without_segments_shows_the_records_done(tmp_path, physionet):
+    """A class whose labels occur nowhere stops the run after the records were read; `status` then shows those
+    records done and says why nothing after them can be planned, instead of only repeating the error."""
+    copy_records(physionet, tmp_path / "data", "vfdb", ["418", "419"])
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text(SLICE + 'afib = ["(AF"]\n')  # a typo: the label is (AFIB
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "class(es) ['afib'] have no segments" in proc.stderr
+    proc = cli("status", "--out", str(tmp_path / "out"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["stages"]["segments"]["done"] == status["stages"]["segments"]["total"] == 2
+    assert "class(es) ['afib'] have no segments" in status["note"]
+    assert status["stages"]["table"]["rerun_computes"] == "after the fix"
