@@ -377,6 +377,11 @@ def test_prefect_recorded_the_flow_and_its_tasks(flow_run):
     assert sum(n.startswith("segments batch ") for n in names) >= run_json["stages"]["segments"]["tasks"] >= 1
     assert sum(n.startswith("spectrograms chunk") for n in names) >= n_chunks
     assert sum(n.startswith("features chunk") for n in names) >= n_chunks
+    # run.json counts every stage's tasks (the cold run computed every chunk and every fold of every row)
+    stages = run_json["stages"]
+    assert stages["spectrograms"]["tasks"] == stages["features"]["tasks"] == n_chunks
+    n_folds = sum(sum(row["n_folds"].values()) for row in flow_run["report"]["comparison"])
+    assert stages["classify"]["tasks"] == n_folds and sum(n.startswith("classify ") for n in names) >= n_folds
     assert not [t for t in tasks if t.state and t.state.is_failed() and t.name.startswith("segments batch ")]
     assert [f["unit"] for f in run_json["failed"]] == [f"mitdb/{BROKEN}"]
 
@@ -458,7 +463,8 @@ def test_predict_cli_writes_episodes_csv_and_readable_annotations(flow_run, tmp_
         assert ann.sample.tolist() == [round(float(r["start_s"]) * 360) for r in mine]
     with open(out / "records.csv") as fh:
         per_record = {Path(r["record"]).name: r for r in csv.DictReader(fh)}
-    assert set(per_record) == {"219", "222"} and float(per_record["222"]["duration_s"]) == 120.0
+    assert set(per_record) == {"219", "222", "210"} and float(per_record["222"]["duration_s"]) == 120.0
+    assert "truncated signal file" in per_record["210"]["error"] and per_record["222"]["error"] == ""  # failed: named
     assert sum(int(per_record["222"][f"windows_{c}"]) for c in label_of) == 60  # 2-s windows over 120 s
     agreement = json.loads((out / "agreement.json").read_text())
     assert set(agreement) == {"219", "222"}

@@ -197,6 +197,7 @@ def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: in
         for array, _ in todo[i]:
             log.fail(stage, f"{array}/{chunk_unit(i)}", error_text(exc))
 
+    log.count(stage, tasks=len(chunks))
     try:
         wait_all([submit(i, todo[i]) for i in chunks], stage, logger, on_done=on_done)
     except interrupt.RunInterrupted:  # units that finished (their marker is written) as the run stopped count too

@@ -261,6 +261,7 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
             task = run.task(tasks.classify_fold)
             futures = [task.submit(run.store, pending[j.row].features, pending[j.row].data_key, j.protocol, j.fold,
                                    pending[j.row].cfg.model_dump_json()) for j in jobs]
+            run.log.count(classification.STAGE, tasks=len(futures))
             results, _ = wait_all(futures, classification.STAGE, run.logger, strict=True)
             for r, row in enumerate(pending):
                 mine = {(j.protocol, j.fold): res for j, res in zip(jobs, results) if j.row == r}
@@ -301,6 +302,7 @@ def score_recordings(run: Run, records: list[RecordSummary], rows: list[Comparis
         task = run.task(tasks.recording_scores_fold)
         futures = [task.submit(run.store, row.features, row.data_key, f, records, row.cfg.model_dump_json())
                    for f, records in enumerate(folds)]
+        run.log.count(recording_scores.STAGE, tasks=len(futures))
         results, fold_failures = wait_all(futures, recording_scores.STAGE, run.logger, run.strict)
         notes = [note] if note else []
         # a fold that failed for good: its records are named, the others scored
@@ -337,6 +339,7 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
         task, n_gpu = run.task(tasks.recording_grid_batch), gpu_workers_in_cluster()
         with feature_placement(n_gpu):
             futures = [task.submit(run.store, run.out_dir, b, batch, row.cfg.model_dump_json()) for b, batch in enumerate(batches)]
+        run.log.count(recording_grid.STAGE, tasks=len(futures))
         results, failures = wait_all(futures, recording_grid.STAGE, run.logger, run.strict)
         batch_errors = {b: error_text(exc) for b, exc in failures}
         for b, batch in enumerate(batches):
