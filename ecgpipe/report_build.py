@@ -91,6 +91,23 @@ def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
     return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
 
 
+def one_class_warning(protocols: dict, class_names: list[str]) -> str:
+    """A warning when a protocol's out-of-fold predictions are all one class while the truth holds several: nothing
+    was learnt, which a user reading only the accuracy may miss (e.g. gradient boosting's ``min_samples_leaf`` above
+    the number of training rows per class, so its trees never split)."""
+    collapsed = []
+    for name, result in protocols.items():
+        cm = np.asarray(result.confusion_matrix)
+        called = np.flatnonzero(cm.sum(axis=0))
+        if len(called) == 1 and np.count_nonzero(cm.sum(axis=1)) > 1:
+            collapsed.append(f"{name} (every {result.level} called {class_names[called[0]]})")
+    if not collapsed:
+        return ""
+    return ("WARNING: the classifier predicted one class for everything under " + ", ".join(collapsed)
+            + ": nothing was learnt. Too few training rows for its settings? (hgb: min_samples_leaf; more records or "
+            "a smaller value)")
+
+
 def record_accounting(records: list[RecordSummary], skipped: list[dict], n_planned: int, n_absent: int = 0) -> dict[str, int]:
     """Every record of the run, once: used (with windows), without windows by reason, failed (named in the report),
     and absent (listed by a labels CSV, no file in the folder; ``n_planned`` includes them)."""
@@ -121,7 +138,8 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
     return Report.model_validate(
         {
             # the detailed sections are the best row's
-            "warning": RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else None,
+            "warning": " ".join(w for w in [RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else "",
+                                            one_class_warning(rows[best].protocols, cfg.class_names)] if w) or None,
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
             "n_segments": int(len(y)),

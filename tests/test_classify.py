@@ -243,3 +243,18 @@ def test_a_classifier_balancing_subjects_fits_with_their_weights():
     assert chosen["C"] in (0.1, 1.0) and tuned.predict(X).shape == y.shape
     with pytest.raises(ValueError):
         ClassifierSettings(subject_balance=1.5)
+
+
+def test_a_classifier_that_calls_everything_one_class_is_warned_about():
+    from types import SimpleNamespace
+
+    from ecgpipe.report_build import one_class_warning
+
+    names = ["normal", "afib", "other"]
+    collapsed = SimpleNamespace(confusion_matrix=[[5, 0, 0], [4, 0, 0], [3, 0, 0]], level="record")
+    learnt = SimpleNamespace(confusion_matrix=[[5, 0, 0], [1, 3, 0], [3, 0, 0]], level="window")
+    warning = one_class_warning({"grouped_by_subject": collapsed, "stratified_10fold": learnt}, names)
+    assert "grouped_by_subject (every record called normal)" in warning and "stratified" not in warning
+    assert one_class_warning({"stratified_10fold": learnt}, names) == ""
+    one_class_data = SimpleNamespace(confusion_matrix=[[5, 0], [0, 0]], level="window")  # only one class to find
+    assert one_class_warning({"p": one_class_data}, names[:2]) == ""
