@@ -11,7 +11,7 @@ counts episodes and false alarms per hour, not windows. Here:
   detected when a called run overlaps it; a called run that overlaps none is a false alarm.
 
 Pure functions and one tally that adds records up. ``ecgpipe evaluate`` scores ``ecgpipe predict``'s endpoint calls
-this way on rhythm-annotated datasets; ``tests/benchmarks/bench_context.py --grid`` on paper4's new patients (README
+this way on rhythm-annotated datasets; ``tests/benchmarks/bench_context.py --grid`` on paper4's new patients (docs/endpoints.md,
 "Every window of the recordings").
 """
 
