@@ -41,7 +41,7 @@ from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.report import write_report
-from ecgpipe.report_build import build_report, example_spectrograms
+from ecgpipe.report_build import build_report, example_spectrograms, record_accounting
 from ecgpipe.stages import spectrograms
 from ecgpipe.store import Layout
 
@@ -57,7 +57,7 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
         log.write("interrupted", error=str(exc) or "interrupted")
         raise
     except BaseException as exc:
-        log.write("failed", error=f"{type(exc).__name__}: {exc}")
+        log.write("failed", error=f"{type(exc).__name__}: {exc}", **({"records": log.records} if log.records else {}))
         raise
     log.write("completed", report=out.child("report.json"), records=report.get("record_accounting", {}))
     return report
@@ -67,6 +67,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     run = steps.Run.start(cfg, data_dir, out, log, get_run_logger(), strict, download)
 
     records, skipped = steps.segment_records(run)
+    absent = run.plan.absent
+    log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent))
     table = steps.segment_table(run, records)
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)

@@ -33,6 +33,7 @@ class RunLog:
     failures: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
     rows_computed: dict = field(default_factory=dict)  # chunk stages: rows through a computed chunk task (images)
+    records: dict = field(default_factory=dict)  # the records' accounting once they are read (run.json even on failure)
 
     def rate(self, stage: str) -> float | None:
         """Rows per second of the stage's wall time (``features``: images/s), None when it computed nothing."""
