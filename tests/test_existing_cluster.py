@@ -80,3 +80,65 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
             check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(hidden / "data"),))
     finally:
         stop(procs)
+
+
+def test_a_scheduler_without_workers_or_none_at_all_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    """With no worker every reachability check would pass vacuously and the run would wait for ever; with no
+    scheduler the error said to rerun, which cannot help."""
+    import socket
+
+    from ecgpipe.errors import StoreUnreachable
+    from ecgpipe.orchestration import cluster
+
+    monkeypatch.setattr(cluster, "CLUSTER_WAIT_S", 3.0)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "RECORDS").write_text("100\n")
+    scheduler, sched_file = start_scheduler(tmp_path)
+    try:
+        address = json.loads(sched_file.read_text())["address"]
+        with pytest.raises(StoreUnreachable, match=r"has no worker \(waited 3 s\): start one, `dask worker tcp://"):
+            cluster.check_store_reachable(address, str(tmp_path / "out"), database_dirs=(str(data),))
+    finally:
+        stop([scheduler])
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreUnreachable, match=r"scheduler at tcp://127.0.0.1:\d+ cannot be reached .*start it"):
+        cluster.check_store_reachable(f"tcp://127.0.0.1:{port}", str(tmp_path / "out"))
+
+
+def test_a_stage_left_without_workers_says_so_every_few_seconds(monkeypatch):
+    """A worker lost mid-stage with no other: the run used to wait in silence. Now a progress line comes while
+    nothing finishes, and says the cluster has no worker left."""
+    import logging
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from distributed import Client, LocalCluster
+
+    from ecgpipe.orchestration import bookkeeping
+
+    monkeypatch.setattr(bookkeeping, "PROGRESS_EVERY_S", 0.5)
+    lines = []
+    logger = logging.getLogger("stall-test")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: lines.append((r.levelno, r.getMessage()))})())
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as client:
+        quick, slow = client.submit(lambda: 1), client.submit(time.sleep, 10)
+        futures = [SimpleNamespace(wrapped_future=f, result=f.result) for f in (quick, slow)]
+        got = {}
+        waiter = threading.Thread(target=lambda: got.update(r=bookkeeping.wait_all(futures, "features", logger)))
+        waiter.start()
+        deadline = time.time() + 30
+        while not any("no task finished" in m for _, m in lines) and time.time() < deadline:
+            time.sleep(0.1)
+        assert any(lvl == logging.INFO and "features: 1/2" in m for lvl, m in lines)  # a healthy wait: progress
+        lc.scale(0)  # the only worker leaves; the sleeping task is left waiting for one
+        while not any("no worker left" in m for _, m in lines) and time.time() < deadline:
+            time.sleep(0.1)
+        assert any(lvl == logging.WARNING and "no worker left" in m and "dask worker" in m for lvl, m in lines)
+        slow.cancel()
+        waiter.join(30)
+        assert not waiter.is_alive() and len(got["r"][1]) == 1  # the cancelled task: one failure, the wait ends

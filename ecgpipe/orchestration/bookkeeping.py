@@ -99,9 +99,20 @@ def progress_line(stage: str, done: int, total: int, failed: int, elapsed_s: flo
             + (f", {failed} failed" if failed else ""))
 
 
-def _completed(futures: list):
-    """Yield futures as they finish, checking twice a second whether the run was asked to stop."""
+def cluster_workers(futures: list) -> int | None:
+    """How many workers the Dask cluster running ``futures`` has now (None: not Dask futures, or not known)."""
+    try:
+        client = futures[0].wrapped_future.client
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+    except Exception:
+        return None
+
+
+def _completed(futures: list, on_wait=None):
+    """Yield futures as they finish, checking twice a second whether the run was asked to stop; ``on_wait(seconds)``
+    is called every ``PROGRESS_EVERY_S`` while none finishes (seconds since the last one did)."""
     pending = list(futures)
+    last_done = last_said = time.perf_counter()
     while pending:
         done = [f for f in pending if f.wrapped_future.done()]
         if interrupt.requested():  # start nothing new; what finished is still accounted for; then stop
@@ -117,7 +128,12 @@ def _completed(futures: list):
                 pass
             except Exception:  # not Dask futures: poll
                 time.sleep(0.1)
+            now = time.perf_counter()
+            if on_wait is not None and now - last_said >= PROGRESS_EVERY_S:
+                on_wait(now - last_done)
+                last_said = now
             continue
+        last_done = last_said = time.perf_counter()
         for f in done:
             pending.remove(f)
             yield f
@@ -135,8 +151,19 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
     failures = []
     step = max(1, len(futures) // 10)
     t0 = last = time.perf_counter()
+    n_done = 0
+
+    def waiting(idle_s: float) -> None:  # a line every 15 s even when nothing finishes, saying why when it can
+        workers = cluster_workers(futures)
+        why = (": the Dask cluster has no worker left (start one, `dask worker <scheduler address>`, or stop the run "
+               "with Ctrl-C; a rerun computes only what is missing)") if workers == 0 else ""
+        say = logger.warning if workers == 0 else logger.info
+        say(progress_line(stage, n_done, len(futures), len(failures), time.perf_counter() - t0)
+            + f"; no task finished for {idle_s:.0f} s" + why, extra={PROGRESS_RECORD: True})
+
     with stage_bar(stage, len(futures)) as advance:
-        for done, fut in enumerate(_completed(futures), start=1):
+        for done, fut in enumerate(_completed(futures, on_wait=waiting), start=1):
+            n_done = done
             i = order[id(fut)]
             try:
                 results[i] = fut.result()

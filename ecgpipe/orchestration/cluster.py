@@ -118,6 +118,10 @@ def _records_digest(folder: str) -> str:
         return f"<{type(exc).__name__}: {exc}>"
 
 
+# how long a run on an existing cluster waits to reach its scheduler, and then for its first worker
+CLUSTER_WAIT_S = float(os.environ.get("ECGPIPE_CLUSTER_WAIT_S", "60"))
+
+
 def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: tuple[str, ...] = ()) -> None:
     """Fail early, with the workers named, when a worker of an existing cluster cannot see a folder of the run.
 
@@ -131,7 +135,17 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
     from distributed import Client
 
     problems = []
-    with Client(scheduler, timeout=60) as client:
+    try:
+        client = Client(scheduler, timeout=CLUSTER_WAIT_S)
+    except OSError as exc:  # no scheduler there (a timeout is an OSError too)
+        raise StoreUnreachable(f"the Dask scheduler at {scheduler} cannot be reached ({exc}): start it (`dask scheduler`) "
+                               "and its workers, or run without --scheduler for a local cluster") from None
+    with client:
+        try:  # with no worker every check below passes vacuously and the run would wait for ever
+            client.wait_for_workers(1, timeout=CLUSTER_WAIT_S)
+        except TimeoutError:
+            raise StoreUnreachable(f"the Dask cluster at {scheduler} has no worker (waited {CLUSTER_WAIT_S:g} s): start "
+                                   f"one, `dask worker {scheduler}`, then run again") from None
         for folder in folders:
             if not folder:
                 continue
