@@ -226,11 +226,24 @@ class FinishedRun:
     recordings: dict | None = None  # report.json's "recordings" (the endpoints over whole recordings), when scored
 
 
+def _check_last_run_finished(folder: Path) -> None:
+    """A run folder whose last run did not finish holds the report of an earlier run, perhaps of other settings: refused,
+    unless that report is asked for by its file name."""
+    try:
+        status = json.loads((folder / "run.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):  # no run.json (an evaluation's folder, a copied report): nothing to say
+        return
+    if status not in (None, "completed"):
+        raise UnreadableFile(f"{folder}: its last run is {status!r} (run.json), so its report.json is an earlier run's, "
+                             f"perhaps of other settings: finish the run, or give {folder / 'report.json'} to compare that report")
+
+
 def read_report(run: str | Path) -> FinishedRun:
     """A finished run's ``report.json`` or an evaluation's ``evaluation.json`` (``run``: the output folder or the file
     itself), its results validated."""
     path = Path(run)
     if path.is_dir():
+        _check_last_run_finished(path)
         path = path / "report.json" if (path / "report.json").is_file() or not (path / "evaluation.json").is_file() \
             else path / "evaluation.json"
     if not path.is_file():
@@ -327,6 +340,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | No
                          class_names=names_a, scopes=scopes, not_compared=not_compared)
 
 
+SMALL_SAMPLE = 10  # fewer subjects (or records) than this: the comparison says its intervals are a rough guide
+
+
 def comparison_markdown(result: RunComparison) -> str:
     """The comparison as Markdown: one table per protocol and scope, A - B with its paired interval."""
     lines = [f"A: {result.a} ({result.a_classifier})", f"B: {result.b} ({result.b_classifier})"]
@@ -344,5 +360,8 @@ def comparison_markdown(result: RunComparison) -> str:
             verdict = {"a higher": "A higher", "b higher": "B higher"}.get(d.verdict, d.verdict)
             lines.append(f"| {d.metric} | {value(d.a)} | {value(d.b)} | {value(d.difference, '+')} | {ci} | {share} "
                          f"| {verdict} |")
+        if c.n_subjects < SMALL_SAMPLE:
+            lines += ["", f"Only {c.n_subjects} {unit}: a bootstrap over so few understates the uncertainty; read the "
+                          "verdicts as a rough guide, not a result."]
     lines += [f"not compared: {why}" for why in result.not_compared]
     return "\n".join(lines)

@@ -61,6 +61,8 @@ def class_mapping(model_classes: list[str], dataset_classes: list[str], pairs: l
             if not sep or src not in model_classes or dst not in dataset_classes:
                 raise MappingError(f"--map {pair!r}: expected MODEL_CLASS=DATASET_CLASS with a model class of "
                                    f"{model_classes} and a dataset class of {dataset_classes}")
+            if src in mapping and mapping[src] != dst:  # the last one would win, silently
+                raise MappingError(f"--map maps model class {src!r} twice ({src}={mapping[src]} and {pair}): give one")
             mapping[src] = dst
     if not mapping:
         raise MappingError(f"no model class ({model_classes}) maps to a dataset class ({dataset_classes}): give --map")

@@ -506,3 +506,13 @@ def test_an_extension_of_record_files_is_refused_naming_the_option(rhythm_model,
                           str(tmp_path / "pred"), "--extension", "dat")
     assert code == 2 and "--extension dat: the extension of a record's own files" in err
     assert not (tmp_path / "pred").exists()
+
+
+def test_a_model_class_mapped_twice_is_refused_naming_both():
+    from ecgpipe.evaluate import MappingError, class_mapping
+
+    model, dataset = ["normal", "afib", "vt", "vf"], ["normal", "afib", "other"]
+    with pytest.raises(MappingError, match=r"maps model class 'normal' twice \(normal=normal and normal=afib\)"):
+        class_mapping(model, dataset, ["normal=normal", "normal=afib"])
+    assert class_mapping(model, dataset, ["normal=normal", "normal=normal", "afib=afib"]) == {"normal": "normal", "afib": "afib"}
+    assert class_mapping(model, dataset, None) == {"normal": "normal", "afib": "afib"}

@@ -142,3 +142,31 @@ def test_whole_recording_calls_pair_over_subjects_from_counts_or_older_reports_r
     fewer = [records[0], records[1], {**records[2], "endpoints": {"af": _tally(1196, 1103, 0, 0)}}]
     with pytest.raises(NotPaired, match="subject p2 has 1197 af windows"):
         recording_comparison(records, fewer, "af", n_boot=10)
+
+
+def test_a_folder_whose_last_run_did_not_finish_is_refused_and_few_subjects_are_flagged(tmp_path):
+    """An interrupted rerun leaves the earlier run's report.json beside a config of other settings: comparing the
+    folder is refused, naming run.json; the report file itself may still be compared. Over fewer than ten subjects
+    the comparison says its intervals are a rough guide."""
+    import json
+
+    from ecgpipe.compare import comparison_markdown, read_report
+    from ecgpipe.errors import UnreadableFile
+    from ecgpipe.results import RunComparison, ScopeComparison
+
+    (tmp_path / "report.json").write_text("{}")
+    (tmp_path / "run.json").write_text(json.dumps({"status": "interrupted", "failed": []}))
+    with pytest.raises(UnreadableFile, match=r"its last run is 'interrupted' \(run.json\).*give .*report.json"):
+        read_report(tmp_path)
+    with pytest.raises(UnreadableFile, match="not a readable ecgpipe report"):  # the file itself: read as asked
+        read_report(tmp_path / "report.json")
+
+    y, groups = _windows(n_subjects=4)
+    a = _result(y, _predict(y, groups, {g: 0.2 for g in np.unique(groups)}, 1), groups)
+    few = paired_comparison(a, a, CLASSES, ENDPOINTS, n_boot=100)
+    run = lambda c: RunComparison(a="A", b="B", a_classifier="x", b_classifier="y", class_names=CLASSES,  # noqa: E731
+                                  scopes=[ScopeComparison(protocol="grouped_by_subject", scored="windows", comparison=c)])
+    assert "Only 4 subjects" in comparison_markdown(run(few))
+    y, groups = _windows(n_subjects=12)
+    a = _result(y, _predict(y, groups, {g: 0.2 for g in np.unique(groups)}, 1), groups)
+    assert "Only" not in comparison_markdown(run(paired_comparison(a, a, CLASSES, ENDPOINTS, n_boot=100)))
