@@ -60,8 +60,9 @@ def find_sums(db_dir: Path, database: str) -> dict[str, str] | None:
 REQUIRED_SUFFIXES = {"hea", "dat", "mat", "atr"}
 
 
-def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None) -> int:
-    """Check every listed file (or those of the records in ``only``); returns the number verified."""
+def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None, remove_bad: bool = False) -> int:
+    """Check every listed file (or those of the records in ``only``); returns the number verified. ``remove_bad``:
+    delete a file that does not match, so that no run reads it (only files this fetch wrote: never a mirror's)."""
     problems, n = [], 0
     for name, digest in sorted(sums.items()):
         if only is not None and name.split(".")[0] not in only:
@@ -71,7 +72,9 @@ def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None) -> 
             if name.rsplit(".", 1)[-1] in REQUIRED_SUFFIXES:
                 problems.append(f"{path}: missing")
         elif sha256(path) != digest:
-            problems.append(f"{path}: SHA-256 mismatch (altered or truncated)")
+            if remove_bad:
+                path.unlink()
+            problems.append(f"{path}: SHA-256 mismatch (altered or truncated)" + ("; removed" if remove_bad else ""))
         else:
             n += 1
     if problems:
@@ -112,11 +115,16 @@ def fetch(database: str, to: str | Path, mirror: str | Path | None = None, recor
                         "note": "--from is the destination: nothing copied; no SHA256SUMS found: not verified"}
             return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted),
                     "note": "--from is the destination: nothing copied, verified in place"}
-        dest.mkdir(parents=True, exist_ok=True)
         listed = (src / "RECORDS").read_text(encoding="utf-8-sig").split()
+        unknown = sorted(wanted - set(listed)) if wanted is not None else []
+        if unknown:
+            raise FileNotFoundError(f"{src / 'RECORDS'} does not list {', '.join(unknown)}: nothing fetched")
+        dest.mkdir(parents=True, exist_ok=True)
         keep = merged_records(dest, [r for r in listed if r in wanted]) if wanted is not None else None
+        record_stems = set(listed)
         for f in sorted(src.iterdir()):
-            if f.is_file() and (wanted is None or f.name.split(".")[0] in wanted or f.name in ("RECORDS", *SUM_FILES, "ANNOTATORS")):
+            # the wanted records' files, and every file of no record (RECORDS, checksums, a labels CSV, ANNOTATORS)
+            if f.is_file() and (wanted is None or f.name.split(".")[0] in wanted or f.name.split(".")[0] not in record_stems):
                 if not _same_path(f, dest / f.name):  # a file linked into both folders is there already
                     shutil.copy2(f, dest / f.name)
         sums = find_sums(src, database)
@@ -140,4 +148,4 @@ def fetch(database: str, to: str | Path, mirror: str | Path | None = None, recor
             sums = None
     if sums is None:
         return {"database": database, "to": str(dest), "verified": 0, "note": "no SHA256SUMS found: not verified"}
-    return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted)}
+    return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted, remove_bad=True)}

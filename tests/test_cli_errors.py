@@ -304,7 +304,29 @@ def test_fetching_a_folder_onto_itself_copies_nothing_and_verifies_it(mirror, ca
     dat = mirror / "mitdb" / "101.dat"
     dat.write_bytes(dat.read_bytes()[:-10])
     code, _, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(mirror))
-    assert code == 1 and "101.dat: SHA-256 mismatch" in err
+    assert code == 1 and "101.dat: SHA-256 mismatch" in err and "removed" not in err and dat.is_file()  # never a mirror's
+
+
+def test_fetching_removes_a_copied_file_that_fails_its_checksum_and_refuses_unknown_records(mirror, tmp_path, capsys):
+    dat = mirror / "mitdb" / "101.dat"
+    dat.write_bytes(dat.read_bytes()[:-10])  # the mirror itself is damaged
+    code, _, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(tmp_path / "got"))
+    assert code == 1 and "101.dat: SHA-256 mismatch (altered or truncated); removed" in err
+    assert not (tmp_path / "got" / "mitdb" / "101.dat").exists() and (tmp_path / "got" / "mitdb" / "100.dat").is_file()
+    assert dat.is_file()  # the mirror's copy is left where it is
+    code, out, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(tmp_path / "none"),
+                          "--records", "100", "999")
+    assert code == 1 and "RECORDS does not list 999: nothing fetched" in err and not (tmp_path / "none").exists()
+
+
+def test_fetching_some_records_of_a_csv_labelled_dataset_brings_its_labels(physionet, tmp_path, capsys):
+    """--records on CinC 2017 copies the records asked for and the files of no record: the labels CSV a run needs."""
+    code, out, err = _run(capsys, "data", "fetch", "cinc2017", "--from", str(physionet), "--to", str(tmp_path),
+                          "--records", "A00002", "A00004")
+    assert code == 0, err
+    got = sorted(p.name for p in (tmp_path / "cinc2017").iterdir())
+    assert got == ["A00002.hea", "A00002.mat", "A00004.hea", "A00004.mat", "MANIFEST.md", "RECORDS", "REFERENCE-v3.csv", "SHA256SUMS"]
+    assert (tmp_path / "cinc2017" / "RECORDS").read_text().split() == ["A00002", "A00004"]
 
 
 # --------------------------------------------------------------------------------------------- numbers in range
