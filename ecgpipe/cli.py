@@ -171,8 +171,13 @@ def cmd_status(args) -> int:
 
 
 def cmd_data_fetch(args) -> int:
-    from ecgpipe.fetch import ChecksumError, fetch
+    from ecgpipe.fetch import ChecksumError, fetch, unlisted_records
 
+    unknown = unlisted_records(args.databases, args.mirror, args.records) if args.mirror and args.records else []
+    if unknown:
+        print(f"ecgpipe: --records {' '.join(unknown)}: listed in no RECORDS of {', '.join(args.databases)} under "
+              f"{args.mirror}; nothing fetched", file=sys.stderr)
+        return 1
     try:
         for db in args.databases:
             result = fetch(db, args.to, mirror=args.mirror, records=args.records)

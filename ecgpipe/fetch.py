@@ -90,6 +90,17 @@ def merged_records(dest: Path, records: list[str]) -> list[str]:
     return merged + [r for r in dict.fromkeys(records) if r not in merged]
 
 
+def unlisted_records(databases: list[str], mirror: str | Path, records: list[str]) -> list[str]:
+    """The records of ``--records`` that no database's RECORDS in the mirror lists (one list serves every database
+    fetched, so a record need be in one of them); a database folder without RECORDS is left to ``fetch`` to name."""
+    listed: set[str] = set()
+    for database in databases:
+        index = Path(mirror) / database / "RECORDS"
+        if index.is_file():
+            listed |= set(index.read_text(encoding="utf-8-sig").split())
+    return [r for r in dict.fromkeys(records) if r not in listed]
+
+
 def _same_path(a: Path, b: Path) -> bool:  # one folder or file under two names
     try:
         return a.samefile(b)
@@ -116,9 +127,6 @@ def fetch(database: str, to: str | Path, mirror: str | Path | None = None, recor
             return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted),
                     "note": "--from is the destination: nothing copied, verified in place"}
         listed = (src / "RECORDS").read_text(encoding="utf-8-sig").split()
-        unknown = sorted(wanted - set(listed)) if wanted is not None else []
-        if unknown:
-            raise FileNotFoundError(f"{src / 'RECORDS'} does not list {', '.join(unknown)}: nothing fetched")
         dest.mkdir(parents=True, exist_ok=True)
         keep = merged_records(dest, [r for r in listed if r in wanted]) if wanted is not None else None
         record_stems = set(listed)

@@ -316,7 +316,7 @@ def test_fetching_removes_a_copied_file_that_fails_its_checksum_and_refuses_unkn
     assert dat.is_file()  # the mirror's copy is left where it is
     code, out, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(tmp_path / "none"),
                           "--records", "100", "999")
-    assert code == 1 and "RECORDS does not list 999: nothing fetched" in err and not (tmp_path / "none").exists()
+    assert code == 1 and "--records 999: listed in no RECORDS of mitdb" in err and not (tmp_path / "none").exists()
 
 
 def test_fetching_some_records_of_a_csv_labelled_dataset_brings_its_labels(physionet, tmp_path, capsys):
