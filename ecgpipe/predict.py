@@ -381,8 +381,8 @@ def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str
                            "predictions are never written under it (choose another --extension)")
     if same_folder and (target.exists() or extension in reserved_extensions):
         what = "an existing file" if target.exists() else f"the reference annotations' extension ({extension})"
-        raise UnsafeOutput(f"{target}: refusing to write predictions over {what} in the folder of record {record} "
-                           f"(choose another --out folder or --extension)")
+        raise UnsafeOutput(f"{target}: refusing to write predictions over {what} in the folder of record {record}, "
+                           f"an input (choose another --out folder or --extension)")
 
 
 def output_names(paths: list[str]) -> dict[str, str]:

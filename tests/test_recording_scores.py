@@ -125,7 +125,7 @@ def test_failed_tasks_lose_only_their_records_and_are_recomputed_alone(runs):
     assert runs["faulty_stages"]["recording_grid"]["computed"] == 7
     assert runs["faulty_stages"]["recording_scores"]["failed"] == len(failed)
     # the next run featurises that record only, and scores all eight
-    assert runs["clean_stages"]["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 0}
+    assert runs["clean_stages"]["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 1}  # its one batch
     assert runs["clean_stages"]["recording_scores"]["computed"] == 1
     assert runs["clean"]["recordings"]["failed"] == [] and runs["clean"]["recordings"]["n_records"] == 8
     # patients balanced in training (paper4-best's setting) through every fit: folds, model, detectors per fold
