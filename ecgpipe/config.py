@@ -9,6 +9,7 @@ Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by
 
 from __future__ import annotations
 
+import copy
 import os
 import tomllib
 from importlib import resources
@@ -75,6 +76,14 @@ class DatabaseSettings(_Strict):
     def _lead_not_empty(cls, v):
         if not v:
             raise ValueError("at least one lead name or index is needed")
+        return v
+
+    @field_validator("records")
+    @classmethod
+    def _records_once(cls, v):
+        twice = sorted({r for r in v if v.count(r) > 1})
+        if twice:
+            raise ValueError(f"records listed more than once: {twice}")
         return v
 
 
@@ -343,7 +352,8 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
     A file may start from another with ``extends = "<preset or path>"`` (a path relative to the file): its own
     values are merged over the base's as ``overrides`` are (tables key by key; lists and other values replace), so a
     lever config states only what it changes. ``[classes]`` is the exception: stated in the file, it replaces the
-    base's whole (the order of the classes is their index)."""
+    base's whole (the order of the classes is their index). ``unset = ["endpoints.shockable", ...]`` removes keys or
+    tables of the base (dotted paths) before the file's values are merged."""
     data, source = _read_config(name_or_path, ())
     if overrides:
         data = merge_overrides(data, overrides)
@@ -376,7 +386,10 @@ def _read_config(name_or_path: str | Path, chain: tuple[str, ...]) -> tuple[dict
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{source}: not valid TOML: {err}") from None
     base = data.pop("extends", None)
+    unset = data.pop("unset", None)
     if base is None:
+        if unset is not None:
+            raise ConfigError(f"{source}: unset removes keys inherited through extends, and this file extends nothing")
         return data, source
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{source}: extends must name a preset or a .toml file, got {base!r}")
@@ -388,9 +401,29 @@ def _read_config(name_or_path: str | Path, chain: tuple[str, ...]) -> tuple[dict
         if not Path(base).is_absolute():
             base = str(path.parent / base)  # relative to the extending file, not to the working directory
     base_data, base_source = _read_config(base, (*chain, identity))
+    base_data = _without_keys(base_data, unset, source, base_source)
     if "classes" in data:
         base_data = {k: v for k, v in base_data.items() if k != "classes"}  # a class list is stated whole: its order is the class index
     return merge_overrides(base_data, data), f"{source} (extends {base_source})"
+
+
+def _without_keys(data: dict, unset, source: str, base_source: str) -> dict:
+    """The base's settings without the keys a file's ``unset = ["endpoints.shockable", ...]`` names (dotted paths):
+    removed before the file's own values are merged, so a removed table stated again replaces the base's whole."""
+    if unset is None:
+        return data
+    if not isinstance(unset, list) or not all(isinstance(k, str) and k for k in unset):
+        raise ConfigError(f"{source}: unset must be a list of dotted keys (e.g. [\"endpoints.shockable\"]), got {unset!r}")
+    out = copy.deepcopy(data)
+    for dotted in unset:
+        *parents, last = dotted.split(".")
+        table = out
+        for part in parents:
+            table = table.get(part) if isinstance(table, dict) else None
+        if not isinstance(table, dict) or last not in table:
+            raise ConfigError(f"{source}: unset names {dotted!r}, which {base_source} does not set")
+        del table[last]
+    return out
 
 
 def _names_a_file(name_or_path: str | Path) -> bool:

@@ -7,7 +7,9 @@ now is up to date and is skipped; any difference recomputes it.
 A stage's code version is, by construction, the hash of its stage module and of every ``ecgpipe`` module that module
 imports, directly or through others, at module level or inside a function (found by reading their ``import``
 statements, see :func:`module_closure`). So no edit to code that decides a stage's output can be missed; an edit to
-a comment, or to a module the stage imports for its types, recomputes the stage too (conservative by design).
+a module the stage imports only for its types recomputes the stage too (conservative by design). What is hashed is the
+code's tokens without comments, docstrings and line layout (:func:`code_tokens`): fixing a comment or a docstring, or
+re-wrapping a line, leaves every stored unit valid (no stage reads a docstring: ``test_store_keys`` checks it).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import io
 import json
 import os
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +86,47 @@ def module_closure(module: str, without: tuple[str, ...] = ()) -> tuple[str, ...
     return tuple(sorted(seen))
 
 
+def _docstring_spans(tree: ast.Module) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of the docstrings of a module, its classes and its functions."""
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                spans.append(((first.lineno, first.col_offset), (first.end_lineno, first.end_col_offset)))
+    return spans
+
+
+def code_tokens(source: str) -> str:
+    """The source's tokens that decide what it does, one per line: comments, docstrings, blank lines and line breaks
+    inside brackets left out, indentation reduced to its structure (INDENT/DEDENT). Two sources with the same tokens
+    run the same way."""
+    spans = _docstring_spans(ast.parse(source))
+    kept: list[str] = []
+    after_docstring = False
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING):
+            continue
+        if any(start <= tok.start < end for start, end in spans):
+            after_docstring = True
+            continue
+        if after_docstring and tok.type == tokenize.NEWLINE:  # the docstring's own statement end goes with it
+            after_docstring = False
+            continue
+        after_docstring = False
+        text = "" if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.ENDMARKER) else tok.string
+        kept.append(f"{tokenize.tok_name[tok.type]} {text}")
+    return "\n".join(kept)
+
+
 @functools.cache
 def code_version(module: str, without: tuple[str, ...] = ()) -> str:
-    """Hash of the source of ``module_closure(module, without)``: changes whenever any of that code changes."""
+    """Hash of the code of ``module_closure(module, without)`` (its :func:`code_tokens`): changes whenever what any
+    of that code does may change, not for a comment or a docstring."""
     h = hashlib.sha256()
     for name in module_closure(module, without):
         h.update(name.encode())
-        h.update(module_file(name).read_bytes())
+        h.update(code_tokens(module_file(name).read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:16]
 
 

@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from ecgpipe.errors import EcgpipeError
-from ecgpipe.records import RecordError
+from ecgpipe.records import RecordError, record_name
 
 
 class LabelsError(EcgpipeError, ValueError):
@@ -20,7 +20,8 @@ class LabelsError(EcgpipeError, ValueError):
 
 
 def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
-    """``record -> label`` from ``db_dir/csv_name``. An optional header row ``record,label`` is skipped."""
+    """``record -> label`` from ``db_dir/csv_name``. An optional header row ``record,label`` is skipped; a record
+    written with its file's suffix (``A00001.hea``, from a file listing) is the record ``A00001``."""
     path = Path(db_dir) / csv_name
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found (databases.<db>.labels_csv)")
@@ -38,6 +39,7 @@ def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
             continue
         if len(cells) != 2 or not cells[0] or not cells[1]:
             raise LabelsError(f"{path}, line {line_no}: expected 'record,label', got {row!r}")
+        cells[0] = record_name(cells[0])
         if cells[0] in labels and labels[cells[0]] != cells[1]:
             raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two labels ({labels[cells[0]]!r}, {cells[1]!r})")
         labels[cells[0]] = cells[1]

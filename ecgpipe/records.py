@@ -9,6 +9,7 @@ raises :class:`RecordError`, which the pipeline reports per record instead of le
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,9 +95,24 @@ def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode
     return rhythm_episodes(ann.sample, ann.symbol, aux, sig_len)
 
 
+# The files a record is made of: a name written with one of them ("A00001.hea" in a labels CSV made from a file
+# listing) means the record, never a record of that name (WFDB record names have no dot)
+RECORD_FILE_SUFFIXES = (".hea", ".dat", ".mat", ".edf")
+
+
+def record_name(entry: str) -> str:
+    """A record's name as a RECORDS line or a labels CSV gives it: stripped, without a record file's suffix."""
+    entry = entry.strip()
+    for suffix in RECORD_FILE_SUFFIXES:
+        if entry.lower().endswith(suffix) and len(entry) > len(suffix):
+            return entry[: -len(suffix)]
+    return entry
+
+
 def list_records(db_dir: str | Path) -> list[str]:
     """Record names from the database's RECORDS file (one per line, PhysioNet's layout; a record in a subfolder is
-    ``<folder>/<record>``, relative to the database folder)."""
+    ``<folder>/<record>``, relative to the database folder; a name written with its file's suffix, ``100.hea``,
+    means the record ``100``), each once, in the file's order."""
     records_file = Path(db_dir) / "RECORDS"
     if not records_file.is_file():
         raise FileNotFoundError(
@@ -104,7 +120,8 @@ def list_records(db_dir: str | Path) -> list[str]:
         )
     # utf-8-sig: a RECORDS file saved by a Windows editor starts with a byte-order mark, which would otherwise stick
     # to the first record's name (and that record would be "missing")
-    return [line.strip() for line in records_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    names = [record_name(line) for line in records_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
 
 
 # Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
@@ -189,6 +206,12 @@ def read_record(
     try:
         header = wfdb.rdheader(path)
     except Exception as exc:  # wfdb raises many types for a bad header
+        name = os.path.basename(record)
+        if not re.fullmatch(r"[-\w]+", name):  # WFDB's record-line syntax: the header is fine, the name is not
+            legal = re.sub(r"[^-\w]", "_", name)
+            raise RecordError(path, f"record name {name!r} cannot be read by WFDB, whose record names have only letters, "
+                                    f"digits, '_' and '-': rename the record's files (and the name on the first line of "
+                                    f"{header_file}), e.g. to {legal!r}") from None
         raise RecordError(path, f"malformed header {header_file}: {type(exc).__name__}: {exc}") from None
     if not header.sig_name or not header.sig_len:
         raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")

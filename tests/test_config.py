@@ -175,6 +175,43 @@ def test_a_preset_is_found_even_beside_a_folder_of_its_name_and_a_stated_class_l
     assert list(classes) == ["vf", "vt", "afib", "normal"] and classes["vf"] == ["(VF"]  # the file's, in its order
 
 
+def test_unset_removes_inherited_keys_before_the_file_s_own_are_merged(tmp_path):
+    """Nothing inherited could be removed: a file dropping vf from paper4-best failed on the base's shockable
+    endpoint. ``unset`` removes keys of the base; a table removed and stated again is the file's alone."""
+    base = load_config("paper4-best")
+    (tmp_path / "no-vf.toml").write_text(
+        'extends = "paper4-best"\nunset = ["endpoints.shockable", "rhythm.irregularity"]\n'
+        '[classes]\nnormal = ["(N", "(NSR"]\nafib = ["(AFIB", "(AFL"]\nvt = ["(VT"]\n')
+    cfg = load_config(tmp_path / "no-vf.toml")
+    assert list(cfg.classes) == ["normal", "afib", "vt"] and "shockable" not in cfg.endpoints
+    assert "af" in cfg.endpoints and cfg.endpoints["af"] == base.endpoints["af"]  # the rest of the table stays
+    assert base.rhythm.irregularity and not cfg.rhythm.irregularity  # back to the default
+    assert cfg.rhythm.context_s == base.rhythm.context_s
+    (tmp_path / "only-af.toml").write_text('extends = "paper4-best"\nunset = ["endpoints"]\n'
+                                           '[endpoints.atrial]\nclasses = ["afib"]\n')
+    assert list(load_config(tmp_path / "only-af.toml").endpoints) == ["atrial"]
+    # without unset, the same class list is refused by the base's endpoint that names vf
+    (tmp_path / "keeps.toml").write_text('extends = "paper4-best"\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\nvt = ["(VT"]\n')
+    with pytest.raises(ConfigError, match="vf"):
+        load_config(tmp_path / "keeps.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('unset = ["cv"]', r"a\.toml: unset removes keys inherited through extends, and this file extends nothing"),
+        ('extends = "paper4"\nunset = ["endpoints.nothing"]', r"a\.toml: unset names 'endpoints\.nothing', which preset paper4 does not set"),
+        ('extends = "paper4"\nunset = "cv"', r"a\.toml: unset must be a list of dotted keys"),
+        ('extends = "paper4"\nunset = ["cv..n_splits"]', r"unset names 'cv\.\.n_splits'"),
+        ('extends = "paper4"\n[databases.mitdb]\nrecords = ["100", "101", "100"]', r"records listed more than once: \['100'\]"),
+    ],
+)
+def test_a_wrong_unset_or_a_record_listed_twice_is_refused_naming_the_file(tmp_path, text, problem):
+    (tmp_path / "a.toml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=problem):
+        load_config(tmp_path / "a.toml")
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -161,6 +161,44 @@ def test_a_byte_order_mark_loses_no_record_from_records_or_the_labels_csv(tmp_pa
     assert read_record(db, "mitdb", list_records(db)[0], MITDB).signal.shape == (650000,)
 
 
+def test_a_record_name_wfdb_cannot_read_is_named_as_such_not_as_a_malformed_header(tmp_path, physionet):
+    """WFDB record names have only letters, digits, '_' and '-': a copy of mitdb 100 saved as "100.v2" read as a
+    "malformed header: invalid syntax in record line", though the header was fine."""
+    db = tmp_path / "db"
+    db.mkdir()
+    for ext in ("dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", db / f"100.v2.{ext}")
+    header = (physionet / "mitdb" / "100.hea").read_text().splitlines()
+    (db / "100.v2.hea").write_text("\n".join([header[0].replace("100 ", "100.v2 ", 1), *header[1:]]) + "\n")
+    with pytest.raises(RecordError, match=r"record name '100\.v2' cannot be read by WFDB.*rename.*'100_v2'") as err:
+        read_record(db, "mitdb", "100.v2", MITDB)
+    assert "malformed" not in str(err.value) and str(db / "100.v2") in str(err.value)
+    # a real malformed header with a legal name still says so
+    (db / "bad.hea").write_text("bad two 360\n")
+    with pytest.raises(RecordError, match=r"malformed header .*bad\.hea"):
+        read_record(db, "mitdb", "bad", MITDB)
+
+
+def test_a_record_written_with_its_file_suffix_in_records_or_the_labels_csv_is_that_record(tmp_path, physionet):
+    """A labels CSV or RECORDS made from a file listing names "A00001.hea": it is the record A00001 (it read as a
+    record without a header, "A00001.hea.hea not found")."""
+    real_rows = (physionet / "cinc2017" / "REFERENCE-v3.csv").read_text().splitlines()[:3]
+    (tmp_path / "REFERENCE.csv").write_text("".join(f"{name}.hea,{label}\n" for name, label in
+                                                    (row.split(",") for row in real_rows)))
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == dict(row.split(",") for row in real_rows)
+    (tmp_path / "REFERENCE.csv").write_text("A00001.hea,N\nA00001,A\n")  # one record, two labels: still refused
+    with pytest.raises(LabelsError, match=r"line 2: record 'A00001' has two labels"):
+        read_record_labels(tmp_path, "REFERENCE.csv")
+
+    db = tmp_path / "mitdb"
+    db.mkdir()
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", db)
+    (db / "RECORDS").write_text("100.hea\n100.DAT\n101\n100\n")
+    assert list_records(db) == ["100", "101"]  # each record once
+    assert read_record(db, "mitdb", list_records(db)[0], MITDB).signal.shape == (650000,)
+
+
 # --- flat leads: no trace of the source sampling rate ----------------------------------------------------------------
 
 

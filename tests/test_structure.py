@@ -73,6 +73,52 @@ def test_a_module_left_out_of_the_closure_is_detected(tmp_path, monkeypatch):
     assert got == {"ecgpipe", "ecgpipe.a", "ecgpipe.b", "ecgpipe.c", "ecgpipe.d", "ecgpipe.sub", "ecgpipe.sub.e", "ecgpipe.f"}
 
 
+SOURCE = '''"""A module."""
+import numpy as np  # why
+
+
+class Window:
+    """A window."""
+
+    size = 2
+
+    def shift(self, by,
+              scale=1):
+        """Moved."""
+        return (self.size +
+                by * scale)  # layout
+'''
+
+
+@pytest.mark.parametrize("edit, same", [
+    (lambda s: s.replace("# why", "# because"), True),
+    (lambda s: s.replace('"""A window."""', '"""A 2-s window\n    of ECG."""'), True),
+    (lambda s: s.replace('        """Moved."""\n', ""), True),  # a docstring removed
+    (lambda s: s.replace('"""A module."""\n', ""), True),
+    (lambda s: s.replace("by,\n              scale=1)", "by, scale=1)"), True),
+    (lambda s: s + "\n\n# the end\n", True),
+    (lambda s: s.replace("by * scale", "by / scale"), False),
+    (lambda s: s.replace("size = 2", "size = 3"), False),
+    (lambda s: s.replace("scale=1", "scale=2"), False),
+    (lambda s: s.replace("size = 2", "size = 2\n    label = \"A window.\""), False),  # a string that is not a docstring
+    (lambda s: s.replace("        return", "        pass\n        return"), False),
+])
+def test_code_tokens_ignore_comments_docstrings_and_layout_but_not_code(edit, same):
+    from ecgpipe.keys import code_tokens
+
+    edited = edit(SOURCE)
+    assert edited != SOURCE
+    assert (code_tokens(edited) == code_tokens(SOURCE)) is same
+
+
+def test_no_stage_code_reads_a_docstring():
+    """Docstrings are left out of a stage's code version, which is safe only while no stage's code reads one."""
+    for module in sorted({m for stage in STAGE_MODULES.values() for m in module_closure(stage)}):
+        tree = ast.parse(module_file(module).read_text())
+        names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        assert not names & {"__doc__", "getdoc"}, module
+
+
 def test_upstream_stages_never_import_downstream_ones():
     order = list(STAGE_MODULES.values())
     for i, module in enumerate(order):
