@@ -285,7 +285,7 @@ def cmd_evaluate(args) -> int:
     print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
-    ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed,
+    ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
                         progress=lambda line: print(line, flush=True), endpoint_decisions=decisions)
     out = Path(args.out)
     write_outputs(ev, out)
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--map", nargs="*", default=None, metavar="MODEL=DATASET",
                     help="class mapping, e.g. afib=afib normal=normal (default: classes of the same name)")
     ev.add_argument("--max-records", type=positive_int, default=None, help="score a seeded random sample of this many records")
-    ev.add_argument("--seed", type=int, default=0, help="seed of --max-records' sample")
+    ev.add_argument("--seed", type=int, default=None, help="seed of --max-records' sample (0)")
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
     endpoint_options(ev)
     ev.set_defaults(func=cmd_evaluate)
@@ -419,9 +419,19 @@ def _out_is_a_file(args) -> str | None:
     return None
 
 
+def _options_that_do_nothing(args) -> str | None:
+    """The error for options that would be ignored together: a user who gives them expects an effect."""
+    if getattr(args, "scheduler", None) and getattr(args, "workers", None) is not None:
+        return (f"--workers {args.workers} sizes the local Dask cluster ecgpipe starts; with --scheduler the "
+                "scheduler's own workers run the tasks: drop --workers (start more workers on the cluster instead)")
+    if getattr(args, "command", None) == "evaluate" and args.seed is not None and args.max_records is None:
+        return "--seed seeds the sample --max-records draws; without --max-records every record is scored: drop --seed"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if (problem := _out_is_a_file(args)) is not None:
+    if (problem := _out_is_a_file(args) or _options_that_do_nothing(args)) is not None:
         print(f"ecgpipe: {problem}", file=sys.stderr)
         return 2
     try:

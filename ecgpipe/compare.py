@@ -30,6 +30,7 @@ import numpy as np
 from ecgpipe.classifier_settings import EndpointSettings
 from ecgpipe.endpoints import percentile_interval
 from ecgpipe.errors import EcgpipeError, UnreadableFile
+from ecgpipe.location import Location
 from ecgpipe.results import (
     MetricDifference,
     PairedComparison,
@@ -38,6 +39,7 @@ from ecgpipe.results import (
     RunComparison,
     ScopeComparison,
 )
+from ecgpipe.status import last_run
 
 
 class NotPaired(EcgpipeError, ValueError):
@@ -229,10 +231,7 @@ class FinishedRun:
 def _check_last_run_finished(folder: Path) -> None:
     """A run folder whose last run did not finish holds the report of an earlier run, perhaps of other settings: refused,
     unless that report is asked for by its file name."""
-    try:
-        status = json.loads((folder / "run.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):  # no run.json (an evaluation's folder, a copied report): nothing to say
-        return
+    status = last_run(Location(folder)).get("status")  # none (an evaluation's folder, a copied report): nothing to say
     if status not in (None, "completed"):
         raise UnreadableFile(f"{folder}: its last run is {status!r} (run.json), so its report.json is an earlier run's, "
                              f"perhaps of other settings: finish the run, or give {folder / 'report.json'} to compare that report")

@@ -128,7 +128,9 @@ def record_accounting(records: list[RecordSummary], skipped: list[dict], n_plann
 
 def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
                  segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int,
-                 absent: list[str] = ()) -> Report:
+                 absent: list[str], accounting: dict[str, int]) -> Report:
+    """The run's report from its stages' outputs; ``accounting`` is :func:`record_accounting` of the records, made by
+    the flow as soon as they are read (a run that fails later still records it in run.json)."""
     feat_attrs, best_cfg = rows[best].extractor.attrs, rows[best].cfg
     y = zs.read_array(store, Layout.segment("class_index"))
     t = segment_table
@@ -170,7 +172,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "comparison": comparison_summary(rows, best),
             "skipped_records": skipped,
             "records_without_windows": [{"record": r.name, "reason": r.no_window_reason} for r in records if not r.n_windows],
-            "record_accounting": record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent)),
+            "record_accounting": accounting,
             "absent_records": list(absent),
             "unmatched_labels": sorted(set(cfg.label_to_class) - seen),
             "config": cfg.model_dump(mode="json"),

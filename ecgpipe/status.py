@@ -16,7 +16,7 @@ from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
 from ecgpipe.stages import classification, recording_grid, recording_scores, segments, table
 
 
-def _last_run(out: Location) -> dict:
+def last_run(out: Location) -> dict:
     """The last run's ``run.json`` ({} when there is none); a corrupt one is an error naming it."""
     where = out.child("run.json")
     fix = "delete it to see the status without the last run's failures (the next `ecgpipe run` writes a new one)"
@@ -69,7 +69,7 @@ def _earlier_units(out: Location, markers, stage: str, rows: list) -> dict[str, 
 def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
     """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
     out = Location(out_dir)
-    last = _last_run(out)
+    last = last_run(out)
     plan = RunPlan.create(cfg, data_dir, out, download=False)
     markers = plan.markers
     failed_units = {f["unit"] for f in last.get("failed", [])}

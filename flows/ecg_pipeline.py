@@ -75,7 +75,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     rows, best, model_path = steps.classify(run, table, extractors)
     recordings = steps.score_recordings(run, records, rows, best)
 
-    built = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best, run.plan.absent)
+    built = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best, absent,
+                         log.records)
     report = built.model_copy(update={
         "model": model_path,
         "recordings": recordings,

@@ -520,6 +520,19 @@ def test_an_out_that_is_a_file_is_refused_before_anything_runs(command, rhythm_m
     assert target.read_text() == "hi\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["run", "--config", "paper4", "--scheduler", "tcp://127.0.0.1:1", "--workers", "4"],
+     "--workers 4 sizes the local Dask cluster ecgpipe starts; with --scheduler"),
+    (["evaluate", "--model", "MODEL", "--config", "paper4", "--seed", "3"],
+     "--seed seeds the sample --max-records draws; without --max-records every record is scored"),
+])
+def test_options_that_would_be_ignored_together_are_refused(argv, problem, rhythm_model, tmp_path, capsys):
+    """Both were ignored in silence: --workers beside --scheduler, --seed without --max-records."""
+    argv = [str(rhythm_model) if a == "MODEL" else a for a in argv]
+    code, out, err = _run(capsys, *argv, "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code == 2 and problem in err and not (tmp_path / "out").exists()
+
+
 def test_an_extension_of_record_files_is_refused_naming_the_option(rhythm_model, physionet, tmp_path, capsys):
     """--extension dat for a record stored as .mat: refused as the extension of record files, not as a clash with a
     file that does not exist."""

@@ -160,6 +160,9 @@ def test_a_folder_whose_last_run_did_not_finish_is_refused_and_few_subjects_are_
         read_report(tmp_path)
     with pytest.raises(UnreadableFile, match="not a readable ecgpipe report"):  # the file itself: read as asked
         read_report(tmp_path / "report.json")
+    (tmp_path / "run.json").write_text('{"status": "compl')  # cut short: read as `ecgpipe status` reads it
+    with pytest.raises(UnreadableFile, match=r"run.json: the last run's record is not valid JSON"):
+        read_report(tmp_path)
 
     y, groups = _windows(n_subjects=4)
     a = _result(y, _predict(y, groups, {g: 0.2 for g in np.unique(groups)}, 1), groups)
