@@ -44,6 +44,12 @@ def _overrides(args) -> dict:
     return over
 
 
+def _scheduler_lost(exc: BaseException) -> bool:
+    """Whether a run stopped because its connection to the Dask scheduler was lost (distributed cancels every
+    future "for reason: scheduler-connection-lost", or a comm to it closes)."""
+    return "scheduler-connection-lost" in str(exc) or type(exc).__name__ == "CommClosedError"
+
+
 def cmd_run(args) -> int:
     _quiet_environment()
     cfg = load_config(args.config, _overrides(args))
@@ -74,6 +80,9 @@ def cmd_run(args) -> int:
                   "missing", file=sys.stderr)
         elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             print(f"{args.out} cannot be written: fix its permissions or choose another --out", file=sys.stderr)
+        elif args.scheduler and _scheduler_lost(exc):
+            print(f"the Dask scheduler {args.scheduler} went away during the run: start it and its workers again, then "
+                  "`ecgpipe run` again recomputes only what is missing", file=sys.stderr)
         else:
             print(("see " + run_json + "; " if os.path.isfile(run_json) else "")
                   + "`ecgpipe run` again recomputes only what is missing", file=sys.stderr)

@@ -142,3 +142,54 @@ def test_a_stage_left_without_workers_says_so_every_few_seconds(monkeypatch):
         slow.cancel()
         waiter.join(30)
         assert not waiter.is_alive() and len(got["r"][1]) == 1  # the cancelled task: one failure, the wait ends
+
+
+def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_computes_only_what_is_missing(
+        tmp_path, physionet, prefect_server):
+    """The scheduler process is killed while the features stage runs: the run stops saying the scheduler went away
+    (it said "FutureCancelledError ... scheduler-connection-lost"), and a rerun on a new scheduler keeps every record
+    and spectrogram chunk already done."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    copy_records(physionet, data, "vfdb", ["418", "419", "420"])
+    (tmp_path / "cfg.toml").write_text(TOML)
+    out = tmp_path / "out"
+
+    def ecgpipe_run(address: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "ecgpipe.cli", "run", "--config", str(tmp_path / "cfg.toml"),
+                                 "--data-dir", str(data), "--out", str(out), "--scheduler", address],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+
+    scheduler, sched_file = start_scheduler(tmp_path)
+    worker = start_worker(sched_file)
+    try:
+        run = ecgpipe_run(wait_for_workers(sched_file, 1))
+        lines = []
+        for line in run.stdout:  # the scheduler goes when the features stage starts
+            lines.append(line)
+            if "features:" in line:
+                stop([scheduler])
+        assert run.wait(timeout=300) == 1, "".join(lines)[-3000:]
+    finally:
+        stop([worker, scheduler])
+    text = "".join(lines)
+    assert "went away during the run: start it and its workers again" in text, text[-3000:]
+    first = json.loads((out / "run.json").read_text())
+    assert first["status"] == "failed" and first["stages"]["segments"]["computed"] == 3
+
+    (tmp_path / "again").mkdir()
+    scheduler, sched_file = start_scheduler(tmp_path / "again")
+    worker = start_worker(sched_file)
+    try:
+        rerun = ecgpipe_run(wait_for_workers(sched_file, 1))
+        text = rerun.communicate(timeout=600)[0]
+        assert rerun.returncode == 0, text[-3000:]
+    finally:
+        stop([worker, scheduler])
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert stages["segments"] == {**stages["segments"], "computed": 0, "skipped": 3}
+    assert stages["spectrograms"]["computed"] == 0 and stages["spectrograms"]["skipped"] > 0
+    assert stages["features"]["computed"] + stages["features"]["skipped"] == stages["spectrograms"]["skipped"]
