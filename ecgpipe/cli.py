@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
 import warnings
 
+from ecgpipe.cli_checks import failure_advice, options_that_do_nothing, out_is_a_file
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError
@@ -44,12 +44,6 @@ def _overrides(args) -> dict:
     return over
 
 
-def _scheduler_lost(exc: BaseException) -> bool:
-    """Whether a run stopped because its connection to the Dask scheduler was lost (distributed cancels every
-    future "for reason: scheduler-connection-lost", or a comm to it closes)."""
-    return "scheduler-connection-lost" in str(exc) or type(exc).__name__ == "CommClosedError"
-
-
 def cmd_run(args) -> int:
     _quiet_environment()
     cfg = load_config(args.config, _overrides(args))
@@ -74,18 +68,7 @@ def cmd_run(args) -> int:
         raise
     except Exception as exc:
         print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        run_json = os.path.join(args.out, "run.json")
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"the disk holding {args.out} is full: free space, then `ecgpipe run` again recomputes only what is "
-                  "missing", file=sys.stderr)
-        elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            print(f"{args.out} cannot be written: fix its permissions or choose another --out", file=sys.stderr)
-        elif args.scheduler and _scheduler_lost(exc):
-            print(f"the Dask scheduler {args.scheduler} went away during the run: start it and its workers again, then "
-                  "`ecgpipe run` again recomputes only what is missing", file=sys.stderr)
-        else:
-            print(("see " + run_json + "; " if os.path.isfile(run_json) else "")
-                  + "`ecgpipe run` again recomputes only what is missing", file=sys.stderr)
+        print(failure_advice(exc, args.out, args.scheduler), file=sys.stderr)
         return 1
     print()
     if report.get("warning"):
@@ -420,27 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _out_is_a_file(args) -> str | None:
-    """The error for an ``--out`` that is an existing file, not a folder (every command that writes takes one)."""
-    out = getattr(args, "out", None)
-    if out and "://" not in out and os.path.exists(out) and not os.path.isdir(out):
-        return f"--out {out}: a file, not a folder: choose another --out (nothing was written)"
-    return None
-
-
-def _options_that_do_nothing(args) -> str | None:
-    """The error for options that would be ignored together: a user who gives them expects an effect."""
-    if getattr(args, "scheduler", None) and getattr(args, "workers", None) is not None:
-        return (f"--workers {args.workers} sizes the local Dask cluster ecgpipe starts; with --scheduler the "
-                "scheduler's own workers run the tasks: drop --workers (start more workers on the cluster instead)")
-    if getattr(args, "command", None) == "evaluate" and args.seed is not None and args.max_records is None:
-        return "--seed seeds the sample --max-records draws; without --max-records every record is scored: drop --seed"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if (problem := _out_is_a_file(args) or _options_that_do_nothing(args)) is not None:
+    if (problem := out_is_a_file(args) or options_that_do_nothing(args)) is not None:
         print(f"ecgpipe: {problem}", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,45 @@
+"""What the command line checks before a command runs (options that cannot work together, an ``--out`` that is a
+file) and what it advises after a run fails for a reason outside the pipeline (a full disk, a lost scheduler)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+
+def out_is_a_file(args) -> str | None:
+    """The error for an ``--out`` that is an existing file, not a folder (every command that writes takes one)."""
+    out = getattr(args, "out", None)
+    if out and "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out}: a file, not a folder: choose another --out (nothing was written)"
+    return None
+
+
+def options_that_do_nothing(args) -> str | None:
+    """The error for options that would be ignored together: a user who gives them expects an effect."""
+    if getattr(args, "scheduler", None) and getattr(args, "workers", None) is not None:
+        return (f"--workers {args.workers} sizes the local Dask cluster ecgpipe starts; with --scheduler the "
+                "scheduler's own workers run the tasks: drop --workers (start more workers on the cluster instead)")
+    if getattr(args, "command", None) == "evaluate" and args.seed is not None and args.max_records is None:
+        return "--seed seeds the sample --max-records draws; without --max-records every record is scored: drop --seed"
+    return None
+
+
+def scheduler_lost(exc: BaseException) -> bool:
+    """Whether a run stopped because its connection to the Dask scheduler was lost (distributed cancels every
+    future "for reason: scheduler-connection-lost", or a comm to it closes)."""
+    return "scheduler-connection-lost" in str(exc) or type(exc).__name__ == "CommClosedError"
+
+
+def failure_advice(exc: BaseException, out: str, scheduler: str | None) -> str:
+    """What to do after ``ecgpipe run`` stopped on an unexpected error: every case ends in a rerun that recomputes
+    only what is missing, once its cause is fixed."""
+    rerun = "`ecgpipe run` again recomputes only what is missing"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk holding {out} is full: free space, then {rerun}"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{out} cannot be written: fix its permissions or choose another --out"
+    if scheduler and scheduler_lost(exc):
+        return f"the Dask scheduler {scheduler} went away during the run: start it and its workers again, then {rerun}"
+    run_json = os.path.join(out, "run.json")
+    return ("see " + run_json + "; " if os.path.isfile(run_json) else "") + rerun
