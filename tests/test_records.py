@@ -227,6 +227,49 @@ def test_a_folder_of_edf_files_and_a_labels_csv_needs_no_records_file(tmp_path):
     assert selected_records(cfg, "export", folder) == ["holter1", "holter2"]
 
 
+@pytest.mark.parametrize("name", ["test_generator", "test_utf8", "test_subsecond", "test_legacy"])
+def test_edf_files_another_program_wrote_read_as_pyedflib_reads_them(tmp_path, name):
+    """EDF files written by EDFbrowser (pyEDFlib ships them with its tests), not by this project's test writer: an
+    EDF+ generator recording (11 signals, 200 Hz), one with UTF-8 annotation text, one whose data records start
+    0.39 s after the header's start second, and the first with its EDF+ mark blanked. Every lead reads as pyEDFlib, an independent reader,
+    reads it (in mV), and the annotations have its onsets (from the first sample) and texts."""
+    from pathlib import Path
+
+    import pyedflib  # the dev extra installs it: an independent EDF reader, and the files it tests itself with
+
+    from ecgpipe.edf import read_edf_annotations, read_edf_header
+    from ecgpipe.records import read_edf_record
+
+    source = Path(pyedflib.__file__).parent / "tests" / "data" / f"{name}.edf"
+    path = tmp_path / f"{name}.edf"
+    shutil.copy(source, path)
+    reference = pyedflib.EdfReader(str(path))
+    try:
+        labels = reference.getSignalLabels()
+        units = [reference.getPhysicalDimension(i) for i in range(len(labels))]
+        assert labels and "uV" in units
+        for i, label in enumerate(labels):
+            fs = float(reference.getSampleFrequency(i))
+            if label == "EDF Annotations":  # plain EDF has no annotation channel, so pyEDFlib reads it as a signal
+                assert name == "test_legacy"
+                with pytest.raises(RecordError, match=r"channel \[11\] is EDF\+'s annotation channel, not a signal"):
+                    read_edf_record(str(path), DatabaseSettings(lead=[i], fs=fs))
+                continue
+            record = read_edf_record(str(path), DatabaseSettings(lead=[i], fs=fs))
+            assert record.fs == fs and record.leads == [label]
+            in_mv = reference.readSignal(i) / (1000.0 if units[i] == "uV" else 1.0)
+            np.testing.assert_allclose(record.signal, in_mv, rtol=1e-6, atol=1e-9)
+        onsets, _, texts = reference.readAnnotations()
+    finally:
+        reference.close()
+    ours = read_edf_annotations(str(path), read_edf_header(str(path)))
+    if name == "test_legacy":  # the generator's file with its EDF+ mark blanked: its annotations are still read
+        assert [(a.onset_s, a.text) for a in ours] == [(0.0, "Recording starts"), (600.0, "Recording ends")]
+        return
+    assert [a.text for a in ours] == list(texts) and len(ours) > 0
+    np.testing.assert_allclose([a.onset_s for a in ours], onsets, atol=1e-6)
+
+
 def test_edf_plus_annotations_with_durations_are_the_labelled_episodes(tmp_path, physionet):
     """annotator = "edf+": an EDF+ file's own annotations label it. mitdb 201's real rhythm episodes written as
     EDF+ annotations (onset and duration in seconds, the aux-note text) come back as the WFDB record's episodes;
