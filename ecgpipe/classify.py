@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -111,18 +112,20 @@ def design_matrix(cnn: np.ndarray | None, rhythm: np.ndarray | None, settings: C
 
 
 def inner_splits(settings: ClassifierSettings, y: np.ndarray, groups: np.ndarray | None, seed: int = 0) -> list:
-    """The inner CV's folds over one outer training set: grouped by subject when ``groups`` is given."""
+    """The inner CV's folds over one outer training set: grouped by subject when ``groups`` is given. Folds whose
+    training rows hold one class teach nothing and are left out; none at all (a training set of one subject, or of a
+    class with one row) means nothing can be tuned here (``fit_classifier`` then fits the configured values)."""
     if groups is not None:
         k = min(settings.inner_splits, len(np.unique(groups)))
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splitter = StratifiedGroupKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
     else:
-        k = min(settings.inner_splits, int(np.bincount(y).min()))
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        k = min(settings.inner_splits, int(np.unique(y, return_counts=True)[1].min()))
+        splitter = StratifiedKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
     if k < 2:
-        raise ValueError(f"nested CV: too few subjects or segments per class for {settings.inner_splits} inner folds")
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return list(splitter.split(np.zeros(len(y)), y, groups))
+        return [(train, test) for train, test in splitter.split(np.zeros(len(y)), y, groups) if len(np.unique(y[train])) > 1]
 
 
 def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, seed: int = 0, reuse_transforms: bool = True,
@@ -139,6 +142,8 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     With ``settings.subject_balance`` each row is weighted by ``subject_weights`` over ``subjects`` (every row's
     subject), within ``weight_classes`` (the rows' rhythm classes; default ``y``: a two-class detector passes the
     classes its two sides pool). The inner CV still scores unweighted macro-F1 on its held-out rows."""
+    if len(np.unique(y)) < 2:  # a grouped fold of a few patients may train on one class: it can only answer that one
+        return DummyClassifier(strategy="constant", constant=y[0]).fit(X, y), {}
     model = build_classifier(settings, n_cnn, blas_kernel)
     fit_params = {}
     if settings.subject_balance:
@@ -146,7 +151,8 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
             raise ValueError(f"classifier {settings.label!r}: subject_balance needs each training row's subject")
         weights = subject_weights(y if weight_classes is None else weight_classes, subjects, settings.subject_balance)
         fit_params["clf__sample_weight"] = weights
-    if not settings.tune:
+    splits = inner_splits(settings, y, groups, seed) if settings.tune else []
+    if not splits:  # not tuned, or too few subjects to tune on: the configured values
         return model.fit(X, y, **fit_params), {}
     clf = "clf__estimator__" if isinstance(model[-1], CalibratedClassifierCV) else "clf__"
     grid = {f"{clf}learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {f"{clf}C": list(settings.C_grid)}
@@ -155,7 +161,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     with tempfile.TemporaryDirectory(prefix="ecgpipe-grid-") as cache:
         if reuse_transforms:
             model.set_params(memory=Memory(cache, verbose=0))
-        search = GridSearchCV(model, grid, cv=inner_splits(settings, y, groups, seed), scoring="f1_macro", refit=True, n_jobs=1)
+        search = GridSearchCV(model, grid, cv=splits, scoring="f1_macro", refit=True, n_jobs=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             search.fit(X, y, groups=groups, **fit_params)

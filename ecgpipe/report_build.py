@@ -91,21 +91,34 @@ def features_description(cfg: PipelineConfig, feat_attrs: dict) -> str:
     return {"cnn": f"Features: {cnn}", "rhythm": f"Features: {rr} (no CNN)", "cnn+rhythm": f"Features: {cnn} + {rr}"}[cfg.classifier.inputs]
 
 
-def one_class_warning(protocols: dict, class_names: list[str]) -> str:
+# Why a classifier may call everything one class, by kind: what to look at first
+_ONE_CLASS_HINTS = {
+    "hgb": "too few training rows for its settings? (min_samples_leaf: more records or a smaller value)",
+    "svc": "classes of very different sizes? (classifier.class_weight = \"balanced\"; sampling.per_class)",
+}
+
+
+def one_class_warning(protocols: dict, class_names: list[str], kind: str = "svc") -> str:
     """A warning when a protocol's out-of-fold predictions are all one class while the truth holds several: nothing
     was learnt, which a user reading only the accuracy may miss (e.g. gradient boosting's ``min_samples_leaf`` above
-    the number of training rows per class, so its trees never split)."""
-    collapsed = []
+    the number of training rows per class, so its trees never split; an SVM on a 10:1 class imbalance). Folds that
+    trained on one class only (a pilot's few patients) are named too: their protocol's numbers say little."""
+    collapsed, lone = [], []
     for name, result in protocols.items():
         cm = np.asarray(result.confusion_matrix)
         called = np.flatnonzero(cm.sum(axis=0))
         if len(called) == 1 and np.count_nonzero(cm.sum(axis=1)) > 1:
             collapsed.append(f"{name} (every {result.level} called {class_names[called[0]]})")
-    if not collapsed:
-        return ""
-    return ("WARNING: the classifier predicted one class for everything under " + ", ".join(collapsed)
-            + ": nothing was learnt. Too few training rows for its settings? (hgb: min_samples_leaf; more records or "
-            "a smaller value)")
+        if "train on one class only" in (getattr(result, "note", "") or ""):
+            lone.append(name)
+    parts = []
+    if collapsed:
+        parts.append("WARNING: the classifier predicted one class for everything under " + ", ".join(collapsed)
+                     + ": nothing was learnt. " + _ONE_CLASS_HINTS.get(kind, _ONE_CLASS_HINTS["svc"]).capitalize())
+    if lone:
+        parts.append("WARNING: under " + ", ".join(lone) + " some folds trained on one class only (too few subjects "
+                     "per class; the report's notes name them): those numbers say little")
+    return " ".join(parts)
 
 
 def record_accounting(records: list[RecordSummary], skipped: list[dict], n_planned: int, n_absent: int = 0) -> dict[str, int]:
@@ -141,7 +154,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
         {
             # the detailed sections are the best row's
             "warning": " ".join(w for w in [RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else "",
-                                            one_class_warning(rows[best].protocols, cfg.class_names)] if w) or None,
+                                            one_class_warning(rows[best].protocols, cfg.class_names, best_cfg.classifier.kind)] if w) or None,
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
             "n_segments": int(len(y)),

@@ -258,3 +258,33 @@ def test_a_classifier_that_calls_everything_one_class_is_warned_about():
     assert one_class_warning({"stratified_10fold": learnt}, names) == ""
     one_class_data = SimpleNamespace(confusion_matrix=[[5, 0], [0, 0]], level="window")  # only one class to find
     assert one_class_warning({"p": one_class_data}, names[:2]) == ""
+    assert "class_weight" in warning and "min_samples_leaf" not in warning  # the hint fits the kind (svc)
+    assert "min_samples_leaf" in one_class_warning({"g": collapsed}, names, "hgb")
+    lone = SimpleNamespace(confusion_matrix=learnt.confusion_matrix, level="window",
+                           note="1 of 2 folds train on one class only, so they call every test row that class (fold 2: afib)")
+    assert "under g some folds trained on one class only" in one_class_warning({"g": lone}, names)
+
+
+def test_a_fold_that_trains_on_one_class_calls_everything_that_class_and_tuning_needs_two_subjects():
+    """A pilot of two patients: the grouped fold holding one out trains on the other's one class. It crashed the run
+    (sklearn: "The number of classes has to be greater than one"); with nested CV, one training subject crashed it
+    too ("too few subjects ... for inner folds"). Now the fold answers its one class, and tuning needs >= 2 subjects."""
+    from ecgpipe.classify import fit_classifier, inner_splits
+    from ecgpipe.stages.classification import one_class_folds
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = np.repeat([0, 1], 20)
+    model, chosen = fit_classifier(X[y == 1], y[y == 1], ClassifierSettings(kind="svc"))
+    assert (model.predict(X) == 1).all() and chosen == {}
+    tuned = ClassifierSettings(kind="svc", tune=True, C_grid=[0.1, 1.0])
+    one_subject = np.zeros(40, dtype=int)
+    assert inner_splits(tuned, y, one_subject) == []
+    model, chosen = fit_classifier(X, y, tuned, groups=one_subject)
+    assert chosen == {} and model[-1].C == tuned.C  # the configured C: nothing to tune on
+    two = np.repeat([0, 1], 20)  # each subject one class: every inner training fold holds one class
+    assert inner_splits(tuned, y, two) == []
+    four = np.array([0, 1] * 10 + [2, 3] * 10)
+    assert all(len(np.unique(y[tr])) == 2 for tr, _ in inner_splits(tuned, y, four))
+    note = one_class_folds([(np.arange(20, 40), np.arange(20)), (np.arange(40), np.arange(0))], y, ["normal", "afib"])
+    assert note.startswith("1 of 2 folds train on one class only") and "fold 1: afib" in note

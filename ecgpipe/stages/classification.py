@@ -208,6 +208,16 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
     return FoldResult(test.tolist(), pred.tolist(), chosen, None if proba is None else np.round(proba, 6).tolist())
 
 
+def one_class_folds(splits: list, y: np.ndarray, class_names: list[str]) -> str:
+    """A note naming the folds whose training rows hold one class (a grouped fold of a pilot's few patients): such a
+    fold calls every test row that class, as nothing else was seen."""
+    lone = [(f + 1, class_names[int(y[train][0])]) for f, (train, _) in enumerate(splits) if len(np.unique(y[train])) < 2]
+    if not lone:
+        return ""
+    return (f"{len(lone)} of {len(splits)} folds train on one class only, so they call every test row that class ("
+            + ", ".join(f"fold {f}: {c}" for f, c in lone) + "): add subjects of the other classes")
+
+
 def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tuple[str, int], FoldResult]
                  ) -> dict[str, ProtocolResult]:
     """A row's protocol results from its folds' results (``{(protocol, fold): result}``)."""
@@ -215,6 +225,8 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
     out = {}
     for protocol in row.cfg.cv.protocols:
         splits, note = splits_of(row, protocol, data)
+        if one_class := one_class_folds(splits, data.y, row.cfg.class_names):
+            note = "; ".join(n for n in (note, one_class) if n)
         folds = [results[(protocol, f)] for f in range(len(splits))]
         y_pred, chosen = collect_predictions(len(data.y), [(f.test, f.predicted, f.chosen) for f in folds])
         summary = summarize_protocol(data.y, y_pred, data.subjects, splits, row.cfg.class_names, note, chosen,
