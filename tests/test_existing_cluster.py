@@ -125,7 +125,9 @@ def test_a_stage_left_without_workers_says_so_every_few_seconds(monkeypatch):
     logger = logging.getLogger("stall-test")
     logger.setLevel(logging.INFO)
     logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: lines.append((r.levelno, r.getMessage()))})())
-    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as client:
+    # a client of a scheduler it did not start, as with --scheduler
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as lc, \
+            Client(lc.scheduler_address) as client:
         quick, slow = client.submit(lambda: 1), client.submit(time.sleep, 10)
         futures = [SimpleNamespace(wrapped_future=f, result=f.result) for f in (quick, slow)]
         got = {}
@@ -142,6 +144,50 @@ def test_a_stage_left_without_workers_says_so_every_few_seconds(monkeypatch):
         slow.cancel()
         waiter.join(30)
         assert not waiter.is_alive() and len(got["r"][1]) == 1  # the cancelled task: one failure, the wait ends
+
+
+def test_waiting_for_one_task_hears_ctrl_c_and_says_when_the_local_cluster_has_no_worker(monkeypatch):
+    """A single task's result (the extractor's description, the model's fit) was a bare future.result(): with the
+    cluster's only worker gone, the run waited for ever and a Ctrl-C did not end it. Now the wait warns, naming the
+    local cluster, and a stop request ends it."""
+    import logging
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from distributed import Client, LocalCluster
+
+    from ecgpipe.orchestration import bookkeeping, interrupt
+
+    monkeypatch.setattr(bookkeeping, "PROGRESS_EVERY_S", 0.5)
+    lines = []
+    logger = logging.getLogger("one-task-test")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: lines.append((r.levelno, r.getMessage()))})())
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as lc, Client(lc) as client:
+        quick = client.submit(lambda: 7)
+        assert bookkeeping.result_of(SimpleNamespace(wrapped_future=quick, result=quick.result), "features", logger) == 7
+        lc.scale(0)
+        deadline = time.time() + 30
+        while client.scheduler_info()["workers"] and time.time() < deadline:
+            time.sleep(0.1)
+        slow = client.submit(time.sleep, 60)
+        got = {}
+
+        def wait():
+            try:
+                bookkeeping.result_of(SimpleNamespace(wrapped_future=slow, result=slow.result), "features", logger)
+            except interrupt.RunInterrupted as exc:
+                got["stopped"] = str(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        while not lines and time.time() < deadline:
+            time.sleep(0.1)
+        assert any(lvl == logging.WARNING and "the local Dask cluster has no worker at the moment" in m for lvl, m in lines)
+        monkeypatch.setattr(interrupt, "_received", [2])  # what Ctrl-C's handler records
+        waiter.join(10)
+        assert not waiter.is_alive() and "interrupted by SIGINT" in got["stopped"]
 
 
 def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_computes_only_what_is_missing(

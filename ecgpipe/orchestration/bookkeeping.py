@@ -108,6 +108,31 @@ def cluster_workers(futures: list) -> int | None:
         return None
 
 
+def no_worker_advice(futures: list) -> str:
+    """What to say while a cluster has no worker: a local cluster's workers are starting or were restarted after a
+    crash (its log says which); an existing cluster needs one started on it."""
+    try:
+        local = getattr(futures[0].wrapped_future.client, "cluster", None) is not None
+    except Exception:
+        local = False
+    if local:
+        return (": the local Dask cluster has no worker at the moment (still starting, or restarted after a crash: "
+                "see the lines above; Ctrl-C stops the run, and a rerun computes only what is missing)")
+    return (": the Dask cluster has no worker left (start one, `dask worker <scheduler address>`, or stop the run "
+            "with Ctrl-C; a rerun computes only what is missing)")
+
+
+def result_of(future, stage: str, logger):
+    """One task's result, waited for as a stage's tasks are: Ctrl-C stops the wait, and a cluster left without
+    workers is reported every ``PROGRESS_EVERY_S`` (a bare ``future.result()`` waited for ever, deaf to Ctrl-C)."""
+    def waiting(idle_s: float) -> None:
+        if cluster_workers([future]) == 0:
+            logger.warning(f"{stage}: waiting {idle_s:.0f} s for a task" + no_worker_advice([future]))
+
+    for fut in _completed([future], on_wait=waiting):
+        return fut.result()
+
+
 def _completed(futures: list, on_wait=None):
     """Yield futures as they finish, checking twice a second whether the run was asked to stop; ``on_wait(seconds)``
     is called every ``PROGRESS_EVERY_S`` while none finishes (seconds since the last one did)."""
@@ -155,8 +180,7 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
 
     def waiting(idle_s: float) -> None:  # a line every 15 s even when nothing finishes, saying why when it can
         workers = cluster_workers(futures)
-        why = (": the Dask cluster has no worker left (start one, `dask worker <scheduler address>`, or stop the run "
-               "with Ctrl-C; a rerun computes only what is missing)") if workers == 0 else ""
+        why = no_worker_advice(futures) if workers == 0 else ""
         say = logger.warning if workers == 0 else logger.info
         say(progress_line(stage, n_done, len(futures), len(failures), time.perf_counter() - t0)
             + f"; no task finished for {idle_s:.0f} s" + why, extra={PROGRESS_RECORD: True})

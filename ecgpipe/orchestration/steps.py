@@ -14,7 +14,7 @@ from ecgpipe.errors import PipelineError, StageFailed
 from ecgpipe.keys import file_digest, signal_digest
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
-from ecgpipe.orchestration.bookkeeping import RunLog, error_text, run_chunk_stage, wait_all
+from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster
 from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.plan import RunPlan
@@ -225,7 +225,7 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
             e.attrs = dict(root[e.data].attrs)
         else:
             with feature_placement(n_gpu):
-                e.attrs = run.task(tasks.describe_extractor).submit(e.cfg.model_dump_json()).result()
+                e.attrs = result_of(run.task(tasks.describe_extractor).submit(e.cfg.model_dump_json()), features.STAGE, run.logger)
         ensure_rows(run.store, e.data, n, (e.width,), run.cfg.run.chunk_size, Layout.FEATURE_DTYPE, e.attrs)
     layer_of = {e.array: e.layer for e in group}
     targets = list({e.array: e.keys for e in group}.items())  # one target per array
@@ -390,7 +390,7 @@ def finish_model(run: Run, job: ModelJob | None) -> str | None:
     if job is None:
         return None
     if job.future is not None:
-        job.future.result()
+        result_of(job.future, classification.STAGE, run.logger)
         run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
         run.logger.info(f"model: {job.row.label} on {job.row.features or 'the rhythm block (no CNN)'} -> {job.path}")
     return job.path
