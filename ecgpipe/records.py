@@ -112,7 +112,7 @@ def record_name(entry: str) -> str:
 def list_records(db_dir: str | Path) -> list[str]:
     """Record names from the database's RECORDS file (one per line, PhysioNet's layout; a record in a subfolder is
     ``<folder>/<record>``, relative to the database folder; a name written with its file's suffix, ``100.hea``,
-    means the record ``100``), each once, in the file's order."""
+    means the record ``100``), each once, in the file's order; lines starting with ``#`` are comments."""
     records_file = Path(db_dir) / "RECORDS"
     if not records_file.is_file():
         raise FileNotFoundError(
@@ -120,7 +120,9 @@ def list_records(db_dir: str | Path) -> list[str]:
         )
     # utf-8-sig: a RECORDS file saved by a Windows editor starts with a byte-order mark, which would otherwise stick
     # to the first record's name (and that record would be "missing")
-    names = [record_name(line) for line in records_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    lines = records_file.read_text(encoding="utf-8-sig").splitlines()
+    # a hand-made index may hold comments: a record name never starts with '#'
+    names = [record_name(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
 
 
@@ -162,7 +164,10 @@ def choose_leads(sig_names: list[str], settings: DatabaseSettings, n_leads: int)
     others = [i for i in range(len(sig_names)) if i != first]
     if not others:
         raise LookupError(f"segments.n_leads = 2, but the record has a single lead {sig_names}")
-    return [first, _choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
+    try:
+        return [first, _choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
+    except LookupError as exc:
+        raise LookupError(f"second lead (second_lead): {exc}, other than the first lead {sig_names[first]!r}") from None
 
 
 # WFDB headers name each signal's physical unit; an empty one means millivolts (WFDB's default)

@@ -36,6 +36,15 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
     labels_csv = config.databases[database].labels_csv
     if (folder / "RECORDS").is_file() or (labels_csv and (folder / labels_csv).is_file()):
         return folder  # a labels CSV lists the records of a database without RECORDS (selected_records)
+    if folder.is_dir() and config.databases[database].records:
+        return folder  # the config lists the records
+    headers = sorted(p.name for p in folder.iterdir() if p.suffix in (".hea", ".edf")) if folder.is_dir() else []
+    if headers:  # the records are here, their index is not: say so, not "not found"
+        raise DataSourceError(
+            f"database {database!r}: {folder} holds {len(headers)} record file(s) ({', '.join(headers[:3])}"
+            f"{', ...' if len(headers) > 3 else ''}) but no RECORDS file listing the records to use: write one, one "
+            f"record name per line (e.g. `ls {folder} | sed -n 's/\\.hea$//p' > {folder / 'RECORDS'}`), or list them "
+            f"in databases.{database}.records")
     slug = config.database(database).physionet
     hint = (
         f"Point ecgpipe at a local copy with --data-dir DIR (or ${DATA_DIR_ENV}=DIR), where DIR/{database}/ holds the "
@@ -66,13 +75,15 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
 def selected_records(config: PipelineConfig, database: str, folder: Path) -> list[str]:
     """Records of a database to process: the config's subset (checked against RECORDS) or all of them."""
     labels_csv = config.databases[database].labels_csv
+    wanted = config.databases[database].records
     if labels_csv and not (folder / "RECORDS").is_file():
         from ecgpipe.labels import read_record_labels
 
         available = list(read_record_labels(folder, labels_csv))  # no RECORDS file: the CSV lists the records
+    elif wanted and not (folder / "RECORDS").is_file():
+        return list(wanted)  # no index to check them against: a missing record fails by name when read
     else:
         available = list_records(folder)
-    wanted = config.databases[database].records
     if not wanted:
         return available
     unknown = [r for r in wanted if r not in available]

@@ -194,8 +194,8 @@ def test_a_record_written_with_its_file_suffix_in_records_or_the_labels_csv_is_t
     db.mkdir()
     for ext in ("hea", "dat", "atr"):
         shutil.copy(physionet / "mitdb" / f"100.{ext}", db)
-    (db / "RECORDS").write_text("100.hea\n100.DAT\n101\n100\n")
-    assert list_records(db) == ["100", "101"]  # each record once
+    (db / "RECORDS").write_text("# my records\n100.hea\n100.DAT\n  # 102 left out\n101\n100\n")
+    assert list_records(db) == ["100", "101"]  # each record once; comments are no records
     assert read_record(db, "mitdb", list_records(db)[0], MITDB).signal.shape == (650000,)
 
 

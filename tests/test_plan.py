@@ -180,3 +180,18 @@ def test_records_a_labels_csv_lists_without_files_are_absent_and_none_present_is
         without_files(cfg, "cinc2017", tmp_path, ["A00003", "A00004"])
     (tmp_path / "RECORDS").write_text("\n".join(names) + "\n")  # the database's own index: a missing record fails
     assert without_files(cfg, "cinc2017", tmp_path, names) == []
+
+
+def test_records_that_all_failed_are_summarised_by_kind_of_error():
+    """"every record failed; first error: {'record': ..., 'error': ...}" showed one record's error (a RECORDS comment
+    line's) as a Python dict and hid the error every real record had."""
+    from ecgpipe.orchestration.steps import failure_kinds
+
+    skipped = [{"record": "/d/mine/# my records", "error": "header file /d/mine/# my records.hea not found"},
+               *({"record": f"/d/mine/{r}", "error": f"no lead matching ['II'] (the record has ['MLII', 'V{r[-1]}'])"}
+                 for r in ("201", "203", "205"))]
+    text = failure_kinds(skipped)
+    assert text.startswith("3 x no lead matching ['II'] (the record has ['MLII', 'V1']) (e.g. /d/mine/201)")
+    assert "1 x header file <record>.hea not found (e.g. /d/mine/# my records)" in text and "{" not in text
+    many = [{"record": f"/d/r{i}", "error": f"problem {chr(97 + i)}"} for i in range(5)]
+    assert failure_kinds(many).endswith("2 other kind(s) of error, in run.json")

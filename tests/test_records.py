@@ -54,9 +54,9 @@ def broken_dir(tmp_path, physionet):
     return tmp_path / "mitdb"
 
 
-def _error(folder, record="100", settings=MITDB, nan_policy="error") -> str:
+def _error(folder, record="100", settings=MITDB, nan_policy="error", n_leads=1) -> str:
     with pytest.raises(RecordError) as err:
-        read_record(folder, "mitdb", record, settings, nan_policy=nan_policy)
+        read_record(folder, "mitdb", record, settings, nan_policy=nan_policy, n_leads=n_leads)
     assert err.value.record_path.endswith(record)
     return str(err.value)
 
@@ -100,6 +100,8 @@ def test_missing_signal_file(broken_dir):
 def test_sampling_rate_and_lead_must_match_the_config(broken_dir):
     assert "sampling rate 360" in _error(broken_dir, settings=DatabaseSettings(lead=["MLII"], fs=250.0))
     assert "no lead matching ['V9']" in _error(broken_dir, settings=DatabaseSettings(lead=["V9"], fs=360.0))
+    second = _error(broken_dir, settings=DatabaseSettings(lead=["MLII"], second_lead=["V9"], fs=360.0), n_leads=2)
+    assert "second lead (second_lead): no lead matching ['V9']" in second and "other than the first lead 'MLII'" in second
 
 
 def _write_record_with_nans(folder, name="nanrec"):
@@ -225,6 +227,30 @@ def test_a_folder_of_edf_files_and_a_labels_csv_needs_no_records_file(tmp_path):
     (folder / "labels.csv").write_text("record,label\nholter1,N\nholter2,A\n")
     assert database_dir(cfg, "export", tmp_path, download=False) == folder
     assert selected_records(cfg, "export", folder) == ["holter1", "holter2"]
+
+
+def test_a_folder_of_records_without_records_file_is_named_as_such_and_a_config_list_of_records_suffices(tmp_path, physionet):
+    """A folder of real records without RECORDS read as "database not found ... point ecgpipe at a local copy", and a
+    config listing the records did not help."""
+    from ecgpipe.config import config_from_dict
+    from ecgpipe.sources import DataSourceError, database_dir, selected_records
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", folder)
+    cfg = config_from_dict({"databases": {"mine": {"fs": 360.0}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]}})
+    with pytest.raises(DataSourceError, match=r"mine.* holds 1 record file\(s\) \(100\.hea\) but no RECORDS file .*"
+                                              r"databases\.mine\.records") as err:
+        database_dir(cfg, "mine", tmp_path, download=False)
+    assert "not found" not in str(err.value)
+    listed = config_from_dict({"databases": {"mine": {"fs": 360.0, "records": ["100"]}},
+                               "classes": {"normal": ["(N"], "afib": ["(AFIB"]}})
+    assert database_dir(listed, "mine", tmp_path, download=False) == folder
+    assert selected_records(listed, "mine", folder) == ["100"]
+    with pytest.raises(DataSourceError, match=r"not found at .*nothing"):  # no folder at all: still "not found"
+        database_dir(config_from_dict({"databases": {"nothing": {"fs": 360.0}}, "classes": {"n": ["(N"], "a": ["(A"]}}),
+                     "nothing", tmp_path, download=False)
 
 
 @pytest.mark.parametrize("name", ["test_generator", "test_utf8", "test_subsecond", "test_legacy"])

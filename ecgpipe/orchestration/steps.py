@@ -129,8 +129,23 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         skipped.sort(key=lambda s: s["record"])
         records = [summaries[u.name] for u in run.plan.records if summaries[u.name] is not None]
         if not records:
-            raise StageFailed(f"every record failed; first error: {skipped[0] if skipped else 'none read'}")
+            raise StageFailed(f"every record failed: {failure_kinds(skipped) if skipped else 'none read'}")
     return records, skipped
+
+
+def failure_kinds(skipped: list[dict], most: int = 3) -> str:
+    """Failed records grouped by their error with the record's own path and name taken out, most frequent first, each
+    with its count and one record: a readable answer to "why did everything fail" (one odd record's error used to
+    stand for all of them)."""
+    kinds: dict[str, tuple[str, list[str]]] = {}  # kind (numbers as #) -> (its first message, the records)
+    for s in skipped:
+        message = s["error"].replace(s["record"], "<record>")
+        kinds.setdefault(re.sub(r"\d+", "#", message), (message, []))[1].append(s["record"])
+    ranked = sorted(kinds.values(), key=lambda item: -len(item[1]))
+    lines = [f"{len(paths)} x {message} (e.g. {paths[0]})" for message, paths in ranked[:most]]
+    if len(ranked) > most:
+        lines.append(f"{len(ranked) - most} other kind(s) of error, in run.json")
+    return "; ".join(lines)
 
 
 def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
