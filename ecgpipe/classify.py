@@ -429,7 +429,7 @@ def evaluate_protocol(
     n_cnn: int | None = None,
 ) -> ProtocolResult:
     """One protocol on a plain matrix, in this process, with the steps the pipeline's fold tasks run."""
-    splits, note = make_splits(protocol, y, groups, cv, databases)
+    splits, note = make_splits(protocol, y, groups, cv, databases, class_names)
     folds = []
     for train, test in splits:
         pred, params, _ = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups), subjects=groups)

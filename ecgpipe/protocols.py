@@ -74,10 +74,12 @@ def short(name: str) -> str:
 
 
 def make_splits(
-    protocol: str, y: np.ndarray, groups: np.ndarray, cv, databases: np.ndarray | None = None
+    protocol: str, y: np.ndarray, groups: np.ndarray, cv, databases: np.ndarray | None = None,
+    class_names: list[str] | None = None,
 ) -> tuple[list, str]:
     """Train/test index pairs for a protocol, and a note when fewer folds than asked were possible. ``cv``: the
-    config's ``CVSettings`` (its number of folds and seed; not imported here: the config imports this registry)."""
+    config's ``CVSettings`` (its number of folds and seed; not imported here: the config imports this registry);
+    ``class_names`` name the classes in notes."""
     note = ""
     _named(protocol)  # unknown names fail here, with the known ones listed
     if protocol == LEAVE_ONE_DATABASE_OUT.name:
@@ -91,7 +93,9 @@ def make_splits(
         used = np.isin(y, sorted(shared))
         splits = [(np.flatnonzero(used & (databases != d)), np.flatnonzero(used & (databases == d))) for d in names]
         left_out = sorted(set(np.unique(y).tolist()) - shared)
-        note = f"folds test on {', '.join(names)} in turn" + (f"; class indices {left_out} not in every database: left out" if left_out else "")
+        named = [class_names[c] if class_names else str(c) for c in left_out]
+        note = f"folds test on {', '.join(names)} in turn" + (
+            f"; class(es) {', '.join(named)} not in every database's segments: left out" if left_out else "")
         return splits, note
     if protocol == STRATIFIED.name:
         min_class = np.bincount(y).min() if len(y) else 0

@@ -54,7 +54,7 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
         with interruptible():  # Ctrl-C and SIGTERM stop the run at the next check, cleanly
             report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
     except (RunInterrupted, KeyboardInterrupt) as exc:
-        log.write("interrupted", error=str(exc) or "interrupted")
+        log.write("interrupted", error=str(exc) or "interrupted", **({"records": log.records} if log.records else {}))
         raise
     except BaseException as exc:
         log.write("failed", error=f"{type(exc).__name__}: {exc}", **({"records": log.records} if log.records else {}))

@@ -81,6 +81,8 @@ def test_leave_one_database_out_uses_shared_classes_only():
         assert set(dbs[test]) == {d} and d not in set(dbs[train]) and 2 not in set(y[train]) | set(y[test])
     r = evaluate_protocol(X, y, g, ["a", "b", "c"], "leave_one_database_out", ClassifierSettings(), CVSettings(), dbs).to_json()  # the stored (JSON) form
     assert np.array(r["confusion_matrix"]).sum() == (y != 2).sum()
+    assert "class(es) vf not in every database's segments: left out" in make_splits(
+        "leave_one_database_out", y, g, CVSettings(), dbs, ["normal", "afib", "vf"])[1]  # by name, not index
     with pytest.raises(ValueError, match="two databases"):
         make_splits("leave_one_database_out", y, g, CVSettings(), np.array(["a"] * len(y)))
 

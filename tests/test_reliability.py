@@ -330,6 +330,7 @@ def test_status_after_a_run_stopped_by_a_class_without_segments_shows_the_record
     cfg.write_text(SLICE + 'afib = ["(AF"]\n')  # a typo: the label is (AFIB
     proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "class(es) ['afib'] have no segments" in proc.stderr
+    assert "labels found: ['(N', '(NOISE', '(VFL']" in proc.stderr  # what the records hold: the typo shows
     run_json = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run_json["status"] == "failed" and run_json["records"]["records"] == run_json["records"]["used"] + \
         run_json["records"]["no_window_of_a_class"] == 2  # the records read are accounted for even so

@@ -190,7 +190,7 @@ def for_row(data: ClassificationData, cfg: PipelineConfig) -> ClassificationData
 
 def splits_of(row: ComparisonRow, protocol: str, data: ClassificationData) -> tuple[list, str]:
     data = for_row(data, row.cfg)
-    return protocols.make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases)
+    return protocols.make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases, row.cfg.class_names)
 
 
 def fold_jobs(rows: list[ComparisonRow], data: ClassificationData) -> list[FoldJob]:

@@ -196,8 +196,9 @@ def plan_table(store: str, records: list[RecordSummary], cfg: PipelineConfig) ->
     if empty:
         raise PipelineError(
             f"class(es) {empty} have no segments: none of their labels ({[label for c in empty for label in cfg.classes[c]]}) occur in "
-            f"an episode of {cfg.segments.length_s} s or more in the {len(records)} records read. "
-            f"Check the class labels and databases in the config."
+            f"an episode of {cfg.segments.length_s} s or more in the {len(records)} records read (labels found: "
+            f"{sorted({label for r in records for label in r.labels}) or 'none'}). Check the class labels and "
+            f"databases in the config."
         )
     chosen = select_stable(cand.priority, cand.class_index, class_caps(cfg))
     sources = [r.name for r in records]
