@@ -152,7 +152,12 @@ def cmd_status(args) -> int:
     if status.get("running"):
         r = status["running"]
         print(f"{status['out']}: a run is in progress (PID {r.get('pid')} on {r.get('host')}, started {r.get('started')})")
-    print(f"{status['out']}: last run {last.get('status') or 'none'}" + (f" ({last['wall_s']:.0f} s)" if last.get("wall_s") else ""))
+    if status.get("unfinished"):
+        r = status["unfinished"]
+        print(f"{status['out']}: the last run did not finish (PID {r.get('pid')} on {r.get('host')}, started "
+              f"{r.get('started')}, is gone: killed?); `ecgpipe run` resumes from what is done")
+    else:
+        print(f"{status['out']}: last run {last.get('status') or 'none'}" + (f" ({last['wall_s']:.0f} s)" if last.get("wall_s") else ""))
     print(f"{'stage':18s}{'done':>7s}{'stale':>7s}{'failed':>8s}{'missing':>9s}{'total':>7s}   a rerun computes")
     for stage, c in status["stages"].items():
         fmt = lambda v: "-" if v is None else str(v)  # noqa: E731

@@ -94,6 +94,8 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     lock = RunLock(out.local_root) if out.local_root else None
     if lock is not None and lock.holder_running():
         status["running"] = lock.holder()
+    elif lock is not None and lock.holder() is not None:  # a lock left behind: its run was killed, not stopped
+        status["unfinished"] = lock.holder()
     summaries = plan.record_summaries()
     status["stages"][segments.STAGE] = tally(
         [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])

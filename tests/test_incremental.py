@@ -215,6 +215,10 @@ def test_sigkill_of_the_whole_run_then_rerun_finishes_only_the_rest(cold, tmp_pa
     done_at_kill = _feature_markers(out)
     assert 1 <= done_at_kill < cold["n_chunks"], f"not killed mid-stage ({done_at_kill} of {cold['n_chunks']} chunks done)"
     assert not (out / "report.json").exists()
+    status = subprocess.run([sys.executable, "-m", "ecgpipe.cli", "status", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    # the lock it left names the run that did not finish (status said "last run none")
+    assert f"the last run did not finish (PID {proc.pid} on " in status.stdout, status.stdout + status.stderr
 
     run(cold["cfg"], cold["data"], out)
     c = computed(out)
