@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -99,7 +100,7 @@ def cmd_run(args) -> int:
         for name, r in rec["endpoints"].items():
             print(f"  {'':20s} endpoint {name}: {recording_words(r)}")
     if report.get("model"):
-        print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {report['model']} RECORD...)")
+        print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {shlex.quote(report['model'])} RECORD...)")
     if report.get("absent_records"):
         print(f"left out {len(report['absent_records'])} record(s) the labels CSV lists without any file in the folder "
               f"(e.g. {', '.join(report['absent_records'][:3])}; all in report.json absent_records)")
@@ -408,16 +409,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """ecgpipe's own warnings (a lock taken over, a checksum read with 'warn') as one line, like its errors; others
+    (libraries') keep Python's form, which says where they come from."""
+    if filename.startswith(os.path.dirname(os.path.abspath(__file__))):
+        return f"ecgpipe: warning: {message}\n"
+    return _python_warning(message, category, filename, lineno, line)
+
+
+_python_warning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     if (problem := out_is_a_file(args) or options_that_do_nothing(args)) is not None:
         print(f"ecgpipe: {problem}", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
+        return code
     except EcgpipeError as err:  # every expected problem names its file, record or setting: one line, no traceback
         print(f"ecgpipe: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ecgpipe config paper4 | head`: the reader had enough (Python's documented remedy)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -551,3 +551,24 @@ def test_a_model_class_mapped_twice_is_refused_naming_both():
         class_mapping(model, dataset, ["normal=normal", "normal=afib"])
     assert class_mapping(model, dataset, ["normal=normal", "normal=normal", "afib=afib"]) == {"normal": "normal", "afib": "afib"}
     assert class_mapping(model, dataset, None) == {"normal": "normal", "afib": "afib"}
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback_and_ecgpipe_warnings_are_one_line():
+    """`ecgpipe config paper4 | head` ended in a BrokenPipeError traceback; a lock taken over printed as
+    "/…/ecgpipe/lock.py:174: UserWarning: …"."""
+    import subprocess
+    import sys
+
+    from ecgpipe import cli
+
+    proc = subprocess.Popen([sys.executable, "-m", "ecgpipe.cli", "config", "paper4"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+    import ecgpipe.lock
+
+    line = cli._one_line_warning(UserWarning("taking over the lock of x"), UserWarning, ecgpipe.lock.__file__, 174)
+    assert line == "ecgpipe: warning: taking over the lock of x\n"
+    assert "numpy/x.py:1: UserWarning" in cli._one_line_warning(
+        UserWarning("w"), UserWarning, "/site-packages/numpy/x.py", 1)  # a library's warning says where it is from
