@@ -142,6 +142,27 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
+def check_layer(name: str, layer: str | None) -> None:
+    """A ValueError unless ``layer`` is a graph node of the backbone ``name`` (None: its pooled output). A documented
+    tap is known without torch; any other node is looked up in the architecture's graph (built without weights, a
+    few seconds), so a misspelt node fails before any work, not in the first feature task."""
+    spec = backbone_spec(name)
+    if layer is None or layer == spec.pooled_layer or layer in spec.layers:
+        return
+    import warnings
+
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # train vs eval nodes: only eval mode is ever run
+        nodes = get_graph_node_names(spec.build().eval())[1]
+    # a module's name taps its output, as create_feature_extractor reads it: a node or the prefix of some
+    if not any(n == layer or n.startswith(layer + ".") for n in nodes):
+        raise ValueError(f"features.layer: {layer!r} is neither a node nor a module of {name}'s graph; documented "
+                         f"taps: {', '.join(spec.layers) or spec.pooled_layer} (all nodes: torchvision's "
+                         f"get_graph_node_names)")
+
+
 def _torchvision_weights_enum(qualified: str):
     import torchvision.models as tvm
 

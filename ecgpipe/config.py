@@ -94,7 +94,8 @@ class FeatureSettings(_Strict):
         "pretrained", description="'random' is for tests only; reports made with it say so on their first line."
     )
     weights_path: str | None = Field(None, description="Local weights file (state dict), used before any download.")
-    image_size: int = Field(224, gt=15)
+    image_size: int = Field(224, ge=32, description="Side of the square CNN input, in pixels; at least 32: every "
+                            "shipped backbone halves it five times (EfficientNet-Lite's 5x5 kernels fail below 32).")
     batch_size: int = Field(32, gt=0)
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference (any engine).")

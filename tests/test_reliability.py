@@ -60,6 +60,26 @@ def test_an_unknown_backbone_fails_before_any_record_is_read(tmp_path, physionet
     assert not (tmp_path / "out" / "store.zarr").exists()
 
 
+@pytest.mark.parametrize(("features", "problem"), [
+    ('layer = "_blocks.99"', "features.layer: '_blocks.99' is neither a node nor a module of efficientnet_lite0's graph; "
+                             "documented taps: _blocks.2"),
+    ("image_size = 16", "features.image_size: Input should be greater than or equal to 32"),
+])
+def test_a_layer_the_backbone_lacks_or_a_too_small_image_fails_before_any_work(tmp_path, physionet, features, problem):
+    """Both passed validation and failed in the first feature task, after the records and spectrograms, with torch's
+    text ("Kernel size can't be greater than actual input size") and advice to rerun."""
+    cfg = tmp_path / "slice.toml"
+    cfg.write_text(SLICE + f"[features]\n{features}\n")
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(physionet), "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and problem in proc.stderr and "again" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "store.zarr").exists()
+    cfg.write_text(SLICE + '[features]\nlayer = "_blocks.3._project_conv"\n')  # a module of the graph: a tap too
+    from ecgpipe.backbones import check_layer
+    from ecgpipe.config import load_config
+
+    check_layer("efficientnet_lite0", load_config(cfg).features.layer)
+
+
 def test_a_missing_local_weights_file_fails_before_any_work(tmp_path, physionet):
     cfg = tmp_path / "slice.toml"
     cfg.write_text(SLICE + f'[features]\nweights_path = "{tmp_path / "nope.pth"}"\n')

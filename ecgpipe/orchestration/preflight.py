@@ -1,5 +1,5 @@
 """Everything knowable before the first task, checked before the first task: the data folder and each configured
-database's RECORDS (and labels CSV), the backbones and local weights files of every extractor of the sweep. A bad
+database's RECORDS (and labels CSV), the backbones, layers and local weights files of every extractor of the sweep. A bad
 setting fails in a second with one line naming it, not after minutes of segments and spectrograms."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     if not download and not root.is_dir():
         raise DataSourceError(f"data folder {root} does not exist (give --data-dir DIR holding <db>/RECORDS, or "
                               f"--download to fetch the databases from PhysioNet)")
-    from ecgpipe.backbones import backbone_spec
+    from ecgpipe.backbones import check_layer
 
     for i, features in enumerate(cfg.feature_variants):
         where = "features" if not cfg.sweep.features else f"sweep.features[{i}]"
         try:
-            backbone_spec(features.backbone)
+            check_layer(features.backbone, features.layer)  # the backbone's name too
         except ValueError as err:
             raise ConfigError(f"{where}: {err}") from None
         if features.weights_path and not Path(features.weights_path).expanduser().is_file():
