@@ -15,7 +15,7 @@ import shlex
 import sys
 import warnings
 
-from ecgpipe.cli_checks import failure_advice, options_that_do_nothing, out_is_a_file
+from ecgpipe.cli_checks import failure_advice, options_that_do_nothing, out_is_a_file, with_earlier_report_note
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError
@@ -61,16 +61,17 @@ def cmd_run(args) -> int:
                               download=args.download)
     except (RunInterrupted, KeyboardInterrupt) as exc:
         print(f"\necgpipe: {str(exc) or 'interrupted'}; see {args.out.rstrip('/')}/run.json", file=sys.stderr)
-        return 130
+        return with_earlier_report_note(args.out, 130)
     except StageFailed as exc:  # some units failed: a rerun recomputes only those (the message says so)
         print(f"\necgpipe: run failed: {exc}", file=sys.stderr)
-        return 1
-    except EcgpipeError:  # bad input or settings, found before or during the run: rerunning the same cannot help
-        raise
+        return with_earlier_report_note(args.out, 1)
+    except EcgpipeError as err:  # bad input or settings, found before or during the run: rerunning the same cannot help
+        print(f"ecgpipe: {err}", file=sys.stderr)
+        return with_earlier_report_note(args.out, 2)
     except Exception as exc:
         print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(failure_advice(exc, args.out, args.scheduler), file=sys.stderr)
-        return 1
+        return with_earlier_report_note(args.out, 1)
     print()
     if report.get("warning"):
         print(report["warning"])

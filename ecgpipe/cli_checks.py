@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 
 def out_is_a_file(args) -> str | None:
@@ -43,3 +44,23 @@ def failure_advice(exc: BaseException, out: str, scheduler: str | None) -> str:
         return f"the Dask scheduler {scheduler} went away during the run: start it and its workers again, then {rerun}"
     run_json = os.path.join(out, "run.json")
     return ("see " + run_json + "; " if os.path.isfile(run_json) else "") + rerun
+
+
+def earlier_report_note(out: str) -> str | None:
+    """The line saying a run folder's report (and model) are an earlier, finished run's; None when it has none."""
+    report = os.path.join(out, "report.json")
+    if "://" in out or not os.path.isfile(report):
+        return None
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(report)).strftime("%Y-%m-%d %H:%M")
+    files = "report.html/.md/.json" + (" and model.skops" if os.path.isfile(os.path.join(out, "model.skops")) else "")
+    return f"note: {files} in {out} are still those of an earlier run (written {when}), not this run's"
+
+
+def with_earlier_report_note(out: str, code: int) -> int:
+    """After a run that did not finish: say that the report and model in ``out`` are an earlier run's, if any (they
+    stay, beside this run's config.json and run.json), so nobody reads them as this run's. Returns ``code``."""
+    if (note := earlier_report_note(out)) is not None:
+        print(note, file=sys.stderr)
+    return code
