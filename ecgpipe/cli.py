@@ -15,7 +15,7 @@ import shlex
 import sys
 import warnings
 
-from ecgpipe.cli_checks import failure_advice, options_that_do_nothing, out_is_a_file, with_earlier_report_note
+from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_nothing, out_is_a_file, with_earlier_report_note
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError
@@ -77,8 +77,11 @@ def cmd_run(args) -> int:
         print(report["warning"])
     print(f"report: {args.out.rstrip('/')}/report.html  (and report.md, report.json, confusion_*.png)")
     cnn = "no CNN (rhythm block only)" if report.get("spectrograms_array") is None else f"backbone {report['backbone']}"
-    print(f"{report['n_segments']} segments, {report['n_subjects']} subjects, {cnn}, wall {report['wall_s']:.0f} s"
+    counts = ", ".join(f"{c} {n}" for c, n in report["class_counts"].items())
+    print(f"{report['n_segments']} segments ({counts}), {report['n_subjects']} subjects, {cnn}, wall {report['wall_s']:.0f} s"
           + (f", features {report['feature_img_s']:.0f} img/s" if report.get("feature_img_s") else ""))
+    if few := few_examples(report):
+        print(f"few examples: {few}: their numbers say little (more records, or sampling.per_class)")
     if len(report["comparison"]) > 1:
         print(f"comparison ({len(report['comparison'])} rows; * = best, {report['selected_by']}):")
         for row in report["comparison"]:
@@ -90,7 +93,7 @@ def cmd_run(args) -> int:
     print(f"best: {report['classifier']} on " + (f"{report['backbone']} / {report['layer']}" if reads_cnn else "the rhythm block (no CNN)"))
     endpoints = scored_endpoints(report)
     for name, p in report["protocols"].items():
-        print(f"  {name:20s} accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}"
+        print(f"  {name:20s} {p['n_folds']:>2d} folds  accuracy {p['accuracy']:.4f}  balanced {p['balanced_accuracy']:.4f}  macro-F1 {p['macro_f1']:.4f}"
               + (f"  ({p['level']}s)" if p.get("level", "window") != "window" else ""))
         for what, scored in ((what, scored) for protocol, what, scored in endpoints if protocol == name):
             for ep_name, ep in scored.items():

@@ -64,3 +64,15 @@ def with_earlier_report_note(out: str, code: int) -> int:
     if (note := earlier_report_note(out)) is not None:
         print(note, file=sys.stderr)
     return code
+
+
+def few_examples(report: dict, segments: int = 10, subjects: int = 2) -> str:
+    """The classes of a finished run with under ``segments`` segments or ``subjects`` subjects ("vt 4 segments from 1
+    patient"), which the console names: their recall and the patient-wise protocol's folds rest on almost nothing."""
+    word = report.get("subject_word", "patient")
+    few = []
+    for c, n in report["class_counts"].items():
+        k = report["subjects_per_class"].get(c, 0)
+        if n < segments or k < subjects:
+            few.append(f"{c} {n} segment{'s' * (n != 1)} from {k} {word}{'s' * (k != 1)}")
+    return "; ".join(few)

@@ -572,3 +572,15 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback_and_ecgpipe_warni
     assert line == "ecgpipe: warning: taking over the lock of x\n"
     assert "numpy/x.py:1: UserWarning" in cli._one_line_warning(
         UserWarning("w"), UserWarning, "/site-packages/numpy/x.py", 1)  # a library's warning says where it is from
+
+
+def test_classes_with_few_examples_are_named_on_the_console():
+    """A class of 4 segments from one patient (recall 0 under every protocol) got no word on the console."""
+    from ecgpipe.cli_checks import few_examples
+
+    report = {"class_counts": {"normal": 400, "afib": 400, "vt": 4, "vf": 30},
+              "subjects_per_class": {"normal": 3, "afib": 2, "vt": 1, "vf": 1}, "subject_word": "patient"}
+    assert few_examples(report) == "vt 4 segments from 1 patient; vf 30 segments from 1 patient"
+    report["subjects_per_class"]["vf"] = 2
+    report["class_counts"]["vt"] = 1
+    assert few_examples({**report, "subject_word": "record"}) == "vt 1 segment from 1 record"
