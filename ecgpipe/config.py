@@ -81,8 +81,7 @@ class DatabaseSettings(_Strict):
     @field_validator("records")
     @classmethod
     def _records_once(cls, v):
-        twice = sorted({r for r in v if v.count(r) > 1})
-        if twice:
+        if twice := sorted({r for r in v if v.count(r) > 1}):
             raise ValueError(f"records listed more than once: {twice}")
         return v
 
@@ -192,6 +191,11 @@ class PipelineConfig(_Strict):
                 f"spectrogram.nperseg ({self.spectrogram.nperseg}) exceeds the segment length "
                 f"({self.segment_length} samples at {self.segments.target_fs} Hz)"
             )
+        step = self.spectrogram.nperseg - self.spectrogram.noverlap  # scipy.signal.spectrogram: no padding
+        if 1 + (self.segment_length - self.spectrogram.nperseg) // step < 2:
+            raise ValueError(f"spectrogram: a segment of {self.segment_length} samples gives one STFT frame (nperseg "
+                             f"{self.spectrogram.nperseg}, noverlap {self.spectrogram.noverlap}): a spectrum, not an image "
+                             "over time; lower nperseg, raise noverlap, or lengthen segments.length_s")
         for i, variant in enumerate(self.sweep.features):
             try:
                 FeatureSettings.model_validate({**self.features.model_dump(), **variant})
@@ -205,7 +209,8 @@ class PipelineConfig(_Strict):
         for name, endpoint in self.endpoints.items():
             unknown = sorted(set(endpoint.classes) - set(self.classes))
             if unknown:
-                raise ValueError(f"endpoints.{name}: {unknown} not in classes {sorted(self.classes)}")
+                raise ValueError(f"endpoints.{name}: {unknown} not in classes {sorted(self.classes)} (an endpoint "
+                                 f"inherited through extends is removed with unset = [\"endpoints.{name}\"])")
             if len(set(endpoint.classes)) == len(self.classes):
                 raise ValueError(f"endpoints.{name}: every class is positive; leave at least one out")
             unknown = sorted(set(endpoint.class_goals) - set(self.classes))
