@@ -54,6 +54,14 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path
     plt.close(fig)
 
 
+def segment_words(config: dict) -> str:
+    """The segments' settings in words, for the report's summary (they were only in report.json)."""
+    seg = config["segments"]
+    leads = "two leads" if seg.get("n_leads", 1) == 2 else "one lead"
+    return (f"- segments: {seg['length_s']:g}-s windows every {seg['stride_s']:g} s, {leads}, every database resampled "
+            f"to {seg['target_fs']:g} Hz")
+
+
 def render_markdown(report: dict) -> str:
     lines = []
     who = report.get("subject_word", "patient")
@@ -64,6 +72,7 @@ def render_markdown(report: dict) -> str:
         f"- segments: {report['n_segments']} from " + (f"{report['n_subjects']} patients, " if who == "patient" else "") + f"{report['n_records_used']} records "
         f"({', '.join(report['databases'])})",
         "- classes: " + ", ".join(f"{c} {n}" for c, n in report["class_counts"].items()),
+        segment_words(report["config"]),
         f"- {report.get('features_description', '')}",
         (f"- spectrogram: {spectrogram_shape_words(report['spectrogram_shape'])} per segment" if report.get("spectrograms_array")
          else "- spectrogram: none computed (no classifier of the run reads CNN features)"),
@@ -75,6 +84,7 @@ def render_markdown(report: dict) -> str:
         f"| protocol | folds | accuracy (95 % CI over {who}s) | balanced accuracy | macro-F1 (95 % CI) | accuracy per fold (mean ± std) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    lines_before_rows = len(lines)
     for name, p in report["protocols"].items():
         ci = p.get("ci95", {})
         acc_ci = f" ({pct(ci['accuracy'][0])} - {pct(ci['accuracy'][1])})" if ci else ""
@@ -83,6 +93,10 @@ def render_markdown(report: dict) -> str:
             f"| {name} | {p['n_folds']} | {pct(p['accuracy'])}{acc_ci} | {pct(p['balanced_accuracy'])} | "
             f"{p['macro_f1']:.3f}{f1_ci} | {pct(p['accuracy_fold_mean'])} ± {pct(p['accuracy_fold_std'])} |"
         )
+    if len(lines) > lines_before_rows:
+        lines += ["", "Accuracy and macro-F1 are pooled over every fold's out-of-fold predictions (each segment tested once, "
+                  "by the model that did not train on it); the last column is the mean of the folds' own accuracies, "
+                  "which weighs a small fold as much as a large one."]
     per_record = {name: p["per_record"] for name, p in report["protocols"].items() if p.get("per_record") and p["per_record"]["n_records"]}
     if per_record:
         rule = next(iter(per_record.values()))["rule"]

@@ -249,6 +249,9 @@ def test_report_is_complete_and_consistent(flow_run):
     assert len(checksums) == 6 and all(len(v) == 64 for v in checksums.values()) and "data checksums" in page
     md = (flow_run["out"] / "report.md").read_text()
     assert md.startswith("# ecgpipe report: slice") and "grouped_by_subject" in md
+    seg = on_disk["config"]["segments"]  # the segments' settings in the summary, not only in report.json
+    assert f"- segments: {seg['length_s']:g}-s windows every {seg['stride_s']:g} s, one lead, every database resampled to" in md
+    assert "Accuracy and macro-F1 are pooled over every fold's out-of-fold predictions" in md
 
 
 def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run):
