@@ -117,12 +117,11 @@ def inner_splits(settings: ClassifierSettings, y: np.ndarray, groups: np.ndarray
     class with one row) means nothing can be tuned here (``fit_classifier`` then fits the configured values)."""
     if groups is not None:
         k = min(settings.inner_splits, len(np.unique(groups)))
-        splitter = StratifiedGroupKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
     else:
         k = min(settings.inner_splits, int(np.unique(y, return_counts=True)[1].min()))
-        splitter = StratifiedKFold(n_splits=max(k, 2), shuffle=True, random_state=seed)
     if k < 2:
         return []
+    splitter = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return [(train, test) for train, test in splitter.split(np.zeros(len(y)), y, groups) if len(np.unique(y[train])) > 1]
@@ -143,7 +142,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     subject), within ``weight_classes`` (the rows' rhythm classes; default ``y``: a two-class detector passes the
     classes its two sides pool). The inner CV still scores unweighted macro-F1 on its held-out rows."""
     if len(np.unique(y)) < 2:  # a grouped fold of a few patients may train on one class: it can only answer that one
-        return DummyClassifier(strategy="constant", constant=y[0]).fit(X, y), {}
+        return DummyClassifier(strategy="constant", constant=np.asarray(y)[:1]).fit(X, y), {}
     model = build_classifier(settings, n_cnn, blas_kernel)
     fit_params = {}
     if settings.subject_balance:

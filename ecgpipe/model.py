@@ -113,6 +113,9 @@ def detector_score(detector, X: np.ndarray) -> np.ndarray:
     log-odds of its probability for a probability-only one (unbounded like a margin, rather than p - 1/2 in
     [-1/2, 1/2]). The scale still differs by kind (an SVC's margin, a logistic regression's log-odds), so the change
     penalty of ``ecgpipe predict``'s endpoint calls is a per-model setting."""
+    classes = getattr(detector, "classes_", ())
+    if len(classes) == 1:  # fitted on one side only (a fold without the endpoint's patients): it can answer only that
+        return np.full(len(X), 1e6 if bool(classes[0]) else -1e6)
     if hasattr(detector, "decision_function"):
         return np.asarray(detector.decision_function(X), dtype=np.float64)
     p = np.clip(np.asarray(detector.predict_proba(X)[:, 1], dtype=np.float64), 1e-6, 1 - 1e-6)

@@ -279,6 +279,10 @@ def test_a_fold_that_trains_on_one_class_calls_everything_that_class_and_tuning_
     y = np.repeat([0, 1], 20)
     model, chosen = fit_classifier(X[y == 1], y[y == 1], ClassifierSettings(kind="svc"))
     assert (model.predict(X) == 1).all() and chosen == {}
+    from ecgpipe.model import detector_score
+
+    never, _ = fit_classifier(X, np.zeros(40, dtype=bool), ClassifierSettings(kind="svc"))  # a detector with no positive
+    assert (detector_score(never, X) < 0).all() and (detector_score(fit_classifier(X, y == 1, ClassifierSettings())[0], X) != 0).any()
     tuned = ClassifierSettings(kind="svc", tune=True, C_grid=[0.1, 1.0])
     one_subject = np.zeros(40, dtype=int)
     assert inner_splits(tuned, y, one_subject) == []
