@@ -364,3 +364,20 @@ def test_status_after_a_run_stopped_by_a_class_without_segments_shows_the_record
     assert status["stages"]["segments"]["done"] == status["stages"]["segments"]["total"] == 2
     assert "class(es) ['afib'] have no segments" in status["note"]
     assert status["stages"]["table"]["rerun_computes"] == "after the fix"
+
+
+def test_a_two_patient_pilot_whose_grouped_fold_trains_on_one_class_still_gets_its_report(tmp_path, physionet):
+    """mitdb 203 holds AF only among these classes: the grouped fold that tests 201 trains on 203 alone. The run
+    crashed in classification (sklearn: "The number of classes has to be greater than one"), with no report for any
+    protocol; now every protocol is reported and the fold is named."""
+    copy_records(physionet, tmp_path / "data", "mitdb", ["201", "203"])
+    cfg = tmp_path / "pilot.toml"
+    cfg.write_text('name = "pilot"\n[databases.mitdb]\nlead = ["MLII"]\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n'
+                   "[sampling]\nmax_per_class = 40\n[features]\nimage_size = 32\n[cv]\nn_splits = 2\n")
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    grouped = report["protocols"]["grouped_by_subject"]
+    assert "folds train on one class only" in grouped["note"] and "afib" in grouped["note"]
+    assert "some folds trained on one class only" in report["warning"] and "stratified_10fold" in report["protocols"]
+    assert "some folds trained on one class only" in proc.stdout
