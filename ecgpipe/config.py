@@ -9,10 +9,6 @@ Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by
 
 from __future__ import annotations
 
-import copy
-import os
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,16 +18,12 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
+from ecgpipe.config_files import ConfigError, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
 from ecgpipe.databases import KNOWN_DATABASES
-from ecgpipe.errors import EcgpipeError
 from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.signal_settings import RhythmSettings, SamplingSettings, SegmentSettings, SpectrogramSettings  # noqa: F401  (re-exported)
 from ecgpipe.waveform import WAVEFORM_FEATURES
-
-
-class ConfigError(EcgpipeError, ValueError):
-    """A configuration file or value is invalid; the message names the file and the key."""
 
 
 def _known_protocol(name: str) -> str:
@@ -330,26 +322,25 @@ class PipelineConfig(_Strict):
 
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _format_validation_error(err: ValidationError, source: str, layers: tuple = ()) -> str:
+    """One line per invalid key; with an ``extends`` chain (``layers``: each file's own settings, the file first),
+    the file that sets the key is named when it is not the file given."""
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (misspelt? see the documented keys in ecgpipe/config.py)"
-        lines.append(f"  {key}: {msg}")
+        setter = setting_file(layers, e["loc"])
+        lines.append(f"  {key}: {msg}" + (f" (set in {setter})" if setter and setter != layers[0][0] else ""))
     return "\n".join(lines)
 
 
-def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("ecgpipe.configs").iterdir() if p.name.endswith(".toml"))
-
-
-def config_from_dict(data: dict, source: str = "<dict>") -> PipelineConfig:
+def config_from_dict(data: dict, source: str = "<dict>", layers: tuple = ()) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source, layers)) from None
 
 
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> PipelineConfig:
@@ -360,91 +351,7 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
     lever config states only what it changes. ``[classes]`` is the exception: stated in the file, it replaces the
     base's whole (the order of the classes is their index). ``unset = ["endpoints.shockable", ...]`` removes keys or
     tables of the base (dotted paths) before the file's values are merged."""
-    data, source = _read_config(name_or_path, ())
+    data, source, layers = read_config(name_or_path)
     if overrides:
         data = merge_overrides(data, overrides)
-    return config_from_dict(data, source)
-
-
-def _read_config(name_or_path: str | Path, chain: tuple[str, ...]) -> tuple[dict, str]:
-    """The TOML of a preset or file as a dict, with its ``extends`` chain resolved; and a name for errors."""
-    path = Path(name_or_path)
-    if _names_a_file(name_or_path):
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
-        source, identity = str(path), str(path.resolve())
-        try:
-            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{source}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
-                              "TOML files must be UTF-8") from None
-        except OSError as err:
-            raise ConfigError(f"{source}: cannot be read: {err.strerror or err}") from None
-    else:
-        name = str(name_or_path)
-        if name not in preset_names():
-            raise ConfigError(f"no preset named {name!r}" + (f" (extended by {chain[-1]})" if chain else "")
-                              + f"; presets: {', '.join(preset_names())}; or give a .toml path")
-        text = resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()
-        source = identity = f"preset {name}"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: not valid TOML: {err}") from None
-    base = data.pop("extends", None)
-    unset = data.pop("unset", None)
-    if base is None:
-        if unset is not None:
-            raise ConfigError(f"{source}: unset removes keys inherited through extends, and this file extends nothing")
-        return data, source
-    if not isinstance(base, str) or not base:
-        raise ConfigError(f"{source}: extends must name a preset or a .toml file, got {base!r}")
-    if identity in chain:
-        raise ConfigError(f"{source}: extends itself through {' -> '.join((*chain, identity))}")
-    if _names_a_file(base):
-        if source.startswith("preset "):
-            raise ConfigError(f"{source}: a preset may only extend another preset, not {base!r}")
-        if not Path(base).is_absolute():
-            base = str(path.parent / base)  # relative to the extending file, not to the working directory
-    base_data, base_source = _read_config(base, (*chain, identity))
-    base_data = _without_keys(base_data, unset, source, base_source)
-    if "classes" in data:
-        base_data = {k: v for k, v in base_data.items() if k != "classes"}  # a class list is stated whole: its order is the class index
-    return merge_overrides(base_data, data), f"{source} (extends {base_source})"
-
-
-def _without_keys(data: dict, unset, source: str, base_source: str) -> dict:
-    """The base's settings without the keys a file's ``unset = ["endpoints.shockable", ...]`` names (dotted paths):
-    removed before the file's own values are merged, so a removed table stated again replaces the base's whole."""
-    if unset is None:
-        return data
-    if not isinstance(unset, list) or not all(isinstance(k, str) and k for k in unset):
-        raise ConfigError(f"{source}: unset must be a list of dotted keys (e.g. [\"endpoints.shockable\"]), got {unset!r}")
-    out = copy.deepcopy(data)
-    for dotted in unset:
-        *parents, last = dotted.split(".")
-        table = out
-        for part in parents:
-            table = table.get(part) if isinstance(table, dict) else None
-        if not isinstance(table, dict) or last not in table:
-            raise ConfigError(f"{source}: unset names {dotted!r}, which {base_source} does not set")
-        del table[last]
-    return out
-
-
-def _names_a_file(name_or_path: str | Path) -> bool:
-    """A ``.toml`` name, a path with a folder in it, or an existing file; otherwise a preset's name (even where the
-    working directory holds a folder of that name, such as a run's output folder ``paper4-best``)."""
-    text = str(name_or_path)
-    return text.lower().endswith(".toml") or "/" in text or os.sep in text or Path(text).is_file()
-
-
-def merge_overrides(base: dict, extra: dict) -> dict:
-    """``base`` with ``extra`` merged in section by section (nested tables merge, other values replace)."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_overrides(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return config_from_dict(data, source, layers)

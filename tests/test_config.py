@@ -196,6 +196,18 @@ def test_unset_removes_inherited_keys_before_the_file_s_own_are_merged(tmp_path)
         load_config(tmp_path / "keeps.toml")  # the error says how to drop the inherited endpoint
 
 
+def test_an_invalid_key_in_an_extends_chain_names_the_file_that_sets_it(tmp_path):
+    """The typo was in the base (c1.toml), the error named only the file given ("invalid configuration in s1.toml
+    (extends c1.toml): sampling.max_per_clas: unknown key")."""
+    (tmp_path / "c1.toml").write_text('extends = "paper4"\n[sampling]\nmax_per_clas = 40\n')
+    (tmp_path / "s1.toml").write_text('extends = "c1.toml"\n[cv]\nn_splits = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "s1.toml")
+    text = str(err.value)
+    assert f"sampling.max_per_clas: unknown key (misspelt? see the documented keys in ecgpipe/config.py) (set in {tmp_path / 'c1.toml'})" in text
+    assert "  cv.n_splits: " in text and f"(set in {tmp_path / 's1.toml'})" not in text  # the given file: no note
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -1,0 +1,123 @@
+"""Config files: presets, TOML files and their ``extends`` chains, read into the dict ``ecgpipe.config`` validates.
+
+A file may start from another with ``extends = "<preset or path>"`` (a path relative to the file) and ``unset`` keys of
+it; :func:`read_config` resolves the chain and keeps each file's own settings, so that an invalid key is blamed on
+the file that sets it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from ecgpipe.errors import EcgpipeError
+
+
+class ConfigError(EcgpipeError, ValueError):
+    """A configuration file or value is invalid; the message names the file and the key."""
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ecgpipe.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def setting_file(layers: tuple, loc: tuple) -> str | None:
+    """The first file of ``layers`` (``read_config``'s, the given file first) whose own settings hold the key path
+    ``loc`` (or its table); None when none does (a default, or a value computed from several keys)."""
+    for source, own in layers:
+        node = own
+        for part in loc:
+            if not isinstance(node, dict) or str(part) not in node:
+                break
+            node = node[str(part)]
+        else:
+            return source
+    return None
+
+
+def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[dict, str, tuple]:
+    """The TOML of a preset or file as a dict, with its ``extends`` chain resolved; a name for errors; and each file's
+    own settings, the file first, then its bases (``setting_file`` finds which file set a key)."""
+    path = Path(name_or_path)
+    if _names_a_file(name_or_path):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
+        source, identity = str(path), str(path.resolve())
+        try:
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+                              "TOML files must be UTF-8") from None
+        except OSError as err:
+            raise ConfigError(f"{source}: cannot be read: {err.strerror or err}") from None
+    else:
+        name = str(name_or_path)
+        if name not in preset_names():
+            raise ConfigError(f"no preset named {name!r}" + (f" (extended by {chain[-1]})" if chain else "")
+                              + f"; presets: {', '.join(preset_names())}; or give a .toml path")
+        text = resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()
+        source = identity = f"preset {name}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    base = data.pop("extends", None)
+    unset = data.pop("unset", None)
+    if base is None:
+        if unset is not None:
+            raise ConfigError(f"{source}: unset removes keys inherited through extends, and this file extends nothing")
+        return data, source, ((source, data),)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{source}: extends must name a preset or a .toml file, got {base!r}")
+    if identity in chain:
+        raise ConfigError(f"{source}: extends itself through {' -> '.join((*chain, identity))}")
+    if _names_a_file(base):
+        if source.startswith("preset "):
+            raise ConfigError(f"{source}: a preset may only extend another preset, not {base!r}")
+        if not Path(base).is_absolute():
+            base = str(path.parent / base)  # relative to the extending file, not to the working directory
+    base_data, base_source, base_layers = read_config(base, (*chain, identity))
+    base_data = _without_keys(base_data, unset, source, base_source)
+    if "classes" in data:
+        base_data = {k: v for k, v in base_data.items() if k != "classes"}  # a class list is stated whole: its order is the class index
+    return merge_overrides(base_data, data), f"{source} (extends {base_source})", ((source, data), *base_layers)
+
+
+def _without_keys(data: dict, unset, source: str, base_source: str) -> dict:
+    """The base's settings without the keys a file's ``unset = ["endpoints.shockable", ...]`` names (dotted paths):
+    removed before the file's own values are merged, so a removed table stated again replaces the base's whole."""
+    if unset is None:
+        return data
+    if not isinstance(unset, list) or not all(isinstance(k, str) and k for k in unset):
+        raise ConfigError(f"{source}: unset must be a list of dotted keys (e.g. [\"endpoints.shockable\"]), got {unset!r}")
+    out = copy.deepcopy(data)
+    for dotted in unset:
+        *parents, last = dotted.split(".")
+        table = out
+        for part in parents:
+            table = table.get(part) if isinstance(table, dict) else None
+        if not isinstance(table, dict) or last not in table:
+            raise ConfigError(f"{source}: unset names {dotted!r}, which {base_source} does not set")
+        del table[last]
+    return out
+
+
+def _names_a_file(name_or_path: str | Path) -> bool:
+    """A ``.toml`` name, a path with a folder in it, or an existing file; otherwise a preset's name (even where the
+    working directory holds a folder of that name, such as a run's output folder ``paper4-best``)."""
+    text = str(name_or_path)
+    return text.lower().endswith(".toml") or "/" in text or os.sep in text or Path(text).is_file()
+
+
+def merge_overrides(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in section by section (nested tables merge, other values replace)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = value
+    return out
