@@ -134,8 +134,8 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
 
 
 def failure_kinds(skipped: list[dict], most: int = 3) -> str:
-    """Failed records grouped by their error with the record's own path and name taken out, most frequent first, each
-    with its count and one record: a readable answer to "why did everything fail" (one odd record's error used to
+    """Failed records grouped by their error (the record's own path taken out, numbers ignored), most frequent first,
+    each with its count, its first message and one record: a readable answer to "why did everything fail" (one odd record's error used to
     stand for all of them)."""
     kinds: dict[str, tuple[str, list[str]]] = {}  # kind (numbers as #) -> (its first message, the records)
     for s in skipped:
