@@ -102,7 +102,10 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     # downstream is planned from the records whose windows are current (a stale rhythm block changes no window)
     records = [s for s in plan.windows_summaries(known=summaries).values() if s is not None]
     if not records or not out.exists("store.zarr"):
-        status["note"] = "nothing computed yet"
+        stale = status["stages"][segments.STAGE]["stale"]  # records computed before, under other settings or code
+        status["note"] = (f"every record done earlier is stale ({stale} of {len(plan.records)}: the settings or the code "
+                          "changed): a rerun recomputes everything" if stale and out.exists("store.zarr")
+                          else "nothing computed yet")
         for stage in [s for s in STAGES[1:] if cfg.recordings.score or s not in OPTIONAL_STAGES]:
             status["stages"][stage] = _waiting("all")
         return status
