@@ -15,6 +15,7 @@ import shlex
 import sys
 import warnings
 
+from ecgpipe import cli_checks
 from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_nothing, out_is_a_file, with_earlier_report_note
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
@@ -64,6 +65,8 @@ def cmd_run(args) -> int:
         return with_earlier_report_note(args.out, 130)
     except StageFailed as exc:  # some units failed: a rerun recomputes only those (the message says so)
         print(f"\necgpipe: run failed: {exc}", file=sys.stderr)
+        if (gone := cli_checks.scheduler_gone_advice(args.scheduler)) is not None:  # why every task of a stage failed at once
+            print(gone, file=sys.stderr)
         return with_earlier_report_note(args.out, 1)
     except EcgpipeError as err:  # bad input or settings, found before or during the run: rerunning the same cannot help
         print(f"ecgpipe: {err}", file=sys.stderr)

@@ -32,6 +32,27 @@ def scheduler_lost(exc: BaseException) -> bool:
     return "scheduler-connection-lost" in str(exc) or type(exc).__name__ == "CommClosedError"
 
 
+def scheduler_unreachable(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether nothing answers at a Dask scheduler's address now (``tcp://host:port``, ``tls://...``): after a failed
+    run, the sign that the scheduler itself went away, whatever error its loss surfaced as."""
+    import socket
+
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return False
+    except (OSError, ValueError):
+        return True
+
+
+def scheduler_gone_advice(scheduler: str | None) -> str | None:
+    """The line for a run with ``--scheduler`` whose scheduler no longer answers; None otherwise."""
+    if scheduler and scheduler_unreachable(scheduler):
+        return (f"the Dask scheduler {scheduler} went away during the run: start it and its workers again, then "
+                "`ecgpipe run` again recomputes only what is missing")
+    return None
+
+
 def failure_advice(exc: BaseException, out: str, scheduler: str | None) -> str:
     """What to do after ``ecgpipe run`` stopped on an unexpected error: every case ends in a rerun that recomputes
     only what is missing, once its cause is fixed."""
@@ -40,7 +61,7 @@ def failure_advice(exc: BaseException, out: str, scheduler: str | None) -> str:
         return f"the disk holding {out} is full: free space, then {rerun}"
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{out} cannot be written: fix its permissions or choose another --out"
-    if scheduler and scheduler_lost(exc):
+    if scheduler and (scheduler_lost(exc) or scheduler_unreachable(scheduler)):
         return f"the Dask scheduler {scheduler} went away during the run: start it and its workers again, then {rerun}"
     run_json = os.path.join(out, "run.json")
     return ("see " + run_json + "; " if os.path.isfile(run_json) else "") + rerun
