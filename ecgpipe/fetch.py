@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.errors import EcgpipeError
+from ecgpipe.records import list_records
 
 # Checksum files, in the order they are looked for: PhysioNet's own name, a plain name, a mirror's renamed upstream copy.
 SUM_FILES = ("SHA256SUMS.txt", "SHA256SUMS", "SHA256SUMS.upstream.txt")
@@ -82,12 +83,16 @@ def verify(db_dir: Path, sums: dict[str, str], only: set[str] | None = None, rem
     return n
 
 
-def merged_records(dest: Path, records: list[str]) -> list[str]:
-    """``dest/RECORDS``'s list (in its order) followed by those of ``records`` it lacks: fetching some records into a
-    folder that holds others adds them, it never drops the others from the list that runs read."""
-    existing = (dest / "RECORDS").read_text(encoding="utf-8-sig").split() if (dest / "RECORDS").is_file() else []
-    merged = list(dict.fromkeys(existing))
-    return merged + [r for r in dict.fromkeys(records) if r not in merged]
+def add_to_records(dest: Path, records: list[str]) -> None:
+    """Add to ``dest/RECORDS`` the records of ``records`` it does not list yet, in their order (a new file when there
+    is none): fetching some records into a folder that holds others adds them; it never drops the others from the
+    list that runs read, nor the file's comments or layout."""
+    index = dest / "RECORDS"
+    existing = list_records(dest) if index.is_file() else []
+    new = [r for r in dict.fromkeys(records) if r not in existing]
+    text = index.read_text(encoding="utf-8-sig") if index.is_file() else ""
+    if new or not index.is_file():
+        index.write_text(text + ("\n" if text and not text.endswith("\n") else "") + "".join(f"{r}\n" for r in new))
 
 
 def unlisted_records(databases: list[str], mirror: str | Path, records: list[str]) -> list[str]:
@@ -95,9 +100,8 @@ def unlisted_records(databases: list[str], mirror: str | Path, records: list[str
     fetched, so a record need be in one of them); a database folder without RECORDS is left to ``fetch`` to name."""
     listed: set[str] = set()
     for database in databases:
-        index = Path(mirror) / database / "RECORDS"
-        if index.is_file():
-            listed |= set(index.read_text(encoding="utf-8-sig").split())
+        if (Path(mirror) / database / "RECORDS").is_file():
+            listed |= set(list_records(Path(mirror) / database))
     return [r for r in dict.fromkeys(records) if r not in listed]
 
 
@@ -126,27 +130,30 @@ def fetch(database: str, to: str | Path, mirror: str | Path | None = None, recor
                         "note": "--from is the destination: nothing copied; no SHA256SUMS found: not verified"}
             return {"database": database, "to": str(dest), "verified": verify(dest, sums, wanted),
                     "note": "--from is the destination: nothing copied, verified in place"}
-        listed = (src / "RECORDS").read_text(encoding="utf-8-sig").split()
+        listed = list_records(src)
         dest.mkdir(parents=True, exist_ok=True)
-        keep = merged_records(dest, [r for r in listed if r in wanted]) if wanted is not None else None
         record_stems = set(listed)
         for f in sorted(src.iterdir()):
-            # the wanted records' files, and every file of no record (RECORDS, checksums, a labels CSV, ANNOTATORS)
-            if f.is_file() and (wanted is None or f.name.split(".")[0] in wanted or f.name.split(".")[0] not in record_stems):
+            # the wanted records' files, and every file of no record (checksums, a labels CSV, ANNOTATORS; RECORDS
+            # itself only when every record is fetched: else the records asked for are added to the folder's own)
+            if not f.is_file() or (wanted is not None and f.name == "RECORDS"):
+                continue
+            if wanted is None or f.name.split(".")[0] in wanted or f.name.split(".")[0] not in record_stems:
                 if not _same_path(f, dest / f.name):  # a file linked into both folders is there already
                     shutil.copy2(f, dest / f.name)
         sums = find_sums(src, database)
-        if keep is not None:
-            (dest / "RECORDS").write_text("\n".join(keep) + "\n")
+        if wanted is not None:
+            add_to_records(dest, [r for r in listed if r in wanted])
     else:
         import wfdb
 
         dest.mkdir(parents=True, exist_ok=True)
         slug = KNOWN_DATABASES[database].physionet if database in KNOWN_DATABASES else database
-        keep = merged_records(dest, sorted(wanted)) if wanted else None
         wfdb.dl_database(slug, dl_dir=str(dest), records=sorted(wanted) if wanted else "all", annotators="all")
-        names = keep if keep is not None else wfdb.get_record_list(slug)
-        (dest / "RECORDS").write_text("\n".join(names) + "\n")
+        if wanted:
+            add_to_records(dest, sorted(wanted))
+        else:
+            (dest / "RECORDS").write_text("\n".join(wfdb.get_record_list(slug)) + "\n")
         try:
             with urllib.request.urlopen(f"https://physionet.org/files/{slug}/SHA256SUMS.txt", timeout=60) as r:
                 text = r.read().decode()

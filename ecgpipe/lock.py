@@ -81,8 +81,9 @@ class RunLock:
         except (OSError, json.JSONDecodeError):
             return {"host": "?", "pid": -1, "started": "?"}
 
-    def holder_running(self) -> bool:
-        doc = self.holder()
+    def holder_running(self, doc: dict | None = None) -> bool:
+        """Whether the lock's holder (``doc``, read from the lock when not given) is still running."""
+        doc = self.holder() if doc is None else doc
         if not doc:
             return False
         if doc.get("host") == socket.gethostname():

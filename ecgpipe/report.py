@@ -58,7 +58,7 @@ def segment_words(config: dict) -> str:
     """The segments' settings in words, for the report's summary (they were only in report.json)."""
     seg = config["segments"]
     leads = "two leads" if seg.get("n_leads", 1) == 2 else "one lead"
-    return (f"- segments: {seg['length_s']:g}-s windows every {seg['stride_s']:g} s, {leads}, every database resampled "
+    return (f"- windows: {seg['length_s']:g} s long, one every {seg['stride_s']:g} s, {leads}, every database resampled "
             f"to {seg['target_fs']:g} Hz")
 
 

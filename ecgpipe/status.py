@@ -92,10 +92,10 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
 
     status: dict = {"out": out.url, "last_run": {k: last.get(k) for k in ("status", "wall_s")}, "stages": {}}
     lock = RunLock(out.local_root) if out.local_root else None
-    if lock is not None and lock.holder_running():
-        status["running"] = lock.holder()
-    elif lock is not None and lock.holder() is not None:  # a lock left behind: its run was killed, not stopped
-        status["unfinished"] = lock.holder()
+    holder = lock.holder() if lock is not None else None  # read once: the run may end while status looks
+    if holder is not None:
+        # a lock left behind (its process gone) means the run was killed, not stopped
+        status["running" if lock.holder_running(holder) else "unfinished"] = holder
     summaries = plan.record_summaries()
     status["stages"][segments.STAGE] = tally(
         [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])

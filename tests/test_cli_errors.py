@@ -293,6 +293,22 @@ def test_fetching_some_records_into_a_database_folder_adds_them_to_its_list(mirr
     assert sorted(p.name for p in (some / "mitdb").glob("*.dat")) == ["100.dat", "101.dat", "102.dat"]
 
 
+def test_fetching_into_a_hand_made_records_list_keeps_its_comments_and_reads_it_as_runs_do(mirror, tmp_path, capsys):
+    """RECORDS was read with str.split(): a comment line became three 'records' written back into the list."""
+    mine = tmp_path / "mine" / "mitdb"
+    mine.mkdir(parents=True)
+    (mine / "RECORDS").write_text("# my pilot records\n100.hea\n")  # a comment and a name with its file's suffix
+    code, _, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(mine.parent), "--records", "100", "102")
+    assert code == 0, err
+    assert (mine / "RECORDS").read_text() == "# my pilot records\n100.hea\n102\n"  # 100 is listed already; nothing dropped
+    from ecgpipe.records import list_records
+    assert list_records(mine) == ["100", "102"]
+    (mirror / "mitdb" / "RECORDS").write_text("# the mirror's comment\n" + (mirror / "mitdb" / "RECORDS").read_text())
+    code, _, err = _run(capsys, "data", "fetch", "mitdb", "--from", str(mirror), "--to", str(tmp_path / "x"), "--records", "101")
+    assert code == 0 and "listed in no RECORDS" not in err, err
+    assert _records(tmp_path / "x") == ["101"]
+
+
 def test_fetching_a_folder_onto_itself_copies_nothing_and_verifies_it(mirror, capsys):
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (mirror / "mitdb").iterdir()}
     for extra in ([], ["--records", "100"]):

@@ -250,7 +250,7 @@ def test_report_is_complete_and_consistent(flow_run):
     md = (flow_run["out"] / "report.md").read_text()
     assert md.startswith("# ecgpipe report: slice") and "grouped_by_subject" in md
     seg = on_disk["config"]["segments"]  # the segments' settings in the summary, not only in report.json
-    assert f"- segments: {seg['length_s']:g}-s windows every {seg['stride_s']:g} s, one lead, every database resampled to" in md
+    assert f"- windows: {seg['length_s']:g} s long, one every {seg['stride_s']:g} s, one lead, every database resampled to" in md
     assert "Accuracy and macro-F1 are pooled over every fold's out-of-fold predictions" in md
 
 
