@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -68,7 +68,7 @@ class ClassifierSettings(_Strict):
         "alike; 1: every subject alike; class_weight acts on top). Two-class endpoint detectors balance within the "
         "rhythm classes each side pools.",
     )
-    tune: bool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
+    tune: StrictBool = Field(False, description="Choose C (and gamma) by an inner CV nested inside every outer fold.")
     C_grid: list[float] = Field([1.0, 10.0, 100.0], description="Values of C tried by the inner CV.")
     gamma_grid: list[str | float] = Field(
         ["scale"], min_length=1, description="Values of gamma tried by the inner CV (kind='svc'): 'scale', 'auto' or numbers > 0.")
@@ -193,7 +193,7 @@ class EndpointSettings(_Strict):
 class RecordingSettings(_Strict):
     """``[recordings]``: the endpoints scored over whole recordings, out of fold, as ``ecgpipe predict`` calls them."""
 
-    score: bool = Field(
+    score: StrictBool = Field(
         False,
         description="Featurise every window of the rhythm-annotated recordings on predict's grid and score each "
         "endpoint over them as predict calls it (its detector averaged and segmented), each record by the detectors "

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
-from ecgpipe.config_files import ConfigError, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
+from ecgpipe.config_files import ConfigError, close_key, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
 from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
@@ -94,10 +94,10 @@ class FeatureSettings(_Strict):
         "auto", description="What runs the backbone (ecgpipe/engines.py): 'auto' = ONNX Runtime on a CPU (5-6x eager "
         "PyTorch here, same features to ~1e-5), PyTorch on a GPU; 'openvino' needs the [openvino] extra. Speed only: "
         "not part of any key.")
-    amp: bool = Field(True, description="Mixed-precision autocast on CUDA (ignored on CPU).")
+    amp: StrictBool = Field(True, description="Mixed-precision autocast on CUDA (ignored on CPU).")
     amp_dtype: Literal["bfloat16", "float16"] = Field("float16", description=(
         "Autocast dtype on CUDA. float16: features within 0.5 % of float32 on an H200 (bfloat16: 13 %), same speed."))
-    compile: bool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")
+    compile: StrictBool = Field(False, description="torch.compile the extractor (pays off on GPU for long runs).")
 
 
 class SweepSettings(_Strict):
@@ -125,7 +125,7 @@ class RunSettings(_Strict):
     chunk_size: int = Field(256, gt=0, description="Segments per spectrogram/feature task (and per Zarr chunk).")
     n_workers: int = Field(2, gt=0, description="Worker processes of the local Dask cluster.")
     threads_per_worker: int = Field(1, gt=0)
-    strict: bool = Field(False, description="Fail on the first bad record instead of skipping it.")
+    strict: StrictBool = Field(False, description="Fail on the first bad record instead of skipping it.")
     fail_fast_after: int = Field(20, ge=0, description="Stop when the first N records all fail with one kind of error (0: never).")
     records_per_task: int = Field(64, gt=0, description="At most this many records per segments task (per-task overhead).")
     signal_s_per_task: float = Field(3600.0, gt=0, description="A segments task takes records until this much signal.")
@@ -192,7 +192,11 @@ class PipelineConfig(_Strict):
             try:
                 FeatureSettings.model_validate({**self.features.model_dump(), **variant})
             except ValidationError as err:
-                raise ValueError(f"sweep.features[{i}]: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
+                first = err.errors()[0]
+                close = close_key(FeatureSettings, first["loc"]) if first["type"] == "extra_forbidden" else None
+                key = ".".join(str(p) for p in first["loc"])
+                msg = f"unknown key (did you mean {close!r}?)" if close else first["msg"]
+                raise ValueError(f"sweep.features[{i}].{key}: {msg}") from None
         for clf in self.classifiers:
             if clf.inputs != "cnn" and not self.rhythm.enabled:
                 raise ValueError(f"classifier {clf.label!r} uses rhythm features: set rhythm.enabled = true")
@@ -330,7 +334,9 @@ def _format_validation_error(err: ValidationError, source: str, layers: tuple = 
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt? see the documented keys in ecgpipe/config.py)"
+            close = close_key(PipelineConfig, e["loc"])
+            msg = (f"unknown key (did you mean {close!r}?)" if close else
+                   "unknown key (misspelt? `ecgpipe config NAME` prints a preset's every key)")
         setter = setting_file(layers, e["loc"])
         lines.append(f"  {key}: {msg}" + (f" (set in {setter})" if setter and setter != layers[0][0] else ""))
     return "\n".join(lines)

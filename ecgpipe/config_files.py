@@ -8,8 +8,11 @@ the file that sets it.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import tomllib
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +25,33 @@ class ConfigError(EcgpipeError, ValueError):
 
 def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("ecgpipe.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def _settings_type(annotation):
+    """The part of a field's type that holds settings: a model, or a list or dict of them (Optional unwrapped)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and hasattr(arg, "model_fields") or typing.get_origin(arg) in (list, dict):
+                return arg
+    return annotation
+
+
+def close_key(model, loc: tuple) -> str | None:
+    """For an unknown key at ``loc`` (a validation error's path) in settings of ``model`` (a pydantic model class): the
+    known key of the same table its spelling is closest to, or None."""
+    current = model
+    for part in loc[:-1]:
+        current = _settings_type(current)
+        if typing.get_origin(current) in (list, dict):  # this part is a list index or a dict key (a database's name)
+            current = typing.get_args(current)[-1]
+        elif isinstance(current, type) and part in getattr(current, "model_fields", {}):
+            current = current.model_fields[part].annotation
+        else:
+            return None
+    current = _settings_type(current)
+    known = list(getattr(current, "model_fields", {})) if isinstance(current, type) else []
+    match = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return match[0] if match else None
 
 
 def setting_file(layers: tuple, loc: tuple) -> str | None:

@@ -169,14 +169,26 @@ def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
     edf = edf_record_file(db_dir, record)
     if edf:
         return [Path(edf), db_dir / f"{record}.{annotator}"]
+    return [*_header_files(header), db_dir / f"{record}.{annotator}"]
+
+
+def _header_files(header: Path, depth: int = 0) -> list[Path]:
+    """A WFDB header and the files it names: its signal files, or a multi-segment record's segments (each one's
+    header and signal files; ``~``, a gap, has none)."""
     files = [header]
-    if header.is_file():
-        try:
-            lines = header.read_text(errors="replace").splitlines()
-            names = sorted({ln.split()[0] for ln in lines[1:] if ln.strip() and not ln.startswith("#")})
+    if not header.is_file():
+        return files
+    try:
+        lines = header.read_text(errors="replace").splitlines()
+        names = sorted({ln.split()[0] for ln in lines[1:] if ln.strip() and not ln.startswith("#")})
+        record_line = next(ln for ln in lines if ln.strip() and not ln.startswith("#"))
+        if "/" in record_line.split()[0] and depth == 0:  # "name/n_segments": the lines name segments, not files
+            for name in names:
+                if name != "~" and "/" not in name:
+                    files += _header_files(header.parent / f"{name}.hea", depth + 1)
+        else:
             # a header names its signal files relative to its own folder (records in subfolders: ptbdb, PTB-XL)
-            files += [header.parent / n for n in names if "/" not in n]
-        except (OSError, IndexError):
-            pass
-    files.append(db_dir / f"{record}.{annotator}")
+            files += [header.parent / n for n in names if "/" not in n and n != "~"]  # "~": a layout's, no file
+    except (OSError, IndexError, StopIteration):
+        pass
     return files

@@ -42,7 +42,7 @@ from ecgpipe.errors import EcgpipeError, RecordError
 from ecgpipe.grid import grid_features
 from ecgpipe.model import TrainedModel
 from ecgpipe.recording_endpoints import called_runs
-from ecgpipe.records import EcgRecord, list_records, read_edf_record, read_episodes, read_record
+from ecgpipe.records import EcgRecord, list_records, read_edf_record, read_episodes, read_record, without_segments
 from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
 
 if TYPE_CHECKING:
@@ -138,8 +138,8 @@ def record_paths(args: list[str]) -> list[str]:
         if os.path.isfile(listing):
             names = list_records(arg)  # as a run reads it: a byte-order mark or a file suffix is no part of a name
         else:
-            names = sorted(f[: -len(".hea")] if f.endswith(".hea") else f for f in os.listdir(arg)
-                           if f.endswith(".hea") or is_edf(f))
+            names = without_segments(arg, sorted(f[: -len(".hea")] if f.endswith(".hea") else f for f in os.listdir(arg)
+                                                 if f.endswith(".hea") or is_edf(f)))
         if not names:
             raise RecordError(arg, "a folder without records (no RECORDS file, WFDB header .hea or EDF file .edf in it)")
         paths += [record_path(os.path.join(arg, name)) for name in names]

@@ -126,6 +126,22 @@ def list_records(db_dir: str | Path) -> list[str]:
     return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
 
 
+
+def without_segments(folder: str | Path, names: list[str]) -> list[str]:
+    """``names`` (records of ``folder``) less those that are segments of a multi-segment record among them: MIMIC's
+    folders hold a record's header and its segments' headers side by side, and a segment is read as part of its
+    record, not as a record of its own."""
+    parts: set[str] = set()
+    for name in names:
+        try:
+            with open(os.path.join(str(folder), f"{name}.hea"), errors="replace") as fh:
+                lines = [ln.split() for ln in fh if ln.strip() and not ln.startswith("#")]
+        except OSError:
+            continue
+        if lines and "/" in lines[0][0]:  # "name/n_segments"
+            parts.update(line[0] for line in lines[1:])
+    return [name for name in names if name not in parts]
+
 # Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
 _FORMAT_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12}
 
@@ -218,15 +234,84 @@ def read_record(
                                     f"digits, '_' and '-': rename the record's files (and the name on the first line of "
                                     f"{header_file}), e.g. to {legal!r}") from None
         raise RecordError(path, f"malformed header {header_file}: {type(exc).__name__}: {exc}") from None
-    if not header.sig_name or not header.sig_len:
-        raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")
     if settings.fs is not None and abs(float(header.fs) - float(settings.fs)) > 1e-6:
         raise RecordError(path, f"sampling rate {header.fs} Hz, but database {database} is configured for {settings.fs} Hz")
+    if isinstance(header, wfdb.MultiRecord):  # PhysioNet's multi-segment records (MIMIC's waveforms)
+        leads, signals = _multi_segment_signals(path, header, settings, n_leads)
+    else:
+        if not header.sig_name or not header.sig_len:
+            raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")
+        try:
+            channels = choose_leads(list(header.sig_name), settings, n_leads)
+        except LookupError as exc:
+            raise RecordError(path, str(exc)) from None
+        leads, signals = [header.sig_name[c] for c in channels], _signals_mv(path, header, channels, settings)
+    n_nan = int(np.isnan(signals).sum())
+    if n_nan and nan_policy == "error":
+        lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
+        where = (" (samples in the gaps between its segments have no signal: nan_policy = \"drop\" in [segments] "
+                 "drops the windows they touch)") if isinstance(header, wfdb.MultiRecord) else ""
+        raise RecordError(path, f"{n_nan} NaN samples in lead {leads[lead]} (first at sample {int(first[0])}){where}")
+
+    return EcgRecord(
+        database=database,
+        record=record,
+        path=path,
+        fs=float(header.fs),
+        leads=leads,
+        signals=signals,
+        episodes=record_episodes(path, settings.annotator, int(header.sig_len), record_label, require_annotations),
+        n_nan=n_nan,
+    )
+
+
+def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_leads: int) -> tuple[list[str], np.ndarray]:
+    """The chosen leads of a multi-segment record (``<record>/<n>`` on its header's first line) in millivolts, its
+    segments laid end to end: each segment is a single-segment record read and checked as one (``_signals_mv``); a
+    gap (``~``) and a segment without a chosen lead give NaN there. The leads are chosen among the layout segment's
+    signals (a first segment of length 0, variable layout) or else the first segment's (fixed layout)."""
+    folder = os.path.dirname(path)
+    segments = list(zip(header.seg_name, header.seg_len))
+    if any(int(length) < 0 for _, length in segments) or sum(int(n) for _, n in segments) != header.sig_len:
+        raise RecordError(path, f"malformed header {path}.hea: its segments' lengths do not add up to its "
+                                f"{header.sig_len} samples")
+    headers = {}
+    for name, _ in segments:
+        if name != "~" and name not in headers:
+            segment = os.path.join(folder, name)
+            if not os.path.isfile(segment + ".hea"):
+                raise RecordError(path, f"segment {name}: header file {segment}.hea not found")
+            try:
+                headers[name] = wfdb.rdheader(segment)
+            except Exception as exc:
+                raise RecordError(path, f"segment {name}: malformed header {segment}.hea: {type(exc).__name__}: {exc}") from None
+    names = next((list(headers[n].sig_name or []) for n, _ in segments if n != "~"), [])
     try:
-        channels = choose_leads(list(header.sig_name), settings, n_leads)
+        leads = [names[c] for c in choose_leads(names, settings, n_leads)]
     except LookupError as exc:
         raise RecordError(path, str(exc)) from None
+    signals = np.full((len(leads), header.sig_len), np.nan)
+    start = 0
+    for name, length in segments:
+        length = int(length)
+        if name != "~" and length:
+            seg_header = headers[name]
+            if seg_header.sig_len != length or abs(float(seg_header.fs) - float(header.fs)) > 1e-6:
+                raise RecordError(path, f"segment {name}: {seg_header.sig_len} samples at {seg_header.fs} Hz, but "
+                                        f"{path}.hea gives it {length} at {header.fs} Hz")
+            present = [(i, list(seg_header.sig_name).index(lead)) for i, lead in enumerate(leads) if lead in seg_header.sig_name]
+            if present:
+                segment_mv = _signals_mv(os.path.join(folder, name), seg_header, [c for _, c in present], settings)
+                for (i, _), lead_mv in zip(present, segment_mv):
+                    signals[i, start : start + length] = lead_mv
+        start += length
+    return leads, signals
 
+
+def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettings) -> np.ndarray:
+    """The ``channels`` of the single-segment record at ``path`` (its parsed ``header``) in millivolts, (n_leads,
+    n_samples), after checking that every sample is there: signal files present and long enough, the samples read
+    as many as the header says, each lead's checksum."""
     for fname in set(header.file_name):
         # a header names its signal files relative to its own folder, which is the database folder only for a flat
         # database: PhysioNet's RECORDS also list records in subfolders (ptbdb "patient001/s0010_re")
@@ -263,21 +348,7 @@ def read_record(
     units = header.units or []
     for i, channel in enumerate(channels):
         signals[i] *= millivolts_per_unit(path, header.sig_name[channel], units[channel] if channel < len(units) else None)
-    n_nan = int(np.isnan(signals).sum())
-    if n_nan and nan_policy == "error":
-        lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
-        raise RecordError(path, f"{n_nan} NaN samples in lead {header.sig_name[channels[lead]]} (first at sample {int(first[0])})")
-
-    return EcgRecord(
-        database=database,
-        record=record,
-        path=path,
-        fs=float(header.fs),
-        leads=[header.sig_name[c] for c in channels],
-        signals=signals,
-        episodes=record_episodes(path, settings.annotator, int(header.sig_len), record_label, require_annotations),
-        n_nan=n_nan,
-    )
+    return signals
 
 
 def record_episodes(path: str, annotator: str, sig_len: int, record_label: str | None, require_annotations: bool) -> list[RhythmEpisode]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from ecgpipe.classifier_settings import _Strict
 
@@ -53,7 +53,7 @@ class SpectrogramSettings(_Strict):
     fmax: float = Field(50.0, gt=0, description="Highest frequency kept (Hz).")
     scaling: Literal["log", "db", "linear"] = Field("log", description="log10(power+eps), decibels, or raw power.")
     eps: float = Field(1e-10, gt=0)
-    standardize: bool = Field(True, description="z-score each segment first, so amplitude units do not matter.")
+    standardize: StrictBool = Field(True, description="z-score each segment first, so amplitude units do not matter.")
 
     @field_validator("window")
     @classmethod
@@ -81,28 +81,28 @@ class SpectrogramSettings(_Strict):
 class RhythmSettings(_Strict):
     """RR-interval features from wfdb's xqrs QRS detector (see ecgpipe/rhythm.py), stored next to each segment."""
 
-    enabled: bool = Field(False, description="Detect QRS complexes and compute RR features for every segment.")
+    enabled: StrictBool = Field(False, description="Detect QRS complexes and compute RR features for every segment.")
     context_s: float = Field(10.0, gt=0, description="Seconds around a segment's centre whose beats (and waveform) are used.")
-    irregularity: bool = Field(
+    irregularity: StrictBool = Field(
         False,
         description="Also compute the RR-pattern features of ecgpipe/rhythm.py's IRREGULARITY_FEATURES (lag-1/lag-2 "
         "autocorrelation, turning points, sample entropy, Poincare clustering, lag-2 differences) over the same "
         "context: they tell atrial fibrillation's patternless irregularity from ectopic beats' repeating motifs.",
     )
-    beats: bool = Field(
+    beats: StrictBool = Field(
         False,
         description="Also compute the beat-level features of ecgpipe/beats.py's BEAT_FEATURES (P-wave presence and "
         "consistency, fibrillatory-wave residual, QRS width, beat-to-beat template correlation, premature beats, "
         "pauses, T wave, signal-quality indices) over the same context: what AF (no P wave) and 'other' rhythms "
         "(ectopy, blocks, wide complexes) look like beat by beat.",
     )
-    beat_detail: bool = Field(
+    beat_detail: StrictBool = Field(
         False,
         description="Also compute ecgpipe/beat_detail.py's BEAT_DETAIL_FEATURES (RR percentiles, compensatory pauses, "
         "running heart-rate extremes, QRS and T-wave polarity, T-peak latency, spectrum of the QRST-cancelled "
         "residual) over the same context: the ectopy and repolarisation changes of 'other' rhythms.",
     )
-    waveform: bool = Field(
+    waveform: StrictBool = Field(
         False,
         description="Also compute the waveform descriptors of ecgpipe/waveform.py (dominant frequency, VF leakage, "
         "threshold crossings, kurtosis, regularity, complexity...) over the same context: they join the RR features "

@@ -50,6 +50,30 @@ def test_unknown_key_is_an_error_naming_the_key(tmp_path):
     assert "c.toml" in str(err.value)
 
 
+def test_a_misspelt_key_gets_the_closest_key_of_its_table_and_a_far_one_the_way_to_list_them(tmp_path):
+    text = "segmnets = 1\n" + BASE.replace("[databases.mitdb]", '[databases.mitdb]\nleed = ["MLII"]') + (
+        '[segments]\nlenght_s = 4\n[endpoints.af]\nclases = ["b"]\n[classifier]\nzzz = 1\n[[sweep.classifiers]]\nkindd = "svm"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    lines = set(str(err.value).splitlines()[1:])
+    assert {"  segmnets: unknown key (did you mean 'segments'?)",
+            "  segments.lenght_s: unknown key (did you mean 'length_s'?)",
+            "  databases.mitdb.leed: unknown key (did you mean 'lead'?)",  # inside a table of tables, as in a list
+            "  endpoints.af.clases: unknown key (did you mean 'classes'?)",
+            "  sweep.classifiers.0.kindd: unknown key (did you mean 'kind'?)",
+            "  classifier.zzz: unknown key (misspelt? `ecgpipe config NAME` prints a preset's every key)"} <= lines, lines
+    with pytest.raises(ConfigError, match=r"sweep\.features\[0\]\.backbon: unknown key \(did you mean 'backbone'\?\)"):
+        load_config(_write(tmp_path, BASE + '[[sweep.features]]\nbackbon = "x"\n'))
+
+
+@pytest.mark.parametrize("value", ['"yes"', '"false"', "1", "0"])
+def test_a_switch_takes_true_or_false_only(tmp_path, value):
+    """pydantic's lax booleans read "yes", "false" or 1 as switches: `strict = "false"` turned strict mode on."""
+    with pytest.raises(ConfigError, match=r"run\.strict: Input should be a valid boolean"):
+        load_config(_write(tmp_path, BASE + f"[run]\nstrict = {value}\n"))
+    assert load_config(_write(tmp_path, BASE + "[run]\nstrict = false\n")).run.strict is False
+
+
 def test_invalid_value_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"segments\.target_fs"):
         load_config(_write(tmp_path, BASE + "[segments]\ntarget_fs = -5\n"))
@@ -204,7 +228,7 @@ def test_an_invalid_key_in_an_extends_chain_names_the_file_that_sets_it(tmp_path
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "s1.toml")
     text = str(err.value)
-    assert f"sampling.max_per_clas: unknown key (misspelt? see the documented keys in ecgpipe/config.py) (set in {tmp_path / 'c1.toml'})" in text
+    assert f"sampling.max_per_clas: unknown key (did you mean 'max_per_class'?) (set in {tmp_path / 'c1.toml'})" in text
     assert "  cv.n_splits: " in text and f"(set in {tmp_path / 's1.toml'})" not in text  # the given file: no note
 
 
