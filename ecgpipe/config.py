@@ -48,7 +48,9 @@ class DatabaseSettings(_Strict):
         "empty means the record's first other channel.",
     )
     records: list[str] = Field(default=[], description="Subset of records to use; empty means every record in RECORDS.")
-    fs: float | None = Field(default=None, description="Expected sampling rate; defaults to the known database's.")
+    fs: float | Literal["any"] | None = Field(
+        default=None, description="Sampling rate every record must have (each is resampled to segments.target_fs); "
+        "defaults to the known database's; 'any' for a database whose records differ (several recorders).")
     annotator: str = Field(default="atr", description="Annotation file extension holding the rhythm labels; 'edf+' "
                            "for EDF+ records labelled by their own annotations (each one with a duration is an episode of its text).")
     labels_csv: str | None = Field(

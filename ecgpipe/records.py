@@ -234,8 +234,7 @@ def read_record(
                                     f"digits, '_' and '-': rename the record's files (and the name on the first line of "
                                     f"{header_file}), e.g. to {legal!r}") from None
         raise RecordError(path, f"malformed header {header_file}: {type(exc).__name__}: {exc}") from None
-    if settings.fs is not None and abs(float(header.fs) - float(settings.fs)) > 1e-6:
-        raise RecordError(path, f"sampling rate {header.fs} Hz, but database {database} is configured for {settings.fs} Hz")
+    _check_rate(path, float(header.fs), database, settings)
     if isinstance(header, wfdb.MultiRecord):  # PhysioNet's multi-segment records (MIMIC's waveforms)
         leads, signals = _multi_segment_signals(path, header, settings, n_leads)
     else:
@@ -264,6 +263,11 @@ def read_record(
         n_nan=n_nan,
     )
 
+
+def _check_rate(path: str, fs: float, database: str, settings: DatabaseSettings) -> None:
+    if settings.fs not in (None, "any") and abs(fs - float(settings.fs)) > 1e-6:
+        raise RecordError(path, f"sampling rate {fs:g} Hz, but database {database} is configured for {float(settings.fs):g} Hz "
+                                f"(a database whose records differ: fs = \"any\")")
 
 def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_leads: int) -> tuple[list[str], np.ndarray]:
     """The chosen leads of a multi-segment record (``<record>/<n>`` on its header's first line) in millivolts, its
@@ -366,8 +370,7 @@ def record_episodes(path: str, annotator: str, sig_len: int, record_label: str |
 def _read_edf(edf_file: str, path: str, database: str, record: str, settings: DatabaseSettings, nan_policy: str,
               require_annotations: bool, record_label: str | None, n_leads: int) -> EcgRecord:
     rec = read_edf_record(edf_file, settings, nan_policy, n_leads)
-    if settings.fs is not None and abs(rec.fs - float(settings.fs)) > 1e-6:
-        raise RecordError(edf_file, f"sampling rate {rec.fs:g} Hz, but database {database} is configured for {settings.fs} Hz")
+    _check_rate(edf_file, rec.fs, database, settings)
     n = rec.signals.shape[1]
     if record_label is None and settings.annotator == EDF_ANNOTATOR:
         episodes = edf_episodes(edf_file, rec.fs, n)

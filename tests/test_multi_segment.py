@@ -111,10 +111,22 @@ def test_a_broken_multi_segment_record_names_the_segment(pilot):
         read_record(str(folder), "mimic", name, DatabaseSettings(lead=["V2"]), nan_policy="drop")
 
 
+def make_vfdb_slice(folder, physionet) -> str:
+    """``folder/v418``: the first 120 s of vfdb 418 (250 Hz, sinus rhythm there), its header pointing at the real
+    signal file and its real annotations beside it."""
+    for ext in ("dat", "atr"):
+        shutil.copy(physionet / "vfdb" / f"418.{ext}", folder / f"{'418' if ext == 'dat' else 'v418'}.{ext}")
+    real = (physionet / "vfdb" / "418.hea").read_text().splitlines()
+    lines = ["v418 2 250 30000"] + [" ".join(line.split()[:6] + ["0"] + line.split()[7:]) for line in real[1:3]]
+    (folder / "v418.hea").write_text("\n".join(lines) + "\n")  # checksum 0: not recorded for this slice
+    return "v418"
+
+
 @pytest.mark.system
 def test_a_multi_segment_record_runs_through_the_flow_with_its_gap_dropped(physionet, tmp_path, prefect_server):
-    """The real flow on the multi-segment record: windows from both segments, none across the gap, every window's
-    class from the record's own annotations; a rerun computes nothing."""
+    """The real flow on the multi-segment record beside a record at another sampling rate (the database's fs =
+    "any"): windows from both segments, none across the gap, every window's class from the record's own
+    annotations; a rerun computes nothing."""
     import json
 
     from ecgpipe.config import config_from_dict, load_config
@@ -122,19 +134,40 @@ def test_a_multi_segment_record_runs_through_the_flow_with_its_gap_dropped(physi
 
     folder = tmp_path / "data" / "mimicish"
     make_multi_segment(folder, physionet)
-    (folder / "RECORDS").write_text("pilot\n")
+    make_vfdb_slice(folder, physionet)
+    (folder / "RECORDS").write_text("pilot\nv418\n")
     doc = load_config("paper4", {"sampling": {"max_per_class": 1000}, "features": {"image_size": 64},
                                  "segments": {"nan_policy": "drop"},
                                  "cv": {"n_splits": 2, "protocols": ["stratified_10fold"]}}).model_dump(mode="json")
-    doc |= {"databases": {"mimicish": {"lead": ["MLII"], "fs": 360}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]}, "endpoints": {}}
+    doc |= {"databases": {"mimicish": {"lead": ["MLII", 0], "fs": "any"}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+            "endpoints": {}}
     cfg = config_from_dict(doc)
     out = tmp_path / "out"
     report = run_pipeline(cfg, str(tmp_path / "data"), str(out))
-    assert report["skipped_records"] == [] and report["record_accounting"]["used"] == 1
+    assert report["skipped_records"] == [] and report["record_accounting"]["used"] == 2
+    assert report["subjects_per_class"] == {"normal": 2, "afib": 1}
     counts = report["class_counts"]
-    # every 2-s window of the first segment but its last, which the resampling filter's margin puts in the gap
-    assert counts["normal"] == SEGMENT // 720 - 1
+    # pilot: every 2-s window of the first segment but its last, which the resampling filter's margin puts in the
+    # gap; v418: the 2-s windows of its 120 s from its first rhythm annotation (sample 18)
+    assert counts["normal"] == SEGMENT // 720 - 1 + 59
     assert 55 <= counts["afib"] < SEGMENT // 720  # the second segment's AF, from 60 samples in
     run_pipeline(cfg, str(tmp_path / "data"), str(out))
     stages = json.loads((out / "run.json").read_text())["stages"]
     assert {stage: counts["computed"] for stage, counts in stages.items()} == dict.fromkeys(stages, 0)
+
+
+def test_a_database_of_several_sampling_rates_declares_fs_any(pilot, physionet):
+    """A database's fs is a check that every record has that rate; "any" reads each record at its own rate (every
+    record is resampled to segments.target_fs anyway), which a corpus of several recorders needs."""
+    from ecgpipe.config import ConfigError, load_config
+
+    folder, name = pilot
+    make_vfdb_slice(folder, physionet)
+    with pytest.raises(RecordError, match=r"sampling rate 250 Hz, but database mimic is configured for 360 Hz.*fs = \"any\""):
+        read_record(str(folder), "mimic", "v418", DatabaseSettings(fs=360))
+    assert read_record(str(folder), "mimic", "v418", DatabaseSettings(fs="any")).fs == 250.0
+    assert read_record(str(folder), "mimic", name, DatabaseSettings(fs="any"), nan_policy="drop").fs == 360.0
+    cfg = load_config("paper4", {"databases": {"mine": {"fs": "any"}}})
+    assert cfg.database("mine").fs == "any" and cfg.database("mitdb").fs == 360
+    with pytest.raises(ConfigError, match=r"databases\.mine\.fs"):
+        load_config("paper4", {"databases": {"mine": {"fs": "all"}}})
