@@ -8,6 +8,7 @@ command line can print it as one line and stop, without a traceback. Subclasses 
 from __future__ import annotations
 
 import os
+import re
 
 
 class EcgpipeError(Exception):
@@ -40,3 +41,19 @@ class RecordError(EcgpipeError):
 
     def __reduce__(self):  # keep both fields when the error crosses process boundaries (Dask, Prefect)
         return (RecordError, (self.record_path, self.problem))
+
+
+def failure_kinds(skipped: list[dict], most: int = 3, rest: str = "in run.json") -> str:
+    """Failed records grouped by their error (the record's own path taken out, numbers ignored), most frequent first,
+    each with its count, its first message and one record (``skipped``: dicts with "record" and "error"; ``rest``:
+    where the others are listed): a readable answer to "why did everything fail" (one odd record's error used to
+    stand for all of them)."""
+    kinds: dict[str, tuple[str, list[str]]] = {}  # kind (numbers as #) -> (its first message, the records)
+    for s in skipped:
+        message = s["error"].replace(s["record"], "<record>")
+        kinds.setdefault(re.sub(r"\d+", "#", message), (message, []))[1].append(s["record"])
+    ranked = sorted(kinds.values(), key=lambda item: -len(item[1]))
+    lines = [f"{len(paths)} x {message} (e.g. {paths[0]})" for message, paths in ranked[:most]]
+    if len(ranked) > most:
+        lines.append(f"{len(ranked) - most} other kind(s) of error, {rest}")
+    return "; ".join(lines)

@@ -34,7 +34,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
-from ecgpipe.errors import EcgpipeError, PipelineError
+from ecgpipe.errors import EcgpipeError, PipelineError, failure_kinds
 from ecgpipe.labels import read_record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
@@ -153,7 +153,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {reason.replace('_', ' ')}"})
             continue
         try:
-            rec = read_record(folder, db, name, settings, nan_policy=model.config.segments.nan_policy,
+            # the dataset's policy for missing samples (its config describes its records), not the training data's
+            rec = read_record(folder, db, name, settings, nan_policy=dataset.segments.nan_policy,
                               record_label=label, n_leads=model.config.segments.n_leads)
             # per record (CSV labels) only the classes are scored; per window, the endpoints too, as predict calls them
             pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None if labels is not None else decisions)
@@ -198,7 +199,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     if y_win:
         results["windows"] = score(np.array(y_win), np.array(p_win), np.array(g_win), dataset, mapping, "window")
     if not results:
-        raise EcgpipeError(f"evaluate: no record of {list(dataset.databases)} could be scored ({accounting})")
+        counts = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in accounting.items() if n)
+        why = f"; failed: {failure_kinds(failed, rest='not shown')}" if failed else ""
+        raise EcgpipeError(f"evaluate: no record of {list(dataset.databases)} could be scored ({counts}){why}")
     return EvaluationResult.model_validate({
         "model": model.path, "model_digest": model.digest, "model_preset": model.config.name,
         "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),

@@ -168,13 +168,14 @@ def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None
     from ecgpipe.config import DatabaseSettings
 
     cfg = model.config
-    # any sampling rate: the signal is resampled to the model's rate
+    # any sampling rate: the signal is resampled to the model's rate. Missing samples (NaN: the gaps of a multi-segment
+    # record) leave the windows they touch unscored, whatever the training data's policy: records.csv's note counts them
     settings = DatabaseSettings(lead=lead or _training_leads(cfg, "lead"), second_lead=_training_leads(cfg, "second_lead"))
     if is_edf(path):
-        return read_edf_record(path, settings, nan_policy=cfg.segments.nan_policy, n_leads=cfg.segments.n_leads)
+        return read_edf_record(path, settings, nan_policy="drop", n_leads=cfg.segments.n_leads)
     folder, name = os.path.split(path)
-    return read_record(folder or ".", "new", name, settings, nan_policy=cfg.segments.nan_policy,
-                       require_annotations=False, n_leads=cfg.segments.n_leads)
+    return read_record(folder or ".", "new", name, settings, nan_policy="drop", require_annotations=False,
+                       n_leads=cfg.segments.n_leads)
 
 
 def _training_leads(cfg, which: str) -> list[str | int]:
@@ -230,6 +231,9 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     grid = grid_features(cfg, rec, stride_s)  # validates stride_s
     stride_s = grid.stride_s  # as cut (whole samples), so that consecutive windows' episodes meet exactly
     starts, usable, cnn, rhythm, note = grid.starts, grid.usable, grid.cnn, grid.rhythm, grid.note
+    if not usable.all():
+        note = "; ".join(filter(None, [note, f"{int((~usable).sum())} of {len(usable)} windows touch missing samples "
+                                              "(NaN, e.g. gaps between segments): not scored"]))
     fs_out = cfg.segments.target_fs
     classes = np.full(len(starts), -1, dtype=np.int64)
     proba = model.predict_proba(cnn, rhythm)  # None unless the record rule is the mean probability

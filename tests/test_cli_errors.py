@@ -189,6 +189,29 @@ def test_predict_writes_each_endpoint_s_episodes_and_burden(how, af_model, physi
     assert burden["shockable"] < 0.05  # no VT or VF in its training windows, none annotated in 201
 
 
+def test_predict_scores_a_multi_segment_record_around_its_gap_and_a_folder_of_segments_is_one_record(af_model, physionet, tmp_path, capsys):
+    """A record with a gap (MIMIC's multi-segment layout; test_multi_segment builds it on real mitdb signal files:
+    120 s of sinus rhythm, 10 s of gap, 120 s of AF) failed in predict with the training data's NaN policy and a hint
+    to edit a config predict does not take. Now the windows touching the gap are left unscored and counted."""
+    import csv
+
+    from test_multi_segment import make_multi_segment
+
+    folder = tmp_path / "mimicish"
+    make_multi_segment(folder, physionet)
+    code, out, err = _run(capsys, "predict", "--model", str(af_model["detector"]), str(folder), "--out", str(tmp_path / "p"))
+    assert code == 0, err
+    with open(tmp_path / "p" / "records.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["record"] for r in rows] == [str(folder / "pilot")]  # the record, not its segments' headers
+    assert rows[0]["note"] == "7 of 125 windows touch missing samples (NaN, e.g. gaps between segments): not scored"
+    assert float(rows[0]["scored_s"]) == 236.0
+    with open(tmp_path / "p" / "episodes.csv") as fh:
+        episodes = [(float(r["start_s"]), float(r["end_s"]), r["class"]) for r in csv.DictReader(fh)]
+    assert all(end <= 120 or start >= 130 for start, end, _ in episodes)  # nothing called inside the gap
+    assert {c for s, e, c in episodes if e <= 120} == {"normal"} and {c for s, e, c in episodes if s >= 130} == {"afib"}
+
+
 def test_a_stride_of_no_whole_sample_count_still_gives_episodes_that_meet(af_model, physionet, tmp_path, capsys):
     """--stride-s 0.333 cuts every 83 samples at 250 Hz (0.332 s): episodes end where the next begins."""
     import csv
@@ -449,6 +472,34 @@ def test_evaluate_scores_endpoints_over_whole_recordings_as_predict_calls_them(a
     code, _, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset), "--data-dir",
                         str(physionet), "--out", str(tmp_path / "bad"), "--endpoint-smooth", "afib=5")
     assert code == 2 and "--endpoint-smooth: the model has no endpoint afib" in err
+
+
+def test_evaluate_takes_the_missing_samples_policy_of_the_dataset_it_scores(af_model, physionet, tmp_path, capsys):
+    """The multi-segment record's gap (NaN) fails the record under the default policy, with the dataset config's key
+    to change; the dataset config's nan_policy = "drop" scores it (it was the training config's, which evaluate's
+    user cannot change)."""
+    import json
+
+    from test_multi_segment import make_multi_segment
+
+    make_multi_segment(tmp_path / "data" / "mimicish", physionet)
+    (tmp_path / "data" / "mimicish" / "RECORDS").write_text("pilot\n")
+    text = ('name = "gaps"\n[databases.mimicish]\nlead = ["MLII"]\nfs = 360\n[classes]\nnormal = ["(N"]\n'
+            'afib = ["(AFIB"]\n')
+    found = {}
+    for policy in ("error", "drop"):
+        dataset = tmp_path / f"{policy}.toml"
+        dataset.write_text(text + f'[segments]\nnan_policy = "{policy}"\n')
+        code, out, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset),
+                              "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / policy))
+        found[policy] = (code, err)
+    code, err = found["error"]  # every record failed: the error says why (it printed the counts alone)
+    assert code == 2 and "could be scored (records 1, failed 1); failed: 1 x " in err, err
+    assert 'NaN samples in lead MLII (first at sample 43200) (samples in the gaps between its segments have no signal: ' \
+           'nan_policy = "drop" in [segments]' in err and "(e.g. mimicish/pilot)" in err
+    code, err = found["drop"]
+    doc = json.loads((tmp_path / "drop" / "evaluation.json").read_text())
+    assert code == 0 and doc["accounting"]["scored"] == 1 and doc["accounting"]["failed"] == 0, err
 
 
 def test_compare_with_a_reference_of_no_configured_rhythm_is_reported_not_a_crash(af_model, physionet, tmp_path, capsys):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import PipelineError, StageFailed
+from ecgpipe.errors import PipelineError, StageFailed, failure_kinds  # noqa: F401  (failure_kinds re-exported)
 from ecgpipe.keys import file_digest, signal_digest
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
@@ -131,21 +131,6 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         if not records:
             raise StageFailed(f"every record failed: {failure_kinds(skipped) if skipped else 'none read'}")
     return records, skipped
-
-
-def failure_kinds(skipped: list[dict], most: int = 3) -> str:
-    """Failed records grouped by their error (the record's own path taken out, numbers ignored), most frequent first,
-    each with its count, its first message and one record: a readable answer to "why did everything fail" (one odd record's error used to
-    stand for all of them)."""
-    kinds: dict[str, tuple[str, list[str]]] = {}  # kind (numbers as #) -> (its first message, the records)
-    for s in skipped:
-        message = s["error"].replace(s["record"], "<record>")
-        kinds.setdefault(re.sub(r"\d+", "#", message), (message, []))[1].append(s["record"])
-    ranked = sorted(kinds.values(), key=lambda item: -len(item[1]))
-    lines = [f"{len(paths)} x {message} (e.g. {paths[0]})" for message, paths in ranked[:most]]
-    if len(ranked) > most:
-        lines.append(f"{len(ranked) - most} other kind(s) of error, in run.json")
-    return "; ".join(lines)
 
 
 def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
