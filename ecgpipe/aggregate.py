@@ -32,3 +32,26 @@ def summarize_rows(block: np.ndarray, rows: list[np.ndarray], stats: list[str]) 
         part = block[idx]
         out[k] = np.concatenate([STATISTICS[s](part, axis=0) for s in stats])
     return out
+
+
+def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int, y_proba: np.ndarray | None = None
+                 ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: its label (its segments' common class), its prediction and each class's share. By default the
+    prediction is the majority vote of its segments' out-of-fold predictions (a tie goes to the class listed first in
+    the config) and the shares are vote shares; with ``y_proba`` (n, n_classes) it is the argmax of the segments'
+    mean class probability, and the shares are those means. Unscored segments do not count."""
+    names, true, voted, shares = [], [], [], []
+    for record in sorted(set(records.tolist())):
+        rows = (records == record) & (y_pred >= 0)
+        if not rows.any():
+            continue
+        labels = np.unique(y[rows])
+        if len(labels) != 1:
+            raise ValueError(f"record {record}: segments of one per-record label carry classes {labels.tolist()}")
+        names.append(record)
+        true.append(int(labels[0]))
+        share = y_proba[rows].mean(axis=0) if y_proba is not None else np.bincount(y_pred[rows], minlength=n_classes) / rows.sum()
+        voted.append(int(np.argmax(share)))  # argmax: first of tied classes
+        shares.append(share)
+    return (names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64),
+            np.array(shares).reshape(len(names), n_classes))

@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from ecgpipe.aggregate import record_votes
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
@@ -45,22 +46,44 @@ class BlockWeights(TransformerMixin, BaseEstimator):
     columns would otherwise drown 8 RR columns in an RBF kernel. The blocks' variances are learnt on the training
     rows (after standardising, and after PCA when the CNN block is reduced)."""
 
-    def __init__(self, n_first: int = 1, weight: float = 0.3):
+    def __init__(self, n_first: int = 1, weight: float = 0.3, pca_first: bool = False):
         self.n_first = n_first
         self.weight = weight
+        self.pca_first = pca_first  # the first block is a CappedPCA's: as wide as its fit rows allowed
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=np.float64)
         self.n_features_in_ = X.shape[1]
-        first, rest = X[:, : self.n_first].var(axis=0).sum(), X[:, self.n_first :].var(axis=0).sum()
+        self.n_first_ = min(self.n_first, X.shape[0]) if self.pca_first else self.n_first
+        first, rest = X[:, : self.n_first_].var(axis=0).sum(), X[:, self.n_first_ :].var(axis=0).sum()
         self.scale_ = np.array([np.sqrt((1 - self.weight) / max(first, 1e-12)), np.sqrt(self.weight / max(rest, 1e-12))])
         return self
 
     def transform(self, X):
         X = np.array(X, dtype=np.float64, copy=True)
-        X[:, : self.n_first] *= self.scale_[0]
-        X[:, self.n_first :] *= self.scale_[1]
+        n_first = getattr(self, "n_first_", self.n_first)  # models saved before n_first_ existed
+        X[:, :n_first] *= self.scale_[0]
+        X[:, n_first:] *= self.scale_[1]
         return X
+
+
+class CappedPCA(TransformerMixin, BaseEstimator):
+    """PCA to ``n_components``, or to as many as the rows it is fitted on allow: a small dataset's fold (a pilot, a
+    sweep on a slice) has fewer training rows than PCA-128 asks, which scikit-learn's PCA refuses, failing the run."""
+
+    def __init__(self, n_components: int = 128, random_state: int = 0):
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        X = np.asarray(X)
+        self.n_components_ = min(self.n_components, X.shape[0], X.shape[1])
+        self.pca_ = PCA(self.n_components_, random_state=self.random_state).fit(X)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        return self.pca_.transform(X)
 
 
 def _estimator(settings: ClassifierSettings, blas_kernel: bool = True):
@@ -89,14 +112,15 @@ def _estimator(settings: ClassifierSettings, blas_kernel: bool = True):
 def build_classifier(settings: ClassifierSettings, n_cnn: int | None = None, blas_kernel: bool = True) -> Pipeline:
     """Standardise (PCA-reduce the CNN block if asked; weight the CNN and rhythm blocks when fused), then classify.
     ``n_cnn`` is the number of CNN columns in front of the rhythm columns (inputs='cnn+rhythm' only)."""
-    reduce = [("pca", PCA(settings.pca, random_state=0))] if settings.pca else []
+    reduce = [("pca", CappedPCA(settings.pca, random_state=0))] if settings.pca else []
     if settings.inputs == "cnn+rhythm":
         if not n_cnn:
             raise ValueError("inputs='cnn+rhythm' needs the number of CNN columns")
         cnn = Pipeline([("scale", StandardScaler()), *reduce])
         steps = [
             ("blocks", ColumnTransformer([("cnn", cnn, slice(0, n_cnn)), ("rhythm", StandardScaler(), slice(n_cnn, None))])),
-            ("weights", BlockWeights(settings.pca or n_cnn, settings.rhythm_weight)),
+            ("weights", BlockWeights(min(settings.pca, n_cnn) if settings.pca else n_cnn, settings.rhythm_weight,
+                                     pca_first=bool(settings.pca))),
         ]
     else:
         steps = [("scale", StandardScaler()), *(reduce if settings.inputs == "cnn" else [])]
@@ -336,29 +360,6 @@ def summarize_protocol(
         "endpoints": {k: v.to_json() for k, v in endpoint_results(y, y_pred, groups, class_names, endpoints or {}).items()},
         "level": level,
     })
-
-
-def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_classes: int, y_proba: np.ndarray | None = None
-                 ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
-    """Per record: its label (its segments' common class), its prediction and each class's share. By default the
-    prediction is the majority vote of its segments' out-of-fold predictions (a tie goes to the class listed first in
-    the config) and the shares are vote shares; with ``y_proba`` (n, n_classes) it is the argmax of the segments'
-    mean class probability, and the shares are those means. Unscored segments do not count."""
-    names, true, voted, shares = [], [], [], []
-    for record in sorted(set(records.tolist())):
-        rows = (records == record) & (y_pred >= 0)
-        if not rows.any():
-            continue
-        labels = np.unique(y[rows])
-        if len(labels) != 1:
-            raise ValueError(f"record {record}: segments of one per-record label carry classes {labels.tolist()}")
-        names.append(record)
-        true.append(int(labels[0]))
-        share = y_proba[rows].mean(axis=0) if y_proba is not None else np.bincount(y_pred[rows], minlength=n_classes) / rows.sum()
-        voted.append(int(np.argmax(share)))  # argmax: first of tied classes
-        shares.append(share)
-    return (names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64),
-            np.array(shares).reshape(len(names), n_classes))
 
 
 MAJORITY_VOTE = "majority vote of the record's segment predictions; ties go to the class listed first"

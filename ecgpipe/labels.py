@@ -2,7 +2,7 @@
 length, and ``REFERENCE.csv`` with one ``record,label`` row per record, e.g. ``A00001,N``).
 
 Such a record is one episode spanning the whole recording; its windows all carry the record's label. A record's
-prediction aggregates its windows' predictions by majority vote (``ecgpipe.classify.record_votes``).
+prediction aggregates its windows' predictions by majority vote (``ecgpipe.aggregate.record_votes``).
 """
 
 from __future__ import annotations

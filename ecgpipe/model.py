@@ -33,6 +33,7 @@ KEY_ENV, KEY_FILE_ENV, REQUIRE_SIGNED_ENV = "ECGPIPE_MODEL_KEY", "ECGPIPE_MODEL_
 # Types beyond skops' defaults that an ecgpipe artifact may contain; anything else is refused.
 TRUSTED_TYPES = [
     "ecgpipe.classify.BlockWeights",
+    "ecgpipe.classify.CappedPCA",  # scikit-learn's PCA, fitted to at most as many components as its rows allow
     "ecgpipe.kernels.RBFKernelSVC",  # libsvm's SVC on a precomputed RBF kernel: arrays and the SVC, no code
     # scikit-learn's own tree container of HistGradientBoostingClassifier (kind = 'hgb'): plain arrays, no code
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

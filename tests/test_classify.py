@@ -161,6 +161,34 @@ def test_classifier_kinds_and_fused_inputs():
         design_matrix(X, None, fused)
 
 
+def test_a_pca_wider_than_a_folds_training_rows_keeps_what_the_rows_allow_and_the_model_saves(tmp_path):
+    """PCA-128 on a fold of a small run (a pilot, a sweep on a slice) stopped the run with scikit-learn's
+    "n_components=128 must be between 0 and min(n_samples, n_features)" after every feature was computed."""
+    from ecgpipe.classify import build_classifier, design_matrix, fit_classifier
+    from ecgpipe.config import load_config
+    from ecgpipe.model import load_model, save_model
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    cnn = rng.normal(size=(60, 200)) + y[:, None]
+    rhythm = rng.normal(size=(60, 3)) + y[:, None]
+    for settings in (ClassifierSettings(pca=128), ClassifierSettings(pca=128, inputs="cnn+rhythm", rhythm_weight=0.25)):
+        X = design_matrix(cnn, rhythm, settings)
+        pipe = build_classifier(settings, n_cnn=200)[:-1]
+        reduced = pipe.fit_transform(X[:40])  # 40 training rows: 40 components
+        assert reduced.shape[1] == 40 + (3 if settings.inputs == "cnn+rhythm" else 0)
+        if settings.inputs == "cnn+rhythm":  # the rhythm block keeps its share beside the narrower CNN block
+            assert reduced[:, 40:].var(axis=0).sum() / reduced.var(axis=0).sum() == pytest.approx(0.25, abs=1e-6)
+        result = evaluate_protocol(X, y, np.arange(60) % 6, ["a", "b", "c"], "stratified_10fold", settings,
+                                   CVSettings(n_splits=3), n_cnn=200)
+        assert result.accuracy > 0.8
+    model, _ = fit_classifier(X, y, settings, n_cnn=200)
+    cfg = load_config("paper4", {"classifier": settings.model_dump(), "rhythm": {"enabled": True}})
+    save_model(tmp_path / "m.skops", model, cfg, weights_source="test", n_cnn=200, training={"n_segments": 60})
+    loaded = load_model(tmp_path / "m.skops")  # CappedPCA is a trusted type of the artifact
+    assert np.array_equal(loaded.predict(cnn, rhythm), model.predict(X))
+
+
 def test_per_subject_breakdown_names_the_patients_the_errors_come_from():
     from ecgpipe.classify import per_subject
     from ecgpipe.report import hardest_subjects, predicted_as
