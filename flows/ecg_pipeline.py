@@ -72,15 +72,15 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     table = steps.segment_table(run, records)
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
-    rows, best, model_path = steps.classify(run, table, extractors)
+    rows, best, model = steps.classify(run, table, extractors)
     recordings = steps.score_recordings(run, records, rows, best)
 
     built = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best, absent,
                          log.records)
     report = built.model_copy(update={
-        "model": model_path,
+        "model": model.path if model else None,
         "recordings": recordings,
-        "model_digest": content_digest(model_path) if model_path else None,
+        "model_digest": content_digest(model.written) if model else None,
         "stage_seconds": {k: round(v, 2) for k, v in log.stage_seconds.items()},
         "wall_s": round(log.elapsed(), 2),
         "store": run.store,
@@ -97,6 +97,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     doc = report.to_json()
     examples = example_spectrograms(run.store, spec_array, cfg) if run.plan.needs_cnn else None  # none computed
     run.logger.info(f"report: {write_report(doc, out, examples)}")
+    steps.publish_model(run, model)  # after the report: a run that fails before it leaves the earlier pair as it was
     return doc
 
 

@@ -251,3 +251,27 @@ def test_compare_pairs_the_whole_recording_calls_of_two_runs(runs, tmp_path):
         assert c.n_rows == before["endpoints"][name]["positive_windows"] + before["endpoints"][name]["negative_windows"]
     assert all(d.difference == 0 and d.ci95 == [0.0, 0.0] for d in scopes["shockable"].comparison.differences)
     assert "penalty 4 / 15 windows, penalty 0" in scopes["af"].scored
+
+
+def test_a_run_that_fails_after_its_model_is_fitted_leaves_the_earlier_report_and_model_together(runs):
+    """Last in this module (it changes the folder). The model was written in place as soon as it was fitted: a run
+    failing after the fit (here a whole-recording fold, under --strict) left a new model.skops beside the earlier
+    report.json, whose model_digest no longer matched it, while the console said both were the earlier run's."""
+    from ecgpipe.model import content_digest
+    from flows.ecg_pipeline import run_pipeline
+
+    out, data = runs["out"], runs["data"]
+    before = {name: (out / name).read_bytes() for name in ("model.skops", "report.json")}
+    assert json.loads(before["report.json"])["model_digest"] == content_digest(out / "model.skops")
+    config = _config(out.parent, 2.0)  # a new decision setting: the artifact is refitted
+    os.environ["ECGPIPE_INJECT_FAILURE"] = "recording_scores:0"
+    try:
+        with pytest.raises(Exception, match="injected failure"):
+            run_pipeline(load_config(config), str(data), str(out), strict=True)
+    finally:
+        del os.environ["ECGPIPE_INJECT_FAILURE"]
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert (out / "model.next.skops").is_file()  # fitted, waiting for its run's report
+    report = run_pipeline(load_config(config), str(data), str(out))
+    assert report["model_digest"] == content_digest(out / "model.skops") != json.loads(before["report.json"])["model_digest"]
+    assert not (out / "model.next.skops").exists()

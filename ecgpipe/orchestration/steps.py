@@ -238,9 +238,10 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
     return run_chunk_stage(features.STAGE, targets, n, run.plan, submit, run.logger, run.log, blocked=spec_failed)
 
 
-def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]) -> tuple[list[ComparisonRow], int, str | None]:
+def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]) -> tuple[list[ComparisonRow], int, ModelJob | None]:
     """Stage 5: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model.
-    Returns the rows (with their protocol results), the best row and the model artifact's path."""
+    Returns the rows (with their protocol results), the best row and the model artifact, fitted but not yet in its
+    place (``publish_model`` puts it there once the report is written)."""
     with run.log.timed(classification.STAGE):
         rows = run.plan.rows(extractors, segment_table.key)
         pending = []
@@ -358,14 +359,28 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
     return failed
 
 
+STAGED_MODEL = "model.next.skops"  # a fitted artifact waiting for its run's report
+
+
 @dataclass
 class ModelJob:
-    """The run's model artifact OUT/model.skops being made: the best row's classifier refitted on all segments."""
+    """The run's model artifact OUT/model.skops being made: the best row's classifier refitted on all segments. It is
+    written beside (``staged``) and takes the place of the earlier run's only with the run's report: a run that fails
+    after the fit leaves the earlier report and its model together (the console says they are an earlier run's)."""
 
     row: ComparisonRow
     path: str
     key: str
     future: object | None  # None: the artifact on disk is up to date
+
+    @property
+    def staged(self) -> str:
+        return os.path.join(os.path.dirname(self.path), STAGED_MODEL)
+
+    @property
+    def written(self) -> str:
+        """Where the artifact of this run is now: staged until published."""
+        return self.staged if self.future is not None else self.path
 
 
 def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> ModelJob | None:
@@ -382,18 +397,24 @@ def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> M
     used = set(segment_table.record_keys)
     recordings = {u.shown: signal_digest(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
     future = run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
-                                                row.extractor.weights, path, recordings)
+                                                row.extractor.weights, os.path.join(os.path.dirname(path), STAGED_MODEL),
+                                                recordings)
     return ModelJob(row, path, key, future)
 
 
-def finish_model(run: Run, job: ModelJob | None) -> str | None:
-    if job is None:
-        return None
-    if job.future is not None:
+def finish_model(run: Run, job: ModelJob | None) -> ModelJob | None:
+    if job is not None and job.future is not None:
         result_of(job.future, classification.STAGE, run.logger)
-        run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
-        run.logger.info(f"model: {job.row.label} on {job.row.features or 'the rhythm block (no CNN)'} -> {job.path}")
-    return job.path
+    return job
+
+
+def publish_model(run: Run, job: ModelJob | None) -> None:
+    """The fitted artifact takes the earlier run's place (an atomic rename), and its marker is written."""
+    if job is None or job.future is None:
+        return
+    os.replace(job.staged, job.path)
+    run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
+    run.logger.info(f"model: {job.row.label} on {job.row.features or 'the rhythm block (no CNN)'} -> {job.path}")
 
 
 def ensure_rows(store: str, name: str, n: int, row_shape: tuple, chunk: int, dtype: str, attrs: dict) -> None:
