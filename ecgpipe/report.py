@@ -152,6 +152,9 @@ def render_markdown(report: dict) -> str:
             f"| {cls} | " + " | ".join(str(by_db.get(db, 0)) for db in report["databases"])
             + f" | {report['subjects_per_class'].get(cls, 0)} |"
         )
+    if report.get("failed_rows"):
+        lines += ["", "## Classifier rows that failed", ""]
+        lines += [f"- {f['row']}: {f['error']}" for f in report["failed_rows"]]
     if report["skipped_records"]:
         lines += ["", "## Skipped records", ""]
         lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]

@@ -139,11 +139,20 @@ def record_accounting(records: list[RecordSummary], skipped: list[dict], n_plann
     return counts
 
 
+def failed_rows_warning(failed_rows) -> str:
+    if not failed_rows:
+        return ""
+    return (f"{len(failed_rows)} classifier row(s) failed and are not in the comparison: "
+            + "; ".join(f"{f['row']} ({f['error']})" for f in failed_rows[:3]) + (" ..." if len(failed_rows) > 3 else "")
+            + ". A rerun computes only these rows.")
+
+
 def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
                  segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int,
-                 absent: list[str], accounting: dict[str, int]) -> Report:
+                 absent: list[str], accounting: dict[str, int], failed_rows: list[dict] = ()) -> Report:
     """The run's report from its stages' outputs; ``accounting`` is :func:`record_accounting` of the records, made by
-    the flow as soon as they are read (a run that fails later still records it in run.json)."""
+    the flow as soon as they are read (a run that fails later still records it in run.json); ``failed_rows``: the
+    classifier rows left out of the comparison because a fold failed, with the error."""
     feat_attrs, best_cfg = rows[best].extractor.attrs, rows[best].cfg
     y = zs.read_array(store, Layout.segment("class_index"))
     t = segment_table
@@ -154,7 +163,9 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
         {
             # the detailed sections are the best row's
             "warning": " ".join(w for w in [RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else "",
-                                            one_class_warning(rows[best].protocols, cfg.class_names, best_cfg.classifier.kind)] if w) or None,
+                                            one_class_warning(rows[best].protocols, cfg.class_names, best_cfg.classifier.kind),
+                                            failed_rows_warning(failed_rows)] if w) or None,
+            "failed_rows": list(failed_rows),
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
             "n_segments": int(len(y)),

@@ -198,6 +198,9 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     if report.get("records_without_windows"):
         parts.append("<h3>Records without windows</h3><ul>" + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['reason'])}</li>"
                                                                   for r in report["records_without_windows"]) + "</ul>")
+    if report.get("failed_rows"):
+        parts.append("<h3>Classifier rows that failed</h3><ul>" + "".join(f"<li>{e(f['row'])}: {e(f['error'])}</li>"
+                                                                        for f in report["failed_rows"]) + "</ul>")
     if report["skipped_records"]:
         parts.append("<h3>Skipped records</h3><ul>" + "".join(f"<li><code>{e(s['record'])}</code>: {e(s['error'])}</li>"
                                                            for s in report["skipped_records"]) + "</ul>")

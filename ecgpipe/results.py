@@ -263,6 +263,7 @@ class Report(_Result):
     protocols: dict[str, ProtocolResult]
     comparison: list[ComparisonEntry]
     skipped_records: list[dict]
+    failed_rows: list[dict] = []  # classifier rows whose folds failed, left out of the comparison: row, error
     records_without_windows: list[dict] = []  # read fine, but no window of a configured class: why
     record_accounting: dict[str, int] = {}  # every record once: used, without windows (by reason), failed, absent
     absent_records: list[str] = []  # listed by a labels CSV without any file in the folder: left out, not failed

@@ -72,11 +72,11 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     table = steps.segment_table(run, records)
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
-    rows, best, model = steps.classify(run, table, extractors)
+    rows, best, model, failed_rows = steps.classify(run, table, extractors)
     recordings = steps.score_recordings(run, records, rows, best)
 
     built = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best, absent,
-                         log.records)
+                         log.records, failed_rows)
     report = built.model_copy(update={
         "model": model.path if model else None,
         "recordings": recordings,

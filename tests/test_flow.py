@@ -362,6 +362,44 @@ def test_a_run_of_rhythm_only_classifiers_computes_no_cnn(flow_run, tmp_path):
     assert status["classify"]["rerun_computes"] == 0 and status["classify"]["done"] == 1
 
 
+def test_a_failing_classifier_row_is_left_out_and_named_and_the_others_are_reported(flow_run, tmp_path):
+    """One row of a sweep failing (here every fold of the logistic regression's, by the test hook) stopped the whole
+    run with a traceback and no report, and run.json counted no failure. Now the other rows are reported, the failed
+    row is named in the report and counted, and a rerun computes that row alone; every row failing stops the run."""
+    import json
+
+    from ecgpipe.errors import StageFailed
+    from flows.ecg_pipeline import run_pipeline
+
+    cfg = load_config(flow_run["cfg_path"], {"name": "rows", "sweep": {"features": [], "classifiers": [
+        {"kind": "hgb", "inputs": "rhythm", "class_weight": "balanced", "max_iter": 30, "min_samples_leaf": 3},
+        {"kind": "logreg", "inputs": "rhythm"}]}})
+    out = tmp_path / "rows"
+    os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg"
+    try:
+        report = run_pipeline(cfg, str(flow_run["data"]), str(out))
+        logreg = cfg.model_copy(update={"classifier": cfg.sweep.classifiers[1]}).classifier_label
+        assert [f["row"] for f in report["failed_rows"]] == [f"{logreg} on the rhythm block"]
+        assert "injected failure" in report["failed_rows"][0]["error"] and " fold " in report["failed_rows"][0]["error"]
+        assert len(report["comparison"]) == 1 and report["classifier"].startswith("RR+irr+wave only")
+        assert "1 classifier row(s) failed and are not in the comparison" in report["warning"]
+        assert "## Classifier rows that failed" in (out / "report.md").read_text()
+        assert (out / "model.skops").is_file()  # the model of the best row that did not fail
+        stages = json.loads((out / "run.json").read_text())["stages"]
+        assert stages["classify"]["failed"] == 1 and stages["classify"]["computed"] == 1
+        os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg,classify:hgb"
+        cfg_both = load_config(flow_run["cfg_path"], {"name": "rows", "sweep": {"features": [], "classifiers": [
+            {"kind": "hgb", "inputs": "rhythm", "max_iter": 20}, {"kind": "logreg", "inputs": "rhythm", "C": 2.0}]}})
+        with pytest.raises(StageFailed, match="classify: every classifier row failed: .*injected failure"):
+            run_pipeline(cfg_both, str(flow_run["data"]), str(tmp_path / "both"))
+    finally:
+        del os.environ["ECGPIPE_INJECT_FAILURE"]
+    report = run_pipeline(cfg, str(flow_run["data"]), str(out))
+    assert report["failed_rows"] == [] and len(report["comparison"]) == 2 and report["warning"] is None
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert stages["classify"]["computed"] == 1 and stages["classify"]["skipped"] == 1  # the failed row alone
+
+
 def test_prefect_recorded_the_flow_and_its_tasks(flow_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort

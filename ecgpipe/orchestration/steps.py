@@ -238,13 +238,16 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
     return run_chunk_stage(features.STAGE, targets, n, run.plan, submit, run.logger, run.log, blocked=spec_failed)
 
 
-def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]) -> tuple[list[ComparisonRow], int, ModelJob | None]:
+def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]
+             ) -> tuple[list[ComparisonRow], int, ModelJob | None, list[dict]]:
     """Stage 5: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model.
-    Returns the rows (with their protocol results), the best row and the model artifact, fitted but not yet in its
-    place (``publish_model`` puts it there once the report is written)."""
+    Returns the rows (with their protocol results), the best row, the model artifact, fitted but not yet in its
+    place (``publish_model`` puts it there once the report is written), and the rows that failed: a row whose fold
+    fails is left out of the comparison with its error, the others are reported (one bad row of a sweep used to stop
+    the whole run); every row failing, or any under --strict, stops the run."""
     with run.log.timed(classification.STAGE):
         rows = run.plan.rows(extractors, segment_table.key)
-        pending = []
+        pending, failed = [], {}  # failed: pending row index -> its first failed fold's error
         for row in rows:
             stored = run.plan.row_done(row)
             if stored is None:
@@ -263,16 +266,32 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
             futures = [task.submit(run.store, pending[j.row].features, pending[j.row].data_key, j.protocol, j.fold,
                                    pending[j.row].cfg.model_dump_json()) for j in jobs]
             run.log.count(classification.STAGE, tasks=len(futures))
-            results, _ = wait_all(futures, classification.STAGE, run.logger, strict=True)
+            results, failures = wait_all(futures, classification.STAGE, run.logger)
+            for i, exc in failures:  # the first failed fold of each row names it
+                failed.setdefault(jobs[i].row, f"{jobs[i].protocol} fold {jobs[i].fold}: {error_text(exc)}")
+            for r, error in failed.items():
+                run.log.fail(classification.STAGE, pending[r].unit, f"{row_name(pending[r])}: {error}")
             for r, row in enumerate(pending):
+                if r in failed:
+                    continue
                 mine = {(j.protocol, j.fold): res for j, res in zip(jobs, results) if j.row == r}
                 row.protocols = classification.assemble_row(row, data, mine)
                 run.plan.markers.write(classification.STAGE, row.unit, row.key,
                                        {"label": row.label, "protocols": protocols_to_json(row.protocols)})
-            run.log.count(classification.STAGE, computed=len(pending))
+            run.log.count(classification.STAGE, computed=len(pending) - len(failed))
+        failed_rows = [{"row": row_name(pending[r]), "error": error} for r, error in failed.items()]
+        if failed_rows and (run.strict or len(failed_rows) == len(rows)):
+            why = "; ".join(f"{f['row']}: {f['error']}" for f in failed_rows[:3])
+            raise StageFailed(f"classify: {'every classifier row failed' if len(failed_rows) == len(rows) else 'a row failed (--strict)'}: {why}")
+        left_out = {id(pending[r]) for r in failed}
+        rows = [row for row in rows if id(row) not in left_out]
         best = classification.best_row(rows, run.cfg.selection_protocol)
-        model = finish_model(run, early or submit_model(run, rows[best], segment_table))
-    return rows, best, model
+        model = finish_model(run, early or submit_model(run, rows[best], segment_table))  # early: one row, not failed
+    return rows, best, model, failed_rows
+
+
+def row_name(row: ComparisonRow) -> str:
+    return f"{row.label} on {row.features or 'the rhythm block'}"
 
 
 def score_recordings(run: Run, records: list[RecordSummary], rows: list[ComparisonRow], best: int) -> RecordingScores | None:

@@ -58,7 +58,7 @@ def _config(config_json: str) -> PipelineConfig:
     return PipelineConfig.model_validate_json(config_json)
 
 
-def injected_fault(stage: str, chunk_index: int) -> None:
+def injected_fault(stage: str, chunk_index: int | str) -> None:
     """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk
     (``segments:B``: batch B, see ``injected_record_fault``)."""
     wanted = {tuple(item.split(":")) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item}
@@ -166,6 +166,7 @@ def feature_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, t
 def classify_fold(store: str, feat_array: str | None, data_key: str, protocol: str, fold: int, config_json: str) -> FoldResult:
     """One outer fold of one protocol for one row; ``config_json`` holds that row's settings."""
     cfg = _config(config_json)
+    injected_fault(classification.STAGE, cfg.classifier.kind)  # classify:<kind> fails every fold of that kind's rows
     return classification.evaluate_fold(classification.row_data(store, cfg, feat_array, data_key), cfg, protocol, fold)
 
 
