@@ -114,9 +114,14 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     try:
         segment_table = plan.table(records)
     except PipelineError as err:  # e.g. a class no record has: the records done are still worth showing
-        status["note"] = f"nothing after the records can be planned: {err}"
+        if len(records) < len(plan.records):  # records still to read (a run under way, or one stopped early) may hold it
+            status["note"] = (f"the records read so far ({len(records)} of {len(plan.records)}) do not yet give every "
+                              f"class: the rest are read first, then the rest is planned ({err})")
+            waiting = "after the records"
+        else:
+            status["note"], waiting = f"nothing after the records can be planned: {err}", "after the fix"
         for stage in [s for s in STAGES[1:] if cfg.recordings.score or s not in OPTIONAL_STAGES]:
-            status["stages"][stage] = _waiting("after the fix")
+            status["stages"][stage] = _waiting(waiting)
         return status
     status["stages"][table.STAGE] = tally([(table.UNIT, table.STAGE, table.UNIT, plan.table_done(segment_table))])
     n = len(segment_table)

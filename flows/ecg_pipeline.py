@@ -69,7 +69,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     records, skipped = steps.segment_records(run)
     absent = run.plan.absent
     log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent))
-    table = steps.segment_table(run, records)
+    table = steps.segment_table(run, records, skipped)
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
     rows, best, model, failed_rows = steps.classify(run, table, extractors)

@@ -366,6 +366,30 @@ def test_status_after_a_run_stopped_by_a_class_without_segments_shows_the_record
     assert status["stages"]["table"]["rerun_computes"] == "after the fix"
 
 
+def test_a_class_without_segments_names_the_records_that_failed_and_status_during_a_run_does_not_blame_the_config(
+        tmp_path, physionet):
+    """A lead misspelt for one database: its records fail, and the class only they hold has no segments. The error
+    blamed the class labels; the records' own error was in run.json only. `status` of a run still reading records
+    said to fix a correct config."""
+    from ecgpipe.config import load_config
+    from ecgpipe.status import run_status
+
+    copy_records(physionet, tmp_path / "data", "vfdb", ["418"])
+    copy_records(physionet, tmp_path / "data", "mitdb", ["201"])
+    cfg = tmp_path / "lead.toml"
+    cfg.write_text(SLICE.replace("[classes]", '[databases.mitdb]\nlead = ["MLIII"]\n[classes]') + 'afib = ["(AFIB"]\n')
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "class(es) ['afib'] have no segments" in proc.stderr
+    assert ("1 record(s) could not be read, and may hold them: 1 x no lead matching ['MLIII'] (the record has "
+            "['MLII', 'V1']) (e.g. ") in proc.stderr and "mitdb/201)" in proc.stderr, proc.stderr
+    # status with the records read so far (here: one of the two, as during a run) says what it waits for
+    (tmp_path / "data" / "mitdb" / "RECORDS").write_text("201\n")
+    fixed = load_config(cfg, {"databases": {"mitdb": {"lead": ["MLII"]}}})
+    status = run_status(fixed, str(tmp_path / "data"), str(tmp_path / "out"))
+    assert "the records read so far (1 of 2) do not yet give every class" in status["note"], status["note"]
+    assert status["stages"]["table"]["rerun_computes"] == "after the records"
+
+
 def test_a_two_patient_pilot_whose_grouped_fold_trains_on_one_class_still_gets_its_report(tmp_path, physionet):
     """mitdb 203 holds AF only among these classes: the grouped fold that tests 201 trains on 203 alone. The run
     crashed in classification (sklearn: "The number of classes has to be greater than one"), with no report for any

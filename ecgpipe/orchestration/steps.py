@@ -149,11 +149,17 @@ def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done
         )
 
 
-def segment_table(run: Run, records: list[RecordSummary]) -> SegmentTable:
+def segment_table(run: Run, records: list[RecordSummary], skipped: list[dict] = ()) -> SegmentTable:
     """Stage 2: the selected dataset, rewritten only when it changed: planned here from the records' summaries, its
     rows gathered and written by tasks (whole chunks each), its attributes and marker written last."""
     with run.log.timed(table.STAGE):
-        planned = run.plan.table(records)
+        try:
+            planned = run.plan.table(records)
+        except PipelineError as err:  # a class without segments: records that failed may be why (a lead typo)
+            if not skipped:
+                raise
+            raise PipelineError(f"{err} {len(skipped)} record(s) could not be read, and may hold them: "
+                                f"{failure_kinds(skipped)}") from None
         changed = not run.plan.table_done(planned)
         if changed:
             digests = table.create_table_arrays(run.store, planned, run.cfg)  # and the row order
