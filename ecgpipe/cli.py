@@ -57,24 +57,25 @@ def cmd_run(args) -> int:
 
     if not args.verbose:
         quiet_console()
+    started = cli_checks.run_json_time(args.out)  # the note on an earlier report is for runs that got going
     try:
         report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None,
                               download=args.download)
     except (RunInterrupted, KeyboardInterrupt) as exc:
         print(f"\necgpipe: {str(exc) or 'interrupted'}; see {args.out.rstrip('/')}/run.json", file=sys.stderr)
-        return with_earlier_report_note(args.out, 130)
+        return with_earlier_report_note(args.out, 130, started)
     except StageFailed as exc:  # some units failed: a rerun recomputes only those (the message says so)
         print(f"\necgpipe: run failed: {exc}", file=sys.stderr)
         if (gone := cli_checks.scheduler_gone_advice(args.scheduler)) is not None:  # why every task of a stage failed at once
             print(gone, file=sys.stderr)
-        return with_earlier_report_note(args.out, 1)
+        return with_earlier_report_note(args.out, 1, started)
     except EcgpipeError as err:  # bad input or settings, found before or during the run: rerunning the same cannot help
         print(f"ecgpipe: {err}", file=sys.stderr)
-        return with_earlier_report_note(args.out, 2)
+        return with_earlier_report_note(args.out, 2, started)
     except Exception as exc:
         print(f"\necgpipe: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(failure_advice(exc, args.out, args.scheduler), file=sys.stderr)
-        return with_earlier_report_note(args.out, 1)
+        return with_earlier_report_note(args.out, 1, started)
     print()
     if report.get("warning"):
         print(report["warning"])

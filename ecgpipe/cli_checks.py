@@ -79,10 +79,18 @@ def earlier_report_note(out: str) -> str | None:
     return f"note: {files} in {out} are still those of an earlier run (written {when}), not this run's"
 
 
-def with_earlier_report_note(out: str, code: int) -> int:
+def run_json_time(out: str) -> float | None:
+    """When ``out``'s run.json was last written (None: there is none)."""
+    run_json = os.path.join(out, "run.json")
+    return os.stat(run_json).st_mtime_ns if "://" not in out and os.path.isfile(run_json) else None
+
+
+def with_earlier_report_note(out: str, code: int, before: float | None = None) -> int:
     """After a run that did not finish: say that the report and model in ``out`` are an earlier run's, if any (they
-    stay, beside this run's config.json and run.json), so nobody reads them as this run's. Returns ``code``."""
-    if (note := earlier_report_note(out)) is not None:
+    stay, beside this run's config.json and run.json), so nobody reads them as this run's. Said only when this run got
+    going (run.json written since ``before``, its time when the run began): a run refused before it started (the
+    folder locked by another, bad settings) changed nothing to warn about. Returns ``code``."""
+    if run_json_time(out) not in (None, before) and (note := earlier_report_note(out)) is not None:
         print(note, file=sys.stderr)
     return code
 

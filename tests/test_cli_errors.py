@@ -651,3 +651,22 @@ def test_classes_with_few_examples_are_named_on_the_console():
     report["subjects_per_class"]["vf"] = 2
     report["class_counts"]["vt"] = 1
     assert few_examples({**report, "subject_word": "record"}) == "vt 1 segment from 1 record"
+
+
+def test_the_earlier_report_note_is_for_runs_that_got_going(tmp_path, capsys):
+    """A run refused before it started (another run holds the folder, a layer the backbone lacks) printed that the
+    folder's report and model are an earlier run's: true, but noise. A run that wrote its run.json and then failed
+    still says it."""
+    from ecgpipe.cli_checks import run_json_time, with_earlier_report_note
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    assert with_earlier_report_note(str(out), 2, run_json_time(str(out))) == 2  # no run.json: nothing started
+    (out / "run.json").write_text('{"status": "completed"}')
+    before = run_json_time(str(out))
+    assert with_earlier_report_note(str(out), 2, before) == 2
+    assert "earlier run" not in capsys.readouterr().err  # run.json untouched: this run never got going
+    os.utime(out / "run.json", ns=(before + 10**9, before + 10**9))  # this run wrote it, then failed
+    assert with_earlier_report_note(str(out), 1, before) == 1
+    assert f"note: report.html/.md/.json in {out} are still those of an earlier run" in capsys.readouterr().err

@@ -246,11 +246,10 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
 
 def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]
              ) -> tuple[list[ComparisonRow], int, ModelJob | None, list[dict]]:
-    """Stage 5: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model.
-    Returns the rows (with their protocol results), the best row, the model artifact, fitted but not yet in its
-    place (``publish_model`` puts it there once the report is written), and the rows that failed: a row whose fold
-    fails is left out of the comparison with its error, the others are reported (one bad row of a sweep used to stop
-    the whole run); every row failing, or any under --strict, stops the run."""
+    """Stage 5: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model. Returns
+    the rows (with their protocol results), the best row, the model artifact, fitted but not yet in its place
+    (``publish_model`` puts it there after the report), and the rows that failed: a row whose fold fails is left out
+    with its error (one bad row of a sweep stopped the run); every row failing, or any under --strict, stops it."""
     with run.log.timed(classification.STAGE):
         rows = run.plan.rows(extractors, segment_table.key)
         pending, failed = [], {}  # failed: pending row index -> its first failed fold's error
@@ -276,7 +275,7 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
             for i, exc in failures:  # the first failed fold of each row names it
                 failed.setdefault(jobs[i].row, f"{jobs[i].protocol} fold {jobs[i].fold}: {error_text(exc)}")
             for r, error in failed.items():
-                run.log.fail(classification.STAGE, pending[r].unit, f"{row_name(pending[r])}: {error}")
+                run.log.fail(classification.STAGE, pending[r].unit, f"{pending[r].name}: {error}")
             for r, row in enumerate(pending):
                 if r in failed:
                     continue
@@ -285,7 +284,7 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
                 run.plan.markers.write(classification.STAGE, row.unit, row.key,
                                        {"label": row.label, "protocols": protocols_to_json(row.protocols)})
             run.log.count(classification.STAGE, computed=len(pending) - len(failed))
-        failed_rows = [{"row": row_name(pending[r]), "error": error} for r, error in failed.items()]
+        failed_rows = [{"row": pending[r].name, "error": error} for r, error in failed.items()]
         if failed_rows and (run.strict or len(failed_rows) == len(rows)):
             why = "; ".join(f"{f['row']}: {f['error']}" for f in failed_rows[:3])
             raise StageFailed(f"classify: {'every classifier row failed' if len(failed_rows) == len(rows) else 'a row failed (--strict)'}: {why}")
@@ -295,9 +294,6 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
         model = finish_model(run, early or submit_model(run, rows[best], segment_table))  # early: one row, not failed
     return rows, best, model, failed_rows
 
-
-def row_name(row: ComparisonRow) -> str:
-    return f"{row.label} on {row.features or 'the rhythm block'}"
 
 
 def score_recordings(run: Run, records: list[RecordSummary], rows: list[ComparisonRow], best: int) -> RecordingScores | None:

@@ -134,6 +134,11 @@ class ComparisonRow:
     def label(self) -> str:
         return self.cfg.classifier_label
 
+    @property
+    def name(self) -> str:
+        """The row in words: its classifier on its features."""
+        return f"{self.label} on {self.features or 'the rhythm block'}"
+
 
 # how predict calls an endpoint: carried by the model, never used by cross-validation (model_key keys it)
 DECISION_FIELDS = {"decision_windows", "change_penalty"}
