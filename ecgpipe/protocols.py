@@ -86,7 +86,7 @@ def make_splits(
         # train on every database but one, test on that one; only classes that every database holds take part
         if databases is None or len(np.unique(databases)) < 2:
             raise ValueError("leave_one_database_out needs segments from at least two databases")
-        names = sorted(np.unique(databases))
+        names = sorted(str(d) for d in np.unique(databases))
         shared = set.intersection(*(set(np.unique(y[databases == d]).tolist()) for d in names))
         if len(shared) < 2:
             raise ValueError(f"leave_one_database_out: the databases {names} share fewer than two classes")

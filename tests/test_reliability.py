@@ -391,6 +391,23 @@ def test_a_class_without_segments_names_the_records_that_failed_and_status_durin
     assert status["stages"]["table"]["rerun_computes"] == "after the records"
 
 
+def test_a_protocol_the_windows_cannot_support_is_named_before_any_spectrogram(tmp_path, physionet):
+    """Leave-one-database-out on databases that share one class failed in the classification stage, after every
+    feature was computed, with sklearn-like text and advice to run again."""
+    copy_records(physionet, tmp_path / "data", "vfdb", ["418"])
+    copy_records(physionet, tmp_path / "data", "mitdb", ["201"])
+    cfg = tmp_path / "lodo.toml"
+    cfg.write_text(SLICE.replace("[classes]", '[databases.mitdb]\nlead = ["MLII"]\n[classes]') + 'afib = ["(AFIB"]\n'
+                   '[sampling]\nmax_per_class = 20\n[cv]\nprotocols = ["stratified_10fold", "leave_one_database_out"]\n')
+    proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert ("cv.protocols: leave_one_database_out: the databases ['mitdb', 'vfdb'] share fewer than two classes, so "
+            "leave_one_database_out cannot be run on this run's windows") in proc.stderr
+    stages = json.loads((tmp_path / "out" / "run.json").read_text())["stages"]
+    assert stages.get("spectrograms", {}).get("computed", 0) == 0 and "features" not in stages or \
+        stages["features"]["computed"] == 0
+
+
 def test_a_two_patient_pilot_whose_grouped_fold_trains_on_one_class_still_gets_its_report(tmp_path, physionet):
     """mitdb 203 holds AF only among these classes: the grouped fold that tests 201 trains on 203 alone. The run
     crashed in classification (sklearn: "The number of classes has to be greater than one"), with no report for any

@@ -156,10 +156,8 @@ def segment_table(run: Run, records: list[RecordSummary], skipped: list[dict] = 
         try:
             planned = run.plan.table(records)
         except PipelineError as err:  # a class without segments: records that failed may be why (a lead typo)
-            if not skipped:
-                raise
-            raise PipelineError(f"{err} {len(skipped)} record(s) could not be read, and may hold them: "
-                                f"{failure_kinds(skipped)}") from None
+            raise (PipelineError(f"{err} {len(skipped)} record(s) could not be read, and may hold them: "
+                                 f"{failure_kinds(skipped)}") if skipped else err) from None
         changed = not run.plan.table_done(planned)
         if changed:
             digests = table.create_table_arrays(run.store, planned, run.cfg)  # and the row order
@@ -175,6 +173,7 @@ def segment_table(run: Run, records: list[RecordSummary], skipped: list[dict] = 
                     digests.setdefault(name, []).extend(per_chunk)
             table.finish_table(run.store, planned, run.cfg, run.plan.markers, digests)
         run.log.count(table.STAGE, computed=int(changed), skipped=int(not changed))
+    classification.check_protocols(run.cfg, classification.read_classification_data(run.store, None))
     run.logger.info(f"segments: {len(planned)} selected of {planned.n_candidates} windows "
                     f"(table {'rewritten' if changed else 'unchanged'})")
     return planned

@@ -198,6 +198,17 @@ def splits_of(row: ComparisonRow, protocol: str, data: ClassificationData) -> tu
     return protocols.make_splits(protocol, data.y, data.subjects, row.cfg.cv, data.databases, row.cfg.class_names)
 
 
+def check_protocols(cfg: PipelineConfig, data: ClassificationData) -> None:
+    """Every protocol's folds can be made from the table's windows (leave-one-database-out needs databases that share
+    two classes): said once the table is written, before any spectrogram or feature, not when the folds start."""
+    for name in cfg.cv.protocols:
+        try:
+            protocols.make_splits(name, data.y, data.subjects, cfg.cv, data.databases, cfg.class_names)
+        except ValueError as err:
+            raise PipelineError(f"cv.protocols: {err}, so {name} cannot be run on this run's windows: leave it out "
+                                "of cv.protocols, or add records") from None
+
+
 def fold_jobs(rows: list[ComparisonRow], data: ClassificationData) -> list[FoldJob]:
     return [FoldJob(r, p, f) for r, row in enumerate(rows) for p in row.cfg.cv.protocols
             for f in range(len(splits_of(row, p, data)[0]))]
