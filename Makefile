@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 CONFIG ?= paper4-best
-OUT ?= runs/$(CONFIG)
+OUT ?= runs/$(basename $(notdir $(CONFIG)))
 # The real PhysioNet copy beside the checkout when there is one; else ./data/physionet (downloaded on first use).
 DATA_DIR ?= $(if $(wildcard ../shared/data/physionet/mitdb/RECORDS),../shared/data/physionet,data/physionet)
 # Downloading is never implicit: asked for only when the run uses ./data/physionet.

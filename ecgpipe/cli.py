@@ -149,7 +149,7 @@ def cmd_status(args) -> int:
     elif doc is not None:
         cfg = config_from_dict(doc["config"], location.child("config.json"))
     else:
-        print(f"ecgpipe: {args.out} holds no run (no config.json); give --config", file=sys.stderr)
+        print(f"ecgpipe: {cli_checks.no_saved_run(location)}", file=sys.stderr)
         return 2
     from ecgpipe.status import run_status
 
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per stage: units done / stale / failed / missing, and what a rerun computes")
     st.add_argument("--out", required=True, help="output folder of a run")
     st.add_argument("--config", default=None, help="compare against this config instead of the one the last run used")
-    st.add_argument("--data-dir", default=None)
+    st.add_argument("--data-dir", default=None, help="the records' folder (default: the one the run used, saved in OUT/config.json)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
 
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
 
     cfg = sub.add_parser("config", help="list presets, or print one fully resolved")
-    cfg.add_argument("name", nargs="?", default=None)
+    cfg.add_argument("name", nargs="?", default=None, help="a preset's name or a TOML file's path (none: list the presets)")
     cfg.set_defaults(func=cmd_config)
     return parser
 

@@ -105,3 +105,10 @@ def few_examples(report: dict, segments: int = 10, subjects: int = 2) -> str:
         if n < segments or k < subjects:
             few.append(f"{c} {n} segment{'s' * (n != 1)} from {k} {word}{'s' * (k != 1)}")
     return "; ".join(few)
+
+
+def no_saved_run(location) -> str:
+    """Why ``status --out OUT`` without --config has nothing to show (``location``: OUT)."""
+    if location.exists(""):
+        return f"{location.url} holds no run (no config.json); give --config"
+    return f"{location.url} does not exist: no run was written there (a typo in --out?)"

@@ -74,7 +74,9 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     path = Path(name_or_path)
     if _names_a_file(name_or_path):
         if not path.is_file():
-            raise ConfigError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else ""))
+            preset = path.stem if path.suffix == ".toml" and path.stem in preset_names() else None
+            raise ConfigError(f"config file {path} not found" + (f" (extended by {chain[-1]})" if chain else "")
+                              + (f"; the preset of that name is given as {preset!r}, without .toml" if preset else ""))
         source, identity = str(path), str(path.resolve())
         try:
             text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
@@ -113,6 +115,9 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     base_data = _without_keys(base_data, unset, source, base_source)
     if "classes" in data:
         base_data = {k: v for k, v in base_data.items() if k != "classes"}  # a class list is stated whole: its order is the class index
+    if "description" not in data and base_data.get("description") and set(data) - {"name"}:
+        # the base's words describe the base's settings, which this file changes (a report said "PCA-128" of PCA-16)
+        data = {**data, "description": f"{base_source} with the changes of {source}: {base_data['description']}"}
     return merge_overrides(base_data, data), f"{source} (extends {base_source})", ((source, data), *base_layers)
 
 

@@ -209,6 +209,9 @@ def load_model(path: str | Path, require_signed: bool | None = None) -> TrainedM
     import skops.io as sio
 
     path = Path(path)
+    if path.is_dir():  # a run's folder given for its artifact
+        hint = f": give {path / 'model.skops'}" if (path / "model.skops").is_file() else " (no model.skops in it)"
+        raise ModelError(path, f"a folder, not a model file{hint}")
     if not path.is_file():
         raise ModelError(path, "model file not found")
     if not zipfile.is_zipfile(path):

@@ -670,3 +670,19 @@ def test_the_earlier_report_note_is_for_runs_that_got_going(tmp_path, capsys):
     os.utime(out / "run.json", ns=(before + 10**9, before + 10**9))  # this run wrote it, then failed
     assert with_earlier_report_note(str(out), 1, before) == 1
     assert f"note: report.html/.md/.json in {out} are still those of an earlier run" in capsys.readouterr().err
+
+
+def test_a_misdirected_path_gets_a_message_that_says_what_to_give(tmp_path, capsys):
+    """A run folder given for its model, a preset's name written as a file, a status of a folder that is not there:
+    each said only "not found" (or "holds no run; give --config")."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.skops").write_bytes(b"")
+    code, _, err = _run(capsys, "predict", "--model", str(run), str(tmp_path / "100"))
+    assert code == 2 and f"{run}: a folder, not a model file: give {run / 'model.skops'}" in err, err
+    code, _, err = _run(capsys, "run", "--config", "paper4.toml", "--out", str(tmp_path / "out"))
+    assert code == 2 and "the preset of that name is given as 'paper4', without .toml" in err, err
+    code, _, err = _run(capsys, "status", "--out", str(tmp_path / "nowhere"))
+    assert code == 2 and "does not exist: no run was written there (a typo in --out?)" in err, err
+    code, _, err = _run(capsys, "status", "--out", str(run))
+    assert code == 2 and "holds no run (no config.json); give --config" in err, err

@@ -181,7 +181,8 @@ def test_a_config_extends_a_preset_or_a_file_and_states_only_what_it_changes(tmp
     lever.write_text('extends = "paper4-best"\nname = "lever"\n[rhythm]\nwaveform = true\n')
     cfg = load_config(lever)
     expected = load_config("paper4-best", {"name": "lever", "rhythm": {"waveform": True}})
-    assert cfg == expected and cfg.rhythm.waveform and cfg.rhythm.irregularity  # the base's other rhythm keys stay
+    assert cfg.model_copy(update={"description": expected.description}) == expected  # its description says it changed
+    assert cfg.rhythm.waveform and cfg.rhythm.irregularity  # the base's other rhythm keys stay
     # a relative path is the extending file's neighbour, whatever the working directory
     (tmp_path / "levers" / "child.toml").write_text('extends = "lever.toml"\nname = "child"\n[cv]\nn_splits = 5\n')
     child = load_config(tmp_path / "levers" / "child.toml")
@@ -323,3 +324,14 @@ def test_endpoint_decision_settings_are_validated():
                          ({"change_penalty": -1}, "greater than or equal to 0"), ({"change_penalty": float("inf")}, "finite")):
         with pytest.raises(ValueError, match=message):
             config_from_dict({**base, "endpoints": {"af": {"classes": ["afib"], **bad}}})
+
+
+def test_a_file_that_changes_its_base_does_not_borrow_the_bases_description_as_its_own(tmp_path):
+    """`extends = "paper4-best"` with pca = 16 was described as "... PCA-128 RBF SVM ..." in its report."""
+    (tmp_path / "small.toml").write_text('extends = "paper4-best"\n[classifier]\npca = 16\n')
+    cfg = load_config(tmp_path / "small.toml")
+    assert cfg.description.startswith(f"preset paper4-best with the changes of {tmp_path / 'small.toml'}: ")
+    (tmp_path / "named.toml").write_text('extends = "paper4-best"\nname = "mine"\n')  # a new name alone changes nothing
+    assert load_config(tmp_path / "named.toml").description == load_config("paper4-best").description
+    (tmp_path / "own.toml").write_text('extends = "paper4-best"\ndescription = "mine"\n[classifier]\npca = 16\n')
+    assert load_config(tmp_path / "own.toml").description == "mine"
