@@ -189,6 +189,7 @@ def test_progress_lines_say_done_total_rate_and_eta():
     assert progress_line("features", 120, 700, 0, 40.0) == "features: 120/700 (17 %), 3.0/s, ETA 3 min 13 s"
     assert progress_line("segments", 5, 10, 1, 10.0) == "segments: 5/10 (50 %), 0.5/s, ETA 10 s, 1 failed"
     assert progress_line("classify", 6, 6, 0, 3.0).endswith("done")
+    assert progress_line("features", 0, 8, 0, 15.0) == "features: 0/8 (0 %), 0.0/s, ETA once a task has finished"  # not "ETA nan s"
 
 
 def test_a_terminal_gets_a_live_bar_and_log_lines_go_above_it(monkeypatch):
@@ -250,3 +251,14 @@ def test_the_flow_process_plans_a_run_without_importing_torch(physionet):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) == 70 and out[1:] == ["[]"], out
+
+
+def test_the_console_shows_the_temporary_servers_address_without_prefects_docs_link():
+    import logging
+
+    from ecgpipe.orchestration.console import NoTaskLines
+
+    record = logging.LogRecord("prefect", logging.INFO, __file__, 1, "Starting temporary server on http://127.0.0.1:8551\n"
+                               "See https://docs.prefect.io/v3/concepts/server#how-to-guides for more information on "
+                               "running a dedicated Prefect server.", (), None)
+    assert NoTaskLines().filter(record) and record.getMessage() == "Starting temporary server on http://127.0.0.1:8551"

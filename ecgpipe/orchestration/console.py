@@ -40,8 +40,11 @@ class NoTaskLines(logging.Filter):
             return False
         if _bar_showing and getattr(record, PROGRESS_RECORD, False):
             return False
+        message = record.getMessage()
+        if message.startswith("Starting temporary server on ") and "\n" in message:  # its first line is the news
+            record.msg, record.args = message.split("\n", 1)[0], ()  # (the rest: a link to Prefect's server docs)
         # the UI link of a temporary Prefect server is dead once the run ends: shown only for a configured server
-        return not (os.environ.get(EPHEMERAL_ENV) == "1" and record.getMessage().startswith("View at "))
+        return not (os.environ.get(EPHEMERAL_ENV) == "1" and message.startswith("View at "))
 
 
 def quiet_console() -> None:
