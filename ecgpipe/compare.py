@@ -232,6 +232,9 @@ def _check_last_run_finished(folder: Path) -> None:
     """A run folder whose last run did not finish holds the report of an earlier run, perhaps of other settings: refused,
     unless that report is asked for by its file name."""
     status = last_run(Location(folder)).get("status")  # none (an evaluation's folder, a copied report): nothing to say
+    if status not in (None, "completed") and not (folder / "report.json").is_file():
+        raise UnreadableFile(f"{folder}: its last run is {status!r} (run.json) and no run there finished: it has no "
+                             "report.json to compare; finish the run first")
     if status not in (None, "completed"):
         raise UnreadableFile(f"{folder}: its last run is {status!r} (run.json), so its report.json is an earlier run's, "
                              f"perhaps of other settings: finish the run, or give {folder / 'report.json'} to compare that report")

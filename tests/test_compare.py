@@ -154,6 +154,10 @@ def test_a_folder_whose_last_run_did_not_finish_is_refused_and_few_subjects_are_
     from ecgpipe.errors import UnreadableFile
     from ecgpipe.results import RunComparison, ScopeComparison
 
+    (tmp_path / "run.json").write_text(json.dumps({"status": "failed", "failed": []}))
+    with pytest.raises(UnreadableFile, match=r"its last run is 'failed' \(run.json\) and no run there finished: it has no "
+                                             r"report.json to compare; finish the run first"):  # it named a file not there
+        read_report(tmp_path)
     (tmp_path / "report.json").write_text("{}")
     (tmp_path / "run.json").write_text(json.dumps({"status": "interrupted", "failed": []}))
     with pytest.raises(UnreadableFile, match=r"its last run is 'interrupted' \(run.json\).*give .*report.json"):
