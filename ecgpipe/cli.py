@@ -38,12 +38,9 @@ def _positive_seconds(text: str) -> float:
 
 
 def _overrides(args) -> dict:
-    over: dict = {}
-    if args.workers is not None:
-        over.setdefault("run", {})["n_workers"] = args.workers
-    if args.random_weights:
-        over.setdefault("features", {})["weights"] = "random"
-    return over
+    over = {"run": {k: v for k, v in (("n_workers", args.workers), ("max_records", args.max_records)) if v is not None},
+            "features": {"weights": "random"} if args.random_weights else {}}
+    return {section: values for section, values in over.items() if values}
 
 
 def cmd_run(args) -> int:
@@ -346,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     run.add_argument("--workers", type=positive_int, default=None, help="local Dask worker processes (overrides run.n_workers)")
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
+    run.add_argument("--max-records", type=positive_int, default=None,
+                     help="a pilot: at most N records of each database, a seeded sample (run.max_records)")
     run.add_argument("--verbose", action="store_true", help="tracebacks and Prefect's per-task lines on the console")
     run.add_argument("--download", action="store_true",
                      help="download configured databases missing from the data folder from PhysioNet (default: never)")

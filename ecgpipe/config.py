@@ -128,6 +128,8 @@ class RunSettings(_Strict):
     n_workers: int = Field(2, gt=0, description="Worker processes of the local Dask cluster.")
     threads_per_worker: int = Field(1, gt=0)
     strict: StrictBool = Field(False, description="Fail on the first bad record instead of skipping it.")
+    max_records: int | None = Field(None, gt=0, description="A pilot: at most this many records of each database, a sample "
+                                    "seeded by sampling.seed (kept in RECORDS order); the full run later reuses their work.")
     fail_fast_after: int = Field(20, ge=0, description="Stop when the first N records all fail with one kind of error (0: never).")
     records_per_task: int = Field(64, gt=0, description="At most this many records per segments task (per-task overhead).")
     signal_s_per_task: float = Field(3600.0, gt=0, description="A segments task takes records until this much signal.")

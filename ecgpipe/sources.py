@@ -8,7 +8,10 @@ read from ``<data dir>/<database>/`` when that folder holds a RECORDS file; othe
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import EcgpipeError
@@ -73,7 +76,18 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
 
 
 def selected_records(config: PipelineConfig, database: str, folder: Path) -> list[str]:
-    """Records of a database to process: the config's subset (checked against RECORDS) or all of them."""
+    """Records of a database to process: the config's subset (checked against RECORDS) or all of them; with
+    ``run.max_records`` a seeded sample of them, in their order (each database's sample its own: adding a database
+    changes no other's)."""
+    names = _listed_records(config, database, folder)
+    n = config.run.max_records
+    if n is None or len(names) <= n:
+        return names
+    rng = np.random.default_rng([config.sampling.seed, zlib.crc32(database.encode())])
+    return [names[i] for i in sorted(rng.choice(len(names), n, replace=False))]
+
+
+def _listed_records(config: PipelineConfig, database: str, folder: Path) -> list[str]:
     labels_csv = config.databases[database].labels_csv
     wanted = config.databases[database].records
     if labels_csv and not (folder / "RECORDS").is_file():

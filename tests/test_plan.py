@@ -195,3 +195,24 @@ def test_records_that_all_failed_are_summarised_by_kind_of_error():
     assert "1 x header file <record>.hea not found (e.g. /d/mine/# my records)" in text and "{" not in text
     many = [{"record": f"/d/r{i}", "error": f"problem {chr(97 + i)}"} for i in range(5)]
     assert failure_kinds(many).endswith("2 other kind(s) of error, in run.json")
+
+
+def test_a_pilot_run_takes_a_seeded_sample_of_each_database_in_its_order(physionet):
+    """`ecgpipe run --max-records N` (run.max_records): N records of each database, the same ones at every run of the
+    same seed, in RECORDS order, each database's sample its own; the full run later reuses their work (keys per record)."""
+    from ecgpipe.cli import _overrides, build_parser
+    from ecgpipe.records import list_records
+    from ecgpipe.sources import selected_records
+
+    args = build_parser().parse_args(["run", "--out", "x", "--max-records", "5", "--workers", "1"])
+    assert _overrides(args) == {"run": {"n_workers": 1, "max_records": 5}}
+    assert _overrides(build_parser().parse_args(["run", "--out", "x"])) == {}
+    cfg = load_config("paper4", _overrides(args))
+    mitdb, vfdb = list_records(physionet / "mitdb"), list_records(physionet / "vfdb")
+    pilot = selected_records(cfg, "mitdb", physionet / "mitdb")
+    assert len(pilot) == 5 and pilot == [r for r in mitdb if r in pilot] and pilot != mitdb[:5]
+    assert selected_records(cfg, "mitdb", physionet / "mitdb") == pilot  # seeded: the same sample every time
+    other = load_config("paper4", {"run": {"max_records": 5}, "sampling": {"seed": 1}})
+    assert selected_records(other, "mitdb", physionet / "mitdb") != pilot
+    assert len(selected_records(cfg, "vfdb", physionet / "vfdb")) == 5 and set(selected_records(cfg, "vfdb", physionet / "vfdb")) <= set(vfdb)
+    assert selected_records(load_config("paper4", {"run": {"max_records": 100}}), "vfdb", physionet / "vfdb") == vfdb
