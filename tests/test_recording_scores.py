@@ -275,3 +275,13 @@ def test_a_run_that_fails_after_its_model_is_fitted_leaves_the_earlier_report_an
     report = run_pipeline(load_config(config), str(data), str(out))
     assert report["model_digest"] == content_digest(out / "model.skops") != json.loads(before["report.json"])["model_digest"]
     assert not (out / "model.next.skops").exists()
+    # an artifact a failed run left waiting is removed once a run reuses the one in place
+    os.environ["ECGPIPE_INJECT_FAILURE"] = "recording_scores:0"
+    try:
+        with pytest.raises(Exception, match="injected failure"):
+            run_pipeline(load_config(_config(out.parent, 3.0)), str(data), str(out), strict=True)
+    finally:
+        del os.environ["ECGPIPE_INJECT_FAILURE"]
+    assert (out / "model.next.skops").is_file()
+    assert run_pipeline(load_config(config), str(data), str(out))["model_digest"] == report["model_digest"]
+    assert not (out / "model.next.skops").exists()

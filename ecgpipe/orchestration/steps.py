@@ -294,7 +294,6 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
     return rows, best, model, failed_rows
 
 
-
 def score_recordings(run: Run, records: list[RecordSummary], rows: list[ComparisonRow], best: int) -> RecordingScores | None:
     """Stage 6 (``[recordings] score = true``): every window of the rhythm-annotated recordings featurised on
     predict's grid (one task per batch of records), then each endpoint called on them as predict calls it, each
@@ -430,7 +429,9 @@ def finish_model(run: Run, job: ModelJob | None) -> ModelJob | None:
 
 def publish_model(run: Run, job: ModelJob | None) -> None:
     """The fitted artifact takes the earlier run's place (an atomic rename), and its marker is written."""
-    if job is None or job.future is None:
+    if job is None or job.future is None:  # reused: an artifact a failed run left waiting is of no use now
+        if job is not None and os.path.isfile(job.staged):
+            os.remove(job.staged)
         return
     os.replace(job.staged, job.path)
     run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
