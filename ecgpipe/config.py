@@ -9,6 +9,7 @@ Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -62,8 +63,38 @@ class DatabaseSettings(_Strict):
     same_subject: dict[str, str] = Field(
         default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201)."
     )
+    subject: Literal["record", "folder", "labels_csv"] = Field("record", description="What one subject (patient) is, "
+        "for the grouped protocol: 'record' (each record, after same_subject); 'folder' (the folder a record lies in "
+        "as RECORDS lists it: ptbdb's patient001/s0010_re, Icentia11k's p00/p00000/p00000_s00); 'labels_csv' (the "
+        "labels CSV's 'subject' column, header 'record,label,subject': PTB-XL's patient_id).")
+    subject_pattern: str | None = Field(None, description="Instead of 'subject': a regular expression searched in "
+        "the record's path as RECORDS lists it; its first group (else the whole match) is the subject, e.g. "
+        "'p[0-9]{8}' for MIMIC-IV-ECG's files/p1000/p10000032/s40689238/40689238. A record it does not match fails.")
     checksum: Literal["verify", "warn", "off"] = Field("verify", description="Header checksums: 'verify' refuses data "
         "that do not match a recorded one (0 = not recorded, as in CinC 2017); 'warn' reads it with a warning; 'off'.")
+
+    @field_validator("subject_pattern")
+    @classmethod
+    def _pattern_compiles(cls, v):
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_subject_rule(self):
+        if self.subject_pattern is not None and self.subject != "record":
+            raise ValueError(f"subject = {self.subject!r} and subject_pattern both say what a subject is: keep one")
+        if self.subject == "labels_csv" and not self.labels_csv:
+            raise ValueError("subject = 'labels_csv' needs labels_csv (a CSV with a 'subject' column)")
+        return self
+
+    @property
+    def records_are_subjects(self) -> bool:
+        """Each record is its own subject (no patient ids): the grouped protocol is record-wise."""
+        return self.subject == "record" and self.subject_pattern is None and not self.same_subject
 
     @field_validator("lead")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from ecgpipe.errors import EcgpipeError
@@ -19,13 +20,29 @@ class LabelsError(EcgpipeError, ValueError):
     """The labels CSV is missing or malformed; the message names the file (and line)."""
 
 
+@dataclass(frozen=True)
+class LabelsTable:
+    """A labels CSV: each record's label, and its subject where the CSV has a ``subject`` column."""
+
+    labels: dict[str, str]
+    subjects: dict[str, str]
+
+
 def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
-    """``record -> label`` from ``db_dir/csv_name``. An optional header row ``record,label`` is skipped; a record
-    written with its file's suffix (``A00001.hea``, from a file listing) is the record ``A00001``."""
+    """``record -> label`` from ``db_dir/csv_name`` (``read_labels_table``)."""
+    return read_labels_table(db_dir, csv_name).labels
+
+
+def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
+    """``db_dir/csv_name`` as ``record,label`` rows; an optional header row ``record,label`` is skipped, a header
+    ``record,label,subject`` asks for a third column on every row (the patient, for ``subject = 'labels_csv'``). A
+    record written with its file's suffix (``A00001.hea``, from a file listing) is the record ``A00001``."""
     path = Path(db_dir) / csv_name
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found (databases.<db>.labels_csv)")
     labels: dict[str, str] = {}
+    subjects: dict[str, str] = {}
+    columns = ["record", "label"]
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which would stick to the first record's name
     try:
         text = path.read_bytes().decode("utf-8-sig")  # newlines as they are, as the csv module wants them
@@ -35,17 +52,22 @@ def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
-        if line_no == 1 and [c.lower() for c in cells[:2]] == ["record", "label"]:
+        if line_no == 1 and [c.lower() for c in cells] in (["record", "label"], ["record", "label", "subject"]):
+            columns = [c.lower() for c in cells]
             continue
-        if len(cells) != 2 or not cells[0] or not cells[1]:
-            raise LabelsError(f"{path}, line {line_no}: expected 'record,label', got {row!r}")
+        if len(cells) != len(columns) or not all(cells):
+            raise LabelsError(f"{path}, line {line_no}: expected '{','.join(columns)}', got {row!r}")
         cells[0] = record_name(cells[0])
         if cells[0] in labels and labels[cells[0]] != cells[1]:
             raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two labels ({labels[cells[0]]!r}, {cells[1]!r})")
+        if cells[0] in subjects and subjects[cells[0]] != cells[2]:
+            raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two subjects ({subjects[cells[0]]!r}, {cells[2]!r})")
         labels[cells[0]] = cells[1]
+        if len(cells) == 3:
+            subjects[cells[0]] = cells[2]
     if not labels:
-        raise LabelsError(f"{path}: no 'record,label' rows")
-    return labels
+        raise LabelsError(f"{path}: no '{','.join(columns)}' rows")
+    return LabelsTable(labels, subjects)
 
 
 def check_record_label(record_path: str, label: str | None, csv_name: str, known: set[str], excluded: set[str]) -> None:

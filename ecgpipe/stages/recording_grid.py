@@ -27,7 +27,7 @@ from ecgpipe.keys import array_digest, code_version, content_key
 from ecgpipe.markers import Markers
 from ecgpipe.records import RhythmEpisode, read_record
 from ecgpipe.stages.features import value_settings
-from ecgpipe.stages.segments import CLASSIFY_MODULES, RecordSummary, RecordUnit
+from ecgpipe.stages.segments import CLASSIFY_MODULES, SUBJECT_SETTINGS, RecordSummary, RecordUnit
 from ecgpipe.store import Layout
 
 STAGE = "recording_grid"
@@ -80,7 +80,8 @@ def settings_name(cfg: PipelineConfig) -> str:
 
 def grid_unit(cfg: PipelineConfig, unit: RecordUnit, subject: str) -> GridUnit:
     settings = grid_settings(cfg)
-    database = cfg.database(unit.database).model_copy(update={"records": []}).model_dump(mode="json")
+    # who is one patient decides folds, not a recording's windows: a new subject rule rescores, it does not refeaturise
+    database = cfg.database(unit.database).model_dump(mode="json", exclude={"records", *SUBJECT_SETTINGS})
     return GridUnit(unit, subject, settings_name(cfg), content_key(STAGE, code(), unit.files_sha256, database, settings))
 
 

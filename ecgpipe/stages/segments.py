@@ -1,10 +1,10 @@
 """Stage 1, one unit per record: read and validate a WFDB record, cut its labelled windows and compute their rhythm
 block, stored under ``records/<db>/<record>`` (windows, starts, episode index, rhythm features; attrs).
 
-Key of a record: its files' digest, its database's settings, the segment and class settings, its CSV label and the
-code version. The *signal key* leaves out the rhythm block (its settings and its modules): spectrograms are computed
-from the windows alone, so changing the rhythm block recomputes records and classifiers, not spectrograms or CNN
-features.
+Key of a record: its files' digest, its database's settings, the segment and class settings, its CSV label, which
+records share its subject and the code version. The *signal key* leaves out the rhythm block (its settings and its
+modules) and the subject rule: spectrograms are computed from the windows alone, so changing the rhythm block or who
+is one patient recomputes records and classifiers, not spectrograms or CNN features.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from ecgpipe.databases import subject_id
 from ecgpipe.dataset import record_windows
 from ecgpipe.edf import read_edf_header
 from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, record_files
-from ecgpipe.labels import check_record_label, read_record_labels
+from ecgpipe.labels import LabelsTable, check_record_label, read_labels_table
 from ecgpipe.markers import Markers
-from ecgpipe.records import read_record
+from ecgpipe.records import RecordError, read_record
 from ecgpipe.rhythm_block import window_rhythm_features
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
 
@@ -54,6 +54,7 @@ class RecordUnit:
     files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
     signal_key: str = ""  # the windows alone (what spectrograms are computed from): the key without the rhythm block
     seconds: float = 0.0  # the record's length from its header (0 when unreadable): how records are batched into tasks
+    csv_subject: str | None = None  # the record's subject cell in the labels CSV (databases.<db>.subject = 'labels_csv')
 
     @property
     def name(self) -> str:
@@ -101,23 +102,31 @@ class RecordSummary:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
-def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None) -> RecordUnit:
+# Which records share a subject: part of a record's key (its summary names its subject), not of its signal key (a
+# new subject rule reassigns folds without recomputing a spectrogram).
+SUBJECT_SETTINGS = ("same_subject", "subject", "subject_pattern")
+
+
+def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None,
+                csv_subject: str | None = None) -> RecordUnit:
     """A record's unit of work and its content keys."""
     settings = cfg.database(database)
+    subject_settings = {name: getattr(settings, name) for name in SUBJECT_SETTINGS}
     digest = file_digest(record_files(db_dir, record, settings.annotator))
     signal_key = content_key(
         STAGE,
         signal_code(),
         digest,
         # which records a run uses is not part of any one record's key: leaving a record out reuses the others
-        settings.model_copy(update={"records": []}).model_dump(mode="json"),
+        settings.model_dump(mode="json", exclude={"records", *SUBJECT_SETTINGS}),
         cfg.segments.model_dump(mode="json"),
         # in order: a window's class index is its class's position, and content_key sorts dict keys
         list(cfg.classes.items()),
         label,
     )
-    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"))
-    return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key, header_seconds(db_dir, record))
+    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"), subject_settings, csv_subject)
+    return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key, header_seconds(db_dir, record),
+                      csv_subject)
 
 
 def header_seconds(db_dir: str, record: str) -> float:
@@ -159,8 +168,9 @@ def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: boo
     for db in cfg.databases:
         folder = database_dir(cfg, db, root, download=download)
         csv_name = cfg.databases[db].labels_csv
-        labels = read_record_labels(folder, csv_name) if csv_name else {}
-        units += [record_unit(cfg, db, rec, str(folder), labels.get(rec)) for rec in selected_records(cfg, db, folder)]
+        table = read_labels_table(folder, csv_name) if csv_name else LabelsTable({}, {})
+        units += [record_unit(cfg, db, rec, str(folder), table.labels.get(rec), table.subjects.get(rec))
+                  for rec in selected_records(cfg, db, folder)]
     return units
 
 
@@ -168,6 +178,11 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     """Read and validate one record, cut its labelled windows, store them; returns its summary and the windows'
     digest (for its marker). Raises ``RecordError`` naming the file and the problem."""
     settings = cfg.database(unit.database)
+    try:
+        subject = subject_id(unit.database, unit.record, settings.same_subject, settings.subject,
+                             settings.subject_pattern, unit.csv_subject)
+    except ValueError as exc:
+        raise RecordError(os.path.join(unit.db_dir, unit.record), str(exc)) from None
     if settings.labels_csv:
         check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings.labels_csv,
                            set(cfg.label_to_class), set(cfg.segments.exclude_labels))
@@ -179,7 +194,7 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     summary = RecordSummary(
         database=unit.database,
         record=unit.record,
-        subject=subject_id(unit.database, unit.record, settings.same_subject),
+        subject=subject,
         lead="+".join(rec.leads),
         n_windows=int(len(found.starts)),
         labels=sorted({ep.label for ep in rec.episodes}),

@@ -1,0 +1,151 @@
+"""Who is one patient: the grouped protocol keeps a subject's records on one side of every fold, so a corpus whose
+patients have several records (ptbdb's and Icentia11k's patient folders, MIMIC's patient ids in paths, PTB-XL's
+patient_id column) needs its subjects said: ``databases.<db>.subject`` ('record', 'folder', 'labels_csv') or
+``subject_pattern``. Real WFDB files as PhysioNet ships them (mitdb, CinC 2017), a real flow run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ecgpipe.config import ConfigError, config_from_dict, load_config
+from ecgpipe.databases import subject_id
+from ecgpipe.labels import LabelsError, read_labels_table, read_record_labels
+
+
+def test_each_subject_rule_names_the_patient_and_says_why_a_record_has_none():
+    assert subject_id("ptbdb", "patient001/s0010_re", {}, "folder") == "ptbdb:patient001"
+    assert subject_id("icentia", "p00/p00000/p00000_s00", {}, "folder") == "icentia:p00/p00000"
+    assert subject_id("ptbdb", "patient001/s0010_re", {}) == "ptbdb:patient001/s0010_re"  # default: the record
+    path = "files/p1000/p10000032/s40689238/40689238"
+    assert subject_id("mimic", path, {}, pattern="p[0-9]{8}") == "mimic:p10000032"  # the whole match
+    assert subject_id("mimic", path, {}, pattern="files/p[0-9]+/([^/]+)/") == "mimic:p10000032"  # its first group
+    assert subject_id("ptbxl", "00001_lr", {}, "labels_csv", csv_subject="15709") == "ptbxl:15709"
+    # same_subject maps a record to its canonical record first, whatever the rule
+    assert subject_id("db", "b/2", {"b/2": "a/1"}, "folder") == "db:a"
+    with pytest.raises(ValueError, match="lies in no folder"):
+        subject_id("ptbdb", "s0010_re", {}, "folder")
+    with pytest.raises(ValueError, match=r"subject_pattern 'p\[0-9\]\{8\}' does not match '100'"):
+        subject_id("mitdb", "100", {}, pattern="p[0-9]{8}")
+    with pytest.raises(ValueError, match="no 'subject' cell"):
+        subject_id("cinc", "A00001", {}, "labels_csv", csv_subject=None)
+    with pytest.raises(ValueError, match="matches an empty string"):
+        subject_id("db", "x/1", {}, pattern="(q*)")
+
+
+def test_subject_settings_are_validated_and_say_what_is_wrong():
+    def db(**settings):
+        return config_from_dict(load_config("paper4", {"databases": {"mitdb": settings}}).model_dump(mode="json")
+                                | {"databases": {"mitdb": {"lead": ["MLII"], **settings}}})
+
+    assert db(subject="folder").databases["mitdb"].subject == "folder"
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        db(subject_pattern="p[0-9")
+    with pytest.raises(ConfigError, match="keep one"):
+        db(subject="folder", subject_pattern="p[0-9]+")
+    with pytest.raises(ConfigError, match="needs labels_csv"):
+        db(subject="labels_csv")
+    with pytest.raises(ConfigError, match="did you mean 'subject'"):
+        db(subjects="folder")
+    assert db().database("mitdb").records_are_subjects is False  # mitdb's 201 and 202 are one patient
+    assert db(subject="folder").databases["mitdb"].records_are_subjects is False
+
+
+def test_a_labels_csv_with_a_subject_column_gives_each_record_its_patient(tmp_path):
+    (tmp_path / "REFERENCE.csv").write_text("record,label,subject\nA1,N,p7\nA2.hea,A,p7\nA3,N,p9\n")
+    table = read_labels_table(tmp_path, "REFERENCE.csv")
+    assert table.labels == {"A1": "N", "A2": "A", "A3": "N"}
+    assert table.subjects == {"A1": "p7", "A2": "p7", "A3": "p9"}
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == table.labels
+    (tmp_path / "REFERENCE.csv").write_text("record,label,subject\nA1,N,p7\nA2,A\n")
+    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 3: expected 'record,label,subject'"):
+        read_labels_table(tmp_path, "REFERENCE.csv")
+    (tmp_path / "REFERENCE.csv").write_text("record,label,subject\nA1,N,p7\nA1,N,p8\n")
+    with pytest.raises(LabelsError, match="line 3: record 'A1' has two subjects"):
+        read_labels_table(tmp_path, "REFERENCE.csv")
+    (tmp_path / "REFERENCE.csv").write_text("A1,N\nA2,A\n")  # CinC's layout: no header, no subjects
+    assert read_labels_table(tmp_path, "REFERENCE.csv").subjects == {}
+
+
+def test_the_subject_rule_is_in_a_records_key_and_not_in_its_signal_key(physionet):
+    from ecgpipe.stages.segments import record_unit
+
+    db_dir = str(physionet / "mitdb")
+    base = record_unit(load_config("paper4"), "mitdb", "100", db_dir)
+    for settings in ({"subject": "folder"}, {"subject_pattern": "[0-9]"}, {"same_subject": {"100": "101"}}):
+        other = record_unit(load_config("paper4", {"databases": {"mitdb": settings}}), "mitdb", "100", db_dir)
+        assert other.key != base.key, settings  # the record's summary names another subject: recomputed
+        assert other.signal_key == base.signal_key, settings  # its windows are the same: no spectrogram recomputed
+
+
+def test_real_cinc_records_take_their_patient_from_the_labels_csv(physionet, tmp_path):
+    from ecgpipe import store as zs
+    from ecgpipe.records import RecordError
+    from ecgpipe.stages.segments import compute_record, plan_records
+    from ecgpipe.store import Layout
+
+    folder = tmp_path / "data" / "cinc"
+    folder.mkdir(parents=True)
+    for name in ("A00002", "A00004", "A00005"):
+        for ext in ("hea", "mat"):
+            shutil.copy(physionet / "cinc2017" / f"{name}.{ext}", folder / f"{name}.{ext}")
+    (folder / "REFERENCE.csv").write_text("record,label,subject\nA00002,N,p1\nA00004,A,p1\nA00005,A,p2\n")
+    doc = load_config("cinc2017").model_dump(mode="json")
+    doc["databases"] = {"cinc": {"fs": 300.0, "labels_csv": "REFERENCE.csv", "subject": "labels_csv"}}
+    cfg = config_from_dict(doc)
+    units = plan_records(cfg, tmp_path / "data", download=False)
+    assert [(u.record, u.csv_subject) for u in units] == [("A00002", "p1"), ("A00004", "p1"), ("A00005", "p2")]
+    store = str(tmp_path / "store.zarr")
+    zs.ensure_groups(store, *Layout.GROUPS, Layout.database("cinc"))
+    summaries = [compute_record(store, u, cfg)[0] for u in units]
+    assert [s.subject for s in summaries] == ["cinc:p1", "cinc:p1", "cinc:p2"]
+    # the same CSV without its subject column: each record fails by name, saying what is missing
+    (folder / "REFERENCE.csv").write_text("A00002,N\nA00004,A\nA00005,A\n")
+    unit = plan_records(cfg, tmp_path / "data", download=False)[0]
+    with pytest.raises(RecordError, match=r"cinc/A00002.*no 'subject' cell"):
+        compute_record(store, unit, cfg)
+
+
+@pytest.mark.system
+def test_patient_folders_keep_a_patients_records_on_one_side_of_every_grouped_fold(physionet, tmp_path, prefect_server):
+    """Real mitdb records in two patient folders (subject = 'folder'), and one record beside them that lies in no
+    folder: the grouped folds split patients, not records, the report counts patients, the record without a patient
+    fails by name while the others' results stand; a new subject rule recomputes records, not spectrograms."""
+    from flows.ecg_pipeline import run_pipeline
+
+    data = tmp_path / "data" / "mitdb"
+    layout = {"pA": ("201", "100"), "pB": ("203", "103"), ".": ("219",)}
+    for folder, records in layout.items():
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        for record in records:
+            for ext in ("hea", "dat", "atr"):
+                shutil.copy(physionet / "mitdb" / f"{record}.{ext}", data / folder / f"{record}.{ext}")
+    (data / "RECORDS").write_text("pA/201\npA/100\npB/203\npB/103\n219\n")
+    doc = load_config("paper4", {"sampling": {"max_per_class": 40}, "features": {"image_size": 64},
+                                 "cv": {"n_splits": 2, "protocols": ["grouped_by_subject"]}}).model_dump(mode="json")
+    doc |= {"databases": {"mitdb": {"lead": ["MLII"], "subject": "folder"}}, "endpoints": {},
+            "classes": {"normal": ["(N"], "afib": ["(AFIB"]}}
+    cfg = config_from_dict(doc)
+    out = tmp_path / "out"
+    report = run_pipeline(cfg, str(tmp_path / "data"), str(out))
+    failed = {"/".join(f["record"].split("/")[-2:]): f["error"] for f in report["skipped_records"]}  # the file's path
+    assert list(failed) == ["mitdb/219"] and "lies in no folder" in failed["mitdb/219"]
+    assert report["record_accounting"]["used"] == 4
+    assert report["n_subjects"] == 2 and report["subjects_per_class"] == {"normal": 2, "afib": 2}
+    assert report["subject_word"] == "patient"
+    grouped = report["protocols"]["grouped_by_subject"]
+    assert {s["subject"] for s in grouped["per_subject"]} == {"mitdb:pA", "mitdb:pB"}
+    # each fold tests one patient folder, both of its records (never one record of each patient)
+    assert [f["test_subjects"] for f in grouped["folds"]] == [1, 1]
+
+    # each record its own subject (the pattern matches none of 219's name still): the records recompute (their
+    # summaries name other subjects), the spectrograms and CNN features of the same windows are reused
+    doc["databases"]["mitdb"] |= {"subject": "record", "subject_pattern": "^p[AB]/[0-9]+$"}
+    report = run_pipeline(config_from_dict(doc), str(tmp_path / "data"), str(out))
+    assert report["n_subjects"] == 4 and len(report["skipped_records"]) == 1
+    assert [f["test_subjects"] for f in report["protocols"]["grouped_by_subject"]["folds"]] == [2, 2]
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert stages["segments"]["computed"] == 4, stages
+    assert stages["spectrograms"]["computed"] == 0 and stages["features"]["computed"] == 0, stages
