@@ -172,6 +172,18 @@ def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
     return [*_header_files(header), db_dir / f"{record}.{annotator}"]
 
 
+def header_lines(path: str | Path) -> list[list[str]]:
+    """A WFDB header's lines split into fields, comments and blank lines left out: the record line first, then one
+    line per signal (or, in a multi-segment record's header, per segment). Raises ``OSError``."""
+    with open(path, errors="replace") as fh:
+        return [ln.split() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def is_multi_segment(lines: list[list[str]]) -> bool:
+    """The record line of a multi-segment record reads ``name/n_segments`` (MIMIC's waveform databases)."""
+    return bool(lines) and "/" in lines[0][0]
+
+
 def _header_files(header: Path, depth: int = 0) -> list[Path]:
     """A WFDB header and the files it names: its signal files, or a multi-segment record's segments (each one's
     header and signal files; ``~``, a gap, has none)."""
@@ -179,16 +191,15 @@ def _header_files(header: Path, depth: int = 0) -> list[Path]:
     if not header.is_file():
         return files
     try:
-        lines = header.read_text(errors="replace").splitlines()
-        names = sorted({ln.split()[0] for ln in lines[1:] if ln.strip() and not ln.startswith("#")})
-        record_line = next(ln for ln in lines if ln.strip() and not ln.startswith("#"))
-        if "/" in record_line.split()[0] and depth == 0:  # "name/n_segments": the lines name segments, not files
-            for name in names:
-                if name != "~" and "/" not in name:
-                    files += _header_files(header.parent / f"{name}.hea", depth + 1)
-        else:
-            # a header names its signal files relative to its own folder (records in subfolders: ptbdb, PTB-XL)
-            files += [header.parent / n for n in names if "/" not in n and n != "~"]  # "~": a layout's, no file
-    except (OSError, IndexError, StopIteration):
-        pass
+        lines = header_lines(header)
+    except OSError:
+        return files
+    names = sorted({line[0] for line in lines[1:]} - {"~"})  # "~": a gap, or a layout's signal file: no file
+    if is_multi_segment(lines) and depth == 0:  # the lines name segments, not files
+        for name in names:
+            if "/" not in name:
+                files += _header_files(header.parent / f"{name}.hea", depth + 1)
+    else:
+        # a header names its signal files relative to its own folder (records in subfolders: ptbdb, PTB-XL)
+        files += [header.parent / n for n in names if "/" not in n]
     return files

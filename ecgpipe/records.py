@@ -21,7 +21,7 @@ from ecgpipe.config import DatabaseSettings
 from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
 from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
 from ecgpipe.errors import RecordError
-from ecgpipe.keys import edf_record_file
+from ecgpipe.keys import edf_record_file, header_lines, is_multi_segment
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,13 @@ def without_segments(folder: str | Path, names: list[str]) -> list[str]:
     parts: set[str] = set()
     for name in names:
         try:
-            with open(os.path.join(str(folder), f"{name}.hea"), errors="replace") as fh:
-                lines = [ln.split() for ln in fh if ln.strip() and not ln.startswith("#")]
+            lines = header_lines(os.path.join(str(folder), f"{name}.hea"))
         except OSError:
             continue
-        if lines and "/" in lines[0][0]:  # "name/n_segments"
+        if is_multi_segment(lines):
             parts.update(line[0] for line in lines[1:])
     return [name for name in names if name not in parts]
+
 
 # Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
 _FORMAT_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12}

@@ -21,7 +21,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.dataset import record_windows
 from ecgpipe.edf import read_edf_header
-from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, record_files
+from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, header_lines, record_files
 from ecgpipe.labels import LabelsTable, check_record_label, read_labels_table
 from ecgpipe.markers import Markers
 from ecgpipe.records import RecordError, read_record
@@ -140,10 +140,9 @@ def header_seconds(db_dir: str, record: str) -> float:
         except Exception:  # a bad file is named by the record's own read, not by task planning
             return 0.0
     try:
-        with open(os.path.join(str(db_dir), f"{record}.hea")) as fh:
-            line = next(ln for ln in fh if ln.strip() and not ln.startswith("#")).split()
+        line = header_lines(os.path.join(str(db_dir), f"{record}.hea"))[0]
         return int(line[3]) / float(line[2].split("/")[0].split("(")[0])
-    except (OSError, StopIteration, IndexError, ValueError, ZeroDivisionError):
+    except (OSError, IndexError, ValueError, ZeroDivisionError):
         return 0.0
 
 
