@@ -74,6 +74,20 @@ def test_a_record_in_a_subfolder_is_keyed_by_its_own_signal_file(tmp_path, physi
     assert file_digest(record_files(tmp_path / "db", "sub/100", "atr")) != digest  # the signal's bytes count
 
 
+def test_a_header_that_opens_with_a_comment_names_its_signal_files_only(tmp_path, physionet):
+    """Comments may come before the record line (WFDB allows them anywhere): the key, the record's length for task
+    planning and the folder listing all read the record line after them, not the comment."""
+    from ecgpipe.records import without_segments
+    from ecgpipe.stages.segments import header_seconds
+
+    for ext in ("dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", tmp_path / f"100.{ext}")
+    (tmp_path / "100.hea").write_text("# exported by a recorder\n" + (physionet / "mitdb" / "100.hea").read_text())
+    assert [f.name for f in record_files(tmp_path, "100", "atr")] == ["100.hea", "100.dat", "100.atr"]
+    assert header_seconds(str(tmp_path), "100") == 650000 / 360
+    assert without_segments(tmp_path, ["100"]) == ["100"]
+
+
 def test_one_records_unexpected_error_fails_that_record_alone(tmp_path, physionet, monkeypatch):
     """A bug that one odd record triggers (here an IndexError) is not a transient error: the batch goes on, the
     other records are computed and marked, and the odd one is reported with its error."""
