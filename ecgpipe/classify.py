@@ -176,7 +176,8 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
         fit_params["clf__sample_weight"] = weights
     splits = inner_splits(settings, y, groups, seed) if settings.tune else []
     if not splits:  # not tuned, or too few subjects to tune on: the configured values
-        return model.fit(X, y, **fit_params), {}
+        model.fit(X, y, **fit_params)
+        return model, pca_capped(model)
     clf = "clf__estimator__" if isinstance(model[-1], CalibratedClassifierCV) else "clf__"
     grid = {f"{clf}learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {f"{clf}C": list(settings.C_grid)}
     if settings.kind == "svc" and settings.kernel != "linear":
@@ -189,7 +190,21 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
             warnings.simplefilter("ignore", UserWarning)
             search.fit(X, y, groups=groups, **fit_params)
     chosen = {k.removeprefix(clf): v for k, v in search.best_params_.items()}
-    return search.best_estimator_.set_params(memory=None), chosen  # the saved model points at no (deleted) cache
+    best = search.best_estimator_.set_params(memory=None)  # the saved model points at no (deleted) cache
+    return best, {**chosen, **pca_capped(best)}
+
+
+def pca_capped(model) -> dict:
+    """``{"pca_components": n}`` when the fitted model's PCA kept fewer components than asked (``CappedPCA``: a fold
+    with fewer training rows than ``pca``), for the report to say so; else empty."""
+    def parts(est):
+        yield est
+        for child in [s for _, s in getattr(est, "steps", [])] + [t for _, t, _ in getattr(est, "transformers_", [])]:
+            if isinstance(child, BaseEstimator):
+                yield from parts(child)
+
+    kept = [p.n_components_ for p in parts(model) if isinstance(p, CappedPCA) and p.n_components_ < p.n_components]
+    return {"pca_components": min(kept)} if kept else {}
 
 
 def subject_weights(classes: np.ndarray, subjects: np.ndarray, power: float) -> np.ndarray:

@@ -139,6 +139,20 @@ def record_accounting(records: list[RecordSummary], skipped: list[dict], n_plann
     return counts
 
 
+def capped_pca_warning(rows: list[ComparisonRow]) -> str:
+    """Rows whose PCA kept fewer components than asked in some fold (fewer training rows than ``pca``): their numbers
+    are not those of the configured classifier."""
+    capped = []
+    for row in rows:
+        kept = [f.chosen["pca_components"] for m in row.protocols.values() for f in m.folds if "pca_components" in f.chosen]
+        if kept:
+            capped.append(f"{row.label} ({min(kept)} of {row.cfg.classifier.pca} in {len(kept)} fold(s))")
+    if not capped:
+        return ""
+    return ("PCA kept fewer components than asked, the folds having fewer training rows: " + "; ".join(capped)
+            + ". More records (or a smaller classifier.pca) give the configured classifier.")
+
+
 def failed_rows_warning(failed_rows) -> str:
     if not failed_rows:
         return ""
@@ -164,7 +178,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             # the detailed sections are the best row's
             "warning": " ".join(w for w in [RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else "",
                                             one_class_warning(rows[best].protocols, cfg.class_names, best_cfg.classifier.kind),
-                                            failed_rows_warning(failed_rows)] if w) or None,
+                                            capped_pca_warning(rows), failed_rows_warning(failed_rows)] if w) or None,
             "failed_rows": list(failed_rows),
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,

@@ -182,7 +182,13 @@ def test_a_pca_wider_than_a_folds_training_rows_keeps_what_the_rows_allow_and_th
         result = evaluate_protocol(X, y, np.arange(60) % 6, ["a", "b", "c"], "stratified_10fold", settings,
                                    CVSettings(n_splits=3), n_cnn=200)
         assert result.accuracy > 0.8
-    model, _ = fit_classifier(X, y, settings, n_cnn=200)
+        # each fold's 40 training rows capped PCA at 40: the folds say so, for the report's warning
+        assert [f.chosen for f in result.folds] == [{"pca_components": 40}] * 3
+    model, chosen = fit_classifier(X, y, settings, n_cnn=200)
+    assert chosen == {"pca_components": 60}
+    assert fit_classifier(X, y, settings.model_copy(update={"pca": 50}), n_cnn=200)[1] == {}  # as asked: nothing to say
+    tuned, chosen = fit_classifier(X, y, settings.model_copy(update={"tune": True, "C_grid": [1.0, 10.0]}), n_cnn=200)
+    assert chosen["pca_components"] == 60 and chosen["C"] in (1.0, 10.0)
     cfg = load_config("paper4", {"classifier": settings.model_dump(), "rhythm": {"enabled": True}})
     save_model(tmp_path / "m.skops", model, cfg, weights_source="test", n_cnn=200, training={"n_segments": 60})
     loaded = load_model(tmp_path / "m.skops")  # CappedPCA is a trusted type of the artifact
@@ -322,3 +328,23 @@ def test_a_fold_that_trains_on_one_class_calls_everything_that_class_and_tuning_
     assert all(len(np.unique(y[tr])) == 2 for tr, _ in inner_splits(tuned, y, four))
     note = one_class_folds([(np.arange(20, 40), np.arange(20)), (np.arange(40), np.arange(0))], y, ["normal", "afib"])
     assert note.startswith("1 of 2 folds train on one class only") and "fold 1: afib" in note
+
+
+def test_the_report_warns_of_rows_whose_pca_was_capped():
+    """A capped PCA changes the classifier: the report's warning names the row, the components kept and in how many
+    folds (report.json ``warning``, report.md's first lines)."""
+    from types import SimpleNamespace
+
+    from ecgpipe.config import load_config
+    from ecgpipe.report_build import capped_pca_warning
+    from ecgpipe.stages.classification import ComparisonRow
+
+    cfg = load_config("paper4-best")
+    row = ComparisonRow(cfg=cfg, extractor=None, key="k", unit="u", features=None, data_key="d")
+    folds = [SimpleNamespace(chosen={"C": 1.0, "pca_components": n}) for n in (90, 95)] + [SimpleNamespace(chosen={"C": 1.0})]
+    row.protocols = {"grouped_by_subject": SimpleNamespace(folds=folds)}
+    assert capped_pca_warning([row]) == (
+        f"PCA kept fewer components than asked, the folds having fewer training rows: {row.label} (90 of 128 in 2 "
+        "fold(s)). More records (or a smaller classifier.pca) give the configured classifier.")
+    row.protocols = {"grouped_by_subject": SimpleNamespace(folds=folds[2:])}
+    assert capped_pca_warning([row]) == ""
