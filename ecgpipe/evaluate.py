@@ -159,7 +159,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             # per record (CSV labels) only the classes are scored; per window, the endpoints too, as predict calls them
             pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None if labels is not None else decisions)
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
-            failed.append({"record": f"{db}/{name}", "error": str(err)})
+            # the error names the record's path: grouped by kind with that path taken out (failure_kinds)
+            failed.append({"record": getattr(err, "record_path", f"{db}/{name}"), "error": str(err)})
             accounting["failed"] += 1
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"failed: {err}"})
             continue

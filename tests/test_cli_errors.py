@@ -494,9 +494,9 @@ def test_evaluate_takes_the_missing_samples_policy_of_the_dataset_it_scores(af_m
                               "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / policy))
         found[policy] = (code, err)
     code, err = found["error"]  # every record failed: the error says why (it printed the counts alone)
-    assert code == 2 and "could be scored (records 1, failed 1); failed: 1 x " in err, err
+    assert code == 2 and "could be scored (records 1, failed 1); failed: 1 x <record>: 3600 NaN samples" in err, err
     assert 'NaN samples in lead MLII (first at sample 43200) (samples in the gaps between its segments have no signal: ' \
-           'nan_policy = "drop" in [segments]' in err and "(e.g. mimicish/pilot)" in err
+           'nan_policy = "drop" in [segments]' in err and f"(e.g. {tmp_path / 'data' / 'mimicish' / 'pilot'})" in err
     code, err = found["drop"]
     doc = json.loads((tmp_path / "drop" / "evaluation.json").read_text())
     assert code == 0 and doc["accounting"]["scored"] == 1 and doc["accounting"]["failed"] == 0, err
