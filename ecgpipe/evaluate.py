@@ -33,9 +33,10 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from ecgpipe.config import PipelineConfig
+from ecgpipe.databases import subject_id
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.errors import EcgpipeError, PipelineError, failure_kinds
-from ecgpipe.labels import read_record_labels
+from ecgpipe.labels import read_labels_table
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
@@ -82,6 +83,10 @@ def score(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, dataset: Pipeli
     return {
         "unit": unit,
         "n": int(len(y)),
+        # what the endpoints' intervals resample: the dataset's subjects (records, or patients where its config says
+        # who is one: same_subject, subject, subject_pattern)
+        "n_subjects": int(len(np.unique(groups))),
+        "subject_word": "record" if all(dataset.database(d).records_are_subjects for d in dataset.databases) else "patient",
         "accuracy": float(accuracy_score(y, y_pred)),
         # over the dataset classes present in the reference (a class with no record/window has no F1)
         "macro_f1": float(f1_score(y, y_pred, labels=np.unique(y), average="macro", zero_division=0)),
@@ -127,11 +132,12 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     for db in dataset.databases:
         folder = database_dir(dataset, db, data_dir, download=False)
         settings = dataset.database(db)
-        labels = read_record_labels(folder, settings.labels_csv) if settings.labels_csv else None
+        table = read_labels_table(folder, settings.labels_csv) if settings.labels_csv else None
+        labels = table.labels if table else None
         names = selected_records(dataset, db, folder)
         absent = set(without_files(dataset, db, folder, names))  # listed by the CSV, no file: counted, not failed
         n_absent += len(absent)
-        todo += [(db, folder, settings, r, labels) for r in names if r not in absent]
+        todo += [(db, folder, settings, r, labels, table.subjects.get(r) if table else None) for r in names if r not in absent]
     if max_records is not None and len(todo) > max_records:
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
         todo = [todo[i] for i in keep]
@@ -145,7 +151,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
     tallies = {name: RecordingTally() for name in shared}
     started, last = time.monotonic(), time.monotonic()
-    for i, (db, folder, settings, name, labels) in enumerate(todo):
+    for i, (db, folder, settings, name, labels, csv_subject) in enumerate(todo):
         label = labels.get(name) if labels is not None else None
         if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
             reason = "excluded_label" if label in excluded else "unknown_label"
@@ -153,6 +159,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {reason.replace('_', ' ')}"})
             continue
         try:
+            # intervals are bootstrapped over the dataset's subjects (its config says who is one patient)
+            subject = subject_id(db, name, settings.same_subject, settings.subject, settings.subject_pattern, csv_subject)
             # the dataset's policy for missing samples (its config describes its records), not the training data's
             rec = read_record(folder, db, name, settings, nan_policy=dataset.segments.nan_policy,
                               record_label=label, n_leads=model.config.segments.n_leads)
@@ -173,7 +181,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             truth = dataset.class_names.index(dataset.label_to_class[label])
             voted = pred.record_class
             guess = int(mapped[model.class_names.index(voted)]) if voted is not None else len(dataset.class_names)
-            y_rec.append(truth), p_rec.append(guess), g_rec.append(f"{db}/{name}")
+            y_rec.append(truth), p_rec.append(guess), g_rec.append(subject)
             rows.append({"record": f"{db}/{name}", "label": dataset.class_names[truth], "model_class": voted or "",
                          "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen})
         else:
@@ -182,7 +190,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             use = ok & (ref >= 0)
             y_win += ref[use].tolist()
             p_win += mapped[pred.window_classes[use]].tolist()
-            g_win += [f"{db}/{name}"] * int(use.sum())
+            g_win += [subject] * int(use.sum())
             rows.append({"record": f"{db}/{name}", "label": "", "model_class": "", "predicted": "", "windows": int(use.sum()),
                          "in_training": seen})
             labels_of = window_labels(rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s,
@@ -250,7 +258,8 @@ def render_markdown(ev: EvaluationResult) -> str:
         lines += [f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in zip(ev.dataset_classes, r["confusion_matrix"])]
         if r["endpoints"]:
             header, rows = endpoint_table(r["endpoints"])
-            lines += ["", "Clinical endpoints (95 % bootstrap over records):", "", "| " + " | ".join(header) + " |",
+            over = f"{r['n_subjects']} {r['subject_word']}s" if "n_subjects" in r else "records"  # older files: records
+            lines += ["", f"Clinical endpoints (95 % bootstrap over {over}):", "", "| " + " | ".join(header) + " |",
                       "|---|---|---:|---:|---:|---:|---:|---|"] + ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     if ev.recordings:

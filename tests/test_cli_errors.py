@@ -474,6 +474,42 @@ def test_evaluate_scores_endpoints_over_whole_recordings_as_predict_calls_them(a
     assert code == 2 and "--endpoint-smooth: the model has no endpoint afib" in err
 
 
+def test_evaluate_bootstraps_over_the_patients_the_dataset_config_names(af_model, physionet, tmp_path, capsys):
+    """Real CinC 2017 records with a labels CSV naming two patients (``subject = "labels_csv"``): the endpoints'
+    intervals resample the two patients, not the six records, and the report says which; without a subject rule
+    each record is its own subject. A record the rule gives no subject fails by name, the others are scored."""
+    import json
+
+    folder = tmp_path / "data" / "cinc"
+    folder.mkdir(parents=True)
+    names = ["A00002", "A00004", "A00005", "A00006", "A00007", "A00009"]  # N A A N N A
+    for name in names:
+        for ext in ("hea", "mat"):
+            shutil.copy(physionet / "cinc2017" / f"{name}.{ext}", folder / f"{name}.{ext}")
+    labels = dict(line.split(",") for line in (physionet / "cinc2017" / "REFERENCE-v3.csv").read_text().split())
+    (folder / "REFERENCE.csv").write_text("record,label,subject\n" + "".join(
+        f"{n},{labels[n]},{'p1' if i < 3 else 'p2'}\n" for i, n in enumerate(names)))
+    text = ('name = "cinc-patients"\n[databases.cinc]\nfs = 300\nlabels_csv = "REFERENCE.csv"\n{rule}'
+            '[classes]\nnormal = ["N"]\nafib = ["A"]\n[endpoints.af]\nclasses = ["afib"]\n')
+    found = {}
+    for rule in ('subject = "labels_csv"\n', "", 'subject_pattern = "A0000[2-7]"\n'):
+        dataset = tmp_path / "dataset.toml"
+        dataset.write_text(text.format(rule=rule))
+        code, out, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset),
+                              "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / str(len(found))))
+        assert code == 0, err
+        found[rule] = (json.loads((tmp_path / str(len(found)) / "evaluation.json").read_text()),
+                       (tmp_path / str(len(found)) / "evaluation.md").read_text())
+    doc, md = found['subject = "labels_csv"\n']
+    assert doc["results"]["records"]["n"] == 6 and doc["results"]["records"]["n_subjects"] == 2
+    assert doc["results"]["records"]["subject_word"] == "patient" and "95 % bootstrap over 2 patients" in md
+    doc, md = found[""]
+    assert doc["results"]["records"]["n_subjects"] == 6 and "95 % bootstrap over 6 records" in md
+    doc, _ = found['subject_pattern = "A0000[2-7]"\n']  # A00009 has no subject under this rule: it alone fails
+    assert doc["accounting"]["failed"] == 1 and doc["results"]["records"]["n"] == 5
+    assert doc["results"]["records"]["n_subjects"] == 5
+
+
 def test_evaluate_takes_the_missing_samples_policy_of_the_dataset_it_scores(af_model, physionet, tmp_path, capsys):
     """The multi-segment record's gap (NaN) fails the record under the default policy, with the dataset config's key
     to change; the dataset config's nan_policy = "drop" scores it (it was the training config's, which evaluate's
