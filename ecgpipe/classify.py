@@ -31,13 +31,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from ecgpipe.aggregate import record_votes
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
 from ecgpipe.protocols import make_splits
 from ecgpipe.protocols import protocol as protocol_named
-from ecgpipe.results import ProtocolResult, RecordLevel
+from ecgpipe.results import ProtocolResult
 
 
 class BlockWeights(TransformerMixin, BaseEstimator):
@@ -76,11 +75,19 @@ class CappedPCA(TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        # scikit-learn's PCA.fit_transform, as before the cap: on the rows it is fitted to it returns U * S of its
+        # (randomized, for PCA-128 of 1280 columns) SVD, which differs from transform(X) by a few percent in the
+        # later components; inner CV choices of C are near ties that this difference decides, so every published
+        # result depends on it (0.3.0 projected training rows with transform and moved paper4-best's grouped fold 2)
         X = np.asarray(X)
         self.n_components_ = min(self.n_components, X.shape[0], X.shape[1])
-        self.pca_ = PCA(self.n_components_, random_state=self.random_state).fit(X)
+        self.pca_ = PCA(self.n_components_, random_state=self.random_state)
         self.n_features_in_ = X.shape[1]
-        return self
+        return self.pca_.fit_transform(X)
 
     def transform(self, X):
         return self.pca_.transform(X)
@@ -195,15 +202,17 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
 
 
 def pca_capped(model) -> dict:
-    """``{"pca_components": n}`` when the fitted model's PCA kept fewer components than asked (``CappedPCA``: a fold
-    with fewer training rows than ``pca``), for the report to say so; else empty."""
+    """``{"pca_components": n}`` when the fitted model's PCA kept fewer components than asked because its fold had
+    fewer training rows (``CappedPCA``), for the report to say so; else empty. A block narrower than ``pca`` keeps
+    all its columns: nothing to say."""
     def parts(est):
         yield est
         for child in [s for _, s in getattr(est, "steps", [])] + [t for _, t, _ in getattr(est, "transformers_", [])]:
             if isinstance(child, BaseEstimator):
                 yield from parts(child)
 
-    kept = [p.n_components_ for p in parts(model) if isinstance(p, CappedPCA) and p.n_components_ < p.n_components]
+    kept = [p.n_components_ for p in parts(model)
+            if isinstance(p, CappedPCA) and p.n_components_ < min(p.n_components, p.n_features_in_)]
     return {"pca_components": min(kept)} if kept else {}
 
 
@@ -374,42 +383,6 @@ def summarize_protocol(
         "folds": folds,
         "endpoints": {k: v.to_json() for k, v in endpoint_results(y, y_pred, groups, class_names, endpoints or {}).items()},
         "level": level,
-    })
-
-
-MAJORITY_VOTE = "majority vote of the record's segment predictions; ties go to the class listed first"
-MEAN_PROBABILITY = "argmax of the mean class probability of the record's segments"
-
-
-def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: np.ndarray | None = None,
-                         endpoints: dict[str, EndpointSettings] | None = None, rule: str | None = None,
-                         y_proba: np.ndarray | None = None) -> RecordLevel:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of per-record majority votes
-    (CSV-labelled databases), and every record's out-of-fold outcome (``test_fold``: the outer fold that tested
-    each segment)."""
-    names, true, voted, shares = record_votes(y, y_pred, records, len(class_names), y_proba)
-    rule = rule or (MEAN_PROBABILITY if y_proba is not None else MAJORITY_VOTE)
-    labels = np.arange(len(class_names))
-    precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
-    cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
-    specificity = one_vs_rest_specificity(cm)
-    outcomes = []
-    for k, record in enumerate(names):
-        rows = (records == record) & (y_pred >= 0)
-        folds = sorted({int(f) for f in test_fold[rows]}) if test_fold is not None else []
-        outcomes.append({"record": record, "label": class_names[true[k]], "predicted": class_names[voted[k]],
-                         "votes": {c: round(float(shares[k][i]), 4) for i, c in enumerate(class_names)}, "folds": folds})
-    return RecordLevel.model_validate({
-        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(support[i]), "specificity": specificity[i]} for i, c in enumerate(class_names)} if names else {},
-        "endpoints": ({k: v.to_json() for k, v in endpoint_results(true, voted, np.array(names), class_names, endpoints).items()}
-                      if names and endpoints else {}),
-        "records": outcomes,
-        "rule": rule,
-        "n_records": len(names),
-        "accuracy": float(accuracy_score(true, voted)) if names else None,
-        "macro_f1": macro_f1(true, voted, len(class_names)) if names else None,
-        "confusion_matrix": cm.tolist(),
     })
 
 

@@ -113,21 +113,23 @@ def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[s
                             "evaluations, the same records with the same labels")
 
 
-def one_answer_per_record(outcomes: list[tuple[str, str, str]], class_names: list[str]) -> SubjectConfusions:
-    """(record, label, answer) outcomes as one-window confusion matrices, records sorted: each record its own unit
-    of the bootstrap, as the report's per-record intervals count them."""
+def one_answer_per_record(outcomes: list[tuple[str, str, str, str]], class_names: list[str]) -> SubjectConfusions:
+    """(subject, record, label, answer) outcomes as confusion matrices per subject (its records' answers summed),
+    subjects sorted: the unit of the bootstrap, as the report's per-record intervals count them (a file from before
+    0.4.0 names no subject: its records are their own)."""
     index = {name: i for i, name in enumerate(class_names)}
-    outcomes = sorted(outcomes)
-    counts = np.zeros((len(outcomes), len(class_names), len(class_names)), dtype=np.int64)
-    for i, (_, label, answer) in enumerate(outcomes):
-        counts[i, index[label], index[answer]] = 1
-    return SubjectConfusions([record for record, _, _ in outcomes], counts)
+    subjects = sorted({subject or record for subject, record, _, _ in outcomes})
+    row = {s: i for i, s in enumerate(subjects)}
+    counts = np.zeros((len(subjects), len(class_names), len(class_names)), dtype=np.int64)
+    for subject, record, label, answer in outcomes:
+        counts[row[subject or record], index[label], index[answer]] += 1
+    return SubjectConfusions(subjects, counts)
 
 
 def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectConfusions:
     """Per record, its one outcome (label x the class its windows voted for) of a CSV-labelled dataset's record-level
     result."""
-    return one_answer_per_record([(r.record, r.label, r.predicted) for r in records.records], class_names)
+    return one_answer_per_record([(r.subject, r.record, r.label, r.predicted) for r in records.records], class_names)
 
 
 def recording_confusions(records: list[dict], endpoint: str) -> SubjectConfusions:
@@ -275,7 +277,8 @@ def _evaluation(path: Path, doc: dict) -> FinishedRun:
         raise NotPaired(f"{path}: scored per window of rhythm-annotated records; `ecgpipe compare` pairs evaluations "
                         "of datasets labelled per record (CSV), whose every record's answer the evaluation lists")
     names = list(result["confusion_columns"])  # the dataset's classes, then the column of unmapped answers
-    scored = [(row["record"], row["label"], row["predicted"]) for row in doc["records"] if row.get("predicted")]
+    scored = [(row.get("subject", ""), row["record"], row["label"], row["predicted"])
+              for row in doc["records"] if row.get("predicted")]
     endpoints = {name: EndpointSettings(classes=e["classes"]) for name, e in result["endpoints"].items()}
     model = f"model {doc['model']} ({doc['model_preset']})"
     return FinishedRun(path, model, names, endpoints, {},
@@ -350,7 +353,8 @@ def comparison_markdown(result: RunComparison) -> str:
     lines = [f"A: {result.a} ({result.a_classifier})", f"B: {result.b} ({result.b_classifier})"]
     for scope in result.scopes:
         c = scope.comparison
-        unit = "records" if c.level == "record" or scope.scored.startswith("records") else "subjects"
+        per_record = c.level == "record" or scope.scored.startswith("records")
+        unit = "subjects" if not per_record else "records" if c.n_subjects == c.n_rows else "patients"
         lines += ["", f"### {scope.protocol}, {scope.scored}: {c.n_rows} scored, paired bootstrap over {c.n_subjects} "
                       f"{unit} ({c.n_boot} draws)", "",
                   "| metric | A | B | A - B | 95 % CI of A - B | draws with A higher | verdict |",

@@ -313,6 +313,13 @@ class PipelineConfig(_Strict):
                 + (BEAT_DETAIL_FEATURES if self.rhythm.beat_detail else ()) + (WAVEFORM_FEATURES if self.rhythm.waveform else ()))
 
     @property
+    def subject_word(self) -> str:
+        """What the grouped folds keep together, in words: "record" where no database has patient ids (labelled per
+        record by a CSV, each record its own subject: CinC 2017), else "patient"."""
+        return "record" if all(self.database(n).labels_csv and self.database(n).records_are_subjects
+                               for n in self.databases) else "patient"
+
+    @property
     def segment_stride(self) -> int:
         return int(round(self.segments.stride_s * self.segments.target_fs))
 

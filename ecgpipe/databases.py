@@ -40,20 +40,24 @@ KNOWN_DATABASES: dict[str, KnownDatabase] = {
 def subject_id(database: str, record: str, same_subject: dict[str, str], rule: str = "record",
                pattern: str | None = None, csv_subject: str | None = None) -> str:
     """Subject id ``"<db>:<subject>"``: the record mapped by ``same_subject`` to its canonical record, then per
-    ``rule`` (``databases.<db>.subject``) that record, the folder it lies in, or its labels CSV ``subject`` cell;
-    ``pattern`` (``subject_pattern``): its first group, else the whole match, searched in the record's path. Raises
-    ``ValueError`` saying why a record has no subject (the caller names the record)."""
+    ``rule`` (``databases.<db>.subject``) that record, the folder it lies in, or ``csv_subject`` (the labels CSV's
+    ``subject`` cell of that record, which the caller looks up); ``pattern`` (``subject_pattern``): its first group,
+    else the whole match, of the first match in the record's path. Raises ``ValueError`` saying why a record has no
+    subject (the caller names the record)."""
     canonical = same_subject.get(record, record)
     if pattern is not None:
         found = re.search(pattern, canonical)
         if found is None:
             raise ValueError(f"no subject: subject_pattern {pattern!r} does not match {canonical!r}")
         part = found.group(1) if found.re.groups else found.group(0)
+        if not part:
+            raise ValueError(f"no subject: subject_pattern {pattern!r} matches {canonical!r} with an empty "
+                             f"{'first group' if found.re.groups else 'match'}")
     elif rule == "folder":
-        if "/" not in canonical:
+        part = canonical.rsplit("/", 1)[0] if "/" in canonical else ""
+        if not part:
             raise ValueError("no subject: the record lies in no folder of its database (subject = 'folder' takes "
                              "the folder RECORDS lists it in, as in patient001/s0010_re)")
-        part = canonical.rsplit("/", 1)[0]
     elif rule == "labels_csv":
         if not csv_subject:
             raise ValueError("no subject: the labels CSV has no 'subject' cell for this record (subject = 'labels_csv' "
@@ -61,6 +65,4 @@ def subject_id(database: str, record: str, same_subject: dict[str, str], rule: s
         part = csv_subject
     else:
         part = canonical
-    if not part:
-        raise ValueError(f"no subject: subject_pattern {pattern!r} matches an empty string in {canonical!r}")
     return f"{database}:{part}"

@@ -86,7 +86,7 @@ def score(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, dataset: Pipeli
         # what the endpoints' intervals resample: the dataset's subjects (records, or patients where its config says
         # who is one: same_subject, subject, subject_pattern)
         "n_subjects": int(len(np.unique(groups))),
-        "subject_word": "record" if all(dataset.database(d).records_are_subjects for d in dataset.databases) else "patient",
+        "subject_word": dataset.subject_word,
         "accuracy": float(accuracy_score(y, y_pred)),
         # over the dataset classes present in the reference (a class with no record/window has no F1)
         "macro_f1": float(f1_score(y, y_pred, labels=np.unique(y), average="macro", zero_division=0)),
@@ -143,7 +143,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         todo = [todo[i] for i in keep]
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "failed": 0,
                   "training_records": 0, "absent": n_absent}
-    rows, failed = [], []
+    rows, failed, failed_paths = [], [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
@@ -167,8 +167,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             # per record (CSV labels) only the classes are scored; per window, the endpoints too, as predict calls them
             pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None if labels is not None else decisions)
         except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
+            failed.append({"record": f"{db}/{name}", "error": str(err)})
             # the error names the record's path: grouped by kind with that path taken out (failure_kinds)
-            failed.append({"record": getattr(err, "record_path", f"{db}/{name}"), "error": str(err)})
+            failed_paths.append({"record": getattr(err, "record_path", f"{db}/{name}"), "error": str(err)})
             accounting["failed"] += 1
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"failed: {err}"})
             continue
@@ -182,7 +183,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             voted = pred.record_class
             guess = int(mapped[model.class_names.index(voted)]) if voted is not None else len(dataset.class_names)
             y_rec.append(truth), p_rec.append(guess), g_rec.append(subject)
-            rows.append({"record": f"{db}/{name}", "label": dataset.class_names[truth], "model_class": voted or "",
+            rows.append({"record": f"{db}/{name}", "subject": subject, "label": dataset.class_names[truth], "model_class": voted or "",
                          "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen})
         else:
             centres = pred.window_starts_s + model.config.segments.length_s / 2
@@ -191,7 +192,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             y_win += ref[use].tolist()
             p_win += mapped[pred.window_classes[use]].tolist()
             g_win += [subject] * int(use.sum())
-            rows.append({"record": f"{db}/{name}", "label": "", "model_class": "", "predicted": "", "windows": int(use.sum()),
+            rows.append({"record": f"{db}/{name}", "subject": subject, "label": "", "model_class": "", "predicted": "",
+                         "windows": int(use.sum()),
                          "in_training": seen})
             labels_of = window_labels(rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s,
                                       dataset.segments.exclude_labels) if tallies else None
@@ -209,7 +211,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         results["windows"] = score(np.array(y_win), np.array(p_win), np.array(g_win), dataset, mapping, "window")
     if not results:
         counts = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in accounting.items() if n)
-        why = f"; failed: {failure_kinds(failed, rest='not shown')}" if failed else ""
+        why = f"; failed: {failure_kinds(failed_paths, rest='not shown')}" if failed else ""
         raise EcgpipeError(f"evaluate: no record of {list(dataset.databases)} could be scored ({counts}){why}")
     return EvaluationResult.model_validate({
         "model": model.path, "model_digest": model.digest, "model_preset": model.config.name,
@@ -279,7 +281,8 @@ def write_outputs(ev: EvaluationResult, out: Path) -> None:
     (out / "evaluation.md").write_text(render_markdown(ev))
     buf = io.StringIO()
     # every record of the dataset, once: scored ones with their prediction, the others with why not
-    writer = csv.DictWriter(buf, fieldnames=["record", "label", "model_class", "predicted", "windows", "in_training", "note"])
+    writer = csv.DictWriter(buf, fieldnames=["record", "subject", "label", "model_class", "predicted", "windows",
+                                             "in_training", "note"])
     writer.writeheader()
     writer.writerows(ev.records)
     (out / "evaluation_records.csv").write_text(buf.getvalue())

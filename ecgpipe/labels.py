@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecgpipe.config import DatabaseSettings
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.records import RecordError, record_name
 
@@ -68,6 +70,18 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
     if not labels:
         raise LabelsError(f"{path}: no '{','.join(columns)}' rows")
     return LabelsTable(labels, subjects)
+
+
+def check_subject_column(settings: DatabaseSettings, table: LabelsTable, folder: str | Path) -> None:
+    """A database whose subjects come from its labels CSV needs the CSV's ``subject`` column (refused before any
+    work, naming the file); a CSV that names subjects the config does not use is said to leak (each record then
+    stands for its own patient in the grouped folds)."""
+    path = Path(folder) / str(settings.labels_csv)
+    if settings.subject == "labels_csv" and not table.subjects:
+        raise LabelsError(f"{path}: subject = 'labels_csv' needs a 'subject' column (header 'record,label,subject')")
+    if table.subjects and settings.subject != "labels_csv" and settings.subject_pattern is None:
+        warnings.warn(f"{path} names each record's subject, but databases.<db>.subject is {settings.subject!r}: the "
+                      "grouped folds ignore that column (subject = 'labels_csv' uses it)", UserWarning, stacklevel=2)
 
 
 def check_record_label(record_path: str, label: str | None, csv_name: str, known: set[str], excluded: set[str]) -> None:

@@ -228,12 +228,13 @@ def recordings_csv(rec: dict) -> str:
 
 
 def records_csv(outcomes: list[dict], class_names: list[str]) -> str:
-    """``record,label,predicted,votes_<class>...,folds``: one row per record."""
+    """``record,subject,label,predicted,votes_<class>...,folds``: one row per record."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["record", "label", "predicted", *[f"votes_{c}" for c in class_names], "folds"])
+    w.writerow(["record", "subject", "label", "predicted", *[f"votes_{c}" for c in class_names], "folds"])
     for r in outcomes:
-        w.writerow([r["record"], r["label"], r["predicted"], *[f"{r['votes'][c]:.4f}" for c in class_names],
+        w.writerow([r["record"], r.get("subject", ""), r["label"], r["predicted"],
+                    *[f"{r['votes'][c]:.4f}" for c in class_names],
                     " ".join(map(str, r["folds"]))])
     return buf.getvalue()
 

@@ -191,8 +191,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "subjects_per_class": {c: int(len(set(subjects[y == i]))) for i, c in enumerate(cfg.class_names)},
             "n_subjects": int(len(set(subjects))),
             # datasets labelled per record (PhysioNet publishes no patient ids for CinC 2017): one subject per record
-            "subject_word": "record" if all(cfg.database(n).labels_csv and cfg.database(n).records_are_subjects
-                                           for n in cfg.databases) else "patient",
+            "subject_word": cfg.subject_word,
             "n_records_used": int(len(np.unique(t.source))),
             "databases": list(cfg.databases),
             "spectrogram_shape": list(spec_shape),

@@ -101,6 +101,7 @@ class RecordOutcome(_Result):
     label: str
     predicted: str
     votes: dict[str, float]
+    subject: str = ""  # the record's subject (reports before 0.4.0: none, each record its own)
     folds: list[int]
 
 

@@ -187,6 +187,10 @@ def test_a_pca_wider_than_a_folds_training_rows_keeps_what_the_rows_allow_and_th
     model, chosen = fit_classifier(X, y, settings, n_cnn=200)
     assert chosen == {"pca_components": 60}
     assert fit_classifier(X, y, settings.model_copy(update={"pca": 50}), n_cnn=200)[1] == {}  # as asked: nothing to say
+    # a CNN block narrower than pca (a layer tap of 80 columns) keeps every column: no rows were short, nothing to say
+    wide_y = np.repeat(np.arange(3), 100)
+    narrow = np.hstack([rng.normal(size=(300, 80)) + wide_y[:, None], rng.normal(size=(300, 3))])
+    assert fit_classifier(narrow, wide_y, settings, n_cnn=80)[1] == {}
     tuned, chosen = fit_classifier(X, y, settings.model_copy(update={"tune": True, "C_grid": [1.0, 10.0]}), n_cnn=200)
     assert chosen["pca_components"] == 60 and chosen["C"] in (1.0, 10.0)
     cfg = load_config("paper4", {"classifier": settings.model_dump(), "rhythm": {"enabled": True}})
@@ -348,3 +352,20 @@ def test_the_report_warns_of_rows_whose_pca_was_capped():
         "fold(s)). More records (or a smaller classifier.pca) give the configured classifier.")
     row.protocols = {"grouped_by_subject": SimpleNamespace(folds=folds[2:])}
     assert capped_pca_warning([row]) == ""
+
+
+def test_capped_pca_projects_its_training_rows_as_scikit_learns_pca_did():
+    """Pipelines call fit_transform on training rows: scikit-learn's PCA returns its randomized SVD's U * S there,
+    a few percent off transform(X) in later components, and nested C choices are near ties this decides. CappedPCA
+    returns exactly what PCA did, so results from before the cap are reproduced bit for bit (0.3.0 did not, and
+    paper4-best's grouped fold 2 chose another C)."""
+    from sklearn.decomposition import PCA
+
+    from ecgpipe.classify import CappedPCA
+
+    X = np.random.default_rng(0).normal(size=(700, 300)) @ np.random.default_rng(1).normal(size=(300, 300))
+    ours, theirs = CappedPCA(64, random_state=0), PCA(64, random_state=0)
+    assert np.array_equal(ours.fit_transform(X), theirs.fit_transform(X))
+    assert theirs._fit_svd_solver == "randomized"  # the case where fit_transform and transform differ
+    assert np.array_equal(ours.transform(X[:5]), theirs.transform(X[:5]))
+    assert np.array_equal(CappedPCA(64, random_state=0).fit(X).transform(X[:5]), theirs.transform(X[:5]))

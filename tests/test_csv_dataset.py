@@ -184,12 +184,13 @@ def test_per_record_outcomes_and_metrics_are_written(csv_run):
         r = p["per_record"]
         assert set(r["per_class"]) == {"normal", "afib"} and sum(m["support"] for m in r["per_class"].values()) == r["n_records"]
         rows = (out / f"records_{name}.csv").read_text().splitlines()
-        assert rows[0] == "record,label,predicted,votes_normal,votes_afib,folds"
+        assert rows[0] == "record,subject,label,predicted,votes_normal,votes_afib,folds"
         assert len(rows) - 1 == r["n_records"] == len(csv_run["names"])
-        labels = {line.split(",")[0].rsplit("/", 1)[-1]: line.split(",")[1] for line in rows[1:]}
+        labels = {line.split(",")[0].rsplit("/", 1)[-1]: line.split(",")[2] for line in rows[1:]}
         assert {labels[n] for n in EDF_RECORDS} == {"normal", "afib"}  # EDF+ records classified beside WFDB ones
         for line in rows[1:]:
-            record, label, predicted, v_normal, v_afib, folds = line.split(",")
+            record, subject, label, predicted, v_normal, v_afib, folds = line.split(",")
+            assert subject == "cinc:" + record.rsplit("/", 1)[-1]  # no patient ids: each record its own subject
             assert abs(float(v_normal) + float(v_afib) - 1) < 1e-3 and predicted == ("normal" if float(v_normal) >= float(v_afib) else "afib")
             assert folds and all(0 <= int(f) < p["n_folds"] for f in folds.split())
         cm = np.asarray(r["confusion_matrix"])

@@ -190,7 +190,8 @@ def test_a_record_level_gradient_boosting_artifact_round_trips(tmp_path):
 
 
 def test_records_by_mean_probability_let_a_confident_window_outweigh_two_unsure_ones():
-    from ecgpipe.classify import record_level_summary, record_votes
+    from ecgpipe.aggregate import record_votes
+    from ecgpipe.record_level import record_level_summary
 
     y = np.array([0, 0, 0, 1, 1])
     y_pred = np.array([1, 1, 0, 1, 1])

@@ -31,7 +31,7 @@ def test_each_subject_rule_names_the_patient_and_says_why_a_record_has_none():
         subject_id("mitdb", "100", {}, pattern="p[0-9]{8}")
     with pytest.raises(ValueError, match="no 'subject' cell"):
         subject_id("cinc", "A00001", {}, "labels_csv", csv_subject=None)
-    with pytest.raises(ValueError, match="matches an empty string"):
+    with pytest.raises(ValueError, match="matches 'x/1' with an empty first group"):
         subject_id("db", "x/1", {}, pattern="(q*)")
 
 
@@ -69,15 +69,22 @@ def test_a_labels_csv_with_a_subject_column_gives_each_record_its_patient(tmp_pa
     assert read_labels_table(tmp_path, "REFERENCE.csv").subjects == {}
 
 
-def test_the_subject_rule_is_in_a_records_key_and_not_in_its_signal_key(physionet):
+def test_a_records_subject_is_in_its_key_and_not_in_its_signal_key(physionet):
     from ecgpipe.stages.segments import record_unit
 
     db_dir = str(physionet / "mitdb")
     base = record_unit(load_config("paper4"), "mitdb", "100", db_dir)
+    assert (base.subject, base.subject_error) == ("mitdb:100", None)
     for settings in ({"subject": "folder"}, {"subject_pattern": "[0-9]"}, {"same_subject": {"100": "101"}}):
         other = record_unit(load_config("paper4", {"databases": {"mitdb": settings}}), "mitdb", "100", db_dir)
         assert other.key != base.key, settings  # the record's summary names another subject: recomputed
         assert other.signal_key == base.signal_key, settings  # its windows are the same: no spectrogram recomputed
+    folder = record_unit(load_config("paper4", {"databases": {"mitdb": {"subject": "folder"}}}), "mitdb", "100", db_dir)
+    assert folder.subject == "" and "lies in no folder" in folder.subject_error  # found at planning, fails in its task
+    # a rule that gives this record the subject it had: its key stays, so a new rule recomputes only what it moves
+    for settings in ({"subject_pattern": "^[0-9]+$"}, {"same_subject": {"202": "201", "124": "123"}}):
+        same = record_unit(load_config("paper4", {"databases": {"mitdb": settings}}), "mitdb", "100", db_dir)
+        assert same.key == base.key, settings
 
 
 def test_real_cinc_records_take_their_patient_from_the_labels_csv(physionet, tmp_path):
@@ -96,16 +103,26 @@ def test_real_cinc_records_take_their_patient_from_the_labels_csv(physionet, tmp
     doc["databases"] = {"cinc": {"fs": 300.0, "labels_csv": "REFERENCE.csv", "subject": "labels_csv"}}
     cfg = config_from_dict(doc)
     units = plan_records(cfg, tmp_path / "data", download=False)
-    assert [(u.record, u.csv_subject) for u in units] == [("A00002", "p1"), ("A00004", "p1"), ("A00005", "p2")]
+    assert [(u.record, u.subject) for u in units] == [("A00002", "cinc:p1"), ("A00004", "cinc:p1"), ("A00005", "cinc:p2")]
     store = str(tmp_path / "store.zarr")
     zs.ensure_groups(store, *Layout.GROUPS, Layout.database("cinc"))
     summaries = [compute_record(store, u, cfg)[0] for u in units]
     assert [s.subject for s in summaries] == ["cinc:p1", "cinc:p1", "cinc:p2"]
-    # the same CSV without its subject column: each record fails by name, saying what is missing
+    # the same CSV without its subject column: refused before any work, naming the file
     (folder / "REFERENCE.csv").write_text("A00002,N\nA00004,A\nA00005,A\n")
-    unit = plan_records(cfg, tmp_path / "data", download=False)[0]
-    with pytest.raises(RecordError, match=r"cinc/A00002.*no 'subject' cell"):
+    with pytest.raises(LabelsError, match=r"cinc/REFERENCE.csv: subject = 'labels_csv' needs a 'subject' column"):
+        plan_records(cfg, tmp_path / "data", download=False)
+    # a record without a row is named for its missing row, not its missing subject
+    (folder / "RECORDS").write_text("A00002\nA00004\nA00005\n")
+    (folder / "REFERENCE.csv").write_text("record,label,subject\nA00002,N,p1\nA00004,A,p1\n")
+    unit = plan_records(cfg, tmp_path / "data", download=False)[2]
+    with pytest.raises(RecordError, match=r"cinc/A00005: no row for this record in REFERENCE.csv"):
         compute_record(store, unit, cfg)
+    # a CSV that names subjects under a rule that ignores them: the leak is said, the run goes on
+    doc["databases"]["cinc"]["subject"] = "record"
+    with pytest.warns(UserWarning, match="names each record's subject, but databases.<db>.subject is 'record'"):
+        units = plan_records(config_from_dict(doc), tmp_path / "data", download=False)
+    assert [u.subject for u in units] == ["cinc:A00002", "cinc:A00004", "cinc:A00005"]
 
 
 @pytest.mark.system
@@ -149,3 +166,34 @@ def test_patient_folders_keep_a_patients_records_on_one_side_of_every_grouped_fo
     stages = json.loads((out / "run.json").read_text())["stages"]
     assert stages["segments"]["computed"] == 4, stages
     assert stages["spectrograms"]["computed"] == 0 and stages["features"]["computed"] == 0, stages
+
+
+def test_per_record_results_and_their_comparison_resample_patients_not_records():
+    """Four records of two patients (a CSV's subject column): the majority-vote endpoints' intervals draw patients,
+    each record's outcome names its patient, and `ecgpipe compare` sums a patient's records into one unit (a file
+    from before 0.4.0, with no subject, keeps each record its own)."""
+    import numpy as np
+
+    from ecgpipe.classifier_settings import EndpointSettings
+    from ecgpipe.compare import one_answer_per_record
+    from ecgpipe.record_level import record_level_summary
+
+    records = np.repeat(["c/r1", "c/r2", "c/r3", "c/r4"], 3)
+    subjects = np.repeat(["c:p1", "c:p1", "c:p2", "c:p2"], 3)
+    y = np.repeat([0, 1, 0, 1], 3)
+    y_pred = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0])  # r1 normal, r2 afib, r3 normal, r4 normal (missed)
+    endpoints = {"af": EndpointSettings(classes=["afib"])}
+    by_patient = record_level_summary(y, y_pred, records, ["normal", "afib"], endpoints=endpoints, subjects=subjects)
+    assert [(r.record, r.subject, r.predicted) for r in by_patient.records] == [
+        ("c/r1", "c:p1", "normal"), ("c/r2", "c:p1", "afib"), ("c/r3", "c:p2", "normal"), ("c/r4", "c:p2", "normal")]
+    assert by_patient.endpoints["af"].ci_method.startswith("bootstrap over 2 subjects")
+    assert by_patient.endpoints["af"].sensitivity == 0.5
+    by_record = record_level_summary(y, y_pred, records, ["normal", "afib"], endpoints=endpoints)
+    assert by_record.endpoints["af"].ci_method.startswith("bootstrap over 4 subjects")
+
+    outcomes = [(r.subject, r.record, r.label, r.predicted) for r in by_patient.records]
+    grouped = one_answer_per_record(outcomes, ["normal", "afib"])
+    assert grouped.subjects == ["c:p1", "c:p2"]
+    assert grouped.counts.tolist() == [[[1, 0], [0, 1]], [[1, 0], [1, 0]]]
+    older = one_answer_per_record([("", *o[1:]) for o in outcomes], ["normal", "afib"])
+    assert older.subjects == ["c/r1", "c/r2", "c/r3", "c/r4"] and older.counts.sum() == 4

@@ -24,12 +24,12 @@ from ecgpipe.classify import (
     design_matrix,
     fit_classifier,
     fit_predict,
-    record_level_summary,
     summarize_protocol,
 )
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError
 from ecgpipe.keys import code_version, content_key
+from ecgpipe.record_level import record_level_summary
 from ecgpipe.results import ProtocolResult
 from ecgpipe.stages import table
 from ecgpipe.stages.features import FeatureArray
@@ -254,7 +254,7 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
         if per_record and row.cfg.classifier.level == "record":  # one row is one record already
             clf = row.cfg.classifier
             summary.per_record = record_level_summary(
-                data.y, y_pred, data.records, row.cfg.class_names, test_fold, row.cfg.endpoints,
+                data.y, y_pred, data.records, row.cfg.class_names, test_fold, row.cfg.endpoints, subjects=data.subjects,
                 rule=f"one prediction per record from its windows' features summarised ({'/'.join(clf.record_stats)})")
         elif per_record:  # databases labelled per record: also score each record from its windows (vote or mean)
             rows_of = np.isin(data.databases, per_record)
@@ -262,7 +262,8 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
                        if row.cfg.classifier.uses_probabilities else None)
             summary.per_record = record_level_summary(data.y[rows_of], y_pred[rows_of], data.records[rows_of],
                                                       row.cfg.class_names, test_fold[rows_of], row.cfg.endpoints,
-                                                      y_proba=None if y_proba is None else y_proba[rows_of])
+                                                      y_proba=None if y_proba is None else y_proba[rows_of],
+                                                      subjects=data.subjects[rows_of])
         out[protocol] = summary
     return out
 

@@ -22,7 +22,7 @@ from ecgpipe.databases import subject_id
 from ecgpipe.dataset import record_windows
 from ecgpipe.edf import read_edf_header
 from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, header_lines, record_files
-from ecgpipe.labels import LabelsTable, check_record_label, read_labels_table
+from ecgpipe.labels import LabelsTable, check_record_label, check_subject_column, read_labels_table
 from ecgpipe.markers import Markers
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.rhythm_block import window_rhythm_features
@@ -54,7 +54,8 @@ class RecordUnit:
     files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
     signal_key: str = ""  # the windows alone (what spectrograms are computed from): the key without the rhythm block
     seconds: float = 0.0  # the record's length from its header (0 when unreadable): how records are batched into tasks
-    csv_subject: str | None = None  # the record's subject cell in the labels CSV (databases.<db>.subject = 'labels_csv')
+    subject: str = ""  # "<db>:<subject>" by the database's subject rule, found at planning
+    subject_error: str | None = None  # why the rule gives the record no subject (the record then fails by name)
 
     @property
     def name(self) -> str:
@@ -102,16 +103,21 @@ class RecordSummary:
         return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
 
 
-# Which records share a subject: part of a record's key (its summary names its subject), not of its signal key (a
-# new subject rule reassigns folds without recomputing a spectrogram).
+# Which records share a subject: the record's subject id is part of its key (its summary names it), the rule is
+# part of no signal key (a new rule reassigns folds without recomputing a spectrogram) and of no key at all (a rule
+# that moves a few records recomputes those few).
 SUBJECT_SETTINGS = ("same_subject", "subject", "subject_pattern")
 
 
 def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None,
                 csv_subject: str | None = None) -> RecordUnit:
-    """A record's unit of work and its content keys."""
+    """A record's unit of work, its subject (``csv_subject``: its cell in the labels CSV) and its content keys."""
     settings = cfg.database(database)
-    subject_settings = {name: getattr(settings, name) for name in SUBJECT_SETTINGS}
+    try:
+        subject, subject_error = subject_id(database, record, settings.same_subject, settings.subject,
+                                            settings.subject_pattern, csv_subject), None
+    except ValueError as exc:
+        subject, subject_error = "", str(exc)
     digest = file_digest(record_files(db_dir, record, settings.annotator))
     signal_key = content_key(
         STAGE,
@@ -124,9 +130,9 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         list(cfg.classes.items()),
         label,
     )
-    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"), subject_settings, csv_subject)
+    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"), subject or subject_error)
     return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key, header_seconds(db_dir, record),
-                      csv_subject)
+                      subject, subject_error)
 
 
 def header_seconds(db_dir: str, record: str) -> float:
@@ -168,7 +174,10 @@ def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: boo
         folder = database_dir(cfg, db, root, download=download)
         csv_name = cfg.databases[db].labels_csv
         table = read_labels_table(folder, csv_name) if csv_name else LabelsTable({}, {})
-        units += [record_unit(cfg, db, rec, str(folder), table.labels.get(rec), table.subjects.get(rec))
+        settings = cfg.database(db)
+        check_subject_column(settings, table, folder)
+        units += [record_unit(cfg, db, rec, str(folder), table.labels.get(rec),
+                              table.subjects.get(settings.same_subject.get(rec, rec)))
                   for rec in selected_records(cfg, db, folder)]
     return units
 
@@ -177,14 +186,11 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     """Read and validate one record, cut its labelled windows, store them; returns its summary and the windows'
     digest (for its marker). Raises ``RecordError`` naming the file and the problem."""
     settings = cfg.database(unit.database)
-    try:
-        subject = subject_id(unit.database, unit.record, settings.same_subject, settings.subject,
-                             settings.subject_pattern, unit.csv_subject)
-    except ValueError as exc:
-        raise RecordError(os.path.join(unit.db_dir, unit.record), str(exc)) from None
     if settings.labels_csv:
         check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings.labels_csv,
                            set(cfg.label_to_class), set(cfg.segments.exclude_labels))
+    if unit.subject_error:
+        raise RecordError(os.path.join(unit.db_dir, unit.record), unit.subject_error)
     rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy,
                       record_label=unit.label if settings.labels_csv else None, n_leads=cfg.segments.n_leads)
     found = record_windows(rec, cfg)
@@ -193,7 +199,7 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     summary = RecordSummary(
         database=unit.database,
         record=unit.record,
-        subject=subject,
+        subject=unit.subject,
         lead="+".join(rec.leads),
         n_windows=int(len(found.starts)),
         labels=sorted({ep.label for ep in rec.episodes}),

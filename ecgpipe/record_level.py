@@ -1,0 +1,55 @@
+"""Per-record results of a database labelled per record (a CSV: CinC 2017): each record's windows vote (or their
+mean class probability decides), and the votes are scored as one answer per record, with the endpoints' intervals
+over the records' subjects.
+
+Pure functions: no Prefect, no Dask, no Zarr.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from ecgpipe.aggregate import record_votes
+from ecgpipe.classifier_settings import EndpointSettings
+from ecgpipe.classify import macro_f1
+from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
+from ecgpipe.results import RecordLevel
+
+MAJORITY_VOTE = "majority vote of the record's segment predictions; ties go to the class listed first"
+MEAN_PROBABILITY = "argmax of the mean class probability of the record's segments"
+
+
+def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: np.ndarray | None = None,
+                         endpoints: dict[str, EndpointSettings] | None = None, rule: str | None = None,
+                         y_proba: np.ndarray | None = None, subjects: np.ndarray | None = None) -> RecordLevel:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of per-record majority votes
+    (CSV-labelled databases), and every record's out-of-fold outcome (``test_fold``: the outer fold that tested
+    each segment). ``subjects`` (each segment's): the endpoints' intervals resample them, not the records."""
+    names, true, voted, shares = record_votes(y, y_pred, records, len(class_names), y_proba)
+    subject_of = dict(zip(np.asarray(records).tolist(), np.asarray(subjects if subjects is not None else records).tolist()))
+    rule = rule or (MEAN_PROBABILITY if y_proba is not None else MAJORITY_VOTE)
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
+    cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
+    specificity = one_vs_rest_specificity(cm)
+    outcomes = []
+    for k, record in enumerate(names):
+        rows = (records == record) & (y_pred >= 0)
+        folds = sorted({int(f) for f in test_fold[rows]}) if test_fold is not None else []
+        outcomes.append({"record": record, "subject": subject_of[record], "label": class_names[true[k]],
+                         "predicted": class_names[voted[k]],
+                         "votes": {c: round(float(shares[k][i]), 4) for i, c in enumerate(class_names)}, "folds": folds})
+    return RecordLevel.model_validate({
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i]), "specificity": specificity[i]} for i, c in enumerate(class_names)} if names else {},
+        "endpoints": ({k: v.to_json() for k, v in endpoint_results(true, voted, np.array([subject_of[n] for n in names]),
+                                                                      class_names, endpoints).items()}
+                      if names and endpoints else {}),
+        "records": outcomes,
+        "rule": rule,
+        "n_records": len(names),
+        "accuracy": float(accuracy_score(true, voted)) if names else None,
+        "macro_f1": macro_f1(true, voted, len(class_names)) if names else None,
+        "confusion_matrix": cm.tolist(),
+    })
