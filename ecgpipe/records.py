@@ -9,6 +9,7 @@ raises :class:`RecordError`, which the pipeline reports per record instead of le
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -101,8 +102,10 @@ RECORD_FILE_SUFFIXES = (".hea", ".dat", ".mat", ".edf")
 
 
 def record_name(entry: str) -> str:
-    """A record's name as a RECORDS line or a labels CSV gives it: stripped, without a record file's suffix."""
-    entry = entry.strip()
+    """A record's name as a RECORDS line or a labels CSV gives it: stripped, without a record file's suffix, its
+    folders with '/' (a list written on Windows) and without './' (one record, one name: one subject by folder)."""
+    entry = entry.strip().replace("\\", "/")
+    entry = posixpath.normpath(entry) if "/" in entry else entry
     for suffix in RECORD_FILE_SUFFIXES:
         if entry.lower().endswith(suffix) and len(entry) > len(suffix):
             return entry[: -len(suffix)]
@@ -124,7 +127,6 @@ def list_records(db_dir: str | Path) -> list[str]:
     # a hand-made index may hold comments: a record name never starts with '#'
     names = [record_name(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
-
 
 
 def without_segments(folder: str | Path, names: list[str]) -> list[str]:

@@ -197,3 +197,15 @@ def test_per_record_results_and_their_comparison_resample_patients_not_records()
     assert grouped.counts.tolist() == [[[1, 0], [0, 1]], [[1, 0], [1, 0]]]
     older = one_answer_per_record([("", *o[1:]) for o in outcomes], ["normal", "afib"])
     assert older.subjects == ["c/r1", "c/r2", "c/r3", "c/r4"] and older.counts.sum() == 4
+
+
+def test_one_record_has_one_name_whatever_the_list_wrote():
+    """'./patient001/a' and 'patient001/b' are one patient's records under subject = 'folder', and a list written on
+    Windows names the same files."""
+    from ecgpipe.records import record_name
+
+    assert record_name("./patient001/s0010_re.hea") == "patient001/s0010_re"
+    assert record_name("patient001\\s0010_re") == "patient001/s0010_re"
+    assert record_name(" 100 ") == "100" and record_name("records100//00000/00001_lr") == "records100/00000/00001_lr"
+    assert (subject_id("ptbdb", record_name("./patient001/a"), {}, "folder")
+            == subject_id("ptbdb", record_name("patient001/b"), {}, "folder") == "ptbdb:patient001")
