@@ -274,7 +274,7 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from ecgpipe.config import load_config
-    from ecgpipe.evaluate import class_mapping, evaluate_model, write_outputs
+    from ecgpipe.evaluate import class_mapping, evaluate_model, independence_warning, write_outputs
     from ecgpipe.model import load_model
     from ecgpipe.report_tables import endpoint_rates, recording_words
     from ecgpipe.sources import resolve_data_dir
@@ -293,9 +293,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     write_outputs(ev, out)
     print("records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()))
-    if ev.accounting.get("training_records"):
-        print(f"ecgpipe: warning: {ev.accounting['training_records']} scored record(s) are training recordings of this "
-              "model: not an independent test", file=sys.stderr)
+    if warning := independence_warning(ev.accounting):
+        print(f"ecgpipe: warning: {warning}", file=sys.stderr)
     for r in ev.results.values():
         print(f"per {r['unit']} ({r['n']}): accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}")
         for name, ep in r["endpoints"].items():

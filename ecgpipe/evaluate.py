@@ -142,7 +142,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
         todo = [todo[i] for i in keep]
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "failed": 0,
-                  "training_records": 0, "absent": n_absent}
+                  "training_records": 0, "training_patients": 0, "absent": n_absent}
+    trained_on = set(model.training.get("subjects", []))  # "<db>:<subject>" of the model's training windows
     rows, failed, failed_paths = [], [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
@@ -177,6 +178,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         # a record the model learnt from is no external test: counted and flagged, the report says so
         seen = training_recording(model, str(folder / name)) is not None
         accounting["training_records"] += seen
+        # another record of a patient the model learnt from (mitdb 202 beside 201) is no new patient either
+        accounting["training_patients"] += not seen and subject in trained_on
         ok = pred.window_classes >= 0
         if labels is not None:
             truth = dataset.class_names.index(dataset.label_to_class[label])
@@ -236,6 +239,18 @@ def _endpoint_classes(name: str, model: TrainedModel, dataset: PipelineConfig, m
     return {"model_classes": model_classes, "dataset_classes": dataset_classes, "note": note}
 
 
+def independence_warning(accounting: dict) -> str:
+    """Why scored records are no independent test of the model (its own recordings, or its patients'), or ''."""
+    parts = []
+    if accounting.get("training_records"):
+        parts.append(f"{accounting['training_records']} scored record(s) are among the model's training recordings "
+                     "(same header and signal bytes)")
+    if accounting.get("training_patients"):
+        parts.append(f"{accounting['training_patients']} other scored record(s) are of patients the model was "
+                     "trained on (same subject id: same database, same subject rule)")
+    return "; ".join(parts) + ": this is not an independent test" if parts else ""
+
+
 def render_markdown(ev: EvaluationResult) -> str:
     lines = [f"# ecgpipe external validation: {ev.model_preset} model on {ev.dataset_config}", "",
              f"- model: `{ev.model}` (sha256 `{ev.model_digest[:16]}...`), classes {', '.join(ev.model_classes)}",
@@ -243,9 +258,8 @@ def render_markdown(ev: EvaluationResult) -> str:
              "- class mapping (model -> dataset): " + ", ".join(f"{k} -> {v}" for k, v in ev.mapping.items())
              + f"; any other model class -> {UNMAPPED}",
              "- records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()), ""]
-    if ev.accounting.get("training_records"):
-        lines += [f"**Warning: {ev.accounting['training_records']} scored record(s) are among the model's training "
-                  "recordings (same header and signal bytes): this is not an independent test.**", ""]
+    if warning := independence_warning(ev.accounting):
+        lines += [f"**Warning: {warning}.**", ""]
     for r in ev.results.values():
         lines += [f"## Per {r['unit']} ({r['n']})", "", f"accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f} "
                   "(over the dataset classes present; a class no model class maps to cannot be predicted)", "",

@@ -142,12 +142,14 @@ def af_model(physionet, tmp_path_factory):
     X, y = np.concatenate(X).astype(np.float64), np.concatenate(y).astype(np.int64)
     model, _ = fit_classifier(X, y, cfg.classifier, subjects=np.array(subjects))
     path = tmp_path_factory.mktemp("af-model") / "model.skops"
-    save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)})
+    # as runs record them: the subjects of the training windows (mitdb's 201 and 202 are one patient)
+    training = {"n_segments": len(y), "subjects": ["mitdb:201"]}
+    save_model(path, model, cfg, weights_source="test", n_cnn=None, training=training)
     # the same with an AF detector (as runs now train one per endpoint; no shockable one: no VT or VF windows)
     detector, _ = fit_classifier(X, (y == cfg.class_names.index("afib")).astype(np.int64), cfg.classifier,
                                  subjects=np.array(subjects), weight_classes=y)
     with_detector = path.with_name("with-detector.skops")
-    save_model(with_detector, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": len(y)},
+    save_model(with_detector, model, cfg, weights_source="test", n_cnn=None, training=training,
                detectors={"af": detector})
     return {"pooled": path, "detector": with_detector}
 
@@ -508,6 +510,29 @@ def test_evaluate_bootstraps_over_the_patients_the_dataset_config_names(af_model
     doc, _ = found['subject_pattern = "A0000[2-7]"\n']  # A00009 has no subject under this rule: it alone fails
     assert doc["accounting"]["failed"] == 1 and doc["results"]["records"]["n"] == 5
     assert doc["results"]["records"]["n_subjects"] == 5
+
+
+def test_evaluate_flags_records_of_the_patients_the_model_was_trained_on(af_model, physionet, tmp_path, capsys):
+    """A record of a patient the model was trained on (its training subjects: mitdb:201; here 203 declared one patient
+    with 201) is no test on a new patient: counted and said. (This model lists no training recordings, so 201 counts
+    as its patient's record too.)"""
+    import json
+
+    dataset = tmp_path / "mitdb.toml"
+    dataset.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["201", "203"]\n'
+                       'same_subject = { "203" = "201" }\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n')
+    code, _, err = _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset),
+                        "--data-dir", str(physionet), "--out", str(tmp_path / "ev"))
+    accounting = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["accounting"]
+    assert code == 0 and (accounting["training_records"], accounting["training_patients"]) == (0, 2)
+    warning = ("2 other scored record(s) are of patients the model was trained on (same subject id: same database, "
+               "same subject rule): this is not an independent test")
+    assert f"ecgpipe: warning: {warning}" in err
+    assert f"**Warning: {warning}.**" in (tmp_path / "ev" / "evaluation.md").read_text()
+    dataset.write_text(dataset.read_text().replace('same_subject = { "203" = "201" }\n', ""))  # 203: a new patient
+    assert _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset), "--data-dir",
+                str(physionet), "--out", str(tmp_path / "ev2"))[0] == 0
+    assert json.loads((tmp_path / "ev2" / "evaluation.json").read_text())["accounting"]["training_patients"] == 1
 
 
 def test_evaluate_takes_the_missing_samples_policy_of_the_dataset_it_scores(af_model, physionet, tmp_path, capsys):
