@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -497,8 +498,11 @@ def test_evaluate_bootstraps_over_the_patients_the_dataset_config_names(af_model
     for rule in ('subject = "labels_csv"\n', "", 'subject_pattern = "A0000[2-7]"\n'):
         dataset = tmp_path / "dataset.toml"
         dataset.write_text(text.format(rule=rule))
-        code, out, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset),
-                              "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / str(len(found))))
+        # the CSV names patients that a rule other than labels_csv leaves unused: said (a leak otherwise silent)
+        unused = pytest.warns(UserWarning, match="names each record's subject") if not rule else contextlib.nullcontext()
+        with unused:
+            code, out, err = _run(capsys, "evaluate", "--model", str(af_model["detector"]), "--config", str(dataset),
+                                  "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / str(len(found))))
         assert code == 0, err
         found[rule] = (json.loads((tmp_path / str(len(found)) / "evaluation.json").read_text()),
                        (tmp_path / str(len(found)) / "evaluation.md").read_text())

@@ -1,8 +1,8 @@
 """Stage 1, one unit per record: read and validate a WFDB record, cut its labelled windows and compute their rhythm
 block, stored under ``records/<db>/<record>`` (windows, starts, episode index, rhythm features; attrs).
 
-Key of a record: its files' digest, its database's settings, the segment and class settings, its CSV label, which
-records share its subject and the code version. The *signal key* leaves out the rhythm block (its settings and its
+Key of a record: its files' digest, its database's settings, the segment and class settings, its CSV label, its
+subject id and the code version. The *signal key* leaves out the rhythm block (its settings and its
 modules) and the subject rule: spectrograms are computed from the windows alone, so changing the rhythm block or who
 is one patient recomputes records and classifiers, not spectrograms or CNN features.
 """
