@@ -73,6 +73,11 @@ class ClassifierSettings(_Strict):
     gamma_grid: list[str | float] = Field(
         ["scale"], min_length=1, description="Values of gamma tried by the inner CV (kind='svc'): 'scale', 'auto' or numbers > 0.")
     inner_splits: int = Field(3, ge=2, description="Folds of the inner CV (grouped by subject when the outer CV is).")
+    inner_choice: Literal["best", "one_se"] = Field(
+        "best", description="How the inner CV picks from the grid: 'best' (highest mean macro-F1 over its folds) or "
+        "'one_se' (the one-standard-error rule: the most regularised value, smallest C or learning rate, whose mean "
+        "is within one standard error of the best's; steadier when the values nearly tie).",
+    )
     learning_rate: float = Field(0.05, gt=0, le=1, description="kind='hgb': shrinkage of each tree.")
     learning_rate_grid: list[float] = Field([0.03, 0.1], description="kind='hgb' with tune: learning rates tried by the inner CV.")
     max_iter: int = Field(300, gt=0, description="kind='hgb': boosting rounds (trees per class).")
@@ -132,6 +137,8 @@ class ClassifierSettings(_Strict):
             parts = [f"lr∈{self.learning_rate_grid} nested" if self.tune else f"lr={self.learning_rate:g}", f"{self.max_iter} trees"]
         else:
             parts = [f"C∈{self.C_grid} nested" if self.tune else f"C={self.C:g}"]
+        if self.tune and self.inner_choice == "one_se":
+            parts[0] += " (one-SE)"
         if self.pca and self.inputs != "rhythm":  # PCA reduces the CNN block; a rhythm-only row has none
             parts.insert(0, f"PCA {self.pca}")
         if self.class_weight:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from functools import partial
 
 import numpy as np
 from joblib import Memory
@@ -161,7 +162,8 @@ def inner_splits(settings: ClassifierSettings, y: np.ndarray, groups: np.ndarray
 def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, seed: int = 0, reuse_transforms: bool = True,
                    blas_kernel: bool = True, subjects=None, weight_classes=None):
     """Fit on training rows. With ``tune``, C (and gamma for an RBF SVC) are chosen by an inner CV on these rows only
-    (macro-F1), grouped by subject when ``groups`` is given, so the outer test fold never influences the choice.
+    (macro-F1; ``settings.inner_choice``: the best mean, or ``one_standard_error``), grouped by subject when ``groups``
+    is given, so the outer test fold never influences the choice.
 
     The grid varies only the final estimator, so each inner fold's preprocessing (scaling, PCA, block weights) is
     fitted once and reused for every grid value (scikit-learn's Pipeline ``memory``: a joblib cache of fitted
@@ -192,13 +194,28 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     with tempfile.TemporaryDirectory(prefix="ecgpipe-grid-") as cache:
         if reuse_transforms:
             model.set_params(memory=Memory(cache, verbose=0))
-        search = GridSearchCV(model, grid, cv=splits, scoring="f1_macro", refit=True, n_jobs=1)
+        refit = partial(one_standard_error, simplest=next(iter(grid))) if settings.inner_choice == "one_se" else True
+        search = GridSearchCV(model, grid, cv=splits, scoring="f1_macro", refit=refit, n_jobs=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             search.fit(X, y, groups=groups, **fit_params)
     chosen = {k.removeprefix(clf): v for k, v in search.best_params_.items()}
     best = search.best_estimator_.set_params(memory=None)  # the saved model points at no (deleted) cache
     return best, {**chosen, **pca_capped(best)}
+
+
+def one_standard_error(cv_results: dict, simplest: str) -> int:
+    """GridSearchCV's ``refit`` rule 'one_se': of the grid points whose mean inner score is within one standard error
+    (sample standard deviation of the best's fold scores over the square root of their number) of the best mean, the
+    one with the smallest ``simplest`` parameter (C, or the learning rate: the most regularised), the best mean among
+    ties (Hastie, Tibshirani, Friedman, The Elements of Statistical Learning, 7.10)."""
+    means = np.asarray(cv_results["mean_test_score"], dtype=float)
+    folds = np.array([v for k, v in cv_results.items() if k.startswith("split") and k.endswith("_test_score")], dtype=float)
+    best = int(np.nanargmax(means))
+    se = np.std(folds[:, best], ddof=1) / np.sqrt(folds.shape[0]) if folds.shape[0] > 1 else 0.0
+    near = np.flatnonzero(means >= means[best] - se)
+    values = np.asarray(cv_results[f"param_{simplest}"], dtype=float)
+    return int(min(near, key=lambda i: (values[i], -means[i])))
 
 
 def pca_capped(model) -> dict:

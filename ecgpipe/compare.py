@@ -113,7 +113,7 @@ def check_paired(a: SubjectConfusions, b: SubjectConfusions, class_names: list[s
                             "evaluations, the same records with the same labels")
 
 
-def one_answer_per_record(outcomes: list[tuple[str, str, str, str]], class_names: list[str]) -> SubjectConfusions:
+def one_answer_per_subject(outcomes: list[tuple[str, str, str, str]], class_names: list[str]) -> SubjectConfusions:
     """(subject, record, label, answer) outcomes as confusion matrices per subject (its records' answers summed),
     subjects sorted: the unit of the bootstrap, as the report's per-record intervals count them (a file from before
     0.4.0 names no subject: its records are their own)."""
@@ -129,7 +129,7 @@ def one_answer_per_record(outcomes: list[tuple[str, str, str, str]], class_names
 def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectConfusions:
     """Per record, its one outcome (label x the class its windows voted for) of a CSV-labelled dataset's record-level
     result."""
-    return one_answer_per_record([(r.subject, r.record, r.label, r.predicted) for r in records.records], class_names)
+    return one_answer_per_subject([(r.subject, r.record, r.label, r.predicted) for r in records.records], class_names)
 
 
 def recording_confusions(records: list[dict], endpoint: str) -> SubjectConfusions:
@@ -282,7 +282,7 @@ def _evaluation(path: Path, doc: dict) -> FinishedRun:
     endpoints = {name: EndpointSettings(classes=e["classes"]) for name, e in result["endpoints"].items()}
     model = f"model {doc['model']} ({doc['model_preset']})"
     return FinishedRun(path, model, names, endpoints, {},
-                       external=(doc["dataset_config"], one_answer_per_record(scored, names)))
+                       external=(doc["dataset_config"], one_answer_per_subject(scored, names)))
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | None = None, n_boot: int = 2000,

@@ -139,7 +139,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         names = selected_records(dataset, db, folder)
         absent = set(without_files(dataset, db, folder, names))  # listed by the CSV, no file: counted, not failed
         n_absent += len(absent)
-        todo += [(db, folder, settings, r, labels, table.subjects.get(settings.same_subject.get(r, r)) if table else None)
+        todo += [(db, folder, settings, r, labels, table.subject_of(r, settings.same_subject) if table else None)
                  for r in names if r not in absent]
     if max_records is not None and len(todo) > max_records:
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))

@@ -29,6 +29,11 @@ class LabelsTable:
     labels: dict[str, str]
     subjects: dict[str, str]
 
+    def subject_of(self, record: str, same_subject: dict[str, str]) -> str | None:
+        """The ``subject`` cell of ``record``'s row, looked up by its canonical record (a record that ``same_subject``
+        names as another's is that one's row); None without the column or the row."""
+        return self.subjects.get(same_subject.get(record, record))
+
 
 def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
     """``record -> label`` from ``db_dir/csv_name`` (``read_labels_table``)."""

@@ -369,3 +369,36 @@ def test_capped_pca_projects_its_training_rows_as_scikit_learns_pca_did():
     assert theirs._fit_svd_solver == "randomized"  # the case where fit_transform and transform differ
     assert np.array_equal(ours.transform(X[:5]), theirs.transform(X[:5]))
     assert np.array_equal(CappedPCA(64, random_state=0).fit(X).transform(X[:5]), theirs.transform(X[:5]))
+
+
+def test_the_one_standard_error_rule_takes_the_most_regularised_value_within_one_se_of_the_best():
+    from ecgpipe.classify import one_standard_error
+
+    # C = 100 has the best mean (0.80; its folds 0.77, 0.80, 0.83: SE 0.03 / sqrt(3) = 0.0173); C = 10 (0.79) is
+    # within one SE of it, C = 1 (0.75) is not: the rule takes C = 10, the highest mean would take C = 100
+    results = {"param_clf__C": np.ma.masked_array([1.0, 10.0, 100.0]), "mean_test_score": [0.75, 0.79, 0.80],
+               "split0_test_score": [0.74, 0.78, 0.77], "split1_test_score": [0.75, 0.79, 0.80],
+               "split2_test_score": [0.76, 0.80, 0.83]}
+    assert one_standard_error(results, "clf__C") == 1
+    assert one_standard_error({**results, "mean_test_score": [0.79, 0.785, 0.80]}, "clf__C") == 0  # ties: smallest C
+    # steadier best folds (a smaller SE) leave only the best itself within reach
+    steady = {**results, "split0_test_score": [0.74, 0.78, 0.799], "split2_test_score": [0.76, 0.80, 0.801]}
+    assert one_standard_error(steady, "clf__C") == 2
+    # a grid point with a mean the inner CV could not compute (NaN) is never chosen
+    assert one_standard_error({**results, "mean_test_score": [np.nan, 0.79, 0.80]}, "clf__C") == 1
+
+
+def test_a_classifier_tuned_by_the_one_se_rule_chooses_no_larger_c_than_the_best_mean_and_says_so():
+    from ecgpipe.classify import fit_classifier
+
+    X, y, g = _data(n_subjects=15)
+    X = X + np.random.default_rng(0).normal(scale=1.5, size=X.shape)  # classes overlap: C values nearly tie
+    best = ClassifierSettings(kind="svc", tune=True, C_grid=[0.3, 1.0, 10.0, 100.0], inner_splits=3)
+    one_se = best.model_copy(update={"inner_choice": "one_se"})
+    _, chosen_best = fit_classifier(X, y, best, groups=g)
+    model_se, chosen_se = fit_classifier(X, y, one_se, groups=g)
+    # the highest inner mean is C = 1; C = 0.3 is within one SE of it and more regularised
+    assert chosen_best["C"] == 1.0 and chosen_se["C"] == 0.3 and model_se[-1].C == 0.3
+    assert "(one-SE)" in one_se.label and "(one-SE)" not in best.label
+    with pytest.raises(ValueError, match="inner_choice"):
+        ClassifierSettings(tune=True, inner_choice="one-se")

@@ -59,6 +59,9 @@ def test_a_labels_csv_with_a_subject_column_gives_each_record_its_patient(tmp_pa
     assert table.labels == {"A1": "N", "A2": "A", "A3": "N"}
     assert table.subjects == {"A1": "p7", "A2": "p7", "A3": "p9"}
     assert read_record_labels(tmp_path, "REFERENCE.csv") == table.labels
+    # a record named as another's copy (same_subject) takes that one's row; a record with no row has no subject
+    assert table.subject_of("A3", {}) == "p9" and table.subject_of("B1", {"B1": "A1"}) == "p7"
+    assert table.subject_of("B2", {}) is None
     (tmp_path / "REFERENCE.csv").write_text("record,label,subject\nA1,N,p7\nA2,A\n")
     with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 3: expected 'record,label,subject'"):
         read_labels_table(tmp_path, "REFERENCE.csv")
@@ -175,7 +178,7 @@ def test_per_record_results_and_their_comparison_resample_patients_not_records()
     import numpy as np
 
     from ecgpipe.classifier_settings import EndpointSettings
-    from ecgpipe.compare import one_answer_per_record
+    from ecgpipe.compare import one_answer_per_subject
     from ecgpipe.record_level import record_level_summary
 
     records = np.repeat(["c/r1", "c/r2", "c/r3", "c/r4"], 3)
@@ -192,10 +195,10 @@ def test_per_record_results_and_their_comparison_resample_patients_not_records()
     assert by_record.endpoints["af"].ci_method.startswith("bootstrap over 4 subjects")
 
     outcomes = [(r.subject, r.record, r.label, r.predicted) for r in by_patient.records]
-    grouped = one_answer_per_record(outcomes, ["normal", "afib"])
+    grouped = one_answer_per_subject(outcomes, ["normal", "afib"])
     assert grouped.subjects == ["c:p1", "c:p2"]
     assert grouped.counts.tolist() == [[[1, 0], [0, 1]], [[1, 0], [1, 0]]]
-    older = one_answer_per_record([("", *o[1:]) for o in outcomes], ["normal", "afib"])
+    older = one_answer_per_subject([("", *o[1:]) for o in outcomes], ["normal", "afib"])
     assert older.subjects == ["c/r1", "c/r2", "c/r3", "c/r4"] and older.counts.sum() == 4
 
 

@@ -177,7 +177,7 @@ def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: boo
         settings = cfg.database(db)
         check_subject_column(settings, table, folder)
         units += [record_unit(cfg, db, rec, str(folder), table.labels.get(rec),
-                              table.subjects.get(settings.same_subject.get(rec, rec)))
+                              table.subject_of(rec, settings.same_subject))
                   for rec in selected_records(cfg, db, folder)]
     return units
 
