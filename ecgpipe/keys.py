@@ -97,23 +97,31 @@ def _docstring_spans(tree: ast.Module) -> list[tuple[tuple[int, int], tuple[int,
     return spans
 
 
+def _version_spans(tree: ast.Module) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) of a module-level ``__version__ = ...``: a release number computes nothing, so bumping it alone
+    must not make every stage stale."""
+    return [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in tree.body
+            if isinstance(n, ast.Assign) and [getattr(t, "id", None) for t in n.targets] == ["__version__"]]
+
+
 def code_tokens(source: str) -> str:
-    """The source's tokens that decide what it does, one per line: comments, docstrings, blank lines and line breaks
-    inside brackets left out, indentation reduced to its structure (INDENT/DEDENT). Two sources with the same tokens
-    run the same way."""
-    spans = _docstring_spans(ast.parse(source))
+    """The source's tokens that decide what it does, one per line: comments, docstrings, a ``__version__``
+    assignment, blank lines and line breaks inside brackets left out, indentation reduced to its structure
+    (INDENT/DEDENT). Two sources with the same tokens run the same way."""
+    tree = ast.parse(source)
+    spans = _docstring_spans(tree) + _version_spans(tree)
     kept: list[str] = []
-    after_docstring = False
+    after_skipped = False
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING):
             continue
         if any(start <= tok.start < end for start, end in spans):
-            after_docstring = True
+            after_skipped = True
             continue
-        if after_docstring and tok.type == tokenize.NEWLINE:  # the docstring's own statement end goes with it
-            after_docstring = False
+        if after_skipped and tok.type == tokenize.NEWLINE:  # the skipped statement's own end goes with it
+            after_skipped = False
             continue
-        after_docstring = False
+        after_skipped = False
         text = "" if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.ENDMARKER) else tok.string
         kept.append(f"{tokenize.tok_name[tok.type]} {text}")
     return "\n".join(kept)

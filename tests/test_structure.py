@@ -76,6 +76,8 @@ def test_a_module_left_out_of_the_closure_is_detected(tmp_path, monkeypatch):
 SOURCE = '''"""A module."""
 import numpy as np  # why
 
+__version__ = "0.4.0"
+
 
 class Window:
     """A window."""
@@ -102,6 +104,8 @@ class Window:
     (lambda s: s.replace("scale=1", "scale=2"), False),
     (lambda s: s.replace("size = 2", "size = 2\n    label = \"A window.\""), False),  # a string that is not a docstring
     (lambda s: s.replace("        return", "        pass\n        return"), False),
+    (lambda s: s.replace('"0.4.0"', '"0.5.0"'), True),  # a release number alone recomputes nothing
+    (lambda s: s.replace('__version__ = "0.4.0"', 'version = "0.4.0"'), False),  # any other assignment counts
 ])
 def test_code_tokens_ignore_comments_docstrings_and_layout_but_not_code(edit, same):
     from ecgpipe.keys import code_tokens
