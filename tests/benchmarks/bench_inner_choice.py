@@ -5,7 +5,8 @@
 Reads a finished run's store (its best row's CNN features and rhythm block) and reruns one protocol's outer folds with
 the run's tuned classifier, once per inner-CV seed (the shuffle of the inner folds: a choice any seed could have made)
 and inner rule: 'best' (highest inner mean macro-F1, what every run so far used) and 'one_se' (the smallest C within
-one standard error of it). Seed 0 with 'best' is the run's own protocol (its numbers must match the report's). Every
+one standard error of it). Seed 0 with the run's own rule is the run's own protocol (its numbers must match the
+report's). Every
 fit is ecgpipe's own `fit_classifier` on one BLAS thread, as the pipeline's fold tasks fit. Prints one table (mean,
 sd, min and max over seeds of the outer accuracy and macro-F1; how many outer folds changed their C with the seed)
 and, last, one JSON line.
@@ -73,7 +74,7 @@ def main() -> None:
             scores[rule].append((accuracy_score(y[scored], pred[scored]), f1_score(y[scored], pred[scored], average="macro")))
     published = report["protocols"][args.protocol]
     print(f"{run}: {args.protocol}, {len(splits)} outer folds, inner seeds 0-{args.seeds - 1}; the run's own "
-          f"(seed 0, best): accuracy {published['accuracy']:.4f}, macro-F1 {published['macro_f1']:.4f}")
+          f"(seed 0, {base.inner_choice}): accuracy {published['accuracy']:.4f}, macro-F1 {published['macro_f1']:.4f}")
     print("| inner rule | accuracy mean (sd) | accuracy min - max | macro-F1 mean (sd) | macro-F1 min - max | "
           "folds whose C moved with the seed | C chosen (all folds, all seeds) |")
     print("|---|---:|---:|---:|---:|---:|---|")
@@ -87,7 +88,7 @@ def main() -> None:
               f"{f1.max():.4f} | {moved} of {len(splits)} | {', '.join(f'{c:g}: {n}' for c, n in counts.items())} |")
         summary[rule] = {"accuracy": acc.round(4).tolist(), "macro_f1": f1.round(4).tolist(), "folds_moved": moved,
                          "chosen": {f"{c:g}": n for c, n in counts.items()}}
-    reproduced = abs(scores["best"][0][0] - published["accuracy"]) < 1e-9
+    reproduced = abs(scores[base.inner_choice][0][0] - published["accuracy"]) < 1e-9
     print(json.dumps({"benchmark": "inner_choice", "run": str(run), "protocol": args.protocol, "seeds": args.seeds,
                       "reproduces_run": reproduced, **summary}))
 
