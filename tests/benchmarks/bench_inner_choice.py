@@ -4,10 +4,9 @@
 
 Reads a finished run's store (its best row's CNN features and rhythm block) and reruns one protocol's outer folds with
 the run's tuned classifier, once per inner-CV seed (the shuffle of the inner folds: a choice any seed could have made)
-and inner rule: 'best' (highest inner mean macro-F1, what every run so far used) and 'one_se' (the smallest C within
-one standard error of it). Seed 0 with the run's own rule is the run's own protocol (its numbers must match the
-report's). Every
-fit is ecgpipe's own `fit_classifier` on one BLAS thread, as the pipeline's fold tasks fit. Prints one table (mean,
+and inner rule: 'best' (highest inner mean macro-F1, the default) and 'one_se' (the smallest C within one standard
+error of it; paper4-best's since 0.5.0). Seed 0 with the run's own rule is the run's own protocol (its numbers must
+match the report's). Every fit is ecgpipe's own `fit_classifier` on one BLAS thread, as the pipeline's fold tasks fit. Prints one table (mean,
 sd, min and max over seeds of the outer accuracy and macro-F1; how many outer folds changed their C with the seed)
 and, last, one JSON line.
 """
