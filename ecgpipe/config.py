@@ -59,6 +59,13 @@ class DatabaseSettings(_Strict):
         description="Per-record labels instead of rhythm annotations: a CSV in the database folder with 'record,label' "
         "rows (PhysioNet/CinC 2017's REFERENCE.csv). Each record is one episode; its class is its windows' majority vote.",
     )
+    labels_header: str | None = Field(
+        default=None,
+        description="Per-record labels from a comment line of each record's header, '#<field>: code,code,...' (the "
+        "PhysioNet/CinC Challenge 2020/2021 layout: labels_header = 'Dx', SNOMED CT codes such as '#Dx: 164889003,"
+        "59118001'). The record takes the class its codes name; codes of no class or of two classes give it no window "
+        "(the report says which), an excluded code leaves it out.",
+    )
     physionet: str | None = Field(default=None, description="PhysioNet slug for online download, e.g. 'mitdb/1.0.0'.")
     same_subject: dict[str, str] = Field(
         default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201)."
@@ -89,7 +96,17 @@ class DatabaseSettings(_Strict):
             raise ValueError(f"subject = {self.subject!r} and subject_pattern both say what a subject is: keep one")
         if self.subject == "labels_csv" and not self.labels_csv:
             raise ValueError("subject = 'labels_csv' needs labels_csv (a CSV with a 'subject' column)")
+        if self.labels_csv and self.labels_header:
+            raise ValueError("labels_csv and labels_header both give the records' labels: keep one")
+        if self.labels_header is not None and not re.fullmatch(r"[A-Za-z0-9_ -]+", self.labels_header):
+            raise ValueError(f"labels_header: {self.labels_header!r} is not a header comment field name like 'Dx' "
+                             "(letters, digits, '_', '-', spaces; without '#' or ':')")
         return self
+
+    @property
+    def labelled_per_record(self) -> bool:
+        """Each record has one label (a labels CSV or a header comment), not rhythm annotations."""
+        return bool(self.labels_csv or self.labels_header)
 
     @property
     def records_are_subjects(self) -> bool:
@@ -198,7 +215,7 @@ class PipelineConfig(_Strict):
             raise ValueError("classes: at least two classes are needed")
         owner: dict[str, str] = {}
         # rhythm annotations' aux notes start with "(" ("(AFIB"); labels from a CSV ("A", "N") need not
-        annotation_labels_only = not any(db.labels_csv for db in self.databases.values())
+        annotation_labels_only = not any(db.labelled_per_record for db in self.databases.values())
         for cls, labels in self.classes.items():
             if not labels:
                 raise ValueError(f"classes.{cls}: no rhythm labels given")
@@ -235,8 +252,9 @@ class PipelineConfig(_Strict):
         for clf in self.classifiers:
             if clf.inputs != "cnn" and not self.rhythm.enabled:
                 raise ValueError(f"classifier {clf.label!r} uses rhythm features: set rhythm.enabled = true")
-            if clf.level == "record" and not all(db.labels_csv for db in self.databases.values()):
-                raise ValueError(f"classifier {clf.label!r}: level = 'record' needs databases labelled per record (labels_csv)")
+            if clf.level == "record" and not all(db.labelled_per_record for db in self.databases.values()):
+                raise ValueError(f"classifier {clf.label!r}: level = 'record' needs databases labelled per record "
+                                 "(labels_csv or labels_header)")
         for name, endpoint in self.endpoints.items():
             unknown = sorted(set(endpoint.classes) - set(self.classes))
             if unknown:
@@ -316,7 +334,7 @@ class PipelineConfig(_Strict):
     def subject_word(self) -> str:
         """What the grouped folds keep together, in words: "record" where no database has patient ids (labelled per
         record by a CSV, each record its own subject: CinC 2017), else "patient"."""
-        return "record" if all(self.database(n).labels_csv and self.database(n).records_are_subjects
+        return "record" if all(self.database(n).labelled_per_record and self.database(n).records_are_subjects
                                for n in self.databases) else "patient"
 
     @property

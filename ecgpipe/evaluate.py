@@ -36,7 +36,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.errors import EcgpipeError, PipelineError, failure_kinds
-from ecgpipe.labels import check_subject_column, read_labels_table
+from ecgpipe.labels import check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
@@ -132,11 +132,11 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     for db in dataset.databases:
         folder = database_dir(dataset, db, data_dir, download=False)
         settings = dataset.database(db)
-        table = read_labels_table(folder, settings.labels_csv) if settings.labels_csv else None
+        names = selected_records(dataset, db, folder)
+        table = record_labels(settings, folder, names, dataset.label_to_class, excluded) if settings.labelled_per_record else None
         if table:
             check_subject_column(settings, table, folder)  # the rule without the column: refused, as by a run
         labels = table.labels if table else None
-        names = selected_records(dataset, db, folder)
         absent = set(without_files(dataset, db, folder, names))  # listed by the CSV, no file: counted, not failed
         n_absent += len(absent)
         todo += [(db, folder, settings, r, labels, table.subject_of(r, settings.same_subject) if table else None)

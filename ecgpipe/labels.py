@@ -1,5 +1,6 @@
 """Per-record labels from a CSV file: the PhysioNet/CinC Challenge 2017 layout (short single-lead records of varying
-length, and ``REFERENCE.csv`` with one ``record,label`` row per record, e.g. ``A00001,N``).
+length, and ``REFERENCE.csv`` with one ``record,label`` row per record, e.g. ``A00001,N``); or from a comment line of
+each record's header: the PhysioNet/CinC Challenge 2020/2021 layout (``#Dx: 164889003,59118001``, SNOMED CT codes).
 
 Such a record is one episode spanning the whole recording; its windows all carry the record's label. A record's
 prediction aggregates its windows' predictions by majority vote (``ecgpipe.aggregate.record_votes``).
@@ -77,6 +78,68 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
     return LabelsTable(labels, subjects)
 
 
+def header_codes(header_path: str | Path, field: str) -> list[str] | None:
+    """The values of the header comment ``#<field>: a,b,...`` (field matched without regard to case), in order and
+    each once; None when the header has no such line. Raises ``OSError`` for an unreadable header."""
+    with open(header_path, errors="replace") as fh:
+        for line in fh:
+            text = line.strip()
+            if not text.startswith("#") or ":" not in text:
+                continue
+            name, _, value = text.lstrip("#").partition(":")
+            if name.strip().lower() == field.lower():
+                return list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    return None
+
+
+def label_of_codes(codes: list[str], label_to_class: dict[str, str], excluded: set[str]) -> str:
+    """One label for a record whose header gives several codes: an excluded code if it has one (the record is left
+    out, as an excluded label), else its first code of a class when every code of a class names the same class; codes
+    of no class, or of two classes, stay together comma-joined: a label of no class, so the record yields no window
+    and the report says why (``classes_named``)."""
+    if out := [c for c in codes if c in excluded]:
+        return out[0]
+    named = [c for c in codes if c in label_to_class]
+    if named and len({label_to_class[c] for c in named}) == 1:
+        return named[0]
+    return ",".join(codes)
+
+
+def classes_named(label: str, label_to_class: dict[str, str]) -> dict[str, list[str]]:
+    """class -> the codes of a comma-joined header label that name it (``label_of_codes``)."""
+    out: dict[str, list[str]] = {}
+    for code in label.split(","):
+        if code in label_to_class:
+            out.setdefault(label_to_class[code], []).append(code)
+    return out
+
+
+def header_labels_table(folder: str | Path, records: list[str], field: str, label_to_class: dict[str, str],
+                        excluded: set[str]) -> LabelsTable:
+    """Each record's label from its header's ``#<field>:`` line (``label_of_codes``). A record without the line, or
+    whose header cannot be read, has none: it fails by name when its task reads it."""
+    labels = {}
+    for record in records:
+        try:
+            codes = header_codes(Path(folder) / f"{record}.hea", field)
+        except OSError:
+            codes = None
+        if codes:
+            labels[record] = label_of_codes(codes, label_to_class, excluded)
+    return LabelsTable(labels, {})
+
+
+def record_labels(settings: DatabaseSettings, folder: str | Path, records: list[str], label_to_class: dict[str, str],
+                  excluded: set[str]) -> LabelsTable:
+    """The per-record labels of a database: its labels CSV, or its headers' comment field; empty for a database of
+    rhythm annotations."""
+    if settings.labels_header:
+        return header_labels_table(folder, records, settings.labels_header, label_to_class, excluded)
+    if settings.labels_csv:
+        return read_labels_table(folder, settings.labels_csv)
+    return LabelsTable({}, {})
+
+
 def check_subject_column(settings: DatabaseSettings, table: LabelsTable, folder: str | Path) -> None:
     """A database whose subjects come from its labels CSV needs the CSV's ``subject`` column (refused before any
     work, naming the file); a CSV that names subjects the config does not use is said to leak (each record then
@@ -89,8 +152,16 @@ def check_subject_column(settings: DatabaseSettings, table: LabelsTable, folder:
                       "grouped folds ignore that column (subject = 'labels_csv' uses it)", UserWarning, stacklevel=2)
 
 
-def check_record_label(record_path: str, label: str | None, csv_name: str, known: set[str], excluded: set[str]) -> None:
-    """A record of a CSV-labelled database needs a row in the CSV, with a label of a configured class (or excluded)."""
+def check_record_label(record_path: str, label: str | None, settings: DatabaseSettings, known: set[str],
+                       excluded: set[str]) -> None:
+    """A record of a CSV-labelled database needs a row in the CSV, with a label of a configured class (or excluded);
+    one labelled by its header needs the header's line (its codes may name no class: it then yields no window)."""
+    if settings.labels_header:
+        if label is None:
+            raise RecordError(record_path, f"no '#{settings.labels_header}:' comment line with a label in its header "
+                                           "(databases.<db>.labels_header)")
+        return
+    csv_name = settings.labels_csv
     if label is None:
         raise RecordError(record_path, f"no row for this record in {csv_name}")
     if label not in known and label not in excluded:

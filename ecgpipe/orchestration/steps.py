@@ -145,7 +145,7 @@ def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done
         raise PipelineError(
             f"the first {k} records all failed with the same error, e.g. {failures[0][1]}; stopped instead of trying "
             f"the other {n_total - k}. Check the data folder and the [databases] settings (lead, fs, annotator, "
-            f"labels_csv, checksum); run.fail_fast_after = 0 tries every record regardless"
+            f"labels_csv, labels_header, checksum); run.fail_fast_after = 0 tries every record regardless"
         )
 
 

@@ -247,7 +247,7 @@ def assemble_row(row: ComparisonRow, data: ClassificationData, results: dict[tup
         y_pred, chosen = collect_predictions(len(data.y), [(f.test, f.predicted, f.chosen) for f in folds])
         summary = summarize_protocol(data.y, y_pred, data.subjects, splits, row.cfg.class_names, note, chosen,
                                      row.cfg.endpoints, level=row.cfg.classifier.level)
-        per_record = [db for db, s in row.cfg.databases.items() if s.labels_csv]
+        per_record = [db for db, s in row.cfg.databases.items() if s.labelled_per_record]
         test_fold = np.full(len(data.y), -1)  # the outer fold that tested each row
         for f, (_, test) in enumerate(splits):
             test_fold[test] = f
@@ -277,7 +277,7 @@ def evaluate_row(row: ComparisonRow, data: ClassificationData) -> dict[str, Prot
 
 def selects_by_records(cfg: PipelineConfig) -> bool:
     """Datasets labelled per record are judged by their records: the best row is chosen on record-level macro-F1."""
-    return all(s.labels_csv for s in cfg.databases.values())
+    return all(s.labelled_per_record for s in cfg.databases.values())
 
 
 def best_row(rows: list[ComparisonRow], protocol: str) -> int:

@@ -90,7 +90,7 @@ def grid_units(cfg: PipelineConfig, units: list[RecordUnit], records: list[Recor
     of a rhythm-annotated database (a CSV-labelled record has one label, no rhythm to find in it)."""
     read = {r.name: r for r in records}
     return [grid_unit(cfg, u, read[u.shown].subject) for u in units
-            if u.shown in read and not cfg.database(u.database).labels_csv]
+            if u.shown in read and not cfg.database(u.database).labelled_per_record]
 
 
 @dataclass

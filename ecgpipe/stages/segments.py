@@ -1,7 +1,7 @@
 """Stage 1, one unit per record: read and validate a WFDB record, cut its labelled windows and compute their rhythm
 block, stored under ``records/<db>/<record>`` (windows, starts, episode index, rhythm features; attrs).
 
-Key of a record: its files' digest, its database's settings, the segment and class settings, its CSV label, its
+Key of a record: its files' digest, its database's settings, the segment and class settings, its per-record label, its
 subject id and the code version. The *signal key* leaves out the rhythm block (its settings and its
 modules) and the subject rule: spectrograms are computed from the windows alone, so changing the rhythm block or who
 is one patient recomputes records and classifiers, not spectrograms or CNN features.
@@ -22,7 +22,7 @@ from ecgpipe.databases import subject_id
 from ecgpipe.dataset import record_windows
 from ecgpipe.edf import read_edf_header
 from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, header_lines, record_files
-from ecgpipe.labels import LabelsTable, check_record_label, check_subject_column, read_labels_table
+from ecgpipe.labels import check_record_label, check_subject_column, classes_named, record_labels
 from ecgpipe.markers import Markers
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.rhythm_block import window_rhythm_features
@@ -50,7 +50,7 @@ class RecordUnit:
     record: str
     db_dir: str
     key: str  # everything stored for the record: windows and rhythm block
-    label: str | None = None  # the record's label, for a database labelled per record by a CSV
+    label: str | None = None  # the record's label, for a database labelled per record (CSV or header)
     files_sha256: str = ""  # SHA-256 over the record's header, signal and annotation files (provenance)
     signal_key: str = ""  # the windows alone (what spectrograms are computed from): the key without the rhythm block
     seconds: float = 0.0  # the record's length from its header (0 when unreadable): how records are batched into tasks
@@ -172,13 +172,13 @@ def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: boo
     units = []
     for db in cfg.databases:
         folder = database_dir(cfg, db, root, download=download)
-        csv_name = cfg.databases[db].labels_csv
-        table = read_labels_table(folder, csv_name) if csv_name else LabelsTable({}, {})
         settings = cfg.database(db)
+        names = selected_records(cfg, db, folder)
+        table = record_labels(settings, folder, names, cfg.label_to_class, set(cfg.segments.exclude_labels))
         check_subject_column(settings, table, folder)
         units += [record_unit(cfg, db, rec, str(folder), table.labels.get(rec),
                               table.subject_of(rec, settings.same_subject))
-                  for rec in selected_records(cfg, db, folder)]
+                  for rec in names]
     return units
 
 
@@ -186,13 +186,13 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     """Read and validate one record, cut its labelled windows, store them; returns its summary and the windows'
     digest (for its marker). Raises ``RecordError`` naming the file and the problem."""
     settings = cfg.database(unit.database)
-    if settings.labels_csv:
-        check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings.labels_csv,
+    if settings.labelled_per_record:
+        check_record_label(os.path.join(unit.db_dir, unit.record), unit.label, settings,
                            set(cfg.label_to_class), set(cfg.segments.exclude_labels))
     if unit.subject_error:
         raise RecordError(os.path.join(unit.db_dir, unit.record), unit.subject_error)
     rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy,
-                      record_label=unit.label if settings.labels_csv else None, n_leads=cfg.segments.n_leads)
+                      record_label=unit.label if settings.labelled_per_record else None, n_leads=cfg.segments.n_leads)
     found = record_windows(rec, cfg)
     rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
     duration = rec.signals.shape[1] / rec.fs
@@ -247,6 +247,8 @@ def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:
     excluded = [label for label in labels if label in cfg.segments.exclude_labels]
     if labels and len(excluded) == len(labels):
         return f"label(s) {excluded} excluded (segments.exclude_labels)"
+    if len(labels) == 1 and len(named := classes_named(labels[0], cfg.label_to_class)) > 1:  # a header's codes
+        return "codes of more than one class (" + "; ".join(f"{c}: {', '.join(v)}" for c, v in named.items()) + ")"
     if duration_s < cfg.segments.length_s:
         return f"shorter ({duration_s:.1f} s) than one window ({cfg.segments.length_s:g} s)"
     return (f"no {cfg.segments.length_s:g}-s stretch inside an episode of a configured class "
