@@ -38,8 +38,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def _overrides(args) -> dict:
-    over = {"run": {k: v for k, v in (("n_workers", args.workers), ("max_records", args.max_records)) if v is not None},
-            "features": {"weights": "random"} if args.random_weights else {}}
+    run = {"n_workers": args.workers, "max_records": args.max_records, "verify": "content" if args.verify else None}
+    over = {"run": {k: v for k, v in run.items() if v is not None}, "features": {"weights": "random"} if args.random_weights else {}}
     return {section: values for section, values in over.items() if values}
 
 
@@ -110,9 +110,8 @@ def cmd_run(args) -> int:
         print(f"left out {len(report['absent_records'])} record(s) the labels CSV lists without any file in the folder "
               f"(e.g. {', '.join(report['absent_records'][:3])}; all in report.json absent_records)")
     if report["skipped_records"]:
-        print(f"skipped {len(report['skipped_records'])} bad record(s):")
-        for s in report["skipped_records"]:
-            print(f"  {s['record']}: {s['error']}")
+        print(f"skipped {len(report['skipped_records'])} bad record(s):\n"
+              + "\n".join(f"  {s['record']}: {s['error']}" for s in report["skipped_records"]))
     return 0
 
 
@@ -150,6 +149,7 @@ def cmd_status(args) -> int:
         return 2
     from ecgpipe.status import run_status
 
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"verify": "content"})}) if args.verify else cfg
     status = run_status(cfg, data_dir, args.out)
     if args.json:
         print(json.dumps(status, indent=2))
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     run.add_argument("--workers", type=positive_int, default=None, help="local Dask worker processes (overrides run.n_workers)")
     run.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping it")
+    run.add_argument("--verify", action="store_true", help="hash every finished unit's stored data (default: only where its files changed)")
     run.add_argument("--max-records", type=positive_int, default=None,
                      help="a pilot: at most N records of each database, a seeded sample (run.max_records)")
     run.add_argument("--verbose", action="store_true", help="tracebacks and Prefect's per-task lines on the console")
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", default=None, help="compare against this config instead of the one the last run used")
     st.add_argument("--data-dir", default=None, help="the records' folder (default: the one the run used, saved in OUT/config.json)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--verify", action="store_true", help="hash every finished unit's stored data (default: only where its files changed)")
     st.set_defaults(func=cmd_status)
 
     data = sub.add_parser("data", help="get PhysioNet databases").add_subparsers(dest="data_command", required=True)

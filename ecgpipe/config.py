@@ -176,6 +176,10 @@ class RunSettings(_Strict):
     n_workers: int = Field(2, gt=0, description="Worker processes of the local Dask cluster.")
     threads_per_worker: int = Field(1, gt=0)
     strict: StrictBool = Field(False, description="Fail on the first bad record instead of skipping it.")
+    verify: Literal["stamp", "content"] = Field("stamp", description="How a rerun (and `ecgpipe status`) checks that a "
+        "finished unit's stored data is intact: 'stamp' compares its files' names, sizes and modification times with "
+        "those its marker recorded and reads the data only where they differ; 'content' reads and hashes every unit's "
+        "data (the whole store, on every rerun). `--verify` sets 'content' for one run or status.")
     max_records: int | None = Field(None, gt=0, description="A pilot: at most this many records of each database, a sample "
                                     "seeded by sampling.seed (kept in RECORDS order); the full run later reuses their work.")
     fail_fast_after: int = Field(20, ge=0, description="Stop when the first N records all fail with one kind of error (0: never).")

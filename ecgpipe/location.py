@@ -7,6 +7,7 @@ output folder on object storage works like a local one. Every worker must reach 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 
@@ -77,6 +78,31 @@ class Location:
                 raise
         else:
             self.fs.pipe_file(path, text.encode())
+
+    def files_stamp(self, rel: str) -> str | None:
+        """A fingerprint of every file below ``rel`` (or of the file ``rel``): their names, sizes and modification
+        times, which writing any of them again, truncating, adding or removing one changes, and copying a run with its
+        times kept (``cp -a``, ``rsync -a``) does not. What it cannot see: bytes changed in place with the size and
+        modification time put back, or within the file system's timestamp resolution of the stamp being taken. None
+        where the file system reports no modification time (then only the data's own digest can tell)."""
+        path = self._path(rel)
+        entries = []
+        if isinstance(self.fs, LocalFileSystem):
+            for folder, _, files in os.walk(path):
+                for name in files:
+                    st = os.stat(os.path.join(folder, name))
+                    entries.append(f"{os.path.relpath(os.path.join(folder, name), path)}:{st.st_size}:{st.st_mtime_ns}")
+            if os.path.isfile(path):
+                st = os.stat(path)
+                entries.append(f":{st.st_size}:{st.st_mtime_ns}")
+        else:
+            self.fs.invalidate_cache(path)
+            for name, info in sorted(self.fs.find(path, detail=True).items()):
+                when = next((info[k] for k in ("mtime", "LastModified", "ETag", "etag", "updated", "created") if info.get(k)), None)
+                if when is None:
+                    return None
+                entries.append(f"{name[len(path):]}:{info.get('size')}:{when}")
+        return hashlib.blake2b("\n".join(sorted(entries)).encode(), digest_size=16).hexdigest()
 
     def delete(self, rel: str) -> None:
         try:

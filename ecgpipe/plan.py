@@ -80,7 +80,7 @@ class RunPlan:
 
     @property
     def markers(self) -> Markers:
-        return Markers(self.out)
+        return Markers(self.out, self.cfg.run.verify)
 
     # ----------------------------------------------------------------------------------------------- records
     def record_summaries(self) -> dict[str, RecordSummary | None]:
@@ -127,16 +127,15 @@ class RunPlan:
         return features.feature_arrays(self.cfg, spectrogram_keys)
 
     def chunk_done(self, array: str, i: int, key: str, n_rows: int) -> bool:
-        """Chunk i of ``array`` is complete and current: its marker has this key and its rows hash to its digest."""
-        marker = self.markers.read(array, chunk_unit(i))
+        """Chunk i of ``array`` is complete and current: its marker has this key and its rows are intact (their files
+        unchanged, or else their rows hash to its digest: ``Markers.intact``)."""
+        markers = self.markers
+        marker = markers.read(array, chunk_unit(i))
         if marker is None or marker.get("key") != key:
             return False
         lo, hi = i * self.cfg.run.chunk_size, min((i + 1) * self.cfg.run.chunk_size, n_rows)
-        try:
-            rows = zs.open_array(f"{self.store}/{Layout.data(array)}", mode="r")[lo:hi]
-            return array_digest(rows) == marker.get("digest")
-        except Exception:  # unreadable or corrupt chunk
-            return False
+        rows = lambda: zs.open_array(f"{self.store}/{Layout.data(array)}", mode="r")[lo:hi]  # noqa: E731
+        return markers.intact(marker, zs.in_store(Layout.row_chunk(array, i)), lambda: array_digest(rows()))
 
     # --------------------------------------------------------------------------------------------------- rows
     def rows(self, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:

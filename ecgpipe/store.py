@@ -68,11 +68,26 @@ class Layout:
         """The data array of a spectrogram or feature array group (``spectrograms/<hash>``, ``features/<hash>``)."""
         return f"{array}/data"
 
+    @staticmethod
+    def row_chunk(array: str, i: int) -> str:
+        """The folder of the files of row chunk ``i`` of such a data array (Zarr v3's default chunk keys, ``c/<i>/0``:
+        arrays are chunked along rows only)."""
+        return f"{array}/data/c/{i}"
+
+
+STORE = "store.zarr"  # the store's folder inside an output location
+
 
 def store_path(out_dir) -> str:
     """The store inside an output location (local path or fsspec URL)."""
     location = out_dir if isinstance(out_dir, Location) else Location(out_dir)
-    return location.child("store.zarr")
+    return location.child(STORE)
+
+
+def in_store(rel: str) -> str:
+    """Where ``rel`` (a group, array or chunk of the store) lies relative to the output location: what a marker's
+    ``files`` names (``Markers.write``)."""
+    return f"{STORE}/{rel}"
 
 
 def open_group(path: str, mode: str = "r") -> zarr.Group:

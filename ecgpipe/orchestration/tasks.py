@@ -24,6 +24,7 @@ from ecgpipe.stages.classification import FoldResult
 from ecgpipe.stages.recording_grid import GridUnit
 from ecgpipe.stages.recording_scores import FoldScores, GridRecord
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
+from ecgpipe.store import Layout, in_store
 
 PERMANENT_ERRORS = (EcgpipeError, ValueError, FileNotFoundError)
 # a full disk, a read-only or forbidden folder, an exhausted quota: retrying in seconds cannot help
@@ -123,7 +124,8 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
         except Exception as exc:
             out.append(record_failure(exc, unit.shown))
             continue
-        markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()})
+        markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()},
+                      files=segments.record_files_in_store(unit))
         out.append(summary)
         n_computed += 1
         injected_record_fault(batch_index, n_computed)
@@ -140,7 +142,8 @@ def table_chunks(store: str, first_chunk: int, n_chunks: int, record_names: dict
 def spectrogram_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, key: str, config_json: str) -> int:
     injected_fault(spectrograms.STAGE, chunk_index)
     spec = spectrograms.compute_chunk(store, spec_array, chunk_index, _config(config_json))
-    Markers(out_dir).write(spec_array, chunk_unit(chunk_index), key, {"digest": array_digest(spec), "worker": where()})
+    Markers(out_dir).write(spec_array, chunk_unit(chunk_index), key, {"digest": array_digest(spec), "worker": where()},
+                           files=in_store(Layout.row_chunk(spec_array, chunk_index)))
     return int(len(spec))
 
 
@@ -158,7 +161,8 @@ def feature_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, t
                                       _config(config_json))
     markers = Markers(out_dir)
     for feat_array, key, _ in targets:
-        markers.write(feat_array, chunk_unit(chunk_index), key, {"digest": array_digest(computed[feat_array]), "worker": where()})
+        markers.write(feat_array, chunk_unit(chunk_index), key, {"digest": array_digest(computed[feat_array]), "worker": where()},
+                      files=in_store(Layout.row_chunk(feat_array, chunk_index)))
     return int(len(next(iter(computed.values()))))
 
 
@@ -193,7 +197,7 @@ def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list
         except Exception as exc:
             out.append(record_failure(exc, unit.shown))
             continue
-        markers.write(recording_grid.STAGE, unit.name, unit.key, {"digest": digest, "worker": where()})
+        markers.write(recording_grid.STAGE, unit.name, unit.key, {"digest": digest, "worker": where()}, files=in_store(unit.path))
         out.append(digest)
     return out
 

@@ -151,13 +151,14 @@ def read_grid(store: str, path: str) -> RecordGrid:
 
 def grid_done(store: str, markers: Markers, unit: GridUnit) -> bool:
     """Whether the record's stored grid is current: its marker has the unit's key and its arrays and attributes hash
-    to the marker's digest (the key is checked first: a stale grid costs no read)."""
+    to the marker's digest, or its files are unchanged (``Markers.intact``; the key is checked first: a stale grid
+    costs no read)."""
     marker = markers.read(STAGE, unit.name)
     if marker is None or marker.get("key") != unit.key:
         return False
-    try:
+
+    def digest() -> str:
         group = zs.open_group(f"{store}/{unit.path}", mode="r")
-        digest = _digest({name: group[name][...] for name in group.array_keys()}, dict(group.attrs))
-    except Exception:  # missing or unreadable arrays
-        return False
-    return digest == marker.get("digest")
+        return _digest({name: group[name][...] for name in group.array_keys()}, dict(group.attrs))
+
+    return markers.intact(marker, zs.in_store(unit.path), digest)

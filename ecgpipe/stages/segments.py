@@ -230,15 +230,18 @@ def stored_record_digest(store: str, unit: RecordUnit) -> str:
 
 def _stored_summary(store: str, markers: Markers, unit: RecordUnit, key_field: str) -> RecordSummary | None:
     """The summary in the record's marker when its ``key_field`` ("key" or "signal_key") is the unit's and its stored
-    arrays still hash to the marker's digest (the key is checked first: a stale record costs no read)."""
+    arrays are intact (``Markers.intact``; the key is checked first: a stale record costs no read)."""
     marker = markers.read(STAGE, unit.name)
     if marker is None or marker.get("summary", {}).get(key_field) != getattr(unit, key_field):
         return None
-    try:
-        digest = stored_record_digest(store, unit)
-    except Exception:  # missing or unreadable arrays
-        return None
-    return RecordSummary.from_json(marker["summary"]) if digest == marker.get("digest") else None
+    if not markers.intact(marker, record_files_in_store(unit), lambda: stored_record_digest(store, unit)):
+        return None  # missing, unreadable or changed arrays
+    return RecordSummary.from_json(marker["summary"])
+
+
+def record_files_in_store(unit: RecordUnit) -> str:
+    """The record's group, relative to the output location (its marker's ``files``)."""
+    return zs.in_store(zs.Layout.record(unit.database, unit.record))
 
 
 def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:

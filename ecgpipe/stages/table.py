@@ -244,17 +244,14 @@ def chunk_digests(arr) -> list[str]:
 
 
 def table_is_done(store: str, table: SegmentTable, markers: Markers) -> bool:
-    """The stored table has this key and its arrays still hash to the digests its marker recorded (a corrupted
-    chunk of segments/* rewrites the table before any spectrogram reads it)."""
+    """The stored table has this key and its arrays are intact (unchanged files, or else the digests its marker
+    recorded: a corrupted chunk of segments/* rewrites the table before any spectrogram reads it)."""
     if stored_table_key(store) != table.key:
         return False
     marker = markers.read(STAGE, UNIT)
     if marker is None or marker.get("key") != table.key:
         return False
-    try:
-        return stored_digests(store) == marker.get("digests")
-    except Exception:  # unreadable chunk
-        return False
+    return markers.intact(marker, zs.in_store(Layout.SEGMENTS), lambda: stored_digests(store), field="digests")
 
 
 # ----------------------------------------------------------------------------------------------------- writing
@@ -357,7 +354,7 @@ def finish_table(store: str, table: SegmentTable, cfg: PipelineConfig, markers: 
     )
     arrays = sorted(zs.open_group(f"{store}/{Layout.SEGMENTS}", mode="r").array_keys())
     digests = {name: content_key(*written.get(name, [])) for name in arrays}
-    markers.write(STAGE, UNIT, table.key, {"n_segments": len(table), "digests": digests})
+    markers.write(STAGE, UNIT, table.key, {"n_segments": len(table), "digests": digests}, files=zs.in_store(Layout.SEGMENTS))
 
 
 @dataclass(frozen=True)
