@@ -94,9 +94,9 @@ def header_codes(header_path: str | Path, field: str) -> list[str] | None:
 
 def label_of_codes(codes: list[str], label_to_class: dict[str, str], excluded: set[str]) -> str:
     """One label for a record whose header gives several codes: an excluded code if it has one (the record is left
-    out, as an excluded label), else its first code of a class when every code of a class names the same class; codes
-    of no class, or of two classes, stay together comma-joined: a label of no class, so the record yields no window
-    and the report says why (``classes_named``)."""
+    out, as an excluded label); else, when the codes that name a class all name the same one, the first of them;
+    codes that name no class, or two classes, stay together comma-joined: a label of no class, so the record yields
+    no window and the report says why (``classes_named``)."""
     if out := [c for c in codes if c in excluded]:
         return out[0]
     named = [c for c in codes if c in label_to_class]

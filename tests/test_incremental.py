@@ -463,6 +463,28 @@ def test_after_a_kill_9_the_next_run_stops_the_server_the_dead_run_left(cold, tm
             os.kill(server, signal.SIGKILL)
 
 
+def test_status_trusts_unchanged_stamps_and_verify_hashes_every_unit(cold, tmp_path, capsys):
+    """A spectrogram chunk's bytes changed with its size and time put back: plain `ecgpipe status` (stamps) cannot see
+    it, `--verify` (hashes) can, and `run --verify` recomputes exactly that chunk, back to the cold run's bytes."""
+    from ecgpipe.cli import main
+
+    out = copy_run(cold, tmp_path)
+    spec_chunk = out / "store.zarr" / cold["report"]["spectrograms_array"] / "c" / "1" / "0" / "0"
+    st = spec_chunk.stat()
+    data = bytearray(spec_chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    spec_chunk.write_bytes(bytes(data))
+    os.utime(spec_chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    stale = {}
+    for flags in ([], ["--verify"]):
+        assert main(["status", "--out", str(out), "--json", *flags]) == 0
+        stale[bool(flags)] = json.loads(capsys.readouterr().out)["stages"]["spectrograms"]["stale"]
+    assert stale == {False: 0, True: 1}
+    assert main(["run", "--config", str(cold["cfg"]), "--data-dir", str(cold["data"]), "--out", str(out), "--verify"]) == 0
+    assert computed(out) == {"segments": 0, "spectrograms": 1, "features": 0, "classify": 0}
+    assert snapshot(out) == snapshot(cold["out"])
+
+
 def test_a_corrupted_segment_table_is_rewritten_before_anything_reads_it(cold, tmp_path):
     """32 bytes overwritten in a chunk of segments/signal: status reports the table stale; the rerun rewrites it
     (from the records' windows) before any spectrogram is computed from it, and everything ends byte-identical."""
