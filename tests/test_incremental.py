@@ -467,8 +467,13 @@ def test_status_trusts_unchanged_stamps_and_verify_hashes_every_unit(cold, tmp_p
     """A spectrogram chunk's bytes changed with its size and time put back: plain `ecgpipe status` (stamps) cannot see
     it, `--verify` (hashes) can, and `run --verify` recomputes exactly that chunk, back to the cold run's bytes."""
     from ecgpipe.cli import main
+    from ecgpipe.store import Layout
 
     out = copy_run(cold, tmp_path)
+    # a stamp sees what lies in the folder a marker names: for both chunked arrays that is the chunk's own files
+    for array in (cold["report"]["spectrograms_array"], cold["report"]["features_array"]):
+        folder = out / "store.zarr" / Layout.row_chunk(array.removesuffix("/data"), 1)
+        assert [p for p in folder.rglob("*") if p.is_file()], folder
     spec_chunk = out / "store.zarr" / cold["report"]["spectrograms_array"] / "c" / "1" / "0" / "0"
     st = spec_chunk.stat()
     data = bytearray(spec_chunk.read_bytes())
@@ -542,6 +547,10 @@ def test_the_first_records_failing_alike_stop_the_run(tmp_path, physionet, prefe
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "the first 4 records all failed with the same error" in proc.stderr and "MLII" in proc.stderr
     assert ("Traceback" in proc.stderr) == verbose
-    assert ("Task run" in proc.stdout + proc.stderr) == verbose
+    # quiet by default: no per-task line ever reaches the console. (With --verbose the workers' per-task lines race
+    # the stop, which closes the cluster within moments of the fourth failure: on a loaded CI machine none had been
+    # written yet, 2026-12-05, so their presence is not asserted here.)
+    if not verbose:
+        assert "Task run" not in proc.stdout + proc.stderr
     doc = run_json(tmp_path / "out")
     assert doc["status"] == "failed" and doc["stages"]["segments"]["failed"] < 22
