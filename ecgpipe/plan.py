@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
+from ecgpipe.input_digests import InputDigests
 from ecgpipe.keys import array_digest
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
@@ -61,18 +62,20 @@ class RunPlan:
     out: Location
     records: list[RecordUnit]
     absent: list[str] = field(default_factory=list)  # listed by a labels CSV, no file in the folder (``without_files``)
+    inputs: InputDigests = field(default_factory=InputDigests)  # the records' input digests (``save()``: kept for the next run)
 
     @classmethod
     def create(cls, cfg: PipelineConfig, data_dir: str | Path | None, out_dir, download: bool = True) -> RunPlan:
         out = out_dir if isinstance(out_dir, Location) else Location(str(out_dir))
-        units = segments.plan_records(cfg, data_dir, download=download)
+        inputs = InputDigests(out, cfg.run.verify)
+        units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
         absent = set()
         for db in cfg.databases:
             mine = [u for u in units if u.database == db]
             if mine:
                 absent |= {(db, name) for name in without_files(cfg, db, mine[0].db_dir, [u.record for u in mine])}
         return cls(cfg, out, [u for u in units if (u.database, u.record) not in absent],
-                   [u.shown for u in units if (u.database, u.record) in absent])
+                   [u.shown for u in units if (u.database, u.record) in absent], inputs)
 
     @property
     def store(self) -> str:

@@ -105,7 +105,7 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
                  strict: bool | None = None, download: bool = False) -> dict:
     """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
     one Prefect API; returns the report."""
-    units = preflight(cfg, data_dir, download)  # bad settings and missing data fail here, before anything is created
+    units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
     out = Location(str(out_dir))
     out.makedirs()
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)

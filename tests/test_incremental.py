@@ -114,6 +114,10 @@ def test_no_change_rerun_computes_nothing_and_changes_no_byte(cold, tmp_path):
     assert run_json(out)["status"] == "completed"
     assert snapshot(out) == before
     assert report["protocols"] == cold["report"]["protocols"]
+    # the plan kept each record's input digest for the next run (the data was copied a run's length ago: settled)
+    kept = json.loads((out / "inputs" / "digests.json").read_text())["digests"]
+    assert sorted(d for entries in kept.values() for _, d in entries.values()) == sorted(
+        report["provenance"]["record_files_sha256"].values())
 
 
 def test_corrupted_chunk_and_deleted_marker_recompute_exactly_those(cold, tmp_path):

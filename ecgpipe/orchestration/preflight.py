@@ -7,12 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ecgpipe.config import ConfigError, PipelineConfig
+from ecgpipe.input_digests import InputDigests
 from ecgpipe.sources import DataSourceError, resolve_data_dir
 from ecgpipe.stages.segments import RecordUnit, plan_records
 
 
-def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = False) -> list[RecordUnit]:
-    """Check the run's inputs; returns its record units. Creates nothing and downloads only with ``download``."""
+def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = False,
+              out_dir: str | None = None) -> list[RecordUnit]:
+    """Check the run's inputs; returns its record units. Creates nothing and downloads only with ``download``.
+    ``out_dir``: the run's output folder, whose kept input digests spare reading unchanged records."""
     root = resolve_data_dir(data_dir)
     if not download and not root.is_dir():
         raise DataSourceError(f"data folder {root} does not exist (give --data-dir DIR holding <db>/RECORDS, or "
@@ -27,7 +30,7 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
             raise ConfigError(f"{where}: {err}") from None
         if features.weights_path and not Path(features.weights_path).expanduser().is_file():
             raise ConfigError(f"{where}.weights_path: {features.weights_path} not found")
-    units = plan_records(cfg, root, download=download)
+    units = plan_records(cfg, root, download=download, digest_of=InputDigests(out_dir, cfg.run.verify))
     if not units:
         raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
     return units

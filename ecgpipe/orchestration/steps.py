@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, StageFailed, failure_kinds  # noqa: F401  (failure_kinds re-exported)
-from ecgpipe.keys import file_digest, signal_digest
+from ecgpipe.keys import file_digest
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
@@ -42,7 +42,7 @@ class Run:
     def start(cls, cfg: PipelineConfig, data_dir: str | None, out: Location, log: RunLog, logger, strict: bool | None,
               download: bool = False) -> Run:
         plan = RunPlan.create(cfg, data_dir, out, download=download)
-        out.makedirs()
+        plan.inputs.save()  # (creates OUT) the next run's plan reads only the records whose files changed
         # absolute, so that `ecgpipe status OUT` finds the data from any folder
         saved_dir = data_dir if data_dir is None or "://" in str(data_dir) else os.path.abspath(data_dir)
         out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": saved_dir}, indent=2))
@@ -414,7 +414,7 @@ def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> M
         return ModelJob(row, path, key, None)
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)
-    recordings = {u.shown: signal_digest(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
+    recordings = {u.shown: run.plan.inputs.signal(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
     future = run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
                                                 row.extractor.weights, os.path.join(os.path.dirname(path), STAGED_MODEL),
                                                 recordings)

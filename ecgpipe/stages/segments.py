@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,15 +111,16 @@ SUBJECT_SETTINGS = ("same_subject", "subject", "subject_pattern")
 
 
 def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None,
-                csv_subject: str | None = None) -> RecordUnit:
-    """A record's unit of work, its subject (``csv_subject``: its cell in the labels CSV) and its content keys."""
+                csv_subject: str | None = None, digest_of: Callable[[list[Path]], str] = file_digest) -> RecordUnit:
+    """A record's unit of work, its subject (``csv_subject``: its cell in the labels CSV) and its content keys.
+    ``digest_of``: ``file_digest``, or a cache of it (``input_digests.InputDigests``)."""
     settings = cfg.database(database)
     try:
         subject, subject_error = subject_id(database, record, settings.same_subject, settings.subject,
                                             settings.subject_pattern, csv_subject), None
     except ValueError as exc:
         subject, subject_error = "", str(exc)
-    digest = file_digest(record_files(db_dir, record, settings.annotator))
+    digest = digest_of(record_files(db_dir, record, settings.annotator))
     signal_key = content_key(
         STAGE,
         signal_code(),
@@ -166,7 +168,8 @@ def batches(units: list[RecordUnit], max_records: int, max_seconds: float) -> li
     return out
 
 
-def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = True) -> list[RecordUnit]:
+def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = True,
+                 digest_of: Callable[[list[Path]], str] = file_digest) -> list[RecordUnit]:
     """Every record unit of a run, database by database (``download=False``: never fetch a missing database)."""
     root = resolve_data_dir(data_dir)
     units = []
@@ -177,7 +180,7 @@ def plan_records(cfg: PipelineConfig, data_dir: str | Path | None, download: boo
         table = record_labels(settings, folder, names, cfg.label_to_class, set(cfg.segments.exclude_labels))
         check_subject_column(settings, table, folder)
         units += [record_unit(cfg, db, rec, str(folder), table.labels.get(rec),
-                              table.subject_of(rec, settings.same_subject))
+                              table.subject_of(rec, settings.same_subject), digest_of)
                   for rec in names]
     return units
 

@@ -1,0 +1,128 @@
+"""Input digests kept beside a run's results: a rerun's plan reads only the records whose files changed, and a
+changed file is always read again, whatever the change."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ecgpipe import input_digests
+from ecgpipe.config import load_config
+from ecgpipe.input_digests import CACHE, InputDigests
+from ecgpipe.keys import file_digest, record_files
+from ecgpipe.stages.segments import plan_records
+
+from conftest import copy_records
+
+MITDB = ["100", "201", "207"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_process():
+    """Each test starts as a new process would: nothing remembered from an earlier plan."""
+    input_digests._REMEMBERED.clear()
+    yield
+    input_digests._REMEMBERED.clear()
+
+
+def record_file_lists(folder: Path, records: list[str]) -> list[list[Path]]:
+    return [record_files(folder, r, "atr") for r in records]
+
+
+def digests_of(out: Path | None, lists, verify: str = "stamp") -> tuple[list[str], InputDigests]:
+    digests = InputDigests(out, verify)
+    found = [digests(files) for files in lists]
+    digests.save()
+    input_digests._REMEMBERED.clear()  # the next object reads as the next run's process would
+    return found, digests
+
+
+def test_a_rerun_reads_no_unchanged_record_and_gets_the_same_digests(physionet, tmp_path):
+    lists = record_file_lists(physionet / "mitdb", MITDB)
+    first, cold = digests_of(tmp_path, lists)
+    assert first == [file_digest(files) for files in lists]
+    assert cold.hashed == len(MITDB)
+    kept = json.loads((tmp_path / CACHE).read_text())
+    assert sum(len(v) for v in kept["digests"].values()) == len(MITDB)
+    again, warm = digests_of(tmp_path, lists)
+    assert again == first and warm.hashed == 0
+    content, verified = digests_of(tmp_path, lists, verify="content")  # --verify reads every input again
+    assert content == first and verified.hashed == len(MITDB)
+
+
+def test_every_kind_of_change_is_read_again(physionet, tmp_path, monkeypatch):
+    monkeypatch.setattr(input_digests, "SETTLE_S", 0.0)  # the copies were just written; see the next test
+    data = copy_records(physionet, tmp_path / "data", "mitdb", MITDB)
+    lists = record_file_lists(data, MITDB)
+    before, _ = digests_of(tmp_path / "out", lists)
+
+    os.utime(data / "100.dat")  # touched, same bytes: read again, same digest
+    # 201's signal changed in place with its size and modification time put back: the inode's change time differs
+    dat = data / "201.dat"
+    st = dat.stat()
+    raw = bytearray(dat.read_bytes())
+    raw[1000] ^= 0xFF
+    dat.write_bytes(bytes(raw))
+    os.utime(dat, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert dat.stat().st_size == st.st_size and dat.stat().st_mtime_ns == st.st_mtime_ns
+    (data / "207.atr").unlink()  # an annotation file gone
+    after, warm = digests_of(tmp_path / "out", lists)
+    assert warm.hashed == 3
+    assert after == [file_digest(files) for files in lists]
+    assert after[0] == before[0] and after[1] != before[1] and after[2] != before[2]
+
+    shutil.copy2(physionet / "mitdb" / "201.dat", dat)  # put back, times and all: a new inode, read again
+    restored, again = digests_of(tmp_path / "out", lists)
+    assert again.hashed == 1 and restored[1] == before[1]
+
+
+def test_files_changed_moments_ago_are_not_trusted_yet(physionet, tmp_path):
+    # a write within the file system's time resolution of the stamp could leave it unchanged (git's "racy clean")
+    data = copy_records(physionet, tmp_path / "data", "mitdb", MITDB[:1])
+    lists = record_file_lists(data, MITDB[:1])
+    digests_of(tmp_path / "out", lists)
+    _, warm = digests_of(tmp_path / "out", lists)
+    assert warm.hashed == 1
+
+
+def test_a_damaged_or_older_digest_file_is_ignored(physionet, tmp_path):
+    lists = record_file_lists(physionet / "mitdb", MITDB)
+    truth, _ = digests_of(tmp_path, lists)
+    path = tmp_path / CACHE
+    kept = json.loads(path.read_text())
+    path.write_text(path.read_text()[:50])  # half a file
+    again, warm = digests_of(tmp_path, lists)
+    assert again == truth and warm.hashed == len(MITDB)
+    # digests kept by another version of file_digest: worthless, even where the stamps match
+    wrong = {folder: {names: [stamp, "0" * 64] for names, (stamp, _) in entries.items()}
+             for folder, entries in kept["digests"].items()}
+    path.write_text(json.dumps({"version": "an older ecgpipe", "digests": wrong}))
+    again, warm = digests_of(tmp_path, lists)
+    assert again == truth and warm.hashed == len(MITDB)
+
+
+def test_an_output_folder_that_cannot_keep_them_costs_only_the_hashing(physionet, tmp_path, caplog):
+    (tmp_path / "inputs").write_text("a file where the folder would go")
+    lists = record_file_lists(physionet / "mitdb", MITDB[:1])
+    with caplog.at_level(logging.WARNING):
+        found, _ = digests_of(tmp_path, lists)
+    assert found == [file_digest(lists[0])]
+    assert "input digests not kept" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_planned_units_are_the_same_with_kept_digests(physionet, tmp_path):
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": MITDB}, "vfdb": {"records": ["418", "419"]}}})
+    plain = plan_records(cfg, physionet, download=False)
+    digests = InputDigests(tmp_path)
+    plan_records(cfg, physionet, download=False, digest_of=digests)
+    digests.save()
+    input_digests._REMEMBERED.clear()
+    warm = InputDigests(tmp_path)
+    kept = plan_records(cfg, physionet, download=False, digest_of=warm)
+    assert warm.hashed == 0 and digests.hashed == len(plain) == 5
+    assert [(u.key, u.signal_key, u.files_sha256) for u in kept] == [(u.key, u.signal_key, u.files_sha256) for u in plain]
