@@ -30,6 +30,15 @@ def physionet() -> Path:
     return PHYSIONET
 
 
+@pytest.fixture(scope="session")
+def cinc(physionet) -> Path:
+    """The real CinC 2017 records (5970, as published: labels in REFERENCE-v3.csv). Missing data is a failure."""
+    folder = physionet / "cinc2017"
+    if not (folder / "RECORDS").is_file() or not (folder / "REFERENCE-v3.csv").is_file():
+        pytest.fail(f"real CinC 2017 data not found at {folder}")
+    return folder
+
+
 def copy_records(src_root: Path, dst_root: Path, database: str, records: list[str]) -> Path:
     """Copy some records of a database (all their files) into dst_root/database with a RECORDS file."""
     dst = dst_root / database

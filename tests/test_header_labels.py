@@ -81,14 +81,6 @@ def write_dx_dataset(cinc, folder, n_per_class: int) -> dict[str, list[str] | No
     return codes
 
 
-@pytest.fixture(scope="module")
-def cinc(physionet):
-    folder = physionet / "cinc2017"
-    if not (folder / "REFERENCE-v3.csv").is_file():
-        pytest.fail(f"real CinC 2017 data not found at {folder}")
-    return folder
-
-
 def load(text: str) -> PipelineConfig:
     import tomllib
 

@@ -14,7 +14,7 @@ import pytest
 from ecgpipe import input_digests
 from ecgpipe.config import load_config
 from ecgpipe.input_digests import CACHE, InputDigests
-from ecgpipe.keys import file_digest, record_files
+from ecgpipe.keys import file_digest, record_files, signal_digest
 from ecgpipe.stages.segments import plan_records
 
 from conftest import copy_records
@@ -51,6 +51,13 @@ def test_a_rerun_reads_no_unchanged_record_and_gets_the_same_digests(physionet, 
     assert sum(len(v) for v in kept["digests"].values()) == len(MITDB)
     again, warm = digests_of(tmp_path, lists)
     assert again == first and warm.hashed == 0
+    # a model's provenance: the recordings without their annotations, kept the same way
+    assert [warm.signal(physionet / "mitdb", r) for r in MITDB] == [signal_digest(physionet / "mitdb", r) for r in MITDB]
+    assert warm.hashed == len(MITDB)
+    warm.save()
+    input_digests._REMEMBERED.clear()
+    later = InputDigests(tmp_path)
+    assert later.signal(physionet / "mitdb", "100") == signal_digest(physionet / "mitdb", "100") and later.hashed == 0
     content, verified = digests_of(tmp_path, lists, verify="content")  # --verify reads every input again
     assert content == first and verified.hashed == len(MITDB)
 

@@ -13,14 +13,6 @@ from ecgpipe.config import DatabaseSettings
 from ecgpipe.records import RecordError, read_record
 
 
-@pytest.fixture(scope="module")
-def cinc(physionet):
-    folder = physionet / "cinc2017"
-    if not (folder / "RECORDS").is_file():
-        pytest.fail(f"real CinC 2017 data not found at {folder}")
-    return folder
-
-
 def settings(**kw) -> DatabaseSettings:
     return DatabaseSettings(fs=300.0, lead=[0], labels_csv="REFERENCE-v3.csv", **kw)
 

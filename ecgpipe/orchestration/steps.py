@@ -70,8 +70,7 @@ class Run:
 
 
 def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
-    """Stage 1: every record's windows, records batched into tasks; returns the records read and the records skipped
-    (with why)."""
+    """Stage 1: every record's windows, records batched into tasks; returns the records read and those skipped."""
     with run.log.timed(segments.STAGE):
         if run.plan.absent:  # a subset of a dataset beside its full labels CSV: counted in the report, not failed
             run.logger.warning(f"segments: {len(run.plan.absent)} record(s) listed in the labels CSV have no file in "
@@ -415,6 +414,7 @@ def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> M
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)
     recordings = {u.shown: run.plan.inputs.signal(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
+    run.plan.inputs.save()  # these signal-only digests too: the next refit reads no unchanged recording
     future = run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
                                                 row.extractor.weights, os.path.join(os.path.dirname(path), STAGED_MODEL),
                                                 recordings)
