@@ -8,10 +8,14 @@ preflight check, then the flow's plan. Here each digest is kept with the stamp o
 that stamp is unchanged: the trust git and make put in a file's stat data, the same as the output markers'
 (``markers.py``). ``run.verify = "content"`` (``--verify``) hashes every input again.
 
-Two rules keep the trust earned. A digest is kept only when the stamp taken after hashing is the one taken before
-(a file written while it was read is hashed again next time), and only for files last modified more than
-``SETTLE_S`` seconds earlier (or copied, or had their permissions changed): a write within the file system's time resolution of the stamp could leave the stamp
-as it was (git's "racy clean" files).
+Three rules keep the trust earned. A digest is kept only when the stamp taken after hashing is the one taken before
+(a file written while it was read is hashed again next time), only when every file was read to its end (an I/O
+error is not remembered as the file's content), and only for files last changed more than ``SETTLE_S`` seconds
+earlier (modified, copied, or their permissions changed): a write within the file system's time resolution of the
+stamp could leave the stamp as it was (git's "racy clean" files). What the stamp cannot see: bytes changed with the
+size, modification time and inode put back (the change time cannot be), and, on a network file system, a file
+rewritten from another host while this one still answers ``stat`` from its attribute cache (NFS: up to ``acregmax``,
+60 s by default): after editing data from another host, rerun with ``--verify``.
 """
 
 from __future__ import annotations
@@ -24,15 +28,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecgpipe.keys import code_version, file_digest, record_files
+from ecgpipe.keys import code_version, read_digest, record_files
 from ecgpipe.location import Location
 
 CACHE = "inputs/digests.json"
 SETTLE_S = 5.0
 
-# Digests this process has computed or loaded, by (folder, files): the preflight check and the flow's plan of one
-# `ecgpipe run` are one process, so the second finds what the first hashed.
-_REMEMBERED: dict[tuple[str, str], tuple[str, str]] = {}
+# The preflight's digests, by (output location, verify), until the same run's plan takes them: the preflight check
+# and the flow's plan of one `ecgpipe run` are one process, and each input is read once per run.
+_PREFLIGHT: dict[tuple[str, str], InputDigests] = {}
 
 
 def _version() -> str:
@@ -51,30 +55,51 @@ def files_stamp(paths: Sequence[str | Path]) -> tuple[str, int]:
         except OSError:
             parts.append(f"{p}:-")
             continue
-        parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
+        parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}")
         newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest(), newest
 
 
+def _entries(doc) -> dict[str, dict[str, list[str]]]:
+    """The ``digests`` of a kept file, checked entry by entry: a malformed one is dropped, never trusted."""
+    if not isinstance(doc, dict) or doc.get("version") != _version() or not isinstance(doc.get("digests"), dict):
+        return {}
+    return {folder: {names: entry for names, entry in records.items()
+                     if isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)}
+            for folder, records in doc["digests"].items() if isinstance(records, dict)}
+
+
 class InputDigests:
-    """``file_digest`` of a record's files, reused from ``OUT/inputs/digests.json`` (or from earlier in this
-    process) while the files' stamp is the one it was computed from. ``out=None``: nothing kept on disk."""
+    """``file_digest`` of a record's files, reused from ``OUT/inputs/digests.json`` (with ``verify = "content"``:
+    only from earlier in this run) while the files' stamp is the one it was computed from. ``out=None``: nothing
+    kept on disk."""
 
     def __init__(self, out: Location | str | None = None, verify: str = "stamp"):
         self.location = out if isinstance(out, Location) or out is None else Location(out)
-        self.trust = verify == "stamp"
-        self.entries: dict[str, dict[str, list[str]]] = self._load()  # with "content" kept, not trusted
-        self.hashed = 0  # records whose files were read (not reused) by this object
+        self.verify = verify
+        self._kept = self._load()
+        # trusted: with "stamp" what the last run kept and this one computed; with "content" only this run's
+        self.entries: dict[str, dict[str, list[str]]] = self._kept if verify == "stamp" else {}
+        self.hashed = 0  # records whose files this object read (not reused)
         self._new = False
+
+    @classmethod
+    def of_run(cls, out, verify: str = "stamp", preflight: bool = False) -> InputDigests:
+        """The digests of the run planned into ``out``: the preflight's make new ones and leave them for the plan;
+        the plan takes them (same process), or makes new ones (a flow started by a deployment, ``ecgpipe status``)."""
+        location = out if isinstance(out, Location) else Location(out)
+        if preflight:
+            _PREFLIGHT[(location.url, verify)] = digests = cls(location, verify)
+            return digests
+        return _PREFLIGHT.pop((location.url, verify), None) or cls(location, verify)
 
     def _load(self) -> dict[str, dict[str, list[str]]]:
         if self.location is None:
             return {}
         try:
-            doc = json.loads(self.location.read_text(CACHE) or "{}")
+            return _entries(json.loads(self.location.read_text(CACHE) or "{}"))
         except Exception:  # unreadable, half a file, an unreachable URL: start again, hashing is always correct
             return {}
-        return doc.get("digests", {}) if doc.get("version") == _version() else {}
 
     def __call__(self, paths: Sequence[str | Path]) -> str:
         """The digest of ``paths`` (``keys.file_digest``), reading them only when their stamp is new."""
@@ -82,36 +107,33 @@ class InputDigests:
         folder = os.path.dirname(absolute[0])
         names = "|".join(os.path.relpath(p, folder) for p in absolute)
         stamp, _ = files_stamp(absolute)
-        if self.trust:
-            known = self.entries.get(folder, {}).get(names) or _REMEMBERED.get((folder, names))
-            if known and known[0] == stamp:
-                self._keep(folder, names, stamp, known[1])
-                return known[1]
-        digest = file_digest(list(paths))
+        known = self.entries.get(folder, {}).get(names)
+        if known and known[0] == stamp:
+            return known[1]
+        digest, complete = read_digest(list(paths))
         self.hashed += 1
         after, newest = files_stamp(absolute)
-        if after == stamp and newest < time.time_ns() - SETTLE_S * 1e9:
-            _REMEMBERED[(folder, names)] = (stamp, digest)
-            self._keep(folder, names, stamp, digest)
+        if complete and after == stamp and newest < time.time_ns() - SETTLE_S * 1e9:
+            self.entries.setdefault(folder, {})[names] = [stamp, digest]
+            self._new = True
         return digest
 
     def signal(self, db_dir: str | Path, record: str) -> str:
         """``keys.signal_digest``: the record's header and signal files, not its annotations."""
         return self(record_files(db_dir, record, "")[:-1])
 
-    def _keep(self, folder: str, names: str, stamp: str, digest: str) -> None:
-        entry = self.entries.setdefault(folder, {})
-        if entry.get(names) != [stamp, digest]:
-            entry[names] = [stamp, digest]
-            self._new = True
-
     def save(self) -> None:
-        """Write the digests known now (earlier ones of records not planned this time kept) when any is new. A
-        folder that cannot be written costs only the hashing next time, never the run."""
+        """Write the digests known now when any is new (entries of records not planned this time are kept: a pilot
+        run of a few records does not make the next full run read the others again). A folder that cannot be
+        written costs only the hashing next time, never the run."""
         if self.location is None or not self._new:
             return
+        known = self.entries
+        if known is not self._kept:  # "content": this run's digests over the ones kept before
+            known = {folder: {**self._kept.get(folder, {}), **records} for folder, records in self.entries.items()}
+            known = {**self._kept, **known}
         try:
-            self.location.write_text(CACHE, json.dumps({"version": _version(), "digests": self.entries}))
+            self.location.write_text(CACHE, json.dumps({"version": _version(), "digests": known}))
             self._new = False
-        except OSError as exc:
+        except Exception as exc:  # a full disk, a read-only folder, an object store refusing: never the run's end
             logging.getLogger(__name__).warning(f"{self.location.child(CACHE)}: input digests not kept ({exc})")

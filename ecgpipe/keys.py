@@ -140,7 +140,14 @@ def code_version(module: str, without: tuple[str, ...] = ()) -> str:
 
 def file_digest(paths: list[str | Path]) -> str:
     """sha256 over the contents of some files (a record's .hea/.dat/annotation files), in the order given."""
+    return read_digest(paths)[0]
+
+
+def read_digest(paths: list[str | Path]) -> tuple[str, bool]:
+    """``file_digest`` and whether every file there was read to its end (False: one raised on reading, so the digest
+    says so rather than what the file holds: ``input_digests`` does not keep it)."""
     h = hashlib.sha256()
+    complete = True
     for p in paths:
         p = Path(p)
         h.update(p.name.encode())
@@ -153,7 +160,8 @@ def file_digest(paths: list[str | Path]) -> str:
                     h.update(block)
         except OSError:  # unreadable (permissions): the record's own read names the file; planning goes on
             h.update(b"<unreadable>")
-    return h.hexdigest()
+            complete = False
+    return h.hexdigest(), complete
 
 
 def signal_digest(db_dir: str | Path, record: str) -> str:

@@ -67,7 +67,7 @@ class RunPlan:
     @classmethod
     def create(cls, cfg: PipelineConfig, data_dir: str | Path | None, out_dir, download: bool = True) -> RunPlan:
         out = out_dir if isinstance(out_dir, Location) else Location(str(out_dir))
-        inputs = InputDigests(out, cfg.run.verify)
+        inputs = InputDigests.of_run(out, cfg.run.verify)  # the preflight's, when it ran in this process
         units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
         absent = set()
         for db in cfg.databases:

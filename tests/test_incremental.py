@@ -115,7 +115,11 @@ def test_no_change_rerun_computes_nothing_and_changes_no_byte(cold, tmp_path):
     assert snapshot(out) == before
     assert report["protocols"] == cold["report"]["protocols"]
     # the plan kept each record's input digest for the next run (the data was copied a run's length ago: settled)
-    # (and the recordings' signal-only digests, for the model's provenance, beside them)
+    # (and the recordings' signal-only digests, for the model's provenance, beside them); the flow's plan took the
+    # preflight's digests (one read per changed record per run), none is left waiting
+    from ecgpipe import input_digests
+
+    assert not input_digests._PREFLIGHT
     kept = json.loads((out / "inputs" / "digests.json").read_text())["digests"]
     assert set(report["provenance"]["record_files_sha256"].values()) <= {d for e in kept.values() for _, d in e.values()}
 

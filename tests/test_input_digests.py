@@ -24,10 +24,10 @@ MITDB = ["100", "201", "207"]
 
 @pytest.fixture(autouse=True)
 def fresh_process():
-    """Each test starts as a new process would: nothing remembered from an earlier plan."""
-    input_digests._REMEMBERED.clear()
+    """Each test starts as a new process would: no preflight's digests waiting for a plan."""
+    input_digests._PREFLIGHT.clear()
     yield
-    input_digests._REMEMBERED.clear()
+    input_digests._PREFLIGHT.clear()
 
 
 def record_file_lists(folder: Path, records: list[str]) -> list[list[Path]]:
@@ -38,7 +38,6 @@ def digests_of(out: Path | None, lists, verify: str = "stamp") -> tuple[list[str
     digests = InputDigests(out, verify)
     found = [digests(files) for files in lists]
     digests.save()
-    input_digests._REMEMBERED.clear()  # the next object reads as the next run's process would
     return found, digests
 
 
@@ -55,7 +54,6 @@ def test_a_rerun_reads_no_unchanged_record_and_gets_the_same_digests(physionet, 
     assert [warm.signal(physionet / "mitdb", r) for r in MITDB] == [signal_digest(physionet / "mitdb", r) for r in MITDB]
     assert warm.hashed == len(MITDB)
     warm.save()
-    input_digests._REMEMBERED.clear()
     later = InputDigests(tmp_path)
     assert later.signal(physionet / "mitdb", "100") == signal_digest(physionet / "mitdb", "100") and later.hashed == 0
     content, verified = digests_of(tmp_path, lists, verify="content")  # --verify reads every input again
@@ -113,6 +111,57 @@ def test_a_damaged_or_older_digest_file_is_ignored(physionet, tmp_path):
     assert again == truth and warm.hashed == len(MITDB)
 
 
+def test_a_file_that_fails_to_read_is_read_again_next_time(tmp_path, monkeypatch):
+    # /proc/self/mem is a regular file whose first bytes raise EIO, even for root: an I/O error, not content
+    monkeypatch.setattr(input_digests, "SETTLE_S", 0.0)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "r.hea").write_text("r 1 360 10\n")
+    (folder / "r.dat").symlink_to("/proc/self/mem")
+    lists = [[folder / "r.hea", folder / "r.dat"]]
+    _, first = digests_of(tmp_path / "out", lists)
+    _, again = digests_of(tmp_path / "out", lists)
+    assert first.hashed == again.hashed == 1 and not (tmp_path / "out" / CACHE).exists()
+
+
+def test_a_malformed_digest_file_is_never_trusted(physionet, tmp_path):
+    lists = record_file_lists(physionet / "mitdb", MITDB[:2])
+    truth, _ = digests_of(tmp_path, lists)
+    folder = os.path.abspath(physionet / "mitdb")
+    good = json.loads((tmp_path / CACHE).read_text())
+    for doc in (None, [], {"version": good["version"], "digests": None},
+                {"version": good["version"], "digests": {folder: {n: ["x"] for n in good["digests"][folder]}}}):
+        (tmp_path / CACHE).write_text(json.dumps(doc))
+        again, warm = digests_of(tmp_path, lists)
+        assert again == truth and warm.hashed == 2
+
+
+def test_one_run_reads_each_changed_record_once(physionet, tmp_path, monkeypatch):
+    """The preflight check and the flow's plan of one run share what they read: a changed record is hashed once."""
+    from ecgpipe.orchestration.preflight import preflight
+    from ecgpipe.plan import RunPlan
+
+    monkeypatch.setattr(input_digests, "SETTLE_S", 0.0)
+    data = tmp_path / "data"
+    copy_records(physionet, data, "mitdb", MITDB)
+    copy_records(physionet, data, "vfdb", ["418", "419"])
+    out = tmp_path / "out"
+    for verify in ("stamp", "content"):
+        cfg = load_config("paper4", {"run": {"verify": verify}})
+        preflight(cfg, data, out_dir=str(out))
+        plan = RunPlan.create(cfg, data, str(out), download=False)
+        assert plan.inputs.hashed == 5 and not input_digests._PREFLIGHT  # the plan took the preflight's
+        plan.inputs.save()
+    cfg = load_config("paper4")
+    os.utime(data / "mitdb" / "100.atr")
+    preflight(cfg, data, out_dir=str(out))
+    assert RunPlan.create(cfg, data, str(out), download=False).inputs.hashed == 1
+    assert RunPlan.create(cfg, data, str(out), download=False).inputs.hashed == 1  # no preflight, nothing saved
+    status = RunPlan.create(cfg, data, str(out), download=False)  # as `ecgpipe status`: reads, never writes
+    before = (out / CACHE).stat().st_mtime_ns
+    assert status.inputs.hashed == 1 and (out / CACHE).stat().st_mtime_ns == before
+
+
 def test_an_output_folder_that_cannot_keep_them_costs_only_the_hashing(physionet, tmp_path, caplog):
     (tmp_path / "inputs").write_text("a file where the folder would go")
     lists = record_file_lists(physionet / "mitdb", MITDB[:1])
@@ -128,7 +177,6 @@ def test_planned_units_are_the_same_with_kept_digests(physionet, tmp_path):
     digests = InputDigests(tmp_path)
     plan_records(cfg, physionet, download=False, digest_of=digests)
     digests.save()
-    input_digests._REMEMBERED.clear()
     warm = InputDigests(tmp_path)
     kept = plan_records(cfg, physionet, download=False, digest_of=warm)
     assert warm.hashed == 0 and digests.hashed == len(plain) == 5

@@ -30,7 +30,9 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
             raise ConfigError(f"{where}: {err}") from None
         if features.weights_path and not Path(features.weights_path).expanduser().is_file():
             raise ConfigError(f"{where}.weights_path: {features.weights_path} not found")
-    units = plan_records(cfg, root, download=download, digest_of=InputDigests(out_dir, cfg.run.verify))
+    # the digests the last run kept spare reading unchanged records; the same run's plan takes what this one read
+    digests = InputDigests.of_run(out_dir, cfg.run.verify, preflight=True) if out_dir else InputDigests()
+    units = plan_records(cfg, root, download=download, digest_of=digests)
     if not units:
         raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
     return units

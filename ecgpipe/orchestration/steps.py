@@ -42,7 +42,7 @@ class Run:
     def start(cls, cfg: PipelineConfig, data_dir: str | None, out: Location, log: RunLog, logger, strict: bool | None,
               download: bool = False) -> Run:
         plan = RunPlan.create(cfg, data_dir, out, download=download)
-        plan.inputs.save()  # (creates OUT) the next run's plan reads only the records whose files changed
+        plan.inputs.save()  # the next run's plan reads only the records whose files changed (config.json makes OUT)
         # absolute, so that `ecgpipe status OUT` finds the data from any folder
         saved_dir = data_dir if data_dir is None or "://" in str(data_dir) else os.path.abspath(data_dir)
         out.write_text("config.json", json.dumps({"config": cfg.model_dump(mode="json"), "data_dir": saved_dir}, indent=2))

