@@ -120,6 +120,38 @@ class ClassifierSettings(_Strict):
                              "once per record already")
         return self
 
+    def unused_settings(self) -> list[str]:
+        """Settings given a value other than their default that this classifier never reads, each with the reason:
+        ``inner_choice`` without ``tune``, ``kernel`` for gradient boosting... A misspelt key is already an error
+        (extra="forbid"); a setting that silently does nothing is the same mistake one step later. Not a validator:
+        a config that extends a preset inherits its settings (its ``unset`` removes them), and a saved model's
+        settings must still load; ``preflight`` and ``ecgpipe config`` name them in a warning."""
+        hgb_only = ("learning_rate", "learning_rate_grid", "max_iter", "max_leaf_nodes", "l2_regularization",
+                    "min_samples_leaf", "seed")
+        why = {}
+        if self.kind != "hgb":
+            why.update(dict.fromkeys(hgb_only, "only kind = 'hgb' reads it"))
+        else:
+            why.update(dict.fromkeys(("C", "C_grid"), "gradient boosting has no C (tune learning_rate_grid instead)"))
+        if self.kind != "svc":
+            why.update(dict.fromkeys(("kernel", "gamma", "gamma_grid"), "only kind = 'svc' reads it"))
+        elif self.kernel == "linear":
+            why.update(dict.fromkeys(("gamma", "gamma_grid"), "a linear kernel has no gamma"))
+        if not self.tune:
+            for key in ("C_grid", "gamma_grid", "learning_rate_grid", "inner_splits", "inner_choice"):
+                why.setdefault(key, "only read with tune = true (the nested inner CV)")
+        if self.inputs == "rhythm":
+            why["pca"] = "PCA reduces the CNN block; inputs = 'rhythm' has none"
+        if self.inputs != "cnn+rhythm":
+            why["rhythm_weight"] = "only inputs = 'cnn+rhythm' weighs two blocks"
+        elif self.kind == "hgb":
+            why["rhythm_weight"] = "trees ignore a block's scale (a split does not move with it)"
+        if self.level != "record":
+            why["record_stats"] = "only level = 'record' summarises a record's windows"
+        fields = type(self).model_fields
+        return [f"{key} = {getattr(self, key)!r}: {reason}" for key, reason in why.items()
+                if getattr(self, key) != fields[key].get_default(call_default_factory=True)]
+
     @property
     def uses_probabilities(self) -> bool:
         return self.record_rule == "mean_probability"

@@ -155,11 +155,9 @@ def cmd_status(args) -> int:
         print(json.dumps(status, indent=2))
         return 0
     last = status["last_run"]
-    if status.get("running"):
-        r = status["running"]
+    if r := status.get("running"):
         print(f"{status['out']}: a run is in progress (PID {r.get('pid')} on {r.get('host')}, started {r.get('started')})")
-    if status.get("unfinished"):
-        r = status["unfinished"]
+    if r := status.get("unfinished"):
         print(f"{status['out']}: the last run did not finish (PID {r.get('pid')} on {r.get('host')}, started "
               f"{r.get('started')}, is gone: killed?); `ecgpipe run` resumes from what is done")
     else:
@@ -328,6 +326,8 @@ def cmd_config(args) -> int:
         return 0
     cfg = load_config(args.name)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    from ecgpipe.orchestration.preflight import unused_classifier_settings  # what `ecgpipe run` warns about
+    print("".join(f"ecgpipe: warning: {m}\n" for m in unused_classifier_settings(cfg)), end="", file=sys.stderr)
     return 0
 
 

@@ -335,3 +335,60 @@ def test_a_file_that_changes_its_base_does_not_borrow_the_bases_description_as_i
     assert load_config(tmp_path / "named.toml").description == load_config("paper4-best").description
     (tmp_path / "own.toml").write_text('extends = "paper4-best"\ndescription = "mine"\n[classifier]\npca = 16\n')
     assert load_config(tmp_path / "own.toml").description == "mine"
+
+
+def test_classifier_settings_that_do_nothing_are_named(tmp_path, capsys):
+    """A setting the classifier never reads (inner_choice without tune, a kernel for gradient boosting, PCA of a
+    rhythm-only row...) is named with the reason, by `ecgpipe config` and by a run's preflight (a warning: a config
+    that extends a preset inherits its settings); defaults and every preset say nothing; `unset` silences it."""
+    from ecgpipe.classifier_settings import ClassifierSettings
+    from ecgpipe.cli import main
+    from ecgpipe.orchestration.preflight import preflight, unused_classifier_settings
+    from ecgpipe.sources import DataSourceError
+
+    assert ClassifierSettings().unused_settings() == []
+    assert ClassifierSettings(tune=True, inner_choice="one_se", C_grid=[1.0, 2.0]).unused_settings() == []
+    assert ClassifierSettings(kind="hgb", learning_rate=0.1, inputs="rhythm", level="record",
+                              record_stats=["mean", "max"]).unused_settings() == []
+    unused = ClassifierSettings(inner_choice="one_se", C_grid=[1.0]).unused_settings()
+    assert [u.split(" =")[0] for u in unused] == ["C_grid", "inner_choice"]
+    assert "tune = true" in unused[0]
+    unused = ClassifierSettings(kind="hgb", kernel="linear", C=1.0, max_iter=100).unused_settings()
+    assert [u.split(" =")[0] for u in unused] == ["C", "kernel"]
+    assert [u.split(" =")[0] for u in ClassifierSettings(kind="logreg", max_iter=50, gamma=0.1).unused_settings()] == [
+        "max_iter", "gamma"]
+    assert [u.split(" =")[0] for u in ClassifierSettings(kernel="linear", gamma=0.1, tune=True).unused_settings()] == [
+        "gamma"]
+    assert [u.split(" =")[0] for u in ClassifierSettings(inputs="rhythm", pca=8, rhythm_weight=0.5,
+                                                         record_stats=["max"]).unused_settings()] == [
+        "pca", "rhythm_weight", "record_stats"]
+    assert [u.split(" =")[0] for u in ClassifierSettings(kind="hgb", inputs="cnn+rhythm", pca=8,
+                                                         rhythm_weight=0.5).unused_settings()] == ["rhythm_weight"]
+    for name in preset_names():
+        assert unused_classifier_settings(load_config(name)) == [], name
+
+    path = _write(tmp_path, BASE + """
+[rhythm]
+enabled = true
+[[sweep.classifiers]]
+kind = "svc"
+[[sweep.classifiers]]
+kind = "hgb"
+inputs = "rhythm"
+inner_choice = "one_se"
+""")
+    cfg = load_config(path)
+    (line,) = unused_classifier_settings(cfg)
+    assert line.startswith("sweep.classifiers[1] (RR only GradBoost") and "inner_choice = 'one_se'" in line
+    assert main(["config", str(path)]) == 0
+    assert f"ecgpipe: warning: {line}\n" in capsys.readouterr().err
+    # a run warns before anything else is checked (here: a data folder that does not exist)
+    with pytest.warns(UserWarning, match=re.escape(line)), pytest.raises(DataSourceError, match="does not exist"):
+        preflight(cfg, tmp_path / "no-such-folder")
+    child = tmp_path / "child.toml"
+    child.write_text(f'extends = "{path.name}"\nunset = ["sweep"]\n[classifier]\nkind = "hgb"\ninputs = "rhythm"\n'
+                     'inner_choice = "one_se"\npca = 4\n')
+    assert [u.split(" =")[0] for u in load_config(child).classifier.unused_settings()] == ["inner_choice", "pca"]
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text('extends = "child.toml"\nunset = ["classifier.inner_choice", "classifier.pca"]\n')
+    assert unused_classifier_settings(load_config(quiet)) == []

@@ -1,9 +1,11 @@
 """Everything knowable before the first task, checked before the first task: the data folder and each configured
 database's RECORDS (and labels CSV), the backbones, layers and local weights files of every extractor of the sweep. A bad
-setting fails in a second with one line naming it, not after minutes of segments and spectrograms."""
+setting fails in a second with one line naming it, not after minutes of segments and spectrograms. A classifier setting
+that would do nothing (``inner_choice`` without ``tune``...) is named in a warning."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ecgpipe.config import ConfigError, PipelineConfig
@@ -16,6 +18,9 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
               out_dir: str | None = None) -> list[RecordUnit]:
     """Check the run's inputs; returns its record units. Creates nothing and downloads only with ``download``.
     ``out_dir``: the run's output folder, whose kept input digests spare reading unchanged records."""
+    for message in unused_classifier_settings(cfg):
+        # a warning, not an error: a config that extends a preset inherits its settings (`unset` removes them)
+        warnings.warn(message, UserWarning, stacklevel=1)  # attributed here: the CLI prints it as one line
     root = resolve_data_dir(data_dir)
     if not download and not root.is_dir():
         raise DataSourceError(f"data folder {root} does not exist (give --data-dir DIR holding <db>/RECORDS, or "
@@ -36,3 +41,14 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     if not units:
         raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
     return units
+
+
+def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
+    """One line per classifier row that has settings it never reads (``ClassifierSettings.unused_settings``)."""
+    lines = []
+    for i, clf in enumerate(cfg.classifiers):
+        if unused := clf.unused_settings():
+            where = "classifier" if not cfg.sweep.classifiers else f"sweep.classifiers[{i}]"
+            lines.append(f"{where} ({clf.label}): these settings do nothing here: " + "; ".join(unused)
+                         + " (remove them; `unset = [...]` removes what an extended base sets)")
+    return lines
