@@ -1,4 +1,6 @@
-"""Writing a run's report: ``report.json`` (for scripts), ``report.md`` (for people), a confusion-matrix PNG per protocol."""
+"""Writing a run's report: ``report.json`` (for scripts), ``report.md`` and ``report.html`` (for people), a
+confusion-matrix PNG and ``records_<protocol>.csv`` per protocol, and ``recordings.csv`` (endpoints over whole
+recordings)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Where records come from: a local copy, or PhysioNet through wfdb's own download.
 
 Resolution order for the data directory: ``--data-dir`` > ``$ECGPIPE_DATA_DIR`` > ``./data/physionet``. A database is
-read from ``<data dir>/<database>/`` when that folder holds a RECORDS file; otherwise it is downloaded there with
-``wfdb.dl_database`` (needs internet), and a failed download says how to point at a local copy instead.
+read from ``<data dir>/<database>/`` when that folder holds a RECORDS file; otherwise, only when asked
+(``--download``), it is downloaded there with ``wfdb.dl_database`` (needs internet), and a failed download says how to
+point at a local copy instead; without ``--download`` the error says how to get one.
 """
 
 from __future__ import annotations

@@ -6,13 +6,17 @@ Layout of ``OUT/store.zarr``::
                                                       (n, 2, L) with segments.n_leads = 2
                          /starts     (n,)   int64     window start, in target-rate samples
                          /episode    (n,)   int32     index into attrs["episodes"] ([label, start, end] at native fs)
+                         /rhythm     (n, R) float32   the rhythm block of each window ([rhythm] enabled)
     segments/signal                 (N, L) float32   the selected dataset, chunked by run.chunk_size ((N, 2, L): 2 leads)
             /class_index            (N,)   int16     index into attrs["class_names"]
             /source                 (N,)   int32     index into attrs["sources"] ({database, record, subject, lead})
             /start                  (N,)   int64     start sample at target_fs within the resampled record
             /rhythm                 (N,)   int16     index into attrs["rhythm_labels"]
+            /rhythm_features        (N, R) float32   the rhythm block of the selected windows ([rhythm] enabled)
     spectrograms/<settings hash>/data  (N, F, T) float16, attrs: frequencies, times, settings ((N, 2, F, T): 2 leads)
     features/<settings hash>/data      (N, D) float32, attrs: backbone, layer, weights source
+    recordings/<grid settings>/<db>/<record>/{starts, usable, cnn, rhythm}   every window of a record on predict's
+                                    grid, featurised ([recordings] score; one task owns the record's group)
 
 Concurrency rule (Zarr silently loses data when two writers touch one chunk): arrays are created by the flow process
 only; a chunk task opens an existing array and writes exactly the rows of the chunk it owns.
