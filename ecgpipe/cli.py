@@ -195,9 +195,7 @@ def cmd_predict(args) -> int:
 
     from ecgpipe.model import load_model
     from ecgpipe.predict import (
-        check_output_is_safe,
         compare_with_reference,
-        output_names,
         predict_record,
         record_paths,
         training_recording,
@@ -206,6 +204,7 @@ def cmd_predict(args) -> int:
         write_episodes_csv,
         write_records_csv,
     )
+    from ecgpipe.predict_outputs import check_out_folder, check_output_is_safe, output_names, write_model_note
 
     model = load_model(args.model, require_signed=args.require_signed or None)  # a bad artifact: one line, exit 2
     print(f"model: {model.path} (sha256 {model.digest[:16]}..., {'signature verified' if model.signed else 'unsigned'})")
@@ -218,6 +217,7 @@ def cmd_predict(args) -> int:
         return 2
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
+    check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
     out.mkdir(parents=True, exist_ok=True)
     predictions, failed, agreements = [], {}, {}
     for path in paths:
@@ -254,7 +254,7 @@ def cmd_predict(args) -> int:
     write_endpoints_csv(out / "endpoints.csv", predictions)
     if args.compare:  # keyed by each record's output name, found from the path it was given as (not pred.record)
         (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
-    (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed}, indent=2))
+    write_model_note(out, model)
     per_record = ("the class of the whole record" if model.config.classifier.level == "record" else
                   "its windows' mean probability" if model.config.classifier.uses_probabilities else "majority of its windows")
     print(f"episodes: {out / 'episodes.csv'}; one class per record ({per_record}; failed records with their error): "

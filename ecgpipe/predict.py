@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import numpy as np
 
 from ecgpipe.classifier_settings import DEFAULT_CHANGE_PENALTY, DEFAULT_DECISION_WINDOWS
 from ecgpipe.edf import EDF_EXTENSION, is_edf
-from ecgpipe.errors import EcgpipeError, RecordError
+from ecgpipe.errors import RecordError
 from ecgpipe.grid import grid_features
 from ecgpipe.model import TrainedModel
 from ecgpipe.recording_endpoints import called_runs
@@ -127,23 +128,39 @@ class RecordPrediction:
 
 
 def record_paths(args: list[str]) -> list[str]:
-    """The records ``ecgpipe predict`` was given: each argument a record (``record_path``) or a folder, which stands
-    for the records its ``RECORDS`` file lists, else for every WFDB header and EDF file directly in it (sorted)."""
+    """The records ``ecgpipe predict`` was given, each once (``data/*`` names a record by its .hea and its .dat): each
+    argument a record (``record_path``) or a folder, which stands for the records its ``RECORDS`` file lists, else
+    for every WFDB header and EDF file directly in it (sorted; subfolders holding records are named in a warning)."""
     paths = []
     for arg in args:
         if not os.path.isdir(arg):
             paths.append(record_path(arg))
             continue
         listing = os.path.join(arg, "RECORDS")
+        nested = [] if os.path.isfile(listing) else _subfolders_with_records(arg)
         if os.path.isfile(listing):
             names = list_records(arg)  # as a run reads it: a byte-order mark or a file suffix is no part of a name
         else:
             names = without_segments(arg, sorted(f[: -len(".hea")] if f.endswith(".hea") else f for f in os.listdir(arg)
                                                  if f.endswith(".hea") or is_edf(f)))
+        unread = (f"{len(nested)} subfolder(s) of it hold records ({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}), "
+                  "which a folder does not stand for: name them too, or list every record in a RECORDS file")
         if not names:
-            raise RecordError(arg, "a folder without records (no RECORDS file, WFDB header .hea or EDF file .edf in it)")
+            raise RecordError(arg, "a folder without records (no RECORDS file, WFDB header .hea or EDF file .edf in it)"
+                              + (f"; {unread}" if nested else ""))
+        if nested:
+            warnings.warn(f"{arg}: {unread}", UserWarning, stacklevel=2)
         paths += [record_path(os.path.join(arg, name)) for name in names]
-    return paths
+    return list(dict.fromkeys(paths))
+
+
+def _subfolders_with_records(folder: str) -> list[str]:
+    """The subfolders of ``folder`` with a WFDB header or an EDF file directly in them (sorted)."""
+    found = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir() and any(f.endswith(".hea") or is_edf(f) for f in os.listdir(entry.path)):
+            found.append(entry.name)
+    return found
 
 
 def record_path(arg: str) -> str:
@@ -364,45 +381,6 @@ def write_endpoints_csv(path: str | Path, predictions: list[RecordPrediction]) -
             for name in pred.endpoint_calls:
                 for start, end in pred.endpoint_episodes(name):
                     w.writerow([pred.record, name, f"{start:.3f}", f"{end:.3f}", f"{end - start:.3f}"])
-
-
-class UnsafeOutput(EcgpipeError):
-    """An output would overwrite one of the user's input files."""
-
-
-# extensions of a record's own files: never written by predict
-RECORD_EXTENSIONS = {"hea", "dat", "mat", "edf"}
-
-
-def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str]) -> None:
-    """Refuse an annotation output that is an input: a record file's extension, an existing file in the record's own
-    folder, or a reference annotation's extension (``atr``) written into that folder."""
-    extension = target.suffix.lstrip(".")
-    same_folder = target.parent.resolve() == Path(record).parent.resolve()
-    if extension in RECORD_EXTENSIONS:  # whether or not this record has such a file, another may (a .dat beside a .mat)
-        raise UnsafeOutput(f"--extension {extension}: the extension of a record's own files ({', '.join(sorted(RECORD_EXTENSIONS))}); "
-                           "predictions are never written under it (choose another --extension)")
-    if same_folder and (target.exists() or extension in reserved_extensions):
-        what = "an existing file" if target.exists() else f"the reference annotations' extension ({extension})"
-        raise UnsafeOutput(f"{target}: refusing to write predictions over {what} in the folder of record {record}, "
-                           f"an input (choose another --out folder or --extension)")
-
-
-def output_names(paths: list[str]) -> dict[str, str]:
-    """The output name of each record (``<record>`` when its name is unique among ``paths``, else
-    ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file."""
-    names = {p: os.path.basename(record_stem(p)) for p in paths}
-    repeated = {n for n in names.values() if list(names.values()).count(n) > 1}
-    for p in paths:
-        if names[p] in repeated:
-            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(record_stem(p))}"
-    taken: dict[str, int] = {}
-    for p in paths:
-        n = names[p]
-        taken[n] = taken.get(n, 0) + 1
-        if list(names.values()).count(n) > 1:
-            names[p] = f"{taken[n]}-{n}"
-    return names
 
 
 def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: str = "pred", name: str | None = None) -> str:

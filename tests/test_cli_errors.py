@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -637,6 +638,68 @@ def test_predict_takes_a_folder_for_its_records_and_lists_failed_ones_in_records
     (tmp_path / "empty").mkdir()
     code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(tmp_path / "empty"), "--out", str(tmp_path / "p2"))
     assert code == 2 and "empty: a folder without records" in err and not (tmp_path / "p2").exists()
+
+
+def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record_once(rhythm_model, physionet, tmp_path, capsys):
+    """--out given as the records' own folder, which holds a study's records.csv: refused before anything is written.
+    A record named by its files (a shell's ``data/418*``) and by its folder is predicted once; records in a
+    subfolder, which a folder does not stand for, are named in a warning. An earlier prediction's folder is written
+    over, as a rerun expects (its model.json says so; one written before 0.7.1 too)."""
+    folder = copy_records(physionet, tmp_path, "vfdb", ["418"])
+    (folder / "RECORDS").unlink()
+    copy_records(physionet, folder, "site1", [])  # a subfolder with a record of its own
+    for f in (physionet / "vfdb").glob("419.*"):
+        shutil.copy(f, folder / "site1" / f.name)
+    mine = "record,age,sex\n418,61,F\n"
+    (folder / "records.csv").write_text(mine)
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder), "--out", str(folder))
+    assert code == 2 and f"{folder / 'records.csv'}: refusing to write over a file that ecgpipe predict did not write" in err
+    assert (folder / "records.csv").read_text() == mine
+    assert not (folder / "418.pred").exists() and not (folder / "model.json").exists()
+
+    pred = tmp_path / "pred"
+    warned = f"{folder}: 1 subfolder(s) of it hold records (site1), which a folder does not stand for"
+    with pytest.warns(UserWarning, match=re.escape(warned)):
+        code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder / "418.hea"),
+                              str(folder / "418.dat"), str(folder), "--out", str(pred))
+    assert code == 0, err
+    assert [r.split(",")[0] for r in (pred / "records.csv").read_text().splitlines()[1:]] == [str(folder / "418")]
+    assert out.count("418: ") == 1
+    (pred / "model.json").write_text(json.dumps({"model": "m.skops", "sha256": "ab", "signed": False}))  # before 0.7.1
+    code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder / "418"), "--out", str(pred))
+    assert code == 0, err
+    assert json.loads((pred / "model.json").read_text())["written_by"] == "ecgpipe predict"
+    empty = tmp_path / "only-subfolders"
+    (empty / "a").mkdir(parents=True)
+    shutil.copy(folder / "418.hea", empty / "a" / "418.hea")
+    code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(empty), "--out", str(tmp_path / "p3"))
+    assert code == 2 and "a folder without records" in err and "1 subfolder(s) of it hold records (a)" in err
+
+
+def test_run_never_writes_into_a_folder_of_someone_else_s_files(physionet, tmp_path, capsys):
+    """`ecgpipe run --out` given as a database folder (or `.` inside one) would replace the user's own config.json and
+    report.md there: refused before anything is written. An empty or new folder and an earlier run's are fine."""
+    from ecgpipe.orchestration.preflight import check_out_folder
+
+    folder = copy_records(physionet, tmp_path, "mitdb", ["100"])
+    (folder / "config.json").write_text('{"recorder": "H3+"}\n')
+    (folder / "report.md").write_text("my notes\n")
+    before = sorted(p.name for p in folder.iterdir())
+    code, _, err = _run(capsys, "run", "--config", "paper4", "--data-dir", str(tmp_path), "--out", str(folder))
+    assert code == 2 and f"--out {folder}: holds files no ecgpipe run wrote (100.atr, 100.dat, 100.hea, RECORDS and 2 more)" in err
+    assert sorted(p.name for p in folder.iterdir()) == before and (folder / "report.md").read_text() == "my notes\n"
+    check_out_folder(str(tmp_path / "new"))
+    (tmp_path / "empty").mkdir()
+    check_out_folder(str(tmp_path / "empty"))
+    for left_by_a_run in ("run.json", "store.zarr", ".ecgpipe.lock"):
+        earlier = tmp_path / f"earlier-{left_by_a_run}"
+        earlier.mkdir()
+        (earlier / "report.md").write_text("a run's report\n")
+        (earlier / left_by_a_run).touch()
+        check_out_folder(str(earlier))
+    (tmp_path / "killed").mkdir()  # a run stopped right after writing its configuration
+    (tmp_path / "killed" / "config.json").write_text('{"config": {}, "data_dir": null}')
+    check_out_folder(str(tmp_path / "killed"))
 
 
 @pytest.mark.parametrize("command", ["run", "status", "predict", "evaluate"])

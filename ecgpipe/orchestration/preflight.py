@@ -5,10 +5,13 @@ that would do nothing (``inner_choice`` without ``tune``...) is named in a warni
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from pathlib import Path
 
 from ecgpipe.config import ConfigError, PipelineConfig
+from ecgpipe.errors import PipelineError
 from ecgpipe.input_digests import InputDigests
 from ecgpipe.sources import DataSourceError, resolve_data_dir
 from ecgpipe.stages.segments import RecordUnit, plan_records
@@ -21,6 +24,7 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     for message in unused_classifier_settings(cfg):
         # a warning, not an error: a config that extends a preset inherits its settings (`unset` removes them)
         warnings.warn(message, UserWarning, stacklevel=1)  # attributed here: the CLI prints it as one line
+    check_out_folder(out_dir)
     root = resolve_data_dir(data_dir)
     if not download and not root.is_dir():
         raise DataSourceError(f"data folder {root} does not exist (give --data-dir DIR holding <db>/RECORDS, or "
@@ -52,3 +56,30 @@ def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
             lines.append(f"{where} ({clf.label}): these settings do nothing here: " + "; ".join(unused)
                          + " (remove them; `unset = [...]` removes what an extended base sets)")
     return lines
+
+
+# what only an ecgpipe run leaves in its output folder (report.md or config.json could be anyone's)
+RUN_ENTRIES = (".ecgpipe.lock", "run.json", "store.zarr", "markers", "inputs")
+
+
+def check_out_folder(out_dir: str | None) -> None:
+    """Refuse a local output folder that holds files but none a run leaves there: a run writes config.json,
+    report.md, report.html and more into it, and would replace a user's own files of those names (``--out`` given as
+    a database folder, or as ``.`` inside one). An empty folder, a new one or an earlier run's are fine."""
+    if not out_dir or "://" in str(out_dir) or not os.path.isdir(out_dir):
+        return
+    entries = sorted(os.listdir(out_dir))
+    if not entries or any(e in RUN_ENTRIES for e in entries) or _saved_run(Path(out_dir) / "config.json"):
+        return
+    shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+    raise PipelineError(f"--out {out_dir}: holds files no ecgpipe run wrote ({shown}); a run writes config.json, "
+                        "report.md, report.html, store.zarr... into its output folder: give a new or empty folder, or "
+                        "an earlier run's (nothing was written)")
+
+
+def _saved_run(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("config"), dict)

@@ -1,0 +1,81 @@
+"""Where ``ecgpipe predict`` writes, and what it never writes over: a record's own files, reference annotations
+beside a record, and files of an ``--out`` folder that no earlier prediction wrote (a study's own records.csv)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ecgpipe.errors import EcgpipeError
+from ecgpipe.predict import record_stem
+
+
+class UnsafeOutput(EcgpipeError):
+    """An output would overwrite one of the user's input files."""
+
+
+# extensions of a record's own files: never written by predict
+RECORD_EXTENSIONS = {"hea", "dat", "mat", "edf"}
+# what predict writes into --out beside the annotations; model.json says the folder is an earlier prediction's
+SUMMARY_FILES = ("episodes.csv", "records.csv", "endpoints.csv", "agreement.json", "model.json")
+WRITTEN_BY = "ecgpipe predict"
+
+
+def check_out_folder(out: Path, annotations: list[Path]) -> None:
+    """Refuse to write over files of ``out`` that no earlier ``ecgpipe predict`` wrote: a study's own records.csv
+    (``--out`` given as the records' folder) is an input, whatever its name. An earlier prediction's folder (its
+    model.json) is written over, as a rerun expects."""
+    if earlier_prediction(out):
+        return
+    for target in [out / name for name in SUMMARY_FILES] + annotations:
+        if target.exists():
+            raise UnsafeOutput(f"{target}: refusing to write over a file that ecgpipe predict did not write (--out "
+                               f"{out} holds no earlier prediction's model.json): choose a new or empty --out folder")
+
+
+def earlier_prediction(out: Path) -> bool:
+    """Whether ``out`` holds the model.json of an earlier ``ecgpipe predict`` (those before 0.7.1 have no
+    ``written_by``: a model path and its sha256)."""
+    try:
+        doc = json.loads((out / "model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and (doc.get("written_by") == WRITTEN_BY or {"model", "sha256", "signed"} == set(doc))
+
+
+def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str]) -> None:
+    """Refuse an annotation output that is an input: a record file's extension, an existing file in the record's own
+    folder, or a reference annotation's extension (``atr``) written into that folder."""
+    extension = target.suffix.lstrip(".")
+    same_folder = target.parent.resolve() == Path(record).parent.resolve()
+    if extension in RECORD_EXTENSIONS:  # whether or not this record has such a file, another may (a .dat beside a .mat)
+        raise UnsafeOutput(f"--extension {extension}: the extension of a record's own files ({', '.join(sorted(RECORD_EXTENSIONS))}); "
+                           "predictions are never written under it (choose another --extension)")
+    if same_folder and (target.exists() or extension in reserved_extensions):
+        what = "an existing file" if target.exists() else f"the reference annotations' extension ({extension})"
+        raise UnsafeOutput(f"{target}: refusing to write predictions over {what} in the folder of record {record}, "
+                           f"an input (choose another --out folder or --extension)")
+
+
+def output_names(paths: list[str]) -> dict[str, str]:
+    """The output name of each record (``<record>`` when its name is unique among ``paths``, else
+    ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file."""
+    names = {p: os.path.basename(record_stem(p)) for p in paths}
+    repeated = {n for n in names.values() if list(names.values()).count(n) > 1}
+    for p in paths:
+        if names[p] in repeated:
+            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(record_stem(p))}"
+    taken: dict[str, int] = {}
+    for p in paths:
+        n = names[p]
+        taken[n] = taken.get(n, 0) + 1
+        if list(names.values()).count(n) > 1:
+            names[p] = f"{taken[n]}-{n}"
+    return names
+
+
+def write_model_note(out: Path, model) -> None:
+    """``out/model.json``: the model a prediction used (its path, digest, signature), and that predict wrote here."""
+    (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed,
+                                                "written_by": WRITTEN_BY}, indent=2))
