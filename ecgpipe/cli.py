@@ -106,9 +106,9 @@ def cmd_run(args) -> int:
             print(f"  {'':20s} endpoint {name}: {recording_words(r)}")
     if report.get("model"):
         print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {shlex.quote(report['model'])} RECORD...)")
-    if report.get("absent_records"):
-        print(f"left out {len(report['absent_records'])} record(s) the labels CSV lists without any file in the folder "
-              f"(e.g. {', '.join(report['absent_records'][:3])}; all in report.json absent_records)")
+    for key, what in [("absent_records", "the labels CSV lists without any file"), ("unlisted_records", "with files but no labels CSV row")]:
+        if names := report.get(key):
+            print(f"left out {len(names)} record(s) {what} in the folder (e.g. {', '.join(names[:3])}; all in report.json {key})")
     if report["skipped_records"]:
         print(f"skipped {len(report['skipped_records'])} bad record(s):\n"
               + "\n".join(f"  {s['record']}: {s['error']}" for s in report["skipped_records"]))

@@ -14,10 +14,13 @@ from pathlib import Path
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
+from ecgpipe.edf import is_edf
 from ecgpipe.input_digests import InputDigests
 from ecgpipe.keys import array_digest
+from ecgpipe.labels import read_record_labels
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
+from ecgpipe.records import without_segments
 from ecgpipe.results import ProtocolResult, RecordingScores, protocols_from_json
 from ecgpipe.sources import DataSourceError
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
@@ -56,12 +59,30 @@ def without_files(cfg: PipelineConfig, database: str, folder: str | Path, names:
     return absent
 
 
+def unlisted_files(cfg: PipelineConfig, database: str, folder: str | Path) -> list[str]:
+    """Records with files in a labels-CSV database folder without RECORDS (the CSV is the list there) that the CSV
+    does not list, in its subfolders too: a record whose row was forgotten would otherwise vanish without a word.
+    Not used, but named in the report. None where RECORDS or ``databases.<db>.records`` says which records count."""
+    settings = cfg.databases[database]
+    if not settings.labels_csv or settings.records or (Path(folder) / "RECORDS").is_file():
+        return []
+    listed = set(read_record_labels(folder, settings.labels_csv))
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        stems = sorted({f[: -len(".hea")] for f in files if f.endswith(".hea")} | {os.path.splitext(f)[0] for f in files if is_edf(f)})
+        rel = Path(root).relative_to(folder).as_posix()
+        found += [s if rel == "." else f"{rel}/{s}" for s in without_segments(root, stems)]
+    return [f"{database}/{name}" for name in found if name not in listed]
+
+
 @dataclass
 class RunPlan:
     cfg: PipelineConfig
     out: Location
     records: list[RecordUnit]
     absent: list[str] = field(default_factory=list)  # listed by a labels CSV, no file in the folder (``without_files``)
+    unlisted: list[str] = field(default_factory=list)  # files a labels CSV does not list (``unlisted_files``)
     inputs: InputDigests = field(default_factory=InputDigests)  # the records' input digests (``save()``: kept for the next run)
 
     @classmethod
@@ -69,13 +90,25 @@ class RunPlan:
         out = out_dir if isinstance(out_dir, Location) else Location(str(out_dir))
         inputs = InputDigests.of_run(out, cfg.run.verify)  # the preflight's, when it ran in this process
         units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
-        absent = set()
+        absent, unlisted = set(), []
         for db in cfg.databases:
             mine = [u for u in units if u.database == db]
             if mine:
                 absent |= {(db, name) for name in without_files(cfg, db, mine[0].db_dir, [u.record for u in mine])}
+                unlisted += unlisted_files(cfg, db, mine[0].db_dir)
         return cls(cfg, out, [u for u in units if (u.database, u.record) not in absent],
-                   [u.shown for u in units if (u.database, u.record) in absent], inputs)
+                   [u.shown for u in units if (u.database, u.record) in absent], unlisted, inputs)
+
+    def notes(self) -> list[str]:
+        """What the run leaves out of a labels-CSV database, in words (warned when the records are read)."""
+        notes = []
+        if self.absent:  # a subset of a dataset beside its full labels CSV: counted in the report, not failed
+            notes.append(f"{len(self.absent)} record(s) listed in the labels CSV have no file in the folder and are left "
+                         f"out (e.g. {', '.join(self.absent[:3])}; report.json absent_records names them)")
+        if self.unlisted:
+            notes.append(f"{len(self.unlisted)} record(s) with files in the folder have no row in the labels CSV and are "
+                         f"not used (e.g. {', '.join(self.unlisted[:3])}; report.json unlisted_records names them)")
+        return notes
 
     @property
     def store(self) -> str:

@@ -161,13 +161,7 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Skipped records", ""]
         lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]
     if report.get("record_accounting"):
-        a = report["record_accounting"]
-        lines += ["", f"Records: {a['records']} in the run: {a['used']} used ({a['windows']} windows), "
-                  f"{a['excluded_label']} with an excluded label, {a['too_short']} shorter than one window, "
-                  f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed"
-                  + (" (above, \"Skipped records\")" if a["failed"] else "")
-                  + (f", {a['absent']} listed in the labels CSV without any file in the folder (left out; report.json "
-                     "`absent_records` names them)" if a.get("absent") else "") + "."]
+        lines += ["", accounting_line(report["record_accounting"])]
     if report.get("records_without_windows"):
         lines += ["", "## Records without windows", "", "Read without error, but no window of a configured class:", ""]
         lines += [f"- `{r['record']}`: {r['reason']}" for r in report["records_without_windows"]]
@@ -239,6 +233,20 @@ def records_csv(outcomes: list[dict], class_names: list[str]) -> str:
                     *[f"{r['votes'][c]:.4f}" for c in class_names],
                     " ".join(map(str, r["folds"]))])
     return buf.getvalue()
+
+
+def accounting_line(a: dict[str, int]) -> str:
+    """Every record of the run once, in words (``report_build.record_accounting``), and what is not in it."""
+    return (f"Records: {a['records']} in the run: {a['used']} used ({a['windows']} windows), "
+            f"{a['excluded_label']} with an excluded label, {a['too_short']} shorter than one window, "
+            f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed"
+            + (" (above, \"Skipped records\")" if a["failed"] else "")
+            + (f", {a['absent']} listed in the labels CSV without any file in the folder (left out; report.json "
+               "`absent_records` names them)" if a.get("absent") else "") + "."
+            + (f" Not in the run: {a['unlisted']} record(s) with files in the folder but no row in the labels CSV "
+               "(report.json `unlisted_records` names them)." if a.get("unlisted") else "")
+            + (f" A pilot: at most {a['max_records_per_database']} records of each database, a seeded sample "
+               "(run.max_records)." if a.get("max_records_per_database") else ""))
 
 
 def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:

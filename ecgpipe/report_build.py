@@ -121,9 +121,11 @@ def one_class_warning(protocols: dict, class_names: list[str], kind: str = "svc"
     return " ".join(parts)
 
 
-def record_accounting(records: list[RecordSummary], skipped: list[dict], n_planned: int, n_absent: int = 0) -> dict[str, int]:
+def record_accounting(records: list[RecordSummary], skipped: list[dict], n_planned: int, n_absent: int = 0,
+                      n_unlisted: int = 0, max_records: int | None = None) -> dict[str, int]:
     """Every record of the run, once: used (with windows), without windows by reason, failed (named in the report),
-    and absent (listed by a labels CSV, no file in the folder; ``n_planned`` includes them)."""
+    and absent (listed by a labels CSV, no file in the folder; ``n_planned`` includes them). Beside them, not in the
+    run: records whose files the labels CSV does not list (``unlisted``), and ``max_records`` of a pilot's sample."""
     without = [r for r in records if not r.n_windows]
     reason = lambda r: (r.no_window_reason or "").split(" ", 1)[0]  # noqa: E731
     counts = {
@@ -135,8 +137,9 @@ def record_accounting(records: list[RecordSummary], skipped: list[dict], n_plann
         "no_window_of_a_class": sum(1 for r in without if reason(r) == "no"),
         "failed": len(skipped),
         "absent": n_absent,
+        "unlisted": n_unlisted,
     }
-    return counts
+    return counts | ({"max_records_per_database": max_records} if max_records else {})
 
 
 def capped_pca_warning(rows: list[ComparisonRow]) -> str:
@@ -163,7 +166,7 @@ def failed_rows_warning(failed_rows) -> str:
 
 def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
                  segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int,
-                 absent: list[str], accounting: dict[str, int], failed_rows: list[dict] = ()) -> Report:
+                 absent: list[str], accounting: dict[str, int], failed_rows: list[dict] = (), unlisted: list[str] = ()) -> Report:
     """The run's report from its stages' outputs; ``accounting`` is :func:`record_accounting` of the records, made by
     the flow as soon as they are read (a run that fails later still records it in run.json); ``failed_rows``: the
     classifier rows left out of the comparison because a fold failed, with the error."""
@@ -212,6 +215,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "records_without_windows": [{"record": r.name, "reason": r.no_window_reason} for r in records if not r.n_windows],
             "record_accounting": accounting,
             "absent_records": list(absent),
+            "unlisted_records": list(unlisted),
             "unmatched_labels": sorted(set(cfg.label_to_class) - seen),
             "config": cfg.model_dump(mode="json"),
         }

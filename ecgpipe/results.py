@@ -268,6 +268,7 @@ class Report(_Result):
     records_without_windows: list[dict] = []  # read fine, but no window of a configured class: why
     record_accounting: dict[str, int] = {}  # every record once: used, without windows (by reason), failed, absent
     absent_records: list[str] = []  # listed by a labels CSV without any file in the folder: left out, not failed
+    unlisted_records: list[str] = []  # files in a labels-CSV folder without RECORDS that the CSV does not list: not used
     unmatched_labels: list[str]
     config: dict
     # filled in by the flow once everything ran

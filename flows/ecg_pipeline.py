@@ -68,7 +68,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
 
     records, skipped = steps.segment_records(run)
     absent = run.plan.absent
-    log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent))
+    log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent),
+                                    len(run.plan.unlisted), cfg.run.max_records)
     table = steps.segment_table(run, records, skipped)
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
@@ -76,7 +77,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     recordings = steps.score_recordings(run, records, rows, best)
 
     built = build_report(cfg, run.store, records, skipped, table, spectrograms.row_shape(cfg), rows, best, absent,
-                         log.records, failed_rows)
+                         log.records, failed_rows, run.plan.unlisted)
     report = built.model_copy(update={
         "model": model.path if model else None,
         "recordings": recordings,

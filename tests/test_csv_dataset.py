@@ -123,7 +123,7 @@ def test_records_without_windows_are_listed_with_the_reason(csv_run):
     assert listed == {"A09000": "label(s) ['~'] excluded (segments.exclude_labels)"}
     n = len(csv_run["names"])  # usable records, plus the excluded, the unknown-label and the unlisted one
     expected = {"records": n + 3, "used": n, "excluded_label": 1, "too_short": 0, "no_window_of_a_class": 0, "failed": 2,
-                "absent": 0}
+                "absent": 0, "unlisted": 0}  # with a RECORDS file the unlisted record is in the run: it fails by name
     accounting = csv_run["report"]["record_accounting"]
     assert {k: v for k, v in accounting.items() if k != "windows"} == expected
     assert accounting["windows"] == csv_run["report"]["n_candidates"]
@@ -203,7 +203,8 @@ def test_per_record_outcomes_and_metrics_are_written(csv_run):
 def test_a_subset_beside_the_full_labels_csv_leaves_the_absent_records_out_and_counts_them(csv_run, tmp_path):
     """A few records copied beside the dataset's full REFERENCE.csv (no RECORDS file: the CSV lists the records):
     the records without any file are counted and named as absent, not failed (no fail-fast stop), and the others
-    train as before; a record with a header but no signal file still fails by name."""
+    train as before; a record with a header but no signal file still fails by name; a record with files but no row
+    in the CSV (here in a subfolder too) is not in the run, but named, not lost without a word."""
     import shutil
 
     from flows.ecg_pipeline import run_pipeline
@@ -215,14 +216,20 @@ def test_a_subset_beside_the_full_labels_csv_leaves_the_absent_records_out_and_c
     (folder / "A05100.hea").write_text("A05100 1 300 3000\nA05100.mat 16 1000 16 0 0 0 0 ECG\n")  # its signal lost
     with open(folder / "REFERENCE.csv", "a") as fh:
         fh.write("".join(f"{n},N\n" for n in absent) + "A05100,N\n")
+    (folder / "site2").mkdir()
+    for f in folder.glob(f"{UNLISTED}.*"):
+        shutil.copy(f, folder / "site2" / f.name)
     cfg = load_config(csv_run["tmp"] / "cinc.toml")
     report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"))
     n = len(csv_run["names"])
     accounting = report["record_accounting"]
     assert {k: v for k, v in accounting.items() if k != "windows"} == {
         "records": n + 2 + 1 + len(absent), "used": n, "excluded_label": 1, "too_short": 0, "no_window_of_a_class": 0,
-        "failed": 2, "absent": len(absent)}  # failed: the unknown label and the header without its signal
+        "failed": 2, "absent": len(absent), "unlisted": 2}  # failed: the unknown label and the header without its signal
     assert report["absent_records"] == [f"cinc/{a}" for a in absent]
+    assert report["unlisted_records"] == [f"cinc/{UNLISTED}", f"cinc/site2/{UNLISTED}"]
     assert {s["record"].rsplit("/", 1)[-1] for s in report["skipped_records"]} == {UNKNOWN, "A05100"}
     assert report["n_segments"] == csv_run["report"]["n_segments"]
-    assert "30 listed in the labels CSV without any file in the folder" in (tmp_path / "out" / "report.md").read_text()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "30 listed in the labels CSV without any file in the folder" in md
+    assert "Not in the run: 2 record(s) with files in the folder but no row in the labels CSV" in md

@@ -216,3 +216,40 @@ def test_a_pilot_run_takes_a_seeded_sample_of_each_database_in_its_order(physion
     assert selected_records(other, "mitdb", physionet / "mitdb") != pilot
     assert len(selected_records(cfg, "vfdb", physionet / "vfdb")) == 5 and set(selected_records(cfg, "vfdb", physionet / "vfdb")) <= set(vfdb)
     assert selected_records(load_config("paper4", {"run": {"max_records": 100}}), "vfdb", physionet / "vfdb") == vfdb
+
+
+def test_record_files_a_labels_csv_does_not_list_are_named_not_lost(cinc, tmp_path):
+    """A labels-CSV database folder without RECORDS (the CSV is the list): a record whose files lie there, in a
+    subfolder too, but whose row was forgotten is not in the run and is named (report.json unlisted_records, the
+    report's records line, a warning); a RECORDS file or databases.<db>.records says which records count instead.
+    A pilot's sample says so in the same line."""
+    import shutil
+
+    from ecgpipe.plan import RunPlan, unlisted_files
+    from ecgpipe.report import accounting_line
+    from ecgpipe.report_build import record_accounting
+
+    folder = tmp_path / "data" / "cinc2017"
+    (folder / "site2").mkdir(parents=True)
+    for name, where in [("A00002", folder), ("A00004", folder), ("A00005", folder), ("A00006", folder / "site2")]:
+        for f in cinc.glob(f"{name}.*"):
+            shutil.copy(f, where / f.name)
+    (folder / "REFERENCE-v3.csv").write_text("A00002,N\nA00004,A\nA09999,N\n")  # A09999: no file (absent)
+    cfg = load_config("cinc2017")
+    assert unlisted_files(cfg, "cinc2017", folder) == ["cinc2017/A00005", "cinc2017/site2/A00006"]
+    plan = RunPlan.create(cfg, tmp_path / "data", tmp_path / "out", download=False)
+    assert [u.record for u in plan.records] == ["A00002", "A00004"] and plan.absent == ["cinc2017/A09999"]
+    assert plan.unlisted == ["cinc2017/A00005", "cinc2017/site2/A00006"]
+    assert plan.notes()[1].startswith("2 record(s) with files in the folder have no row in the labels CSV and are not used")
+    listed = load_config("cinc2017", {"databases": {"cinc2017": {"records": ["A00002"]}}})
+    assert unlisted_files(listed, "cinc2017", folder) == []
+    (folder / "RECORDS").write_text("A00002\nA00004\n")
+    assert unlisted_files(cfg, "cinc2017", folder) == []
+
+    counts = record_accounting([], [], 3, n_absent=1, n_unlisted=2, max_records=5)
+    assert counts["unlisted"] == 2 and counts["max_records_per_database"] == 5
+    line = accounting_line(counts)
+    assert "Not in the run: 2 record(s) with files in the folder but no row in the labels CSV" in line
+    assert "A pilot: at most 5 records of each database, a seeded sample (run.max_records)." in line
+    assert "pilot" not in accounting_line(record_accounting([], [], 3)) and "Not in the run" not in accounting_line(
+        record_accounting([], [], 3))

@@ -72,10 +72,8 @@ class Run:
 def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
     """Stage 1: every record's windows, records batched into tasks; returns the records read and those skipped."""
     with run.log.timed(segments.STAGE):
-        if run.plan.absent:  # a subset of a dataset beside its full labels CSV: counted in the report, not failed
-            run.logger.warning(f"segments: {len(run.plan.absent)} record(s) listed in the labels CSV have no file in "
-                               f"the folder and are left out (e.g. {', '.join(run.plan.absent[:3])}; report.json "
-                               "absent_records names them)")
+        for note in run.plan.notes():  # records a labels CSV lists without files, and files it does not list
+            run.logger.warning(f"segments: {note}")
         summaries = run.plan.record_summaries()
         todo = [u for u in run.plan.records if summaries[u.name] is None]
         run.log.count(segments.STAGE, skipped=len(run.plan.records) - len(todo))
