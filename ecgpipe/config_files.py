@@ -1,4 +1,5 @@
-"""Config files: presets, TOML files and their ``extends`` chains, read into the dict ``ecgpipe.config`` validates.
+"""Config files: presets, TOML files and their ``extends`` chains, read into the dict ``ecgpipe.config`` validates
+(a JSON file too: what ``ecgpipe config NAME`` prints, or a run's saved config.json).
 
 A file may start from another with ``extends = "<preset or path>"`` (a path relative to the file) and ``unset`` keys of
 it; :func:`read_config` resolves the chain and keeps each file's own settings, so that an invalid key is blamed on
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import os
 import tomllib
 import types
@@ -95,7 +97,9 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+        if not text.lstrip().startswith("{"):
+            raise ConfigError(f"{source}: not valid TOML: {err}") from None
+        data = _json_settings(text, source)
     base = data.pop("extends", None)
     unset = data.pop("unset", None)
     if base is None:
@@ -119,6 +123,20 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
         # the base's words describe the base's settings, which this file changes (a report said "PCA-128" of PCA-16)
         data = {**data, "description": f"{base_source} with the changes of {source}: {base_data['description']}"}
     return merge_overrides(base_data, data), f"{source} (extends {base_source})", ((source, data), *base_layers)
+
+
+def _json_settings(text: str, source: str) -> dict:
+    """Settings written as JSON: what ``ecgpipe config NAME`` prints (every key, resolved), or a run's saved
+    ``config.json`` ({"config": ..., "data_dir": ...}), so that either can be edited and given back as a config."""
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"{source}: neither TOML nor JSON ({err})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("config"), dict) and "data_dir" in doc:
+        doc = doc["config"]  # a run's saved configuration
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: JSON settings must be one object of tables, got {type(doc).__name__}")
+    return doc
 
 
 def _without_keys(data: dict, unset, source: str, base_source: str) -> dict:

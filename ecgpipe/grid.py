@@ -5,6 +5,7 @@ its annotations, through the training feature path (``ecgpipe.featurize``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
     resampled = resampled_leads(rec, fs_out)
     note = ""
     if resampled.shape[1] < length:  # every record gets an answer: one window of the record repeated to its length
-        note = (f"shorter ({resampled.shape[1] / fs_out:.1f} s) than one window ({cfg.segments.length_s:g} s): scored on "
+        note = (f"shorter ({math.floor(resampled.shape[1] / fs_out * 1000) / 1000:g} s) than one window ({cfg.segments.length_s:g} s): scored on "
                 "one window of the record repeated to the window's length")
         resampled = np.tile(resampled, (1, -(-length // resampled.shape[1])))[:, :length]
     step = int(round(stride_s * fs_out))

@@ -41,8 +41,13 @@ def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
     return read_labels_table(db_dir, csv_name).labels
 
 
+# first cells of a header row that names the record column otherwise (no record is named so)
+HEADER_WORDS = {"record", "records", "record_name", "recording", "file", "filename", "file_name", "name", "id", "record_id"}
+
+
 def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
-    """``db_dir/csv_name`` as ``record,label`` rows; an optional header row ``record,label`` is skipped, a header
+    """``db_dir/csv_name`` as ``record,label`` rows; an optional header row ``record,label`` (the first that is not
+    blank) is skipped, one of other column names (``filename,rhythm``) refused, a header
     ``record,label,subject`` asks for a third column on every row (the patient, for ``subject = 'labels_csv'``). A
     record written with its file's suffix (``A00001.hea``, from a file listing) is the record ``A00001``."""
     path = Path(db_dir) / csv_name
@@ -56,13 +61,18 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
         text = path.read_bytes().decode("utf-8-sig")  # newlines as they are, as the csv module wants them
     except UnicodeDecodeError as exc:
         raise LabelsError(f"{path}: not UTF-8 text ({exc})") from None
+    first = True
     for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
-        if line_no == 1 and [c.lower() for c in cells] in (["record", "label"], ["record", "label", "subject"]):
-            columns = [c.lower() for c in cells]
+        if first and [c.lower() for c in cells] in (["record", "label"], ["record", "label", "subject"]):
+            columns, first = [c.lower() for c in cells], False
             continue
+        if first and cells[0].lower() in HEADER_WORDS:  # a header of other names would become a record "filename"
+            raise LabelsError(f"{path}, line {line_no}: {row!r} looks like a header row; ecgpipe reads one only as "
+                              "'record,label' (or 'record,label,subject'): rename its columns so")
+        first = False
         if len(cells) != len(columns) or not all(cells):
             raise LabelsError(f"{path}, line {line_no}: expected '{','.join(columns)}', got {row!r}")
         cells[0] = record_name(cells[0])

@@ -23,6 +23,7 @@ from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
 from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
 from ecgpipe.errors import RecordError
 from ecgpipe.keys import edf_record_file, header_lines, is_multi_segment
+from ecgpipe.leads import choose_leads
 
 
 @dataclass(frozen=True)
@@ -157,35 +158,6 @@ def _expected_bytes(header, fname: str) -> int | None:
     per_frame = sum((header.samps_per_frame[i] if header.samps_per_frame else 1) for i in idx)
     offset = (header.byte_offset[idx[0]] or 0) if header.byte_offset else 0
     return offset + -(-header.sig_len * per_frame * _FORMAT_BITS[next(iter(fmts))] // 8)
-
-
-def _choose_lead(sig_names: list[str], wanted: list[str | int], taken: tuple[int, ...] = ()) -> int:
-    """Index of the first lead in ``wanted`` (names or indices) that the record has and that is not ``taken``."""
-    for choice in wanted:
-        if isinstance(choice, int):
-            if 0 <= choice < len(sig_names) and choice not in taken:
-                return choice
-        elif choice in sig_names:
-            # a name may occur twice (vfdb's two channels are both "ECG")
-            free = [i for i, name in enumerate(sig_names) if name == choice and i not in taken]
-            if free:
-                return free[0]
-    raise LookupError(f"no lead matching {wanted} (the record has {sig_names})")
-
-
-def choose_leads(sig_names: list[str], settings: DatabaseSettings, n_leads: int) -> list[int]:
-    """Channel indices of the leads to read: ``settings.lead``'s choice, then (for two) ``second_lead``'s choice or
-    the first other channel."""
-    first = _choose_lead(sig_names, list(settings.lead))
-    if n_leads == 1:
-        return [first]
-    others = [i for i in range(len(sig_names)) if i != first]
-    if not others:
-        raise LookupError(f"segments.n_leads = 2, but the record has a single lead {sig_names}")
-    try:
-        return [first, _choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
-    except LookupError as exc:
-        raise LookupError(f"second lead (second_lead): {exc}, other than the first lead {sig_names[first]!r}") from None
 
 
 # WFDB headers name each signal's physical unit; an empty one means millivolts (WFDB's default)
@@ -328,6 +300,13 @@ def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettin
         actual = os.path.getsize(data_file)
         if expected is not None and actual < expected:
             raise RecordError(path, f"truncated signal file {data_file}: {actual} bytes, the header implies {expected}")
+        if expected is not None and actual > expected and settings.checksum != "off":
+            # wfdb reads the header's sig_len samples and drops the rest: a header cut short (its checksum 0, as
+            # CinC's are, checks nothing) would lose the end of the record without a word. A warning, not an error:
+            # WFDB lets a header name part of a longer file (segments of one file, MIMIC-style layouts built so)
+            warnings.warn(f"{path}: signal file {data_file} holds {actual - expected} bytes more than the header's "
+                          f"{header.sig_len} samples imply ({expected}); the header's samples read (a header cut short "
+                          "loses the rest; checksum = 'off' silences this)", UserWarning, stacklevel=2)
     try:
         rec = wfdb.rdrecord(path, channels=channels, physical=False)
     except Exception as exc:

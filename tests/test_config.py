@@ -392,3 +392,29 @@ inner_choice = "one_se"
     quiet = tmp_path / "quiet.toml"
     quiet.write_text('extends = "child.toml"\nunset = ["classifier.inner_choice", "classifier.pca"]\n')
     assert unused_classifier_settings(load_config(quiet)) == []
+
+
+def test_the_json_that_ecgpipe_config_prints_and_a_run_s_saved_config_json_are_configs_too(tmp_path, capsys):
+    """`ecgpipe config NAME > my.json`, edited, is a config (it was refused as "not valid TOML"), and so is a run's
+    saved config.json: the settings a run used can be given back as they are."""
+    import json
+
+    from ecgpipe.cli import main
+
+    assert main(["config", "paper4-best"]) == 0
+    printed = capsys.readouterr().out
+    mine = tmp_path / "mine.json"
+    mine.write_text(printed.replace('"n_splits": 10', '"n_splits": 5'))
+    cfg = load_config(mine)
+    assert cfg.cv.n_splits == 5 and cfg.model_copy(update={"cv": load_config("paper4-best").cv}) == load_config("paper4-best")
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"config": json.loads(printed), "data_dir": "/data"}))
+    assert load_config(saved) == load_config("paper4-best")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"cv": {"n_splits": 5,}}')
+    with pytest.raises(ConfigError, match=r"broken.json: neither TOML nor JSON"):
+        load_config(broken)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(printed.replace('"n_splits": 10', '"n_splitz": 10'))
+    with pytest.raises(ConfigError, match=r"cv.n_splitz: unknown key"):
+        load_config(wrong)

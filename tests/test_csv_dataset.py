@@ -164,6 +164,12 @@ def test_labels_csv_errors_name_the_file_and_line(tmp_path):
         read_record_labels(tmp_path, "REFERENCE.csv")
     (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\n\nA2,A\n")
     assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "A"}
+    (tmp_path / "REFERENCE.csv").write_text("\n \r\nRecord, Label\r\nA1,N\r\n")  # the header after blank lines
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N"}
+    (tmp_path / "REFERENCE.csv").write_text("\nfilename,rhythm\nA1,N\n")  # was read as a record named "filename"
+    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 2: \['filename', 'rhythm'\] looks like a header row; "
+                                          r"ecgpipe reads one only as 'record,label'"):
+        read_record_labels(tmp_path, "REFERENCE.csv")
 
 
 def test_a_dataset_without_patient_ids_speaks_of_records_and_titles_show_the_real_folds(csv_run):

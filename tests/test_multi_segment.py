@@ -107,7 +107,7 @@ def test_a_broken_multi_segment_record_names_the_segment(pilot):
     (folder / "pilot_0001.hea").write_text((folder / "pilot_0001.hea").read_text().replace(f"2 360 {SEGMENT}", f"2 360 {SEGMENT // 2}"))
     with pytest.raises(RecordError, match=rf"segment pilot_0001: {SEGMENT // 2} samples at 360 Hz, but .*gives it {SEGMENT}"):
         read_record(str(folder), "mimic", name, settings, nan_policy="drop")
-    with pytest.raises(RecordError, match=r"no lead matching \['V2'\] \(the record has \['MLII', 'V1', 'V5'\]\)"):
+    with pytest.raises(RecordError, match=r"no lead matching \['V2'\] \(the record has \['MLII', 'V1', 'V5'\]; a channel index"):
         read_record(str(folder), "mimic", name, DatabaseSettings(lead=["V2"]), nan_policy="drop")
 
 

@@ -1,7 +1,9 @@
 """Reading real WFDB records, and a clear error for every kind of broken copy."""
 
 
+import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -95,6 +97,34 @@ def test_missing_annotation_file(broken_dir):
 def test_missing_signal_file(broken_dir):
     (broken_dir / "100.dat").unlink()
     assert "signal file" in _error(broken_dir)
+
+
+def test_a_signal_file_longer_than_its_header_says_is_not_read_short_in_silence(broken_dir):
+    """A header whose sample count was cut (its checksum, 0 in CinC's headers, checks nothing then) would lose the
+    record's end without a word, wfdb reading only sig_len samples: a warning names the file and the bytes left
+    unread (not an error: WFDB lets a header name part of a longer file); checksum = 'off' silences it."""
+    header = broken_dir / "100.hea"
+    lines = header.read_text().splitlines()
+    lines[0] = lines[0].replace(" 650000", " 648000")
+    lines[1:3] = [" ".join(line.split()[:6] + ["0"] + line.split()[7:]) for line in lines[1:3]]  # checksums: none
+    header.write_text("\n".join(lines) + "\n")
+    warned = f"signal file {broken_dir / '100.dat'} holds 6000 bytes more than the header's 648000 samples imply (1944000)"
+    with pytest.warns(UserWarning, match=re.escape(warned)):
+        rec = read_record(broken_dir, "mitdb", "100", MITDB)
+    assert rec.signal.shape == (648000,)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = read_record(broken_dir, "mitdb", "100", DatabaseSettings(lead=["MLII"], fs=360.0, checksum="off"))
+    assert rec.signal.shape == (648000,) and not [w for w in caught if "bytes more" in str(w.message)]
+
+
+def test_a_lead_name_matches_without_regard_to_case_and_spaces_and_a_miss_says_how_to_give_an_index(broken_dir):
+    rec = read_record(broken_dir, "mitdb", "100", DatabaseSettings(lead=["ml ii"], fs=360.0))
+    assert rec.lead == "MLII"
+    exact = read_record(broken_dir, "mitdb", "100", DatabaseSettings(lead=["v5", "MLII"], fs=360.0))
+    assert exact.lead == "MLII"  # an exact name anywhere in the list first, as before
+    assert "a channel index chooses a lead whatever its name: databases.<db>.lead = [0]" in _error(
+        broken_dir, settings=DatabaseSettings(lead=["V9"], fs=360.0))
 
 
 def test_sampling_rate_and_lead_must_match_the_config(broken_dir):

@@ -382,7 +382,8 @@ def test_a_class_without_segments_names_the_records_that_failed_and_status_durin
     proc = cli("run", "--config", str(cfg), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "class(es) ['afib'] have no segments" in proc.stderr
     assert ("1 record(s) could not be read, and may hold them: 1 x no lead matching ['MLIII'] (the record has "
-            "['MLII', 'V1']) (e.g. ") in proc.stderr and "mitdb/201)" in proc.stderr, proc.stderr
+            "['MLII', 'V1']; a channel index chooses a lead whatever its name: databases.<db>.lead = [0], ecgpipe "
+            "predict --lead 0) (e.g. ") in proc.stderr and "mitdb/201)" in proc.stderr, proc.stderr
     # status with the records read so far (here: one of the two, as during a run) says what it waits for
     (tmp_path / "data" / "mitdb" / "RECORDS").write_text("201\n")
     fixed = load_config(cfg, {"databases": {"mitdb": {"lead": ["MLII"]}}})

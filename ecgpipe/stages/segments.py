@@ -10,6 +10,7 @@ is one patient recomputes records and classifiers, not spectrograms or CNN featu
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -256,7 +257,7 @@ def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:
     if len(labels) == 1 and len(named := classes_named(labels[0], cfg.label_to_class)) > 1:  # a header's codes
         return "codes of more than one class (" + "; ".join(f"{c}: {', '.join(v)}" for c, v in named.items()) + ")"
     if duration_s < cfg.segments.length_s:
-        return f"shorter ({duration_s:.1f} s) than one window ({cfg.segments.length_s:g} s)"
+        return f"shorter ({math.floor(duration_s * 1000) / 1000:g} s) than one window ({cfg.segments.length_s:g} s)"
     return (f"no {cfg.segments.length_s:g}-s stretch inside an episode of a configured class "
             f"(labels found: {', '.join(labels) or 'none'})")
 

@@ -1,0 +1,49 @@
+"""Which channels of a record are its leads: ``databases.<db>.lead`` (and ``second_lead`` for two-lead windows) as
+names or channel indices, matched against the names a WFDB header or an EDF file gives its signals."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ecgpipe.config import DatabaseSettings
+
+
+def _same(name: str, wanted: str) -> bool:
+    return name == wanted
+
+
+def _loosely_same(name: str, wanted: str) -> bool:  # "ML II", "mlii" for MLII
+    return "".join(name.split()).lower() == "".join(wanted.split()).lower()
+
+
+def choose_lead(sig_names: list[str], wanted: list[str | int], taken: tuple[int, ...] = ()) -> int:
+    """Index of the first lead in ``wanted`` (names or indices) that the record has and that is not ``taken``: names
+    matched exactly first, then without regard to case and spaces. Raises ``LookupError`` saying what the record has."""
+    for same in (_same, _loosely_same):
+        for choice in wanted:
+            if isinstance(choice, int):
+                if 0 <= choice < len(sig_names) and choice not in taken:
+                    return choice
+                continue
+            # a name may occur twice (vfdb's two channels are both "ECG")
+            free = [i for i, name in enumerate(sig_names) if same(str(name), choice) and i not in taken]
+            if free:
+                return free[0]
+    raise LookupError(f"no lead matching {wanted} (the record has {sig_names}; a channel index chooses a lead "
+                      "whatever its name: databases.<db>.lead = [0], ecgpipe predict --lead 0)")
+
+
+def choose_leads(sig_names: list[str], settings: DatabaseSettings, n_leads: int) -> list[int]:
+    """Channel indices of the leads to read: ``settings.lead``'s choice, then (for two) ``second_lead``'s choice or
+    the first other channel."""
+    first = choose_lead(sig_names, list(settings.lead))
+    if n_leads == 1:
+        return [first]
+    others = [i for i in range(len(sig_names)) if i != first]
+    if not others:
+        raise LookupError(f"segments.n_leads = 2, but the record has a single lead {sig_names}")
+    try:
+        return [first, choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
+    except LookupError as exc:
+        raise LookupError(f"second lead (second_lead): {exc}, other than the first lead {sig_names[first]!r}") from None
