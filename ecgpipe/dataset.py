@@ -15,6 +15,7 @@ import numpy as np
 from ecgpipe.config import PipelineConfig
 from ecgpipe.records import EcgRecord
 from ecgpipe.segments import cut_windows, fill_nan, nan_free, resample, segment_windows
+from ecgpipe.units import FLAT_MV
 
 
 @dataclass
@@ -34,6 +35,14 @@ def lead_windows(resampled: np.ndarray, starts: np.ndarray, length: int) -> np.n
     """Windows of every lead: (n, length) for one lead, (n, n_leads, length) for more (leads become image channels)."""
     windows = np.stack([cut_windows(lead, starts, length) for lead in resampled], axis=1).astype(np.float32)
     return windows[:, 0] if len(resampled) == 1 else windows
+
+
+def flat_windows(windows: np.ndarray) -> np.ndarray:
+    """Mask of windows (``lead_windows``' shape) in which a lead is a flat line (std under ``units.FLAT_MV``: a lead
+    off, a disconnected channel, a recorder's zeros), where no rhythm can be seen."""
+    if not len(windows):
+        return np.zeros(0, dtype=bool)
+    return (np.asarray(windows).std(axis=-1) < FLAT_MV).reshape(len(windows), -1).any(axis=1)
 
 
 def nan_free_windows(record: EcgRecord, starts: np.ndarray, length: int, fs_out: float) -> np.ndarray:

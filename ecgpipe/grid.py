@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgpipe.config import PipelineConfig
-from ecgpipe.dataset import lead_windows, nan_free_windows, resampled_leads
+from ecgpipe.dataset import flat_windows, lead_windows, nan_free_windows, resampled_leads
 from ecgpipe.featurize import Featurizer
 from ecgpipe.records import EcgRecord
 
@@ -26,7 +26,7 @@ class GridFeatures:
     cnn: np.ndarray | None  # (n_usable, D), None when the classifier does not read it
     rhythm: np.ndarray | None  # (n_usable, n_rhythm_columns), likewise
     stride_s: float  # the stride as cut: a whole number of samples at the target rate
-    note: str = ""  # how the record was cut when not as usual (shorter than one window)
+    note: str = ""  # how the record was cut when not as usual (shorter than one window; flat leads)
 
 
 def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = None) -> GridFeatures:
@@ -49,4 +49,6 @@ def grid_features(cfg: PipelineConfig, rec: EcgRecord, stride_s: float | None = 
     usable = nan_free_windows(rec, starts, length, fs_out)
     windows = lead_windows(resampled, starts[usable], length)
     cnn, rhythm = Featurizer(cfg, device="auto").transform(rec, windows, starts[usable])
+    if n_flat := int(flat_windows(windows).sum()):  # classified all the same: a flat line still gets an answer
+        note = "; ".join(filter(None, [note, f"{n_flat} of {len(windows)} windows with a flat lead (lead off?)"]))
     return GridFeatures(starts, usable, cnn, rhythm, step / fs_out, note)

@@ -44,6 +44,9 @@ table.patients :is(td,th):nth-child(2),table.patients :is(td,th):last-child{text
 th.group{text-align:center}table.compare th:nth-child(2){text-align:left}.sd{color:#57606a;font-size:.85em}details pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
 """
 
+# a record whose lead is flat in some windows is used as labelled: the report says so, it does not drop them
+FLAT_WORDS = "windows with a flat lead (lead off?), used with the record's label"
+
 
 def png_data_uri(fig) -> str:
     buf = io.BytesIO()
@@ -195,6 +198,10 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append(_table(["class", *dbs, f"{who}s"], rows))
     if examples_uri:
         parts.append(f"<p>Example spectrograms per class (log power):</p><img alt='example spectrograms' src='{examples_uri}'>")
+    if report.get("records_with_flat_leads"):
+        parts.append(f"<h3>Records with flat leads</h3><p>Windows in which a lead is a flat line ({e(FLAT_WORDS)}):</p><ul>"
+                     + "".join(f"<li><code>{e(r['record'])}</code>: {r['flat']} of {r['windows']}</li>"
+                               for r in report["records_with_flat_leads"]) + "</ul>")
     if report.get("records_without_windows"):
         parts.append("<h3>Records without windows</h3><ul>" + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['reason'])}</li>"
                                                                   for r in report["records_without_windows"]) + "</ul>")

@@ -67,6 +67,9 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     run = steps.Run.start(cfg, data_dir, out, log, get_run_logger(), strict, download)
 
     records, skipped = steps.segment_records(run)
+    if flat := [r.name for r in records if r.flat_windows]:  # used as labelled: the report's "Records with flat leads"
+        run.logger.warning(f"segments: {len(flat)} record(s) have windows with a flat lead (lead off?), used with their "
+                           f"label (e.g. {', '.join(flat[:3])})")
     absent = run.plan.absent
     log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent),
                                     len(run.plan.unlisted), cfg.run.max_records)

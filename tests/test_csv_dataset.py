@@ -239,3 +239,19 @@ def test_a_subset_beside_the_full_labels_csv_leaves_the_absent_records_out_and_c
     md = (tmp_path / "out" / "report.md").read_text()
     assert "30 listed in the labels CSV without any file in the folder" in md
     assert "Not in the run: 2 record(s) with files in the folder but no row in the labels CSV" in md
+
+
+def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):
+    """The report names records whose windows have a flat lead (used with their label; counted by the segments
+    stage, tests/test_input_edge_cases.py); none here, so the section is absent until there is one."""
+    from ecgpipe.report import render_markdown
+    from ecgpipe.report_html import render_html
+
+    report = csv_run["report"]
+    assert report["records_with_flat_leads"] == [] and "Records with flat leads" not in render_markdown(report)
+    flat = {**report, "records_with_flat_leads": [{"record": "cinc/A00007", "flat": 2, "windows": 3}]}
+    md = render_markdown(flat)
+    assert "## Records with flat leads" in md and "- `cinc/A00007`: 2 of 3" in md
+    assert "used with the record's label" in md
+    page = render_html(flat, {name: b"png" for name in report["protocols"]}, None)
+    assert "<h3>Records with flat leads</h3>" in page and "cinc/A00007</code>: 2 of 3" in page

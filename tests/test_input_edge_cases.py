@@ -294,3 +294,35 @@ def test_leads_in_volts_or_microvolts_are_read_in_millivolts(tmp_path, physionet
     (db / "100.hea").write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordError, match=r"lead MLII is in 'NU': ecgpipe reads voltages"):
         read_record(db, "mitdb", "100", MITDB)
+
+
+def test_windows_of_a_flat_lead_are_used_as_labelled_and_named_in_training_and_predict(tmp_path, cinc):
+    """A real CinC 2017 record whose last 20 s were zeroed in its signal file (a lead off): a run uses its windows with
+    the record's label (nothing is dropped) and its summary counts the flat ones, which the report lists under
+    "Records with flat leads"; predict's note says how many of its windows had a flat lead."""
+    from ecgpipe.dataset import flat_windows
+    from ecgpipe.grid import grid_features
+    from ecgpipe.stages.segments import compute_record, record_unit
+    from ecgpipe.store import store_path
+
+    assert flat_windows(np.zeros((0, 10))).tolist() == []
+    two_leads = np.random.default_rng(0).normal(size=(3, 2, 50))
+    two_leads[0, 0] = 5.0  # a constant lead (a recorder's offset) is flat as zeros are
+    two_leads[1, 1] = 0.0  # one flat lead makes its window flat
+    assert flat_windows(two_leads).tolist() == [True, True, False]
+    folder = tmp_path / "cinc2017"
+    folder.mkdir()
+    for f in cinc.glob("A00002.*"):
+        shutil.copy(f, folder / f.name)
+    mat = bytearray((folder / "A00002.mat").read_bytes())
+    n = (len(mat) - 24) // 2  # format 16 after a 24-byte prefix (byte offset 24): 9000 samples, 30 s at 300 Hz
+    mat[24 + 2 * (n - 6000):] = bytes(2 * 6000)
+    (folder / "A00002.mat").write_bytes(bytes(mat))  # the header's checksum is 0 (not recorded), as published
+    cfg = load_config("cinc2017")
+    unit = record_unit(cfg, "cinc2017", "A00002", str(folder), label="N")
+    summary, _ = compute_record(store_path(str(tmp_path / "out")), unit, cfg)
+    assert summary.n_windows == 3 and summary.flat_windows == 2 and summary.no_window_reason is None
+    rec = read_record(str(folder), "cinc2017", "A00002", cfg.database("cinc2017"), record_label="N")
+    assert grid_features(cfg, rec).note == "2 of 3 windows with a flat lead (lead off?)"
+    whole = read_record(str(cinc), "cinc2017", "A00002", cfg.database("cinc2017"), record_label="N")
+    assert grid_features(cfg, whole).note == ""

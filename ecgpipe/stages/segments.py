@@ -21,7 +21,7 @@ import numpy as np
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
-from ecgpipe.dataset import record_windows
+from ecgpipe.dataset import flat_windows, record_windows
 from ecgpipe.edf import read_edf_header
 from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, header_lines, record_files
 from ecgpipe.labels import check_record_label, check_subject_column, classes_named, record_labels
@@ -84,6 +84,7 @@ class RecordSummary:
     signal_key: str
     duration_s: float = 0.0
     no_window_reason: str | None = None  # why a record yields no window (it is listed in the report)
+    flat_windows: int = 0  # windows in which a lead is a flat line (lead off): used with their label, named in the report
     # per window, as arrays (the segment table is planned from these, without reading any record again; arrays, not
     # lists: a list holds one Python object per window, and the flow process holds every record's summary)
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # start, target-rate samples
@@ -211,6 +212,7 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         signal_key=unit.signal_key,
         duration_s=round(float(duration), 3),
         no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg),
+        flat_windows=int(flat_windows(found.windows).sum()),
         starts=found.starts,
         class_index=found.class_index,
     )
