@@ -160,7 +160,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
             reason = "excluded_label" if label in excluded else "unknown_label"
             accounting[reason] += 1
-            rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {reason.replace('_', ' ')}"})
+            why = "no row for this record in the labels CSV" if label is None else reason.replace("_", " ")
+            rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {why}"})
             continue
         try:
             # intervals are bootstrapped over the dataset's subjects (its config says who is one patient)
@@ -190,7 +191,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             guess = int(mapped[model.class_names.index(voted)]) if voted is not None else len(dataset.class_names)
             y_rec.append(truth), p_rec.append(guess), g_rec.append(subject)
             rows.append({"record": f"{db}/{name}", "subject": subject, "label": dataset.class_names[truth], "model_class": voted or "",
-                         "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen})
+                         "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen,
+                         "note": pred.note})  # shorter than one window, flat leads: how it was scored
         else:
             centres = pred.window_starts_s + model.config.segments.length_s / 2
             ref = reference_at(rec, dataset, centres)

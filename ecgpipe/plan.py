@@ -69,7 +69,7 @@ def unlisted_files(cfg: PipelineConfig, database: str, folder: str | Path) -> li
     listed = set(read_record_labels(folder, settings.labels_csv))
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".zarr"))  # a run's store: no records
         stems = sorted({f[: -len(".hea")] for f in files if f.endswith(".hea")} | {os.path.splitext(f)[0] for f in files if is_edf(f)})
         rel = Path(root).relative_to(folder).as_posix()
         found += [s if rel == "." else f"{rel}/{s}" for s in without_segments(root, stems)]

@@ -58,8 +58,9 @@ def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
     return lines
 
 
-# what only an ecgpipe run leaves in its output folder (report.md or config.json could be anyone's)
-RUN_ENTRIES = (".ecgpipe.lock", "run.json", "store.zarr", "markers", "inputs")
+# what only an ecgpipe run leaves in its output folder, beside a config.json of its own form (report.md, a
+# config.json, "inputs" or "markers" could be anyone's)
+RUN_ENTRIES = (".ecgpipe.lock", "run.json", "store.zarr")
 
 
 def check_out_folder(out_dir: str | None) -> None:
