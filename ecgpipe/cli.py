@@ -218,7 +218,7 @@ def cmd_predict(args) -> int:
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
-    out.mkdir(parents=True, exist_ok=True)
+    write_model_note(out, model)  # first: a prediction stopped half-way leaves a folder a rerun may write over
     predictions, failed, agreements = [], {}, {}
     for path in paths:
         try:

@@ -91,7 +91,7 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
         name = str(name_or_path)
         if name not in preset_names():
             raise ConfigError(f"no preset named {name!r}" + (f" (extended by {chain[-1]})" if chain else "")
-                              + f"; presets: {', '.join(preset_names())}; or give a .toml path")
+                              + f"; presets: {', '.join(preset_names())}; or give a .toml (or .json) path")
         text = resources.files("ecgpipe.configs").joinpath(f"{name}.toml").read_text()
         source = identity = f"preset {name}"
     try:

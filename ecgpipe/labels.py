@@ -64,7 +64,9 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
     first = True
     for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         cells = [c.strip() for c in row]
-        if not any(cells):
+        while cells and not cells[-1]:  # an Excel export's trailing comma is no column
+            cells.pop()
+        if not cells:
             continue
         if first and [c.lower() for c in cells] in (["record", "label"], ["record", "label", "subject"]):
             columns, first = [c.lower() for c in cells], False

@@ -9,27 +9,24 @@ if TYPE_CHECKING:
     from ecgpipe.config import DatabaseSettings
 
 
-def _same(name: str, wanted: str) -> bool:
-    return name == wanted
-
-
-def _loosely_same(name: str, wanted: str) -> bool:  # "ML II", "mlii" for MLII
-    return "".join(name.split()).lower() == "".join(wanted.split()).lower()
+def _loose(name: str) -> str:  # "ML II", "mlii" for MLII
+    return "".join(str(name).split()).lower()
 
 
 def choose_lead(sig_names: list[str], wanted: list[str | int], taken: tuple[int, ...] = ()) -> int:
-    """Index of the first lead in ``wanted`` (names or indices) that the record has and that is not ``taken``: names
-    matched exactly first, then without regard to case and spaces. Raises ``LookupError`` saying what the record has."""
-    for same in (_same, _loosely_same):
-        for choice in wanted:
-            if isinstance(choice, int):
-                if 0 <= choice < len(sig_names) and choice not in taken:
-                    return choice
-                continue
-            # a name may occur twice (vfdb's two channels are both "ECG")
-            free = [i for i, name in enumerate(sig_names) if same(str(name), choice) and i not in taken]
-            if free:
-                return free[0]
+    """Index of the first lead in ``wanted`` (names or indices) that the record has and that is not ``taken``; a name
+    matches exactly, else without regard to case and spaces, before the next choice is tried. Raises ``LookupError``
+    saying what the record has."""
+    for choice in wanted:
+        if isinstance(choice, int):
+            if 0 <= choice < len(sig_names) and choice not in taken:
+                return choice
+            continue
+        # a name may occur twice (vfdb's two channels are both "ECG")
+        free = [i for i, name in enumerate(sig_names) if name == choice and i not in taken]
+        free = free or [i for i, name in enumerate(sig_names) if _loose(name) == _loose(choice) and i not in taken]
+        if free:
+            return free[0]
     raise LookupError(f"no lead matching {wanted} (the record has {sig_names}; a channel index chooses a lead "
                       "whatever its name: databases.<db>.lead = [0], ecgpipe predict --lead 0)")
 

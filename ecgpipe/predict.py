@@ -151,7 +151,10 @@ def record_paths(args: list[str]) -> list[str]:
         if nested:
             warnings.warn(f"{arg}: {unread}", UserWarning, stacklevel=2)
         paths += [record_path(os.path.join(arg, name)) for name in names]
-    return list(dict.fromkeys(paths))
+    once: dict[str, str] = {}
+    for path in paths:  # d/418, ./d/418.hea and a link to d name one record: the first spelling stands for it
+        once.setdefault(os.path.realpath(path), path)
+    return list(once.values())
 
 
 def _subfolders_with_records(folder: str) -> list[str]:

@@ -35,8 +35,8 @@ def check_out_folder(out: Path, annotations: list[Path]) -> None:
 
 
 def earlier_prediction(out: Path) -> bool:
-    """Whether ``out`` holds the model.json of an earlier ``ecgpipe predict`` (those before 0.7.1 have no
-    ``written_by``: a model path and its sha256)."""
+    """Whether ``out`` holds the model.json of an earlier ``ecgpipe predict`` (those before 0.8.0 have no
+    ``written_by``: a model path, its sha256 and whether it was signed)."""
     try:
         doc = json.loads((out / "model.json").read_text())
     except (OSError, ValueError):
@@ -76,6 +76,8 @@ def output_names(paths: list[str]) -> dict[str, str]:
 
 
 def write_model_note(out: Path, model) -> None:
-    """``out/model.json``: the model a prediction used (its path, digest, signature), and that predict wrote here."""
+    """``out/model.json`` (``out`` made if need be): the model a prediction used (its path, digest, signature), and
+    that predict wrote here."""
+    out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed,
                                                 "written_by": WRITTEN_BY}, indent=2))

@@ -22,6 +22,7 @@ from ecgpipe.report_html import FLAT_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
     RECORDING_HEADER,
     RECORDINGS_HOW,
+    accounting_line,
     comparison_columns,
     endpoint_class_table,
     endpoint_table,
@@ -236,20 +237,6 @@ def records_csv(outcomes: list[dict], class_names: list[str]) -> str:
                     *[f"{r['votes'][c]:.4f}" for c in class_names],
                     " ".join(map(str, r["folds"]))])
     return buf.getvalue()
-
-
-def accounting_line(a: dict[str, int]) -> str:
-    """Every record of the run once, in words (``report_build.record_accounting``), and what is not in it."""
-    return (f"Records: {a['records']} in the run: {a['used']} used ({a['windows']} windows), "
-            f"{a['excluded_label']} with an excluded label, {a['too_short']} shorter than one window, "
-            f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed"
-            + (" (above, \"Skipped records\")" if a["failed"] else "")
-            + (f", {a['absent']} listed in the labels CSV without any file in the folder (left out; report.json "
-               "`absent_records` names them)" if a.get("absent") else "") + "."
-            + (f" Not in the run: {a['unlisted']} record(s) with files in the folder but no row in the labels CSV "
-               "(report.json `unlisted_records` names them)." if a.get("unlisted") else "")
-            + (f" A pilot: at most {a['max_records_per_database']} records of each database, a seeded sample "
-               "(run.max_records)." if a.get("max_records_per_database") else ""))
 
 
 def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:

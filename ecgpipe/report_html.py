@@ -18,6 +18,7 @@ from ecgpipe.protocols import title as protocol_title
 from ecgpipe.report_tables import (  # noqa: E402
     RECORDING_HEADER,
     RECORDINGS_HOW,
+    accounting_line,
     comparison_scores,
     endpoint_class_table,
     endpoint_table,
@@ -45,7 +46,7 @@ th.group{text-align:center}table.compare th:nth-child(2){text-align:left}.sd{col
 """
 
 # a record whose lead is flat in some windows is used as labelled: the report says so, it does not drop them
-FLAT_WORDS = "windows with a flat lead (lead off?), used with the record's label"
+FLAT_WORDS = "a lead off, or a recorder's zeros; the windows are used as labelled"
 
 
 def png_data_uri(fig) -> str:
@@ -198,6 +199,8 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts.append(_table(["class", *dbs, f"{who}s"], rows))
     if examples_uri:
         parts.append(f"<p>Example spectrograms per class (log power):</p><img alt='example spectrograms' src='{examples_uri}'>")
+    if report.get("record_accounting"):
+        parts.append(f"<p>{e(accounting_line(report['record_accounting']))}</p>")
     if report.get("records_with_flat_leads"):
         parts.append(f"<h3>Records with flat leads</h3><p>Windows in which a lead is a flat line ({e(FLAT_WORDS)}):</p><ul>"
                      + "".join(f"<li><code>{e(r['record'])}</code>: {r['flat']} of {r['windows']}</li>"

@@ -185,3 +185,17 @@ def recording_words(r: dict) -> str:
     rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
     return (f"windows sens / spec {rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, "
             f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f" ({r['false_alarms_per_hour']:.2f} per hour)"))
+
+
+def accounting_line(a: dict[str, int]) -> str:
+    """Every record of the run once, in words (``report_build.record_accounting``), and what is not in it."""
+    return (f"Records: {a['records']} in the run: {a['used']} used ({a['windows']} windows), "
+            f"{a['excluded_label']} with an excluded label, {a['too_short']} shorter than one window, "
+            f"{a['no_window_of_a_class']} with no window of a configured class, {a['failed']} failed"
+            + (" (above, \"Skipped records\")" if a["failed"] else "")
+            + (f", {a['absent']} listed in the labels CSV without any file in the folder (left out; report.json "
+               "`absent_records` names them)" if a.get("absent") else "") + "."
+            + (f" Not in the run: {a['unlisted']} record(s) with files in the folder but no row in the labels CSV "
+               "(report.json `unlisted_records` names them)." if a.get("unlisted") else "")
+            + (f" A pilot: at most {a['max_records_per_database']} records of each database (run.max_records), a "
+               "seeded sample of any that has more." if a.get("max_records_per_database") else ""))

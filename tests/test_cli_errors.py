@@ -640,11 +640,12 @@ def test_predict_takes_a_folder_for_its_records_and_lists_failed_ones_in_records
     assert code == 2 and "empty: a folder without records" in err and not (tmp_path / "p2").exists()
 
 
-def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record_once(rhythm_model, physionet, tmp_path, capsys):
+def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record_once(rhythm_model, physionet, tmp_path, capsys,
+                                                                                      monkeypatch):
     """--out given as the records' own folder, which holds a study's records.csv: refused before anything is written.
     A record named by its files (a shell's ``data/418*``) and by its folder is predicted once; records in a
     subfolder, which a folder does not stand for, are named in a warning. An earlier prediction's folder is written
-    over, as a rerun expects (its model.json says so; one written before 0.7.1 too)."""
+    over, as a rerun expects (its model.json says so; one written before 0.8.0 too)."""
     folder = copy_records(physionet, tmp_path, "vfdb", ["418"])
     (folder / "RECORDS").unlink()
     copy_records(physionet, folder, "site1", [])  # a subfolder with a record of its own
@@ -658,14 +659,15 @@ def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record
     assert not (folder / "418.pred").exists() and not (folder / "model.json").exists()
 
     pred = tmp_path / "pred"
-    warned = f"{folder}: 1 subfolder(s) of it hold records (site1), which a folder does not stand for"
+    warned = "vfdb: 1 subfolder(s) of it hold records (site1), which a folder does not stand for"
+    monkeypatch.chdir(tmp_path)  # the folder given relative, its files absolute: one record all the same
     with pytest.warns(UserWarning, match=re.escape(warned)):
         code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder / "418.hea"),
-                              str(folder / "418.dat"), str(folder), "--out", str(pred))
+                              str(folder / "418.dat"), "vfdb", "--out", str(pred))
     assert code == 0, err
     assert [r.split(",")[0] for r in (pred / "records.csv").read_text().splitlines()[1:]] == [str(folder / "418")]
     assert out.count("418: ") == 1
-    (pred / "model.json").write_text(json.dumps({"model": "m.skops", "sha256": "ab", "signed": False}))  # before 0.7.1
+    (pred / "model.json").write_text(json.dumps({"model": "m.skops", "sha256": "ab", "signed": False}))  # before 0.8.0
     code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder / "418"), "--out", str(pred))
     assert code == 0, err
     assert json.loads((pred / "model.json").read_text())["written_by"] == "ecgpipe predict"
@@ -686,12 +688,17 @@ def test_run_never_writes_into_a_folder_of_someone_else_s_files(physionet, tmp_p
     (folder / "report.md").write_text("my notes\n")
     before = sorted(p.name for p in folder.iterdir())
     code, _, err = _run(capsys, "run", "--config", "paper4", "--data-dir", str(tmp_path), "--out", str(folder))
-    assert code == 2 and f"--out {folder}: holds files no ecgpipe run wrote (100.atr, 100.dat, 100.hea, RECORDS and 2 more)" in err
+    assert code == 2 and (f"--out {folder}: holds config.json, report.md, which a run would write over, and nothing "
+                          "of an earlier run") in err
     assert sorted(p.name for p in folder.iterdir()) == before and (folder / "report.md").read_text() == "my notes\n"
     check_out_folder(str(tmp_path / "new"))
     (tmp_path / "empty").mkdir()
     check_out_folder(str(tmp_path / "empty"))
-    for left_by_a_run in ("run.json", "store.zarr", ".ecgpipe.lock"):
+    (tmp_path / "unrelated").mkdir()  # files a run never writes: a log made beforehand, a desktop's .DS_Store
+    (tmp_path / "unrelated" / "run.log").write_text("started\n")
+    (tmp_path / "unrelated" / ".DS_Store").write_bytes(b"\0")
+    check_out_folder(str(tmp_path / "unrelated"))
+    for left_by_a_run in ("run.json", "store.zarr", ".ecgpipe.lock", "inputs", "markers"):
         earlier = tmp_path / f"earlier-{left_by_a_run}"
         earlier.mkdir()
         (earlier / "report.md").write_text("a run's report\n")
@@ -700,6 +707,9 @@ def test_run_never_writes_into_a_folder_of_someone_else_s_files(physionet, tmp_p
     (tmp_path / "killed").mkdir()  # a run stopped right after writing its configuration
     (tmp_path / "killed" / "config.json").write_text('{"config": {}, "data_dir": null}')
     check_out_folder(str(tmp_path / "killed"))
+    (tmp_path / "killed-sooner" / "inputs").mkdir(parents=True)  # stopped between its first two writes
+    (tmp_path / "killed-sooner" / "report.md").write_text("an earlier run's report\n")
+    check_out_folder(str(tmp_path / "killed-sooner"))
 
 
 @pytest.mark.parametrize("command", ["run", "status", "predict", "evaluate"])

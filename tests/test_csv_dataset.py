@@ -166,6 +166,8 @@ def test_labels_csv_errors_name_the_file_and_line(tmp_path):
     assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "A"}
     (tmp_path / "REFERENCE.csv").write_text("\n \r\nRecord, Label\r\nA1,N\r\n")  # the header after blank lines
     assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N"}
+    (tmp_path / "REFERENCE.csv").write_text("record,label,\nA1,N,\n")  # an Excel export's trailing commas
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N"}
     (tmp_path / "REFERENCE.csv").write_text("\nfilename,rhythm\nA1,N\n")  # was read as a record named "filename"
     with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 2: \['filename', 'rhythm'\] looks like a header row; "
                                           r"ecgpipe reads one only as 'record,label'"):
@@ -252,6 +254,6 @@ def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):
     flat = {**report, "records_with_flat_leads": [{"record": "cinc/A00007", "flat": 2, "windows": 3}]}
     md = render_markdown(flat)
     assert "## Records with flat leads" in md and "- `cinc/A00007`: 2 of 3" in md
-    assert "used with the record's label" in md
+    assert "the windows are used as labelled" in md
     page = render_html(flat, {name: b"png" for name in report["protocols"]}, None)
     assert "<h3>Records with flat leads</h3>" in page and "cinc/A00007</code>: 2 of 3" in page

@@ -226,8 +226,8 @@ def test_record_files_a_labels_csv_does_not_list_are_named_not_lost(cinc, tmp_pa
     import shutil
 
     from ecgpipe.plan import RunPlan, unlisted_files
-    from ecgpipe.report import accounting_line
     from ecgpipe.report_build import record_accounting
+    from ecgpipe.report_tables import accounting_line
 
     folder = tmp_path / "data" / "cinc2017"
     (folder / "site2").mkdir(parents=True)
@@ -250,6 +250,6 @@ def test_record_files_a_labels_csv_does_not_list_are_named_not_lost(cinc, tmp_pa
     assert counts["unlisted"] == 2 and counts["max_records_per_database"] == 5
     line = accounting_line(counts)
     assert "Not in the run: 2 record(s) with files in the folder but no row in the labels CSV" in line
-    assert "A pilot: at most 5 records of each database, a seeded sample (run.max_records)." in line
+    assert "A pilot: at most 5 records of each database (run.max_records), a seeded sample of any that has more." in line
     assert "pilot" not in accounting_line(record_accounting([], [], 3)) and "Not in the run" not in accounting_line(
         record_accounting([], [], 3))

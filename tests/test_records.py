@@ -121,8 +121,13 @@ def test_a_signal_file_longer_than_its_header_says_is_not_read_short_in_silence(
 def test_a_lead_name_matches_without_regard_to_case_and_spaces_and_a_miss_says_how_to_give_an_index(broken_dir):
     rec = read_record(broken_dir, "mitdb", "100", DatabaseSettings(lead=["ml ii"], fs=360.0))
     assert rec.lead == "MLII"
-    exact = read_record(broken_dir, "mitdb", "100", DatabaseSettings(lead=["v5", "MLII"], fs=360.0))
-    assert exact.lead == "MLII"  # an exact name anywhere in the list first, as before
+    first = read_record(broken_dir, "mitdb", "100", DatabaseSettings(lead=["v5", "MLII"], fs=360.0))
+    assert first.lead == "V5"  # the first choice, loosely matched, before the next one
+    from ecgpipe.leads import choose_lead
+
+    # predict's merged list (names, then an index as the last resort): a loose name beats the index
+    assert choose_lead(["V1", "ml ii"], ["MLII", "V5", 0]) == 1 and choose_lead(["V1", "V2"], ["MLII", "V5", 0]) == 0
+    assert choose_lead(["V5", "mlii"], ["MLII", "V5"]) == 1  # the first choice, loosely, before the second exactly
     assert "a channel index chooses a lead whatever its name: databases.<db>.lead = [0]" in _error(
         broken_dir, settings=DatabaseSettings(lead=["V9"], fs=360.0))
 

@@ -58,24 +58,28 @@ def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
     return lines
 
 
-# what only an ecgpipe run leaves in its output folder, beside a config.json of its own form (report.md, a
-# config.json, "inputs" or "markers" could be anyone's)
-RUN_ENTRIES = (".ecgpipe.lock", "run.json", "store.zarr")
+# what a run leaves in its output folder from its first step on (Run.start: inputs/, then config.json; the lock
+# before both): a folder holding one of them is an earlier run's, whose files a rerun writes over
+RUN_ENTRIES = (".ecgpipe.lock", "inputs", "markers", "run.json", "store.zarr")
+# the files a run writes into its output folder, which would replace a user's own of those names
+RUN_FILES = ("config.json", "report.json", "report.md", "report.html", "model.skops", "recordings.csv")
+RUN_FILE_PATTERNS = (("records_", ".csv"), ("confusion_", ".png"))
 
 
 def check_out_folder(out_dir: str | None) -> None:
-    """Refuse a local output folder that holds files but none a run leaves there: a run writes config.json,
-    report.md, report.html and more into it, and would replace a user's own files of those names (``--out`` given as
-    a database folder, or as ``.`` inside one). An empty folder, a new one or an earlier run's are fine."""
+    """Refuse a local output folder that holds a file a run would write over (report.md, config.json...) while
+    nothing in it is a run's: ``--out`` given as a study's folder, or ``.`` inside one. A new or empty folder, one of
+    unrelated files (a log, .DS_Store) and an earlier run's are fine."""
     if not out_dir or "://" in str(out_dir) or not os.path.isdir(out_dir):
         return
-    entries = sorted(os.listdir(out_dir))
-    if not entries or any(e in RUN_ENTRIES for e in entries) or _saved_run(Path(out_dir) / "config.json"):
+    entries = set(os.listdir(out_dir))
+    if entries & set(RUN_ENTRIES) or _saved_run(Path(out_dir) / "config.json"):
         return
-    shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-    raise PipelineError(f"--out {out_dir}: holds files no ecgpipe run wrote ({shown}); a run writes config.json, "
-                        "report.md, report.html, store.zarr... into its output folder: give a new or empty folder, or "
-                        "an earlier run's (nothing was written)")
+    theirs = sorted(e for e in entries if e in RUN_FILES or any(e.startswith(a) and e.endswith(b) for a, b in RUN_FILE_PATTERNS))
+    if theirs:
+        raise PipelineError(f"--out {out_dir}: holds {', '.join(theirs[:4])}{' ...' if len(theirs) > 4 else ''}, which "
+                            "a run would write over, and nothing of an earlier run: give a new or empty folder, or an "
+                            "earlier run's (nothing was written)")
 
 
 def _saved_run(path: Path) -> bool:
