@@ -24,7 +24,6 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     for message in unused_classifier_settings(cfg):
         # a warning, not an error: a config that extends a preset inherits its settings (`unset` removes them)
         warnings.warn(message, UserWarning, stacklevel=1)  # attributed here: the CLI prints it as one line
-    check_out_folder(out_dir)
     root = resolve_data_dir(data_dir)
     if not download and not root.is_dir():
         raise DataSourceError(f"data folder {root} does not exist (give --data-dir DIR holding <db>/RECORDS, or "
@@ -39,6 +38,7 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
             raise ConfigError(f"{where}: {err}") from None
         if features.weights_path and not Path(features.weights_path).expanduser().is_file():
             raise ConfigError(f"{where}.weights_path: {features.weights_path} not found")
+    check_out_folder(out_dir)  # after the settings' checks: a bad setting is named first, whatever the folder holds
     # the digests the last run kept spare reading unchanged records; the same run's plan takes what this one read
     digests = InputDigests.of_run(out_dir, cfg.run.verify, preflight=True) if out_dir else InputDigests()
     units = plan_records(cfg, root, download=download, digest_of=digests)
