@@ -19,7 +19,7 @@ from ecgpipe import cli_checks
 from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_nothing, out_is_a_file, with_earlier_report_note
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
-from ecgpipe.errors import EcgpipeError
+from ecgpipe.errors import EcgpipeError, StageFailed
 
 
 def _quiet_environment() -> None:
@@ -46,7 +46,7 @@ def _overrides(args) -> dict:
 def cmd_run(args) -> int:
     _quiet_environment()
     cfg = load_config(args.config, _overrides(args))
-    from ecgpipe.errors import StageFailed
+    cli_checks.note_a_pilot_from_a_file(args, cfg)
     from ecgpipe.orchestration.console import quiet_console
     from ecgpipe.orchestration.interrupt import RunInterrupted
     from ecgpipe.report_tables import endpoint_rates, recording_words, scored_endpoints
@@ -117,7 +117,7 @@ def cmd_run(args) -> int:
 
 def _saved_run(location) -> dict | None:
     """The run's saved ``config.json`` ({"config": ..., "data_dir": ...}), or None when the folder holds none."""
-    from ecgpipe.config import ConfigError
+    from ecgpipe.config_files import ConfigError, is_saved_run
 
     where = location.child("config.json")
     fix = "give --config and --data-dir, or rerun `ecgpipe run` to rewrite it"
@@ -126,7 +126,7 @@ def _saved_run(location) -> dict | None:
         doc = json.loads(saved) if saved is not None else None
     except ValueError as err:  # not JSON, or not text at all (UnicodeDecodeError)
         raise ConfigError(f"{where}: the run's saved configuration is unreadable ({err}); {fix}") from None
-    if saved is not None and not (isinstance(doc, dict) and isinstance(doc.get("config"), dict)):
+    if saved is not None and not is_saved_run(doc):
         raise ConfigError(f"{where}: not a saved run configuration (no 'config' table); {fix}")
     return doc
 

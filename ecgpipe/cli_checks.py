@@ -26,6 +26,14 @@ def options_that_do_nothing(args) -> str | None:
     return None
 
 
+def note_a_pilot_from_a_file(args, cfg) -> None:
+    """A pilot (``run.max_records``) set by the config file, not by ``--max-records``, is said before the run: a run's
+    saved config.json keeps the ``--max-records`` it was run with, and reused as a config it would run a pilot again."""
+    if cfg.run.max_records is not None and args.max_records is None:
+        print(f"ecgpipe: note: {args.config} sets run.max_records = {cfg.run.max_records}: a pilot of at most that many "
+              "records per database (a seeded sample); for every record, remove it from the file", file=sys.stderr)
+
+
 def scheduler_lost(exc: BaseException) -> bool:
     """Whether a run stopped because its connection to the Dask scheduler was lost (distributed cancels every
     future "for reason: scheduler-connection-lost", or a comm to it closes)."""

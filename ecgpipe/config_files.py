@@ -125,6 +125,11 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     return merge_overrides(base_data, data), f"{source} (extends {base_source})", ((source, data), *base_layers)
 
 
+def is_saved_run(doc) -> bool:
+    """Whether a JSON document is a run's saved ``config.json``: ``{"config": {...settings}, "data_dir": ...}``."""
+    return isinstance(doc, dict) and isinstance(doc.get("config"), dict) and "data_dir" in doc
+
+
 def _json_settings(text: str, source: str) -> dict:
     """Settings written as JSON: what ``ecgpipe config NAME`` prints (every key, resolved), or a run's saved
     ``config.json`` ({"config": ..., "data_dir": ...}), so that either can be edited and given back as a config."""
@@ -132,8 +137,8 @@ def _json_settings(text: str, source: str) -> dict:
         doc = json.loads(text)
     except ValueError as err:
         raise ConfigError(f"{source}: neither TOML nor JSON ({err})") from None
-    if isinstance(doc, dict) and isinstance(doc.get("config"), dict) and "data_dir" in doc:
-        doc = doc["config"]  # a run's saved configuration
+    if is_saved_run(doc):
+        doc = doc["config"]
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: JSON settings must be one object of tables, got {type(doc).__name__}")
     return doc

@@ -144,7 +144,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     if max_records is not None and len(todo) > max_records:
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
         todo = [todo[i] for i in keep]
-    accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "failed": 0,
+    accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "no_label_row": 0, "failed": 0,
                   "training_records": 0, "training_patients": 0, "absent": n_absent}
     trained_on = set(model.training.get("subjects", []))  # "<db>:<subject>" of the model's training windows
     rows, failed, failed_paths = [], [], []
@@ -158,7 +158,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     for i, (db, folder, settings, name, labels, csv_subject) in enumerate(todo):
         label = labels.get(name) if labels is not None else None
         if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
-            reason = "excluded_label" if label in excluded else "unknown_label"
+            reason = "no_label_row" if label is None else "excluded_label" if label in excluded else "unknown_label"
             accounting[reason] += 1
             why = "no row for this record in the labels CSV" if label is None else reason.replace("_", " ")
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {why}"})
@@ -201,8 +201,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             p_win += mapped[pred.window_classes[use]].tolist()
             g_win += [subject] * int(use.sum())
             rows.append({"record": f"{db}/{name}", "subject": subject, "label": "", "model_class": "", "predicted": "",
-                         "windows": int(use.sum()),
-                         "in_training": seen})
+                         "windows": int(use.sum()), "in_training": seen, "note": pred.note})
             labels_of = window_labels(rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s,
                                       dataset.segments.exclude_labels) if tallies else None
             for endpoint, tally in tallies.items():

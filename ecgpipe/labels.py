@@ -41,8 +41,15 @@ def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:
     return read_labels_table(db_dir, csv_name).labels
 
 
-# first cells of a header row that names the record column otherwise (no record is named so)
+# first cells of a header row that names the record column otherwise (no record is named so), and second cells of one
+# that names the label column otherwise (no rhythm is labelled so): ``ecg_id,rhythm`` is a header, not a record
 HEADER_WORDS = {"record", "records", "record_name", "recording", "file", "filename", "file_name", "name", "id", "record_id"}
+LABEL_WORDS = {"label", "labels", "rhythm", "class", "diagnosis", "target", "annotation", "category", "dx"}
+
+
+def _looks_like_header(cells: list[str]) -> bool:
+    first = cells[0].lower()
+    return first in HEADER_WORDS or first.endswith("_id") or (len(cells) > 1 and cells[1].lower() in LABEL_WORDS)
 
 
 def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
@@ -71,7 +78,7 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
         if first and [c.lower() for c in cells] in (["record", "label"], ["record", "label", "subject"]):
             columns, first = [c.lower() for c in cells], False
             continue
-        if first and cells[0].lower() in HEADER_WORDS:  # a header of other names would become a record "filename"
+        if first and _looks_like_header(cells):  # a header of other names would become a record "filename"
             raise LabelsError(f"{path}, line {line_no}: {row!r} looks like a header row; ecgpipe reads one only as "
                               "'record,label' (or 'record,label,subject'): rename its columns so")
         first = False

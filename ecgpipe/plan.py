@@ -14,15 +14,13 @@ from pathlib import Path
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
-from ecgpipe.edf import is_edf
 from ecgpipe.input_digests import InputDigests
 from ecgpipe.keys import array_digest
 from ecgpipe.labels import read_record_labels
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
-from ecgpipe.records import without_segments
 from ecgpipe.results import ProtocolResult, RecordingScores, protocols_from_json
-from ecgpipe.sources import DataSourceError
+from ecgpipe.sources import DataSourceError, records_in_folder
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray
@@ -67,12 +65,7 @@ def unlisted_files(cfg: PipelineConfig, database: str, folder: str | Path) -> li
     if not settings.labels_csv or settings.records or (Path(folder) / "RECORDS").is_file():
         return []
     listed = set(read_record_labels(folder, settings.labels_csv))
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".zarr"))  # a run's store: no records
-        stems = sorted({f[: -len(".hea")] for f in files if f.endswith(".hea")} | {os.path.splitext(f)[0] for f in files if is_edf(f)})
-        rel = Path(root).relative_to(folder).as_posix()
-        found += [s if rel == "." else f"{rel}/{s}" for s in without_segments(root, stems)]
+    found = records_in_folder(folder, nested=True)
     return [f"{database}/{name}" for name in found if name not in listed]
 
 

@@ -43,8 +43,9 @@ from ecgpipe.errors import RecordError
 from ecgpipe.grid import grid_features
 from ecgpipe.model import TrainedModel
 from ecgpipe.recording_endpoints import called_runs
-from ecgpipe.records import EcgRecord, list_records, read_edf_record, read_episodes, read_record, without_segments
+from ecgpipe.records import EcgRecord, list_records, read_edf_record, read_episodes, read_record
 from ecgpipe.smoothing import majority_smooth, pooled_vote, smoothed_call
+from ecgpipe.sources import records_in_folder
 
 if TYPE_CHECKING:
     from ecgpipe.classifier_settings import EndpointSettings
@@ -141,8 +142,7 @@ def record_paths(args: list[str]) -> list[str]:
         if os.path.isfile(listing):
             names = list_records(arg)  # as a run reads it: a byte-order mark or a file suffix is no part of a name
         else:
-            names = without_segments(arg, sorted(f[: -len(".hea")] if f.endswith(".hea") else f for f in os.listdir(arg)
-                                                 if f.endswith(".hea") or is_edf(f)))
+            names = records_in_folder(arg)
         unread = (f"{len(nested)} subfolder(s) of it hold records ({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}), "
                   "which a folder does not stand for: name them too, or list every record in a RECORDS file")
         if not names:
@@ -158,19 +158,17 @@ def record_paths(args: list[str]) -> list[str]:
 
 
 def _subfolders_with_records(folder: str) -> list[str]:
-    """The subfolders of ``folder`` with a WFDB header or an EDF file directly in them (sorted)."""
-    found = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_dir() and any(f.endswith(".hea") or is_edf(f) for f in os.listdir(entry.path)):
-            found.append(entry.name)
-    return found
+    """The subfolders of ``folder`` (sorted) holding records, at any depth."""
+    return sorted({name.split("/")[0] for name in records_in_folder(folder, nested=True) if "/" in name})
 
 
 def record_path(arg: str) -> str:
     """A record given as ``dir/100``, ``dir/100.hea`` or ``dir/100.dat`` -> ``dir/100``, one spelling per path:
     ``dir//100`` and ``./dir/100`` are ``dir/100`` too (a ``..`` stays: it may lead out of a linked folder)."""
     base, ext = os.path.splitext(arg)
-    path = base if ext in {".hea", ".dat", ".atr", ".mat"} else arg
+    # any other file of a record names it too: ``d/418*`` gives its annotators' files (418.qrs) beside its .hea
+    annotation = ext and not is_edf(arg) and not os.path.isfile(arg + ".hea") and os.path.isfile(base + ".hea")
+    path = base if ext in {".hea", ".dat", ".atr", ".mat"} or annotation else arg
     parts = [p for p in path.split(os.sep) if p not in ("", ".")]
     if not parts:
         return path

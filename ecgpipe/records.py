@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,8 @@ class EcgRecord:
     signals: np.ndarray  # (n_leads, n_samples), physical units (mV), float64
     episodes: list[RhythmEpisode]
     n_nan: int = 0
+    # what was read anyway, in words (a longer signal file, checksum = 'warn'): a run's report lists them
+    notes: list[str] = field(default_factory=list)
 
     @property
     def lead(self) -> str:
@@ -184,14 +186,18 @@ def read_record(
     require_annotations: bool = True,
     record_label: str | None = None,
     n_leads: int = 1,
+    warn: bool = True,
 ) -> EcgRecord:
     """Read one lead (or ``n_leads``) of one record and its rhythm episodes, validating everything on the way.
     With ``require_annotations=False`` (prediction on new records) a record without annotations has no episodes;
     with ``record_label`` (a database labelled per record) the whole record is one episode of that label.
     A record with no WFDB header but an EDF/EDF+ file ``<record>.edf`` is read from that file (``ecgpipe.edf``); its
     labels come from the database's CSV, from a WFDB annotation file beside it as for a WFDB record, or with
-    ``annotator = "edf+"`` from the file's own annotations (``edf_episodes``)."""
+    ``annotator = "edf+"`` from the file's own annotations (``edf_episodes``).
+    What is read anyway (a signal file longer than its header says, a checksum mismatch with ``checksum = "warn"``) is
+    in the record's ``notes``, and with ``warn`` a warning too."""
     path = os.path.join(str(db_dir), record)
+    notes: list[str] = []
     header_file = path + ".hea"
     edf_file = edf_record_file(db_dir, record)
     if edf_file:
@@ -210,7 +216,7 @@ def read_record(
         raise RecordError(path, f"malformed header {header_file}: {type(exc).__name__}: {exc}") from None
     _check_rate(path, float(header.fs), database, settings)
     if isinstance(header, wfdb.MultiRecord):  # PhysioNet's multi-segment records (MIMIC's waveforms)
-        leads, signals = _multi_segment_signals(path, header, settings, n_leads)
+        leads, signals = _multi_segment_signals(path, header, settings, n_leads, notes)
     else:
         if not header.sig_name or not header.sig_len:
             raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")
@@ -218,13 +224,15 @@ def read_record(
             channels = choose_leads(list(header.sig_name), settings, n_leads)
         except LookupError as exc:
             raise RecordError(path, str(exc)) from None
-        leads, signals = [header.sig_name[c] for c in channels], _signals_mv(path, header, channels, settings)
+        leads, signals = [header.sig_name[c] for c in channels], _signals_mv(path, header, channels, settings, notes)
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
         lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
         where = (" (samples in the gaps between its segments have no signal: nan_policy = \"drop\" in [segments] "
                  "drops the windows they touch)") if isinstance(header, wfdb.MultiRecord) else ""
         raise RecordError(path, f"{n_nan} NaN samples in lead {leads[lead]} (first at sample {int(first[0])}){where}")
+    for note in notes if warn else []:
+        warnings.warn(note, UserWarning, stacklevel=2)
 
     return EcgRecord(
         database=database,
@@ -235,6 +243,7 @@ def read_record(
         signals=signals,
         episodes=record_episodes(path, settings.annotator, int(header.sig_len), record_label, require_annotations),
         n_nan=n_nan,
+        notes=notes,
     )
 
 
@@ -243,7 +252,8 @@ def _check_rate(path: str, fs: float, database: str, settings: DatabaseSettings)
         raise RecordError(path, f"sampling rate {fs:g} Hz, but database {database} is configured for {float(settings.fs):g} Hz "
                                 f"(a database whose records differ: fs = \"any\")")
 
-def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_leads: int) -> tuple[list[str], np.ndarray]:
+def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_leads: int,
+                           notes: list[str]) -> tuple[list[str], np.ndarray]:
     """The chosen leads of a multi-segment record (``<record>/<n>`` on its header's first line) in millivolts, its
     segments laid end to end: each segment is a single-segment record read and checked as one (``_signals_mv``); a
     gap (``~``) and a segment without a chosen lead give NaN there. The leads are chosen among the layout segment's
@@ -279,17 +289,17 @@ def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_lead
                                         f"{path}.hea gives it {length} at {header.fs} Hz")
             present = [(i, list(seg_header.sig_name).index(lead)) for i, lead in enumerate(leads) if lead in seg_header.sig_name]
             if present:
-                segment_mv = _signals_mv(os.path.join(folder, name), seg_header, [c for _, c in present], settings)
+                segment_mv = _signals_mv(os.path.join(folder, name), seg_header, [c for _, c in present], settings, notes)
                 for (i, _), lead_mv in zip(present, segment_mv):
                     signals[i, start : start + length] = lead_mv
         start += length
     return leads, signals
 
 
-def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettings) -> np.ndarray:
+def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettings, notes: list[str]) -> np.ndarray:
     """The ``channels`` of the single-segment record at ``path`` (its parsed ``header``) in millivolts, (n_leads,
     n_samples), after checking that every sample is there: signal files present and long enough, the samples read
-    as many as the header says, each lead's checksum."""
+    as many as the header says, each lead's checksum. What is read anyway is appended to ``notes``."""
     for fname in set(header.file_name):
         # a header names its signal files relative to its own folder, which is the database folder only for a flat
         # database: PhysioNet's RECORDS also list records in subfolders (ptbdb "patient001/s0010_re")
@@ -304,9 +314,9 @@ def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettin
             # wfdb reads the header's sig_len samples and drops the rest: a header cut short (its checksum 0, as
             # CinC's are, checks nothing) would lose the end of the record without a word. A warning, not an error:
             # WFDB lets a header name part of a longer file (segments of one file, MIMIC-style layouts built so)
-            warnings.warn(f"{path}: signal file {data_file} holds {actual - expected} bytes more than the header's "
-                          f"{header.sig_len} samples imply ({expected}); the header's samples read (a header cut short "
-                          "loses the rest; checksum = 'off' silences this)", UserWarning, stacklevel=2)
+            notes.append(f"{path}: signal file {data_file} holds {actual - expected} bytes more than the header's "
+                         f"{header.sig_len} samples imply ({expected}); the header's samples read (a header cut short "
+                         "loses the rest; checksum = 'off' silences this)")
     try:
         rec = wfdb.rdrecord(path, channels=channels, physical=False)
     except Exception as exc:
@@ -325,7 +335,7 @@ def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettin
         problem = (f"signal checksum mismatch in lead {header.sig_name[channel]} (header {expected}, data {actual}): "
                    "file truncated or altered")
         if settings.checksum == "warn":
-            warnings.warn(f"{path}: {problem}; read anyway (checksum = 'warn')", UserWarning, stacklevel=2)
+            notes.append(f"{path}: {problem}; read anyway (checksum = 'warn')")
         else:
             raise RecordError(path, problem)
     signals = rec.dac(expanded=False, return_res=64).T  # (n_leads, n_samples)

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from ecgpipe.location import Location  # noqa: E402
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
-from ecgpipe.report_html import FLAT_WORDS, render_html  # noqa: E402
+from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
     RECORDING_HEADER,
     RECORDINGS_HOW,
@@ -166,6 +166,9 @@ def render_markdown(report: dict) -> str:
     if report.get("records_with_flat_leads"):
         lines += ["", "## Records with flat leads", "", f"Windows in which a lead is a flat line ({FLAT_WORDS}):", ""]
         lines += [f"- `{r['record']}`: {r['flat']} of {r['windows']}" for r in report["records_with_flat_leads"]]
+    if report.get("records_read_with_warnings"):
+        lines += ["", "## Records read with warnings", "", f"{READ_WARNING_WORDS}:", ""]
+        lines += [f"- `{r['record']}`: {r['warning']}" for r in report["records_read_with_warnings"]]
     if report.get("records_without_windows"):
         lines += ["", "## Records without windows", "", "Read without error, but no window of a configured class:", ""]
         lines += [f"- `{r['record']}`: {r['reason']}" for r in report["records_without_windows"]]

@@ -215,6 +215,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "records_without_windows": [{"record": r.name, "reason": r.no_window_reason} for r in records if not r.n_windows],
             "records_with_flat_leads": [{"record": r.name, "flat": r.flat_windows, "windows": r.n_windows}
                                         for r in records if r.flat_windows],
+            "records_read_with_warnings": [{"record": r.name, "warning": w} for r in records for w in r.read_warnings],
             "record_accounting": accounting,
             "absent_records": list(absent),
             "unlisted_records": list(unlisted),

@@ -47,6 +47,7 @@ th.group{text-align:center}table.compare th:nth-child(2){text-align:left}.sd{col
 
 # a record whose lead is flat in some windows is used as labelled: the report says so, it does not drop them
 FLAT_WORDS = "a lead off, or a recorder's zeros; the windows are used as labelled"
+READ_WARNING_WORDS = "Read and used despite what their files show (databases.<db>.checksum = 'off' silences these)"
 
 
 def png_data_uri(fig) -> str:
@@ -205,6 +206,10 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         parts.append(f"<h3>Records with flat leads</h3><p>Windows in which a lead is a flat line ({e(FLAT_WORDS)}):</p><ul>"
                      + "".join(f"<li><code>{e(r['record'])}</code>: {r['flat']} of {r['windows']}</li>"
                                for r in report["records_with_flat_leads"]) + "</ul>")
+    if report.get("records_read_with_warnings"):
+        parts.append(f"<h3>Records read with warnings</h3><p>{e(READ_WARNING_WORDS)}:</p><ul>"
+                     + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['warning'])}</li>"
+                               for r in report["records_read_with_warnings"]) + "</ul>")
     if report.get("records_without_windows"):
         parts.append("<h3>Records without windows</h3><ul>" + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['reason'])}</li>"
                                                                   for r in report["records_without_windows"]) + "</ul>")

@@ -267,6 +267,7 @@ class Report(_Result):
     failed_rows: list[dict] = []  # classifier rows whose folds failed, left out of the comparison: row, error
     records_without_windows: list[dict] = []  # read fine, but no window of a configured class: why
     records_with_flat_leads: list[dict] = []  # windows in which a lead is a flat line: {record, flat, windows}
+    records_read_with_warnings: list[dict] = []  # read anyway (a longer signal file, checksum = "warn"): {record, warning}
     record_accounting: dict[str, int] = {}  # every record once: used, without windows (by reason), failed, absent
     absent_records: list[str] = []  # listed by a labels CSV without any file in the folder: left out, not failed
     unlisted_records: list[str] = []  # files in a labels-CSV folder without RECORDS that the CSV does not list: not used

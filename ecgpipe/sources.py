@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ecgpipe.config import PipelineConfig
+from ecgpipe.edf import is_edf
 from ecgpipe.errors import EcgpipeError
-from ecgpipe.records import list_records
+from ecgpipe.records import list_records, without_segments
 
 DATA_DIR_ENV = "ECGPIPE_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data") / "physionet"
@@ -105,3 +106,17 @@ def _listed_records(config: PipelineConfig, database: str, folder: Path) -> list
     if unknown:
         raise DataSourceError(f"databases.{database}.records: {unknown} not listed in {folder / 'RECORDS'}")
     return list(wanted)
+
+
+def records_in_folder(folder: str | Path, nested: bool = False) -> list[str]:
+    """The records whose files are in ``folder``: the stems of its WFDB headers and EDF files (sorted), less the
+    segments of a multi-segment record among them; with ``nested``, its subfolders' records too, as
+    ``<subfolder>/<record>`` (hidden folders and Zarr stores, a run's own, are not searched). What a folder without a
+    RECORDS file holds, for ``ecgpipe predict`` and for a labels CSV's unlisted records."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if nested and not d.startswith(".") and not d.endswith(".zarr"))
+        stems = sorted({f[: -len(".hea")] for f in files if f.endswith(".hea")} | {os.path.splitext(f)[0] for f in files if is_edf(f)})
+        rel = Path(root).relative_to(folder).as_posix()
+        found += [s if rel == "." else f"{rel}/{s}" for s in without_segments(root, stems)]
+    return found

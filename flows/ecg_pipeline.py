@@ -70,6 +70,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     if flat := [r.name for r in records if r.flat_windows]:  # used as labelled: the report's "Records with flat leads"
         run.logger.warning(f"segments: {len(flat)} record(s) have windows with a flat lead (lead off?), used with their "
                            f"label (e.g. {', '.join(flat[:3])})")
+    if warned := [r.name for r in records if r.read_warnings]:  # each in the report's "Records read with warnings"
+        run.logger.warning(f"segments: {len(warned)} record(s) read with warnings (e.g. {', '.join(warned[:3])}): see the report")
     absent = run.plan.absent
     log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent),
                                     len(run.plan.unlisted), cfg.run.max_records)

@@ -651,6 +651,7 @@ def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record
     copy_records(physionet, folder, "site1", [])  # a subfolder with a record of its own
     for f in (physionet / "vfdb").glob("419.*"):
         shutil.copy(f, folder / "site1" / f.name)
+    shutil.copy(folder / "418.atr", folder / "418.qrs")  # another annotator's file: a shell's 418* names it too
     mine = "record,age,sex\n418,61,F\n"
     (folder / "records.csv").write_text(mine)
     code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder), "--out", str(folder))
@@ -663,7 +664,7 @@ def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record
     monkeypatch.chdir(tmp_path)  # the folder given relative, its files absolute: one record all the same
     with pytest.warns(UserWarning, match=re.escape(warned)):
         code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder / "418.hea"),
-                              str(folder / "418.dat"), "vfdb", "--out", str(pred))
+                              str(folder / "418.dat"), str(folder / "418.qrs"), "vfdb", "--out", str(pred))
     assert code == 0, err
     assert [r.split(",")[0] for r in (pred / "records.csv").read_text().splitlines()[1:]] == [str(folder / "418")]
     assert out.count("418: ") == 1

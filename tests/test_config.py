@@ -418,3 +418,22 @@ def test_the_json_that_ecgpipe_config_prints_and_a_run_s_saved_config_json_are_c
     wrong.write_text(printed.replace('"n_splits": 10', '"n_splitz": 10'))
     with pytest.raises(ConfigError, match=r"cv.n_splitz: unknown key"):
         load_config(wrong)
+
+
+
+def test_a_pilot_set_by_a_config_file_is_said_before_the_run(tmp_path, capsys):
+    """A pilot run's saved config.json keeps its --max-records: given back as a config it runs a pilot again, so
+    `ecgpipe run` says so (not when --max-records asks for the pilot, nor for a config without one)."""
+    import argparse
+    import json
+
+    from ecgpipe.cli_checks import note_a_pilot_from_a_file
+
+    saved = tmp_path / "config.json"
+    pilot = load_config("paper4", {"run": {"max_records": 3}})
+    saved.write_text(json.dumps({"config": pilot.model_dump(mode="json"), "data_dir": "/data"}))
+    note_a_pilot_from_a_file(argparse.Namespace(config=str(saved), max_records=None), load_config(saved))
+    assert f"{saved} sets run.max_records = 3: a pilot of at most that many records" in capsys.readouterr().err
+    note_a_pilot_from_a_file(argparse.Namespace(config=str(saved), max_records=3), load_config(saved, {"run": {"max_records": 3}}))
+    note_a_pilot_from_a_file(argparse.Namespace(config="paper4", max_records=None), load_config("paper4"))
+    assert capsys.readouterr().err == ""

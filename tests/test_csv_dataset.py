@@ -172,6 +172,10 @@ def test_labels_csv_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 2: \['filename', 'rhythm'\] looks like a header row; "
                                           r"ecgpipe reads one only as 'record,label'"):
         read_record_labels(tmp_path, "REFERENCE.csv")
+    for header in ("ecg_id,label", "Recording no.,Rhythm", "sample,Dx"):  # by either column's name
+        (tmp_path / "REFERENCE.csv").write_text(f"{header}\nA1,N\n")
+        with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 1: .* looks like a header row"):
+            read_record_labels(tmp_path, "REFERENCE.csv")
 
 
 def test_a_dataset_without_patient_ids_speaks_of_records_and_titles_show_the_real_folds(csv_run):
@@ -227,6 +231,9 @@ def test_a_subset_beside_the_full_labels_csv_leaves_the_absent_records_out_and_c
     (folder / "site2").mkdir()
     for f in folder.glob(f"{UNLISTED}.*"):
         shutil.copy(f, folder / "site2" / f.name)
+    longer = sorted(set(csv_run["names"]) - EDF_RECORDS)[0]  # its header cut short? 3 bytes the header does not name
+    with open(folder / f"{longer}.dat", "ab") as fh:
+        fh.write(b"\0\0\0")
     cfg = load_config(csv_run["tmp"] / "cinc.toml")
     report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"))
     n = len(csv_run["names"])
@@ -241,6 +248,11 @@ def test_a_subset_beside_the_full_labels_csv_leaves_the_absent_records_out_and_c
     md = (tmp_path / "out" / "report.md").read_text()
     assert "30 listed in the labels CSV without any file in the folder" in md
     assert "Not in the run: 2 record(s) with files in the folder but no row in the labels CSV" in md
+    # read as its header says, and said so where the user looks, not in a Dask worker's log
+    assert [r["record"] for r in report["records_read_with_warnings"]] == [f"cinc/{longer}"]
+    assert "holds 3 bytes more than the header's" in report["records_read_with_warnings"][0]["warning"]
+    assert "## Records read with warnings" in md and f"- `cinc/{longer}`: " in md
+    assert "Records read with warnings" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):

@@ -139,6 +139,29 @@ def test_a_record_in_a_subfolder_reads_like_the_same_record_in_a_flat_folder(tmp
         read_record(db, "mitdb", "sub/100", MITDB)
 
 
+def test_the_records_in_a_folder_are_its_headers_and_edf_files_less_segments_and_a_run_s_store(tmp_path, physionet):
+    """What a folder without RECORDS holds (``ecgpipe predict``'s folder, a labels CSV's unlisted records): one name
+    per record whatever files it has, a multi-segment record's segments not as records of their own, subfolders only
+    when asked (not hidden ones, nor a run's Zarr store, whose files are never records)."""
+    from ecgpipe.sources import records_in_folder
+
+    db = tmp_path / "db"
+    for folder in (db, db / "site1" / "day2", db / ".trash", db / "out" / "store.zarr"):
+        folder.mkdir(parents=True, exist_ok=True)
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", db / f"100.{ext}")
+        shutil.copy(physionet / "mitdb" / f"100.{ext}", db / "site1" / "day2" / f"100.{ext}")
+    for folder in (db / ".trash", db / "out" / "store.zarr"):
+        shutil.copy(physionet / "mitdb" / "100.hea", folder / "100.hea")
+    (db / "100.qrs").write_bytes((db / "100.atr").read_bytes())
+    (db / "200.edf").write_bytes(b"")
+    (db / "big.hea").write_text("big/2 1 360 20\nbig_1 10\nbig_2 10\n")  # a multi-segment record and its segments
+    for segment in ("big_1", "big_2"):
+        (db / f"{segment}.hea").write_text(f"{segment} 1 360 10\n{segment}.dat 16 200 11 1024 0 0 0 MLII\n")
+    assert records_in_folder(db) == ["100", "200", "big"]
+    assert records_in_folder(db, nested=True) == ["100", "200", "big", "site1/day2/100"]
+
+
 def test_a_byte_order_mark_loses_no_record_from_records_or_the_labels_csv(tmp_path, physionet):
     """Windows editors and Excel save UTF-8 with a byte-order mark; it used to stick to the first name ("\\ufeff100",
     then "missing record")."""

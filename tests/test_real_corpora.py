@@ -171,15 +171,26 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
 
     model, training = cinc_model
     names = (physionet / "cinc2017" / "RECORDS").read_text().split()
-    unseen = [n for n in names if n not in training][:14]
+    unseen = [n for n in names if n not in training][:15]
+    chosen = unseen + sorted(training)[:2]
+    # the slice as its own folder, the last unseen record's row gone from its labels CSV (listed in RECORDS all the same)
+    data = tmp_path / "data" / "cinc2017"
+    data.mkdir(parents=True)
+    for name in chosen:
+        for f in (physionet / "cinc2017").glob(f"{name}.*"):
+            (data / f.name).symlink_to(f)
+    (data / "RECORDS").write_text("\n".join(chosen) + "\n")
+    rows = (physionet / "cinc2017" / "REFERENCE-v3.csv").read_text().splitlines()
+    (data / "REFERENCE-v3.csv").write_text("\n".join(r for r in rows if r.split(",")[0] in chosen[:14] + chosen[15:]) + "\n")
     dataset = tmp_path / "cinc_slice.toml"
     dataset.write_text(load_preset_text("cinc2017").replace('labels_csv = "REFERENCE-v3.csv"',
-                                                            f'labels_csv = "REFERENCE-v3.csv"\nrecords = {json.dumps(unseen + sorted(training)[:2])}'))
-    assert main(["evaluate", "--model", str(model), "--config", str(dataset), "--data-dir", str(physionet),
+                                                            f'labels_csv = "REFERENCE-v3.csv"\nrecords = {json.dumps(chosen)}'))
+    assert main(["evaluate", "--model", str(model), "--config", str(dataset), "--data-dir", str(tmp_path / "data"),
                  "--out", str(tmp_path / "ev_cinc")]) == 0
     ev = json.loads((tmp_path / "ev_cinc" / "evaluation.json").read_text())
     acc = ev["accounting"]
-    assert acc["records"] == 16 and acc["scored"] + acc["excluded_label"] + acc["unknown_label"] + acc["failed"] == 16
+    assert acc["records"] == 17 and acc["no_label_row"] == 1  # counted as such, not as a label of no class
+    assert acc["scored"] + acc["excluded_label"] + acc["unknown_label"] + acc["no_label_row"] + acc["failed"] == 17
     assert acc["training_records"] == 2  # the two training records are flagged, not silently counted as external
     r = ev["results"]["records"]
     cm = np.array(r["confusion_matrix"])
@@ -188,8 +199,9 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     assert af["positives"] == cm[1].sum() and af["sensitivity"] == (cm[1, 1] / cm[1].sum() if cm[1].sum() else None)
     assert "not an independent test" in (tmp_path / "ev_cinc" / "evaluation.md").read_text()
     listed = (tmp_path / "ev_cinc" / "evaluation_records.csv").read_text().splitlines()[1:]
-    assert len(listed) == 16  # every record once, the unscored ones with the reason
-    assert sum("not scored" in line for line in listed) == acc["excluded_label"] + acc["unknown_label"]
+    assert len(listed) == 17  # every record once, the unscored ones with the reason
+    assert sum("not scored" in line for line in listed) == acc["excluded_label"] + acc["unknown_label"] + 1
+    assert any(line.startswith(f"cinc2017/{chosen[14]},") and "no row for this record in the labels CSV" in line for line in listed)
 
     _compare_evaluations(tmp_path / "ev_cinc", tmp_path)
 
@@ -204,6 +216,7 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     assert ev["mapping"] == {"normal": "normal", "afib": "afib"} and w["confusion_columns"][-1] == "(unmapped)"
     assert cm.sum() == w["n"] > 50 and cm[1].sum() > 0  # 201 holds AF episodes
     assert w["endpoints"]["af"]["positives"] == cm[1].sum()
+    assert [r["note"] for r in ev["records"]] == [""]  # window-level rows carry predict's note too (none for 201)
     # and the AF endpoint over the whole recording, as predict calls it (201 holds annotated AF runs)
     rec = ev["recordings"]["af"]
     assert rec["runs"] >= 2 and rec["positive_windows"] > 0 and rec["hours"] == pytest.approx(0.5, abs=0.01)

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from ecgpipe.config import ConfigError, PipelineConfig
+from ecgpipe.config_files import is_saved_run
 from ecgpipe.errors import PipelineError
 from ecgpipe.input_digests import InputDigests
 from ecgpipe.sources import DataSourceError, resolve_data_dir
@@ -87,4 +88,4 @@ def _saved_run(path: Path) -> bool:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and isinstance(doc.get("config"), dict)
+    return is_saved_run(doc)

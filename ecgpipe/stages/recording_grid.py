@@ -112,7 +112,7 @@ def compute_grid(store: str, unit: GridUnit, cfg: PipelineConfig) -> str:
     r = unit.record
     settings = cfg.database(r.database)
     rec = read_record(r.db_dir, r.database, r.record, settings, nan_policy=cfg.segments.nan_policy,
-                      n_leads=cfg.segments.n_leads)
+                      n_leads=cfg.segments.n_leads, warn=False)  # the segments stage's summary names them already
     grid = grid_features(cfg, rec)
     arrays = {"starts": grid.starts.astype(np.int64), "usable": grid.usable.astype(np.uint8)}
     if grid.cnn is not None:

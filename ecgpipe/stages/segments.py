@@ -85,6 +85,7 @@ class RecordSummary:
     duration_s: float = 0.0
     no_window_reason: str | None = None  # why a record yields no window (it is listed in the report)
     flat_windows: int = 0  # windows in which a lead is a flat line (lead off): used with their label, named in the report
+    read_warnings: list[str] = field(default_factory=list)  # what was read anyway (EcgRecord.notes): named in the report
     # per window, as arrays (the segment table is planned from these, without reading any record again; arrays, not
     # lists: a list holds one Python object per window, and the flow process holds every record's summary)
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # start, target-rate samples
@@ -197,7 +198,8 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     if unit.subject_error:
         raise RecordError(os.path.join(unit.db_dir, unit.record), unit.subject_error)
     rec = read_record(unit.db_dir, unit.database, unit.record, settings, nan_policy=cfg.segments.nan_policy,
-                      record_label=unit.label if settings.labelled_per_record else None, n_leads=cfg.segments.n_leads)
+                      record_label=unit.label if settings.labelled_per_record else None, n_leads=cfg.segments.n_leads,
+                      warn=False)  # in the summary instead: a worker's log is not where anyone looks
     found = record_windows(rec, cfg)
     rhythm = window_rhythm_features(rec, found.starts, cfg) if cfg.rhythm.enabled else None
     duration = rec.signals.shape[1] / rec.fs
@@ -213,6 +215,7 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         duration_s=round(float(duration), 3),
         no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg),
         flat_windows=int(flat_windows(found.windows).sum()),
+        read_warnings=rec.notes,
         starts=found.starts,
         class_index=found.class_index,
     )
