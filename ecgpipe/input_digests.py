@@ -124,14 +124,18 @@ class InputDigests:
 
     def save(self) -> None:
         """Write the digests known now when any is new (entries of records not planned this time are kept: a pilot
-        run of a few records does not make the next full run read the others again). A folder that cannot be
-        written costs only the hashing next time, never the run."""
+        run of a few records does not make the next full run read the others again; those of records whose first
+        file, the header, is gone are dropped). A folder that cannot be written costs only the hashing next time,
+        never the run."""
         if self.location is None or not self._new:
             return
         known = self.entries
         if known is not self._kept:  # "content": this run's digests over the ones kept before
             known = {folder: {**self._kept.get(folder, {}), **records} for folder, records in self.entries.items()}
             known = {**self._kept, **known}
+        known = {folder: kept for folder, records in known.items()
+                 if (kept := {names: entry for names, entry in records.items()
+                              if os.path.exists(os.path.join(folder, names.split("|")[0]))})}
         try:
             self.location.write_text(CACHE, json.dumps({"version": _version(), "digests": known}))
             self._new = False

@@ -60,6 +60,20 @@ def test_a_rerun_reads_no_unchanged_record_and_gets_the_same_digests(physionet, 
     assert content == first and verified.hashed == len(MITDB)
 
 
+def test_the_digests_of_records_no_longer_there_are_not_kept(physionet, tmp_path, monkeypatch):
+    """A record deleted (or a database folder moved) leaves no entry behind once new digests are saved: the file
+    would otherwise grow with every corpus ever planned into the folder. A record merely left out (a pilot) stays."""
+    monkeypatch.setattr(input_digests, "SETTLE_S", 0.0)  # the copies were just written
+    folder = copy_records(physionet, tmp_path / "data", "mitdb", MITDB)
+    digests_of(tmp_path / "out", record_file_lists(folder, MITDB[:2]))
+    for f in folder.glob("201.*"):
+        f.unlink()
+    _, later = digests_of(tmp_path / "out", record_file_lists(folder, MITDB[2:]))
+    assert later.hashed == 1
+    kept = json.loads((tmp_path / "out" / CACHE).read_text())["digests"][str(folder)]
+    assert sorted(names.split(".")[0] for names in kept) == ["100", "207"]
+
+
 def test_every_kind_of_change_is_read_again(physionet, tmp_path, monkeypatch):
     monkeypatch.setattr(input_digests, "SETTLE_S", 0.0)  # the copies were just written; see the next test
     data = copy_records(physionet, tmp_path / "data", "mitdb", MITDB)
