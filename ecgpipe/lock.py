@@ -13,6 +13,7 @@ one's. The margin stays wide for file systems that cache attributes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -208,3 +209,14 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def output_lock(out) -> RunLock | contextlib.nullcontext:
+    """The lock of a run's output folder (``out``: a ``Location``): a ``RunLock`` on a local or shared-file-system
+    folder; none on an object store's URL, which has no atomic "create if absent" to build one on (said in a warning:
+    two runs into one URL at once are not refused there)."""
+    if out.local_root:
+        return RunLock(out.local_root)
+    warnings.warn(f"--out {out.url}: an object store holds no run lock, so a second run into it at the same time is "
+                  "not refused: schedule such runs apart", UserWarning, stacklevel=2)
+    return contextlib.nullcontext()

@@ -16,7 +16,8 @@ from flows.ecg_pipeline import run_pipeline
 def ecgpipe_run(config: str = "paper4", data_dir: str | None = None, out_dir: str = "runs/paper4", scheduler: str | None = None) -> dict:
     """Run ecgpipe: ``config`` is a preset name or a TOML path; ``scheduler`` an existing Dask scheduler address.
     The same path as ``ecgpipe run``: checks before any work, one run per output folder (a scheduled run that
-    overlaps the previous one on the same folder is refused, not interleaved with it), then the main flow as a
+    overlaps the previous one on the same folder is refused, not interleaved with it; an object store's URL has no
+    lock), then the main flow as a
     subflow on the deployment's Prefect API."""
     report = run_pipeline(load_config(config), data_dir, out_dir, scheduler)
     return {k: report[k] for k in ("n_segments", "wall_s", "protocols")}

@@ -25,16 +25,15 @@ chunks it owns (Zarr loses data silently when two writers share a chunk). Every 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from prefect import flow, get_run_logger
 
 from ecgpipe.config import PipelineConfig, config_from_dict
 from ecgpipe.location import Location
-from ecgpipe.lock import RunLock
+from ecgpipe.lock import output_lock
 from ecgpipe.model import content_digest
-from ecgpipe.orchestration import steps
+from ecgpipe.orchestration import model_artifact, steps
 from ecgpipe.orchestration.bookkeeping import RunLog
 from ecgpipe.orchestration.cluster import check_store_reachable, prefect_api, task_runner
 from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
@@ -103,7 +102,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     doc = report.to_json()
     examples = example_spectrograms(run.store, spec_array, cfg) if run.plan.needs_cnn else None  # none computed
     run.logger.info(f"report: {write_report(doc, out, examples)}")
-    steps.publish_model(run, model)  # after the report: a run that fails before it leaves the earlier pair as it was
+    model_artifact.publish_model(run, model)  # after the report: a run that fails before it leaves the earlier pair as it was
     return doc
 
 
@@ -117,8 +116,7 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
-    # one run per output folder (a local one: an fsspec URL has no lock)
-    with RunLock(out.local_root) if out.local_root else contextlib.nullcontext() as lock:
+    with output_lock(out) as lock:  # one run per output folder (an object store's URL has none: it warns)
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))
         with prefect_api() as api:

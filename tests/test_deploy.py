@@ -186,14 +186,17 @@ def test_prefect_deployment_runs_through_a_server_and_a_process_worker(tmp_path,
             return proc.stdout
 
         prefect_cli("work-pool", "create", "ecgpipe-local", "--type", "process")
-        deploy = subprocess.run(
-            [prefect, "--no-prompt", "deploy", "--prefect-file", str(DEPLOY / "prefect" / "prefect.yaml"), "--name", "paper4-nightly"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
-        )
-        assert "successfully created" in deploy.stdout, deploy.stdout + deploy.stderr
-        # Prefect 3.8.8's CLI creates the deployment, then its "any workers online?" hint sends limit=None, which the
-        # 3.8.8 server rejects (422 on /workers/filter): a known wart of that release, harmless for the deployment.
-        assert deploy.returncode == 0 or "workers/filter" in deploy.stdout + deploy.stderr, deploy.stdout + deploy.stderr
+        for name in ("paper4-nightly", "on-cluster"):  # one by one, as deploy/README.md says (`--all` stops after one)
+            deploy = subprocess.run(
+                [prefect, "--no-prompt", "deploy", "--prefect-file", str(DEPLOY / "prefect" / "prefect.yaml"), "--name", name],
+                env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
+            )
+            assert "successfully created" in deploy.stdout, deploy.stdout + deploy.stderr
+            # Prefect 3.8.8's CLI creates the deployment, then its "any workers online?" hint sends limit=None, which
+            # the 3.8.8 server rejects (422 on /workers/filter): a known wart of that release, harmless for the
+            # deployment, but it ends `prefect deploy --all` after the first deployment
+            assert deploy.returncode == 0 or "workers/filter" in deploy.stdout + deploy.stderr, deploy.stdout + deploy.stderr
+            assert f"'{name}'" in prefect_cli("deployment", "inspect", f"ecgpipe-run/{name}")  # the documented check
         wlog = open(tmp_path / "worker.log", "w")
         procs.append(subprocess.Popen([prefect, "worker", "start", "--pool", "ecgpipe-local"], env=env, cwd=REPO,
                                       stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True))

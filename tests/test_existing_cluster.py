@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +82,71 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
             check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(hidden / "data"),))
     finally:
         stop(procs)
+
+
+def test_workers_running_other_ecgpipe_code_are_refused_before_they_compute_anything(tmp_path):
+    """A long-lived `dask worker` runs the ecgpipe it imported: after an edit (or on a machine with another checkout)
+    its results were stored under the new code's keys, and trusted by every later run. Each worker's code is
+    compared with the run's: the same files pass; a module it imported whose file changed since, or other code,
+    is refused, naming the worker."""
+    import shutil
+
+    from ecgpipe.errors import StoreUnreachable
+    from ecgpipe.orchestration.cluster import check_store_reachable
+    from ecgpipe.orchestration.worker_code import installed_code
+
+    package = Path(__file__).resolve().parent.parent / "ecgpipe"
+    copies = {}
+    for name in ("same", "other"):
+        copies[name] = tmp_path / name
+        shutil.copytree(package, copies[name] / "ecgpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    other_code = copies["other"] / "ecgpipe" / "spectrogram.py"
+    other_code.write_text(other_code.read_text() + "\nTIME_REVERSED = True\n")
+    scheduler, sched_file = start_scheduler(tmp_path)
+    with_package = lambda copy: lambda cmd: ["env", f"PYTHONPATH={copy}", *cmd]  # noqa: E731
+    procs = [scheduler, start_worker(sched_file, wrap=with_package(copies["same"]))]
+    try:
+        address = wait_for_workers(sched_file, 1)
+        check_store_reachable(address, str(tmp_path / "out"))  # the same code, from another folder: fine
+        from distributed import Client
+
+        with Client(address) as client:  # a task imports a stage module, as a run's would
+            assert client.run(lambda: __import__("ecgpipe.spectrogram").__file__) != {}
+        time.sleep(1.5)  # past the check's slack for coarse file times
+        edited = copies["same"] / "ecgpipe" / "spectrogram.py"
+        edited.write_text(edited.read_text())  # same bytes, a new time: what it runs may not be what the file says
+        with pytest.raises(StoreUnreachable, match=r"do not run this ecgpipe's code: tcp://127\.0\.0\.1:\d+ runs <imported "
+                                                   r"ecgpipe\.spectrogram before its file changed>\. Restart them"):
+            check_store_reachable(address, str(tmp_path / "out"))
+        procs.append(start_worker(sched_file, wrap=with_package(copies["other"])))
+        stop(procs[1:2])
+        wait_for_workers(sched_file, 1)
+        with pytest.raises(StoreUnreachable, match=r"runs other ecgpipe code \(another version or checkout\)"):
+            check_store_reachable(address, str(tmp_path / "out"))
+    finally:
+        stop(procs)
+    assert installed_code() != "" and not (tmp_path / "out" / "markers").exists()
+
+
+def test_a_closed_client_means_the_scheduler_is_gone_not_a_key_error(monkeypatch):
+    """A scheduler killed mid-stage: the client closes, its tasks end cancelled, and the next stage asked it for its
+    workers (KeyError: 'workers', the run's only message). Now the stage says the scheduler is gone."""
+    from distributed import Client, LocalCluster
+
+    from ecgpipe.orchestration import cluster
+
+    local = LocalCluster(n_workers=1, processes=False, dashboard_address=None)
+    client = Client(local)
+    monkeypatch.setattr(cluster, "cluster_client", lambda: client)
+    try:
+        assert not cluster.scheduler_gone() and cluster.gpu_workers_in_cluster() == 0
+        local.close()
+        deadline = time.time() + 30
+        while client.status == "running" and time.time() < deadline:
+            time.sleep(0.2)
+        assert cluster.scheduler_gone() and cluster.gpu_workers_in_cluster() == 0
+    finally:
+        client.close()
 
 
 def test_a_scheduler_without_workers_or_none_at_all_is_refused_with_what_to_do(tmp_path, monkeypatch):
@@ -190,11 +257,13 @@ def test_waiting_for_one_task_hears_ctrl_c_and_says_when_the_local_cluster_has_n
         assert not waiter.is_alive() and "interrupted by SIGINT" in got["stopped"]
 
 
+@pytest.mark.parametrize("stage", ["spectrograms", "features"])
 def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_computes_only_what_is_missing(
-        tmp_path, physionet, prefect_server):
-    """The scheduler process is killed while the features stage runs: the run stops saying the scheduler went away
-    (it said "FutureCancelledError ... scheduler-connection-lost"), and a rerun on a new scheduler keeps every record
-    and spectrogram chunk already done."""
+        tmp_path, physionet, prefect_server, stage):
+    """The scheduler process is killed (SIGKILL) as a stage starts: the run stops saying the scheduler went away (it
+    said "FutureCancelledError ... scheduler-connection-lost" in the features stage, and "KeyError: 'workers'" in the
+    spectrograms stage, whose cancelled chunks the next stage met with a closed client), and a rerun on a new
+    scheduler keeps every record (and spectrogram chunk) already done."""
     import os
     import subprocess
     import sys
@@ -214,15 +283,16 @@ def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_co
     try:
         run = ecgpipe_run(wait_for_workers(sched_file, 1))
         lines = []
-        for line in run.stdout:  # the scheduler goes when the features stage starts
+        for line in run.stdout:  # the scheduler goes when the stage starts
             lines.append(line)
-            if "features:" in line:
+            if f"{stage}:" in line:
                 stop([scheduler])
         assert run.wait(timeout=300) == 1, "".join(lines)[-3000:]
     finally:
         stop([worker, scheduler])
     text = "".join(lines)
     assert "went away during the run: start it and its workers again" in text, text[-3000:]
+    assert "KeyError" not in text, text[-3000:]
     first = json.loads((out / "run.json").read_text())
     assert first["status"] == "failed" and first["stages"]["segments"]["computed"] == 3
 
@@ -237,5 +307,7 @@ def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_co
         stop([worker, scheduler])
     stages = json.loads((out / "run.json").read_text())["stages"]
     assert stages["segments"] == {**stages["segments"], "computed": 0, "skipped": 3}
-    assert stages["spectrograms"]["computed"] == 0 and stages["spectrograms"]["skipped"] > 0
-    assert stages["features"]["computed"] + stages["features"]["skipped"] == stages["spectrograms"]["skipped"]
+    if stage == "features":
+        assert stages["spectrograms"]["computed"] == 0 and stages["spectrograms"]["skipped"] > 0
+    spectrograms = stages["spectrograms"]["computed"] + stages["spectrograms"]["skipped"]
+    assert stages["features"]["computed"] + stages["features"]["skipped"] == spectrograms > 0

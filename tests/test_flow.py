@@ -363,9 +363,11 @@ def test_a_run_of_rhythm_only_classifiers_computes_no_cnn(flow_run, tmp_path):
 
 
 def test_a_failing_classifier_row_is_left_out_and_named_and_the_others_are_reported(flow_run, tmp_path):
-    """One row of a sweep failing (here every fold of the logistic regression's, by the test hook) stopped the whole
-    run with a traceback and no report, and run.json counted no failure. Now the other rows are reported, the failed
-    row is named in the report and counted, and a rerun computes that row alone; every row failing stops the run."""
+    """One row of a sweep failing on its data (here every fold of the logistic regression's, by the test hook)
+    stopped the whole run with a traceback and no report, and run.json counted no failure. Now the other rows are
+    reported, the failed row is named in the report and counted, and a rerun computes that row alone; every row
+    failing stops the run. A row failing for a reason a rerun may cure (an I/O error) ends the run as failed: going
+    on without it would make another row the best, and its model the run's, in silence."""
     import json
 
     from ecgpipe.errors import StageFailed
@@ -375,7 +377,7 @@ def test_a_failing_classifier_row_is_left_out_and_named_and_the_others_are_repor
         {"kind": "hgb", "inputs": "rhythm", "class_weight": "balanced", "max_iter": 30, "min_samples_leaf": 3},
         {"kind": "logreg", "inputs": "rhythm"}]}})
     out = tmp_path / "rows"
-    os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg"
+    os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg:data"
     try:
         report = run_pipeline(cfg, str(flow_run["data"]), str(out))
         logreg = cfg.model_copy(update={"classifier": cfg.sweep.classifiers[1]}).classifier_label
@@ -387,11 +389,15 @@ def test_a_failing_classifier_row_is_left_out_and_named_and_the_others_are_repor
         assert (out / "model.skops").is_file()  # the model of the best row that did not fail
         stages = json.loads((out / "run.json").read_text())["stages"]
         assert stages["classify"]["failed"] == 1 and stages["classify"]["computed"] == 1
-        os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg,classify:hgb"
+        os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg:data,classify:hgb:data"
         cfg_both = load_config(flow_run["cfg_path"], {"name": "rows", "sweep": {"features": [], "classifiers": [
             {"kind": "hgb", "inputs": "rhythm", "max_iter": 20}, {"kind": "logreg", "inputs": "rhythm", "C": 2.0}]}})
         with pytest.raises(StageFailed, match="classify: every classifier row failed: .*injected failure"):
             run_pipeline(cfg_both, str(flow_run["data"]), str(tmp_path / "both"))
+        os.environ["ECGPIPE_INJECT_FAILURE"] = "classify:logreg"
+        with pytest.raises(StageFailed, match=r"classify: \d+ unit\(s\) failed for a reason a rerun may cure.*OSError: injected"):
+            run_pipeline(cfg, str(flow_run["data"]), str(tmp_path / "io"))
+        assert not (tmp_path / "io" / "report.json").exists() and not (tmp_path / "io" / "model.skops").exists()
     finally:
         del os.environ["ECGPIPE_INJECT_FAILURE"]
     report = run_pipeline(cfg, str(flow_run["data"]), str(out))

@@ -18,6 +18,7 @@ import pytest
 import wfdb
 
 from ecgpipe.config import load_config
+from ecgpipe.errors import StageFailed
 from ecgpipe.grid import grid_features
 from ecgpipe.model import load_model
 from ecgpipe.predict import predict_loaded
@@ -86,7 +87,8 @@ def _stages(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, physionet, prefect_server):
-    """Three runs into one folder: grid batch 0 failing, then clean, then with another AF change penalty."""
+    """Runs into one folder: grid batch 0 failing, then scoring fold 1 failing, then clean, then with another AF
+    change penalty."""
     from flows.ecg_pipeline import run_pipeline
 
     tmp = tmp_path_factory.mktemp("recordings")
@@ -94,12 +96,17 @@ def runs(tmp_path_factory, physionet, prefect_server):
     for db, records in SLICE.items():
         copy_records(physionet, data, db, records)
     out = tmp / "out"
-    os.environ["ECGPIPE_INJECT_FAILURE"] = "recording_grid:0,recording_scores:1"
-    try:
-        faulty = run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
-    finally:
-        del os.environ["ECGPIPE_INJECT_FAILURE"]
-    faulty_stages, faulty_md = _stages(out), (out / "report.md").read_text()
+    faulty, faulty_stages = [], []
+    for fault in ("recording_grid:0", "recording_scores:1"):
+        os.environ["ECGPIPE_INJECT_FAILURE"] = fault
+        try:
+            with pytest.raises(StageFailed) as failed:
+                run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
+        finally:
+            del os.environ["ECGPIPE_INJECT_FAILURE"]
+        faulty.append(str(failed.value))
+        faulty_stages.append(_stages(out))
+    faulty_md = (out / "report.md").exists()
     clean = run_pipeline(load_config(_config(tmp, 4.0)), str(data), str(out))
     clean_stages = _stages(out)
     report_md = (out / "report.md").read_text()
@@ -111,22 +118,27 @@ def runs(tmp_path_factory, physionet, prefect_server):
 
 
 def test_failed_tasks_lose_only_their_records_and_are_recomputed_alone(runs):
-    """Grid batch 0 (mitdb/100) and scoring fold 1 fail (transient errors, no retries left): the report is written
-    with every other record scored and the failed ones named; the next run featurises only mitdb/100."""
-    faulty = runs["faulty"]["recordings"]
-    failed = {f["record"]: f["error"] for f in faulty["failed"]}
-    assert "injected failure" in failed.pop("mitdb/100")
-    assert failed and all(error.startswith("fold 1: ") and "injected failure" in error for error in failed.values())
-    scored = {r["record"] for r in faulty["records"]}
-    assert faulty["n_records"] == len(scored) == 8 - 1 - len(failed) and not scored & (set(failed) | {"mitdb/100"})
-    assert all(r["fold"] != 1 for r in faulty["records"])
-    assert "- not scored: `mitdb/100`: " in runs["faulty_md"] and "| af | detector over 15 windows" in runs["faulty_md"]
-    assert runs["faulty_stages"]["recording_grid"]["failed"] == 1
-    assert runs["faulty_stages"]["recording_grid"]["computed"] == 7
-    assert runs["faulty_stages"]["recording_scores"]["failed"] == len(failed)
-    # the next run featurises that record only, and scores all eight
-    assert runs["clean_stages"]["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 1}  # its one batch
+    """Grid batch 0 (mitdb/100), then scoring fold 1, fail for a reason a rerun may cure (an I/O error, no retries
+    left): no bad input, so the run ends as failed instead of reporting without those records (a report missing
+    patients after a storage hiccup); what the stage finished is kept, and each next run computes only what failed."""
+    grid_failed, fold_failed = runs["faulty"]
+    assert grid_failed.startswith("recording_grid: 1 unit(s) failed for a reason a rerun may cure, not for bad input")
+    assert "batch 0: OSError: injected failure" in grid_failed and "run again to compute only those" in grid_failed
+    assert fold_failed.startswith("recording_scores: 1 unit(s) failed") and "fold 1: OSError: injected failure" in fold_failed
+    assert not runs["faulty_md"]  # no report of a run that did not finish
+    first, second = runs["faulty_stages"]
+    assert (first["recording_grid"]["failed"], first["recording_grid"]["computed"]) == (1, 7)
+    assert second["recording_grid"] == {"computed": 1, "skipped": 7, "failed": 0, "tasks": 1}  # mitdb/100 alone
+    assert second["recording_scores"]["failed"] > 0 and second["recording_scores"]["computed"] == 0
+    # the next run featurises nothing and scores all eight
+    assert runs["clean_stages"]["recording_grid"] == {"computed": 0, "skipped": 8, "failed": 0, "tasks": 0}
     assert runs["clean_stages"]["recording_scores"]["computed"] == 1
+    # a record that fails for its own data (bad input) is named, the others scored: the report says which
+    from ecgpipe.report import render_markdown
+
+    clean = runs["clean"]
+    named = render_markdown({**clean, "recordings": {**clean["recordings"], "failed": [{"record": "mitdb/100", "error": "bad"}]}})
+    assert "- not scored: `mitdb/100`: bad" in named and "| af | detector over 15 windows" in named
     assert runs["clean"]["recordings"]["failed"] == [] and runs["clean"]["recordings"]["n_records"] == 8
     # patients balanced in training (paper4-best's setting) through every fit: folds, model, detectors per fold
     assert "subjects balanced" in runs["clean"]["classifier"] and "subjects balanced" in runs["clean"]["recordings"]["classifier"]

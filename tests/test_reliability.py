@@ -119,6 +119,23 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
+def test_an_output_folder_is_locked_and_an_object_store_url_says_it_cannot_be(tmp_path):
+    """A local folder (or a file:// URL) gets the run lock; an object store's URL cannot (no atomic create-if-absent
+    there), and the run says that two runs into it at once are not refused, instead of implying that they are."""
+    from ecgpipe.location import Location
+    from ecgpipe.lock import output_lock
+
+    for out in (str(tmp_path / "a"), f"file://{tmp_path / 'b'}"):
+        location = Location(out)
+        location.makedirs()
+        with output_lock(location):
+            with pytest.raises(LockHeld):
+                RunLock(location.local_root).acquire()
+    with pytest.warns(UserWarning, match=r"--out memory://runs/x: an object store holds no run lock, so a second run"):
+        with output_lock(Location("memory://runs/x")) as lock:
+            assert lock is None
+
+
 def test_a_lock_whose_process_is_gone_is_taken_over_with_a_warning(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

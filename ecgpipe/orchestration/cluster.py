@@ -28,8 +28,15 @@ def gpu_workers_in_cluster() -> int:
     client = cluster_client()
     if client is None:
         return 0
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})  # {} once the scheduler is gone
     return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
+
+
+def scheduler_gone() -> bool:
+    """Whether this flow run's Dask client has lost its scheduler (killed, or its machine gone): every task then
+    ends cancelled, which a stage must not take for failures of its own units."""
+    client = cluster_client()
+    return client is not None and client.status != "running"
 
 
 def feature_placement(n_gpu_workers: int):
@@ -123,7 +130,8 @@ CLUSTER_WAIT_S = float(os.environ.get("ECGPIPE_CLUSTER_WAIT_S", "60"))
 
 
 def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: tuple[str, ...] = ()) -> None:
-    """Fail early, with the workers named, when a worker of an existing cluster cannot see a folder of the run.
+    """Fail early, with the workers named, when a worker of an existing cluster runs other ecgpipe code than this
+    process (``worker_code``: a long-lived worker keeps what it imported) or cannot see a folder of the run.
 
     Tasks exchange paths, not arrays, so every worker must see the output folder (and the data) at the same path.
     A token is written into each output folder here and read back by every worker; the databases' folders are only
@@ -146,6 +154,10 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
         except TimeoutError:
             raise StoreUnreachable(f"the Dask cluster at {scheduler} has no worker (waited {CLUSTER_WAIT_S:g} s): start "
                                    f"one, `dask worker {scheduler}`, then run again") from None
+        if stale := _workers_of_other_code(client):  # their results would be stored under this code's keys
+            raise StoreUnreachable(
+                f"workers of the cluster at {scheduler} do not run this ecgpipe's code: {'; '.join(stale)}. Restart them "
+                "(`dask worker` again, or `Client(...).restart()`) with the same ecgpipe as this run's")
         for folder in folders:
             if not folder:
                 continue
@@ -169,6 +181,19 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
             "workers of the cluster at " + scheduler + " do not share this run's folders: " + "; ".join(problems)
             + ". Mount the data and output folders at the same path on every worker (shared file system)."
         )
+
+
+def _workers_of_other_code(client) -> list[str]:
+    """A line for each worker whose ecgpipe code is not this process's (``worker_code``)."""
+    from ecgpipe.orchestration.worker_code import installed_code, worker_code
+
+    here = installed_code()
+    try:
+        seen = client.run(worker_code)
+    except Exception as exc:  # no ecgpipe there at all, or another one without this check
+        return [f"a worker runs no ecgpipe of this version ({type(exc).__name__}: {exc})"]
+    return [f"{worker} runs {got if got.startswith('<') else 'other ecgpipe code (another version or checkout)'}"
+            for worker, got in seen.items() if got != here]
 
 
 def task_runner(cfg: PipelineConfig, out_dir: str, scheduler: str | None = None):

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, StageFailed, failure_kinds  # noqa: F401  (failure_kinds re-exported)
-from ecgpipe.keys import file_digest
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
-from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster
+from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone
 from ecgpipe.orchestration.interrupt import RunInterrupted
+from ecgpipe.orchestration.model_artifact import ModelJob, finish_model, submit_model
 from ecgpipe.plan import RunPlan
 from ecgpipe.protocols import GROUPED
 from ecgpipe.results import RecordingScores, protocols_to_json
@@ -83,6 +83,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         task = run.task(tasks.record_batch)
         futures = [task.submit(run.store, run.out_dir, b, group, run.config_json) for b, group in enumerate(groups)]
         skipped: list[dict] = []
+        lost: list[tuple[str, Exception]] = []
         failures: list[tuple[int, Exception]] = []
         settled: set[int] = set()
 
@@ -102,8 +103,9 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
                     if done is not None:
                         summaries[unit.name] = done
                         run.log.count(segments.STAGE, computed=1)
-                    else:
-                        failed(unit, unit.shown, error_text(exc))
+                    else:  # no bad input: the run does not go on without it (stop_if_retry_may_pass)
+                        run.log.fail(segments.STAGE, unit.shown, error_text(exc))
+                        lost.append((unit.shown, exc))
                 return
             for unit, result in zip(groups[b], futures[b].result()):
                 if isinstance(result, tasks.RecordFailure):
@@ -121,6 +123,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
             run.log.count(segments.STAGE, computed=sum(done is not None for b in range(len(groups)) if b not in settled
                                                        for _, done in finished(b)))
             raise
+        stop_if_retry_may_pass(segments.STAGE, lost)
         if run.strict and skipped:
             raise StageFailed(f"{skipped[0]['record']}: {skipped[0]['error']} (--strict: the first bad record stops the run)")
         skipped.sort(key=lambda s: s["record"])
@@ -128,6 +131,17 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         if not records:
             raise StageFailed(f"every record failed: {failure_kinds(skipped) if skipped else 'none read'}")
     return records, skipped
+
+
+def stop_if_retry_may_pass(stage: str, failures: list[tuple[str, BaseException]]) -> None:
+    """End the run as failed when units of ``stage`` failed for a reason a rerun may cure (an I/O hiccup, a lost
+    worker; their retries spent), once the rest of the stage is done and kept: it is no bad input, so the run must
+    not go on without them (a report missing those records, another best row). A rerun computes only those units."""
+    if lost := [(name, exc) for name, exc in failures if tasks.may_pass_on_retry(exc)]:
+        raise StageFailed(f"{stage}: {len(lost)} unit(s) failed for a reason a rerun may cure, not for bad input (first: "
+                          f"{lost[0][0]}: {error_text(lost[0][1])}); the rest is kept: run again to compute only those "
+                          "(a record that fails so every time, e.g. its worker killed for memory, is left out with "
+                          "databases.<db>.records or its RECORDS line)")
 
 
 def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
@@ -189,6 +203,9 @@ def compute_spectrograms(run: Run, segment_table: SegmentTable) -> tuple[str, li
         failed = run_chunk_stage(
             spectrograms.STAGE, [(spec_array, keys)], n, run.plan,
             lambda i, todo: task.submit(run.store, run.out_dir, spec_array, i, todo[0][1], run.config_json), run.logger, run.log)
+        if failed and scheduler_gone():  # cancelled, not failed: the next stage would only meet a closed client
+            raise StageFailed(f"spectrograms: {len(failed)} chunk(s) cancelled: the connection to the Dask scheduler was "
+                              "lost (scheduler-connection-lost); run again to compute only those")
     return spec_array, keys, failed
 
 
@@ -280,6 +297,9 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
                 run.plan.markers.write(classification.STAGE, row.unit, row.key,
                                        {"label": row.label, "protocols": protocols_to_json(row.protocols)})
             run.log.count(classification.STAGE, computed=len(pending) - len(failed))
+            # a row left out for a lost worker or an I/O hiccup would make another row the best, in silence
+            stop_if_retry_may_pass(classification.STAGE, [(f"{pending[jobs[i].row].name}, {jobs[i].protocol} fold {jobs[i].fold}", exc)
+                                                          for i, exc in failures])
         failed_rows = [{"row": pending[r].name, "error": error} for r, error in failed.items()]
         if failed_rows and (run.strict or len(failed_rows) == len(rows)):
             why = "; ".join(f"{f['row']}: {f['error']}" for f in failed_rows[:3])
@@ -328,6 +348,7 @@ def score_recordings(run: Run, records: list[RecordSummary], rows: list[Comparis
         unscored += [item for res in done for item in res.failed]
         for item in unscored:
             run.log.fail(recording_scores.STAGE, item["record"], item["error"])
+        stop_if_retry_may_pass(recording_scores.STAGE, [(f"fold {f}", exc) for f, exc in fold_failures])
         failed += unscored
         notes += [f"fold {f}: no {name} detector (its training windows are all on one side); its "
                   f"{len(folds[f])} records are left out of {name}" for f, res in enumerate(results) if res for name in res.no_detector]
@@ -370,70 +391,10 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
                     failed.append({"record": unit.shown, "error": problem})
                 else:
                     run.log.count(recording_grid.STAGE, computed=1)
+        stop_if_retry_may_pass(recording_grid.STAGE, [(f"batch {b}", exc) for b, exc in failures])
     if run.strict and failed:
         raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
     return failed
-
-
-STAGED_MODEL = "model.next.skops"  # a fitted artifact waiting for its run's report
-
-
-@dataclass
-class ModelJob:
-    """The run's model artifact OUT/model.skops being made: the best row's classifier refitted on all segments. It is
-    written beside (``staged``) and takes the place of the earlier run's only with the run's report: a run that fails
-    after the fit leaves the earlier report and its model together (the console says they are an earlier run's)."""
-
-    row: ComparisonRow
-    path: str
-    key: str
-    future: object | None  # None: the artifact on disk is up to date
-
-    @property
-    def staged(self) -> str:
-        return os.path.join(os.path.dirname(self.path), STAGED_MODEL)
-
-    @property
-    def written(self) -> str:
-        """Where the artifact of this run is now: staged until published."""
-        return self.staged if self.future is not None else self.path
-
-
-def submit_model(run: Run, row: ComparisonRow, segment_table: SegmentTable) -> ModelJob | None:
-    if not run.plan.out.local_root:
-        run.logger.warning("model: the output folder is not local; no model artifact written")
-        return None
-    path = os.path.join(run.plan.out.local_root, "model.skops")
-    key = classification.model_key(row)
-    marker = run.plan.markers.read("model", "model")
-    # reused only while the file is the one written (a truncated or edited artifact is refitted)
-    if marker and marker.get("key") == key and os.path.isfile(path) and marker.get("artifact_digest") == file_digest([path]):
-        return ModelJob(row, path, key, None)
-    # the recordings it learns from, by content: predict warns when it is given one of them
-    used = set(segment_table.record_keys)
-    recordings = {u.shown: run.plan.inputs.signal(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
-    run.plan.inputs.save()  # these signal-only digests too: the next refit reads no unchanged recording
-    future = run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
-                                                row.extractor.weights, os.path.join(os.path.dirname(path), STAGED_MODEL),
-                                                recordings)
-    return ModelJob(row, path, key, future)
-
-
-def finish_model(run: Run, job: ModelJob | None) -> ModelJob | None:
-    if job is not None and job.future is not None:
-        result_of(job.future, classification.STAGE, run.logger)
-    return job
-
-
-def publish_model(run: Run, job: ModelJob | None) -> None:
-    """The fitted artifact takes the earlier run's place (an atomic rename), and its marker is written."""
-    if job is None or job.future is None:  # reused: an artifact a failed run left waiting is of no use now
-        if job is not None and os.path.isfile(job.staged):
-            os.remove(job.staged)
-        return
-    os.replace(job.staged, job.path)
-    run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
-    run.logger.info(f"model: {job.row.label} on {job.row.features or 'the rhythm block (no CNN)'} -> {job.path}")
 
 
 def ensure_rows(store: str, name: str, n: int, row_shape: tuple, chunk: int, dtype: str, attrs: dict) -> None:

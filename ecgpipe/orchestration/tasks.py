@@ -61,14 +61,25 @@ def _config(config_json: str) -> PipelineConfig:
 
 def injected_fault(stage: str, chunk_index: int | str) -> None:
     """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk
-    (``segments:B``: batch B, see ``injected_record_fault``)."""
-    wanted = {tuple(item.split(":")) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item}
-    if (stage, str(chunk_index)) in wanted:
+    (``segments:B``: batch B, see ``injected_record_fault``); ``classify:logreg:data`` fails as the code fails on
+    its data (a ValueError: no retry, and no rerun, can cure it)."""
+    for item in os.environ.get(FAULT_ENV, "").split(","):
+        where, _, how = item.partition(f"{stage}:{chunk_index}")
+        if where or not _ or how not in ("", ":data"):
+            continue
+        if how == ":data":
+            raise ValueError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}, as by its data")
         raise OSError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}")
 
 
 # Errors of the code on one record's data, not of its surroundings: retrying cannot help (see record_batch).
 DETERMINISTIC_ERRORS = (ArithmeticError, LookupError, TypeError, AttributeError, AssertionError, NotImplementedError)
+
+
+def may_pass_on_retry(exc: BaseException) -> bool:
+    """Whether a unit's failure says nothing of its input: an I/O hiccup or a lost worker, not bad input nor a bug
+    that the same data triggers again (``DETERMINISTIC_ERRORS``)."""
+    return is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS)
 
 
 def injected_record_fault(batch_index: int, n_finished: int) -> None:
@@ -100,7 +111,7 @@ def record_failure(exc: Exception, shown: str) -> RecordFailure:
     """The failure of one record of a batch task, or ``exc`` raised again to fail (and retry) the whole batch.
     Bad input, or a bug that one odd signal triggers (an IndexError, a division by zero), would fail the same way
     again: it fails this record alone. Anything else may pass on a retry (an I/O or network hiccup of a remote store)."""
-    if is_transient(exc) and not isinstance(exc, DETERMINISTIC_ERRORS):
+    if may_pass_on_retry(exc):
         raise exc
     return RecordFailure(getattr(exc, "record_path", shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}"))
 
