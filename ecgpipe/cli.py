@@ -127,7 +127,7 @@ def _saved_run(location) -> dict | None:
     except ValueError as err:  # not JSON, or not text at all (UnicodeDecodeError)
         raise ConfigError(f"{where}: the run's saved configuration is unreadable ({err}); {fix}") from None
     if saved is not None and not is_saved_run(doc):
-        raise ConfigError(f"{where}: not a saved run configuration (no 'config' table); {fix}")
+        raise ConfigError(f"{where}: not a run's saved configuration (no 'config' table or no 'data_dir'); {fix}")
     return doc
 
 

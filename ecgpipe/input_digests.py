@@ -69,6 +69,16 @@ def _entries(doc) -> dict[str, dict[str, list[str]]]:
             for folder, records in doc["digests"].items() if isinstance(records, dict)}
 
 
+def _still_there(folder: str, records: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The entries of ``folder`` whose first file (a record's header, or its EDF file) is still there; all of them
+    when the folder itself is not (an unmounted share or a removed disk: hashing it again could take hours)."""
+    if not os.path.isdir(folder):
+        return records
+    present = set(os.listdir(folder))  # one listing, not a stat per record
+    return {names: entry for names, entry in records.items()
+            if (first := names.split("|")[0]) in present or ("/" in first and os.path.exists(os.path.join(folder, first)))}
+
+
 class InputDigests:
     """``file_digest`` of a record's files, reused from ``OUT/inputs/digests.json`` (with ``verify = "content"``:
     only from earlier in this run) while the files' stamp is the one it was computed from. ``out=None``: nothing
@@ -125,7 +135,7 @@ class InputDigests:
     def save(self) -> None:
         """Write the digests known now when any is new (entries of records not planned this time are kept: a pilot
         run of a few records does not make the next full run read the others again; those of records whose first
-        file, the header, is gone are dropped). A folder that cannot be written costs only the hashing next time,
+        file, the header, is gone from a folder still there are dropped). A folder that cannot be written costs only the hashing next time,
         never the run."""
         if self.location is None or not self._new:
             return
@@ -133,9 +143,7 @@ class InputDigests:
         if known is not self._kept:  # "content": this run's digests over the ones kept before
             known = {folder: {**self._kept.get(folder, {}), **records} for folder, records in self.entries.items()}
             known = {**self._kept, **known}
-        known = {folder: kept for folder, records in known.items()
-                 if (kept := {names: entry for names, entry in records.items()
-                              if os.path.exists(os.path.join(folder, names.split("|")[0]))})}
+        known = {folder: kept for folder, records in known.items() if (kept := _still_there(folder, records))}
         try:
             self.location.write_text(CACHE, json.dumps({"version": _version(), "digests": known}))
             self._new = False

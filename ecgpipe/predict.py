@@ -142,7 +142,9 @@ def record_paths(args: list[str]) -> list[str]:
         if os.path.isfile(listing):
             names = list_records(arg)  # as a run reads it: a byte-order mark or a file suffix is no part of a name
         else:
-            names = records_in_folder(arg)
+            edf = {os.path.splitext(f)[0]: f for f in os.listdir(arg) if is_edf(f)}  # a record's name for an EDF: its file
+            names = [name if os.path.isfile(os.path.join(arg, f"{name}.hea")) else edf.get(name, name)
+                     for name in records_in_folder(arg)]
         unread = (f"{len(nested)} subfolder(s) of it hold records ({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}), "
                   "which a folder does not stand for: name them too, or list every record in a RECORDS file")
         if not names:
@@ -158,8 +160,13 @@ def record_paths(args: list[str]) -> list[str]:
 
 
 def _subfolders_with_records(folder: str) -> list[str]:
-    """The subfolders of ``folder`` (sorted) holding records, at any depth."""
-    return sorted({name.split("/")[0] for name in records_in_folder(folder, nested=True) if "/" in name})
+    """The subfolders of ``folder`` with a WFDB header or an EDF file directly in them (sorted): one listing each, for
+    a warning (a walk of every header below, as ``records_in_folder`` makes, could take minutes on a large tree)."""
+    found = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir() and any(f.endswith(".hea") or is_edf(f) for f in os.listdir(entry.path)):
+            found.append(entry.name)
+    return found
 
 
 def record_path(arg: str) -> str:

@@ -312,7 +312,7 @@ def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettin
             raise RecordError(path, f"truncated signal file {data_file}: {actual} bytes, the header implies {expected}")
         if expected is not None and actual > expected and settings.checksum != "off":
             # wfdb reads the header's sig_len samples and drops the rest: a header cut short (its checksum 0, as
-            # CinC's are, checks nothing) would lose the end of the record without a word. A warning, not an error:
+            # CinC's are, checks nothing) would lose the end of the record without a word. A note, not an error:
             # WFDB lets a header name part of a longer file (segments of one file, MIMIC-style layouts built so)
             notes.append(f"{path}: signal file {data_file} holds {actual - expected} bytes more than the header's "
                          f"{header.sig_len} samples imply ({expected}); the header's samples read (a header cut short "

@@ -297,7 +297,7 @@ class EvaluationResult(_Result):
     databases: list[str]
     dataset_classes: list[str]
     mapping: dict[str, str]  # model class -> dataset class
-    accounting: dict[str, int]  # every record once: scored, excluded or unknown label, failed
+    accounting: dict[str, int]  # every record once: scored, excluded or unknown label, no row in the labels CSV, failed
     failed: list[dict]
     results: dict[str, dict]  # "records" (CSV-labelled) and/or "windows" (rhythm-annotated)
     records: list[dict]

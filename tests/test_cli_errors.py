@@ -121,6 +121,15 @@ def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model
     assert set(agreement["100"]["per_class"]) == {"normal"}
     assert (tmp_path / "pred" / "100.pred").is_file() and "100.edf" in out
     assert not (edf_dir / "100.pred").exists()  # nothing written beside the inputs
+    # a folder of EDF files stands for them by their file names (an upper-case suffix too), each read once
+    only_edf = tmp_path / "edf-only"
+    only_edf.mkdir()
+    (only_edf / "REC.EDF").write_bytes((edf_dir / "100.edf").read_bytes())
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(only_edf), str(only_edf / "REC.EDF"),
+                          "--out", str(tmp_path / "pred-edf"))
+    assert code == 0, err
+    rows = (tmp_path / "pred-edf" / "records.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == [str(only_edf / "REC.EDF")]
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +279,7 @@ def test_status_with_a_corrupt_config_json_names_the_file(tmp_path, capsys):
     assert f"{out}/config.json: the run's saved configuration is unreadable" in err and "give --config" in err
     (out / "config.json").write_text("[1, 2]")  # JSON, but not what a run writes
     code, _, err = _run(capsys, "status", "--out", str(out))
-    assert code == 2 and f"{out}/config.json: not a saved run configuration" in err
+    assert code == 2 and f"{out}/config.json: not a run's saved configuration (no 'config' table or no 'data_dir')" in err
 
 
 def test_status_with_a_corrupt_run_json_names_the_file(tmp_path, physionet, capsys):

@@ -87,13 +87,15 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
 def test_workers_running_other_ecgpipe_code_are_refused_before_they_compute_anything(tmp_path):
     """A long-lived `dask worker` runs the ecgpipe it imported: after an edit (or on a machine with another checkout)
     its results were stored under the new code's keys, and trusted by every later run. Each worker's code is
-    compared with the run's: the same files pass; a module it imported whose file changed since, or other code,
-    is refused, naming the worker."""
+    compared with the run's: the same files pass, and so does a module imported after its file changed; a module
+    imported before its file changed, or other code, is refused, naming the worker."""
     import shutil
+
+    from distributed import Client
 
     from ecgpipe.errors import StoreUnreachable
     from ecgpipe.orchestration.cluster import check_store_reachable
-    from ecgpipe.orchestration.worker_code import installed_code
+    from ecgpipe.orchestration.worker_code import CLOCK_SLACK_S
 
     package = Path(__file__).resolve().parent.parent / "ecgpipe"
     copies = {}
@@ -102,19 +104,29 @@ def test_workers_running_other_ecgpipe_code_are_refused_before_they_compute_anyt
         shutil.copytree(package, copies[name] / "ecgpipe", ignore=shutil.ignore_patterns("__pycache__"))
     other_code = copies["other"] / "ecgpipe" / "spectrogram.py"
     other_code.write_text(other_code.read_text() + "\nTIME_REVERSED = True\n")
+
+    def touch(module: str) -> None:  # same bytes, a new time: the file changed, its code did not
+        path = copies["same"] / "ecgpipe" / f"{module}.py"
+        path.write_text(path.read_text())
+
+    def imported(client, module: str) -> str:  # as a task's unpickling would import it
+        (path,) = client.run(lambda: __import__(f"ecgpipe.{module}", fromlist=["x"]).__file__).values()
+        return path
+
     scheduler, sched_file = start_scheduler(tmp_path)
     with_package = lambda copy: lambda cmd: ["env", f"PYTHONPATH={copy}", *cmd]  # noqa: E731
     procs = [scheduler, start_worker(sched_file, wrap=with_package(copies["same"]))]
     try:
         address = wait_for_workers(sched_file, 1)
+        time.sleep(CLOCK_SLACK_S + 0.5)
+        touch("rhythm")  # changed after the worker started, before it imported it: no stale code
         check_store_reachable(address, str(tmp_path / "out"))  # the same code, from another folder: fine
-        from distributed import Client
-
-        with Client(address) as client:  # a task imports a stage module, as a run's would
-            assert client.run(lambda: __import__("ecgpipe.spectrogram").__file__) != {}
-        time.sleep(1.5)  # past the check's slack for coarse file times
-        edited = copies["same"] / "ecgpipe" / "spectrogram.py"
-        edited.write_text(edited.read_text())  # same bytes, a new time: what it runs may not be what the file says
+        with Client(address) as client:
+            assert imported(client, "rhythm") == str(copies["same"] / "ecgpipe" / "rhythm.py")
+            imported(client, "spectrogram")
+        check_store_reachable(address, str(tmp_path / "out"))  # rhythm was imported after its change: fine still
+        time.sleep(CLOCK_SLACK_S + 0.5)
+        touch("spectrogram")  # imported before this change: what the worker runs may not be what the file says
         with pytest.raises(StoreUnreachable, match=r"do not run this ecgpipe's code: tcp://127\.0\.0\.1:\d+ runs <imported "
                                                    r"ecgpipe\.spectrogram before its file changed>\. Restart them"):
             check_store_reachable(address, str(tmp_path / "out"))
@@ -125,7 +137,7 @@ def test_workers_running_other_ecgpipe_code_are_refused_before_they_compute_anyt
             check_store_reachable(address, str(tmp_path / "out"))
     finally:
         stop(procs)
-    assert installed_code() != "" and not (tmp_path / "out" / "markers").exists()
+    assert not (tmp_path / "out" / "markers").exists()  # refused before any work
 
 
 def test_a_closed_client_means_the_scheduler_is_gone_not_a_key_error(monkeypatch):

@@ -314,6 +314,14 @@ def test_a_segments_task_that_fails_for_good_keeps_the_records_it_finished(cold,
     assert len(failed) == 2 and all("injected failure" in f["error"] for f in failed)
     assert len(list((out / "markers" / "segments").rglob("*.json"))) == 1
 
+    # a batch failing for good around its records (a ValueError: its markers' folder unwritable, say) is no transient
+    # error: its unfinished records are named as failed, not lost from the accounting, and the run goes on as it can
+    monkeypatch.setenv(FAULT_ENV, "segments:0:data")
+    with pytest.raises(Exception, match="have no segments"):  # one record of three left: not every class has some
+        run(cfg, cold["data"], tmp_path / "data-error")
+    failed = [f for f in run_json(tmp_path / "data-error")["failed"] if f["stage"] == "segments"]
+    assert len(failed) == 2 and all("ValueError: injected failure" in f["error"] for f in failed)
+
     monkeypatch.delenv(FAULT_ENV)
     run(cfg, cold["data"], out)
     assert computed(out)["segments"] == 2

@@ -72,6 +72,9 @@ def test_the_digests_of_records_no_longer_there_are_not_kept(physionet, tmp_path
     assert later.hashed == 1
     kept = json.loads((tmp_path / "out" / CACHE).read_text())["digests"][str(folder)]
     assert sorted(names.split(".")[0] for names in kept) == ["100", "207"]
+    moved = folder.rename(tmp_path / "unmounted")  # a folder out of reach keeps its digests: hashing it again is slow
+    digests_of(tmp_path / "out", record_file_lists(copy_records(physionet, tmp_path / "data2", "mitdb", MITDB[:1]), MITDB[:1]))
+    assert json.loads((tmp_path / "out" / CACHE).read_text())["digests"][str(folder)] == kept and moved.is_dir()
 
 
 def test_every_kind_of_change_is_read_again(physionet, tmp_path, monkeypatch):

@@ -123,7 +123,8 @@ def test_failed_tasks_lose_only_their_records_and_are_recomputed_alone(runs):
     patients after a storage hiccup); what the stage finished is kept, and each next run computes only what failed."""
     grid_failed, fold_failed = runs["faulty"]
     assert grid_failed.startswith("recording_grid: 1 unit(s) failed for a reason a rerun may cure, not for bad input")
-    assert "batch 0: OSError: injected failure" in grid_failed and "run again to compute only those" in grid_failed
+    assert "batch 0 (mitdb/100): OSError: injected failure" in grid_failed and "run again to compute only those" in grid_failed
+    assert "one that fails so every time is a record: leave it out with databases.<db>.records" in grid_failed
     assert fold_failed.startswith("recording_scores: 1 unit(s) failed") and "fold 1: OSError: injected failure" in fold_failed
     assert not runs["faulty_md"]  # no report of a run that did not finish
     first, second = runs["faulty_stages"]

@@ -103,9 +103,11 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
                     if done is not None:
                         summaries[unit.name] = done
                         run.log.count(segments.STAGE, computed=1)
-                    else:  # no bad input: the run does not go on without it (stop_if_retry_may_pass)
+                    elif tasks.may_pass_on_retry(exc):  # no bad input: the run does not go on without it
                         run.log.fail(segments.STAGE, unit.shown, error_text(exc))
                         lost.append((unit.shown, exc))
+                    else:  # the batch failed for good around its records (its markers' folder full, unwritable)
+                        failed(unit, unit.shown, error_text(exc))
                 return
             for unit, result in zip(groups[b], futures[b].result()):
                 if isinstance(result, tasks.RecordFailure):
@@ -133,15 +135,20 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
     return records, skipped
 
 
+# what to do with a unit that fails so on every run (its worker killed for memory each time), by stage
+LEAVE_OUT = {segments.STAGE: "a record: leave it out with databases.<db>.records or its RECORDS line",
+             classification.STAGE: "a classifier row: leave it out of [sweep] classifiers",
+             recording_grid.STAGE: "a record: leave it out with databases.<db>.records or its RECORDS line"}
+
+
 def stop_if_retry_may_pass(stage: str, failures: list[tuple[str, BaseException]]) -> None:
     """End the run as failed when units of ``stage`` failed for a reason a rerun may cure (an I/O hiccup, a lost
     worker; their retries spent), once the rest of the stage is done and kept: it is no bad input, so the run must
     not go on without them (a report missing those records, another best row). A rerun computes only those units."""
     if lost := [(name, exc) for name, exc in failures if tasks.may_pass_on_retry(exc)]:
+        again = f" (one that fails so every time is {LEAVE_OUT[stage]})" if stage in LEAVE_OUT else ""
         raise StageFailed(f"{stage}: {len(lost)} unit(s) failed for a reason a rerun may cure, not for bad input (first: "
-                          f"{lost[0][0]}: {error_text(lost[0][1])}); the rest is kept: run again to compute only those "
-                          "(a record that fails so every time, e.g. its worker killed for memory, is left out with "
-                          "databases.<db>.records or its RECORDS line)")
+                          f"{lost[0][0]}: {error_text(lost[0][1])}); the rest is kept: run again to compute only those{again}")
 
 
 def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
@@ -261,7 +268,7 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
              ) -> tuple[list[ComparisonRow], int, ModelJob | None, list[dict]]:
     """Stage 5: every (extractor, classifier) row, all folds as parallel tasks; then the best row's model. Returns
     the rows (with their protocol results), the best row, the model artifact, fitted but not yet in its place
-    (``publish_model`` puts it there after the report), and the rows that failed: a row whose fold fails is left out
+    (``model_artifact.publish_model`` puts it there after the report), and the rows that failed: a row whose fold fails is left out
     with its error (one bad row of a sweep stopped the run); every row failing, or any under --strict, stops it."""
     with run.log.timed(classification.STAGE):
         rows = run.plan.rows(extractors, segment_table.key)
@@ -379,11 +386,13 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
             futures = [task.submit(run.store, run.out_dir, b, batch, row.cfg.model_dump_json()) for b, batch in enumerate(batches)]
         run.log.count(recording_grid.STAGE, tasks=len(futures))
         results, failures = wait_all(futures, recording_grid.STAGE, run.logger, run.strict)
-        batch_errors = {b: error_text(exc) for b, exc in failures}
+        batch_errors = {b: exc for b, exc in failures}
+        lost = []  # failed batches with records left unfinished
         for b, batch in enumerate(batches):
             for i, unit in enumerate(batch):
                 if b in batch_errors:  # the batch failed for good: what it finished before that is kept
-                    problem = None if run.plan.grid_done(unit) else batch_errors[b]
+                    problem = None if run.plan.grid_done(unit) else error_text(batch_errors[b])
+                    lost += [(f"batch {b} ({unit.shown})", batch_errors[b])] if problem else []
                 else:
                     problem = results[b][i].problem if isinstance(results[b][i], tasks.RecordFailure) else None
                 if problem:
@@ -391,7 +400,7 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
                     failed.append({"record": unit.shown, "error": problem})
                 else:
                     run.log.count(recording_grid.STAGE, computed=1)
-        stop_if_retry_may_pass(recording_grid.STAGE, [(f"batch {b}", exc) for b, exc in failures])
+        stop_if_retry_may_pass(recording_grid.STAGE, lost)
     if run.strict and failed:
         raise StageFailed(f"recordings: {failed[0]['record']}: {failed[0]['error']} (--strict)")
     return failed

@@ -2,48 +2,73 @@
 runs that code for the rest of its life, whatever the files say later; a run's content keys, computed by the run's
 own process from the files as they are now, would then name code the worker does not run, and its results would be
 stored, and trusted by every later run, as the new code's. ``cluster.check_store_reachable`` compares each worker's
-``worker_code()`` with this process's ``installed_code()`` before a run on an existing cluster."""
+``worker_code()`` with this process's ``installed_code()`` before a run on an existing cluster.
+
+What is compared is the code tasks run (``orchestration.tasks`` and every ecgpipe module it imports, by file
+content: another Python version reads the same files the same way), and, on the worker, whether a module of it was
+imported before its file last changed. Import times are recorded from a worker's first check on (an audit hook), so
+a module imported after an edit is never taken for a stale one; a module imported before that first check (a
+preload) is judged by the worker's start time."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import sys
-from pathlib import Path
+import time
 
 PACKAGE = "ecgpipe"
-_ROOT = Path(__file__).resolve().parent.parent  # the package's folder
-# imported to run this check, in a worker's first check too: their files' times say nothing of older imports
-_OWN = {PACKAGE, f"{PACKAGE}.orchestration", __name__}
-CLOCK_SLACK_S = 1.0  # file systems' coarse times (and a shared one's clock a little off the worker's)
+WORKER_MODULE = "ecgpipe.orchestration.tasks"  # what a worker runs: the tasks and the stages they import
+CLOCK_SLACK_S = 2.0  # file systems' coarse times, and a file server's clock a little off the worker's
+_IMPORTED_AT: dict[str, float] = {}  # ecgpipe module -> when this process imported it (from the first check on)
+_watching = False
+
+
+def _record_import(event: str, args: tuple) -> None:
+    if event == "import" and isinstance(args[0], str) and (args[0] == PACKAGE or args[0].startswith(PACKAGE + ".")):
+        _IMPORTED_AT.setdefault(args[0], time.time())
+
+
+def _watch_imports() -> None:
+    global _watching
+    if not _watching:
+        sys.addaudithook(_record_import)  # for the process's life: audit hooks cannot be removed (it is cheap)
+        _watching = True
+
+
+def _worker_modules() -> list[str]:
+    from ecgpipe.keys import module_closure
+
+    return list(module_closure.__wrapped__(WORKER_MODULE))  # not the cached answer: the files may have changed
 
 
 def installed_code() -> str:
-    """Hash of every module of the package as its files are now (their tokens: comments and docstrings aside)."""
-    from ecgpipe.keys import code_tokens
+    """Hash of the code tasks run (``WORKER_MODULE`` and its ecgpipe imports) as its files are now."""
+    from ecgpipe.keys import module_file
 
     h = hashlib.sha256()
-    for path in sorted(_ROOT.rglob("*.py")):
-        h.update(path.relative_to(_ROOT).as_posix().encode())
-        h.update(code_tokens(path.read_text(encoding="utf-8")).encode())
+    for name in _worker_modules():
+        h.update(name.encode() + b"\0" + module_file(name).read_bytes())
     return h.hexdigest()[:16]
 
 
 def worker_code() -> str:
-    """This process's code: ``installed_code()``, or ``<...>`` naming the modules it imported whose files changed
-    after it started (it runs what it imported, not what they say now)."""
+    """This process's code: ``installed_code()``, or ``<...>`` naming the modules it imported before their files
+    last changed (it runs what it imported, not what they say now)."""
+    _watch_imports()  # first: every later import of an ecgpipe module here gets its time
     import psutil  # a dependency of distributed
 
     started = psutil.Process().create_time()
     changed = []
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and name not in _OWN and (name == PACKAGE or name.startswith(PACKAGE + ".")):
-            try:
-                if os.path.getmtime(path) > started + CLOCK_SLACK_S:
-                    changed.append(name)
-            except OSError:  # removed since
+    for name in _worker_modules():
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path is None:
+            continue  # not imported here yet: it will be, from the file as it is then
+        try:
+            if os.path.getmtime(path) > _IMPORTED_AT.get(name, started) + CLOCK_SLACK_S:
                 changed.append(name)
+        except OSError:  # removed since
+            changed.append(name)
     if changed:
         names = ", ".join(sorted(changed)[:3]) + (" ..." if len(changed) > 3 else "")
         return f"<imported {names} before its file changed>"
