@@ -139,12 +139,8 @@ def record_paths(args: list[str]) -> list[str]:
             continue
         listing = os.path.join(arg, "RECORDS")
         nested = [] if os.path.isfile(listing) else _subfolders_with_records(arg)
-        if os.path.isfile(listing):
-            names = list_records(arg)  # as a run reads it: a byte-order mark or a file suffix is no part of a name
-        else:
-            edf = {os.path.splitext(f)[0]: f for f in os.listdir(arg) if is_edf(f)}  # a record's name for an EDF: its file
-            names = [name if os.path.isfile(os.path.join(arg, f"{name}.hea")) else edf.get(name, name)
-                     for name in records_in_folder(arg)]
+        # as a run reads RECORDS: a byte-order mark or a file suffix is no part of a name
+        names = list_records(arg) if os.path.isfile(listing) else records_in_folder(arg)
         unread = (f"{len(nested)} subfolder(s) of it hold records ({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}), "
                   "which a folder does not stand for: name them too, or list every record in a RECORDS file")
         if not names:
@@ -176,6 +172,10 @@ def record_path(arg: str) -> str:
     # any other file of a record names it too: ``d/418*`` gives its annotators' files (418.qrs) beside its .hea
     annotation = ext and not is_edf(arg) and not os.path.isfile(arg + ".hea") and os.path.isfile(base + ".hea")
     path = base if ext in {".hea", ".dat", ".atr", ".mat"} or annotation else arg
+    if not is_edf(path) and not os.path.isfile(path + ".hea"):
+        # a record named as a folder's listing names it (``records_in_folder``, a RECORDS line): an EDF record is
+        # read from its file, whatever the case of its suffix
+        path = next((path + s for s in (EDF_EXTENSION, EDF_EXTENSION.upper()) if os.path.isfile(path + s)), path)
     parts = [p for p in path.split(os.sep) if p not in ("", ".")]
     if not parts:
         return path

@@ -130,6 +130,11 @@ def test_predict_reads_an_edf_file_as_it_reads_the_same_wfdb_record(rhythm_model
     assert code == 0, err
     rows = (tmp_path / "pred-edf" / "records.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == [str(only_edf / "REC.EDF")]
+    (only_edf / "RECORDS").write_text("REC\n")  # a RECORDS line names an EDF record by its stem, as a run does
+    code, out, err = _run(capsys, "predict", "--model", str(rhythm_model), str(only_edf), "--out", str(tmp_path / "pred-listed"))
+    assert code == 0, err
+    rows = (tmp_path / "pred-listed" / "records.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == [str(only_edf / "REC.EDF")]
 
 
 @pytest.fixture(scope="module")
@@ -252,10 +257,18 @@ def test_an_endpoint_width_for_an_endpoint_the_model_lacks_is_refused(af_model, 
     assert code == 2 and "argument --endpoint-smooth: must be an odd number of windows" in err
 
 
-def test_record_path_gives_one_spelling_per_record():
+def test_record_path_gives_one_spelling_per_record(tmp_path):
     from ecgpipe.predict import record_path
 
     assert record_path("100") == record_path("./100") == record_path("100.hea") == "100"
+    # a record named by its stem (a folder's listing, a RECORDS line) whose only file is EDF is read from that file
+    (tmp_path / "a.EDF").write_bytes(b"")
+    (tmp_path / "b.edf").write_bytes(b"")
+    (tmp_path / "c.hea").write_text("c 1 250 10\n")
+    (tmp_path / "c.edf").write_bytes(b"")
+    assert record_path(str(tmp_path / "a")) == str(tmp_path / "a.EDF")
+    assert record_path(str(tmp_path / "b")) == record_path(str(tmp_path / "b.edf")) == str(tmp_path / "b.edf")
+    assert record_path(str(tmp_path / "c")) == str(tmp_path / "c")  # a WFDB header wins, as in a run
     assert record_path("dir//100") == record_path("dir/./100.dat") == "dir/100"
     assert record_path("/data//mitdb/100.atr") == "/data/mitdb/100"
     assert record_path("link/../100") == "link/../100"  # '..' is not resolved by hand: it may leave a linked folder
