@@ -49,7 +49,7 @@ def cmd_run(args) -> int:
     cli_checks.note_a_pilot_from_a_file(args, cfg)
     from ecgpipe.orchestration.console import quiet_console
     from ecgpipe.orchestration.interrupt import RunInterrupted
-    from ecgpipe.report_tables import endpoint_rates, recording_words, scored_endpoints
+    from ecgpipe.report_tables import endpoint_rates, listed, recording_words, scored_endpoints
     from flows.ecg_pipeline import run_pipeline
 
     if not args.verbose:
@@ -110,8 +110,8 @@ def cmd_run(args) -> int:
         if names := report.get(key):
             print(f"left out {len(names)} record(s) {what} in the folder (e.g. {', '.join(names[:3])}; all in report.json {key})")
     if report["skipped_records"]:
-        print(f"skipped {len(report['skipped_records'])} bad record(s):\n"
-              + "\n".join(f"  {s['record']}: {s['error']}" for s in report["skipped_records"]))
+        shown, more = listed(report["skipped_records"], "skipped_records", 20)  # one line each would flood a big run's console
+        print(f"skipped {len(report['skipped_records'])} bad record(s):", *(f"  {s['record']}: {s['error']}" for s in shown), *([f"  {more}"] if more else []), sep="\n")
     return 0
 
 

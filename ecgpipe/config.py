@@ -10,6 +10,7 @@ Presets ship inside the package (``ecgpipe/configs/*.toml``) and are selected by
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -123,7 +124,7 @@ class DatabaseSettings(_Strict):
     @field_validator("records")
     @classmethod
     def _records_once(cls, v):
-        if twice := sorted({r for r in v if v.count(r) > 1}):
+        if twice := sorted(r for r, n in Counter(v).items() if n > 1):  # a count per name would be quadratic
             raise ValueError(f"records listed more than once: {twice}")
         return v
 

@@ -39,7 +39,7 @@ from ecgpipe.errors import EcgpipeError, PipelineError, failure_kinds
 from ecgpipe.labels import check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
-from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
+from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.records import read_record
 from ecgpipe.report_tables import RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
 from ecgpipe.results import EvaluationResult
@@ -145,15 +145,18 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         keep = np.sort(np.random.default_rng(seed).choice(len(todo), max_records, replace=False))
         todo = [todo[i] for i in keep]
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "no_label_row": 0, "failed": 0,
-                  "training_records": 0, "training_patients": 0, "absent": n_absent}
+                  "training_records": 0, "training_patients": 0, "absent": n_absent,
+                  # windows of scored records not scored per window: their centre in no configured, kept rhythm
+                  "windows_without_reference": 0}
     trained_on = set(model.training.get("subjects", []))  # "<db>:<subject>" of the model's training windows
     rows, failed, failed_paths = [], [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
+    new_rec, new_win = [], []  # per scored record / window: of a patient the model never saw
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
     given = endpoint_decisions if isinstance(endpoint_decisions, Mapping) else dict.fromkeys(shared, endpoint_decisions)
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
-    tallies = {name: RecordingTally() for name in shared}
+    tallies: dict[str, dict[str, RecordingTally]] = {name: {} for name in shared}  # endpoint -> subject -> tally
     started, last = time.monotonic(), time.monotonic()
     for i, (db, folder, settings, name, labels, csv_subject) in enumerate(todo):
         label = labels.get(name) if labels is not None else None
@@ -184,12 +187,13 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         accounting["training_records"] += seen
         # another record of a patient the model learnt from (mitdb 202 beside 201) is no new patient either
         accounting["training_patients"] += not seen and subject in trained_on
+        new_patient = not seen and subject not in trained_on
         ok = pred.window_classes >= 0
         if labels is not None:
             truth = dataset.class_names.index(dataset.label_to_class[label])
             voted = pred.record_class
             guess = int(mapped[model.class_names.index(voted)]) if voted is not None else len(dataset.class_names)
-            y_rec.append(truth), p_rec.append(guess), g_rec.append(subject)
+            y_rec.append(truth), p_rec.append(guess), g_rec.append(subject), new_rec.append(new_patient)
             rows.append({"record": f"{db}/{name}", "subject": subject, "label": dataset.class_names[truth], "model_class": voted or "",
                          "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen,
                          "note": pred.note})  # shorter than one window, flat leads: how it was scored
@@ -200,22 +204,28 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             y_win += ref[use].tolist()
             p_win += mapped[pred.window_classes[use]].tolist()
             g_win += [subject] * int(use.sum())
+            new_win += [new_patient] * int(use.sum())
+            accounting["windows_without_reference"] += int((ok & (ref < 0)).sum())
             rows.append({"record": f"{db}/{name}", "subject": subject, "label": "", "model_class": "", "predicted": "",
                          "windows": int(use.sum()), "in_training": seen, "note": pred.note})
             labels_of = window_labels(rec.episodes, rec.fs, pred.window_starts_s, model.config.segments.length_s,
                                       dataset.segments.exclude_labels) if tallies else None
-            for endpoint, tally in tallies.items():
-                tally.add_record(pred.endpoint_calls[endpoint], pred.window_starts_s, model.config.segments.length_s,
+            for endpoint, by_subject in tallies.items():
+                by_subject.setdefault(subject, RecordingTally()).add_record(pred.endpoint_calls[endpoint], pred.window_starts_s, model.config.segments.length_s,
                                  pred.stride_s, labels_of, rec.episodes, rec.fs, endpoint_labels(dataset, endpoint))
         if time.monotonic() - last > 15:
             last = time.monotonic()
             rate = (i + 1) / (last - started)
             progress(f"evaluate: {i + 1}/{len(todo)} records ({rate:.2g}/s, ETA {(len(todo) - i - 1) / rate:.0f} s)")
     results = {}
-    if y_rec:
-        results["records"] = score(np.array(y_rec), np.array(p_rec), np.array(g_rec), dataset, mapping, "record")
-    if y_win:
-        results["windows"] = score(np.array(y_win), np.array(p_win), np.array(g_win), dataset, mapping, "window")
+    for key, unit, y, p, g, new in [("records", "record", y_rec, p_rec, g_rec, new_rec),
+                                    ("windows", "window", y_win, p_win, g_win, new_win)]:
+        if y:
+            results[key] = score(np.array(y), np.array(p), np.array(g), dataset, mapping, unit)
+        if any(new) and not all(new):  # the model's own patients among them: the external test is what is left
+            keep = np.array(new)
+            results[f"{key}_new_patients"] = score(np.array(y)[keep], np.array(p)[keep], np.array(g)[keep], dataset,
+                                                   mapping, f"{unit}, new patients only")
     if not results:
         counts = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in accounting.items() if n)
         why = f"; failed: {failure_kinds(failed_paths, rest='not shown')}" if failed else ""
@@ -225,9 +235,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),
         "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
         "results": results, "records": rows, "wall_s": time.monotonic() - started,
-        "recordings": {name: {**tally.to_json(), "width": decisions[name].width, "penalty": decisions[name].penalty,
+        "recordings": {name: {**subjects_json(by_subject), "width": decisions[name].width, "penalty": decisions[name].penalty,
                               "detector": name in model.detectors, **_endpoint_classes(name, model, dataset, mapping)}
-                       for name, tally in tallies.items() if y_win},
+                       for name, by_subject in tallies.items() if y_win},
     })
 
 

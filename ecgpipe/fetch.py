@@ -88,7 +88,7 @@ def add_to_records(dest: Path, records: list[str]) -> None:
     is none): fetching some records into a folder that holds others adds them; it never drops the others from the
     list that runs read, nor the file's comments or layout."""
     index = dest / "RECORDS"
-    existing = list_records(dest) if index.is_file() else []
+    existing = set(list_records(dest)) if index.is_file() else set()
     new = [r for r in dict.fromkeys(records) if r not in existing]
     text = index.read_text(encoding="utf-8-sig") if index.is_file() else ""
     if new or not index.is_file():

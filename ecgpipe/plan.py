@@ -20,7 +20,7 @@ from ecgpipe.labels import read_record_labels
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
 from ecgpipe.results import ProtocolResult, RecordingScores, protocols_from_json
-from ecgpipe.sources import DataSourceError, records_in_folder
+from ecgpipe.sources import DataSourceError, records_in_folder, resolve_data_dir
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
 from ecgpipe.stages.features import FeatureArray
@@ -69,6 +69,22 @@ def unlisted_files(cfg: PipelineConfig, database: str, folder: str | Path) -> li
     return [f"{database}/{name}" for name in found if name not in listed]
 
 
+# The preflight's record units, by (output location, settings, data folder), until the same run's plan takes them:
+# the preflight check and the flow's plan of one `ecgpipe run` are one process, and planning reads every header
+# (minutes at 10^6 records), so it is done once per run. ``ecgpipe status`` and a deployment's flow plan afresh.
+_PREFLIGHT_UNITS: dict[tuple[str, str, str], list[RecordUnit]] = {}
+
+
+def _handoff(cfg: PipelineConfig, data_dir, out) -> tuple[str, str, str]:
+    location = out if isinstance(out, Location) else Location(str(out))
+    return location.url, cfg.model_dump_json(), str(resolve_data_dir(data_dir))
+
+
+def keep_for_plan(cfg: PipelineConfig, data_dir, out, units: list[RecordUnit]) -> None:
+    """Leave the preflight's units for the plan of the run it checked (``RunPlan.create``)."""
+    _PREFLIGHT_UNITS[_handoff(cfg, data_dir, out)] = units
+
+
 @dataclass
 class RunPlan:
     cfg: PipelineConfig
@@ -82,7 +98,9 @@ class RunPlan:
     def create(cls, cfg: PipelineConfig, data_dir: str | Path | None, out_dir, download: bool = True) -> RunPlan:
         out = out_dir if isinstance(out_dir, Location) else Location(str(out_dir))
         inputs = InputDigests.of_run(out, cfg.run.verify)  # the preflight's, when it ran in this process
-        units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
+        units = _PREFLIGHT_UNITS.pop(_handoff(cfg, data_dir, out), None)
+        if units is None:
+            units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
         absent, unlisted = set(), []
         for db in cfg.databases:
             mine = [u for u in units if u.database == db]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from ecgpipe.errors import EcgpipeError
@@ -62,16 +63,19 @@ def output_names(paths: list[str]) -> dict[str, str]:
     """The output name of each record (``<record>`` when its name is unique among ``paths``, else
     ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file."""
     names = {p: os.path.basename(record_stem(p)) for p in paths}
-    repeated = {n for n in names.values() if list(names.values()).count(n) > 1}
+    repeated = {n for n, k in Counter(names.values()).items() if k > 1}  # counted once: 300 000 records are common
     for p in paths:
         if names[p] in repeated:
             names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(record_stem(p))}"
+    live = Counter(names.values())  # how many records hold each name now, kept up to date as names change
     taken: dict[str, int] = {}
     for p in paths:
         n = names[p]
         taken[n] = taken.get(n, 0) + 1
-        if list(names.values()).count(n) > 1:
+        if live[n] > 1:
             names[p] = f"{taken[n]}-{n}"
+            live[n] -= 1
+            live[names[p]] += 1
     return names
 
 

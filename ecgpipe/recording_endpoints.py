@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from ecgpipe.endpoints import percentile_interval
 from ecgpipe.records import RhythmEpisode
 
 LONG_RUN_S = 10.0  # annotated runs at least this long are counted apart: mitdb's VT runs are often a few beats
@@ -184,6 +185,31 @@ class RecordingTally:
                 "called_runs": self.called_runs, "false_alarms": self.false_alarms, "hours": round(self.seconds / 3600, 3),
                 "false_alarms_per_hour": rounded(self.false_alarms_per_hour),
                 "negatives_by_label": {k: list(v) for k, v in sorted(self.negatives_by_label.items())}}
+
+
+def subject_intervals(per_subject: list[RecordingTally], n_boot: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+    """95 % bootstrap intervals of the windows' sensitivity and specificity and of false alarms per hour, resampling
+    *subjects* (each a tally of its records) with replacement, as the report's other intervals do: one patient's
+    windows are not independent draws, and AF or VT positives often come from a handful of patients."""
+    if len(per_subject) < 2:
+        return {}
+    names = ("positive_windows", "true_positives", "negative_windows", "true_negatives", "false_alarms", "seconds")
+    counts = np.array([[getattr(t, f) for f in names] for t in per_subject], dtype=np.float64)
+    draws = counts[np.random.default_rng(seed).integers(0, len(counts), (n_boot, len(counts)))].sum(axis=1)
+    pos, tp, neg, tn, alarms, seconds = draws.T
+    with np.errstate(invalid="ignore", divide="ignore"):  # a draw without positives has no sensitivity: left out
+        rates = {"sensitivity": tp / pos, "specificity": tn / neg, "false_alarms_per_hour": alarms / (seconds / 3600)}
+    return {name: [round(v, 4) for v in ci] for name, r in rates.items() if (ci := percentile_interval(r)) is not None}
+
+
+def subjects_json(per_subject: dict[str, RecordingTally]) -> dict:
+    """One endpoint's whole-recording tally over every subject (``RecordingTally.to_json()``) with its intervals over
+    subjects (``ci95``) and how many subjects they resample (``ci_subjects``)."""
+    total = RecordingTally()
+    for tally in per_subject.values():
+        total.merge(tally)
+    ordered = [per_subject[s] for s in sorted(per_subject)]
+    return {**total.to_json(), "ci95": subject_intervals(ordered), "ci_subjects": len(per_subject)}
 
 
 def worst_negatives(negatives_by_label: dict[str, list[int]], n: int = 5) -> list[tuple[str, int, float]]:

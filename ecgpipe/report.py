@@ -27,6 +27,8 @@ from ecgpipe.report_tables import (  # noqa: E402
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
+    judged,
+    listed,
     pct,
     predicted_as,
     recording_rows,
@@ -158,20 +160,16 @@ def render_markdown(report: dict) -> str:
     if report.get("failed_rows"):
         lines += ["", "## Classifier rows that failed", ""]
         lines += [f"- {f['row']}: {f['error']}" for f in report["failed_rows"]]
-    if report["skipped_records"]:
-        lines += ["", "## Skipped records", ""]
-        lines += [f"- `{s['record']}`: {s['error']}" for s in report["skipped_records"]]
+    lines += _record_list(report, "skipped_records", "## Skipped records", [], lambda s: f"`{s['record']}`: {s['error']}")
     if report.get("record_accounting"):
         lines += ["", accounting_line(report["record_accounting"])]
-    if report.get("records_with_flat_leads"):
-        lines += ["", "## Records with flat leads", "", f"Windows in which a lead is a flat line ({FLAT_WORDS}):", ""]
-        lines += [f"- `{r['record']}`: {r['flat']} of {r['windows']}" for r in report["records_with_flat_leads"]]
-    if report.get("records_read_with_warnings"):
-        lines += ["", "## Records read with warnings", "", f"{READ_WARNING_WORDS}:", ""]
-        lines += [f"- `{r['record']}`: {r['warning']}" for r in report["records_read_with_warnings"]]
-    if report.get("records_without_windows"):
-        lines += ["", "## Records without windows", "", "Read without error, but no window of a configured class:", ""]
-        lines += [f"- `{r['record']}`: {r['reason']}" for r in report["records_without_windows"]]
+    lines += _record_list(report, "records_with_flat_leads", "## Records with flat leads",
+                          [f"Windows in which a lead is a flat line ({FLAT_WORDS}):", ""],
+                          lambda r: f"`{r['record']}`: {r['flat']} of {r['windows']}")
+    lines += _record_list(report, "records_read_with_warnings", "## Records read with warnings", [f"{READ_WARNING_WORDS}:", ""],
+                          lambda r: f"`{r['record']}`: {r['warning']}")
+    lines += _record_list(report, "records_without_windows", "## Records without windows",
+                          ["Read without error, but no window of a configured class:", ""], lambda r: f"`{r['record']}`: {r['reason']}")
     if report.get("unmatched_labels"):
         lines += ["", "Rhythm labels configured for a class but found in no record: " + ", ".join(report["unmatched_labels"])]
     if report.get("model"):
@@ -182,6 +180,14 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _record_list(report: dict, key: str, title: str, words: list[str], line) -> list[str]:
+    """A section naming records (``report[key]``), its first ``LISTED`` only (``report_tables.listed``)."""
+    if not report.get(key):
+        return []
+    shown, more = listed(report[key], key)
+    return ["", title, "", *words] + [f"- {line(r)}" for r in shown] + ([f"- {more}"] if more else [])
+
+
 def endpoint_markdown(report: dict) -> list[str]:
     """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
     lines = []
@@ -190,10 +196,10 @@ def endpoint_markdown(report: dict) -> list[str]:
             lines += ["", "## Clinical endpoints", "",
                       "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
                       f"{report.get('subject_word', 'patient')}s.", ""]
-        header, rows = endpoint_table(endpoints)
+        header, rows = endpoint_table(endpoints, judged(name))
         lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
-        header, rows = endpoint_class_table(endpoints)
+        header, rows = endpoint_class_table(endpoints, judged(name))
         if rows:
             lines += ["Per rhythm:", "", "| " + " | ".join(header) + " |", "|---|---|---:|---|---:|---|"]
             lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]

@@ -23,6 +23,8 @@ from ecgpipe.report_tables import (  # noqa: E402
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
+    judged,
+    listed,
     predicted_as,
     recording_rows,
     recordings_summary,
@@ -104,14 +106,24 @@ def comparison_table(report: dict) -> str:
     return f"<table class='compare'>{top}{sub}{''.join(body)}</table>"
 
 
+def _record_list(report: dict, key: str, title: str, words: str, detail) -> list[str]:
+    """A section naming records (``report[key]``): each with ``detail(entry)`` (HTML), the first ``LISTED`` only."""
+    if not report.get(key):
+        return []
+    shown, more = listed(report[key], key)
+    items = "".join(f"<li><code>{html.escape(r['record'])}</code>: {detail(r)}</li>" for r in shown)
+    return [f"<h3>{title}</h3>" + (f"<p>{html.escape(words)}</p>" if words else "") + f"<ul>{items}"
+            + (f"<li>{html.escape(more)}</li>" if more else "") + "</ul>"]
+
+
 def endpoint_sections(report: dict) -> list[str]:
     """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
     e = html.escape
     parts = []
     for name, what, endpoints in scored_endpoints(report):
-        header, rows = endpoint_table(endpoints)
+        header, rows = endpoint_table(endpoints, judged(name))
         parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
-        header, rows = endpoint_class_table(endpoints)
+        header, rows = endpoint_class_table(endpoints, judged(name))
         if rows:
             parts += ["<p>Per rhythm:</p>", _table(header, [[e(c) for c in row] for row in rows])]
     if parts:
@@ -202,23 +214,15 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
         parts.append(f"<p>Example spectrograms per class (log power):</p><img alt='example spectrograms' src='{examples_uri}'>")
     if report.get("record_accounting"):
         parts.append(f"<p>{e(accounting_line(report['record_accounting']))}</p>")
-    if report.get("records_with_flat_leads"):
-        parts.append(f"<h3>Records with flat leads</h3><p>Windows in which a lead is a flat line ({e(FLAT_WORDS)}):</p><ul>"
-                     + "".join(f"<li><code>{e(r['record'])}</code>: {r['flat']} of {r['windows']}</li>"
-                               for r in report["records_with_flat_leads"]) + "</ul>")
-    if report.get("records_read_with_warnings"):
-        parts.append(f"<h3>Records read with warnings</h3><p>{e(READ_WARNING_WORDS)}:</p><ul>"
-                     + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['warning'])}</li>"
-                               for r in report["records_read_with_warnings"]) + "</ul>")
-    if report.get("records_without_windows"):
-        parts.append("<h3>Records without windows</h3><ul>" + "".join(f"<li><code>{e(r['record'])}</code>: {e(r['reason'])}</li>"
-                                                                  for r in report["records_without_windows"]) + "</ul>")
+    parts += _record_list(report, "records_with_flat_leads", "Records with flat leads",
+                          f"Windows in which a lead is a flat line ({FLAT_WORDS}):", lambda r: f"{r['flat']} of {r['windows']}")
+    parts += _record_list(report, "records_read_with_warnings", "Records read with warnings", f"{READ_WARNING_WORDS}:",
+                          lambda r: e(r["warning"]))
+    parts += _record_list(report, "records_without_windows", "Records without windows", "", lambda r: e(r["reason"]))
     if report.get("failed_rows"):
         parts.append("<h3>Classifier rows that failed</h3><ul>" + "".join(f"<li>{e(f['row'])}: {e(f['error'])}</li>"
                                                                         for f in report["failed_rows"]) + "</ul>")
-    if report["skipped_records"]:
-        parts.append("<h3>Skipped records</h3><ul>" + "".join(f"<li><code>{e(s['record'])}</code>: {e(s['error'])}</li>"
-                                                           for s in report["skipped_records"]) + "</ul>")
+    parts += _record_list(report, "skipped_records", "Skipped records", "", lambda s: e(s["error"]))
     parts.append("<h2>Provenance</h2>")
     prov = report.get("provenance", {})
     parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["weights", e(report["weights"])],

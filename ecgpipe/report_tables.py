@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ecgpipe.config import config_from_dict
+from ecgpipe.protocols import PROTOCOLS
 from ecgpipe.protocols import short as protocol_short
 from ecgpipe.recording_endpoints import worst_negatives
-from ecgpipe.results import EndpointClassRate, EndpointResult
+from ecgpipe.results import EndpointClassRate
 
 RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
 
@@ -86,13 +87,43 @@ def scored_endpoints(report: dict) -> list[tuple[str, str, dict]]:
     return [entry for entry in out if entry[2]]
 
 
+LISTED = 100  # records a report's section lists by name; report.json lists every one
+
+
+def listed(items: list, key: str, n: int = LISTED) -> tuple[list, str]:
+    """The first ``n`` entries of a report's record list and, when there are more, a line saying where the rest
+    are: at 10^5 records a few per cent without windows would be thousands of lines of report.md."""
+    more = len(items) - n
+    return items[:n], (f"... and {more} more (every one in report.json `{key}`)" if more > 0 else "")
+
+
+def judged(protocol_name: str) -> bool:
+    """Whether goals are judged under a protocol: only one that keeps subjects apart says anything of new patients."""
+    p = PROTOCOLS.get(protocol_name)
+    return p is None or p.grouped
+
+
 def endpoint_rates(ep: dict) -> str:
     """'sensitivity 0.942  specificity 0.982  ppv 0.980' of one endpoint (console lines)."""
     return "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
 
 
-def endpoint_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals."""
+NO_VERDICT = "no verdict: subjects shared across folds"
+
+
+def goal_verdict(values: list[tuple[float | None, list[float] | None, float]]) -> str:
+    """'met', 'met; CI reaches below' or 'not met' for (value, 95 % interval, goal) triples: a goal met by the point
+    estimate alone is said so (with a few patients of a rhythm the interval is wide; the AHA states lower confidence
+    limits beside its goals)."""
+    if not all(v is not None and v >= g for v, _, g in values):
+        return "not met"
+    return "met" if all(ci and ci[0] >= g for _, ci, g in values) else "met; CI reaches below"
+
+
+def endpoint_table(endpoints: dict, verdicts: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals; judged only
+    with ``verdicts`` (a protocol that keeps subjects apart: a goal is a promise about new patients). PPV depends on
+    the share of positives, which a capped sample (``max_per_class``) sets: it is shown with that share."""
     def rate(ep: dict, name: str) -> str:
         if ep[name] is None:
             return "-"
@@ -100,20 +131,22 @@ def endpoint_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
         return f"{ep[name]:.3f}" + (f" ({ci[0]:.3f} - {ci[1]:.3f})" if ci else "")
 
     header = ["endpoint", "positive classes", "positives / negatives", "sensitivity (95 % CI)", "specificity (95 % CI)",
-              "PPV", "balanced accuracy", "goal"]
+              "PPV (at this share of positives)", "balanced accuracy", "goal"]
     rows = []
     for name, ep in endpoints.items():
+        declared = [(ep[k], ep["ci95"].get(k), ep[f"goal_{k}"]) for k in ("sensitivity", "specificity")
+                    if ep.get(f"goal_{k}") is not None]
         goals = [f"{k} ≥ {ep[f'goal_{k}']:.2f}" for k in ("sensitivity", "specificity") if ep.get(f"goal_{k}") is not None]
-        met = EndpointResult.model_validate(ep).meets_goal
-        goal = (", ".join(goals) + (" (met)" if met else " (not met)") if goals else "") + (
-            f" {ep['goal_source']}" if ep.get("goal_source") else "")
+        verdict = f" ({goal_verdict(declared) if verdicts else NO_VERDICT})" if declared else ""
+        goal = (", ".join(goals) + verdict if goals else "") + (f" {ep['goal_source']}" if ep.get("goal_source") else "")
+        share = ep["positives"] / (ep["positives"] + ep["negatives"]) if ep["positives"] + ep["negatives"] else 0.0
+        ppv = "-" if ep["ppv"] is None else f"{ep['ppv']:.3f} ({share:.0%})"
         rows.append([name, " + ".join(ep["classes"]), f"{ep['positives']} / {ep['negatives']}", rate(ep, "sensitivity"),
-                     rate(ep, "specificity"), "-" if ep["ppv"] is None else f"{ep['ppv']:.3f}",
-                     rate(ep, "balanced_accuracy"), goal.strip() or "-"])
+                     rate(ep, "specificity"), ppv, rate(ep, "balanced_accuracy"), goal.strip() or "-"])
     return header, rows
 
 
-def endpoint_class_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
+def endpoint_class_table(endpoints: dict, verdicts: bool = True) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the endpoints' per-rhythm rates (``by_class``): the AHA states its shock-advisory
     goals per rhythm (sensitivity for VF, for rapid VT; specificity for sinus rhythm, for other rhythms)."""
     header = ["endpoint", "rhythm", "n", "measure", "share right (95 % CI)", "goal"]
@@ -122,7 +155,10 @@ def endpoint_class_table(endpoints: dict) -> tuple[list[str], list[list[str]]]:
         for c in ep.get("by_class") or []:
             rate = EndpointClassRate.model_validate(c)
             ci = f" ({rate.ci95[0]:.3f} - {rate.ci95[1]:.3f})" if rate.ci95 else ""
-            goal = "-" if rate.goal is None else f"≥ {rate.goal:.2f} ({'met' if rate.rate >= rate.goal else 'not met'})"
+            if rate.goal is None:
+                goal = "-"
+            else:
+                goal = f"≥ {rate.goal:.2f} ({goal_verdict([(rate.rate, rate.ci95, rate.goal)]) if verdicts else NO_VERDICT})"
             rows.append([name, rate.name, str(rate.n), rate.measure, f"{rate.rate:.3f}{ci}", goal])
     return header, rows
 
@@ -152,8 +188,16 @@ RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotate
                   "a change or in noise left out), and every rhythm that is not one of the endpoint's classes is a "
                   "negative, configured or not. An annotated run is detected when a called run overlaps it; a called run "
                   "that overlaps none is a false alarm.")
-RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity", "annotated runs detected (all; long)",
-                    "called runs", "false alarms (per hour)", "negatives most often called positive"]
+RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity (95 % CI over subjects)",
+                    "annotated runs detected (all; long)", "called runs", "false alarms (per hour, 95 % CI)",
+                    "negatives most often called positive"]
+
+
+def _with_ci(tally: dict, name: str, digits: int) -> str:
+    """A whole-recording rate with its interval over subjects (``ci95``: recording_endpoints.subject_intervals;
+    absent from reports before 0.10.0)."""
+    v, ci = tally[name], (tally.get("ci95") or {}).get(name)
+    return "-" if v is None else f"{v:.{digits}f}" + (f" ({ci[0]:.{digits}f} - {ci[1]:.{digits}f})" if ci else "")
 
 
 def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> list[list[str]]:
@@ -163,8 +207,8 @@ def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> l
     for name, r in recordings.items():
         decision = (f"detector over {r['width']} windows, change penalty {r['penalty']:g}" if r["detector"]
                     else f"4-class calls pooled over {r['width']} windows")
-        rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
-        per_hour = "-" if r["false_alarms_per_hour"] is None else f"{r['false_alarms_per_hour']:.2f}"
+        rates = " / ".join(_with_ci(r, k, 3) for k in ("sensitivity", "specificity"))
+        per_hour = _with_ci(r, "false_alarms_per_hour", 2)
         worst = worst_negatives(r["negatives_by_label"], 3)
         rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows)",
                      f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
@@ -177,14 +221,16 @@ def recordings_summary(rec: dict) -> str:
     """How the run's whole-recording endpoints were scored, in a sentence."""
     return (f"{rec['n_records']} records ({rec['hours']:.1f} h), each scored by the endpoint detectors of the "
             f"{rec['classifier']} row fitted on the training windows of the grouped fold ({rec['n_folds']} folds) that held "
-            "its patient out: new patients, as `ecgpipe predict` meets them.")
+            "its patient out: new patients, as `ecgpipe predict` meets them. The decision (windows averaged, change "
+            "penalty) is the config's, not chosen inside the folds: settings picked by looking at these patients' "
+            "results make these figures optimistic.")
 
 
 def recording_words(r: dict) -> str:
     """One endpoint over whole recordings in a line (the CLI's summaries)."""
-    rates = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["sensitivity"], r["specificity"]))
+    rates = " / ".join(_with_ci(r, k, 3) for k in ("sensitivity", "specificity"))
     return (f"windows sens / spec {rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, "
-            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f" ({r['false_alarms_per_hour']:.2f} per hour)"))
+            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f" ({_with_ci(r, 'false_alarms_per_hour', 2)} per hour)"))
 
 
 def accounting_line(a: dict[str, int]) -> str:

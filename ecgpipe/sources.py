@@ -102,7 +102,8 @@ def _listed_records(config: PipelineConfig, database: str, folder: Path) -> list
         available = list_records(folder)
     if not wanted:
         return available
-    unknown = [r for r in wanted if r not in available]
+    listed = set(available)  # a list's membership test, once per wanted record, would be quadratic at 10^5 records
+    unknown = [r for r in wanted if r not in listed]
     if unknown:
         raise DataSourceError(f"databases.{database}.records: {unknown} not listed in {folder / 'RECORDS'}")
     return list(wanted)

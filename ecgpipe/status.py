@@ -44,17 +44,19 @@ def _marker_units(out: Location, stage: str) -> list[str]:
     return sorted(n.rsplit("/", 1)[-1][:-len(".json")] for n in names if n.endswith(".json"))
 
 
-def _earlier_units(out: Location, markers, stage: str, rows: list) -> dict[str, str]:
+def _earlier_units(out: Location, markers, stage: str, rows: list, done: set[str] = frozenset()) -> dict[str, str]:
     """Per row (by unit): the marker an earlier run wrote for it under another key, else the row's own unit. A row's
     marker is named by its key, so a row whose settings or code changed has no marker of its own; an earlier marker
     of the same extractor (the unit's prefix) makes it stale rather than missing when the extractor has this one row,
-    or, in a sweep, when that marker has the row's label (the code changed, not the settings the label names)."""
-    earlier = {}
-    units = _marker_units(out, stage)
-    for row in rows:
+    or, in a sweep, when that marker has the row's label (the code changed, not the settings the label names).
+    Rows in ``done`` are their own unit: earlier markers are read only for the others (each holds every record's
+    out-of-fold predictions, megabytes at 10^4 records, and they pile up over code changes)."""
+    earlier = {row.unit: row.unit for row in rows}
+    todo = [row for row in rows if row.unit not in done]
+    units = _marker_units(out, stage) if todo else []
+    for row in todo:
         prefix = row.unit.rsplit("__", 1)[0] + "__"
         alone = sum(r.unit.startswith(prefix) for r in rows) == 1
-        earlier[row.unit] = row.unit
         for unit in units:
             if unit == row.unit or not unit.startswith(prefix):
                 continue
@@ -138,7 +140,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         status["stages"]["spectrograms"] = status["stages"]["features"] = tally([])
     rows = plan.rows(extractors, segment_table.key)
     stored = {r.unit: plan.row_done(r) for r in rows}
-    earlier = _earlier_units(out, markers, classification.STAGE, rows)
+    earlier = _earlier_units(out, markers, classification.STAGE, rows, {u for u, p in stored.items() if p is not None})
     status["stages"]["classify"] = tally([(r.unit, "classify", earlier[r.unit], stored[r.unit] is not None) for r in rows])
     if cfg.recordings.score:  # planned from the best row: known when there is one row, or once every row is scored
         if len(rows) > 1 and any(v is None for v in stored.values()):
@@ -151,7 +153,7 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
         grids = plan.recording_grids(best, records)
         done = plan.grids_done(grids)
         status["stages"][recording_grid.STAGE] = tally([(g.shown, recording_grid.STAGE, g.name, done[g.name]) for g in grids])
-        earlier = _earlier_units(out, markers, recording_scores.STAGE, [best])
-        status["stages"][recording_scores.STAGE] = tally([(best.unit, recording_scores.STAGE, earlier[best.unit],
-                                                           plan.recording_scores_done(best, grids) is not None)])
+        scored = plan.recording_scores_done(best, grids) is not None
+        earlier = _earlier_units(out, markers, recording_scores.STAGE, [best], {best.unit} if scored else set())
+        status["stages"][recording_scores.STAGE] = tally([(best.unit, recording_scores.STAGE, earlier[best.unit], scored)])
     return status

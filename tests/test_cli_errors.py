@@ -274,6 +274,20 @@ def test_record_path_gives_one_spelling_per_record(tmp_path):
     assert record_path("link/../100") == "link/../100"  # '..' is not resolved by hand: it may leave a linked folder
 
 
+def test_output_names_are_unique_and_found_in_linear_time():
+    from ecgpipe.predict_outputs import output_names
+
+    paths = ["a/100", "b/100", "a/101", "c/x/101", "d/x/101", "e/x/101", "a/102.edf"]
+    names = output_names(paths)
+    assert names["a/100"] == "a/100" and names["b/100"] == "b/100"  # a repeated name: its folder's too
+    # the folder repeats as well: numbered (the last keeps the bare name, as before)
+    assert [names[p] for p in paths[2:6]] == ["a/101", "1-x/101", "2-x/101", "x/101"]
+    assert names["a/102.edf"] == "102" and len(set(names.values())) == len(paths)
+    # 200 000 records, half of them twice: counted once, not once per record (that took minutes at 60 000)
+    many = [f"{d}/{i}" for d in ("p", "q") for i in range(100_000)]
+    assert len(set(output_names(many).values())) == len(many)
+
+
 # ------------------------------------------------------------------------------------------- corrupt input files
 def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, capsys):
     bad = tmp_path / "mine.toml"
@@ -559,7 +573,16 @@ def test_evaluate_flags_records_of_the_patients_the_model_was_trained_on(af_mode
     dataset.write_text(dataset.read_text().replace('same_subject = { "203" = "201" }\n', ""))  # 203: a new patient
     assert _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset), "--data-dir",
                 str(physionet), "--out", str(tmp_path / "ev2"))[0] == 0
-    assert json.loads((tmp_path / "ev2" / "evaluation.json").read_text())["accounting"]["training_patients"] == 1
+    doc = json.loads((tmp_path / "ev2" / "evaluation.json").read_text())
+    assert doc["accounting"]["training_patients"] == 1
+    # the external test is what is left: the new patient's windows scored apart, beside every record's
+    assert set(doc["results"]) == {"windows", "windows_new_patients"}
+    rows = {r["record"]: r for r in doc["records"]}
+    assert doc["results"]["windows_new_patients"]["n"] == rows["mitdb/203"]["windows"] < doc["results"]["windows"]["n"]
+    assert doc["results"]["windows_new_patients"]["n_subjects"] == 1
+    assert "## Per window, new patients only" in (tmp_path / "ev2" / "evaluation.md").read_text()
+    # windows whose centre is in a rhythm of no configured class are counted, not dropped in silence (201: trigeminy...)
+    assert doc["accounting"]["windows_without_reference"] > 0
 
 
 def test_evaluate_takes_the_missing_samples_policy_of_the_dataset_it_scores(af_model, physionet, tmp_path, capsys):

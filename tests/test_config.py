@@ -249,6 +249,18 @@ def test_a_wrong_unset_or_a_record_listed_twice_is_refused_naming_the_file(tmp_p
         load_config(tmp_path / "a.toml")
 
 
+def test_a_long_record_list_is_checked_once_not_once_per_record():
+    """A config listing its records (``databases.<db>.records``) is loaded by every task: a count per record made a
+    list of 60 000 records take 41 s to load."""
+    from ecgpipe.config import load_config as load
+
+    names = [f"r{i:06d}" for i in range(200_000)]
+    cfg = load("cinc2017", {"databases": {"cinc2017": {"records": names}}})
+    assert len(cfg.databases["cinc2017"].records) == 200_000
+    with pytest.raises(ConfigError, match=r"records listed more than once: \['r000007', 'r000009'\]"):
+        load("cinc2017", {"databases": {"cinc2017": {"records": [*names, "r000009", "r000007", "r000009"]}}})
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -269,3 +269,10 @@ def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):
     assert "the windows are used as labelled" in md
     page = render_html(flat, {name: b"png" for name in report["protocols"]}, None)
     assert "<h3>Records with flat leads</h3>" in page and "cinc/A00007</code>: 2 of 3" in page
+    # a big corpus: the reports name the first 100 of each list and say where the rest are
+    many = {**report, "records_without_windows": [{"record": f"cinc/B{i:05d}", "reason": "shorter than one window"}
+                                                  for i in range(250)]}
+    md, page = render_markdown(many), render_html(many, {name: b"png" for name in report["protocols"]}, None)
+    for text in (md, page):
+        assert "cinc/B00099" in text and "cinc/B00100" not in text
+        assert "... and 150 more (every one in report.json `records_without_windows`)" in text

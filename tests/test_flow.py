@@ -81,6 +81,9 @@ def flow_run(tmp_path_factory, physionet, prefect_server):
     cfg = load_config(cfg_path)
     out = tmp / "out"
     report = run_pipeline(cfg, str(data), str(out))
+    from ecgpipe.plan import _PREFLIGHT_UNITS, _handoff
+
+    assert _handoff(cfg, str(data), out) not in _PREFLIGHT_UNITS  # the flow's plan took the preflight's units
     return {"report": report, "out": out, "data": data, "cfg": cfg, "cfg_path": cfg_path, "physionet": physionet}
 
 

@@ -163,6 +163,13 @@ def test_status_calls_a_rekeyed_row_stale_by_its_earlier_marker(tmp_path):
     two = [lonely, row("features__bb__00000000000000f5", "HGB")]  # an unlabelled marker of a sweep: whose it was is unknown
     assert set(_earlier_units(out, markers, "classify", two).items()) == {(r.unit, r.unit) for r in two}
     assert _earlier_units(Location(tmp_path / "none"), markers, "classify", [svc])[svc.unit] == svc.unit
+    # a row that is done is its own unit, and no earlier marker is read for it (each holds every record's predictions)
+    read = []
+    markers.read = lambda stage, unit: read.append(unit) or {"label": "SVC"}
+    assert _earlier_units(out, markers, "classify", [svc, logistic], {svc.unit, logistic.unit}) == {svc.unit: svc.unit,
+                                                                                                   logistic.unit: logistic.unit}
+    assert read == []
+    assert _earlier_units(out, markers, "classify", [svc, logistic], {logistic.unit})[svc.unit].endswith("0001") and read
 
 
 def test_records_a_labels_csv_lists_without_files_are_absent_and_none_present_is_an_error(tmp_path):
@@ -253,3 +260,29 @@ def test_record_files_a_labels_csv_does_not_list_are_named_not_lost(cinc, tmp_pa
     assert "A pilot: at most 5 records of each database (run.max_records), a seeded sample of any that has more." in line
     assert "pilot" not in accounting_line(record_accounting([], [], 3)) and "Not in the run" not in accounting_line(
         record_accounting([], [], 3))
+
+
+def test_a_run_plans_its_records_once_the_preflight_s_units_go_to_its_plan(cinc, tmp_path):
+    """Planning reads every record's header (and looks up its digest): the preflight's units are handed to the same
+    run's plan, not planned again; a plan of another folder or other settings (or ``status``) plans afresh."""
+    import shutil
+
+    from ecgpipe.orchestration.preflight import preflight
+    from ecgpipe.plan import _PREFLIGHT_UNITS, RunPlan, _handoff
+
+    folder = tmp_path / "data" / "cinc2017"
+    folder.mkdir(parents=True)
+    for name in ("A00002", "A00004"):
+        for f in cinc.glob(f"{name}.*"):
+            shutil.copy(f, folder / f.name)
+    (folder / "REFERENCE-v3.csv").write_text("A00002,N\nA00004,A\n")
+    cfg = load_config("cinc2017")
+    units = preflight(cfg, tmp_path / "data", out_dir=str(tmp_path / "out"))
+    assert RunPlan.create(cfg, str(tmp_path / "data"), tmp_path / "out", download=False).records[0] is units[0]
+    assert _handoff(cfg, tmp_path / "data", tmp_path / "out") not in _PREFLIGHT_UNITS  # taken: a next run plans again
+    again = RunPlan.create(cfg, str(tmp_path / "data"), tmp_path / "out", download=False)
+    assert [u.record for u in again.records] == ["A00002", "A00004"] and again.records[0] is not units[0]
+    preflight(cfg, tmp_path / "data", out_dir=str(tmp_path / "out"))
+    other = load_config("cinc2017", {"run": {"max_records": 1}})  # other settings: their own plan
+    assert len(RunPlan.create(other, tmp_path / "data", tmp_path / "out", download=False).records) == 1
+    _PREFLIGHT_UNITS.pop(_handoff(cfg, tmp_path / "data", tmp_path / "out"))  # the first settings' units, never taken

@@ -6,7 +6,14 @@ import pytest
 
 from ecgpipe.config import load_config
 from ecgpipe.protocols import make_splits
-from ecgpipe.recording_endpoints import RecordingTally, annotated_runs, called_runs, window_reference
+from ecgpipe.recording_endpoints import (
+    RecordingTally,
+    annotated_runs,
+    called_runs,
+    subject_intervals,
+    subjects_json,
+    window_reference,
+)
 from ecgpipe.records import RhythmEpisode
 from ecgpipe.stages.classification import ClassificationData
 from ecgpipe.stages.recording_grid import GridUnit
@@ -83,6 +90,29 @@ def test_merged_tallies_equal_one_tally_of_both_records():
     assert b.negatives_by_label != a.negatives_by_label  # merging added to a, and left b as it was
 
 
+def _subject(tp: int, fn: int, tn: int, fp: int, alarms: int = 0, hours: float = 1.0) -> RecordingTally:
+    return RecordingTally(positive_windows=tp + fn, true_positives=tp, negative_windows=tn + fp, true_negatives=tn,
+                          false_alarms=alarms, seconds=hours * 3600)
+
+
+def test_whole_recording_intervals_resample_subjects_not_windows():
+    # ten patients detected perfectly and one missed whole: 1000 of 1100 positive windows right (0.909); an interval
+    # over windows would be a few thousandths wide, over patients it reaches down to a draw with the missed one twice
+    patients = {f"p{i}": _subject(100, 0, 900, 0) for i in range(10)} | {"bad": _subject(0, 100, 880, 20, alarms=4)}
+    result = subjects_json(patients)
+    assert result["sensitivity"] == pytest.approx(1000 / 1100, abs=1e-4) and result["ci_subjects"] == 11
+    low, high = result["ci95"]["sensitivity"]
+    assert low < 0.8 and high == 1.0  # a draw without the missed patient is perfect
+    assert result["ci95"]["false_alarms_per_hour"][0] == 0.0 and result["ci95"]["false_alarms_per_hour"][1] > 0.5
+    assert result["ci95"] == subjects_json(dict(reversed(patients.items())))["ci95"]  # the order of patients does not matter
+    # one patient whose windows all agree: sensitivity and specificity without spread; a single patient: no interval
+    assert subject_intervals([_subject(5, 5, 5, 5)] * 3) == {"sensitivity": [0.5, 0.5], "specificity": [0.5, 0.5],
+                                                             "false_alarms_per_hour": [0.0, 0.0]}
+    assert subject_intervals([_subject(5, 5, 5, 5)]) == {}
+    # no positives anywhere: no sensitivity interval, the others still there
+    assert set(subject_intervals([_subject(0, 0, 5, 1), _subject(0, 0, 4, 0)])) == {"specificity", "false_alarms_per_hour"}
+
+
 def test_records_go_to_the_fold_that_tests_their_patient():
 
     cfg = load_config("paper4-best", {"cv": {"n_splits": 3}})
@@ -120,6 +150,9 @@ def test_an_endpoint_a_fold_had_no_detector_for_leaves_that_fold_s_records_out_o
     assert result.endpoints["af"]["runs"] == len(runs) and result.endpoints["af"]["runs_detected"] == len(runs)
     assert result.endpoints["shockable"]["negative_windows"] == 2 * tally(0 * ones).negative_windows
     assert result.n_records == 2 and result.records[1]["endpoints"].keys() == {"shockable"}
+    # intervals over the endpoint's patients: af had one (none), shockable two
+    assert result.endpoints["af"]["ci95"] == {} and result.endpoints["af"]["ci_subjects"] == 1
+    assert result.endpoints["shockable"]["ci_subjects"] == 2 and "specificity" in result.endpoints["shockable"]["ci95"]
 
 
 def test_a_real_record_s_annotations(physionet):

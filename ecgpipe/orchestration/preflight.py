@@ -14,6 +14,7 @@ from ecgpipe.config import ConfigError, PipelineConfig
 from ecgpipe.config_files import is_saved_run
 from ecgpipe.errors import PipelineError
 from ecgpipe.input_digests import InputDigests
+from ecgpipe.plan import keep_for_plan
 from ecgpipe.sources import DataSourceError, resolve_data_dir
 from ecgpipe.stages.segments import RecordUnit, plan_records
 
@@ -45,6 +46,8 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     units = plan_records(cfg, root, download=download, digest_of=digests)
     if not units:
         raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
+    if out_dir:
+        keep_for_plan(cfg, root, out_dir, units)  # the same run's plan takes them: its records are planned once
     return units
 
 

@@ -84,7 +84,8 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         futures = [task.submit(run.store, run.out_dir, b, group, run.config_json) for b, group in enumerate(groups)]
         skipped: list[dict] = []
         lost: list[tuple[str, Exception]] = []
-        failures: list[tuple[int, Exception]] = []
+        failures: list[tuple[int, Exception]] = []  # bad records so far (for fail_fast)
+        n_read = 0  # records whose batch came back (a count: a list rebuilt per batch was quadratic at 10^6 records)
         settled: set[int] = set()
 
         def failed(unit, record_path: str, problem: str) -> None:
@@ -97,6 +98,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
             return [(unit, segments.record_done(run.store, run.plan.markers, unit)) for unit in groups[b]]
 
         def on_done(b: int, exc: Exception | None) -> None:  # counted as they finish: right even if interrupted
+            nonlocal n_read
             settled.add(b)
             if exc is not None:  # the whole batch failed (a transient error, retries spent)
                 for unit, done in finished(b):  # what it finished before the error is not lost
@@ -110,14 +112,14 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
                         failed(unit, unit.shown, error_text(exc))
                 return
             for unit, result in zip(groups[b], futures[b].result()):
+                n_read += 1
                 if isinstance(result, tasks.RecordFailure):
                     failed(unit, result.record_path, result.problem)
                     failures.append((0, PipelineError(result.problem)))
                 else:
                     summaries[unit.name] = result
                     run.log.count(segments.STAGE, computed=1)
-                    failures.append((0, None))
-            fail_fast(run.cfg, [f for f in failures if f[1] is not None], len(failures), len(todo))
+            fail_fast(run.cfg, failures, n_read, len(todo))
 
         try:
             wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)

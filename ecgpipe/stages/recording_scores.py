@@ -25,7 +25,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.keys import code_version, content_key
 from ecgpipe.model import detector_score
 from ecgpipe.protocols import GROUPED, make_splits
-from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, window_labels
+from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.results import RecordingScores
 from ecgpipe.smoothing import smoothed_call
 from ecgpipe.stages.classification import DECISION_FIELDS, ClassificationData, ComparisonRow, endpoint_detectors, row_data
@@ -148,11 +148,11 @@ def assemble(cfg: PipelineConfig, classifier: str, scores: list[RecordScore], n_
     scores = sorted(scores, key=lambda s: s.record)
     endpoints = {}
     for name, endpoint in cfg.endpoints.items():
-        total = RecordingTally()
+        per_subject: dict[str, RecordingTally] = {}  # intervals resample patients (mitdb 201 and 202 are one)
         for s in scores:
             if name in s.tallies:
-                total.merge(s.tallies[name])
-        endpoints[name] = {**total.to_json(), "width": endpoint.decision_windows, "penalty": endpoint.change_penalty,
+                per_subject.setdefault(s.subject, RecordingTally()).merge(s.tallies[name])
+        endpoints[name] = {**subjects_json(per_subject), "width": endpoint.decision_windows, "penalty": endpoint.change_penalty,
                            "detector": True, "classes": list(endpoint.classes),
                            "records": sum(name in s.tallies for s in scores)}
     return RecordingScores(protocol=GROUPED.name, classifier=classifier, n_folds=n_folds, n_records=len(scores),

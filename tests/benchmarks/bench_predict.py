@@ -4,7 +4,8 @@ reference rhythm annotations (per second and per episode).
     python tests/benchmarks/bench_predict.py --from-run runs/levers/sweep --holdout mitdb/219 vfdb/418 --out runs/heldout
 
 The training run is the best row of an earlier sweep run (``--from-run``; its report names the row) on the same
-config with the held-out records removed from the databases. The earlier run's folder is copied first, so the
+config with the held-out records removed from the databases, and every other record of their patients
+(``same_subject``: ``--holdout mitdb/201`` leaves 202 out too). The earlier run's folder is copied first, so the
 incremental machinery recomputes only what the removal changes. Prints the agreement and, last, one JSON line.
 """
 
@@ -49,19 +50,23 @@ def main() -> None:
     report = json.loads((src / "report.json").read_text())
     overrides = best_row_overrides(report)
     databases = report["config"]["databases"]
+    held: set[str] = set()  # every record of a held-out patient (mitdb 201 and 202 are one): new patients, not records
     for item in args.holdout:
         db, rec = item.split("/")
-        kept = databases[db]["records"] or list_records(Path(args.data_dir) / db)
-        overrides.setdefault("databases", {})[db] = {"records": [r for r in kept if r != rec]}
+        same = databases[db].get("same_subject") or {}
+        kept = overrides.get("databases", {}).get(db, {}).get("records") or databases[db]["records"] or list_records(Path(args.data_dir) / db)
+        patient = [r for r in kept if same.get(r, r) == same.get(rec, rec)]
+        held |= {f"{db}/{r}" for r in patient}
+        overrides.setdefault("databases", {})[db] = {"records": [r for r in kept if r not in patient]}
     train = out / "train"
     if not train.exists():
         shutil.copytree(src, train, ignore=shutil.ignore_patterns(".dask"))
     cfg = config_from_dict(merge_overrides(report["config"], overrides))
     train_s = run_in_subprocess(cfg, args.data_dir, train, out / "heldout.json", out / "train.log")
     trained = json.loads((train / "report.json").read_text())
-    leaked = set(args.holdout) & set(trained["provenance"]["record_keys"])
+    leaked = held & set(trained["provenance"]["record_keys"])
     if leaked:
-        raise SystemExit(f"held-out records {sorted(leaked)} were used in training")
+        raise SystemExit(f"records of held-out patients {sorted(leaked)} were used in training")
     records = [str(Path(args.data_dir) / h) for h in args.holdout]
     t = time.perf_counter()
     proc = subprocess.run(
