@@ -24,6 +24,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     RECORDINGS_HOW,
     accounting_line,
     comparison_columns,
+    comparison_units_note,
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
@@ -118,8 +119,7 @@ def render_markdown(report: dict) -> str:
                   "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds. The last "
                   "column: each row's macro-F1 minus the best row's on the same windows, with the 95 % interval of that "
                   "difference from a paired bootstrap over subjects (an interval that holds 0: the lead is not shown)."
-                  + (" Rows marked 'per record' classify one row per record, so under every protocol their folds are "
-                     "over records (no record in both training and test)." if any("per record" in r["classifier"] for r in report["comparison"]) else ""), "",
+                  + comparison_units_note(report), "",
                   "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")

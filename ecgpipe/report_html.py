@@ -20,6 +20,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     RECORDINGS_HOW,
     accounting_line,
     comparison_scores,
+    comparison_units_note,
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
@@ -186,8 +187,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
                   "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds. The last column: "
                   "each row's macro-F1 minus the best row's on the same windows, with the 95 % interval of that difference "
                   "from a paired bootstrap over subjects (an interval that holds 0: the lead is not shown)."
-                  + (" Rows marked 'per record' classify one row per record, so under every protocol their folds are "
-                     "over records." if any("per record" in r["classifier"] for r in report["comparison"]) else "") + "</p>",
+                  + e(comparison_units_note(report)) + "</p>",
                   comparison_table(report)]
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")

@@ -52,6 +52,19 @@ def versus_best_words(row: dict, protocol: str) -> str:
     return f"{signed(d['difference'])} ({signed(lo)} to {signed(hi)})"
 
 
+def comparison_units_note(report: dict) -> str:
+    """What the comparison's columns count when its rows differ in unit: record-level rows score records, the others
+    windows (and under the paper's stratified protocol those share a record's windows between training and test)."""
+    per_record = [("per record" in r["classifier"]) for r in report["comparison"]]
+    note = (" Rows marked 'per record' classify one row per record, so under every protocol their folds are over records "
+            "(no record in both training and test).") if any(per_record) else ""
+    if any(per_record) and not all(per_record) and record_scores(report):
+        note += (" The other rows classify windows: their accuracy, balanced accuracy and macro-F1 are over windows, and "
+                 "under the paper's stratified protocol windows of one record are in training and test alike. Compare "
+                 "rows on the record macro-F1 columns, which count records for every row.")
+    return note
+
+
 def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the comparison table: per row backbone, layer, classifier, and per protocol
     accuracy, balanced accuracy and macro-F1 (pooled out-of-fold) ± the std over folds; for CSV-labelled datasets

@@ -343,3 +343,17 @@ def test_an_endpoint_s_decision_settings_rewrite_the_model_but_rerun_no_fold():
         assert row == base[0] and model != base[1]
     row, model = keys(classes=["afib", "vt"])
     assert row != base[0] and model != base[1]
+
+
+def test_a_comparison_of_window_and_record_rows_says_which_unit_each_column_counts():
+    from ecgpipe.report_tables import comparison_units_note
+
+    scores = {"grouped_by_subject": {"macro_f1": 0.8, "record_macro_f1": 0.8}}
+    both = {"protocols": {"grouped_by_subject": {}}, "comparison": [{"classifier": "GradBoost, per record (mean)", "protocols": scores},
+                                                                  {"classifier": "SVC(rbf)", "protocols": scores}]}
+    note = comparison_units_note(both)
+    assert "Rows marked 'per record'" in note and "Compare rows on the record macro-F1 columns" in note
+    records_only = {**both, "comparison": both["comparison"][:1]}
+    assert "per record" in comparison_units_note(records_only) and "Compare rows" not in comparison_units_note(records_only)
+    windows_only = {**both, "comparison": both["comparison"][1:]}
+    assert comparison_units_note(windows_only) == ""
