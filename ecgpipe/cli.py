@@ -272,7 +272,7 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from ecgpipe.config import load_config
-    from ecgpipe.evaluate import class_mapping, evaluate_model, independence_warning, write_outputs
+    from ecgpipe.evaluate import accounting_words, class_mapping, evaluate_model, independence_warning, write_outputs
     from ecgpipe.model import load_model
     from ecgpipe.report_tables import endpoint_rates, recording_words
     from ecgpipe.sources import resolve_data_dir
@@ -290,7 +290,7 @@ def cmd_evaluate(args) -> int:
                         progress=lambda line: print(line, flush=True), endpoint_decisions=decisions)
     out = Path(args.out)
     write_outputs(ev, out)
-    print("records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()))
+    print(accounting_words(ev.accounting))
     if warning := independence_warning(ev.accounting):
         print(f"ecgpipe: warning: {warning}", file=sys.stderr)
     for r in ev.results.values():

@@ -66,12 +66,16 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
         drawn = np.bincount(y, weights=weights, minlength=n_classes)
         with np.errstate(invalid="ignore", divide="ignore"):  # a class no drawn subject has: NaN, left out
             class_draws[b] = np.bincount(y, weights=weights * right, minlength=n_classes) / drawn
-    ci = {name: interval for name, v in draws.items() if (interval := percentile_interval(v))}
+    # a rate measured on one subject has no interval: every draw repeats that subject, and a zero-width interval
+    # would pass for certainty (a rhythm held by one patient, a pilot's few records)
+    spread = {"sensitivity": _n_subjects(subject_of, truth == 1), "specificity": _n_subjects(subject_of, truth == 0)}
+    spread["balanced_accuracy"] = min(spread.values())
+    ci = {name: interval for name, v in draws.items() if spread[name] > 1 and (interval := percentile_interval(v))}
     counts = np.bincount(y, minlength=n_classes)
     shares = np.bincount(y, weights=right, minlength=n_classes) / np.maximum(counts, 1)  # as each draw, unweighted
     by_class = [{"name": name, "positive": bool(positive[c]), "n": int(counts[c]),
-                 "rate": float(shares[c]), "ci95": percentile_interval(class_draws[:, c]),
-                 "goal": endpoint.class_goals.get(name)}
+                 "rate": float(shares[c]), "goal": endpoint.class_goals.get(name),
+                 "ci95": percentile_interval(class_draws[:, c]) if _n_subjects(subject_of, y == c) > 1 else None}
                 for c, name in enumerate(class_names) if counts[c]]
     return EndpointResult.model_validate({
         "classes": list(endpoint.classes),
@@ -85,6 +89,11 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
         "goal_source": endpoint.goal_source,
         "by_class": by_class,
     })
+
+
+def _n_subjects(subject_of: np.ndarray, rows: np.ndarray) -> int:
+    """How many subjects hold at least one of the ``rows`` (a boolean mask)."""
+    return len(np.unique(subject_of[rows]))
 
 
 def endpoint_results(y, y_pred, groups, class_names: list[str], endpoints: dict[str, EndpointSettings]

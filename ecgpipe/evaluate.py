@@ -253,6 +253,14 @@ def _endpoint_classes(name: str, model: TrainedModel, dataset: PipelineConfig, m
     return {"model_classes": model_classes, "dataset_classes": dataset_classes, "note": note}
 
 
+def accounting_words(accounting: dict) -> str:
+    """'records: records 17, scored 14, ...' and, apart, the windows of scored records in no configured rhythm."""
+    records = {k: v for k, v in accounting.items() if k != "windows_without_reference"}
+    windows = accounting.get("windows_without_reference")
+    return ("records: " + ", ".join(f"{k} {v}" for k, v in records.items())
+            + (f"; windows not scored (their centre in no configured rhythm): {windows}" if windows else ""))
+
+
 def independence_warning(accounting: dict) -> str:
     """Why scored records are no independent test of the model (its own recordings, or its patients'), or ''."""
     parts = []
@@ -271,10 +279,10 @@ def render_markdown(ev: EvaluationResult) -> str:
              f"- dataset: {', '.join(ev.databases)}, classes {', '.join(ev.dataset_classes)}",
              "- class mapping (model -> dataset): " + ", ".join(f"{k} -> {v}" for k, v in ev.mapping.items())
              + f"; any other model class -> {UNMAPPED}",
-             "- records: " + ", ".join(f"{k} {v}" for k, v in ev.accounting.items()), ""]
+             f"- {accounting_words(ev.accounting)}", ""]
     if warning := independence_warning(ev.accounting):
         lines += [f"**Warning: {warning}.**", ""]
-    for r in ev.results.values():
+    for key, r in ev.results.items():
         lines += [f"## Per {r['unit']} ({r['n']})", "", f"accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f} "
                   "(over the dataset classes present; a class no model class maps to cannot be predicted)", "",
                   "| class | predictable | precision (PPV) | recall (sensitivity) | specificity | F1 | support |",
@@ -287,7 +295,9 @@ def render_markdown(ev: EvaluationResult) -> str:
                   "|---|" + "---:|" * len(r["confusion_columns"])]
         lines += [f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in zip(ev.dataset_classes, r["confusion_matrix"])]
         if r["endpoints"]:
-            header, rows = endpoint_table(r["endpoints"])
+            # a goal is a promise about new patients: not judged on results the model's own patients are in
+            judged = key.endswith("_new_patients") or not warning
+            header, rows = endpoint_table(r["endpoints"], None if judged else "no verdict: the model's own patients are among these")
             over = f"{r['n_subjects']} {r['subject_word']}s" if "n_subjects" in r else "records"  # older files: records
             lines += ["", f"Clinical endpoints (95 % bootstrap over {over}):", "", "| " + " | ".join(header) + " |",
                       "|---|---|---:|---:|---:|---:|---:|---|"] + ["| " + " | ".join(row) + " |" for row in rows]
@@ -297,7 +307,8 @@ def render_markdown(ev: EvaluationResult) -> str:
                   "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
         label = lambda name, r: f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"  # noqa: E731
         lines += ["| " + " | ".join(row) + " |" for row in recording_rows(ev.recordings, label)]
-        lines += [""] + [f"**Note: {r['note']}.**" for r in ev.recordings.values() if r["note"]] + [""]
+        lines += [""] + [f"**Note: {r['note']}.**" for r in ev.recordings.values() if r["note"]]
+        lines += ["**These include the records of the model's own patients (above).**" if warning else "", ""]
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]
     return "\n".join(lines)

@@ -71,7 +71,8 @@ def unlisted_files(cfg: PipelineConfig, database: str, folder: str | Path) -> li
 
 # The preflight's record units, by (output location, settings, data folder), until the same run's plan takes them:
 # the preflight check and the flow's plan of one `ecgpipe run` are one process, and planning reads every header
-# (minutes at 10^6 records), so it is done once per run. ``ecgpipe status`` and a deployment's flow plan afresh.
+# (minutes at 10^6 records), so it is done once per run (a deployment's run too: it calls ``run_pipeline``).
+# ``ecgpipe status`` plans afresh; ``run_pipeline`` drops what its flow did not take (``forget_preflight``).
 _PREFLIGHT_UNITS: dict[tuple[str, str, str], list[RecordUnit]] = {}
 
 
@@ -83,6 +84,12 @@ def _handoff(cfg: PipelineConfig, data_dir, out) -> tuple[str, str, str]:
 def keep_for_plan(cfg: PipelineConfig, data_dir, out, units: list[RecordUnit]) -> None:
     """Leave the preflight's units for the plan of the run it checked (``RunPlan.create``)."""
     _PREFLIGHT_UNITS[_handoff(cfg, data_dir, out)] = units
+
+
+def forget_preflight(cfg: PipelineConfig, data_dir, out) -> None:
+    """Drop the preflight's units of a run that stopped before its plan took them: a later plan in this process
+    (``status`` from a notebook) must read the data as it is then, and 10^6 units are worth freeing."""
+    _PREFLIGHT_UNITS.pop(_handoff(cfg, data_dir, out), None)
 
 
 @dataclass

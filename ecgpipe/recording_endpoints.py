@@ -190,16 +190,20 @@ class RecordingTally:
 def subject_intervals(per_subject: list[RecordingTally], n_boot: int = 1000, seed: int = 0) -> dict[str, list[float]]:
     """95 % bootstrap intervals of the windows' sensitivity and specificity and of false alarms per hour, resampling
     *subjects* (each a tally of its records) with replacement, as the report's other intervals do: one patient's
-    windows are not independent draws, and AF or VT positives often come from a handful of patients."""
-    if len(per_subject) < 2:
-        return {}
+    windows are not independent draws, and AF or VT positives often come from a handful of patients. A rate that
+    fewer than two subjects measure has none (one subject's rate repeats in every draw: no width is no certainty)."""
     names = ("positive_windows", "true_positives", "negative_windows", "true_negatives", "false_alarms", "seconds")
-    counts = np.array([[getattr(t, f) for f in names] for t in per_subject], dtype=np.float64)
-    draws = counts[np.random.default_rng(seed).integers(0, len(counts), (n_boot, len(counts)))].sum(axis=1)
+    counts = np.array([[getattr(t, f) for f in names] for t in per_subject], dtype=np.float64).reshape(-1, len(names))
+    n = len(counts)
+    rng = np.random.default_rng(seed)
+    # each draw as how many times it takes each subject: memory grows with the subjects, not draws x subjects
+    draws = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) @ counts for _ in range(n_boot)]) if n else counts
     pos, tp, neg, tn, alarms, seconds = draws.T
     with np.errstate(invalid="ignore", divide="ignore"):  # a draw without positives has no sensitivity: left out
-        rates = {"sensitivity": tp / pos, "specificity": tn / neg, "false_alarms_per_hour": alarms / (seconds / 3600)}
-    return {name: [round(v, 4) for v in ci] for name, r in rates.items() if (ci := percentile_interval(r)) is not None}
+        rates = {"sensitivity": (tp / pos, counts[:, 0]), "specificity": (tn / neg, counts[:, 2]),
+                 "false_alarms_per_hour": (alarms / (seconds / 3600), counts[:, 5])}
+    return {name: [round(v, 4) for v in ci] for name, (r, measured) in rates.items()
+            if (measured > 0).sum() > 1 and (ci := percentile_interval(r)) is not None}
 
 
 def subjects_json(per_subject: dict[str, RecordingTally]) -> dict:

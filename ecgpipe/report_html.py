@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
 from ecgpipe.report_tables import (  # noqa: E402
+    NO_VERDICT,
     RECORDING_HEADER,
     RECORDINGS_HOW,
     accounting_line,
@@ -122,9 +123,10 @@ def endpoint_sections(report: dict) -> list[str]:
     e = html.escape
     parts = []
     for name, what, endpoints in scored_endpoints(report):
-        header, rows = endpoint_table(endpoints, judged(name))
+        no_verdict = None if judged(name, what, report.get("subject_word", "patient")) else NO_VERDICT
+        header, rows = endpoint_table(endpoints, no_verdict)
         parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
-        header, rows = endpoint_class_table(endpoints, judged(name))
+        header, rows = endpoint_class_table(endpoints, no_verdict)
         if rows:
             parts += ["<p>Per rhythm:</p>", _table(header, [[e(c) for c in row] for row in rows])]
     if parts:

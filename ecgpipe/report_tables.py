@@ -107,13 +107,15 @@ def listed(items: list, key: str, n: int = LISTED) -> tuple[list, str]:
     """The first ``n`` entries of a report's record list and, when there are more, a line saying where the rest
     are: at 10^5 records a few per cent without windows would be thousands of lines of report.md."""
     more = len(items) - n
-    return items[:n], (f"... and {more} more (every one in report.json `{key}`)" if more > 0 else "")
+    return items[:n], (f"... and {more} more (every one in report.json's {key})" if more > 0 else "")
 
 
-def judged(protocol_name: str) -> bool:
-    """Whether goals are judged under a protocol: only one that keeps subjects apart says anything of new patients."""
+def judged(protocol_name: str, what: str = "segments", subject_word: str = "patient") -> bool:
+    """Whether goals are judged under a protocol: only one that keeps subjects apart says anything of new patients.
+    A record-level classifier (``what`` "records") on a dataset whose subjects are its records keeps them apart
+    under any protocol (its folds are over records)."""
     p = PROTOCOLS.get(protocol_name)
-    return p is None or p.grouped
+    return p is None or p.grouped or (what == "records" and subject_word == "record")
 
 
 def endpoint_rates(ep: dict) -> str:
@@ -125,18 +127,22 @@ NO_VERDICT = "no verdict: subjects shared across folds"
 
 
 def goal_verdict(values: list[tuple[float | None, list[float] | None, float]]) -> str:
-    """'met', 'met; CI reaches below' or 'not met' for (value, 95 % interval, goal) triples: a goal met by the point
-    estimate alone is said so (with a few patients of a rhythm the interval is wide; the AHA states lower confidence
-    limits beside its goals)."""
-    if not all(v is not None and v >= g for v, _, g in values):
+    """The verdict on (value, 95 % interval, goal) triples: 'met' when every interval clears its goal; a goal met by
+    the point estimate alone is said so (with a few patients of a rhythm the interval is wide, and a rate one patient
+    measures has none; the AHA states lower confidence limits beside its goals)."""
+    if any(v is None for v, _, _ in values):
+        return "no verdict: nothing to measure"
+    if not all(v >= g for v, _, g in values):
         return "not met"
-    return "met" if all(ci and ci[0] >= g for _, ci, g in values) else "met; CI reaches below"
+    if all(ci and ci[0] >= g for _, ci, g in values):
+        return "met"
+    return "met; CI reaches below" if all(ci for _, ci, _ in values) else "met at the point estimate; no interval"
 
 
-def endpoint_table(endpoints: dict, verdicts: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals; judged only
-    with ``verdicts`` (a protocol that keeps subjects apart: a goal is a promise about new patients). PPV depends on
-    the share of positives, which a capped sample (``max_per_class``) sets: it is shown with that share."""
+def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals; not judged
+    where ``no_verdict`` says why (a goal is a promise about new patients: ``NO_VERDICT`` under a protocol that shares
+    them). PPV depends on the share of positives, which a capped sample (``max_per_class``) sets: shown with it."""
     def rate(ep: dict, name: str) -> str:
         if ep[name] is None:
             return "-"
@@ -150,7 +156,7 @@ def endpoint_table(endpoints: dict, verdicts: bool = True) -> tuple[list[str], l
         declared = [(ep[k], ep["ci95"].get(k), ep[f"goal_{k}"]) for k in ("sensitivity", "specificity")
                     if ep.get(f"goal_{k}") is not None]
         goals = [f"{k} ≥ {ep[f'goal_{k}']:.2f}" for k in ("sensitivity", "specificity") if ep.get(f"goal_{k}") is not None]
-        verdict = f" ({goal_verdict(declared) if verdicts else NO_VERDICT})" if declared else ""
+        verdict = f" ({no_verdict or goal_verdict(declared)})" if declared else ""
         goal = (", ".join(goals) + verdict if goals else "") + (f" {ep['goal_source']}" if ep.get("goal_source") else "")
         share = ep["positives"] / (ep["positives"] + ep["negatives"]) if ep["positives"] + ep["negatives"] else 0.0
         ppv = "-" if ep["ppv"] is None else f"{ep['ppv']:.3f} ({share:.0%})"
@@ -159,7 +165,7 @@ def endpoint_table(endpoints: dict, verdicts: bool = True) -> tuple[list[str], l
     return header, rows
 
 
-def endpoint_class_table(endpoints: dict, verdicts: bool = True) -> tuple[list[str], list[list[str]]]:
+def endpoint_class_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the endpoints' per-rhythm rates (``by_class``): the AHA states its shock-advisory
     goals per rhythm (sensitivity for VF, for rapid VT; specificity for sinus rhythm, for other rhythms)."""
     header = ["endpoint", "rhythm", "n", "measure", "share right (95 % CI)", "goal"]
@@ -171,7 +177,7 @@ def endpoint_class_table(endpoints: dict, verdicts: bool = True) -> tuple[list[s
             if rate.goal is None:
                 goal = "-"
             else:
-                goal = f"≥ {rate.goal:.2f} ({goal_verdict([(rate.rate, rate.ci95, rate.goal)]) if verdicts else NO_VERDICT})"
+                goal = f"≥ {rate.goal:.2f} ({no_verdict or goal_verdict([(rate.rate, rate.ci95, rate.goal)])})"
             rows.append([name, rate.name, str(rate.n), rate.measure, f"{rate.rate:.3f}{ci}", goal])
     return header, rows
 
@@ -202,7 +208,7 @@ RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotate
                   "negative, configured or not. An annotated run is detected when a called run overlaps it; a called run "
                   "that overlaps none is a false alarm.")
 RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity (95 % CI over subjects)",
-                    "annotated runs detected (all; long)", "called runs", "false alarms (per hour, 95 % CI)",
+                    "annotated runs detected (all; long)", "called runs", "false alarms; per hour (95 % CI)",
                     "negatives most often called positive"]
 
 
@@ -225,7 +231,7 @@ def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> l
         worst = worst_negatives(r["negatives_by_label"], 3)
         rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows)",
                      f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
-                     str(r["called_runs"]), f"{r['false_alarms']} ({per_hour})",
+                     str(r["called_runs"]), f"{r['false_alarms']}; {per_hour} per hour",
                      ", ".join(f"{lab} {r['negatives_by_label'][lab][1]} of {n}" for lab, n, _ in worst) or "-"])
     return rows
 
@@ -243,7 +249,7 @@ def recording_words(r: dict) -> str:
     """One endpoint over whole recordings in a line (the CLI's summaries)."""
     rates = " / ".join(_with_ci(r, k, 3) for k in ("sensitivity", "specificity"))
     return (f"windows sens / spec {rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, "
-            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f" ({_with_ci(r, 'false_alarms_per_hour', 2)} per hour)"))
+            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f", {_with_ci(r, 'false_alarms_per_hour', 2)} per hour"))
 
 
 def accounting_line(a: dict[str, int]) -> str:

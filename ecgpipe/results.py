@@ -297,7 +297,9 @@ class EvaluationResult(_Result):
     databases: list[str]
     dataset_classes: list[str]
     mapping: dict[str, str]  # model class -> dataset class
-    accounting: dict[str, int]  # every record once: scored, excluded or unknown label, no row in the labels CSV, failed
+    # every record once: scored, excluded or unknown label, no row in the labels CSV, failed; and the windows of scored
+    # records not scored for want of a configured rhythm at their centre (windows_without_reference)
+    accounting: dict[str, int]
     failed: list[dict]
     results: dict[str, dict]  # "records" (CSV-labelled) and/or "windows" (rhythm-annotated)
     records: list[dict]

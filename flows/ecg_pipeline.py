@@ -39,6 +39,7 @@ from ecgpipe.orchestration.cluster import check_store_reachable, prefect_api, ta
 from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
+from ecgpipe.plan import forget_preflight
 from ecgpipe.report import write_report
 from ecgpipe.report_build import build_report, example_spectrograms, record_accounting
 from ecgpipe.stages import spectrograms
@@ -111,6 +112,14 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
     """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
     one Prefect API; returns the report."""
     units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
+    try:
+        return _run_checked(cfg, data_dir, out_dir, units, scheduler, strict, download)
+    finally:  # the preflight's units, unless the flow's plan took them (a run that stopped before): not kept
+        forget_preflight(cfg, data_dir, out_dir)
+
+
+def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str | None, strict: bool | None,
+                 download: bool) -> dict:
     out = Location(str(out_dir))
     out.makedirs()
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)

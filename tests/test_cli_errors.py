@@ -269,6 +269,8 @@ def test_record_path_gives_one_spelling_per_record(tmp_path):
     assert record_path(str(tmp_path / "a")) == str(tmp_path / "a.EDF")
     assert record_path(str(tmp_path / "b")) == record_path(str(tmp_path / "b.edf")) == str(tmp_path / "b.edf")
     assert record_path(str(tmp_path / "c")) == str(tmp_path / "c")  # a WFDB header wins, as in a run
+    (tmp_path / "d.Edf").write_bytes(b"")  # any case of the suffix, as a folder's listing finds it
+    assert record_path(str(tmp_path / "d")) == str(tmp_path / "d.Edf")
     assert record_path("dir//100") == record_path("dir/./100.dat") == "dir/100"
     assert record_path("/data//mitdb/100.atr") == "/data/mitdb/100"
     assert record_path("link/../100") == "link/../100"  # '..' is not resolved by hand: it may leave a linked folder
@@ -561,7 +563,8 @@ def test_evaluate_flags_records_of_the_patients_the_model_was_trained_on(af_mode
 
     dataset = tmp_path / "mitdb.toml"
     dataset.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["201", "203"]\n'
-                       'same_subject = { "203" = "201" }\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n')
+                       'same_subject = { "203" = "201" }\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n'
+                       '[endpoints.af]\nclasses = ["afib"]\ngoal_sensitivity = 0.5\n')
     code, _, err = _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset),
                         "--data-dir", str(physionet), "--out", str(tmp_path / "ev"))
     accounting = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["accounting"]
@@ -569,7 +572,9 @@ def test_evaluate_flags_records_of_the_patients_the_model_was_trained_on(af_mode
     warning = ("2 other scored record(s) are of patients the model was trained on (same subject id: same database, "
                "same subject rule): this is not an independent test")
     assert f"ecgpipe: warning: {warning}" in err
-    assert f"**Warning: {warning}.**" in (tmp_path / "ev" / "evaluation.md").read_text()
+    report = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert f"**Warning: {warning}.**" in report
+    assert "sensitivity ≥ 0.50 (no verdict: the model's own patients are among these)" in report  # no goal judged
     dataset.write_text(dataset.read_text().replace('same_subject = { "203" = "201" }\n', ""))  # 203: a new patient
     assert _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset), "--data-dir",
                 str(physionet), "--out", str(tmp_path / "ev2"))[0] == 0
@@ -580,7 +585,10 @@ def test_evaluate_flags_records_of_the_patients_the_model_was_trained_on(af_mode
     rows = {r["record"]: r for r in doc["records"]}
     assert doc["results"]["windows_new_patients"]["n"] == rows["mitdb/203"]["windows"] < doc["results"]["windows"]["n"]
     assert doc["results"]["windows_new_patients"]["n_subjects"] == 1
-    assert "## Per window, new patients only" in (tmp_path / "ev2" / "evaluation.md").read_text()
+    report = (tmp_path / "ev2" / "evaluation.md").read_text()
+    assert "## Per window, new patients only" in report
+    new_patients = report[report.index("## Per window, new patients only"):]
+    assert "sensitivity ≥ 0.50 (" in new_patients and "no verdict: the model's own" not in new_patients.split("## ")[1]
     # windows whose centre is in a rhythm of no configured class are counted, not dropped in silence (201: trigeminy...)
     assert doc["accounting"]["windows_without_reference"] > 0
 

@@ -10,7 +10,7 @@ from ecgpipe.aggregate import record_groups, summarize_rows
 from ecgpipe.classify import fit_classifier, summarize_protocol
 from ecgpipe.config import ClassifierSettings, ConfigError, EndpointSettings, config_from_dict
 from ecgpipe.endpoints import binary_rates, endpoint_result, one_vs_rest_specificity
-from ecgpipe.report_tables import endpoint_class_table
+from ecgpipe.report_tables import NO_VERDICT, endpoint_class_table
 from ecgpipe.stages.classification import ClassificationData, ComparisonRow, evaluate_row
 
 CLASSES = ["normal", "afib", "vt", "vf"]
@@ -74,8 +74,24 @@ def test_an_endpoint_scores_every_rhythm_against_its_own_goal():
     assert goal_of["vf"].endswith("(met; CI reaches below)") and goal_of["vt"].endswith("(not met)")
     assert goal_of["normal"].endswith("(not met)") and goal_of["afib"] == "-" and header[3] == "measure"
     # under a protocol that shares subjects across folds a goal is not judged at all
-    _, rows = endpoint_class_table({"shockable": ep.to_json()}, verdicts=False)
+    _, rows = endpoint_class_table({"shockable": ep.to_json()}, NO_VERDICT)
     assert {row[1]: row[-1] for row in rows}["vf"] == "≥ 0.90 (no verdict: subjects shared across folds)"
+
+
+def test_a_rate_one_subject_measures_has_no_interval_and_meets_no_goal_for_certain():
+    """Every bootstrap draw repeats the one VF patient: its rate would get a zero-width interval, read as certainty."""
+    y = np.repeat([3, 0], [20, 60])  # vf (one patient), normal (six)
+    p = y.copy()
+    p[0] = 0  # 19 of 20 VF right
+    groups = np.array(["s0"] * 20 + [f"s{1 + i % 6}" for i in range(60)])
+    ep = endpoint_result(y, p, groups, CLASSES, EndpointSettings(classes=["vt", "vf"], goal_sensitivity=0.9,
+                                                                  class_goals={"vf": 0.9}))
+    assert ep.sensitivity == pytest.approx(0.95) and "sensitivity" not in ep.ci95 and "balanced_accuracy" not in ep.ci95
+    assert "specificity" in ep.ci95  # six patients measure it
+    vf = next(c for c in ep.by_class if c.name == "vf")
+    assert vf.ci95 is None and next(c for c in ep.by_class if c.name == "normal").ci95 is not None
+    _, rows = endpoint_class_table({"shockable": ep.to_json()})
+    assert {row[1]: row[-1] for row in rows}["vf"] == "≥ 0.90 (met at the point estimate; no interval)"
 
 
 def test_a_goal_is_met_when_its_interval_clears_it_and_ppv_names_its_share_of_positives():
@@ -83,9 +99,9 @@ def test_a_goal_is_met_when_its_interval_clears_it_and_ppv_names_its_share_of_po
 
     assert goal_verdict([(0.95, [0.91, 0.98], 0.90), (0.99, [0.985, 0.995], 0.98)]) == "met"
     assert goal_verdict([(0.95, [0.87, 0.98], 0.90)]) == "met; CI reaches below"
-    assert goal_verdict([(0.95, None, 0.90)]) == "met; CI reaches below"  # no interval: the point estimate alone
+    assert goal_verdict([(0.95, None, 0.90)]) == "met at the point estimate; no interval"
     assert goal_verdict([(0.95, [0.91, 0.98], 0.90), (0.97, [0.95, 0.99], 0.98)]) == "not met"
-    assert goal_verdict([(None, None, 0.90)]) == "not met"
+    assert goal_verdict([(None, None, 0.90)]) == "no verdict: nothing to measure"  # no positives: nothing to judge
     y = np.repeat([3, 0], [40, 60])  # vf, normal: 40 % positives
     p = y.copy()
     p[:2] = 0
@@ -94,10 +110,13 @@ def test_a_goal_is_met_when_its_interval_clears_it_and_ppv_names_its_share_of_po
                                                                   goal_specificity=0.9))
     header, rows = endpoint_table({"shockable": ep.to_json()})
     assert header[5] == "PPV (at this share of positives)" and rows[0][5] == "1.000 (40%)"
-    assert rows[0][-1].startswith("sensitivity ≥ 0.90, specificity ≥ 0.90 (met")
-    assert endpoint_table({"shockable": ep.to_json()}, verdicts=False)[1][0][-1].endswith(
-        "(no verdict: subjects shared across folds)")
+    low = ep.ci95["sensitivity"][0]  # 38 of 40 right, over 20 patients: whether the interval clears 0.90 is the data's
+    assert rows[0][-1] == f"sensitivity ≥ 0.90, specificity ≥ 0.90 ({'met' if low >= 0.9 else 'met; CI reaches below'})"
+    assert endpoint_table({"shockable": ep.to_json()}, "no verdict: why")[1][0][-1].endswith("(no verdict: why)")
     assert judged("grouped_by_subject") and judged("leave_one_database_out") and not judged("stratified_10fold")
+    # a record-level classifier where each record is its own subject keeps subjects apart under any protocol
+    assert judged("stratified_10fold", "records", "record") and not judged("stratified_10fold", "records", "patient")
+    assert not judged("stratified_10fold", "records, majority vote", "record")  # windows of a record in both
 
 
 def test_protocol_results_carry_endpoints_and_specificity():

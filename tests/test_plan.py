@@ -1,6 +1,7 @@
 """Stable selection and stable rows: what keeps an incremental rerun's recomputation small."""
 
 import numpy as np
+import pytest
 
 from ecgpipe.config import load_config
 from ecgpipe.stages.features import chunk_keys as feature_chunk_keys
@@ -286,3 +287,10 @@ def test_a_run_plans_its_records_once_the_preflight_s_units_go_to_its_plan(cinc,
     other = load_config("cinc2017", {"run": {"max_records": 1}})  # other settings: their own plan
     assert len(RunPlan.create(other, tmp_path / "data", tmp_path / "out", download=False).records) == 1
     _PREFLIGHT_UNITS.pop(_handoff(cfg, tmp_path / "data", tmp_path / "out"))  # the first settings' units, never taken
+    # a run that stops after its preflight (here: its output folder cannot be made) keeps none of them
+    from flows.ecg_pipeline import run_pipeline
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "file" / "out"))
+    assert _handoff(cfg, str(tmp_path / "data"), str(tmp_path / "file" / "out")) not in _PREFLIGHT_UNITS

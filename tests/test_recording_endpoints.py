@@ -109,6 +109,9 @@ def test_whole_recording_intervals_resample_subjects_not_windows():
     assert subject_intervals([_subject(5, 5, 5, 5)] * 3) == {"sensitivity": [0.5, 0.5], "specificity": [0.5, 0.5],
                                                              "false_alarms_per_hour": [0.0, 0.0]}
     assert subject_intervals([_subject(5, 5, 5, 5)]) == {}
+    # one patient holds every positive window: its rate repeats in every draw, so no sensitivity interval at all
+    one = {f"n{i}": _subject(0, 0, 90, 10) for i in range(9)} | {"af": _subject(90, 10, 0, 0)}
+    assert "sensitivity" not in subjects_json(one)["ci95"] and "specificity" in subjects_json(one)["ci95"]
     # no positives anywhere: no sensitivity interval, the others still there
     assert set(subject_intervals([_subject(0, 0, 5, 1), _subject(0, 0, 4, 0)])) == {"specificity", "false_alarms_per_hour"}
 

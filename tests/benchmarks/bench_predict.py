@@ -5,7 +5,7 @@ reference rhythm annotations (per second and per episode).
 
 The training run is the best row of an earlier sweep run (``--from-run``; its report names the row) on the same
 config with the held-out records removed from the databases, and every other record of their patients
-(``same_subject``: ``--holdout mitdb/201`` leaves 202 out too). The earlier run's folder is copied first, so the
+(the config's subject rule: ``--holdout mitdb/201`` leaves 202 out too). The earlier run's folder is copied first, so the
 incremental machinery recomputes only what the removal changes. Prints the agreement and, last, one JSON line.
 """
 
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _run import run_in_subprocess  # noqa: E402
 
 from ecgpipe.config import config_from_dict, merge_overrides  # noqa: E402
+from ecgpipe.databases import subject_id  # noqa: E402
 from ecgpipe.records import list_records  # noqa: E402
 
 
@@ -53,9 +54,10 @@ def main() -> None:
     held: set[str] = set()  # every record of a held-out patient (mitdb 201 and 202 are one): new patients, not records
     for item in args.holdout:
         db, rec = item.split("/")
-        same = databases[db].get("same_subject") or {}
-        kept = overrides.get("databases", {}).get(db, {}).get("records") or databases[db]["records"] or list_records(Path(args.data_dir) / db)
-        patient = [r for r in kept if same.get(r, r) == same.get(rec, rec)]
+        settings = databases[db]
+        kept = overrides.get("databases", {}).get(db, {}).get("records") or settings["records"] or list_records(Path(args.data_dir) / db)
+        rule = (settings.get("same_subject") or {}, settings.get("subject", "record"), settings.get("subject_pattern"))
+        patient = [r for r in kept if subject_id(db, r, *rule) == subject_id(db, rec, *rule)]
         held |= {f"{db}/{r}" for r in patient}
         overrides.setdefault("databases", {})[db] = {"records": [r for r in kept if r not in patient]}
     train = out / "train"
