@@ -195,14 +195,12 @@ def cmd_predict(args) -> int:
 
     from ecgpipe.model import load_model
     from ecgpipe.predict import (
+        PredictionTables,
         compare_with_reference,
         predict_record,
         record_paths,
         training_recording,
         write_annotations,
-        write_endpoints_csv,
-        write_episodes_csv,
-        write_records_csv,
     )
     from ecgpipe.predict_outputs import check_out_folder, check_output_is_safe, output_names, write_model_note
 
@@ -219,39 +217,38 @@ def cmd_predict(args) -> int:
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
     write_model_note(out, model)  # first: a prediction stopped half-way leaves a folder a rerun may write over
-    predictions, failed, agreements = [], {}, {}
-    for path in paths:
-        try:
-            leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
-            pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads,
-                                  endpoint_decisions=decisions)
-            target = write_annotations(pred, out, args.extension, names[path])
-            if args.compare:
-                pred.agreement = compare_with_reference(pred, model, args.compare)
-        except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
-            failed[path] = str(err)
-            print(f"ecgpipe: {err}", file=sys.stderr)
-            continue
-        seen = training_recording(model, path)
-        if seen:
-            print(f"ecgpipe: warning: {path} is {seen}, one of this model's training records: its predictions and "
-                  f"agreement are not an independent test", file=sys.stderr)
-            pred.agreement = {**(pred.agreement or {}), "training_record": seen}
-        predictions.append(pred)
-        agreements[names[path]] = pred.agreement
-        line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
-        a = pred.agreement or {}  # without --compare it may hold only the training-record flag
-        if a.get("per_second_agreement") is not None:
-            line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
-                     f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
-        elif "per_second_agreement" in a:  # no second both annotated with a configured rhythm and scored
-            line += f"; vs {args.compare}: no second to compare (no configured rhythm annotated where windows were scored)"
-        elif a.get("available") is False:
-            line += f"; no agreement: {a['reason']}"
-        print(line)
-    write_episodes_csv(out / "episodes.csv", predictions)
-    write_records_csv(out / "records.csv", predictions, failed)
-    write_endpoints_csv(out / "endpoints.csv", predictions)
+    failed, agreements = {}, {}
+    with PredictionTables(out, model.config.class_names, list(model.config.endpoints)) as tables:  # rows as records finish
+        for path in paths:
+            try:
+                leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
+                pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads,
+                                      endpoint_decisions=decisions)
+                target = write_annotations(pred, out, args.extension, names[path])
+                if args.compare:
+                    pred.agreement = compare_with_reference(pred, model, args.compare)
+            except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
+                failed[path] = str(err)
+                tables.add_failed(path, str(err))
+                print(f"ecgpipe: {err}", file=sys.stderr)
+                continue
+            seen = training_recording(model, path)
+            if seen:
+                print(f"ecgpipe: warning: {path} is {seen}, one of this model's training records: its predictions and "
+                      f"agreement are not an independent test", file=sys.stderr)
+                pred.agreement = {**(pred.agreement or {}), "training_record": seen}
+            tables.add(pred)
+            agreements[names[path]] = pred.agreement
+            line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
+            a = pred.agreement or {}  # without --compare it may hold only the training-record flag
+            if a.get("per_second_agreement") is not None:
+                line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
+                         f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
+            elif "per_second_agreement" in a:  # no second both annotated with a configured rhythm and scored
+                line += f"; vs {args.compare}: no second to compare (no configured rhythm annotated where windows were scored)"
+            elif a.get("available") is False:
+                line += f"; no agreement: {a['reason']}"
+            print(line)
     if args.compare:  # keyed by each record's output name, found from the path it was given as (not pred.record)
         (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
     write_model_note(out, model)

@@ -276,6 +276,36 @@ def test_record_path_gives_one_spelling_per_record(tmp_path):
     assert record_path("link/../100") == "link/../100"  # '..' is not resolved by hand: it may leave a linked folder
 
 
+def test_predict_tables_hold_each_record_s_rows_as_soon_as_it_is_done(tmp_path):
+    """300 000 records stopped at the last one keep every row before it: rows are appended and flushed per record."""
+    import csv
+
+    from ecgpipe.predict import Episode, PredictionTables, RecordPrediction
+
+    starts = np.arange(6) * 2.0
+    pred = RecordPrediction("d/100", 360.0, "MLII", 12.0, starts, np.array([0, 0, 1, 1, 1, -1]), 2.0,
+                            [Episode(0.0, 4.0, "normal", "(N"), Episode(4.0, 12.0, "afib", "(AFIB")],
+                            class_names=["normal", "afib"], endpoint_calls={"af": np.array([0, 0, 1, 1, 1, -1])})
+    tables = PredictionTables(tmp_path, ["normal", "afib"], ["af"])
+    tables.add(pred)
+    tables.add_failed("d/bad", "d/bad: header file not found")
+
+    def rows(name):  # read while the tables are still open, as after a crash
+        with open(tmp_path / f"{name}.csv") as fh:
+            return list(csv.DictReader(fh))
+
+    records = rows("records")
+    assert [r["record"] for r in records] == ["d/100", "d/bad"] and records[1]["error"].endswith("not found")
+    assert records[0]["windows_afib"] == "3" and records[0]["burden_af"] == "0.6000" and records[0]["episodes_af"] == "1"
+    assert [(r["class"], r["duration_s"]) for r in rows("episodes")] == [("normal", "4.000"), ("afib", "8.000")]
+    assert [(r["start_s"], r["end_s"]) for r in rows("endpoints")] == [("4.000", "10.000")]
+    tables.close()
+    # no record done at all: the files still have their columns
+    (tmp_path / "none").mkdir()
+    PredictionTables(tmp_path / "none", ["normal"], []).close()
+    assert (tmp_path / "none" / "records.csv").read_text().startswith("record,duration_s,scored_s,class,windows_normal,note")
+
+
 def test_output_names_are_unique_and_found_in_linear_time():
     from ecgpipe.predict_outputs import output_names
 
