@@ -218,6 +218,7 @@ def cmd_predict(args) -> int:
     check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
     write_model_note(out, model)  # first: a prediction stopped half-way leaves a folder a rerun may write over
     failed, agreements = {}, {}
+    (out / "agreement.json").unlink(missing_ok=True)  # an earlier run's, beside this run's rows, would pass for this one's
     with PredictionTables(out, model.config.class_names, list(model.config.endpoints)) as tables:  # rows as records finish
         for path in paths:
             try:

@@ -103,6 +103,12 @@ class InputDigests:
             return digests
         return _PREFLIGHT.pop((location.url, verify), None) or cls(location, verify)
 
+    @staticmethod
+    def forget(out, verify: str = "stamp") -> None:
+        """Drop the preflight's digests of a run into ``out`` that stopped before its plan took them."""
+        location = out if isinstance(out, Location) else Location(out)
+        _PREFLIGHT.pop((location.url, verify), None)
+
     def _load(self) -> dict[str, dict[str, list[str]]]:
         if self.location is None:
             return {}

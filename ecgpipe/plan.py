@@ -90,6 +90,7 @@ def forget_preflight(cfg: PipelineConfig, data_dir, out) -> None:
     """Drop the preflight's units of a run that stopped before its plan took them: a later plan in this process
     (``status`` from a notebook) must read the data as it is then, and 10^6 units are worth freeing."""
     _PREFLIGHT_UNITS.pop(_handoff(cfg, data_dir, out), None)
+    InputDigests.forget(out, cfg.run.verify)  # and its input digests
 
 
 @dataclass

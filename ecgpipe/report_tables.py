@@ -107,7 +107,7 @@ def listed(items: list, key: str, n: int = LISTED) -> tuple[list, str]:
     """The first ``n`` entries of a report's record list and, when there are more, a line saying where the rest
     are: at 10^5 records a few per cent without windows would be thousands of lines of report.md."""
     more = len(items) - n
-    return items[:n], (f"... and {more} more (every one in report.json's {key})" if more > 0 else "")
+    return items[:n], (f"... and {more} more (all in report.json: {key})" if more > 0 else "")
 
 
 def judged(protocol_name: str, what: str = "segments", subject_word: str = "patient") -> bool:
@@ -130,13 +130,16 @@ def goal_verdict(values: list[tuple[float | None, list[float] | None, float]]) -
     """The verdict on (value, 95 % interval, goal) triples: 'met' when every interval clears its goal; a goal met by
     the point estimate alone is said so (with a few patients of a rhythm the interval is wide, and a rate one patient
     measures has none; the AHA states lower confidence limits beside its goals)."""
-    if any(v is None for v, _, _ in values):
-        return "no verdict: nothing to measure"
-    if not all(v >= g for v, _, g in values):
+    measured = [(v, ci, g) for v, ci, g in values if v is not None]
+    if any(v < g for v, _, g in measured):  # a goal measured and missed is said, whatever the others
         return "not met"
+    if len(measured) < len(values):
+        return "no verdict: nothing to measure"
     if all(ci and ci[0] >= g for _, ci, g in values):
         return "met"
-    return "met; CI reaches below" if all(ci for _, ci, _ in values) else "met at the point estimate; no interval"
+    if any(ci and ci[0] < g for _, ci, g in values):
+        return "met; CI reaches below"
+    return "met at the point estimate; no interval"
 
 
 def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list[str], list[list[str]]]:

@@ -275,4 +275,4 @@ def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):
     md, page = render_markdown(many), render_html(many, {name: b"png" for name in report["protocols"]}, None)
     for text in (md, page):
         assert "cinc/B00099" in text and "cinc/B00100" not in text
-        assert "... and 150 more (every one in report.json `records_without_windows`)" in text
+        assert "... and 150 more (all in report.json: records_without_windows)" in text

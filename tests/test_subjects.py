@@ -212,3 +212,19 @@ def test_one_record_has_one_name_whatever_the_list_wrote():
     assert record_name(" 100 ") == "100" and record_name("records100//00000/00001_lr") == "records100/00000/00001_lr"
     assert (subject_id("ptbdb", record_name("./patient001/a"), {}, "folder")
             == subject_id("ptbdb", record_name("patient001/b"), {}, "folder") == "ptbdb:patient001")
+
+
+def test_the_predict_benchmark_holds_out_patients_not_records(physionet):
+    """``bench_predict.py --holdout mitdb/201`` measures predict on a new patient: 202, the same man, leaves too."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+    from bench_predict import patients_held_out
+
+    from ecgpipe.config import load_config
+
+    kept, held = patients_held_out(load_config("paper4-best"), ["mitdb/201", "vfdb/418", "mitdb/100"], physionet)
+    assert held == {"mitdb/201", "mitdb/202", "mitdb/100", "vfdb/418"}
+    assert not {"201", "202", "100"} & set(kept["mitdb"]) and len(kept["mitdb"]) == 45  # 48 records, three held out
+    assert "418" not in kept["vfdb"] and len(kept["vfdb"]) == 21

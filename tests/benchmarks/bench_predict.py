@@ -40,6 +40,23 @@ def best_row_overrides(report: dict) -> dict:
     raise SystemExit(f"best row {best['classifier']!r} not found in the run's config")
 
 
+def patients_held_out(cfg, holdout: list[str], data_dir: Path) -> tuple[dict[str, list[str]], set[str]]:
+    """The records each database keeps for training and every record held out (``<db>/<record>``): each given record
+    and every other record of its patient, by the database's subject rule and known facts (mitdb 202 is 201's
+    patient): a held-out patient is new, not only a held-out record."""
+    kept: dict[str, list[str]] = {}
+    held: set[str] = set()
+    for item in holdout:
+        db, rec = item.split("/")
+        settings = cfg.database(db)
+        records = kept.get(db) or settings.records or list_records(data_dir / db)
+        rule = (settings.same_subject, settings.subject, settings.subject_pattern)
+        patient = [r for r in records if subject_id(db, r, *rule) == subject_id(db, rec, *rule)]
+        held |= {f"{db}/{r}" for r in patient}
+        kept[db] = [r for r in records if r not in patient]
+    return kept, held
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--from-run", required=True, help="output folder of a sweep run (report.json)")
@@ -50,16 +67,8 @@ def main() -> None:
     src, out = Path(args.from_run), Path(args.out)
     report = json.loads((src / "report.json").read_text())
     overrides = best_row_overrides(report)
-    databases = report["config"]["databases"]
-    held: set[str] = set()  # every record of a held-out patient (mitdb 201 and 202 are one): new patients, not records
-    for item in args.holdout:
-        db, rec = item.split("/")
-        settings = databases[db]
-        kept = overrides.get("databases", {}).get(db, {}).get("records") or settings["records"] or list_records(Path(args.data_dir) / db)
-        rule = (settings.get("same_subject") or {}, settings.get("subject", "record"), settings.get("subject_pattern"))
-        patient = [r for r in kept if subject_id(db, r, *rule) == subject_id(db, rec, *rule)]
-        held |= {f"{db}/{r}" for r in patient}
-        overrides.setdefault("databases", {})[db] = {"records": [r for r in kept if r not in patient]}
+    kept, held = patients_held_out(config_from_dict(report["config"]), args.holdout, Path(args.data_dir))
+    overrides["databases"] = {db: {"records": records} for db, records in kept.items()}
     train = out / "train"
     if not train.exists():
         shutil.copytree(src, train, ignore=shutil.ignore_patterns(".dask"))
