@@ -20,7 +20,6 @@ from ecgpipe.location import Location  # noqa: E402
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
-    NO_VERDICT,
     RECORDING_HEADER,
     RECORDINGS_HOW,
     accounting_line,
@@ -29,8 +28,8 @@ from ecgpipe.report_tables import (  # noqa: E402
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
-    judged,
     listed,
+    no_verdict,
     pct,
     predicted_as,
     recording_rows,
@@ -193,15 +192,15 @@ def endpoint_markdown(report: dict) -> list[str]:
     """The clinical endpoints of the best row under every protocol (and per record, where records vote)."""
     lines = []
     for name, what, endpoints in scored_endpoints(report):
-        no_verdict = None if judged(name, what, report.get("subject_word", "patient")) else NO_VERDICT
+        why_not = no_verdict(report, name, what)
         if not lines:
             lines += ["", "## Clinical endpoints", "",
                       "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
                       f"{report.get('subject_word', 'patient')}s.", ""]
-        header, rows = endpoint_table(endpoints, no_verdict)
+        header, rows = endpoint_table(endpoints, why_not)
         lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
-        header, rows = endpoint_class_table(endpoints, no_verdict)
+        header, rows = endpoint_class_table(endpoints, why_not)
         if rows:
             lines += ["Per rhythm:", "", "| " + " | ".join(header) + " |", "|---|---|---:|---|---:|---|"]
             lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]

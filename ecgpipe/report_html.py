@@ -16,7 +16,6 @@ import numpy as np  # noqa: E402
 from ecgpipe.protocols import short as protocol_short  # noqa: E402
 from ecgpipe.protocols import title as protocol_title
 from ecgpipe.report_tables import (  # noqa: E402
-    NO_VERDICT,
     RECORDING_HEADER,
     RECORDINGS_HOW,
     accounting_line,
@@ -25,8 +24,8 @@ from ecgpipe.report_tables import (  # noqa: E402
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
-    judged,
     listed,
+    no_verdict,
     predicted_as,
     recording_rows,
     recordings_summary,
@@ -123,10 +122,10 @@ def endpoint_sections(report: dict) -> list[str]:
     e = html.escape
     parts = []
     for name, what, endpoints in scored_endpoints(report):
-        no_verdict = None if judged(name, what, report.get("subject_word", "patient")) else NO_VERDICT
-        header, rows = endpoint_table(endpoints, no_verdict)
+        why_not = no_verdict(report, name, what)
+        header, rows = endpoint_table(endpoints, why_not)
         parts += [f"<p><b>{e(name)}</b> ({e(what)}):</p>", _table(header, [[e(c) for c in row] for row in rows])]
-        header, rows = endpoint_class_table(endpoints, no_verdict)
+        header, rows = endpoint_class_table(endpoints, why_not)
         if rows:
             parts += ["<p>Per rhythm:</p>", _table(header, [[e(c) for c in row] for row in rows])]
     if parts:

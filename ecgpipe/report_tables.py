@@ -118,6 +118,11 @@ def judged(protocol_name: str, what: str = "segments", subject_word: str = "pati
     return p is None or p.grouped or (what == "records" and subject_word == "record")
 
 
+def no_verdict(report: dict, protocol_name: str, what: str) -> str | None:
+    """Why a run's report judges no goal of what ``scored_endpoints`` gave as (protocol, what), or None (``judged``)."""
+    return None if judged(protocol_name, what, report.get("subject_word", "patient")) else NO_VERDICT
+
+
 def endpoint_rates(ep: dict) -> str:
     """'sensitivity 0.942  specificity 0.982  ppv 0.980' of one endpoint (console lines)."""
     return "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
@@ -146,12 +151,6 @@ def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list
     """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals; not judged
     where ``no_verdict`` says why (a goal is a promise about new patients: ``NO_VERDICT`` under a protocol that shares
     them). PPV depends on the share of positives, which a capped sample (``max_per_class``) sets: shown with it."""
-    def rate(ep: dict, name: str) -> str:
-        if ep[name] is None:
-            return "-"
-        ci = ep["ci95"].get(name)
-        return f"{ep[name]:.3f}" + (f" ({ci[0]:.3f} - {ci[1]:.3f})" if ci else "")
-
     header = ["endpoint", "positive classes", "positives / negatives", "sensitivity (95 % CI)", "specificity (95 % CI)",
               "PPV (at this share of positives)", "balanced accuracy", "goal"]
     rows = []
@@ -163,8 +162,8 @@ def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list
         goal = (", ".join(goals) + verdict if goals else "") + (f" {ep['goal_source']}" if ep.get("goal_source") else "")
         share = ep["positives"] / (ep["positives"] + ep["negatives"]) if ep["positives"] + ep["negatives"] else 0.0
         ppv = "-" if ep["ppv"] is None else f"{ep['ppv']:.3f} ({share:.0%})"
-        rows.append([name, " + ".join(ep["classes"]), f"{ep['positives']} / {ep['negatives']}", rate(ep, "sensitivity"),
-                     rate(ep, "specificity"), ppv, rate(ep, "balanced_accuracy"), goal.strip() or "-"])
+        rows.append([name, " + ".join(ep["classes"]), f"{ep['positives']} / {ep['negatives']}", _with_ci(ep, "sensitivity", 3),
+                     _with_ci(ep, "specificity", 3), ppv, _with_ci(ep, "balanced_accuracy", 3), goal.strip() or "-"])
     return header, rows
 
 
