@@ -20,18 +20,13 @@ from sklearn.decomposition import PCA
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from ecgpipe.calibration import SubjectCalibratedClassifier
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
@@ -101,9 +96,9 @@ def _estimator(settings: ClassifierSettings, blas_kernel: bool = True):
         else:  # a larger kernel cache only makes fitting faster (scikit-learn's default is 200 MB)
             svc = SVC(kernel=settings.kernel, C=settings.C, gamma=settings.gamma, class_weight=settings.class_weight, cache_size=1000)
         if settings.uses_probabilities:
-            # Platt scaling on 5-fold out-of-fold decision values, then one SVC on all rows: scikit-learn's
-            # replacement for the deprecated SVC(probability=True)
-            return CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
+            # Platt scaling on 5-fold out-of-fold decision values (folds over subjects when fit is given them), then
+            # one SVC on all rows: scikit-learn's replacement for the deprecated SVC(probability=True)
+            return SubjectCalibratedClassifier(svc, method="sigmoid", cv=5, ensemble=False)
         return svc
     if settings.kind == "hgb":
         # early stopping off: a fit never depends on a random validation split, so results are reproducible
@@ -163,13 +158,13 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
                    blas_kernel: bool = True, subjects=None, weight_classes=None):
     """Fit on training rows. With ``tune``, C (and gamma for an RBF SVC) are chosen by an inner CV on these rows only
     (macro-F1; ``settings.inner_choice``: the best mean, or ``one_standard_error``), grouped by subject when ``groups``
-    is given, so the outer test fold never influences the choice.
+    is given (so are an SVC's probability calibration folds), so the outer test fold never influences the choice.
 
     The grid varies only the final estimator, so each inner fold's preprocessing (scaling, PCA, block weights) is
     fitted once and reused for every grid value (scikit-learn's Pipeline ``memory``: a joblib cache of fitted
-    transformers in a temporary folder). The numbers are the same as refitting it each time (``reuse_transforms=False``,
-    kept for the benchmark that shows it: tests/benchmarks/bench_classify.py). An RBF SVC is libsvm's model fitted on a
-    kernel matrix computed with BLAS (``ecgpipe.kernels``; ``blas_kernel=False``: libsvm's own kernel loop).
+    transformers in a temporary folder), with the numbers of refitting it (``reuse_transforms=False``, for
+    tests/benchmarks/bench_classify.py). An RBF SVC is libsvm's model fitted on a kernel matrix computed with BLAS
+    (``ecgpipe.kernels``; ``blas_kernel=False``: libsvm's own kernel loop).
 
     With ``settings.subject_balance`` each row is weighted by ``subject_weights`` over ``subjects`` (every row's
     subject), within ``weight_classes`` (the rows' rhythm classes; default ``y``: a two-class detector passes the
@@ -183,6 +178,8 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
             raise ValueError(f"classifier {settings.label!r}: subject_balance needs each training row's subject")
         weights = subject_weights(y if weight_classes is None else weight_classes, subjects, settings.subject_balance)
         fit_params["clf__sample_weight"] = weights
+    if groups is not None and isinstance(model[-1], CalibratedClassifierCV):  # its folds keep subjects apart too
+        fit_params["clf__groups"] = groups
     splits = inner_splits(settings, y, groups, seed) if settings.tune else []
     if not splits:  # not tuned, or too few subjects to tune on: the configured values
         model.fit(X, y, **fit_params)

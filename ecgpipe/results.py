@@ -56,15 +56,6 @@ class EndpointResult(_Result):
     goal_source: str = ""
     by_class: list[EndpointClassRate] = []
 
-    @property
-    def meets_goal(self) -> bool | None:
-        """Whether both declared goals are met (None when no goal is declared)."""
-        goals = [(self.sensitivity, self.goal_sensitivity), (self.specificity, self.goal_specificity)]
-        declared = [(v, g) for v, g in goals if g is not None]
-        if not declared:
-            return None
-        return all(v is not None and v >= g for v, g in declared)
-
 
 class FoldMetrics(_Result):
     fold: int

@@ -402,3 +402,36 @@ def test_a_classifier_tuned_by_the_one_se_rule_chooses_no_larger_c_than_the_best
     assert "(one-SE)" in one_se.label and "(one-SE)" not in best.label
     with pytest.raises(ValueError, match="inner_choice"):
         ClassifierSettings(tune=True, inner_choice="one-se")
+
+
+
+def test_an_svcs_probability_calibration_keeps_subjects_apart_when_given_them():
+    from sklearn.svm import SVC
+
+    from ecgpipe.calibration import SubjectCalibratedClassifier, grouped_calibration_folds
+    from ecgpipe.classify import build_classifier, fit_classifier
+
+    X, y, g = _data()
+    settings = ClassifierSettings(kind="svc", record_rule="mean_probability", C=10.0)
+    grouped, _ = fit_classifier(X, y, settings, groups=g)
+    rowwise, _ = fit_classifier(X, y, settings)
+    assert isinstance(grouped[-1], SubjectCalibratedClassifier) and grouped[-1].cv == 5  # its setting, as asked
+    folds = grouped_calibration_folds(y, g, 5)
+    assert len(folds) == 4 and all(not set(g[a]) & set(g[b]) for a, b in folds)  # 4 subjects per class: 4 folds
+    # the sigmoid was learnt from decision values of models that never saw the row's subject: exactly the
+    # calibration on those folds, and not the row-wise one
+    reference = build_classifier(settings).set_params(clf__cv=folds).fit(X, y)
+    np.testing.assert_array_equal(grouped.predict_proba(X), reference.predict_proba(X))
+    assert np.abs(grouped.predict_proba(X) - rowwise.predict_proba(X)).max() > 1e-3
+    # tuned, every inner fold calibrates over its own training subjects and the refit over all of them
+    tuned, chosen = fit_classifier(X, y, settings.model_copy(update={"tune": True, "C_grid": [1.0, 10.0]}), groups=g)
+    refit, _ = fit_classifier(X, y, settings.model_copy(update={"C": chosen["C"]}), groups=g)
+    np.testing.assert_array_equal(tuned.predict_proba(X), refit.predict_proba(X))
+    assert grouped[-1].calibration_folds_ == "subjects" and rowwise[-1].calibration_folds_ == "rows"
+    # a class held by one subject cannot be calibrated over subjects: row-wise folds, as without groups, and the
+    # fitted model says so; scikit-learn's cv=None (5 folds) works with groups too
+    assert grouped_calibration_folds(np.array([0, 0, 1, 1]), np.array(["a", "a", "b", "c"]), 5) is None
+    one_subject = np.where(y == 0, "s0", g)
+    assert fit_classifier(X, y, settings, groups=one_subject)[0][-1].calibration_folds_ == "rows"
+    plain = SubjectCalibratedClassifier(SVC(), cv=None, ensemble=False).fit(X, y, groups=g)
+    assert plain.calibration_folds_ == "subjects" and plain.cv is None

@@ -10,7 +10,7 @@ from ecgpipe.aggregate import record_groups, summarize_rows
 from ecgpipe.classify import fit_classifier, summarize_protocol
 from ecgpipe.config import ClassifierSettings, ConfigError, EndpointSettings, config_from_dict
 from ecgpipe.endpoints import binary_rates, endpoint_result, one_vs_rest_specificity
-from ecgpipe.report_tables import NO_VERDICT, endpoint_class_table
+from ecgpipe.report_tables import NO_VERDICT, endpoint_class_table, goal_verdict
 from ecgpipe.stages.classification import ClassificationData, ComparisonRow, evaluate_row
 
 CLASSES = ["normal", "afib", "vt", "vf"]
@@ -40,7 +40,7 @@ def test_an_endpoint_pools_its_classes():
     assert ep.positives == 4 and ep.negatives == 6
     assert ep.sensitivity == pytest.approx(3 / 4) and ep.specificity == pytest.approx(5 / 6)
     assert ep.ppv == pytest.approx(3 / 4)
-    assert ep.meets_goal is False
+    assert goal_verdict([(ep.sensitivity, ep.ci95["sensitivity"], ep.goal_sensitivity)]) == "not met"
     lo, hi = ep.ci95["sensitivity"]
     assert lo <= ep.sensitivity <= hi and "5 subjects" in ep.ci_method
 

@@ -22,3 +22,18 @@ def run_in_subprocess(cfg: PipelineConfig, data_dir: str, out: Path, config_file
     with open(log, "w") as fh:
         subprocess.run([sys.executable, "-c", code], check=True, stdout=fh, stderr=subprocess.STDOUT)
     return time.perf_counter() - t
+
+
+def window_svm_run(run: Path, what: str):
+    """A finished run's report (as JSON), its classifier settings and its classification data (the store's features
+    and rhythm block), for benchmarks that refit its window-level SVM (``what`` names the benchmark in the refusal)."""
+    import json
+
+    from ecgpipe.config import ClassifierSettings
+    from ecgpipe.stages.classification import read_classification_data
+
+    report = json.loads((run / "report.json").read_text())
+    base = ClassifierSettings.model_validate(report["config"]["classifier"])
+    if base.kind != "svc" or base.level != "window":
+        raise SystemExit(f"{run}: its classifier is {base.kind} at {base.level} level; {what} needs a window-level SVM")
+    return report, base, read_classification_data(str(run / "store.zarr"), report["features_array"].removesuffix("/data"))
