@@ -34,7 +34,8 @@ KEY_ENV, KEY_FILE_ENV, REQUIRE_SIGNED_ENV = "ECGPIPE_MODEL_KEY", "ECGPIPE_MODEL_
 TRUSTED_TYPES = [
     "ecgpipe.classify.BlockWeights",
     "ecgpipe.classify.CappedPCA",  # scikit-learn's PCA, fitted to at most as many components as its rows allow
-    "ecgpipe.calibration.SubjectCalibratedClassifier",  # CalibratedClassifierCV whose fit may take subjects: no state of its own
+    # scikit-learn's CalibratedClassifierCV whose fit may take subjects; its own state is one word naming its folds
+    "ecgpipe.calibration.SubjectCalibratedClassifier",
     "ecgpipe.kernels.RBFKernelSVC",  # libsvm's SVC on a precomputed RBF kernel: arrays and the SVC, no code
     # scikit-learn's own tree container of HistGradientBoostingClassifier (kind = 'hgb'): plain arrays, no code
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

@@ -404,7 +404,6 @@ def test_a_classifier_tuned_by_the_one_se_rule_chooses_no_larger_c_than_the_best
         ClassifierSettings(tune=True, inner_choice="one-se")
 
 
-
 def test_an_svcs_probability_calibration_keeps_subjects_apart_when_given_them():
     from sklearn.svm import SVC
 
@@ -423,7 +422,7 @@ def test_an_svcs_probability_calibration_keeps_subjects_apart_when_given_them():
     reference = build_classifier(settings).set_params(clf__cv=folds).fit(X, y)
     np.testing.assert_array_equal(grouped.predict_proba(X), reference.predict_proba(X))
     assert np.abs(grouped.predict_proba(X) - rowwise.predict_proba(X)).max() > 1e-3
-    # tuned, every inner fold calibrates over its own training subjects and the refit over all of them
+    # tuned: the subjects reach the refit's calibration through GridSearchCV (sliced per inner fold on the way)
     tuned, chosen = fit_classifier(X, y, settings.model_copy(update={"tune": True, "C_grid": [1.0, 10.0]}), groups=g)
     refit, _ = fit_classifier(X, y, settings.model_copy(update={"C": chosen["C"]}), groups=g)
     np.testing.assert_array_equal(tuned.predict_proba(X), refit.predict_proba(X))
