@@ -31,6 +31,7 @@ from _run import window_svm_run  # noqa: E402
 
 from ecgpipe.classify import class_probabilities, fit_classifier  # noqa: E402
 from ecgpipe.config import CVSettings  # noqa: E402
+from ecgpipe.endpoints import percentile_interval  # noqa: E402
 from ecgpipe.protocols import make_splits  # noqa: E402
 
 WAYS = ("row-wise folds", "folds over patients")
@@ -67,8 +68,7 @@ def paired_difference(y: np.ndarray, first: np.ndarray, second: np.ndarray, subj
     for _ in range(n_boot):
         weights = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))[which]
         draws.append(float((weights * diff).sum() / weights.sum()))
-    return {"mean": float(diff.mean()), "ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
-            "patients": len(names)}
+    return {"mean": float(diff.mean()), "ci95": percentile_interval(draws), "patients": len(names)}
 
 
 def main() -> None:
