@@ -194,17 +194,12 @@ def cmd_predict(args) -> int:
     from pathlib import Path
 
     from ecgpipe.model import load_model
-    from ecgpipe.predict import (
-        PredictionTables,
-        compare_with_reference,
-        predict_record,
-        record_paths,
-        training_recording,
-        write_annotations,
-    )
-    from ecgpipe.predict_outputs import check_out_folder, check_output_is_safe, output_names, write_model_note
+    from ecgpipe.predict import record_paths
+    from ecgpipe.predict_many import PER_RECORD_LINES, PredictOptions, predict_records
+    from ecgpipe.predict_outputs import check_out_folder, check_output_is_safe, output_names
 
-    model = load_model(args.model, require_signed=args.require_signed or None)  # a bad artifact: one line, exit 2
+    require_signed = args.require_signed or None
+    model = load_model(args.model, require_signed=require_signed)  # a bad artifact: one line, exit 2
     print(f"model: {model.path} (sha256 {model.digest[:16]}..., {'signature verified' if model.signed else 'unsigned'})")
     out = Path(args.out)
     paths = record_paths(args.records)  # a folder stands for its records
@@ -216,53 +211,27 @@ def cmd_predict(args) -> int:
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
     check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
-    write_model_note(out, model)  # first: a prediction stopped half-way leaves a folder a rerun may write over
-    failed, agreements = {}, {}
-    (out / "agreement.json").unlink(missing_ok=True)  # an earlier run's, beside this run's rows, would pass for this one's
-    with PredictionTables(out, model.config.class_names, list(model.config.endpoints)) as tables:  # rows as records finish
-        for path in paths:
-            try:
-                leads = [int(x) if x.isdigit() else x for x in args.lead] if args.lead else None
-                pred = predict_record(model, path, stride_s=args.stride_s, smooth=args.smooth, lead=leads,
-                                      endpoint_decisions=decisions)
-                target = write_annotations(pred, out, args.extension, names[path])
-                if args.compare:
-                    pred.agreement = compare_with_reference(pred, model, args.compare)
-            except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
-                failed[path] = str(err)
-                tables.add_failed(path, str(err))
-                print(f"ecgpipe: {err}", file=sys.stderr)
-                continue
-            seen = training_recording(model, path)
-            if seen:
-                print(f"ecgpipe: warning: {path} is {seen}, one of this model's training records: its predictions and "
-                      f"agreement are not an independent test", file=sys.stderr)
-                pred.agreement = {**(pred.agreement or {}), "training_record": seen}
-            tables.add(pred)
-            agreements[names[path]] = pred.agreement
-            line = f"{path}: {len(pred.episodes)} episode(s) over {pred.duration_s:.0f} s -> {target}"
-            a = pred.agreement or {}  # without --compare it may hold only the training-record flag
-            if a.get("per_second_agreement") is not None:
-                line += (f"; vs {args.compare}: per-second agreement {a['per_second_agreement']:.3f}, "
-                         f"{a['episodes_recovered']}/{a['reference_episodes']} reference episodes recovered")
-            elif "per_second_agreement" in a:  # no second both annotated with a configured rhythm and scored
-                line += f"; vs {args.compare}: no second to compare (no configured rhythm annotated where windows were scored)"
-            elif a.get("available") is False:
-                line += f"; no agreement: {a['reason']}"
-            print(line)
-    if args.compare:  # keyed by each record's output name, found from the path it was given as (not pred.record)
-        (out / "agreement.json").write_text(json.dumps(agreements, indent=2))
-    write_model_note(out, model)
+    lead = tuple(int(x) if x.isdigit() else x for x in args.lead) if args.lead else None
+    options = PredictOptions(args.extension, args.stride_s, args.smooth, lead, decisions, args.compare)
+    try:
+        done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume, require_signed=require_signed)
+    except KeyboardInterrupt:
+        print(f"\necgpipe: interrupted; every record finished is in {out / 'records.csv'}: the same command with --resume "
+              "predicts the others", file=sys.stderr)
+        return 130
     per_record = ("the class of the whole record" if model.config.classifier.level == "record" else
                   "its windows' mean probability" if model.config.classifier.uses_probabilities else "majority of its windows")
     print(f"episodes: {out / 'episodes.csv'}; one class per record ({per_record}; failed records with their error): "
           f"{out / 'records.csv'}; "
           f"endpoint episodes ({', '.join(model.config.endpoints) or 'none in the model'}; their burden and episode count "
           f"per record in records.csv): {out / 'endpoints.csv'}")
-    if failed:
-        print(f"ecgpipe: {len(failed)} of {len(paths)} record(s) could not be predicted (named above and in records.csv)",
+    if done.training_records > PER_RECORD_LINES:
+        print(f"ecgpipe: warning: {done.training_records} of the records are this model's training records (the first "
+              f"{PER_RECORD_LINES} named above, each noted in records.csv): not an independent test", file=sys.stderr)
+    if done.failed:
+        print(f"ecgpipe: {len(done.failed)} of {len(paths)} record(s) could not be predicted (named above and in records.csv)",
               file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if done.failed else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -382,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refuse a model artifact that is not signed with the key in $ECGPIPE_MODEL_KEY(_FILE)")
     pr.add_argument("--compare", default=None, metavar="ANNOTATOR",
                     help="also measure agreement with the record's reference rhythm annotations, e.g. atr")
+    pr.add_argument("--jobs", type=positive_int, default=1,
+                    help="predict in this many processes, each loading the model once (default 1); outputs as with 1")
+    pr.add_argument("--resume", action="store_true",
+                    help="keep the records an earlier prediction into --out finished with this model and these options, "
+                    "and predict the others (failed ones again); without it every record is predicted again")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="score a run's model on another dataset (external validation)")

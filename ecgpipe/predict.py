@@ -24,7 +24,6 @@ its seconds are predicted as its class).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import warnings
@@ -345,68 +344,6 @@ def compare_with_reference(pred: RecordPrediction, model: TrainedModel, annotato
         "episodes": long_enough,
         "predicted_episodes": len(pred.episodes),
     }
-
-
-class PredictionTables:
-    """episodes.csv, records.csv and endpoints.csv of ``ecgpipe predict``, each record's rows appended and flushed as
-    soon as it is done: a prediction of 300 000 records stopped at the last one keeps every row before it, and no
-    record's prediction is held until the end.
-
-    * episodes.csv: one row per episode of a class;
-    * records.csv: one row per record: its duration, the seconds its scored windows span (windows with NaN samples
-      are not scored), its class, how many windows went to each class, and per endpoint its burden (the share of the
-      scored windows where the endpoint is called, of ``scored_s``, not of the whole recording) and how many episodes
-      of it endpoints.csv lists. A record that could not be predicted has a row too, empty but for its ``error``, so
-      that every record given is accounted for in the file;
-    * endpoints.csv: one row per endpoint episode, a run of windows where the endpoint is called."""
-
-    def __init__(self, out: str | Path, class_names: list[str], endpoints: list[str]):
-        self.class_names, self.endpoints = list(class_names), list(endpoints)
-        self.columns = ["record", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in self.class_names],
-                        *[f"burden_{e}" for e in self.endpoints], *[f"episodes_{e}" for e in self.endpoints], "note", "error"]
-        headers = {"episodes": ["record", "start_s", "end_s", "duration_s", "class", "label"], "records": self.columns,
-                   "endpoints": ["record", "endpoint", "start_s", "end_s", "duration_s"]}
-        self._files = {name: open(Path(out) / f"{name}.csv", "w", newline="") for name in headers}
-        self._rows = {name: csv.writer(fh) for name, fh in self._files.items()}
-        for name, header in headers.items():
-            self._rows[name].writerow(header)
-        self._flush()
-
-    def add(self, pred: RecordPrediction) -> None:
-        for ep in pred.episodes:
-            self._rows["episodes"].writerow([pred.record, f"{ep.start_s:.3f}", f"{ep.end_s:.3f}", f"{ep.end_s - ep.start_s:.3f}",
-                                             ep.class_name, ep.label])
-        scored = pred.window_classes >= 0
-        counts = np.bincount(pred.window_classes[scored], minlength=len(self.class_names))
-        burdens = [pred.endpoint_burden(e) if e in pred.endpoint_calls else None for e in self.endpoints]
-        # a record shorter than one window is scored on one window: it spans the record, not the window
-        scored_s = min(scored.sum() * pred.stride_s, pred.duration_s)
-        self._rows["records"].writerow([pred.record, f"{pred.duration_s:.3f}", f"{scored_s:.3f}", pred.record_class,
-                                        *counts.tolist(), *["" if b is None else f"{b:.4f}" for b in burdens],
-                                        *[len(pred.endpoint_episodes(e)) if e in pred.endpoint_calls else "" for e in self.endpoints],
-                                        pred.note, ""])
-        for name in pred.endpoint_calls:
-            for start, end in pred.endpoint_episodes(name):
-                self._rows["endpoints"].writerow([pred.record, name, f"{start:.3f}", f"{end:.3f}", f"{end - start:.3f}"])
-        self._flush()
-
-    def add_failed(self, record: str, error: str) -> None:
-        self._rows["records"].writerow([record, *[""] * (len(self.columns) - 2), error])
-        self._flush()
-
-    def _flush(self) -> None:
-        for fh in self._files.values():
-            fh.flush()
-
-    def close(self) -> None:
-        for fh in self._files.values():
-            fh.close()
-
-    def __enter__(self) -> PredictionTables:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: str = "pred", name: str | None = None) -> str:

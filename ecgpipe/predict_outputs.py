@@ -19,7 +19,8 @@ class UnsafeOutput(EcgpipeError):
 # extensions of a record's own files: never written by predict
 RECORD_EXTENSIONS = {"hea", "dat", "mat", "edf"}
 # what predict writes into --out beside the annotations; model.json says the folder is an earlier prediction's
-SUMMARY_FILES = ("episodes.csv", "records.csv", "endpoints.csv", "agreement.json", "model.json")
+AGREEMENT_PARTIAL = "agreement.partial.jsonl"  # each record's agreement as it is done, until agreement.json is written
+SUMMARY_FILES = ("episodes.csv", "records.csv", "endpoints.csv", "agreement.json", AGREEMENT_PARTIAL, "model.json")
 WRITTEN_BY = "ecgpipe predict"
 
 
@@ -79,9 +80,9 @@ def output_names(paths: list[str]) -> dict[str, str]:
     return names
 
 
-def write_model_note(out: Path, model) -> None:
-    """``out/model.json`` (``out`` made if need be): the model a prediction used (its path, digest, signature), and
-    that predict wrote here."""
+def write_model_note(out: Path, model, options: dict | None = None) -> None:
+    """``out/model.json`` (``out`` made if need be): the model a prediction used (its path, digest, signature), the
+    options it ran with (what ``--resume`` must match), and that predict wrote here."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.json").write_text(json.dumps({"model": model.path, "sha256": model.digest, "signed": model.signed,
-                                                "written_by": WRITTEN_BY}, indent=2))
+    doc = {"model": model.path, "sha256": model.digest, "signed": model.signed, "written_by": WRITTEN_BY}
+    (out / "model.json").write_text(json.dumps({**doc, "options": options} if options is not None else doc, indent=2))

@@ -13,6 +13,7 @@ from ecgpipe.location import Location
 from ecgpipe.orchestration import interrupt
 from ecgpipe.orchestration.console import PROGRESS_RECORD, stage_bar
 from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
+from ecgpipe.progress import PROGRESS_EVERY_S, progress_line
 
 
 def error_text(exc: Exception) -> str:
@@ -85,19 +86,6 @@ class RunLog:
 
             print(f"ecgpipe: could not write {self.out.child('run.json')}: {exc}", file=sys.stderr)
         return doc
-
-
-PROGRESS_EVERY_S = 15.0  # a line at least this often while a stage runs, and at every tenth of it
-
-
-def progress_line(stage: str, done: int, total: int, failed: int, elapsed_s: float) -> str:
-    """``features: 120/700 (17 %), 3.1/s, ETA 3 min 7 s`` (and the failures so far)."""
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else float("nan")
-    eta_text = ("done" if done == total else "ETA once a task has finished" if not rate > 0
-                else f"ETA {int(eta // 60)} min {int(eta % 60)} s" if eta >= 60 else f"ETA {eta:.0f} s")
-    return (f"{stage}: {done}/{total} ({100 * done / total:.0f} %), {rate:.1f}/s, {eta_text}"
-            + (f", {failed} failed" if failed else ""))
 
 
 def cluster_workers(futures: list) -> int | None:

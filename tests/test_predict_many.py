@@ -1,0 +1,128 @@
+"""``ecgpipe predict`` over many records, on real mitdb records as PhysioNet ships them: worker processes
+(``--jobs``) give the same files as one process, a stopped or partly failed prediction is resumed (``--resume``)
+without predicting its finished records again, and many records get progress lines instead of a line each."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_reliability import cli
+
+from conftest import copy_records
+
+RECORDS = ["100", "101", "103"]
+OUTPUTS = ("records.csv", "episodes.csv", "endpoints.csv")
+
+
+def _model(path, physionet, smooth_seed: int = 0, training: dict | None = None):
+    """A rhythm-block-only model (no CNN: a 30-min record in about a second) with paper4's classes and endpoints."""
+    from ecgpipe.classify import fit_classifier
+    from ecgpipe.config import load_config
+    from ecgpipe.model import save_model
+
+    cfg = load_config("paper4", {"rhythm": {"enabled": True}, "classifier": {"inputs": "rhythm"}})
+    y = np.repeat(np.arange(4), 30)
+    model, _ = fit_classifier(np.random.default_rng(smooth_seed).normal(size=(120, 8)) + y[:, None], y, cfg.classifier)
+    save_model(path, model, cfg, weights_source="test", n_cnn=None, training={"n_segments": 120, **(training or {})})
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, physionet):
+    tmp = tmp_path_factory.mktemp("many")
+    from ecgpipe.keys import signal_digest
+
+    # mitdb 100 and 101 are "training records" of this model: flagged in records.csv and on stderr
+    training = {"recordings_sha256": {f"mitdb/{r}": signal_digest(physionet / "mitdb", r) for r in ("100", "101")}}
+    return {"tmp": tmp, "model": _model(tmp / "model.skops", physionet, training=training),
+            "records": [str(physionet / "mitdb" / r) for r in RECORDS]}
+
+
+def _rows(out, name):
+    with open(out / name, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_jobs_give_the_files_one_process_gives(setup, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, jobs in ((one, "1"), (two, "2")):
+        proc = cli("predict", "--model", str(setup["model"]), *setup["records"], "--out", str(out), "--compare", "atr",
+                   "--jobs", jobs)
+        assert proc.returncode == 0, proc.stderr
+    for name in (*OUTPUTS, "agreement.json", *(f"{r}.pred" for r in RECORDS)):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    records = _rows(one, "records.csv")
+    assert [r[0] for r in records[1:]] == setup["records"]  # in the order given, whatever finished first
+    note = dict(zip(records[0], records[1]))["note"]
+    assert note == "one of this model's training records (mitdb/100)"  # kept with the row, not only on stderr
+    assert json.loads((two / "model.json").read_text())["options"]["compare"] == "atr"
+
+
+def test_resume_predicts_only_what_a_stopped_or_failed_prediction_left(setup, physionet, tmp_path):
+    """A record that failed (its files missing) and a prediction killed after its first record are both taken up
+    where they stopped; the finished outputs equal those of one uninterrupted prediction."""
+    folder = tmp_path / "later"  # 103's files arrive after the first prediction
+    paths = [*setup["records"][:2], str(folder / "mitdb" / "103")]
+    args = ["predict", "--model", str(setup["model"]), *paths, "--compare", "atr"]
+    first = cli(*args, "--out", str(tmp_path / "p"))
+    assert first.returncode == 1 and "103" in first.stderr
+    copy_records(physionet, folder, "mitdb", ["103"])
+    resumed = cli(*args, "--out", str(tmp_path / "p"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming: 2 of 3 record(s) already predicted" in resumed.stdout and "predicting the other 1" in resumed.stdout
+    assert f"{paths[0]}: " not in resumed.stdout and f"{paths[2]}: " in resumed.stdout  # only 103 predicted again
+    whole = cli(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    def same_as_whole(out):
+        for name in OUTPUTS:
+            assert sorted(_rows(out, name)) == sorted(_rows(tmp_path / "whole", name)), name
+        assert json.loads((out / "agreement.json").read_text()) == json.loads((tmp_path / "whole" / "agreement.json").read_text())
+
+    same_as_whole(tmp_path / "p")
+
+    # what a prediction killed while writing its second record leaves: the first record's rows, a torn line, no
+    # agreement.json, the first record's agreement in the partial file
+    out = tmp_path / "killed"
+    shutil.copytree(tmp_path / "whole", out)
+    rows = (out / "records.csv").read_text().splitlines(keepends=True)
+    (out / "records.csv").write_text("".join(rows[:2]) + rows[2][:25])
+    agreement = json.loads((out / "agreement.json").read_text())
+    (out / "agreement.json").unlink()
+    (out / "agreement.partial.jsonl").write_text(json.dumps(["100", agreement["100"]]) + "\n" + '["101", {"annot')
+    again = cli(*args, "--out", str(out), "--resume", "--jobs", "2")
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 1 of 3 record(s)" in again.stdout
+    same_as_whole(out)
+    assert not (out / "agreement.partial.jsonl").exists()
+
+    # another model, or other options, would mix two predictions in one folder: refused, nothing written over
+    before = (out / "records.csv").read_bytes()
+    other = _model(tmp_path / "other.skops", physionet, smooth_seed=1)
+    refused = cli("predict", "--model", str(other), *paths, "--compare", "atr", "--out", str(out), "--resume")
+    assert refused.returncode == 2 and "another model" in refused.stderr, refused.stderr
+    refused = cli(*args, "--out", str(out), "--resume", "--smooth", "3")
+    assert refused.returncode == 2 and "other options (smooth" in refused.stderr, refused.stderr
+    assert (out / "records.csv").read_bytes() == before
+
+
+def test_many_records_get_progress_lines_and_one_training_warning(setup, tmp_path, monkeypatch, capsys):
+    """Past PER_RECORD_LINES records a line per record would flood a log of 300 000: progress lines (done/total, rate,
+    ETA) instead, failures still named, and the training-record warnings summed up."""
+    from ecgpipe import predict_many
+    from ecgpipe.cli import main
+
+    monkeypatch.setattr(predict_many, "PER_RECORD_LINES", 1)
+    code = main(["predict", "--model", str(setup["model"]), *setup["records"], str(tmp_path / "missing" / "104"),
+                 "--out", str(tmp_path / "p")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "predict: 4/4 (100 %)" in out and "1 failed" in out and "episode(s) over" not in out
+    assert "104" in err and "could not be predicted" in err
+    assert err.count("is mitdb/1") == 1  # the first named, then summed up
+    assert "2 of the records are this model's training records" in err
+    assert len(_rows(tmp_path / "p", "records.csv")) == 5  # every record accounted for, the failed one too
