@@ -105,6 +105,29 @@ def test_record_key_ignores_which_other_records_a_run_uses(physionet):
     assert len(base.files_sha256) == 64
 
 
+def test_tasks_get_the_config_without_its_record_lists(physionet, tmp_path):
+    """A config listing 100 000 records went whole (1 MB of JSON) with every task's arguments; tasks now get it
+    without the lists, and a record computed from that config is the record computed from the whole one."""
+    from ecgpipe.config import PipelineConfig
+    from ecgpipe.orchestration.steps import task_config_json
+    from ecgpipe.stages.segments import compute_record, record_unit
+
+    names = [f"R{i:06d}" for i in range(100_000)]
+    listed = load_config("paper4", {"databases": {"mitdb": {"records": names}, "vfdb": {"records": ["418"]}}})
+    sent = task_config_json(listed)
+    assert len(listed.model_dump_json()) > 1_000_000 and len(sent) < 20_000
+    stripped = PipelineConfig.model_validate_json(sent)
+    assert [db.records for db in stripped.databases.values()] == [[], []]
+    without_lists = {"databases": {"__all__": {"records"}}}
+    assert stripped.model_dump(exclude=without_lists) == listed.model_dump(exclude=without_lists)  # all else kept
+
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": ["100", "101"]}}})
+    unit = record_unit(cfg, "mitdb", "100", str(physionet / "mitdb"))
+    whole = compute_record(str(tmp_path / "a.zarr"), unit, cfg)
+    as_a_task = compute_record(str(tmp_path / "b.zarr"), unit, PipelineConfig.model_validate_json(task_config_json(cfg)))
+    assert as_a_task[1] == whole[1] and as_a_task[0].to_json() == whole[0].to_json() and whole[0].n_windows > 0
+
+
 def test_planning_the_table_holds_no_python_object_per_window(tmp_path):
     """The flow process plans the table from the records' summaries: what it keeps grows by a few bytes per window
     (arrays), not by a Python object per window (a string id was ~100 bytes, measured 0.019 MiB per record)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,6 +27,15 @@ from ecgpipe.stages.features import FeatureArray, feature_groups
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
+
+
+def task_config_json(cfg: PipelineConfig) -> str:
+    """``cfg`` as a task gets it: without the databases' record lists. A task is handed the units it works on, their
+    records named in them, and no task reads the lists (the plan does, in the flow process); a config listing
+    100 000 records is 1 MB of JSON, which went with every task's arguments to the scheduler. The model artifact is
+    the exception: its training task gets the run's whole config (``model_artifact``)."""
+    lists_left_out = {name: db.model_copy(update={"records": []}) for name, db in cfg.databases.items()}
+    return cfg.model_copy(update={"databases": lists_left_out}).model_dump_json()
 
 
 @dataclass
@@ -61,9 +71,9 @@ class Run:
     def out_dir(self) -> str:
         return self.plan.out.url
 
-    @property
+    @functools.cached_property
     def config_json(self) -> str:
-        return self.cfg.model_dump_json()
+        return task_config_json(self.cfg)
 
     def task(self, t):
         return t.with_options(retries=self.cfg.run.retries, retry_delay_seconds=list(self.cfg.run.retry_delay_s) or 0)
@@ -253,11 +263,11 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
             e.attrs = dict(root[e.data].attrs)
         else:
             with feature_placement(n_gpu):
-                e.attrs = result_of(run.task(tasks.describe_extractor).submit(e.cfg.model_dump_json()), features.STAGE, run.logger)
+                e.attrs = result_of(run.task(tasks.describe_extractor).submit(task_config_json(e.cfg)), features.STAGE, run.logger)
         ensure_rows(run.store, e.data, n, (e.width,), run.cfg.run.chunk_size, Layout.FEATURE_DTYPE, e.attrs)
     layer_of = {e.array: e.layer for e in group}
     targets = list({e.array: e.keys for e in group}.items())  # one target per array
-    task, config_json = run.task(tasks.feature_chunk), group[0].cfg.model_dump_json()
+    task, config_json = run.task(tasks.feature_chunk), task_config_json(group[0].cfg)
 
     def submit(i: int, todo: list[tuple[str, str]]):
         with feature_placement(n_gpu):
@@ -289,9 +299,9 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
         if pending:
             data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
             jobs = classification.fold_jobs(pending, data)
-            task = run.task(tasks.classify_fold)
+            task, row_json = run.task(tasks.classify_fold), [task_config_json(row.cfg) for row in pending]
             futures = [task.submit(run.store, pending[j.row].features, pending[j.row].data_key, j.protocol, j.fold,
-                                   pending[j.row].cfg.model_dump_json()) for j in jobs]
+                                   row_json[j.row]) for j in jobs]
             run.log.count(classification.STAGE, tasks=len(futures))
             results, failures = wait_all(futures, classification.STAGE, run.logger)
             for i, exc in failures:  # the first failed fold of each row names it
@@ -346,7 +356,7 @@ def score_recordings(run: Run, records: list[RecordSummary], rows: list[Comparis
         data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
         folds, note = recording_scores.record_folds(data, row.cfg, scored)
         task = run.task(tasks.recording_scores_fold)
-        futures = [task.submit(run.store, row.features, row.data_key, f, records, row.cfg.model_dump_json())
+        futures = [task.submit(run.store, row.features, row.data_key, f, records, task_config_json(row.cfg))
                    for f, records in enumerate(folds)]
         run.log.count(recording_scores.STAGE, tasks=len(futures))
         results, fold_failures = wait_all(futures, recording_scores.STAGE, run.logger, run.strict)
@@ -385,7 +395,8 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
         run.logger.info(f"recordings: {len(todo)} of {len(grids)} record grids to featurise, in {len(batches)} task(s)")
         task, n_gpu = run.task(tasks.recording_grid_batch), gpu_workers_in_cluster()
         with feature_placement(n_gpu):
-            futures = [task.submit(run.store, run.out_dir, b, batch, row.cfg.model_dump_json()) for b, batch in enumerate(batches)]
+            row_json = task_config_json(row.cfg)
+            futures = [task.submit(run.store, run.out_dir, b, batch, row_json) for b, batch in enumerate(batches)]
         run.log.count(recording_grid.STAGE, tasks=len(futures))
         results, failures = wait_all(futures, recording_grid.STAGE, run.logger, run.strict)
         batch_errors = {b: exc for b, exc in failures}
