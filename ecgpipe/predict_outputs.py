@@ -20,7 +20,8 @@ class UnsafeOutput(EcgpipeError):
 RECORD_EXTENSIONS = {"hea", "dat", "mat", "edf"}
 # what predict writes into --out beside the annotations; model.json says the folder is an earlier prediction's
 AGREEMENT_PARTIAL = "agreement.partial.jsonl"  # each record's agreement as it is done, until agreement.json is written
-SUMMARY_FILES = ("episodes.csv", "records.csv", "endpoints.csv", "agreement.json", AGREEMENT_PARTIAL, "model.json")
+OUTPUT_NAMES = "outputs.csv"  # each record (as given) and its annotation file: what a resumed prediction matches
+SUMMARY_FILES = ("episodes.csv", "records.csv", "endpoints.csv", "agreement.json", AGREEMENT_PARTIAL, OUTPUT_NAMES, "model.json")
 WRITTEN_BY = "ecgpipe predict"
 
 

@@ -281,7 +281,7 @@ def test_predict_tables_hold_each_record_s_rows_as_soon_as_it_is_done(tmp_path):
     import csv
 
     from ecgpipe.predict import Episode, RecordPrediction
-    from ecgpipe.predict_many import PredictionTables
+    from ecgpipe.predict_tables import PredictionTables
 
     starts = np.arange(6) * 2.0
     pred = RecordPrediction("d/100", 360.0, "MLII", 12.0, starts, np.array([0, 0, 1, 1, 1, -1]), 2.0,

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from test_reliability import cli
 
-from conftest import copy_records
+from conftest import REPO, copy_records
 
 RECORDS = ["100", "101", "103"]
 OUTPUTS = ("records.csv", "episodes.csv", "endpoints.csv")
@@ -64,7 +69,7 @@ def test_jobs_give_the_files_one_process_gives(setup, tmp_path):
 
 def test_resume_predicts_only_what_a_stopped_or_failed_prediction_left(setup, physionet, tmp_path):
     """A record that failed (its files missing) and a prediction killed after its first record are both taken up
-    where they stopped; the finished outputs equal those of one uninterrupted prediction."""
+    where they stopped; the finished files equal those of one uninterrupted prediction, byte for byte."""
     folder = tmp_path / "later"  # 103's files arrive after the first prediction
     paths = [*setup["records"][:2], str(folder / "mitdb" / "103")]
     args = ["predict", "--model", str(setup["model"]), *paths, "--compare", "atr"]
@@ -79,11 +84,10 @@ def test_resume_predicts_only_what_a_stopped_or_failed_prediction_left(setup, ph
     assert whole.returncode == 0, whole.stderr
 
     def same_as_whole(out):
-        for name in OUTPUTS:
-            assert sorted(_rows(out, name)) == sorted(_rows(tmp_path / "whole", name)), name
-        assert json.loads((out / "agreement.json").read_text()) == json.loads((tmp_path / "whole" / "agreement.json").read_text())
+        for name in (*OUTPUTS, "agreement.json", "outputs.csv"):
+            assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
-    same_as_whole(tmp_path / "p")
+    same_as_whole(tmp_path / "p")  # the failed record's row, first written last, back in its place
 
     # what a prediction killed while writing its second record leaves: the first record's rows, a torn line, no
     # agreement.json, the first record's agreement in the partial file
@@ -100,6 +104,12 @@ def test_resume_predicts_only_what_a_stopped_or_failed_prediction_left(setup, ph
     same_as_whole(out)
     assert not (out / "agreement.partial.jsonl").exists()
 
+    # a table that cannot be read says nothing of which records are complete: every record is predicted again
+    (out / "endpoints.csv").unlink()
+    again = cli(*args, "--out", str(out), "--resume")
+    assert again.returncode == 0 and "resuming" not in again.stdout and f"{paths[0]}: " in again.stdout
+    same_as_whole(out)
+
     # another model, or other options, would mix two predictions in one folder: refused, nothing written over
     before = (out / "records.csv").read_bytes()
     other = _model(tmp_path / "other.skops", physionet, smooth_seed=1)
@@ -108,6 +118,46 @@ def test_resume_predicts_only_what_a_stopped_or_failed_prediction_left(setup, ph
     refused = cli(*args, "--out", str(out), "--resume", "--smooth", "3")
     assert refused.returncode == 2 and "other options (smooth" in refused.stderr, refused.stderr
     assert (out / "records.csv").read_bytes() == before
+
+
+def test_resume_keeps_a_record_only_under_the_output_name_it_had(setup, physionet, tmp_path):
+    """Records of one name in several folders are numbered by their place among the records given (1-mitdb/100,
+    2-mitdb/100, mitdb/100): given fewer of them, a name can pass to another record, whose annotation file it is not."""
+    paths = [str(copy_records(physionet, tmp_path / f, "mitdb", ["100"]) / "100") for f in "pqr"]
+    out = tmp_path / "pred"
+    assert cli("predict", "--model", str(setup["model"]), *paths, "--out", str(out)).returncode == 0
+    names = dict(_rows(out, "outputs.csv")[1:])
+    assert names[paths[1]] == "2-mitdb/100.pred" and names[paths[2]] == "mitdb/100.pred"
+    fewer = cli("predict", "--model", str(setup["model"]), *paths[1:], "--out", str(out), "--resume")
+    assert fewer.returncode == 0, fewer.stderr
+    assert "resuming: 1 of 2" in fewer.stdout and f"{paths[1]}: " in fewer.stdout  # 2-mitdb/100 is now 1-mitdb/100
+    assert dict(_rows(out, "outputs.csv")[1:]) == {paths[1]: "1-mitdb/100.pred", paths[2]: "mitdb/100.pred"}
+    assert [r[0] for r in _rows(out, "records.csv")[1:]] == paths[1:]  # the records not given are not listed
+
+
+def test_sigterm_stops_a_prediction_that_resume_then_finishes(setup, physionet, tmp_path):
+    """A batch system's SIGTERM mid-way: exit 130, a line saying how to go on, every finished record kept; the
+    resumed prediction predicts only the others and ends with the files of an uninterrupted one."""
+    paths = [str(physionet / "mitdb" / r) for r in ("100", "101", "103", "105", "106", "107", "108", "109")]
+    args = [sys.executable, "-m", "ecgpipe.cli", "predict", "--model", str(setup["model"]), *paths]
+    out = tmp_path / "p"
+    proc = subprocess.Popen([*args, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 120
+    while (not (out / "records.csv").exists() or len(_rows(out, "records.csv")) < 3) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until two records are done
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    done = len(_rows(out, "records.csv")) - 1
+    assert 2 <= done < len(paths)
+    resumed = cli(*args[3:], "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {done} of {len(paths)} record(s)" in resumed.stdout
+    assert cli(*args[3:], "--out", str(tmp_path / "whole")).returncode == 0
+    for name in (*OUTPUTS, "outputs.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
 def test_many_records_get_progress_lines_and_one_training_warning(setup, tmp_path, monkeypatch, capsys):
