@@ -268,6 +268,9 @@ def cmd_evaluate(args) -> int:
         if r["note"]:
             print(f"ecgpipe: warning: endpoint {name}: {r['note']}", file=sys.stderr)
         print(f"endpoint {name} over whole recordings ({r['hours']:.1f} h, as predict calls it): {recording_words(r)}")
+        if "new_patients" in r:  # the model's own patients among them: the external test is what is left
+            new = r["new_patients"]
+            print(f"endpoint {name} over whole recordings, new patients only ({new['hours']:.1f} h): {recording_words(new)}")
     for f in ev.failed:
         print(f"  failed {f['record']}: {f['error']}")
     print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")

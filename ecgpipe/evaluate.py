@@ -157,6 +157,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     given = endpoint_decisions if isinstance(endpoint_decisions, Mapping) else dict.fromkeys(shared, endpoint_decisions)
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
     tallies: dict[str, dict[str, RecordingTally]] = {name: {} for name in shared}  # endpoint -> subject -> tally
+    known_subjects: set[str] = set()  # subjects with a record the model learnt from, or the model's own patients
     started, last = time.monotonic(), time.monotonic()
     for i, (db, folder, settings, name, labels, csv_subject) in enumerate(todo):
         label = labels.get(name) if labels is not None else None
@@ -188,6 +189,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         # another record of a patient the model learnt from (mitdb 202 beside 201) is no new patient either
         accounting["training_patients"] += not seen and subject in trained_on
         new_patient = not seen and subject not in trained_on
+        if not new_patient:  # a patient is new only if none of its records is the model's or its patients'
+            known_subjects.add(subject)
         ok = pred.window_classes >= 0
         if labels is not None:
             truth = dataset.class_names.index(dataset.label_to_class[label])
@@ -235,10 +238,20 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),
         "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
         "results": results, "records": rows, "wall_s": time.monotonic() - started,
-        "recordings": {name: {**subjects_json(by_subject), "width": decisions[name].width, "penalty": decisions[name].penalty,
+        "recordings": {name: {**recordings_json(by_subject, known_subjects), "width": decisions[name].width, "penalty": decisions[name].penalty,
                               "detector": name in model.detectors, **_endpoint_classes(name, model, dataset, mapping)}
                        for name, by_subject in tallies.items() if y_win},
     })
+
+
+def recordings_json(by_subject: dict[str, RecordingTally], known_subjects: set[str]) -> dict:
+    """One endpoint over whole recordings, every subject's, and under ``new_patients`` the same over the new
+    patients alone when the model's own patients are among them (the external test is what is left)."""
+    doc = subjects_json(by_subject)
+    new = {s: tally for s, tally in by_subject.items() if s not in known_subjects}
+    if new and len(new) < len(by_subject):
+        doc["new_patients"] = subjects_json(new)
+    return doc
 
 
 def _endpoint_classes(name: str, model: TrainedModel, dataset: PipelineConfig, mapping: dict[str, str]) -> dict:
@@ -307,8 +320,11 @@ def render_markdown(ev: EvaluationResult) -> str:
                   "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
         label = lambda name, r: f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"  # noqa: E731
         lines += ["| " + " | ".join(row) + " |" for row in recording_rows(ev.recordings, label)]
+        new = {name: {**r, **r["new_patients"]} for name, r in ev.recordings.items() if "new_patients" in r}
+        lines += ["| " + " | ".join(row) + " |" for row in recording_rows(new, lambda n, r: f"{label(n, r)}, new patients only")]
         lines += [""] + [f"**Note: {r['note']}.**" for r in ev.recordings.values() if r["note"]]
-        lines += ["**These include the records of the model's own patients (above).**" if warning else "", ""]
+        lines += [("**The rows without 'new patients only' include the records of the model's own patients (above).**"
+                   if new else "**These include the records of the model's own patients (above).**") if warning else "", ""]
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]
     return "\n".join(lines)

@@ -606,18 +606,26 @@ def test_evaluate_flags_records_of_the_patients_the_model_was_trained_on(af_mode
     report = (tmp_path / "ev" / "evaluation.md").read_text()
     assert f"**Warning: {warning}.**" in report
     assert "sensitivity ≥ 0.50 (no verdict: the model's own patients are among these)" in report  # no goal judged
+    assert "new_patients" not in json.loads((tmp_path / "ev" / "evaluation.json").read_text())["recordings"]["af"]  # none
     dataset.write_text(dataset.read_text().replace('same_subject = { "203" = "201" }\n', ""))  # 203: a new patient
-    assert _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset), "--data-dir",
-                str(physionet), "--out", str(tmp_path / "ev2"))[0] == 0
+    code, out, _ = _run(capsys, "evaluate", "--model", str(af_model["pooled"]), "--config", str(dataset), "--data-dir",
+                        str(physionet), "--out", str(tmp_path / "ev2"))
+    assert code == 0 and "endpoint af over whole recordings, new patients only (0.5 h): " in out
     doc = json.loads((tmp_path / "ev2" / "evaluation.json").read_text())
     assert doc["accounting"]["training_patients"] == 1
     # the external test is what is left: the new patient's windows scored apart, beside every record's
     assert set(doc["results"]) == {"windows", "windows_new_patients"}
+    # and the AF endpoint over whole recordings: every recording's, and the new patient's alone (203, 30 min)
+    whole, new = doc["recordings"]["af"], doc["recordings"]["af"]["new_patients"]
+    assert new["hours"] == pytest.approx(0.5, abs=0.01) and whole["hours"] == pytest.approx(1.0, abs=0.02)
+    assert new["ci_subjects"] == 1 and new["positive_windows"] + new["negative_windows"] < whole["positive_windows"] + whole["negative_windows"]
     rows = {r["record"]: r for r in doc["records"]}
     assert doc["results"]["windows_new_patients"]["n"] == rows["mitdb/203"]["windows"] < doc["results"]["windows"]["n"]
     assert doc["results"]["windows_new_patients"]["n_subjects"] == 1
     report = (tmp_path / "ev2" / "evaluation.md").read_text()
     assert "## Per window, new patients only" in report
+    assert "af (model: afib; dataset: afib), new patients only |" in report
+    assert "The rows without 'new patients only' include the records of the model's own patients" in report
     new_patients = report[report.index("## Per window, new patients only"):]
     assert "sensitivity ≥ 0.50 (" in new_patients and "no verdict: the model's own" not in new_patients.split("## ")[1]
     # windows whose centre is in a rhythm of no configured class are counted, not dropped in silence (201: trigeminy...)
