@@ -254,7 +254,8 @@ def cmd_evaluate(args) -> int:
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
     ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
-                        progress=lambda line: print(line, flush=True), endpoint_decisions=decisions)
+                        progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
+                        require_signed=args.require_signed or None)
     out = Path(args.out)
     write_outputs(ev, out)
     print(accounting_words(ev.accounting))
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-records", type=positive_int, default=None, help="score a seeded random sample of this many records")
     ev.add_argument("--seed", type=int, default=None, help="seed of --max-records' sample (0)")
     ev.add_argument("--require-signed", action="store_true", help="refuse a model without a valid HMAC signature")
+    ev.add_argument("--jobs", type=positive_int, default=1,
+                    help="read and predict records in this many processes, each loading the model once (default 1); "
+                    "the same results as with 1")
     endpoint_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -38,6 +38,7 @@ from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.errors import EcgpipeError, PipelineError, failure_kinds
 from ecgpipe.labels import check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
+from ecgpipe.model_pool import in_order, with_cnn_threads
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.records import read_record
@@ -114,15 +115,16 @@ def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndar
 def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
                    max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None,
                    endpoint_decisions: EndpointDecision | Mapping[str, EndpointDecision] = MODEL_DECISIONS,
-                   ) -> EvaluationResult:
-    """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``). One process: the CNN
-    uses ``threads`` CPU threads (default: every core) instead of the training workers' setting. On rhythm-annotated
-    records each endpoint both configs declare is also called as ``ecgpipe predict`` calls it (``endpoint_decisions``)
-    and scored over the whole recordings."""
+                   jobs: int = 1, require_signed: bool | None = None) -> EvaluationResult:
+    """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``), records read and
+    predicted in ``jobs`` processes (``model_pool``; the same results as one). The CNN uses ``threads`` CPU threads
+    (default: every core) shared out between the processes, instead of the training workers' setting. On
+    rhythm-annotated records each endpoint both configs declare is also called as ``ecgpipe predict`` calls it
+    (``endpoint_decisions``) and scored over the whole recordings."""
     if max_records is not None and not (isinstance(max_records, (int, np.integer)) and max_records >= 1):
         raise PipelineError(f"max_records (--max-records) must be a whole number of at least 1, got {max_records!r}")
-    features = model.config.features.model_copy(update={"torch_threads": threads or os.cpu_count() or 1})
-    model = dataclasses.replace(model, config=model.config.model_copy(update={"features": features}))
+    cnn_threads = max(1, (threads or os.cpu_count() or 1) // jobs)
+    model = with_cnn_threads(model, cnn_threads)
     mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
                        for c in model.class_names], dtype=np.int64)
     excluded = set(dataset.segments.exclude_labels)
@@ -158,24 +160,22 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
     tallies: dict[str, dict[str, RecordingTally]] = {name: {} for name in shared}  # endpoint -> subject -> tally
     known_subjects: set[str] = set()  # subjects with a record the model learnt from, or the model's own patients
+    # what this process decides (a label to score, a subject), then each record read and predicted, in order
+    plan = [_what_to_score(item, dataset, excluded) for item in todo]
+    work = [(f"{item[0]}/{item[3]}", item[1], item[0], item[3], item[2], label, dataset.segments.nan_policy,
+             None if item[4] is not None else decisions) for item, (label, subject, _) in zip(todo, plan) if subject]
+    predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)
     started, last = time.monotonic(), time.monotonic()
-    for i, (db, folder, settings, name, labels, csv_subject) in enumerate(todo):
-        label = labels.get(name) if labels is not None else None
-        if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
-            reason = "no_label_row" if label is None else "excluded_label" if label in excluded else "unknown_label"
-            accounting[reason] += 1
-            why = "no row for this record in the labels CSV" if label is None else reason.replace("_", " ")
-            rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"not scored: {why}"})
+    for i, ((db, _folder, _settings, name, labels, _), (label, subject, problem)) in enumerate(zip(todo, plan)):
+        if problem is not None:  # not scored (its label), or its subject rule failed on it
+            rows.append({"record": f"{db}/{name}", "label": label or "", "note": problem[1]})
+            if problem[0] == "failed":
+                failed.append({"record": f"{db}/{name}", "error": problem[2]})
+                failed_paths.append({"record": f"{db}/{name}", "error": problem[2]})
+            accounting[problem[0]] += 1
             continue
-        try:
-            # intervals are bootstrapped over the dataset's subjects (its config says who is one patient)
-            subject = subject_id(db, name, settings.same_subject, settings.subject, settings.subject_pattern, csv_subject)
-            # the dataset's policy for missing samples (its config describes its records), not the training data's
-            rec = read_record(folder, db, name, settings, nan_policy=dataset.segments.nan_policy,
-                              record_label=label, n_leads=model.config.segments.n_leads)
-            # per record (CSV labels) only the classes are scored; per window, the endpoints too, as predict calls them
-            pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=None if labels is not None else decisions)
-        except (EcgpipeError, ValueError) as err:  # one bad record never stops the others
+        rec, pred, err, seen = next(predicted)
+        if err is not None:  # one bad record never stops the others
             failed.append({"record": f"{db}/{name}", "error": str(err)})
             # the error names the record's path: grouped by kind with that path taken out (failure_kinds)
             failed_paths.append({"record": getattr(err, "record_path", f"{db}/{name}"), "error": str(err)})
@@ -183,8 +183,6 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"failed: {err}"})
             continue
         accounting["scored"] += 1
-        # a record the model learnt from is no external test: counted and flagged, the report says so
-        seen = training_recording(model, str(folder / name)) is not None
         accounting["training_records"] += seen
         # another record of a patient the model learnt from (mitdb 202 beside 201) is no new patient either
         accounting["training_patients"] += not seen and subject in trained_on
@@ -242,6 +240,38 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
                               "detector": name in model.detectors, **_endpoint_classes(name, model, dataset, mapping)}
                        for name, by_subject in tallies.items() if y_win},
     })
+
+
+def _what_to_score(item: tuple, dataset: PipelineConfig, excluded: set[str]) -> tuple[str | None, str | None, tuple | None]:
+    """(label, subject, problem) of one record: problem = (accounting key, the row's note, error) when it is not
+    scored (its label excluded, unknown or missing) or its subject rule fails on it (failed)."""
+    db, _, settings, name, labels, csv_subject = item
+    label = labels.get(name) if labels is not None else None
+    if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
+        reason = "no_label_row" if label is None else "excluded_label" if label in excluded else "unknown_label"
+        why = "no row for this record in the labels CSV" if label is None else reason.replace("_", " ")
+        return label, None, (reason, f"not scored: {why}", None)
+    try:  # intervals are bootstrapped over the dataset's subjects (its config says who is one patient)
+        return label, subject_id(db, name, settings.same_subject, settings.subject, settings.subject_pattern, csv_subject), None
+    except (EcgpipeError, ValueError) as err:
+        return label, None, ("failed", f"failed: {err}", str(err))
+
+
+def read_and_predict(model: TrainedModel, shown: str, folder: Path, db: str, name: str, settings, label: str | None,
+                     nan_policy: str, decisions) -> tuple:
+    """(record without its samples, prediction, None, whether it is a training recording) of one record, or
+    (None, None, error, False): run in a worker process by ``evaluate --jobs``. The dataset's policy for missing
+    samples (its config describes its records), not the training data's; per record (CSV labels) only the classes
+    are scored (``decisions`` None), per window the endpoints too, as predict calls them."""
+    try:
+        rec = read_record(folder, db, name, settings, nan_policy=nan_policy, record_label=label,
+                          n_leads=model.config.segments.n_leads)
+        pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=decisions)
+    except (EcgpipeError, ValueError) as err:
+        return None, None, err, False
+    # a record the model learnt from is no external test: counted and flagged, the report says so
+    seen = training_recording(model, str(folder / name)) is not None
+    return dataclasses.replace(rec, signals=rec.signals[:, :0]), pred, None, seen  # the samples are not sent back
 
 
 def recordings_json(by_subject: dict[str, RecordingTally], known_subjects: set[str]) -> dict:

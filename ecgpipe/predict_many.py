@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import os
 import signal
 import sys
-import threading
 import time
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecgpipe.errors import EcgpipeError, PipelineError
-from ecgpipe.model import TrainedModel, load_model
+from ecgpipe.errors import EcgpipeError
+from ecgpipe.model import TrainedModel
+from ecgpipe.model_pool import in_order
 from ecgpipe.predict import (
     EndpointDecision,
     RecordPrediction,
@@ -88,68 +83,6 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
     return RecordOutcome(path, name, pred=pred, target=target, training_record=seen)
 
 
-_WORKER: dict = {}
-
-
-def _start_worker(model_path: str, digest: str, require_signed: bool | None, jobs: int) -> None:
-    from threadpoolctl import threadpool_limits
-
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a terminal's Ctrl-C, a batch system's SIGTERM to every process
-        signal.signal(sig, signal.SIG_IGN)  # of the job: the parent decides, and stops the pool
-    # the cores shared out: each process's BLAS and OpenMP pools (gradient boosting predicts with every core) would
-    # otherwise start one thread per core in every process, and ``jobs`` processes ran slower than one
-    _WORKER["threads"] = threadpool_limits(max(1, (os.cpu_count() or 1) // jobs))
-    model = load_model(model_path, require_signed=require_signed)
-    if model.digest != digest:  # replaced since this prediction started: its records would mix two models
-        raise PipelineError(f"{model_path}: changed while predicting (sha256 {model.digest[:16]}..., was {digest[:16]}...)")
-    _WORKER["model"] = model
-    parent = os.getppid()
-
-    def leave_with_parent() -> None:  # a killed prediction (SIGKILL, OOM) leaves no process holding a model
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=leave_with_parent, daemon=True).start()
-
-
-def _predict_in_worker(path: str, name: str, out: str, options: PredictOptions) -> RecordOutcome:
-    return predict_one(_WORKER["model"], path, name, out, options)
-
-
-def outcomes(model: TrainedModel, todo: list[tuple[str, str]], out: str, options: PredictOptions, jobs: int = 1,
-             require_signed: bool | None = None):
-    """Each record's ``RecordOutcome``, in the order of ``todo`` ((path, output name) pairs), from ``jobs`` processes
-    (spawned: a forked copy of a process running torch or ONNX Runtime threads can hang), at most 4 records per
-    process in flight."""
-    if jobs == 1:
-        for path, name in todo:
-            yield predict_one(model, path, name, out, options)
-        return
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                               initargs=(model.path, model.digest, require_signed, jobs))
-    waiting, pending = iter(todo), deque()
-    try:
-        for path, name in waiting:
-            pending.append((path, pool.submit(_predict_in_worker, path, name, out, options)))
-            if len(pending) >= 4 * jobs:
-                break
-        while pending:
-            path, future = pending.popleft()
-            try:
-                outcome = future.result()
-            except BrokenProcessPool as exc:
-                raise PipelineError(f"{path}: a prediction process died while predicting it or a record beside it (out of "
-                                    f"memory? or the model could not be loaded in a new process); every record finished "
-                                    f"before is in records.csv: rerun with --resume") from exc
-            following = next(waiting, None)  # one more in flight for the one done
-            if following is not None:
-                pending.append((following[0], pool.submit(_predict_in_worker, *following, out, options)))
-            yield outcome
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 @dataclass
 class PredictSummary:
     """What a prediction did, for the closing lines: records predicted now, kept from before, failed, training ones."""
@@ -201,7 +134,9 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
             f"options; predicting the other {len(todo)}")
     each, started, last_line = len(paths) <= PER_RECORD_LINES, time.monotonic(), time.monotonic()
     with tables, (open(out / AGREEMENT_PARTIAL, "a") if options.compare else contextlib.nullcontext()) as partial:
-        for k, outcome in enumerate(outcomes(model, todo, str(out), options, jobs, require_signed), start=1):
+        work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed,
+                        lost="; every record finished before is in records.csv: rerun with --resume")
+        for k, outcome in enumerate(work, start=1):
             if outcome.error is not None:
                 summary.failed[outcome.path] = outcome.error
                 tables.add_failed(outcome.path, outcome.error)

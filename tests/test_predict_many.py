@@ -1,6 +1,7 @@
-"""``ecgpipe predict`` over many records, on real mitdb records as PhysioNet ships them: worker processes
-(``--jobs``) give the same files as one process, a stopped or partly failed prediction is resumed (``--resume``)
-without predicting its finished records again, and many records get progress lines instead of a line each."""
+"""``ecgpipe predict`` and ``ecgpipe evaluate`` over many records, on real mitdb records as PhysioNet ships them:
+worker processes (``--jobs``) give the same files as one process, a stopped or partly failed prediction is resumed
+(``--resume``) without predicting its finished records again, and many records get progress lines instead of a line
+each."""
 
 from __future__ import annotations
 
@@ -176,3 +177,27 @@ def test_many_records_get_progress_lines_and_one_training_warning(setup, tmp_pat
     assert err.count("is mitdb/1") == 1  # the first named, then summed up
     assert "2 of the records are this model's training records" in err
     assert len(_rows(tmp_path / "p", "records.csv")) == 5  # every record accounted for, the failed one too
+
+
+def test_evaluate_jobs_give_the_results_one_process_gives(setup, physionet, tmp_path):
+    """`ecgpipe evaluate --jobs 2`: the same evaluation.json (but its wall time), records CSV and report as one
+    process, a broken record's error carried back from its worker process."""
+    data = tmp_path / "data"
+    folder = copy_records(physionet, data, "mitdb", ["100", "201", "203", "210"])
+    dat = folder / "210.dat"
+    dat.write_bytes(dat.read_bytes()[:1000])  # truncated: fails alone
+    dataset = tmp_path / "mitdb.toml"
+    dataset.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\n[classes]\nnormal = ["(N"]\n'
+                       'afib = ["(AFIB"]\n[endpoints.af]\nclasses = ["afib"]\n')
+    for jobs in ("1", "2"):
+        proc = cli("evaluate", "--model", str(setup["model"]), "--config", str(dataset), "--data-dir", str(data),
+                   "--out", str(tmp_path / f"ev{jobs}"), "--jobs", jobs)
+        assert proc.returncode == 0, proc.stderr
+    one, two = (json.loads((tmp_path / f"ev{j}" / "evaluation.json").read_text()) for j in "12")
+    assert one.pop("wall_s") > 0 and two.pop("wall_s") > 0
+    assert one == two
+    assert one["accounting"]["scored"] == 3 and one["accounting"]["failed"] == 1
+    assert "210" in one["failed"][0]["record"] and "truncated" in one["failed"][0]["error"]
+    assert one["recordings"]["af"]["hours"] == pytest.approx(1.5, abs=0.02)  # 100, 201, 203: 30 min each
+    for name in ("evaluation_records.csv", "evaluation.md"):
+        assert (tmp_path / "ev1" / name).read_bytes() == (tmp_path / "ev2" / name).read_bytes(), name
