@@ -578,3 +578,7 @@ def test_the_first_records_failing_alike_stop_the_run(tmp_path, physionet, prefe
         assert "Task run" not in proc.stdout + proc.stderr
     doc = run_json(tmp_path / "out")
     assert doc["status"] == "failed" and doc["stages"]["segments"]["failed"] < 22
+    # every record still accounted for: the failed ones, and those the stop left unfinished
+    records = doc["records"]
+    assert records["failed"] == doc["stages"]["segments"]["failed"] >= 4 and records["used"] == 0
+    assert records["unfinished"] == records["records"] - records["failed"] - records["absent"] > 0

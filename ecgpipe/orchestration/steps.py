@@ -20,6 +20,7 @@ from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.orchestration.model_artifact import ModelJob, finish_model, submit_model
 from ecgpipe.plan import RunPlan
 from ecgpipe.protocols import GROUPED
+from ecgpipe.report_build import record_accounting
 from ecgpipe.results import RecordingScores, protocols_to_json
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import ComparisonRow
@@ -132,19 +133,35 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
             fail_fast(run.cfg, failures, n_read, len(todo))
 
         try:
-            wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)
-        except RunInterrupted:  # records that finished (their marker is written) as the run stopped count too
-            run.log.count(segments.STAGE, computed=sum(done is not None for b in range(len(groups)) if b not in settled
-                                                       for _, done in finished(b)))
+            try:
+                wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)
+            except RunInterrupted:  # records that finished (their marker is written) as the run stopped count too
+                for b in (b for b in range(len(groups)) if b not in settled):
+                    for unit, done in finished(b):
+                        if done is not None:
+                            summaries[unit.name] = done
+                            run.log.count(segments.STAGE, computed=1)
+                raise
+            stop_if_retry_may_pass(segments.STAGE, lost)
+            if run.strict and skipped:
+                raise StageFailed(f"{skipped[0]['record']}: {skipped[0]['error']} (--strict: the first bad record stops the run)")
+            skipped.sort(key=lambda s: s["record"])
+            records = [summaries[u.name] for u in run.plan.records if summaries[u.name] is not None]
+            if not records:
+                raise StageFailed(f"every record failed: {failure_kinds(skipped) if skipped else 'none read'}")
+        except BaseException:  # the run stops here: run.json still accounts for every record, the unfinished ones too
+            run.log.records = accounting_so_far(run, summaries, skipped)
             raise
-        stop_if_retry_may_pass(segments.STAGE, lost)
-        if run.strict and skipped:
-            raise StageFailed(f"{skipped[0]['record']}: {skipped[0]['error']} (--strict: the first bad record stops the run)")
-        skipped.sort(key=lambda s: s["record"])
-        records = [summaries[u.name] for u in run.plan.records if summaries[u.name] is not None]
-        if not records:
-            raise StageFailed(f"every record failed: {failure_kinds(skipped) if skipped else 'none read'}")
     return records, skipped
+
+
+def accounting_so_far(run: Run, summaries: dict[str, RecordSummary | None], skipped: list[dict]) -> dict[str, int]:
+    """The records' accounting of a segments stage that stopped: as a finished run's, and ``unfinished``, the records
+    neither read nor failed (not reached, or lost to an error a rerun may cure)."""
+    done = [s for s in summaries.values() if s is not None]
+    counts = record_accounting(done, skipped, len(run.plan.records) + len(run.plan.absent), len(run.plan.absent),
+                               len(run.plan.unlisted), run.cfg.run.max_records)
+    return counts | {"unfinished": len(run.plan.records) - len(done) - len(skipped)}
 
 
 # what to do with a unit that fails so on every run (its worker killed for memory each time), by stage
