@@ -20,6 +20,7 @@ from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_not
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError, StageFailed
+from ecgpipe.progress import one_line_warning as _one_line_warning
 
 
 def _quiet_environment() -> None:
@@ -396,15 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """ecgpipe's own warnings (a lock taken over, a checksum read with 'warn') as one line, like its errors; others
-    (libraries') keep Python's form, which says where they come from."""
-    if filename.startswith(os.path.dirname(os.path.abspath(__file__))):
-        return f"ecgpipe: warning: {message}\n"
-    return _python_warning(message, category, filename, lineno, line)
-
-
-_python_warning = warnings.formatwarning
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,17 +153,16 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     trained_on = set(model.training.get("subjects", []))  # "<db>:<subject>" of the model's training windows
     rows, failed, failed_paths = [], [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
-    new_rec, new_win = [], []  # per scored record / window: of a patient the model never saw
+    scored: list[tuple[str, bool]] = []  # per scored record: its subject, whether the model learnt from it
     # endpoints are matched by name; the note below says when the model's classes do not map onto the dataset's
     shared = [name for name in model.config.endpoints if name in dataset.endpoints]
     given = endpoint_decisions if isinstance(endpoint_decisions, Mapping) else dict.fromkeys(shared, endpoint_decisions)
     decisions = {name: given.get(name) or EndpointDecision.of(model.config.endpoints[name]) for name in shared}
     tallies: dict[str, dict[str, RecordingTally]] = {name: {} for name in shared}  # endpoint -> subject -> tally
-    known_subjects: set[str] = set()  # subjects with a record the model learnt from, or the model's own patients
     # what this process decides (a label to score, a subject), then each record read and predicted, in order
     plan = [_what_to_score(item, dataset, excluded) for item in todo]
     work = [(f"{item[0]}/{item[3]}", item[1], item[0], item[3], item[2], label, dataset.segments.nan_policy,
-             None if item[4] is not None else decisions) for item, (label, subject, _) in zip(todo, plan) if subject]
+             None if item[4] is not None else decisions) for item, (label, _, problem) in zip(todo, plan) if problem is None]
     predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)
     started, last = time.monotonic(), time.monotonic()
     for i, ((db, _folder, _settings, name, labels, _), (label, subject, problem)) in enumerate(zip(todo, plan)):
@@ -176,25 +175,22 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             continue
         rec, pred, err, seen = next(predicted)
         if err is not None:  # one bad record never stops the others
-            failed.append({"record": f"{db}/{name}", "error": str(err)})
+            err, record_path = err
+            failed.append({"record": f"{db}/{name}", "error": err})
             # the error names the record's path: grouped by kind with that path taken out (failure_kinds)
-            failed_paths.append({"record": getattr(err, "record_path", f"{db}/{name}"), "error": str(err)})
+            failed_paths.append({"record": record_path, "error": err})
             accounting["failed"] += 1
             rows.append({"record": f"{db}/{name}", "label": label or "", "note": f"failed: {err}"})
             continue
         accounting["scored"] += 1
         accounting["training_records"] += seen
-        # another record of a patient the model learnt from (mitdb 202 beside 201) is no new patient either
-        accounting["training_patients"] += not seen and subject in trained_on
-        new_patient = not seen and subject not in trained_on
-        if not new_patient:  # a patient is new only if none of its records is the model's or its patients'
-            known_subjects.add(subject)
+        scored.append((subject, seen))
         ok = pred.window_classes >= 0
         if labels is not None:
             truth = dataset.class_names.index(dataset.label_to_class[label])
             voted = pred.record_class
             guess = int(mapped[model.class_names.index(voted)]) if voted is not None else len(dataset.class_names)
-            y_rec.append(truth), p_rec.append(guess), g_rec.append(subject), new_rec.append(new_patient)
+            y_rec.append(truth), p_rec.append(guess), g_rec.append(subject)
             rows.append({"record": f"{db}/{name}", "subject": subject, "label": dataset.class_names[truth], "model_class": voted or "",
                          "predicted": ([*dataset.class_names, UNMAPPED])[guess], "windows": int(ok.sum()), "in_training": seen,
                          "note": pred.note})  # shorter than one window, flat leads: how it was scored
@@ -205,7 +201,6 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             y_win += ref[use].tolist()
             p_win += mapped[pred.window_classes[use]].tolist()
             g_win += [subject] * int(use.sum())
-            new_win += [new_patient] * int(use.sum())
             accounting["windows_without_reference"] += int((ok & (ref < 0)).sum())
             rows.append({"record": f"{db}/{name}", "subject": subject, "label": "", "model_class": "", "predicted": "",
                          "windows": int(use.sum()), "in_training": seen, "note": pred.note})
@@ -218,6 +213,12 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             last = time.monotonic()
             rate = (i + 1) / (last - started)
             progress(f"evaluate: {i + 1}/{len(todo)} records ({rate:.2g}/s, ETA {(len(todo) - i - 1) / rate:.0f} s)")
+    predicted.close()  # its worker processes end here, not when this function returns
+    # a patient is new when none of its records is one the model learnt from and it is none of the model's patients;
+    # another record of a patient the model learnt from (mitdb 202 beside 201) is no new patient either
+    known_subjects = {s for s, seen in scored if seen or s in trained_on}
+    accounting["training_patients"] = sum(not seen and s in known_subjects for s, seen in scored)
+    new_rec, new_win = [g not in known_subjects for g in g_rec], [g not in known_subjects for g in g_win]
     results = {}
     for key, unit, y, p, g, new in [("records", "record", y_rec, p_rec, g_rec, new_rec),
                                     ("windows", "window", y_win, p_win, g_win, new_win)]:
@@ -260,15 +261,15 @@ def _what_to_score(item: tuple, dataset: PipelineConfig, excluded: set[str]) -> 
 def read_and_predict(model: TrainedModel, shown: str, folder: Path, db: str, name: str, settings, label: str | None,
                      nan_policy: str, decisions) -> tuple:
     """(record without its samples, prediction, None, whether it is a training recording) of one record, or
-    (None, None, error, False): run in a worker process by ``evaluate --jobs``. The dataset's policy for missing
+    (None, None, (error, the record path it names), False): run in a worker process by ``evaluate --jobs``. The dataset's policy for missing
     samples (its config describes its records), not the training data's; per record (CSV labels) only the classes
     are scored (``decisions`` None), per window the endpoints too, as predict calls them."""
     try:
         rec = read_record(folder, db, name, settings, nan_policy=nan_policy, record_label=label,
                           n_leads=model.config.segments.n_leads)
         pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=decisions)
-    except (EcgpipeError, ValueError) as err:
-        return None, None, err, False
+    except (EcgpipeError, ValueError) as err:  # as text: not every error survives pickling back from a worker
+        return None, None, (str(err), getattr(err, "record_path", f"{db}/{name}")), False
     # a record the model learnt from is no external test: counted and flagged, the report says so
     seen = training_recording(model, str(folder / name)) is not None
     return dataclasses.replace(rec, signals=rec.signals[:, :0]), pred, None, seen  # the samples are not sent back

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +38,9 @@ def with_cnn_threads(model: TrainedModel, threads: int) -> TrainedModel:
 def _start_worker(model_path: str, digest: str, require_signed: bool | None, jobs: int, cnn_threads: int | None) -> None:
     from threadpoolctl import threadpool_limits
 
+    from ecgpipe.progress import one_line_warning
+
+    warnings.formatwarning = one_line_warning  # a record read with a warning says so as the command line does
     for sig in (signal.SIGINT, signal.SIGTERM):  # a terminal's Ctrl-C, a batch system's SIGTERM to every process
         signal.signal(sig, signal.SIG_IGN)  # of the job: the parent decides, and stops the pool
     # the cores shared out: each process's BLAS and OpenMP pools (gradient boosting predicts with every core) would

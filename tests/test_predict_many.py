@@ -201,3 +201,66 @@ def test_evaluate_jobs_give_the_results_one_process_gives(setup, physionet, tmp_
     assert one["recordings"]["af"]["hours"] == pytest.approx(1.5, abs=0.02)  # 100, 201, 203: 30 min each
     for name in ("evaluation_records.csv", "evaluation.md"):
         assert (tmp_path / "ev1" / name).read_bytes() == (tmp_path / "ev2" / name).read_bytes(), name
+
+
+def _pid_and_double(model, i: int) -> tuple[int, int]:
+    return os.getpid(), 2 * i
+
+
+def test_in_order_runs_work_in_worker_processes_and_keeps_the_order(setup):
+    """What the --jobs tests above would not see: that the records went to other processes at all."""
+    from ecgpipe.model import load_model
+    from ecgpipe.model_pool import IN_FLIGHT_PER_JOB, in_order
+
+    model = load_model(setup["model"])
+    items = [(i,) for i in range(3 * IN_FLIGHT_PER_JOB * 2)]  # more than are ever in flight
+    results = list(in_order(_pid_and_double, items, model, jobs=2))
+    assert [r[1] for r in results] == [2 * i for (i,) in items]
+    assert os.getpid() not in {pid for pid, _ in results}
+    assert {pid for pid, _ in in_order(_pid_and_double, items[:3], model, jobs=1)} == {os.getpid()}
+
+
+def test_evaluate_jobs_on_records_labelled_per_record(setup, cinc, tmp_path):
+    """CinC records labelled in REFERENCE-v3.csv, some not scored (an excluded label, no row in the CSV) between
+    the scored ones: the same rows, in the same order, with and without worker processes."""
+    labels = dict(line.split(",") for line in (cinc / "REFERENCE-v3.csv").read_text().split())
+    names = (cinc / "RECORDS").read_text().split()
+    chosen = [n for n in names if labels[n] == "N"][:2] + [n for n in names if labels[n] == "~"][:1] + \
+             [n for n in names if labels[n] == "A"][:2] + [n for n in names if labels[n] == "O"][:2]
+    data = tmp_path / "data" / "cinc2017"
+    data.mkdir(parents=True)
+    for name in chosen:
+        for ext in (".hea", ".mat"):
+            shutil.copy(cinc / f"{name}{ext}", data / f"{name}{ext}")
+    (data / "RECORDS").write_text("\n".join(chosen) + "\n")
+    (data / "REFERENCE-v3.csv").write_text("".join(f"{n},{labels[n]}\n" for n in chosen if n != chosen[3]))  # one row gone
+    for jobs in ("1", "2"):
+        proc = cli("evaluate", "--model", str(setup["model"]), "--config", "cinc2017", "--data-dir", str(data.parent),
+                   "--out", str(tmp_path / f"ev{jobs}"), "--map", "normal=normal", "afib=afib", "--jobs", jobs)
+        assert proc.returncode == 0, proc.stderr
+    one, two = (json.loads((tmp_path / f"ev{j}" / "evaluation.json").read_text()) for j in "12")
+    assert one.pop("wall_s") > 0 and two.pop("wall_s") > 0
+    assert one == two
+    accounting = one["accounting"]
+    assert (accounting["scored"], accounting["excluded_label"], accounting["no_label_row"]) == (5, 1, 1)
+    assert [r["record"] for r in one["records"]] == [f"cinc2017/{n}" for n in chosen]
+    assert (tmp_path / "ev1" / "evaluation_records.csv").read_bytes() == (tmp_path / "ev2" / "evaluation_records.csv").read_bytes()
+
+
+def test_evaluate_calls_a_patient_new_only_when_none_of_its_records_was_learnt_from(setup, physionet, tmp_path):
+    """The model learnt from mitdb 100's recording (its artifact lists no training subjects): 103 declared the same
+    patient is no new patient, in every result; declared apart it is, in every result."""
+    for name, same in (("same", 'same_subject = { "103" = "100" }\n'), ("apart", "")):
+        dataset = tmp_path / f"{name}.toml"
+        dataset.write_text('name = "mitdb-af"\n[databases.mitdb]\nlead = ["MLII"]\nrecords = ["100", "103"]\n' + same
+                           + '[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n[endpoints.af]\nclasses = ["afib"]\n')
+        proc = cli("evaluate", "--model", str(setup["model"]), "--config", str(dataset), "--data-dir", str(physionet),
+                   "--out", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+    same, apart = (json.loads((tmp_path / n / "evaluation.json").read_text()) for n in ("same", "apart"))
+    assert (same["accounting"]["training_records"], same["accounting"]["training_patients"]) == (1, 1)
+    assert "windows_new_patients" not in same["results"] and "new_patients" not in same["recordings"]["af"]
+    assert (apart["accounting"]["training_records"], apart["accounting"]["training_patients"]) == (1, 0)
+    rows = {r["record"]: r for r in apart["records"]}
+    assert apart["results"]["windows_new_patients"]["n"] == rows["mitdb/103"]["windows"]
+    assert apart["recordings"]["af"]["new_patients"]["hours"] == pytest.approx(0.5, abs=0.01)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,6 @@ from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone
-from ecgpipe.orchestration.interrupt import RunInterrupted
 from ecgpipe.orchestration.model_artifact import ModelJob, finish_model, submit_model
 from ecgpipe.plan import RunPlan
 from ecgpipe.protocols import GROUPED
@@ -133,15 +133,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
             fail_fast(run.cfg, failures, n_read, len(todo))
 
         try:
-            try:
-                wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)
-            except RunInterrupted:  # records that finished (their marker is written) as the run stopped count too
-                for b in (b for b in range(len(groups)) if b not in settled):
-                    for unit, done in finished(b):
-                        if done is not None:
-                            summaries[unit.name] = done
-                            run.log.count(segments.STAGE, computed=1)
-                raise
+            wait_all(futures, segments.STAGE, run.logger, run.strict, on_done=on_done)
             stop_if_retry_may_pass(segments.STAGE, lost)
             if run.strict and skipped:
                 raise StageFailed(f"{skipped[0]['record']}: {skipped[0]['error']} (--strict: the first bad record stops the run)")
@@ -150,6 +142,12 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
             if not records:
                 raise StageFailed(f"every record failed: {failure_kinds(skipped) if skipped else 'none read'}")
         except BaseException:  # the run stops here: run.json still accounts for every record, the unfinished ones too
+            with contextlib.suppress(Exception):  # a marker unreadable now: its record stays unfinished
+                for b in (b for b in range(len(groups)) if b not in settled):  # batches in flight as it stopped
+                    for unit, done in finished(b):  # (Ctrl-C, the fail-fast stop): their finished records count
+                        if done is not None:
+                            summaries[unit.name] = done
+                            run.log.count(segments.STAGE, computed=1)
             run.log.records = accounting_so_far(run, summaries, skipped)
             raise
     return records, skipped
