@@ -39,6 +39,20 @@ def cinc(physionet) -> Path:
     return folder
 
 
+def copy_cinc(cinc: Path, dst_root: Path, names: list[str], labelled: list[str] | None = None) -> Path:
+    """CinC 2017 records (header and .mat) copied into dst_root/cinc2017 with a RECORDS file of them and a
+    REFERENCE-v3.csv with the published label of each record of ``labelled`` (default: every one)."""
+    labels = dict(line.split(",") for line in (cinc / "REFERENCE-v3.csv").read_text().split())
+    data = dst_root / "cinc2017"
+    data.mkdir(parents=True)
+    for name in names:
+        for ext in (".hea", ".mat"):
+            shutil.copy(cinc / f"{name}{ext}", data / f"{name}{ext}")
+    (data / "RECORDS").write_text("\n".join(names) + "\n")
+    (data / "REFERENCE-v3.csv").write_text("".join(f"{n},{labels[n]}\n" for n in (names if labelled is None else labelled)))
+    return data
+
+
 def copy_records(src_root: Path, dst_root: Path, database: str, records: list[str]) -> Path:
     """Copy some records of a database (all their files) into dst_root/database with a RECORDS file."""
     dst = dst_root / database

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_reliability import cli
 
-from conftest import REPO, copy_records
+from conftest import REPO, copy_cinc, copy_records
 
 RECORDS = ["100", "101", "103"]
 OUTPUTS = ("records.csv", "episodes.csv", "endpoints.csv")
@@ -227,13 +227,7 @@ def test_evaluate_jobs_on_records_labelled_per_record(setup, cinc, tmp_path):
     names = (cinc / "RECORDS").read_text().split()
     chosen = [n for n in names if labels[n] == "N"][:2] + [n for n in names if labels[n] == "~"][:1] + \
              [n for n in names if labels[n] == "A"][:2] + [n for n in names if labels[n] == "O"][:2]
-    data = tmp_path / "data" / "cinc2017"
-    data.mkdir(parents=True)
-    for name in chosen:
-        for ext in (".hea", ".mat"):
-            shutil.copy(cinc / f"{name}{ext}", data / f"{name}{ext}")
-    (data / "RECORDS").write_text("\n".join(chosen) + "\n")
-    (data / "REFERENCE-v3.csv").write_text("".join(f"{n},{labels[n]}\n" for n in chosen if n != chosen[3]))  # one row gone
+    data = copy_cinc(cinc, tmp_path / "data", chosen, labelled=[n for n in chosen if n != chosen[3]])  # one row gone
     for jobs in ("1", "2"):
         proc = cli("evaluate", "--model", str(setup["model"]), "--config", "cinc2017", "--data-dir", str(data.parent),
                    "--out", str(tmp_path / f"ev{jobs}"), "--map", "normal=normal", "afib=afib", "--jobs", jobs)

@@ -13,6 +13,8 @@ import pytest
 from ecgpipe.config import DatabaseSettings
 from ecgpipe.records import RecordError, read_record
 
+from conftest import copy_cinc
+
 
 def settings(**kw) -> DatabaseSettings:
     return DatabaseSettings(fs=300.0, lead=[0], labels_csv="REFERENCE-v3.csv", **kw)
@@ -90,13 +92,7 @@ def run_cinc_slice(cinc, tmp_path):
     for name in (cinc / "RECORDS").read_text().split():
         by_label.setdefault(labels[name], []).append(name)
     chosen = by_label["N"][:8] + by_label["A"][:8] + by_label["O"][:8] + by_label["~"][:2]
-    data = tmp_path / "data" / "cinc2017"
-    data.mkdir(parents=True)
-    for name in chosen:
-        for ext in (".hea", ".mat"):
-            shutil.copy(cinc / f"{name}{ext}", data / f"{name}{ext}")
-    (data / "RECORDS").write_text("\n".join(chosen) + "\n")
-    (data / "REFERENCE-v3.csv").write_text("".join(f"{n},{labels[n]}\n" for n in chosen))
+    copy_cinc(cinc, tmp_path / "data", chosen)
     small = {"min_samples_leaf": 3, "max_iter": 40}  # 16 training records per fold: the trees need small leaves
     rows = [{"kind": "hgb", "inputs": "rhythm", "level": "record", "class_weight": "balanced", **small},
             {"kind": "hgb", "inputs": "cnn+rhythm", "pca": 4, "level": "record", "class_weight": "balanced", **small},
