@@ -165,7 +165,6 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
         ordered = {names[p]: agreements[names[p]] for p in paths if names[p] in agreements}
         (out / "agreement.json").write_text(json.dumps(ordered, indent=2))
         (out / AGREEMENT_PARTIAL).unlink(missing_ok=True)
-    write_model_note(out, model, options.to_json())
     return summary
 
 
