@@ -17,7 +17,7 @@ import warnings
 
 from ecgpipe import cli_checks
 from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_nothing, out_is_a_file, with_earlier_report_note
-from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, positive_int
+from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, one_place, positive_int, scheduler_option
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError, StageFailed
 from ecgpipe.progress import one_line_warning as _one_line_warning
@@ -207,7 +207,7 @@ def cmd_predict(args) -> int:
     names = output_names(paths)  # records of one name from different folders get distinct outputs
     reserved = {model.config.database(db).annotator for db in model.config.databases} | ({args.compare} if args.compare else set())
     decisions = endpoint_decisions(args, model)
-    if decisions is None:
+    if decisions is None or not one_place(args):
         return 2
     for path in paths:  # before anything is written: never overwrite an input
         check_output_is_safe(path, out / f"{names[path]}.{args.extension}", reserved)
@@ -215,7 +215,8 @@ def cmd_predict(args) -> int:
     lead = tuple(int(x) if x.isdigit() else x for x in args.lead) if args.lead else None
     options = PredictOptions(args.extension, args.stride_s, args.smooth, lead, decisions, args.compare)
     try:
-        done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume, require_signed=require_signed)
+        done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume, require_signed=require_signed,
+                               scheduler=args.scheduler)
     except KeyboardInterrupt:
         print(f"\necgpipe: interrupted; every record finished is in {out / 'records.csv'}: the same command with --resume "
               "predicts the others", file=sys.stderr)
@@ -249,14 +250,14 @@ def cmd_evaluate(args) -> int:
     dataset = load_config(args.config)
     mapping = class_mapping(model.class_names, dataset.class_names, args.map)
     decisions = endpoint_decisions(args, model)
-    if decisions is None:
+    if decisions is None or not one_place(args):
         return 2
     print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
     ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
                         progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
-                        require_signed=args.require_signed or None)
+                        require_signed=args.require_signed or None, scheduler=args.scheduler)
     out = Path(args.out)
     write_outputs(ev, out)
     print(accounting_words(ev.accounting))
@@ -358,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure agreement with the record's reference rhythm annotations, e.g. atr")
     pr.add_argument("--jobs", type=positive_int, default=1,
                     help="predict in this many processes, each loading the model once (default 1); outputs as with 1")
+    scheduler_option(pr, "predict the records on the workers of this existing Dask cluster, e.g. tcp://10.0.0.5:8786 "
+                     "(they see the model, the records and --out at the same paths); outputs as with --jobs 1")
     pr.add_argument("--resume", action="store_true",
                     help="keep the records an earlier prediction into --out finished with this model and these options, "
                     "and predict the others (failed ones again); without it every record is predicted again")
@@ -376,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--jobs", type=positive_int, default=1,
                     help="read and predict records in this many processes, each loading the model once (default 1); "
                     "the same results as with 1")
+    scheduler_option(ev, "read and predict the records on the workers of this existing Dask cluster (they see the model "
+                     "and the data at the same paths); the same results as with --jobs 1")
     endpoint_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -1,5 +1,6 @@
-"""Command-line values for ``ecgpipe predict`` and ``ecgpipe evaluate``: window counts, and how each endpoint of a
-model is called (``--endpoint-smooth``, ``--endpoint-penalty``; default: the model's own config)."""
+"""Command-line values for ``ecgpipe predict`` and ``ecgpipe evaluate``: window counts, where records are predicted
+(``--jobs`` or ``--scheduler``), and how each endpoint of a model is called (``--endpoint-smooth``,
+``--endpoint-penalty``; default: the model's own config)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def scheduler_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=help)
+
+
+def one_place(args) -> bool:
+    """``--jobs`` (local processes) or ``--scheduler`` (a cluster's workers), not both; False after saying so."""
+    if args.scheduler and args.jobs > 1:
+        print("ecgpipe: --jobs and --scheduler: give one (--jobs: processes on this machine; --scheduler: every thread of "
+              "the cluster's workers)", file=sys.stderr)
+        return False
+    return True
 
 
 def odd_width(text: str) -> int:

@@ -115,9 +115,10 @@ def reference_at(rec, dataset: PipelineConfig, centres_s: np.ndarray) -> np.ndar
 def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path, mapping: dict[str, str],
                    max_records: int | None = None, seed: int = 0, progress=print, threads: int | None = None,
                    endpoint_decisions: EndpointDecision | Mapping[str, EndpointDecision] = MODEL_DECISIONS,
-                   jobs: int = 1, require_signed: bool | None = None) -> EvaluationResult:
+                   jobs: int = 1, require_signed: bool | None = None, scheduler: str | None = None) -> EvaluationResult:
     """Score ``model`` on every record of ``dataset`` (or a seeded sample of ``max_records``), records read and
-    predicted in ``jobs`` processes (``model_pool``; the same results as one). The CNN uses ``threads`` CPU threads
+    predicted in ``jobs`` processes (``model_pool``; the same results as one), or on the workers of the Dask cluster
+    at ``scheduler`` (``model_cluster``: the CNN there uses the model's own thread setting). The CNN uses ``threads`` CPU threads
     (default: every core) shared out between the processes, instead of the training workers' setting. On
     rhythm-annotated records each endpoint both configs declare is also called as ``ecgpipe predict`` calls it
     (``endpoint_decisions``) and scored over the whole recordings."""
@@ -163,7 +164,15 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     plan = [_what_to_score(item, dataset, excluded) for item in todo]
     work = [(f"{item[0]}/{item[3]}", item[1], item[0], item[3], item[2], label, dataset.segments.nan_policy,
              None if item[4] is not None else decisions) for item, (label, _, problem) in zip(todo, plan) if problem is None]
-    predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)
+    if scheduler:  # the database folders as the workers find them, whatever their working directory
+        from ecgpipe.model_cluster import in_order_on_cluster
+
+        work = [(shown, folder.absolute(), *rest) for shown, folder, *rest in work]
+        predicted = in_order_on_cluster(read_and_predict, work, model, scheduler, require_signed,
+                                        data_dirs=tuple(sorted({str(w[1]) for w in work})),
+                                        killed=lambda item, why: (None, None, (why, item[0]), False))
+    else:
+        predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)
     started, last = time.monotonic(), time.monotonic()
     for i, ((db, _folder, _settings, name, labels, _), (label, subject, problem)) in enumerate(zip(todo, plan)):
         if problem is not None:  # not scored (its label), or its subject rule failed on it

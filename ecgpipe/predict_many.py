@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.model import TrainedModel
+from ecgpipe.model_cluster import ModelCluster
 from ecgpipe.model_pool import in_order
 from ecgpipe.predict import (
     EndpointDecision,
@@ -66,17 +68,21 @@ class RecordOutcome:
     training_record: str | None = None  # the model's training record it is, if any
 
 
-def predict_one(model: TrainedModel, path: str, name: str, out: str, options: PredictOptions) -> RecordOutcome:
-    """Predict one record and write its annotation file; bad input is this record's error, never the others'."""
+def predict_one(model: TrainedModel, path: str, name: str, out: str, options: PredictOptions, base: str = "") -> RecordOutcome:
+    """Predict one record and write its annotation file; bad input is this record's error, never the others'.
+    ``path`` and ``out`` are read and written relative to ``base`` (the command's working directory, sent to a
+    cluster's workers, whose own is another) and reported as given."""
+    where = os.path.join(base, path)
     try:
-        pred = predict_record(model, path, stride_s=options.stride_s, smooth=options.smooth,
+        pred = predict_record(model, where, stride_s=options.stride_s, smooth=options.smooth,
                               lead=list(options.lead) if options.lead else None, endpoint_decisions=options.decisions)
-        target = write_annotations(pred, out, options.extension, name)
+        target = write_annotations(pred, os.path.join(base, out), options.extension, name)
         if options.compare:
             pred.agreement = compare_with_reference(pred, model, options.compare)
-    except (EcgpipeError, ValueError) as err:
-        return RecordOutcome(path, name, error=str(err))
-    seen = training_recording(model, path)
+    except (EcgpipeError, ValueError) as err:  # named as given, as without a cluster
+        return RecordOutcome(path, name, error=str(err).replace(where, path) if base else str(err))
+    seen = training_recording(model, where)
+    pred.record, target = path, os.path.join(out, os.path.relpath(target, os.path.join(base, out)))
     if seen:  # flagged where the row is: its predictions are no independent test
         pred.agreement = {**(pred.agreement or {}), "training_record": seen}
         pred.note = "; ".join(filter(None, [pred.note, f"{TRAINING_NOTE} ({seen})"]))
@@ -98,22 +104,26 @@ def _stop(signum, frame):
 
 
 def predict_records(model: TrainedModel, paths: list[str], names: dict[str, str], out: Path, options: PredictOptions,
-                    jobs: int = 1, resume: bool = False, require_signed: bool | None = None, say=print) -> PredictSummary:
+                    jobs: int = 1, resume: bool = False, require_signed: bool | None = None, say=print,
+                    scheduler: str | None = None) -> PredictSummary:
     """Predict ``paths`` into ``out`` (checked safe by the caller) and write its tables, annotations, outputs.csv,
     model.json and, with ``options.compare``, agreement.json. One line per record up to ``PER_RECORD_LINES``
     records, else a progress line at most every ``PROGRESS_EVERY_S`` as records finish; a bad record's error on
-    stderr either way. SIGTERM stops it as Ctrl-C does (KeyboardInterrupt), every finished record kept."""
+    stderr either way. Records are predicted in ``jobs`` local processes, or on the workers of the Dask cluster at
+    ``scheduler`` (``model_cluster``), the tables written here either way. SIGTERM stops it as Ctrl-C does (KeyboardInterrupt), every finished record kept."""
     previous = None
     with contextlib.suppress(ValueError):  # only the main thread can
         previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        return _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say)
+        # a cluster is checked before anything is written (it may not see --out, nor the model)
+        with ModelCluster(scheduler, model, writes_to=str(out.absolute())) if scheduler else contextlib.nullcontext() as cluster:
+            return _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say, cluster)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say) -> PredictSummary:
+def _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say, cluster) -> PredictSummary:
     columns = table_columns(model.config.class_names, list(model.config.endpoints))
     earlier = resume_from(out, model, options.to_json(), names, columns) if resume else Resumed()
     if not earlier_prediction(out):  # a new folder: marked as predict's before any table is written
@@ -134,8 +144,12 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
             f"options; predicting the other {len(todo)}")
     each, started, last_line = len(paths) <= PER_RECORD_LINES, time.monotonic(), time.monotonic()
     with tables, (open(out / AGREEMENT_PARTIAL, "a") if options.compare else contextlib.nullcontext()) as partial:
-        work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed,
-                        lost="; every record finished before is in records.csv: rerun with --resume")
+        lost = "; every record finished before is in records.csv: rerun with --resume"
+        if cluster:  # the workers read and write from their own working directory: given this one's
+            work = cluster.in_order(predict_one, [(p, n, str(out), options, os.getcwd()) for p, n in todo], require_signed, lost,
+                                    killed=lambda item, why: RecordOutcome(item[0], item[1], error=why))
+        else:
+            work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed, lost=lost)
         for k, outcome in enumerate(work, start=1):
             if outcome.error is not None:
                 summary.failed[outcome.path] = outcome.error

@@ -129,7 +129,8 @@ def _records_digest(folder: str) -> str:
 CLUSTER_WAIT_S = float(os.environ.get("ECGPIPE_CLUSTER_WAIT_S", "60"))
 
 
-def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: tuple[str, ...] = ()) -> None:
+def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: tuple[str, ...] = (),
+                          code_of: tuple[str, ...] | None = None) -> None:
     """Fail early, with the workers named, when a worker of an existing cluster runs other ecgpipe code than this
     process (``worker_code``: a long-lived worker keeps what it imported) or cannot see a folder of the run.
 
@@ -154,7 +155,7 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
         except TimeoutError:
             raise StoreUnreachable(f"the Dask cluster at {scheduler} has no worker (waited {CLUSTER_WAIT_S:g} s): start "
                                    f"one, `dask worker {scheduler}`, then run again") from None
-        if stale := _workers_of_other_code(client):  # their results would be stored under this code's keys
+        if stale := _workers_of_other_code(client, code_of):  # their results would be stored under this code's keys
             raise StoreUnreachable(
                 f"workers of the cluster at {scheduler} do not run this ecgpipe's code: {'; '.join(stale)}. Restart them "
                 "(`dask worker` again, or `Client(...).restart()`) with the same ecgpipe as this run's")
@@ -183,13 +184,15 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
         )
 
 
-def _workers_of_other_code(client) -> list[str]:
-    """A line for each worker whose ecgpipe code is not this process's (``worker_code``)."""
-    from ecgpipe.orchestration.worker_code import installed_code, worker_code
+def _workers_of_other_code(client, roots: tuple[str, ...] | None = None) -> list[str]:
+    """A line for each worker whose ecgpipe code (``roots`` and their imports; default a run's tasks) is not this
+    process's (``worker_code``)."""
+    from ecgpipe.orchestration.worker_code import WORKER_MODULE, installed_code, worker_code
 
-    here = installed_code()
+    roots = roots or (WORKER_MODULE,)
+    here = installed_code(roots)
     try:
-        seen = client.run(worker_code)
+        seen = client.run(worker_code, roots)
     except Exception as exc:  # no ecgpipe there at all, or another one without this check
         return [f"a worker runs no ecgpipe of this version ({type(exc).__name__}: {exc})"]
     return [f"{worker} runs {got if got.startswith('<') else 'other ecgpipe code (another version or checkout)'}"

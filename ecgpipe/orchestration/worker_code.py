@@ -36,23 +36,25 @@ def _watch_imports() -> None:
         _watching = True
 
 
-def _worker_modules() -> list[str]:
+def _worker_modules(roots: tuple[str, ...] = (WORKER_MODULE,)) -> list[str]:
     from ecgpipe.keys import module_closure
 
-    return list(module_closure.__wrapped__(WORKER_MODULE))  # not the cached answer: the files may have changed
+    # not the cached answer: the files may have changed
+    return sorted({name for root in roots for name in module_closure.__wrapped__(root)})
 
 
-def installed_code() -> str:
-    """Hash of the code tasks run (``WORKER_MODULE`` and its ecgpipe imports) as its files are now."""
+def installed_code(roots: tuple[str, ...] = (WORKER_MODULE,)) -> str:
+    """Hash of the code tasks run (``roots``, by default ``WORKER_MODULE``, and their ecgpipe imports; ``predict`` and
+    ``evaluate`` on a cluster name theirs) as its files are now."""
     from ecgpipe.keys import module_file
 
     h = hashlib.sha256()
-    for name in _worker_modules():
+    for name in _worker_modules(roots):
         h.update(name.encode() + b"\0" + module_file(name).read_bytes())
     return h.hexdigest()[:16]
 
 
-def worker_code() -> str:
+def worker_code(roots: tuple[str, ...] = (WORKER_MODULE,)) -> str:
     """This process's code: ``installed_code()``, or ``<...>`` naming the modules it imported before their files
     last changed (it runs what it imported, not what they say now)."""
     _watch_imports()  # first: every later import of an ecgpipe module here gets its time
@@ -60,7 +62,7 @@ def worker_code() -> str:
 
     started = psutil.Process().create_time()
     changed = []
-    for name in _worker_modules():
+    for name in _worker_modules(roots):
         path = getattr(sys.modules.get(name), "__file__", None)
         if path is None:
             continue  # not imported here yet: it will be, from the file as it is then
@@ -72,4 +74,4 @@ def worker_code() -> str:
     if changed:
         names = ", ".join(sorted(changed)[:3]) + (" ..." if len(changed) > 3 else "")
         return f"<imported {names} before its file changed>"
-    return installed_code()
+    return installed_code(roots)

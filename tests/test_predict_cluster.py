@@ -1,0 +1,178 @@
+"""``ecgpipe predict --scheduler`` and ``ecgpipe evaluate --scheduler``: records predicted on the workers of an
+existing Dask cluster (real `dask scheduler` / `dask worker` processes on 127.0.0.1, working in another directory),
+on real mitdb and CinC 2017 records as PhysioNet ships them: the same files as one local process, the work done by
+the workers, and a cluster that cannot read the model refused before any record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_predict_many import OUTPUTS, _model
+from test_reliability import cli
+
+from conftest import copy_cinc, copy_records, start_scheduler, start_worker, stop, wait_for_workers
+
+pytestmark = pytest.mark.system  # real Dask scheduler and worker processes (`make check` leaves it out)
+
+
+def _elsewhere(folder):
+    """Run a command in ``folder``: the worker's working directory is not the command's."""
+    return lambda cmd: ["sh", "-c", f"cd {folder} && exec " + " ".join(cmd)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    (tmp / "worker-cwd").mkdir()
+    scheduler, sched_file = start_scheduler(tmp)
+    # one worker with two threads (two records at once on one loaded model), one with one
+    procs = [scheduler, start_worker(sched_file, "--nthreads", "2", wrap=_elsewhere(tmp / "worker-cwd")),
+             start_worker(sched_file, wrap=_elsewhere(tmp / "worker-cwd"))]
+    try:
+        yield wait_for_workers(sched_file, 2), sched_file
+    finally:
+        stop(procs)
+
+
+def _task_keys(sched_file) -> set[str]:
+    from distributed import Client
+
+    with Client(scheduler_file=str(sched_file), timeout=60) as client:
+        return client.run_on_scheduler(lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log})
+
+
+def test_predict_on_a_cluster_gives_the_files_one_process_gives(cluster, physionet, tmp_path):
+    """Records and --out given relative to the command's folder (the workers work in another): the tables,
+    annotation files and agreement are those of `--jobs 1`, byte for byte, and every record went through the
+    cluster's scheduler."""
+    address, sched_file = cluster
+    here = tmp_path / "here"
+    copy_records(physionet, here / "data", "mitdb", ["100", "103", "201"])
+    _model(here / "model.skops", physionet)
+    records = ["data/mitdb/100", "data/mitdb/103", "data/mitdb/201"]
+    for out, where in (("one", ["--jobs", "1"]), ("cluster", ["--scheduler", address])):
+        proc = cli("predict", "--model", "model.skops", *records, "--out", out, "--compare", "atr", *where, cwd=here)
+        assert proc.returncode == 0, proc.stderr
+    for name in (*OUTPUTS, "agreement.json", "outputs.csv", "100.pred", "103.pred", "201.pred"):
+        assert (here / "one" / name).read_bytes() == (here / "cluster" / name).read_bytes(), name
+    assert "data/mitdb/100: " in proc.stdout and "-> cluster/100.pred" in proc.stdout  # as given, not absolute
+    ran = [k for k in _task_keys(sched_file) if k.startswith("ecgpipe-predict_one-")]
+    assert len(ran) == len(records)
+
+
+def test_evaluate_on_a_cluster_gives_the_results_one_process_gives(cluster, cinc, tmp_path):
+    """CinC records labelled in REFERENCE-v3.csv, one truncated (its error carried back from the worker)."""
+    address, sched_file = cluster
+    labels = dict(line.split(",") for line in (cinc / "REFERENCE-v3.csv").read_text().split())
+    names = (cinc / "RECORDS").read_text().split()
+    chosen = [n for n in names if labels[n] == "N"][:2] + [n for n in names if labels[n] == "A"][:2]
+    data = copy_cinc(cinc, tmp_path / "data", chosen)
+    dat = data / f"{chosen[1]}.mat"
+    dat.write_bytes(dat.read_bytes()[:200])  # truncated: fails alone
+    model = _model(tmp_path / "model.skops", cinc)
+    before = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-read_and_predict-")}
+    for out, where in (("one", ["--jobs", "1"]), ("cluster", ["--scheduler", address])):
+        proc = cli("evaluate", "--model", str(model), "--config", "cinc2017", "--data-dir", str(data.parent),
+                   "--out", str(tmp_path / out), "--map", "normal=normal", "afib=afib", *where)
+        assert proc.returncode == 0, proc.stderr
+    one, two = (json.loads((tmp_path / out / "evaluation.json").read_text()) for out in ("one", "cluster"))
+    assert one.pop("wall_s") > 0 and two.pop("wall_s") > 0
+    assert one == two
+    assert one["accounting"]["scored"] == 3 and one["accounting"]["failed"] == 1
+    assert chosen[1] in one["failed"][0]["record"]
+    for name in ("evaluation_records.csv", "evaluation.md"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "cluster" / name).read_bytes(), name
+    ran = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-read_and_predict-")} - before
+    assert len(ran) == len(chosen)
+
+
+def test_a_cluster_that_cannot_read_the_model_is_refused_before_any_record(physionet, tmp_path):
+    """A worker in its own mount namespace (a tmpfs over the model's folder) cannot read it: refused, naming the
+    worker and the model, nothing predicted; and --jobs with --scheduler is refused."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    model = _model(hidden / "model.skops", physionet)
+    scheduler, sched_file = start_scheduler(tmp_path)
+    in_own_mounts = lambda cmd: ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {hidden} && exec " + " ".join(cmd)]  # noqa: E731
+    procs = [scheduler, start_worker(sched_file, wrap=in_own_mounts)]
+    try:
+        address = wait_for_workers(sched_file, 1)
+        record = copy_records(physionet, tmp_path / "data", "mitdb", ["100"]) / "100"
+        proc = cli("predict", "--model", str(model), str(record), "--out", str(tmp_path / "out"), "--scheduler", address)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"cannot read the model {model}" in proc.stderr and "FileNotFoundError" in proc.stderr
+        assert not (tmp_path / "out" / "records.csv").exists()
+        proc = cli("predict", "--model", str(model), str(record), "--out", str(tmp_path / "out2"), "--scheduler", address,
+                   "--jobs", "2")
+        assert proc.returncode == 2 and "--jobs and --scheduler: give one" in proc.stderr
+        assert not (tmp_path / "out2").exists()
+    finally:
+        stop(procs)
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+def _pid_unless(model, i: int, die_at: int) -> tuple[int, int]:
+    """Run on a worker (this module on its path): item ``die_at`` kills the worker process, as running out of memory does."""
+    if i == die_at:
+        os._exit(1)
+    return os.getpid(), i
+
+
+def test_a_record_whose_workers_die_fails_alone_and_the_others_go_on(physionet, tmp_path, monkeypatch):
+    """Dask gives up on a task after its workers died (here at once: allowed-failures 0): its items are tried one
+    per task, the one that kills its worker again is reported through ``killed``, and the others run on the
+    workers its nanny restarted, in order. Quick items go several to a task once the first ones are timed."""
+    from ecgpipe import model_cluster
+    from ecgpipe.model import load_model
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
+    # the scheduler and the worker unpickle the tasks: this module must import there
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    scheduler, sched_file = start_scheduler(tmp_path)
+    procs = [scheduler, start_worker(sched_file)]
+    try:
+        address = wait_for_workers(sched_file, 1)
+        model = load_model(_model(tmp_path / "model.skops", physionet))
+        with model_cluster.ModelCluster(address, model) as cluster:
+            results = list(cluster.in_order(_pid_unless, [(i, 2) for i in range(8)],
+                                            killed=lambda item, why: ("killed", item[0], why)))
+        keys = _task_keys(sched_file)
+    finally:
+        stop(procs)
+    assert [r[1] for r in results] == list(range(8))
+    assert results[2][0] == "killed" and "2: the Dask workers that took it died on it" in results[2][2]
+    first, last = {r[0] for r in results[:2]}, {r[0] for r in results[3:]}
+    assert len(first) == len(last) == 1 and first != last and os.getpid() not in first | last  # restarted twice
+    # [0] and [1] alone, [2..7] in one task (died), then 2, 3, ..., 7 one per task: 2 + 1 + 6
+    assert len([k for k in keys if k.startswith("ecgpipe-_pid_unless-")]) == 9
+
+
+def test_a_cluster_with_no_worker_left_gets_a_warning_while_the_command_waits(physionet, tmp_path, monkeypatch, capfd):
+    """Dask waits for a worker rather than fail: the command says so once, and goes on when one joins."""
+    import threading
+
+    from ecgpipe import model_cluster
+    from ecgpipe.model import load_model
+
+    monkeypatch.setattr(model_cluster, "NO_WORKER_CHECK_S", 1.0)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    scheduler, sched_file = start_scheduler(tmp_path)
+    procs = [scheduler, start_worker(sched_file)]
+    try:
+        address = wait_for_workers(sched_file, 1)
+        model = load_model(_model(tmp_path / "model.skops", physionet))
+        with model_cluster.ModelCluster(address, model) as cluster:  # checked with its worker, which then goes
+            stop([procs.pop()])
+            joins = threading.Timer(4.0, lambda: procs.append(start_worker(sched_file)))
+            joins.start()
+            results = list(cluster.in_order(_pid_unless, [(i, -1) for i in range(3)]))
+            joins.join()
+    finally:
+        stop(procs)
+    assert [r[1] for r in results] == [0, 1, 2]
+    err = capfd.readouterr().err
+    assert err.count(f"the Dask cluster at {address} has no worker left; waiting for one") == 1
