@@ -168,8 +168,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         from ecgpipe.model_cluster import in_order_on_cluster
 
         work = [(shown, folder.absolute(), *rest) for shown, folder, *rest in work]
-        predicted = in_order_on_cluster(read_and_predict, work, model, scheduler, require_signed,
-                                        data_dirs=tuple(sorted({str(w[1]) for w in work})),
+        predicted = in_order_on_cluster(read_and_predict, work, model, scheduler, reads=tuple(sorted({str(w[1]) for w in work})),
                                         killed=lambda item, why: (None, None, (why, item[0]), False))
     else:
         predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)

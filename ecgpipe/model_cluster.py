@@ -1,23 +1,26 @@
 """A trained model applied to many records on an existing Dask cluster (``predict --scheduler``, ``evaluate
 --scheduler``): each worker process loads the model once and keeps it while records come, every worker thread
-predicts a record at a time, and the results come back in the order given, as ``model_pool.in_order`` gives them
-from local processes (the caller writes the tables, so the files do not depend on where the records were predicted).
+predicts a task of records at a time, and the results come back in the order given, as ``model_pool.in_order`` gives
+them from local processes (the caller writes the tables, so the files do not depend on where records were predicted).
 
-What a run's cluster needs, this needs (checked before the first record, workers named): every worker runs this
-ecgpipe, reads the model file at its absolute path with the same content, and sees the folders the caller names at
-the same path (a shared file system): ``predict``'s workers write the annotation files into its output folder. Records
-and folders are sent as absolute paths: a worker's working directory is its own.
+What a run's cluster needs, this needs (checked before the first record, the workers named): the scheduler and every
+worker run this ecgpipe (the scheduler unpickles the tasks), every worker reads the model file at its absolute path
+with the same content and sees the folders the caller names at the same path (a shared file system): ``predict``'s
+workers write the annotation files into its output folder. A worker that joins later is checked on its first task.
+Records and folders are sent as absolute paths: a worker's working directory is its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 
 from ecgpipe.errors import PipelineError, StoreUnreachable
@@ -31,30 +34,61 @@ MAX_PER_TASK = 16
 IN_FLIGHT_PER_THREAD = 2  # tasks submitted ahead per worker thread: every thread busy, few results held anywhere
 NO_WORKER_CHECK_S = 30.0  # how long a result may take before the cluster is looked at for workers
 WINDOW_REFRESH_S = 10.0  # how often the cluster's threads are counted again: workers that join later get records too
+MODELS_KEPT = 2  # per worker process: two commands sharing a cluster do not reload their models on every task
 
-# what the workers run, checked against this process's files: a long-lived worker keeps the code it imported
+# what the scheduler and the workers run, checked against this process's files: a long-lived one keeps the code it imported
 WORKER_CODE = ("ecgpipe.predict_many", "ecgpipe.evaluate")
-_LOADED: dict = {}  # (path, sha256) -> the model, in a worker process
+_LOADED: OrderedDict = OrderedDict()  # (path, content digest) -> the model, in a worker process
+_CHECKED: set = set()  # (code, folder) this worker process was found to run and see
 _LOADING = threading.Lock()
+_ONE_AT_A_TIME = threading.Lock()  # OpenVINO's one inference request serves one call at a time
 
 
-def _model_here(path: str, digest: str, require_signed: bool | None) -> TrainedModel:
-    with _LOADING:  # a worker's threads share one copy, loaded by the first of them
+def _check_worker(code: str, writes_to: str | None) -> None:
+    """On a worker's first task: what ``connect`` checked of the workers there then (this one may have joined since)."""
+    from distributed import get_worker
+
+    from ecgpipe.orchestration.worker_code import worker_code
+
+    if (code, writes_to) in _CHECKED:
+        return
+    worker = get_worker().address
+    if (here := worker_code(WORKER_CODE)) != code:
+        raise StoreUnreachable(f"the Dask worker {worker} runs other ecgpipe code than this command "
+                               f"({here if here.startswith('<') else 'another version or checkout'}): restart it")
+    if writes_to and not os.path.isdir(writes_to):  # made by the command: a worker without the shared mount sees none
+        raise StoreUnreachable(f"the Dask worker {worker} cannot see {writes_to}: mount it at the same path on every worker")
+    _CHECKED.add((code, writes_to))
+
+
+def _model_here(path: str, digest: str, code: str, writes_to: str | None) -> TrainedModel:
+    with _LOADING:  # a worker's threads share one copy (and one CNN extractor), built by the first of them
+        _check_worker(code, writes_to)
         model = _LOADED.get((path, digest))
         if model is None:
-            model = load_model(path, require_signed=require_signed)
+            # the command verified its signature, where asked; the same content digest says this is that file
+            model = load_model(path, require_signed=False)
             if model.digest != digest:  # replaced since the command started: its records would mix two models
                 raise PipelineError(f"{path}: changed while in use (sha256 {model.digest[:16]}..., was {digest[:16]}...)")
-            _LOADED.clear()  # a long-lived worker keeps one model, the last one asked for
+            if model.config.classifier.inputs != "rhythm":  # built here, under the lock: threads building it at
+                from ecgpipe.featurize import Featurizer  # once would trace the CNN side by side (torch.fx patches)
+
+                Featurizer(model.config, device="auto").extractor()  # as predict's windows ask for it (grid.py)
             _LOADED[(path, digest)] = model
+            while len(_LOADED) > MODELS_KEPT:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end((path, digest))
     return model
 
 
-def _on_worker(work: Callable, path: str, digest: str, require_signed: bool | None, batch: list[tuple]) -> tuple[list, float]:
+def _on_worker(work: Callable, path: str, digest: str, code: str, writes_to: str | None,
+               batch: list[tuple]) -> tuple[list, float]:
     """The batch's results and the seconds they took (the model's loading apart)."""
-    model = _model_here(path, digest, require_signed)
+    model = _model_here(path, digest, code, writes_to)
     started = time.perf_counter()
-    return [work(model, *item) for item in batch], time.perf_counter() - started
+    with _ONE_AT_A_TIME if model.config.features.engine == "openvino" else contextlib.nullcontext():
+        results = [work(model, *item) for item in batch]
+    return results, time.perf_counter() - started
 
 
 def _model_digest(path: str) -> str:
@@ -65,25 +99,37 @@ def _model_digest(path: str) -> str:
         return f"<{type(exc).__name__}: {exc}>"
 
 
-def connect(scheduler: str, model: TrainedModel, writes_to: str | None = None, data_dirs: tuple[str, ...] = ()):
-    """A client of the cluster at ``scheduler`` whose every worker runs this ecgpipe, sees ``writes_to`` and
-    ``data_dirs`` (``orchestration.cluster.check_store_reachable``) and reads ``model``'s file as it is here."""
+def _unseen(folders: list[str]) -> list[str]:
+    """Run on each worker: which of ``folders`` it does not see."""
+    return [f for f in folders if not os.path.isdir(f)]
+
+
+def connect(scheduler: str, model: TrainedModel, writes_to: str | None = None, reads: tuple[str, ...] = ()):
+    """A client of the cluster at ``scheduler`` whose scheduler and workers run this ecgpipe, whose workers see
+    ``writes_to`` (``orchestration.cluster.check_store_reachable``) and the folders ``reads`` (some of the records'),
+    and read ``model``'s file as it is here."""
     from distributed import Client
 
     from ecgpipe.orchestration.cluster import CLUSTER_WAIT_S, check_store_reachable
+    from ecgpipe.orchestration.worker_code import installed_code, worker_code
 
-    check_store_reachable(scheduler, writes_to, database_dirs=data_dirs, code_of=WORKER_CODE)
-    client = Client(scheduler, timeout=CLUSTER_WAIT_S)
+    check_store_reachable(scheduler, writes_to, code_of=WORKER_CODE)
+    client = Client(scheduler, timeout=CLUSTER_WAIT_S, set_as_default=False)
     try:
-        seen = client.run(_model_digest, os.path.abspath(model.path))
+        if (there := client.run_on_scheduler(worker_code, WORKER_CODE)) != installed_code(WORKER_CODE):
+            raise StoreUnreachable(f"the Dask scheduler at {scheduler} does not run this ecgpipe's code (it unpickles the "
+                                   f"tasks: {there if there.startswith('<') else 'another version or checkout'}): "
+                                   "restart it with the same ecgpipe as this command's")
+        digests, unseen = client.run(_model_digest, os.path.abspath(model.path)), client.run(_unseen, list(reads))
+        problems = [f"{w} cannot read the model {os.path.abspath(model.path)} "
+                    f"({got if got.startswith('<') else 'another file there'})" for w, got in digests.items() if got != model.digest]
+        problems += [f"{w} cannot see {', '.join(folders)}" for w, folders in unseen.items() if folders]
+        if problems:
+            raise StoreUnreachable(f"workers of the cluster at {scheduler}: {'; '.join(problems)}. Put the model and the "
+                                   "records on the file system the workers share, at the same paths")
     except BaseException:
         client.close()
         raise
-    if wrong := [f"{worker} {got if got.startswith('<') else 'reads another file there'}" for worker, got in seen.items()
-                 if got != model.digest]:
-        client.close()
-        raise StoreUnreachable(f"workers of the cluster at {scheduler} cannot read the model {model.path}: {'; '.join(wrong)}. "
-                               "Put it on the file system the workers share, at the same path")
     return client
 
 
@@ -94,19 +140,29 @@ def _threads(client) -> int:
 
 class ModelCluster:
     """A client of the cluster at ``scheduler``, checked (``connect``) when made, before any record; closed on leaving
-    a ``with`` block."""
+    a ``with`` block (which releases on the cluster whatever is still queued)."""
 
-    def __init__(self, scheduler: str, model: TrainedModel, writes_to: str | None = None, data_dirs: tuple[str, ...] = ()):
-        self.scheduler, self.model = scheduler, model
-        self.client = connect(scheduler, model, writes_to, data_dirs)
+    def __init__(self, scheduler: str, model: TrainedModel, writes_to: str | None = None, reads: tuple[str, ...] = ()):
+        from ecgpipe.orchestration.worker_code import installed_code
+
+        self.scheduler, self.model, self.writes_to = scheduler, model, writes_to
+        self.client = connect(scheduler, model, writes_to, reads)
+        self.code = installed_code(WORKER_CODE)
+        # the client's own tracebacks while it reconnects to a scheduler that is gone: this says it in one line
+        self._client_log = logging.getLogger("distributed.client")
+        self._client_level = self._client_log.level
+        self._client_log.setLevel(logging.CRITICAL)
 
     def __enter__(self) -> ModelCluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.client.close()
+        try:
+            self.client.close()
+        finally:
+            self._client_log.setLevel(self._client_level)
 
-    def in_order(self, work: Callable, items: Iterable[tuple], require_signed: bool | None = None, lost: str = "",
+    def in_order(self, work: Callable, items: Iterable[tuple], lost: str = "",
                  killed: Callable[[tuple, str], object] | None = None) -> Iterator:
         """``work(model, *item)`` for each item, in the order of ``items``, on the cluster's workers (each loads the
         model's file once, checked against its digest), several items per task when they are quick. ``work`` is a
@@ -114,21 +170,20 @@ class ModelCluster:
         it (Dask retries it on others first), its items are tried again one per task: an item that kills its
         workers alone is ``killed(item, why)``, that record's failure, and the cluster's restarted workers go on
         with the others; without ``killed``, and when the scheduler is lost, an error naming ``item[0]``, followed
-        by ``lost``. Stopped (Ctrl-C, an error), the tasks in flight are cancelled: the cluster does not go on
-        predicting for nobody."""
+        by ``lost``. Stopped (Ctrl-C, an error), the tasks not yet running are cancelled: the cluster does not go on
+        predicting for nobody (a task running finishes)."""
         from distributed import KilledWorker
 
         client, model_path = self.client, os.path.abspath(self.model.path)  # as the workers find it, wherever they run
-        run_id, waiting, pending, submitted = uuid.uuid4().hex[:8], iter(items), deque(), 0
+        run_id, waiting, pending, retried, submitted = uuid.uuid4().hex[:8], iter(items), deque(), [], 0
         window, counted = IN_FLIGHT_PER_THREAD * _threads(client), time.monotonic()
+        done_n, done_s = 0, 0.0  # items done, and the seconds their work took on the workers
 
         def submit(batch: list[tuple]):
             nonlocal submitted
             submitted += 1
-            return client.submit(_on_worker, work, model_path, self.model.digest, require_signed, batch,
+            return client.submit(_on_worker, work, model_path, self.model.digest, self.code, self.writes_to, batch,
                                  key=f"ecgpipe-{work.__name__}-{run_id}-{submitted}", pure=False)
-
-        done_n, done_s = 0, 0.0  # items done, and the seconds their work took on the workers
 
         def submit_more() -> None:  # up to the window: one for each done, more when workers joined
             per_task = 1 if not done_n else max(1, min(MAX_PER_TASK, int(TASK_S * done_n / max(done_s, 1e-9))))
@@ -138,51 +193,64 @@ class ModelCluster:
         try:
             submit_more()
             while pending:
-                batch, future = pending.popleft()
+                batch, future = pending[0]
                 try:
-                    results, seconds = self._result(future, batch, lost)
+                    results, seconds = self._result(future, batch[0][0], lost)
                     done_n, done_s = done_n + len(batch), done_s + seconds
                 except KilledWorker:
                     results = []
                     for item in batch:  # one at a time: the one that kills its workers fails alone
+                        retried[:] = [submit([item])]
                         try:
-                            results += self._result(submit([item]), [item], lost)[0]
+                            results += self._result(retried[0], item[0], lost)[0]
                         except KilledWorker as exc:
                             why = f"{item[0]}: the Dask workers that took it died on it (out of memory? their logs say)"
                             if killed is None:
                                 raise PipelineError(f"{why}{lost}") from exc
                             results.append(killed(item, why))
+                    retried.clear()
+                pending.popleft()
                 del future  # released on the cluster once no client holds it
                 if time.monotonic() - counted > WINDOW_REFRESH_S:
                     window, counted = IN_FLIGHT_PER_THREAD * _threads(client), time.monotonic()
                 submit_more()
                 yield from results
         finally:
-            if pending and client.status == "running":
-                client.cancel([f for _, f in pending])
+            if (pending or retried) and client.status == "running":
+                client.cancel([f for _, f in pending] + retried)
 
-    def _result(self, future, batch: list[tuple], lost: str) -> list:
-        """The task's results and seconds; while none comes, a warning once if the cluster has no worker left (Dask waits for
-        one rather than fail, and the command would seem to hang). ``KilledWorker`` is the caller's."""
+    def _result(self, future, name: str, lost: str):
+        """The task's result; while none comes, a warning once if the cluster has no worker left (Dask waits for
+        one rather than fail, and the command would seem to hang). A task's own error is raised as it is
+        (``KilledWorker`` is the caller's); a future cancelled under it, or a client cut off, is the scheduler lost."""
         from concurrent.futures import CancelledError
 
-        warned = False
+        from distributed import wait
+
+        warned, gone = False, f"{name}: lost the Dask scheduler at {self.scheduler}"
         while True:
             try:
-                return future.result(timeout=NO_WORKER_CHECK_S)
-            except TimeoutError:
-                if not warned and not self.client.scheduler_info(n_workers=-1).get("workers"):
+                with self.client.as_current():  # waits only: the task's own errors come from result()
+                    wait([future], timeout=NO_WORKER_CHECK_S)
+                break
+            except TimeoutError:  # still running, or waiting for a worker
+                try:
+                    workers = self.client.scheduler_info(n_workers=-1).get("workers")
+                except OSError as exc:
+                    raise PipelineError(f"{gone} ({type(exc).__name__}){lost}") from exc
+                if not warned and not workers:
                     print(f"ecgpipe: warning: the Dask cluster at {self.scheduler} has no worker left; waiting for one "
                           f"(`dask worker {self.scheduler}`), or stop with Ctrl-C", file=sys.stderr, flush=True)
                     warned = True
-            except (CancelledError, OSError) as exc:  # the scheduler gone (killed, its machine lost)
-                raise PipelineError(f"{batch[0][0]}: lost the Dask scheduler at {self.scheduler} "
-                                    f"({type(exc).__name__}){lost}") from exc
+            except (CancelledError, OSError) as exc:  # its tasks cancelled when the scheduler went, the connection cut
+                raise PipelineError(f"{gone} ({type(exc).__name__}){lost}") from exc
+        if future.status == "cancelled" or self.client.status != "running":
+            raise PipelineError(f"{gone} (its tasks cancelled){lost}")
+        return future.result()
 
 
-def in_order_on_cluster(work: Callable, items: Iterable[tuple], model: TrainedModel, scheduler: str,
-                        require_signed: bool | None = None, lost: str = "", data_dirs: tuple[str, ...] = (),
-                        killed: Callable[[tuple, str], object] | None = None) -> Iterator:
+def in_order_on_cluster(work: Callable, items: Iterable[tuple], model: TrainedModel, scheduler: str, lost: str = "",
+                        reads: tuple[str, ...] = (), killed: Callable[[tuple, str], object] | None = None) -> Iterator:
     """``ModelCluster(...).in_order(...)``, connected when the first result is asked for, closed when done."""
-    with ModelCluster(scheduler, model, data_dirs=data_dirs) as cluster:
-        yield from cluster.in_order(work, items, require_signed, lost, killed)
+    with ModelCluster(scheduler, model, reads=reads) as cluster:
+        yield from cluster.in_order(work, items, lost, killed)

@@ -34,6 +34,7 @@ from ecgpipe.predict_outputs import AGREEMENT_PARTIAL, earlier_prediction, write
 from ecgpipe.predict_tables import PredictionTables, Resumed, resume_from, rewrite_partial, table_columns, write_output_names
 from ecgpipe.progress import PROGRESS_EVERY_S, progress_line
 
+CHECKED_FOLDERS = 8  # on a cluster, the first records' folders every worker must see before any record is sent
 PER_RECORD_LINES = 20  # more records than this: a progress line every PROGRESS_EVERY_S instead of a line per record
 TRAINING_NOTE = "one of this model's training records"
 
@@ -79,6 +80,8 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
         target = write_annotations(pred, os.path.join(base, out), options.extension, name)
         if options.compare:
             pred.agreement = compare_with_reference(pred, model, options.compare)
+            if base and isinstance(pred.agreement.get("reason"), str):  # named as given, as without a cluster
+                pred.agreement["reason"] = pred.agreement["reason"].replace(where, path)
     except (EcgpipeError, ValueError) as err:  # named as given, as without a cluster
         return RecordOutcome(path, name, error=str(err).replace(where, path) if base else str(err))
     seen = training_recording(model, where)
@@ -116,7 +119,8 @@ def predict_records(model: TrainedModel, paths: list[str], names: dict[str, str]
         previous = signal.signal(signal.SIGTERM, _stop)
     try:
         # a cluster is checked before anything is written (it may not see --out, nor the model)
-        with ModelCluster(scheduler, model, writes_to=str(out.absolute())) if scheduler else contextlib.nullcontext() as cluster:
+        reads = tuple(dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths))[:CHECKED_FOLDERS]
+        with ModelCluster(scheduler, model, str(out.absolute()), reads) if scheduler else contextlib.nullcontext() as cluster:
             return _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say, cluster)
     finally:
         if previous is not None:
@@ -146,7 +150,7 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
     with tables, (open(out / AGREEMENT_PARTIAL, "a") if options.compare else contextlib.nullcontext()) as partial:
         lost = "; every record finished before is in records.csv: rerun with --resume"
         if cluster:  # the workers read and write from their own working directory: given this one's
-            work = cluster.in_order(predict_one, [(p, n, str(out), options, os.getcwd()) for p, n in todo], require_signed, lost,
+            work = cluster.in_order(predict_one, [(p, n, str(out), options, os.getcwd()) for p, n in todo], lost,
                                     killed=lambda item, why: RecordOutcome(item[0], item[1], error=why))
         else:
             work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed, lost=lost)
