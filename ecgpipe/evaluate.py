@@ -169,7 +169,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
 
         work = [(shown, folder.absolute(), *rest) for shown, folder, *rest in work]
         predicted = in_order_on_cluster(read_and_predict, work, model, scheduler, reads=tuple(sorted({str(w[1]) for w in work})),
-                                        killed=lambda item, why: (None, None, (why, item[0]), False))
+                                        killed=lambda item, why: (None, None, (why, item[0]), False), say=progress)
     else:
         predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)
     started, last = time.monotonic(), time.monotonic()

@@ -127,15 +127,29 @@ def connect(scheduler: str, model: TrainedModel, writes_to: str | None = None, r
         if problems:
             raise StoreUnreachable(f"workers of the cluster at {scheduler}: {'; '.join(problems)}. Put the model and the "
                                    "records on the file system the workers share, at the same paths")
+        client.run(_checked, installed_code(WORKER_CODE), writes_to)  # these workers' first tasks need not look again
     except BaseException:
         client.close()
         raise
     return client
 
 
-def _threads(client) -> int:
+def _checked(code: str, writes_to: str | None) -> None:
+    _CHECKED.add((code, writes_to))
+
+
+def gpu_workers(client) -> list[str]:
+    """The workers that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
-    return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+    return [a for a, w in workers.items() if (w.get("resources") or {}).get("GPU", 0) > 0]
+
+
+def _threads(client, gpu: bool = False) -> int:
+    """The cluster's worker threads; with ``gpu``, its GPU workers' count (each runs one GPU task at a time)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    if gpu:
+        return max(1, sum(1 for w in workers if (w.get("resources") or {}).get("GPU", 0) > 0))
+    return max(1, sum(w.get("nthreads", 1) for w in workers))
 
 
 class ModelCluster:
@@ -152,6 +166,14 @@ class ModelCluster:
         self._client_log = logging.getLogger("distributed.client")
         self._client_level = self._client_log.level
         self._client_log.setLevel(logging.CRITICAL)
+
+    def describe(self) -> str:
+        """``on the Dask cluster at ADDRESS: 2 workers, 3 threads`` and where a CNN's records go."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        line = f"on the Dask cluster at {self.scheduler}: {len(workers)} worker(s), {_threads(self.client)} thread(s)"
+        if self.model.config.classifier.inputs != "rhythm" and (gpus := gpu_workers(self.client)):
+            line += f"; the CNN's records on its {len(gpus)} GPU worker(s)"
+        return line
 
     def __enter__(self) -> ModelCluster:
         return self
@@ -176,14 +198,17 @@ class ModelCluster:
 
         client, model_path = self.client, os.path.abspath(self.model.path)  # as the workers find it, wherever they run
         run_id, waiting, pending, retried, submitted = uuid.uuid4().hex[:8], iter(items), deque(), [], 0
-        window, counted = IN_FLIGHT_PER_THREAD * _threads(client), time.monotonic()
+        # a CNN's records go to the GPU workers when the cluster has any, as a run's feature tasks do
+        gpu = self.model.config.classifier.inputs != "rhythm" and bool(gpu_workers(client))
+        window, counted = IN_FLIGHT_PER_THREAD * _threads(client, gpu), time.monotonic()
         done_n, done_s = 0, 0.0  # items done, and the seconds their work took on the workers
 
         def submit(batch: list[tuple]):
             nonlocal submitted
             submitted += 1
             return client.submit(_on_worker, work, model_path, self.model.digest, self.code, self.writes_to, batch,
-                                 key=f"ecgpipe-{work.__name__}-{run_id}-{submitted}", pure=False)
+                                 key=f"ecgpipe-{work.__name__}-{run_id}-{submitted}", pure=False,
+                                 resources={"GPU": 1} if gpu else None)
 
         def submit_more() -> None:  # up to the window: one for each done, more when workers joined
             per_task = 1 if not done_n else max(1, min(MAX_PER_TASK, int(TASK_S * done_n / max(done_s, 1e-9))))
@@ -212,7 +237,7 @@ class ModelCluster:
                 pending.popleft()
                 del future  # released on the cluster once no client holds it
                 if time.monotonic() - counted > WINDOW_REFRESH_S:
-                    window, counted = IN_FLIGHT_PER_THREAD * _threads(client), time.monotonic()
+                    window, counted = IN_FLIGHT_PER_THREAD * _threads(client, gpu), time.monotonic()
                 submit_more()
                 yield from results
         finally:
@@ -250,7 +275,10 @@ class ModelCluster:
 
 
 def in_order_on_cluster(work: Callable, items: Iterable[tuple], model: TrainedModel, scheduler: str, lost: str = "",
-                        reads: tuple[str, ...] = (), killed: Callable[[tuple, str], object] | None = None) -> Iterator:
-    """``ModelCluster(...).in_order(...)``, connected when the first result is asked for, closed when done."""
+                        reads: tuple[str, ...] = (), killed: Callable[[tuple, str], object] | None = None,
+                        say: Callable[[str], object] = print) -> Iterator:
+    """``ModelCluster(...).in_order(...)``, connected (and described to ``say``) when the first result is asked
+    for, closed when done."""
     with ModelCluster(scheduler, model, reads=reads) as cluster:
+        say(cluster.describe())
         yield from cluster.in_order(work, items, lost, killed)

@@ -146,6 +146,8 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
     if earlier.done:
         say(f"resuming: {len(earlier.done)} of {len(paths)} record(s) already predicted into {out} by this model with these "
             f"options; predicting the other {len(todo)}")
+    if cluster:
+        say(cluster.describe())
     each, started, last_line = len(paths) <= PER_RECORD_LINES, time.monotonic(), time.monotonic()
     with tables, (open(out / AGREEMENT_PARTIAL, "a") if options.compare else contextlib.nullcontext()) as partial:
         lost = "; every record finished before is in records.csv: rerun with --resume"

@@ -25,14 +25,26 @@ def _elsewhere(folder):
     return lambda cmd: ["sh", "-c", f"cd {folder} && exec " + " ".join(cmd)]
 
 
+def _with_tests_importable() -> dict:
+    """The environment of a scheduler and workers that unpickle tasks of this module's functions."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     (tmp / "worker-cwd").mkdir()
-    scheduler, sched_file = start_scheduler(tmp)
-    # one worker with two threads (two records at once on one loaded model), one with one
-    procs = [scheduler, start_worker(sched_file, "--nthreads", "2", wrap=_elsewhere(tmp / "worker-cwd")),
-             start_worker(sched_file, wrap=_elsewhere(tmp / "worker-cwd"))]
+    before = dict(os.environ)
+    os.environ.update(_with_tests_importable())
+    try:
+        scheduler, sched_file = start_scheduler(tmp)
+        # one worker with two threads (two records at once on one loaded model), one with one advertising a GPU (it
+        # computes on the CPU here: where a CNN's records go is what is tested)
+        procs = [scheduler, start_worker(sched_file, "--nthreads", "2", wrap=_elsewhere(tmp / "worker-cwd")),
+                 start_worker(sched_file, "--resources", "GPU=1", wrap=_elsewhere(tmp / "worker-cwd"))]
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
     try:
         yield wait_for_workers(sched_file, 2), sched_file
     finally:
@@ -184,19 +196,26 @@ def test_a_cluster_with_no_worker_left_gets_a_warning_while_the_command_waits(ph
     assert err.count(f"the Dask cluster at {address} has no worker left; waiting for one") == 1
 
 
-def test_a_cnn_model_on_a_worker_with_two_threads_gives_the_files_one_process_gives(cluster, cinc, tmp_path):
-    """A CNN model (EfficientNet-Lite0, random weights, 64-px inputs) on CinC records: the worker's two threads share
-    one model and one extractor, built once before either predicts (two built side by side would trace the CNN
-    at once), and the files are those of one process."""
+def _cnn_model(path):
     from ecgpipe.classify import fit_classifier
     from ecgpipe.config import load_config
     from ecgpipe.model import save_model
 
-    address, sched_file = cluster
     cfg = load_config("paper4", {"features": {"weights": "random", "image_size": 64}, "classifier": {"inputs": "cnn"}})
     y = np.repeat(np.arange(4), 30)
     model, _ = fit_classifier(np.random.default_rng(0).normal(size=(120, 1280)) + y[:, None], y, cfg.classifier, n_cnn=1280)
-    save_model(tmp_path / "cnn.skops", model, cfg, weights_source="test", n_cnn=1280, training={"n_segments": 120})
+    save_model(path, model, cfg, weights_source="test", n_cnn=1280, training={"n_segments": 120})
+    return path
+
+
+def test_a_cnn_model_goes_to_the_gpu_worker_and_gives_the_files_one_process_gives(cluster, cinc, tmp_path):
+    """A CNN model (EfficientNet-Lite0, random weights, 64-px inputs) on CinC records: every task on the worker that
+    advertises a GPU, the files those of one process; without a GPU worker the threads of a worker share one model
+    and one extractor (next test)."""
+    from ecgpipe.model import load_model
+
+    address, sched_file = cluster
+    _cnn_model(tmp_path / "cnn.skops")
     names = (cinc / "RECORDS").read_text().split()[:6]
     data = copy_cinc(cinc, tmp_path / "data", names)
     records = [str(data / n) for n in names]
@@ -206,3 +225,41 @@ def test_a_cnn_model_on_a_worker_with_two_threads_gives_the_files_one_process_gi
         assert proc.returncode == 0, proc.stderr
     for name in (*OUTPUTS, *(f"{n}.pred" for n in names)):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "cluster" / name).read_bytes(), name
+    assert "the CNN's records on its 1 GPU worker(s)" in proc.stdout
+
+    from distributed import Client
+
+    from ecgpipe.model_cluster import ModelCluster, gpu_workers
+
+    with Client(scheduler_file=str(sched_file), timeout=60) as client:
+        pids, (gpu,) = client.run(os.getpid), gpu_workers(client)
+    with ModelCluster(address, load_model(tmp_path / "cnn.skops")) as on_cluster:
+        ran = {pid for pid, _ in on_cluster.in_order(_pid_unless, [(i, -1) for i in range(12)])}
+    assert ran == {pids[gpu]}
+
+
+def test_a_workers_threads_share_one_model_and_one_cnn_extractor_built_once(tmp_path):
+    """Threads of a worker asking for a CNN model at once: one load, one extractor (built under the model's lock:
+    built side by side, torch.fx would trace the CNN twice at once, patching torch's Module class for both)."""
+    import threading
+
+    from ecgpipe import features, model_cluster
+    from ecgpipe.model import load_model
+
+    path = str(_cnn_model(tmp_path / "cnn.skops"))
+    digest, code = load_model(path).digest, "code"
+    model_cluster._checked(code, None)  # as a worker that passed the command's checks
+    built = features._cached_extractor.cache_info().misses
+    got, start = [], threading.Barrier(3)
+
+    def ask() -> None:
+        start.wait()
+        got.append(model_cluster._model_here(path, digest, code, None))
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 3 and got[0] is got[1] is got[2]
+    assert features._cached_extractor.cache_info().misses == built + 1
