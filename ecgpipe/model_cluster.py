@@ -44,26 +44,29 @@ _LOADING = threading.Lock()
 _ONE_AT_A_TIME = threading.Lock()  # OpenVINO's one inference request serves one call at a time
 
 
-def _check_worker(code: str, writes_to: str | None) -> None:
-    """On a worker's first task: what ``connect`` checked of the workers there then (this one may have joined since)."""
-    from distributed import get_worker
-
+def _worker_problem(code: str, writes_to: str | None, reads: tuple[str, ...]) -> str:
+    """Run on a worker (by ``connect``, and on its first task: it may have joined since): what keeps it from this
+    command's records ('' when nothing: remembered for the worker process's life)."""
     from ecgpipe.orchestration.worker_code import worker_code
 
-    if (code, writes_to) in _CHECKED:
-        return
-    worker = get_worker().address
+    if (code, writes_to, reads) in _CHECKED:
+        return ""
     if (here := worker_code(WORKER_CODE)) != code:
-        raise StoreUnreachable(f"the Dask worker {worker} runs other ecgpipe code than this command "
-                               f"({here if here.startswith('<') else 'another version or checkout'}): restart it")
-    if writes_to and not os.path.isdir(writes_to):  # made by the command: a worker without the shared mount sees none
-        raise StoreUnreachable(f"the Dask worker {worker} cannot see {writes_to}: mount it at the same path on every worker")
-    _CHECKED.add((code, writes_to))
+        return f"runs other ecgpipe code than this command ({here if here.startswith('<') else 'another version or checkout'})"
+    # made by the command before: a worker without the shared mount does not see them
+    if unseen := [f for f in (writes_to, *reads) if f and not os.path.isdir(f)]:
+        return f"cannot see {', '.join(unseen)}"
+    _CHECKED.add((code, writes_to, reads))
+    return ""
 
 
-def _model_here(path: str, digest: str, code: str, writes_to: str | None) -> TrainedModel:
+def _model_here(path: str, digest: str, code: str, writes_to: str | None, reads: tuple[str, ...] = ()) -> TrainedModel:
     with _LOADING:  # a worker's threads share one copy (and one CNN extractor), built by the first of them
-        _check_worker(code, writes_to)
+        if problem := _worker_problem(code, writes_to, reads):
+            from distributed import get_worker
+
+            raise StoreUnreachable(f"the Dask worker {get_worker().address} {problem}: restart it with this ecgpipe, "
+                                   "the data and output folders mounted at the same paths as the command's")
         model = _LOADED.get((path, digest))
         if model is None:
             # the command verified its signature, where asked; the same content digest says this is that file
@@ -81,10 +84,10 @@ def _model_here(path: str, digest: str, code: str, writes_to: str | None) -> Tra
     return model
 
 
-def _on_worker(work: Callable, path: str, digest: str, code: str, writes_to: str | None,
+def _on_worker(work: Callable, path: str, digest: str, code: str, writes_to: str | None, reads: tuple[str, ...],
                batch: list[tuple]) -> tuple[list, float]:
     """The batch's results and the seconds they took (the model's loading apart)."""
-    model = _model_here(path, digest, code, writes_to)
+    model = _model_here(path, digest, code, writes_to, reads)
     started = time.perf_counter()
     with _ONE_AT_A_TIME if model.config.features.engine == "openvino" else contextlib.nullcontext():
         results = [work(model, *item) for item in batch]
@@ -99,43 +102,38 @@ def _model_digest(path: str) -> str:
         return f"<{type(exc).__name__}: {exc}>"
 
 
-def _unseen(folders: list[str]) -> list[str]:
-    """Run on each worker: which of ``folders`` it does not see."""
-    return [f for f in folders if not os.path.isdir(f)]
-
-
-def connect(scheduler: str, model: TrainedModel, writes_to: str | None = None, reads: tuple[str, ...] = ()):
-    """A client of the cluster at ``scheduler`` whose scheduler and workers run this ecgpipe, whose workers see
-    ``writes_to`` (``orchestration.cluster.check_store_reachable``) and the folders ``reads`` (some of the records'),
-    and read ``model``'s file as it is here."""
+def connect(scheduler: str, model: TrainedModel, code: str, writes_to: str | None = None, reads: tuple[str, ...] = ()):
+    """A client of the cluster at ``scheduler`` whose scheduler and workers run this ecgpipe (``code``), whose
+    workers see ``writes_to`` (a token written here, read there: ``orchestration.cluster.check_store_reachable``)
+    and the folders ``reads`` (some of the records'), and read ``model``'s file as it is here."""
     from distributed import Client
 
     from ecgpipe.orchestration.cluster import CLUSTER_WAIT_S, check_store_reachable
-    from ecgpipe.orchestration.worker_code import installed_code, worker_code
+    from ecgpipe.orchestration.worker_code import worker_code
 
     check_store_reachable(scheduler, writes_to, code_of=WORKER_CODE)
     client = Client(scheduler, timeout=CLUSTER_WAIT_S, set_as_default=False)
     try:
-        if (there := client.run_on_scheduler(worker_code, WORKER_CODE)) != installed_code(WORKER_CODE):
+        try:
+            there = client.run_on_scheduler(worker_code, WORKER_CODE)
+        except Exception as exc:  # no ecgpipe there at all, or one without this check
+            there = f"<{type(exc).__name__}: {exc}>"
+        if there != code:
             raise StoreUnreachable(f"the Dask scheduler at {scheduler} does not run this ecgpipe's code (it unpickles the "
                                    f"tasks: {there if there.startswith('<') else 'another version or checkout'}): "
                                    "restart it with the same ecgpipe as this command's")
-        digests, unseen = client.run(_model_digest, os.path.abspath(model.path)), client.run(_unseen, list(reads))
-        problems = [f"{w} cannot read the model {os.path.abspath(model.path)} "
-                    f"({got if got.startswith('<') else 'another file there'})" for w, got in digests.items() if got != model.digest]
-        problems += [f"{w} cannot see {', '.join(folders)}" for w, folders in unseen.items() if folders]
+        path = os.path.abspath(model.path)
+        digests, seen = client.run(_model_digest, path), client.run(_worker_problem, code, writes_to, reads)
+        problems = [f"{w} cannot read the model {path} ({got if got.startswith('<') else 'another file there'})"
+                    for w, got in digests.items() if got != model.digest]
+        problems += [f"{w} {problem}" for w, problem in seen.items() if problem]
         if problems:
             raise StoreUnreachable(f"workers of the cluster at {scheduler}: {'; '.join(problems)}. Put the model and the "
                                    "records on the file system the workers share, at the same paths")
-        client.run(_checked, installed_code(WORKER_CODE), writes_to)  # these workers' first tasks need not look again
     except BaseException:
         client.close()
         raise
     return client
-
-
-def _checked(code: str, writes_to: str | None) -> None:
-    _CHECKED.add((code, writes_to))
 
 
 def gpu_workers(client) -> list[str]:
@@ -145,11 +143,18 @@ def gpu_workers(client) -> list[str]:
 
 
 def _threads(client, gpu: bool = False) -> int:
-    """The cluster's worker threads; with ``gpu``, its GPU workers' count (each runs one GPU task at a time)."""
+    """The cluster's worker threads; with ``gpu``, its GPUs (a task takes one: a worker runs as many at once)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
     if gpu:
-        return max(1, sum(1 for w in workers if (w.get("resources") or {}).get("GPU", 0) > 0))
+        return max(1, sum(int((w.get("resources") or {}).get("GPU", 0)) for w in workers))
     return max(1, sum(w.get("nthreads", 1) for w in workers))
+
+
+class _QuietClient(logging.Filter):
+    """The client's own tracebacks while it reconnects to a scheduler that is gone: the command says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
 
 
 class ModelCluster:
@@ -159,13 +164,11 @@ class ModelCluster:
     def __init__(self, scheduler: str, model: TrainedModel, writes_to: str | None = None, reads: tuple[str, ...] = ()):
         from ecgpipe.orchestration.worker_code import installed_code
 
-        self.scheduler, self.model, self.writes_to = scheduler, model, writes_to
-        self.client = connect(scheduler, model, writes_to, reads)
+        self.scheduler, self.model, self.writes_to, self.reads = scheduler, model, writes_to, tuple(reads)
         self.code = installed_code(WORKER_CODE)
-        # the client's own tracebacks while it reconnects to a scheduler that is gone: this says it in one line
-        self._client_log = logging.getLogger("distributed.client")
-        self._client_level = self._client_log.level
-        self._client_log.setLevel(logging.CRITICAL)
+        self.client = connect(scheduler, model, self.code, writes_to, self.reads)
+        self._quiet = _QuietClient()  # its own instance: clusters closed in any order leave the logger as it was
+        logging.getLogger("distributed.client").addFilter(self._quiet)
 
     def describe(self) -> str:
         """``on the Dask cluster at ADDRESS: 2 workers, 3 threads`` and where a CNN's records go."""
@@ -182,7 +185,7 @@ class ModelCluster:
         try:
             self.client.close()
         finally:
-            self._client_log.setLevel(self._client_level)
+            logging.getLogger("distributed.client").removeFilter(self._quiet)
 
     def in_order(self, work: Callable, items: Iterable[tuple], lost: str = "",
                  killed: Callable[[tuple, str], object] | None = None) -> Iterator:
@@ -206,7 +209,7 @@ class ModelCluster:
         def submit(batch: list[tuple]):
             nonlocal submitted
             submitted += 1
-            return client.submit(_on_worker, work, model_path, self.model.digest, self.code, self.writes_to, batch,
+            return client.submit(_on_worker, work, model_path, self.model.digest, self.code, self.writes_to, self.reads, batch,
                                  key=f"ecgpipe-{work.__name__}-{run_id}-{submitted}", pure=False,
                                  resources={"GPU": 1} if gpu else None)
 
@@ -220,14 +223,14 @@ class ModelCluster:
             while pending:
                 batch, future = pending[0]
                 try:
-                    results, seconds = self._result(future, batch[0][0], lost)
+                    results, seconds = self._result(future, batch[0][0], lost, gpu)
                     done_n, done_s = done_n + len(batch), done_s + seconds
                 except KilledWorker:
                     results = []
                     for item in batch:  # one at a time: the one that kills its workers fails alone
                         retried[:] = [submit([item])]
                         try:
-                            results += self._result(retried[0], item[0], lost)[0]
+                            results += self._result(retried[0], item[0], lost, gpu)[0]
                         except KilledWorker as exc:
                             why = f"{item[0]}: the Dask workers that took it died on it (out of memory? their logs say)"
                             if killed is None:
@@ -242,12 +245,14 @@ class ModelCluster:
                 yield from results
         finally:
             if (pending or retried) and client.status == "running":
-                client.cancel([f for _, f in pending] + retried)
+                with contextlib.suppress(Exception):  # a scheduler that does not answer: closing releases them too
+                    client.cancel([f for _, f in pending] + retried)
 
-    def _result(self, future, name: str, lost: str):
-        """The task's result; while none comes, a warning once if the cluster has no worker left (Dask waits for
-        one rather than fail, and the command would seem to hang). A task's own error is raised as it is
-        (``KilledWorker`` is the caller's); a future cancelled under it, or a client cut off, is the scheduler lost."""
+    def _result(self, future, name: str, lost: str, gpu: bool = False):
+        """The task's result; while none comes, a warning once if the cluster has no worker left to run it (no
+        worker, or with ``gpu`` no GPU worker: Dask waits for one rather than fail, and the command would seem to
+        hang). A task's own error is raised as it is (``KilledWorker`` is the caller's); a future cancelled under
+        it, or a client cut off, is the scheduler lost."""
         from concurrent.futures import CancelledError
 
         from distributed import wait
@@ -259,19 +264,23 @@ class ModelCluster:
                     wait([future], timeout=NO_WORKER_CHECK_S)
                 break
             except TimeoutError:  # still running, or waiting for a worker
-                try:
-                    workers = self.client.scheduler_info(n_workers=-1).get("workers")
-                except OSError as exc:
-                    raise PipelineError(f"{gone} ({type(exc).__name__}){lost}") from exc
-                if not warned and not workers:
-                    print(f"ecgpipe: warning: the Dask cluster at {self.scheduler} has no worker left; waiting for one "
-                          f"(`dask worker {self.scheduler}`), or stop with Ctrl-C", file=sys.stderr, flush=True)
+                if self.client.status != "running":  # reconnecting, or closed: its futures may never finish
+                    raise PipelineError(f"{gone} (the client is {self.client.status}){lost}") from None
+                if not warned and not (gpu_workers(self.client) if gpu else self.client.scheduler_info(n_workers=-1).get("workers")):
+                    print(f"ecgpipe: warning: the Dask cluster at {self.scheduler} has no {'GPU ' if gpu else ''}worker "
+                          f"left; waiting for one (`dask worker {self.scheduler}{' --resources GPU=1' if gpu else ''}`), or "
+                          "stop with Ctrl-C", file=sys.stderr, flush=True)
                     warned = True
             except (CancelledError, OSError) as exc:  # its tasks cancelled when the scheduler went, the connection cut
                 raise PipelineError(f"{gone} ({type(exc).__name__}){lost}") from exc
         if future.status == "cancelled" or self.client.status != "running":
             raise PipelineError(f"{gone} (its tasks cancelled){lost}")
-        return future.result()
+        try:
+            return future.result()
+        except (CancelledError, OSError) as exc:
+            if future.status == "error":  # the task's own error (a PermissionError writing its annotations)
+                raise
+            raise PipelineError(f"{gone} ({type(exc).__name__}){lost}") from exc
 
 
 def in_order_on_cluster(work: Callable, items: Iterable[tuple], model: TrainedModel, scheduler: str, lost: str = "",

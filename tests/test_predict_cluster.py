@@ -68,6 +68,7 @@ def test_predict_on_a_cluster_gives_the_files_one_process_gives(cluster, physion
     (here / "data" / "mitdb" / "103.atr").unlink()
     _model(here / "model.skops", physionet)
     records = ["data/mitdb/100", "data/mitdb/103", "data/mitdb/201"]
+    before = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-predict_one-")}
     for out, where in (("one", ["--jobs", "1"]), ("cluster", ["--scheduler", address])):
         proc = cli("predict", "--model", "model.skops", *records, "--out", out, "--compare", "atr", *where, cwd=here)
         assert proc.returncode == 0, proc.stderr
@@ -75,7 +76,7 @@ def test_predict_on_a_cluster_gives_the_files_one_process_gives(cluster, physion
         assert (here / "one" / name).read_bytes() == (here / "cluster" / name).read_bytes(), name
     assert "data/mitdb/100: " in proc.stdout and "-> cluster/100.pred" in proc.stdout  # as given, not absolute
     assert "data/mitdb/103.atr" in proc.stdout and str(here) not in (here / "cluster" / "agreement.json").read_text()
-    ran = [k for k in _task_keys(sched_file) if k.startswith("ecgpipe-predict_one-")]
+    ran = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-predict_one-")} - before
     assert len(ran) == len(records)
 
 
@@ -238,7 +239,7 @@ def test_a_cnn_model_goes_to_the_gpu_worker_and_gives_the_files_one_process_give
     assert ran == {pids[gpu]}
 
 
-def test_a_workers_threads_share_one_model_and_one_cnn_extractor_built_once(tmp_path):
+def test_a_workers_threads_share_one_model_and_one_cnn_extractor_built_once(tmp_path, monkeypatch):
     """Threads of a worker asking for a CNN model at once: one load, one extractor (built under the model's lock:
     built side by side, torch.fx would trace the CNN twice at once, patching torch's Module class for both)."""
     import threading
@@ -248,7 +249,9 @@ def test_a_workers_threads_share_one_model_and_one_cnn_extractor_built_once(tmp_
 
     path = str(_cnn_model(tmp_path / "cnn.skops"))
     digest, code = load_model(path).digest, "code"
-    model_cluster._checked(code, None)  # as a worker that passed the command's checks
+    monkeypatch.setattr(model_cluster, "_CHECKED", {(code, None, ())})  # as a worker that passed the command's checks
+    monkeypatch.setattr(model_cluster, "_LOADED", model_cluster.OrderedDict())
+    features._cached_extractor.cache_clear()
     built = features._cached_extractor.cache_info().misses
     got, start = [], threading.Barrier(3)
 
@@ -263,3 +266,4 @@ def test_a_workers_threads_share_one_model_and_one_cnn_extractor_built_once(tmp_
         t.join()
     assert len(got) == 3 and got[0] is got[1] is got[2]
     assert features._cached_extractor.cache_info().misses == built + 1
+    features._cached_extractor.cache_clear()  # no CNN left cached for the session's other tests
