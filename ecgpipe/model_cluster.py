@@ -39,7 +39,7 @@ MODELS_KEPT = 2  # per worker process: two commands sharing a cluster do not rel
 # what the scheduler and the workers run, checked against this process's files: a long-lived one keeps the code it imported
 WORKER_CODE = ("ecgpipe.predict_many", "ecgpipe.evaluate")
 _LOADED: OrderedDict = OrderedDict()  # (path, content digest) -> the model, in a worker process
-_CHECKED: set = set()  # (code, folder) this worker process was found to run and see
+_CHECKED: set = set()  # (code, output folder, folders read) this worker process was found to run and see
 _LOADING = threading.Lock()
 _ONE_AT_A_TIME = threading.Lock()  # OpenVINO's one inference request serves one call at a time
 
@@ -49,6 +49,7 @@ def _worker_problem(code: str, writes_to: str | None, reads: tuple[str, ...]) ->
     command's records ('' when nothing: remembered for the worker process's life)."""
     from ecgpipe.orchestration.worker_code import worker_code
 
+    reads = tuple(reads)  # hashable, however the task's arguments were sent
     if (code, writes_to, reads) in _CHECKED:
         return ""
     if (here := worker_code(WORKER_CODE)) != code:
