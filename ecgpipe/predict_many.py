@@ -1,10 +1,11 @@
-"""``ecgpipe predict`` over many records: in worker processes (``--jobs``), each record's rows written as soon as it
-is done, and a prediction stopped half-way taken up where it stopped (``--resume``, ``predict_tables``).
+"""``ecgpipe predict`` over many records: in worker processes (``--jobs``) or on a Dask cluster's workers
+(``--scheduler``, ``model_cluster``), each record's rows written as soon as it is done, and a prediction stopped
+half-way taken up where it stopped (``--resume``, ``predict_tables``).
 
 A corpus of 300 000 records takes hours in one process (about 50 ms per 30-s record with the cinc2017 preset's
-model; a CNN model costs more per window). ``jobs`` processes each load the model once and predict records side by
-side (each writes its records' annotation files), while this process writes the tables in the order the records
-were given: the files do not depend on ``jobs``.
+model; a CNN model costs more per window). ``jobs`` processes (or the cluster's workers) each load the model once and
+predict records side by side (each writes its records' annotation files), while this process writes the tables in
+the order the records were given: the files do not depend on where the records were predicted.
 """
 
 from __future__ import annotations
