@@ -137,12 +137,6 @@ def connect(scheduler: str, model: TrainedModel, code: str, writes_to: str | Non
     return client
 
 
-def gpu_workers(client) -> list[str]:
-    """The workers that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
-    workers = client.scheduler_info(n_workers=-1).get("workers", {})
-    return [a for a, w in workers.items() if (w.get("resources") or {}).get("GPU", 0) > 0]
-
-
 def _threads(client, gpu: bool = False) -> int:
     """The cluster's worker threads; with ``gpu``, its GPUs (a task takes one: a worker runs as many at once)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
@@ -173,6 +167,8 @@ class ModelCluster:
 
     def describe(self) -> str:
         """``on the Dask cluster at ADDRESS: 2 workers, 3 threads`` and where a CNN's records go."""
+        from ecgpipe.orchestration.cluster import gpu_workers  # dask imported when a cluster is asked for
+
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         line = f"on the Dask cluster at {self.scheduler}: {len(workers)} worker(s), {_threads(self.client)} thread(s)"
         if self.model.config.classifier.inputs != "rhythm" and (gpus := gpu_workers(self.client)):
@@ -199,6 +195,8 @@ class ModelCluster:
         by ``lost``. Stopped (Ctrl-C, an error), the tasks not yet running are cancelled: the cluster does not go on
         predicting for nobody (a task running finishes)."""
         from distributed import KilledWorker
+
+        from ecgpipe.orchestration.cluster import gpu_workers
 
         client, model_path = self.client, os.path.abspath(self.model.path)  # as the workers find it, wherever they run
         run_id, waiting, pending, retried, submitted = uuid.uuid4().hex[:8], iter(items), deque(), [], 0
@@ -257,6 +255,8 @@ class ModelCluster:
         from concurrent.futures import CancelledError
 
         from distributed import wait
+
+        from ecgpipe.orchestration.cluster import gpu_workers
 
         warned, gone = False, f"{name}: lost the Dask scheduler at {self.scheduler}"
         while True:

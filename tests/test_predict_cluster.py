@@ -148,7 +148,7 @@ def test_a_record_whose_workers_die_fails_alone_and_the_others_go_on(physionet, 
 
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")
     # the scheduler and the worker unpickle the tasks: this module must import there
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", _with_tests_importable()["PYTHONPATH"])
     scheduler, sched_file = start_scheduler(tmp_path)
     procs = [scheduler, start_worker(sched_file)]
     try:
@@ -178,7 +178,7 @@ def test_a_cluster_with_no_worker_left_gets_a_warning_while_the_command_waits(ph
     from ecgpipe.model import load_model
 
     monkeypatch.setattr(model_cluster, "NO_WORKER_CHECK_S", 1.0)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", _with_tests_importable()["PYTHONPATH"])
     scheduler, sched_file = start_scheduler(tmp_path)
     procs = [scheduler, start_worker(sched_file)]
     try:
@@ -230,7 +230,8 @@ def test_a_cnn_model_goes_to_the_gpu_worker_and_gives_the_files_one_process_give
 
     from distributed import Client
 
-    from ecgpipe.model_cluster import ModelCluster, gpu_workers
+    from ecgpipe.model_cluster import ModelCluster
+    from ecgpipe.orchestration.cluster import gpu_workers
 
     with Client(scheduler_file=str(sched_file), timeout=60) as client:
         pids, (gpu,) = client.run(os.getpid), gpu_workers(client)

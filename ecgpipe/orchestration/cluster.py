@@ -26,10 +26,13 @@ def cluster_client():
 def gpu_workers_in_cluster() -> int:
     """Number of workers of this flow run's Dask cluster that advertise a ``GPU`` resource."""
     client = cluster_client()
-    if client is None:
-        return 0
+    return 0 if client is None else len(gpu_workers(client))
+
+
+def gpu_workers(client) -> list[str]:
+    """The workers of ``client``'s cluster that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})  # {} once the scheduler is gone
-    return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
+    return [a for a, w in workers.items() if (w.get("resources") or {}).get("GPU", 0) > 0]
 
 
 def scheduler_gone() -> bool:
