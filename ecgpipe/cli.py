@@ -230,6 +230,9 @@ def cmd_predict(args) -> int:
     if done.training_records > PER_RECORD_LINES:
         print(f"ecgpipe: warning: {done.training_records} of the records are this model's training records (the first "
               f"{PER_RECORD_LINES} named above, each noted in records.csv): not an independent test", file=sys.stderr)
+    if done.read_with_warnings > PER_RECORD_LINES:
+        print(f"ecgpipe: warning: {done.read_with_warnings} records were read with a warning (the first {PER_RECORD_LINES} "
+              "named above; each one's note in records.csv says what)", file=sys.stderr)
     if done.failed:
         print(f"ecgpipe: {len(done.failed)} of {len(paths)} record(s) could not be predicted (named above and in records.csv)",
               file=sys.stderr)

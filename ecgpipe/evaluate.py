@@ -26,6 +26,7 @@ import io
 import json
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from ecgpipe.results import EvaluationResult
 from ecgpipe.sources import database_dir, selected_records
 
 UNMAPPED = "(unmapped)"
+WARNINGS_SHOWN = 20  # records whose read warnings are printed; the rest are counted (and noted in their rows)
 
 
 class MappingError(EcgpipeError, ValueError):
@@ -150,7 +152,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "no_label_row": 0, "failed": 0,
                   "training_records": 0, "training_patients": 0, "absent": n_absent,
                   # windows of scored records not scored per window: their centre in no configured, kept rhythm
-                  "windows_without_reference": 0}
+                  "windows_without_reference": 0,
+                  # scored records read anyway (a checksum mismatch read with 'warn'...): their rows' notes say what
+                  "read_with_warnings": 0}
     trained_on = set(model.training.get("subjects", []))  # "<db>:<subject>" of the model's training windows
     rows, failed, failed_paths = [], [], []
     y_rec, p_rec, g_rec, y_win, p_win, g_win = [], [], [], [], [], []
@@ -192,6 +196,10 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
             continue
         accounting["scored"] += 1
         accounting["training_records"] += seen
+        if pred.read_warnings:  # said by this process (a worker process's or cluster worker's log is not seen)
+            accounting["read_with_warnings"] += 1
+            for warning in pred.read_warnings if accounting["read_with_warnings"] <= WARNINGS_SHOWN else []:
+                warnings.warn(warning, UserWarning, stacklevel=1)
         scored.append((subject, seen))
         ok = pred.window_classes >= 0
         if labels is not None:
@@ -272,9 +280,9 @@ def read_and_predict(model: TrainedModel, shown: str, folder: Path, db: str, nam
     (None, None, (error, the record path it names), False): run in a worker process by ``evaluate --jobs``. The dataset's policy for missing
     samples (its config describes its records), not the training data's; per record (CSV labels) only the classes
     are scored (``decisions`` None), per window the endpoints too, as predict calls them."""
-    try:
+    try:  # what is read anyway is in the prediction's read_warnings: warned about by the process that reports
         rec = read_record(folder, db, name, settings, nan_policy=nan_policy, record_label=label,
-                          n_leads=model.config.segments.n_leads)
+                          n_leads=model.config.segments.n_leads, warn=False)
         pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=decisions)
     except (EcgpipeError, ValueError) as err:  # as text: not every error survives pickling back from a worker
         return None, None, (str(err), getattr(err, "record_path", f"{db}/{name}")), False
@@ -306,11 +314,14 @@ def _endpoint_classes(name: str, model: TrainedModel, dataset: PipelineConfig, m
 
 
 def accounting_words(accounting: dict) -> str:
-    """'records: records 17, scored 14, ...' and, apart, the windows of scored records in no configured rhythm."""
-    records = {k: v for k, v in accounting.items() if k != "windows_without_reference"}
-    windows = accounting.get("windows_without_reference")
+    """'records: records 17, scored 14, ...' and, apart, the windows of scored records in no configured rhythm and
+    the records read with a warning."""
+    records = {k: v for k, v in accounting.items() if k not in ("windows_without_reference", "read_with_warnings")}
+    windows, warned = accounting.get("windows_without_reference"), accounting.get("read_with_warnings")
     return ("records: " + ", ".join(f"{k} {v}" for k, v in records.items())
-            + (f"; windows not scored (their centre in no configured rhythm): {windows}" if windows else ""))
+            + (f"; windows not scored (their centre in no configured rhythm): {windows}" if windows else "")
+            + (f"; scored records read with a warning (their notes in evaluation_records.csv; the first {WARNINGS_SHOWN} "
+               f"warned about): {warned}" if warned else ""))
 
 
 def independence_warning(accounting: dict) -> str:

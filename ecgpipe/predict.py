@@ -97,7 +97,10 @@ class RecordPrediction:
     episodes: list[Episode]
     agreement: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
-    note: str = ""  # how the record was scored when not as usual (shorter than one window)
+    note: str = ""  # how the record was scored when not as usual (shorter than one window), what was read anyway
+    # what was read anyway (EcgRecord.notes: a checksum mismatch read with 'warn', a signal file longer than its header
+    # says): in ``note`` too, and printed by the command, whatever process or cluster worker read the record
+    read_warnings: list[str] = field(default_factory=list)
     # (n_windows, n_classes) class probabilities, NaN rows unscored: models whose record rule is the mean probability
     window_probabilities: np.ndarray | None = None
     raw_classes: np.ndarray | None = None  # per window before smoothing (what the record's vote counts)
@@ -189,9 +192,9 @@ def record_stem(path: str) -> str:
     return path[: -len(EDF_EXTENSION)] if is_edf(path) else path
 
 
-def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None = None) -> EcgRecord:
+def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None = None, warn: bool = True) -> EcgRecord:
     """Read and validate a record (WFDB, or an EDF/EDF+ file) with the same checks as in training; annotations are
-    not needed."""
+    not needed. What is read anyway is in the record's ``notes`` (with ``warn``, a warning too)."""
     from ecgpipe.config import DatabaseSettings
 
     cfg = model.config
@@ -202,7 +205,7 @@ def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None
         return read_edf_record(path, settings, nan_policy="drop", n_leads=cfg.segments.n_leads)
     folder, name = os.path.split(path)
     return read_record(folder or ".", "new", name, settings, nan_policy="drop", require_annotations=False,
-                       n_leads=cfg.segments.n_leads)
+                       n_leads=cfg.segments.n_leads, warn=warn)
 
 
 def _training_leads(cfg, which: str) -> list[str | int]:
@@ -242,8 +245,9 @@ def predict_record(
     model: TrainedModel, path: str, stride_s: float | None = None, smooth: int = 5, lead: list[str | int] | None = None,
     endpoint_decisions: EndpointDecision | Mapping[str, EndpointDecision] | None = MODEL_DECISIONS,
 ) -> RecordPrediction:
-    """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``)."""
-    pred = predict_loaded(model, read_new_record(path, model, lead), stride_s, smooth, endpoint_decisions)
+    """Predict the record at ``path``; the prediction's ``record`` is ``path`` as given (``100``, not ``./100``). What
+    was read anyway is in its ``read_warnings`` and ``note``, not warned about: the caller says it where it is seen."""
+    pred = predict_loaded(model, read_new_record(path, model, lead, warn=False), stride_s, smooth, endpoint_decisions)
     pred.record = path
     return pred
 
@@ -261,6 +265,7 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
     if not usable.all():
         note = "; ".join(filter(None, [note, f"{int((~usable).sum())} of {len(usable)} windows touch missing samples "
                                               "(NaN, e.g. gaps between segments): not scored"]))
+    note = "; ".join(filter(None, [note, *rec.notes]))
     fs_out = cfg.segments.target_fs
     classes = np.full(len(starts), -1, dtype=np.int64)
     proba = model.predict_proba(cnn, rhythm)  # None unless the record rule is the mean probability
@@ -292,7 +297,7 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
             endpoint_calls[name] = pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], decision.width)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
                             class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw,
-                            endpoint_calls=endpoint_calls)
+                            endpoint_calls=endpoint_calls, read_warnings=list(rec.notes))
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:

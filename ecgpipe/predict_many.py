@@ -83,6 +83,9 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
             pred.agreement = compare_with_reference(pred, model, options.compare)
             if base and isinstance(pred.agreement.get("reason"), str):  # named as given, as without a cluster
                 pred.agreement["reason"] = pred.agreement["reason"].replace(where, path)
+        if base:  # what was read anyway, named as given too
+            pred.note = pred.note.replace(where, path)
+            pred.read_warnings = [w.replace(where, path) for w in pred.read_warnings]
     except (EcgpipeError, ValueError) as err:  # named as given, as without a cluster
         return RecordOutcome(path, name, error=str(err).replace(where, path) if base else str(err))
     seen = training_recording(model, where)
@@ -101,6 +104,7 @@ class PredictSummary:
     resumed: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # path -> error
     training_records: int = 0
+    read_with_warnings: int = 0  # records predicted now that were read anyway (their note in records.csv says what)
 
 
 def _stop(signum, frame):
@@ -164,6 +168,11 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
                 print(f"ecgpipe: {outcome.error}", file=sys.stderr)
             else:
                 summary.predicted += 1
+                if outcome.pred.read_warnings:  # said here, not in a worker process's or a cluster worker's log
+                    summary.read_with_warnings += 1
+                    if summary.read_with_warnings <= PER_RECORD_LINES:
+                        for warning in outcome.pred.read_warnings:
+                            print(f"ecgpipe: warning: {warning}", file=sys.stderr)
                 if outcome.training_record:
                     summary.training_records += 1
                     if summary.training_records <= PER_RECORD_LINES:

@@ -66,6 +66,8 @@ def test_predict_on_a_cluster_gives_the_files_one_process_gives(cluster, physion
     here = tmp_path / "here"
     copy_records(physionet, here / "data", "mitdb", ["100", "103", "201"])
     (here / "data" / "mitdb" / "103.atr").unlink()
+    with open(here / "data" / "mitdb" / "201.dat", "ab") as fh:  # read anyway, with a warning
+        fh.write(b"\0\0\0")
     _model(here / "model.skops", physionet)
     records = ["data/mitdb/100", "data/mitdb/103", "data/mitdb/201"]
     before = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-predict_one-")}
@@ -76,6 +78,9 @@ def test_predict_on_a_cluster_gives_the_files_one_process_gives(cluster, physion
         assert (here / "one" / name).read_bytes() == (here / "cluster" / name).read_bytes(), name
     assert "data/mitdb/100: " in proc.stdout and "-> cluster/100.pred" in proc.stdout  # as given, not absolute
     assert "data/mitdb/103.atr" in proc.stdout and str(here) not in (here / "cluster" / "agreement.json").read_text()
+    # what a worker read anyway is said by the command (not left in the worker's log), the record named as given
+    assert proc.stderr.count("ecgpipe: warning: data/mitdb/201: signal file data/mitdb/201.dat holds 3 bytes more") == 1
+    assert "holds 3 bytes more" in (here / "cluster" / "records.csv").read_text()
     ran = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-predict_one-")} - before
     assert len(ran) == len(records)
 
@@ -90,6 +95,8 @@ def test_evaluate_on_a_cluster_gives_the_results_one_process_gives(cluster, cinc
     data = copy_cinc(cinc, tmp_path / "data", chosen)
     dat = data / f"{chosen[1]}.mat"
     dat.write_bytes(dat.read_bytes()[:200])  # truncated: fails alone
+    with open(data / f"{chosen[2]}.mat", "ab") as fh:  # read anyway, with a warning
+        fh.write(b"\0\0\0")
     model = _model(tmp_path / "model.skops", cinc)
     before = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-read_and_predict-")}
     for out, where in (("one", ["--jobs", "1"]), ("cluster", ["--scheduler", address])):
@@ -101,6 +108,8 @@ def test_evaluate_on_a_cluster_gives_the_results_one_process_gives(cluster, cinc
     assert one == two
     assert one["accounting"]["scored"] == len(chosen) - 1 and one["accounting"]["failed"] == 1
     assert chosen[1] in one["failed"][0]["record"]
+    assert one["accounting"]["read_with_warnings"] == 1 and "holds 3 bytes more" in one["records"][2]["note"]
+    assert proc.stderr.count(f"ecgpipe: warning: {data / chosen[2]}: signal file") == 1  # from the worker, said here
     for name in ("evaluation_records.csv", "evaluation.md"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "cluster" / name).read_bytes(), name
     ran = {k for k in _task_keys(sched_file) if k.startswith("ecgpipe-read_and_predict-")} - before

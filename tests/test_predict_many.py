@@ -161,6 +161,21 @@ def test_sigterm_stops_a_prediction_that_resume_then_finishes(setup, physionet, 
         assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
+def test_what_a_worker_process_read_anyway_is_said_by_the_command_and_kept_in_records_csv(setup, physionet, tmp_path):
+    """A signal file longer than its header says is read as the header says, with a warning: printed once by the
+    command (whichever process read it), and in the record's note, where a log of thousands of records keeps it."""
+    folder = copy_records(physionet, tmp_path / "data", "mitdb", ["103", "100"])
+    with open(folder / "100.dat", "ab") as fh:
+        fh.write(b"\0\0\0")
+    proc = cli("predict", "--model", str(setup["model"]), str(folder / "103"), str(folder / "100"),
+               "--out", str(tmp_path / "p"), "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(f"ecgpipe: warning: {folder / '100'}: signal file {folder / '100.dat'} holds 3 bytes more") == 1
+    notes = {r[0]: dict(zip(_rows(tmp_path / "p", "records.csv")[0], r))["note"] for r in _rows(tmp_path / "p", "records.csv")[1:]}
+    assert "holds 3 bytes more" in notes[str(folder / "100")]
+    assert notes[str(folder / "103")] == ""
+
+
 def test_many_records_get_progress_lines_and_one_training_warning(setup, tmp_path, monkeypatch, capsys):
     """Past PER_RECORD_LINES records a line per record would flood a log of 300 000: progress lines (done/total, rate,
     ETA) instead, failures still named, and the training-record warnings summed up."""
@@ -228,15 +243,21 @@ def test_evaluate_jobs_on_records_labelled_per_record(setup, cinc, tmp_path):
     chosen = [n for n in names if labels[n] == "N"][:2] + [n for n in names if labels[n] == "~"][:1] + \
              [n for n in names if labels[n] == "A"][:2] + [n for n in names if labels[n] == "O"][:2]
     data = copy_cinc(cinc, tmp_path / "data", chosen, labelled=[n for n in chosen if n != chosen[3]])  # one row gone
+    with open(data / f"{chosen[4]}.mat", "ab") as fh:  # read anyway, with a warning
+        fh.write(b"\0\0\0")
     for jobs in ("1", "2"):
         proc = cli("evaluate", "--model", str(setup["model"]), "--config", "cinc2017", "--data-dir", str(data.parent),
                    "--out", str(tmp_path / f"ev{jobs}"), "--map", "normal=normal", "afib=afib", "--jobs", jobs)
         assert proc.returncode == 0, proc.stderr
+        # said once, by the command, whichever process read it; kept with its row
+        assert proc.stderr.count(f"ecgpipe: warning: {data / chosen[4]}: signal file") == 1, proc.stderr
+        assert "scored records read with a warning" in proc.stdout
     one, two = (json.loads((tmp_path / f"ev{j}" / "evaluation.json").read_text()) for j in "12")
     assert one.pop("wall_s") > 0 and two.pop("wall_s") > 0
     assert one == two
     accounting = one["accounting"]
     assert (accounting["scored"], accounting["excluded_label"], accounting["no_label_row"]) == (5, 1, 1)
+    assert accounting["read_with_warnings"] == 1 and "holds 3 bytes more" in one["records"][4]["note"]
     assert [r["record"] for r in one["records"]] == [f"cinc2017/{n}" for n in chosen]
     assert (tmp_path / "ev1" / "evaluation_records.csv").read_bytes() == (tmp_path / "ev2" / "evaluation_records.csv").read_bytes()
 
