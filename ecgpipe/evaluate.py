@@ -25,8 +25,8 @@ import dataclasses
 import io
 import json
 import os
+import sys
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         if pred.read_warnings:  # said by this process (a worker process's or cluster worker's log is not seen)
             accounting["read_with_warnings"] += 1
             for warning in pred.read_warnings if accounting["read_with_warnings"] <= WARNINGS_SHOWN else []:
-                warnings.warn(warning, UserWarning, stacklevel=1)
+                print(f"ecgpipe: warning: {warning}", file=sys.stderr)
         scored.append((subject, seen))
         ok = pred.window_classes >= 0
         if labels is not None:
@@ -280,12 +280,14 @@ def read_and_predict(model: TrainedModel, shown: str, folder: Path, db: str, nam
     (None, None, (error, the record path it names), False): run in a worker process by ``evaluate --jobs``. The dataset's policy for missing
     samples (its config describes its records), not the training data's; per record (CSV labels) only the classes
     are scored (``decisions`` None), per window the endpoints too, as predict calls them."""
-    try:  # what is read anyway is in the prediction's read_warnings: warned about by the process that reports
+    rec = None
+    try:  # what is read anyway is in the prediction's read_warnings: said by the process that reports
         rec = read_record(folder, db, name, settings, nan_policy=nan_policy, record_label=label,
                           n_leads=model.config.segments.n_leads, warn=False)
         pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=decisions)
     except (EcgpipeError, ValueError) as err:  # as text: not every error survives pickling back from a worker
-        return None, None, (str(err), getattr(err, "record_path", f"{db}/{name}")), False
+        read_anyway = "".join(f"; read anyway: {note}" for note in (rec.notes if rec is not None else []))
+        return None, None, (str(err) + read_anyway, getattr(err, "record_path", f"{db}/{name}")), False
     # a record the model learnt from is no external test: counted and flagged, the report says so
     seen = training_recording(model, str(folder / name)) is not None
     return dataclasses.replace(rec, signals=rec.signals[:, :0]), pred, None, seen  # the samples are not sent back

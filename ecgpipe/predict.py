@@ -98,14 +98,14 @@ class RecordPrediction:
     agreement: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     note: str = ""  # how the record was scored when not as usual (shorter than one window), what was read anyway
-    # what was read anyway (EcgRecord.notes: a checksum mismatch read with 'warn', a signal file longer than its header
-    # says): in ``note`` too, and printed by the command, whatever process or cluster worker read the record
-    read_warnings: list[str] = field(default_factory=list)
     # (n_windows, n_classes) class probabilities, NaN rows unscored: models whose record rule is the mean probability
     window_probabilities: np.ndarray | None = None
     raw_classes: np.ndarray | None = None  # per window before smoothing (what the record's vote counts)
     # per endpoint of the model's config (e.g. shockable = vt + vf): 1/0 per window from the pooled vote, -1 unscored
     endpoint_calls: dict[str, np.ndarray] = field(default_factory=dict)
+    # what was read anyway (EcgRecord.notes: a checksum mismatch read with 'warn', a signal file longer than its header
+    # says): in ``note`` too, and printed by the command, whatever process or cluster worker read the record
+    read_warnings: list[str] = field(default_factory=list)
 
     def endpoint_episodes(self, name: str) -> list[tuple[float, float]]:
         """(start_s, end_s) of each run of windows where endpoint ``name`` is called: each window spans one stride, so

@@ -27,7 +27,8 @@ from ecgpipe.predict import (
     EndpointDecision,
     RecordPrediction,
     compare_with_reference,
-    predict_record,
+    predict_loaded,
+    read_new_record,
     training_recording,
     write_annotations,
 )
@@ -68,32 +69,40 @@ class RecordOutcome:
     target: str | None = None  # its annotation file
     error: str | None = None
     training_record: str | None = None  # the model's training record it is, if any
+    read_warnings: list[str] = field(default_factory=list)  # what it was read anyway with (said by the command)
 
 
 def predict_one(model: TrainedModel, path: str, name: str, out: str, options: PredictOptions, base: str = "") -> RecordOutcome:
     """Predict one record and write its annotation file; bad input is this record's error, never the others'.
     ``path`` and ``out`` are read and written relative to ``base`` (the command's working directory, sent to a
-    cluster's workers, whose own is another) and reported as given."""
+    cluster's workers, whose own is another) and reported as given. What the record was read anyway with comes back
+    in ``read_warnings`` (its prediction's note too), for the command to say, also when the record fails after."""
     where = os.path.join(base, path)
+    # the reader names the record and its files by their folder: given back as given (``./`` for none, as read here)
+    folder_read, folder_given = os.path.join(os.path.dirname(where), ""), os.path.join(os.path.dirname(path) or ".", "")
+    read_warnings: list[str] = []
     try:
-        pred = predict_record(model, where, stride_s=options.stride_s, smooth=options.smooth,
-                              lead=list(options.lead) if options.lead else None, endpoint_decisions=options.decisions)
+        rec = read_new_record(where, model, list(options.lead) if options.lead else None, warn=False)
+        read_warnings = [w.replace(folder_read, folder_given) for w in rec.notes] if base else list(rec.notes)
+        pred = predict_loaded(model, rec, stride_s=options.stride_s, smooth=options.smooth,
+                              endpoint_decisions=options.decisions)
+        pred.record = where
         target = write_annotations(pred, os.path.join(base, out), options.extension, name)
         if options.compare:
             pred.agreement = compare_with_reference(pred, model, options.compare)
             if base and isinstance(pred.agreement.get("reason"), str):  # named as given, as without a cluster
                 pred.agreement["reason"] = pred.agreement["reason"].replace(where, path)
         if base:  # what was read anyway, named as given too
-            pred.note = pred.note.replace(where, path)
-            pred.read_warnings = [w.replace(where, path) for w in pred.read_warnings]
+            pred.note, pred.read_warnings = pred.note.replace(folder_read, folder_given), read_warnings
     except (EcgpipeError, ValueError) as err:  # named as given, as without a cluster
-        return RecordOutcome(path, name, error=str(err).replace(where, path) if base else str(err))
+        return RecordOutcome(path, name, error=str(err).replace(where, path) if base else str(err),
+                             read_warnings=read_warnings)
     seen = training_recording(model, where)
     pred.record, target = path, os.path.join(out, os.path.relpath(target, os.path.join(base, out)))
     if seen:  # flagged where the row is: its predictions are no independent test
         pred.agreement = {**(pred.agreement or {}), "training_record": seen}
         pred.note = "; ".join(filter(None, [pred.note, f"{TRAINING_NOTE} ({seen})"]))
-    return RecordOutcome(path, name, pred=pred, target=target, training_record=seen)
+    return RecordOutcome(path, name, pred=pred, target=target, training_record=seen, read_warnings=read_warnings)
 
 
 @dataclass
@@ -104,7 +113,7 @@ class PredictSummary:
     resumed: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # path -> error
     training_records: int = 0
-    read_with_warnings: int = 0  # records predicted now that were read anyway (their note in records.csv says what)
+    read_with_warnings: int = 0  # records read anyway now (a predicted one's note in records.csv says what)
 
 
 def _stop(signum, frame):
@@ -162,17 +171,17 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
         else:
             work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed, lost=lost)
         for k, outcome in enumerate(work, start=1):
+            if outcome.read_warnings:  # said here, not in a worker process's or a cluster worker's log
+                summary.read_with_warnings += 1
+                if summary.read_with_warnings <= PER_RECORD_LINES:
+                    for warning in outcome.read_warnings:
+                        print(f"ecgpipe: warning: {warning}", file=sys.stderr)
             if outcome.error is not None:
                 summary.failed[outcome.path] = outcome.error
                 tables.add_failed(outcome.path, outcome.error)
                 print(f"ecgpipe: {outcome.error}", file=sys.stderr)
             else:
                 summary.predicted += 1
-                if outcome.pred.read_warnings:  # said here, not in a worker process's or a cluster worker's log
-                    summary.read_with_warnings += 1
-                    if summary.read_with_warnings <= PER_RECORD_LINES:
-                        for warning in outcome.pred.read_warnings:
-                            print(f"ecgpipe: warning: {warning}", file=sys.stderr)
                 if outcome.training_record:
                     summary.training_records += 1
                     if summary.training_records <= PER_RECORD_LINES:

@@ -163,17 +163,23 @@ def test_sigterm_stops_a_prediction_that_resume_then_finishes(setup, physionet, 
 
 def test_what_a_worker_process_read_anyway_is_said_by_the_command_and_kept_in_records_csv(setup, physionet, tmp_path):
     """A signal file longer than its header says is read as the header says, with a warning: printed once by the
-    command (whichever process read it), and in the record's note, where a log of thousands of records keeps it."""
-    folder = copy_records(physionet, tmp_path / "data", "mitdb", ["103", "100"])
-    with open(folder / "100.dat", "ab") as fh:
-        fh.write(b"\0\0\0")
-    proc = cli("predict", "--model", str(setup["model"]), str(folder / "103"), str(folder / "100"),
-               "--out", str(tmp_path / "p"), "--jobs", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count(f"ecgpipe: warning: {folder / '100'}: signal file {folder / '100.dat'} holds 3 bytes more") == 1
-    notes = {r[0]: dict(zip(_rows(tmp_path / "p", "records.csv")[0], r))["note"] for r in _rows(tmp_path / "p", "records.csv")[1:]}
-    assert "holds 3 bytes more" in notes[str(folder / "100")]
-    assert notes[str(folder / "103")] == ""
+    command (whichever process read it), and in the record's note, where a log of thousands of records keeps it;
+    said too of a record that fails after it was read (201: the reference annotations compared with are empty)."""
+    folder = copy_records(physionet, tmp_path / "data", "mitdb", ["103", "100", "201"])
+    for name in ("100", "201"):
+        with open(folder / f"{name}.dat", "ab") as fh:
+            fh.write(b"\0\0\0")
+    (folder / "201.ref").write_bytes(b"")  # the others have no .ref: not compared, a reason given
+    proc = cli("predict", "--model", str(setup["model"]), *(str(folder / n) for n in ("103", "100", "201")),
+               "--out", str(tmp_path / "p"), "--jobs", "2", "--compare", "ref")
+    assert proc.returncode == 1, proc.stderr  # 201 failed
+    for name in ("100", "201"):
+        assert proc.stderr.count(f"ecgpipe: warning: {folder / name}: signal file {folder / name}.dat holds 3 bytes more") == 1
+    rows = {r[0]: r for r in _rows(tmp_path / "p", "records.csv")[1:]}
+    columns = _rows(tmp_path / "p", "records.csv")[0]
+    notes = {path: dict(zip(columns, r))["note"] for path, r in rows.items()}
+    assert "holds 3 bytes more" in notes[str(folder / "100")] and notes[str(folder / "103")] == ""
+    assert "201.ref is empty" in dict(zip(columns, rows[str(folder / "201")]))["error"]
 
 
 def test_many_records_get_progress_lines_and_one_training_warning(setup, tmp_path, monkeypatch, capsys):
