@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
     pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=odd_width, default=5,
-                    help="majority vote over this many windows (1 = off; default 5; README 'Clinical endpoints' measures widths)")
+                    help="majority vote over this many windows (1 = off; default 5; docs/endpoints.md measures widths)")
     endpoint_options(pr)
     pr.add_argument("--lead", nargs="*", default=None, help="preferred leads (default: the training databases' leads)")
     pr.add_argument("--require-signed", action="store_true",
