@@ -25,7 +25,9 @@ Its size (``--width``, ``--epochs``) is set so that five folds train in about 45
 literature's ResNets are deeper and train longer on GPUs (``--device cuda``). A crop carries its whole record's
 label, which for an intermittent rhythm in a long record is noisy (the tiled prediction softens it). The folds are
 the run's (``OUT/records_<protocol>.csv``, as ``bench_peer.py``); ecgpipe's best row was chosen among the run's rows
-on these same folds, so every row is printed, not only the best. Prints one table of F1 per class and F1_NAO for
+on these same folds, so every row is printed, not only the best. One more row puts the two side by side: the mean of
+the CNN's and ecgpipe's best row's class probabilities (``votes_*`` of the records CSV), equal weights, nothing tuned.
+Prints one table of F1 per class and F1_NAO for
 every method, the differences with 95 % paired bootstrap intervals over records, and, last, one JSON line.
 """
 
@@ -181,20 +183,20 @@ def train_fold(signals: list[np.ndarray], y: np.ndarray, n_classes: int, args, s
 
 def cv_predict(signals: list[np.ndarray], y: np.ndarray, fold: np.ndarray, folds, n_classes: int, args
                ) -> tuple[np.ndarray, list[dict], ResNet1d | None]:
-    """Each record of ``folds`` predicted by the model trained on the records of the other folds (-1 elsewhere);
-    per fold what training kept, and the last model."""
-    pred = np.full(len(y), -1)
+    """Each record of ``folds`` predicted by the model trained on the records of the other folds: class probabilities
+    (NaN elsewhere); per fold what training kept, and the last model."""
+    proba = np.full((len(y), n_classes), np.nan)
     per_fold, model = [], None
     n = int(round(args.crop_s * args.fs))
     for f in folds:
         test = fold == f
         started = time.perf_counter()
         model, info = train_fold([signals[i] for i in np.flatnonzero(~test)], y[~test], n_classes, args, seed=int(f))
-        pred[test] = predict_proba(model, [signals[i] for i in np.flatnonzero(test)], n, args.device).argmax(1)
+        proba[test] = predict_proba(model, [signals[i] for i in np.flatnonzero(test)], n, args.device)
         per_fold.append({"fold": int(f), **info, "seconds": round(time.perf_counter() - started, 1),
-                         "test_f1_nao": round(f1_nao(y[test], pred[test], list(range(n_classes)))[0], 4)})
+                         "test_f1_nao": round(f1_nao(y[test], proba[test].argmax(1), list(range(n_classes)))[0], 4)})
         print(f"fold {f}: {per_fold[-1]}", flush=True)
-    return pred, per_fold, model
+    return proba, per_fold, model
 
 
 def main() -> None:
@@ -212,6 +214,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--folds", type=int, default=0, help="train only the first N folds (a quick look; 0: all)")
     ap.add_argument("--no-rr-peer", action="store_true", help="leave out the gradient-boosting peer")
+    ap.add_argument("--save-proba", default="", help="an .npz file for the CNN's out-of-fold class probabilities")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
@@ -233,7 +236,10 @@ def main() -> None:
     folds = np.unique(fold)[: args.folds or None]
     tested = np.isin(fold, folds)
     t = time.perf_counter()
-    cnn, per_fold, model = cv_predict(signals, y, fold, folds, len(classes), args)
+    cnn_proba, per_fold, model = cv_predict(signals, y, fold, folds, len(classes), args)
+    cnn = np.where(np.isnan(cnn_proba).any(1), -1, np.nan_to_num(cnn_proba).argmax(1))
+    if args.save_proba:  # for later analyses without training again
+        np.savez(args.save_proba, records=np.array([r["record"] for r in rows]), proba=cnn_proba, classes=classes)
     train_s = time.perf_counter() - t
     rr = np.full(len(y), -1)
     for f in folds if X is not None else []:
@@ -243,6 +249,10 @@ def main() -> None:
 
     yt = y[tested]
     methods = [("1-D CNN trained end to end (this benchmark)", cnn[tested])]
+    # the two side by side: the mean of their class probabilities, equal weights (nothing tuned on these folds)
+    votes = np.array([[float(r[f"votes_{c}"]) for c in classes] for r in rows])
+    methods.append(("mean of the 1-D CNN's and ecgpipe's best row's class probabilities (equal weights)",
+                    ((cnn_proba + votes) / 2)[tested].argmax(1)))
     if X is not None:
         methods.append(("simple peer: gradient boosting on RR + signal statistics (bench_peer.py)", rr[tested]))
     methods.append((f"ecgpipe best row: {report['classifier']}", best[tested]))
@@ -262,7 +272,7 @@ def main() -> None:
         for name, value in others:
             print(f"| ecgpipe row: {name} | {value:.3f} |")
     diffs = {}
-    for name, pred in methods[:-1]:
+    for name, pred in methods[:-1]:  # ecgpipe's best row against each of the others
         ci = paired_bootstrap(yt, best[tested], pred, labels)
         diffs[name] = {"difference": round(scores[methods[-1][0]][0] - scores[name][0], 4),
                        "ci95": [round(v, 4) for v in ci]}
