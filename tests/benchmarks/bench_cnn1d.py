@@ -34,7 +34,6 @@ every method, the differences with 95 % paired bootstrap intervals over records,
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -47,12 +46,17 @@ import numpy as np
 import torch
 import wfdb
 from scipy.signal import resample_poly
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peer import f1_nao, paired_bootstrap, peer_features  # noqa: E402  (the same scoring as the simple peer)
+from bench_peer import (  # noqa: E402  (the same folds and scoring as the simple peer)
+    f1_nao,
+    paired_bootstrap,
+    peer_features,
+    peer_predictions,
+    run_folds,
+)
 
 
 def load_signal(path: str, fs: float) -> np.ndarray:
@@ -218,14 +222,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    report = json.loads((run / "report.json").read_text())
-    classes = list(report["class_counts"])
-    with open(run / f"records_{args.protocol}.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    decided = run_folds(run, args.protocol)  # the run's records, classes, folds and best row's classes
+    report, classes, rows, y, best, fold = (decided.report, decided.classes, decided.rows, decided.y, decided.best,
+                                            decided.fold)
     paths = [str(Path(args.data_dir) / r["record"]) for r in rows]
-    y = np.array([classes.index(r["label"]) for r in rows])
-    best = np.array([classes.index(r["predicted"]) for r in rows])
-    fold = np.array([int(r["folds"].split()[0]) for r in rows])  # the outer fold that tested the record
     labels = list(range(len(classes)))
 
     t = time.perf_counter()
@@ -241,11 +241,7 @@ def main() -> None:
     if args.save_proba:  # for later analyses without training again
         np.savez(args.save_proba, records=np.array([r["record"] for r in rows]), proba=cnn_proba, classes=classes)
     train_s = time.perf_counter() - t
-    rr = np.full(len(y), -1)
-    for f in folds if X is not None else []:
-        test = fold == f
-        rr[test] = HistGradientBoostingClassifier(class_weight="balanced", random_state=0).fit(
-            X[~test], y[~test]).predict(X[test])
+    rr = np.full(len(y), -1) if X is None else peer_predictions(X, y, fold, folds)
 
     yt = y[tested]
     methods = [("1-D CNN trained end to end (this benchmark)", cnn[tested])]

@@ -20,6 +20,7 @@ import csv
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,39 @@ def paired_bootstrap(y, a, b, classes, n_boot=1000, seed=0) -> list[float]:
     return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
 
+@dataclass(frozen=True)
+class RunFolds:
+    """What a run decided per record, from ``OUT/report.json`` and ``OUT/records_<protocol>.csv``: the peers are
+    scored on these records and folds."""
+
+    report: dict
+    classes: list[str]
+    rows: list[dict]  # the records CSV's rows, in its order
+    y: np.ndarray  # each record's class index
+    best: np.ndarray  # the run's best row's class index for it
+    fold: np.ndarray  # the outer fold that tested it
+
+
+def run_folds(run: Path, protocol: str) -> RunFolds:
+    report = json.loads((run / "report.json").read_text())
+    classes = list(report["class_counts"])
+    with open(run / f"records_{protocol}.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return RunFolds(report, classes, rows, np.array([classes.index(r["label"]) for r in rows]),
+                    np.array([classes.index(r["predicted"]) for r in rows]),
+                    np.array([int(r["folds"].split()[0]) for r in rows]))
+
+
+def peer_predictions(X: np.ndarray, y: np.ndarray, fold: np.ndarray, folds) -> np.ndarray:
+    """The peer's class for each record of ``folds``, from the records of the other folds (-1 elsewhere)."""
+    peer = np.full(len(y), -1)
+    for f in folds:
+        test = fold == f
+        model = HistGradientBoostingClassifier(class_weight="balanced", random_state=0).fit(X[~test], y[~test])
+        peer[test] = model.predict(X[test])
+    return peer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="output folder of an ecgpipe run on CSV-labelled data")
@@ -74,24 +108,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     run = Path(args.run)
-    report = json.loads((run / "report.json").read_text())
-    classes = list(report["class_counts"])
-    with open(run / f"records_{args.protocol}.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    names = [r["record"] for r in rows]
-    y = np.array([classes.index(r["label"]) for r in rows])
-    best = np.array([classes.index(r["predicted"]) for r in rows])
-    fold = np.array([int(r["folds"].split()[0]) for r in rows])  # the outer fold that tested the record
+    folds = run_folds(run, args.protocol)
+    report, classes, y, best, fold = folds.report, folds.classes, folds.y, folds.best, folds.fold
+    names = [r["record"] for r in folds.rows]
     t = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         X = np.array(list(pool.map(peer_features, [str(Path(args.data_dir) / n) for n in names], chunksize=32)))
     feature_s = time.perf_counter() - t
     t = time.perf_counter()
-    peer = np.full(len(y), -1)
-    for f in np.unique(fold):
-        test = fold == f
-        model = HistGradientBoostingClassifier(class_weight="balanced", random_state=0).fit(X[~test], y[~test])
-        peer[test] = model.predict(X[test])
+    peer = peer_predictions(X, y, fold, np.unique(fold))
     fit_s = time.perf_counter() - t
     labels = list(range(len(classes)))
     peer_f1, peer_per = f1_nao(y, peer, labels)
