@@ -41,6 +41,7 @@ from ecgpipe.labels import check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_pool import in_order, with_cnn_threads
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
+from ecgpipe.predict_many import PER_RECORD_LINES  # records whose read warnings are printed, as predict's
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.records import read_record
 from ecgpipe.report_tables import RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
@@ -48,7 +49,6 @@ from ecgpipe.results import EvaluationResult
 from ecgpipe.sources import database_dir, selected_records
 
 UNMAPPED = "(unmapped)"
-WARNINGS_SHOWN = 20  # records whose read warnings are printed; the rest are counted (and noted in their rows)
 
 
 class MappingError(EcgpipeError, ValueError):
@@ -198,7 +198,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         accounting["training_records"] += seen
         if pred.read_warnings:  # said by this process (a worker process's or cluster worker's log is not seen)
             accounting["read_with_warnings"] += 1
-            for warning in pred.read_warnings if accounting["read_with_warnings"] <= WARNINGS_SHOWN else []:
+            for warning in pred.read_warnings if accounting["read_with_warnings"] <= PER_RECORD_LINES else []:
                 print(f"ecgpipe: warning: {warning}", file=sys.stderr)
         scored.append((subject, seen))
         ok = pred.window_classes >= 0
@@ -322,7 +322,7 @@ def accounting_words(accounting: dict) -> str:
     windows, warned = accounting.get("windows_without_reference"), accounting.get("read_with_warnings")
     return ("records: " + ", ".join(f"{k} {v}" for k, v in records.items())
             + (f"; windows not scored (their centre in no configured rhythm): {windows}" if windows else "")
-            + (f"; scored records read with a warning (their notes in evaluation_records.csv; the first {WARNINGS_SHOWN} "
+            + (f"; scored records read with a warning (their notes in evaluation_records.csv; the first {PER_RECORD_LINES} "
                f"warned about): {warned}" if warned else ""))
 
 
