@@ -15,6 +15,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, StageFailed, failure_kinds  # noqa: F401  (failure_kinds re-exported)
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
+from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone
 from ecgpipe.orchestration.model_artifact import ModelJob, finish_model, submit_model
@@ -91,6 +92,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         groups = segments.batches(todo, run.cfg.run.records_per_task, run.cfg.run.signal_s_per_task)
         run.logger.info(f"segments: {len(todo)} of {len(run.plan.records)} records to compute, in {len(groups)} task(s)")
         run.log.count(segments.STAGE, tasks=len(groups))
+        RecordAttempts(run.out_dir, segments.STAGE).clear()  # a worker's deaths on a record count within this run
         task = run.task(tasks.record_batch)
         futures = [task.submit(run.store, run.out_dir, b, group, run.config_json) for b, group in enumerate(groups)]
         skipped: list[dict] = []
@@ -408,6 +410,7 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
         batches = [[unit_of[u.name] for u in b] for b in segments.batches([g.record for g in todo], run.cfg.run.records_per_task,
                                                                          run.cfg.run.signal_s_per_task / 2)]
         run.logger.info(f"recordings: {len(todo)} of {len(grids)} record grids to featurise, in {len(batches)} task(s)")
+        RecordAttempts(run.out_dir, recording_grid.STAGE).clear()
         task, n_gpu = run.task(tasks.recording_grid_batch), gpu_workers_in_cluster()
         with feature_placement(n_gpu):
             row_json = task_config_json(row.cfg)

@@ -17,6 +17,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
+from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.console import quiet_this_worker
 from ecgpipe.plan import chunk_unit
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
@@ -122,7 +123,7 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
     """Several records in one task (per-task overhead), each with its own marker: a bad record fails alone, and a
     retried batch skips the records it already finished. An error that may pass on a retry fails the batch (it is
     retried)."""
-    cfg, markers = _config(config_json), Markers(out_dir)
+    cfg, markers, attempts = _config(config_json), Markers(out_dir), RecordAttempts(out_dir, segments.STAGE)
     out: list[RecordSummary | RecordFailure] = []
     n_computed = 0
     for unit in units:
@@ -130,11 +131,16 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
         if done is not None:
             out.append(done)
             continue
+        if problem := attempts.begin(unit.name, unit.shown):  # its worker died on it before: it fails alone
+            out.append(RecordFailure(unit.shown, problem))
+            continue
         try:
             summary, digest = segments.compute_record(store, unit, cfg)
         except Exception as exc:
             out.append(record_failure(exc, unit.shown))
             continue
+        finally:
+            attempts.end(unit.name)
         markers.write(segments.STAGE, unit.name, unit.key, {"summary": summary.to_json(), "digest": digest, "worker": where()},
                       files=segments.record_files_in_store(unit))
         out.append(summary)
@@ -196,18 +202,23 @@ def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list
                          ) -> list[str | RecordFailure]:
     """Every window of several records on predict's grid, each with its own marker (as ``record_batch``: a record
     that fails on its data fails alone; an error that may pass on a retry fails the batch, which is retried)."""
-    cfg, markers = _config(config_json), Markers(out_dir)
+    cfg, markers, attempts = _config(config_json), Markers(out_dir), RecordAttempts(out_dir, recording_grid.STAGE)
     injected_fault(recording_grid.STAGE, batch_index)
     out: list[str | RecordFailure] = []
     for unit in units:
         if recording_grid.grid_done(store, markers, unit):
             out.append("done")
             continue
+        if problem := attempts.begin(unit.name, unit.shown):  # its worker died on it before: it fails alone
+            out.append(RecordFailure(unit.shown, problem))
+            continue
         try:
             digest = recording_grid.compute_grid(store, unit, cfg)
         except Exception as exc:
             out.append(record_failure(exc, unit.shown))
             continue
+        finally:
+            attempts.end(unit.name)
         markers.write(recording_grid.STAGE, unit.name, unit.key, {"digest": digest, "worker": where()}, files=in_store(unit.path))
         out.append(digest)
     return out
