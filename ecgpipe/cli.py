@@ -102,7 +102,8 @@ def cmd_run(args) -> int:
                 print(f"  {'':20s} endpoint {ep_name} ({what}): {endpoint_rates(ep)}")
     if report.get("recordings") and report["recordings"]["endpoints"]:
         rec = report["recordings"]
-        print(f"  whole recordings ({rec['n_records']} records, {rec['hours']:.1f} h; new patients, as predict calls them):")
+        print(f"  whole recordings ({rec['n_records']} records, {rec['hours']:.1f} h; new patients, as predict calls them; "
+              "the decision settings are the config's, not chosen inside the folds: report.md says how far to trust them):")
         for name, r in rec["endpoints"].items():
             print(f"  {'':20s} endpoint {name}: {recording_words(r)}")
     if report.get("model"):

@@ -24,13 +24,14 @@ from ecgpipe.report_tables import (  # noqa: E402
     RECORDINGS_HOW,
     accounting_line,
     comparison_columns,
-    comparison_units_note,
+    comparison_how,
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
     listed,
     no_verdict,
     pct,
+    per_record_caveat,
     predicted_as,
     recording_rows,
     recordings_summary,
@@ -112,14 +113,13 @@ def render_markdown(report: dict) -> str:
                   "|---|---:|---:|---:|" + "---:|" * len(classes)]
         lines += [f"| {name} | {r['n_records']} | {pct(r['accuracy'])} | {r['macro_f1']:.3f} | "
                   + " | ".join(f"{m['f1']:.3f}" for m in r["per_class"].values()) + " |" for name, r in per_record.items()]
+        lines += ["", caveat] if (caveat := per_record_caveat(report)) else []
     if len(report.get("comparison", [])) > 1:
         header, rows = comparison_columns(report)
         lines += ["", "## Comparison", "",
                   f"Every (feature extractor, classifier) row of the sweep; **bold** = best ({report['selected_by']}), the "
-                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds. The last "
-                  "column: each row's macro-F1 minus the best row's on the same windows, with the 95 % interval of that "
-                  "difference from a paired bootstrap over subjects (an interval that holds 0: the lead is not shown)."
-                  + comparison_units_note(report), "",
+                  "row detailed below and saved as the model. Scores are pooled out-of-fold, ± the std over folds. "
+                  + comparison_how(report), "",
                   "| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
         for row, cells in zip(report["comparison"], rows):
             lines.append("| " + " | ".join(f"**{c}**" if row["best"] else c for c in cells) + " |")

@@ -7,7 +7,7 @@ import numpy as np
 
 import ecgpipe
 from ecgpipe import store as zs
-from ecgpipe.compare import NotPaired, paired_comparison
+from ecgpipe.compare import NotPaired, compare_confusions, paired_comparison, record_confusions
 from ecgpipe.config import FeatureSettings, PipelineConfig
 from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
 from ecgpipe.results import ComparisonEntry, MetricDifference, Report
@@ -60,16 +60,24 @@ def comparison_summary(rows: list[ComparisonRow], best: int) -> list[ComparisonE
 
 def versus(row: ComparisonRow, best: ComparisonRow) -> dict[str, MetricDifference]:
     """Per protocol, ``row``'s macro-F1 minus the best row's with its paired interval over subjects: is the best row's
-    lead more than chance? Protocols where the two were not scored on the same rows (a record-level classifier
-    beside window-level ones) are left out."""
+    lead more than chance? On the metric the best row was chosen by: record-level macro-F1 for datasets labelled per
+    record (every row, window- or record-level, gives each record one class), else window macro-F1, where protocols
+    on which the two were not scored on the same rows (a record-level classifier beside window-level ones) are left
+    out."""
     out = {}
+    by_records = selects_by_records(row.cfg)
     for protocol, result in row.protocols.items():
         other = best.protocols.get(protocol)
-        if other is None or other.level != result.level:
-            continue
+        names = list(result.per_class)  # the class names the results were scored with (in class order)
+        labels = (row.label, best.label)
         try:
-            # the class names the results were scored with (their per-class table, in class order)
-            comparison = paired_comparison(result, other, list(result.per_class), labels=(row.label, best.label), n_boot=1000)
+            if by_records and other is not None and result.per_record and other.per_record:
+                comparison = compare_confusions(record_confusions(result.per_record, names), record_confusions(other.per_record, names), names,
+                                                labels=labels, n_boot=1000, level="record")
+            elif other is None or other.level != result.level:
+                continue
+            else:
+                comparison = paired_comparison(result, other, names, labels=labels, n_boot=1000)
         except NotPaired:
             continue
         out[protocol] = comparison.metric("macro_f1")

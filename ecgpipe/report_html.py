@@ -19,13 +19,14 @@ from ecgpipe.report_tables import (  # noqa: E402
     RECORDING_HEADER,
     RECORDINGS_HOW,
     accounting_line,
+    comparison_how,
     comparison_scores,
-    comparison_units_note,
     endpoint_class_table,
     endpoint_table,
     hardest_subjects,
     listed,
     no_verdict,
+    per_record_caveat,
     predicted_as,
     recording_rows,
     recordings_summary,
@@ -169,6 +170,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
                       for n, r in with_records.items()]
         parts += [f"<p>Per record ({e(rule)}; every record's outcome in <code>records_&lt;protocol&gt;.csv</code>):</p>",
                   _table(["protocol", "records", "accuracy", "macro-F1", *[f"F1 {c}" for c in classes]], per_record)]
+        parts += [f"<p class='muted'>{e(caveat)}</p>"] if (caveat := per_record_caveat(report)) else []
         for n, r in with_records.items():
             cm = [[e(c), *row] for c, row in zip(classes, r["confusion_matrix"])]
             parts.append(f"<details><summary>{e(n)}: the records' confusion matrix</summary>"
@@ -185,10 +187,8 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     if len(report.get("comparison", [])) > 1:
         parts += ["<h2>Comparison of feature extractors and classifiers</h2>",
                   f"<p>Highlighted: the best row ({e(report['selected_by'])}); it is detailed below and saved as the "
-                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds. The last column: "
-                  "each row's macro-F1 minus the best row's on the same windows, with the 95 % interval of that difference "
-                  "from a paired bootstrap over subjects (an interval that holds 0: the lead is not shown)."
-                  + e(comparison_units_note(report)) + "</p>",
+                  "run's model. Scores are pooled out-of-fold predictions; ± the standard deviation over folds. "
+                  + e(comparison_how(report)) + "</p>",
                   comparison_table(report)]
     for name, p in report["protocols"].items():
         parts.append(f"<h2>{e(name)}</h2>")

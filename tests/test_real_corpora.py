@@ -125,10 +125,21 @@ def run_cinc_slice(cinc, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "## Clinical endpoints" in md and "Clinical endpoints" in html and "record macro-F1" in md
     assert "Per rhythm:" in md and "Per rhythm:" in html
-    # paired comparisons with the best row only where both score the same rows (records, or windows)
-    for row in report["comparison"]:
-        same_level = ("per record" in row["classifier"]) == (best["level"] == "record")
-        assert ("grouped_by_subject" in row["versus_best"]) == (same_level and not row["best"])
+    # paired comparisons with the best row on what it was chosen by, records (each record's one class), for every row
+    # whatever its level: the record macro-F1 columns, not the window scores of window-level rows
+    best_row = next(row for row in report["comparison"] if row["best"])
+    assert best_row["versus_best"] == {}
+    for row in [row for row in report["comparison"] if not row["best"]]:
+        d = row["versus_best"]["grouped_by_subject"]
+        for protocol, cell in row["protocols"].items():
+            assert row["versus_best"][protocol]["a"] == pytest.approx(cell["record_macro_f1"], abs=1e-9)
+            assert row["versus_best"][protocol]["b"] == pytest.approx(best_row["protocols"][protocol]["record_macro_f1"], abs=1e-9)
+        assert d["ci95"][0] <= d["difference"] <= d["ci95"][1]
+    assert "each row's record-level macro-F1 (each record's one class" in md and "lean optimistic" in md
+    assert "grouped by subject record macro-F1 minus best (paired 95 % CI)" in md
+    assert "record-level macro-F1 (each record&#x27;s one class" in html or "record-level macro-F1 (each record's one class" in html
+    window_best = best["level"] == "window"  # a window-level best row's stratified per-record figures are flagged
+    assert ("folds split each record's windows" in md) == window_best
     from ecgpipe.compare import compare_runs
 
     itself = compare_runs(tmp_path / "out", tmp_path / "out", n_boot=200)
