@@ -68,16 +68,23 @@ def _model_here(path: str, digest: str, code: str, writes_to: str | None, reads:
 
             raise StoreUnreachable(f"the Dask worker {get_worker().address} {problem}: restart it with this ecgpipe, "
                                    "the data and output folders mounted at the same paths as the command's")
+        from ecgpipe.orchestration.worker_code import drop_extractors_of_changed_weights
+
         model = _LOADED.get((path, digest))
+        # a local weights file saved over since this worker built its extractor: built again, as a new process would
+        stale_weights = model is not None and drop_extractors_of_changed_weights(model.config.features.weights_path)
         if model is None:
             # the command verified its signature, where asked; the same content digest says this is that file
             model = load_model(path, require_signed=False)
             if model.digest != digest:  # replaced since the command started: its records would mix two models
                 raise PipelineError(f"{path}: changed while in use (sha256 {model.digest[:16]}..., was {digest[:16]}...)")
-            if model.config.classifier.inputs != "rhythm":  # built here, under the lock: threads building it at
-                from ecgpipe.featurize import Featurizer  # once would trace the CNN side by side (torch.fx patches)
+            drop_extractors_of_changed_weights(model.config.features.weights_path)  # noted as seen now
+            stale_weights = True
+        if stale_weights and model.config.classifier.inputs != "rhythm":  # built here, under the lock: threads
+            from ecgpipe.featurize import Featurizer  # building it at once would trace the CNN side by side (torch.fx)
 
-                Featurizer(model.config, device="auto").extractor()  # as predict's windows ask for it (grid.py)
+            Featurizer(model.config, device="auto").extractor()  # as predict's windows ask for it (grid.py)
+        if (path, digest) not in _LOADED:
             _LOADED[(path, digest)] = model
             while len(_LOADED) > MODELS_KEPT:
                 _LOADED.popitem(last=False)

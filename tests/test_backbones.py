@@ -142,3 +142,31 @@ def test_layers_tapped_together_equal_layers_tapped_alone():
     for layer in ("layer2", "layer3"):
         alone = FeatureExtractor(settings.model_copy(update={"layer": layer}))(x)
         assert np.allclose(together[layer], alone, atol=1e-5)
+
+
+def test_new_weights_saved_over_the_same_file_are_used_by_a_long_lived_worker(tmp_path):
+    """A worker that outlives a run keeps its extractors, cached by settings that name the weights file, not its
+    content: the features tasks (and predict's cluster workers) drop them when the file was saved over since."""
+    import os
+
+    from ecgpipe.features import get_extractor
+    from ecgpipe.orchestration.worker_code import drop_extractors_of_changed_weights
+
+    path = tmp_path / "resnet18.pth"
+    settings = FeatureSettings(backbone="resnet18", weights="pretrained", weights_path=str(path), device="cpu",
+                               engine="torch", image_size=64)
+    x = np.random.default_rng(0).standard_normal((2, 33, 30)).astype(np.float16)
+    weights = load_backbone("resnet18", weights="random")[0].state_dict()
+    torch.save(weights, path)
+    assert not drop_extractors_of_changed_weights(str(path))  # first look: nothing to drop
+    first = get_extractor(settings)
+    old = first(x)
+    torch.save({k: v * 0.5 if v.is_floating_point() else v for k, v in weights.items()}, path)  # new weights, same file
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 1_000_000))  # a coarse clock: still newer
+    assert get_extractor(settings) is first  # what the worker would use without the check: the old model
+    assert drop_extractors_of_changed_weights(str(path))
+    now = get_extractor(settings)
+    assert now is not first and not np.allclose(now(x), old)
+    assert np.allclose(now(x), FeatureExtractor(settings)(x))  # what a fresh process computes
+    assert not drop_extractors_of_changed_weights(str(path))  # unchanged since: the extractor is kept
+    assert get_extractor(settings) is now

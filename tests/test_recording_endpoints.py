@@ -132,6 +132,9 @@ def test_records_go_to_the_fold_that_tests_their_patient():
     for name, subject in [("a", "s0"), ("c", "s4")]:
         assert subject in set(subjects[splits[fold_of[name]][1]]) and subject not in set(subjects[splits[fold_of[name]][0]])
     assert (fold_of["x"], fold_of["y"]) == (0, 1)  # patients no fold trained on: spread over the folds
+    # ... by name, not by the order the records were listed in (which no stored key holds)
+    again, _ = record_folds(data, cfg, grids[::-1])
+    assert {r.name.split("/")[1]: f for f, records in enumerate(again) for r in records} == fold_of
 
 
 def test_an_endpoint_a_fold_had_no_detector_for_leaves_that_fold_s_records_out_of_it():

@@ -19,6 +19,7 @@ from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
 from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.console import quiet_this_worker
+from ecgpipe.orchestration.worker_code import drop_extractors_of_changed_weights
 from ecgpipe.plan import chunk_unit
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import FoldResult
@@ -174,8 +175,9 @@ def feature_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, t
                   config_json: str) -> int:
     """``targets``: (feature array, chunk key, layer) of every array this chunk fills, from one forward pass."""
     injected_fault(features.STAGE, chunk_index)
-    computed = features.compute_chunk(store, spec_array, chunk_index, [(a, layer) for a, _, layer in targets],
-                                      _config(config_json))
+    cfg = _config(config_json)
+    drop_extractors_of_changed_weights(cfg.features.weights_path)
+    computed = features.compute_chunk(store, spec_array, chunk_index, [(a, layer) for a, _, layer in targets], cfg)
     markers = Markers(out_dir)
     for feat_array, key, _ in targets:
         markers.write(feat_array, chunk_unit(chunk_index), key, {"digest": array_digest(computed[feat_array]), "worker": where()},
@@ -203,6 +205,7 @@ def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list
     """Every window of several records on predict's grid, each with its own marker (as ``record_batch``: a record
     that fails on its data fails alone; an error that may pass on a retry fails the batch, which is retried)."""
     cfg, markers, attempts = _config(config_json), Markers(out_dir), RecordAttempts(out_dir, recording_grid.STAGE)
+    drop_extractors_of_changed_weights(cfg.features.weights_path)
     injected_fault(recording_grid.STAGE, batch_index)
     out: list[str | RecordFailure] = []
     for unit in units:

@@ -75,3 +75,27 @@ def worker_code(roots: tuple[str, ...] = (WORKER_MODULE,)) -> str:
         names = ", ".join(sorted(changed)[:3]) + (" ..." if len(changed) > 3 else "")
         return f"<imported {names} before its file changed>"
     return installed_code(roots)
+
+
+_weights_seen: dict[str, tuple[int, int]] = {}  # this worker process's last look at each local weights file
+
+
+def drop_extractors_of_changed_weights(weights_path: str | None) -> bool:
+    """A worker that outlives a run (``dask worker`` of an existing cluster) keeps its extractors, cached by their
+    settings, which name the weights file but not its content: new weights saved over the same file give new feature
+    keys (their digest is in them) but would be computed by the old model. Drop the cached extractors when the file's
+    size or modification time changed since this process last looked (True: they were dropped)."""
+    if not weights_path:
+        return False
+    try:
+        st = os.stat(os.path.expanduser(weights_path))
+    except OSError:  # no such file here: loading it says so
+        return False
+    stamp = (st.st_size, st.st_mtime_ns)
+    if _weights_seen.setdefault(weights_path, stamp) == stamp:
+        return False
+    from ecgpipe.features import _cached_extractor
+
+    _cached_extractor.cache_clear()
+    _weights_seen[weights_path] = stamp
+    return True

@@ -54,15 +54,15 @@ class GridRecord:
 
 def record_folds(data: ClassificationData, cfg: PipelineConfig, grids: list[GridUnit]) -> tuple[list[list[GridRecord]], str]:
     """The records each grouped outer fold scores: those of its test patients; a record whose patient has no
-    sampled window (in no training fold) goes to fold ``position % k``. Returns the folds and the splits' note."""
+    sampled window (in no training fold) goes to fold ``i % k``, ``i`` its place among those records by name (not
+    by the order they were listed in, which no key holds). Returns the folds and the splits' note."""
     splits, note = make_splits(GROUPED.name, data.y, data.subjects, cfg.cv, data.databases)
     fold_of = {str(s): f for f, (_, test) in enumerate(splits) for s in np.unique(data.subjects[test])}
+    unseen = sorted(g.shown for g in grids if g.subject not in fold_of)
+    fold_of_unseen = {name: i % len(splits) for i, name in enumerate(unseen)}
     folds: list[list[GridRecord]] = [[] for _ in splits]
-    unseen = 0
     for g in grids:
-        fold = fold_of.get(g.subject)
-        if fold is None:
-            fold, unseen = unseen % len(splits), unseen + 1
+        fold = fold_of[g.subject] if g.subject in fold_of else fold_of_unseen[g.shown]
         folds[fold].append(GridRecord(g.shown, g.subject, g.path))
     return folds, note
 
