@@ -245,7 +245,14 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from ecgpipe.config import load_config
-    from ecgpipe.evaluate import accounting_words, class_mapping, evaluate_model, independence_warning, write_outputs
+    from ecgpipe.evaluate import (
+        accounting_words,
+        class_mapping,
+        evaluate_model,
+        independence_warning,
+        not_in_dataset,
+        write_outputs,
+    )
     from ecgpipe.model import load_model
     from ecgpipe.report_tables import endpoint_rates, recording_words
     from ecgpipe.sources import resolve_data_dir
@@ -280,8 +287,12 @@ def cmd_evaluate(args) -> int:
             print(f"endpoint {name} over whole recordings, new patients only ({new['hours']:.1f} h): {recording_words(new)}")
     for f in ev.failed:
         print(f"  failed {f['record']}: {f['error']}")
+    for kind, what in [("absent", "the labels CSV lists without any file"), ("unlisted", "with files but no labels CSV row")]:
+        if names := [r["record"] for r in not_in_dataset(ev) if r["note"].startswith(kind)]:
+            print(f"left out {len(names)} record(s) {what} in the folder (e.g. {', '.join(names[:3])}; all in "
+                  "evaluation_records.csv)", file=sys.stderr)
     print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")
-    return 0
+    return 1 if ev.failed else 0  # as predict: the others are scored, the outputs written
 
 
 def cmd_compare(args) -> int:

@@ -131,9 +131,9 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
                        for c in model.class_names], dtype=np.int64)
     excluded = set(dataset.segments.exclude_labels)
-    from ecgpipe.plan import without_files
+    from ecgpipe.plan import unlisted_files, without_files
 
-    todo, n_absent = [], 0
+    todo, n_absent, left_out = [], 0, []  # left_out: rows of the records not in the evaluation, named (as a run does)
     for db in dataset.databases:
         folder = database_dir(dataset, db, data_dir, download=False)
         settings = dataset.database(db)
@@ -144,6 +144,10 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         labels = table.labels if table else None
         absent = set(without_files(dataset, db, folder, names))  # listed by the CSV, no file: counted, not failed
         n_absent += len(absent)
+        left_out += [{"record": f"{db}/{r}", "label": labels.get(r, "") if labels else "",
+                      "note": f"absent: {settings.labels_csv} lists it, no file of it in the folder"} for r in sorted(absent)]
+        left_out += [{"record": name, "label": "", "note": f"unlisted: files in the folder, no row in {settings.labels_csv}: "
+                      "not in the dataset"} for name in unlisted_files(dataset, db, folder)]  # else it vanishes unsaid
         todo += [(db, folder, settings, r, labels, table.subject_of(r, settings.same_subject) if table else None)
                  for r in names if r not in absent]
     if max_records is not None and len(todo) > max_records:
@@ -151,6 +155,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         todo = [todo[i] for i in keep]
     accounting = {"records": len(todo), "scored": 0, "excluded_label": 0, "unknown_label": 0, "no_label_row": 0, "failed": 0,
                   "training_records": 0, "training_patients": 0, "absent": n_absent,
+                  # records with files that the labels CSV does not list: not in the dataset, named in its records table
+                  "unlisted": len(left_out) - n_absent,
                   # windows of scored records not scored per window: their centre in no configured, kept rhythm
                   "windows_without_reference": 0,
                   # scored records read anyway (a checksum mismatch read with 'warn'...): their rows' notes say what
@@ -252,7 +258,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         "model": model.path, "model_digest": model.digest, "model_preset": model.config.name,
         "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),
         "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
-        "results": results, "records": rows, "wall_s": time.monotonic() - started,
+        "results": results, "records": rows + left_out, "wall_s": time.monotonic() - started,
         "recordings": {name: {**recordings_json(by_subject, known_subjects), "width": decisions[name].width, "penalty": decisions[name].penalty,
                               "detector": name in model.detectors, **_endpoint_classes(name, model, dataset, mapping)}
                        for name, by_subject in tallies.items() if y_win},
@@ -379,7 +385,17 @@ def render_markdown(ev: EvaluationResult) -> str:
                    if new else "**These include the records of the model's own patients (above).**") if warning else "", ""]
     if ev.failed:
         lines += ["## Failed records", ""] + [f"- `{f['record']}`: {f['error']}" for f in ev.failed] + [""]
+    if left_out := not_in_dataset(ev):
+        shown = left_out[:100]
+        lines += ["## Records not in the evaluation", ""] + [f"- `{r['record']}`: {r['note']}" for r in shown]
+        lines += [f"- ... and {len(left_out) - len(shown)} more (all in evaluation_records.csv)"] if len(left_out) > len(shown) else []
+        lines.append("")
     return "\n".join(lines)
+
+
+def not_in_dataset(ev: EvaluationResult) -> list[dict]:
+    """The records rows of those a labels CSV lists without files, and of those with files it does not list."""
+    return [r for r in ev.records if r.get("note", "").startswith(("absent:", "unlisted:"))]
 
 
 def write_outputs(ev: EvaluationResult, out: Path) -> None:

@@ -242,6 +242,48 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     assert "scored per window" in capsys.readouterr().err
 
 
+@pytest.mark.system
+def test_evaluate_names_the_records_a_labels_csv_leaves_out_and_exits_1_on_a_failed_record(cinc_model, physionet, tmp_path,
+                                                                                          capsys):
+    """A folder without RECORDS (the labels CSV is the list): a record with files but no row, and a row without files,
+    are named in evaluation_records.csv, evaluation.md and on stderr, as ``run`` names them; a record that fails
+    makes the exit code 1, as predict's, with the others scored."""
+    import json
+
+    from ecgpipe.cli import main
+
+    model, training = cinc_model
+    names = [n for n in (physionet / "cinc2017" / "RECORDS").read_text().split() if n not in training][:8]
+    data = tmp_path / "data" / "cinc2017"
+    data.mkdir(parents=True)
+    for name in names:
+        for f in (physionet / "cinc2017").glob(f"{name}.*"):
+            (data / f.name).symlink_to(f)
+    (data / f"{names[0]}.mat").unlink()  # a record cut short: its signal file half its size
+    (data / f"{names[0]}.mat").write_bytes((physionet / "cinc2017" / f"{names[0]}.mat").read_bytes()[:2000])
+    labels = dict(line.split(",") for line in (physionet / "cinc2017" / "REFERENCE-v3.csv").read_text().split())
+    rows = [f"{n},{labels[n]}" for n in names[:-1]] + ["A99999,N"]  # the last record's row forgotten; a row, no files
+    (data / "REFERENCE-v3.csv").write_text("\n".join(rows) + "\n")
+    dataset = tmp_path / "cinc_folder.toml"
+    dataset.write_text(load_preset_text("cinc2017"))
+    assert main(["evaluate", "--model", str(model), "--config", str(dataset), "--data-dir", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "ev")]) == 1
+    err = capsys.readouterr().err
+    assert "left out 1 record(s) the labels CSV lists without any file in the folder (e.g. cinc2017/A99999" in err
+    assert f"left out 1 record(s) with files but no labels CSV row in the folder (e.g. cinc2017/{names[-1]}" in err
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    acc = ev["accounting"]
+    assert (acc["records"], acc["absent"], acc["unlisted"], acc["failed"]) == (7, 1, 1, 1)
+    assert acc["scored"] + acc["excluded_label"] + acc["unknown_label"] + acc["no_label_row"] + acc["failed"] == 7
+    notes = {r["record"]: r["note"] for r in ev["records"]}
+    assert len(notes) == 9  # every record once: the 7 of the dataset and the two it leaves out
+    assert notes["cinc2017/A99999"].startswith("absent:") and notes[f"cinc2017/{names[-1]}"].startswith("unlisted:")
+    assert notes[f"cinc2017/{names[0]}"].startswith("failed:")
+    md = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "## Records not in the evaluation" in md and f"`cinc2017/{names[-1]}`: unlisted" in md
+    assert (tmp_path / "ev" / "evaluation_records.csv").read_text().count("\n") == 10
+
+
 def _compare_evaluations(ev: Path, tmp_path: Path) -> None:
     """`ecgpipe compare` of two evaluations of the same external records: paired over records. A model against
     itself differs by nothing; one record answered otherwise moves accuracy by exactly one record; other records or
