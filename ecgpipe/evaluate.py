@@ -270,9 +270,10 @@ def _what_to_score(item: tuple, dataset: PipelineConfig, excluded: set[str]) -> 
     scored (its label excluded, unknown or missing) or its subject rule fails on it (failed)."""
     db, _, settings, name, labels, csv_subject = item
     label = labels.get(name) if labels is not None else None
-    if labels is not None and (label is None or label in excluded or label not in dataset.label_to_class):
-        reason = "no_label_row" if label is None else "excluded_label" if label in excluded else "unknown_label"
-        why = "no row for this record in the labels CSV" if label is None else reason.replace("_", " ")
+    if labels is not None and (not label or label in excluded or label not in dataset.label_to_class):
+        reason = "no_label_row" if not label else "excluded_label" if label in excluded else "unknown_label"
+        why = ("no row for this record in the labels CSV" if label is None else "its row in the labels CSV has no label"
+               if not label else reason.replace("_", " "))
         return label, None, (reason, f"not scored: {why}", None)
     try:  # intervals are bootstrapped over the dataset's subjects (its config says who is one patient)
         return label, subject_id(db, name, settings.same_subject, settings.subject, settings.subject_pattern, csv_subject), None

@@ -53,16 +53,20 @@ def _looks_like_header(cells: list[str]) -> bool:
 
 
 def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
-    """``db_dir/csv_name`` as ``record,label`` rows; an optional header row ``record,label`` (the first that is not
-    blank) is skipped, one of other column names (``filename,rhythm``) refused, a header
-    ``record,label,subject`` asks for a third column on every row (the patient, for ``subject = 'labels_csv'``). A
-    record written with its file's suffix (``A00001.hea``, from a file listing) is the record ``A00001``."""
+    """``db_dir/csv_name`` as ``record,label`` rows; an optional header row (the first that is not blank) naming a
+    ``record`` and a ``label`` column, and a ``subject`` one (the patient, for ``subject = 'labels_csv'``), in any
+    order beside other columns (``record,label,age,sex``: the others are not read), is skipped; one of other column
+    names (``filename,rhythm``) is refused. A record written with its file's suffix (``A00001.hea``, from a file
+    listing) is the record ``A00001``. A row whose label cell is empty gives the record the label ``""`` (it fails by
+    name, ``check_record_label``, rather than stopping the run)."""
     path = Path(db_dir) / csv_name
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found (databases.<db>.labels_csv)")
     labels: dict[str, str] = {}
     subjects: dict[str, str] = {}
-    columns = ["record", "label"]
+    columns = ["record", "label"]  # what the rows hold, in order (a header may name more: only these are read)
+    at = {"record": 0, "label": 1}  # where each is in a row
+    header = False
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, which would stick to the first record's name
     try:
         text = path.read_bytes().decode("utf-8-sig")  # newlines as they are, as the csv module wants them
@@ -75,23 +79,31 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
             cells.pop()
         if not cells:
             continue
-        if first and [c.lower() for c in cells] in (["record", "label"], ["record", "label", "subject"]):
-            columns, first = [c.lower() for c in cells], False
+        lowered = [c.lower() for c in cells]
+        if first and "record" in lowered and "label" in lowered:
+            columns = [c for c in ("record", "label", "subject") if c in lowered]
+            at, header, first = {c: lowered.index(c) for c in columns}, True, False
             continue
         if first and _looks_like_header(cells):  # a header of other names would become a record "filename"
-            raise LabelsError(f"{path}, line {line_no}: {row!r} looks like a header row; ecgpipe reads one only as "
-                              "'record,label' (or 'record,label,subject'): rename its columns so")
+            raise LabelsError(f"{path}, line {line_no}: {row!r} looks like a header row; ecgpipe reads one with a "
+                              "'record' and a 'label' column (and 'subject', for subject = 'labels_csv'), others beside "
+                              "them not read: rename its columns so")
         first = False
-        if len(cells) != len(columns) or not all(cells):
+        width = max(at.values()) + 1
+        # without a header a row is record,label: a third cell would be read as nothing, silently
+        too_many = not header and len(cells) > width
+        cells += [""] * (width - len(cells))  # the trailing cells an export leaves empty (popped above)
+        if too_many or not cells[at["record"]] or ("subject" in at and not cells[at["subject"]]):
             raise LabelsError(f"{path}, line {line_no}: expected '{','.join(columns)}', got {row!r}")
-        cells[0] = record_name(cells[0])
-        if cells[0] in labels and labels[cells[0]] != cells[1]:
-            raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two labels ({labels[cells[0]]!r}, {cells[1]!r})")
-        if cells[0] in subjects and subjects[cells[0]] != cells[2]:
-            raise LabelsError(f"{path}, line {line_no}: record {cells[0]!r} has two subjects ({subjects[cells[0]]!r}, {cells[2]!r})")
-        labels[cells[0]] = cells[1]
-        if len(cells) == 3:
-            subjects[cells[0]] = cells[2]
+        record, label = record_name(cells[at["record"]]), cells[at["label"]]  # no label: the record fails by name
+        if record in labels and labels[record] != label:
+            raise LabelsError(f"{path}, line {line_no}: record {record!r} has two labels ({labels[record]!r}, {label!r})")
+        if "subject" in at:
+            if record in subjects and subjects[record] != cells[at["subject"]]:
+                raise LabelsError(f"{path}, line {line_no}: record {record!r} has two subjects ({subjects[record]!r}, "
+                                  f"{cells[at['subject']]!r})")
+            subjects[record] = cells[at["subject"]]
+        labels[record] = label
     if not labels:
         raise LabelsError(f"{path}: no '{','.join(columns)}' rows")
     return LabelsTable(labels, subjects)
@@ -183,8 +195,12 @@ def check_record_label(record_path: str, label: str | None, settings: DatabaseSe
     csv_name = settings.labels_csv
     if label is None:
         raise RecordError(record_path, f"no row for this record in {csv_name}")
+    if not label:
+        raise RecordError(record_path, f"its row in {csv_name} has no label")
     if label not in known and label not in excluded:
+        alike = [k for k in sorted(known | excluded) if k.lower() == label.lower()]  # 'n' for 'N': say which was meant
         raise RecordError(
             record_path,
-            f"label {label!r} from {csv_name} is in no class ({', '.join(sorted(known))}) and not in segments.exclude_labels",
+            f"label {label!r} from {csv_name} is in no class ({', '.join(sorted(known))}) and not in segments.exclude_labels"
+            + (f" (labels are matched with their case: {alike[0]!r}?)" if alike else ""),
         )

@@ -52,8 +52,12 @@ def without_files(cfg: PipelineConfig, database: str, folder: str | Path, names:
         return []
     absent = [n for n in names if not any(os.path.exists(os.path.join(folder, n + ext)) for ext in RECORD_FILE_EXTENSIONS)]
     if len(absent) == len(names):
+        below = {Path(r).name: r for r in records_in_folder(folder, nested=True) if "/" in r}  # in its subfolders?
+        found = next((below[n] for n in names if n in below), None)
+        why = (f"{found} is there: a labels CSV names a record in a subfolder by its path from the folder "
+               f"({found},<label>)" if found else f"is --data-dir the folder above {Path(folder).name}/?")
         raise DataSourceError(f"{folder}: none of the {len(names)} records {csv_name} lists has a file there "
-                              f"(no {absent[0]}.hea, .mat or .edf): is --data-dir the folder above {Path(folder).name}/?")
+                              f"(no {absent[0]}.hea, .mat or .edf): {why}")
     return absent
 
 

@@ -79,12 +79,14 @@ def cut_windows(signal: np.ndarray, starts: np.ndarray, length: int) -> np.ndarr
 
 
 def nan_free(signal_native: np.ndarray, starts: np.ndarray, length: int, fs_in: float, fs_out: float) -> np.ndarray:
-    """Mask of windows whose span (plus a margin for the resampling filter) holds no NaN in the native signal."""
+    """Mask of windows whose span (plus a margin for the resampling filter, where there is one) holds no NaN in the
+    native signal."""
     bad = np.isnan(signal_native)
     if not bad.any():
         return np.ones(len(starts), dtype=bool)
     scale = fs_in / fs_out
-    margin = int(math.ceil(20 * max(scale, 1.0)))  # resample_poly's FIR reaches ~10 taps per phase each side
+    # resample_poly's FIR reaches ~10 taps per phase each side; a signal at the target rate is not filtered (resample)
+    margin = 0 if fs_in == fs_out else int(math.ceil(20 * max(scale, 1.0)))
     cum = np.concatenate([[0], np.cumsum(bad)])
     lo = np.clip(np.floor(starts * scale).astype(np.int64) - margin, 0, len(bad))
     hi = np.clip(np.ceil((starts + length) * scale).astype(np.int64) + margin, 0, len(bad))

@@ -43,13 +43,14 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
         return folder  # a labels CSV lists the records of a database without RECORDS (selected_records)
     if folder.is_dir() and config.databases[database].records:
         return folder  # the config lists the records
-    headers = sorted(p.name for p in folder.iterdir() if p.suffix in (".hea", ".edf")) if folder.is_dir() else []
-    if headers:  # the records are here, their index is not: say so, not "not found"
+    found = records_in_folder(folder, nested=True) if folder.is_dir() else []
+    if found:  # the records are here (in its subfolders too), their index is not: say so, not "not found"
+        where = " (paths from that folder: records in subfolders are named so)" if any("/" in r for r in found) else ""
         raise DataSourceError(
-            f"database {database!r}: {folder} holds {len(headers)} record file(s) ({', '.join(headers[:3])}"
-            f"{', ...' if len(headers) > 3 else ''}) but no RECORDS file listing the records to use: write one, one "
-            f"record name per line (e.g. `ls {folder} | sed -n 's/\\.hea$//p' > {folder / 'RECORDS'}`), or list them "
-            f"in databases.{database}.records")
+            f"database {database!r}: {folder} holds {len(found)} record(s) ({', '.join(found[:3])}"
+            f"{', ...' if len(found) > 3 else ''}) but no RECORDS file listing the records to use: write one, one "
+            f"record name per line{where} (e.g. `cd {folder} && find . -name '*.hea' | sed 's|^\\./||; s|\\.hea$||' "
+            f"| sort > RECORDS`), or list them in databases.{database}.records")
     slug = config.database(database).physionet
     hint = (
         f"Point ecgpipe at a local copy with --data-dir DIR (or ${DATA_DIR_ENV}=DIR), where DIR/{database}/ holds the "

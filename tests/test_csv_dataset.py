@@ -16,7 +16,7 @@ import wfdb
 from scipy.signal import resample_poly
 
 from ecgpipe.config import load_config
-from ecgpipe.labels import LabelsError, read_record_labels
+from ecgpipe.labels import LabelsError, read_labels_table, read_record_labels
 from ecgpipe.records import read_episodes
 
 from conftest import write_edf_plus
@@ -156,9 +156,21 @@ def test_per_record_majority_vote_is_reported(csv_run):
 def test_labels_csv_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(LabelsError, match="REFERENCE.csv: labels file not found"):
         read_record_labels(tmp_path, "REFERENCE.csv")
-    (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\nA2\n")
-    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 3: expected 'record,label'"):
+    (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\n,A\n")
+    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 3: expected 'record,label'"):  # a label of no record
         read_record_labels(tmp_path, "REFERENCE.csv")
+    (tmp_path / "REFERENCE.csv").write_text("A1,N,45\n")  # no header: a row is record,label, a third cell refused
+    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 1: expected 'record,label'"):
+        read_record_labels(tmp_path, "REFERENCE.csv")
+    # a row without its label: the record gets "" and fails by name when read (check_record_label), the run goes on
+    (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\nA2\nA3,\n")
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "", "A3": ""}
+    # a header naming record and label among other columns, in any order: those two (and subject) are read
+    (tmp_path / "REFERENCE.csv").write_text("age,Label,sex,Record,subject\n45,N,M,A1,p1\n50,A,F,A2,p2,extra\n")
+    table = read_labels_table(tmp_path, "REFERENCE.csv")
+    assert table.labels == {"A1": "N", "A2": "A"} and table.subjects == {"A1": "p1", "A2": "p2"}
+    (tmp_path / "REFERENCE.csv").write_text("record,label,age\nA1,N,45\nA2,A\n")  # the unread column may be empty
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "A"}
     (tmp_path / "REFERENCE.csv").write_text("A1,N\nA1,A\n")
     with pytest.raises(LabelsError, match="two labels"):
         read_record_labels(tmp_path, "REFERENCE.csv")
@@ -170,7 +182,7 @@ def test_labels_csv_errors_name_the_file_and_line(tmp_path):
     assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N"}
     (tmp_path / "REFERENCE.csv").write_text("\nfilename,rhythm\nA1,N\n")  # was read as a record named "filename"
     with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 2: \['filename', 'rhythm'\] looks like a header row; "
-                                          r"ecgpipe reads one only as 'record,label'"):
+                                          r"ecgpipe reads one with a 'record' and a 'label' column"):
         read_record_labels(tmp_path, "REFERENCE.csv")
     for header in ("ecg_id,label", "Recording no.,Rhythm", "sample,Dx"):  # by either column's name
         (tmp_path / "REFERENCE.csv").write_text(f"{header}\nA1,N\n")
@@ -276,3 +288,19 @@ def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):
     for text in (md, page):
         assert "cinc/B00099" in text and "cinc/B00100" not in text
         assert "... and 150 more (all in report.json: records_without_windows)" in text
+
+
+def test_a_record_without_a_label_or_with_one_of_another_case_fails_by_name_saying_so():
+    from ecgpipe.config import DatabaseSettings
+    from ecgpipe.labels import check_record_label
+    from ecgpipe.records import RecordError
+
+    settings = DatabaseSettings(fs=300.0, labels_csv="labels.csv")
+    with pytest.raises(RecordError, match="its row in labels.csv has no label"):
+        check_record_label("db/A2", "", settings, {"N", "A"}, {"~"})
+    with pytest.raises(RecordError, match=r"label 'n' from labels.csv is in no class .* matched with their case: 'N'\?"):
+        check_record_label("db/A3", "n", settings, {"N", "A"}, {"~"})
+    with pytest.raises(RecordError) as err:  # no label of another case alike: no guess
+        check_record_label("db/A4", "X", settings, {"N", "A"}, {"~"})
+    assert "case" not in str(err.value)
+    check_record_label("db/A5", "~", settings, {"N", "A"}, {"~"})  # excluded: no error here (no window later)

@@ -207,7 +207,12 @@ def test_records_a_labels_csv_lists_without_files_are_absent_and_none_present_is
     (tmp_path / "A00002.mat").write_bytes(b"")  # a signal without its header: present, it fails by name when read
     names = ["A00001", "A00002", "A00003", "A00004"]
     assert without_files(cfg, "cinc2017", tmp_path, names) == ["A00003", "A00004"]
-    with pytest.raises(DataSourceError, match="none of the 2 records REFERENCE-v3.csv lists"):
+    with pytest.raises(DataSourceError, match="none of the 2 records REFERENCE-v3.csv lists.*is --data-dir the folder above"):
+        without_files(cfg, "cinc2017", tmp_path, ["A00003", "A00004"])
+    (tmp_path / "g1").mkdir()  # the records are in a subfolder, the CSV names them bare: said, with the name to use
+    (tmp_path / "g1" / "A00004.hea").write_text("A00004 1 300 3000\n")
+    with pytest.raises(DataSourceError, match=r"g1/A00004 is there: a labels CSV names a record in a subfolder by its "
+                                              r"path from the folder \(g1/A00004,<label>\)"):
         without_files(cfg, "cinc2017", tmp_path, ["A00003", "A00004"])
     (tmp_path / "RECORDS").write_text("\n".join(names) + "\n")  # the database's own index: a missing record fails
     assert without_files(cfg, "cinc2017", tmp_path, names) == []

@@ -3,6 +3,7 @@
 
 import re
 import shutil
+import subprocess
 import warnings
 
 import numpy as np
@@ -275,10 +276,22 @@ def test_a_folder_of_records_without_records_file_is_named_as_such_and_a_config_
     for ext in ("hea", "dat", "atr"):
         shutil.copy(physionet / "mitdb" / f"100.{ext}", folder)
     cfg = config_from_dict({"databases": {"mine": {"fs": 360.0}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]}})
-    with pytest.raises(DataSourceError, match=r"mine.* holds 1 record file\(s\) \(100\.hea\) but no RECORDS file .*"
+    with pytest.raises(DataSourceError, match=r"mine.* holds 1 record\(s\) \(100\) but no RECORDS file .*"
                                               r"databases\.mine\.records") as err:
         database_dir(cfg, "mine", tmp_path, download=False)
     assert "not found" not in str(err.value)
+    # records in subfolders only (the CinC 2020 layout): named by their paths, and the line that writes RECORDS works
+    (folder / "g1").mkdir()
+    for ext in ("hea", "dat", "atr"):
+        (folder / f"100.{ext}").rename(folder / "g1" / f"100.{ext}")
+    with pytest.raises(DataSourceError, match=r"holds 1 record\(s\) \(g1/100\) .*\(paths from that folder") as err:
+        database_dir(cfg, "mine", tmp_path, download=False)
+    command = str(err.value).split("(e.g. `")[1].split("`")[0]
+    subprocess.run(command, shell=True, check=True)
+    assert (folder / "RECORDS").read_text() == "g1/100\n" and database_dir(cfg, "mine", tmp_path, download=False) == folder
+    (folder / "RECORDS").unlink()
+    for ext in ("hea", "dat", "atr"):
+        (folder / "g1" / f"100.{ext}").rename(folder / f"100.{ext}")
     listed = config_from_dict({"databases": {"mine": {"fs": 360.0, "records": ["100"]}},
                                "classes": {"normal": ["(N"], "afib": ["(AFIB"]}})
     assert database_dir(listed, "mine", tmp_path, download=False) == folder

@@ -42,6 +42,12 @@ def test_nan_free_marks_windows_touching_nans():
     x[1200] = np.nan
     ok = nan_free(x, np.array([0, 1000, 2000]), 250, fs_in=250, fs_out=250)
     assert ok.tolist() == [True, False, True]
+    # a gap starting where a window ends: the window before it is clean at the target rate (nothing filters it) ...
+    gap = np.zeros(3000)
+    gap[1000:1200] = np.nan
+    assert nan_free(gap, np.array([0, 1000, 2000]), 1000, fs_in=300, fs_out=300).tolist() == [True, False, True]
+    # ... and touched once the resampling filter reaches across the boundary (360 -> 300 Hz: its margin)
+    assert nan_free(gap, np.array([0, 833, 1666]), 833, fs_in=360, fs_out=300).tolist() == [False, False, True]
 
 
 def test_the_tail_after_the_last_whole_window_is_dropped_or_gets_an_end_aligned_window():

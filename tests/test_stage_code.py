@@ -56,6 +56,8 @@ EDITS = {
     "ecgpipe/stages/table.py": ALL[1:5] + ALL[6:],
     "ecgpipe/stages/spectrograms.py": ALL[2:5] + ALL[6:],
     "ecgpipe/stages/features.py": ALL[3:5] + ALL[6:],
+    # the CNN's code: features and every grid of CNN features; no spectrogram (featurize imports it, never to compute one)
+    "ecgpipe/features.py": ALL[3:],
     "ecgpipe/stages/classification.py": SCORING,
     # the rhythm block is keyed apart from the windows: records, table, classifier and grids; no spectrogram or CNN chunk
     "ecgpipe/rhythm_block.py": ("segments", "table", "classify", "recording_grid", "recording_scores"),
@@ -133,3 +135,28 @@ def test_editing_a_stage_module_makes_it_and_its_downstream_stale_and_a_rerun_re
             assert stages[stage]["computed"] == 0, (stage, stages[stage])
     after = json.loads(cli(code, "status", "--out", str(out), "--json").stdout)
     assert all(s["rerun_computes"] == 0 for s in after["stages"].values())
+
+
+# settings changed -> the stages a rerun computes again (the others reused): what admits a record (its checksum policy,
+# the rate it must have) recomputes records, not their windows' spectrograms, CNN features or grids; the training
+# windows' stride recomputes everything sampled from them, not the grids (every window of a record, a length apart)
+SETTING_CHANGES = {
+    "admission": (('lead = [0]', 'lead = [0]\nchecksum = "warn"\nfs = "any"'),
+                  {"segments", "table", "classify", "recording_scores"}),
+    "stride": (("[sampling]", "[segments]\nstride_s = 1.0\n[sampling]"),
+               {"segments", "table", "spectrograms", "features", "classify", "recording_scores"}),
+}
+
+
+@pytest.mark.parametrize("change", list(SETTING_CHANGES))
+def test_a_setting_recomputes_only_the_stages_whose_values_it_changes(base_run, tmp_path, change):
+    (old, new), recomputed = SETTING_CHANGES[change]
+    out = tmp_path / "out"
+    shutil.copytree(base_run["out"], out)
+    cfg = tmp_path / "changed.toml"
+    assert old in TOML
+    cfg.write_text(TOML.replace(old, new, 1))
+    proc = cli(REPO, "run", "--config", str(cfg), "--data-dir", str(base_run["data"]), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert {stage for stage in ALL if stages[stage]["computed"] > 0} == recomputed, stages

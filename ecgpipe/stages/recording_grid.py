@@ -27,7 +27,7 @@ from ecgpipe.keys import array_digest, code_version, content_key
 from ecgpipe.markers import Markers
 from ecgpipe.records import RhythmEpisode, read_record
 from ecgpipe.stages.features import value_settings
-from ecgpipe.stages.segments import CLASSIFY_MODULES, SUBJECT_SETTINGS, RecordSummary, RecordUnit
+from ecgpipe.stages.segments import ADMISSION_SETTINGS, CLASSIFY_MODULES, SUBJECT_SETTINGS, RecordSummary, RecordUnit
 from ecgpipe.store import Layout
 
 STAGE = "recording_grid"
@@ -63,11 +63,16 @@ class GridUnit:
         return Layout.recording(self.settings, self.record.database, self.record.record)
 
 
+# What of [segments] a grid reads: its windows' length and rate, their leads, missing samples. Not the training
+# windows' stride, tail or excluded labels (a grid covers the whole record, one window length apart).
+GRID_SEGMENT_SETTINGS = {"target_fs", "length_s", "n_leads", "nan_policy"}
+
+
 def grid_settings(cfg: PipelineConfig) -> dict:
-    """Every setting a grid's values depend on, but the record's own: the segments, and the blocks the classifier
-    reads."""
+    """Every setting a grid's values depend on, but the record's own: the windows' length, rate, leads and missing
+    samples, and the blocks the classifier reads."""
     inputs = cfg.classifier.inputs
-    return {"segments": cfg.segments.model_dump(mode="json"), "inputs": inputs,
+    return {"segments": cfg.segments.model_dump(mode="json", include=GRID_SEGMENT_SETTINGS), "inputs": inputs,
             "rhythm": cfg.rhythm.model_dump(mode="json") if inputs != "cnn" else None,
             "spectrogram": cfg.spectrogram.model_dump(mode="json") if inputs != "rhythm" else None,
             "features": value_settings(cfg.features) if inputs != "rhythm" else None}
@@ -81,7 +86,8 @@ def settings_name(cfg: PipelineConfig) -> str:
 def grid_unit(cfg: PipelineConfig, unit: RecordUnit, subject: str) -> GridUnit:
     settings = grid_settings(cfg)
     # who is one patient decides folds, not a recording's windows: a new subject rule rescores, it does not refeaturise
-    database = cfg.database(unit.database).model_dump(mode="json", exclude={"records", *SUBJECT_SETTINGS})
+    # nor do the settings that only admit or refuse a record: grids are made of the records the segments stage read
+    database = cfg.database(unit.database).model_dump(mode="json", exclude={"records", *SUBJECT_SETTINGS, *ADMISSION_SETTINGS})
     return GridUnit(unit, subject, settings_name(cfg), content_key(STAGE, code(), unit.files_sha256, database, settings))
 
 

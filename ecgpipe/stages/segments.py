@@ -111,6 +111,11 @@ class RecordSummary:
 # part of no signal key (a new rule reassigns folds without recomputing a spectrogram) and of no key at all (a rule
 # that moves a few records recomputes those few).
 SUBJECT_SETTINGS = ("same_subject", "subject", "subject_pattern")
+# Settings that only decide whether a record is read at all (its checksum policy, the rate it must have) or where it
+# is downloaded from: the windows of a record read under either are the same, so they are left out of the signal key
+# (switching checksum = "warn" on after a first run rejected a few records recomputes no spectrogram or CNN chunk) but
+# kept in the record's key (switching back must reject those records again, not reuse them).
+ADMISSION_SETTINGS = ("checksum", "fs", "physionet")
 
 
 def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, label: str | None = None,
@@ -129,13 +134,14 @@ def record_unit(cfg: PipelineConfig, database: str, record: str, db_dir: str, la
         signal_code(),
         digest,
         # which records a run uses is not part of any one record's key: leaving a record out reuses the others
-        settings.model_dump(mode="json", exclude={"records", *SUBJECT_SETTINGS}),
+        settings.model_dump(mode="json", exclude={"records", *SUBJECT_SETTINGS, *ADMISSION_SETTINGS}),
         cfg.segments.model_dump(mode="json"),
         # in order: a window's class index is its class's position, and content_key sorts dict keys
         list(cfg.classes.items()),
         label,
     )
-    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"), subject or subject_error)
+    key = content_key(signal_key, "rhythm", code(), cfg.rhythm.model_dump(mode="json"), subject or subject_error,
+                      settings.model_dump(mode="json", include=set(ADMISSION_SETTINGS)))
     return RecordUnit(database, record, str(db_dir), key, label, digest, signal_key, header_seconds(db_dir, record),
                       subject, subject_error)
 

@@ -23,9 +23,13 @@ from ecgpipe.store import Layout
 STAGE = "spectrograms"
 
 
+# The CNN's modules: ``featurize`` imports them (inside a method), but no spectrogram is computed by them
+CNN_MODULES = ("ecgpipe.features", "ecgpipe.backbones", "ecgpipe.engines")
+
+
 def code() -> str:
-    # the rhythm block is stored beside the windows but never read here
-    return code_version(__name__, without=RHYTHM_MODULES + CLASSIFY_MODULES)
+    # the rhythm block is stored beside the windows but never read here; nor is the CNN run here
+    return code_version(__name__, without=RHYTHM_MODULES + CLASSIFY_MODULES + CNN_MODULES)
 
 
 def array_name(cfg: PipelineConfig) -> str:
