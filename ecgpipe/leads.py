@@ -44,3 +44,20 @@ def choose_leads(sig_names: list[str], settings: DatabaseSettings, n_leads: int)
         return [first, choose_lead(sig_names, list(settings.second_lead) or others, taken=(first,))]
     except LookupError as exc:
         raise LookupError(f"second lead (second_lead): {exc}, other than the first lead {sig_names[first]!r}") from None
+
+
+# names a recorder gives channels that are not ECG (respiration, blood pressure, oximetry, EEG...): a lead chosen by
+# its channel index among them is read as asked, but said
+NOT_ECG = ("resp", "pleth", "ppg", "abp", "art", "pap", "cvp", "icp", "spo2", "sao2", "co2", "eeg", "emg", "eog",
+           "temp", "flow", "press", "pulse", "nbp", "bp")
+
+
+def not_ecg_note(sig_names: list[str], channels: list[int], wanted: list[str | int]) -> str | None:
+    """What to say when a lead chosen by channel index (not by a name in ``wanted``) is named like no ECG signal."""
+    names = {_loose(w) for w in wanted if isinstance(w, str)}
+    for c in channels:
+        name = _loose(sig_names[c])
+        if name not in names and name.startswith(NOT_ECG):
+            return (f"lead {sig_names[c]!r} (channel {c}, chosen by its index) is named like no ECG signal "
+                    f"(the record has {sig_names}): name the lead to read (databases.<db>.lead, predict --lead)")
+    return None

@@ -23,7 +23,7 @@ from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
 from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
 from ecgpipe.errors import RecordError
 from ecgpipe.keys import edf_record_file, header_lines, is_multi_segment
-from ecgpipe.leads import choose_leads
+from ecgpipe.leads import choose_leads, not_ecg_note
 
 
 @dataclass(frozen=True)
@@ -225,11 +225,13 @@ def read_record(
         except LookupError as exc:
             raise RecordError(path, str(exc)) from None
         leads, signals = [header.sig_name[c] for c in channels], _signals_mv(path, header, channels, settings, notes)
+        notes += [f"{path}: {n}" for n in [not_ecg_note(list(header.sig_name), channels, list(settings.lead))] if n]
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
         lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
         where = (" (samples in the gaps between its segments have no signal: nan_policy = \"drop\" in [segments] "
-                 "drops the windows they touch)") if isinstance(header, wfdb.MultiRecord) else ""
+                 "drops the windows they touch)") if isinstance(header, wfdb.MultiRecord) else (
+                 " (nan_policy = \"drop\" in [segments] drops the windows they touch and uses the others)")
         raise RecordError(path, f"{n_nan} NaN samples in lead {leads[lead]} (first at sample {int(first[0])}){where}")
     for note in notes if warn else []:
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -434,5 +436,7 @@ def read_edf_record(path: str, settings: DatabaseSettings, nan_policy: str = "er
     n_nan = int(np.isnan(signals).sum())  # EDF has no NaN; kept for symmetry with WFDB records
     if n_nan and nan_policy == "error":
         raise RecordError(path, f"{n_nan} NaN samples")
+    note = not_ecg_note(labels, channels, list(settings.lead))
     return EcgRecord(database="new", record=os.path.basename(path), path=path, fs=per_record[channels[0]] / header.record_s,
-                     leads=[labels[c] for c in channels], signals=signals, episodes=[], n_nan=n_nan)
+                     leads=[labels[c] for c in channels], signals=signals, episodes=[], n_nan=n_nan,
+                     notes=[f"{path}: {note}"] if note else [])

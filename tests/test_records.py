@@ -152,7 +152,8 @@ def _write_record_with_nans(folder, name="nanrec"):
 def test_nan_samples_are_an_error_or_dropped(tmp_path):
     _write_record_with_nans(tmp_path)
     settings = DatabaseSettings(lead=[0], fs=250.0)
-    with pytest.raises(RecordError, match=r"10 NaN samples in lead ECG \(first at sample 1000\)"):
+    with pytest.raises(RecordError, match=r"10 NaN samples in lead ECG \(first at sample 1000\) \(nan_policy = \"drop\" in "
+                                          r"\[segments\] drops the windows they touch and uses the others\)"):
         read_record(tmp_path, "mydb", "nanrec", settings)
     rec = read_record(tmp_path, "mydb", "nanrec", settings, nan_policy="drop")
     assert rec.n_nan == 10
@@ -376,3 +377,18 @@ def test_edf_plus_annotations_with_durations_are_the_labelled_episodes(tmp_path,
     (folder / "100.edf").write_bytes((folder / "100.edf").read_bytes().replace(b"EDF Annotations", b"ECG lead II    "))
     with pytest.raises(RecordError, match=r"100\.edf: no 'EDF Annotations' channel"):
         read_record(folder, "mitdb", "100", settings)
+
+
+def test_a_lead_chosen_by_index_that_is_named_like_no_ecg_is_read_with_a_note(tmp_path, physionet):
+    """A recorder's first channel may be respiration or a pressure: lead = [0] reads it as asked, and says so."""
+    ecg = wfdb.rdrecord(str(physionet / "mitdb" / "100"), sampto=3600, channels=[0]).p_signal[:, 0]
+    resp = np.sin(2 * np.pi * 0.25 * np.arange(len(ecg)) / 360)
+    wfdb.wrsamp("twolead", fs=360, units=["mV", "mV"], sig_name=["RESP", "ECG"], p_signal=np.column_stack([resp, ecg]),
+                fmt=["16", "16"], write_dir=str(tmp_path))
+    wfdb.wrann("twolead", "atr", np.array([0]), np.array(["+"]), aux_note=["(N"], write_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"lead 'RESP' \(channel 0, chosen by its index\) is named like no ECG signal"):
+        rec = read_record(tmp_path, "mydb", "twolead", DatabaseSettings(lead=[0], fs=360.0))
+    assert rec.lead == "RESP" and any("named like no ECG signal" in n for n in rec.notes)
+    for lead in (["ECG"], [1], ["RESP"]):  # an ECG, by name or index; a non-ECG asked for by its name: no note
+        rec = read_record(tmp_path, "mydb", "twolead", DatabaseSettings(lead=lead, fs=360.0), warn=False)
+        assert not rec.notes, lead
