@@ -338,7 +338,7 @@ def independence_warning(accounting: dict) -> str:
     parts = []
     if accounting.get("training_records"):
         parts.append(f"{accounting['training_records']} scored record(s) are among the model's training recordings "
-                     "(same header and signal bytes)")
+                     "(the same signal files, whatever their name or header)")
     if accounting.get("training_patients"):
         parts.append(f"{accounting['training_patients']} other scored record(s) are of patients the model was "
                      "trained on (same subject id: same database, same subject rule)")

@@ -155,3 +155,26 @@ class InputDigests:
             self._new = False
         except Exception as exc:  # a full disk, a read-only folder, an object store refusing: never the run's end
             logging.getLogger(__name__).warning(f"{self.location.child(CACHE)}: input digests not kept ({exc})")
+
+
+FINGERPRINT_BYTES = 65536  # read from each end of each signal file
+
+
+def signal_fingerprint(db_dir: str | Path, record: str) -> str | None:
+    """A record's signal files alone (not its header: a copy renamed, or with labels appended to its header, is the
+    same recording), by their sizes and their first and last 64 KiB each: what predict and evaluate match against a
+    model's training recordings, at two small reads per file however long the recording. None where a file cannot
+    be read (a record that is not there: no match)."""
+    files = [p for p in record_files(db_dir, record, "")[:-1] if p.suffix != ".hea"]  # an EDF file is its own signal
+    h = hashlib.sha256()
+    try:
+        for path in files:
+            size = os.path.getsize(path)
+            with open(path, "rb") as fh:
+                head = fh.read(FINGERPRINT_BYTES)
+                fh.seek(max(size - FINGERPRINT_BYTES, 0))
+                tail = fh.read(FINGERPRINT_BYTES)
+            h.update(f"{size}:".encode() + head + tail)
+    except OSError:
+        return None
+    return h.hexdigest() if files else None

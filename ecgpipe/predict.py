@@ -217,15 +217,22 @@ def _training_leads(cfg, which: str) -> list[str | int]:
 
 
 def training_recording(model: TrainedModel, path: str) -> str | None:
-    """The name of the training record that ``path`` is (same header and signal bytes), if the model learnt from it."""
+    """The name of the training record that ``path`` is, if the model learnt from it: the same header and signal
+    bytes, or (models since 0.14.0) the same signal files under another name or header (a copy renamed, or with
+    labels appended to its header)."""
+    from ecgpipe.input_digests import signal_fingerprint
     from ecgpipe.keys import file_digest, signal_digest
 
+    folder, name = os.path.split(path)
     if is_edf(path):  # an EDF record's signal digest is its file's (keys.record_files)
-        digest = file_digest([path])
+        digest, name = file_digest([path]), os.path.splitext(name)[0]
     else:
-        folder, name = os.path.split(path)
         digest = signal_digest(folder or ".", name)
-    return next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
+    found = next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
+    if found is None and (signals := model.training.get("signals_fingerprint")):
+        fingerprint = signal_fingerprint(folder or ".", name)
+        found = next((rec for rec, f in signals.items() if f == fingerprint), None) if fingerprint else None
+    return found
 
 
 def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float, class_names, labels) -> list[Episode]:

@@ -114,6 +114,16 @@ def test_csv_labelled_records_become_segments_of_their_class(csv_run):
     for name in EDF_RECORDS:
         assert training_recording(model, str(folder / f"{name}.edf")) == f"cinc/{name}"
     assert training_recording(model, str(folder / "A00002")) == "cinc/A00002"
+    # a copy under another name, its header relabelled (as a user's own copy of a dataset may be): still one of them
+    copy = csv_run["tmp"] / "copy"
+    copy.mkdir(exist_ok=True)
+    (copy / "mine.dat").write_bytes((folder / "A00002.dat").read_bytes())
+    header = (folder / "A00002.hea").read_text().replace("A00002", "mine")
+    (copy / "mine.hea").write_text(header + "#Dx: 164889003\n")
+    assert training_recording(model, str(copy / "mine")) == "cinc/A00002"
+    other = next(p for p in sorted(folder.glob("*.dat")) if p.name != "A00002.dat")
+    (copy / "mine.dat").write_bytes(other.read_bytes()[: (folder / "A00002.dat").stat().st_size])
+    assert training_recording(model, str(copy / "mine")) != "cinc/A00002"  # other samples: not that recording
     assert report["class_counts"]["normal"] > 0 and report["class_counts"]["afib"] > 0
     assert report["n_subjects"] == len(csv_run["names"])  # no patient ids in this layout: one subject per record
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ecgpipe.input_digests import signal_fingerprint
 from ecgpipe.keys import file_digest
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import result_of
@@ -52,9 +53,11 @@ def submit_model(run, row: ComparisonRow, segment_table: SegmentTable) -> ModelJ
     used = set(segment_table.record_keys)
     recordings = {u.shown: run.plan.inputs.signal(u.db_dir, u.record) for u in run.plan.records if u.shown in used}
     run.plan.inputs.save()  # these signal-only digests too: the next refit reads no unchanged recording
+    # and by their signal files alone: a copy renamed or relabelled in its header is still one of them
+    signals = {u.shown: fp for u in run.plan.records if u.shown in used and (fp := signal_fingerprint(u.db_dir, u.record))}
     future = run.task(tasks.train_model).submit(run.store, row.features, row.data_key, row.cfg.model_dump_json(),
                                                 row.extractor.weights, os.path.join(os.path.dirname(path), STAGED_MODEL),
-                                                recordings)
+                                                recordings, signals)
     return ModelJob(row, path, key, future)
 
 

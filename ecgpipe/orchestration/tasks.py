@@ -195,8 +195,9 @@ def classify_fold(store: str, feat_array: str | None, data_key: str, protocol: s
 
 @stage_task(name="train-model")
 def train_model(store: str, feat_array: str | None, data_key: str, config_json: str, weights_source: str, path: str,
-                recordings: dict[str, str]) -> str:
-    return classification.train_model(store, _config(config_json), feat_array, data_key, weights_source, path, recordings)
+                recordings: dict[str, str], signals: dict[str, str]) -> str:
+    return classification.train_model(store, _config(config_json), feat_array, data_key, weights_source, path, recordings,
+                                      signals)
 
 
 @stage_task(name="recording-grid", task_run_name="recording grid batch {batch_index}")

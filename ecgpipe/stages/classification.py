@@ -302,7 +302,7 @@ def model_key(row: ComparisonRow) -> str:
 
 
 def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_key: str, weights_source: str, path: str,
-                recordings: dict[str, str] | None = None) -> str:
+                recordings: dict[str, str] | None = None, signals: dict[str, str] | None = None) -> str:
     """Fit a row's classifier (``cfg``: the row's config) on every segment and save it as a model artifact
     (``ecgpipe.model``)."""
     from ecgpipe.model import save_model
@@ -315,7 +315,9 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen,
                 "detectors": sorted(detectors),
                 # <db>/<record> -> sha256 of its header and signal files (ecgpipe.keys.signal_digest)
-                "recordings_sha256": dict(recordings or {})}
+                "recordings_sha256": dict(recordings or {}),
+                # <db>/<record> -> its signal files alone (ecgpipe.input_digests.signal_fingerprint)
+                "signals_fingerprint": dict(signals or {})}
     save_model(path, model, cfg, weights_source=weights_source, n_cnn=data.n_cnn, training=training, detectors=detectors)
     return path
 
