@@ -90,10 +90,11 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
                               "them not read: rename its columns so")
         first = False
         width = max(at.values()) + 1
-        # without a header a row is record,label: a third cell would be read as nothing, silently
-        too_many = not header and len(cells) > width
+        # without a header a row is record,label: a third cell would be read as nothing, silently; a row of one cell
+        # (a semicolon- or tab-separated file, a list of records) is no row of this file
+        malformed = not header and not (len(cells) == width or (len(cells) == 1 and len(row) >= width))
         cells += [""] * (width - len(cells))  # the trailing cells an export leaves empty (popped above)
-        if too_many or not cells[at["record"]] or ("subject" in at and not cells[at["subject"]]):
+        if malformed or not cells[at["record"]] or ("subject" in at and not cells[at["subject"]]):
             raise LabelsError(f"{path}, line {line_no}: expected '{','.join(columns)}', got {row!r}")
         record, label = record_name(cells[at["record"]]), cells[at["label"]]  # no label: the record fails by name
         if record in labels and labels[record] != label:

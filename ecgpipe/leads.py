@@ -53,11 +53,12 @@ NOT_ECG = ("resp", "pleth", "ppg", "abp", "art", "pap", "cvp", "icp", "spo2", "s
 
 
 def not_ecg_note(sig_names: list[str], channels: list[int], wanted: list[str | int]) -> str | None:
-    """What to say when a lead chosen by channel index (not by a name in ``wanted``) is named like no ECG signal."""
+    """What to say when a lead read (chosen by channel index, or as the first other channel) is named like no ECG
+    signal and was not asked for by that name (``wanted``: the lead and second-lead choices)."""
     names = {_loose(w) for w in wanted if isinstance(w, str)}
     for c in channels:
         name = _loose(sig_names[c])
         if name not in names and name.startswith(NOT_ECG):
-            return (f"lead {sig_names[c]!r} (channel {c}, chosen by its index) is named like no ECG signal "
+            return (f"lead {sig_names[c]!r} (channel {c}) is named like no ECG signal and was not asked for by name "
                     f"(the record has {sig_names}): name the lead to read (databases.<db>.lead, predict --lead)")
     return None

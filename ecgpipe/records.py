@@ -225,7 +225,7 @@ def read_record(
         except LookupError as exc:
             raise RecordError(path, str(exc)) from None
         leads, signals = [header.sig_name[c] for c in channels], _signals_mv(path, header, channels, settings, notes)
-        notes += [f"{path}: {n}" for n in [not_ecg_note(list(header.sig_name), channels, list(settings.lead))] if n]
+        notes += [f"{path}: {n}" for n in [not_ecg_note(list(header.sig_name), channels, [*settings.lead, *settings.second_lead])] if n]
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
         lead, first = next((i, np.flatnonzero(np.isnan(s))) for i, s in enumerate(signals) if np.isnan(s).any())
@@ -436,7 +436,7 @@ def read_edf_record(path: str, settings: DatabaseSettings, nan_policy: str = "er
     n_nan = int(np.isnan(signals).sum())  # EDF has no NaN; kept for symmetry with WFDB records
     if n_nan and nan_policy == "error":
         raise RecordError(path, f"{n_nan} NaN samples")
-    note = not_ecg_note(labels, channels, list(settings.lead))
+    note = not_ecg_note(labels, channels, [*settings.lead, *settings.second_lead])
     return EcgRecord(database="new", record=os.path.basename(path), path=path, fs=per_record[channels[0]] / header.record_s,
                      leads=[labels[c] for c in channels], signals=signals, episodes=[], n_nan=n_nan,
                      notes=[f"{path}: {note}"] if note else [])

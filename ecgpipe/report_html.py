@@ -51,7 +51,8 @@ th.group{text-align:center}table.compare th:nth-child(2){text-align:left}.sd{col
 
 # a record whose lead is flat in some windows is used as labelled: the report says so, it does not drop them
 FLAT_WORDS = "a lead off, or a recorder's zeros; the windows are used as labelled"
-READ_WARNING_WORDS = "Read and used despite what their files show (databases.<db>.checksum = 'off' silences these)"
+READ_WARNING_WORDS = ("Read and used despite what their files show (databases.<db>.checksum = 'off' silences those about "
+                      "checksums and signal lengths; naming the lead in databases.<db>.lead, those about a lead named like no ECG)")
 
 
 def png_data_uri(fig) -> str:

@@ -62,8 +62,9 @@ def comparison_units_note(report: dict) -> str:
         note += (" The other rows classify windows: their accuracy, balanced accuracy and macro-F1 are over windows, and "
                  "under the paper's stratified protocol windows of one record are in training and test alike, which "
                  "flatters their record columns there too (a record is judged by a model that trained on its other "
-                 "windows). Compare rows on the record-wise protocol's record macro-F1 column, which counts records for "
-                 "every row with no record in both training and test.")
+                 "windows). Compare rows on the record macro-F1 column of a protocol that keeps a record's windows "
+                 "together (grouped by subject), which counts records for every row with no record in both training "
+                 "and test.")
     return note
 
 

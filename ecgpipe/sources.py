@@ -9,6 +9,7 @@ point at a local copy instead; without ``--download`` the error says how to get 
 from __future__ import annotations
 
 import os
+import shlex
 import zlib
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
         raise DataSourceError(
             f"database {database!r}: {folder} holds {len(found)} record(s) ({', '.join(found[:3])}"
             f"{', ...' if len(found) > 3 else ''}) but no RECORDS file listing the records to use: write one, one "
-            f"record name per line{where} (e.g. `cd {folder} && find . -name '*.hea' | sed 's|^\\./||; s|\\.hea$||' "
-            f"| sort > RECORDS`), or list them in databases.{database}.records")
+            f"record name per line{where} (e.g. `cd {shlex.quote(str(folder))} && find . -name '*.hea' -o -name '*.edf' "
+            f"| sed -E 's#^\\./##; s#\\.(hea|edf)$##' | sort > RECORDS`, then take out the segments of any "
+            f"multi-segment record), or list them in databases.{database}.records")
     slug = config.database(database).physionet
     hint = (
         f"Point ecgpipe at a local copy with --data-dir DIR (or ${DATA_DIR_ENV}=DIR), where DIR/{database}/ holds the "

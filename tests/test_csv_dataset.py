@@ -175,6 +175,13 @@ def test_labels_csv_errors_name_the_file_and_line(tmp_path):
     # a row without its label: the record gets "" and fails by name when read (check_record_label), the run goes on
     (tmp_path / "REFERENCE.csv").write_text("record,label\nA1,N\nA2\nA3,\n")
     assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A2": "", "A3": ""}
+    (tmp_path / "REFERENCE.csv").write_text("A1,N\nA3,\n")  # no header: an empty label cell is a row without label
+    assert read_record_labels(tmp_path, "REFERENCE.csv") == {"A1": "N", "A3": ""}
+    # ... but a row of one cell is no row of this file: a semicolon- or tab-separated file, a list of records
+    for text in ("record;label\nA1;N\n", "A1\tN\n", "A1\nA2\n", "A1,N\nA2\n"):
+        (tmp_path / "REFERENCE.csv").write_text(text)
+        with pytest.raises(LabelsError, match=r"REFERENCE.csv, line \d: expected 'record,label'"):
+            read_record_labels(tmp_path, "REFERENCE.csv")
     # a header naming record and label among other columns, in any order: those two (and subject) are read
     (tmp_path / "REFERENCE.csv").write_text("age,Label,sex,Record,subject\n45,N,M,A1,p1\n50,A,F,A2,p2,extra\n")
     table = read_labels_table(tmp_path, "REFERENCE.csv")

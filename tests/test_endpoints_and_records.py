@@ -378,7 +378,7 @@ def test_a_comparison_of_window_and_record_rows_says_which_unit_each_column_coun
     both = {"protocols": {"grouped_by_subject": {}}, "comparison": [{"classifier": "GradBoost, per record (mean)", "protocols": scores},
                                                                   {"classifier": "SVC(rbf)", "protocols": scores}]}
     note = comparison_units_note(both)
-    assert "Rows marked 'per record'" in note and "Compare rows on the record-wise protocol's record macro-F1 column" in note
+    assert "Rows marked 'per record'" in note and "Compare rows on the record macro-F1 column of a protocol that keeps a record's windows together" in note
     assert "flatters their record columns there too" in note  # the stratified protocol's record columns of window rows
     records_only = {**both, "comparison": both["comparison"][:1]}
     assert "per record" in comparison_units_note(records_only) and "Compare rows" not in comparison_units_note(records_only)

@@ -386,7 +386,7 @@ def test_a_lead_chosen_by_index_that_is_named_like_no_ecg_is_read_with_a_note(tm
     wfdb.wrsamp("twolead", fs=360, units=["mV", "mV"], sig_name=["RESP", "ECG"], p_signal=np.column_stack([resp, ecg]),
                 fmt=["16", "16"], write_dir=str(tmp_path))
     wfdb.wrann("twolead", "atr", np.array([0]), np.array(["+"]), aux_note=["(N"], write_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match=r"lead 'RESP' \(channel 0, chosen by its index\) is named like no ECG signal"):
+    with pytest.warns(UserWarning, match=r"lead .RESP. \(channel 0\) is named like no ECG signal and was not asked for by name"):
         rec = read_record(tmp_path, "mydb", "twolead", DatabaseSettings(lead=[0], fs=360.0))
     assert rec.lead == "RESP" and any("named like no ECG signal" in n for n in rec.notes)
     for lead in (["ECG"], [1], ["RESP"]):  # an ECG, by name or index; a non-ECG asked for by its name: no note

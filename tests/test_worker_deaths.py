@@ -16,26 +16,81 @@ from conftest import copy_cinc
 
 
 def test_attempt_files_count_deaths_and_a_finished_record_leaves_none(tmp_path):
-    attempts = RecordAttempts(str(tmp_path), "segments")
-    assert attempts.begin("db__r1", "db/r1") is None  # first attempt
-    attempts.end("db__r1")  # done (or failed in Python): no death
-    assert attempts.begin("db__r1", "db/r1") is None and not list(tmp_path.rglob("*.tmp*"))
-    # ... and its process died: the file stays, each later start counts one death more
-    for _ in range(DEATHS_ALLOWED - 1):
-        assert attempts.begin("db__r1", "db/r1") is None
-    problem = attempts.begin("db__r1", "db/r1")
-    assert problem and f"died {DEATHS_ALLOWED} times" in problem and "--memory-limit" in problem
-    assert not (tmp_path / "markers" / "attempts" / "segments" / "db__r1.json").exists()  # a rerun tries it afresh
-    assert attempts.begin("db__r1", "db/r1") is None
+    folder = tmp_path / "markers" / "attempts" / "segments"
 
-    # a file cut short by the death itself is one death; clear() forgets every attempt of the stage only
-    (tmp_path / "markers" / "attempts" / "segments" / "db__r2.json").write_text('{"dea')
-    other = RecordAttempts(str(tmp_path), "recordings")
+    def task() -> RecordAttempts:  # each (re)started task makes its own, as record_batch does
+        return RecordAttempts(str(tmp_path), "segments")
+
+    first = task()
+    assert first.begin("db__r1", "db/r1") is None
+    first.end("db__r1")  # done (or failed in Python): no death, no file
+    assert not (folder / "db__r1.json").exists() and not list(tmp_path.rglob(".tmp-*"))
+    # ... its process died on it (no end): each later start counts one death more, up to the limit
+    for _ in range(DEATHS_ALLOWED):
+        assert task().begin("db__r1", "db/r1") is None
+    problem = task().begin("db__r1", "db/r1")
+    assert problem and f"died {DEATHS_ALLOWED} times" in problem and "--memory-limit" in problem
+    # failed: a retry of its batch in the same run does not compute it again (nor die on it), the next run does
+    assert task().begin("db__r1", "db/r1") == problem
+    task().clear()
+    assert not folder.exists()
+    again = task()
+    assert again.begin("db__r1", "db/r1") is None
+    again.end("db__r1")
+
+    # a death in company (another thread's record may have killed the process) is no death of its own; a file cut
+    # short by the death itself is such a death too
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "db__r2.json").write_text('{"deaths": 1, "alone": false, "failed": false}')
+    (folder / "db__r3.json").write_text('{"dea')
+    for unit in ("db__r2", "db__r3"):
+        assert task().begin(unit, unit) is None
+    assert json.loads((folder / "db__r2.json").read_text()) == {"deaths": 1, "alone": True, "failed": False}
+    assert json.loads((folder / "db__r3.json").read_text()) == {"deaths": 0, "alone": True, "failed": False}
+    other = RecordAttempts(str(tmp_path), "recordings")  # clear() forgets one stage's attempts only
     assert other.begin("db__r1", "db/r1") is None
-    attempts.clear()
-    assert not (tmp_path / "markers" / "attempts" / "segments").exists()
+    task().clear()
     assert (tmp_path / "markers" / "attempts" / "recordings" / "db__r1.json").exists()
-    attempts.clear()  # nothing to clear: no error
+    task().clear()  # nothing to clear: no error
+
+
+def test_a_record_that_died_in_company_is_computed_alone_in_its_process(tmp_path, monkeypatch):
+    """In a worker of several threads, a record retried after a death in company waits until the process's other
+    records are done, and the others wait for it: its next death is its own."""
+    import threading
+    import time
+
+    from ecgpipe.orchestration import attempts
+
+    monkeypatch.setattr(attempts, "_one_thread", lambda: False)
+    folder = tmp_path / "markers" / "attempts" / "segments"
+    folder.mkdir(parents=True)
+    (folder / "db__suspect.json").write_text('{"deaths": 0, "alone": false, "failed": false}')
+    events = []
+    busy = RecordAttempts(str(tmp_path), "segments")
+    assert busy.begin("db__busy", "db/busy") is None  # another thread's record, in flight
+
+    def suspect():
+        task = RecordAttempts(str(tmp_path), "segments")
+        assert task.begin("db__suspect", "db/suspect") is None
+        events.append("suspect begins")
+        later = threading.Thread(target=lambda: (RecordAttempts(str(tmp_path), "segments").begin("db__late", "db/late"),
+                                                 events.append("late begins")))
+        later.start()
+        time.sleep(0.2)
+        events.append("suspect ends")
+        task.end("db__suspect")
+        later.join(timeout=5)
+
+    thread = threading.Thread(target=suspect)
+    thread.start()
+    time.sleep(0.2)
+    assert events == []  # waits for the record in flight
+    events.append("busy ends")
+    busy.end("db__busy")
+    thread.join(timeout=5)
+    assert events == ["busy ends", "suspect begins", "suspect ends", "late begins"]  # and nobody ran beside it
+    assert json.loads((folder / "db__late.json").read_text())["alone"] is False
 
 
 @pytest.mark.system
@@ -59,12 +114,15 @@ def test_a_record_that_kills_its_worker_fails_alone_and_the_run_completes(tmp_pa
 
     assert json.loads((out / "run.json").read_text())["status"] == "completed"
     skipped = {s["record"]: s["error"] for s in report["skipped_records"]}
-    assert list(skipped) == [f"cinc2017/{killer}"]
-    assert f"died {DEATHS_ALLOWED} times" in skipped[f"cinc2017/{killer}"]
+    path = str(tmp_path / "data" / "cinc2017" / killer)  # its path, as other failed records are named
+    assert list(skipped) == [path] and f"died {DEATHS_ALLOWED} times" in skipped[path]
     used = {r["record"] for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]}
     assert used == {f"cinc2017/{n}" for n in names if n != killer}  # every other record, none lost with its batch
     assert report["record_accounting"]["failed"] == 1
-    assert not list((out / "markers" / "attempts").rglob("*.json"))  # nothing left to count against a rerun
+    # what is left: the failed record's attempt, marked (a retry of its batch in this run would not try it again);
+    # the next run clears it before its segments start
+    left = list((out / "markers" / "attempts").rglob("*.json"))
+    assert [p.name for p in left] == [f"cinc2017__{killer}.json"] and json.loads(left[0].read_text())["failed"]
     assert "died" in (out / "report.md").read_text()
 
     # the cause gone (more memory, say), a rerun computes that record alone and uses it

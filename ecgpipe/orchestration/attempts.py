@@ -8,9 +8,13 @@ on that record, on every rerun, with the user left to find which of a batch's re
 So a batch task leaves a small *attempt* file (``OUT/markers/attempts/<stage>/<unit>.json``) while it computes a
 record and removes it once the record is done or has failed in Python. A file still there when a task starts that
 record means an earlier attempt's process died on it. After ``DEATHS_ALLOWED`` such deaths the record fails alone, as
-bad input does (named in the report with why), and the batch goes on with its other records. An attempt file left
-by a run stopped as a whole (Ctrl-C, the run's process killed) would read as a death: the flow clears the stage's
-attempt files before its tasks start, so deaths count within one run, and a rerun tries a failed record afresh.
+bad input does (named in the report with why; its file stays, marked, so that a retry of its batch in the same run
+does not try it again), and the batch goes on with its other records. A death counts only where the record was
+computed alone in its process: in a worker of several threads the others' records die with the culprit, so a
+record that died in company is tried again alone (the process's other tasks wait) before a death is held against it.
+An attempt file left by a run stopped as a whole (Ctrl-C, the run's process killed) would read as a death: the flow
+clears the stage's attempt files before its tasks start, so deaths count within one run, and a rerun tries a failed
+record afresh.
 
 Here, not in ``ecgpipe.markers``: the stages import that module, and a change to it would recompute every stage of
 every stored run (``keys.code_version``). Nothing here decides what a stage computes.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 
 from ecgpipe.location import Location
 
@@ -28,33 +33,91 @@ DEATHS_ALLOWED = 2  # one death may be bad luck (the machine short of memory for
 DIE_ENV = "ECGPIPE_INJECT_DEATH"  # test hook: "<stage>:<db>/<record>" kills the worker process as it starts that record
 
 
+class _OneOrMany:
+    """This process's records in flight: many at once, or one alone (the others wait: a death then is its own)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._many = 0
+        self._alone = False
+
+    def acquire(self, alone: bool) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone)
+            if alone:
+                self._alone = True
+                self._cond.wait_for(lambda: self._many == 0)
+            else:
+                self._many += 1
+
+    def release(self, alone: bool) -> None:
+        with self._cond:
+            if alone:
+                self._alone = False
+            else:
+                self._many -= 1
+            self._cond.notify_all()
+
+
+_IN_FLIGHT = _OneOrMany()
+
+
+def _one_thread() -> bool:
+    """Whether this process computes one task at a time (a Dask worker of one thread; not a worker: the caller's)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads == 1
+    except (ImportError, ValueError, AttributeError):
+        return True
+
+
 class RecordAttempts:
-    """The attempt files of one stage's records in one output location."""
+    """The attempt files of one stage's records in one output location, for one batch task."""
 
     def __init__(self, out_dir: str | Location, stage: str):
         self.location = out_dir if isinstance(out_dir, Location) else Location(out_dir)
         self.stage = stage
+        self._held: dict[str, bool] = {}  # unit -> computed alone (this task's records in flight)
 
     def _rel(self, unit: str) -> str:
         return f"markers/attempts/{self.stage}/{unit}.json"
 
     def begin(self, unit: str, shown: str) -> str | None:
-        """Called before computing ``unit``: None to go on (its attempt file is written), or the problem to fail it
-        with when its worker already died on it ``DEATHS_ALLOWED`` times in this run (its file is then removed)."""
+        """Called before computing ``unit``: None to go on (its attempt file is written; ``end`` must follow), or the
+        problem to fail it with when its worker already died on it ``DEATHS_ALLOWED`` times in this run."""
         text = self.location.read_text(self._rel(unit))
-        deaths = 0 if text is None else _deaths(text) + 1
-        if deaths >= DEATHS_ALLOWED:
-            self.end(unit)
-            return (f"the worker process died {deaths} times while computing this record (killed for memory? "
+        earlier = _attempt(text) if text is not None else None
+        # the earlier attempt died (a failed record's file is no attempt: its deaths are counted already)
+        deaths = 0 if earlier is None else earlier["deaths"] + (1 if earlier["alone"] and not earlier["failed"] else 0)
+        if earlier is not None and (earlier["failed"] or deaths >= DEATHS_ALLOWED):
+            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": True, "failed": True}))
+            return (f"the worker process died {deaths} times while computing this record alone (killed for memory? "
                     "a crash in a native library?); left out. Give the workers more memory (a Dask worker's "
                     "--memory-limit) and run again to try it again, or leave it out of the database's records")
-        self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths}))
+        # alone: where a death can be its own (one thread), or after one in company (the others wait meanwhile)
+        alone = _one_thread() or earlier is not None
+        if not _one_thread():
+            _IN_FLIGHT.acquire(alone)
+        self._held[unit] = alone
+        try:
+            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": alone, "failed": False}))
+        except BaseException:  # no attempt begun: nothing for ``end`` to release
+            self._held.pop(unit)
+            if not _one_thread():
+                _IN_FLIGHT.release(alone)
+            raise
         injected_death(self.stage, shown)
         return None
 
     def end(self, unit: str) -> None:
         """The unit is done, or failed in Python: no death to count."""
-        self.location.delete(self._rel(unit))
+        alone = self._held.pop(unit)
+        try:
+            self.location.delete(self._rel(unit))
+        finally:
+            if not _one_thread():
+                _IN_FLIGHT.release(alone)
 
     def clear(self) -> None:
         """Forget every attempt of the stage (the flow, before the stage's tasks start): deaths count within a run."""
@@ -63,11 +126,12 @@ class RecordAttempts:
             self.location.fs.rm(folder, recursive=True)
 
 
-def _deaths(text: str) -> int:
+def _attempt(text: str) -> dict:
     try:
-        return int(json.loads(text)["deaths"])
-    except (ValueError, KeyError, TypeError):  # a file cut short by the death itself: one death at least
-        return 0
+        doc = json.loads(text)
+        return {"deaths": int(doc["deaths"]), "alone": bool(doc.get("alone", True)), "failed": bool(doc.get("failed"))}
+    except (ValueError, KeyError, TypeError):  # a file cut short by the death itself: a death, in company or not
+        return {"deaths": 0, "alone": False, "failed": False}
 
 
 def injected_death(stage: str, shown: str) -> None:

@@ -133,7 +133,7 @@ def record_batch(store: str, out_dir: str, batch_index: int, units: list[RecordU
             out.append(done)
             continue
         if problem := attempts.begin(unit.name, unit.shown):  # its worker died on it before: it fails alone
-            out.append(RecordFailure(unit.shown, problem))
+            out.append(RecordFailure(os.path.join(unit.db_dir, unit.record), problem))  # a path, as other failures
             continue
         try:
             summary, digest = segments.compute_record(store, unit, cfg)
@@ -167,7 +167,9 @@ def spectrogram_chunk(store: str, out_dir: str, spec_array: str, chunk_index: in
 
 @stage_task(name="feature-width")
 def describe_extractor(config_json: str) -> dict:
-    return features.describe_extractor(_config(config_json))
+    cfg = _config(config_json)
+    drop_extractors_of_changed_weights(cfg.features.weights_path)  # before any extractor of this process is built
+    return features.describe_extractor(cfg)
 
 
 @stage_task(name="feature-chunk", task_run_name="features chunk {chunk_index}")
@@ -214,7 +216,7 @@ def recording_grid_batch(store: str, out_dir: str, batch_index: int, units: list
             out.append("done")
             continue
         if problem := attempts.begin(unit.name, unit.shown):  # its worker died on it before: it fails alone
-            out.append(RecordFailure(unit.shown, problem))
+            out.append(RecordFailure(os.path.join(unit.record.db_dir, unit.record.record), problem))
             continue
         try:
             digest = recording_grid.compute_grid(store, unit, cfg)
