@@ -108,13 +108,21 @@ def cmd_run(args) -> int:
             print(f"  {'':20s} endpoint {name}: {recording_words(r)}")
     if report.get("model"):
         print(f"model: {report['model']} (sha256 {report['model_digest'][:16]}...)  (ecgpipe predict --model {shlex.quote(report['model'])} RECORD...)")
-    for key, what in [("absent_records", "the labels CSV lists without any file"), ("unlisted_records", "with files but no labels CSV row")]:
-        if names := report.get(key):
-            print(f"left out {len(names)} record(s) {what} in the folder (e.g. {', '.join(names[:3])}; all in report.json {key})")
+    for kind, what in LEFT_OUT.items():
+        if names := report.get(f"{kind}_records"):
+            print(left_out_line(names, what, f"report.json {kind}_records"))
     if report["skipped_records"]:
         shown, more = listed(report["skipped_records"], "skipped_records", 20)  # one line each would flood a big run's console
         print(f"skipped {len(report['skipped_records'])} bad record(s):", *(f"  {s['record']}: {s['error']}" for s in shown), *([f"  {more}"] if more else []), sep="\n")
     return 0
+
+
+# the records of a labels-CSV database folder that a run or an evaluation leaves out, by kind
+LEFT_OUT = {"absent": "the labels CSV lists without any file", "unlisted": "with files but no labels CSV row"}
+
+
+def left_out_line(names: list[str], what: str, where: str) -> str:
+    return f"left out {len(names)} record(s) {what} in the folder (e.g. {', '.join(names[:3])}; all in {where})"
 
 
 def _saved_run(location) -> dict | None:
@@ -287,10 +295,9 @@ def cmd_evaluate(args) -> int:
             print(f"endpoint {name} over whole recordings, new patients only ({new['hours']:.1f} h): {recording_words(new)}")
     for f in ev.failed:
         print(f"  failed {f['record']}: {f['error']}")
-    for kind, what in [("absent", "the labels CSV lists without any file"), ("unlisted", "with files but no labels CSV row")]:
+    for kind, what in LEFT_OUT.items():
         if names := [r["record"] for r in not_in_dataset(ev) if r["note"].startswith(kind)]:
-            print(f"left out {len(names)} record(s) {what} in the folder (e.g. {', '.join(names[:3])}; all in "
-                  "evaluation_records.csv)", file=sys.stderr)
+            print(left_out_line(names, what, "evaluation_records.csv"), file=sys.stderr)
     print(f"report: {out / 'evaluation.md'} (and evaluation.json, evaluation_records.csv)")
     return 1 if ev.failed else 0  # as predict: the others are scored, the outputs written
 

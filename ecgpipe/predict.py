@@ -228,11 +228,27 @@ def training_recording(model: TrainedModel, path: str) -> str | None:
         digest, name = file_digest([path]), os.path.splitext(name)[0]
     else:
         digest = signal_digest(folder or ".", name)
-    found = next((rec for rec, d in model.training.get("recordings_sha256", {}).items() if d == digest), None)
-    if found is None and (signals := model.training.get("signals_fingerprint")):
-        fingerprint = signal_fingerprint(folder or ".", name)
-        found = next((rec for rec, f in signals.items() if f == fingerprint), None) if fingerprint else None
+    found = _training_index(model.training, "recordings_sha256").get(digest)
+    if found is None and (signals := _training_index(model.training, "signals_fingerprint")):
+        found = signals.get(signal_fingerprint(folder or ".", name))
     return found
+
+
+_INDEXES: dict[tuple[int, str], tuple[dict, dict[str, str]]] = {}  # (id of a model's training dict, key) -> it, index
+
+
+def _training_index(training: dict, key: str) -> dict[str, str]:
+    """``training[key]`` (record -> digest) turned round, digest -> its first record, built once per model: a look-up
+    per predicted record, not a scan of every training record (10^5 records predicted against 10^5 learnt from)."""
+    kept = _INDEXES.get((id(training), key))
+    if kept is None or kept[0] is not training:  # held with its dict: that id names no other dict meanwhile
+        index: dict[str, str] = {}
+        for record, digest in training.get(key, {}).items():
+            index.setdefault(digest, record)
+        kept = _INDEXES[(id(training), key)] = (training, index)
+        while len(_INDEXES) > 8:  # a few models' worth (predict and evaluate use one; tests many)
+            _INDEXES.pop(next(iter(_INDEXES)))
+    return kept[1]
 
 
 def episodes_from_windows(starts_s, classes, stride_s: float, duration_s: float, class_names, labels) -> list[Episode]:

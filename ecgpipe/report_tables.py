@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ecgpipe.config import config_from_dict
-from ecgpipe.protocols import PROTOCOLS
+from ecgpipe.protocols import PROTOCOLS, STRATIFIED
 from ecgpipe.protocols import short as protocol_short
 from ecgpipe.recording_endpoints import worst_negatives
 from ecgpipe.results import EndpointClassRate
@@ -71,18 +71,23 @@ def comparison_units_note(report: dict) -> str:
 def per_record_caveat(report: dict) -> str:
     """Why a window-level classifier's per-record figures under the paper's stratified protocol flatter it: the folds
     split each record's windows, so a record is judged by a model that trained on its other windows."""
-    shared = [name for name, p in report["protocols"].items()
-              if name == "stratified_10fold" and p.get("level", "window") == "window" and p.get("per_record")]
-    return (f"Under {shared[0]} the folds split each record's windows between training and test: its per-record figures "
-            "come from models that trained on other windows of the same record, and flatter the classifier. The "
-            "record-wise figures are those of the protocols that keep a record's windows together.") if shared else ""
+    p = report["protocols"].get(STRATIFIED.name, {})
+    shared = p.get("level", "window") == "window" and p.get("per_record")
+    return (f"Under {STRATIFIED.name} the folds split each record's windows between training and test: its per-record "
+            "figures come from models that trained on other windows of the same record, and flatter the classifier. "
+            "The record-wise figures are those of the protocols that keep a record's windows together.") if shared else ""
+
+
+def selected_by_records(report: dict) -> bool:
+    """Whether the best row was chosen on record-level macro-F1 (a dataset labelled per record): its ``selected_by``."""
+    return "record-level" in report.get("selected_by", "")
 
 
 def comparison_how(report: dict) -> str:
     """How to read the comparison table: its last column (on the metric the best row was chosen by), why the best
     row's own figures lean optimistic, and what its columns count when rows differ in unit."""
     scope = ("record-level macro-F1 (each record's one class, whatever the row's level)"
-             if "record-level" in report.get("selected_by", "") else "macro-F1 on the same windows")
+             if selected_by_records(report) else "macro-F1 on the same windows")
     return (f"The last column: each row's {scope} minus the best row's, with the 95 % interval of that difference from "
             "a paired bootstrap over subjects (an interval that holds 0: the lead is not shown). The best row is the "
             "highest of several scored on these same folds, so its own figures lean optimistic (the winner of a "
@@ -100,7 +105,7 @@ def comparison_columns(report: dict) -> tuple[list[str], list[list[str]]]:
         short = protocol_short(p)
         header += [f"{short} acc", f"{short} bal. acc", f"{short} macro-F1"]
     header += [f"{protocol_short(p)} record macro-F1" for p in by_record]
-    record = "record " if "record-level" in report.get("selected_by", "") else ""  # what the best row was chosen by
+    record = "record " if selected_by_records(report) else ""  # what the best row was chosen by
     header += [f"{protocol_short(selection)} {record}macro-F1 minus best (paired 95 % CI)"]
     rows = [[row["backbone"], str(row["layer"]), row["classifier"],
              *(f"{score:.3f} ± {std:.3f}" for score, std in comparison_scores(row, protocols)),
