@@ -48,3 +48,11 @@ class SubjectCalibratedClassifier(CalibratedClassifierCV):
             self.cv = configured  # the parameter stays what the settings asked for (clone and get_params read it)
         self.calibration_folds_ = "subjects"
         return self
+
+
+def rowwise_calibration(model, groups) -> dict:
+    """``{"calibration_folds": "rows"}`` when a grouped fit's (``groups`` given) calibration fell back to row-wise
+    folds, its classes' subjects too few to split, for the report to say so; else empty. ``model``: a fitted
+    classifier or a Pipeline ending in one."""
+    clf = model[-1] if hasattr(model, "steps") else model
+    return {"calibration_folds": "rows"} if groups is not None and getattr(clf, "calibration_folds_", None) == "rows" else {}

@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from ecgpipe.calibration import SubjectCalibratedClassifier
+from ecgpipe.calibration import SubjectCalibratedClassifier, rowwise_calibration
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
@@ -183,7 +183,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
     splits = inner_splits(settings, y, groups, seed) if settings.tune else []
     if not splits:  # not tuned, or too few subjects to tune on: the configured values
         model.fit(X, y, **fit_params)
-        return model, pca_capped(model)
+        return model, {**pca_capped(model), **rowwise_calibration(model, groups)}
     clf = "clf__estimator__" if isinstance(model[-1], CalibratedClassifierCV) else "clf__"
     grid = {f"{clf}learning_rate": list(settings.learning_rate_grid)} if settings.kind == "hgb" else {f"{clf}C": list(settings.C_grid)}
     if settings.kind == "svc" and settings.kernel != "linear":
@@ -198,7 +198,7 @@ def fit_classifier(X, y, settings: ClassifierSettings, n_cnn=None, groups=None, 
             search.fit(X, y, groups=groups, **fit_params)
     chosen = {k.removeprefix(clf): v for k, v in search.best_params_.items()}
     best = search.best_estimator_.set_params(memory=None)  # the saved model points at no (deleted) cache
-    return best, {**chosen, **pca_capped(best)}
+    return best, {**chosen, **pca_capped(best), **rowwise_calibration(best, groups)}
 
 
 def one_standard_error(cv_results: dict, simplest: str) -> int:

@@ -114,6 +114,10 @@ class RecordingTally:
     called_runs: int = 0
     false_alarms: int = 0
     seconds: float = 0.0  # the scored windows' time: the denominator of false alarms per hour
+    # reference windows the model gave no call (a gap, a flat stretch): on neither side of the rates, so counted here
+    # for the report to say how many (a detector silent over many positive windows would otherwise look no worse)
+    unscored_positive_windows: int = 0
+    unscored_negative_windows: int = 0
     negatives_by_label: dict[str, list[int]] = field(default_factory=dict)  # label -> [windows, called positive]
 
     def add(self, calls: np.ndarray, starts_s: np.ndarray, length_s: float, stride_s: float, known: np.ndarray,
@@ -126,6 +130,8 @@ class RecordingTally:
         negative = known & ~positive & scored
         self.negative_windows += int(negative.sum())
         self.true_negatives += int((negative & (calls == 0)).sum())
+        self.unscored_positive_windows += int((known & positive & ~scored).sum())
+        self.unscored_negative_windows += int((known & ~positive & ~scored).sum())
         for label in np.unique(labels[negative]):
             these = negative & (labels == label)
             tally = self.negatives_by_label.setdefault(str(label), [0, 0])
@@ -180,6 +186,8 @@ class RecordingTally:
         return {"sensitivity": rounded(self.sensitivity), "specificity": rounded(self.specificity),
                 "positive_windows": self.positive_windows, "negative_windows": self.negative_windows,
                 "true_positives": self.true_positives, "true_negatives": self.true_negatives,
+                "unscored_positive_windows": self.unscored_positive_windows,
+                "unscored_negative_windows": self.unscored_negative_windows,
                 "runs": self.runs, "runs_detected": self.runs_detected, "long_run_s": LONG_RUN_S,
                 "long_runs": self.long_runs, "long_runs_detected": self.long_runs_detected,
                 "called_runs": self.called_runs, "false_alarms": self.false_alarms, "hours": round(self.seconds / 3600, 3),

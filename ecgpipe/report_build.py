@@ -164,6 +164,17 @@ def capped_pca_warning(rows: list[ComparisonRow]) -> str:
             + ". More records (or a smaller classifier.pca) give the configured classifier.")
 
 
+def rowwise_calibration_warning(rows: list[ComparisonRow]) -> str:
+    """Rows whose probability calibration, under a grouped protocol, learnt from row-wise folds in some fold (its
+    classes' patients too few to split): their probabilities saw known patients' decision values."""
+    fell_back = [f"{row.label} ({protocol}: {n} of {len(m.folds)} folds)" for row in rows for protocol, m in row.protocols.items()
+                 if (n := sum(f.chosen.get("calibration_folds") == "rows" for f in m.folds))]
+    if not fell_back:
+        return ""
+    return ("Probability calibration learnt from row-wise folds, its classes' patients too few to split by patient: "
+            + "; ".join(fell_back) + ". Those folds' probabilities (and the record rule built on them) lean optimistic.")
+
+
 def failed_rows_warning(failed_rows) -> str:
     if not failed_rows:
         return ""
@@ -189,7 +200,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             # the detailed sections are the best row's
             "warning": " ".join(w for w in [RANDOM_WEIGHTS_WARNING if best_cfg.features.weights == "random" else "",
                                             one_class_warning(rows[best].protocols, cfg.class_names, best_cfg.classifier.kind),
-                                            capped_pca_warning(rows), failed_rows_warning(failed_rows)] if w) or None,
+                                            capped_pca_warning(rows), rowwise_calibration_warning(rows), failed_rows_warning(failed_rows)] if w) or None,
             "failed_rows": list(failed_rows),
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,

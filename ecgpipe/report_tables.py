@@ -237,8 +237,10 @@ def stage_times_words(report: dict) -> str:
 
 RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotated rhythm it lies in, whole (windows across "
                   "a change or in noise left out), and every rhythm that is not one of the endpoint's classes is a "
-                  "negative, configured or not. An annotated run is detected when a called run overlaps it; a called run "
-                  "that overlaps none is a false alarm.")
+                  "negative, configured or not. Windows the model gives no call (a gap or a flat stretch, left unscored "
+                  "as `ecgpipe predict` leaves them) count on neither side of the rates: their number is shown beside "
+                  "the windows, and false alarms per hour are per scored hour. An annotated run is detected when a "
+                  "called run overlaps it; a called run that overlaps none is a false alarm.")
 RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity (95 % CI over subjects)",
                     "annotated runs detected (all; long)", "called runs", "false alarms; per hour (95 % CI)",
                     "negatives most often called positive"]
@@ -261,7 +263,9 @@ def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> l
         rates = " / ".join(_with_ci(r, k, 3) for k in ("sensitivity", "specificity"))
         per_hour = _with_ci(r, "false_alarms_per_hour", 2)
         worst = worst_negatives(r["negatives_by_label"], 3)
-        rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows)",
+        unscored = (r.get("unscored_positive_windows", 0), r.get("unscored_negative_windows", 0))  # since 0.15.0
+        no_call = f"; {unscored[0]} / {unscored[1]} without a call" if any(unscored) else ""
+        rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows{no_call})",
                      f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
                      str(r["called_runs"]), f"{r['false_alarms']}; {per_hour} per hour",
                      ", ".join(f"{lab} {r['negatives_by_label'][lab][1]} of {n}" for lab, n, _ in worst) or "-"])

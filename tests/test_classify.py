@@ -354,6 +354,24 @@ def test_the_report_warns_of_rows_whose_pca_was_capped():
     assert capped_pca_warning([row]) == ""
 
 
+def test_the_report_warns_of_rows_whose_calibration_fell_back_to_rows():
+    """A grouped fold whose calibration learnt from row-wise folds (``fit_classifier``'s ``calibration_folds``) is
+    named in the report's warning, with its protocol and how many folds."""
+    from types import SimpleNamespace
+
+    from ecgpipe.config import load_config
+    from ecgpipe.report_build import rowwise_calibration_warning
+    from ecgpipe.stages.classification import ComparisonRow
+
+    row = ComparisonRow(cfg=load_config("paper4-best"), extractor=None, key="k", unit="u", features=None, data_key="d")
+    folds = [SimpleNamespace(chosen={"calibration_folds": "rows"}), SimpleNamespace(chosen={"C": 1.0})]
+    row.protocols = {"grouped_by_subject": SimpleNamespace(folds=folds), "stratified_10fold": SimpleNamespace(folds=folds[1:])}
+    warning = rowwise_calibration_warning([row])
+    assert f"{row.label} (grouped_by_subject: 1 of 2 folds)" in warning and "stratified" not in warning
+    row.protocols = {"grouped_by_subject": SimpleNamespace(folds=folds[1:])}
+    assert rowwise_calibration_warning([row]) == ""
+
+
 def test_capped_pca_projects_its_training_rows_as_scikit_learns_pca_did():
     """Pipelines call fit_transform on training rows: scikit-learn's PCA returns its randomized SVD's U * S there,
     a few percent off transform(X) in later components, and nested C choices are near ties this decides. CappedPCA
@@ -412,8 +430,9 @@ def test_an_svcs_probability_calibration_keeps_subjects_apart_when_given_them():
 
     X, y, g = _data()
     settings = ClassifierSettings(kind="svc", record_rule="mean_probability", C=10.0)
-    grouped, _ = fit_classifier(X, y, settings, groups=g)
-    rowwise, _ = fit_classifier(X, y, settings)
+    grouped, grouped_chosen = fit_classifier(X, y, settings, groups=g)
+    rowwise, rowwise_chosen = fit_classifier(X, y, settings)
+    assert "calibration_folds" not in grouped_chosen and "calibration_folds" not in rowwise_chosen  # as asked: no note
     assert isinstance(grouped[-1], SubjectCalibratedClassifier) and grouped[-1].cv == 5  # its setting, as asked
     folds = grouped_calibration_folds(y, g, 5)
     assert len(folds) == 4 and all(not set(g[a]) & set(g[b]) for a, b in folds)  # 4 subjects per class: 4 folds
@@ -431,6 +450,9 @@ def test_an_svcs_probability_calibration_keeps_subjects_apart_when_given_them():
     # fitted model says so; scikit-learn's cv=None (5 folds) works with groups too
     assert grouped_calibration_folds(np.array([0, 0, 1, 1]), np.array(["a", "a", "b", "c"]), 5) is None
     one_subject = np.where(y == 0, "s0", g)
-    assert fit_classifier(X, y, settings, groups=one_subject)[0][-1].calibration_folds_ == "rows"
+    fell_back, chosen = fit_classifier(X, y, settings, groups=one_subject)
+    assert fell_back[-1].calibration_folds_ == "rows" and chosen["calibration_folds"] == "rows"  # the report says so
+    tuned_back = fit_classifier(X, y, settings.model_copy(update={"tune": True, "C_grid": [1.0, 10.0]}), groups=one_subject)
+    assert tuned_back[1]["calibration_folds"] == "rows"
     plain = SubjectCalibratedClassifier(SVC(), cv=None, ensemble=False).fit(X, y, groups=g)
     assert plain.calibration_folds_ == "subjects" and plain.cv is None

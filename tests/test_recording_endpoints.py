@@ -15,6 +15,7 @@ from ecgpipe.recording_endpoints import (
     window_reference,
 )
 from ecgpipe.records import RhythmEpisode
+from ecgpipe.report_tables import RECORDINGS_HOW, recording_rows
 from ecgpipe.stages.classification import ClassificationData
 from ecgpipe.stages.recording_grid import GridUnit
 from ecgpipe.stages.recording_scores import RecordScore, assemble, record_folds
@@ -59,21 +60,24 @@ def test_tally_counts_windows_runs_and_false_alarms():
     calls = np.zeros(len(starts), dtype=np.int64)
     calls[(starts >= 24) & (starts < 50)] = 1  # the first AF run, late by 4 s
     calls[(starts >= 54) & (starts < 58)] = 1  # bigeminy called AF: a false alarm
-    calls[starts == 70] = -1  # one window without a call
+    calls[starts == 70] = -1  # one sinus window without a call
+    calls[starts == 62] = -1  # and one AF window (of the run not called)
     tally = RecordingTally()
     tally.add(calls, starts, 2.0, 2.0, known, positive, labels, annotated_runs(EPISODES, FS, AF))
     result = tally.to_json()
-    assert result["positive_windows"] == 18 and tally.true_positives == 13  # 20-50 s and 60-66 s; 24-50 s called
+    assert result["positive_windows"] == 17 and tally.true_positives == 13  # 20-50 s and 60-66 s; 24-50 s called
+    # windows without a call are on neither side of the rates, and counted apart for the report to say so
+    assert result["unscored_positive_windows"] == 1 and result["unscored_negative_windows"] == 1
     assert result["negative_windows"] == 16 + 4 and tally.true_negatives == 20 - 2  # sinus (one without a call) + bigeminy
     assert result["runs"] == 2 and result["runs_detected"] == 1 and result["long_runs"] == 1 and result["long_runs_detected"] == 1
     assert result["called_runs"] == 2 and result["false_alarms"] == 1
-    assert result["hours"] == pytest.approx(39 * 2.0 / 3600, abs=1e-3)  # scored windows only
+    assert result["hours"] == pytest.approx(38 * 2.0 / 3600, abs=1e-3)  # scored windows only
     assert result["negatives_by_label"] == {"(B": [4, 2], "(N": [16, 0]}
     assert tally.worst_negatives() == [("(B", 4, 0.5)]
     # a second record adds up
     tally.add(np.ones(3, dtype=np.int64), np.arange(3) * 2.0, 2.0, 2.0, np.ones(3, bool), np.ones(3, bool),
               np.array(["(AFIB"] * 3), [(0.0, 6.0)])
-    assert tally.runs == 3 and tally.runs_detected == 2 and tally.false_alarms == 1 and tally.positive_windows == 21
+    assert tally.runs == 3 and tally.runs_detected == 2 and tally.false_alarms == 1 and tally.positive_windows == 20
 
 
 def test_merged_tallies_equal_one_tally_of_both_records():
@@ -181,3 +185,18 @@ def test_a_real_record_s_annotations(physionet):
     assert tally.sensitivity == 1.0 and tally.specificity == 1.0 and tally.false_alarms == 0
     assert tally.runs_detected == sum(b - a >= 2.0 for a, b in runs)  # a run shorter than a window may hold none
     assert set(labels[known]) >= {"(N", "(AFIB"} and 0.2 < positive.mean() < 0.5
+
+
+def test_the_report_row_says_how_many_windows_had_no_call():
+    starts = np.arange(0, 80, 2.0)
+    known, positive, labels = window_reference(EPISODES, FS, starts, 2.0, AF, ["(NOISE"])
+    calls = positive.astype(np.int64)
+    calls[(starts == 22) | (starts == 70) | (starts == 72)] = -1
+    tally = RecordingTally()
+    tally.add(calls, starts, 2.0, 2.0, known, positive, labels, annotated_runs(EPISODES, FS, AF))
+    r = {**subjects_json({"s1": tally}), "width": 1, "detector": False}
+    [row] = recording_rows({"af": r})
+    assert "(17 / 19 windows; 1 / 2 without a call)" in row[2]
+    old = {k: v for k, v in r.items() if not k.startswith("unscored")}  # a report written before the count existed
+    assert recording_rows({"af": old})[0][2].endswith("(17 / 19 windows)")
+    assert "count on neither side" in RECORDINGS_HOW
