@@ -228,6 +228,7 @@ class FinishedRun:
     protocols: dict[str, ProtocolResult]
     external: tuple[str, SubjectConfusions] | None = None  # evaluations: (dataset config, per-record outcomes)
     recordings: dict | None = None  # report.json's "recordings" (the endpoints over whole recordings), when scored
+    windows_digest: str | None = None  # which windows the run scored (reports since 0.15.0)
 
 
 def _check_last_run_finished(folder: Path) -> None:
@@ -262,7 +263,7 @@ def read_report(run: str | Path) -> FinishedRun:
                      for name, p in doc["protocols"].items()}
         endpoints = {name: EndpointSettings.model_validate(e) for name, e in (doc["config"].get("endpoints") or {}).items()}
         return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols,
-                           recordings=doc.get("recordings"))
+                           recordings=doc.get("recordings"), windows_digest=doc.get("windows_digest"))
     except NotPaired:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # JSON and pydantic errors are ValueErrors
@@ -320,6 +321,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | No
         pa, pb = a.protocols[protocol], b.protocols[protocol]
         if pa.level != pb.level:
             not_compared.append(f"{protocol}: one run scores {pa.level}s, the other {pb.level}s")
+        elif pa.level == "window" and None not in (a.windows_digest, b.windows_digest) and a.windows_digest != b.windows_digest:
+            # as many windows per patient and class is not the same windows: pairing them would be a fiction
+            not_compared.append(f"{protocol}, windows: the runs scored other windows (their segment tables differ: "
+                                "other records, segment settings or seed)")
         else:
             scopes.append(ScopeComparison(protocol=protocol, scored=f"{pa.level}s",
                                           comparison=paired_comparison(pa, pb, names_a, endpoints, labels, n_boot, seed)))
@@ -341,6 +346,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | No
                 comparison=recording_comparison(a.recordings["records"], b.recordings["records"], name, labels, n_boot, seed)))
     elif bool(a.recordings) != bool(b.recordings) and not protocols:
         not_compared.append(f"whole recordings: scored in {labels[0] if a.recordings else labels[1]} only")
+    if not scopes:
+        raise NotPaired(f"{labels[0]} and {labels[1]}: nothing pairs: " + "; ".join(not_compared))
     return RunComparison(a=labels[0], b=labels[1], a_classifier=a.classifier, b_classifier=b.classifier,
                          class_names=names_a, scopes=scopes, not_compared=not_compared)
 

@@ -3,6 +3,8 @@ Rendering it (Markdown, HTML, confusion PNGs) is ``ecgpipe.report``."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 import ecgpipe
@@ -183,6 +185,20 @@ def failed_rows_warning(failed_rows) -> str:
             + ". A rerun computes only these rows.")
 
 
+def windows_digest(table: SegmentTable, y: np.ndarray) -> str:
+    """sha256 of which windows were scored and their classes, whatever their row order: (record, start, class) of
+    every window, records by name. Two runs' window-level results pair (``ecgpipe compare``) only when theirs agree:
+    equal counts per patient and class are not the same windows (another seed's class caps, another stride)."""
+    names = np.asarray(table.sources)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(names, kind="stable")] = np.arange(len(names))
+    windows = np.stack([rank[table.source], np.asarray(table.start, dtype=np.int64), np.asarray(y, dtype=np.int64)], axis=1)
+    windows = windows[np.lexsort(windows.T[::-1])]
+    digest = hashlib.sha256("\n".join(sorted(names.tolist())).encode())
+    digest.update(windows.astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
 def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], skipped: list[dict],
                  segment_table: SegmentTable, spec_shape, rows: list[ComparisonRow], best: int,
                  absent: list[str], accounting: dict[str, int], failed_rows: list[dict] = (), unlisted: list[str] = ()) -> Report:
@@ -205,6 +221,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
             "n_segments": int(len(y)),
+            "windows_digest": windows_digest(t, y),
             "n_candidates": segment_table.n_candidates,
             "class_counts": {c: int((y == i).sum()) for i, c in enumerate(cfg.class_names)},
             "class_counts_by_database": {

@@ -234,6 +234,7 @@ class Report(_Result):
     config_name: str
     code_version: str
     n_segments: int
+    windows_digest: str | None = None  # which windows, with their classes (report_build.windows_digest; since 0.15.0)
     n_candidates: int
     class_counts: dict[str, int]
     class_counts_by_database: dict[str, dict[str, int]]

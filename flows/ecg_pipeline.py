@@ -26,6 +26,8 @@ chunks it owns (Zarr loses data silently when two writers share a chunk). Every 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 from prefect import flow, get_run_logger
 
@@ -35,7 +37,7 @@ from ecgpipe.lock import output_lock
 from ecgpipe.model import content_digest
 from ecgpipe.orchestration import model_artifact, steps
 from ecgpipe.orchestration.bookkeeping import RunLog
-from ecgpipe.orchestration.cluster import check_store_reachable, prefect_api, task_runner
+from ecgpipe.orchestration.cluster import api_unreachable_from_workers, check_store_reachable, prefect_api, task_runner
 from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
@@ -128,6 +130,8 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
     with output_lock(out) as lock:  # one run per output folder (an object store's URL has none: it warns)
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))
+            if warning := api_unreachable_from_workers(scheduler, os.environ.get("PREFECT_API_URL")):
+                warnings.warn(warning, UserWarning, stacklevel=1)  # the CLI prints it as one line
         with prefect_api() as api:
             if lock is not None and api.server_pid:
                 lock.note_child(api.server_pid)  # a later run stops it if this process is killed before it can

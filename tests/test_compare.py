@@ -177,3 +177,19 @@ def test_a_folder_whose_last_run_did_not_finish_is_refused_and_few_subjects_are_
     y, groups = _windows(n_subjects=12)
     a = _result(y, _predict(y, groups, {g: 0.2 for g in np.unique(groups)}, 1), groups)
     assert "Only" not in comparison_markdown(run(paired_comparison(a, a, CLASSES, ENDPOINTS, n_boot=100)))
+
+
+def test_the_windows_digest_names_which_windows_not_their_row_order():
+    """Two runs pair only on the same windows (``ecgpipe compare``): the digest is blind to row order and record
+    listing order, and sees a moved window or another class."""
+    from types import SimpleNamespace
+
+    from ecgpipe.report_build import windows_digest
+
+    table = SimpleNamespace(sources=["db/a", "db/b"], source=np.array([0, 0, 1]), start=np.array([0, 3600, 0]))
+    y = np.array([0, 1, 1])
+    reordered = SimpleNamespace(sources=["db/b", "db/a"], source=np.array([0, 1, 1]), start=np.array([0, 3600, 0]))
+    assert windows_digest(reordered, np.array([1, 1, 0])) == windows_digest(table, y)
+    moved = SimpleNamespace(sources=table.sources, source=table.source, start=np.array([0, 3240, 0]))
+    assert windows_digest(moved, y) != windows_digest(table, y)
+    assert windows_digest(table, np.array([0, 0, 1])) != windows_digest(table, y)

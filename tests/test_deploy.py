@@ -48,6 +48,31 @@ def test_every_recipe_parses():
     compile((DEPLOY / "slurm" / "start_cluster.py").read_text(), "start_cluster.py", "exec")
 
 
+def test_the_kubernetes_pods_run_commands_that_exist_with_flags_they_take():
+    """The containers' args are the command (the images have no entrypoint): `dask worker` / `dask scheduler` as the
+    installed dask has them, each flag one its --help lists, workers pointed at the TLS scheduler (the operator's
+    default address is tcp://), images tagged with this version, both images on one Python."""
+    import ecgpipe
+
+    helps = {cmd: subprocess.run([str(BIN / "dask"), cmd, "--help"], capture_output=True, text=True, check=True).stdout
+             for cmd in ("worker", "scheduler")}
+    containers = []
+    for name in ("daskcluster.yaml", "gpu-workergroup.yaml"):
+        spec = yaml.safe_load((DEPLOY / "kubernetes" / name).read_text())["spec"]
+        containers += [c for part in ("worker", "scheduler") if part in spec for c in spec[part]["spec"]["containers"]]
+    assert len(containers) == 3
+    for c in containers:
+        program, command, *rest = c["args"]
+        assert program == "dask" and command in helps, c["args"]
+        assert all(f"{a} " in helps[command] or f"{a}," in helps[command] for a in rest if a.startswith("--")), c["args"]
+        if command == "worker":
+            assert rest[0] == "tls://ecgpipe-scheduler:8786"
+        assert c["image"].endswith((f":{ecgpipe.__version__}-cpu", f":{ecgpipe.__version__}-cuda")), c["image"]
+    cpu, cuda = ((DEPLOY / "docker" / f"Dockerfile.{kind}").read_text() for kind in ("cpu", "cuda"))
+    assert "FROM python:3.12-slim" in cpu and "ubuntu24.04" in cuda  # Ubuntu 24.04's Python is 3.12
+    assert f"ecgpipe-worker:{ecgpipe.__version__}-cpu" in cpu and f"ecgpipe-worker:{ecgpipe.__version__}-cuda" in cuda
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,6 +258,43 @@ def test_prefect_deployment_runs_through_a_server_and_a_process_worker(tmp_path,
                 os.killpg(p.pid, signal.SIGKILL)
 
 
+def test_the_slurm_recipe_starts_a_tls_cluster_that_its_gpu_jobs_join(tmp_path):
+    """deploy/slurm/start_cluster.py without SLURM: its SLURMCluster starts (the cluster object connects to its own
+    scheduler as a client, with the client pair), and the worker command of its GPU job script, run here as sbatch
+    would, joins that scheduler with the GPU resource over TLS. sbatch itself is not run."""
+    import importlib.util
+    import shlex
+
+    from distributed import Client
+
+    spec = importlib.util.spec_from_file_location("start_cluster", DEPLOY / "slurm" / "start_cluster.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    certs = tmp_path / "tls"
+    subprocess.run(["bash", str(DEPLOY / "hosts" / "make-certs.sh"), str(certs)], check=True, capture_output=True)
+    security = recipe.cluster_security(certs)
+    cluster = recipe.cpu_cluster(security, cores=1, memory="1GiB", scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
+    worker = None
+    try:
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        script = recipe.gpu_job_script(cluster.scheduler_address, security)
+        assert "#SBATCH --gres=gpu:1" in script and "#SBATCH -p gpu" in script
+        command = next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line)
+        assert command.split()[3] == cluster.scheduler_address
+        argv = shlex.split(command.replace("${SLURM_JOB_ID}", "4242"))
+        worker = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with Client(cluster, timeout=30) as client:  # the cluster's own security: the client pair
+            client.wait_for_workers(1, timeout=120)
+            [info] = client.scheduler_info()["workers"].values()
+            assert info["resources"] == {"GPU": 1} and info["name"] == "ecgpipe-gpu-4242"
+            assert client.submit(sum, [1, 2], resources={"GPU": 1}).result(timeout=60) == 3
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        cluster.close()
+
+
 def test_recipes_are_hardened():
     """TLS on every recipe, dashboards on loopback, images and pods that never run as root, a CUDA image whose Python
     its base image provides, and separate node and client certificates."""
@@ -259,7 +321,7 @@ def test_recipes_are_hardened():
     assert "--preload ecgpipe.orchestration.tls_roles" in (DEPLOY / "hosts" / "scheduler.sh").read_text()
     assert '"preload": ["ecgpipe.orchestration.tls_roles"]' in (DEPLOY / "slurm" / "start_cluster.py").read_text()
     slurm = (DEPLOY / "slurm" / "start_cluster.py").read_text()
-    assert slurm.count('protocol="tls://"') == 2 and "security=nodes" in slurm and "tls_client_cert" in slurm
+    assert 'protocol="tls://"' in slurm and "security=security" in slurm and "tls_client_cert" in slurm
     jobqueue = yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())["jobqueue"]["slurm"]
     assert jobqueue["worker-extra-args"] == ["--dashboard-address", "127.0.0.1:0"]
     for script in ("scheduler.sh", "cpu-worker.sh", "gpu-worker.sh"):

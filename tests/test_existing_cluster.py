@@ -140,6 +140,46 @@ def test_workers_running_other_ecgpipe_code_are_refused_before_they_compute_anyt
     assert not (tmp_path / "out" / "markers").exists()  # refused before any work
 
 
+def test_a_worker_that_joins_after_the_check_with_other_code_computes_nothing(tmp_path):
+    """On SLURM or Kubernetes most workers join after the run started, past the check before the first record: the
+    run registers a worker plugin that compares each joining worker's code with the run's, and every task of a worker
+    found to differ refuses to run, naming it (its results would be stored under this code's keys)."""
+    import shutil
+
+    from distributed import Client
+
+    from ecgpipe.errors import StoreUnreachable
+    from ecgpipe.orchestration.cluster import check_store_reachable
+    from ecgpipe.orchestration.worker_code import refuse_if_stale
+
+    package = Path(__file__).resolve().parent.parent / "ecgpipe"
+    other = tmp_path / "other"
+    shutil.copytree(package, other / "ecgpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    edited = other / "ecgpipe" / "spectrogram.py"
+    edited.write_text(edited.read_text() + "\nTIME_REVERSED = True\n")
+    scheduler, sched_file = start_scheduler(tmp_path)
+    procs = [scheduler, start_worker(sched_file)]
+    try:
+        address = wait_for_workers(sched_file, 1)
+        check_store_reachable(address, str(tmp_path / "out"))  # passes, and leaves the plugin with the scheduler
+        procs.append(start_worker(sched_file, wrap=lambda cmd: ["env", f"PYTHONPATH={other}", *cmd]))
+        wait_for_workers(sched_file, 2)
+        with Client(address, timeout=30) as client:
+            package_of = client.run(lambda: __import__("ecgpipe").__file__)  # worker -> the ecgpipe it imports
+            outcomes = {}
+            for worker in package_of:
+                try:
+                    client.submit(refuse_if_stale, workers=[worker], allow_other_workers=False, pure=False).result(timeout=60)
+                    outcomes[worker] = "ran"
+                except StoreUnreachable as exc:
+                    outcomes[worker] = str(exc)
+        refused = [w for w, o in outcomes.items() if o != "ran"]
+        assert len(refused) == 1 and package_of[refused[0]].startswith(str(other)), outcomes  # the late one, not the checked
+        assert f"the Dask worker {refused[0]} runs other ecgpipe code than this run (another version or checkout)" in outcomes[refused[0]]
+    finally:
+        stop(procs)
+
+
 def test_a_closed_client_means_the_scheduler_is_gone_not_a_key_error(monkeypatch):
     """A scheduler killed mid-stage: the client closes, its tasks end cancelled, and the next stage asked it for its
     workers (KeyError: 'workers', the run's only message). Now the stage says the scheduler is gone."""
@@ -223,6 +263,51 @@ def test_a_stage_left_without_workers_says_so_every_few_seconds(monkeypatch):
         slow.cancel()
         waiter.join(30)
         assert not waiter.is_alive() and len(got["r"][1]) == 1  # the cancelled task: one failure, the wait ends
+
+
+def test_gpu_tasks_left_without_a_gpu_worker_say_so_while_cpu_workers_remain(tmp_path, monkeypatch):
+    """The feature stage's tasks need the GPU resource once the cluster has a GPU worker: if that worker leaves (a
+    job's walltime, a preemption) they wait for ever beside idle CPU workers. The wait now says so, naming the cure."""
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from distributed import Client
+
+    from ecgpipe.orchestration import bookkeeping
+
+    monkeypatch.setattr(bookkeeping, "PROGRESS_EVERY_S", 0.5)
+    lines = []
+    logger = logging.getLogger("gpu-gone-test")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: lines.append((r.levelno, r.getMessage()))})())
+    scheduler, sched_file = start_scheduler(tmp_path)
+    procs = [scheduler, start_worker(sched_file), start_worker(sched_file, "--resources", "GPU=1")]
+    try:
+        address = wait_for_workers(sched_file, 2)
+        with Client(address, timeout=30) as client:
+            first = client.submit(time.sleep, 0.1, resources={"GPU": 1}, pure=False)
+            first.result(timeout=60)
+            gpu_only = [SimpleNamespace(wrapped_future=first, result=first.result)]
+            assert bookkeeping.idle_reason(gpu_only, gpu_only=True) == ""  # a GPU worker is there
+            stop(procs[2:])  # the GPU worker's job ends
+            deadline = time.time() + 60
+            while len(client.scheduler_info(n_workers=-1)["workers"]) > 1 and time.time() < deadline:
+                time.sleep(0.2)
+            waiting = client.submit(time.sleep, 0.1, resources={"GPU": 1}, pure=False)
+            futures = [SimpleNamespace(wrapped_future=waiting, result=waiting.result)]
+            waiter = threading.Thread(target=lambda: bookkeeping.wait_all(futures, "features", logger, gpu_only=True))
+            waiter.start()
+            while not any("GPU resource" in m for _, m in lines) and time.time() < deadline:
+                time.sleep(0.1)
+            assert any(lvl == logging.WARNING and "no worker with the GPU resource is left" in m and "--resources GPU=1" in m
+                       for lvl, m in lines)
+            assert bookkeeping.idle_reason(futures, gpu_only=False) == ""  # tasks that any worker takes: nothing to say
+            waiting.cancel()
+            waiter.join(30)
+            assert not waiter.is_alive()
+    finally:
+        stop(procs)
 
 
 def test_waiting_for_one_task_hears_ctrl_c_and_says_when_the_local_cluster_has_no_worker(monkeypatch):
@@ -323,3 +408,16 @@ def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_co
         assert stages["spectrograms"]["computed"] == 0 and stages["spectrograms"]["skipped"] > 0
     spectrograms = stages["spectrograms"]["computed"] + stages["spectrograms"]["skipped"]
     assert stages["features"]["computed"] + stages["features"]["skipped"] == spectrograms > 0
+
+
+def test_a_scheduler_on_another_machine_with_the_prefect_api_on_loopback_is_warned_of():
+    """prefect-dask hands the client's PREFECT_API_URL to every worker: 127.0.0.1 (or the temporary server) with a
+    scheduler on another host points remote workers' task runs at their own loopback."""
+    from ecgpipe.orchestration.cluster import api_unreachable_from_workers
+
+    remote = "tls://scheduler.example.org:8786"
+    assert "workers on other machines cannot reach it" in api_unreachable_from_workers(remote, "http://127.0.0.1:4200/api")
+    assert "temporary Prefect server" in api_unreachable_from_workers(remote, None)
+    assert api_unreachable_from_workers(remote, "http://prefect.example.org:4200/api") == ""
+    assert api_unreachable_from_workers("tcp://127.0.0.1:8786", None) == ""  # all on this machine
+    assert api_unreachable_from_workers("localhost:8786", "http://127.0.0.1:4200/api") == ""

@@ -338,6 +338,14 @@ def test_compare_cli_pairs_two_runs_of_the_same_windows(flow_run, tmp_path):
     other.write_text(json.dumps(report))
     proc = _cli("compare", str(out), str(other.parent), "--protocol", "grouped_by_subject")
     assert proc.returncode == 2 and f"subject {dropped['subject']} has {dropped['n']} {dropped['class']} windows" in proc.stderr
+    # the same counts per patient and class, but other windows (another seed's caps, say): the window-level results
+    # are not paired, and with nothing else to pair the command says why
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["windows_digest"]) == 64
+    report["windows_digest"] = "0" * 64
+    other.write_text(json.dumps(report))
+    proc = _cli("compare", str(out), str(other.parent), "--protocol", "grouped_by_subject")
+    assert proc.returncode == 2 and "grouped_by_subject, windows: the runs scored other windows" in proc.stderr
     proc = _cli("compare", str(out), str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and "no report of a finished run here" in proc.stderr
 
@@ -358,6 +366,7 @@ def test_a_run_of_rhythm_only_classifiers_computes_no_cnn(flow_run, tmp_path):
     assert report["spectrograms_array"] is None and report["features_array"] is None
     assert report["feature_placement"].startswith("not computed")
     assert report["n_segments"] == flow_run["report"]["n_segments"] and report["classifier"].startswith("RR+irr+wave only")
+    assert report["windows_digest"] == flow_run["report"]["windows_digest"]  # the same windows, another run
     assert set(report["protocols"]) == set(flow_run["report"]["protocols"])
     proc = _cli("compare", str(flow_run["out"]), str(out), "--protocol", "grouped_by_subject", "--boot", "200")
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ import distributed
 
 from ecgpipe.location import Location
 from ecgpipe.orchestration import interrupt
+from ecgpipe.orchestration.cluster import gpu_workers
 from ecgpipe.orchestration.console import PROGRESS_RECORD, stage_bar
 from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
 from ecgpipe.progress import PROGRESS_EVERY_S, progress_line
@@ -88,13 +89,30 @@ class RunLog:
         return doc
 
 
-def cluster_workers(futures: list) -> int | None:
-    """How many workers the Dask cluster running ``futures`` has now (None: not Dask futures, or not known)."""
+def cluster_workers(futures: list, gpu: bool = False) -> int | None:
+    """How many workers (``gpu``: with the GPU resource) the Dask cluster running ``futures`` has now (None: not Dask
+    futures, or not known)."""
     try:
         client = futures[0].wrapped_future.client
-        return len(client.scheduler_info(n_workers=-1)["workers"])
+        return len(gpu_workers(client)) if gpu else len(client.scheduler_info(n_workers=-1)["workers"])
     except Exception:
         return None
+
+
+# tasks that need the GPU resource wait for a worker that has it, however many others the cluster has
+NO_GPU_WORKER_LEFT = (": no worker with the GPU resource is left (its job ended or was preempted?) and these tasks "
+                      "wait for one: start a `dask worker <scheduler address> --resources GPU=1`, or stop the run with "
+                      "Ctrl-C (a rerun computes only what is missing, on CPU workers when the cluster has no GPU one)")
+
+
+def idle_reason(futures: list, gpu_only: bool) -> str:
+    """Why nothing finishes, when it can be told: no worker at all, or (``gpu_only`` tasks) none with a GPU."""
+    workers = cluster_workers(futures)
+    if workers == 0:
+        return no_worker_advice(futures)
+    if gpu_only and workers and cluster_workers(futures, gpu=True) == 0:
+        return NO_GPU_WORKER_LEFT
+    return ""
 
 
 def no_worker_advice(futures: list) -> str:
@@ -111,12 +129,13 @@ def no_worker_advice(futures: list) -> str:
             "with Ctrl-C; a rerun computes only what is missing)")
 
 
-def result_of(future, stage: str, logger):
+def result_of(future, stage: str, logger, gpu_only: bool = False):
     """One task's result, waited for as a stage's tasks are: Ctrl-C stops the wait, and a cluster left without
-    workers is reported every ``PROGRESS_EVERY_S`` (a bare ``future.result()`` waited for ever, deaf to Ctrl-C)."""
+    workers (or, ``gpu_only``, without GPU workers) is reported every ``PROGRESS_EVERY_S`` (a bare
+    ``future.result()`` waited for ever, deaf to Ctrl-C)."""
     def waiting(idle_s: float) -> None:
-        if cluster_workers([future]) == 0:
-            logger.warning(f"{stage}: waiting {idle_s:.0f} s for a task" + no_worker_advice([future]))
+        if why := idle_reason([future], gpu_only):
+            logger.warning(f"{stage}: waiting {idle_s:.0f} s for a task" + why)
 
     for fut in _completed([future], on_wait=waiting):
         return fut.result()
@@ -154,12 +173,13 @@ def _completed(futures: list, on_wait=None):
     interrupt.check()
 
 
-def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=None, stop_after=None
+def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=None, stop_after=None, gpu_only: bool = False
              ) -> tuple[list, list[tuple[int, Exception]]]:
     """Wait for a stage's futures, logging progress; returns (results in submission order, (index, error) failures).
     A failed task never stops the others: the rest of the stage keeps running. ``on_done(i, error or None)`` is
     called as each finishes (counts stay right if the run is interrupted); ``stop_after(failures, n_done)`` may
-    raise to stop waiting (a systematic error)."""
+    raise to stop waiting (a systematic error). ``gpu_only``: the tasks need the GPU resource (a wait says when no
+    worker has it any more)."""
     order = {id(f): i for i, f in enumerate(futures)}
     results: list = [None] * len(futures)
     failures = []
@@ -168,9 +188,8 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
     n_done = 0
 
     def waiting(idle_s: float) -> None:  # a line every 15 s even when nothing finishes, saying why when it can
-        workers = cluster_workers(futures)
-        why = no_worker_advice(futures) if workers == 0 else ""
-        say = logger.warning if workers == 0 else logger.info
+        why = idle_reason(futures, gpu_only)
+        say = logger.warning if why else logger.info
         say(progress_line(stage, n_done, len(futures), len(failures), time.perf_counter() - t0)
             + f"; no task finished for {idle_s:.0f} s" + why, extra={PROGRESS_RECORD: True})
 
@@ -201,7 +220,7 @@ def wait_all(futures: list, stage: str, logger, strict: bool = False, on_done=No
 
 
 def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: int, plan: RunPlan, submit, logger,
-                    log: RunLog, blocked=()) -> set[int]:
+                    log: RunLog, blocked=(), gpu_only: bool = False) -> set[int]:
     """Submit the chunks of a stage that are not done; returns the chunk indices that failed (or were blocked).
 
     ``targets`` are (array, chunk keys) pairs filled by the same tasks (the layers of one backbone share a forward
@@ -240,7 +259,7 @@ def run_chunk_stage(stage: str, targets: list[tuple[str, list[str]]], n_rows: in
 
     log.count(stage, tasks=len(chunks))
     try:
-        wait_all([submit(i, todo[i]) for i in chunks], stage, logger, on_done=on_done)
+        wait_all([submit(i, todo[i]) for i in chunks], stage, logger, on_done=on_done, gpu_only=gpu_only)
     except interrupt.RunInterrupted:  # units that finished (their marker is written) as the run stopped count too
         log.count(stage, computed=sum(plan.chunk_done(array, i, key, n_rows) for i in chunks if i not in settled
                                       for array, key in todo[i]))

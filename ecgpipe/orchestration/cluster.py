@@ -82,6 +82,30 @@ def _detached_server_class():
     return DetachedASGIServer
 
 
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url if "://" in url else f"tcp://{url}").hostname or ""
+
+
+def api_unreachable_from_workers(scheduler: str, api_url: str | None) -> str:
+    """A warning when a run's Dask scheduler is on another machine but its Prefect API on this machine's loopback
+    (``PREFECT_API_URL`` of 127.0.0.1, or none: ecgpipe's temporary server listens there): the task runner hands the
+    client's Prefect settings to every worker, whose task runs would report to their own loopback. '' otherwise."""
+    if _host(scheduler).startswith(LOOPBACK):
+        return ""
+    api = api_url or "http://127.0.0.1 (the temporary Prefect server this run starts)"
+    if not _host(api).startswith(LOOPBACK):
+        return ""
+    return (f"the Dask scheduler {scheduler} is not on this machine, but the Prefect API is on its loopback ({api}): "
+            "workers on other machines cannot reach it to report their task runs. Start a Prefect server they can "
+            "reach (`prefect server start --host 0.0.0.0`, behind TLS and PREFECT_SERVER_API_AUTH_STRING) and set "
+            "PREFECT_API_URL=http://<this host>:4200/api before the run (deploy/README.md)")
+
+
 @contextlib.contextmanager
 def prefect_api():
     """Make sure every process of the run talks to ONE Prefect API.
@@ -162,6 +186,10 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
             raise StoreUnreachable(
                 f"workers of the cluster at {scheduler} do not run this ecgpipe's code: {'; '.join(stale)}. Restart them "
                 "(`dask worker` again, or `Client(...).restart()`) with the same ecgpipe as this run's")
+        if code_of is None:  # a run's tasks: workers that join later are checked as they join (predict's on a task)
+            from ecgpipe.orchestration.worker_code import CodeCheck, installed_code
+
+            client.register_plugin(CodeCheck(installed_code()))
         for folder in folders:
             if not folder:
                 continue

@@ -280,7 +280,8 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
             e.attrs = dict(root[e.data].attrs)
         else:
             with feature_placement(n_gpu):
-                e.attrs = result_of(run.task(tasks.describe_extractor).submit(task_config_json(e.cfg)), features.STAGE, run.logger)
+                describe = run.task(tasks.describe_extractor).submit(task_config_json(e.cfg))
+                e.attrs = result_of(describe, features.STAGE, run.logger, gpu_only=bool(n_gpu))
         ensure_rows(run.store, e.data, n, (e.width,), run.cfg.run.chunk_size, Layout.FEATURE_DTYPE, e.attrs)
     layer_of = {e.array: e.layer for e in group}
     targets = list({e.array: e.keys for e in group}.items())  # one target per array
@@ -290,7 +291,7 @@ def _feature_group(run: Run, group: list[FeatureArray], n: int, spec_array: str,
         with feature_placement(n_gpu):
             return task.submit(run.store, run.out_dir, spec_array, i, [(a, key, layer_of[a]) for a, key in todo], config_json)
 
-    return run_chunk_stage(features.STAGE, targets, n, run.plan, submit, run.logger, run.log, blocked=spec_failed)
+    return run_chunk_stage(features.STAGE, targets, n, run.plan, submit, run.logger, run.log, spec_failed, bool(n_gpu))
 
 
 def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArray]
@@ -416,7 +417,7 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
             row_json = task_config_json(row.cfg)
             futures = [task.submit(run.store, run.out_dir, b, batch, row_json) for b, batch in enumerate(batches)]
         run.log.count(recording_grid.STAGE, tasks=len(futures))
-        results, failures = wait_all(futures, recording_grid.STAGE, run.logger, run.strict)
+        results, failures = wait_all(futures, recording_grid.STAGE, run.logger, run.strict, gpu_only=bool(n_gpu))
         batch_errors = {b: exc for b, exc in failures}
         lost = []  # failed batches with records left unfinished
         for b, batch in enumerate(batches):

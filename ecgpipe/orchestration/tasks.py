@@ -19,7 +19,7 @@ from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
 from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.console import quiet_this_worker
-from ecgpipe.orchestration.worker_code import drop_extractors_of_changed_weights
+from ecgpipe.orchestration.worker_code import drop_extractors_of_changed_weights, refuse_if_stale
 from ecgpipe.plan import chunk_unit
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import FoldResult
@@ -58,6 +58,7 @@ stage_task = task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
 
 def _config(config_json: str) -> PipelineConfig:
     quiet_this_worker()  # every task starts here
+    refuse_if_stale()  # a worker that joined an existing cluster mid-run with other code computes nothing
     return PipelineConfig.model_validate_json(config_json)
 
 

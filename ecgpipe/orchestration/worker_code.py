@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 PACKAGE = "ecgpipe"
 WORKER_MODULE = "ecgpipe.orchestration.tasks"  # what a worker runs: the tasks and the stages they import
 CLOCK_SLACK_S = 2.0  # file systems' coarse times, and a file server's clock a little off the worker's
@@ -75,6 +77,40 @@ def worker_code(roots: tuple[str, ...] = (WORKER_MODULE,)) -> str:
         names = ", ".join(sorted(changed)[:3]) + (" ..." if len(changed) > 3 else "")
         return f"<imported {names} before its file changed>"
     return installed_code(roots)
+
+
+class CodeCheck(WorkerPlugin):
+    """A Dask worker plugin (``client.register_plugin``) that a run on an existing cluster registers once its workers
+    passed ``check_store_reachable``: the scheduler hands it to every worker that joins later too (a SLURM job or a
+    pod that starts mid-run), which then compares its code with the run's once, on joining; its tasks refuse to run
+    if they differ (``refuse_if_stale``), instead of storing another code's results under this code's keys."""
+
+    name = "ecgpipe-code-check"
+    idempotent = False  # a later run's registration replaces an earlier run's (its code may differ)
+
+    def __init__(self, code: str, roots: tuple[str, ...] = (WORKER_MODULE,)):
+        self.code, self.roots = code, tuple(roots)
+
+    def setup(self, worker) -> None:
+        here = worker_code(self.roots)
+        worker.ecgpipe_code_problem = "" if here == self.code else (
+            here if here.startswith("<") else "another version or checkout")
+
+
+
+def refuse_if_stale() -> None:
+    """In a task: raise when this Dask worker was found (``CodeCheck``) to run other ecgpipe code than the run's."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a Dask worker (a test calling a task's function directly)
+        return
+    if problem := getattr(worker, "ecgpipe_code_problem", ""):
+        from ecgpipe.errors import StoreUnreachable
+
+        raise StoreUnreachable(f"the Dask worker {worker.address} runs other ecgpipe code than this run ({problem}): "
+                               "restart it with this run's ecgpipe; a rerun computes only what is missing")
 
 
 _weights_seen: dict[str, tuple[int, int]] = {}  # this worker process's last look at each local weights file
