@@ -24,6 +24,7 @@ class RecordWindows:
     starts: np.ndarray  # (n,) int64, target-rate samples
     episode: np.ndarray  # (n,) int32, index into record.episodes
     class_index: np.ndarray  # (n,) int16, index into config.class_names
+    n_with_gaps: int = 0  # windows inside a configured class's episode left out for missing samples (NaN)
 
 
 def resampled_leads(record: EcgRecord, fs_out: float) -> np.ndarray:
@@ -72,4 +73,5 @@ def record_windows(record: EcgRecord, config: PipelineConfig) -> RecordWindows:
         starts=starts,
         episode=episode,
         class_index=class_of_episode[episode] if len(episode) else np.zeros(0, np.int16),
+        n_with_gaps=int((~keep).sum()),
     )

@@ -7,6 +7,7 @@ command line can print it as one line and stop, without a traceback. Subclasses 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -43,6 +44,36 @@ class RecordError(EcgpipeError):
         return (RecordError, (self.record_path, self.problem))
 
 
+# Errors of the code on one record's data, not of its surroundings (an odd signal's IndexError, a division by zero):
+# the same record fails the same way again, so it fails alone and the others go on (a run's batch task, predict,
+# evaluate); anything else may pass on a retry, or is the machine's
+DETERMINISTIC_ERRORS = (ArithmeticError, LookupError, TypeError, AttributeError, AssertionError, NotImplementedError)
+ONE_RECORD_ERRORS = (EcgpipeError, ValueError, *DETERMINISTIC_ERRORS)
+
+
+def one_record_error(err: BaseException, record: str) -> str:
+    """One record's failure in words: an ``EcgpipeError`` names its file already; anything else gets the record and
+    the error's type (an IndexError's bare 'index 5 is out of bounds' says neither)."""
+    return str(err) if isinstance(err, EcgpipeError) else f"{record}: {type(err).__name__}: {err}"
+
+
+# errors of the machine, not of a record: a network file system's hiccup, a stale handle, a timeout. A reader re-raises
+# them as they are (the task's retries and the run's rule for transient errors apply) instead of failing the record
+# for good as bad input; a missing or forbidden file (ENOENT, EACCES) is the record's problem
+PASSING_OS_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EINTR, errno.ECONNRESET,
+                               errno.ECONNABORTED, errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOMEM})
+
+
+def may_pass(exc: BaseException) -> bool:
+    """Whether an error while reading a record says nothing of the record (``PASSING_OS_ERRNOS``)."""
+    return isinstance(exc, OSError) and exc.errno in PASSING_OS_ERRNOS
+
+
+def error_kind(message: str, record: str = "") -> str:
+    """What kind of error ``message`` is, whichever record it names: the record's path taken out, numbers as #."""
+    return re.sub(r"\d+", "#", message.replace(record, "<record>") if record else message)
+
+
 def failure_kinds(skipped: list[dict], most: int = 3, rest: str = "in run.json") -> str:
     """Failed records grouped by their error (the record's own path taken out, numbers ignored), most frequent first,
     each with its count, its first message and one record (``skipped``: dicts with "record" and "error"; ``rest``:
@@ -51,7 +82,7 @@ def failure_kinds(skipped: list[dict], most: int = 3, rest: str = "in run.json")
     kinds: dict[str, tuple[str, list[str]]] = {}  # kind (numbers as #) -> (its first message, the records)
     for s in skipped:
         message = s["error"].replace(s["record"], "<record>")
-        kinds.setdefault(re.sub(r"\d+", "#", message), (message, []))[1].append(s["record"])
+        kinds.setdefault(error_kind(message), (message, []))[1].append(s["record"])
     ranked = sorted(kinds.values(), key=lambda item: -len(item[1]))
     lines = [f"{len(paths)} x {message} (e.g. {paths[0]})" for message, paths in ranked[:most]]
     if len(ranked) > most:

@@ -36,10 +36,11 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
-from ecgpipe.errors import EcgpipeError, PipelineError, failure_kinds
-from ecgpipe.labels import check_subject_column, record_labels
+from ecgpipe.errors import ONE_RECORD_ERRORS, EcgpipeError, PipelineError, RecordError, failure_kinds, one_record_error
+from ecgpipe.labels import check_record_label, check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_pool import in_order, with_cnn_threads
+from ecgpipe.orchestration.attempts import injected_death
 from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
 from ecgpipe.predict_many import PER_RECORD_LINES  # records whose read warnings are printed, as predict's
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
@@ -181,7 +182,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         predicted = in_order_on_cluster(read_and_predict, work, model, scheduler, reads=tuple(sorted({str(w[1]) for w in work})),
                                         killed=lambda item, why: (None, None, (why, item[0]), False), say=progress)
     else:
-        predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads)
+        predicted = in_order(read_and_predict, work, model, jobs, require_signed, cnn_threads,
+                             killed=lambda item, why: (None, None, (why, item[0]), False))
     started, last = time.monotonic(), time.monotonic()
     for i, ((db, _folder, _settings, name, labels, _), (label, subject, problem)) in enumerate(zip(todo, plan)):
         if problem is not None:  # not scored (its label), or its subject rule failed on it
@@ -272,8 +274,12 @@ def _what_to_score(item: tuple, dataset: PipelineConfig, excluded: set[str]) -> 
     label = labels.get(name) if labels is not None else None
     if labels is not None and (not label or label in excluded or label not in dataset.label_to_class):
         reason = "no_label_row" if not label else "excluded_label" if label in excluded else "unknown_label"
-        why = ("no row for this record in the labels CSV" if label is None else "its row in the labels CSV has no label"
-               if not label else reason.replace("_", " "))
+        why = reason.replace("_", " ")
+        if not label:  # the run's own words for a missing or empty label (a CSV's row, or a header's label line)
+            try:
+                check_record_label(f"{db}/{name}", label, settings, set(), set())
+            except RecordError as err:
+                why = err.problem
         return label, None, (reason, f"not scored: {why}", None)
     try:  # intervals are bootstrapped over the dataset's subjects (its config says who is one patient)
         return label, subject_id(db, name, settings.same_subject, settings.subject, settings.subject_pattern, csv_subject), None
@@ -288,15 +294,16 @@ def read_and_predict(model: TrainedModel, shown: str, folder: Path, db: str, nam
     samples (its config describes its records), not the training data's; per record (CSV labels) only the classes
     are scored (``decisions`` None), per window the endpoints too, as predict calls them."""
     rec = None
+    injected_death("evaluate", shown)
     try:  # what is read anyway is in the prediction's read_warnings: said by the process that reports
         rec = read_record(folder, db, name, settings, nan_policy=nan_policy, record_label=label,
                           n_leads=model.config.segments.n_leads, warn=False)
         pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=decisions)
-    except (EcgpipeError, ValueError) as err:  # as text: not every error survives pickling back from a worker
+        # a record the model learnt from is no external test: counted and flagged, the report says so
+        seen = training_recording(model, str(folder / name)) is not None
+    except ONE_RECORD_ERRORS as err:  # as text: not every error survives pickling back from a worker
         read_anyway = "".join(f"; read anyway: {note}" for note in (rec.notes if rec is not None else []))
-        return None, None, (str(err) + read_anyway, getattr(err, "record_path", f"{db}/{name}")), False
-    # a record the model learnt from is no external test: counted and flagged, the report says so
-    seen = training_recording(model, str(folder / name)) is not None
+        return None, None, (one_record_error(err, shown) + read_anyway, getattr(err, "record_path", shown)), False
     return dataclasses.replace(rec, signals=rec.signals[:, :0]), pred, None, seen  # the samples are not sent back
 
 

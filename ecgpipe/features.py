@@ -20,6 +20,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from ecgpipe.backbones import backbone_spec, load_backbone
 from ecgpipe.config import FeatureSettings
 from ecgpipe.engines import PooledTaps, make_runner, resolve_engine
+from ecgpipe.errors import PipelineError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,7 +31,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"features.device = {name!r}, but CUDA is not available on this worker")
+        # a setting this worker cannot honour: no retry cures it (a RuntimeError would be retried as transient)
+        raise PipelineError(f"features.device = {name!r}, but CUDA is not available on this worker: use 'auto' (CUDA "
+                            "where a worker has it, else CPU) or run on GPU workers")
     return device
 
 

@@ -139,7 +139,8 @@ def code_version(module: str, without: tuple[str, ...] = ()) -> str:
 
 
 def file_digest(paths: list[str | Path]) -> str:
-    """sha256 over the contents of some files (a record's .hea/.dat/annotation files), in the order given."""
+    """sha256 over the names and contents of some files (a record's .hea/.dat/annotation files), in the order given:
+    a renamed file changes it."""
     return read_digest(paths)[0]
 
 

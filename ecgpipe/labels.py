@@ -3,7 +3,8 @@ length, and ``REFERENCE.csv`` with one ``record,label`` row per record, e.g. ``A
 each record's header: the PhysioNet/CinC Challenge 2020/2021 layout (``#Dx: 164889003,59118001``, SNOMED CT codes).
 
 Such a record is one episode spanning the whole recording; its windows all carry the record's label. A record's
-prediction aggregates its windows' predictions by majority vote (``ecgpipe.aggregate.record_votes``).
+prediction aggregates its windows' predictions by the classifier's record rule (``ecgpipe.aggregate``: a majority
+vote, or the mean of their class probabilities), or a record-level classifier reads features of the whole record.
 """
 
 from __future__ import annotations

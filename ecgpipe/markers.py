@@ -37,10 +37,6 @@ class Markers:
         except json.JSONDecodeError:
             return None
 
-    def is_done(self, stage: str, unit: str, key: str) -> bool:
-        marker = self.read(stage, unit)
-        return marker is not None and marker.get("key") == key
-
     def write(self, stage: str, unit: str, key: str, info: dict | None = None, files: str | None = None) -> None:
         """``files``: where the unit's data lies (relative to the output location, e.g. ``store.zarr/records/mitdb/
         100``); its stamp is recorded so that a later check of unchanged files needs no read."""

@@ -9,6 +9,7 @@ holding a model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -64,34 +65,84 @@ def _in_worker(work: Callable, item: tuple):
     return work(_WORKER["model"], *item)
 
 
+def _ready() -> bool:
+    return True
+
+
+def _stop_broken(pool: ProcessPoolExecutor) -> None:
+    """Shut a pool down after one of its processes died. The survivors ignore SIGTERM (``_start_worker``), so the
+    executor's own terminate cannot stop them, and one blocked writing a large result to the pipe nobody reads any
+    more waits for ever, and the shutdown with it (an evaluation hung so): they are killed first."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def in_order(work: Callable, items: Iterable[tuple], model: TrainedModel, jobs: int = 1, require_signed: bool | None = None,
-             cnn_threads: int | None = None, lost: str = "") -> Iterator:
+             cnn_threads: int | None = None, lost: str = "", killed: Callable[[tuple, str], object] | None = None) -> Iterator:
     """``work(model, *item)`` for each item, in the order of ``items``: in this process with ``model`` when ``jobs``
     is 1, else from ``jobs`` processes that each load ``model.path`` (checked against its digest; ``cnn_threads``:
-    their CNN threads). ``work`` is a module-level function (sent by reference), ``item[0]`` names the item in the
-    error raised when a process dies, followed by ``lost`` (what the caller kept of the items done)."""
+    their CNN threads). ``work`` is a module-level function (sent by reference).
+
+    A process that dies (the kernel's out-of-memory killer, a crash in a library) takes every item in flight with it.
+    With ``killed``, those items are tried again one at a time in a process of their own: one that kills it again is
+    ``killed(item, why)``, its failure, and the others go on (the cluster's workers do the same,
+    ``model_cluster``). Without ``killed``, or when a new process cannot even start, an error names ``item[0]``,
+    followed by ``lost`` (what the caller kept of the items done)."""
     if jobs == 1:
         for item in items:
             yield work(model, *item)
         return
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                               initargs=(model.path, model.digest, require_signed, jobs, cnn_threads))
+
+    def start(processes: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                   initargs=(model.path, model.digest, require_signed, jobs, cnn_threads))
+
+    def died(name: str, exc: BaseException) -> PipelineError:
+        return PipelineError(f"{name}: a worker process died on it or on a record beside it (out of memory? or the "
+                             f"model could not be loaded in a new process){lost}")
+
     waiting, pending = iter(items), deque()
+    pool = start(jobs)
     try:
-        for item in waiting:
-            pending.append((item[0], pool.submit(_in_worker, work, item)))
-            if len(pending) >= IN_FLIGHT_PER_JOB * jobs:
-                break
-        while pending:
-            name, future = pending.popleft()
+        while True:
+            while len(pending) < IN_FLIGHT_PER_JOB * jobs and (item := next(waiting, None)) is not None:
+                pending.append((item, pool.submit(_in_worker, work, item)))
+            if not pending:
+                return
+            item, future = pending.popleft()
             try:
                 result = future.result()
             except BrokenProcessPool as exc:
-                raise PipelineError(f"{name}: a worker process died on it or on a record beside it (out of memory? or "
-                                    f"the model could not be loaded in a new process){lost}") from exc
-            following = next(waiting, None)  # one more in flight for the one done
-            if following is not None:
-                pending.append((following[0], pool.submit(_in_worker, work, following)))
+                _stop_broken(pool)
+                if killed is None:
+                    raise died(item[0], exc) from exc
+                suspects = [item] + [it for it, _ in pending]
+                pending.clear()
+                yield from _one_at_a_time(work, suspects, start, killed, died)
+                pool = start(jobs)
+                continue
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _one_at_a_time(work: Callable, items: list[tuple], start: Callable, killed: Callable, died: Callable) -> Iterator:
+    """The items a dead process took with it, each alone in a process of one: the one that dies again is killed."""
+    alone = start(1)
+    try:
+        for item in items:
+            try:
+                alone.submit(_ready).result()  # a process that cannot start (no memory, the model unloadable) is no
+            except BrokenProcessPool as exc:   # record's fault: the command stops, naming where it was
+                raise died(item[0], exc) from exc
+            try:
+                yield alone.submit(_in_worker, work, item).result()
+            except BrokenProcessPool:
+                yield killed(item, f"{item[0]}: a worker process died on it twice, the second time with it alone (out "
+                                   "of memory, or a crash in a library): left out, the others go on")
+                _stop_broken(alone)
+                alone = start(1)
+    finally:
+        alone.shutdown(wait=True)

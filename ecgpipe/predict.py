@@ -101,7 +101,8 @@ class RecordPrediction:
     # (n_windows, n_classes) class probabilities, NaN rows unscored: models whose record rule is the mean probability
     window_probabilities: np.ndarray | None = None
     raw_classes: np.ndarray | None = None  # per window before smoothing (what the record's vote counts)
-    # per endpoint of the model's config (e.g. shockable = vt + vf): 1/0 per window from the pooled vote, -1 unscored
+    # per endpoint of the model's config (e.g. shockable = vt + vf): 1/0 per window, -1 unscored (the endpoint's
+    # detector's scores smoothed, or the pooled vote of the 4-class calls for a model without detectors)
     endpoint_calls: dict[str, np.ndarray] = field(default_factory=dict)
     # what was read anyway (EcgRecord.notes: a checksum mismatch read with 'warn', a signal file longer than its header
     # says): in ``note`` too, and printed by the command, whatever process or cluster worker read the record
@@ -194,7 +195,7 @@ def record_stem(path: str) -> str:
 
 def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None = None, warn: bool = True) -> EcgRecord:
     """Read and validate a record (WFDB, or an EDF/EDF+ file) with the same checks as in training; annotations are
-    not needed. What is read anyway is in the record's ``notes`` (with ``warn``, a warning too)."""
+    not needed. What is read anyway is in the record's ``notes`` (a WFDB record's, with ``warn``, a warning too)."""
     from ecgpipe.config import DatabaseSettings
 
     cfg = model.config

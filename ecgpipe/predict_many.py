@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecgpipe.errors import EcgpipeError
+from ecgpipe.errors import ONE_RECORD_ERRORS, one_record_error
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_cluster import ModelCluster
 from ecgpipe.model_pool import in_order
+from ecgpipe.orchestration.attempts import injected_death
 from ecgpipe.predict import (
     EndpointDecision,
     RecordPrediction,
@@ -81,6 +82,7 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
     # the reader names the record and its files by their folder: given back as given (``./`` for none, as read here)
     folder_read, folder_given = os.path.join(os.path.dirname(where), ""), os.path.join(os.path.dirname(path) or ".", "")
     read_warnings: list[str] = []
+    injected_death("predict", name)
     try:
         rec = read_new_record(where, model, list(options.lead) if options.lead else None, warn=False)
         read_warnings = [w.replace(folder_read, folder_given) for w in rec.notes] if base else list(rec.notes)
@@ -94,10 +96,10 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
                 pred.agreement["reason"] = pred.agreement["reason"].replace(where, path)
         if base:  # what was read anyway, named as given too
             pred.note, pred.read_warnings = pred.note.replace(folder_read, folder_given), read_warnings
-    except (EcgpipeError, ValueError) as err:  # named as given, as without a cluster
-        return RecordOutcome(path, name, error=str(err).replace(where, path) if base else str(err),
-                             read_warnings=read_warnings)
-    seen = training_recording(model, where)
+        seen = training_recording(model, where)
+    except ONE_RECORD_ERRORS as err:  # named as given, as without a cluster; a bug one odd record triggers fails it alone
+        text = one_record_error(err, where)
+        return RecordOutcome(path, name, error=text.replace(where, path) if base else text, read_warnings=read_warnings)
     pred.record, target = path, os.path.join(out, os.path.relpath(target, os.path.join(base, out)))
     if seen:  # flagged where the row is: its predictions are no independent test
         pred.agreement = {**(pred.agreement or {}), "training_record": seen}
@@ -169,7 +171,8 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
             work = cluster.in_order(predict_one, [(p, n, str(out), options, os.getcwd()) for p, n in todo], lost,
                                     killed=lambda item, why: RecordOutcome(item[0], item[1], error=why))
         else:
-            work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed, lost=lost)
+            work = in_order(predict_one, [(p, n, str(out), options) for p, n in todo], model, jobs, require_signed, lost=lost,
+                            killed=lambda item, why: RecordOutcome(item[0], item[1], error=why))
         for k, outcome in enumerate(work, start=1):
             if outcome.read_warnings:  # said here, not in a worker process's or a cluster worker's log
                 summary.read_with_warnings += 1

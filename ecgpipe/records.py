@@ -21,7 +21,7 @@ import wfdb
 from ecgpipe.config import DatabaseSettings
 from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
 from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
-from ecgpipe.errors import RecordError
+from ecgpipe.errors import RecordError, may_pass
 from ecgpipe.keys import edf_record_file, header_lines, is_multi_segment
 from ecgpipe.leads import choose_leads, not_ecg_note
 
@@ -94,6 +94,8 @@ def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode
     try:
         ann = wfdb.rdann(path, annotator)
     except Exception as exc:
+        if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
+            raise
         raise RecordError(path, f"unreadable annotation file {path}.{annotator}: {type(exc).__name__}: {exc}") from None
     aux = ann.aux_note if ann.aux_note is not None else [""] * len(ann.sample)
     return rhythm_episodes(ann.sample, ann.symbol, aux, sig_len)
@@ -195,7 +197,7 @@ def read_record(
     labels come from the database's CSV, from a WFDB annotation file beside it as for a WFDB record, or with
     ``annotator = "edf+"`` from the file's own annotations (``edf_episodes``).
     What is read anyway (a signal file longer than its header says, a checksum mismatch with ``checksum = "warn"``) is
-    in the record's ``notes``, and with ``warn`` a warning too."""
+    in the record's ``notes``, and with ``warn`` (WFDB records) a warning too."""
     path = os.path.join(str(db_dir), record)
     notes: list[str] = []
     header_file = path + ".hea"
@@ -207,6 +209,8 @@ def read_record(
     try:
         header = wfdb.rdheader(path)
     except Exception as exc:  # wfdb raises many types for a bad header
+        if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
+            raise
         name = os.path.basename(record)
         if not re.fullmatch(r"[-\w]+", name):  # WFDB's record-line syntax: the header is fine, the name is not
             legal = re.sub(r"[^-\w]", "_", name)
@@ -274,6 +278,8 @@ def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_lead
             try:
                 headers[name] = wfdb.rdheader(segment)
             except Exception as exc:
+                if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
+                    raise
                 raise RecordError(path, f"segment {name}: malformed header {segment}.hea: {type(exc).__name__}: {exc}") from None
     names = next((list(headers[n].sig_name or []) for n, _ in segments if n != "~"), [])
     try:
@@ -322,6 +328,8 @@ def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettin
     try:
         rec = wfdb.rdrecord(path, channels=channels, physical=False)
     except Exception as exc:
+        if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
+            raise
         raise RecordError(path, f"unreadable signal: {type(exc).__name__}: {exc}") from None
     digital = rec.d_signal
     if digital is None or digital.shape[0] != header.sig_len:

@@ -206,3 +206,18 @@ def test_a_dx_labelled_database_runs_end_to_end_and_evaluates(cinc, tmp_path, pr
     acc = ev["accounting"]
     assert acc["records"] == 8 and acc["unknown_label"] == 1 and acc["scored"] == 7 and acc["failed"] == 0
     assert acc["training_records"] == 0
+
+
+def test_evaluate_says_a_header_without_its_label_line_in_the_run_s_words():
+    """A record of a header-labelled dataset without its label line is not scored, and evaluate says why as the run
+    does (it used to blame a labels CSV that the dataset does not have)."""
+    from ecgpipe.config import DatabaseSettings, load_config
+    from ecgpipe.evaluate import _what_to_score
+
+    dataset = load_config("cinc2017")
+    header = DatabaseSettings(fs=300.0, lead=[0], labels_header="Dx")
+    _, _, problem = _what_to_score(("db", None, header, "A1", {}, None), dataset, set())
+    assert problem[0] == "no_label_row" and problem[1] == "not scored: no '#Dx:' comment line with a label in its header (databases.<db>.labels_header)"
+    csv = DatabaseSettings(fs=300.0, lead=[0], labels_csv="REFERENCE.csv")
+    assert _what_to_score(("db", None, csv, "A1", {}, None), dataset, set())[2][1] == "not scored: no row for this record in REFERENCE.csv"
+    assert _what_to_score(("db", None, csv, "A1", {"A1": ""}, None), dataset, set())[2][1] == "not scored: its row in REFERENCE.csv has no label"

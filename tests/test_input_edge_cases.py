@@ -349,3 +349,37 @@ def test_windows_of_a_flat_lead_are_used_as_labelled_and_named_in_training_and_p
     assert grid_features(cfg, rec).note == "2 of 3 windows with a flat lead (lead off?)"
     whole = read_record(str(cinc), "cinc2017", "A00002", cfg.database("cinc2017"), record_label="N")
     assert grid_features(cfg, whole).note == ""
+
+
+def test_a_cuda_device_on_a_worker_without_cuda_is_a_setting_error_that_no_retry_cures(monkeypatch):
+    """features.device = 'cuda' on a CPU-only worker raised a RuntimeError, which tasks retry as transient and the run
+    ended saying a rerun may cure it; it is a setting, said so once."""
+    import torch
+
+    from ecgpipe.errors import PipelineError
+    from ecgpipe.features import resolve_device
+    from ecgpipe.orchestration.tasks import is_transient
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PipelineError, match="features.device = 'cuda', but CUDA is not available on this worker") as caught:
+        resolve_device("cuda")
+    assert not is_transient(caught.value)
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_a_record_whose_every_window_holds_missing_samples_says_so():
+    """nan_policy = "drop" on a record with a gap in every window: no window is kept, and the reason says why (it said
+    there was no stretch inside an episode of a configured class, though the episode was there)."""
+    from ecgpipe.stages.segments import no_window_reason
+
+    fs = 360.0
+    cfg = load_config("paper4", {"segments": {"nan_policy": "drop"}})
+    x = _sinus(60, fs)
+    x[::int(fs)] = np.nan  # one missing sample a second
+    rec = _record(x, fs)
+    found = record_windows(rec, cfg)
+    assert len(found.starts) == 0 and found.n_with_gaps == 30  # 2-s windows of 60 s
+    reason = no_window_reason(rec.episodes, 60.0, cfg, found.n_with_gaps)
+    assert reason.startswith("no 2-s window without missing samples: each of its 30 window(s)") and "nan_policy" in reason
+    clean = record_windows(_record(_sinus(60, fs), fs), cfg)
+    assert clean.n_with_gaps == 0 and len(clean.starts) == 30

@@ -322,3 +322,19 @@ def test_a_run_plans_its_records_once_the_preflight_s_units_go_to_its_plan(cinc,
     with pytest.raises(OSError):
         run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "file" / "out"))
     assert _handoff(cfg, str(tmp_path / "data"), str(tmp_path / "file" / "out")) not in _PREFLIGHT_UNITS
+
+
+def test_records_failing_alike_stop_the_run_whatever_their_names():
+    """The fail-fast stop groups errors by kind with each record's own path taken out: records named by letters
+    (ptbdb's s0010_re, s0014lre) failing the same way are one kind, as digit names always were; two kinds go on."""
+    from ecgpipe.config import load_config
+    from ecgpipe.errors import PipelineError
+    from ecgpipe.orchestration.steps import fail_fast
+
+    cfg = load_config("paper4", {"run": {"fail_fast_after": 3}})
+    names = ["/data/ptbdb/patient001/s0010_re", "/data/ptbdb/patient001/s0014lre", "/data/ptbdb/patient002/s0015lre"]
+    alike = [(n, f"annotation file {n}.atr not found") for n in names]
+    with pytest.raises(PipelineError, match=r"the first 3 records all failed with the same error, e\.g\. /data/ptbdb/patient001/s0010_re: annotation"):
+        fail_fast(cfg, alike, 3, 100)
+    fail_fast(cfg, alike[:2] + [(names[2], "no channel named 'MLII' (it has I, II, III)")], 3, 100)  # two kinds: bad records
+    fail_fast(cfg, alike, 3, 3)  # every record tried anyway: nothing to stop

@@ -222,6 +222,15 @@ def test_evaluate_jobs_give_the_results_one_process_gives(setup, physionet, tmp_
     assert one["recordings"]["af"]["hours"] == pytest.approx(1.5, abs=0.02)  # 100, 201, 203: 30 min each
     for name in ("evaluation_records.csv", "evaluation.md"):
         assert (tmp_path / "ev1" / name).read_bytes() == (tmp_path / "ev2" / name).read_bytes(), name
+    # a record that kills its worker process fails alone too, the others scored as before
+    proc = subprocess.run([sys.executable, "-m", "ecgpipe.cli", "evaluate", "--model", str(setup["model"]), "--config",
+                           str(dataset), "--data-dir", str(data), "--out", str(tmp_path / "ev_killed"), "--jobs", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "ECGPIPE_INJECT_DEATH": "evaluate:mitdb/201"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    killed = json.loads((tmp_path / "ev_killed" / "evaluation.json").read_text())
+    assert killed["accounting"]["scored"] == 2 and killed["accounting"]["failed"] == 2
+    assert any(f["record"] == "mitdb/201" and "died on it twice" in f["error"] for f in killed["failed"])
 
 
 def _pid_and_double(model, i: int) -> tuple[int, int]:
@@ -239,6 +248,43 @@ def test_in_order_runs_work_in_worker_processes_and_keeps_the_order(setup):
     assert [r[1] for r in results] == [2 * i for (i,) in items]
     assert os.getpid() not in {pid for pid, _ in results}
     assert {pid for pid, _ in in_order(_pid_and_double, items[:3], model, jobs=1)} == {os.getpid()}
+
+
+def _die_on(model, i: int, killer: int) -> int:
+    if i == killer:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    return 2 * i
+
+
+def test_a_record_that_kills_its_worker_process_fails_alone_and_the_others_go_on(setup):
+    """A process that dies takes every record in flight with it: they are tried again one at a time, the one that
+    dies again alone fails by name, the others (before, beside and after it) come back in order."""
+    from ecgpipe.errors import PipelineError
+    from ecgpipe.model import load_model
+    from ecgpipe.model_pool import IN_FLIGHT_PER_JOB, in_order
+
+    model = load_model(setup["model"])
+    items = [(i, 5) for i in range(3 * IN_FLIGHT_PER_JOB * 2)]
+    results = list(in_order(_die_on, items, model, jobs=2, killed=lambda item, why: ("killed", item[0], why)))
+    assert [r for r in results if isinstance(r, tuple)] == [("killed", 5, results[5][2])]
+    assert "5: a worker process died on it twice, the second time with it alone" in results[5][2]
+    assert [r for k, r in enumerate(results) if k != 5] == [2 * i for i, _ in items if i != 5]
+    with pytest.raises(PipelineError, match=r"^\d+: a worker process died on it or on a record beside it.*; kept"):
+        list(in_order(_die_on, items, model, jobs=2, lost="; kept"))  # without ``killed``: the command stops, naming it
+
+
+def test_predict_jobs_leave_out_a_record_that_kills_its_worker_process(setup, tmp_path):
+    out = tmp_path / "p"
+    proc = subprocess.run([sys.executable, "-m", "ecgpipe.cli", "predict", "--model", str(setup["model"]), *setup["records"],
+                           "--out", str(out), "--jobs", "2"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "ECGPIPE_INJECT_DEATH": "predict:101"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "a worker process died on it twice, the second time with it alone" in proc.stderr
+    rows = {r[0]: dict(zip(_rows(out, "records.csv")[0], r)) for r in _rows(out, "records.csv")[1:]}
+    assert set(rows) == set(setup["records"])
+    failed = rows[setup["records"][1]]
+    assert "died on it twice" in failed["error"] and all(not rows[r]["error"] for r in (setup["records"][0], setup["records"][2]))
+    assert (out / "100.pred").exists() and (out / "103.pred").exists() and not (out / "101.pred").exists()
 
 
 def test_evaluate_jobs_on_records_labelled_per_record(setup, cinc, tmp_path):

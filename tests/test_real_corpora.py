@@ -213,7 +213,7 @@ def test_evaluate_scores_a_model_on_records_it_never_saw_and_on_another_database
     listed = (tmp_path / "ev_cinc" / "evaluation_records.csv").read_text().splitlines()[1:]
     assert len(listed) == 17  # every record once, the unscored ones with the reason
     assert sum("not scored" in line for line in listed) == acc["excluded_label"] + acc["unknown_label"] + 1
-    assert any(line.startswith(f"cinc2017/{chosen[14]},") and "no row for this record in the labels CSV" in line for line in listed)
+    assert any(line.startswith(f"cinc2017/{chosen[14]},") and "not scored: no row for this record in REFERENCE-v3.csv" in line for line in listed)
 
     _compare_evaluations(tmp_path / "ev_cinc", tmp_path)
 

@@ -392,3 +392,32 @@ def test_a_lead_chosen_by_index_that_is_named_like_no_ecg_is_read_with_a_note(tm
     for lead in (["ECG"], [1], ["RESP"]):  # an ECG, by name or index; a non-ECG asked for by its name: no note
         rec = read_record(tmp_path, "mydb", "twolead", DatabaseSettings(lead=lead, fs=360.0), warn=False)
         assert not rec.notes, lead
+
+
+@pytest.mark.parametrize("reader", ["rdheader", "rdrecord", "rdann"])
+def test_a_disk_hiccup_is_raised_as_it_is_and_a_missing_file_fails_the_record(physionet, monkeypatch, reader):
+    """A network file system's EIO says nothing of the record: it reaches the task as an OSError (retried, and the run
+    stops rather than going on without the record) instead of failing the record for good as bad input; a file that
+    is not there, or a parse error, is the record's problem (RecordError, named)."""
+    import errno
+
+    from ecgpipe.orchestration.tasks import may_pass_on_retry
+
+    real = getattr(wfdb, reader)
+
+    def flaky(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(wfdb, reader, flaky)
+    with pytest.raises(OSError) as caught:
+        read_record(physionet / "mitdb", "mitdb", "100", MITDB)
+    assert not isinstance(caught.value, RecordError) and may_pass_on_retry(caught.value)
+
+    def unreadable(*args, **kwargs):
+        raise ValueError("bad format field")
+
+    monkeypatch.setattr(wfdb, reader, unreadable)
+    with pytest.raises(RecordError, match="bad format field"):
+        read_record(physionet / "mitdb", "mitdb", "100", MITDB)
+    monkeypatch.setattr(wfdb, reader, real)
+    assert read_record(physionet / "mitdb", "mitdb", "100", MITDB).lead == "MLII"

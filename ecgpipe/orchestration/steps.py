@@ -7,12 +7,11 @@ import contextlib
 import functools
 import json
 import os
-import re
 from dataclasses import dataclass
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import PipelineError, StageFailed, failure_kinds  # noqa: F401  (failure_kinds re-exported)
+from ecgpipe.errors import PipelineError, StageFailed, error_kind, failure_kinds  # noqa: F401  (failure_kinds re-exported)
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.attempts import RecordAttempts
@@ -97,7 +96,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
         futures = [task.submit(run.store, run.out_dir, b, group, run.config_json) for b, group in enumerate(groups)]
         skipped: list[dict] = []
         lost: list[tuple[str, Exception]] = []
-        failures: list[tuple[int, Exception]] = []  # bad records so far (for fail_fast)
+        failures: list[tuple[str, str]] = []  # bad records so far, (record path, problem): for fail_fast
         n_read = 0  # records whose batch came back (a count: a list rebuilt per batch was quadratic at 10^6 records)
         settled: set[int] = set()
 
@@ -128,7 +127,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
                 n_read += 1
                 if isinstance(result, tasks.RecordFailure):
                     failed(unit, result.record_path, result.problem)
-                    failures.append((0, PipelineError(result.problem)))
+                    failures.append((result.record_path, result.problem))
                 else:
                     summaries[unit.name] = result
                     run.log.count(segments.STAGE, computed=1)
@@ -180,18 +179,18 @@ def stop_if_retry_may_pass(stage: str, failures: list[tuple[str, BaseException]]
                           f"{lost[0][0]}: {error_text(lost[0][1])}); the rest is kept: run again to compute only those{again}")
 
 
-def fail_fast(cfg: PipelineConfig, failures: list[tuple[int, Exception]], n_done: int, n_total: int) -> None:
+def fail_fast(cfg: PipelineConfig, failures: list[tuple[str, str]], n_done: int, n_total: int) -> None:
     """Stop the segments stage when the first ``run.fail_fast_after`` records all failed with the same kind of error:
     a wrong setting or data folder, not bad records (trying thousands more would only repeat it). Checked once,
     when at least that many records are done."""
     k = cfg.run.fail_fast_after
     if not k or n_done < k or len(failures) != n_done or n_total <= k:  # a success so far: bad records, not a setting
         return
-    kinds = {re.sub(r"\d+", "#", error_text(exc)) for _, exc in failures}
+    kinds = {error_kind(problem, record) for record, problem in failures}  # ptbdb's s0010_re and s0014lre alike
     if len(kinds) == 1:
         raise PipelineError(
-            f"the first {k} records all failed with the same error, e.g. {failures[0][1]}; stopped instead of trying "
-            f"the other {n_total - k}. Check the data folder and the [databases] settings (lead, fs, annotator, "
+            f"the first {k} records all failed with the same error, e.g. {failures[0][0]}: {failures[0][1]}; stopped "
+            f"instead of trying the other {n_total - k}. Check the data folder and the [databases] settings (lead, fs, annotator, "
             f"labels_csv, labels_header, checksum); run.fail_fast_after = 0 tries every record regardless"
         )
 

@@ -1,7 +1,8 @@
 """Prefect tasks: thin wrappers around the stages' unit functions. A task adds retries of transient errors, the
 fault-injection hook of the tests, and the unit's marker (written after its data, by the task that owns the unit).
 
-Tasks run on Dask workers and exchange store paths, chunk indices and configs as JSON, never arrays.
+Tasks run on Dask workers and exchange store paths, chunk indices and configs as JSON, never the signals, images or
+features: a record's summary (its window starts and classes, small integer arrays) is the largest thing returned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import EcgpipeError
+from ecgpipe.errors import DETERMINISTIC_ERRORS, EcgpipeError
 from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
 from ecgpipe.orchestration.attempts import RecordAttempts
@@ -75,8 +76,6 @@ def injected_fault(stage: str, chunk_index: int | str) -> None:
         raise OSError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}")
 
 
-# Errors of the code on one record's data, not of its surroundings: retrying cannot help (see record_batch).
-DETERMINISTIC_ERRORS = (ArithmeticError, LookupError, TypeError, AttributeError, AssertionError, NotImplementedError)
 
 
 def may_pass_on_retry(exc: BaseException) -> bool:

@@ -219,7 +219,7 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         key=unit.key,
         signal_key=unit.signal_key,
         duration_s=round(float(duration), 3),
-        no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg),
+        no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg, found.n_with_gaps),
         flat_windows=int(flat_windows(found.windows).sum()),
         read_warnings=rec.notes,
         starts=found.starts,
@@ -259,8 +259,9 @@ def record_files_in_store(unit: RecordUnit) -> str:
     return zs.in_store(zs.Layout.record(unit.database, unit.record))
 
 
-def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:
-    """Why a record yields no window, in words."""
+def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig, n_with_gaps: int = 0) -> str:
+    """Why a record yields no window, in words (``n_with_gaps``: windows of a configured class left out for missing
+    samples). The first word is the report's category (``report_build.record_accounting``)."""
     labels = sorted({ep.label for ep in episodes})
     excluded = [label for label in labels if label in cfg.segments.exclude_labels]
     if labels and len(excluded) == len(labels):
@@ -269,6 +270,9 @@ def no_window_reason(episodes, duration_s: float, cfg: PipelineConfig) -> str:
         return "codes of more than one class (" + "; ".join(f"{c}: {', '.join(v)}" for c, v in named.items()) + ")"
     if duration_s < cfg.segments.length_s:
         return f"shorter ({math.floor(duration_s * 1000) / 1000:g} s) than one window ({cfg.segments.length_s:g} s)"
+    if n_with_gaps:  # its windows were there, each with a gap: nan_policy = 'drop' left them out
+        return (f"no {cfg.segments.length_s:g}-s window without missing samples: each of its {n_with_gaps} window(s) "
+                "inside an episode of a configured class holds NaN (segments.nan_policy = 'drop' leaves them out)")
     return (f"no {cfg.segments.length_s:g}-s stretch inside an episode of a configured class "
             f"(labels found: {', '.join(labels) or 'none'})")
 

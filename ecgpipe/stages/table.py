@@ -145,9 +145,6 @@ class SegmentTable:
     def __len__(self) -> int:
         return len(self.source)
 
-    def uid(self, row: int) -> str:
-        return segment_uid(self.sources[self.source[row]], self.start[row])
-
     def attrs(self) -> dict:
         """The table's JSON attributes: one entry per record, none per segment (the rows are arrays)."""
         return {"record_keys": self.record_keys, "signal_keys": self.signal_keys, "n_candidates": self.n_candidates,
