@@ -84,7 +84,8 @@ class ClassifierSettings(_Strict):
     max_leaf_nodes: int = Field(31, ge=2, description="kind='hgb': leaves per tree.")
     l2_regularization: float = Field(0.0, ge=0, description="kind='hgb': L2 penalty on leaf values.")
     min_samples_leaf: int = Field(20, ge=1, description="kind='hgb': fewest training rows in a leaf (lower it for small data).")
-    seed: int = Field(0, description="kind='hgb': random state (early stopping is off, so fits are deterministic).")
+    seed: int = Field(0, description="kind='hgb' and 'linear_svc': random state (early stopping is off, so fits are "
+                      "deterministic; LinearSVC's dual solver shuffles rows).")
 
     @field_validator("C_grid")
     @classmethod
@@ -127,8 +128,10 @@ class ClassifierSettings(_Strict):
         a config that extends a preset inherits its settings (its ``unset`` removes them), and a saved model's
         settings must still load; ``preflight`` and ``ecgpipe config`` name them in a warning."""
         hgb_only = ("learning_rate", "learning_rate_grid", "max_iter", "max_leaf_nodes", "l2_regularization",
-                    "min_samples_leaf", "seed")
+                    "min_samples_leaf")
         why = {}
+        if self.kind not in ("hgb", "linear_svc"):
+            why["seed"] = "only kind = 'hgb' or 'linear_svc' reads it"
         if self.kind != "hgb":
             why.update(dict.fromkeys(hgb_only, "only kind = 'hgb' reads it"))
         else:

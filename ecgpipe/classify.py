@@ -108,7 +108,8 @@ def _estimator(settings: ClassifierSettings, blas_kernel: bool = True):
             class_weight=settings.class_weight, early_stopping=False,
             random_state=settings.seed)
     if settings.kind == "linear_svc":
-        return LinearSVC(C=settings.C, class_weight=settings.class_weight, max_iter=5000)
+        # its dual solver shuffles the rows: seeded, or a fit on fewer rows than columns is not reproducible
+        return LinearSVC(C=settings.C, class_weight=settings.class_weight, max_iter=5000, random_state=settings.seed)
     return LogisticRegression(C=settings.C, class_weight=settings.class_weight, max_iter=3000)
 
 
@@ -257,13 +258,15 @@ def fit_predict(
     groups: np.ndarray | None = None,
     n_classes: int | None = None,
     subjects: np.ndarray | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """Fit the classifier on one fold's training rows and predict its test rows; also the inner CV's choice and,
     when the record rule needs them, the test rows' class probabilities.
     ``groups`` (subjects) makes the inner CV of a tuned classifier grouped, as the outer one is; ``subjects`` (every
-    row's, whatever the protocol) weights the training rows when the classifier balances subjects."""
+    row's, whatever the protocol) weights the training rows when the classifier balances subjects; ``seed`` (the
+    run's ``cv.seed``) shuffles the inner folds."""
     model, chosen = fit_classifier(X[train], y[train], classifier, n_cnn, None if groups is None else groups[train],
-                                   subjects=None if subjects is None else subjects[train])
+                                   seed=seed, subjects=None if subjects is None else subjects[train])
     if classifier.uses_probabilities:
         proba = model.predict_proba(X[test])
         return model.classes_[np.argmax(proba, axis=1)], chosen, class_probabilities(proba, model.classes_, n_classes or int(y.max()) + 1)
@@ -434,7 +437,8 @@ def evaluate_protocol(
     splits, note = make_splits(protocol, y, groups, cv, databases, class_names)
     folds = []
     for train, test in splits:
-        pred, params, _ = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups), subjects=groups)
+        pred, params, _ = fit_predict(X, y, train, test, classifier, n_cnn, inner_groups(protocol, groups), subjects=groups,
+                                      seed=cv.seed)
         folds.append((test, pred, params))
     y_pred, chosen = collect_predictions(len(y), folds)
     return summarize_protocol(y, y_pred, groups, splits, class_names, note, chosen)

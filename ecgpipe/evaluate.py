@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
+from ecgpipe.environment import differences_warning, numeric_differences
 from ecgpipe.errors import ONE_RECORD_ERRORS, EcgpipeError, PipelineError, RecordError, failure_kinds, one_record_error
 from ecgpipe.labels import check_record_label, check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
@@ -127,6 +129,8 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     (``endpoint_decisions``) and scored over the whole recordings."""
     if max_records is not None and not (isinstance(max_records, (int, np.integer)) and max_records >= 1):
         raise PipelineError(f"max_records (--max-records) must be a whole number of at least 1, got {max_records!r}")
+    if changed := differences_warning(model.environment):
+        warnings.warn(changed, UserWarning, stacklevel=2)
     cnn_threads = max(1, (threads or os.cpu_count() or 1) // jobs)
     model = with_cnn_threads(model, cnn_threads)
     mapped = np.array([dataset.class_names.index(mapping[c]) if c in mapping else len(dataset.class_names)
@@ -260,6 +264,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
         "model": model.path, "model_digest": model.digest, "model_preset": model.config.name,
         "model_classes": model.class_names, "dataset_config": dataset.name, "databases": list(dataset.databases),
         "dataset_classes": dataset.class_names, "mapping": mapping, "accounting": accounting, "failed": failed,
+        "software_differences": numeric_differences(model.environment),
         "results": results, "records": rows + left_out, "wall_s": time.monotonic() - started,
         "recordings": {name: {**recordings_json(by_subject, known_subjects), "width": decisions[name].width, "penalty": decisions[name].penalty,
                               "detector": name in model.detectors, **_endpoint_classes(name, model, dataset, mapping)}
@@ -356,6 +361,8 @@ def render_markdown(ev: EvaluationResult) -> str:
     lines = [f"# ecgpipe external validation: {ev.model_preset} model on {ev.dataset_config}", "",
              f"- model: `{ev.model}` (sha256 `{ev.model_digest[:16]}...`), classes {', '.join(ev.model_classes)}",
              f"- dataset: {', '.join(ev.databases)}, classes {', '.join(ev.dataset_classes)}",
+             *([f"- software that differs from the model's training: {', '.join(ev.software_differences)}"]
+               if ev.software_differences else []),
              "- class mapping (model -> dataset): " + ", ".join(f"{k} -> {v}" for k, v in ev.mapping.items())
              + f"; any other model class -> {UNMAPPED}",
              f"- {accounting_words(ev.accounting)}", ""]

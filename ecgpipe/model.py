@@ -24,6 +24,7 @@ import numpy as np
 
 import ecgpipe
 from ecgpipe.config import PipelineConfig
+from ecgpipe.environment import software_versions
 from ecgpipe.errors import EcgpipeError
 
 FORMAT = "ecgpipe-model"
@@ -73,6 +74,8 @@ class TrainedModel:
     # per binary endpoint of the config (e.g. shockable = vt + vf): a two-class classifier with the same settings,
     # fitted on every window (endpoint or not); an endpoint without one is read off the 4-class calls
     detectors: dict = field(default_factory=dict)
+    # Python, the platform and library versions it was trained with (ecgpipe.environment; none before 0.15.0)
+    environment: dict = field(default_factory=dict)
 
     def endpoint_scores(self, cnn: np.ndarray | None, rhythm: np.ndarray | None) -> dict[str, np.ndarray]:
         """Each detector's score of windows: > 0 means the endpoint (its decision function, or the log-odds of its
@@ -141,6 +144,7 @@ def save_model(path: str | Path, classifier, cfg: PipelineConfig, *, weights_sou
         "weights_source": weights_source,
         "n_cnn": int(n_cnn or 0),
         "training_json": json.dumps(training),
+        "environment_json": json.dumps(software_versions()),
         "classifier": classifier,
         "detectors": dict(detectors or {}),
     }
@@ -255,6 +259,7 @@ def load_model(path: str | Path, require_signed: bool | None = None) -> TrainedM
             digest=digest,
             signed=signed,
             detectors=dict(payload.get("detectors") or {}),  # artifacts written before detectors existed have none
+            environment=json.loads(payload.get("environment_json") or "{}"),
         )
     except Exception as exc:
         raise ModelError(path, f"incomplete or inconsistent model artifact: {type(exc).__name__}: {exc}") from None

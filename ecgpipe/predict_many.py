@@ -16,9 +16,11 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ecgpipe.environment import differences_warning
 from ecgpipe.errors import ONE_RECORD_ERRORS, one_record_error
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_cluster import ModelCluster
@@ -130,6 +132,8 @@ def predict_records(model: TrainedModel, paths: list[str], names: dict[str, str]
     records, else a progress line at most every ``PROGRESS_EVERY_S`` as records finish; a bad record's error on
     stderr either way. Records are predicted in ``jobs`` local processes, or on the workers of the Dask cluster at
     ``scheduler`` (``model_cluster``), the tables written here either way. SIGTERM stops it as Ctrl-C does (KeyboardInterrupt), every finished record kept."""
+    if changed := differences_warning(model.environment):
+        warnings.warn(changed, UserWarning, stacklevel=2)
     previous = None
     with contextlib.suppress(ValueError):  # only the main thread can
         previous = signal.signal(signal.SIGTERM, _stop)

@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from ecgpipe.environment import numeric_differences
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.predict import record_stem
 
@@ -85,5 +86,7 @@ def write_model_note(out: Path, model, options: dict | None = None) -> None:
     """``out/model.json`` (``out`` made if need be): the model a prediction used (its path, digest, signature), the
     options it ran with (what ``--resume`` must match), and that predict wrote here."""
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"model": model.path, "sha256": model.digest, "signed": model.signed, "written_by": WRITTEN_BY}
+    doc = {"model": model.path, "sha256": model.digest, "signed": model.signed, "written_by": WRITTEN_BY,
+           # the numeric libraries that differ from the model's training (ecgpipe.environment): outputs may move
+           "software_differences": numeric_differences(getattr(model, "environment", None))}
     (out / "model.json").write_text(json.dumps({**doc, "options": options} if options is not None else doc, indent=2))

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ecgpipe.location import Location  # noqa: E402
+from ecgpipe.protocols import STRATIFIED  # noqa: E402
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
@@ -104,6 +105,9 @@ def render_markdown(report: dict) -> str:
         lines += ["", "Accuracy and macro-F1 are pooled over every fold's out-of-fold predictions (each segment tested once, "
                   "by the model that did not train on it); the last column is the mean of the folds' own accuracies, "
                   "which weighs a small fold as much as a large one."]
+        if (k := report["protocols"].get(STRATIFIED.name, {}).get("n_folds")) not in (None, 10):
+            lines += ["", f"`{STRATIFIED.name}` names the paper's protocol (stratified folds over segments); this run used "
+                          f"{k} folds (`cv.n_splits`)."]
     per_record = {name: p["per_record"] for name, p in report["protocols"].items() if p.get("per_record") and p["per_record"]["n_records"]}
     if per_record:
         rule = next(iter(per_record.values()))["rule"]
@@ -176,7 +180,9 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Model artifact (best row, refitted on every segment): `{report['model']}` "
                   f"(sha256 `{report.get('model_digest') or '?'}`); "
                   "apply it with `ecgpipe predict --model <file> RECORD...`."]
-    lines += ["", f"ecgpipe {report['code_version']}; full configuration in report.json.", ""]
+    software = ", ".join(f"{k} {v}" for k, v in report.get("software", {}).items() if k != "ecgpipe")
+    lines += ["", f"ecgpipe {report['code_version']}" + (f" ({software})" if software else "")
+              + "; full configuration in report.json.", ""]
     return "\n".join(lines)
 
 

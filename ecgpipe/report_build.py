@@ -11,6 +11,7 @@ import ecgpipe
 from ecgpipe import store as zs
 from ecgpipe.compare import NotPaired, compare_confusions, paired_comparison, record_confusions
 from ecgpipe.config import FeatureSettings, PipelineConfig
+from ecgpipe.environment import software_versions
 from ecgpipe.report_tables import RANDOM_WEIGHTS_WARNING
 from ecgpipe.results import ComparisonEntry, MetricDifference, Report
 from ecgpipe.stages.classification import ComparisonRow, selects_by_records
@@ -220,6 +221,7 @@ def build_report(cfg: PipelineConfig, store: str, records: list[RecordSummary], 
             "failed_rows": list(failed_rows),
             "config_name": cfg.name,
             "code_version": ecgpipe.__version__,
+            "software": software_versions(),
             "n_segments": int(len(y)),
             "windows_digest": windows_digest(t, y),
             "n_candidates": segment_table.n_candidates,

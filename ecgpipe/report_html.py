@@ -227,7 +227,9 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts += _record_list(report, "skipped_records", "Skipped records", "", lambda s: e(s["error"]))
     parts.append("<h2>Provenance</h2>")
     prov = report.get("provenance", {})
-    parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["weights", e(report["weights"])],
+    software = ", ".join(f"{k} {v}" for k, v in report.get("software", {}).items() if k != "ecgpipe") or "not recorded"
+    parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["software", e(software)],
+                                             ["weights", e(report["weights"])],
                                              ["model artifact", f"<code>{e(str(report.get('model')))}</code>"],
                                              ["dataset key (records' contents + selection)", f"<code>{e(prov.get('dataset_key', ''))}</code>"],
                                              ["wall time of the run that wrote this report (reruns reuse stored results)", f"{report['wall_s']:.0f} s" + e(stage_times_words(report))]]))

@@ -233,6 +233,7 @@ class Report(_Result):
     warning: str | None = None
     config_name: str
     code_version: str
+    software: dict[str, str] = {}  # Python, platform, library versions of the flow process (ecgpipe.environment)
     n_segments: int
     windows_digest: str | None = None  # which windows, with their classes (report_build.windows_digest; since 0.15.0)
     n_candidates: int
@@ -298,3 +299,5 @@ class EvaluationResult(_Result):
     wall_s: float
     # rhythm-annotated datasets: each endpoint both configs declare, over whole recordings as predict calls it
     recordings: dict[str, dict] = {}
+    # the numeric libraries that differ from the model's training (ecgpipe.environment): figures may move a little
+    software_differences: list[str] = []

@@ -456,3 +456,23 @@ def test_an_svcs_probability_calibration_keeps_subjects_apart_when_given_them():
     assert tuned_back[1]["calibration_folds"] == "rows"
     plain = SubjectCalibratedClassifier(SVC(), cv=None, ensemble=False).fit(X, y, groups=g)
     assert plain.calibration_folds_ == "subjects" and plain.cv is None
+
+
+def test_the_runs_cv_seed_shuffles_the_inner_folds_too_and_linear_svc_is_seeded(monkeypatch):
+    """cv.seed moved only the outer folds: the inner CV's (and the refit's) were always seed 0, so a seed study
+    understated the spread. And LinearSVC's dual solver shuffles rows with the global RNG unless seeded."""
+    from ecgpipe import classify
+    from ecgpipe.config import CVSettings
+
+    seen = []
+    real = classify.inner_splits
+    monkeypatch.setattr(classify, "inner_splits", lambda settings, y, groups, seed=0: seen.append(seed) or real(settings, y, groups, seed))
+    X, y, g = _data()
+    tuned = ClassifierSettings(kind="logreg", tune=True, C_grid=[0.1, 1.0])
+    names = [str(c) for c in sorted(set(y))]
+    classify.evaluate_protocol(X, y, g, names, "grouped_by_subject", tuned, CVSettings(n_splits=2, seed=7))
+    assert seen and set(seen) == {7}
+    svc = classify.build_classifier(ClassifierSettings(kind="linear_svc", seed=3))
+    assert svc[-1].random_state == 3
+    assert not any(w.startswith("seed") for w in ClassifierSettings(kind="linear_svc", seed=3).unused_settings())
+    assert "seed = 3: only kind = 'hgb' or 'linear_svc' reads it" in ClassifierSettings(kind="logreg", seed=3).unused_settings()

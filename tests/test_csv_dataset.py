@@ -292,6 +292,10 @@ def test_records_with_flat_leads_are_listed_in_the_reports(csv_run):
 
     report = csv_run["report"]
     assert report["records_with_flat_leads"] == [] and "Records with flat leads" not in render_markdown(report)
+    # the paper's protocol keeps its name whatever cv.n_splits says: the report says how many folds ran
+    assert "`stratified_10fold` names the paper's protocol (stratified folds over segments); this run used 4 folds" in render_markdown(report)
+    ten = {**report, "protocols": {k: {**p, "n_folds": 10} for k, p in report["protocols"].items()}}
+    assert "names the paper's protocol" not in render_markdown(ten)
     flat = {**report, "records_with_flat_leads": [{"record": "cinc/A00007", "flat": 2, "windows": 3}]}
     md = render_markdown(flat)
     assert "## Records with flat leads" in md and "- `cinc/A00007`: 2 of 3" in md

@@ -220,6 +220,11 @@ def test_report_is_complete_and_consistent(flow_run):
     assert on_disk["model_digest"] == model.digest == content_digest(on_disk["model"])
     assert on_disk["model_digest"] in (flow_run["out"] / "report.md").read_text()
     assert set(model.training["recordings_sha256"]) == set(on_disk["provenance"]["record_keys"])
+    # the software that computed the numbers, in the report and the model alike
+    from ecgpipe.environment import software_versions
+
+    assert on_disk["software"] == model.environment == software_versions()
+    assert f"numpy {on_disk['software']['numpy']}" in (flow_run["out"] / "report.md").read_text()
     assert set(model.training["signals_fingerprint"]) == set(on_disk["provenance"]["record_keys"])
     # a LocalCluster has no GPU resource: features fall back to any (CPU) worker instead of waiting forever
     assert on_disk["feature_placement"].startswith("any worker")

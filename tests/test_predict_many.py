@@ -331,3 +331,39 @@ def test_evaluate_calls_a_patient_new_only_when_none_of_its_records_was_learnt_f
     rows = {r["record"]: r for r in apart["records"]}
     assert apart["results"]["windows_new_patients"]["n"] == rows["mitdb/103"]["windows"]
     assert apart["recordings"]["af"]["new_patients"]["hours"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_model_carries_its_software_and_predict_and_evaluate_name_what_differs(physionet, tmp_path, monkeypatch):
+    """A model records the Python and library versions it was trained with; predicting with other versions of a
+    library that computes its numbers (here scikit-learn) says so on stderr and in model.json; the same versions say
+    nothing."""
+    import ecgpipe.model
+    from ecgpipe.environment import numeric_differences, software_versions
+    from ecgpipe.model import load_model
+
+    here = software_versions()
+    assert {"python", "numpy", "scipy", "scikit-learn", "wfdb", "ecgpipe"} <= set(here)
+    same = load_model(_model(tmp_path / "same.skops", physionet))
+    assert same.environment == here and numeric_differences(same.environment) == []
+    monkeypatch.setattr(ecgpipe.model, "software_versions", lambda: {**here, "scikit-learn": "0.0.1", "prefect": "0.0.1"})
+    older = load_model(_model(tmp_path / "older.skops", physionet))
+    # prefect moves data, not values: recorded, not compared
+    assert numeric_differences(older.environment) == [f"scikit-learn 0.0.1 -> {here['scikit-learn']}"]
+    record = str(physionet / "mitdb" / "100")
+    for name, warned in (("same", False), ("older", True)):
+        proc = cli("predict", "--model", str(tmp_path / f"{name}.skops"), record, "--out", str(tmp_path / f"p_{name}"))
+        assert proc.returncode == 0, proc.stderr
+        assert ("trained with other versions of software that computes its numbers (scikit-learn 0.0.1 -> " in proc.stderr) == warned
+        note = json.loads((tmp_path / f"p_{name}" / "model.json").read_text())
+        assert note["software_differences"] == ([f"scikit-learn 0.0.1 -> {here['scikit-learn']}"] if warned else [])
+    data = tmp_path / "data"
+    copy_records(physionet, data, "mitdb", ["100"])
+    dataset = tmp_path / "mitdb.toml"
+    dataset.write_text('name = "mitdb-n"\n[databases.mitdb]\nlead = ["MLII"]\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n')
+    proc = cli("evaluate", "--model", str(tmp_path / "older.skops"), "--config", str(dataset), "--data-dir", str(data),
+               "--out", str(tmp_path / "ev"))
+    assert proc.returncode == 0, proc.stderr
+    assert "trained with other versions of software that computes its numbers (scikit-learn 0.0.1" in proc.stderr
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert ev["software_differences"] == [f"scikit-learn 0.0.1 -> {here['scikit-learn']}"]
+    assert "software that differs from the model's training: scikit-learn 0.0.1" in (tmp_path / "ev" / "evaluation.md").read_text()

@@ -220,7 +220,7 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
     train, test = splits[fold]
     groups = data.subjects if protocols.protocol(protocol).grouped else None
     pred, chosen, proba = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups,
-                                      len(cfg.class_names), data.subjects)
+                                      len(cfg.class_names), data.subjects, cfg.cv.seed)
     return FoldResult(test.tolist(), pred.tolist(), chosen, None if proba is None else np.round(proba, 6).tolist())
 
 
@@ -310,7 +310,7 @@ def train_model(store: str, cfg: PipelineConfig, feat_array: str | None, data_ke
     data = row_data(store, cfg, feat_array, data_key)
     groups = data.subjects if protocols.protocol(cfg.selection_protocol).grouped else None
     X = data.matrix(cfg.classifier)
-    model, chosen = fit_classifier(X, data.y, cfg.classifier, data.n_cnn, groups, subjects=data.subjects)
+    model, chosen = fit_classifier(X, data.y, cfg.classifier, data.n_cnn, groups, seed=cfg.cv.seed, subjects=data.subjects)
     detectors = endpoint_detectors(X, data.y, data.n_cnn, cfg, groups, data.subjects)
     training = {"n_segments": int(len(data.y)), "subjects": sorted(set(data.subjects.tolist())), "chosen": chosen,
                 "detectors": sorted(detectors),
@@ -336,5 +336,6 @@ def endpoint_detectors(X: np.ndarray, y: np.ndarray, n_cnn: int | None, cfg: Pip
     for name, endpoint in cfg.endpoints.items():
         positive = np.isin(names[y], endpoint.classes).astype(np.int64)
         if 0 < positive.sum() < len(positive):
-            detectors[name], _ = fit_classifier(X, positive, cfg.classifier, n_cnn, groups, subjects=subjects, weight_classes=y)
+            detectors[name], _ = fit_classifier(X, positive, cfg.classifier, n_cnn, groups, seed=cfg.cv.seed, subjects=subjects,
+                                                weight_classes=y)
     return detectors
