@@ -170,3 +170,10 @@ def test_new_weights_saved_over_the_same_file_are_used_by_a_long_lived_worker(tm
     assert np.allclose(now(x), FeatureExtractor(settings)(x))  # what a fresh process computes
     assert not drop_extractors_of_changed_weights(str(path))  # unchanged since: the extractor is kept
     assert get_extractor(settings) is now
+    # the report's and the model's weights line names the file's digest: the two weights are told apart there too
+    from ecgpipe.config import load_config
+    from ecgpipe.stages.features import describe_extractor, weights_digest
+
+    cfg = load_config("paper4", {"features": settings.model_dump(mode="json")})
+    described = describe_extractor(cfg)["weights"]
+    assert described.endswith(f"(file digest {weights_digest(str(path))})") and str(path) in described

@@ -340,3 +340,17 @@ def test_node_and_client_certificates_are_separate(tmp_path):
     assert client[0] == "TLS Web Client Authentication" and "ecgpipe-client" in client[1]
     assert (tmp_path / "node-key.pem").read_bytes() != (tmp_path / "client-key.pem").read_bytes()
     assert oct((tmp_path / "client-key.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_deployment_takes_the_run_commands_verify_pilot_and_strict_settings():
+    """A scheduled run can hash every finished unit (after an edit on a shared file system), run a pilot, or stop at
+    the first bad record, as `ecgpipe run --verify / --max-records / --strict` do."""
+    import inspect
+
+    from flows.deployment import deployment_config, ecgpipe_run
+
+    assert {"verify", "max_records", "strict"} <= set(inspect.signature(ecgpipe_run.fn).parameters)
+    cfg = deployment_config("paper4", verify=True, max_records=3)
+    assert cfg.run.verify == "content" and cfg.run.max_records == 3
+    plain = deployment_config("paper4")
+    assert plain.run.verify == "stamp" and plain.run.max_records is None

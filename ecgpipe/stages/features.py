@@ -114,8 +114,10 @@ def describe_extractor(cfg: PipelineConfig) -> dict:
     """The attributes of an extractor's array: backbone, tapped layer, weights source and feature width (this loads
     the backbone: run it where the features will be computed)."""
     extractor = Featurizer(cfg).extractor()
-    return {"backbone": cfg.features.backbone, "layer": extractor.layer, "weights": extractor.weights_source,
-            "width": extractor.feature_width()}
+    weights = extractor.weights_source
+    if cfg.features.weights_path and (digest := weights_digest(cfg.features.weights_path)):
+        weights += f" (file digest {digest})"  # a file saved over with other weights is told apart in the report
+    return {"backbone": cfg.features.backbone, "layer": extractor.layer, "weights": weights, "width": extractor.feature_width()}
 
 
 def compute_chunk(store: str, spec_array: str, chunk_index: int, targets: list[tuple[str, str]], cfg: PipelineConfig
