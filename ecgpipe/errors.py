@@ -49,6 +49,9 @@ class RecordError(EcgpipeError):
 # evaluate); anything else may pass on a retry, or is the machine's
 DETERMINISTIC_ERRORS = (ArithmeticError, LookupError, TypeError, AttributeError, AssertionError, NotImplementedError)
 ONE_RECORD_ERRORS = (EcgpipeError, ValueError, *DETERMINISTIC_ERRORS)
+# predict and evaluate, which have no retries: a disk's hiccup on one record fails that record alone too (a --resume
+# predicts it again), not the command with a traceback
+PREDICTION_RECORD_ERRORS = (*ONE_RECORD_ERRORS, OSError)
 
 
 def one_record_error(err: BaseException, record: str) -> str:

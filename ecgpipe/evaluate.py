@@ -38,7 +38,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.databases import subject_id
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
 from ecgpipe.environment import differences_warning, numeric_differences
-from ecgpipe.errors import ONE_RECORD_ERRORS, EcgpipeError, PipelineError, RecordError, failure_kinds, one_record_error
+from ecgpipe.errors import PREDICTION_RECORD_ERRORS, EcgpipeError, PipelineError, RecordError, failure_kinds, one_record_error
 from ecgpipe.labels import check_record_label, check_subject_column, record_labels
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_pool import in_order, with_cnn_threads
@@ -306,7 +306,7 @@ def read_and_predict(model: TrainedModel, shown: str, folder: Path, db: str, nam
         pred = predict_loaded(model, rec, smooth=1, endpoint_decisions=decisions)
         # a record the model learnt from is no external test: counted and flagged, the report says so
         seen = training_recording(model, str(folder / name)) is not None
-    except ONE_RECORD_ERRORS as err:  # as text: not every error survives pickling back from a worker
+    except PREDICTION_RECORD_ERRORS as err:  # as text: not every error survives pickling back from a worker
         read_anyway = "".join(f"; read anyway: {note}" for note in (rec.notes if rec is not None else []))
         return None, None, (one_record_error(err, shown) + read_anyway, getattr(err, "record_path", shown)), False
     return dataclasses.replace(rec, signals=rec.signals[:, :0]), pred, None, seen  # the samples are not sent back

@@ -95,9 +95,10 @@ def in_order(work: Callable, items: Iterable[tuple], model: TrainedModel, jobs: 
             yield work(model, *item)
         return
 
-    def start(processes: int) -> ProcessPoolExecutor:
+    def start(processes: int) -> ProcessPoolExecutor:  # the cores shared out between ``processes``, not ``jobs``
+        threads = cnn_threads and max(1, cnn_threads * jobs // processes)
         return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                   initargs=(model.path, model.digest, require_signed, jobs, cnn_threads))
+                                   initargs=(model.path, model.digest, require_signed, processes, threads))
 
     def died(name: str, exc: BaseException) -> PipelineError:
         return PipelineError(f"{name}: a worker process died on it or on a record beside it (out of memory? or the "

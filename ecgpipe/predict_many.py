@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecgpipe.environment import differences_warning
-from ecgpipe.errors import ONE_RECORD_ERRORS, one_record_error
+from ecgpipe.errors import PREDICTION_RECORD_ERRORS, one_record_error
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_cluster import ModelCluster
 from ecgpipe.model_pool import in_order
@@ -99,7 +99,7 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
         if base:  # what was read anyway, named as given too
             pred.note, pred.read_warnings = pred.note.replace(folder_read, folder_given), read_warnings
         seen = training_recording(model, where)
-    except ONE_RECORD_ERRORS as err:  # named as given, as without a cluster; a bug one odd record triggers fails it alone
+    except PREDICTION_RECORD_ERRORS as err:  # named as given, as without a cluster; a bug one odd record triggers fails it alone
         text = one_record_error(err, where)
         return RecordOutcome(path, name, error=text.replace(where, path) if base else text, read_warnings=read_warnings)
     pred.record, target = path, os.path.join(out, os.path.relpath(target, os.path.join(base, out)))

@@ -25,6 +25,7 @@ chunks it owns (Zarr loses data silently when two writers share a chunk). Every 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -37,7 +38,13 @@ from ecgpipe.lock import output_lock
 from ecgpipe.model import content_digest
 from ecgpipe.orchestration import model_artifact, steps
 from ecgpipe.orchestration.bookkeeping import RunLog
-from ecgpipe.orchestration.cluster import api_unreachable_from_workers, check_store_reachable, prefect_api, task_runner
+from ecgpipe.orchestration.cluster import (
+    api_unreachable_from_workers,
+    check_store_reachable,
+    late_workers_checked,
+    prefect_api,
+    task_runner,
+)
 from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
@@ -136,7 +143,9 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
             if lock is not None and api.server_pid:
                 lock.note_child(api.server_pid)  # a later run stops it if this process is killed before it can
             runner = task_runner(cfg, out_dir, scheduler)
-            return ecg_pipeline.with_options(task_runner=runner)(
-                config=cfg.model_dump(mode="json"), data_dir=str(data_dir) if data_dir else None, out_dir=str(out_dir),
-                strict=strict, download=download,
-            )
+            # workers that join an existing cluster mid-run are checked as they join (those there were, above)
+            with late_workers_checked(scheduler) if scheduler else contextlib.nullcontext():
+                return ecg_pipeline.with_options(task_runner=runner)(
+                    config=cfg.model_dump(mode="json"), data_dir=str(data_dir) if data_dir else None,
+                    out_dir=str(out_dir), strict=strict, download=download,
+                )

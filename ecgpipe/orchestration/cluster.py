@@ -100,8 +100,8 @@ def api_unreachable_from_workers(scheduler: str, api_url: str | None) -> str:
     api = api_url or "http://127.0.0.1 (the temporary Prefect server this run starts)"
     if not _host(api).startswith(LOOPBACK):
         return ""
-    return (f"the Dask scheduler {scheduler} is not on this machine, but the Prefect API is on its loopback ({api}): "
-            "workers on other machines cannot reach it to report their task runs. Start a Prefect server they can "
+    return (f"the Dask scheduler {scheduler} takes workers from other machines, but the Prefect API is on this "
+            f"machine's loopback ({api}): those workers cannot reach it to report their task runs. Start a Prefect server they can "
             "reach (`prefect server start --host 0.0.0.0`, behind TLS and PREFECT_SERVER_API_AUTH_STRING) and set "
             "PREFECT_API_URL=http://<this host>:4200/api before the run (deploy/README.md)")
 
@@ -186,10 +186,6 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
             raise StoreUnreachable(
                 f"workers of the cluster at {scheduler} do not run this ecgpipe's code: {'; '.join(stale)}. Restart them "
                 "(`dask worker` again, or `Client(...).restart()`) with the same ecgpipe as this run's")
-        if code_of is None:  # a run's tasks: workers that join later are checked as they join (predict's on a task)
-            from ecgpipe.orchestration.worker_code import CodeCheck, installed_code
-
-            client.register_plugin(CodeCheck(installed_code()))
         for folder in folders:
             if not folder:
                 continue
@@ -213,6 +209,27 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
             "workers of the cluster at " + scheduler + " do not share this run's folders: " + "; ".join(problems)
             + ". Mount the data and output folders at the same path on every worker (shared file system)."
         )
+
+
+@contextlib.contextmanager
+def late_workers_checked(scheduler: str):
+    """For the run's life, every worker that joins the cluster at ``scheduler`` compares its ecgpipe code with the
+    run's as it joins (``worker_code.CodeCheck``: one of other code leaves); ``check_store_reachable`` checked those
+    there before. The check is the run's own (a name of its own) and goes with it."""
+    import uuid
+
+    from distributed import Client
+
+    from ecgpipe.orchestration.worker_code import CodeCheck, installed_code
+
+    name = f"ecgpipe-code-check-{uuid.uuid4().hex[:8]}"
+    with Client(scheduler, timeout=CLUSTER_WAIT_S) as client:
+        client.register_plugin(CodeCheck(installed_code(), name))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # the scheduler gone: nothing left to unregister from
+                client.unregister_worker_plugin(name)
 
 
 def _workers_of_other_code(client, roots: tuple[str, ...] | None = None) -> list[str]:

@@ -79,27 +79,42 @@ def worker_code(roots: tuple[str, ...] = (WORKER_MODULE,)) -> str:
     return installed_code(roots)
 
 
+class StaleWorkerCode(RuntimeError):
+    """A task reached a worker found to run other ecgpipe code than the run's (in the moment before it leaves): not
+    the unit's fault, so a retry elsewhere may pass (a transient error, not an ``EcgpipeError``)."""
+
+
 class CodeCheck(WorkerPlugin):
-    """A Dask worker plugin (``client.register_plugin``) that a run on an existing cluster registers once its workers
+    """A Dask worker plugin a run on an existing cluster registers (``cluster.late_workers_checked``) once its workers
     passed ``check_store_reachable``: the scheduler hands it to every worker that joins later too (a SLURM job or a
-    pod that starts mid-run), which then compares its code with the run's once, on joining; its tasks refuse to run
-    if they differ (``refuse_if_stale``), instead of storing another code's results under this code's keys."""
+    pod that starts mid-run), which compares its code with the run's once, on joining. A worker of other code leaves
+    the cluster, saying why in its log, before it takes a task: its results would be stored under this code's keys.
+    The run unregisters it when it ends (a worker of another ecgpipe may then join the cluster for other work)."""
 
-    name = "ecgpipe-code-check"
-    idempotent = False  # a later run's registration replaces an earlier run's (its code may differ)
+    idempotent = False
 
-    def __init__(self, code: str, roots: tuple[str, ...] = (WORKER_MODULE,)):
-        self.code, self.roots = code, tuple(roots)
+    def __init__(self, code: str, name: str, roots: tuple[str, ...] = (WORKER_MODULE,)):
+        self.code, self.name, self.roots = code, name, tuple(roots)
 
     def setup(self, worker) -> None:
-        here = worker_code(self.roots)
-        worker.ecgpipe_code_problem = "" if here == self.code else (
-            here if here.startswith("<") else "another version or checkout")
+        try:
+            here = worker_code(self.roots)
+        except Exception as exc:  # fails closed: a worker that cannot tell its code is not trusted with the run's
+            here = f"<{type(exc).__name__}: {exc}>"
+        problem = "" if here == self.code else here if here.startswith("<") else "another version or checkout"
+        worker.ecgpipe_code_problem = problem
+        if problem:
+            import logging
 
+            logging.getLogger("distributed.worker").error(
+                f"ecgpipe: this worker runs other ecgpipe code than the run that registered this check ({problem}): "
+                "it leaves the cluster; restart it with the run's ecgpipe")
+            worker.loop.add_callback(worker.close, reason="ecgpipe: other code than the run's")
 
 
 def refuse_if_stale() -> None:
-    """In a task: raise when this Dask worker was found (``CodeCheck``) to run other ecgpipe code than the run's."""
+    """In a task: raise when this Dask worker was found (``CodeCheck``) to run other ecgpipe code than the run's; it is
+    leaving the cluster, and the task is retried on another worker."""
     from distributed import get_worker
 
     try:
@@ -107,10 +122,8 @@ def refuse_if_stale() -> None:
     except ValueError:  # not on a Dask worker (a test calling a task's function directly)
         return
     if problem := getattr(worker, "ecgpipe_code_problem", ""):
-        from ecgpipe.errors import StoreUnreachable
-
-        raise StoreUnreachable(f"the Dask worker {worker.address} runs other ecgpipe code than this run ({problem}): "
-                               "restart it with this run's ecgpipe; a rerun computes only what is missing")
+        raise StaleWorkerCode(f"the Dask worker {worker.address} runs other ecgpipe code than this run ({problem}) and "
+                              "is leaving the cluster")
 
 
 _weights_seen: dict[str, tuple[int, int]] = {}  # this worker process's last look at each local weights file
