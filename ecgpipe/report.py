@@ -37,6 +37,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     recording_rows,
     recordings_summary,
     scored_endpoints,
+    software_words,
     spectrogram_shape_words,
     stage_times_words,
 )
@@ -180,7 +181,7 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Model artifact (best row, refitted on every segment): `{report['model']}` "
                   f"(sha256 `{report.get('model_digest') or '?'}`); "
                   "apply it with `ecgpipe predict --model <file> RECORD...`."]
-    software = ", ".join(f"{k} {v}" for k, v in report.get("software", {}).items() if k != "ecgpipe")
+    software = software_words(report)
     lines += ["", f"ecgpipe {report['code_version']}" + (f" ({software})" if software else "")
               + "; full configuration in report.json.", ""]
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     recordings_summary,
     scored_endpoints,
     selection_protocol,
+    software_words,
     stage_times_words,
     versus_best_words,
 )
@@ -227,7 +228,7 @@ def render_html(report: dict, confusion_pngs: dict[str, bytes], examples_uri: st
     parts += _record_list(report, "skipped_records", "Skipped records", "", lambda s: e(s["error"]))
     parts.append("<h2>Provenance</h2>")
     prov = report.get("provenance", {})
-    software = ", ".join(f"{k} {v}" for k, v in report.get("software", {}).items() if k != "ecgpipe") or "not recorded"
+    software = software_words(report) or "not recorded"
     parts.append(_table(["item", "value"], [["ecgpipe", e(report["code_version"])], ["software", e(software)],
                                              ["weights", e(report["weights"])],
                                              ["model artifact", f"<code>{e(str(report.get('model')))}</code>"],

@@ -78,6 +78,11 @@ def per_record_caveat(report: dict) -> str:
             "The record-wise figures are those of the protocols that keep a record's windows together.") if shared else ""
 
 
+def software_words(report: dict) -> str:
+    """The report's software but ecgpipe itself ('python 3.11.7, numpy 2.1.0, ...'), '' in reports before 0.15.0."""
+    return ", ".join(f"{k} {v}" for k, v in report.get("software", {}).items() if k != "ecgpipe")
+
+
 def selected_by_records(report: dict) -> bool:
     """Whether the best row was chosen on record-level macro-F1 (a dataset labelled per record): its ``selected_by``."""
     return "record-level" in report.get("selected_by", "")
