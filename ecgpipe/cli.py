@@ -19,7 +19,7 @@ from ecgpipe import cli_checks
 from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_nothing, out_is_a_file, with_earlier_report_note
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, one_place, positive_int, scheduler_option
 from ecgpipe.config import config_from_dict, load_config, preset_names
-from ecgpipe.errors import EcgpipeError, StageFailed
+from ecgpipe.errors import EcgpipeError, StageFailed, stops_the_command
 from ecgpipe.progress import one_line_warning as _one_line_warning
 
 
@@ -226,10 +226,12 @@ def cmd_predict(args) -> int:
     try:
         done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume, require_signed=require_signed,
                                scheduler=args.scheduler)
-    except KeyboardInterrupt:
-        print(f"\necgpipe: interrupted; every record finished is in {out / 'records.csv'}: the same command with --resume "
-              "predicts the others", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, OSError) as exc:  # Ctrl-C, SIGTERM, or --out's disk full: each finished record kept
+        if isinstance(exc, OSError) and not stops_the_command(exc):
+            raise
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{exc.filename or out}: {exc.strerror}, stopped"
+        print(f"\necgpipe: {why}; every record finished is in {out / 'records.csv'}: --resume predicts the others", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
     per_record = ("the class of the whole record" if model.config.classifier.level == "record" else
                   "its windows' mean probability" if model.config.classifier.uses_probabilities else "majority of its windows")
     print(f"episodes: {out / 'episodes.csv'}; one class per record ({per_record}; failed records with their error): "

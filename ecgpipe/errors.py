@@ -67,6 +67,16 @@ PASSING_OS_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.E
                                errno.ECONNABORTED, errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOMEM})
 
 
+# errors of the output's disk: full, over quota, read-only. Every record after would fail the same way, so a command
+# stops on them (what it finished is kept) instead of failing the remaining records one by one
+OUTPUT_STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def stops_the_command(exc: BaseException) -> bool:
+    """Whether an error is the output disk's (``OUTPUT_STOPPING_ERRNOS``), not one record's."""
+    return isinstance(exc, OSError) and exc.errno in OUTPUT_STOPPING_ERRNOS
+
+
 def may_pass(exc: BaseException) -> bool:
     """Whether an error while reading a record says nothing of the record (``PASSING_OS_ERRNOS``)."""
     return isinstance(exc, OSError) and exc.errno in PASSING_OS_ERRNOS

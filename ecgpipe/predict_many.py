@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecgpipe.environment import differences_warning
-from ecgpipe.errors import PREDICTION_RECORD_ERRORS, one_record_error
+from ecgpipe.errors import PREDICTION_RECORD_ERRORS, one_record_error, stops_the_command
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_cluster import ModelCluster
 from ecgpipe.model_pool import in_order
@@ -36,7 +36,15 @@ from ecgpipe.predict import (
     write_annotations,
 )
 from ecgpipe.predict_outputs import AGREEMENT_PARTIAL, earlier_prediction, write_model_note
-from ecgpipe.predict_tables import PredictionTables, Resumed, resume_from, rewrite_partial, table_columns, write_output_names
+from ecgpipe.predict_tables import (
+    PredictionTables,
+    Resumed,
+    earlier_output_names,
+    resume_from,
+    rewrite_partial,
+    table_columns,
+    write_output_names,
+)
 from ecgpipe.progress import PROGRESS_EVERY_S, progress_line
 
 CHECKED_FOLDERS = 8  # on a cluster, the first records' folders every worker must see before any record is sent
@@ -100,6 +108,8 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
             pred.note, pred.read_warnings = pred.note.replace(folder_read, folder_given), read_warnings
         seen = training_recording(model, where)
     except PREDICTION_RECORD_ERRORS as err:  # named as given, as without a cluster; a bug one odd record triggers fails it alone
+        if stops_the_command(err):  # --out's disk is full: so it is for every record after
+            raise
         text = one_record_error(err, where)
         return RecordOutcome(path, name, error=text.replace(where, path) if base else text, read_warnings=read_warnings)
     pred.record, target = path, os.path.join(out, os.path.relpath(target, os.path.join(base, out)))
@@ -150,6 +160,7 @@ def predict_records(model: TrainedModel, paths: list[str], names: dict[str, str]
 def _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say, cluster) -> PredictSummary:
     columns = table_columns(model.config.class_names, list(model.config.endpoints))
     earlier = resume_from(out, model, options.to_json(), names, columns) if resume else Resumed()
+    earlier_files = earlier_output_names(out) if earlier_prediction(out) else {}  # path -> its annotation file
     if not earlier_prediction(out):  # a new folder: marked as predict's before any table is written
         write_model_note(out, model, options.to_json())
     # an earlier prediction's model.json stays until its tables hold only what this one keeps (records.csv first):
@@ -186,6 +197,9 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
             if outcome.error is not None:
                 summary.failed[outcome.path] = outcome.error
                 tables.add_failed(outcome.path, outcome.error)
+                # an earlier prediction's annotations of the record, beside this one's error, would pass for its output
+                if earlier_files.get(outcome.path) == f"{outcome.name}.{options.extension}":
+                    (out / earlier_files[outcome.path]).unlink(missing_ok=True)
                 print(f"ecgpipe: {outcome.error}", file=sys.stderr)
             else:
                 summary.predicted += 1
@@ -207,6 +221,8 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
                 last_line = now
     if earlier.done:  # kept rows came first: back in the order given, as an uninterrupted prediction writes them
         tables.in_given_order(paths)
+    if summary.failed:  # a failed record has no annotation file: outputs.csv names none
+        write_output_names(out, names, options.extension, failed=set(summary.failed))
     if options.compare:
         ordered = {names[p]: agreements[names[p]] for p in paths if names[p] in agreements}
         (out / "agreement.json").write_text(json.dumps(ordered, indent=2))

@@ -109,9 +109,16 @@ class PredictionTables:
         self.close()
 
 
-def write_output_names(out: Path, names: dict[str, str], extension: str) -> None:
-    """outputs.csv: each record (as given) and its annotation file (relative to ``out``)."""
-    _replace(out / OUTPUT_NAMES, [["record", "annotation"], *([p, f"{n}.{extension}"] for p, n in names.items())])
+def write_output_names(out: Path, names: dict[str, str], extension: str, failed: set[str] = frozenset()) -> None:
+    """outputs.csv: each record (as given) and its annotation file (relative to ``out``), empty for ``failed``
+    records (the whole list is written before any record is predicted: what a stopped prediction leaves)."""
+    _replace(out / OUTPUT_NAMES, [["record", "annotation"],
+                                  *([p, "" if p in failed else f"{n}.{extension}"] for p, n in names.items())])
+
+
+def earlier_output_names(out: Path) -> dict[str, str]:
+    """An earlier prediction's outputs.csv: record path -> its annotation file (empty where it failed)."""
+    return dict(tuple(r) for r in read_rows(out / OUTPUT_NAMES)[1:] if len(r) == 2)
 
 
 @dataclass
@@ -147,7 +154,7 @@ def resume_from(out: Path, model, options: dict, names: dict[str, str], columns:
     expected = {"records": columns, **HEADERS}
     if any(not rows or rows[0] != expected[t] for t, rows in tables.items()):
         return Resumed()  # a table missing or of another layout: nothing is known to be complete
-    earlier_names = dict(tuple(r) for r in read_rows(out / OUTPUT_NAMES)[1:] if len(r) == 2)
+    earlier_names = earlier_output_names(out)
     agreements = _read_agreements(out) if options.get("compare") else {}
     broken = {r[0] for t in HEADERS for r in tables[t][1:] if r and len(r) != len(HEADERS[t])}
     finished = {r[0] for r in tables["records"][1:] if len(r) == len(columns) and r[-1] == ""}

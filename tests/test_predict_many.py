@@ -200,6 +200,59 @@ def test_many_records_get_progress_lines_and_one_training_warning(setup, tmp_pat
     assert len(_rows(tmp_path / "p", "records.csv")) == 5  # every record accounted for, the failed one too
 
 
+def test_a_full_disk_stops_the_prediction_and_resume_finishes_it(setup, tmp_path, monkeypatch, capsys):
+    """--out's disk full (ENOSPC) while the second record's annotations are written: every record after would fail the
+    same way, so the command stops (exit 1, the disk's words, --resume) with the first record kept, rather than
+    failing the rest one by one; a --resume once there is room predicts the other two."""
+    import errno
+
+    from ecgpipe import predict_many
+    from ecgpipe.cli import main
+
+    real, written = predict_many.write_annotations, []
+
+    def full_disk(pred, out, extension, name):
+        if written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(out, f"{name}.{extension}"))
+        written.append(name)
+        return real(pred, out, extension, name)
+
+    monkeypatch.setattr(predict_many, "write_annotations", full_disk)
+    out = tmp_path / "p"
+    code = main(["predict", "--model", str(setup["model"]), *setup["records"], "--out", str(out)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "No space left on device, stopped" in err and "101.pred" in err and "--resume" in err, err
+    assert [r[0] for r in _rows(out, "records.csv")[1:]] == setup["records"][:1]  # 103 was not tried, nor failed
+    monkeypatch.setattr(predict_many, "write_annotations", real)
+    code = main(["predict", "--model", str(setup["model"]), *setup["records"], "--out", str(out), "--resume"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "resuming: 1 of 3" in captured.out
+    assert [r[0] for r in _rows(out, "records.csv")[1:]] == setup["records"]
+    assert all(r[-1] == "" for r in _rows(out, "records.csv")[1:])  # no error column filled
+
+
+def test_a_record_that_fails_now_loses_its_earlier_annotations(setup, physionet, tmp_path):
+    """Predicted again into an earlier prediction's folder, a record that now fails (its signal file truncated) keeps
+    no annotation file of the earlier prediction (it would pass for this one's output beside its error row), and
+    outputs.csv names no annotation file for it; the others' files are this prediction's."""
+    folder = copy_records(physionet, tmp_path / "data", "mitdb", RECORDS)
+    paths = [str(folder / r) for r in RECORDS]
+    out = tmp_path / "p"
+    args = ["predict", "--model", str(setup["model"]), *paths, "--out", str(out)]
+    assert cli(*args).returncode == 0
+    assert (out / "103.pred").exists()
+    dat = folder / "103.dat"
+    dat.write_bytes(dat.read_bytes()[:1000])
+    again = cli(*args)
+    assert again.returncode == 1 and "103" in again.stderr
+    assert not (out / "103.pred").exists() and (out / "100.pred").exists() and (out / "101.pred").exists()
+    assert dict(_rows(out, "outputs.csv")[1:]) == {paths[0]: "100.pred", paths[1]: "101.pred", paths[2]: ""}
+    rows = {r[0]: r for r in _rows(out, "records.csv")[1:]}
+    assert rows[paths[2]][-1] != "" and rows[paths[0]][-1] == ""  # its error, and none for the others
+
+
 def test_evaluate_jobs_give_the_results_one_process_gives(setup, physionet, tmp_path):
     """`ecgpipe evaluate --jobs 2`: the same evaluation.json (but its wall time), records CSV and report as one
     process, a broken record's error carried back from its worker process."""
