@@ -229,6 +229,7 @@ class FinishedRun:
     external: tuple[str, SubjectConfusions] | None = None  # evaluations: (dataset config, per-record outcomes)
     recordings: dict | None = None  # report.json's "recordings" (the endpoints over whole recordings), when scored
     windows_digest: str | None = None  # which windows the run scored (reports since 0.15.0)
+    folds: dict | None = None  # the run's cv settings that draw its folds (n_splits, seed)
 
 
 def _check_last_run_finished(folder: Path) -> None:
@@ -262,8 +263,10 @@ def read_report(run: str | Path) -> FinishedRun:
         protocols = {name: ProtocolResult.model_validate({k: v for k, v in p.items() if k in fields})
                      for name, p in doc["protocols"].items()}
         endpoints = {name: EndpointSettings.model_validate(e) for name, e in (doc["config"].get("endpoints") or {}).items()}
+        cv = doc["config"].get("cv") or {}
         return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols,
-                           recordings=doc.get("recordings"), windows_digest=doc.get("windows_digest"))
+                           recordings=doc.get("recordings"), windows_digest=doc.get("windows_digest"),
+                           folds={k: cv[k] for k in ("n_splits", "seed") if k in cv} or None)
     except NotPaired:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # JSON and pydantic errors are ValueErrors
@@ -348,8 +351,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | No
         not_compared.append(f"whole recordings: scored in {labels[0] if a.recordings else labels[1]} only")
     if not scopes:
         raise NotPaired(f"{labels[0]} and {labels[1]}: nothing pairs: " + "; ".join(not_compared))
+    notes = []
+    if None not in (a.folds, b.folds) and a.folds != b.folds:  # same windows, other folds: still paired, less clean
+        differ = ", ".join(f"cv.{k} {a.folds.get(k)} vs {b.folds.get(k)}" for k in sorted(set(a.folds) | set(b.folds))
+                           if a.folds.get(k) != b.folds.get(k))
+        notes.append(f"the runs drew other folds ({differ}): each A - B also holds the luck of the folds, which its "
+                     "interval (subjects resampled, the fitted models fixed) does not cover; give both runs the same "
+                     "cv settings for a clean comparison")
     return RunComparison(a=labels[0], b=labels[1], a_classifier=a.classifier, b_classifier=b.classifier,
-                         class_names=names_a, scopes=scopes, not_compared=not_compared)
+                         class_names=names_a, scopes=scopes, not_compared=not_compared, notes=notes)
 
 
 SMALL_SAMPLE = 10  # fewer subjects (or records) than this: the comparison says its intervals are a rough guide
@@ -357,7 +367,8 @@ SMALL_SAMPLE = 10  # fewer subjects (or records) than this: the comparison says 
 
 def comparison_markdown(result: RunComparison) -> str:
     """The comparison as Markdown: one table per protocol and scope, A - B with its paired interval."""
-    lines = [f"A: {result.a} ({result.a_classifier})", f"B: {result.b} ({result.b_classifier})"]
+    lines = [f"A: {result.a} ({result.a_classifier})", f"B: {result.b} ({result.b_classifier})",
+             *(f"note: {note}" for note in result.notes)]
     for scope in result.scopes:
         c = scope.comparison
         per_record = c.level == "record" or scope.scored.startswith("records")

@@ -192,6 +192,7 @@ class RunComparison(_Result):
     class_names: list[str]
     scopes: list[ScopeComparison]
     not_compared: list[str] = []  # protocols (or record-level results) that only one run has, with why
+    notes: list[str] = []  # what limits the comparison that is made (folds drawn differently)
 
 
 class ComparisonEntry(_Result):

@@ -3,6 +3,7 @@ values that do not match the first sample in some), read with the same checks as
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -148,6 +149,13 @@ def run_cinc_slice(cinc, tmp_path):
     if best["level"] == "window":  # and the records' answers from their windows, records resampled
         assert ("grouped_by_subject", "records (their windows' answer)") in scored
     assert all(d.difference in (0, None) for s in itself.scopes for d in s.comparison.differences)
+    # the same windows under folds drawn with another seed still pair, with a note that the interval leaves that out
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    seed = doc["config"]["cv"]["seed"]
+    doc["config"]["cv"]["seed"] = seed + 1
+    (tmp_path / "other_folds.json").write_text(json.dumps(doc))
+    other_folds = compare_runs(tmp_path / "out", tmp_path / "other_folds.json", n_boot=200)
+    assert itself.notes == [] and len(other_folds.notes) == 1 and f"cv.seed {seed} vs {seed + 1}" in other_folds.notes[0]
     # the model carries a detector per endpoint when its classifier reads windows (a record-level one has none)
     from ecgpipe.model import load_model
 
