@@ -54,7 +54,8 @@ class EdfHeader:
 def read_edf_header(path: str) -> EdfHeader:
     """The header of an EDF/EDF+ file; ``RecordError`` naming the file when it is not one."""
     with open(path, "rb") as fh:
-        fixed = fh.read(_FIXED_BYTES).decode("ascii", errors="replace")
+        # Latin-1: one character per byte (the fields are fixed widths), and a recorder's "µV" (0xB5) readable
+        fixed = fh.read(_FIXED_BYTES).decode("latin-1")
         try:
             header_bytes, n_records = int(fixed[184:192]), int(fixed[236:244])
             record_s, n_signals = float(fixed[244:252]), int(fixed[252:256])
@@ -62,7 +63,7 @@ def read_edf_header(path: str) -> EdfHeader:
             raise RecordError(path, "not an EDF file: its header's sizes are not numbers") from None
         if len(fixed) < _FIXED_BYTES or header_bytes != _FIXED_BYTES * (n_signals + 1) or n_signals < 1:
             raise RecordError(path, f"not an EDF file: a header of {header_bytes} bytes for {n_signals} signals")
-        text = fh.read(header_bytes - _FIXED_BYTES).decode("ascii", errors="replace")
+        text = fh.read(header_bytes - _FIXED_BYTES).decode("latin-1")
     signals, at = {}, 0
     for name, width in _SIGNAL_FIELDS:
         signals[name] = [text[at + i * width : at + (i + 1) * width].strip() for i in range(n_signals)]

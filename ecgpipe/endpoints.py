@@ -73,9 +73,10 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
     ci = {name: interval for name, v in draws.items() if spread[name] > 1 and (interval := percentile_interval(v))}
     counts = np.bincount(y, minlength=n_classes)
     shares = np.bincount(y, weights=right, minlength=n_classes) / np.maximum(counts, 1)  # as each draw, unweighted
+    held_by = {c: _n_subjects(subject_of, y == c) for c in range(n_classes) if counts[c]}
     by_class = [{"name": name, "positive": bool(positive[c]), "n": int(counts[c]),
-                 "rate": float(shares[c]), "goal": endpoint.class_goals.get(name),
-                 "ci95": percentile_interval(class_draws[:, c]) if _n_subjects(subject_of, y == c) > 1 else None}
+                 "rate": float(shares[c]), "goal": endpoint.class_goals.get(name), "subjects": held_by[c],
+                 "ci95": percentile_interval(class_draws[:, c]) if held_by[c] > 1 else None}
                 for c, name in enumerate(class_names) if counts[c]]
     return EndpointResult.model_validate({
         "classes": list(endpoint.classes),
@@ -84,6 +85,8 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
         **binary_rates(cm),
         "ci95": ci,
         "ci_method": f"bootstrap over {len(subjects)} subjects, {n_boot} resamples",
+        "positive_subjects": spread["sensitivity"],
+        "negative_subjects": spread["specificity"],
         "goal_sensitivity": endpoint.goal_sensitivity,
         "goal_specificity": endpoint.goal_specificity,
         "goal_source": endpoint.goal_source,

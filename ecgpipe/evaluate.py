@@ -275,14 +275,14 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
 def _what_to_score(item: tuple, dataset: PipelineConfig, excluded: set[str]) -> tuple[str | None, str | None, tuple | None]:
     """(label, subject, problem) of one record: problem = (accounting key, the row's note, error) when it is not
     scored (its label excluded, unknown or missing) or its subject rule fails on it (failed)."""
-    db, _, settings, name, labels, csv_subject = item
+    db, folder, settings, name, labels, csv_subject = item
     label = labels.get(name) if labels is not None else None
     if labels is not None and (not label or label in excluded or label not in dataset.label_to_class):
         reason = "no_label_row" if not label else "excluded_label" if label in excluded else "unknown_label"
         why = reason.replace("_", " ")
         if not label:  # the run's own words for a missing or empty label (a CSV's row, or a header's label line)
             try:
-                check_record_label(f"{db}/{name}", label, settings, set(), set())
+                check_record_label(os.path.join(str(folder), name) if folder else f"{db}/{name}", label, settings, set(), set())
             except RecordError as err:
                 why = err.problem
         return label, None, (reason, f"not scored: {why}", None)

@@ -170,12 +170,17 @@ def signal_digest(db_dir: str | Path, record: str) -> str:
     return file_digest(record_files(db_dir, record, "")[:-1])
 
 
+# an EDF file's suffix in any case (.edf, .EDF, .Edf...): recorders and Windows tools write either
+EDF_SPELLINGS = tuple("." + "".join(c.upper() if k >> i & 1 else c for i, c in enumerate("edf")) for k in range(8))
+
+
 def edf_record_file(db_dir: str | os.PathLike, record: str) -> str | None:
-    """``<record>.edf`` when a database's record is an EDF file: no WFDB header beside it (a WFDB header wins)."""
+    """``<record>.edf`` (in any case) when a database's record is an EDF file: no WFDB header beside it (a WFDB
+    header wins)."""
     stem = os.path.join(os.fspath(db_dir), record)
-    if not os.path.isfile(stem + ".hea") and os.path.isfile(stem + ".edf"):
-        return stem + ".edf"
-    return None
+    if os.path.isfile(stem + ".hea"):
+        return None
+    return next((stem + suffix for suffix in EDF_SPELLINGS if os.path.isfile(stem + suffix)), None)
 
 
 def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,8 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
     except UnicodeDecodeError as exc:
         raise LabelsError(f"{path}: not UTF-8 text ({exc})") from None
     first = True
-    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+    # skipinitialspace: `"A00002", "N"` (a space after each comma) is read as A00002 and N, not with its quotes
+    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline=""), skipinitialspace=True), start=1):
         cells = [c.strip() for c in row]
         while cells and not cells[-1]:  # an Excel export's trailing comma is no column
             cells.pop()
@@ -190,6 +192,9 @@ def check_record_label(record_path: str, label: str | None, settings: DatabaseSe
     """A record of a CSV-labelled database needs a row in the CSV, with a label of a configured class (or excluded);
     one labelled by its header needs the header's line (its codes may name no class: it then yields no window)."""
     if settings.labels_header:
+        if label is None and not os.path.isfile(f"{record_path}.hea"):  # absent (or an EDF record): not a missing line
+            raise RecordError(record_path, f"no WFDB header {record_path}.hea to read its '#{settings.labels_header}:' "
+                                           "label line from (databases.<db>.labels_header labels WFDB records only)")
         if label is None:
             raise RecordError(record_path, f"no '#{settings.labels_header}:' comment line with a label in its header "
                                            "(databases.<db>.labels_header)")

@@ -13,10 +13,15 @@ def _loose(name: str) -> str:  # "ML II", "mlii" for MLII
     return "".join(str(name).split()).lower()
 
 
+def _bare(name: str) -> str:  # EDF+'s standard labels put the signal type first: "ECG V5", "ECG II" for V5, II
+    loose = _loose(name)
+    return loose[3:] if loose.startswith("ecg") and len(loose) > 3 else loose
+
+
 def choose_lead(sig_names: list[str], wanted: list[str | int], taken: tuple[int, ...] = ()) -> int:
     """Index of the first lead in ``wanted`` (names or indices) that the record has and that is not ``taken``; a name
-    matches exactly, else without regard to case and spaces, before the next choice is tried. Raises ``LookupError``
-    saying what the record has."""
+    matches exactly, else without regard to case and spaces, else without EDF+'s "ECG " before it, before the next
+    choice is tried. Raises ``LookupError`` saying what the record has."""
     for choice in wanted:
         if isinstance(choice, int):
             if 0 <= choice < len(sig_names) and choice not in taken:
@@ -25,6 +30,7 @@ def choose_lead(sig_names: list[str], wanted: list[str | int], taken: tuple[int,
         # a name may occur twice (vfdb's two channels are both "ECG")
         free = [i for i, name in enumerate(sig_names) if name == choice and i not in taken]
         free = free or [i for i, name in enumerate(sig_names) if _loose(name) == _loose(choice) and i not in taken]
+        free = free or [i for i, name in enumerate(sig_names) if _bare(name) == _bare(choice) and i not in taken]
         if free:
             return free[0]
     raise LookupError(f"no lead matching {wanted} (the record has {sig_names}; a channel index chooses a lead "

@@ -15,7 +15,7 @@ from pathlib import Path
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.input_digests import InputDigests
-from ecgpipe.keys import array_digest
+from ecgpipe.keys import array_digest, edf_record_file
 from ecgpipe.labels import read_record_labels
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
@@ -50,7 +50,8 @@ def without_files(cfg: PipelineConfig, database: str, folder: str | Path, names:
     csv_name = cfg.databases[database].labels_csv
     if not csv_name or not names or (Path(folder) / "RECORDS").is_file():
         return []
-    absent = [n for n in names if not any(os.path.exists(os.path.join(folder, n + ext)) for ext in RECORD_FILE_EXTENSIONS)]
+    absent = [n for n in names if not any(os.path.exists(os.path.join(folder, n + ext)) for ext in RECORD_FILE_EXTENSIONS)
+              and not edf_record_file(folder, n)]
     if len(absent) == len(names):
         below = {Path(r).name: r for r in records_in_folder(folder, nested=True) if "/" in r}  # in its subfolders?
         found = next((below[n] for n in names if n in below), None)

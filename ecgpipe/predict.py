@@ -40,6 +40,7 @@ from ecgpipe.classifier_settings import DEFAULT_CHANGE_PENALTY, DEFAULT_DECISION
 from ecgpipe.edf import EDF_EXTENSION, is_edf
 from ecgpipe.errors import RecordError
 from ecgpipe.grid import grid_features
+from ecgpipe.keys import EDF_SPELLINGS
 from ecgpipe.model import TrainedModel
 from ecgpipe.recording_endpoints import called_runs
 from ecgpipe.records import EcgRecord, list_records, read_edf_record, read_episodes, read_record
@@ -168,9 +169,6 @@ def _subfolders_with_records(folder: str) -> list[str]:
     return found
 
 
-_EDF_SPELLINGS = ["." + "".join(c.upper() if k >> i & 1 else c for i, c in enumerate("edf")) for k in range(8)]
-
-
 def record_path(arg: str) -> str:
     """A record given as ``dir/100``, ``dir/100.hea`` or ``dir/100.dat`` -> ``dir/100``, one spelling per path:
     ``dir//100`` and ``./dir/100`` are ``dir/100`` too (a ``..`` stays: it may lead out of a linked folder)."""
@@ -181,7 +179,7 @@ def record_path(arg: str) -> str:
     if not is_edf(path) and not os.path.isfile(path + ".hea"):
         # a record named as a folder's listing names it (``records_in_folder``, a RECORDS line): an EDF record is
         # read from its file, whatever the case of its suffix (.edf, .EDF, .Edf...)
-        path = next((path + s for s in _EDF_SPELLINGS if os.path.isfile(path + s)), path)
+        path = next((path + s for s in EDF_SPELLINGS if os.path.isfile(path + s)), path)
     parts = [p for p in path.split(os.sep) if p not in ("", ".")]
     if not parts:
         return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -62,14 +63,21 @@ def check_output_is_safe(record: str, target: Path, reserved_extensions: set[str
                            f"an input (choose another --out folder or --extension)")
 
 
+def annotation_name(path: str) -> str:
+    """A record's name as WFDB can write an annotation file under it (``wfdb.wrann`` refuses other characters)."""
+    return re.sub(r"[^-\w]", "_", os.path.basename(record_stem(path)))
+
+
 def output_names(paths: list[str]) -> dict[str, str]:
     """The output name of each record (``<record>`` when its name is unique among ``paths``, else
-    ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file."""
-    names = {p: os.path.basename(record_stem(p)) for p in paths}
+    ``<its folder>/<record>``, numbered if even that repeats), so no two records share an output file. A name WFDB
+    cannot write (an EDF file's "Patient 01 2024.01.05") has '_' for each character other than letters, digits, '_'
+    and '-'."""
+    names = {p: annotation_name(p) for p in paths}
     repeated = {n for n, k in Counter(names.values()).items() if k > 1}  # counted once: 300 000 records are common
     for p in paths:
         if names[p] in repeated:
-            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{os.path.basename(record_stem(p))}"
+            names[p] = f"{os.path.basename(os.path.dirname(os.path.abspath(p)))}/{annotation_name(p)}"
     live = Counter(names.values())  # how many records hold each name now, kept up to date as names change
     taken: dict[str, int] = {}
     for p in paths:

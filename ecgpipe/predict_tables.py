@@ -30,7 +30,7 @@ TABLES = ("records", "episodes", "endpoints")  # records.csv first when files ar
 
 def table_columns(class_names: list[str], endpoints: list[str]) -> list[str]:
     """records.csv's columns for a model's classes and endpoints."""
-    return ["record", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in class_names],
+    return ["record", "lead", "duration_s", "scored_s", "class", *[f"windows_{n}" for n in class_names],
             *[f"burden_{e}" for e in endpoints], *[f"episodes_{e}" for e in endpoints], "note", "error"]
 
 
@@ -48,7 +48,8 @@ class PredictionTables:
     stopped at the last one keeps every row before it, and no record's prediction is held until the end.
 
     * episodes.csv: one row per episode of a class;
-    * records.csv: one row per record: its duration, the seconds its scored windows span (windows with NaN samples
+    * records.csv: one row per record: the lead read (the model's lead preference decides among the record's
+      channels), its duration, the seconds its scored windows span (windows with NaN samples
       are not scored), its class, how many windows went to each class, and per endpoint its burden (the share of the
       scored windows where the endpoint is called, of ``scored_s``, not of the whole recording) and how many episodes
       of it endpoints.csv lists. A record that could not be predicted has a row too, empty but for its ``error``, so
@@ -76,7 +77,7 @@ class PredictionTables:
         burdens = [pred.endpoint_burden(e) if e in pred.endpoint_calls else None for e in self.endpoints]
         # a record shorter than one window is scored on one window: it spans the record, not the window
         scored_s = min(scored.sum() * pred.stride_s, pred.duration_s)
-        self._commit([pred.record, f"{pred.duration_s:.3f}", f"{scored_s:.3f}", pred.record_class,
+        self._commit([pred.record, pred.lead, f"{pred.duration_s:.3f}", f"{scored_s:.3f}", pred.record_class,
                       *counts.tolist(), *["" if b is None else f"{b:.4f}" for b in burdens],
                       *[len(pred.endpoint_episodes(e)) if e in pred.endpoint_calls else "" for e in self.endpoints],
                       pred.note, ""])

@@ -24,6 +24,14 @@ from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
 from ecgpipe.errors import RecordError, may_pass
 from ecgpipe.keys import edf_record_file, header_lines, is_multi_segment
 from ecgpipe.leads import choose_leads, not_ecg_note
+from ecgpipe.wfdb_signals import (
+    inferred_length,
+    millivolts_per_unit,
+    multi_segment_signals,
+    named_signals,
+    samples_per_frame,
+    signals_mv,
+)
 
 
 @dataclass(frozen=True)
@@ -70,19 +78,20 @@ def clean_aux_note(note: str) -> str:
 
 def rhythm_episodes(samples, symbols, aux_notes, sig_len: int) -> list[RhythmEpisode]:
     """Rhythm episodes from annotations: each ``+`` annotation whose aux note starts with ``(`` opens an episode that
-    lasts until the next rhythm annotation or the end of the record. Samples before the first one (the unlabelled
-    lead-in) belong to no episode. Zero-length episodes are dropped."""
+    lasts until the next rhythm annotation or the end of the record; one whose note is ``)`` closes the open episode
+    without opening another (Icentia11k marks each rhythm's end so: the stretch up to the next ``(`` is unlabelled).
+    Samples before the first one (the unlabelled lead-in) belong to no episode. Zero-length episodes are dropped."""
     changes = [
-        (int(s), clean_aux_note(a))
+        (int(s), note)
         for s, sym, a in zip(samples, symbols, aux_notes)
-        if sym == "+" and a and clean_aux_note(a).startswith("(")
+        if sym == "+" and a and ((note := clean_aux_note(a)).startswith("(") or note == ")")
     ]
-    changes.sort(key=lambda c: c[0])
+    changes.sort(key=lambda c: c[0])  # stable: a ')' and a '(' at one sample keep their order
     episodes = []
     for i, (start, label) in enumerate(changes):
         end = changes[i + 1][0] if i + 1 < len(changes) else sig_len
         start, end = max(start, 0), min(end, sig_len)
-        if end > start:
+        if end > start and label != ")":
             episodes.append(RhythmEpisode(label, start, end))
     return episodes
 
@@ -117,10 +126,12 @@ def record_name(entry: str) -> str:
     return entry
 
 
-def list_records(db_dir: str | Path) -> list[str]:
+def list_records(db_dir: str | Path, _depth: int = 0) -> list[str]:
     """Record names from the database's RECORDS file (one per line, PhysioNet's layout; a record in a subfolder is
     ``<folder>/<record>``, relative to the database folder; a name written with its file's suffix, ``100.hea``,
-    means the record ``100``), each once, in the file's order; lines starting with ``#`` are comments."""
+    means the record ``100``; a line ending in ``/`` names a folder with a RECORDS file of its own, as PhysioNet's
+    hierarchical databases list ``p00/p000020/``), each once, in the file's order; lines starting with ``#`` are
+    comments."""
     records_file = Path(db_dir) / "RECORDS"
     if not records_file.is_file():
         raise FileNotFoundError(
@@ -129,8 +140,15 @@ def list_records(db_dir: str | Path) -> list[str]:
     # utf-8-sig: a RECORDS file saved by a Windows editor starts with a byte-order mark, which would otherwise stick
     # to the first record's name (and that record would be "missing")
     lines = records_file.read_text(encoding="utf-8-sig").splitlines()
-    # a hand-made index may hold comments: a record name never starts with '#'
-    names = [record_name(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    names = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):  # a hand-made index's comments: no record starts so
+            continue
+        if line.strip().replace("\\", "/").endswith("/") and _depth < 4:  # a folder: its own RECORDS, names prefixed
+            folder = record_name(line)
+            names += [f"{folder}/{name}" for name in list_records(Path(db_dir) / folder, _depth + 1)]
+        else:
+            names.append(record_name(line))
     return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
 
 
@@ -144,39 +162,10 @@ def without_segments(folder: str | Path, names: list[str]) -> list[str]:
             lines = header_lines(os.path.join(str(folder), f"{name}.hea"))
         except OSError:
             continue
-        if is_multi_segment(lines):
-            parts.update(line[0] for line in lines[1:])
+        if is_multi_segment(lines):  # its segments are named relative to its own folder
+            parts.update(posixpath.join(posixpath.dirname(name), line[0]) for line in lines[1:])
     return [name for name in names if name not in parts]
 
-
-# Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
-_FORMAT_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12}
-
-
-def _expected_bytes(header, fname: str) -> int | None:
-    """Size a signal file must have for the header's sig_len, or None for formats this check does not know."""
-    idx = [i for i, f in enumerate(header.file_name) if f == fname]
-    fmts = {header.fmt[i] for i in idx}
-    if len(fmts) != 1 or next(iter(fmts)) not in _FORMAT_BITS:
-        return None
-    per_frame = sum((header.samps_per_frame[i] if header.samps_per_frame else 1) for i in idx)
-    offset = (header.byte_offset[idx[0]] or 0) if header.byte_offset else 0
-    return offset + -(-header.sig_len * per_frame * _FORMAT_BITS[next(iter(fmts))] // 8)
-
-
-# WFDB headers name each signal's physical unit; an empty one means millivolts (WFDB's default)
-MILLIVOLTS_PER = {"mv": 1.0, "v": 1000.0, "volt": 1000.0, "volts": 1000.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3,
-                  "microvolt": 1e-3, "microvolts": 1e-3, "millivolt": 1.0, "millivolts": 1.0}
-
-
-def millivolts_per_unit(path: str, lead: str, unit: str | None) -> float:
-    """Factor from a lead's physical unit to millivolts; a unit that is not a voltage is a RecordError."""
-    if not unit or not unit.strip():
-        return 1.0
-    factor = MILLIVOLTS_PER.get(unit.strip().lower())
-    if factor is None:
-        raise RecordError(path, f"lead {lead} is in {unit!r}: ecgpipe reads voltages (mV, V or uV)")
-    return factor
 
 
 def read_record(
@@ -218,17 +207,21 @@ def read_record(
                                     f"digits, '_' and '-': rename the record's files (and the name on the first line of "
                                     f"{header_file}), e.g. to {legal!r}") from None
         raise RecordError(path, f"malformed header {header_file}: {type(exc).__name__}: {exc}") from None
-    _check_rate(path, float(header.fs), database, settings)
     if isinstance(header, wfdb.MultiRecord):  # PhysioNet's multi-segment records (MIMIC's waveforms)
-        leads, signals = _multi_segment_signals(path, header, settings, n_leads, notes)
+        _check_rate(path, float(header.fs), database, settings)
+        leads, signals = multi_segment_signals(path, header, settings, n_leads, notes)
     else:
+        named_signals(header)
+        if header.sig_name and not header.sig_len:  # optional on the record line: wfdb reads the whole file
+            header.sig_len = inferred_length(path, header)
         if not header.sig_name or not header.sig_len:
             raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")
         try:
             channels = choose_leads(list(header.sig_name), settings, n_leads)
         except LookupError as exc:
             raise RecordError(path, str(exc)) from None
-        leads, signals = [header.sig_name[c] for c in channels], _signals_mv(path, header, channels, settings, notes)
+        _check_rate(path, float(header.fs) * samples_per_frame(header, channels[0]), database, settings)
+        leads, signals = [header.sig_name[c] for c in channels], signals_mv(path, header, channels, settings, notes)
         notes += [f"{path}: {n}" for n in [not_ecg_note(list(header.sig_name), channels, [*settings.lead, *settings.second_lead])] if n]
     n_nan = int(np.isnan(signals).sum())
     if n_nan and nan_policy == "error":
@@ -239,15 +232,17 @@ def read_record(
         raise RecordError(path, f"{n_nan} NaN samples in lead {leads[lead]} (first at sample {int(first[0])}){where}")
     for note in notes if warn else []:
         warnings.warn(note, UserWarning, stacklevel=2)
-
+    # leads stored at several samples per frame are read at their own rate; annotation times count frames (WFDB's)
+    spf = signals.shape[1] // int(header.sig_len)
+    episodes = record_episodes(path, settings.annotator, int(header.sig_len), record_label, require_annotations)
     return EcgRecord(
         database=database,
         record=record,
         path=path,
-        fs=float(header.fs),
+        fs=float(header.fs) * spf,
         leads=leads,
         signals=signals,
-        episodes=record_episodes(path, settings.annotator, int(header.sig_len), record_label, require_annotations),
+        episodes=[RhythmEpisode(e.label, e.start * spf, e.end * spf) for e in episodes] if spf > 1 else episodes,
         n_nan=n_nan,
         notes=notes,
     )
@@ -257,103 +252,6 @@ def _check_rate(path: str, fs: float, database: str, settings: DatabaseSettings)
     if settings.fs not in (None, "any") and abs(fs - float(settings.fs)) > 1e-6:
         raise RecordError(path, f"sampling rate {fs:g} Hz, but database {database} is configured for {float(settings.fs):g} Hz "
                                 f"(a database whose records differ: fs = \"any\")")
-
-def _multi_segment_signals(path: str, header, settings: DatabaseSettings, n_leads: int,
-                           notes: list[str]) -> tuple[list[str], np.ndarray]:
-    """The chosen leads of a multi-segment record (``<record>/<n>`` on its header's first line) in millivolts, its
-    segments laid end to end: each segment is a single-segment record read and checked as one (``_signals_mv``); a
-    gap (``~``) and a segment without a chosen lead give NaN there. The leads are chosen among the layout segment's
-    signals (a first segment of length 0, variable layout) or else the first segment's (fixed layout)."""
-    folder = os.path.dirname(path)
-    segments = list(zip(header.seg_name, header.seg_len))
-    if any(int(length) < 0 for _, length in segments) or sum(int(n) for _, n in segments) != header.sig_len:
-        raise RecordError(path, f"malformed header {path}.hea: its segments' lengths do not add up to its "
-                                f"{header.sig_len} samples")
-    headers = {}
-    for name, _ in segments:
-        if name != "~" and name not in headers:
-            segment = os.path.join(folder, name)
-            if not os.path.isfile(segment + ".hea"):
-                raise RecordError(path, f"segment {name}: header file {segment}.hea not found")
-            try:
-                headers[name] = wfdb.rdheader(segment)
-            except Exception as exc:
-                if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
-                    raise
-                raise RecordError(path, f"segment {name}: malformed header {segment}.hea: {type(exc).__name__}: {exc}") from None
-    names = next((list(headers[n].sig_name or []) for n, _ in segments if n != "~"), [])
-    try:
-        leads = [names[c] for c in choose_leads(names, settings, n_leads)]
-    except LookupError as exc:
-        raise RecordError(path, str(exc)) from None
-    signals = np.full((len(leads), header.sig_len), np.nan)
-    start = 0
-    for name, length in segments:
-        length = int(length)
-        if name != "~" and length:
-            seg_header = headers[name]
-            if seg_header.sig_len != length or abs(float(seg_header.fs) - float(header.fs)) > 1e-6:
-                raise RecordError(path, f"segment {name}: {seg_header.sig_len} samples at {seg_header.fs} Hz, but "
-                                        f"{path}.hea gives it {length} at {header.fs} Hz")
-            present = [(i, list(seg_header.sig_name).index(lead)) for i, lead in enumerate(leads) if lead in seg_header.sig_name]
-            if present:
-                segment_mv = _signals_mv(os.path.join(folder, name), seg_header, [c for _, c in present], settings, notes)
-                for (i, _), lead_mv in zip(present, segment_mv):
-                    signals[i, start : start + length] = lead_mv
-        start += length
-    return leads, signals
-
-
-def _signals_mv(path: str, header, channels: list[int], settings: DatabaseSettings, notes: list[str]) -> np.ndarray:
-    """The ``channels`` of the single-segment record at ``path`` (its parsed ``header``) in millivolts, (n_leads,
-    n_samples), after checking that every sample is there: signal files present and long enough, the samples read
-    as many as the header says, each lead's checksum. What is read anyway is appended to ``notes``."""
-    for fname in set(header.file_name):
-        # a header names its signal files relative to its own folder, which is the database folder only for a flat
-        # database: PhysioNet's RECORDS also list records in subfolders (ptbdb "patient001/s0010_re")
-        data_file = os.path.join(os.path.dirname(path), fname)
-        if not os.path.isfile(data_file):
-            raise RecordError(path, f"signal file {data_file} not found")
-        expected = _expected_bytes(header, fname)
-        actual = os.path.getsize(data_file)
-        if expected is not None and actual < expected:
-            raise RecordError(path, f"truncated signal file {data_file}: {actual} bytes, the header implies {expected}")
-        if expected is not None and actual > expected and settings.checksum != "off":
-            # wfdb reads the header's sig_len samples and drops the rest: a header cut short (its checksum 0, as
-            # CinC's are, checks nothing) would lose the end of the record without a word. A note, not an error:
-            # WFDB lets a header name part of a longer file (segments of one file, MIMIC-style layouts built so)
-            notes.append(f"{path}: signal file {data_file} holds {actual - expected} bytes more than the header's "
-                         f"{header.sig_len} samples imply ({expected}); the header's samples read (a header cut short "
-                         "loses the rest; checksum = 'off' silences this)")
-    try:
-        rec = wfdb.rdrecord(path, channels=channels, physical=False)
-    except Exception as exc:
-        if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
-            raise
-        raise RecordError(path, f"unreadable signal: {type(exc).__name__}: {exc}") from None
-    digital = rec.d_signal
-    if digital is None or digital.shape[0] != header.sig_len:
-        got = 0 if digital is None else digital.shape[0]
-        raise RecordError(path, f"truncated signal: {got} samples read, header says {header.sig_len}")
-    # The header's checksum is the 16-bit sum of all samples: it catches truncated or altered signal files
-    # that wfdb would otherwise read silently (it pads short format-212 files). A checksum of 0 means "not
-    # recorded": PhysioNet ships whole datasets so (CinC 2017). Header init values are not checked (wfdb ignores
-    # them, and published headers get them wrong).
-    for expected, actual, channel in zip(rec.checksum or [], rec.calc_checksum(), channels):
-        if settings.checksum == "off" or not expected or (actual - expected) % 65536 == 0:
-            continue
-        problem = (f"signal checksum mismatch in lead {header.sig_name[channel]} (header {expected}, data {actual}): "
-                   "file truncated or altered")
-        if settings.checksum == "warn":
-            notes.append(f"{path}: {problem}; read anyway (checksum = 'warn')")
-        else:
-            raise RecordError(path, problem)
-    signals = rec.dac(expanded=False, return_res=64).T  # (n_leads, n_samples)
-    # every lead in millivolts from here on (thresholds such as ecgpipe.units.FLAT_MV and the QRS detector assume it)
-    units = header.units or []
-    for i, channel in enumerate(channels):
-        signals[i] *= millivolts_per_unit(path, header.sig_name[channel], units[channel] if channel < len(units) else None)
-    return signals
 
 
 def record_episodes(path: str, annotator: str, sig_len: int, record_label: str | None, require_annotations: bool) -> list[RhythmEpisode]:

@@ -32,6 +32,7 @@ class EndpointClassRate(_Result):
     rate: float
     ci95: list[float] | None
     goal: float | None = None
+    subjects: int | None = None  # how many subjects hold its segments (reports before 0.16.0: unknown)
 
     @property
     def measure(self) -> str:
@@ -51,6 +52,8 @@ class EndpointResult(_Result):
     balanced_accuracy: float | None
     ci95: dict[str, list[float]]
     ci_method: str
+    positive_subjects: int | None = None  # subjects holding its positives: what its sensitivity rests on
+    negative_subjects: int | None = None
     goal_sensitivity: float | None = None
     goal_specificity: float | None = None
     goal_source: str = ""

@@ -15,14 +15,34 @@ from scipy.signal import resample_poly
 
 from ecgpipe.records import RhythmEpisode
 
+# Polyphase resampling's work per output sample does not grow with the ratio's terms (only its filter's length, 20
+# taps per unit of the larger term): MIMIC-IV's 62.4725 Hz frames hold ECG at 249.89 Hz, 25000/24989 of 250 Hz
+MAX_RATIO_TERM = 100_000
+# a rate no ratio of such terms gives exactly (300.0003 Hz) is resampled by the nearest ratio of small terms when it
+# is this close, relative: a time scale off by 10 ppm shifts a window 36 ms per hour of record
+RATE_TOLERANCE = 1e-5
+
+
+def resample_ratio(fs_in: float, fs_out: float) -> Fraction:
+    """The rational up/down factor from ``fs_in`` to ``fs_out``: exact where terms up to ``MAX_RATIO_TERM`` give it,
+    else the nearest with terms up to 1000 within ``RATE_TOLERANCE``; a ValueError otherwise."""
+    exact = fs_out / fs_in
+    for limit in (1000, MAX_RATIO_TERM):
+        ratio = Fraction(exact).limit_denominator(limit)
+        if abs(float(ratio) - exact) <= 1e-9 * exact and max(ratio.numerator, ratio.denominator) <= MAX_RATIO_TERM:
+            return ratio
+    ratio = Fraction(exact).limit_denominator(1000)
+    if abs(float(ratio) - exact) <= RATE_TOLERANCE * exact:
+        return ratio
+    raise ValueError(f"cannot resample {fs_in:g} Hz to {fs_out:g} Hz: no ratio of whole numbers up to {MAX_RATIO_TERM} "
+                     f"gives it within {RATE_TOLERANCE:g} (is the header's sampling rate right?)")
+
 
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling (``scipy.signal.resample_poly``, anti-aliasing FIR built in) from fs_in to fs_out."""
     if fs_in == fs_out:
         return np.asarray(signal, dtype=np.float64)
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    if abs(float(ratio) - fs_out / fs_in) > 1e-9 * fs_out / fs_in:
-        raise ValueError(f"cannot express {fs_in} Hz -> {fs_out} Hz as a small rational ratio")
+    ratio = resample_ratio(fs_in, fs_out)
     return resample_poly(signal, ratio.numerator, ratio.denominator)
 
 

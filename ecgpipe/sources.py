@@ -50,8 +50,8 @@ def database_dir(config: PipelineConfig, database: str, data_dir: Path, download
         raise DataSourceError(
             f"database {database!r}: {folder} holds {len(found)} record(s) ({', '.join(found[:3])}"
             f"{', ...' if len(found) > 3 else ''}) but no RECORDS file listing the records to use: write one, one "
-            f"record name per line{where} (e.g. `cd {shlex.quote(str(folder))} && find . -name '*.hea' -o -name '*.edf' "
-            f"| sed -E 's#^\\./##; s#\\.(hea|edf)$##' | sort > RECORDS`, then take out the segments of any "
+            f"record name per line{where} (e.g. `cd {shlex.quote(str(folder))} && find . -name '*.hea' -o -iname '*.edf' "
+            f"| sed -E 's#^\\./##; s#\\.(hea|[eE][dD][fF])$##' | sort > RECORDS`, then take out the segments of any "
             f"multi-segment record), or list them in databases.{database}.records")
     slug = config.database(database).physionet
     hint = (

@@ -71,7 +71,8 @@ def test_an_endpoint_scores_every_rhythm_against_its_own_goal():
     header, rows = endpoint_class_table({"shockable": ep.to_json()})
     goal_of = {row[1]: row[-1] for row in rows}
     # VF's 0.90 meets its goal by the point estimate only: one patient's miss could as well be two
-    assert goal_of["vf"].endswith("(met; CI reaches below)") and goal_of["vt"].endswith("(not met)")
+    assert goal_of["vf"].endswith("(met; CI reaches below; from 2 subjects: its interval is too narrow)")
+    assert goal_of["vt"].endswith("(not met)")
     assert goal_of["normal"].endswith("(not met)") and goal_of["afib"] == "-" and header[3] == "measure"
     # under a protocol that shares subjects across folds a goal is not judged at all
     _, rows = endpoint_class_table({"shockable": ep.to_json()}, NO_VERDICT)
@@ -119,6 +120,15 @@ def test_a_goal_is_met_when_its_interval_clears_it_and_ppv_names_its_share_of_po
     # 38 of 40 right, one miss each in two of 20 patients: a draw taking those two five times gives 35 / 40 = 0.875
     assert ep.ci95["sensitivity"][0] < 0.9 and ep.ci95["specificity"] == [1.0, 1.0]
     assert rows[0][-1] == "sensitivity ≥ 0.90, specificity ≥ 0.90 (met; CI reaches below)"
+    assert rows[0][2] == "40 / 60 (20 / 20 subjects)"  # what each rate rests on
+    # the same windows from 10 patients: a met goal says its interval is too narrow (bench_interval_coverage.py)
+    few = endpoint_result(y, np.where(np.arange(len(y)) < 1, 0, y), np.array([f"s{i % 10}" for i in range(len(y))]), CLASSES,
+                          EndpointSettings(classes=["vt", "vf"], goal_sensitivity=0.9, goal_specificity=0.9))
+    assert few.positive_subjects == few.negative_subjects == 10
+    cell = endpoint_table({"shockable": few.to_json()})[1][0][-1]
+    assert cell.startswith("sensitivity ≥ 0.90, specificity ≥ 0.90 (met") and cell.endswith("; from 10 subjects: its interval is too narrow)")
+    older = {k: v for k, v in few.to_json().items() if k not in ("positive_subjects", "negative_subjects")}
+    assert "subjects" not in endpoint_table({"shockable": older})[1][0][-1]  # a report before 0.16.0: nothing claimed
     assert endpoint_table({"shockable": ep.to_json()}, "no verdict: why")[1][0][-1].endswith("(no verdict: why)")
     assert judged("grouped_by_subject") and judged("leave_one_database_out") and not judged("stratified_10fold")
     # a record-level classifier where each record is its own subject keeps subjects apart under any protocol

@@ -208,16 +208,19 @@ def test_a_dx_labelled_database_runs_end_to_end_and_evaluates(cinc, tmp_path, pr
     assert acc["training_records"] == 0
 
 
-def test_evaluate_says_a_header_without_its_label_line_in_the_run_s_words():
+def test_evaluate_says_a_header_without_its_label_line_in_the_run_s_words(tmp_path):
     """A record of a header-labelled dataset without its label line is not scored, and evaluate says why as the run
-    does (it used to blame a labels CSV that the dataset does not have)."""
+    does (it used to blame a labels CSV that the dataset does not have); a record without a header says that."""
     from ecgpipe.config import DatabaseSettings, load_config
     from ecgpipe.evaluate import _what_to_score
 
     dataset = load_config("cinc2017")
     header = DatabaseSettings(fs=300.0, lead=[0], labels_header="Dx")
-    _, _, problem = _what_to_score(("db", None, header, "A1", {}, None), dataset, set())
+    (tmp_path / "A1.hea").write_text("A1 1 300 9000\nA1.mat 16+24 1000/mV 16 0 0 0 0 ECG\n")
+    _, _, problem = _what_to_score(("db", tmp_path, header, "A1", {}, None), dataset, set())
     assert problem[0] == "no_label_row" and problem[1] == "not scored: no '#Dx:' comment line with a label in its header (databases.<db>.labels_header)"
+    _, _, problem = _what_to_score(("db", tmp_path, header, "A2", {}, None), dataset, set())
+    assert problem[1] == f"not scored: no WFDB header {tmp_path}/A2.hea to read its '#Dx:' label line from (databases.<db>.labels_header labels WFDB records only)"
     csv = DatabaseSettings(fs=300.0, lead=[0], labels_csv="REFERENCE.csv")
     assert _what_to_score(("db", None, csv, "A1", {}, None), dataset, set())[2][1] == "not scored: no row for this record in REFERENCE.csv"
     assert _what_to_score(("db", None, csv, "A1", {"A1": ""}, None), dataset, set())[2][1] == "not scored: its row in REFERENCE.csv has no label"

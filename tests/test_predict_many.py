@@ -65,6 +65,7 @@ def test_jobs_give_the_files_one_process_gives(setup, tmp_path):
     assert [r[0] for r in records[1:]] == setup["records"]  # in the order given, whatever finished first
     note = dict(zip(records[0], records[1]))["note"]
     assert note == "one of this model's training records (mitdb/100)"  # kept with the row, not only on stderr
+    assert [dict(zip(records[0], r))["lead"] for r in records[1:]] == ["MLII"] * 3  # the lead read, per record
     assert json.loads((two / "model.json").read_text())["options"]["compare"] == "atr"
 
 
