@@ -69,7 +69,9 @@ class DatabaseSettings(_Strict):
     )
     physionet: str | None = Field(default=None, description="PhysioNet slug for online download, e.g. 'mitdb/1.0.0'.")
     same_subject: dict[str, str] = Field(
-        default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201)."
+        default={}, description="Records recorded from one subject: record -> canonical record (mitdb: 202 -> 201), "
+        "or -> another database's subject as '<db>:<subject>' (nstdb's '118e24' = 'mitdb:118': its noise-stressed "
+        "copies of mitdb 118 are that patient, kept in one grouped fold with him)."
     )
     subject: Literal["record", "folder", "labels_csv"] = Field("record", description="What one subject (patient) is, "
         "for the grouped protocol: 'record' (each record, after same_subject); 'folder' (the folder a record lies in "

@@ -39,12 +39,15 @@ KNOWN_DATABASES: dict[str, KnownDatabase] = {
 
 def subject_id(database: str, record: str, same_subject: dict[str, str], rule: str = "record",
                pattern: str | None = None, csv_subject: str | None = None) -> str:
-    """Subject id ``"<db>:<subject>"``: the record mapped by ``same_subject`` to its canonical record, then per
+    """Subject id ``"<db>:<subject>"``: the record mapped by ``same_subject`` to its canonical record (or to another
+    database's subject written ``"<db>:<subject>"``, taken as it is), then per
     ``rule`` (``databases.<db>.subject``) that record, the folder it lies in, or ``csv_subject`` (the labels CSV's
     ``subject`` cell of that record, which the caller looks up); ``pattern`` (``subject_pattern``): its first group,
     else the whole match, of the first match in the record's path. Raises ``ValueError`` saying why a record has no
     subject (the caller names the record)."""
     canonical = same_subject.get(record, record)
+    if qualified_subject(canonical):  # the same patient in another database: one subject across both
+        return canonical
     if pattern is not None:
         found = re.search(pattern, canonical)
         if found is None:
@@ -66,3 +69,9 @@ def subject_id(database: str, record: str, same_subject: dict[str, str], rule: s
     else:
         part = canonical
     return f"{database}:{part}"
+
+
+def qualified_subject(canonical: str) -> str | None:
+    """A ``same_subject`` target naming another database's subject, ``"mitdb:118"`` (a record name has no ':')."""
+    db, sep, part = canonical.partition(":")
+    return canonical if sep and db and part else None
