@@ -266,7 +266,8 @@ RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotate
                   "the windows, and false alarms per hour are per scored hour. An annotated run is detected when a "
                   "called run overlaps it; a called run that overlaps none is a false alarm.")
 RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity (95 % CI over subjects)",
-                    "annotated runs detected (all; long)", "called runs", "false alarms; per hour (95 % CI)",
+                    "annotated runs overlapped by a call (all; long)", "called runs (on an annotated run: episode PPV)",
+                    "false alarms; per hour (95 % CI)",
                     "negatives most often called positive"]
 
 
@@ -275,6 +276,13 @@ def _with_ci(tally: dict, name: str, digits: int) -> str:
     absent from reports before 0.10.0)."""
     v, ci = tally[name], (tally.get("ci95") or {}).get(name)
     return "-" if v is None else f"{v:.{digits}f}" + (f" ({ci[0]:.{digits}f} - {ci[1]:.{digits}f})" if ci else "")
+
+
+def _called(r: dict) -> str:
+    """'40 (33: 0.825)': the called runs, how many overlap an annotated run, and that share. One long call over
+    several short annotated runs counts each of them as overlapped: this share says how many calls were right."""
+    right = r["called_runs"] - r["false_alarms"]
+    return f"{r['called_runs']} ({right}: {right / r['called_runs']:.3f})" if r["called_runs"] else "0"
 
 
 def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> list[list[str]]:
@@ -291,7 +299,7 @@ def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> l
         no_call = f"; {unscored[0]} / {unscored[1]} without a call" if any(unscored) else ""
         rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows{no_call})",
                      f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
-                     str(r["called_runs"]), f"{r['false_alarms']}; {per_hour} per hour",
+                     _called(r), f"{r['false_alarms']}; {per_hour} per hour",
                      ", ".join(f"{lab} {r['negatives_by_label'][lab][1]} of {n}" for lab, n, _ in worst) or "-"])
     return rows
 

@@ -197,6 +197,8 @@ def test_the_report_row_says_how_many_windows_had_no_call():
     r = {**subjects_json({"s1": tally}), "width": 1, "detector": False}
     [row] = recording_rows({"af": r})
     assert "(17 / 19 windows; 1 / 2 without a call)" in row[2]
+    right = tally.called_runs - tally.false_alarms  # called runs on an annotated run, and their share
+    assert tally.called_runs and row[4] == f"{tally.called_runs} ({right}: {right / tally.called_runs:.3f})"
     old = {k: v for k, v in r.items() if not k.startswith("unscored")}  # a report written before the count existed
     assert recording_rows({"af": old})[0][2].endswith("(17 / 19 windows)")
     assert "count on neither side" in RECORDINGS_HOW
