@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from ecgpipe.aggregate import rows_by_value
 from ecgpipe.calibration import SubjectCalibratedClassifier, rowwise_calibration
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
@@ -323,13 +324,13 @@ def per_subject(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class_nam
     """Per (subject, annotated class): segments, recall, and what the segments were predicted as. Errors across
     patients are rarely spread evenly: this shows which patients they come from."""
     out = []
-    for subject in sorted(set(groups.tolist())):
+    for subject, group in zip(*rows_by_value(groups)):
         for c, name in enumerate(class_names):
-            rows = (groups == subject) & (y == c)
-            if not rows.any():
+            rows = group[y[group] == c]
+            if not len(rows):
                 continue
             counts = np.bincount(y_pred[rows], minlength=len(class_names))
-            out.append({"subject": str(subject), "class": name, "n": int(rows.sum()), "recall": float(counts[c] / rows.sum()),
+            out.append({"subject": str(subject), "class": name, "n": len(rows), "recall": float(counts[c] / len(rows)),
                         "predicted": {class_names[k]: int(v) for k, v in enumerate(counts) if v}})
     return out
 

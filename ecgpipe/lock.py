@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -64,9 +65,12 @@ class RunLock:
     HEARTBEAT_S = 30.0
     STALE_AFTER_S = 600.0
 
-    def __init__(self, out_dir: str | Path, heartbeat_s: float | None = None, stale_after_s: float | None = None):
+    def __init__(self, out_dir: str | Path, heartbeat_s: float | None = None, stale_after_s: float | None = None,
+                 on_lost: Callable[[str], None] | None = None):
         self.path = Path(out_dir) / self.NAME
         self.held = False
+        self.lost = False  # taken over by another run after a long stall of this one (a suspended job, a frozen VM)
+        self.on_lost = on_lost  # told why, from the heartbeat's thread: the run must stop writing beside the other
         self.heartbeat_s = self.HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.stale_after_s = self.STALE_AFTER_S if stale_after_s is None else stale_after_s
         self._stop = threading.Event()
@@ -120,8 +124,11 @@ class RunLock:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             if not self._mine():  # taken over (or removed): touching it would keep another run's lock alive
-                warnings.warn(f"{self.path}: this run no longer holds its output folder's lock (now: {self.holder()})",
-                              stacklevel=1)
+                self.lost = True
+                why = f"{self.path}: this run no longer holds its output folder's lock (now: {self.holder()})"
+                warnings.warn(why, stacklevel=1)
+                if self.on_lost is not None:  # two runs writing one store would mix their units: this one stops
+                    self.on_lost(why + "; this run stops: the run that took it over goes on, and a rerun resumes")
                 return
             try:
                 os.utime(self.path)
@@ -164,10 +171,7 @@ class RunLock:
                 where = f"PID {doc.get('pid')} on {doc.get('host')}, started {doc.get('started')}"
                 local = doc.get("host") == socket.gethostname()
                 if self.holder_running():
-                    how = ("" if local else f", last seen {self.silent_s():.0f} s ago; a lock of another host is taken "
-                           f"over after {self.stale_after_s:.0f} s without a sign of life")
-                    raise LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}{how}); "
-                                   f"wait for it, or use another --out") from None
+                    raise self.held_error(doc) from None
                 gone = ("that process is no longer running" if local else
                         f"it has not touched the lock for {self.silent_s():.0f} s (its host is down?)")
                 if not self._take_over(doc):
@@ -185,6 +189,14 @@ class RunLock:
             self._beat.start()
             return self
         raise LockHeld(f"{self.path}: could not take the lock")
+
+    def held_error(self, doc: dict) -> LockHeld:
+        """The error that refuses a second run while ``doc``'s run holds the folder."""
+        where = f"PID {doc.get('pid')} on {doc.get('host')}, started {doc.get('started')}"
+        how = ("" if doc.get("host") == socket.gethostname() else f", last seen {self.silent_s():.0f} s ago; a lock of "
+               f"another host is taken over after {self.stale_after_s:.0f} s without a sign of life")
+        return LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}{how}); wait for it, "
+                        "or use another --out")
 
     def note_child(self, pid: int) -> None:
         """Record a process this run started (its temporary Prefect server): if this run is killed outright, the
@@ -211,12 +223,21 @@ class RunLock:
         self.release()
 
 
-def output_lock(out) -> RunLock | contextlib.nullcontext:
+def refuse_if_held(out_dir: str | Path) -> None:
+    """Refuse a run at once when a running one holds its output folder: before the run's checks plan and hash the
+    corpus (minutes at 300 000 records), not after. The lock itself is taken later, by ``output_lock``."""
+    lock = RunLock(out_dir)
+    doc = lock.holder()
+    if doc and lock.holder_running(doc):
+        raise lock.held_error(doc)
+
+
+def output_lock(out, on_lost: Callable[[str], None] | None = None) -> RunLock | contextlib.nullcontext:
     """The lock of a run's output folder (``out``: a ``Location``): a ``RunLock`` on a local or shared-file-system
     folder; none on an object store's URL, which has no atomic "create if absent" to build one on (said in a warning:
     two runs into one URL at once are not refused there)."""
     if out.local_root:
-        return RunLock(out.local_root)
+        return RunLock(out.local_root, on_lost=on_lost)
     warnings.warn(f"--out {out.url}: an object store holds no run lock, so a second run into it at the same time is "
                   "not refused: schedule such runs apart", UserWarning, stacklevel=2)
     return contextlib.nullcontext()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from ecgpipe.aggregate import record_votes
+from ecgpipe.aggregate import record_votes, rows_by_value
 from ecgpipe.classifier_settings import EndpointSettings
 from ecgpipe.classify import macro_f1
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
@@ -34,8 +34,9 @@ def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: 
     cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
     specificity = one_vs_rest_specificity(cm)
     outcomes = []
+    rows_of = dict(zip(*rows_by_value(records))) if test_fold is not None else {}
     for k, record in enumerate(names):
-        rows = (records == record) & (y_pred >= 0)
+        rows = rows_of[record][y_pred[rows_of[record]] >= 0] if test_fold is not None else None
         folds = sorted({int(f) for f in test_fold[rows]}) if test_fold is not None else []
         outcomes.append({"record": record, "subject": subject_of[record], "label": class_names[true[k]],
                          "predicted": class_names[voted[k]],

@@ -34,7 +34,7 @@ from prefect import flow, get_run_logger
 
 from ecgpipe.config import PipelineConfig, config_from_dict
 from ecgpipe.location import Location
-from ecgpipe.lock import output_lock
+from ecgpipe.lock import output_lock, refuse_if_held
 from ecgpipe.model import content_digest
 from ecgpipe.orchestration import model_artifact, steps
 from ecgpipe.orchestration.bookkeeping import RunLog
@@ -45,7 +45,7 @@ from ecgpipe.orchestration.cluster import (
     prefect_api,
     task_runner,
 )
-from ecgpipe.orchestration.interrupt import RunInterrupted, interruptible
+from ecgpipe.orchestration.interrupt import RunInterrupted, check, interruptible, stop_because
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.plan import forget_preflight
@@ -111,7 +111,9 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     })
     doc = report.to_json()
     examples = example_spectrograms(run.store, spec_array, cfg) if run.plan.needs_cnn else None  # none computed
+    check()  # not over another run's report, should this one have lost its folder's lock meanwhile
     run.logger.info(f"report: {write_report(doc, out, examples)}")
+    check()
     model_artifact.publish_model(run, model)  # after the report: a run that fails before it leaves the earlier pair as it was
     return doc
 
@@ -120,6 +122,8 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
                  strict: bool | None = None, download: bool = False) -> dict:
     """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
     one Prefect API; returns the report."""
+    if Location(str(out_dir)).local_root:  # a folder another run holds: refused before the checks read the corpus
+        refuse_if_held(Location(str(out_dir)).local_root)
     units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
     try:
         return _run_checked(cfg, data_dir, out_dir, units, scheduler, strict, download)
@@ -134,7 +138,8 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
     import distributed  # noqa: F401  (its import sets up its loggers; quieten them afterwards)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
-    with output_lock(out) as lock:  # one run per output folder (an object store's URL has none: it warns)
+    # one run per output folder (an object store's URL has none: it warns); a run whose lock another takes over stops
+    with output_lock(out, on_lost=stop_because) as lock:
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))
             if warning := api_unreachable_from_workers(scheduler, os.environ.get("PREFECT_API_URL")):

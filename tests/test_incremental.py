@@ -322,6 +322,14 @@ def test_a_segments_task_that_fails_for_good_keeps_the_records_it_finished(cold,
     failed = [f for f in run_json(tmp_path / "data-error")["failed"] if f["stage"] == "segments"]
     assert len(failed) == 2 and all("ValueError: injected failure" in f["error"] for f in failed)
 
+    # a full disk (or a quota, a read-only store) is no record's fault either: the run stops, saying so, rather than
+    # report without the records it could not write
+    monkeypatch.setenv(FAULT_ENV, "segments:0:full")
+    with pytest.raises(Exception, match=r"segments: 2 unit\(s\) failed .*No space left on device.*free space first"):
+        run(cfg, cold["data"], tmp_path / "full")
+    assert not (tmp_path / "full" / "report.json").exists()
+    assert len([f for f in run_json(tmp_path / "full")["failed"] if f["stage"] == "segments"]) == 2
+
     monkeypatch.delenv(FAULT_ENV)
     run(cfg, cold["data"], out)
     assert computed(out)["segments"] == 2

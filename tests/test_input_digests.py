@@ -60,6 +60,25 @@ def test_a_rerun_reads_no_unchanged_record_and_gets_the_same_digests(physionet, 
     assert content == first and verified.hashed == len(MITDB)
 
 
+def test_a_job_on_another_node_reads_no_unchanged_record(physionet, tmp_path, monkeypatch):
+    """NFS and Lustre give each client mount its own device number (autofs a new one per mount): the same files
+    seen from another node must keep their digests, or every job there reads the whole corpus again."""
+    lists = record_file_lists(physionet / "mitdb", MITDB)
+    first, _ = digests_of(tmp_path, lists)
+    real_stat = os.stat
+
+    def from_another_node(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 17, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+                               int(st.st_atime), int(st.st_mtime), int(st.st_ctime), st.st_atime, st.st_mtime, st.st_ctime,
+                               st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
+
+    monkeypatch.setattr(os, "stat", from_another_node)
+    assert os.stat(lists[0][0]).st_dev != real_stat(lists[0][0]).st_dev
+    again, elsewhere = digests_of(tmp_path, lists)
+    assert again == first and elsewhere.hashed == 0
+
+
 def test_the_digests_of_records_no_longer_there_are_not_kept(physionet, tmp_path, monkeypatch):
     """A record deleted (or a database folder moved) leaves no entry behind once new digests are saved: the file
     would otherwise grow with every corpus ever planned into the folder. A record merely left out (a pilot) stays."""

@@ -119,6 +119,47 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
+def test_a_held_folder_is_refused_before_the_corpus_is_planned_and_a_run_whose_lock_is_taken_stops(tmp_path, monkeypatch):
+    """A second run is refused before its checks plan (and hash) the corpus, minutes at 300 000 records; a run that
+    stalled so long that another took its lock over (a suspended job, a frozen VM) stops at its next check instead of
+    writing beside the other into one store."""
+    import flows.ecg_pipeline as pipeline
+    from ecgpipe.config import load_config
+    from ecgpipe.orchestration import interrupt
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / RunLock.NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "t"}))
+
+        def planned(*args, **kwargs):
+            raise AssertionError("the corpus was planned before the lock was checked")
+
+        monkeypatch.setattr(pipeline, "preflight", planned)
+        with pytest.raises(LockHeld, match=f"PID {holder.pid}"):
+            pipeline.run_pipeline(load_config("paper4"), str(tmp_path / "data"), str(tmp_path / "out"))
+    finally:
+        holder.kill()
+        holder.wait()
+
+    reasons: list[str] = []
+    with RunLock(tmp_path, heartbeat_s=0.05, on_lost=reasons.append) as held:
+        lock = tmp_path / RunLock.NAME
+        lock.write_text(json.dumps({"host": "another-node", "pid": 1, "started": "later"}))  # taken over
+        deadline = time.time() + 5
+        while not reasons and time.time() < deadline:
+            time.sleep(0.05)
+        assert held.lost and "no longer holds its output folder's lock" in reasons[0] and "this run stops" in reasons[0]
+    assert json.loads(lock.read_text())["host"] == "another-node"  # the other run's lock is left as it is
+    with interrupt.interruptible():
+        interrupt.stop_because(reasons[0])
+        assert interrupt.requested()
+        with pytest.raises(interrupt.RunInterrupted, match="this run stops"):
+            interrupt.check()
+    with interrupt.interruptible():
+        assert not interrupt.requested()  # the next run starts clean
+
+
 def test_an_output_folder_is_locked_and_an_object_store_url_says_it_cannot_be(tmp_path):
     """A local folder (or a file:// URL) gets the run lock; an object store's URL cannot (no atomic create-if-absent
     there), and the run says that two runs into it at once are not refused, instead of implying that they are."""

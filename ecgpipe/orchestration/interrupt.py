@@ -27,6 +27,12 @@ class RunInterrupted(EcgpipeError):
 
 
 _received: list[int] = []
+_reasons: list[str] = []  # stops asked for by the run itself (its output folder's lock taken over)
+
+
+def stop_because(reason: str) -> None:
+    """Ask the run to stop at the next check, saying ``reason`` (from any thread: the lock's heartbeat)."""
+    _reasons.append(reason)
 
 
 def _on_signal(signum, frame):
@@ -40,6 +46,7 @@ def interruptible():
     """While inside, SIGINT and SIGTERM ask the run to stop (see :func:`check`). Only the main thread can do this;
     elsewhere it is a no-op."""
     _received.clear()
+    _reasons.clear()
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -54,11 +61,13 @@ def interruptible():
 
 
 def requested() -> bool:
-    return bool(_received)
+    return bool(_received or _reasons)
 
 
 def check() -> None:
     """Raise :class:`RunInterrupted` if a stop was asked for."""
+    if _reasons:
+        raise RunInterrupted(_reasons[0])
     if _received:
         raise RunInterrupted(f"interrupted by {signal.Signals(_received[0]).name}; `ecgpipe run` again resumes "
                              f"from what is done")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import PipelineError, StageFailed, error_kind, failure_kinds  # noqa: F401  (failure_kinds re-exported)
+from ecgpipe.errors import PipelineError, StageFailed, error_kind, failure_kinds, stops_the_command  # noqa: F401  (re-exported)
 from ecgpipe.location import Location
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.attempts import RecordAttempts
@@ -117,7 +117,7 @@ def segment_records(run: Run) -> tuple[list[RecordSummary], list[dict]]:
                     if done is not None:
                         summaries[unit.name] = done
                         run.log.count(segments.STAGE, computed=1)
-                    elif tasks.may_pass_on_retry(exc):  # no bad input: the run does not go on without it
+                    elif tasks.may_pass_on_retry(exc) or stops_the_command(exc):  # no bad input: no run without it
                         run.log.fail(segments.STAGE, unit.shown, error_text(exc))
                         lost.append((unit.shown, exc))
                     else:  # the batch failed for good around its records (its markers' folder full, unwritable)
@@ -173,8 +173,9 @@ def stop_if_retry_may_pass(stage: str, failures: list[tuple[str, BaseException]]
     """End the run as failed when units of ``stage`` failed for a reason a rerun may cure (an I/O hiccup, a lost
     worker; their retries spent), once the rest of the stage is done and kept: it is no bad input, so the run must
     not go on without them (a report missing those records, another best row). A rerun computes only those units."""
-    if lost := [(name, exc) for name, exc in failures if tasks.may_pass_on_retry(exc)]:
+    if lost := [(name, exc) for name, exc in failures if tasks.may_pass_on_retry(exc) or stops_the_command(exc)]:
         again = f" (one that fails so every time is {LEAVE_OUT[stage]})" if stage in LEAVE_OUT else ""
+        again = " (the store's disk is full, over quota or read-only: free space first)" if stops_the_command(lost[0][1]) else again
         raise StageFailed(f"{stage}: {len(lost)} unit(s) failed for a reason a rerun may cure, not for bad input (first: "
                           f"{lost[0][0]}: {error_text(lost[0][1])}); the rest is kept: run again to compute only those{again}")
 

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ecgpipe.config import PipelineConfig
-from ecgpipe.errors import DETERMINISTIC_ERRORS, EcgpipeError
+from ecgpipe.errors import DETERMINISTIC_ERRORS, EcgpipeError, stops_the_command
 from ecgpipe.keys import array_digest
 from ecgpipe.markers import Markers
 from ecgpipe.orchestration.attempts import RecordAttempts
@@ -66,13 +66,15 @@ def _config(config_json: str) -> PipelineConfig:
 def injected_fault(stage: str, chunk_index: int | str) -> None:
     """Test hook: ``ECGPIPE_INJECT_FAILURE=spectrograms:2,features:5`` makes those chunks fail like a flaky disk
     (``segments:B``: batch B, see ``injected_record_fault``); ``classify:logreg:data`` fails as the code fails on
-    its data (a ValueError: no retry, and no rerun, can cure it)."""
+    its data (a ValueError: no retry, and no rerun, can cure it), ``segments:0:full`` as a full disk does (ENOSPC)."""
     for item in os.environ.get(FAULT_ENV, "").split(","):
         where, _, how = item.partition(f"{stage}:{chunk_index}")
-        if where or not _ or how not in ("", ":data"):
+        if where or not _ or how not in ("", ":data", ":full"):
             continue
         if how == ":data":
             raise ValueError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}, as by its data")
+        if how == ":full":
+            raise OSError(errno.ENOSPC, f"No space left on device (injected, {FAULT_ENV}, {stage} chunk {chunk_index})")
         raise OSError(f"injected failure ({FAULT_ENV}) in {stage} chunk {chunk_index}")
 
 
@@ -112,8 +114,9 @@ class RecordFailure:
 def record_failure(exc: Exception, shown: str) -> RecordFailure:
     """The failure of one record of a batch task, or ``exc`` raised again to fail (and retry) the whole batch.
     Bad input, or a bug that one odd signal triggers (an IndexError, a division by zero), would fail the same way
-    again: it fails this record alone. Anything else may pass on a retry (an I/O or network hiccup of a remote store)."""
-    if may_pass_on_retry(exc):
+    again: it fails this record alone. Anything else may pass on a retry (an I/O or network hiccup of a remote store),
+    and a full disk, a quota or a read-only store would fail every record after it: the batch fails, the run stops."""
+    if may_pass_on_retry(exc) or stops_the_command(exc):
         raise exc
     return RecordFailure(getattr(exc, "record_path", shown), getattr(exc, "problem", f"{type(exc).__name__}: {exc}"))
 
