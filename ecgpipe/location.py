@@ -110,6 +110,32 @@ class Location:
         except FileNotFoundError:
             pass
 
+    def write_files(self, files: dict[str, bytes]) -> None:
+        """Write several files as one set, in order (the last one, e.g. report.json, says the set is there): on a
+        local disk every file is written beside its place first and only then renamed into it, so a full disk or a
+        kill while writing leaves the earlier set whole, never part of each; objects are put one by one."""
+        if not isinstance(self.fs, LocalFileSystem):
+            for rel, data in files.items():
+                self.fs.makedirs(self._path(rel).rsplit("/", 1)[0], exist_ok=True)
+                self.fs.pipe_file(self._path(rel), data)
+            return
+        staged: list[tuple[str, str]] = []
+        try:
+            for rel, data in files.items():
+                path = self._path(rel)
+                parent = path.rsplit("/", 1)[0]
+                os.makedirs(parent, exist_ok=True)
+                staged.append((f"{parent}/.tmp-{uuid.uuid4().hex}", path))
+                with open(staged[-1][0], "wb") as f:
+                    f.write(data)
+            for tmp, path in staged:  # renames need no space: once every file is written, the set goes in whole
+                os.replace(tmp, path)
+        except BaseException:
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+            raise
+
     def put_file(self, local_file: str, rel: str) -> None:
         self.fs.makedirs(self._path(rel).rsplit("/", 1)[0], exist_ok=True)
         self.fs.put_file(local_file, self._path(rel))

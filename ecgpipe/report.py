@@ -260,22 +260,22 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     """Write report.json, report.md, report.html (self-contained) and the confusion PNGs into the output location."""
     out = out_dir if isinstance(out_dir, Location) else Location(out_dir)
     out.makedirs()
-    pngs = {}
+    pngs, files = {}, {}
     with tempfile.TemporaryDirectory() as staging:  # matplotlib writes local files; then they go where the run lives
         for name, p in report["protocols"].items():
             png = f"confusion_{name}.png"
             title = protocol_title(name, p["n_folds"], report.get("subject_word", "patient"))
             plot_confusion(p["confusion_matrix"], list(p["per_class"]), title, Path(staging) / png)
-            out.put_file(str(Path(staging) / png), png)
-            pngs[name] = (Path(staging) / png).read_bytes()
+            files[png] = pngs[name] = (Path(staging) / png).read_bytes()
             p["confusion_png"] = png
     for name, p in report["protocols"].items():  # every record's out-of-fold outcome, for datasets labelled per record
         if p.get("per_record") and p["per_record"]["records"]:
-            out.write_text(f"records_{name}.csv", records_csv(p["per_record"]["records"], list(p["per_class"])))
+            files[f"records_{name}.csv"] = records_csv(p["per_record"]["records"], list(p["per_class"])).encode()
     if report.get("recordings") and report["recordings"]["records"]:
-        out.write_text("recordings.csv", recordings_csv(report["recordings"]))
-    out.write_text("report.json", json.dumps(report, indent=2))
-    out.write_text("report.md", render_markdown(report))
-    out.write_text("report.html", render_html(report, pngs, examples_uri))
+        files["recordings.csv"] = recordings_csv(report["recordings"]).encode()
+    files["report.md"] = render_markdown(report).encode()
+    files["report.html"] = render_html(report, pngs, examples_uri).encode()
+    files["report.json"] = json.dumps(report, indent=2).encode()  # last: the set is there when it is
+    out.write_files(files)  # every file rendered first, then replaced as one set (a full disk leaves the old one whole)
     return out.child("report.md")
 

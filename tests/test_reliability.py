@@ -160,6 +160,35 @@ def test_a_held_folder_is_refused_before_the_corpus_is_planned_and_a_run_whose_l
         assert not interrupt.requested()  # the next run starts clean
 
 
+def test_a_report_is_replaced_as_a_set_or_not_at_all(tmp_path, monkeypatch):
+    """A full disk while the report's files are written leaves the earlier report whole (before 0.16.0 its files
+    were replaced one by one: a new report.json beside an old report.html, a PNG cut short), and no staged file."""
+    import builtins
+    import errno
+
+    from ecgpipe.location import Location
+
+    out = Location(str(tmp_path))
+    out.write_files({"a.png": b"old png", "report.html": b"old html", "report.json": b"old json"})
+    real_open, opened = builtins.open, []
+
+    def fills_up(path, mode="r", *args, **kwargs):
+        if "w" in mode and ".tmp-" in str(path):
+            opened.append(path)
+            if len(opened) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        out.write_files({"a.png": b"new png", "report.html": b"new html", "report.json": b"new json"})
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a.png": b"old png", "report.html": b"old html",
+                                                                    "report.json": b"old json"}
+    out.write_files({"a.png": b"new png", "report.json": b"new json"})
+    assert (tmp_path / "a.png").read_bytes() == b"new png" and (tmp_path / "report.json").read_bytes() == b"new json"
+
+
 def test_an_output_folder_is_locked_and_an_object_store_url_says_it_cannot_be(tmp_path):
     """A local folder (or a file:// URL) gets the run lock; an object store's URL cannot (no atomic create-if-absent
     there), and the run says that two runs into it at once are not refused, instead of implying that they are."""
