@@ -308,7 +308,7 @@ def test_predict_tables_hold_each_record_s_rows_as_soon_as_it_is_done(tmp_path):
     # no record done at all: the files still have their columns
     (tmp_path / "none").mkdir()
     PredictionTables(tmp_path / "none", ["normal"], []).close()
-    assert (tmp_path / "none" / "records.csv").read_text().startswith("record,duration_s,scored_s,class,windows_normal,note")
+    assert (tmp_path / "none" / "records.csv").read_text().startswith("record,lead,duration_s,scored_s,class,windows_normal,note")
 
 
 def test_output_names_are_unique_and_found_in_linear_time():
