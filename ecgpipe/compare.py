@@ -229,7 +229,7 @@ class FinishedRun:
     external: tuple[str, SubjectConfusions] | None = None  # evaluations: (dataset config, per-record outcomes)
     recordings: dict | None = None  # report.json's "recordings" (the endpoints over whole recordings), when scored
     windows_digest: str | None = None  # which windows the run scored (reports since 0.15.0)
-    folds: dict | None = None  # the run's cv settings that draw its folds (n_splits, seed)
+    folds: dict | None = None  # what drew its folds: cv.seed and each protocol's number of folds
 
 
 def _check_last_run_finished(folder: Path) -> None:
@@ -264,9 +264,11 @@ def read_report(run: str | Path) -> FinishedRun:
                      for name, p in doc["protocols"].items()}
         endpoints = {name: EndpointSettings.model_validate(e) for name, e in (doc["config"].get("endpoints") or {}).items()}
         cv = doc["config"].get("cv") or {}
+        # the folds as drawn: the seed and each protocol's number of folds (n_splits is capped by the subjects)
+        folds = {**({"seed": cv["seed"]} if "seed" in cv else {}),
+                 **{f"{name} folds": p.get("n_folds") for name, p in doc["protocols"].items() if p.get("n_folds")}}
         return FinishedRun(path, doc["classifier"], list(doc["class_counts"]), endpoints, protocols,
-                           recordings=doc.get("recordings"), windows_digest=doc.get("windows_digest"),
-                           folds={k: cv[k] for k in ("n_splits", "seed") if k in cv} or None)
+                           recordings=doc.get("recordings"), windows_digest=doc.get("windows_digest"), folds=folds or None)
     except NotPaired:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:  # JSON and pydantic errors are ValueErrors
@@ -352,9 +354,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, protocols: list[str] | No
     if not scopes:
         raise NotPaired(f"{labels[0]} and {labels[1]}: nothing pairs: " + "; ".join(not_compared))
     notes = []
-    if None not in (a.folds, b.folds) and a.folds != b.folds:  # same windows, other folds: still paired, less clean
-        differ = ", ".join(f"cv.{k} {a.folds.get(k)} vs {b.folds.get(k)}" for k in sorted(set(a.folds) | set(b.folds))
-                           if a.folds.get(k) != b.folds.get(k))
+    shared = set(a.folds or {}) & set(b.folds or {})  # same windows, other folds: still paired, less clean
+    if differ := ", ".join(f"{'cv.' if k == 'seed' else ''}{k} {a.folds[k]} vs {b.folds[k]}" for k in sorted(shared)
+                           if a.folds[k] != b.folds[k]):
         notes.append(f"the runs drew other folds ({differ}): each A - B also holds the luck of the folds, which its "
                      "interval (subjects resampled, the fitted models fixed) does not cover; give both runs the same "
                      "cv settings for a clean comparison")

@@ -123,7 +123,14 @@ class RunLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            if not self._mine():  # taken over (or removed): touching it would keep another run's lock alive
+            try:
+                doc = json.loads(self.path.read_text())
+            except FileNotFoundError:
+                doc = None  # removed: no longer this run's
+            except (OSError, ValueError):  # a passing file-system error (NFS ESTALE, EIO), a torn read: ask again later
+                continue
+            if not isinstance(doc, dict) or any(doc.get(k) != self._me.get(k) for k in ("host", "pid", "started")):
+                # taken over (or removed): touching it would keep another run's lock alive
                 self.lost = True
                 why = f"{self.path}: this run no longer holds its output folder's lock (now: {self.holder()})"
                 warnings.warn(why, stacklevel=1)

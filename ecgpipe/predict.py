@@ -98,6 +98,7 @@ class RecordPrediction:
     episodes: list[Episode]
     agreement: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
+    samples_per_frame: int = 1  # the record's (``EcgRecord``): annotation times count frames of fs / this
     note: str = ""  # how the record was scored when not as usual (shorter than one window), what was read anyway
     # (n_windows, n_classes) class probabilities, NaN rows unscored: models whose record rule is the mean probability
     window_probabilities: np.ndarray | None = None
@@ -319,7 +320,8 @@ def predict_loaded(model: TrainedModel, rec: EcgRecord, stride_s: float | None =
             endpoint_calls[name] = pooled_vote(raw, [cfg.class_names.index(c) for c in endpoint.classes], decision.width)
     return RecordPrediction(rec.path, rec.fs, "+".join(rec.leads), duration, starts_s, classes, stride_s, episodes,
                             class_names=list(cfg.class_names), note=note, window_probabilities=probabilities, raw_classes=raw,
-                            endpoint_calls=endpoint_calls, read_warnings=list(rec.notes))
+                            endpoint_calls=endpoint_calls, read_warnings=list(rec.notes),
+                            samples_per_frame=rec.samples_per_frame)
 
 
 def per_second_classes(episodes_or_pred, duration_s: float, names: list[str]) -> np.ndarray:
@@ -336,13 +338,14 @@ def compare_with_reference(pred: RecordPrediction, model: TrainedModel, annotato
     """Per-second and per-episode agreement of a prediction with the record's reference rhythm annotations."""
     cfg = model.config
     names = cfg.class_names
-    n_samples = int(round(pred.duration_s * pred.fs))
+    frame_fs = pred.fs / pred.samples_per_frame  # annotation times count frames (samples, but in multi-frequency records)
+    n_frames = int(round(pred.duration_s * frame_fs))
     stem = record_stem(pred.record)  # an EDF file's reference annotations lie beside it: dir/100.atr for dir/100.edf
     if not os.path.isfile(f"{stem}.{annotator}"):
         return {"annotator": annotator, "available": False, "reason": f"reference annotation {stem}.{annotator} not found"}
     reference = [
-        Episode(ep.start / pred.fs, ep.end / pred.fs, cfg.label_to_class[ep.label], ep.label)
-        for ep in read_episodes(stem, annotator, n_samples)
+        Episode(ep.start / frame_fs, ep.end / frame_fs, cfg.label_to_class[ep.label], ep.label)
+        for ep in read_episodes(stem, annotator, n_frames)
         if ep.label in cfg.label_to_class
     ]
     ref_s = per_second_classes(reference, pred.duration_s, names)
@@ -382,7 +385,8 @@ def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: st
     name = name or os.path.basename(record_stem(pred.record))
     folder, name = os.path.split(os.path.join(str(out_dir), name))
     os.makedirs(folder, exist_ok=True)
-    samples = np.array([int(round(ep.start_s * pred.fs)) for ep in pred.episodes], dtype=np.int64)
+    frame_fs = pred.fs / pred.samples_per_frame  # WFDB annotation times count frames, as a reader of the record expects
+    samples = np.array([int(round(ep.start_s * frame_fs)) for ep in pred.episodes], dtype=np.int64)
     if len(samples) == 0:
         raise ValueError(f"{pred.record}: no window could be classified; no annotation file written")
     wfdb.wrann(
@@ -391,7 +395,7 @@ def write_annotations(pred: RecordPrediction, out_dir: str | Path, extension: st
         sample=samples,
         symbol=["+"] * len(samples),
         aux_note=[ep.label for ep in pred.episodes],
-        fs=pred.fs,
+        fs=frame_fs,
         write_dir=folder,
     )
     return os.path.join(folder, f"{name}.{extension}")

@@ -92,6 +92,7 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
     # the reader names the record and its files by their folder: given back as given (``./`` for none, as read here)
     folder_read, folder_given = os.path.join(os.path.dirname(where), ""), os.path.join(os.path.dirname(path) or ".", "")
     read_warnings: list[str] = []
+    target = None
     injected_death("predict", name)
     try:
         rec = read_new_record(where, model, list(options.lead) if options.lead else None, warn=False)
@@ -110,6 +111,9 @@ def predict_one(model: TrainedModel, path: str, name: str, out: str, options: Pr
     except PREDICTION_RECORD_ERRORS as err:  # named as given, as without a cluster; a bug one odd record triggers fails it alone
         if stops_the_command(err):  # --out's disk is full: so it is for every record after
             raise
+        if target is not None:  # written before the record failed (its reference unreadable): no output beside an error
+            with contextlib.suppress(OSError):
+                os.remove(target)
         text = one_record_error(err, where)
         return RecordOutcome(path, name, error=text.replace(where, path) if base else text, read_warnings=read_warnings)
     pred.record, target = path, os.path.join(out, os.path.relpath(target, os.path.join(base, out)))

@@ -57,6 +57,8 @@ class EcgRecord:
     signals: np.ndarray  # (n_leads, n_samples), physical units (mV), float64
     episodes: list[RhythmEpisode]
     n_nan: int = 0
+    # a lead stored at several samples per frame is read at fs = frame rate x this; its annotation times count frames
+    samples_per_frame: int = 1
     # what was read anyway, in words (a longer signal file, checksum = 'warn'): a run's report lists them
     notes: list[str] = field(default_factory=list)
 
@@ -86,7 +88,7 @@ def rhythm_episodes(samples, symbols, aux_notes, sig_len: int) -> list[RhythmEpi
         for s, sym, a in zip(samples, symbols, aux_notes)
         if sym == "+" and a and ((note := clean_aux_note(a)).startswith("(") or note == ")")
     ]
-    changes.sort(key=lambda c: c[0])  # stable: a ')' and a '(' at one sample keep their order
+    changes.sort(key=lambda c: (c[0], c[1] != ")"))  # at one sample a ')' closes the old rhythm before a '(' opens one
     episodes = []
     for i, (start, label) in enumerate(changes):
         end = changes[i + 1][0] if i + 1 < len(changes) else sig_len
@@ -244,6 +246,7 @@ def read_record(
         signals=signals,
         episodes=[RhythmEpisode(e.label, e.start * spf, e.end * spf) for e in episodes] if spf > 1 else episodes,
         n_nan=n_nan,
+        samples_per_frame=spf,
         notes=notes,
     )
 

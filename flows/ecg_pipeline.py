@@ -45,7 +45,7 @@ from ecgpipe.orchestration.cluster import (
     prefect_api,
     task_runner,
 )
-from ecgpipe.orchestration.interrupt import RunInterrupted, check, interruptible, stop_because
+from ecgpipe.orchestration.interrupt import LockLost, RunInterrupted, check, forget_stops, interruptible, stop_because
 from ecgpipe.orchestration.preflight import preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.plan import forget_preflight
@@ -62,6 +62,8 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
     try:
         with interruptible():  # Ctrl-C and SIGTERM stop the run at the next check, cleanly
             report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
+    except LockLost:  # the folder is another run's now: its run.json too
+        raise
     except (RunInterrupted, KeyboardInterrupt) as exc:
         log.write("interrupted", error=str(exc) or "interrupted", **({"records": log.records} if log.records else {}))
         raise
@@ -139,6 +141,7 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
     # one run per output folder (an object store's URL has none: it warns); a run whose lock another takes over stops
+    forget_stops()
     with output_lock(out, on_lost=stop_because) as lock:
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))

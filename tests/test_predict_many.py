@@ -252,6 +252,11 @@ def test_a_record_that_fails_now_loses_its_earlier_annotations(setup, physionet,
     assert dict(_rows(out, "outputs.csv")[1:]) == {paths[0]: "100.pred", paths[1]: "101.pred", paths[2]: ""}
     rows = {r[0]: r for r in _rows(out, "records.csv")[1:]}
     assert rows[paths[2]][-1] != "" and rows[paths[0]][-1] == ""  # its error, and none for the others
+    # a record that fails after its annotation file was written (its reference annotations empty) keeps none either
+    (folder / "101.atr").write_bytes(b"")
+    fresh = cli("predict", "--model", str(setup["model"]), paths[1], "--compare", "atr", "--out", str(tmp_path / "fresh"))
+    assert fresh.returncode == 1 and "101.atr is empty" in fresh.stderr, fresh.stderr
+    assert not (tmp_path / "fresh" / "101.pred").exists()
 
 
 def test_evaluate_jobs_give_the_results_one_process_gives(setup, physionet, tmp_path):

@@ -93,10 +93,42 @@ def test_a_lead_stored_at_two_samples_per_frame_is_read_at_its_own_rate(physione
         read_record(folder, "db", "spf", _settings(lead=["MLII"], fs=180.0), require_annotations=False)
 
 
+def test_predict_writes_and_compares_frame_times_on_a_multi_frequency_record(physionet, tmp_path):
+    """WFDB annotation times count frames: predict's annotation file of a record whose lead is stored at two samples
+    per frame is written in frames (a reader of the record finds each episode where predict put it), and its
+    reference annotations, in frames, are compared at the right seconds."""
+    from test_predict_many import _model
+
+    from ecgpipe.model import load_model
+    from ecgpipe.predict import compare_with_reference, predict_loaded, read_new_record, write_annotations
+
+    digital = wfdb.rdrecord(str(physionet / "mitdb" / "100"), physical=False, sampto=360 * 60).d_signal
+    mlii, v5 = digital[:, 0].astype(np.int16), digital[::2, 1].astype(np.int16)
+    folder = tmp_path / "spf"
+    folder.mkdir()
+    np.column_stack([mlii.reshape(len(v5), 2), v5]).ravel().astype("<i2").tofile(folder / "spf.dat")
+    (folder / "spf.hea").write_text(f"spf 2 180 {len(v5)}\nspf.dat 16x2 200 11 1024 0 0 0 MLII\nspf.dat 16 200 11 1024 0 0 0 V5\n")
+    wfdb.wrann("spf", "atr", np.array([0, 180 * 30]), ["+", "+"], aux_note=["(N", "(AFIB"], fs=180, write_dir=str(folder))
+    model = load_model(_model(tmp_path / "model.skops", physionet))
+    rec = read_new_record(str(folder / "spf"), model)
+    assert rec.fs == 360.0 and rec.samples_per_frame == 2
+    pred = predict_loaded(model, rec)
+    agreement = compare_with_reference(pred, model, "atr")
+    assert agreement["per_class"]["normal"]["seconds"] == agreement["per_class"]["afib"]["seconds"] == 30  # not 15 / 45
+    write_annotations(pred, tmp_path / "out", "pred", "spf")
+    written = wfdb.rdann(str(tmp_path / "out" / "spf"), "pred")
+    assert written.fs == 180
+    np.testing.assert_allclose(written.sample / 180, [ep.start_s for ep in pred.episodes], atol=1 / 180)
+
+
 def test_a_closing_parenthesis_ends_a_rhythm_episode_as_icentia11k_marks_it(physionet, tmp_path):
     eps = rhythm_episodes([0, 2500, 5000, 7500, 10000, 12500], ["+"] * 6,
                           ["(N", ")", "(AFIB", ")\x00", "(N", " ) "], 30000)
     assert [(e.label, e.start, e.end) for e in eps] == [("(N", 0, 2500), ("(AFIB", 5000, 7500), ("(N", 10000, 12500)]
+    # a ')' and the next '(' at one sample, in either order in the file: the new rhythm opens
+    for notes in (["(N", "(AFIB", ")", ")"], ["(N", ")", "(AFIB", ")"]):
+        eps = rhythm_episodes([0, 100, 100, 300], ["+"] * 4, notes, 400)
+        assert [(e.label, e.start, e.end) for e in eps] == [("(N", 0, 100), ("(AFIB", 100, 300)], notes
     # in a real record's annotation file: the unlabelled stretches yield no window of the rhythm before them
     folder = tmp_path / "icentia"
     folder.mkdir()

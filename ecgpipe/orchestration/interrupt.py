@@ -26,6 +26,11 @@ class RunInterrupted(EcgpipeError):
     """The run was stopped by a signal; a rerun resumes from what is done."""
 
 
+class LockLost(RunInterrupted):
+    """Another run took this run's output folder over (after a long stall of this one): it stops, and writes nothing
+    more there, not even its run.json, which is now the other run's."""
+
+
 _received: list[int] = []
 _reasons: list[str] = []  # stops asked for by the run itself (its output folder's lock taken over)
 
@@ -33,6 +38,12 @@ _reasons: list[str] = []  # stops asked for by the run itself (its output folder
 def stop_because(reason: str) -> None:
     """Ask the run to stop at the next check, saying ``reason`` (from any thread: the lock's heartbeat)."""
     _reasons.append(reason)
+
+
+def forget_stops() -> None:
+    """A new run in this process starts with no stop asked for (called before it takes its folder's lock)."""
+    _reasons.clear()
+    _received.clear()
 
 
 def _on_signal(signum, frame):
@@ -45,8 +56,7 @@ def _on_signal(signum, frame):
 def interruptible():
     """While inside, SIGINT and SIGTERM ask the run to stop (see :func:`check`). Only the main thread can do this;
     elsewhere it is a no-op."""
-    _received.clear()
-    _reasons.clear()
+    _received.clear()  # (a lost lock, told by the lock's heartbeat, is kept: it may come before the flow starts)
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -67,7 +77,7 @@ def requested() -> bool:
 def check() -> None:
     """Raise :class:`RunInterrupted` if a stop was asked for."""
     if _reasons:
-        raise RunInterrupted(_reasons[0])
+        raise LockLost(_reasons[0])
     if _received:
         raise RunInterrupted(f"interrupted by {signal.Signals(_received[0]).name}; `ecgpipe run` again resumes "
                              f"from what is done")

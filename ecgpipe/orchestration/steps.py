@@ -175,7 +175,7 @@ def stop_if_retry_may_pass(stage: str, failures: list[tuple[str, BaseException]]
     not go on without them (a report missing those records, another best row). A rerun computes only those units."""
     if lost := [(name, exc) for name, exc in failures if tasks.may_pass_on_retry(exc) or stops_the_command(exc)]:
         again = f" (one that fails so every time is {LEAVE_OUT[stage]})" if stage in LEAVE_OUT else ""
-        again = " (the store's disk is full, over quota or read-only: free space first)" if stops_the_command(lost[0][1]) else again
+        again = f" ({lost[0][1].filename or 'its disk'}: full, over quota or read-only: free space first)" if stops_the_command(lost[0][1]) else again
         raise StageFailed(f"{stage}: {len(lost)} unit(s) failed for a reason a rerun may cure, not for bad input (first: "
                           f"{lost[0][0]}: {error_text(lost[0][1])}); the rest is kept: run again to compute only those{again}")
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import wfdb
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
@@ -29,6 +30,7 @@ from ecgpipe.markers import Markers
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.rhythm_block import window_rhythm_features
 from ecgpipe.sources import database_dir, resolve_data_dir, selected_records
+from ecgpipe.wfdb_signals import inferred_length
 
 STAGE = "segments"
 # Modules that compute only the rhythm block: left out of the signal key's code version.
@@ -158,7 +160,14 @@ def header_seconds(db_dir: str, record: str) -> float:
             return 0.0
     try:
         line = header_lines(os.path.join(str(db_dir), f"{record}.hea"))[0]
-        return int(line[3]) / float(line[2].split("/")[0].split("(")[0])
+        fs = float(line[2].split("/")[0].split("(")[0])
+        if len(line) < 4:  # no length on the record line (optional in WFDB): the signal file's size says it
+            try:
+                header = wfdb.rdheader(os.path.join(str(db_dir), record))
+            except Exception:  # a malformed header is named by the record's own read
+                return 0.0
+            return (inferred_length(os.path.join(str(db_dir), record), header) or 0) / fs
+        return int(line[3]) / fs
     except (OSError, IndexError, ValueError, ZeroDivisionError):
         return 0.0
 
