@@ -196,9 +196,15 @@ def record_files(db_dir: str | Path, record: str, annotator: str) -> list[Path]:
 
 def header_lines(path: str | Path) -> list[list[str]]:
     """A WFDB header's lines split into fields, comments and blank lines left out: the record line first, then one
-    line per signal (or, in a multi-segment record's header, per segment). Raises ``OSError``."""
-    with open(path, errors="replace") as fh:
-        return [ln.split() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    line per signal (or, in a multi-segment record's header, per segment), as written: UTF-8, else Latin-1 (older
+    tools wrote a unit "µV" so). Raises ``OSError``."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def is_multi_segment(lines: list[list[str]]) -> bool:

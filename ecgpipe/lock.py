@@ -116,23 +116,23 @@ class RunLock:
         finally:
             probe.unlink(missing_ok=True)
 
-    def _mine(self) -> bool:
-        """Whether the lock file still names this run (it may have been taken over after a long stall)."""
-        doc = self.holder() or {}
-        return all(doc.get(k) == self._me.get(k) for k in ("host", "pid", "started"))
+    def _mine(self, doc: dict | None = None) -> bool:
+        """Whether the lock file (or ``doc``, read from it) still names this run (it may have been taken over after a
+        long stall)."""
+        doc = (self.holder() if doc is None else doc) or {}
+        return isinstance(doc, dict) and all(doc.get(k) == self._me.get(k) for k in ("host", "pid", "started"))
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 doc = json.loads(self.path.read_text())
             except FileNotFoundError:
-                doc = None  # removed: no longer this run's
+                doc = {}  # removed: no longer this run's
             except (OSError, ValueError):  # a passing file-system error (NFS ESTALE, EIO), a torn read: ask again later
                 continue
-            if not isinstance(doc, dict) or any(doc.get(k) != self._me.get(k) for k in ("host", "pid", "started")):
-                # taken over (or removed): touching it would keep another run's lock alive
+            if not self._mine(doc):  # taken over (or removed): touching it would keep another run's lock alive
                 self.lost = True
-                why = f"{self.path}: this run no longer holds its output folder's lock (now: {self.holder()})"
+                why = f"{self.path}: this run no longer holds its output folder's lock (now: {doc or None})"
                 warnings.warn(why, stacklevel=1)
                 if self.on_lost is not None:  # two runs writing one store would mix their units: this one stops
                     self.on_lost(why + "; this run stops: the run that took it over goes on, and a rerun resumes")

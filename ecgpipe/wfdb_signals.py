@@ -13,6 +13,7 @@ import wfdb
 
 from ecgpipe.config import DatabaseSettings
 from ecgpipe.errors import RecordError, may_pass
+from ecgpipe.keys import header_lines
 from ecgpipe.leads import choose_leads
 
 # Bits per stored sample of the WFDB signal formats (format 212 packs two 12-bit samples into 3 bytes).
@@ -44,14 +45,8 @@ def named_signals(header) -> None:
 
 
 def signal_fields(path: str) -> list[list[str]]:
-    """The fields of each signal line of the header at ``path`` (``.hea`` added), as written: UTF-8, else Latin-1."""
-    raw = open(f"{path}.hea", "rb").read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    lines = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return lines[1:]
+    """The fields of each signal line of the header at ``path`` (``.hea`` added), as written."""
+    return header_lines(f"{path}.hea")[1:]
 
 
 def written_units_and_gains(path: str, n_signals: int) -> tuple[list[str | None], list[float | None]]:
