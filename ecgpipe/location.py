@@ -61,6 +61,15 @@ class Location:
         except FileNotFoundError:
             return None
 
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole file ``rel`` (FileNotFoundError where there is none)."""
+        return self.fs.cat_file(self._path(rel))
+
+    def delete_tree(self, rel: str) -> None:
+        """Remove the file or folder ``rel`` with everything below it, where it exists."""
+        if self.exists(rel):
+            self.fs.rm(self._path(rel), recursive=True)
+
     def write_text(self, rel: str, text: str) -> None:
         """Write a small file so that readers never see half of it (rename on local disks; objects are atomic)."""
         path = self._path(rel)

@@ -39,7 +39,7 @@ class Markers:
 
     def write(self, stage: str, unit: str, key: str, info: dict | None = None, files: str | None = None) -> None:
         """``files``: where the unit's data lies (relative to the output location, e.g. ``store.zarr/records/mitdb/
-        100``); its stamp is recorded so that a later check of unchanged files needs no read."""
+        100.zip``); its stamp is recorded so that a later check of unchanged files needs no read."""
         stamp = {"stamp": self.location.files_stamp(files)} if files is not None else {}
         self.location.write_text(self._rel(stage, unit), json.dumps({"key": key, **(info or {}), **stamp}))
 

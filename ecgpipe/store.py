@@ -2,11 +2,11 @@
 
 Layout of ``OUT/store.zarr``::
 
-    records/<db>/<record>/windows   (n, L) float32   every usable window of one record (one task owns the group);
-                                                      (n, 2, L) with segments.n_leads = 2
-                         /starts     (n,)   int64     window start, in target-rate samples
-                         /episode    (n,)   int32     index into attrs["episodes"] ([label, start, end] at native fs)
-                         /rhythm     (n, R) float32   the rhythm block of each window ([rhythm] enabled)
+    records/<db>/<record>.zip       one file per record (a record bundle: ``write_bundle``), owned by its task:
+                         windows    (n, L) float32   every usable window of the record; (n, 2, L) with segments.n_leads = 2
+                         starts     (n,)   int64     window start, in target-rate samples
+                         episode    (n,)   int32     index into attrs["episodes"] ([label, start, end] at native fs)
+                         rhythm     (n, R) float32   the rhythm block of each window ([rhythm] enabled)
     segments/signal                 (N, L) float32   the selected dataset, chunked by run.chunk_size ((N, 2, L): 2 leads)
             /class_index            (N,)   int16     index into attrs["class_names"]
             /source                 (N,)   int32     index into attrs["sources"] ({database, record, subject, lead})
@@ -15,8 +15,12 @@ Layout of ``OUT/store.zarr``::
             /rhythm_features        (N, R) float32   the rhythm block of the selected windows ([rhythm] enabled)
     spectrograms/<settings hash>/data  (N, F, T) float16, attrs: frequencies, times, settings ((N, 2, F, T): 2 leads)
     features/<settings hash>/data      (N, D) float32, attrs: backbone, layer, weights source
-    recordings/<grid settings>/<db>/<record>/{starts, usable, cnn, rhythm}   every window of a record on predict's
-                                    grid, featurised ([recordings] score; one task owns the record's group)
+    recordings/<grid settings>/<db>/<record>.zip   a record bundle: every window of a record on predict's grid,
+                                    featurised ({starts, usable, cnn, rhythm}; [recordings] score; owned by its task)
+
+A record bundle is a Zarr group in a zip file (``zarr.storage.ZipStore`` opens it): one file per record where a group
+of four arrays took 18-19 (folders, metadata and chunk files), the difference between 300 000 records fitting a
+cluster's inode quota or not. ``records`` and ``recordings`` are plain folders, not Zarr groups.
 
 Concurrency rule (Zarr silently loses data when two writers touch one chunk): arrays are created by the flow process
 only; a chunk task opens an existing array and writes exactly the rows of the chunk it owns.
@@ -24,8 +28,14 @@ only; a chunk task opens an existing array and writes exactly the rows of the ch
 
 from __future__ import annotations
 
+import io
+import zipfile
+from dataclasses import dataclass
+
 import numpy as np
 import zarr
+from zarr.core.buffer import cpu
+from zarr.storage import MemoryStore
 
 from ecgpipe.location import Location, zarr_storage_options
 
@@ -37,8 +47,8 @@ class Layout:
     SEGMENTS = "segments"
     SPECTROGRAMS = "spectrograms"
     FEATURES = "features"
-    RECORDINGS = "recordings"  # <settings>/<db>/<record>: every window on predict's grid (stages/recording_grid.py)
-    GROUPS = (RECORDS, SEGMENTS, SPECTROGRAMS, FEATURES, RECORDINGS)
+    RECORDINGS = "recordings"  # <settings>/<db>/<record>.zip: every window on predict's grid (stages/recording_grid.py)
+    GROUPS = (SEGMENTS, SPECTROGRAMS, FEATURES)  # the Zarr groups (records and recordings hold bundles, not groups)
     # one record's windows (records/<db>/<record>/<name>)
     RECORD_ARRAYS = {"windows": "float32", "starts": "int64", "episode": "int32", "rhythm": "float32"}
     # the selected dataset (segments/<name>)
@@ -48,18 +58,17 @@ class Layout:
     SPECTROGRAM_DTYPE = "float16"
     FEATURE_DTYPE = "float32"
 
-    @staticmethod
-    def database(database: str) -> str:
-        return f"records/{database}"
+    BUNDLE = ".zip"  # the suffix of a record bundle's file
 
     @staticmethod
     def record(database: str, record: str) -> str:
-        return f"records/{database}/{record}"
+        """One record's windows: a record bundle."""
+        return f"records/{database}/{record}{Layout.BUNDLE}"
 
     @staticmethod
     def recording(settings: str, database: str, record: str) -> str:
-        """One record's grid of windows under the grid settings named ``settings``."""
-        return f"recordings/{settings}/{database}/{record}"
+        """One record's grid of windows under the grid settings named ``settings``: a record bundle."""
+        return f"recordings/{settings}/{database}/{record}{Layout.BUNDLE}"
 
     @staticmethod
     def segment(name: str) -> str:
@@ -114,36 +123,73 @@ def ensure_groups(path: str, *names: str) -> None:
         root.require_group(name)
 
 
-def write_record_windows(
-    path: str, database: str, record: str, windows, starts, episode, attrs: dict, rhythm: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Write one record's windows (and their rhythm features, when computed) into ``records/<db>/<record>``
-    (owned by this record's task alone); returns the arrays as written (stored dtypes), by name."""
-    group = open_group(f"{path}/{Layout.database(database)}", mode="a").require_group(record)
-    chunk_rows = max(1, min(len(windows), 1024))
-    dtype = Layout.RECORD_ARRAYS
-    written = {}
-    for name, data, chunks in [
-        ("windows", windows.astype(dtype["windows"]), (chunk_rows, *windows.shape[1:])),
-        ("starts", starts.astype(dtype["starts"]), (chunk_rows,)),
-        ("episode", episode.astype(dtype["episode"]), (chunk_rows,)),
-        *([("rhythm", rhythm.astype(dtype["rhythm"]), (chunk_rows, rhythm.shape[1]))] if rhythm is not None else []),
-    ]:
-        arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, overwrite=True, fill_value=0)
+@dataclass(frozen=True)
+class Bundle:
+    """A record bundle as read or written: its arrays (stored dtypes) by name, and its attributes (JSON types)."""
+
+    arrays: dict[str, np.ndarray]
+    attrs: dict
+
+
+def write_bundle(path: str, rel: str, arrays: dict[str, np.ndarray], attrs: dict, chunk_rows: int) -> Bundle:
+    """Store ``arrays`` and ``attrs`` as ONE file at ``rel`` inside the store ``path``: a Zarr group made in memory
+    (arrays chunked by ``chunk_rows`` rows, Zarr's default codec) and written as a zip, beside its place first and
+    renamed in on a local disk (a reader never meets half a bundle; a bundle written again replaces every array).
+    Returns the bundle as a reader will find it."""
+    entries: dict = {}
+    group = zarr.open_group(MemoryStore(store_dict=entries), mode="w")
+    for name, data in arrays.items():
+        chunks = (max(1, min(len(data), chunk_rows)), *data.shape[1:])
+        arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=0)
         if data.size:
             arr[...] = data
-        written[name] = data
-    if rhythm is None and "rhythm" in group.array_keys():
-        # a rhythm block left by an earlier run with other settings would be read as this run's (and its digest
-        # would never match the marker's, so the record would be recomputed on every run)
-        del group["rhythm"]
-    group.attrs.put(attrs)  # the record's whole metadata, replaced in one write
-    return written
+    group.attrs.put(attrs)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:  # chunks are compressed already
+        for key in sorted(entries):  # a fixed time: the same arrays give the same bytes (a zip entry keeps its time)
+            zf.writestr(zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0)), entries[key].to_bytes())
+    location = Location(path)
+    location.write_files({rel: packed.getvalue()})
+    _remove_group_layout(location, rel, arrays)
+    return Bundle(dict(arrays), dict(group.attrs))
 
 
-def read_record_windows(path: str, database: str, record: str) -> tuple[zarr.Group, dict]:
-    group = open_group(f"{path}/{Layout.record(database, record)}", mode="r")
-    return group, dict(group.attrs)
+def _remove_group_layout(location: Location, rel: str, arrays) -> None:
+    """Remove the record's Zarr group of the layout before bundles (0.16 and earlier: ``records/<db>/<record>/``),
+    which would otherwise hold a second copy of every record upgraded in place: its metadata and its own arrays
+    only (a folder of that name may hold other records' bundles too)."""
+    old = rel.removesuffix(Layout.BUNDLE)
+    if not location.exists(f"{old}/zarr.json"):
+        return
+    for name in {*arrays, "windows", "starts", "episode", "rhythm", "usable", "cnn"}:
+        location.delete_tree(f"{old}/{name}")
+    location.delete(f"{old}/zarr.json")
+
+
+def read_bundle(path: str, rel: str) -> Bundle:
+    """The record bundle at ``rel`` inside the store ``path`` (FileNotFoundError where there is none)."""
+    location = Location(path)
+    with zipfile.ZipFile(io.BytesIO(location.read_bytes(rel))) as zf:
+        entries = {key: cpu.Buffer.from_bytes(zf.read(key)) for key in zf.namelist()}
+    group = zarr.open_group(MemoryStore(store_dict=entries), mode="r")
+    return Bundle({name: group[name][...] for name in sorted(group.array_keys())}, dict(group.attrs))
+
+
+def write_record_windows(
+    path: str, database: str, record: str, windows, starts, episode, attrs: dict, rhythm: np.ndarray | None = None
+) -> Bundle:
+    """Write one record's windows (and their rhythm features, when computed) as its bundle ``records/<db>/<record>``
+    (owned by this record's task alone); returns the bundle as written (stored dtypes)."""
+    dtype = Layout.RECORD_ARRAYS
+    arrays = {"windows": windows.astype(dtype["windows"]), "starts": starts.astype(dtype["starts"]),
+              "episode": episode.astype(dtype["episode"])}
+    if rhythm is not None:
+        arrays["rhythm"] = rhythm.astype(dtype["rhythm"])
+    return write_bundle(path, Layout.record(database, record), arrays, attrs, chunk_rows=1024)
+
+
+def read_record_windows(path: str, database: str, record: str) -> Bundle:
+    return read_bundle(path, Layout.record(database, record))
 
 
 def create_array(path: str, name: str, shape, chunks, dtype, attrs: dict | None = None) -> zarr.Array:

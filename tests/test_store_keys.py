@@ -7,6 +7,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 from ecgpipe import store as zs
 from ecgpipe.config import load_config
@@ -16,16 +17,47 @@ from ecgpipe.store import Layout
 
 def test_a_record_rewritten_without_its_rhythm_block_keeps_no_stale_block(tmp_path):
     store = str(tmp_path / "store.zarr")
-    zs.ensure_groups(store, *Layout.GROUPS, Layout.database("db"))
+    zs.ensure_groups(store, *Layout.GROUPS)
     windows, starts, episode = np.ones((3, 1, 10)), np.arange(3) * 10, np.zeros(3)
     written = zs.write_record_windows(store, "db", "r1", windows, starts, episode, {}, rhythm=np.ones((3, 4)))
-    assert "rhythm" in written
-    group, _ = zs.read_record_windows(store, "db", "r1")
-    assert "rhythm" in set(group.array_keys())
+    assert "rhythm" in written.arrays
+    assert "rhythm" in zs.read_record_windows(store, "db", "r1").arrays
     written = zs.write_record_windows(store, "db", "r1", windows, starts, episode, {}, rhythm=None)
-    group, _ = zs.read_record_windows(store, "db", "r1")
+    read = zs.read_record_windows(store, "db", "r1")
     # what is stored is exactly what was written: the record's digest matches its marker's on the next run
-    assert set(group.array_keys()) == set(written) == {"windows", "starts", "episode"}
+    assert set(read.arrays) == set(written.arrays) == {"windows", "starts", "episode"}
+
+
+def test_a_record_bundle_is_one_zarr_file_that_replaces_the_group_of_earlier_versions(tmp_path):
+    """300 000 records as groups of four arrays were ~5.7 million files and folders (an inode quota's size): a record
+    is one file now, a Zarr group in a zip that zarr's ZipStore opens. A record stored as a group by 0.16 and earlier
+    is removed when its bundle is written (its folder keeps anything else, such as a nested record's bundle)."""
+    import zarr
+
+    store = str(tmp_path / "store.zarr")
+    zs.ensure_groups(store, *Layout.GROUPS)
+    legacy = zarr.open_group(f"{store}/records/db/r1", mode="w")
+    legacy.create_array("windows", shape=(2, 5), dtype="float32")
+    os.makedirs(f"{store}/records/db/r1/sub")
+    open(f"{store}/records/db/r1/sub/nested.zip", "wb").close()
+    windows, starts, episode = np.random.default_rng(0).normal(size=(3, 1, 10)), np.arange(3) * 10, np.zeros(3)
+    zs.write_record_windows(store, "db", "r1", windows, starts, episode, {"episodes": [["N", 0, 30]], "fs": 250.0})
+    assert sorted(os.listdir(f"{store}/records/db")) == ["r1", "r1.zip"]
+    assert os.listdir(f"{store}/records/db/r1") == ["sub"]  # the old group's metadata and arrays are gone
+    first = open(f"{store}/records/db/r1.zip", "rb").read()
+    zs.write_record_windows(store, "db", "r1", windows, starts, episode, {"episodes": [["N", 0, 30]], "fs": 250.0})
+    assert open(f"{store}/records/db/r1.zip", "rb").read() == first  # the same arrays, the same bytes: no zip times
+    with zarr.storage.ZipStore(f"{store}/records/db/r1.zip", mode="r") as zip_store:
+        group = zarr.open_group(zip_store, mode="r")
+        assert np.array_equal(group["windows"][...], windows.astype(np.float32))
+        assert group.attrs["episodes"] == [["N", 0, 30]] and group["starts"].dtype == np.int64
+    # the same through an fsspec URL (an object store's output folder)
+    url = "memory://ecgpipe-bundles/store.zarr"
+    zs.write_record_windows(url, "db", "p00/r2", windows, starts, episode, {"fs": 250.0})
+    read = zs.read_record_windows(url, "db", "p00/r2")
+    assert np.array_equal(read.arrays["windows"], windows.astype(np.float32)) and read.attrs == {"fs": 250.0}
+    with pytest.raises(FileNotFoundError):
+        zs.read_record_windows(url, "db", "absent")
 
 
 def test_replacing_the_weights_file_at_the_same_path_recomputes_the_features(tmp_path):
@@ -99,7 +131,7 @@ def test_one_records_unexpected_error_fails_that_record_alone(tmp_path, physione
     units = segments.plan_records(cfg, physionet, download=False)
     assert [u.record for u in units] == ["100", "101", "103"]
     store = str(tmp_path / "store.zarr")
-    zs.ensure_groups(store, *Layout.GROUPS, Layout.database("mitdb"))
+    zs.ensure_groups(store, *Layout.GROUPS)
     real = segments.compute_record
 
     def odd_record_fails(store_, unit, cfg_):

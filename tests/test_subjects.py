@@ -111,7 +111,7 @@ def test_real_cinc_records_take_their_patient_from_the_labels_csv(physionet, tmp
     units = plan_records(cfg, tmp_path / "data", download=False)
     assert [(u.record, u.subject) for u in units] == [("A00002", "cinc:p1"), ("A00004", "cinc:p1"), ("A00005", "cinc:p2")]
     store = str(tmp_path / "store.zarr")
-    zs.ensure_groups(store, *Layout.GROUPS, Layout.database("cinc"))
+    zs.ensure_groups(store, *Layout.GROUPS)
     summaries = [compute_record(store, u, cfg)[0] for u in units]
     assert [s.subject for s in summaries] == ["cinc:p1", "cinc:p1", "cinc:p2"]
     # the same CSV without its subject column: refused before any work, naming the file

@@ -61,7 +61,7 @@ class Run:
         client = cluster_client()
         if client is not None and client.dashboard_link:
             logger.info(f"Dask dashboard: {client.dashboard_link}")
-        zs.ensure_groups(run.store, *Layout.GROUPS, *[Layout.database(db) for db in cfg.databases])
+        zs.ensure_groups(run.store, *Layout.GROUPS)
         return run
 
     @property
@@ -403,7 +403,6 @@ def _record_grids(run: Run, row: ComparisonRow, grids: list) -> list[dict]:
     """The grids not done, computed by batch tasks; returns the records that failed, with why."""
     failed: list[dict] = []
     with run.log.timed(recording_grid.STAGE):
-        zs.ensure_groups(run.store, *sorted({f"{Layout.RECORDINGS}/{g.settings}/{g.record.database}" for g in grids}))
         done = run.plan.grids_done(grids)
         todo = [g for g in grids if not done[g.name]]
         run.log.count(recording_grid.STAGE, skipped=len(grids) - len(todo))

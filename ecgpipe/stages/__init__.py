@@ -1,12 +1,12 @@
 """The pipeline's stages, one module each, in the order they run::
 
-    segments       one unit per record   read + validate WFDB, resample, cut windows, rhythm block -> records/<db>/<rec>
+    segments       one unit per record   read + validate WFDB, resample, cut windows, rhythm block -> records/<db>/<rec>.zip
     table          one unit per run      stable per-class selection, stable rows                  -> segments/*
     spectrograms   one unit per chunk    STFT log power of chunk_size segments                    -> spectrograms/<hash>
     features       one unit per chunk    images, ImageNet normalisation, backbone, pooled         -> features/<hash>
     classify       one unit per row      every protocol's folds for one (extractor, classifier)   -> markers, report
     recording_grid    one unit per record ([recordings] score = true): every window of a recording on predict's
-                      grid, featurised                                                        -> recordings/<hash>/<db>/<rec>
+                      grid, featurised                                                        -> recordings/<hash>/<db>/<rec>.zip
     recording_scores  one unit per grouped outer fold: its endpoint detectors, its test patients' recordings called
                       as predict calls them                                                   -> markers, report
 

@@ -1,6 +1,6 @@
 """Stage 6a (``[recordings] score = true``), one unit per rhythm-annotated record: every window of the record on
 ``ecgpipe predict``'s grid (``ecgpipe.grid``), featurised by predict's own path, with the record's rhythm episodes;
-stored under ``recordings/<settings>/<db>/<record>``.
+stored as the record bundle ``recordings/<settings>/<db>/<record>.zip``.
 
 The segment table holds sampled windows of the configured classes; a device meets every window of a recording,
 rhythms no class covers and rhythm changes included. ``ecgpipe.stages.recording_scores`` calls each endpoint on
@@ -79,7 +79,7 @@ def grid_settings(cfg: PipelineConfig) -> dict:
 
 
 def settings_name(cfg: PipelineConfig) -> str:
-    """The grid slot of these settings: ``recordings/<settings_name>/<db>/<record>``."""
+    """The grid slot of these settings: ``recordings/<settings_name>/<db>/<record>.zip``."""
     return content_key(grid_settings(cfg))[:12]
 
 
@@ -125,18 +125,10 @@ def compute_grid(store: str, unit: GridUnit, cfg: PipelineConfig) -> str:
         arrays["cnn"] = grid.cnn.astype(np.float32)  # float32 as computed: exact
     if grid.rhythm is not None:
         arrays["rhythm"] = grid.rhythm.astype(np.float32)
-    group = zs.open_group(f"{store}/{Layout.RECORDINGS}/{unit.settings}/{r.database}", mode="a").require_group(r.record)
-    for name in set(group.array_keys()) - set(arrays):  # left by a run this slot's key no longer matches
-        del group[name]
-    for name, data in arrays.items():
-        chunks = (max(1, min(len(data), 4096)), *data.shape[1:])
-        arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, overwrite=True, fill_value=0)
-        if data.size:
-            arr[...] = data
     attrs = {"key": unit.key, "fs": rec.fs, "stride_s": grid.stride_s, "note": grid.note,
              "episodes": [[ep.label, ep.start, ep.end] for ep in rec.episodes]}
-    group.attrs.put(attrs)
-    return _digest(arrays, dict(group.attrs))  # as read back (JSON types), as grid_done reads them
+    written = zs.write_bundle(store, unit.path, arrays, attrs, chunk_rows=4096)
+    return _digest(written.arrays, written.attrs)  # as read back (JSON types), as grid_done reads them
 
 
 def _digest(arrays: dict[str, np.ndarray], attrs: dict) -> str:
@@ -145,12 +137,11 @@ def _digest(arrays: dict[str, np.ndarray], attrs: dict) -> str:
 
 def read_grid(store: str, path: str) -> RecordGrid:
     """The grid stored at ``path`` (``GridUnit.path``)."""
-    group = zs.open_group(f"{store}/{path}", mode="r")
-    attrs = dict(group.attrs)
-    names = set(group.array_keys())
-    block = lambda name: group[name][...].astype(np.float64) if name in names else None  # noqa: E731
+    bundle = zs.read_bundle(store, path)
+    arrays, attrs = bundle.arrays, bundle.attrs
+    block = lambda name: arrays[name].astype(np.float64) if name in arrays else None  # noqa: E731
     return RecordGrid(
-        starts=group["starts"][...].astype(np.int64), usable=group["usable"][...].astype(bool), cnn=block("cnn"),
+        starts=arrays["starts"].astype(np.int64), usable=arrays["usable"].astype(bool), cnn=block("cnn"),
         rhythm=block("rhythm"), episodes=[RhythmEpisode(label, int(a), int(b)) for label, a, b in attrs["episodes"]],
         fs=float(attrs["fs"]), stride_s=float(attrs["stride_s"]))
 
@@ -164,7 +155,7 @@ def grid_done(store: str, markers: Markers, unit: GridUnit) -> bool:
         return False
 
     def digest() -> str:
-        group = zs.open_group(f"{store}/{unit.path}", mode="r")
-        return _digest({name: group[name][...] for name in group.array_keys()}, dict(group.attrs))
+        bundle = zs.read_bundle(store, unit.path)
+        return _digest(bundle.arrays, bundle.attrs)
 
     return markers.intact(marker, zs.in_store(unit.path), digest)

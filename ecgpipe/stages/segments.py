@@ -1,5 +1,5 @@
 """Stage 1, one unit per record: read and validate a WFDB record, cut its labelled windows and compute their rhythm
-block, stored under ``records/<db>/<record>`` (windows, starts, episode index, rhythm features; attrs).
+block, stored as the record bundle ``records/<db>/<record>.zip`` (windows, starts, episode index, rhythm features; attrs).
 
 Key of a record: its files' digest, its database's settings, the segment and class settings, its per-record label, its
 subject id and the code version. The *signal key* leaves out the rhythm block (its settings and its
@@ -243,13 +243,13 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
     }
     written = zs.write_record_windows(store, unit.database, unit.record, found.windows, found.starts, found.episode, attrs, rhythm)
     # the digest of what was written, as stored_record_digest reads it back later (no second read here)
-    return summary, content_key(*[(name, array_digest(written[name])) for name in sorted(written)])
+    return summary, content_key(*[(name, array_digest(written.arrays[name])) for name in sorted(written.arrays)])
 
 
 def stored_record_digest(store: str, unit: RecordUnit) -> str:
     """One digest over every array stored for the record (windows, starts, episode indices, rhythm block)."""
-    group, _ = zs.read_record_windows(store, unit.database, unit.record)
-    return content_key(*[(name, array_digest(group[name][...])) for name in sorted(group.array_keys())])
+    arrays = zs.read_record_windows(store, unit.database, unit.record).arrays
+    return content_key(*[(name, array_digest(arrays[name])) for name in sorted(arrays)])
 
 
 def _stored_summary(store: str, markers: Markers, unit: RecordUnit, key_field: str) -> RecordSummary | None:
@@ -264,7 +264,7 @@ def _stored_summary(store: str, markers: Markers, unit: RecordUnit, key_field: s
 
 
 def record_files_in_store(unit: RecordUnit) -> str:
-    """The record's group, relative to the output location (its marker's ``files``)."""
+    """The record's bundle, relative to the output location (its marker's ``files``)."""
     return zs.in_store(zs.Layout.record(unit.database, unit.record))
 
 

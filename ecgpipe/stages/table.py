@@ -294,8 +294,8 @@ def table_rows(store: str, source: np.ndarray, start: np.ndarray, record_names: 
     for s in np.unique(source).tolist():
         name = record_names[s]
         if s not in read:
-            group, attrs = zs.read_record_windows(store, *name.split("/", 1))
-            read[s] = ({a: group[a][...] for a in group.array_keys()}, attrs)
+            bundle = zs.read_record_windows(store, *name.split("/", 1))
+            read[s] = (bundle.arrays, bundle.attrs)
         arrays, attrs = read[s]
         slot_idx = np.flatnonzero(source == s)
         starts, wanted = arrays["starts"], start[slot_idx]
