@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ecgpipe.keys import code_tokens, read_digest, record_files
 from ecgpipe.location import Location
+from ecgpipe.orchestration import interrupt
 
 CACHE = "inputs/digests.json"
 SETTLE_S = 5.0
@@ -125,7 +126,9 @@ class InputDigests:
             return {}
 
     def __call__(self, paths: Sequence[str | Path]) -> str:
-        """The digest of ``paths`` (``keys.file_digest``), reading them only when their stamp is new."""
+        """The digest of ``paths`` (``keys.file_digest``), reading them only when their stamp is new. Called once per
+        record by the checks and the plan of a run: a run asked to stop (SIGTERM, Ctrl-C) stops here."""
+        interrupt.check()
         absolute = [os.path.abspath(p) for p in paths]
         folder = os.path.dirname(absolute[0])
         names = "|".join(os.path.relpath(p, folder) for p in absolute)

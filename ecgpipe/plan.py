@@ -19,6 +19,7 @@ from ecgpipe.keys import array_digest, edf_record_file
 from ecgpipe.labels import read_record_labels
 from ecgpipe.location import Location
 from ecgpipe.markers import Markers
+from ecgpipe.orchestration import interrupt
 from ecgpipe.results import ProtocolResult, RecordingScores, protocols_from_json
 from ecgpipe.sources import DataSourceError, records_in_folder, resolve_data_dir
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
@@ -158,8 +159,10 @@ class RunPlan:
         # check thousands of records ~2x faster on 2 cores (a no-change rerun of CinC's 5970 records: 85 s before)
         markers, skip = self.markers, skip or {}
         todo = [u for u in self.records if skip.get(u.name) is None]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            done = dict(zip([u.name for u in todo], pool.map(lambda u: check(self.store, markers, u), todo)))
+        with ThreadPoolExecutor(max_workers=4) as pool:  # a run asked to stop (SIGTERM) checks no more records
+            done = dict(zip([u.name for u in todo], pool.map(
+                lambda u: None if interrupt.requested() else check(self.store, markers, u), todo)))
+        interrupt.check()
         return {u.name: skip.get(u.name) or done[u.name] for u in self.records}
 
     # ------------------------------------------------------------------------------------------------- table

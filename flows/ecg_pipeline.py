@@ -123,14 +123,17 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
 def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, scheduler: str | None = None,
                  strict: bool | None = None, download: bool = False) -> dict:
     """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
-    one Prefect API; returns the report."""
-    if Location(str(out_dir)).local_root:  # a folder another run holds: refused before the checks read the corpus
-        refuse_if_held(Location(str(out_dir)).local_root)
-    units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
-    try:
-        return _run_checked(cfg, data_dir, out_dir, units, scheduler, strict, download)
-    finally:  # the preflight's units, unless the flow's plan took them (a run that stopped before): not kept
-        forget_preflight(cfg, data_dir, out_dir)
+    one Prefect API; returns the report. Ctrl-C and SIGTERM stop it cleanly from here on (the checks of a large
+    corpus take minutes), before anything is created or at the next check of the flow."""
+    forget_stops()  # a new run: no stop asked for yet (one run's lost lock must not stop the next in this process)
+    with interruptible():
+        if Location(str(out_dir)).local_root:  # a folder another run holds: refused before the checks read the corpus
+            refuse_if_held(Location(str(out_dir)).local_root)
+        units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
+        try:
+            return _run_checked(cfg, data_dir, out_dir, units, scheduler, strict, download)
+        finally:  # the preflight's units, unless the flow's plan took them (a run that stopped before): not kept
+            forget_preflight(cfg, data_dir, out_dir)
 
 
 def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str | None, strict: bool | None,
@@ -141,7 +144,6 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
     # one run per output folder (an object store's URL has none: it warns); a run whose lock another takes over stops
-    forget_stops()
     with output_lock(out, on_lost=stop_because) as lock:
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))

@@ -360,6 +360,7 @@ def test_waiting_for_one_task_hears_ctrl_c_and_says_when_the_local_cluster_has_n
         while not lines and time.time() < deadline:
             time.sleep(0.1)
         assert any(lvl == logging.WARNING and "the local Dask cluster has no worker at the moment" in m for lvl, m in lines)
+        monkeypatch.setattr(interrupt, "_depth", [1])  # inside a run's interruptible() block
         monkeypatch.setattr(interrupt, "_received", [2])  # what Ctrl-C's handler records
         waiter.join(10)
         assert not waiter.is_alive() and "interrupted by SIGINT" in got["stopped"]

@@ -160,31 +160,63 @@ def test_a_held_folder_is_refused_before_the_corpus_is_planned_and_a_run_whose_l
         return real_read(path, *args, **kwargs)
 
     interrupt.forget_stops()
-    with output_lock(Location(str(tmp_path)), on_lost=interrupt.stop_because) as held:
-        held.heartbeat_s = 0.05
-        held._stop.set()
-        held._beat.join()
-        held._stop.clear()
-        monkeypatch.setattr(Path, "read_text", stale_handle)
-        held._beat = threading.Thread(target=held._heartbeat, daemon=True)
-        held._beat.start()
-        deadline = time.time() + 5
-        while len(hiccups) < 3 and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        assert len(hiccups) == 3 and not held.lost and not interrupt.requested()  # still this run's
-        lock.write_text(json.dumps({"host": "another-node", "pid": 1, "started": "later"}))  # taken over
-        while not held.lost and time.time() < deadline:
-            time.sleep(0.05)
-        assert held.lost and interrupt.requested()
-    monkeypatch.setattr(Path, "read_text", real_read)
-    assert json.loads(lock.read_text())["host"] == "another-node"  # the other run's lock is left as it is
-    with interrupt.interruptible():  # the flow's wait loops stop on it, as the check before the report does
-        with pytest.raises(interrupt.LockLost, match="no longer holds its output folder's lock.*this run stops"):
-            wait_all([], "segments", logging.getLogger("test"))
+    with interrupt.interruptible():  # run_pipeline's block, inside which the lock is taken
+        with output_lock(Location(str(tmp_path)), on_lost=interrupt.stop_because) as held:
+            held.heartbeat_s = 0.05
+            held._stop.set()
+            held._beat.join()
+            held._stop.clear()
+            monkeypatch.setattr(Path, "read_text", stale_handle)
+            held._beat = threading.Thread(target=held._heartbeat, daemon=True)
+            held._beat.start()
+            deadline = time.time() + 5
+            while len(hiccups) < 3 and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            assert len(hiccups) == 3 and not held.lost and not interrupt.requested()  # still this run's
+            lock.write_text(json.dumps({"host": "another-node", "pid": 1, "started": "later"}))  # taken over
+            while not held.lost and time.time() < deadline:
+                time.sleep(0.05)
+            assert held.lost and interrupt.requested()
+        monkeypatch.setattr(Path, "read_text", real_read)
+        assert json.loads(lock.read_text())["host"] == "another-node"  # the other run's lock is left as it is
+        with interrupt.interruptible():  # the flow's wait loops stop on it, as the check before the report does
+            with pytest.raises(interrupt.LockLost, match="no longer holds its output folder's lock.*this run stops"):
+                wait_all([], "segments", logging.getLogger("test"))
+    assert not interrupt.requested()  # outside a run, a stop an earlier run was told stops nothing
     interrupt.forget_stops()
     with interrupt.interruptible():
         assert not interrupt.requested()  # the next run starts clean
+
+
+def test_sigterm_while_the_corpus_is_checked_stops_before_anything_is_created(tmp_path, physionet, monkeypatch):
+    """The checks before a run hash every record (minutes at 300 000 records) and a batch system sends SIGKILL soon
+    after its SIGTERM (SLURM: 30 s): a real SIGTERM to this process stops the run at the next record, before its
+    folder, lock or server exist (before 0.17.0 it took the process down at once, or was seen only once the flow
+    ran). The signal handlers are this process's own again afterwards."""
+    import signal
+
+    from ecgpipe import input_digests
+    from ecgpipe.orchestration.interrupt import RunInterrupted
+    from flows.ecg_pipeline import run_pipeline
+
+    real, calls = input_digests.InputDigests.__call__, []
+
+    def hashed(self, paths):
+        calls.append(paths)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, paths)
+
+    monkeypatch.setattr(input_digests.InputDigests, "__call__", hashed)
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": ["100", "101", "103", "105", "106", "108"]}}})
+    out = tmp_path / "out"
+    with pytest.raises(RunInterrupted, match="interrupted by SIGTERM"):
+        run_pipeline(cfg, str(physionet), str(out))
+    assert len(calls) == 3  # the third record, asked for as the signal came, was not hashed: its check stopped the run
+    assert not out.exists() or not list(out.iterdir())  # no lock, no run.json, no store
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_report_is_replaced_as_a_set_or_not_at_all(tmp_path, monkeypatch):

@@ -1,8 +1,11 @@
 """Stopping a run cleanly on Ctrl-C (SIGINT) or SIGTERM.
 
 Raising ``KeyboardInterrupt`` wherever the signal lands is not safe here: landing inside a Dask callback, it is
-swallowed and the run carries on. So during a flow run the signals only set a flag, and the loops that wait for a
-stage's tasks (``bookkeeping.wait_all``) check it twice a second and raise :class:`RunInterrupted`. The flow then
+swallowed and the run carries on. So from the start of ``run_pipeline`` (its checks of the corpus included) the
+signals only set a flag, and the loops that take long check it and raise :class:`RunInterrupted`: those that wait for
+a stage's tasks (``bookkeeping.wait_all``, twice a second) and those that go over every record (hashing the inputs,
+checking each record's stored windows), once per record: at 300 000 records these take minutes, and a batch system
+sends SIGKILL soon after its SIGTERM (SLURM: 30 s), which would leave the run's lock and its server behind. The flow then
 ends as failed, ``run.json`` says ``"interrupted"``, the local Dask cluster and the temporary Prefect server are shut
 down, and markers stay consistent (a unit's marker is written after its data), so a rerun resumes. A second Ctrl-C
 stops at once.
@@ -33,6 +36,7 @@ class LockLost(RunInterrupted):
 
 _received: list[int] = []
 _reasons: list[str] = []  # stops asked for by the run itself (its output folder's lock taken over)
+_depth: list[int] = [0]  # interruptible() blocks entered and not left (run_pipeline's, the flow's inside it)
 
 
 def stop_because(reason: str) -> None:
@@ -55,27 +59,35 @@ def _on_signal(signum, frame):
 @contextlib.contextmanager
 def interruptible():
     """While inside, SIGINT and SIGTERM ask the run to stop (see :func:`check`). Only the main thread can do this;
-    elsewhere it is a no-op."""
-    _received.clear()  # (a lost lock, told by the lock's heartbeat, is kept: it may come before the flow starts)
+    elsewhere it is a no-op. Nested (the flow's block inside run_pipeline's), a signal received before the inner block
+    still stops the run; the inner block installs the handlers again (whatever Prefect set up for its flow run)."""
+    if not _depth[0]:
+        _received.clear()  # (a lost lock, told by the lock's heartbeat, is kept: it may come before the flow starts)
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             previous[sig] = signal.signal(sig, _on_signal)
         except ValueError:  # not the main thread
             pass
+    _depth[0] += 1
     try:
         yield
     finally:
+        _depth[0] -= 1
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def requested() -> bool:
-    return bool(_received or _reasons)
+    """Whether a stop was asked for, inside a run (outside :func:`interruptible`: never, whatever an earlier run in
+    this process was told)."""
+    return bool(_depth[0] and (_received or _reasons))
 
 
 def check() -> None:
-    """Raise :class:`RunInterrupted` if a stop was asked for."""
+    """Raise :class:`RunInterrupted` if a stop was asked for (inside a run: see :func:`requested`)."""
+    if not requested():
+        return
     if _reasons:
         raise LockLost(_reasons[0])
     if _received:
