@@ -43,6 +43,10 @@ class Markers:
         stamp = {"stamp": self.location.files_stamp(files)} if files is not None else {}
         self.location.write_text(self._rel(stage, unit), json.dumps({"key": key, **(info or {}), **stamp}))
 
+    def delete(self, stage: str, unit: str) -> None:
+        """Remove the unit's marker, where there is one."""
+        self.location.delete(self._rel(stage, unit))
+
     def intact(self, marker: dict, files: str, digest: Callable[[], object], field: str = "digest") -> bool:
         """Whether a unit's stored data is what its marker recorded: the files' stamp is the marker's (nothing read),
         or else, and always with ``verify = "content"``, ``digest()`` (which reads the data) equals ``marker[field]``.

@@ -295,6 +295,29 @@ def test_failed_chunks_leave_the_stage_running_and_a_rerun_does_only_them(cold, 
     assert np.array_equal(features(out), features(cold["out"]))
 
 
+def test_a_row_stopped_with_some_folds_done_computes_only_the_others_again(cold, tmp_path, monkeypatch):
+    """A row's folds are kept as they finish: one fold failing (here as by its data) fails the row and the run, and
+    the rerun computes that fold alone (before 0.17.0 all of them: hours of nested CV at 300 000 records), with the
+    results of a run that computed every fold at once; once the row's own marker holds them, the kept folds go."""
+    from flows.ecg_pipeline import FAULT_ENV
+
+    out = copy_run(cold, tmp_path)
+    shutil.rmtree(out / "markers" / "classify")  # the classifier row is to be evaluated again, every fold of it
+    monkeypatch.setenv(FAULT_ENV, "classify:grouped_by_subject:1:data")
+    with pytest.raises(Exception, match="grouped_by_subject fold 1"):
+        run(cold["cfg"], cold["data"], out)
+    kept = sorted(p.name for p in (out / "markers" / "classify_folds").iterdir())
+    assert len(kept) == 5 and not any("grouped_by_subject__1." in name for name in kept)  # 2 protocols x 3 folds - 1
+
+    monkeypatch.delenv(FAULT_ENV)
+    report = run(cold["cfg"], cold["data"], out)
+    assert run_json(out)["stages"]["classify"]["tasks"] == 1 and computed(out)["classify"] == 1
+    assert not list((out / "markers" / "classify_folds").iterdir())
+    for protocol, result in cold["report"]["protocols"].items():  # every fold's answers as the cold run's
+        for field in ("accuracy", "confusion_matrix", "folds", "per_subject"):
+            assert report["protocols"][protocol][field] == result[field]
+
+
 def test_a_segments_task_that_fails_for_good_keeps_the_records_it_finished(cold, tmp_path, monkeypatch):
     """One task of all three records fails like a flaky disk after its first record, with no retry left: that record
     is kept (marker and arrays), the other two are reported failed with the error, and a rerun computes only them."""

@@ -109,7 +109,7 @@ def test_tasks_get_the_config_without_its_record_lists(physionet, tmp_path):
     """A config listing 100 000 records went whole (1 MB of JSON) with every task's arguments; tasks now get it
     without the lists, and a record computed from that config is the record computed from the whole one."""
     from ecgpipe.config import PipelineConfig
-    from ecgpipe.orchestration.steps import task_config_json
+    from ecgpipe.orchestration.tasks import task_config_json
     from ecgpipe.stages.segments import compute_record, record_unit
 
     names = [f"R{i:06d}" for i in range(100_000)]

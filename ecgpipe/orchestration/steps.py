@@ -18,6 +18,7 @@ from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone
 from ecgpipe.orchestration.model_artifact import ModelJob, finish_model, submit_model
+from ecgpipe.orchestration.tasks import task_config_json
 from ecgpipe.plan import RunPlan
 from ecgpipe.protocols import GROUPED
 from ecgpipe.report_build import record_accounting
@@ -28,15 +29,6 @@ from ecgpipe.stages.features import FeatureArray, feature_groups
 from ecgpipe.stages.segments import RecordSummary, RecordUnit
 from ecgpipe.stages.table import SegmentTable
 from ecgpipe.store import Layout
-
-
-def task_config_json(cfg: PipelineConfig) -> str:
-    """``cfg`` as a task gets it: without the databases' record lists. A task is handed the units it works on, their
-    records named in them, and no task reads the lists (the plan does, in the flow process); a config listing
-    100 000 records is 1 MB of JSON, which went with every task's arguments to the scheduler. The model artifact is
-    the exception: its training task gets the run's whole config (``model_artifact``)."""
-    lists_left_out = {name: db.model_copy(update={"records": []}) for name, db in cfg.databases.items()}
-    return cfg.model_copy(update={"databases": lists_left_out}).model_dump_json()
 
 
 @dataclass
@@ -317,11 +309,19 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
         if pending:
             data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
             jobs = classification.fold_jobs(pending, data)
+            kept = {i: res for i, j in enumerate(jobs) if (res := run.plan.fold_done(pending[j.row], j.protocol, j.fold))}
+            todo = [i for i in range(len(jobs)) if i not in kept]  # folds a stopped run finished are not computed again
             task, row_json = run.task(tasks.classify_fold), [task_config_json(row.cfg) for row in pending]
-            futures = [task.submit(run.store, pending[j.row].features, pending[j.row].data_key, j.protocol, j.fold,
-                                   row_json[j.row]) for j in jobs]
+            def submit(i: int):  # one fold of one row
+                job, row = jobs[i], pending[jobs[i].row]
+                return task.submit(run.store, run.out_dir, row.features, row.data_key, job.protocol, job.fold,
+                                   row_json[job.row], row.unit, row.key)
+            futures = [submit(i) for i in todo]
             run.log.count(classification.STAGE, tasks=len(futures))
-            results, failures = wait_all(futures, classification.STAGE, run.logger)
+            if kept:
+                run.logger.info(f"classify: {len(kept)} of {len(jobs)} folds kept from an earlier run")
+            done, failed_folds = wait_all(futures, classification.STAGE, run.logger)
+            results, failures = {**kept, **dict(zip(todo, done))}, [(todo[i], exc) for i, exc in failed_folds]
             for i, exc in failures:  # the first failed fold of each row names it
                 failed.setdefault(jobs[i].row, f"{jobs[i].protocol} fold {jobs[i].fold}: {error_text(exc)}")
             for r, error in failed.items():
@@ -329,10 +329,11 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
             for r, row in enumerate(pending):
                 if r in failed:
                     continue
-                mine = {(j.protocol, j.fold): res for j, res in zip(jobs, results) if j.row == r}
+                mine = {(j.protocol, j.fold): results[i] for i, j in enumerate(jobs) if j.row == r}
                 row.protocols = classification.assemble_row(row, data, mine)
                 run.plan.markers.write(classification.STAGE, row.unit, row.key,
                                        {"label": row.label, "protocols": protocols_to_json(row.protocols)})
+                run.plan.forget_folds(row, list(mine))
             run.log.count(classification.STAGE, computed=len(pending) - len(failed))
             # a row left out for a lost worker or an I/O hiccup would make another row the best, in silence
             stop_if_retry_may_pass(classification.STAGE, [(f"{pending[jobs[i].row].name}, {jobs[i].protocol} fold {jobs[i].fold}", exc)

@@ -21,7 +21,7 @@ from ecgpipe.markers import Markers
 from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.console import quiet_this_worker
 from ecgpipe.orchestration.worker_code import drop_extractors_of_changed_weights, refuse_if_stale
-from ecgpipe.plan import chunk_unit
+from ecgpipe.plan import chunk_unit, write_fold
 from ecgpipe.stages import classification, features, recording_grid, recording_scores, segments, spectrograms, table
 from ecgpipe.stages.classification import FoldResult
 from ecgpipe.stages.recording_grid import GridUnit
@@ -61,6 +61,15 @@ def _config(config_json: str) -> PipelineConfig:
     quiet_this_worker()  # every task starts here
     refuse_if_stale()  # a worker that joined an existing cluster mid-run with other code computes nothing
     return PipelineConfig.model_validate_json(config_json)
+
+
+def task_config_json(cfg: PipelineConfig) -> str:
+    """``cfg`` as a task gets it: without the databases' record lists. A task is handed the units it works on, their
+    records named in them, and no task reads the lists (the plan does, in the flow process); a config listing
+    100 000 records is 1 MB of JSON, which went with every task's arguments to the scheduler. The model artifact is
+    the exception: its training task gets the run's whole config (``model_artifact``)."""
+    lists_left_out = {name: db.model_copy(update={"records": []}) for name, db in cfg.databases.items()}
+    return cfg.model_copy(update={"databases": lists_left_out}).model_dump_json()
 
 
 def injected_fault(stage: str, chunk_index: int | str) -> None:
@@ -191,11 +200,16 @@ def feature_chunk(store: str, out_dir: str, spec_array: str, chunk_index: int, t
 
 
 @stage_task(name="classify-fold", task_run_name="classify {protocol} fold {fold}")
-def classify_fold(store: str, feat_array: str | None, data_key: str, protocol: str, fold: int, config_json: str) -> FoldResult:
-    """One outer fold of one protocol for one row; ``config_json`` holds that row's settings."""
+def classify_fold(store: str, out_dir: str, feat_array: str | None, data_key: str, protocol: str, fold: int,
+                  config_json: str, row_unit: str, row_key: str) -> FoldResult:
+    """One outer fold of one protocol for one row; ``config_json`` holds that row's settings. The fold is kept as
+    it finishes (``plan.write_fold``): a stopped run does not compute it again."""
     cfg = _config(config_json)
     injected_fault(classification.STAGE, cfg.classifier.kind)  # classify:<kind> fails every fold of that kind's rows
-    return classification.evaluate_fold(classification.row_data(store, cfg, feat_array, data_key), cfg, protocol, fold)
+    injected_fault(classification.STAGE, f"{protocol}:{fold}")  # classify:<protocol>:<fold> fails that fold of each row
+    result = classification.evaluate_fold(classification.row_data(store, cfg, feat_array, data_key), cfg, protocol, fold)
+    write_fold(Markers(out_dir), row_unit, row_key, protocol, fold, result)
+    return result
 
 
 @stage_task(name="train-model")
