@@ -5,8 +5,9 @@ side with the same stage functions called in a plain loop.
     python tests/benchmarks/bench_scale.py --data-dir ../shared/data/physionet --sizes 100 1000 10000
 
 Per size and stage: the wall time in the flow and the pure compute (the functions the flow's tasks call, in a plain
-loop in one process), their ratio, the cost per record, every stage's seconds, and the flow process's peak memory (RSS of the
-process that runs the flow, measured as a child). One JSON line per size. The CNN runs on 32x32 images and no
+loop in one process), their ratio, the cost per record, every stage's seconds, the flow process's peak memory (RSS of the
+process that runs the flow, measured as a child), and the files and folders the run's output holds per record (what an
+inode quota counts). One JSON line per size. The CNN runs on 32x32 images and no
 classifier is tuned: what scales with the number of records is measured, not the backbone.
 """
 
@@ -169,9 +170,12 @@ def main() -> None:
         in_flow = report["stage_seconds"]
         stages = {stage: {"wall_s": in_flow[stage], "pure_s": round(pure[stage], 2), "ratio": round(in_flow[stage] / pure[stage], 2),
                           "ms_per_record": round(1000 * in_flow[stage] / n, 2)} for stage in pure}
+        entries = sum(1 for _ in (root / f"n{n}" / "out").rglob("*"))  # files and folders: inodes
         line = {"benchmark": "scale", "records": n, "segments_tasks": run["stages"]["segments"]["tasks"], "stages": stages,
-                "flow_wall_s": round(wall, 1), "flow_peak_rss_mib": round(peak_mib), "n_segments": report["n_segments"]}
-        print(f"{n:6d} records ({report['n_segments']} windows): flow {wall:.0f} s, peak RSS {peak_mib:.0f} MiB; per stage "
+                "flow_wall_s": round(wall, 1), "flow_peak_rss_mib": round(peak_mib), "n_segments": report["n_segments"],
+                "output_entries": entries, "entries_per_record": round(entries / n, 2)}
+        print(f"{n:6d} records ({report['n_segments']} windows): flow {wall:.0f} s, peak RSS {peak_mib:.0f} MiB, "
+              f"{entries} files and folders ({entries / n:.2f} per record); per stage "
               "in the flow vs pure (ratio, ms per record): "
               + "; ".join(f"{k} {v['wall_s']:.1f} vs {v['pure_s']:.1f} s ({v['ratio']}, {v['ms_per_record']})" for k, v in stages.items()),
               flush=True)
