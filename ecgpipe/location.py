@@ -61,14 +61,41 @@ class Location:
         except FileNotFoundError:
             return None
 
-    def read_bytes(self, rel: str) -> bytes:
-        """The whole file ``rel`` (FileNotFoundError where there is none)."""
-        return self.fs.cat_file(self._path(rel))
+    def open(self, rel: str):
+        """The file ``rel``, open for reading bytes, seekable (FileNotFoundError where there is none)."""
+        return self.fs.open(self._path(rel), "rb")
 
-    def delete_tree(self, rel: str) -> None:
-        """Remove the file or folder ``rel`` with everything below it, where it exists."""
-        if self.exists(rel):
-            self.fs.rm(self._path(rel), recursive=True)
+    def files_below(self, rel: str) -> list[str]:
+        """Every file below the folder ``rel`` (relative to the location)."""
+        return sorted(name[len(self.root) + 1:] for name in self.fs.find(self._path(rel)))
+
+    def remove_empty_folders(self, rel: str) -> None:
+        """Remove the folders below ``rel`` (and ``rel``) left empty, deepest first (local disks; objects have none)."""
+        if not isinstance(self.fs, LocalFileSystem) or not os.path.isdir(self._path(rel)):
+            return
+        for folder, _, _ in sorted(os.walk(self._path(rel)), key=lambda entry: -len(entry[0])):
+            with contextlib.suppress(OSError):  # not empty: a bundle, or a folder holding one
+                os.rmdir(folder)
+
+    def write_with(self, rel: str, write) -> None:
+        """Write the file ``rel`` by calling ``write(file)``, so that readers never see half of it: beside its place
+        first and renamed in on a local disk (objects are put whole when closed)."""
+        path = self._path(rel)
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if not isinstance(self.fs, LocalFileSystem):
+            with self.fs.open(path, "wb") as f:
+                write(f)
+            return
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, a kill: no half-written file stays behind
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
 
     def write_text(self, rel: str, text: str) -> None:
         """Write a small file so that readers never see half of it (rename on local disks; objects are atomic)."""

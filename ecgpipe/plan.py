@@ -56,6 +56,17 @@ def write_fold(markers: Markers, row_unit: str, row_key: str, protocol: str, fol
     markers.write(FOLD_STAGE, fold_unit(row_unit, protocol, fold), content_key(row_key, protocol, fold), {"fold": doc})
 
 
+def kept_fold(markers: Markers, row_unit: str, row_key: str, protocol: str, fold: int) -> FoldResult | None:
+    """The fold an earlier run kept for the row of this key, else None (another key's is not this row's)."""
+    marker = markers.read(FOLD_STAGE, fold_unit(row_unit, protocol, fold))
+    if not marker or marker.get("key") != content_key(row_key, protocol, fold):
+        return None
+    try:
+        return FoldResult(**marker["fold"])
+    except (KeyError, TypeError):  # written by another version, or damaged: recompute
+        return None
+
+
 # a record "has files" when any of these lies in its folder; one that has some but not all is read and fails by name
 RECORD_FILE_EXTENSIONS = (".hea", ".mat", ".dat", ".edf")
 
@@ -219,7 +230,14 @@ class RunPlan:
 
     # --------------------------------------------------------------------------------------------------- rows
     def rows(self, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:
-        return classification.comparison_rows(self.cfg, extractors, table_key)
+        """The run's comparison rows. The folds kept for rows that are not among them (settings or code changed
+        since a run stopped) are removed: they would never be read."""
+        rows = classification.comparison_rows(self.cfg, extractors, table_key)
+        folder, units = f"markers/{FOLD_STAGE}", {row.unit for row in rows}
+        for rel in self.markers.location.files_below(folder) if self.markers.location.exists(folder) else []:
+            if rel.removesuffix(".json").rsplit("/", 1)[-1].rsplit("__", 2)[0] not in units:
+                self.markers.location.delete(rel)
+        return rows
 
     def row_done(self, row: ComparisonRow) -> dict[str, ProtocolResult] | None:
         """The row's stored protocol results when current, else None."""
@@ -231,15 +249,10 @@ class RunPlan:
         except (KeyError, ValueError):  # written by another version, or damaged: recompute
             return None
 
-    def fold_done(self, row: ComparisonRow, protocol: str, fold: int) -> FoldResult | None:
-        """The fold kept by an earlier run of ``row``'s current key, else None."""
-        marker = self.markers.read(FOLD_STAGE, fold_unit(row.unit, protocol, fold))
-        if not marker or marker.get("key") != content_key(row.key, protocol, fold):
-            return None
-        try:
-            return FoldResult(**marker["fold"])
-        except (KeyError, TypeError):  # written by another version, or damaged: recompute
-            return None
+    def kept_folds(self, rows: list[ComparisonRow], jobs: list[classification.FoldJob]) -> dict[int, FoldResult]:
+        """The folds (by index into ``jobs``) that an earlier run of the same rows finished."""
+        kept = {i: kept_fold(self.markers, rows[j.row].unit, rows[j.row].key, j.protocol, j.fold) for i, j in enumerate(jobs)}
+        return {i: fold for i, fold in kept.items() if fold is not None}
 
     def forget_folds(self, row: ComparisonRow, folds: list[tuple[str, int]]) -> None:
         """Remove the kept folds of a row whose marker now holds them."""

@@ -28,8 +28,8 @@ only; a chunk task opens an existing array and writes exactly the rows of the ch
 
 from __future__ import annotations
 
-import io
 import zipfile
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,7 @@ class Layout:
     FEATURES = "features"
     RECORDINGS = "recordings"  # <settings>/<db>/<record>.zip: every window on predict's grid (stages/recording_grid.py)
     GROUPS = (SEGMENTS, SPECTROGRAMS, FEATURES)  # the Zarr groups (records and recordings hold bundles, not groups)
-    # one record's windows (records/<db>/<record>/<name>)
+    # one record's windows (arrays of its bundle, records/<db>/<record>.zip)
     RECORD_ARRAYS = {"windows": "float32", "starts": "int64", "episode": "int32", "rhythm": "float32"}
     # the selected dataset (segments/<name>)
     SEGMENT_ARRAYS = {"signal": "float32", "class_index": "int16", "source": "int32", "start": "int64",
@@ -123,6 +123,13 @@ def ensure_groups(path: str, *names: str) -> None:
         root.require_group(name)
 
 
+def prepare_store(path: str) -> None:
+    """The store as the stages expect it (from the flow process, before they start): its groups, and no group layout
+    of an earlier version where bundles are now (``drop_group_layout``)."""
+    ensure_groups(path, *Layout.GROUPS)
+    drop_group_layout(path)
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A record bundle as read or written: its arrays (stored dtypes) by name, and its attributes (JSON types)."""
@@ -135,44 +142,75 @@ def write_bundle(path: str, rel: str, arrays: dict[str, np.ndarray], attrs: dict
     """Store ``arrays`` and ``attrs`` as ONE file at ``rel`` inside the store ``path``: a Zarr group made in memory
     (arrays chunked by ``chunk_rows`` rows, Zarr's default codec) and written as a zip, beside its place first and
     renamed in on a local disk (a reader never meets half a bundle; a bundle written again replaces every array).
-    Returns the bundle as a reader will find it."""
+    Holds the arrays and their compressed chunks once each (a 24-h Holter: ~80 MB of each), not a copy of the whole
+    zip besides. Returns the bundle as a reader will find it (the attributes as read back: JSON types)."""
     entries: dict = {}
-    group = zarr.open_group(MemoryStore(store_dict=entries), mode="w")
+    group = zarr.open_group(MemoryStore(store_dict=entries), mode="w", attributes=attrs)
     for name, data in arrays.items():
         chunks = (max(1, min(len(data), chunk_rows)), *data.shape[1:])
         arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=0)
         if data.size:
             arr[...] = data
-    group.attrs.put(attrs)
-    packed = io.BytesIO()
-    with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as zf:  # chunks are compressed already
-        for key in sorted(entries):  # a fixed time: the same arrays give the same bytes (a zip entry keeps its time)
-            zf.writestr(zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0)), entries[key].to_bytes())
-    location = Location(path)
-    location.write_files({rel: packed.getvalue()})
-    _remove_group_layout(location, rel, arrays)
-    return Bundle(dict(arrays), dict(group.attrs))
+    stored_attrs = dict(zarr.open_group(MemoryStore(store_dict=entries, read_only=True), mode="r").attrs)
+
+    def zipped(file) -> None:
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as zf:  # chunks are compressed already
+            for key in sorted(entries):  # a fixed time: the same arrays give the same bytes (a zip entry keeps its time)
+                zf.writestr(zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0)), entries.pop(key).to_bytes())
+
+    Location(path).write_with(rel, zipped)
+    return Bundle(dict(arrays), stored_attrs)
 
 
-def _remove_group_layout(location: Location, rel: str, arrays) -> None:
-    """Remove the record's Zarr group of the layout before bundles (0.16 and earlier: ``records/<db>/<record>/``),
-    which would otherwise hold a second copy of every record upgraded in place: its metadata and its own arrays
-    only (a folder of that name may hold other records' bundles too)."""
-    old = rel.removesuffix(Layout.BUNDLE)
-    if not location.exists(f"{old}/zarr.json"):
-        return
-    for name in {*arrays, "windows", "starts", "episode", "rhythm", "usable", "cnn"}:
-        location.delete_tree(f"{old}/{name}")
-    location.delete(f"{old}/zarr.json")
+class _ZipEntries(MutableMapping):
+    """The entries of an open zip file, as a read-only MemoryStore asks for them: each read when asked for, so that
+    reading a record holds its arrays and one compressed chunk, not the whole file besides."""
+
+    def __init__(self, zf: zipfile.ZipFile):
+        self._zf, self._names = zf, set(zf.namelist())
+
+    def __getitem__(self, key: str):
+        if key not in self._names:
+            raise KeyError(key)
+        return cpu.Buffer.from_bytes(self._zf.read(key))
+
+    def __contains__(self, key) -> bool:
+        return key in self._names
+
+    def __iter__(self):
+        return iter(sorted(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __setitem__(self, key, value):
+        raise TypeError("a record bundle is read-only")
+
+    __delitem__ = __setitem__
 
 
 def read_bundle(path: str, rel: str) -> Bundle:
     """The record bundle at ``rel`` inside the store ``path`` (FileNotFoundError where there is none)."""
+    with Location(path).open(rel) as file, zipfile.ZipFile(file) as zf:
+        group = zarr.open_group(MemoryStore(store_dict=_ZipEntries(zf), read_only=True), mode="r")
+        return Bundle({name: group[name][...] for name in sorted(group.array_keys())}, dict(group.attrs))
+
+
+def drop_group_layout(path: str) -> None:
+    """Remove what a store of 0.16 and earlier kept where bundles are now: ``records/`` and ``recordings/`` were Zarr
+    groups holding a group per record, beside which a store upgraded in place would keep a second copy of every
+    record. Called by the flow before the stages start, once (a store whose ``records/zarr.json`` is gone has none):
+    everything below those folders but the bundles (``*.zip``) goes, the ``zarr.json`` that says so last, so that a
+    run stopped half-way does it again."""
     location = Location(path)
-    with zipfile.ZipFile(io.BytesIO(location.read_bytes(rel))) as zf:
-        entries = {key: cpu.Buffer.from_bytes(zf.read(key)) for key in zf.namelist()}
-    group = zarr.open_group(MemoryStore(store_dict=entries), mode="r")
-    return Bundle({name: group[name][...] for name in sorted(group.array_keys())}, dict(group.attrs))
+    for top in (Layout.RECORDS, Layout.RECORDINGS):
+        if not location.exists(f"{top}/zarr.json"):
+            continue
+        for rel in location.files_below(top):
+            if not rel.endswith(Layout.BUNDLE) and rel != f"{top}/zarr.json":
+                location.delete(rel)
+        location.delete(f"{top}/zarr.json")
+        location.remove_empty_folders(top)
 
 
 def write_record_windows(
@@ -180,11 +218,11 @@ def write_record_windows(
 ) -> Bundle:
     """Write one record's windows (and their rhythm features, when computed) as its bundle ``records/<db>/<record>``
     (owned by this record's task alone); returns the bundle as written (stored dtypes)."""
-    dtype = Layout.RECORD_ARRAYS
-    arrays = {"windows": windows.astype(dtype["windows"]), "starts": starts.astype(dtype["starts"]),
-              "episode": episode.astype(dtype["episode"])}
+    dtype = Layout.RECORD_ARRAYS  # asarray: no copy of what has its stored dtype already (a Holter's windows: 80 MB)
+    arrays = {"windows": np.asarray(windows, dtype["windows"]), "starts": np.asarray(starts, dtype["starts"]),
+              "episode": np.asarray(episode, dtype["episode"])}
     if rhythm is not None:
-        arrays["rhythm"] = rhythm.astype(dtype["rhythm"])
+        arrays["rhythm"] = np.asarray(rhythm, dtype["rhythm"])
     return write_bundle(path, Layout.record(database, record), arrays, attrs, chunk_rows=1024)
 
 

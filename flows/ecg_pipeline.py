@@ -31,6 +31,7 @@ import os
 import warnings
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import TerminationSignal
 
 from ecgpipe.config import PipelineConfig, config_from_dict
 from ecgpipe.location import Location
@@ -130,8 +131,11 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
         if Location(str(out_dir)).local_root:  # a folder another run holds: refused before the checks read the corpus
             refuse_if_held(Location(str(out_dir)).local_root)
         units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
+        check()  # a signal after the last record's check: before the lock, the server and the cluster
         try:
             return _run_checked(cfg, data_dir, out_dir, units, scheduler, strict, download)
+        except TerminationSignal as exc:  # SIGTERM while Prefect's own handler was in place (its flow run starting)
+            raise RunInterrupted("interrupted by SIGTERM; `ecgpipe run` again resumes from what is done") from exc
         finally:  # the preflight's units, unless the flow's plan took them (a run that stopped before): not kept
             forget_preflight(cfg, data_dir, out_dir)
 
@@ -152,6 +156,7 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
         with prefect_api() as api:
             if lock is not None and api.server_pid:
                 lock.note_child(api.server_pid)  # a later run stops it if this process is killed before it can
+            check()  # a signal while the server started: before the cluster
             runner = task_runner(cfg, out_dir, scheduler)
             # workers that join an existing cluster mid-run are checked as they join (those there were, above)
             with late_workers_checked(scheduler) if scheduler else contextlib.nullcontext():

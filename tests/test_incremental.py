@@ -309,6 +309,9 @@ def test_a_row_stopped_with_some_folds_done_computes_only_the_others_again(cold,
     kept = sorted(p.name for p in (out / "markers" / "classify_folds").iterdir())
     assert len(kept) == 5 and not any("grouped_by_subject__1." in name for name in kept)  # 2 protocols x 3 folds - 1
 
+    # a fold kept for a row this run does not have (its settings changed since): removed, never read
+    orphan = out / "markers" / "classify_folds" / "features__other__0123456789abcdef__grouped_by_subject__0.json"
+    shutil.copy(out / "markers" / "classify_folds" / kept[0], orphan)
     monkeypatch.delenv(FAULT_ENV)
     report = run(cold["cfg"], cold["data"], out)
     assert run_json(out)["stages"]["classify"]["tasks"] == 1 and computed(out)["classify"] == 1

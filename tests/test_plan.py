@@ -338,3 +338,18 @@ def test_records_failing_alike_stop_the_run_whatever_their_names():
         fail_fast(cfg, alike, 3, 100)
     fail_fast(cfg, alike[:2] + [(names[2], "no channel named 'MLII' (it has I, II, III)")], 3, 100)  # two kinds: bad records
     fail_fast(cfg, alike, 3, 3)  # every record tried anyway: nothing to stop
+
+
+def test_a_kept_fold_is_used_only_by_the_row_of_its_key(tmp_path):
+    """A fold kept by a stopped run is reused only by a row of the same key (its settings, code, features and table):
+    after any change the fold is computed again."""
+    from ecgpipe.markers import Markers
+    from ecgpipe.plan import kept_fold, write_fold
+    from ecgpipe.stages.classification import FoldResult
+
+    markers = Markers(str(tmp_path))
+    write_fold(markers, "row", "key-a", "grouped_by_subject", 2, FoldResult([3, 5], [1, 0], {"C": np.float64(1.0)}))
+    assert kept_fold(markers, "row", "key-a", "grouped_by_subject", 2) == FoldResult([3, 5], [1, 0], {"C": 1.0})
+    assert kept_fold(markers, "row", "key-b", "grouped_by_subject", 2) is None  # settings or code changed
+    assert kept_fold(markers, "row", "key-a", "grouped_by_subject", 1) is None
+    assert kept_fold(markers, "row", "key-a", "stratified_10fold", 2) is None

@@ -100,6 +100,22 @@ def test_unchanged_files_are_trusted_and_changed_ones_are_hashed(stored_record):
     assert record_done(store, content, unit) is None  # run.verify = "content" (--verify) reads it
 
 
+def test_a_bundle_rewritten_with_other_windows_is_caught_by_its_digest(stored_record):
+    """A whole, valid bundle holding other windows (not a torn zip, which reading alone refuses): its stamp differs,
+    so its arrays are hashed, and their digest is not the marker's."""
+    from ecgpipe import store as zs
+    from ecgpipe.stages.segments import record_done
+
+    out, store, unit = (stored_record[k] for k in ("out", "store", "unit"))
+    stored = zs.read_record_windows(store, unit.database, unit.record)
+    windows = stored.arrays["windows"].copy()
+    windows[0, ..., 0] += 1.0  # one sample of one window
+    zs.write_record_windows(store, unit.database, unit.record, windows, stored.arrays["starts"],
+                            stored.arrays["episode"], stored.attrs)
+    assert zs.read_record_windows(store, unit.database, unit.record).attrs == stored.attrs  # a valid bundle
+    assert record_done(store, Markers(str(out)), unit) is None
+
+
 def test_a_marker_without_a_stamp_is_checked_by_its_digest(stored_record):
     """Markers written before stamps existed (0.5.0 and earlier) carry none: their units are hashed, as before."""
     from ecgpipe.stages.segments import record_done

@@ -28,26 +28,30 @@ def test_a_record_rewritten_without_its_rhythm_block_keeps_no_stale_block(tmp_pa
     assert set(read.arrays) == set(written.arrays) == {"windows", "starts", "episode"}
 
 
-def test_a_record_bundle_is_one_zarr_file_that_replaces_the_group_of_earlier_versions(tmp_path):
+def test_a_record_bundle_is_one_zarr_file_and_the_group_layout_of_earlier_versions_goes(tmp_path):
     """300 000 records as groups of four arrays were ~5.7 million files and folders (an inode quota's size): a record
-    is one file now, a Zarr group in a zip that zarr's ZipStore opens. A record stored as a group by 0.16 and earlier
-    is removed when its bundle is written (its folder keeps anything else, such as a nested record's bundle)."""
+    is one file now, a Zarr group in a zip that zarr's ZipStore opens, the same bytes for the same arrays. A store of
+    0.16 and earlier, upgraded in place, loses its record groups (a second copy of every record) and keeps bundles."""
     import zarr
 
     store = str(tmp_path / "store.zarr")
-    zs.ensure_groups(store, *Layout.GROUPS)
-    legacy = zarr.open_group(f"{store}/records/db/r1", mode="w")
-    legacy.create_array("windows", shape=(2, 5), dtype="float32")
-    os.makedirs(f"{store}/records/db/r1/sub")
-    open(f"{store}/records/db/r1/sub/nested.zip", "wb").close()
+    root = zarr.open_group(store, mode="w")  # the layout of 0.16: records/<db>/<record> groups, nested names too
+    for name in ("r1", "p00/r3"):
+        root.require_group(f"records/db/{name}").create_array("windows", shape=(2, 5), dtype="float32")
+    root.require_group("recordings/abc/db/r1").create_array("cnn", shape=(2, 5), dtype="float32")
     windows, starts, episode = np.random.default_rng(0).normal(size=(3, 1, 10)), np.arange(3) * 10, np.zeros(3)
-    zs.write_record_windows(store, "db", "r1", windows, starts, episode, {"episodes": [["N", 0, 30]], "fs": 250.0})
-    assert sorted(os.listdir(f"{store}/records/db")) == ["r1", "r1.zip"]
-    assert os.listdir(f"{store}/records/db/r1") == ["sub"]  # the old group's metadata and arrays are gone
-    first = open(f"{store}/records/db/r1.zip", "rb").read()
-    zs.write_record_windows(store, "db", "r1", windows, starts, episode, {"episodes": [["N", 0, 30]], "fs": 250.0})
-    assert open(f"{store}/records/db/r1.zip", "rb").read() == first  # the same arrays, the same bytes: no zip times
-    with zarr.storage.ZipStore(f"{store}/records/db/r1.zip", mode="r") as zip_store:
+    attrs = {"episodes": [("N", 0, 30)], "fs": np.float64(250.0)}
+    written = zs.write_record_windows(store, "db", "r2", windows, starts, episode, attrs)
+    assert written.attrs == {"episodes": [["N", 0, 30]], "fs": 250.0}  # as a reader finds them: JSON types
+    zs.prepare_store(store)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "store.zarr" / "records").rglob("*")) == [
+        "store.zarr/records/db", "store.zarr/records/db/r2.zip"]
+    assert not (tmp_path / "store.zarr" / "recordings").exists()
+    zs.prepare_store(store)  # nothing left to remove: the bundle stays
+    first = open(f"{store}/records/db/r2.zip", "rb").read()
+    zs.write_record_windows(store, "db", "r2", windows, starts, episode, attrs)
+    assert open(f"{store}/records/db/r2.zip", "rb").read() == first  # the same arrays, the same bytes: no zip times
+    with zarr.storage.ZipStore(f"{store}/records/db/r2.zip", mode="r") as zip_store:
         group = zarr.open_group(zip_store, mode="r")
         assert np.array_equal(group["windows"][...], windows.astype(np.float32))
         assert group.attrs["episodes"] == [["N", 0, 30]] and group["starts"].dtype == np.int64
@@ -58,7 +62,6 @@ def test_a_record_bundle_is_one_zarr_file_that_replaces_the_group_of_earlier_ver
     assert np.array_equal(read.arrays["windows"], windows.astype(np.float32)) and read.attrs == {"fs": 250.0}
     with pytest.raises(FileNotFoundError):
         zs.read_record_windows(url, "db", "absent")
-
 
 def test_replacing_the_weights_file_at_the_same_path_recomputes_the_features(tmp_path):
     from ecgpipe.stages import features

@@ -53,7 +53,7 @@ class Run:
         client = cluster_client()
         if client is not None and client.dashboard_link:
             logger.info(f"Dask dashboard: {client.dashboard_link}")
-        zs.ensure_groups(run.store, *Layout.GROUPS)
+        zs.prepare_store(run.store)  # its groups; no record groups of an earlier version beside the bundles
         return run
 
     @property
@@ -309,7 +309,7 @@ def classify(run: Run, segment_table: SegmentTable, extractors: list[FeatureArra
         if pending:
             data = classification.read_classification_data(run.store, None)  # labels and subjects decide the folds
             jobs = classification.fold_jobs(pending, data)
-            kept = {i: res for i, j in enumerate(jobs) if (res := run.plan.fold_done(pending[j.row], j.protocol, j.fold))}
+            kept = run.plan.kept_folds(pending, jobs)
             todo = [i for i in range(len(jobs)) if i not in kept]  # folds a stopped run finished are not computed again
             task, row_json = run.task(tasks.classify_fold), [task_config_json(row.cfg) for row in pending]
             def submit(i: int):  # one fold of one row
