@@ -65,9 +65,15 @@ class Location:
         """The file ``rel``, open for reading bytes, seekable (FileNotFoundError where there is none)."""
         return self.fs.open(self._path(rel), "rb")
 
-    def files_below(self, rel: str) -> list[str]:
-        """Every file below the folder ``rel`` (relative to the location)."""
-        return sorted(name[len(self.root) + 1:] for name in self.fs.find(self._path(rel)))
+    def files_below(self, rel: str):
+        """Every file below the folder ``rel`` (relative to the location), one at a time on a local disk (a folder of
+        millions of files is not listed at once)."""
+        top = self._path(rel)
+        if isinstance(self.fs, LocalFileSystem):
+            for folder, _, files in os.walk(top):
+                yield from (os.path.relpath(os.path.join(folder, name), self.root) for name in files)
+            return
+        yield from (name[len(self.root) + 1:] for name in self.fs.find(top))
 
     def remove_empty_folders(self, rel: str) -> None:
         """Remove the folders below ``rel`` (and ``rel``) left empty, deepest first (local disks; objects have none)."""
@@ -79,22 +85,21 @@ class Location:
 
     def write_with(self, rel: str, write) -> None:
         """Write the file ``rel`` by calling ``write(file)``, so that readers never see half of it: beside its place
-        first and renamed in on a local disk (objects are put whole when closed)."""
+        first, then moved in (renamed on a local disk)."""
         path = self._path(rel)
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
-        if not isinstance(self.fs, LocalFileSystem):
-            with self.fs.open(path, "wb") as f:
-                write(f)
-            return
         tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as f:
+            with self.fs.open(tmp, "wb") as f:  # an object store commits what was written even as an error leaves
                 write(f)
-            os.replace(tmp, path)
+            if isinstance(self.fs, LocalFileSystem):
+                os.replace(tmp, path)
+            else:
+                self.fs.mv(tmp, path)
         except BaseException:  # a full disk, a kill: no half-written file stays behind
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+            with contextlib.suppress(Exception):
+                self.fs.rm_file(tmp)
             raise
 
     def write_text(self, rel: str, text: str) -> None:
@@ -145,6 +150,14 @@ class Location:
             self.fs.rm_file(self._path(rel))
         except FileNotFoundError:
             pass
+
+    def delete_files(self, rels: list[str]) -> None:
+        """Remove these files (those already gone too), in one call where the file system takes many."""
+        try:
+            self.fs.rm([self._path(rel) for rel in rels])
+        except FileNotFoundError:  # one went meanwhile: the others one by one
+            for rel in rels:
+                self.delete(rel)
 
     def write_files(self, files: dict[str, bytes]) -> None:
         """Write several files as one set, in order (the last one, e.g. report.json, says the set is there): on a

@@ -230,14 +230,7 @@ class RunPlan:
 
     # --------------------------------------------------------------------------------------------------- rows
     def rows(self, extractors: list[FeatureArray], table_key: str) -> list[ComparisonRow]:
-        """The run's comparison rows. The folds kept for rows that are not among them (settings or code changed
-        since a run stopped) are removed: they would never be read."""
-        rows = classification.comparison_rows(self.cfg, extractors, table_key)
-        folder, units = f"markers/{FOLD_STAGE}", {row.unit for row in rows}
-        for rel in self.markers.location.files_below(folder) if self.markers.location.exists(folder) else []:
-            if rel.removesuffix(".json").rsplit("/", 1)[-1].rsplit("__", 2)[0] not in units:
-                self.markers.location.delete(rel)
-        return rows
+        return classification.comparison_rows(self.cfg, extractors, table_key)
 
     def row_done(self, row: ComparisonRow) -> dict[str, ProtocolResult] | None:
         """The row's stored protocol results when current, else None."""
@@ -250,8 +243,16 @@ class RunPlan:
             return None
 
     def kept_folds(self, rows: list[ComparisonRow], jobs: list[classification.FoldJob]) -> dict[int, FoldResult]:
-        """The folds (by index into ``jobs``) that an earlier run of the same rows finished."""
+        """The folds (by index into ``jobs``) that an earlier run of the same rows finished. Called by the run that
+        holds the folder, as its classification starts: the folds kept for rows it does not evaluate (settings or
+        code changed since a run stopped) are removed, as they would never be read (files being written, ``.tmp-*``,
+        are left alone)."""
         kept = {i: kept_fold(self.markers, rows[j.row].unit, rows[j.row].key, j.protocol, j.fold) for i, j in enumerate(jobs)}
+        folder, units = f"markers/{FOLD_STAGE}", {row.unit for row in rows}
+        for rel in self.markers.location.files_below(folder) if self.markers.location.exists(folder) else []:
+            name = rel.rsplit("/", 1)[-1]
+            if not name.startswith(".tmp-") and name.removesuffix(".json").rsplit("__", 2)[0] not in units:
+                self.markers.location.delete(rel)
         return {i: fold for i, fold in kept.items() if fold is not None}
 
     def forget_folds(self, row: ComparisonRow, folds: list[tuple[str, int]]) -> None:

@@ -28,6 +28,7 @@ only; a chunk task opens an existing array and writes exactly the rows of the ch
 
 from __future__ import annotations
 
+import itertools
 import zipfile
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -123,11 +124,11 @@ def ensure_groups(path: str, *names: str) -> None:
         root.require_group(name)
 
 
-def prepare_store(path: str) -> None:
+def prepare_store(path: str, between_batches=lambda: None) -> None:
     """The store as the stages expect it (from the flow process, before they start): its groups, and no group layout
     of an earlier version where bundles are now (``drop_group_layout``)."""
     ensure_groups(path, *Layout.GROUPS)
-    drop_group_layout(path)
+    drop_group_layout(path, between_batches)
 
 
 @dataclass(frozen=True)
@@ -196,19 +197,21 @@ def read_bundle(path: str, rel: str) -> Bundle:
         return Bundle({name: group[name][...] for name in sorted(group.array_keys())}, dict(group.attrs))
 
 
-def drop_group_layout(path: str) -> None:
+def drop_group_layout(path: str, between_batches=lambda: None) -> None:
     """Remove what a store of 0.16 and earlier kept where bundles are now: ``records/`` and ``recordings/`` were Zarr
     groups holding a group per record, beside which a store upgraded in place would keep a second copy of every
     record. Called by the flow before the stages start, once (a store whose ``records/zarr.json`` is gone has none):
     everything below those folders but the bundles (``*.zip``) goes, the ``zarr.json`` that says so last, so that a
-    run stopped half-way does it again."""
+    run stopped half-way does it again. About 18 files per record: ``between_batches()`` is called after every 10 000
+    (the flow's check for a stop asked for)."""
     location = Location(path)
     for top in (Layout.RECORDS, Layout.RECORDINGS):
         if not location.exists(f"{top}/zarr.json"):
             continue
-        for rel in location.files_below(top):
-            if not rel.endswith(Layout.BUNDLE) and rel != f"{top}/zarr.json":
-                location.delete(rel)
+        legacy = (rel for rel in location.files_below(top) if not rel.endswith(Layout.BUNDLE) and rel != f"{top}/zarr.json")
+        while batch := list(itertools.islice(legacy, 10_000)):
+            location.delete_files(batch)
+            between_batches()
         location.delete(f"{top}/zarr.json")
         location.remove_empty_folders(top)
 

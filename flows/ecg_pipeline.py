@@ -65,7 +65,7 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
             report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
     except LockLost:  # the folder is another run's now: its run.json too
         raise
-    except (RunInterrupted, KeyboardInterrupt) as exc:
+    except (RunInterrupted, KeyboardInterrupt, TerminationSignal) as exc:  # (Prefect's, for a SIGTERM it caught)
         log.write("interrupted", error=str(exc) or "interrupted", **({"records": log.records} if log.records else {}))
         raise
     except BaseException as exc:

@@ -12,6 +12,7 @@ import pytest
 from ecgpipe import store as zs
 from ecgpipe.config import load_config
 from ecgpipe.keys import file_digest, record_files
+from ecgpipe.location import Location
 from ecgpipe.store import Layout
 
 
@@ -43,7 +44,9 @@ def test_a_record_bundle_is_one_zarr_file_and_the_group_layout_of_earlier_versio
     attrs = {"episodes": [("N", 0, 30)], "fs": np.float64(250.0)}
     written = zs.write_record_windows(store, "db", "r2", windows, starts, episode, attrs)
     assert written.attrs == {"episodes": [["N", 0, 30]], "fs": 250.0}  # as a reader finds them: JSON types
-    zs.prepare_store(store)
+    batches = []
+    zs.prepare_store(store, between_batches=lambda: batches.append(1))
+    assert len(batches) == 2  # records/, recordings/: one batch each (the flow checks for a stop between batches)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "store.zarr" / "records").rglob("*")) == [
         "store.zarr/records/db", "store.zarr/records/db/r2.zip"]
     assert not (tmp_path / "store.zarr" / "recordings").exists()
@@ -62,6 +65,16 @@ def test_a_record_bundle_is_one_zarr_file_and_the_group_layout_of_earlier_versio
     assert np.array_equal(read.arrays["windows"], windows.astype(np.float32)) and read.attrs == {"fs": 250.0}
     with pytest.raises(FileNotFoundError):
         zs.read_record_windows(url, "db", "absent")
+
+    def torn(file):  # a write that fails half-way (a full disk, a connection reset)
+        file.write(b"PK\x03\x04 half a bundle")
+        raise OSError("connection reset")
+
+    for where, name in ((store, "r2"), (url, "p00/r2")):  # the earlier bundle stays whole, no staged file is left
+        with pytest.raises(OSError, match="connection reset"):
+            Location(where).write_with(Layout.record("db", name), torn)
+        assert np.array_equal(zs.read_record_windows(where, "db", name).arrays["windows"], windows.astype(np.float32))
+        assert not [rel for rel in Location(where).files_below("records") if ".tmp-" in rel]
 
 def test_replacing_the_weights_file_at_the_same_path_recomputes_the_features(tmp_path):
     from ecgpipe.stages import features

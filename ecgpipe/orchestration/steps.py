@@ -13,7 +13,7 @@ from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, StageFailed, error_kind, failure_kinds, stops_the_command  # noqa: F401  (re-exported)
 from ecgpipe.location import Location
-from ecgpipe.orchestration import tasks
+from ecgpipe.orchestration import interrupt, tasks
 from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
 from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone
@@ -53,7 +53,7 @@ class Run:
         client = cluster_client()
         if client is not None and client.dashboard_link:
             logger.info(f"Dask dashboard: {client.dashboard_link}")
-        zs.prepare_store(run.store)  # its groups; no record groups of an earlier version beside the bundles
+        zs.prepare_store(run.store, interrupt.check)  # its groups; no record groups of an earlier version beside bundles
         return run
 
     @property
