@@ -127,7 +127,8 @@ class InputDigests:
 
     def __call__(self, paths: Sequence[str | Path]) -> str:
         """The digest of ``paths`` (``keys.file_digest``), reading them only when their stamp is new. Called once per
-        record by the checks and the plan of a run: a run asked to stop (SIGTERM, Ctrl-C) stops here."""
+        record by the checks of a run (and by a plan that plans afresh): a run asked to stop (SIGTERM, Ctrl-C) stops
+        here."""
         interrupt.check()
         absolute = [os.path.abspath(p) for p in paths]
         folder = os.path.dirname(absolute[0])

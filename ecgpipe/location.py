@@ -97,7 +97,7 @@ class Location:
                 os.replace(tmp, path)
             else:
                 self.fs.mv(tmp, path)
-        except BaseException:  # a full disk, a kill: no half-written file stays behind
+        except BaseException:  # a full disk, an error, SIGTERM: no half-written file stays (SIGKILL leaves a .tmp-*)
             with contextlib.suppress(Exception):
                 self.fs.rm_file(tmp)
             raise
@@ -113,7 +113,7 @@ class Location:
                 with open(tmp, "w") as f:
                     f.write(text)
                 os.replace(tmp, path)
-            except BaseException:  # a full disk, a kill: no half-written file stays behind
+            except BaseException:  # a full disk, an error, SIGTERM: no half-written file stays (SIGKILL leaves a .tmp-*)
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
                 raise

@@ -3,13 +3,14 @@
 A marker is a small JSON file ``OUT/markers/<stage>/<unit>.json`` holding the unit's content key (see ``keys.py``),
 a digest of the data it wrote, the stamp of the files holding that data and a summary. It is written *after* the
 unit's data is fully in the store, atomically, so a unit killed half-way has no marker (or an old key) and is
-redone. Each unit's marker is written only by the task that owns the unit, so markers never race. ``OUT`` may be a
-local folder or an fsspec URL.
+redone. Each unit's marker is written only by the task that owns the unit (a classifier row's by the flow, which also
+removes the folds kept for a row once its marker holds them), so markers never race. ``OUT`` may be a local folder or
+an fsspec URL.
 
 A unit is done when its marker has the key the unit would get now and its data is what the marker recorded. That
 second check reads the data and hashes it only when the files' stamp (names, sizes, modification times:
 ``Location.files_stamp``) differs from the marker's, as git and make trust a file's size and time: a rerun that changes
-nothing then costs a directory listing per unit instead of a read of the whole store (``run.verify = "content"``, or
+nothing then costs a listing or a stat per unit instead of a read of the whole store (``run.verify = "content"``, or
 ``--verify``, hashes everything).
 """
 

@@ -165,7 +165,7 @@ def write_bundle(path: str, rel: str, arrays: dict[str, np.ndarray], attrs: dict
 
 class _ZipEntries(MutableMapping):
     """The entries of an open zip file, as a read-only MemoryStore asks for them: each read when asked for, so that
-    reading a record holds its arrays and one compressed chunk, not the whole file besides."""
+    reading a record holds its arrays and the compressed chunks zarr decodes at once, not the whole file besides."""
 
     def __init__(self, zf: zipfile.ZipFile):
         self._zf, self._names = zf, set(zf.namelist())

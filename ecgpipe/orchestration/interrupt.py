@@ -5,10 +5,11 @@ swallowed and the run carries on. So from the start of ``run_pipeline`` (its che
 signals only set a flag, and the loops that take long check it and raise :class:`RunInterrupted`: those that wait for
 a stage's tasks (``bookkeeping.wait_all``, twice a second) and those that go over every record (hashing the inputs,
 checking each record's stored windows), once per record: at 300 000 records these take minutes, and a batch system
-sends SIGKILL soon after its SIGTERM (SLURM: 30 s), which would leave the run's lock and its server behind. The flow then
-ends as failed, ``run.json`` says ``"interrupted"``, the local Dask cluster and the temporary Prefect server are shut
-down, and markers stay consistent (a unit's marker is written after its data), so a rerun resumes. A second Ctrl-C
-stops at once.
+sends SIGKILL soon after its SIGTERM (SLURM: 30 s); during the plan's checks that would leave the run's lock and its
+server behind. Inside the flow, the flow then ends as failed, ``run.json`` says ``"interrupted"``, the local Dask
+cluster and the temporary Prefect server are shut down, and markers stay consistent (a unit's marker is written after
+its data), so a rerun resumes; stopped before the flow (the checks of the corpus), the run exits having written
+nothing. A second Ctrl-C stops at once.
 
 Ctrl-C in a terminal sends SIGINT to the whole process group, the local cluster's worker processes included. Left
 to Python's default, each worker dies with a ``KeyboardInterrupt`` while its nanny (in the run's process) still
