@@ -49,7 +49,8 @@ def main() -> None:
             verdicts[mode] = {s: {k: c[k] for k in ("done", "stale", "missing", "total")} for s, c in status["stages"].items()}
     if verdicts["stamp"] != verdicts["content"]:
         sys.exit(f"the two checks disagree: {verdicts}")
-    stale = {s: c["stale"] + c["missing"] for s, c in verdicts["stamp"].items() if c["stale"] + c["missing"]}
+    # a stage status reports without its own units (the model: one file) has no count of missing units
+    stale = {s: n for s, c in verdicts["stamp"].items() if (n := c["stale"] + (c["missing"] or 0))}
     size, n_files = store_size(run)
     best = {mode: min(ts) for mode, ts in times.items()}
     print(f"{run}: store {size / 1e6:.0f} MB in {n_files} files; units not done: {stale or 'none'}")
