@@ -79,7 +79,7 @@ class Location:
         """Remove the folders below ``rel`` (and ``rel``) left empty, deepest first (local disks; objects have none)."""
         if not isinstance(self.fs, LocalFileSystem) or not os.path.isdir(self._path(rel)):
             return
-        for folder, _, _ in sorted(os.walk(self._path(rel)), key=lambda entry: -len(entry[0])):
+        for folder, _, _ in os.walk(self._path(rel), topdown=False):
             with contextlib.suppress(OSError):  # not empty: a bundle, or a folder holding one
                 os.rmdir(folder)
 
