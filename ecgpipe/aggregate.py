@@ -48,18 +48,22 @@ def record_votes(y: np.ndarray, y_pred: np.ndarray, records: np.ndarray, n_class
     prediction is the majority vote of its segments' out-of-fold predictions (a tie goes to the class listed first in
     the config) and the shares are vote shares; with ``y_proba`` (n, n_classes) it is the argmax of the segments'
     mean class probability, and the shares are those means. Unscored segments do not count."""
-    names, true, voted, shares = [], [], [], []
-    for record, group in zip(*rows_by_value(records)):
-        rows = group[y_pred[group] >= 0]
-        if not len(rows):
-            continue
-        labels = np.unique(y[rows])
-        if len(labels) != 1:
-            raise ValueError(f"record {record}: segments of one per-record label carry classes {labels.tolist()}")
-        names.append(record.item() if hasattr(record, "item") else record)
-        true.append(int(labels[0]))
-        share = y_proba[rows].mean(axis=0) if y_proba is not None else np.bincount(y_pred[rows], minlength=n_classes) / len(rows)
-        voted.append(int(np.argmax(share)))  # argmax: first of tied classes
-        shares.append(share)
-    return (names, np.array(true, dtype=np.int64), np.array(voted, dtype=np.int64),
-            np.array(shares).reshape(len(names), n_classes))
+    y, y_pred, records = np.asarray(y), np.asarray(y_pred), np.asarray(records)
+    scored = y_pred >= 0
+    names, code = np.unique(records[scored], return_inverse=True)  # sorted; records without a scored segment: none
+    code, labels, n = code.ravel(), y[scored], len(names)
+    count = np.bincount(code, minlength=n)
+    lowest, highest = np.full(n, np.iinfo(np.int64).max), np.full(n, -1)
+    np.minimum.at(lowest, code, labels)
+    np.maximum.at(highest, code, labels)
+    if (mixed := np.flatnonzero(lowest != highest)).size:
+        record = names[mixed[0]]
+        raise ValueError(f"record {record}: segments of one per-record label carry classes "
+                         f"{np.unique(labels[code == mixed[0]]).tolist()}")
+    if y_proba is not None:
+        sums = np.stack([np.bincount(code, weights=np.asarray(y_proba)[scored][:, c], minlength=n) for c in range(n_classes)], axis=1)
+    else:
+        sums = np.stack([np.bincount(code, weights=(y_pred[scored] == c).astype(np.float64), minlength=n)
+                         for c in range(n_classes)], axis=1)
+    shares = (sums / np.maximum(count, 1)[:, None]).reshape(n, n_classes)
+    return names.tolist(), lowest.astype(np.int64), np.argmax(shares, axis=1).astype(np.int64), shares  # argmax: first of ties

@@ -26,14 +26,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from ecgpipe.aggregate import rows_by_value
 from ecgpipe.calibration import SubjectCalibratedClassifier, rowwise_calibration
 from ecgpipe.config import ClassifierSettings, CVSettings, EndpointSettings
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity, percentile_interval
 from ecgpipe.kernels import RBFKernelSVC
 from ecgpipe.protocols import make_splits
 from ecgpipe.protocols import protocol as protocol_named
-from ecgpipe.results import ProtocolResult
+from ecgpipe.results import ProtocolResult, SubjectOutcomes
 
 
 class BlockWeights(TransformerMixin, BaseEstimator):
@@ -320,19 +319,16 @@ def bootstrap_ci(y, y_pred, groups, n_classes: int, n_boot: int = 1000, seed: in
     }
 
 
-def per_subject(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class_names: list[str]) -> list[dict]:
-    """Per (subject, annotated class): segments, recall, and what the segments were predicted as. Errors across
+def per_subject(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class_names: list[str]) -> SubjectOutcomes:
+    """Per (subject, annotated class), subjects sorted: how many of its segments were called each class. Errors across
     patients are rarely spread evenly: this shows which patients they come from."""
-    out = []
-    for subject, group in zip(*rows_by_value(groups)):
-        for c, name in enumerate(class_names):
-            rows = group[y[group] == c]
-            if not len(rows):
-                continue
-            counts = np.bincount(y_pred[rows], minlength=len(class_names))
-            out.append({"subject": str(subject), "class": name, "n": len(rows), "recall": float(counts[c] / len(rows)),
-                        "predicted": {class_names[k]: int(v) for k, v in enumerate(counts) if v}})
-    return out
+    k = len(class_names)
+    subjects, subject_code = np.unique(np.asarray(groups), return_inverse=True)
+    pairs, pair_code = np.unique(subject_code.ravel() * k + np.asarray(y), return_inverse=True)
+    called = np.zeros((len(pairs), k), dtype=np.int64)
+    np.add.at(called, (pair_code.ravel(), np.asarray(y_pred)), 1)
+    return SubjectOutcomes(classes=list(class_names), subject=np.array([str(s) for s in subjects[pairs // k]], dtype=object),
+                           class_index=pairs % k, called=called)
 
 
 def summarize_protocol(

@@ -61,14 +61,13 @@ class SubjectConfusions:
 
 def subject_confusions(result: ProtocolResult, class_names: list[str]) -> SubjectConfusions:
     """A protocol result's per-subject confusion matrices, from its ``per_subject`` outcomes."""
-    index = {name: i for i, name in enumerate(class_names)}
-    subjects = sorted({s.subject for s in result.per_subject})
-    row = {s: i for i, s in enumerate(subjects)}
+    outcomes = result.per_subject
+    index = np.array([class_names.index(c) for c in outcomes.classes], dtype=np.int64)  # its classes -> class_names
+    subjects, row = np.unique(outcomes.subject.astype(str), return_inverse=True)
     counts = np.zeros((len(subjects), len(class_names), len(class_names)), dtype=np.int64)
-    for outcome in result.per_subject:
-        for predicted, n in outcome.predicted.items():
-            counts[row[outcome.subject], index[outcome.class_name], index[predicted]] += n
-    return SubjectConfusions(subjects, counts)
+    if len(outcomes):
+        counts[row.ravel()[:, None], index[outcomes.class_index][:, None], index[None, :]] += outcomes.called
+    return SubjectConfusions(subjects.tolist(), counts)
 
 
 def confusion_metrics(cm: np.ndarray, class_names: list[str], endpoints: dict[str, EndpointSettings]) -> dict[str, np.ndarray]:
@@ -129,7 +128,11 @@ def one_answer_per_subject(outcomes: list[tuple[str, str, str, str]], class_name
 def record_confusions(records: RecordLevel, class_names: list[str]) -> SubjectConfusions:
     """Per record, its one outcome (label x the class its windows voted for) of a CSV-labelled dataset's record-level
     result."""
-    return one_answer_per_subject([(r.subject, r.record, r.label, r.predicted) for r in records.records], class_names)
+    outcomes = records.records
+    if outcomes is None:
+        return one_answer_per_subject([], class_names)
+    return one_answer_per_subject(list(zip(outcomes.subject.tolist(), outcomes.record.tolist(), outcomes.labels(),
+                                           outcomes.answers())), class_names)
 
 
 def recording_confusions(records: list[dict], endpoint: str) -> SubjectConfusions:

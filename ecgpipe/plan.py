@@ -7,8 +7,6 @@ the unit would get now *and* the stored data still hashes to the digest the mark
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,8 +50,7 @@ def fold_unit(row_unit: str, protocol: str, fold: int) -> str:
 
 def write_fold(markers: Markers, row_unit: str, row_key: str, protocol: str, fold: int, result: FoldResult) -> None:
     """Keep one finished fold of a row (``ComparisonRow.unit``, ``.key``), from the task that computed it."""
-    doc = json.loads(json.dumps(dataclasses.asdict(result), default=lambda v: v.item()))  # numpy scalars: plain
-    markers.write(FOLD_STAGE, fold_unit(row_unit, protocol, fold), content_key(row_key, protocol, fold), {"fold": doc})
+    markers.write(FOLD_STAGE, fold_unit(row_unit, protocol, fold), content_key(row_key, protocol, fold), {"fold": result.to_json()})
 
 
 def kept_fold(markers: Markers, row_unit: str, row_key: str, protocol: str, fold: int) -> FoldResult | None:
@@ -63,7 +60,7 @@ def kept_fold(markers: Markers, row_unit: str, row_key: str, protocol: str, fold
         return None
     try:
         return FoldResult(**marker["fold"])
-    except (KeyError, TypeError):  # written by another version, or damaged: recompute
+    except (KeyError, TypeError, ValueError):  # written by another version, or damaged: recompute
         return None
 
 

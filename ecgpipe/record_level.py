@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from ecgpipe.aggregate import record_votes, rows_by_value
+from ecgpipe.aggregate import record_votes
 from ecgpipe.classifier_settings import EndpointSettings
 from ecgpipe.classify import macro_f1
 from ecgpipe.endpoints import endpoint_results, one_vs_rest_specificity
-from ecgpipe.results import RecordLevel
+from ecgpipe.results import RecordLevel, RecordOutcomes
 
 MAJORITY_VOTE = "majority vote of the record's segment predictions; ties go to the class listed first"
 MEAN_PROBABILITY = "argmax of the mean class probability of the record's segments"
@@ -33,24 +33,35 @@ def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: 
     precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
     cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
     specificity = one_vs_rest_specificity(cm)
-    outcomes = []
-    rows_of = dict(zip(*rows_by_value(records))) if test_fold is not None else {}
-    for k, record in enumerate(names):
-        rows = rows_of[record][y_pred[rows_of[record]] >= 0] if test_fold is not None else None
-        folds = sorted({int(f) for f in test_fold[rows]}) if test_fold is not None else []
-        outcomes.append({"record": record, "subject": subject_of[record], "label": class_names[true[k]],
-                         "predicted": class_names[voted[k]],
-                         "votes": {c: round(float(shares[k][i]), 4) for i, c in enumerate(class_names)}, "folds": folds})
+    outcomes = RecordOutcomes(classes=list(class_names), record=np.array(names, dtype=object),
+                              subject=np.array([subject_of[n] for n in names], dtype=object), label=true, predicted=voted,
+                              votes=np.round(shares, 4), folds=record_folds(names, records, y_pred, test_fold))
     return RecordLevel.model_validate({
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                           "support": int(support[i]), "specificity": specificity[i]} for i, c in enumerate(class_names)} if names else {},
         "endpoints": ({k: v.to_json() for k, v in endpoint_results(true, voted, np.array([subject_of[n] for n in names]),
                                                                       class_names, endpoints).items()}
                       if names and endpoints else {}),
-        "records": outcomes,
+        "records": outcomes if names else None,
         "rule": rule,
         "n_records": len(names),
         "accuracy": float(accuracy_score(true, voted)) if names else None,
         "macro_f1": macro_f1(true, voted, len(class_names)) if names else None,
         "confusion_matrix": cm.tolist(),
     })
+
+
+def record_folds(names: list[str], records: np.ndarray, y_pred: np.ndarray, test_fold: np.ndarray | None) -> np.ndarray:
+    """(len(names), widest) the outer folds that tested each named record's scored segments, padded with -1; no
+    column without ``test_fold``."""
+    if test_fold is None or not len(names):
+        return np.zeros((len(names), 0), dtype=np.int16)
+    scored = np.asarray(y_pred) >= 0
+    index = {name: k for k, name in enumerate(names)}
+    row = np.array([index.get(r, -1) for r in np.asarray(records)[scored].tolist()], dtype=np.int64)
+    pairs = np.unique(np.stack([row, np.asarray(test_fold)[scored]], axis=1)[row >= 0], axis=0)  # (record, fold), sorted
+    width = int(np.bincount(pairs[:, 0], minlength=len(names)).max()) if len(pairs) else 0
+    out = np.full((len(names), width), -1, dtype=np.int16)
+    starts = np.searchsorted(pairs[:, 0], np.arange(len(names)))
+    out[pairs[:, 0], np.arange(len(pairs)) - starts[pairs[:, 0]]] = pairs[:, 1]
+    return out

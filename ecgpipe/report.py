@@ -244,15 +244,17 @@ def recordings_csv(rec: dict) -> str:
     return buf.getvalue()
 
 
-def records_csv(outcomes: list[dict], class_names: list[str]) -> str:
-    """``record,subject,label,predicted,votes_<class>...,folds``: one row per record."""
+def records_csv(outcomes: dict) -> str:
+    """``record,subject,label,predicted,votes_<class>...,folds``: one row per record, from the stored columns
+    (``RecordOutcomes.to_json()``)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["record", "subject", "label", "predicted", *[f"votes_{c}" for c in class_names], "folds"])
-    for r in outcomes:
-        w.writerow([r["record"], r.get("subject", ""), r["label"], r["predicted"],
-                    *[f"{r['votes'][c]:.4f}" for c in class_names],
-                    " ".join(map(str, r["folds"]))])
+    classes = outcomes["classes"]
+    w.writerow(["record", "subject", "label", "predicted", *[f"votes_{c}" for c in classes], "folds"])
+    w.writerows([record, subject, classes[label], classes[predicted], *[f"{v:.4f}" for v in votes], " ".join(map(str, folds))]
+                for record, subject, label, predicted, votes, folds in zip(
+                    outcomes["record"], outcomes["subject"], outcomes["label"], outcomes["predicted"], outcomes["votes"],
+                    outcomes["folds"]))
     return buf.getvalue()
 
 
@@ -270,7 +272,7 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
             p["confusion_png"] = png
     for name, p in report["protocols"].items():  # every record's out-of-fold outcome, for datasets labelled per record
         if p.get("per_record") and p["per_record"]["records"]:
-            files[f"records_{name}.csv"] = records_csv(p["per_record"]["records"], list(p["per_class"])).encode()
+            files[f"records_{name}.csv"] = records_csv(p["per_record"]["records"]).encode()
     if report.get("recordings") and report["recordings"]["records"]:
         files["recordings.csv"] = recordings_csv(report["recordings"]).encode()
     files["report.md"] = render_markdown(report).encode()

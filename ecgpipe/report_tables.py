@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ecgpipe.config import config_from_dict
 from ecgpipe.protocols import PROTOCOLS, STRATIFIED
 from ecgpipe.protocols import short as protocol_short
 from ecgpipe.recording_endpoints import worst_negatives
-from ecgpipe.results import EndpointClassRate
+from ecgpipe.results import EndpointClassRate, SubjectOutcomes
 
 RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
 
@@ -239,9 +241,17 @@ def endpoint_class_table(endpoints: dict, no_verdict: str | None = None) -> tupl
 
 
 def hardest_subjects(protocol: dict, n: int = 8, min_segments: int = 10) -> list[dict]:
-    """The (patient, class) pairs with the lowest recall among those with at least ``min_segments`` segments."""
-    pairs = [r for r in protocol.get("per_subject", []) if r["n"] >= min_segments and r["recall"] < 1.0]
-    return sorted(pairs, key=lambda r: (r["recall"], -r["n"]))[:n]
+    """The (patient, class) pairs with the lowest recall among those with at least ``min_segments`` segments, as dicts
+    (subject, class, n, recall, predicted)."""
+    stored = protocol.get("per_subject")
+    if isinstance(stored, list):  # a report written before 0.18.0: one dict per pair
+        stored = {"classes": list(protocol.get("per_class") or {}), "pairs": stored}
+    outcomes = SubjectOutcomes.model_validate(stored) if stored else None
+    if outcomes is None or not len(outcomes):
+        return []
+    counts, recall = outcomes.n, outcomes.recall
+    candidates = np.flatnonzero((counts >= min_segments) & (recall < 1.0))
+    return outcomes.pairs(candidates[np.lexsort((-counts[candidates], recall[candidates]))][:n])
 
 
 def predicted_as(row: dict) -> str:

@@ -3,7 +3,10 @@ classifier row's marker, in ``report.json``) are validated when read back; ``to_
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, model_validator
 
 
 class _Result(BaseModel):
@@ -77,26 +80,137 @@ class Interval95(_Result):
     macro_f1: list[float]
 
 
-class SubjectRecall(_Result):
-    """One (subject, annotated class): how many segments, the recall, what they were predicted as."""
+def _column(dtype, ndim: int = 1):
+    """A numpy array in memory, a (nested) list in JSON: a protocol's outcomes per subject and per record are columns,
+    not one object per subject or record (300 000 records: ~2.7 KB of Python objects each, ~8 GB for five rows and
+    two protocols in the flow process; as columns ~30 bytes)."""
+    def validate(value):
+        array = np.asarray(value, dtype=dtype)
+        if array.size == 0:
+            return array.reshape((0,) * ndim)
+        if array.ndim != ndim:
+            raise ValueError(f"expected a {ndim}-dimensional column, got shape {array.shape}")
+        return array
 
-    subject: str
-    class_name: str = Field(alias="class")
-    n: int
-    recall: float
-    predicted: dict[str, int]
+    return Annotated[np.ndarray, PlainValidator(validate), PlainSerializer(lambda a: a.tolist())]
 
 
-class RecordOutcome(_Result):
-    """One record's out-of-fold outcome: its label, the class its segments voted for, each class's vote share, and
-    the outer fold(s) that tested its segments."""
+def _fold_sets(value) -> np.ndarray:
+    """Each record's outer folds (a list per record in JSON) as an (n, widest) matrix padded with -1."""
+    if isinstance(value, np.ndarray):
+        return value.astype(np.int16).reshape(len(value), -1)
+    width = max((len(f) for f in value), default=0)
+    out = np.full((len(value), width), -1, dtype=np.int16)
+    for k, folds in enumerate(value):
+        out[k, :len(folds)] = folds
+    return out
 
-    record: str
-    label: str
-    predicted: str
-    votes: dict[str, float]
-    subject: str = ""  # the record's subject (reports before 0.4.0: none, each record its own)
-    folds: list[int]
+
+def _fold_lists(folds: np.ndarray) -> list[list[int]]:
+    return [[int(f) for f in row if f >= 0] for row in folds]
+
+
+StrColumn = _column(object)
+IntColumn = _column(np.int64)
+CountMatrix = _column(np.int64, 2)
+FloatMatrix = _column(np.float64, 2)
+FoldSets = Annotated[np.ndarray, PlainValidator(_fold_sets),
+                     PlainSerializer(_fold_lists)]
+
+
+class _Columns(_Result):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+
+    def __eq__(self, other) -> bool:  # arrays compare element-wise: compare the stored forms
+        return type(self) is type(other) and self.to_json() == other.to_json()
+
+    __hash__ = None
+
+
+class SubjectOutcomes(_Columns):
+    """Each (subject, annotated class) of a protocol's scored rows: the subject, the class (``class`` holds its index
+    into ``classes``) and how many of its rows were called each class (``called[i, k]``). Errors across patients are
+    rarely spread evenly: this shows which patients they come from, and it is what a paired bootstrap over subjects
+    resamples (``ecgpipe.compare``)."""
+
+    classes: list[str]
+    subject: StrColumn = Field(default_factory=lambda: np.array([], dtype=object))
+    class_index: IntColumn = Field(alias="class", default_factory=lambda: np.array([], dtype=np.int64))
+    called: CountMatrix = Field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pairs(cls, value):
+        """Reports before 0.18.0 held a list of {subject, class, n, recall, predicted} per pair."""
+        if isinstance(value, dict) and isinstance(value.get("pairs"), list):
+            names, pairs = value["classes"], value["pairs"]
+            index = {c: i for i, c in enumerate(names)}
+            return {"classes": names, "subject": [p["subject"] for p in pairs], "class": [index[p["class"]] for p in pairs],
+                    "called": [[p["predicted"].get(c, 0) for c in names] for p in pairs]}
+        return value
+
+    def __len__(self) -> int:
+        return len(self.subject)
+
+    @property
+    def n(self) -> np.ndarray:
+        return self.called.sum(axis=1) if len(self) else np.zeros(0, dtype=np.int64)
+
+    @property
+    def recall(self) -> np.ndarray:
+        return self.called[np.arange(len(self)), self.class_index] / np.maximum(self.n, 1) if len(self) else np.zeros(0)
+
+    def pairs(self, rows=None) -> list[dict]:
+        """The pairs (all, or those at ``rows``) as dicts: subject, class, n, recall, predicted (class -> count)."""
+        rows = range(len(self)) if rows is None else rows
+        n, recall = self.n, self.recall
+        return [{"subject": str(self.subject[i]), "class": self.classes[self.class_index[i]], "n": int(n[i]),
+                 "recall": float(recall[i]),
+                 "predicted": {c: int(v) for c, v in zip(self.classes, self.called[i]) if v}} for i in rows]
+
+
+class RecordOutcomes(_Columns):
+    """Each record's out-of-fold outcome, as columns: the record, its subject, its label and the class its segments
+    voted for (indices into ``classes``), each class's vote share (``votes[i, k]``), and the outer fold(s) that tested
+    its segments (a list per record in JSON; in memory padded with -1)."""
+
+    classes: list[str]
+    record: StrColumn = Field(default_factory=lambda: np.array([], dtype=object))
+    subject: StrColumn = Field(default_factory=lambda: np.array([], dtype=object))
+    label: IntColumn = Field(default_factory=lambda: np.array([], dtype=np.int64))
+    predicted: IntColumn = Field(default_factory=lambda: np.array([], dtype=np.int64))
+    votes: FloatMatrix = Field(default_factory=lambda: np.zeros((0, 0)))
+    folds: FoldSets = Field(default_factory=lambda: np.zeros((0, 0), dtype=np.int16))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value):
+        """Reports before 0.18.0 held a list of {record, subject, label, predicted, votes, folds} per record."""
+        if isinstance(value, dict) and isinstance(value.get("list"), list):
+            names, rows = value["classes"], value["list"]
+            index = {c: i for i, c in enumerate(names)}
+            return {"classes": names, "record": [r["record"] for r in rows],
+                    "subject": [r.get("subject") or r["record"] for r in rows],  # before 0.4.0: each record its own
+                    "label": [index[r["label"]] for r in rows], "predicted": [index[r["predicted"]] for r in rows],
+                    "votes": [[r["votes"].get(c, 0.0) for c in names] for r in rows], "folds": [r["folds"] for r in rows]}
+        return value
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+    def labels(self) -> list[str]:
+        return [self.classes[i] for i in self.label]
+
+    def answers(self) -> list[str]:
+        return [self.classes[i] for i in self.predicted]
+
+    def rows(self) -> list[dict]:
+        """Every record as a dict: record, subject, label, predicted, votes (class -> share), folds."""
+        folds = _fold_lists(self.folds)
+        return [{"record": str(self.record[i]), "subject": str(self.subject[i]), "label": self.classes[self.label[i]],
+                 "predicted": self.classes[self.predicted[i]],
+                 "votes": {c: float(v) for c, v in zip(self.classes, self.votes[i])}, "folds": folds[i]}
+                for i in range(len(self))]
 
 
 class RecordLevel(_Result):
@@ -109,7 +223,15 @@ class RecordLevel(_Result):
     confusion_matrix: list[list[int]]
     per_class: dict[str, ClassMetrics] = {}
     endpoints: dict[str, EndpointResult] = {}
-    records: list[RecordOutcome] = []
+    records: RecordOutcomes | None = None  # None: no record was scored
+
+    @model_validator(mode="before")
+    @classmethod
+    def _records_as_columns(cls, value):
+        if isinstance(value, dict) and isinstance(value.get("records"), list):  # written before 0.18.0
+            value = {**value, "records": {"classes": list(value.get("per_class") or {}), "list": value["records"]}
+                     if value["records"] else None}
+        return value
 
 
 class ProtocolResult(_Result):
@@ -128,11 +250,18 @@ class ProtocolResult(_Result):
     per_class: dict[str, ClassMetrics]
     confusion_matrix: list[list[int]]
     ci95: Interval95
-    per_subject: list[SubjectRecall]
+    per_subject: SubjectOutcomes
     folds: list[FoldMetrics]
     endpoints: dict[str, EndpointResult] = {}
     per_record: RecordLevel | None = None
     level: str = "window"  # what one scored row is: a window, or a record (classifiers with level = 'record')
+
+    @model_validator(mode="before")
+    @classmethod
+    def _subjects_as_columns(cls, value):
+        if isinstance(value, dict) and isinstance(value.get("per_subject"), list):  # written before 0.18.0
+            value = {**value, "per_subject": {"classes": list(value.get("per_class") or {}), "pairs": value["per_subject"]}}
+        return value
 
 
 def protocols_to_json(results: dict[str, ProtocolResult]) -> dict:

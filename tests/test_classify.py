@@ -206,16 +206,18 @@ def test_per_subject_breakdown_names_the_patients_the_errors_come_from():
     y = np.array([0] * 20 + [1] * 12 + [1] * 5)
     groups = np.array(["p1"] * 20 + ["p2"] * 12 + ["p3"] * 5)
     y_pred = np.array([0] * 18 + [1] * 2 + [0] * 9 + [1] * 3 + [0] * 5)
-    rows = {(r["subject"], r["class"]): r for r in per_subject(y, y_pred, groups, ["n", "af"])}
+    outcomes = per_subject(y, y_pred, groups, ["n", "af"])
+    rows = {(r["subject"], r["class"]): r for r in outcomes.pairs()}
     assert rows[("p1", "n")] == {"subject": "p1", "class": "n", "n": 20, "recall": 0.9, "predicted": {"n": 18, "af": 2}}
     assert rows[("p2", "af")]["recall"] == 0.25 and rows[("p2", "af")]["predicted"] == {"n": 9, "af": 3}
-    hardest = hardest_subjects({"per_subject": list(rows.values())})
+    hardest = hardest_subjects({"per_subject": outcomes.to_json()})
+    assert hardest_subjects({"per_subject": list(rows.values()), "per_class": {"n": {}, "af": {}}}) == hardest  # 0.17's form
     assert [(r["subject"], r["recall"]) for r in hardest] == [("p2", 0.25), ("p1", 0.9)]  # p3: under 10 segments
     assert predicted_as(hardest[0]) == "n 9, af 3"
     X, yy, g = _data()
     report_protocol = evaluate_protocol(X, yy, g, ["a", "b", "c"], "grouped_by_subject", ClassifierSettings(), CVSettings()).to_json()  # the stored (JSON) form
-    assert {r["subject"] for r in report_protocol["per_subject"]} == set(g)
-    assert sum(r["n"] for r in report_protocol["per_subject"]) == len(yy)
+    assert set(report_protocol["per_subject"]["subject"]) == set(g)
+    assert np.sum(report_protocol["per_subject"]["called"]) == len(yy)
 
 
 def test_an_rbf_svc_on_a_blas_kernel_is_libsvms_model():

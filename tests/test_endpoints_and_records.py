@@ -265,7 +265,7 @@ def test_records_by_mean_probability_let_a_confident_window_outweigh_two_unsure_
     assert by_mean.tolist() == [0, 1] and means[0].tolist() == pytest.approx([0.6267, 0.3733], abs=1e-4)
     summary = record_level_summary(y, y_pred, records, ["n", "a"], y_proba=proba)
     assert summary.accuracy == 1.0 and "mean class probability" in summary.rule
-    assert summary.records[0].votes == {"n": pytest.approx(0.6267, abs=1e-4), "a": pytest.approx(0.3733, abs=1e-4)}
+    assert summary.records.rows()[0]["votes"] == {"n": pytest.approx(0.6267, abs=1e-4), "a": pytest.approx(0.3733, abs=1e-4)}
     assert "majority vote" in record_level_summary(y, y_pred, records, ["n", "a"]).rule
 
 
@@ -278,7 +278,7 @@ def test_a_window_classifier_can_score_records_by_mean_probability():
         result = evaluate_row(row, data)["grouped_by_subject"]
         assert result.level == "window" and result.per_record.n_records == 30
         assert "mean class probability" in result.per_record.rule
-        shares = [sum(r.votes.values()) for r in result.per_record.records]
+        shares = result.per_record.records.votes.sum(axis=1).tolist()
         assert shares == pytest.approx([1.0] * 30, abs=1e-3)  # mean probabilities, not vote counts
         assert result.per_record.macro_f1 > 0.6, kind
     with pytest.raises(ConfigError, match="linear_svc has none"):

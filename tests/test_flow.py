@@ -291,7 +291,7 @@ def test_sweep_rows_share_the_spectrograms_and_the_best_row_is_detailed(flow_run
     assert np.isfinite(store["segments/rhythm_features"][...]).all()
     assert any(r["classifier"].startswith("RR+irr+wave only") for r in rows)
     for p in report["protocols"].values():  # the per-patient breakdown accounts for every scored segment
-        assert sum(r["n"] for r in p["per_subject"]) == np.array(p["confusion_matrix"]).sum()
+        assert np.sum(p["per_subject"]["called"]) == np.array(p["confusion_matrix"]).sum()
     page = (flow_run["out"] / "report.html").read_text()
     assert "<tr class=best>" in page and page.count("<tr class=best>") == 1
     described = "8 RR-interval features, 6 RR-irregularity features and 11 waveform descriptors over 10 s"

@@ -1,14 +1,19 @@
-"""The per-subject and per-record summaries of a protocol's out-of-fold answers group rows with one sort
-(``aggregate.rows_by_value``), not one scan of every row per subject or record: a scan per record was quadratic,
-hours in the flow process at 300 000 records. They must give what the scans gave, row for row."""
+"""The per-subject and per-record summaries of a protocol's out-of-fold answers group rows with one sort, not one
+scan of every row per subject or record: a scan per record was quadratic, hours in the flow process at 300 000
+records. They must give what the scans gave, row for row; and they are columns (``results.SubjectOutcomes``,
+``RecordOutcomes``), not one object per subject or record, read back from the form reports held before 0.18.0."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from ecgpipe.aggregate import record_groups, record_votes, rows_by_value
 from ecgpipe.classify import per_subject
 from ecgpipe.record_level import record_level_summary
+from ecgpipe.results import RecordLevel, SubjectOutcomes
 
 CLASSES = ["normal", "afib", "other"]
 
@@ -43,7 +48,10 @@ def test_grouping_by_one_sort_gives_what_a_scan_per_value_gave():
                 counts = np.bincount(scored[mask], minlength=3)
                 expected.append({"subject": subject, "class": name, "n": int(mask.sum()), "recall": float(counts[c] / mask.sum()),
                                  "predicted": {CLASSES[k]: int(v) for k, v in enumerate(counts) if v}})
-    assert per_subject(y, scored, subjects, CLASSES) == expected
+    outcomes = per_subject(y, scored, subjects, CLASSES)
+    assert outcomes.pairs() == expected
+    assert SubjectOutcomes.model_validate({"classes": CLASSES, "pairs": expected}) == outcomes  # a 0.17 report's form
+    assert SubjectOutcomes.model_validate(json.loads(json.dumps(outcomes.to_json()))) == outcomes
 
     names, true, voted, shares = record_votes(y, y_pred, records, 3, proba)
     kept = [r for r in sorted(set(records.tolist())) if ((records == r) & (y_pred >= 0)).any()]
@@ -52,8 +60,51 @@ def test_grouping_by_one_sort_gives_what_a_scan_per_value_gave():
         mask = (records == r) & (y_pred >= 0)
         np.testing.assert_allclose(shares[k], proba[mask].mean(axis=0))
         assert true[k] == y[mask][0] and voted[k] == int(np.argmax(proba[mask].mean(axis=0)))
+    names, true, voted, shares = record_votes(y, y_pred, records, 3)  # majority vote: ties go to the first class
+    for k, r in enumerate(kept):
+        mask = (records == r) & (y_pred >= 0)
+        votes = np.bincount(y_pred[mask], minlength=3)
+        np.testing.assert_allclose(shares[k], votes / mask.sum())
+        assert voted[k] == int(np.argmax(votes))
     summary = record_level_summary(y, y_pred, records, CLASSES, fold, subjects=subjects)
-    for outcome in summary.records:
-        mask = (records == outcome.record) & (y_pred >= 0)
-        assert outcome.folds == sorted({int(f) for f in fold[mask]})
-        assert outcome.subject == subjects[records == outcome.record][0]
+    rows = summary.records.rows()
+    assert [r["record"] for r in rows] == kept
+    for outcome in rows:
+        mask = (records == outcome["record"]) & (y_pred >= 0)
+        assert outcome["folds"] == sorted({int(f) for f in fold[mask]})
+        assert outcome["subject"] == subjects[records == outcome["record"]][0]
+        assert outcome["label"] == CLASSES[y[mask][0]] and outcome["predicted"] == CLASSES[voted[kept.index(outcome["record"])]]
+    stored = summary.to_json()
+    assert RecordLevel.model_validate({**stored, "records": rows}) == summary  # a 0.17 report's form, rounded votes
+    assert RecordLevel.model_validate(json.loads(json.dumps(stored))) == summary
+
+
+def test_a_record_whose_segments_carry_two_classes_is_named():
+    y, y_pred, records = np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0]), np.array(["a", "a", "b", "b"])
+    y[3] = 0
+    with pytest.raises(ValueError, match=r"record b: segments of one per-record label carry classes \[0, 1\]"):
+        record_votes(y, y_pred, records, 2)
+
+
+def test_a_protocol_result_stored_before_columns_reads_as_the_same_result():
+    """A row's marker or a report.json of 0.17 (one dict per subject and class, one per record) reads back as the
+    columns it would hold now: `ecgpipe compare` against an older run, a kept row of an older store."""
+    from ecgpipe.classify import summarize_protocol
+    from ecgpipe.config import CVSettings
+    from ecgpipe.protocols import make_splits
+    from ecgpipe.results import ProtocolResult
+
+    y, y_pred, records, subjects, _, _ = _answers(n_records=60)
+    y_pred = np.where(y_pred < 0, y, y_pred)
+    splits, _ = make_splits("grouped_by_subject", y, subjects, CVSettings(n_splits=3))
+    result = summarize_protocol(y, y_pred, subjects, splits, CLASSES)
+    test_fold = np.full(len(y), -1)
+    for f, (_, test) in enumerate(splits):
+        test_fold[test] = f
+    result.per_record = record_level_summary(y, y_pred, records, CLASSES, test_fold, subjects=subjects)
+    stored = json.loads(json.dumps(result.to_json()))
+    older = {**stored, "per_subject": result.per_subject.pairs(),
+             "per_record": {**stored["per_record"], "records": result.per_record.records.rows()}}
+    assert ProtocolResult.model_validate(older) == ProtocolResult.model_validate(stored)
+    assert ProtocolResult.model_validate(stored).per_subject == result.per_subject
+    assert len(json.dumps(stored)) < len(json.dumps(older)) / 2  # columns: no key repeated per subject or record

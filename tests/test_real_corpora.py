@@ -101,7 +101,7 @@ def run_cinc_slice(cinc, tmp_path):
     cfg = load_config("cinc2017", {"sweep": {"classifiers": rows}, "cv": {"n_splits": 3}, "run": {"chunk_size": 32, "n_workers": 1}})
     report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"))
     assert report["skipped_records"] == []  # no record rejected: checksum 0 is "not recorded"
-    used = {r["record"].split("/")[-1] for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]}
+    used = {r.split("/")[-1] for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]["record"]}
     without = {r["record"].split("/")[-1]: r["reason"] for r in report["records_without_windows"]}
     assert used | set(without) == set(chosen) and not used & set(without)  # every labelled record accounted for
     assert all("excluded" in without[n] for n in by_label["~"][:2])

@@ -159,7 +159,7 @@ def test_patient_folders_keep_a_patients_records_on_one_side_of_every_grouped_fo
     assert report["n_subjects"] == 2 and report["subjects_per_class"] == {"normal": 2, "afib": 2}
     assert report["subject_word"] == "patient"
     grouped = report["protocols"]["grouped_by_subject"]
-    assert {s["subject"] for s in grouped["per_subject"]} == {"mitdb:pA", "mitdb:pB"}
+    assert set(grouped["per_subject"]["subject"]) == {"mitdb:pA", "mitdb:pB"}
     # each fold tests one patient folder, both of its records (never one record of each patient)
     assert [f["test_subjects"] for f in grouped["folds"]] == [1, 1]
 
@@ -190,14 +190,14 @@ def test_per_record_results_and_their_comparison_resample_patients_not_records()
     y_pred = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0])  # r1 normal, r2 afib, r3 normal, r4 normal (missed)
     endpoints = {"af": EndpointSettings(classes=["afib"])}
     by_patient = record_level_summary(y, y_pred, records, ["normal", "afib"], endpoints=endpoints, subjects=subjects)
-    assert [(r.record, r.subject, r.predicted) for r in by_patient.records] == [
+    assert [(r["record"], r["subject"], r["predicted"]) for r in by_patient.records.rows()] == [
         ("c/r1", "c:p1", "normal"), ("c/r2", "c:p1", "afib"), ("c/r3", "c:p2", "normal"), ("c/r4", "c:p2", "normal")]
     assert by_patient.endpoints["af"].ci_method.startswith("bootstrap over 2 subjects")
     assert by_patient.endpoints["af"].sensitivity == 0.5
     by_record = record_level_summary(y, y_pred, records, ["normal", "afib"], endpoints=endpoints)
     assert by_record.endpoints["af"].ci_method.startswith("bootstrap over 4 subjects")
 
-    outcomes = [(r.subject, r.record, r.label, r.predicted) for r in by_patient.records]
+    outcomes = [(r["subject"], r["record"], r["label"], r["predicted"]) for r in by_patient.records.rows()]
     grouped = one_answer_per_subject(outcomes, ["normal", "afib"])
     assert grouped.subjects == ["c:p1", "c:p2"]
     assert grouped.counts.tolist() == [[[1, 0], [0, 1]], [[1, 0], [1, 0]]]
