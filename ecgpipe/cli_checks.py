@@ -93,6 +93,16 @@ def run_json_time(out: str) -> float | None:
     return os.stat(run_json).st_mtime_ns if "://" not in out and os.path.isfile(run_json) else None
 
 
+def where_a_stop_is_told(out: str, before: float | None) -> str:
+    """Where a stopped run's counts are: its run.json, once the flow began (written since ``before``); a stop during
+    the checks or while the Prefect server started writes none (an earlier run's may be there: not this run's)."""
+    run_json = out.rstrip("/") + "/run.json"
+    if "://" in out or run_json_time(out) not in (None, before):  # an object store's: not looked at
+        return f"see {run_json}"
+    earlier = f" ({run_json} is an earlier run's)" if before is not None else ""
+    return f"stopped before the flow began: this run wrote no run.json{earlier}; `ecgpipe run` again starts from the checks"
+
+
 def with_earlier_report_note(out: str, code: int, before: float | None = None) -> int:
     """After a run that did not finish: say that the report and model in ``out`` are an earlier run's, if any (they
     stay, beside this run's config.json and run.json), so nobody reads them as this run's. Said only when this run got

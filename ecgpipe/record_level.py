@@ -30,19 +30,22 @@ def record_level_summary(y, y_pred, records, class_names: list[str], test_fold: 
     subject_of = dict(zip(np.asarray(records).tolist(), np.asarray(subjects if subjects is not None else records).tolist()))
     rule = rule or (MEAN_PROBABILITY if y_proba is not None else MAJORITY_VOTE)
     labels = np.arange(len(class_names))
-    precision, recall, f1, support = precision_recall_fscore_support(true, voted, labels=labels, zero_division=0)
+    precision, recall, f1, support = (precision_recall_fscore_support(true, voted, labels=labels, zero_division=0) if names
+                                      else (None,) * 4)  # no record scored (a leave-one-database-out fold's classes)
     cm = confusion_matrix(true, voted, labels=labels) if names else np.zeros((0, 0), dtype=np.int64)
     specificity = one_vs_rest_specificity(cm)
     outcomes = RecordOutcomes(classes=list(class_names), record=np.array(names, dtype=object),
                               subject=np.array([subject_of[n] for n in names], dtype=object), label=true, predicted=voted,
-                              votes=np.round(shares, 4), folds=record_folds(names, records, y_pred, test_fold))
+                              # Python's round of each share, as stored before 0.18.0 (numpy's scales: 1/160 -> 0.0062)
+                              votes=np.array([[round(v, 4) for v in row] for row in shares.tolist()]).reshape(shares.shape),
+                              folds=record_folds(names, records, y_pred, test_fold)) if names else None
     return RecordLevel.model_validate({
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                           "support": int(support[i]), "specificity": specificity[i]} for i, c in enumerate(class_names)} if names else {},
         "endpoints": ({k: v.to_json() for k, v in endpoint_results(true, voted, np.array([subject_of[n] for n in names]),
                                                                       class_names, endpoints).items()}
                       if names and endpoints else {}),
-        "records": outcomes if names else None,
+        "records": outcomes,
         "rule": rule,
         "n_records": len(names),
         "accuracy": float(accuracy_score(true, voted)) if names else None,

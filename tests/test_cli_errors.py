@@ -925,3 +925,19 @@ def test_a_misdirected_path_gets_a_message_that_says_what_to_give(tmp_path, caps
     assert code == 2 and "does not exist: no run was written there (a typo in --out?)" in err, err
     code, _, err = _run(capsys, "status", "--out", str(run))
     assert code == 2 and "holds no run (no config.json); give --config" in err, err
+
+
+def test_a_stop_before_the_flow_does_not_send_anyone_to_a_run_json_it_did_not_write(tmp_path):
+    """Ctrl-C or SIGTERM during the checks of the corpus (or while the Prefect server starts) writes no run.json:
+    the console says so, and says that a run.json there is an earlier run's, instead of pointing at it."""
+    from ecgpipe.cli_checks import run_json_time, where_a_stop_is_told
+
+    out = str(tmp_path)
+    told = where_a_stop_is_told(out, run_json_time(out))
+    assert "this run wrote no run.json;" in told and "earlier" not in told
+    (tmp_path / "run.json").write_text("{}")
+    before = run_json_time(out)
+    assert f"({out}/run.json is an earlier run's)" in where_a_stop_is_told(out, before)
+    os.utime(tmp_path / "run.json", ns=(before + 10**9, before + 10**9))  # the flow began and wrote its counts
+    assert where_a_stop_is_told(out, before) == f"see {out}/run.json"
+    assert where_a_stop_is_told("s3://bucket/run/", None) == "see s3://bucket/run/run.json"  # not looked at

@@ -334,12 +334,15 @@ def test_compare_cli_pairs_two_runs_of_the_same_windows(flow_run, tmp_path):
     for scope in result["scopes"]:  # a run against itself: no difference, in any metric or endpoint
         assert all(d["difference"] in (0, None) and d["ci95"] in ([0.0, 0.0], None) for d in scope["comparison"]["differences"])
     grouped = next(s for s in result["scopes"] if s["protocol"] == "grouped_by_subject")["comparison"]
-    assert grouped["n_subjects"] == len({s["subject"] for s in flow_run["report"]["protocols"]["grouped_by_subject"]["per_subject"]})
+    assert grouped["n_subjects"] == len(set(flow_run["report"]["protocols"]["grouped_by_subject"]["per_subject"]["subject"]))
     assert {d["metric"] for d in grouped["differences"]} >= {"accuracy", "balanced_accuracy", "macro_f1"}
     assert "| macro_f1 |" in proc.stdout and "no difference shown" in proc.stdout
     # another run's windows (one patient's windows of one class gone): refused, naming the patient
     report = json.loads((out / "report.json").read_text())
-    dropped = report["protocols"]["grouped_by_subject"]["per_subject"].pop(0)
+    pairs = report["protocols"]["grouped_by_subject"]["per_subject"]  # columns: drop the first (subject, class) pair
+    dropped = {"subject": pairs["subject"][0], "class": pairs["classes"][pairs["class"][0]], "n": sum(pairs["called"][0])}
+    for column in ("subject", "class", "called"):
+        del pairs[column][0]
     other = tmp_path / "other" / "report.json"
     other.parent.mkdir()
     other.write_text(json.dumps(report))

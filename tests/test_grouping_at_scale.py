@@ -108,3 +108,19 @@ def test_a_protocol_result_stored_before_columns_reads_as_the_same_result():
     assert ProtocolResult.model_validate(older) == ProtocolResult.model_validate(stored)
     assert ProtocolResult.model_validate(stored).per_subject == result.per_subject
     assert len(json.dumps(stored)) < len(json.dumps(older)) / 2  # columns: no key repeated per subject or record
+
+
+def test_vote_shares_are_stored_as_before_and_no_scored_record_means_no_outcomes():
+    """Each record's vote shares keep Python's rounding to 4 decimals, as stored before 0.18.0 (numpy's rounding
+    scales first: 1/160 -> 0.0062, Python's 0.0063); a per-record database none of whose windows was scored (left out
+    of a leave-one-database-out protocol) has no outcome columns, and empty columns read back."""
+    from ecgpipe.results import RecordOutcomes
+
+    y = np.zeros(160, dtype=np.int64)
+    y_pred = np.r_[np.zeros(159, dtype=np.int64), 1]
+    summary = record_level_summary(y, y_pred, np.array(["d/r"] * 160), ["normal", "afib"], np.zeros(160, dtype=np.int64))
+    assert summary.records.rows()[0]["votes"] == {"normal": round(159 / 160, 4), "afib": 0.0063}
+    none_scored = record_level_summary(y, np.full(160, -1), np.array(["d/r"] * 160), ["normal", "afib"], np.zeros(160, dtype=np.int64))
+    assert none_scored.n_records == 0 and none_scored.records is None and none_scored.accuracy is None
+    empty = RecordOutcomes(classes=["normal"], folds=np.zeros((0, 0), dtype=np.int16))
+    assert len(empty) == 0 and RecordOutcomes.model_validate(empty.to_json()) == empty and empty.rows() == []

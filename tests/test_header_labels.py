@@ -17,6 +17,7 @@ import pytest
 from ecgpipe.config import DatabaseSettings, PipelineConfig
 from ecgpipe.labels import classes_named, header_codes, label_of_codes
 from ecgpipe.records import RecordError
+from ecgpipe.results import RecordOutcomes
 
 AF, AFL, NSR, RBBB, PACED = "164889003", "164890007", "426783006", "59118001", "10370003"  # SNOMED CT codes
 
@@ -179,7 +180,8 @@ def test_a_dx_labelled_database_runs_end_to_end_and_evaluates(cinc, tmp_path, pr
     codes = write_dx_dataset(cinc, tmp_path / "data" / "cinc2017", n_per_class=9)
     (tmp_path / "dx.toml").write_text(HEADER_TOML)
     report = run_pipeline(load(HEADER_TOML), str(tmp_path / "data"), str(tmp_path / "out"))
-    used = {r["record"].split("/")[-1]: r for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]}
+    outcomes = RecordOutcomes.model_validate(report["protocols"]["grouped_by_subject"]["per_record"]["records"])
+    used = {r["record"].split("/")[-1]: r for r in outcomes.rows()}
     without = {r["record"].split("/")[-1]: r["reason"] for r in report["records_without_windows"]}
     failed = {r["record"].split("/")[-1]: r["error"] for r in report["skipped_records"]}
     assert set(used) | set(without) | set(failed) == set(codes)  # every record accounted for, once

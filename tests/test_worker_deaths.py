@@ -116,7 +116,7 @@ def test_a_record_that_kills_its_worker_fails_alone_and_the_run_completes(tmp_pa
     skipped = {s["record"]: s["error"] for s in report["skipped_records"]}
     path = str(tmp_path / "data" / "cinc2017" / killer)  # its path, as other failed records are named
     assert list(skipped) == [path] and f"died {DEATHS_ALLOWED} times" in skipped[path]
-    used = {r["record"] for r in report["protocols"]["grouped_by_subject"]["per_record"]["records"]}
+    used = set(report["protocols"]["grouped_by_subject"]["per_record"]["records"]["record"])
     assert used == {f"cinc2017/{n}" for n in names if n != killer}  # every other record, none lost with its batch
     assert report["record_accounting"]["failed"] == 1
     # what is left: the failed record's attempt, marked (a retry of its batch in this run would not try it again);
@@ -130,7 +130,7 @@ def test_a_record_that_kills_its_worker_fails_alone_and_the_run_completes(tmp_pa
     report = run_pipeline(cfg, str(tmp_path / "data"), str(out))
     assert report["skipped_records"] == []
     assert json.loads((out / "run.json").read_text())["stages"]["segments"]["computed"] == 1
-    assert len(report["protocols"]["grouped_by_subject"]["per_record"]["records"]) == len(names)
+    assert len(report["protocols"]["grouped_by_subject"]["per_record"]["records"]["record"]) == len(names)
 
 
 def test_the_hook_kills_only_the_named_record(monkeypatch):

@@ -183,18 +183,21 @@ class FoldJob:
 @dataclass(frozen=True, eq=False)  # __eq__ below
 class FoldResult:
     """One outer fold's answers, as arrays (Python lists were ~208 bytes per window, row and protocol in the flow
-    process until the stage ended: 1.7 GiB at 900 000 windows, five rows, two protocols; arrays ~29)."""
+    process until the stage ended: 1.7 GiB at 900 000 windows, five rows, two protocols; arrays 34 with three classes'
+    probabilities, 10 without)."""
 
     test: np.ndarray  # the test rows (indices into the row's data)
     predicted: np.ndarray  # their predicted class indices
     chosen: dict  # the inner CV's choice (tuned classifiers)
-    probabilities: np.ndarray | None = None  # (n_test, n_classes) float32, when the record rule is the mean probability
+    # (n_test, n_classes), when the record rule is the mean probability; float64 as they were: the records' mean
+    # probabilities, their 4-decimal shares and near-tied answers stay those of earlier versions
+    probabilities: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "test", np.asarray(self.test, dtype=np.int64))
         object.__setattr__(self, "predicted", np.asarray(self.predicted, dtype=np.int16))
         if self.probabilities is not None:
-            proba = np.asarray(self.probabilities, dtype=np.float32)
+            proba = np.asarray(self.probabilities, dtype=np.float64)
             object.__setattr__(self, "probabilities", proba.reshape(len(self.test), -1) if proba.size else proba)
 
     def __eq__(self, other) -> bool:  # arrays compare element-wise: compare the stored forms
@@ -206,7 +209,7 @@ class FoldResult:
         """The stored form (``plan.write_fold``): lists, and the inner CV's numpy scalars as plain numbers."""
         return {"test": self.test.tolist(), "predicted": self.predicted.tolist(),
                 "chosen": json.loads(json.dumps(self.chosen, default=lambda v: v.item())),
-                "probabilities": None if self.probabilities is None else np.round(self.probabilities.astype(np.float64), 6).tolist()}
+                "probabilities": None if self.probabilities is None else self.probabilities.tolist()}
 
 
 def for_row(data: ClassificationData, cfg: PipelineConfig) -> ClassificationData:
@@ -243,7 +246,6 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
     groups = data.subjects if protocols.protocol(protocol).grouped else None
     pred, chosen, proba = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups,
                                       len(cfg.class_names), data.subjects, cfg.cv.seed)
-    # rounded as the kept fold's marker stores them: a fold read back gives the same record answers as a fresh one
     return FoldResult(test, pred, chosen, None if proba is None else np.round(proba, 6))
 
 

@@ -102,7 +102,7 @@ def measure(n_records: int) -> dict:
     _, objects_load_s = timed(lambda: Outcomes017.model_validate(json.loads(old_stored)))
 
     test = np.flatnonzero(fold == 0)  # one fold's answers, as a classify task returns them
-    _, arrays_mib = held(lambda: FoldResult(test, y_pred[test], {}, np.round(proba[test], 6)))
+    _, arrays_mib = held(lambda: FoldResult(test.copy(), y_pred[test], {}, np.round(proba[test], 6)))
     _, lists_mib = held(lambda: (test.tolist(), y_pred[test].tolist(), np.round(proba[test], 6).tolist()))
     return {
         "bench": "outcomes", "records": n_records, "windows": len(y), "summary_s": round(summary_s, 2),
