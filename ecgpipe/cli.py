@@ -60,7 +60,7 @@ def cmd_run(args) -> int:
         report = run_pipeline(cfg, args.data_dir, args.out, scheduler=args.scheduler, strict=args.strict or None,
                               download=args.download)
     except (RunInterrupted, KeyboardInterrupt) as exc:
-        print(f"\necgpipe: {str(exc) or 'interrupted'}; {cli_checks.where_a_stop_is_told(args.out, started)}", file=sys.stderr)
+        print(f"\necgpipe: {str(exc) or 'interrupted'}{cli_checks.where_a_stop_is_told(args.out, started, exc)}", file=sys.stderr)
         return with_earlier_report_note(args.out, 130, started)
     except StageFailed as exc:  # some units failed: a rerun recomputes only those (the message says so)
         print(f"\necgpipe: run failed: {exc}", file=sys.stderr)

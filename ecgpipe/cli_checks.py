@@ -87,23 +87,28 @@ def earlier_report_note(out: str) -> str | None:
     return f"note: {files} in {out} are still those of an earlier run (written {when}), not this run's"
 
 
-def run_json_time(out: str) -> float | None:
+def run_json_time(out: str) -> int | None:
     """When ``out``'s run.json was last written (None: there is none)."""
     run_json = os.path.join(out, "run.json")
     return os.stat(run_json).st_mtime_ns if "://" not in out and os.path.isfile(run_json) else None
 
 
-def where_a_stop_is_told(out: str, before: float | None) -> str:
-    """Where a stopped run's counts are: its run.json, once the flow began (written since ``before``); a stop during
-    the checks or while the Prefect server started writes none (an earlier run's may be there: not this run's)."""
+def where_a_stop_is_told(out: str, before: int | None, exc: BaseException | None = None) -> str:
+    """Where a stopped run's counts are ("; see OUT/run.json"): its run.json, once the flow wrote it (since
+    ``before``); a stop during the checks or while the Prefect server started writes none, and a run.json there is
+    an earlier run's. Nothing for a run whose folder another run took over (its message says so; the run.json
+    there is the other run's)."""
+    from ecgpipe.orchestration.interrupt import LockLost
+
     run_json = out.rstrip("/") + "/run.json"
+    if isinstance(exc, LockLost):
+        return ""
     if "://" in out or run_json_time(out) not in (None, before):  # an object store's: not looked at
-        return f"see {run_json}"
-    earlier = f" ({run_json} is an earlier run's)" if before is not None else ""
-    return f"stopped before the flow began: this run wrote no run.json{earlier}; `ecgpipe run` again starts from the checks"
+        return f"; see {run_json}"
+    return "; this run wrote no run.json" + (f" ({run_json} is an earlier run's)" if before is not None else "")
 
 
-def with_earlier_report_note(out: str, code: int, before: float | None = None) -> int:
+def with_earlier_report_note(out: str, code: int, before: int | None = None) -> int:
     """After a run that did not finish: say that the report and model in ``out`` are an earlier run's, if any (they
     stay, beside this run's config.json and run.json), so nobody reads them as this run's. Said only when this run got
     going (run.json written since ``before``, its time when the run began): a run refused before it started (the

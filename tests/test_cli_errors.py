@@ -931,13 +931,28 @@ def test_a_stop_before_the_flow_does_not_send_anyone_to_a_run_json_it_did_not_wr
     """Ctrl-C or SIGTERM during the checks of the corpus (or while the Prefect server starts) writes no run.json:
     the console says so, and says that a run.json there is an earlier run's, instead of pointing at it."""
     from ecgpipe.cli_checks import run_json_time, where_a_stop_is_told
+    from ecgpipe.orchestration.interrupt import LockLost, RunInterrupted
 
     out = str(tmp_path)
-    told = where_a_stop_is_told(out, run_json_time(out))
-    assert "this run wrote no run.json;" in told and "earlier" not in told
+    assert where_a_stop_is_told(out, run_json_time(out)) == "; this run wrote no run.json"
     (tmp_path / "run.json").write_text("{}")
     before = run_json_time(out)
-    assert f"({out}/run.json is an earlier run's)" in where_a_stop_is_told(out, before)
+    assert where_a_stop_is_told(out, before, RunInterrupted("x")) == f"; this run wrote no run.json ({out}/run.json is an earlier run's)"
     os.utime(tmp_path / "run.json", ns=(before + 10**9, before + 10**9))  # the flow began and wrote its counts
-    assert where_a_stop_is_told(out, before) == f"see {out}/run.json"
-    assert where_a_stop_is_told("s3://bucket/run/", None) == "see s3://bucket/run/run.json"  # not looked at
+    assert where_a_stop_is_told(out, before) == f"; see {out}/run.json"
+    assert where_a_stop_is_told(out, before, LockLost("taken over")) == ""  # the run.json there is the other run's
+    assert where_a_stop_is_told("s3://bucket/run/", None) == "; see s3://bucket/run/run.json"  # not looked at
+
+
+def test_ctrl_c_before_the_flow_is_told_by_the_command_without_a_run_json(tmp_path, physionet, monkeypatch, capsys):
+    """`ecgpipe run` stopped before its flow began: exit 130, and the line says no run.json was written."""
+    import flows.ecg_pipeline
+    from ecgpipe.cli import main
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.ecg_pipeline, "run_pipeline", stopped)
+    assert main(["run", "--config", "paper4", "--data-dir", str(physionet), "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "ecgpipe: interrupted; this run wrote no run.json" in err and "see " not in err

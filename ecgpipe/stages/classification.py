@@ -246,6 +246,7 @@ def evaluate_fold(data: ClassificationData, cfg: PipelineConfig, protocol: str, 
     groups = data.subjects if protocols.protocol(protocol).grouped else None
     pred, chosen, proba = fit_predict(data.matrix(cfg.classifier), data.y, train, test, cfg.classifier, data.n_cnn, groups,
                                       len(cfg.class_names), data.subjects, cfg.cv.seed)
+    # rounded once, here: a kept fold's marker stores them as they are, so a fold read back equals a fresh one
     return FoldResult(test, pred, chosen, None if proba is None else np.round(proba, 6))
 
 
