@@ -86,15 +86,12 @@ def test_a_record_whose_segments_carry_two_classes_is_named():
         record_votes(y, y_pred, records, 2)
 
 
-def test_a_protocol_result_stored_before_columns_reads_as_the_same_result():
-    """A row's marker or a report.json of 0.17 (one dict per subject and class, one per record) reads back as the
-    columns it would hold now: `ecgpipe compare` against an older run, a kept row of an older store."""
+def _protocol_result(n_records: int):
     from ecgpipe.classify import summarize_protocol
     from ecgpipe.config import CVSettings
     from ecgpipe.protocols import make_splits
-    from ecgpipe.results import ProtocolResult
 
-    y, y_pred, records, subjects, _, _ = _answers(n_records=60)
+    y, y_pred, records, subjects, _, _ = _answers(n_records=n_records)
     y_pred = np.where(y_pred < 0, y, y_pred)
     splits, _ = make_splits("grouped_by_subject", y, subjects, CVSettings(n_splits=3))
     result = summarize_protocol(y, y_pred, subjects, splits, CLASSES)
@@ -102,6 +99,15 @@ def test_a_protocol_result_stored_before_columns_reads_as_the_same_result():
     for f, (_, test) in enumerate(splits):
         test_fold[test] = f
     result.per_record = record_level_summary(y, y_pred, records, CLASSES, test_fold, subjects=subjects)
+    return result
+
+
+def test_a_protocol_result_stored_before_columns_reads_as_the_same_result():
+    """A row's marker or a report.json of 0.17 (one dict per subject and class, one per record) reads back as the
+    columns it would hold now: `ecgpipe compare` against an older run, a kept row of an older store."""
+    from ecgpipe.results import ProtocolResult
+
+    result = _protocol_result(60)
     stored = json.loads(json.dumps(result.to_json()))
     older = {**stored, "per_subject": result.per_subject.pairs(),
              "per_record": {**stored["per_record"], "records": result.per_record.records.rows()}}
@@ -124,3 +130,20 @@ def test_vote_shares_are_stored_as_before_and_no_scored_record_means_no_outcomes
     assert none_scored.n_records == 0 and none_scored.records is None and none_scored.accuracy is None
     empty = RecordOutcomes(classes=["normal"], folds=np.zeros((0, 0), dtype=np.int16))
     assert len(empty) == 0 and RecordOutcomes.model_validate(empty.to_json()) == empty and empty.rows() == []
+
+
+def test_report_json_holds_each_outcome_column_on_one_line():
+    """report.json stays indented, but a column of outcomes is one line, not one line per value (a million lines
+    per protocol at 300 000 records); it reads back as the report it was written from."""
+    from ecgpipe.report import report_json_text
+
+    stored = _protocol_result(300).to_json()
+    report = {"config_name": "scale", "protocols": {"grouped_by_subject": stored, "none": {"n_folds": 0}},
+              "skipped_records": [{"record": "d/x", "error": "bad"}]}
+    text = report_json_text(report)
+    assert json.loads(text) == report
+    indented = json.dumps(report, indent=2)
+    assert len(text.splitlines()) < 200 and len(indented.splitlines()) > 20 * len(text.splitlines())
+    assert '"subject": ["s' in text and '"called": [[' in text and '"folds": [[' in text
+    assert '"skipped_records": [\n    {' in text  # other lists indented as before
+    assert report_json_text({"config_name": "no protocols"}) == json.dumps({"config_name": "no protocols"}, indent=2)
