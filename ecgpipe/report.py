@@ -262,7 +262,7 @@ def records_csv(outcomes: dict) -> str:
 
 def report_json_text(report: dict) -> str:
     """report.json's text: indented, but each column of a protocol's outcomes (``per_subject``, ``per_record.records``)
-    on one line. ``json.dumps(indent=2)`` puts every value of a list on a line of its own: a million lines per
+    on one line. ``json.dumps(indent=2)`` puts every value of a list on a line of its own: millions of lines per
     protocol at 300 000 records, where a column is one line now."""
     token, parked = f"@@column-{uuid.uuid4().hex}-", {}
 

@@ -133,7 +133,7 @@ def test_vote_shares_are_stored_as_before_and_no_scored_record_means_no_outcomes
 
 
 def test_report_json_holds_each_outcome_column_on_one_line():
-    """report.json stays indented, but a column of outcomes is one line, not one line per value (a million lines
+    """report.json stays indented, but a column of outcomes is one line, not one line per value (millions of lines
     per protocol at 300 000 records); it reads back as the report it was written from."""
     from ecgpipe.report import report_json_text
 
