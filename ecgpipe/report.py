@@ -267,7 +267,7 @@ def report_json_text(report: dict) -> str:
     token, parked = f"@@column-{uuid.uuid4().hex}-", {}
 
     def park(columns: dict | None) -> dict | None:  # each column's compact JSON, held aside; a placeholder in its place
-        if not columns:
+        if not isinstance(columns, dict) or not columns:  # None, or the list form of reports before 0.18.0
             return columns
         out = {}
         for name, value in columns.items():
@@ -281,8 +281,8 @@ def report_json_text(report: dict) -> str:
     protocols = {}
     for name, p in report.get("protocols", {}).items():
         p = {**p, "per_subject": park(p["per_subject"])} if "per_subject" in p else dict(p)
-        if p.get("per_record"):
-            p["per_record"] = {**p["per_record"], "records": park(p["per_record"].get("records"))}
+        if p.get("per_record") and "records" in p["per_record"]:
+            p["per_record"] = {**p["per_record"], "records": park(p["per_record"]["records"])}
         protocols[name] = p
     text = json.dumps({**report, "protocols": protocols} if "protocols" in report else report, indent=2)
     return re.sub(f'"{token}[0-9]+"', lambda m: parked[m.group(0)], text)
