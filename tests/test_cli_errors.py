@@ -953,6 +953,10 @@ def test_ctrl_c_before_the_flow_is_told_by_the_command_without_a_run_json(tmp_pa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(flows.ecg_pipeline, "run_pipeline", stopped)
-    assert main(["run", "--config", "paper4", "--data-dir", str(physionet), "--out", str(tmp_path / "out")]) == 130
+    # --verbose: the quiet console would set Prefect's logging up on this test's captured stderr, closed after it
+    # (every later test's log line then failed), and leave its environment variable set for the tests after it
+    monkeypatch.setattr("ecgpipe.orchestration.console.quiet_console", lambda: None)
+    argv = ["run", "--config", "paper4", "--data-dir", str(physionet), "--out", str(tmp_path / "out"), "--verbose"]
+    assert main(argv) == 130
     err = capsys.readouterr().err
     assert "ecgpipe: interrupted; this run wrote no run.json" in err and "see " not in err

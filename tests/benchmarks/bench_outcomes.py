@@ -4,12 +4,14 @@
 
 Synthetic CinC-like answers (three 10-s windows per record, each record its own subject, three classes, five
 grouped folds, mean-probability records): for one row and one protocol, the live Python memory (``tracemalloc``)
-and the stored JSON of its per-subject and per-record outcomes, and the seconds to read them back from JSON
-(what every rerun and ``ecgpipe status`` do with each row's marker), in the form 0.18.0 holds (columns:
+and the stored JSON of its per-subject and per-record outcomes, and the seconds to read them back from JSON (what
+every rerun and ``ecgpipe status`` do with each row's marker), in the form 0.18.0 holds (columns:
 ``results.SubjectOutcomes``, ``RecordOutcomes``) and in the form 0.17.0 held (one pydantic object per subject and
-class and per record: the models below are 0.17.0's, copied). Then the same for the folds' answers as the classify
-tasks return them (``stages.classification.FoldResult``: arrays, against the Python lists of 0.17.0). A run holds
-these for every row and protocol at once (five rows, two protocols: ten times the figures). One JSON line per size.
+class and per record: the models below are 0.17.0's, copied). Then report.json holding them: its lines, size and
+write time with each column on one line (``report.report_json_text``) against ``json.dumps(indent=2)``'s value per
+line. Then the folds' answers as the classify tasks return them (``stages.classification.FoldResult``: arrays,
+against the Python lists of 0.17.0). A run holds these for every row and protocol at once (five rows, two
+protocols: ten times the figures). One JSON line per size.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ecgpipe.classify import per_subject
 from ecgpipe.record_level import record_level_summary
+from ecgpipe.report import report_json_text
 from ecgpipe.results import RecordLevel, SubjectOutcomes
 from ecgpipe.stages.classification import FoldResult
 
@@ -101,6 +104,10 @@ def measure(n_records: int) -> dict:
     _, objects_mib = held(lambda: Outcomes017.model_validate_json(old_stored))
     _, objects_load_s = timed(lambda: Outcomes017.model_validate(json.loads(old_stored)))
 
+    report = {"protocols": {"grouped_by_subject": {"per_subject": subjects.to_json(), "per_record": records_level.to_json()}}}
+    columns_text, columns_write_s = timed(lambda: report_json_text(report))  # report.json as 0.18.0 writes it
+    indented_text, indented_write_s = timed(lambda: json.dumps(report, indent=2))  # a value per line, as before
+
     test = np.flatnonzero(fold == 0)  # one fold's answers, as a classify task returns them
     _, arrays_mib = held(lambda: FoldResult(test.copy(), y_pred[test], {}, np.round(proba[test], 6)))
     _, lists_mib = held(lambda: (test.tolist(), y_pred[test].tolist(), np.round(proba[test], 6).tolist()))
@@ -110,6 +117,9 @@ def measure(n_records: int) -> dict:
         "memory_ratio": round(objects_mib / columns_mib, 1),
         "columns_json_mb": round(len(stored) / 1e6, 1), "objects_017_json_mb": round(len(old_stored) / 1e6, 1),
         "columns_load_s": round(columns_load_s, 2), "objects_017_load_s": round(objects_load_s, 2),
+        "report_json": {"lines": len(columns_text.splitlines()), "indented_lines": len(indented_text.splitlines()),
+                        "mb": round(len(columns_text) / 1e6, 1), "indented_mb": round(len(indented_text) / 1e6, 1),
+                        "write_s": round(columns_write_s, 2), "indented_write_s": round(indented_write_s, 2)},
         "fold_answers_bytes_per_window": {"arrays": round(arrays_mib * 2**20 / len(test), 1),
                                           "lists_017": round(lists_mib * 2**20 / len(test), 1)},
         "note": "one row, one protocol; a run holds every row's and protocol's at once",
