@@ -12,6 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
+# Prefect sets its logging up when first imported, on the sys.stderr of that moment: here, pytest's session-long
+# capture, not the capsys stream of a test below (closed after it: every later test's log line would fail)
+import flows.ecg_pipeline  # noqa: F401
 from ecgpipe.cli import main
 from ecgpipe.records import RecordError
 
@@ -946,15 +949,12 @@ def test_a_stop_before_the_flow_does_not_send_anyone_to_a_run_json_it_did_not_wr
 
 def test_ctrl_c_before_the_flow_is_told_by_the_command_without_a_run_json(tmp_path, physionet, monkeypatch, capsys):
     """`ecgpipe run` stopped before its flow began: exit 130, and the line says no run.json was written."""
-    import flows.ecg_pipeline
-    from ecgpipe.cli import main
-
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(flows.ecg_pipeline, "run_pipeline", stopped)
-    # --verbose: the quiet console would set Prefect's logging up on this test's captured stderr, closed after it
-    # (every later test's log line then failed), and leave its environment variable set for the tests after it
+    # --verbose, and the quiet console left alone: it would set Prefect's logging up again on this test's captured
+    # stderr (closed after it) and leave its environment variable set for the tests after it
     monkeypatch.setattr("ecgpipe.orchestration.console.quiet_console", lambda: None)
     argv = ["run", "--config", "paper4", "--data-dir", str(physionet), "--out", str(tmp_path / "out"), "--verbose"]
     assert main(argv) == 130
