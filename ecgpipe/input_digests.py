@@ -99,7 +99,7 @@ class InputDigests:
         # trusted: with "stamp" what the last run kept and this one computed; with "content" only this run's
         self.entries: dict[str, dict[str, list[str]]] = self._kept if verify == "stamp" else {}
         self.hashed = 0  # records whose files this object read (not reused)
-        self._new = False
+        self.new = 0  # digests computed here and trusted for the next run, not kept on disk yet
 
     @classmethod
     def of_run(cls, out, verify: str = "stamp", preflight: bool = False) -> InputDigests:
@@ -142,20 +142,20 @@ class InputDigests:
         after, newest = files_stamp(absolute)
         if complete and after == stamp and newest < time.time_ns() - SETTLE_S * 1e9:
             self.entries.setdefault(folder, {})[names] = [stamp, digest]
-            self._new = True
+            self.new += 1
         return digest
 
     def signal(self, db_dir: str | Path, record: str) -> str:
         """``keys.signal_digest``: the record's header and signal files, not its annotations."""
         return self(record_files(db_dir, record, "")[:-1])
 
-    def save(self) -> None:
-        """Write the digests known now when any is new (entries of records not planned this time are kept: a pilot
+    def save(self) -> bool:
+        """Write the digests known now when any is new; whether they are on disk (entries of records not planned this time are kept: a pilot
         run of a few records does not make the next full run read the others again; those of records whose first
         file, the header, is gone from a folder still there are dropped). A folder that cannot be written costs only the hashing next time,
         never the run."""
-        if self.location is None or not self._new:
-            return
+        if self.location is None or not self.new:
+            return not self.new
         known = self.entries
         if known is not self._kept:  # "content": this run's digests over the ones kept before
             known = {folder: {**self._kept.get(folder, {}), **records} for folder, records in self.entries.items()}
@@ -163,9 +163,11 @@ class InputDigests:
         known = {folder: kept for folder, records in known.items() if (kept := _still_there(folder, records))}
         try:
             self.location.write_text(CACHE, json.dumps({"version": _version(), "digests": known}))
-            self._new = False
+            self.new = 0
+            return True
         except Exception as exc:  # a full disk, a read-only folder, an object store refusing: never the run's end
             logging.getLogger(__name__).warning(f"{self.location.child(CACHE)}: input digests not kept ({exc})")
+            return False
 
 
 FINGERPRINT_BYTES = 65536  # read from each end of each signal file

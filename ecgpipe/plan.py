@@ -139,7 +139,12 @@ class RunPlan:
         inputs = InputDigests.of_run(out, cfg.run.verify)  # the preflight's, when it ran in this process
         units = _PREFLIGHT_UNITS.pop(_handoff(cfg, data_dir, out), None)
         if units is None:
-            units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
+            try:
+                units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
+            except interrupt.RunInterrupted as exc:  # stopped while hashing (a job's time limit): the next run goes on from here
+                if not isinstance(exc, interrupt.LockLost):
+                    inputs.save()
+                raise
         absent, unlisted = set(), []
         for db in cfg.databases:
             mine = [u for u in units if u.database == db]

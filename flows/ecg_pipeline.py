@@ -47,7 +47,7 @@ from ecgpipe.orchestration.cluster import (
     task_runner,
 )
 from ecgpipe.orchestration.interrupt import LockLost, RunInterrupted, check, forget_stops, interruptible, stop_because
-from ecgpipe.orchestration.preflight import preflight
+from ecgpipe.orchestration.preflight import keep_digests_read, preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.plan import forget_preflight
 from ecgpipe.report import write_report
@@ -125,13 +125,18 @@ def run_pipeline(cfg: PipelineConfig, data_dir: str | None, out_dir: str, schedu
                  strict: bool | None = None, download: bool = False) -> dict:
     """Check the inputs, lock the output folder, then run the flow on a local Dask cluster (or ``scheduler``) with
     one Prefect API; returns the report. Ctrl-C and SIGTERM stop it cleanly from here on (the checks of a large
-    corpus take minutes), before anything is created or at the next check of the flow."""
+    corpus take minutes), before anything but the digests of the records read is kept, or at the next check of the flow."""
     forget_stops()  # a new run: no stop asked for yet (one run's lost lock must not stop the next in this process)
     with interruptible():
         if Location(str(out_dir)).local_root:  # a folder another run holds: refused before the checks read the corpus
             refuse_if_held(Location(str(out_dir)).local_root)
-        units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
-        check()  # a signal after the last record's check: before the lock, the server and the cluster
+        try:
+            units = preflight(cfg, data_dir, download, str(out_dir))  # bad settings and missing data fail here, before anything is created
+            check()  # a signal after the last record's check: before the lock, the server and the cluster
+        except LockLost:
+            raise
+        except RunInterrupted as exc:  # the digests read so far are kept: a job stopped here again starts where this one stopped
+            raise RunInterrupted(f"{exc}{keep_digests_read(cfg, str(out_dir))}") from None
         try:
             return _run_checked(cfg, data_dir, out_dir, units, scheduler, strict, download)
         except TerminationSignal as exc:  # SIGTERM while Prefect's own handler was in place (its flow run starting)

@@ -189,34 +189,58 @@ def test_a_held_folder_is_refused_before_the_corpus_is_planned_and_a_run_whose_l
         assert not interrupt.requested()  # the next run starts clean
 
 
-def test_sigterm_while_the_corpus_is_checked_stops_before_anything_is_created(tmp_path, physionet, monkeypatch):
-    """The checks before a run hash every record (minutes at 300 000 records) and a batch system sends SIGKILL soon
-    after its SIGTERM (SLURM: 30 s): a real SIGTERM to this process stops the run at the next record, before its
-    folder, lock or server exist (before 0.17.0 it took the process down at once, or was seen only once the flow
-    ran). The signal handlers are this process's own again afterwards."""
+def test_sigterm_while_the_corpus_is_checked_stops_at_once_keeping_the_digests_read(tmp_path, physionet, monkeypatch):
+    """The checks before a run hash every record (minutes at 300 000 records, hours for terabytes of Holter data) and
+    a batch system sends SIGKILL soon after its SIGTERM (SLURM: 30 s): a real SIGTERM to this process stops the run at
+    the next record, before its lock, run.json, store or server exist (before 0.17.0 it took the process down at once,
+    or was seen only once the flow ran). The digests of the records read so far are kept (before 0.19.0 none were: a
+    corpus that takes longer to hash than a job may run never got past the checks), and so are those the flow's plan
+    reads when it plans afresh (a deployment's run). The signal handlers are this process's own again afterwards."""
     import signal
 
     from ecgpipe import input_digests
+    from ecgpipe.orchestration import interrupt
     from ecgpipe.orchestration.interrupt import RunInterrupted
+    from ecgpipe.plan import RunPlan
+    from ecgpipe.stages.segments import plan_records
     from flows.ecg_pipeline import run_pipeline
 
     real, calls = input_digests.InputDigests.__call__, []
 
     def hashed(self, paths):
         calls.append(paths)
-        if len(calls) == 3:
+        if len(calls) in stops:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, paths)
 
     monkeypatch.setattr(input_digests.InputDigests, "__call__", hashed)
     before = signal.getsignal(signal.SIGTERM)
-    cfg = load_config("paper4", {"databases": {"mitdb": {"records": ["100", "101", "103", "105", "106", "108"]}}})
-    out = tmp_path / "out"
-    with pytest.raises(RunInterrupted, match="interrupted by SIGTERM"):
+    records = ["100", "101", "103", "105", "106", "108"]
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": records}}})  # and vfdb's 22
+    out, stops = tmp_path / "out", {3}
+    with pytest.raises(RunInterrupted, match=r"interrupted by SIGTERM.*input digests of the 2 record\(s\) read before the stop are kept"):
         run_pipeline(cfg, str(physionet), str(out))
     assert len(calls) == 3  # the third record, asked for as the signal came, was not hashed: its check stopped the run
-    assert not out.exists() or not list(out.iterdir())  # no lock, no run.json, no store
+    assert sorted(p.name for p in out.iterdir()) == ["inputs"]  # no lock, no run.json, no store: the digests alone
     assert signal.getsignal(signal.SIGTERM) is before
+
+    def read_by_a_new_plan() -> tuple[int, int]:  # (records read, records planned)
+        stops.clear()  # no signal outside a run
+        digests = input_digests.InputDigests(str(out))
+        planned = plan_records(cfg, physionet, digest_of=digests)
+        return digests.hashed, len(planned)
+
+    read, planned = read_by_a_new_plan()
+    assert planned == len(records) + 22 and read == planned - 2  # the next run reads only the records not read before
+
+    calls.clear()
+    stops = {2}  # the flow's plan, hashing afresh (no preflight in its process): stopped at its second record
+    (out / "inputs" / "digests.json").unlink()
+    interrupt.forget_stops()
+    with interrupt.interruptible(), pytest.raises(RunInterrupted, match="interrupted by SIGTERM"):
+        RunPlan.create(cfg, str(physionet), str(out), download=False)
+    read, planned = read_by_a_new_plan()
+    assert read == planned - 1
 
 
 def test_a_report_is_replaced_as_a_set_or_not_at_all(tmp_path, monkeypatch):

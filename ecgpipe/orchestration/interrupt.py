@@ -9,7 +9,8 @@ sends SIGKILL soon after its SIGTERM (SLURM: 30 s); during the plan's checks tha
 server behind. Inside the flow, the flow then ends as failed, ``run.json`` says ``"interrupted"``, the local Dask
 cluster and the temporary Prefect server are shut down, and markers stay consistent (a unit's marker is written after
 its data), so a rerun resumes; stopped before the flow (the checks of the corpus), the run exits having written
-nothing. A second Ctrl-C stops at once.
+only the input digests it computed (``preflight.keep_digests_read``: the next run hashes the rest). A second Ctrl-C
+stops at once.
 
 Ctrl-C in a terminal sends SIGINT to the whole process group, the local cluster's worker processes included. Left
 to Python's default, each worker dies with a ``KeyboardInterrupt`` while its nanny (in the run's process) still

@@ -5,6 +5,7 @@ that would do nothing (``inner_choice`` without ``tune``...) is named in a warni
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -13,7 +14,9 @@ from pathlib import Path
 from ecgpipe.config import ConfigError, PipelineConfig
 from ecgpipe.config_files import is_saved_run
 from ecgpipe.errors import PipelineError
-from ecgpipe.input_digests import InputDigests
+from ecgpipe.input_digests import CACHE, InputDigests
+from ecgpipe.location import Location
+from ecgpipe.lock import LockHeld, RunLock
 from ecgpipe.plan import keep_for_plan
 from ecgpipe.sources import DataSourceError, resolve_data_dir
 from ecgpipe.stages.segments import RecordUnit, plan_records
@@ -49,6 +52,26 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     if out_dir:
         keep_for_plan(cfg, root, out_dir, units)  # the same run's plan takes them: its records are planned once
     return units
+
+
+def keep_digests_read(cfg: PipelineConfig, out_dir: str) -> str:
+    """After a stop during the checks (a batch system's SIGTERM at a job's time limit or preemption, Ctrl-C): keep
+    the input digests computed so far in ``OUT/inputs/digests.json``, so that the next run hashes only the records
+    not read yet. Without this, a corpus that takes longer to hash than a job may run (hours for terabytes of Holter
+    recordings on a network file system) was hashed from its first record by every job, none getting past the
+    checks. The folder's lock is taken for the moment of writing (the checks run before the run holds it); another
+    run holding it meanwhile keeps nothing. Returns what to add to the stop's message ("" when nothing was kept)."""
+    digests = InputDigests.of_run(out_dir, cfg.run.verify)  # the preflight's (taken: the run's plan never will)
+    if not digests.new:
+        return ""
+    new, location = digests.new, Location(str(out_dir))
+    try:
+        with RunLock(location.local_root) if location.local_root else contextlib.nullcontext():
+            kept = digests.save()
+    except LockHeld:  # another run took the folder meanwhile: its own checks read the corpus
+        return ""
+    return (f"; the input digests of the {new} record(s) read before the stop are kept ({location.child(CACHE)}): "
+            "the next run reads only the others") if kept else ""
 
 
 def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
