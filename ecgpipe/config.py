@@ -21,7 +21,7 @@ from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
 from ecgpipe.config_files import ConfigError, close_key, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
-from ecgpipe.databases import KNOWN_DATABASES
+from ecgpipe.databases import KNOWN_DATABASES, leaves_its_folder
 from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.signal_settings import RhythmSettings, SamplingSettings, SegmentSettings, SpectrogramSettings  # noqa: F401  (re-exported)
@@ -128,6 +128,9 @@ class DatabaseSettings(_Strict):
     def _records_once(cls, v):
         if twice := sorted(r for r, n in Counter(v).items() if n > 1):  # a count per name would be quadratic
             raise ValueError(f"records listed more than once: {twice}")
+        if outside := [r for r in v if leaves_its_folder(r)]:
+            raise ValueError(f"records {outside[:3]} are outside the database folder: records are named relative to it, "
+                             "without '..' or a leading '/'")
         return v
 
 

@@ -5,6 +5,7 @@ Other databases work too: give their ``fs`` (and optionally ``physionet`` slug) 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 
@@ -75,3 +76,12 @@ def qualified_subject(canonical: str) -> str | None:
     """A ``same_subject`` target naming another database's subject, ``"mitdb:118"`` (a record name has no ':')."""
     db, sep, part = canonical.partition(":")
     return canonical if sep and db and part else None
+
+
+def leaves_its_folder(name: str) -> bool:
+    """Whether a record name, given relative to its database folder (a RECORDS line, a labels CSV row, a config's
+    ``records``), points outside it: an absolute path, or one that climbs with ``..``. Its windows would be stored
+    outside the run's store (``records/<db>/<name>``), or as a record of another database."""
+    name = name.strip().replace("\\", "/")
+    parts = posixpath.normpath(name).split("/")
+    return name.startswith("/") or bool(re.match(r"[A-Za-z]:", name)) or ".." in parts or parts == ["."]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecgpipe.config import DatabaseSettings
+from ecgpipe.databases import leaves_its_folder
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.records import RecordError, record_name
 
@@ -80,7 +81,7 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
         cells = [c.strip() for c in row]
         while cells and not cells[-1]:  # an Excel export's trailing comma is no column
             cells.pop()
-        if not cells:
+        if not cells or cells[0].startswith("#"):  # a comment line (as in RECORDS): no record name starts so
             continue
         lowered = [c.lower() for c in cells]
         if first and "record" in lowered and "label" in lowered:
@@ -97,12 +98,15 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
         # (a semicolon- or tab-separated file, a list of records) is no row of this file
         malformed = not header and not (len(cells) == width or (len(cells) == 1 and len(row) >= width))
         cells += [""] * (width - len(cells))  # the trailing cells an export leaves empty (popped above)
-        if malformed or not cells[at["record"]] or ("subject" in at and not cells[at["subject"]]):
+        if malformed or not cells[at["record"]]:  # an empty subject cell: said where subjects are used
             raise LabelsError(f"{path}, line {line_no}: expected '{','.join(columns)}', got {row!r}")
         record, label = record_name(cells[at["record"]]), cells[at["label"]]  # no label: the record fails by name
+        if leaves_its_folder(record):  # its windows would be stored outside the run's store
+            raise LabelsError(f"{path}, line {line_no}: record {cells[at['record']]!r} is outside the database folder: "
+                              "records are named relative to it, without '..' or a leading '/'")
         if record in labels and labels[record] != label:
             raise LabelsError(f"{path}, line {line_no}: record {record!r} has two labels ({labels[record]!r}, {label!r})")
-        if "subject" in at:
+        if "subject" in at and cells[at["subject"]]:
             if record in subjects and subjects[record] != cells[at["subject"]]:
                 raise LabelsError(f"{path}, line {line_no}: record {record!r} has two subjects ({subjects[record]!r}, "
                                   f"{cells[at['subject']]!r})")
@@ -182,6 +186,9 @@ def check_subject_column(settings: DatabaseSettings, table: LabelsTable, folder:
     path = Path(folder) / str(settings.labels_csv)
     if settings.subject == "labels_csv" and not table.subjects:
         raise LabelsError(f"{path}: subject = 'labels_csv' needs a 'subject' column (header 'record,label,subject')")
+    if settings.subject == "labels_csv" and (empty := [r for r in table.labels if table.subject_of(r, settings.same_subject) is None]):
+        raise LabelsError(f"{path}: {len(empty)} record(s) have an empty 'subject' cell (e.g. {', '.join(empty[:3])}): "
+                          "subject = 'labels_csv' needs each record's patient")
     if table.subjects and settings.subject != "labels_csv" and settings.subject_pattern is None:
         warnings.warn(f"{path} names each record's subject, but databases.<db>.subject is {settings.subject!r}: the "
                       "grouped folds ignore that column (subject = 'labels_csv' uses it)", UserWarning, stacklevel=2)
@@ -211,3 +218,15 @@ def check_record_label(record_path: str, label: str | None, settings: DatabaseSe
             f"label {label!r} from {csv_name} is in no class ({', '.join(sorted(known))}) and not in segments.exclude_labels"
             + (f" (labels are matched with their case: {alike[0]!r}?)" if alike else ""),
         )
+
+
+def near_labels(labels, configured, excluded) -> list[tuple[str, str]]:
+    """(label, configured label) for each of a record's rhythm labels that is neither configured nor excluded but
+    matches a configured one except for case or spaces (``(afib`` beside ``(AFIB``): labels are matched as written,
+    so its windows are not used, which deserves a word rather than silence."""
+    def folded(label: str) -> str:
+        return "".join(label.split()).lower()
+
+    by_folded = {folded(c): c for c in configured}
+    return [(label, by_folded[folded(label)]) for label in sorted(set(labels))
+            if label not in configured and label not in excluded and folded(label) in by_folded]

@@ -19,12 +19,14 @@ import numpy as np
 import wfdb
 
 from ecgpipe.config import DatabaseSettings
+from ecgpipe.databases import leaves_its_folder
 from ecgpipe.edf import ANNOTATION_LABEL, read_edf_annotations, read_edf_header
 from ecgpipe.edf import ANNOTATOR as EDF_ANNOTATOR
-from ecgpipe.errors import RecordError, may_pass
+from ecgpipe.errors import PipelineError, RecordError, may_pass
 from ecgpipe.keys import edf_record_file, header_lines, is_multi_segment
 from ecgpipe.leads import choose_leads, not_ecg_note
 from ecgpipe.wfdb_signals import (
+    empty_signal_file,
     inferred_length,
     millivolts_per_unit,
     multi_segment_signals,
@@ -100,8 +102,8 @@ def rhythm_episodes(samples, symbols, aux_notes, sig_len: int) -> list[RhythmEpi
 
 def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode]:
     """Rhythm episodes of the record at ``path`` from its ``annotator`` file (e.g. ``atr``)."""
-    if os.path.isfile(f"{path}.{annotator}") and os.path.getsize(f"{path}.{annotator}") == 0:
-        raise RecordError(path, f"annotation file {path}.{annotator} is empty")
+    if problem := annotation_file_cut_short(f"{path}.{annotator}"):
+        raise RecordError(path, problem)
     try:
         ann = wfdb.rdann(path, annotator)
     except Exception as exc:
@@ -110,6 +112,26 @@ def read_episodes(path: str, annotator: str, sig_len: int) -> list[RhythmEpisode
         raise RecordError(path, f"unreadable annotation file {path}.{annotator}: {type(exc).__name__}: {exc}") from None
     aux = ann.aux_note if ann.aux_note is not None else [""] * len(ann.sample)
     return rhythm_episodes(ann.sample, ann.symbol, aux, sig_len)
+
+
+def annotation_file_cut_short(ann_file: str) -> str | None:
+    """What is wrong with a WFDB annotation file that is empty or cut short, else None. The format is 16-bit words
+    ending with a zero word (WFDB's end of file): wfdb reads a file cut at an even byte without a word, and the record
+    would lose its last rhythm changes (the last episode then runs to the record's end, mislabelling what follows)."""
+    try:
+        size = os.path.getsize(ann_file)
+        with open(ann_file, "rb") as fh:
+            fh.seek(max(size - 2, 0))
+            last = fh.read(2)
+    except FileNotFoundError:
+        return None  # said by the caller, where a missing file is an error
+    if size == 0:
+        return f"annotation file {ann_file} is empty"
+    if size % 2 or last != b"\0\0":
+        return (f"annotation file {ann_file} is cut short ({size} bytes, {'an odd number' if size % 2 else 'no end-of-file word'}: "
+                "a WFDB annotation file is 16-bit words ending with two zero bytes): an interrupted download or copy? "
+                "Fetch it again")
+    return None
 
 
 # The files a record is made of: a name written with one of them ("A00001.hea" in a labels CSV made from a file
@@ -141,16 +163,22 @@ def list_records(db_dir: str | Path, _depth: int = 0) -> list[str]:
         )
     # utf-8-sig: a RECORDS file saved by a Windows editor starts with a byte-order mark, which would otherwise stick
     # to the first record's name (and that record would be "missing")
-    lines = records_file.read_text(encoding="utf-8-sig").splitlines()
+    try:
+        lines = records_file.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:  # UTF-16 from a Windows editor, a Latin-1 name
+        raise PipelineError(f"{records_file}: not UTF-8 text ({exc}): save it as UTF-8, one record name per line") from None
     names = []
-    for line in lines:
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):  # a hand-made index's comments: no record starts so
             continue
+        name = record_name(line)
+        if leaves_its_folder(name):  # its windows would be stored outside the run's store, or as another database's
+            raise PipelineError(f"{records_file}, line {line_no}: record {line.strip()!r} is outside the database folder: "
+                                "RECORDS names records relative to its folder, without '..' or a leading '/'")
         if line.strip().replace("\\", "/").endswith("/") and _depth < 4:  # a folder: its own RECORDS, names prefixed
-            folder = record_name(line)
-            names += [f"{folder}/{name}" for name in list_records(Path(db_dir) / folder, _depth + 1)]
+            names += [f"{name}/{inner}" for inner in list_records(Path(db_dir) / name, _depth + 1)]
         else:
-            names.append(record_name(line))
+            names.append(name)
     return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
 
 
@@ -214,15 +242,22 @@ def read_record(
         leads, signals = multi_segment_signals(path, header, settings, n_leads, notes)
     else:
         named_signals(header)
+        record_line = header_lines(header_file)[0]
+        if len(record_line) > 3 and record_line[3] == "0":  # WFDB's "unspecified", which wfdb-python reads as 0 samples
+            raise RecordError(path, f"its header's record line gives a signal length of 0 ({' '.join(record_line)!r}), "
+                                    "which wfdb cannot read: write the length, or leave the field out (the length is "
+                                    f"then taken from the signal file), in {header_file}")
         if header.sig_name and not header.sig_len:  # optional on the record line: wfdb reads the whole file
             header.sig_len = inferred_length(path, header)
         if not header.sig_name or not header.sig_len:
-            raise RecordError(path, f"malformed header {header_file}: no signals or no signal length")
+            raise RecordError(path, empty_signal_file(path, header) or f"malformed header {header_file}: no signals or no signal length")
+        if len(record_line) < 3:  # the rate is optional in WFDB too: a default the header does not say
+            notes.append(f"{path}: its header gives no sampling frequency: read at WFDB's default of {float(header.fs):g} Hz")
         try:
             channels = choose_leads(list(header.sig_name), settings, n_leads)
         except LookupError as exc:
             raise RecordError(path, str(exc)) from None
-        _check_rate(path, float(header.fs) * samples_per_frame(header, channels[0]), database, settings)
+        _check_rate(path, float(header.fs) * samples_per_frame(header, channels[0]), database, settings, len(record_line) < 3)
         leads, signals = [header.sig_name[c] for c in channels], signals_mv(path, header, channels, settings, notes)
         notes += [f"{path}: {n}" for n in [not_ecg_note(list(header.sig_name), channels, [*settings.lead, *settings.second_lead])] if n]
     n_nan = int(np.isnan(signals).sum())
@@ -251,9 +286,10 @@ def read_record(
     )
 
 
-def _check_rate(path: str, fs: float, database: str, settings: DatabaseSettings) -> None:
+def _check_rate(path: str, fs: float, database: str, settings: DatabaseSettings, wfdb_default: bool = False) -> None:
     if settings.fs not in (None, "any") and abs(fs - float(settings.fs)) > 1e-6:
-        raise RecordError(path, f"sampling rate {fs:g} Hz, but database {database} is configured for {float(settings.fs):g} Hz "
+        given = " (its header gives none: WFDB's default)" if wfdb_default else ""
+        raise RecordError(path, f"sampling rate {fs:g} Hz{given}, but database {database} is configured for {float(settings.fs):g} Hz "
                                 f"(a database whose records differ: fs = \"any\")")
 
 

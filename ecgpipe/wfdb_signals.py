@@ -66,6 +66,16 @@ def written_units_and_gains(path: str, n_signals: int) -> tuple[list[str | None]
     return units, gains
 
 
+def empty_signal_file(path: str, header) -> str | None:
+    """The problem of a record whose (first) signal file holds no sample (empty, or no longer than its byte offset),
+    else None."""
+    data_file = os.path.join(os.path.dirname(path), (header.file_name or [""])[0])
+    if not os.path.isfile(data_file):
+        return None
+    size, offset = os.path.getsize(data_file), (header.byte_offset[0] or 0) if header.byte_offset else 0
+    return None if size > offset else f"signal file {data_file} holds no sample ({size} bytes{f', offset {offset}' if offset else ''})"
+
+
 def samples_per_frame(header, channel: int) -> int:
     """How many samples of a lead each frame holds (1 but in multi-frequency records)."""
     return (header.samps_per_frame or [1] * (channel + 1))[channel] or 1
@@ -83,7 +93,7 @@ def inferred_length(path: str, header) -> int | None:
         return None  # the signal file's own check names it
     per_frame = sum(header.samps_per_frame or [1] * len(header.file_name))
     offset = (header.byte_offset[0] or 0) if header.byte_offset else 0
-    return (size - offset) * 8 // (per_frame * _FORMAT_BITS[header.fmt[0]]) or None
+    return max(size - offset, 0) * 8 // (per_frame * _FORMAT_BITS[header.fmt[0]]) or None  # a file shorter than its offset: none
 
 
 def millivolts_per_unit(path: str, lead: str, unit: str | None) -> float:
@@ -164,9 +174,11 @@ def signals_mv(path: str, header, channels: list[int], settings: DatabaseSetting
             # wfdb reads the header's sig_len samples and drops the rest: a header cut short (its checksum 0, as
             # CinC's are, checks nothing) would lose the end of the record without a word. A note, not an error:
             # WFDB lets a header name part of a longer file (segments of one file, MIMIC-style layouts built so)
+            times = (f", {actual // expected} times as many: a signal line missing from the header?"
+                     if expected and actual % expected == 0 else "")
             notes.append(f"{path}: signal file {data_file} holds {actual - expected} bytes more than the header's "
-                         f"{header.sig_len} samples imply ({expected}); the header's samples read (a header cut short "
-                         "loses the rest; checksum = 'off' silences this)")
+                         f"{header.sig_len} samples imply ({expected}{times}); the header's samples read (a header cut "
+                         "short loses the rest; checksum = 'off' silences this)")
     # a lead stored at several samples per frame (a multi-frequency record) is read at its own rate: wfdb would
     # average each frame's samples into one (half the rate at 2 per frame, checksums then never matching)
     per_frame = {samples_per_frame(header, c) for c in channels}
@@ -204,7 +216,8 @@ def signals_mv(path: str, header, channels: list[int], settings: DatabaseSetting
     for i, channel in enumerate(channels):
         unit = units[channel] if units[channel] is not None else (header.units or [None] * (channel + 1))[channel]
         signals[i] *= millivolts_per_unit(path, header.sig_name[channel], unit)
-        if gains[channel] == 0:
-            notes.append(f"{path}: lead {header.sig_name[channel]}: ADC gain 0 in its header (uncalibrated): read at "
-                         "WFDB's default of 200 units per mV, so its amplitudes in mV may be wrong")
+        if not gains[channel]:  # 0 (uncalibrated) or not written
+            why = "ADC gain 0 in its header (uncalibrated)" if gains[channel] == 0 else "no ADC gain in its header"
+            notes.append(f"{path}: lead {header.sig_name[channel]}: {why}: read at WFDB's default of 200 units per "
+                         "mV, so its amplitudes in mV may be wrong")
     return signals

@@ -25,7 +25,7 @@ from ecgpipe.databases import subject_id
 from ecgpipe.dataset import flat_windows, record_windows
 from ecgpipe.edf import read_edf_header
 from ecgpipe.keys import array_digest, code_version, content_key, edf_record_file, file_digest, header_lines, record_files
-from ecgpipe.labels import check_record_label, check_subject_column, classes_named, record_labels
+from ecgpipe.labels import check_record_label, check_subject_column, classes_named, near_labels, record_labels
 from ecgpipe.markers import Markers
 from ecgpipe.records import RecordError, read_record
 from ecgpipe.rhythm_block import window_rhythm_features
@@ -230,7 +230,11 @@ def compute_record(store: str, unit: RecordUnit, cfg: PipelineConfig) -> tuple[R
         duration_s=round(float(duration), 3),
         no_window_reason=None if len(found.starts) else no_window_reason(rec.episodes, duration, cfg, found.n_with_gaps),
         flat_windows=int(flat_windows(found.windows).sum()),
-        read_warnings=rec.notes,
+        read_warnings=rec.notes + [f"{rec.path}: rhythm label {label!r} is not used: it differs from the configured "
+                                   f"{like!r} only in case or spaces (labels are matched as written: add it to the "
+                                   "class's labels to use it)"
+                                   for label, like in near_labels([ep.label for ep in rec.episodes], cfg.label_to_class,
+                                                                  cfg.segments.exclude_labels)],
         starts=found.starts,
         class_index=found.class_index,
     )
