@@ -381,7 +381,10 @@ def read_edf_record(path: str, settings: DatabaseSettings, nan_policy: str = "er
     n_nan = int(np.isnan(signals).sum())  # EDF has no NaN; kept for symmetry with WFDB records
     if n_nan and nan_policy == "error":
         raise RecordError(path, f"{n_nan} NaN samples")
-    note = not_ecg_note(labels, channels, [*settings.lead, *settings.second_lead])
+    notes = [f"{path}: {n}" for n in [not_ecg_note(labels, channels, [*settings.lead, *settings.second_lead])] if n]
+    notes += [f"{path}: lead {labels[c]}: no physical unit in its EDF header: read as mV (a lead exported in uV would "
+              "be a thousand times too large)" for c in channels if not header.signals["unit"][c].strip()]
+    if (extra := os.path.getsize(path) - header.header_bytes - 2 * header.n_records * sum(per_record)) > 0:
+        notes.append(f"{path}: holds {extra} bytes more than its header's {header.n_records} data records; those read")
     return EcgRecord(database="new", record=os.path.basename(path), path=path, fs=per_record[channels[0]] / header.record_s,
-                     leads=[labels[c] for c in channels], signals=signals, episodes=[], n_nan=n_nan,
-                     notes=[f"{path}: {note}"] if note else [])
+                     leads=[labels[c] for c in channels], signals=signals, episodes=[], n_nan=n_nan, notes=notes)

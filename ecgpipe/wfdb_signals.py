@@ -114,6 +114,8 @@ def multi_segment_signals(path: str, header, settings: DatabaseSettings, n_leads
     signals (a first segment of length 0, variable layout) or else the first segment's (fixed layout)."""
     folder = os.path.dirname(path)
     segments = list(zip(header.seg_name, header.seg_len))
+    if header.sig_len is None:  # optional on the record line, as in a single-segment header: its segments' sum
+        header.sig_len = sum(int(n) for _, n in segments)
     if any(int(length) < 0 for _, length in segments) or sum(int(n) for _, n in segments) != header.sig_len:
         raise RecordError(path, f"malformed header {path}.hea: its segments' lengths do not add up to its "
                                 f"{header.sig_len} samples")

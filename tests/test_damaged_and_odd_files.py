@@ -152,3 +152,36 @@ def test_labels_csv_comment_lines_and_empty_subject_cells(tmp_path, physionet):
     check_subject_column(DatabaseSettings(labels_csv="labels.csv", subject="record"), table, tmp_path)  # not read: fine
     with pytest.raises(LabelsError, match=r"1 record\(s\) have an empty 'subject' cell \(e.g. A2\)"):
         check_subject_column(DatabaseSettings(labels_csv="labels.csv", subject="labels_csv"), table, tmp_path)
+
+
+def test_a_multi_segment_header_without_its_total_length_is_read_as_its_segments_sum(physionet, tmp_path):
+    """WFDB's record-line length is optional in a multi-segment header too; it read "do not add up to its None
+    samples"."""
+    from test_multi_segment import make_multi_segment
+
+    folder = tmp_path / "mimicish"
+    name = make_multi_segment(folder, physionet)
+    settings = DatabaseSettings(lead=["MLII"])
+    whole = read_record(str(folder), "mimic", name, settings, nan_policy="drop")
+    record_line, *rest = (folder / f"{name}.hea").read_text().splitlines()
+    (folder / f"{name}.hea").write_text(" ".join(record_line.split()[:3]) + "\n" + "\n".join(rest) + "\n")
+    bare = read_record(str(folder), "mimic", name, settings, nan_policy="drop")
+    assert np.array_equal(bare.signal, whole.signal, equal_nan=True) and bare.episodes == whole.episodes
+
+
+def test_an_edf_lead_without_a_unit_and_an_edf_file_longer_than_its_header_are_said(tmp_path):
+    from ecgpipe.records import read_edf_record
+
+    from conftest import write_edf_plus
+
+    path = tmp_path / "rec.edf"
+    rng = np.random.default_rng(0)
+    write_edf_plus(path, rng.integers(-2000, 2000, 250 * 12), 250, (-5.0, 5.0), (-32768, 32767))
+    data = bytearray(path.read_bytes())
+    unit_at = 256 + 2 * 16 + 2 * 80  # the first signal's 8-byte unit field, after the labels and transducers
+    assert data[unit_at:unit_at + 8].decode().strip() == "uV"
+    data[unit_at:unit_at + 8] = b" " * 8
+    path.write_bytes(bytes(data) + b"\0" * 100)  # and 100 bytes beyond its data records
+    rec = read_edf_record(str(path), DatabaseSettings(lead=["MLII"], fs="any"))
+    assert any("lead MLII: no physical unit in its EDF header: read as mV" in n for n in rec.notes), rec.notes
+    assert any("holds 100 bytes more than its header's 12 data records" in n for n in rec.notes), rec.notes
