@@ -8,7 +8,7 @@ from ecgpipe.config import config_from_dict
 from ecgpipe.protocols import PROTOCOLS, STRATIFIED
 from ecgpipe.protocols import short as protocol_short
 from ecgpipe.recording_endpoints import worst_negatives
-from ecgpipe.results import EndpointClassRate, SubjectOutcomes
+from ecgpipe.results import EndpointClassRate, SubjectOutcomes, outcomes_of_0_17
 
 RANDOM_WEIGHTS_WARNING = "WARNING: features come from RANDOM (untrained) backbone weights; these numbers are not a result."
 
@@ -243,9 +243,7 @@ def endpoint_class_table(endpoints: dict, no_verdict: str | None = None) -> tupl
 def hardest_subjects(protocol: dict, n: int = 8, min_segments: int = 10) -> list[dict]:
     """The (patient, class) pairs with the lowest recall among those with at least ``min_segments`` segments, as dicts
     (subject, class, n, recall, predicted)."""
-    stored = protocol.get("per_subject")
-    if isinstance(stored, list):  # a report written before 0.18.0: one dict per pair
-        stored = {"classes": list(protocol.get("per_class") or {}), "pairs": stored}
+    stored = outcomes_of_0_17(protocol, "per_subject").get("per_subject")  # a report before 0.18.0: a list of dicts
     outcomes = SubjectOutcomes.model_validate(stored) if stored else None
     if outcomes is None or not len(outcomes):
         return []

@@ -118,6 +118,15 @@ FoldSets = Annotated[np.ndarray, PlainValidator(_fold_sets),
                      PlainSerializer(_fold_lists)]
 
 
+def outcomes_of_0_17(doc, field: str):
+    """``doc`` (a protocol's or its record level's stored form) with its ``field`` as written before 0.18.0, a list
+    of dicts (one per subject or record), wrapped as ``{"classes", "rows"}`` for the columns' validators (the class
+    names are those of ``per_class``); anything else as it is."""
+    if isinstance(doc, dict) and isinstance(doc.get(field), list):
+        return {**doc, field: {"classes": list(doc.get("per_class") or {}), "rows": doc[field]}}
+    return doc
+
+
 class _Columns(_Result):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
 
@@ -142,8 +151,8 @@ class SubjectOutcomes(_Columns):
     @classmethod
     def _from_pairs(cls, value):
         """Reports before 0.18.0 held a list of {subject, class, n, recall, predicted} per pair."""
-        if isinstance(value, dict) and isinstance(value.get("pairs"), list):
-            names, pairs = value["classes"], value["pairs"]
+        if isinstance(value, dict) and isinstance(value.get("rows"), list):
+            names, pairs = value["classes"], value["rows"]
             index = {c: i for i, c in enumerate(names)}
             return {"classes": names, "subject": [p["subject"] for p in pairs], "class": [index[p["class"]] for p in pairs],
                     "called": [[p["predicted"].get(c, 0) for c in names] for p in pairs]}
@@ -186,8 +195,8 @@ class RecordOutcomes(_Columns):
     @classmethod
     def _from_list(cls, value):
         """Reports before 0.18.0 held a list of {record, subject, label, predicted, votes, folds} per record."""
-        if isinstance(value, dict) and isinstance(value.get("list"), list):
-            names, rows = value["classes"], value["list"]
+        if isinstance(value, dict) and isinstance(value.get("rows"), list):
+            names, rows = value["classes"], value["rows"]
             index = {c: i for i, c in enumerate(names)}
             return {"classes": names, "record": [r["record"] for r in rows],
                     "subject": [r.get("subject") or r["record"] for r in rows],  # before 0.4.0: each record its own
@@ -228,9 +237,9 @@ class RecordLevel(_Result):
     @model_validator(mode="before")
     @classmethod
     def _records_as_columns(cls, value):
-        if isinstance(value, dict) and isinstance(value.get("records"), list):  # written before 0.18.0
-            value = {**value, "records": {"classes": list(value.get("per_class") or {}), "list": value["records"]}
-                     if value["records"] else None}
+        value = outcomes_of_0_17(value, "records")
+        if isinstance(value, dict) and isinstance(value.get("records"), dict) and value["records"].get("rows") == []:
+            value = {**value, "records": None}  # no record was scored
         return value
 
 
@@ -259,9 +268,7 @@ class ProtocolResult(_Result):
     @model_validator(mode="before")
     @classmethod
     def _subjects_as_columns(cls, value):
-        if isinstance(value, dict) and isinstance(value.get("per_subject"), list):  # written before 0.18.0
-            value = {**value, "per_subject": {"classes": list(value.get("per_class") or {}), "pairs": value["per_subject"]}}
-        return value
+        return outcomes_of_0_17(value, "per_subject")
 
 
 def protocols_to_json(results: dict[str, ProtocolResult]) -> dict:

@@ -50,7 +50,7 @@ def test_grouping_by_one_sort_gives_what_a_scan_per_value_gave():
                                  "predicted": {CLASSES[k]: int(v) for k, v in enumerate(counts) if v}})
     outcomes = per_subject(y, scored, subjects, CLASSES)
     assert outcomes.pairs() == expected
-    assert SubjectOutcomes.model_validate({"classes": CLASSES, "pairs": expected}) == outcomes  # a 0.17 report's form
+    assert SubjectOutcomes.model_validate({"classes": CLASSES, "rows": expected}) == outcomes  # a 0.17 report's form
     assert SubjectOutcomes.model_validate(json.loads(json.dumps(outcomes.to_json()))) == outcomes
 
     names, true, voted, shares = record_votes(y, y_pred, records, 3, proba)
