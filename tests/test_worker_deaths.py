@@ -5,6 +5,7 @@ starts that record, as the kernel would kill it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,41 @@ def test_attempt_files_count_deaths_and_a_finished_record_leaves_none(tmp_path):
     (folder / "db__r3.json").write_text('{"dea')
     for unit in ("db__r2", "db__r3"):
         assert task().begin(unit, unit) is None
-    assert json.loads((folder / "db__r2.json").read_text()) == {"deaths": 1, "alone": True, "failed": False}
-    assert json.loads((folder / "db__r3.json").read_text()) == {"deaths": 0, "alone": True, "failed": False}
+    assert json.loads((folder / "db__r2.json").read_text()) == {"deaths": 1, "alone": True, "failed": False, "nanny": None}
+    assert json.loads((folder / "db__r3.json").read_text()) == {"deaths": 0, "alone": True, "failed": False, "nanny": None}
     other = RecordAttempts(str(tmp_path), "recordings")  # clear() forgets one stage's attempts only
     assert other.begin("db__r1", "db/r1") is None
     task().clear()
     assert (tmp_path / "markers" / "attempts" / "recordings" / "db__r1.json").exists()
     task().clear()  # nothing to clear: no error
+
+
+def test_a_death_counts_only_where_the_earlier_attempts_nanny_still_answers(tmp_path, monkeypatch):
+    """A nanny outlives a worker it restarts (the memory limit, a crash) and ends with its job (preempted, its time
+    limit, its node lost): an attempt whose nanny no longer answers is no death of the record's."""
+    import socket
+
+    from ecgpipe.orchestration import attempts
+
+    monkeypatch.setattr(attempts, "NANNY_GONE_S", 0.5)
+    folder = tmp_path / "markers" / "attempts" / "segments"
+    folder.mkdir(parents=True)
+    listening = socket.create_server(("127.0.0.1", 0))  # a nanny still there
+    gone = socket.create_server(("127.0.0.1", 0))
+    gone_port = gone.getsockname()[1]
+    gone.close()  # a nanny that ended with its job: nothing listens there now
+    try:
+        alive = f"tcp://127.0.0.1:{listening.getsockname()[1]}"
+        for unit, nanny in (("db__kept", alive), ("db__preempted", f"tcp://127.0.0.1:{gone_port}"), ("db__local", None)):
+            (folder / f"{unit}.json").write_text(json.dumps({"deaths": 1, "alone": True, "failed": False, "nanny": nanny}))
+        task = RecordAttempts(str(tmp_path), "segments")
+        assert "died 2 times" in task.begin("db__kept", "db/kept")  # its nanny restarted it: the second death
+        assert task.begin("db__preempted", "db/preempted") is None  # the job ended: one death still, tried again
+        assert json.loads((folder / "db__preempted.json").read_text())["deaths"] == 1
+        assert "died 2 times" in task.begin("db__local", "db/local")  # no nanny to ask: every death counts
+        assert attempts._nanny_gone("inproc://10.0.0.1/1/2") is False  # not TCP: counted
+    finally:
+        listening.close()
 
 
 def test_a_record_that_died_in_company_is_computed_alone_in_its_process(tmp_path, monkeypatch):
@@ -131,6 +160,50 @@ def test_a_record_that_kills_its_worker_fails_alone_and_the_run_completes(tmp_pa
     assert report["skipped_records"] == []
     assert json.loads((out / "run.json").read_text())["stages"]["segments"]["computed"] == 1
     assert len(report["protocols"]["grouped_by_subject"]["per_record"]["records"]["record"]) == len(names)
+
+
+@pytest.mark.system
+def test_a_record_in_flight_when_its_workers_job_ends_twice_is_computed_not_left_out(tmp_path, cinc, prefect_server,
+                                                                                     monkeypatch):
+    """Real `dask worker` processes, each in a session of its own as a batch job's: the record's task ends two
+    workers' whole jobs with SIGTERM (nanny and worker) as it starts; a third worker, started once both are gone, computes
+    it. Before 0.19.0 the second end counted as its second death and the record was left out of the run."""
+    import threading
+
+    from ecgpipe.orchestration.attempts import PREEMPT_ENV
+    from flows.ecg_pipeline import run_pipeline
+
+    from conftest import start_scheduler, start_worker, stop, wait_for_workers
+
+    names = sorted((cinc / "RECORDS").read_text().split()[:8])
+    victim = names[3]
+    copy_cinc(cinc, tmp_path / "data", names)
+    row = {"kind": "logreg", "inputs": "rhythm", "level": "record", "class_weight": "balanced"}
+    cfg = load_config("cinc2017", {"classifier": row, "sweep": {"classifiers": [row]}, "cv": {"n_splits": 2},
+                                   "run": {"records_per_task": 2, "signal_s_per_task": 1e6}})
+    scheduler, sched_file = start_scheduler(tmp_path)
+    monkeypatch.setenv(PREEMPT_ENV, f"segments:cinc2017/{victim}")
+    doomed = [start_worker(sched_file), start_worker(sched_file)]
+    monkeypatch.delenv(PREEMPT_ENV)
+    procs = [scheduler, *doomed]
+
+    def replace_them():  # a later job, once both ended (the run's tasks wait for a worker meanwhile)
+        while any(p.poll() is None for p in doomed):
+            time.sleep(0.2)
+        procs.append(start_worker(sched_file))
+
+    try:
+        address = wait_for_workers(sched_file, 2)
+        later = threading.Thread(target=replace_them, daemon=True)
+        later.start()
+        report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"), scheduler=address)
+        assert all(p.returncode is not None for p in doomed)  # both jobs ended on the record
+        assert report["skipped_records"] == []
+        used = set(report["protocols"]["grouped_by_subject"]["per_record"]["records"]["record"])
+        assert used == {f"cinc2017/{n}" for n in names}
+        assert not list((tmp_path / "out" / "markers" / "attempts").rglob("*.json"))
+    finally:
+        stop(procs)
 
 
 def test_the_hook_kills_only_the_named_record(monkeypatch):

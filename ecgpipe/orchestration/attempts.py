@@ -16,6 +16,14 @@ An attempt file left by a run stopped as a whole (Ctrl-C, the run's process kill
 clears the stage's attempt files before its tasks start, so deaths count within one run, and a rerun tries a failed
 record afresh.
 
+A worker that ends with its whole job (a batch system's time limit or preemption, a spot instance reclaimed, a node
+lost) is no death of the record's either, but its attempt file looks the same, and a worker's own SIGTERM cannot
+tell: the nanny's memory limit ends a worker with one too. What tells is the nanny (``dask worker`` runs one per
+worker process): it outlives a worker it ends or that crashes, and restarts it; it ends with its job. So an attempt
+file names its worker's nanny, and the next attempt counts the death only when that nanny still answers
+(``_nanny_gone``: a TCP connection to its address, for up to ``NANNY_GONE_S`` seconds). A worker without a nanny
+(``--no-nanny``, an in-process cluster) counts every death, as before.
+
 Here, not in ``ecgpipe.markers``: the stages import that module, and a change to it would recompute every stage of
 every stored run (``keys.code_version``). Nothing here decides what a stage computes.
 """
@@ -25,12 +33,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
+import time
 
 from ecgpipe.location import Location
 
 DEATHS_ALLOWED = 2  # one death may be bad luck (the machine short of memory for a moment); two on one record is the record
+# how long an earlier attempt's nanny may take to stop answering before its worker's end counts as a death: a job's
+# nanny stops listening within a second of its SIGTERM (measured, distributed 2026.8), a nanny that restarts its
+# worker never does
+NANNY_GONE_S = 3.0
 DIE_ENV = "ECGPIPE_INJECT_DEATH"  # test hook: "<stage>:<db>/<record>" kills the worker process as it starts that record
+PREEMPT_ENV = "ECGPIPE_INJECT_PREEMPTION"  # test hook: ... ends the worker's whole job (its nanny too) as it starts it
 
 
 class _OneOrMany:
@@ -62,6 +77,38 @@ class _OneOrMany:
 _IN_FLIGHT = _OneOrMany()
 
 
+def _my_nanny() -> str | None:
+    """The address of this worker process's nanny (None: not a Dask worker, or one without a nanny)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().nanny or None
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def _nanny_gone(address: str | None, wait_s: float = NANNY_GONE_S) -> bool:
+    """Whether the nanny at ``address`` (an earlier attempt's) no longer answers within ``wait_s``: its worker ended
+    with its job, not by the record. False for no nanny, this process's own, or an address that is not TCP."""
+    if not address or address == _my_nanny():
+        return False
+    try:
+        from distributed.comm import get_address_host_port
+
+        host, port = get_address_host_port(address)
+    except (ImportError, ValueError):
+        return False
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=min(2.0, wait_s)).close()
+        except OSError:  # refused (its process is gone) or no answer (its node is gone)
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+
+
 def _one_thread() -> bool:
     """Whether this process computes one task at a time (a Dask worker of one thread; not a worker: the caller's)."""
     try:
@@ -88,8 +135,11 @@ class RecordAttempts:
         problem to fail it with when its worker already died on it ``DEATHS_ALLOWED`` times in this run."""
         text = self.location.read_text(self._rel(unit))
         earlier = _attempt(text) if text is not None else None
-        # the earlier attempt died (a failed record's file is no attempt: its deaths are counted already)
-        deaths = 0 if earlier is None else earlier["deaths"] + (1 if earlier["alone"] and not earlier["failed"] else 0)
+        if earlier is not None and not earlier["failed"] and _nanny_gone(earlier["nanny"]):
+            # its worker ended with its job (preempted, its time limit, its node lost): no death of this record's
+            deaths, earlier = earlier["deaths"], None
+        else:  # the earlier attempt died (a failed record's file is no attempt: its deaths are counted already)
+            deaths = 0 if earlier is None else earlier["deaths"] + (1 if earlier["alone"] and not earlier["failed"] else 0)
         if earlier is not None and (earlier["failed"] or deaths >= DEATHS_ALLOWED):
             self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": True, "failed": True}))
             return (f"the worker process died {deaths} times while computing this record alone (killed for memory? "
@@ -101,7 +151,8 @@ class RecordAttempts:
             _IN_FLIGHT.acquire(alone)
         self._held[unit] = alone
         try:
-            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": alone, "failed": False}))
+            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": alone, "failed": False,
+                                                                  "nanny": _my_nanny()}))
         except BaseException:  # no attempt begun: nothing for ``end`` to release
             self._held.pop(unit)
             if not _one_thread():
@@ -129,9 +180,11 @@ class RecordAttempts:
 def _attempt(text: str) -> dict:
     try:
         doc = json.loads(text)
-        return {"deaths": int(doc["deaths"]), "alone": bool(doc.get("alone", True)), "failed": bool(doc.get("failed"))}
+        nanny = doc.get("nanny")
+        return {"deaths": int(doc["deaths"]), "alone": bool(doc.get("alone", True)), "failed": bool(doc.get("failed")),
+                "nanny": nanny if isinstance(nanny, str) else None}
     except (ValueError, KeyError, TypeError):  # a file cut short by the death itself: a death, in company or not
-        return {"deaths": 0, "alone": False, "failed": False}
+        return {"deaths": 0, "alone": False, "failed": False, "nanny": None}
 
 
 def injected_death(stage: str, shown: str) -> None:
@@ -139,3 +192,8 @@ def injected_death(stage: str, shown: str) -> None:
     computing that record, as the kernel's out-of-memory killer or a segfault would."""
     if f"{stage}:{shown}" in os.environ.get(DIE_ENV, "").split(","):
         os.kill(os.getpid(), signal.SIGKILL)
+    if f"{stage}:{shown}" in os.environ.get(PREEMPT_ENV, "").split(","):
+        # as a batch system ends a job at its time limit or to preempt it: SIGTERM to every process of the job (a
+        # `dask worker` started in a session of its own: its nanny and this worker process)
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+        time.sleep(60)  # ended by the signal meanwhile
