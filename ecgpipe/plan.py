@@ -163,6 +163,11 @@ class RunPlan:
         if self.unlisted:
             notes.append(f"{len(self.unlisted)} record(s) with files in the folder have no row in the labels CSV and are "
                          f"not used (e.g. {', '.join(self.unlisted[:3])}; report.json unlisted_records names them)")
+        files_by_folded = {name.lower(): name for name in self.unlisted}
+        if same := [(name, files_by_folded[name.lower()]) for name in self.absent if name.lower() in files_by_folded]:
+            notes.append(f"{len(same)} of them are the same record written in another case in the labels CSV and in "
+                         f"the file names (e.g. {', '.join(f'{a} ~ {b}' for a, b in same[:3])}): names are matched as "
+                         "written (file systems that ignore case aside): write them alike")
         return notes
 
     @property

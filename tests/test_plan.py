@@ -277,6 +277,12 @@ def test_record_files_a_labels_csv_does_not_list_are_named_not_lost(cinc, tmp_pa
     assert [u.record for u in plan.records] == ["A00002", "A00004"] and plan.absent == ["cinc2017/A09999"]
     assert plan.unlisted == ["cinc2017/A00005", "cinc2017/site2/A00006"]
     assert plan.notes()[1].startswith("2 record(s) with files in the folder have no row in the labels CSV and are not used")
+    assert len(plan.notes()) == 2  # no name of the two lists is the other's in another case
+    (folder / "REFERENCE-v3.csv").write_text("A00002,N\nA00004,A\nA09999,N\na00005,O\n")  # A00005 written a00005
+    mismatched = RunPlan.create(cfg, tmp_path / "data", tmp_path / "out", download=False)
+    assert "cinc2017/a00005" in mismatched.absent and "cinc2017/A00005" in mismatched.unlisted
+    assert mismatched.notes()[2].startswith("1 of them are the same record written in another case in the labels CSV "
+                                            "and in the file names (e.g. cinc2017/a00005 ~ cinc2017/A00005)")
     listed = load_config("cinc2017", {"databases": {"cinc2017": {"records": ["A00002"]}}})
     assert unlisted_files(listed, "cinc2017", folder) == []
     (folder / "RECORDS").write_text("A00002\nA00004\n")
