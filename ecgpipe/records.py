@@ -169,8 +169,12 @@ def list_records(db_dir: str | Path, _depth: int = 0) -> list[str]:
         raise PipelineError(f"{records_file}: not UTF-8 text ({exc}): save it as UTF-8, one record name per line") from None
     names = []
     for line_no, line in enumerate(lines, start=1):
+        line = re.split(r"\s#", line, maxsplit=1)[0]  # a comment after the name (a hand-made index's)
         if not line.strip() or line.lstrip().startswith("#"):  # a hand-made index's comments: no record starts so
             continue
+        if "," in line or ";" in line:  # a CSV given as the index: its rows would be records "A00001,N"
+            raise PipelineError(f"{records_file}, line {line_no}: {line.strip()!r}: RECORDS lists one record name per "
+                                "line (labels go in a labels CSV: databases.<db>.labels_csv)")
         name = record_name(line)
         if leaves_its_folder(name):  # its windows would be stored outside the run's store, or as another database's
             raise PipelineError(f"{records_file}, line {line_no}: record {line.strip()!r} is outside the database folder: "

@@ -80,6 +80,14 @@ def test_record_names_outside_their_database_folder_are_refused_before_anything_
     assert list_records(folder) == ["100", "p00/101"]
 
 
+def test_records_lines_with_a_comment_after_the_name_or_a_csv_row(tmp_path):
+    (tmp_path / "RECORDS").write_text("# index\n100 # checked by hand\n101\t# noisy\n")
+    assert list_records(tmp_path) == ["100", "101"]
+    (tmp_path / "RECORDS").write_text("100\n101,A\n")
+    with pytest.raises(EcgpipeError, match=r"RECORDS, line 2: '101,A': RECORDS lists one record name per line"):
+        list_records(tmp_path)
+
+
 def test_rhythm_labels_that_differ_from_a_configured_one_in_case_are_said_not_dropped_silently(physionet, tmp_path):
     """mitdb 201 with its `(AFIB` notes written `(afib`: its AF windows were left out without a word (the report's
     "labels configured but found in no record" lists only labels no record has)."""
