@@ -13,6 +13,11 @@ def out_is_a_file(args) -> str | None:
     out = getattr(args, "out", None)
     if out and "://" not in out and os.path.exists(out) and not os.path.isdir(out):
         return f"--out {out}: a file, not a folder: choose another --out (nothing was written)"
+    parent = os.path.dirname(os.path.abspath(out)) if out and "://" not in out else None
+    while parent and not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):  # a folder below a file cannot be made
+        return f"--out {out}: {parent} is a file, not a folder: choose another --out (nothing was written)"
     return None
 
 

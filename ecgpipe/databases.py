@@ -84,4 +84,4 @@ def leaves_its_folder(name: str) -> bool:
     outside the run's store (``records/<db>/<name>``), or as a record of another database."""
     name = name.strip().replace("\\", "/")
     parts = posixpath.normpath(name).split("/")
-    return name.startswith("/") or bool(re.match(r"[A-Za-z]:", name)) or ".." in parts or parts == ["."]
+    return name.startswith("/") or bool(re.match(r"[A-Za-z]:(/|$)", name)) or ".." in parts or parts == ["."]

@@ -149,20 +149,25 @@ class InputDigests:
         """``keys.signal_digest``: the record's header and signal files, not its annotations."""
         return self(record_files(db_dir, record, "")[:-1])
 
-    def save(self) -> bool:
-        """Write the digests known now when any is new; whether they are on disk (entries of records not planned this time are kept: a pilot
-        run of a few records does not make the next full run read the others again; those of records whose first
-        file, the header, is gone from a folder still there are dropped). A folder that cannot be written costs only the hashing next time,
-        never the run."""
-        if self.location is None or not self.new:
-            return not self.new
+    def document(self, prune: bool = True) -> str:
+        """The digests known now as ``CACHE`` holds them: entries of records not planned this time are kept (a pilot
+        run of a few records does not make the next full run read the others again); with ``prune``, those of
+        records whose first file, the header, is gone from a folder still there are dropped (one listing per folder)."""
         known = self.entries
         if known is not self._kept:  # "content": this run's digests over the ones kept before
             known = {folder: {**self._kept.get(folder, {}), **records} for folder, records in self.entries.items()}
             known = {**self._kept, **known}
-        known = {folder: kept for folder, records in known.items() if (kept := _still_there(folder, records))}
+        if prune:
+            known = {folder: kept for folder, records in known.items() if (kept := _still_there(folder, records))}
+        return json.dumps({"version": _version(), "digests": known})
+
+    def save(self, text: str | None = None) -> bool:
+        """Write the digests known now (``document()``, or ``text`` made from it) when any is new; whether they are
+        on disk. A folder that cannot be written costs only the hashing next time, never the run."""
+        if self.location is None or not self.new:
+            return not self.new
         try:
-            self.location.write_text(CACHE, json.dumps({"version": _version(), "digests": known}))
+            self.location.write_text(CACHE, self.document() if text is None else text)
             self.new = 0
             return True
         except Exception as exc:  # a full disk, a read-only folder, an object store refusing: never the run's end

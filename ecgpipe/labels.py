@@ -81,8 +81,8 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
         cells = [c.strip() for c in row]
         while cells and not cells[-1]:  # an Excel export's trailing comma is no column
             cells.pop()
-        if not cells or cells[0].startswith("#"):  # a comment line (as in RECORDS): no record name starts so
-            continue
+        if not cells or (cells[0].startswith("#") and (at["record"] == 0 or len(cells) == 1)):  # a comment line, as
+            continue  # in RECORDS: no record name starts so (a '#' in another column is that column's)
         lowered = [c.lower() for c in cells]
         if first and "record" in lowered and "label" in lowered:
             columns = [c for c in ("record", "label", "subject") if c in lowered]
@@ -186,7 +186,8 @@ def check_subject_column(settings: DatabaseSettings, table: LabelsTable, folder:
     path = Path(folder) / str(settings.labels_csv)
     if settings.subject == "labels_csv" and not table.subjects:
         raise LabelsError(f"{path}: subject = 'labels_csv' needs a 'subject' column (header 'record,label,subject')")
-    if settings.subject == "labels_csv" and (empty := [r for r in table.labels if table.subject_of(r, settings.same_subject) is None]):
+    # (a record that same_subject maps to another is that one's patient, or another database's: said where it is read)
+    if settings.subject == "labels_csv" and (empty := [r for r in table.labels if r not in table.subjects and r not in settings.same_subject]):
         raise LabelsError(f"{path}: {len(empty)} record(s) have an empty 'subject' cell (e.g. {', '.join(empty[:3])}): "
                           "subject = 'labels_csv' needs each record's patient")
     if table.subjects and settings.subject != "labels_csv" and settings.subject_pattern is None:

@@ -81,7 +81,7 @@ class RunLock:
         """The lock's content, or None when the folder is not locked."""
         try:
             return json.loads(self.path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no lock, or no such folder (a path below a file)
             return None
         except (OSError, json.JSONDecodeError):
             return {"host": "?", "pid": -1, "started": "?"}
@@ -99,7 +99,7 @@ class RunLock:
         """Seconds since the holder last touched the lock, on the file system's clock (0 when it is gone)."""
         try:
             touched = self.path.stat().st_mtime
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return 0.0
         return max(0.0, self._file_system_now() - touched)
 

@@ -125,6 +125,10 @@ def annotation_file_cut_short(ann_file: str) -> str | None:
             last = fh.read(2)
     except FileNotFoundError:
         return None  # said by the caller, where a missing file is an error
+    except OSError as exc:
+        if may_pass(exc):  # the disk's hiccup, not the record's fault: retried as such
+            raise
+        return f"unreadable annotation file {ann_file}: {type(exc).__name__}: {exc}"
     if size == 0:
         return f"annotation file {ann_file} is empty"
     if size % 2 or last != b"\0\0":
@@ -249,8 +253,8 @@ def read_record(
         record_line = header_lines(header_file)[0]
         if len(record_line) > 3 and record_line[3] == "0":  # WFDB's "unspecified", which wfdb-python reads as 0 samples
             raise RecordError(path, f"its header's record line gives a signal length of 0 ({' '.join(record_line)!r}), "
-                                    "which wfdb cannot read: write the length, or leave the field out (the length is "
-                                    f"then taken from the signal file), in {header_file}")
+                                    "which wfdb cannot read: write the record's length in that field (or, where no base "
+                                    f"time or date follows it, leave it out: it is then taken from the signal file), in {header_file}")
         if header.sig_name and not header.sig_len:  # optional on the record line: wfdb reads the whole file
             header.sig_len = inferred_length(path, header)
         if not header.sig_name or not header.sig_len:

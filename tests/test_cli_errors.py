@@ -826,6 +826,9 @@ def test_an_out_that_is_a_file_is_refused_before_anything_runs(command, rhythm_m
             "evaluate": ["evaluate", "--model", str(rhythm_model), "--config", "paper4"]}[command]
     code, out, err = _run(capsys, *argv, "--out", str(target))
     assert code == 2 and f"--out {target}: a file, not a folder" in err and "Traceback" not in err
+    below = target / "runs" / "one"  # a folder below a file cannot be made (a run failed on it, after its checks)
+    code, out, err = _run(capsys, *argv, "--out", str(below))
+    assert code == 2 and f"--out {below}: {target} is a file, not a folder" in err and "Traceback" not in err
     assert target.read_text() == "hi\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 

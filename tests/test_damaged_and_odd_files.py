@@ -125,7 +125,7 @@ def test_headers_without_a_rate_with_a_length_of_0_or_without_a_gain_and_an_empt
         read_record(folder, "cinc", "A00002", DatabaseSettings(lead=[0], fs=300.0), require_annotations=False)
 
     (folder / "A00002.hea").write_text(header.replace("A00002 1 300 9000 11:05:25 1/05/2000", "A00002 1 300 0"))
-    with pytest.raises(RecordError, match="record line gives a signal length of 0 .*write the length, or leave the field out"):
+    with pytest.raises(RecordError, match="record line gives a signal length of 0 .*write the record's length in that field"):
         read_record(folder, "cinc", "A00002", settings, require_annotations=False)
 
     (folder / "A00002.hea").write_text(header.replace("A00002.mat 16+24 1000/mV 16 0 128 0 0 ECG", "A00002.mat 16+24"))

@@ -242,6 +242,13 @@ def test_sigterm_while_the_corpus_is_checked_stops_at_once_keeping_the_digests_r
     read, planned = read_by_a_new_plan()
     assert read == planned - 1
 
+    calls.clear()
+    stops = {2}  # a folder that cannot be made (below a file): the stop is told as a stop, digests or not
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(RunInterrupted, match="interrupted by SIGTERM") as stopped:
+        run_pipeline(cfg, str(physionet), str(tmp_path / "a-file" / "out"))
+    assert "digests" not in str(stopped.value)
+
 
 def test_a_report_is_replaced_as_a_set_or_not_at_all(tmp_path, monkeypatch):
     """A full disk while the report's files are written leaves the earlier report whole (before 0.16.0 its files

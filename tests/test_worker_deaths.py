@@ -46,8 +46,8 @@ def test_attempt_files_count_deaths_and_a_finished_record_leaves_none(tmp_path):
     (folder / "db__r3.json").write_text('{"dea')
     for unit in ("db__r2", "db__r3"):
         assert task().begin(unit, unit) is None
-    assert json.loads((folder / "db__r2.json").read_text()) == {"deaths": 1, "alone": True, "failed": False, "nanny": None}
-    assert json.loads((folder / "db__r3.json").read_text()) == {"deaths": 0, "alone": True, "failed": False, "nanny": None}
+    assert json.loads((folder / "db__r2.json").read_text()) == {"deaths": 1, "ends": 0, "alone": True, "failed": False, "nanny": None}
+    assert json.loads((folder / "db__r3.json").read_text()) == {"deaths": 0, "ends": 0, "alone": True, "failed": False, "nanny": None}
     other = RecordAttempts(str(tmp_path), "recordings")  # clear() forgets one stage's attempts only
     assert other.begin("db__r1", "db/r1") is None
     task().clear()
@@ -57,7 +57,8 @@ def test_attempt_files_count_deaths_and_a_finished_record_leaves_none(tmp_path):
 
 def test_a_death_counts_only_where_the_earlier_attempts_nanny_still_answers(tmp_path, monkeypatch):
     """A nanny outlives a worker it restarts (the memory limit, a crash) and ends with its job (preempted, its time
-    limit, its node lost): an attempt whose nanny no longer answers is no death of the record's."""
+    limit, its node lost): an attempt whose nanny no longer answers is no death of the record's, but a record whose
+    job ended three times is left out all the same (a batch system's memory limit ends the whole job)."""
     import socket
 
     from ecgpipe.orchestration import attempts
@@ -76,7 +77,13 @@ def test_a_death_counts_only_where_the_earlier_attempts_nanny_still_answers(tmp_
         task = RecordAttempts(str(tmp_path), "segments")
         assert "died 2 times" in task.begin("db__kept", "db/kept")  # its nanny restarted it: the second death
         assert task.begin("db__preempted", "db/preempted") is None  # the job ended: one death still, tried again
-        assert json.loads((folder / "db__preempted.json").read_text())["deaths"] == 1
+        stored = json.loads((folder / "db__preempted.json").read_text())
+        assert stored["deaths"] == 1 and stored["ends"] == 1 and stored["alone"]  # (one thread: alone anyway)
+        for ends in (2, 3):  # ... and its next jobs end on it too
+            (folder / "db__preempted.json").write_text(json.dumps({**stored, "ends": ends - 1, "nanny": f"tcp://127.0.0.1:{gone_port}"}))
+            problem = task.begin("db__preempted", "db/preempted")
+        assert problem.startswith("the worker's whole job ended 3 times while computing this record (preempted each time")
+        assert task.begin("db__preempted", "db/preempted") == problem  # failed: a retry of its batch is told so again
         assert "died 2 times" in task.begin("db__local", "db/local")  # no nanny to ask: every death counts
         assert attempts._nanny_gone("inproc://10.0.0.1/1/2") is False  # not TCP: counted
     finally:
@@ -187,9 +194,16 @@ def test_a_record_in_flight_when_its_workers_job_ends_twice_is_computed_not_left
     monkeypatch.delenv(PREEMPT_ENV)
     procs = [scheduler, *doomed]
 
+    attempt = tmp_path / "out" / "markers" / "attempts" / "segments" / f"cinc2017__{victim}.json"
+    seen = []
+
     def replace_them():  # a later job, once both ended (the run's tasks wait for a worker meanwhile)
         while any(p.poll() is None for p in doomed):
             time.sleep(0.2)
+        time.sleep(1)
+        # the second attempt's file, as the second job wrote it when it began: the first job's end was told from a
+        # death while its nanny was shutting down (the race the probe's wait covers)
+        seen.append(json.loads(attempt.read_text()))
         procs.append(start_worker(sched_file))
 
     try:
@@ -198,6 +212,7 @@ def test_a_record_in_flight_when_its_workers_job_ends_twice_is_computed_not_left
         later.start()
         report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"), scheduler=address)
         assert all(p.returncode is not None for p in doomed)  # both jobs ended on the record
+        assert seen and seen[0]["deaths"] == 0 and seen[0]["ends"] == 1, seen
         assert report["skipped_records"] == []
         used = set(report["protocols"]["grouped_by_subject"]["per_record"]["records"]["record"])
         assert used == {f"cinc2017/{n}" for n in names}

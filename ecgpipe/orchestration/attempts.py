@@ -44,6 +44,10 @@ DEATHS_ALLOWED = 2  # one death may be bad luck (the machine short of memory for
 # nanny stops listening within a second of its SIGTERM (measured, distributed 2026.8), a nanny that restarts its
 # worker never does
 NANNY_GONE_S = 3.0
+# a job ending on a record is no proof against it (a preemption), but a record that ends three is left out: a batch
+# system's memory limit ends the whole job (PBS, LSF, SLURM's OverMemoryKill), and a nanny its workers cannot reach
+# (a firewall) looks gone; Dask itself gives up on a task after three such ends (``allowed-failures``)
+JOB_ENDS_ALLOWED = 3
 DIE_ENV = "ECGPIPE_INJECT_DEATH"  # test hook: "<stage>:<db>/<record>" kills the worker process as it starts that record
 PREEMPT_ENV = "ECGPIPE_INJECT_PREEMPTION"  # test hook: ... ends the worker's whole job (its nanny too) as it starts it
 
@@ -106,7 +110,7 @@ def _nanny_gone(address: str | None, wait_s: float = NANNY_GONE_S) -> bool:
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.25)
+        time.sleep(0.5)
 
 
 def _one_thread() -> bool:
@@ -132,27 +136,27 @@ class RecordAttempts:
 
     def begin(self, unit: str, shown: str) -> str | None:
         """Called before computing ``unit``: None to go on (its attempt file is written; ``end`` must follow), or the
-        problem to fail it with when its worker already died on it ``DEATHS_ALLOWED`` times in this run."""
+        problem to fail it with when its worker already died on it ``DEATHS_ALLOWED`` times in this run (or its
+        worker's job ended ``JOB_ENDS_ALLOWED`` times)."""
         text = self.location.read_text(self._rel(unit))
         earlier = _attempt(text) if text is not None else None
-        if earlier is not None and not earlier["failed"] and _nanny_gone(earlier["nanny"]):
-            # its worker ended with its job (preempted, its time limit, its node lost): no death of this record's
-            deaths, earlier = earlier["deaths"], None
-        else:  # the earlier attempt died (a failed record's file is no attempt: its deaths are counted already)
-            deaths = 0 if earlier is None else earlier["deaths"] + (1 if earlier["alone"] and not earlier["failed"] else 0)
-        if earlier is not None and (earlier["failed"] or deaths >= DEATHS_ALLOWED):
-            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": True, "failed": True}))
-            return (f"the worker process died {deaths} times while computing this record alone (killed for memory? "
-                    "a crash in a native library?); left out. Give the workers more memory (a Dask worker's "
-                    "--memory-limit) and run again to try it again, or leave it out of the database's records")
+        deaths, ends, job_ended = (0, 0, False) if earlier is None else (earlier["deaths"], earlier["ends"], False)
+        if earlier is not None and not earlier["failed"]:  # the earlier attempt's process ended while computing it
+            if _nanny_gone(earlier["nanny"]):  # with its job (preempted, its time limit, its node lost): apart
+                ends, job_ended = ends + 1, True
+            elif earlier["alone"]:  # its own death (one in company is no one's: tried again alone)
+                deaths += 1
+        if earlier is not None and (earlier["failed"] or deaths >= DEATHS_ALLOWED or ends >= JOB_ENDS_ALLOWED):
+            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "ends": ends, "alone": True, "failed": True}))
+            return _left_out(deaths, ends)
         # alone: where a death can be its own (one thread), or after one in company (the others wait meanwhile)
-        alone = _one_thread() or earlier is not None
+        alone = _one_thread() or (earlier is not None and not job_ended)
         if not _one_thread():
             _IN_FLIGHT.acquire(alone)
         self._held[unit] = alone
         try:
-            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "alone": alone, "failed": False,
-                                                                  "nanny": _my_nanny()}))
+            self.location.write_text(self._rel(unit), json.dumps({"deaths": deaths, "ends": ends, "alone": alone,
+                                                                  "failed": False, "nanny": _my_nanny()}))
         except BaseException:  # no attempt begun: nothing for ``end`` to release
             self._held.pop(unit)
             if not _one_thread():
@@ -181,10 +185,21 @@ def _attempt(text: str) -> dict:
     try:
         doc = json.loads(text)
         nanny = doc.get("nanny")
-        return {"deaths": int(doc["deaths"]), "alone": bool(doc.get("alone", True)), "failed": bool(doc.get("failed")),
-                "nanny": nanny if isinstance(nanny, str) else None}
+        return {"deaths": int(doc["deaths"]), "ends": int(doc.get("ends", 0)), "alone": bool(doc.get("alone", True)),
+                "failed": bool(doc.get("failed")), "nanny": nanny if isinstance(nanny, str) else None}
     except (ValueError, KeyError, TypeError):  # a file cut short by the death itself: a death, in company or not
-        return {"deaths": 0, "alone": False, "failed": False, "nanny": None}
+        return {"deaths": 0, "ends": 0, "alone": False, "failed": False, "nanny": None}
+
+
+def _left_out(deaths: int, ends: int) -> str:
+    """Why a record whose worker died on it, or whose worker's job ended, too often is left out."""
+    if ends >= JOB_ENDS_ALLOWED:  # the nanny gone each time: preempted, or a limit that ends the whole job
+        return (f"the worker's whole job ended {ends} times while computing this record (preempted each time, or a "
+                "limit that ends the whole job: a batch system's memory limit, SLURM's OverMemoryKill, a Kubernetes "
+                "eviction?); left out. Run again to try it again, with more memory per job if that is the cause")
+    return (f"the worker process died {deaths} times while computing this record alone (killed for memory? "
+            "a crash in a native library?); left out. Give the workers more memory (a Dask worker's "
+            "--memory-limit) and run again to try it again, or leave it out of the database's records")
 
 
 def injected_death(stage: str, shown: str) -> None:

@@ -59,16 +59,20 @@ def keep_digests_read(cfg: PipelineConfig, out_dir: str) -> str:
     the input digests computed so far in ``OUT/inputs/digests.json``, so that the next run hashes only the records
     not read yet. Without this, a corpus that takes longer to hash than a job may run (hours for terabytes of Holter
     recordings on a network file system) was hashed from its first record by every job, none getting past the
-    checks. The folder's lock is taken for the moment of writing (the checks run before the run holds it); another
-    run holding it meanwhile keeps nothing. Returns what to add to the stop's message ("" when nothing was kept)."""
+    checks. The folder's lock is taken for the moment of writing (the checks run before the run holds it; an
+    object store's URL has none); another run holding it meanwhile, or a folder that cannot be made, keeps nothing.
+    Returns what to add to the stop's message ("" when nothing was kept)."""
     digests = InputDigests.of_run(out_dir, cfg.run.verify)  # the preflight's (taken: the run's plan never will)
     if not digests.new:
         return ""
-    new, location = digests.new, Location(str(out_dir))
+    # made before the lock is taken, and without the pruning of records gone (a listing per folder: minutes over a
+    # network file system's 10^5 folders), so that the lock is held for the write alone, well within a batch
+    # system's 30 s between its SIGTERM and its SIGKILL
+    new, location, text = digests.new, Location(str(out_dir)), digests.document(prune=False)
     try:
         with RunLock(location.local_root) if location.local_root else contextlib.nullcontext():
-            kept = digests.save()
-    except LockHeld:  # another run took the folder meanwhile: its own checks read the corpus
+            kept = digests.save(text)
+    except (LockHeld, OSError):  # another run took the folder meanwhile, or it cannot be made: the stop is what counts
         return ""
     return (f"; the input digests of the {new} record(s) read before the stop are kept ({location.child(CACHE)}): "
             "the next run reads only the others") if kept else ""
