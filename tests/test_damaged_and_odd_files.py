@@ -160,6 +160,11 @@ def test_labels_csv_comment_lines_and_empty_subject_cells(tmp_path, physionet):
     check_subject_column(DatabaseSettings(labels_csv="labels.csv", subject="record"), table, tmp_path)  # not read: fine
     with pytest.raises(LabelsError, match=r"1 record\(s\) have an empty 'subject' cell \(e.g. A2\)"):
         check_subject_column(DatabaseSettings(labels_csv="labels.csv", subject="labels_csv"), table, tmp_path)
+    # a record that same_subject maps to another database's patient (or another record) needs no cell of its own
+    check_subject_column(DatabaseSettings(labels_csv="labels.csv", subject="labels_csv", same_subject={"A2": "mitdb:118"}),
+                         table, tmp_path)
+    (tmp_path / "labels.csv").write_text("subject,record,label\n#p1,A1,N\n")  # a '#' in another column is its own
+    assert read_labels_table(tmp_path, "labels.csv").subjects == {"A1": "#p1"}
 
 
 def test_a_multi_segment_header_without_its_total_length_is_read_as_its_segments_sum(physionet, tmp_path):
