@@ -65,9 +65,15 @@ def test_a_labels_csv_with_a_subject_column_gives_each_record_its_patient(tmp_pa
     # a record named as another's copy (same_subject) takes that one's row; a record with no row has no subject
     assert table.subject_of("A3", {}) == "p9" and table.subject_of("B1", {"B1": "A1"}) == "p7"
     assert table.subject_of("B2", {}) is None
+    # a row without its subject cell: read (since 0.19.0), and refused where the subjects are read from the CSV
     (tmp_path / "REFERENCE.csv").write_text("record,label,subject\nA1,N,p7\nA2,A\n")
-    with pytest.raises(LabelsError, match=r"REFERENCE.csv, line 3: expected 'record,label,subject'"):
-        read_labels_table(tmp_path, "REFERENCE.csv")
+    short = read_labels_table(tmp_path, "REFERENCE.csv")
+    assert short.labels == {"A1": "N", "A2": "A"} and short.subjects == {"A1": "p7"}
+    from ecgpipe.config import DatabaseSettings
+    from ecgpipe.labels import check_subject_column
+
+    with pytest.raises(LabelsError, match=r"REFERENCE.csv: 1 record\(s\) have an empty 'subject' cell \(e.g. A2\)"):
+        check_subject_column(DatabaseSettings(labels_csv="REFERENCE.csv", subject="labels_csv"), short, tmp_path)
     (tmp_path / "REFERENCE.csv").write_text("record,label,subject\nA1,N,p7\nA1,N,p8\n")
     with pytest.raises(LabelsError, match="line 3: record 'A1' has two subjects"):
         read_labels_table(tmp_path, "REFERENCE.csv")
