@@ -11,14 +11,16 @@ import sys
 def out_is_a_file(args) -> str | None:
     """The error for an ``--out`` that is an existing file, not a folder (every command that writes takes one)."""
     out = getattr(args, "out", None)
-    if out and "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+    if not out or "://" in out:
+        return None
+    target = node = os.path.realpath(out)  # as the system resolves it (a link's '..' is its target's parent)
+    while not os.path.exists(node) and os.path.dirname(node) != node:
+        node = os.path.dirname(node)
+    if os.path.isdir(node):
+        return None
+    if node == target:
         return f"--out {out}: a file, not a folder: choose another --out (nothing was written)"
-    parent = os.path.dirname(os.path.abspath(out)) if out and "://" not in out else None
-    while parent and not os.path.exists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
-    if parent and not os.path.isdir(parent):  # a folder below a file cannot be made
-        return f"--out {out}: {parent} is a file, not a folder: choose another --out (nothing was written)"
-    return None
+    return f"--out {out}: {node} is a file, not a folder: choose another --out (nothing was written)"  # none below it
 
 
 def options_that_do_nothing(args) -> str | None:

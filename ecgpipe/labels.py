@@ -81,8 +81,8 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
         cells = [c.strip() for c in row]
         while cells and not cells[-1]:  # an Excel export's trailing comma is no column
             cells.pop()
-        if not cells or (cells[0].startswith("#") and (at["record"] == 0 or len(cells) == 1)):  # a comment line, as
-            continue  # in RECORDS: no record name starts so (a '#' in another column is that column's)
+        if not cells or cells[0].startswith("#"):  # a comment line, as in RECORDS (no record name starts so)
+            continue
         lowered = [c.lower() for c in cells]
         if first and "record" in lowered and "label" in lowered:
             columns = [c for c in ("record", "label", "subject") if c in lowered]

@@ -173,12 +173,13 @@ def list_records(db_dir: str | Path, _depth: int = 0) -> list[str]:
         raise PipelineError(f"{records_file}: not UTF-8 text ({exc}): save it as UTF-8, one record name per line") from None
     names = []
     for line_no, line in enumerate(lines, start=1):
-        line = re.split(r"\s#", line, maxsplit=1)[0]  # a comment after the name (a hand-made index's)
         if not line.strip() or line.lstrip().startswith("#"):  # a hand-made index's comments: no record starts so
             continue
-        if "," in line or ";" in line:  # a CSV given as the index: its rows would be records "A00001,N"
-            raise PipelineError(f"{records_file}, line {line_no}: {line.strip()!r}: RECORDS lists one record name per "
-                                "line (labels go in a labels CSV: databases.<db>.labels_csv)")
+        if any(c in line for c in "#,;") and not _has_record_files(db_dir, record_name(line)):  # ("rec #1" has files)
+            line = re.split(r"\s#", line, maxsplit=1)[0]  # a comment after the name (a hand-made index's)
+            if "," in line or ";" in line:  # a CSV given as the index: its rows would be records "A00001,N"
+                raise PipelineError(f"{records_file}, line {line_no}: {line.strip()!r}: RECORDS lists one record name "
+                                    "per line (labels go in a labels CSV: databases.<db>.labels_csv)")
         name = record_name(line)
         if leaves_its_folder(name):  # its windows would be stored outside the run's store, or as another database's
             raise PipelineError(f"{records_file}, line {line_no}: record {line.strip()!r} is outside the database folder: "
@@ -188,6 +189,11 @@ def list_records(db_dir: str | Path, _depth: int = 0) -> list[str]:
         else:
             names.append(name)
     return list(dict.fromkeys(names))  # a record listed twice is one record (its windows would count twice)
+
+
+def _has_record_files(db_dir: str | Path, name: str) -> bool:
+    """Whether a record of that name has a header or an EDF file in ``db_dir``."""
+    return os.path.isfile(os.path.join(str(db_dir), f"{name}.hea")) or bool(edf_record_file(db_dir, name))
 
 
 def without_segments(folder: str | Path, names: list[str]) -> list[str]:

@@ -829,6 +829,8 @@ def test_an_out_that_is_a_file_is_refused_before_anything_runs(command, rhythm_m
     below = target / "runs" / "one"  # a folder below a file cannot be made (a run failed on it, after its checks)
     code, out, err = _run(capsys, *argv, "--out", str(below))
     assert code == 2 and f"--out {below}: {target} is a file, not a folder" in err and "Traceback" not in err
+    code, out, err = _run(capsys, *argv, "--out", f"{target}/")  # written with a trailing slash
+    assert code == 2 and f"--out {target}/: a file, not a folder" in err
     assert target.read_text() == "hi\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 

@@ -86,6 +86,10 @@ def test_records_lines_with_a_comment_after_the_name_or_a_csv_row(tmp_path):
     (tmp_path / "RECORDS").write_text("100\n101,A\n")
     with pytest.raises(EcgpipeError, match=r"RECORDS, line 2: '101,A': RECORDS lists one record name per line"):
         list_records(tmp_path)
+    for name in ("Smith, J", "rec #1"):  # a record whose files are so named is that record
+        (tmp_path / f"{name}.edf").write_bytes(b"")
+    (tmp_path / "RECORDS").write_text("Smith, J\nrec #1\n")
+    assert list_records(tmp_path) == ["Smith, J", "rec #1"]
 
 
 def test_rhythm_labels_that_differ_from_a_configured_one_in_case_are_said_not_dropped_silently(physionet, tmp_path):
@@ -163,8 +167,8 @@ def test_labels_csv_comment_lines_and_empty_subject_cells(tmp_path, physionet):
     # a record that same_subject maps to another database's patient (or another record) needs no cell of its own
     check_subject_column(DatabaseSettings(labels_csv="labels.csv", subject="labels_csv", same_subject={"A2": "mitdb:118"}),
                          table, tmp_path)
-    (tmp_path / "labels.csv").write_text("subject,record,label\n#p1,A1,N\n")  # a '#' in another column is its own
-    assert read_labels_table(tmp_path, "labels.csv").subjects == {"A1": "#p1"}
+    (tmp_path / "labels.csv").write_text("label,record\n# checked, by JB\nN,A1\n")  # whatever the columns' order
+    assert read_labels_table(tmp_path, "labels.csv").labels == {"A1": "N"}
 
 
 def test_a_multi_segment_header_without_its_total_length_is_read_as_its_segments_sum(physionet, tmp_path):
@@ -198,3 +202,18 @@ def test_an_edf_lead_without_a_unit_and_an_edf_file_longer_than_its_header_are_s
     rec = read_edf_record(str(path), DatabaseSettings(lead=["MLII"], fs="any"))
     assert any("lead MLII: no physical unit in its EDF header: read as mV" in n for n in rec.notes), rec.notes
     assert any("holds 100 bytes more than its header's 12 data records" in n for n in rec.notes), rec.notes
+
+
+def test_an_out_below_a_file_is_told_as_the_system_resolves_the_path(tmp_path):
+    """`--out` is checked as the system resolves it: `link/../out/run`, where link leads to a folder elsewhere, lies in
+    that folder's parent, not beside the link (where ./out may be a file)."""
+    from argparse import Namespace
+
+    from ecgpipe.cli_checks import out_is_a_file
+
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere" / "deep")
+    (tmp_path / "out").write_text("a file beside the link\n")
+    assert out_is_a_file(Namespace(out=str(tmp_path / "link" / ".." / "out" / "run"))) is None  # elsewhere/out/run
+    assert "is a file, not a folder" in out_is_a_file(Namespace(out=str(tmp_path / "out" / "run")))
+    assert out_is_a_file(Namespace(out="s3://bucket/run")) is None

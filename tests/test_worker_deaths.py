@@ -86,6 +86,16 @@ def test_a_death_counts_only_where_the_earlier_attempts_nanny_still_answers(tmp_
         assert task.begin("db__preempted", "db/preempted") == problem  # failed: a retry of its batch is told so again
         assert "died 2 times" in task.begin("db__local", "db/local")  # no nanny to ask: every death counts
         assert attempts._nanny_gone("inproc://10.0.0.1/1/2") is False  # not TCP: counted
+        # in a worker of several threads: after a job's end the record is not made to run alone (the job took every
+        # process's records: running alone would tell nothing), after a death in company it is
+        monkeypatch.setattr(attempts, "_one_thread", lambda: False)
+        for unit, nanny, alone in (("db__after_end", f"tcp://127.0.0.1:{gone_port}", False), ("db__after_death", alive, True)):
+            (folder / f"{unit}.json").write_text(json.dumps({"deaths": 0, "alone": False, "failed": False, "nanny": nanny}))
+            assert task.begin(unit, unit) is None and json.loads((folder / f"{unit}.json").read_text())["alone"] is alone
+            task.end(unit)
+        (folder / "db__odd.json").write_text("[]")  # JSON of another form: a death in company, as a file cut short
+        assert task.begin("db__odd", "db/odd") is None
+        task.end("db__odd")
     finally:
         listening.close()
 
@@ -199,20 +209,22 @@ def test_a_record_in_flight_when_its_workers_job_ends_twice_is_computed_not_left
     procs = [scheduler, *doomed]
 
     attempt = tmp_path / "out" / "markers" / "attempts" / "segments" / f"cinc2017__{victim}.json"
-    seen = []
+    seen, finished = [], threading.Event()
 
     def replace_them():  # a later job, once both ended (the run's tasks wait for a worker meanwhile)
-        while any(p.poll() is None for p in doomed):
+        while any(p.poll() is None for p in doomed) and not finished.is_set():
             time.sleep(0.2)
         time.sleep(1)
+        if finished.is_set():  # the test ended first: no worker after it
+            return
         # the second attempt's file, as the second job wrote it when it began: the first job's end was told from a
         # death while its nanny was shutting down (the race the probe's wait covers)
         seen.append(json.loads(attempt.read_text()))
         procs.append(start_worker(sched_file))
 
+    later = threading.Thread(target=replace_them, daemon=True)
     try:
         address = wait_for_workers(sched_file, 2)
-        later = threading.Thread(target=replace_them, daemon=True)
         later.start()
         report = run_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "out"), scheduler=address)
         assert all(p.returncode is not None for p in doomed)  # both jobs ended on the record
@@ -222,6 +234,9 @@ def test_a_record_in_flight_when_its_workers_job_ends_twice_is_computed_not_left
         assert used == {f"cinc2017/{n}" for n in names}
         assert not list((tmp_path / "out" / "markers" / "attempts").rglob("*.json"))
     finally:
+        finished.set()
+        if later.is_alive():
+            later.join(timeout=10)
         stop(procs)
 
 

@@ -41,12 +41,14 @@ from ecgpipe.location import Location
 
 DEATHS_ALLOWED = 2  # one death may be bad luck (the machine short of memory for a moment); two on one record is the record
 # how long an earlier attempt's nanny may take to stop answering before its worker's end counts as a death: a job's
-# nanny stops listening within a second of its SIGTERM (measured, distributed 2026.8), a nanny that restarts its
-# worker never does
-NANNY_GONE_S = 3.0
+# nanny stops listening within a second of its SIGTERM (measured, distributed 2026.8; longer on a loaded node, where
+# it first tears its plugins down), a nanny that restarts its worker never does. Waited once per real death only
+NANNY_GONE_S = 10.0
 # a job ending on a record is no proof against it (a preemption), but a record that ends three is left out: a batch
-# system's memory limit ends the whole job (PBS, LSF, SLURM's OverMemoryKill), and a nanny its workers cannot reach
-# (a firewall) looks gone; Dask itself gives up on a task after three such ends (``allowed-failures``)
+# system's memory limit ends the whole job (PBS, LSF, SLURM's OverMemoryKill; Kubernetes' OOM kill of a whole
+# container group), and a nanny its workers cannot reach (a firewall) looks gone; Dask itself gives up on a task
+# after three such ends (``allowed-failures``). Which of a job's records ended it cannot be told (every worker
+# process of the job ends): a record in flight beside the culprit three times over is left out with it
 JOB_ENDS_ALLOWED = 3
 DIE_ENV = "ECGPIPE_INJECT_DEATH"  # test hook: "<stage>:<db>/<record>" kills the worker process as it starts that record
 PREEMPT_ENV = "ECGPIPE_INJECT_PREEMPTION"  # test hook: ... ends the worker's whole job (its nanny too) as it starts it
@@ -91,7 +93,7 @@ def _my_nanny() -> str | None:
         return None
 
 
-def _nanny_gone(address: str | None, wait_s: float = NANNY_GONE_S) -> bool:
+def _nanny_gone(address: str | None, wait_s: float | None = None) -> bool:
     """Whether the nanny at ``address`` (an earlier attempt's) no longer answers within ``wait_s``: its worker ended
     with its job, not by the record. False for no nanny, this process's own, or an address that is not TCP."""
     if not address or address == _my_nanny():
@@ -102,15 +104,16 @@ def _nanny_gone(address: str | None, wait_s: float = NANNY_GONE_S) -> bool:
         host, port = get_address_host_port(address)
     except (ImportError, ValueError):
         return False
+    wait_s = NANNY_GONE_S if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     while True:
-        try:
+        try:  # (a nanny logs each connection closed before its handshake: a few, once per death)
             socket.create_connection((host, port), timeout=min(2.0, wait_s)).close()
         except OSError:  # refused (its process is gone) or no answer (its node is gone)
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.5)
+        time.sleep(min(1.5, wait_s))
 
 
 def _one_thread() -> bool:
@@ -184,6 +187,8 @@ class RecordAttempts:
 def _attempt(text: str) -> dict:
     try:
         doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise TypeError("not an attempt")
         nanny = doc.get("nanny")
         return {"deaths": int(doc["deaths"]), "ends": int(doc.get("ends", 0)), "alone": bool(doc.get("alone", True)),
                 "failed": bool(doc.get("failed")), "nanny": nanny if isinstance(nanny, str) else None}
