@@ -176,8 +176,8 @@ def cmd_status(args) -> int:
     for stage, c in status["stages"].items():
         fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
         print(f"{stage:18s}{fmt(c['done']):>7s}{fmt(c['stale']):>7s}{fmt(c['failed']):>8s}{fmt(c['missing']):>9s}{fmt(c['total']):>7s}   {c['rerun_computes']}")
-    if status.get("note"):
-        print(f"note: {status['note']}")
+    for note in filter(None, (status.get("note"), status.get("input_digests_kept"))):
+        print(f"note: {note}")
     return 0
 
 

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ecgpipe.keys import code_tokens, read_digest, record_files
@@ -35,6 +35,15 @@ from ecgpipe.orchestration import interrupt
 
 CACHE = "inputs/digests.json"
 SETTLE_S = 5.0
+# While a corpus is hashed, the digests computed are written this often (``ECGPIPE_KEEP_DIGESTS_EVERY_S``): a job
+# killed with no SIGTERM first (a node lost, the kernel's OOM killer, SLURM's SIGKILL after a SIGTERM lost) loses at
+# most this much reading; a SIGTERM or Ctrl-C keeps everything read (``preflight.keep_digests_read``).
+KEEP_EVERY_S = 300.0
+
+
+def keep_every_s() -> float:
+    """``KEEP_EVERY_S``, or the environment's ``ECGPIPE_KEEP_DIGESTS_EVERY_S``, read when a plan starts."""
+    return float(os.environ.get("ECGPIPE_KEEP_DIGESTS_EVERY_S", KEEP_EVERY_S))
 
 # The preflight's digests, by (output location, verify), until the same run's plan takes them: the preflight check
 # and the flow's plan of one `ecgpipe run` are one process, and each input is read once per run.
@@ -100,6 +109,7 @@ class InputDigests:
         self.entries: dict[str, dict[str, list[str]]] = self._kept if verify == "stamp" else {}
         self.hashed = 0  # records whose files this object read (not reused)
         self.new = 0  # digests computed here and trusted for the next run, not kept on disk yet
+        self.computed = 0  # digests computed here and trusted for the next run, kept on disk or not
 
     @classmethod
     def of_run(cls, out, verify: str = "stamp", preflight: bool = False) -> InputDigests:
@@ -143,7 +153,25 @@ class InputDigests:
         if complete and after == stamp and newest < time.time_ns() - SETTLE_S * 1e9:
             self.entries.setdefault(folder, {})[names] = [stamp, digest]
             self.new += 1
+            self.computed += 1
         return digest
+
+    def kept_every(self, seconds: float, keep: Callable[[], object]) -> Callable[[Sequence[str | Path]], str]:
+        """This cache as a ``digest_of`` that calls ``keep()`` (a write of the digests) each time ``seconds`` have
+        passed since the last such call, where new digests wait: what a SIGKILL in the middle of hashing a
+        corpus loses is bounded by ``seconds`` of reading, not the whole of it. Each keep writes the whole document
+        (~130 bytes per record: ~2 s at a million records, every 5 minutes by default)."""
+        last = time.monotonic()
+
+        def digest_of(paths: Sequence[str | Path]) -> str:
+            nonlocal last
+            digest = self(paths)
+            if self.new and time.monotonic() - last >= seconds:
+                keep()
+                last = time.monotonic()
+            return digest
+
+        return digest_of
 
     def signal(self, db_dir: str | Path, record: str) -> str:
         """``keys.signal_digest``: the record's header and signal files, not its annotations."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ecgpipe import store as zs
 from ecgpipe.config import PipelineConfig
-from ecgpipe.input_digests import InputDigests
+from ecgpipe.input_digests import InputDigests, keep_every_s
 from ecgpipe.keys import array_digest, content_key, edf_record_file
 from ecgpipe.labels import read_record_labels
 from ecgpipe.location import Location
@@ -134,13 +134,17 @@ class RunPlan:
     inputs: InputDigests = field(default_factory=InputDigests)  # the records' input digests (``save()``: kept for the next run)
 
     @classmethod
-    def create(cls, cfg: PipelineConfig, data_dir: str | Path | None, out_dir, download: bool = True) -> RunPlan:
+    def create(cls, cfg: PipelineConfig, data_dir: str | Path | None, out_dir, download: bool = True,
+               keep_digests: bool = False) -> RunPlan:
+        """``keep_digests``: a run's plan, which holds the folder's lock, writes the digests it computes every few
+        minutes (``input_digests.KEEP_EVERY_S``) as it hashes the corpus afresh (a deployment's flow run)."""
         out = out_dir if isinstance(out_dir, Location) else Location(str(out_dir))
         inputs = InputDigests.of_run(out, cfg.run.verify)  # the preflight's, when it ran in this process
         units = _PREFLIGHT_UNITS.pop(_handoff(cfg, data_dir, out), None)
         if units is None:
+            digest_of = inputs.kept_every(keep_every_s(), lambda: inputs.save(inputs.document(prune=False))) if keep_digests else inputs
             try:
-                units = segments.plan_records(cfg, data_dir, download=download, digest_of=inputs)
+                units = segments.plan_records(cfg, data_dir, download=download, digest_of=digest_of)
             except interrupt.RunInterrupted as exc:  # stopped while hashing (a job's time limit): the next run goes on from here
                 if not isinstance(exc, interrupt.LockLost):
                     inputs.save()

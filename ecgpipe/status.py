@@ -1,6 +1,7 @@
 """``ecgpipe status``: per stage, how many units are done, stale, failed or missing, and what a rerun would compute.
 
-Read-only: it walks the same :class:`ecgpipe.plan.RunPlan` as a run, never creates a folder and never downloads.
+It walks the same :class:`ecgpipe.plan.RunPlan` as a run, never creates a folder and never downloads. It writes
+one thing: into an earlier run's folder, the input digests it computed (``_keep_digests``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from pathlib import Path
 
 from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, UnreadableFile
+from ecgpipe.input_digests import CACHE
 from ecgpipe.location import Location
-from ecgpipe.lock import RunLock
+from ecgpipe.lock import LockHeld, RunLock
 from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
 from ecgpipe.stages import classification, recording_grid, recording_scores, segments, table
 
@@ -68,6 +70,22 @@ def _earlier_units(out: Location, markers, stage: str, rows: list, done: set[str
     return earlier
 
 
+def _keep_digests(plan: RunPlan, lock: RunLock) -> str | None:
+    """Write the input digests this status computed into an earlier run's folder, under its lock for the moment of
+    writing: the run after it then reads only the records changed since (before 0.20.0 a status before a rerun read
+    every new or changed record, and the run read them again: twice over the corpus for a first look at new data).
+    Not into a folder no run has used (status creates nothing there), nor while a run holds it or a killed run's lock
+    is left (status reports that lock). Returns what to tell (None when nothing was written)."""
+    new = plan.inputs.new
+    try:
+        with lock:
+            kept = plan.inputs.save(plan.inputs.document(prune=False))
+    except (LockHeld, OSError):  # a run took the folder meanwhile, or it cannot be written: only the hashing is lost
+        return None
+    return (f"the input digests of the {new} record(s) read here are kept ({plan.out.child(CACHE)}): the next run "
+            "reads only records changed since") if kept else None
+
+
 def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
     """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
     out = Location(out_dir)
@@ -98,6 +116,8 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     if holder is not None:
         # a lock left behind (its process gone) means the run was killed, not stopped
         status["running" if lock.holder_running(holder) else "unfinished"] = holder
+    elif lock is not None and plan.inputs.new and out.exists(CACHE.split("/")[0]):
+        status["input_digests_kept"] = _keep_digests(plan, lock)
     summaries = plan.record_summaries()
     status["stages"][segments.STAGE] = tally(
         [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])

@@ -217,3 +217,84 @@ def test_planned_units_are_the_same_with_kept_digests(physionet, tmp_path):
     kept = plan_records(cfg, physionet, download=False, digest_of=warm)
     assert warm.hashed == 0 and digests.hashed == len(plain) == 5
     assert [(u.key, u.signal_key, u.files_sha256) for u in kept] == [(u.key, u.signal_key, u.files_sha256) for u in plain]
+
+
+KILLED_WHILE_HASHING = """
+import os, signal, sys
+from ecgpipe import input_digests
+from ecgpipe.config import load_config
+from ecgpipe.orchestration.preflight import preflight
+
+real, calls = input_digests.InputDigests.__call__, []
+
+def hashed(self, paths):  # the job's node is lost as it reaches the fifth record: SIGKILL, nothing runs after it
+    calls.append(paths)
+    if len(calls) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, paths)
+
+input_digests.InputDigests.__call__ = hashed
+cfg = load_config("paper4", {"databases": {"mitdb": {"records": sys.argv[3].split(",")}}})
+preflight(cfg, sys.argv[1], False, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("every_s, kept", [("0", 4), (None, 0)])
+def test_a_job_killed_outright_while_its_checks_hash_keeps_what_it_read_minutes_before(physionet, tmp_path, every_s, kept):
+    """A SIGKILL with no SIGTERM before it (a node lost, the OOM killer) during the checks: the digests written every
+    few minutes (``ECGPIPE_KEEP_DIGESTS_EVERY_S``, here after every record) are on disk, and the next run reads only
+    the others. Before 0.20.0 a corpus was hashed from its first record again (the default's five minutes here)."""
+    import subprocess
+    import sys
+
+    out, records = tmp_path / "out", ["100", "101", "103", "105", "106", "108"]
+    env = {k: v for k, v in os.environ.items() if k != "ECGPIPE_KEEP_DIGESTS_EVERY_S"} | ({"ECGPIPE_KEEP_DIGESTS_EVERY_S": every_s} if every_s else {})
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_HASHING, str(physionet), str(out), ",".join(records)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    assert not (out / ".ecgpipe.lock").exists()  # taken for each write alone
+    on_disk = json.loads((out / CACHE).read_text())["digests"] if kept else {}
+    assert sum(len(v) for v in on_disk.values()) == kept and (out / CACHE).exists() == bool(kept)
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": records}}})
+    digests = InputDigests(out)
+    planned = plan_records(cfg, physionet, download=False, digest_of=digests)
+    assert digests.hashed == len(planned) - kept  # vfdb's 22 and mitdb's records from the fifth on
+
+
+def test_kept_every_writes_when_its_time_has_come_and_digests_wait(physionet, tmp_path):
+    lists = record_file_lists(physionet / "mitdb", MITDB)
+    digests, writes = InputDigests(tmp_path), []
+    never = digests.kept_every(3600.0, lambda: writes.append(digests.save()))
+    assert [never(files) for files in lists] == [file_digest(files) for files in lists] and writes == []
+    digests, writes = InputDigests(tmp_path / "b"), []
+    always = digests.kept_every(0.0, lambda: writes.append(digests.save()))
+    [always(files) for files in lists + lists]  # the second pass computes nothing new: nothing to write
+    assert writes == [True] * len(MITDB) and digests.computed == len(MITDB) and digests.new == 0
+
+
+def test_status_keeps_the_digests_it_read_in_an_earlier_runs_folder_only(physionet, tmp_path):
+    """`ecgpipe status` before a rerun over new records reads them; the run after it does not read them again (before
+    0.20.0 both did). Nothing is written into a folder no run has used, nor while a run holds the folder."""
+    from ecgpipe.lock import RunLock
+    from ecgpipe.status import run_status
+
+    out = tmp_path / "out"
+    earlier = load_config("paper4", {"databases": {"mitdb": {"records": ["100"]}, "vfdb": {"records": ["418"]}}})
+    digests = InputDigests(out)
+    plan_records(earlier, physionet, download=False, digest_of=digests)
+    digests.save()  # an earlier run's folder: its inputs/ holds the digests of its two records
+    more = load_config("paper4", {"databases": {"mitdb": {"records": MITDB}, "vfdb": {"records": ["418"]}}})
+
+    def read_by_the_next_run() -> int:
+        digests = InputDigests(out)
+        plan_records(more, physionet, download=False, digest_of=digests)
+        return digests.hashed
+
+    with RunLock(out):  # a run holds the folder: status reports it and writes nothing
+        held = run_status(more, physionet, str(out))
+    assert "running" in held and not held.get("input_digests_kept") and read_by_the_next_run() == 2
+    status = run_status(more, physionet, str(out))
+    assert "the input digests of the 2 record(s) read here are kept" in status["input_digests_kept"]
+    assert read_by_the_next_run() == 0 and not (out / ".ecgpipe.lock").exists()
+    unused = tmp_path / "never-run"
+    assert "input_digests_kept" not in run_status(more, physionet, str(unused)) and not unused.exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 from ecgpipe.config import ConfigError, PipelineConfig
 from ecgpipe.config_files import is_saved_run
 from ecgpipe.errors import PipelineError
-from ecgpipe.input_digests import CACHE, InputDigests
+from ecgpipe.input_digests import CACHE, InputDigests, keep_every_s
 from ecgpipe.location import Location
 from ecgpipe.lock import LockHeld, RunLock
 from ecgpipe.plan import keep_for_plan
@@ -46,7 +46,9 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     check_out_folder(out_dir)  # after the settings' checks: a bad setting is named first, whatever the folder holds
     # the digests the last run kept spare reading unchanged records; the same run's plan takes what this one read
     digests = InputDigests.of_run(out_dir, cfg.run.verify, preflight=True) if out_dir else InputDigests()
-    units = plan_records(cfg, root, download=download, digest_of=digests)
+    # written every few minutes as the corpus is hashed: a job killed outright loses only the last minutes' reading
+    digest_of = digests.kept_every(keep_every_s(), lambda: _write_locked(digests, out_dir)) if out_dir else digests
+    units = plan_records(cfg, root, download=download, digest_of=digest_of)
     if not units:
         raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
     if out_dir:
@@ -63,19 +65,25 @@ def keep_digests_read(cfg: PipelineConfig, out_dir: str) -> str:
     object store's URL has none); another run holding it meanwhile, or a folder that cannot be made, keeps nothing.
     Returns what to add to the stop's message ("" when nothing was kept)."""
     digests = InputDigests.of_run(out_dir, cfg.run.verify)  # the preflight's (taken: the run's plan never will)
-    if not digests.new:
+    if not digests.computed or (digests.new and not _write_locked(digests, out_dir)):  # (some kept every few minutes)
         return ""
+    return (f"; the input digests of the {digests.computed} record(s) read before the stop are kept "
+            f"({Location(str(out_dir)).child(CACHE)}): the next run reads only the others")
+
+
+def _write_locked(digests: InputDigests, out_dir: str) -> bool:
+    """Write the checks' digests under the folder's lock, taken for the moment of writing (the checks run before the
+    run holds it; an object store's URL has none); whether they are on disk. Another run holding the folder, or a
+    folder that cannot be made, keeps nothing: the hashing is what is lost, never a run."""
     # made before the lock is taken, and without the pruning of records gone (a listing per folder: minutes over a
     # network file system's 10^5 folders), so that the lock is held for the write alone, well within a batch
     # system's 30 s between its SIGTERM and its SIGKILL
-    new, location, text = digests.new, Location(str(out_dir)), digests.document(prune=False)
+    location, text = Location(str(out_dir)), digests.document(prune=False)
     try:
         with RunLock(location.local_root) if location.local_root else contextlib.nullcontext():
-            kept = digests.save(text)
-    except (LockHeld, OSError):  # another run took the folder meanwhile, or it cannot be made: the stop is what counts
-        return ""
-    return (f"; the input digests of the {new} record(s) read before the stop are kept ({location.child(CACHE)}): "
-            "the next run reads only the others") if kept else ""
+            return digests.save(text)
+    except (LockHeld, OSError):
+        return False
 
 
 def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:

@@ -44,7 +44,7 @@ class Run:
     @classmethod
     def start(cls, cfg: PipelineConfig, data_dir: str | None, out: Location, log: RunLog, logger, strict: bool | None,
               download: bool = False) -> Run:
-        plan = RunPlan.create(cfg, data_dir, out, download=download)
+        plan = RunPlan.create(cfg, data_dir, out, download=download, keep_digests=True)
         plan.inputs.save()  # the next run's plan reads only the records whose files changed (config.json makes OUT)
         # absolute, so that `ecgpipe status OUT` finds the data from any folder
         saved_dir = data_dir if data_dir is None or "://" in str(data_dir) else os.path.abspath(data_dir)
