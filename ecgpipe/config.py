@@ -361,7 +361,9 @@ class PipelineConfig(_Strict):
             update={
                 "fs": db.fs if db.fs is not None else known.fs,
                 "physionet": db.physionet or known.physionet,
-                "same_subject": db.same_subject or dict(known.same_subject),
+                # the user's pairs beside the registry's, not instead: a mapping of one's own must not silently undo
+                # mitdb's 202 -> 201 (one patient) and put that patient on both sides of a grouped fold
+                "same_subject": {**known.same_subject, **db.same_subject},
             }
         )
 

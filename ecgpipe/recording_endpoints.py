@@ -8,7 +8,9 @@ counts episodes and false alarms per hour, not windows. Here:
   classes, negative otherwise (configured or not, as it is for a device); a window across a rhythm change, before the
   first annotation or in an excluded label (noise) is left out;
 * an annotated run of the endpoint (consecutive positive episodes joined: VT then ventricular flutter is one run) is
-  detected when a called run overlaps it; a called run that overlaps none is a false alarm.
+  detected when a called run overlaps it; a called run that overlaps none is a false alarm (ANSI/AAMI EC57's episode
+  rule: a long call around a short run counts none, which is why the called time of negative windows is counted too,
+  as false-positive minutes per hour).
 
 Pure functions and one tally that adds records up. ``ecgpipe evaluate`` scores ``ecgpipe predict``'s endpoint calls
 this way on rhythm-annotated datasets; ``tests/benchmarks/bench_context.py --grid`` on paper4's new patients (docs/endpoints.md,
@@ -113,6 +115,7 @@ class RecordingTally:
     long_runs_detected: int = 0
     called_runs: int = 0
     false_alarms: int = 0
+    false_positive_seconds: float = 0.0  # negative windows called positive, by their stride: a long call's wrong time
     seconds: float = 0.0  # the scored windows' time: the denominator of false alarms per hour
     # reference windows the model gave no call (a gap, a flat stretch): on neither side of the rates, so counted here
     # for the report to say how many (a detector silent over many positive windows would otherwise look no worse)
@@ -130,6 +133,7 @@ class RecordingTally:
         negative = known & ~positive & scored
         self.negative_windows += int(negative.sum())
         self.true_negatives += int((negative & (calls == 0)).sum())
+        self.false_positive_seconds += float((negative & (calls == 1)).sum()) * stride_s
         self.unscored_positive_windows += int((known & positive & ~scored).sum())
         self.unscored_negative_windows += int((known & ~positive & ~scored).sum())
         for label in np.unique(labels[negative]):
@@ -178,6 +182,12 @@ class RecordingTally:
     def false_alarms_per_hour(self) -> float | None:
         return self.false_alarms / (self.seconds / 3600) if self.seconds else None
 
+    @property
+    def false_positive_min_per_hour(self) -> float | None:
+        """Minutes of negative windows called positive per scored hour: what false alarms per hour cannot see when a
+        call runs on well past an annotated run (``to_json``'s ``false_positive_min_per_hour``, since 0.20.0)."""
+        return self.false_positive_seconds / 60 / (self.seconds / 3600) if self.seconds else None
+
     def worst_negatives(self, n: int = 5) -> list[tuple[str, int, float]]:
         return worst_negatives(self.negatives_by_label, n)
 
@@ -192,24 +202,27 @@ class RecordingTally:
                 "long_runs": self.long_runs, "long_runs_detected": self.long_runs_detected,
                 "called_runs": self.called_runs, "false_alarms": self.false_alarms, "hours": round(self.seconds / 3600, 3),
                 "false_alarms_per_hour": rounded(self.false_alarms_per_hour),
+                "false_positive_min_per_hour": rounded(self.false_positive_min_per_hour),
                 "negatives_by_label": {k: list(v) for k, v in sorted(self.negatives_by_label.items())}}
 
 
 def subject_intervals(per_subject: list[RecordingTally], n_boot: int = 1000, seed: int = 0) -> dict[str, list[float]]:
-    """95 % bootstrap intervals of the windows' sensitivity and specificity and of false alarms per hour, resampling
+    """95 % bootstrap intervals of the windows' sensitivity and specificity, false alarms and false-positive minutes per hour, resampling
     *subjects* (each a tally of its records) with replacement, as the report's other intervals do: one patient's
     windows are not independent draws, and AF or VT positives often come from a handful of patients. A rate that
     fewer than two subjects measure has none (one subject's rate repeats in every draw: no width is no certainty)."""
-    names = ("positive_windows", "true_positives", "negative_windows", "true_negatives", "false_alarms", "seconds")
+    names = ("positive_windows", "true_positives", "negative_windows", "true_negatives", "false_alarms", "seconds",
+             "false_positive_seconds")
     counts = np.array([[getattr(t, f) for f in names] for t in per_subject], dtype=np.float64).reshape(-1, len(names))
     n = len(counts)
     rng = np.random.default_rng(seed)
     # each draw as how many times it takes each subject: memory grows with the subjects, not draws x subjects
     draws = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) @ counts for _ in range(n_boot)]) if n else counts
-    pos, tp, neg, tn, alarms, seconds = draws.T
+    pos, tp, neg, tn, alarms, seconds, wrong_s = draws.T
     with np.errstate(invalid="ignore", divide="ignore"):  # a draw without positives has no sensitivity: left out
         rates = {"sensitivity": (tp / pos, counts[:, 0]), "specificity": (tn / neg, counts[:, 2]),
-                 "false_alarms_per_hour": (alarms / (seconds / 3600), counts[:, 5])}
+                 "false_alarms_per_hour": (alarms / (seconds / 3600), counts[:, 5]),
+                 "false_positive_min_per_hour": (wrong_s / 60 / (seconds / 3600), counts[:, 5])}
     return {name: [round(v, 4) for v in ci] for name, (r, measured) in rates.items()
             if (measured > 0).sum() > 1 and (ci := percentile_interval(r)) is not None}
 

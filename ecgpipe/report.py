@@ -45,6 +45,12 @@ from ecgpipe.report_tables import (  # noqa: E402
 )
 
 
+def confusion_title(name: str, protocol: dict, subject_word: str) -> str:
+    """A protocol's title above its confusion matrix, in report.md and its PNG alike: folds over records where one
+    scored row is a record (until 0.20.0 the PNG said "over segments; records shared across folds" for those)."""
+    return protocol_title(name, protocol["n_folds"], subject_word, protocol.get("level", "window"))
+
+
 def plot_confusion(cm: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
     cm = np.asarray(cm)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -133,7 +139,7 @@ def render_markdown(report: dict) -> str:
     lines += endpoint_markdown(report) + recordings_markdown(report)
     for name, p in report["protocols"].items():
         level = p.get("level", "window")
-        lines += ["", f"### {name}", "", protocol_title(name, p["n_folds"], who, level) + (f"; {p['note']}" if p["note"] else ""), ""]
+        lines += ["", f"### {name}", "", confusion_title(name, p, who) + (f"; {p['note']}" if p["note"] else ""), ""]
         lines += ["| class | precision (PPV) | recall (sensitivity) | specificity | F1 | " + ("records" if level == "record" else "support") + " |",
                   "|---|---:|---:|---:|---:|---:|"]
         for cls, m in p["per_class"].items():
@@ -296,7 +302,7 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     with tempfile.TemporaryDirectory() as staging:  # matplotlib writes local files; then they go where the run lives
         for name, p in report["protocols"].items():
             png = f"confusion_{name}.png"
-            title = protocol_title(name, p["n_folds"], report.get("subject_word", "patient"))
+            title = confusion_title(name, p, report.get("subject_word", "patient"))
             plot_confusion(p["confusion_matrix"], list(p["per_class"]), title, Path(staging) / png)
             files[png] = pngs[name] = (Path(staging) / png).read_bytes()
             p["confusion_png"] = png

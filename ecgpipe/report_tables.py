@@ -272,10 +272,12 @@ RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotate
                   "negative, configured or not. Windows the model gives no call (a gap or a flat stretch, left unscored "
                   "as `ecgpipe predict` leaves them) count on neither side of the rates: their number is shown beside "
                   "the windows, and false alarms per hour are per scored hour. An annotated run is detected when a "
-                  "called run overlaps it; a called run that overlaps none is a false alarm.")
+                  "called run overlaps it; a called run that overlaps none is a false alarm (ANSI/AAMI EC57's episode rule: a call "
+                  "that runs on around a short annotated run counts none); false-positive minutes per hour count the "
+                  "time of the negative windows called positive, however the calls run.")
 RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity (95 % CI over subjects)",
                     "annotated runs overlapped by a call (all; long)", "called runs (on an annotated run: episode PPV)",
-                    "false alarms; per hour (95 % CI)",
+                    "false alarms; per hour; false-positive min per hour (95 % CIs)",
                     "negatives most often called positive"]
 
 
@@ -293,6 +295,11 @@ def _called(r: dict) -> str:
     return f"{r['called_runs']} ({right}: {right / r['called_runs']:.3f})" if r["called_runs"] else "0"
 
 
+def _wrong_time(r: dict) -> str:
+    """'; 1.23 (0.5 - 2.1) min/h': the false-positive minutes per hour (absent from reports before 0.20.0)."""
+    return "" if r.get("false_positive_min_per_hour") is None else f"; {_with_ci(r, 'false_positive_min_per_hour', 2)} min/h"
+
+
 def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> list[list[str]]:
     """One row per endpoint scored over whole recordings (``RecordingTally.to_json()`` with its decision), for the
     run's report and ``ecgpipe evaluate``'s; ``label(name, r)`` names the endpoint."""
@@ -307,7 +314,7 @@ def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> l
         no_call = f"; {unscored[0]} / {unscored[1]} without a call" if any(unscored) else ""
         rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows{no_call})",
                      f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
-                     _called(r), f"{r['false_alarms']}; {per_hour} per hour",
+                     _called(r), f"{r['false_alarms']}; {per_hour} per hour" + _wrong_time(r),
                      ", ".join(f"{lab} {r['negatives_by_label'][lab][1]} of {n}" for lab, n, _ in worst) or "-"])
     return rows
 
@@ -325,7 +332,8 @@ def recording_words(r: dict) -> str:
     """One endpoint over whole recordings in a line (the CLI's summaries)."""
     rates = " / ".join(_with_ci(r, k, 3) for k in ("sensitivity", "specificity"))
     return (f"windows sens / spec {rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, "
-            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f", {_with_ci(r, 'false_alarms_per_hour', 2)} per hour"))
+            f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f", {_with_ci(r, 'false_alarms_per_hour', 2)} per hour")
+            + ("" if r.get("false_positive_min_per_hour") is None else f", {r['false_positive_min_per_hour']:.2f} false-positive min/h"))
 
 
 def accounting_line(a: dict[str, int]) -> str:

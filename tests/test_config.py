@@ -20,6 +20,19 @@ def test_paper4_preset_matches_the_issue():
     assert "paper4" in preset_names()
 
 
+def test_a_database_s_own_same_subject_pairs_add_to_the_known_ones():
+    """Before 0.20.0 any pair of one's own replaced the registry's: mitdb 202 became a patient apart from 201 (its
+    other record) and could sit in a grouped fold's training set while 201 was tested."""
+    from ecgpipe.databases import subject_id
+
+    cfg = load_config("paper4", {"databases": {"mitdb": {"same_subject": {"124": "123"}}}})
+    mitdb = cfg.database("mitdb")
+    assert mitdb.same_subject == {"202": "201", "124": "123"}
+    assert subject_id("mitdb", "202", mitdb.same_subject) == subject_id("mitdb", "201", mitdb.same_subject) == "mitdb:201"
+    # a pair of one's own for a known record wins: the user knows their copy of the data
+    assert load_config("paper4", {"databases": {"mitdb": {"same_subject": {"202": "203"}}}}).database("mitdb").same_subject == {"202": "203"}
+
+
 def test_preset_by_path_equals_preset_by_name(tmp_path):
     from importlib import resources
 

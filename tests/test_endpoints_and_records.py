@@ -394,3 +394,14 @@ def test_a_comparison_of_window_and_record_rows_says_which_unit_each_column_coun
     assert "per record" in comparison_units_note(records_only) and "Compare rows" not in comparison_units_note(records_only)
     windows_only = {**both, "comparison": both["comparison"][1:]}
     assert comparison_units_note(windows_only) == ""
+
+
+def test_a_record_level_protocol_s_confusion_title_says_folds_over_records():
+    """report.md and the confusion PNG share one title; the PNG's left out the level until 0.20.0 and told a record-level
+    row's stratified folds as "over segments; records shared across folds" (found by a review)."""
+    from ecgpipe.report import confusion_title
+
+    record_level = confusion_title("stratified_10fold", {"n_folds": 5, "level": "record"}, "record")
+    window_level = confusion_title("stratified_10fold", {"n_folds": 5}, "record")
+    assert "over records" in record_level and "shared" not in record_level
+    assert "segments" in window_level and record_level != window_level

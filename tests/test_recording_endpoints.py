@@ -71,6 +71,8 @@ def test_tally_counts_windows_runs_and_false_alarms():
     assert result["negative_windows"] == 16 + 4 and tally.true_negatives == 20 - 2  # sinus (one without a call) + bigeminy
     assert result["runs"] == 2 and result["runs_detected"] == 1 and result["long_runs"] == 1 and result["long_runs_detected"] == 1
     assert result["called_runs"] == 2 and result["false_alarms"] == 1
+    assert tally.false_positive_seconds == 2 * 2.0  # the two bigeminy windows called AF
+    assert result["false_positive_min_per_hour"] == pytest.approx(4.0 / 60 / (38 * 2.0 / 3600), abs=1e-4)
     assert result["hours"] == pytest.approx(38 * 2.0 / 3600, abs=1e-3)  # scored windows only
     assert result["negatives_by_label"] == {"(B": [4, 2], "(N": [16, 0]}
     assert tally.worst_negatives() == [("(B", 4, 0.5)]
@@ -78,6 +80,26 @@ def test_tally_counts_windows_runs_and_false_alarms():
     tally.add(np.ones(3, dtype=np.int64), np.arange(3) * 2.0, 2.0, 2.0, np.ones(3, bool), np.ones(3, bool),
               np.array(["(AFIB"] * 3), [(0.0, 6.0)])
     assert tally.runs == 3 and tally.runs_detected == 2 and tally.false_alarms == 1 and tally.positive_windows == 20
+
+
+def test_a_long_call_around_a_short_run_is_no_false_alarm_but_its_wrong_time_is_counted():
+    """EC57's episode rule counts a called run overlapping an annotated run as right, however long it runs on: an hour
+    called AF for 50 minutes around a 20-s AF run has no false alarm; its 49.7 minutes of sinus called AF are told as
+    false-positive minutes per hour beside it (found by a review: the change penalty merges calls into long runs)."""
+    starts = np.arange(0, 3600, 10.0)
+    episodes = [RhythmEpisode("(N", 0, 1800 * 100), RhythmEpisode("(AFIB", 1800 * 100, 1820 * 100),
+                RhythmEpisode("(N", 1820 * 100, 3600 * 100)]
+    known, positive, labels = window_reference(episodes, FS, starts, 10.0, AF)
+    calls = ((starts >= 300) & (starts < 3300)).astype(np.int64)
+    tally = RecordingTally()
+    tally.add(calls, starts, 10.0, 10.0, known, positive, labels, annotated_runs(episodes, FS, AF))
+    result = tally.to_json()
+    assert result["false_alarms"] == 0 and result["runs_detected"] == 1 and result["false_alarms_per_hour"] == 0.0
+    assert result["false_positive_min_per_hour"] == pytest.approx(298 * 10 / 60, abs=0.01)  # 300 windows, 2 of AF
+    assert result["specificity"] == pytest.approx(60 / 358, abs=1e-4)
+    row = recording_rows({"af": {**result, "width": 1, "penalty": 0.0, "detector": True, "ci95": {}}})[0]
+    assert "0; 0.00 per hour; 49.67 min/h" in row[5]
+    assert "false-positive minutes per hour" in RECORDINGS_HOW
 
 
 def test_merged_tallies_equal_one_tally_of_both_records():
@@ -96,7 +118,7 @@ def test_merged_tallies_equal_one_tally_of_both_records():
 
 def _subject(tp: int, fn: int, tn: int, fp: int, alarms: int = 0, hours: float = 1.0) -> RecordingTally:
     return RecordingTally(positive_windows=tp + fn, true_positives=tp, negative_windows=tn + fp, true_negatives=tn,
-                          false_alarms=alarms, seconds=hours * 3600)
+                          false_alarms=alarms, seconds=hours * 3600, false_positive_seconds=fp * 6.0)  # 6-s windows
 
 
 def test_whole_recording_intervals_resample_subjects_not_windows():
@@ -111,13 +133,15 @@ def test_whole_recording_intervals_resample_subjects_not_windows():
     assert result["ci95"] == subjects_json(dict(reversed(patients.items())))["ci95"]  # the order of patients does not matter
     # one patient whose windows all agree: sensitivity and specificity without spread; a single patient: no interval
     assert subject_intervals([_subject(5, 5, 5, 5)] * 3) == {"sensitivity": [0.5, 0.5], "specificity": [0.5, 0.5],
-                                                             "false_alarms_per_hour": [0.0, 0.0]}
+                                                             "false_alarms_per_hour": [0.0, 0.0],
+                                                             "false_positive_min_per_hour": [0.5, 0.5]}
     assert subject_intervals([_subject(5, 5, 5, 5)]) == {}
     # one patient holds every positive window: its rate repeats in every draw, so no sensitivity interval at all
     one = {f"n{i}": _subject(0, 0, 90, 10) for i in range(9)} | {"af": _subject(90, 10, 0, 0)}
     assert "sensitivity" not in subjects_json(one)["ci95"] and "specificity" in subjects_json(one)["ci95"]
     # no positives anywhere: no sensitivity interval, the others still there
-    assert set(subject_intervals([_subject(0, 0, 5, 1), _subject(0, 0, 4, 0)])) == {"specificity", "false_alarms_per_hour"}
+    assert set(subject_intervals([_subject(0, 0, 5, 1), _subject(0, 0, 4, 0)])) == {"specificity", "false_alarms_per_hour",
+                                                                                  "false_positive_min_per_hour"}
 
 
 def test_records_go_to_the_fold_that_tests_their_patient():
