@@ -118,8 +118,11 @@ def read_labels_table(db_dir: str | Path, csv_name: str) -> LabelsTable:
 
 
 def header_codes(header_path: str | Path, field: str) -> list[str] | None:
-    """The values of the header comment ``#<field>: a,b,...`` (field matched without regard to case), in order and
-    each once; None when the header has no such line. Raises ``OSError`` for an unreadable header."""
+    """The values of the header comments ``#<field>: a,b,...`` (field matched without regard to case), in order and
+    each once, from every such line (a header with two ``#Dx:`` lines that disagree gets both lines' codes, which
+    ``label_of_codes`` then judges, instead of the first line's alone); None when the header has no such line.
+    Raises ``OSError`` for an unreadable header."""
+    codes = None
     with open(header_path, errors="replace") as fh:
         for line in fh:
             text = line.strip()
@@ -127,8 +130,8 @@ def header_codes(header_path: str | Path, field: str) -> list[str] | None:
                 continue
             name, _, value = text.lstrip("#").partition(":")
             if name.strip().lower() == field.lower():
-                return list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
-    return None
+                codes = (codes or []) + [v.strip() for v in value.split(",") if v.strip()]
+    return None if codes is None else list(dict.fromkeys(codes))
 
 
 def label_of_codes(codes: list[str], label_to_class: dict[str, str], excluded: set[str]) -> str:

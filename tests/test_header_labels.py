@@ -99,6 +99,10 @@ def test_header_codes_reads_the_challenge_comment_line(cinc, tmp_path):
     assert header_codes(header, "Dx") == [AF, RBBB]
     header.write_text(challenge_header(published, None))
     assert header_codes(header, "Dx") is None
+    # two #Dx: lines (a header edited by hand, or two tools' lines): both lines' codes, not the first line's alone
+    header.write_text(published + f"#Dx: {AF}\n#Dx: {RBBB},{AF}\n")
+    assert header_codes(header, "Dx") == [AF, RBBB]
+    assert label_of_codes(header_codes(header, "Dx"), {AF: "afib", RBBB: "normal"}, set()) == f"{AF},{RBBB}"  # no class
     import wfdb
 
     assert wfdb.rdheader(str(tmp_path / "A00002")).sig_len == 9000  # the published lines are still what wfdb reads
