@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 class _Strict(BaseModel):
     # extra="forbid" turns a misspelt key into an error instead of a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `pca = true` or `length_s = "2"` is refused, not read as 1 or 2.0 (an integer still fills a float field)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 GAMMA_NAMES = ("scale", "auto")  # scikit-learn's SVC accepts these strings, or a number > 0
@@ -84,7 +85,7 @@ class ClassifierSettings(_Strict):
     max_leaf_nodes: int = Field(31, ge=2, description="kind='hgb': leaves per tree.")
     l2_regularization: float = Field(0.0, ge=0, description="kind='hgb': L2 penalty on leaf values.")
     min_samples_leaf: int = Field(20, ge=1, description="kind='hgb': fewest training rows in a leaf (lower it for small data).")
-    seed: int = Field(0, description="kind='hgb' and 'linear_svc': random state (early stopping is off, so fits are "
+    seed: int = Field(0, ge=0, lt=2**32, description="kind='hgb' and 'linear_svc': random state (early stopping is off, so fits are "
                       "deterministic; LinearSVC's dual solver shuffles rows).")
 
     @field_validator("C_grid")

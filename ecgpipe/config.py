@@ -20,9 +20,9 @@ from pydantic import AfterValidator, Field, StrictBool, ValidationError, field_v
 from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
-from ecgpipe.config_files import ConfigError, close_key, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
+from ecgpipe.config_files import ConfigError, close_key, error_words, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
 from ecgpipe.databases import KNOWN_DATABASES, leaves_its_folder
-from ecgpipe.protocols import GROUPED, PROTOCOL_NAMES, STRATIFIED
+from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.signal_settings import RhythmSettings, SamplingSettings, SegmentSettings, SpectrogramSettings  # noqa: F401  (re-exported)
 from ecgpipe.waveform import WAVEFORM_FEATURES
@@ -134,6 +134,13 @@ class DatabaseSettings(_Strict):
         return v
 
 
+def _torch_device(name: str) -> str:
+    """A device torch can name (checked here: a run found 'gpu' only in its feature stage, after its spectrograms)."""
+    if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:[0-9]+)?", name):
+        raise ValueError(f"{name!r} is not a device: 'auto' (CUDA where a worker has it), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    return name
+
+
 class FeatureSettings(_Strict):
     backbone: str = Field("efficientnet_lite0", description="Name in ecgpipe.backbones.BACKBONES.")
     layer: str | None = Field(None, description="Layer (graph node) to tap; None = the backbone's pooled output.")
@@ -144,7 +151,8 @@ class FeatureSettings(_Strict):
     image_size: int = Field(224, ge=32, description="Side of the square CNN input, in pixels; at least 32: every "
                             "shipped backbone halves it five times (EfficientNet-Lite's 5x5 kernels fail below 32).")
     batch_size: int = Field(32, gt=0)
-    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    device: Annotated[str, AfterValidator(_torch_device)] = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', 'mps', ...")
     torch_threads: int = Field(1, gt=0, description="CPU threads per worker process for inference (any engine).")
     engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto", description="What runs the backbone (ecgpipe/engines.py): 'auto' = ONNX Runtime on a CPU (5-6x eager "
@@ -173,7 +181,7 @@ class SweepSettings(_Strict):
 
 class CVSettings(_Strict):
     n_splits: int = Field(10, ge=2)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="Seeds the folds (scikit-learn takes 0 to 2**32 - 1).")
     protocols: list[ProtocolName] = Field([STRATIFIED.name, GROUPED.name], min_length=1)
 
 
@@ -255,10 +263,8 @@ class PipelineConfig(_Strict):
                 FeatureSettings.model_validate({**self.features.model_dump(), **variant})
             except ValidationError as err:
                 first = err.errors()[0]
-                close = close_key(FeatureSettings, first["loc"]) if first["type"] == "extra_forbidden" else None
                 key = ".".join(str(p) for p in first["loc"])
-                msg = f"unknown key (did you mean {close!r}?)" if close else first["msg"]
-                raise ValueError(f"sweep.features[{i}].{key}: {msg}") from None
+                raise ValueError(f"sweep.features[{i}].{key}: {error_words(first, FeatureSettings)}") from None
         for clf in self.classifiers:
             if clf.inputs != "cnn" and not self.rhythm.enabled:
                 raise ValueError(f"classifier {clf.label!r} uses rhythm features: set rhythm.enabled = true")
@@ -275,6 +281,9 @@ class PipelineConfig(_Strict):
             unknown = sorted(set(endpoint.class_goals) - set(self.classes))
             if unknown:
                 raise ValueError(f"endpoints.{name}.class_goals: {unknown} not in classes {sorted(self.classes)}")
+        if LEAVE_ONE_DATABASE_OUT.name in self.cv.protocols and len(self.databases) < 2:
+            raise ValueError(f"cv.protocols: {LEAVE_ONE_DATABASE_OUT.name} needs two databases or more (databases: "
+                             f"{', '.join(self.databases)}): leave it out")
         if self.sweep.select_by is not None and self.sweep.select_by not in self.cv.protocols:
             raise ValueError(f"sweep.select_by: {self.sweep.select_by!r} is not in cv.protocols {self.cv.protocols}")
         if self.spectrogram.fmax > self.segments.target_fs / 2:
@@ -404,13 +413,10 @@ def _format_validation_error(err: ValidationError, source: str, layers: tuple = 
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            close = close_key(PipelineConfig, e["loc"])
-            msg = (f"unknown key (did you mean {close!r}?)" if close else
-                   "unknown key (misspelt? `ecgpipe config NAME` prints a preset's every key)")
+        msg = error_words(e, PipelineConfig)
         setter = setting_file(layers, e["loc"])
-        lines.append(f"  {key}: {msg}" + (f" (set in {setter})" if setter and setter != layers[0][0] else ""))
+        where = "" if not e["loc"] and e["type"] == "value_error" else f"{key}: "  # a check across sections names its keys
+        lines.append(f"  {where}{msg}" + (f" (set in {setter})" if setter and setter != layers[0][0] else ""))
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ import os
 import tomllib
 import types
 import typing
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -56,6 +57,25 @@ def close_key(model, loc: tuple) -> str | None:
     return match[0] if match else None
 
 
+def error_words(e: dict, model) -> str:
+    """One pydantic error of ``model`` in words: an unknown key with the close one; our own checks without pydantic's
+    prefix; a type, range or choice with the value given (TOML's spelling) and the choice it is close to."""
+    if e["type"] == "extra_forbidden":
+        close = close_key(model, e["loc"])
+        return (f"unknown key (did you mean {close!r}?)" if close else
+                "unknown key (misspelt? `ecgpipe config NAME` prints a preset's every key)")
+    if e["type"] in ("value_error", "assertion_error"):
+        return e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    value = e.get("input")
+    shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    msg = f"{e['msg']} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    if e["type"] == "literal_error" and isinstance(value, str):  # 'SVC' for 'svc', 'hgbt' for 'hgb'
+        allowed = str((e.get("ctx") or {}).get("expected", "")).replace("'", "").replace(" or ", ", ").split(", ")
+        close = [a for a in allowed if a.lower() == value.lower()] or difflib.get_close_matches(value, allowed, n=1, cutoff=0.5)
+        msg += f"; did you mean {close[0]!r}?" if close else ""
+    return msg
+
+
 def setting_file(layers: tuple, loc: tuple) -> str | None:
     """The first file of ``layers`` (``read_config``'s, the given file first) whose own settings hold the key path
     ``loc`` (or its table); None when none does (a default, or a value computed from several keys)."""
@@ -74,6 +94,9 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     """The TOML of a preset or file as a dict, with its ``extends`` chain resolved; a name for errors; and each file's
     own settings, the file first, then its bases (``setting_file`` finds which file set a key)."""
     path = Path(name_or_path)
+    if path.is_dir() and str(name_or_path) not in preset_names():  # a run's folder: its settings are its config.json
+        saved = path / "config.json"
+        raise ConfigError(f"{path} is a folder, not a config file" + (f" (a run's? its settings are {saved})" if saved.is_file() else ""))
     if _names_a_file(name_or_path):
         if not path.is_file():
             preset = path.stem if path.suffix == ".toml" and path.stem in preset_names() else None
@@ -97,7 +120,7 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        if not text.lstrip().startswith("{"):
+        if not text.lstrip().startswith(("{", "[")) or (text.lstrip().startswith("[") and not _is_json(text)):
             raise ConfigError(f"{source}: not valid TOML: {err}") from None
         data = _json_settings(text, source)
     base = data.pop("extends", None)
@@ -118,6 +141,11 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
     base_data, base_source, base_layers = read_config(base, (*chain, identity))
     base_data = _without_keys(base_data, unset, source, base_source)
     if "classes" in data:
+        if dropped := [c for c in base_data.get("classes", {}) if c not in data["classes"]]:  # stated whole: easy to miss
+            unset_them = json.dumps([f"classes.{c}" for c in dropped])
+            warnings.warn(f"{source}: its [classes] replaces {base_source}'s whole, so {', '.join(dropped)} is no class "
+                          f"of this run (state it in [classes] to keep it; `unset = {unset_them}` drops it without this "
+                          "warning)", UserWarning, stacklevel=2)
         base_data = {k: v for k, v in base_data.items() if k != "classes"}  # a class list is stated whole: its order is the class index
     if "description" not in data and base_data.get("description") and set(data) - {"name"}:
         # the base's words describe the base's settings, which this file changes (a report said "PCA-128" of PCA-16)
@@ -128,6 +156,14 @@ def read_config(name_or_path: str | Path, chain: tuple[str, ...] = ()) -> tuple[
 def is_saved_run(doc) -> bool:
     """Whether a JSON document is a run's saved ``config.json``: ``{"config": {...settings}, "data_dir": ...}``."""
     return isinstance(doc, dict) and isinstance(doc.get("config"), dict) and "data_dir" in doc
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _json_settings(text: str, source: str) -> dict:

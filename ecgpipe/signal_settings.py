@@ -48,7 +48,7 @@ class SpectrogramSettings(_Strict):
     window: str = Field("hann", description="scipy.signal window name.")
     nperseg: int = Field(64, gt=1, description="STFT window length in samples (at target_fs).")
     noverlap: int = Field(56, ge=0, description="Samples shared by consecutive STFT windows.")
-    nfft: int = Field(256, gt=1, description="FFT length (zero-padded); sets the frequency grid.")
+    nfft: int = Field(256, gt=1, le=2**20, description="FFT length (zero-padded); sets the frequency grid.")
     fmin: float = Field(0.0, ge=0, description="Lowest frequency kept (Hz).")
     fmax: float = Field(50.0, gt=0, description="Highest frequency kept (Hz).")
     scaling: Literal["log", "db", "linear"] = Field("log", description="log10(power+eps), decibels, or raw power.")

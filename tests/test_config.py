@@ -308,6 +308,23 @@ def test_a_broken_extends_chain_is_refused_naming_the_files(tmp_path, text, prob
         ({"segments": {"length_s": 0.001}}, "segments.length_s", "rounds to 0 samples"),
         ({"segments": {"length_s": 0.256}}, "spectrogram", r"a segment of 64 samples gives one STFT frame \(nperseg 64, noverlap 56\)"),
         ({"spectrogram": {"fmin": 10.1, "fmax": 10.2}}, "spectrogram.fmin/fmax", r"\[10.1, 10.2\] Hz holds no FFT bin"),
+        # found by a review of configs users write (2026-12-07): each loaded, changed a result or failed late
+        ({"classifier": {"pca": True}}, "classifier.pca", r"valid integer \(got true\)"),  # was 1 component
+        ({"sampling": {"max_per_class": True}}, "sampling.max_per_class", r"\(got true\)"),  # was 1 window per class
+        ({"segments": {"length_s": True}}, "segments.length_s", r"\(got true\)"),
+        ({"run": {"retries": False}}, "run.retries", r"\(got false\)"),
+        ({"segments": {"target_fs": "360"}}, "segments.target_fs", r"valid number \(got '360'\)"),
+        ({"segments": {"length_s": float("inf")}}, "segments.length_s", "finite number"),  # was a traceback
+        ({"classifier": {"C": float("inf")}}, "classifier.C", "finite number"),
+        ({"spectrogram": {"nfft": 10**11}}, "spectrogram.nfft", "less than or equal to 1048576"),  # was 373 GiB allocated
+        ({"cv": {"seed": -1}}, "cv.seed", r"greater than or equal to 0 \(got -1\)"),  # failed after the table
+        ({"classifier": {"seed": 2**32}}, "classifier.seed", "less than 4294967296"),
+        ({"features": {"device": "gpu"}}, "features.device", "'gpu' is not a device: 'auto'"),  # failed in the features
+        ({"classifier": {"kind": "SVC"}}, "classifier.kind", r"\(got 'SVC'\); did you mean 'svc'\?"),
+        ({"spectrogram": {"scaling": "dB"}}, "spectrogram.scaling", "did you mean 'db'"),
+        ({"segments": {"length_s": -2}}, "segments.length_s", r"greater than 0 \(got -2\)"),
+        ({"spectrogram": {"noverlap": 64}}, "spectrogram", r"^  spectrogram: noverlap \(64\) must be smaller"),  # no "Value error,"
+        ({"classes": {"normal": ["(N"], "afib": ["(N"]}}, "classes", r"^  classes: label '\(N' is in both"),  # no "(top level)"
     ],
 )
 def test_values_that_would_fail_late_or_corrupt_data_are_refused_naming_the_setting(overrides, key, problem):
@@ -317,6 +334,48 @@ def test_values_that_would_fail_late_or_corrupt_data_are_refused_naming_the_sett
     lines = [line for line in str(err.value).splitlines() if key in line]
     assert lines, str(err.value)
     assert any(re.search(problem, line) for line in lines), str(err.value)
+
+
+def test_leaving_one_database_out_of_one_database_is_refused_before_the_run():
+    """It failed after the segments stage (22 s on two records), naming the run's windows."""
+    with pytest.raises(ConfigError, match="cv.protocols: leave_one_database_out needs two databases or more"):
+        config_from_dict({"databases": {"mitdb": {}}, "classes": {"normal": ["(N"], "afib": ["(AFIB"]},
+                          "cv": {"protocols": ["grouped_by_subject", "leave_one_database_out"]}})
+
+
+def test_settings_that_do_nothing_are_warned_and_a_stated_class_list_names_the_classes_it_drops(tmp_path):
+    """Each was silent (a review, 2026-12-07): [classifier] changed in a file extending cinc2017 while its sweep's
+    rows are what runs; the rhythm block's parts with the block off; a stride past the window; [classes] naming two
+    of a base's three classes."""
+    from ecgpipe.orchestration.preflight import unused_classifier_settings
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text('extends = "cinc2017"\n[classifier]\nlearning_rate = 0.2\n')
+    (line,) = unused_classifier_settings(load_config(mine))
+    assert line.startswith("classifier: does nothing here: sweep.classifiers lists the rows")
+    lines = unused_classifier_settings(load_config("paper4", {"rhythm": {"enabled": False, "waveform": True, "beats": True},
+                                                              "segments": {"stride_s": 10.0}}))
+    assert lines == ["rhythm: beats, waveform do nothing with rhythm.enabled = false (set enabled = true to compute the rhythm block)",
+                     "segments: stride_s (10 s) is longer than length_s (2 s): 80% of each record lies in no window"]
+    assert all(unused_classifier_settings(load_config(name)) == [] for name in preset_names())
+    mine.write_text('extends = "cinc2017"\n[classes]\nafib = ["A"]\nother = ["O"]\n')
+    with pytest.warns(UserWarning, match="mine.toml: its \\[classes\\] replaces preset cinc2017's whole, so normal is no class"):
+        assert load_config(mine).class_names == ["afib", "other"]
+
+
+def test_a_folder_or_a_json_list_given_as_the_config_is_told_as_such(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=f"{run} is a folder, not a config file .a run's. its settings are {run}/config.json"):
+        load_config(run)
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="JSON settings must be one object of tables, got list"):
+        load_config(listed)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper4").mkdir()  # a folder named as a preset (a data folder) leaves the preset as it was
+    assert load_config("paper4").name == "paper4"
 
 
 def test_the_values_next_to_the_refused_ones_still_load():

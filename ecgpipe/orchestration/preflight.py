@@ -11,7 +11,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ecgpipe.config import ConfigError, PipelineConfig
+from ecgpipe.config import ClassifierSettings, ConfigError, PipelineConfig
 from ecgpipe.config_files import is_saved_run
 from ecgpipe.errors import PipelineError
 from ecgpipe.input_digests import CACHE, InputDigests, keep_every_s
@@ -87,8 +87,22 @@ def _write_locked(digests: InputDigests, out_dir: str) -> bool:
 
 
 def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
-    """One line per classifier row that has settings it never reads (``ClassifierSettings.unused_settings``)."""
+    """One line per setting that does nothing in this config: a classifier row's that it never reads
+    (``ClassifierSettings.unused_settings``), ``[classifier]`` beside a sweep of other rows, the rhythm block's parts
+    while the block is off, and a stride that leaves signal in no window."""
     lines = []
+    if cfg.sweep.classifiers and cfg.classifier != ClassifierSettings() and cfg.classifier not in cfg.sweep.classifiers:
+        # a file extending cinc2017 to change [classifier] changed nothing: the sweep's rows are what runs
+        lines.append("classifier: does nothing here: sweep.classifiers lists the rows that run and this is none of them "
+                     "(change the keys in each [[sweep.classifiers]] row, or `unset = [\"sweep.classifiers\"]` to run "
+                     "[classifier] alone)")
+    rhythm = cfg.rhythm
+    if parts := [p for p in ("irregularity", "beats", "beat_detail", "waveform") if not rhythm.enabled and getattr(rhythm, p)]:
+        lines.append(f"rhythm: {', '.join(parts)} {'does' if len(parts) == 1 else 'do'} nothing with rhythm.enabled = false "
+                     "(set enabled = true to compute the rhythm block)")
+    if (seg := cfg.segments).stride_s > seg.length_s:
+        lines.append(f"segments: stride_s ({seg.stride_s:g} s) is longer than length_s ({seg.length_s:g} s): "
+                     f"{1 - seg.length_s / seg.stride_s:.0%} of each record lies in no window")
     for i, clf in enumerate(cfg.classifiers):
         if unused := clf.unused_settings():
             where = "classifier" if not cfg.sweep.classifiers else f"sweep.classifiers[{i}]"
