@@ -281,6 +281,9 @@ class PipelineConfig(_Strict):
             unknown = sorted(set(endpoint.class_goals) - set(self.classes))
             if unknown:
                 raise ValueError(f"endpoints.{name}.class_goals: {unknown} not in classes {sorted(self.classes)}")
+        for key, names in [("cv.protocols", self.cv.protocols)] + [(f"endpoints.{n}.classes", e.classes) for n, e in self.endpoints.items()]:
+            if twice := sorted(n for n, k in Counter(names).items() if k > 1):
+                raise ValueError(f"{key}: {', '.join(twice)} listed twice")
         if LEAVE_ONE_DATABASE_OUT.name in self.cv.protocols and len(self.databases) < 2:
             raise ValueError(f"cv.protocols: {LEAVE_ONE_DATABASE_OUT.name} needs two databases or more (databases: "
                              f"{', '.join(self.databases)}): leave it out")

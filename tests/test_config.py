@@ -325,6 +325,8 @@ def test_a_broken_extends_chain_is_refused_naming_the_files(tmp_path, text, prob
         ({"segments": {"length_s": -2}}, "segments.length_s", r"greater than 0 \(got -2\)"),
         ({"spectrogram": {"noverlap": 64}}, "spectrogram", r"^  spectrogram: noverlap \(64\) must be smaller"),  # no "Value error,"
         ({"classes": {"normal": ["(N"], "afib": ["(N"]}}, "classes", r"^  classes: label '\(N' is in both"),  # no "(top level)"
+        ({"cv": {"protocols": ["grouped_by_subject", "grouped_by_subject"]}}, "cv.protocols", "grouped_by_subject listed twice"),
+        ({"endpoints": {"shockable": {"classes": ["vt", "vt"]}}}, "endpoints.shockable.classes", "vt listed twice"),
     ],
 )
 def test_values_that_would_fail_late_or_corrupt_data_are_refused_naming_the_setting(overrides, key, problem):
