@@ -240,7 +240,7 @@ def recordings_markdown(report: dict) -> list[str]:
 def recordings_csv(rec: dict) -> str:
     """``record,subject,fold,hours,<endpoint>_<measure>...``: one row per recording scored over its whole length."""
     measures = ("sensitivity", "specificity", "positive_windows", "negative_windows", "runs", "runs_detected",
-                "called_runs", "false_alarms")
+                "called_runs", "false_alarms", "false_positive_min_per_hour")
     names = list(rec["endpoints"])
     buf = io.StringIO()
     writer = csv.writer(buf)

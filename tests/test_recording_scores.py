@@ -215,6 +215,11 @@ def test_the_report_and_the_csv_show_the_whole_recording_endpoints(runs):
     assert "## Endpoints over whole recordings, as `ecgpipe predict` calls them (new patients)" in md
     assert "detector over 15 windows, change penalty 4" in md
     assert len(rows) == 8 and {"record", "subject", "fold", "af_sensitivity", "shockable_false_alarms"} <= set(rows[0])
+    # the time of negative windows called positive, beside EC57's false alarms (since 0.20.0): in the table and per record
+    assert "false-positive min per hour" in md and all(float(r["af_false_positive_min_per_hour"]) >= 0 for r in rows)
+    total = runs["clean"]["recordings"]["endpoints"]["af"]
+    called = sum(float(r["af_false_positive_min_per_hour"]) * float(r["hours"]) for r in rows)  # minutes, every window scored
+    assert total["false_positive_min_per_hour"] * total["hours"] == pytest.approx(called, abs=0.05)
     hours = sum(float(r["hours"]) for r in rows)
     assert hours == pytest.approx(runs["clean"]["recordings"]["hours"], abs=0.01)
     assert hours == pytest.approx((5 * 1805 + 3 * 2100) / 3600, rel=0.01)  # every window of every recording
