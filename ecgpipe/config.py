@@ -21,7 +21,7 @@ from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
 from ecgpipe.config_files import ConfigError, close_key, error_words, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
-from ecgpipe.databases import KNOWN_DATABASES, leaves_its_folder
+from ecgpipe.databases import KNOWN_DATABASES, followed, leaves_its_folder
 from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.signal_settings import RhythmSettings, SamplingSettings, SegmentSettings, SpectrogramSettings  # noqa: F401  (re-exported)
@@ -136,7 +136,7 @@ class DatabaseSettings(_Strict):
 
 def _torch_device(name: str) -> str:
     """A device torch can name (checked here: a run found 'gpu' only in its feature stage, after its spectrograms)."""
-    if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:[0-9]+)?", name):
+    if not re.fullmatch(r"auto|(cpu|mps|cuda|xpu)(:[0-9]+)?", name):
         raise ValueError(f"{name!r} is not a device: 'auto' (CUDA where a worker has it), 'cpu', 'cuda', 'cuda:1', 'mps'")
     return name
 
@@ -375,7 +375,7 @@ class PipelineConfig(_Strict):
                 "physionet": db.physionet or known.physionet,
                 # the user's pairs beside the registry's, not instead: a mapping of one's own must not silently undo
                 # mitdb's 202 -> 201 (one patient) and put that patient on both sides of a grouped fold
-                "same_subject": {**known.same_subject, **db.same_subject},
+                "same_subject": followed({**known.same_subject, **db.same_subject}),
             }
         )
 

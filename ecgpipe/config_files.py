@@ -66,6 +66,8 @@ def error_words(e: dict, model) -> str:
                 "unknown key (misspelt? `ecgpipe config NAME` prints a preset's every key)")
     if e["type"] in ("value_error", "assertion_error"):
         return e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if e["type"] == "missing":  # its input is the whole table around the key
+        return e["msg"]
     value = e.get("input")
     shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
     msg = f"{e['msg']} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"

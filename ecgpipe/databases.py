@@ -38,6 +38,21 @@ KNOWN_DATABASES: dict[str, KnownDatabase] = {
 }
 
 
+def followed(same_subject: dict[str, str]) -> dict[str, str]:
+    """Each record of a ``same_subject`` mapping sent to the end of its chain: one's own ``201 -> "nstdb:201x"``
+    beside the registry's ``202 -> 201`` sends 202 there too (``subject_id`` follows one step: 202 would have stayed
+    ``mitdb:201``, one patient on both sides of a grouped fold); records that map to each other in a ring (``201 ->
+    202`` of one's own beside ``202 -> 201``) are one subject, the first name of the ring."""
+    out = {}
+    for record in same_subject:
+        path, node = [], record
+        while node in same_subject and node not in path:
+            path.append(node)
+            node = same_subject[node]
+        out[record] = min(path[path.index(node):]) if node in path else node
+    return out
+
+
 def subject_id(database: str, record: str, same_subject: dict[str, str], rule: str = "record",
                pattern: str | None = None, csv_subject: str | None = None) -> str:
     """Subject id ``"<db>:<subject>"``: the record mapped by ``same_subject`` to its canonical record (or to another

@@ -24,11 +24,13 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ecgpipe.errors import PipelineError
 from ecgpipe.keys import code_tokens, read_digest, record_files
 from ecgpipe.location import Location
 from ecgpipe.orchestration import interrupt
@@ -42,8 +44,17 @@ KEEP_EVERY_S = 300.0
 
 
 def keep_every_s() -> float:
-    """``KEEP_EVERY_S``, or the environment's ``ECGPIPE_KEEP_DIGESTS_EVERY_S``, read when a plan starts."""
-    return float(os.environ.get("ECGPIPE_KEEP_DIGESTS_EVERY_S", KEEP_EVERY_S))
+    """``KEEP_EVERY_S``, or the environment's ``ECGPIPE_KEEP_DIGESTS_EVERY_S`` (0: after every record, for tests),
+    read when a plan starts."""
+    text = os.environ.get("ECGPIPE_KEEP_DIGESTS_EVERY_S")
+    try:
+        seconds = KEEP_EVERY_S if text is None else float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise PipelineError(f"ECGPIPE_KEEP_DIGESTS_EVERY_S={text!r}: give the seconds between writes of the input "
+                            f"digests while a corpus is hashed, 0 or more (default {KEEP_EVERY_S:g})")
+    return seconds
 
 # The preflight's digests, by (output location, verify), until the same run's plan takes them: the preflight check
 # and the flow's plan of one `ecgpipe run` are one process, and each input is read once per run.
@@ -188,6 +199,21 @@ class InputDigests:
         if prune:
             known = {folder: kept for folder, records in known.items() if (kept := _still_there(folder, records))}
         return json.dumps({"version": _version(), "digests": known})
+
+    def save_unless_a_run_holds(self) -> bool:
+        """``save()`` (without the pruning's listings), unless a live run holds the output folder: its own plan keeps
+        what it reads. For writers that are not the run holding the folder (the checks before a run takes it,
+        ``ecgpipe status``): no lock is taken, since a run starting while one is held for a moment would be refused;
+        the file is replaced whole and each entry is trusted only with its files' stamp, so a write that races a run's
+        costs hashing, never a wrong digest. A killed run's lock left behind does not stop the write."""
+        from ecgpipe.lock import RunLock
+
+        root = self.location.local_root if self.location is not None else None
+        if root and os.path.isdir(root):
+            lock = RunLock(root)
+            if (holder := lock.holder()) is not None and lock.holder_running(holder):
+                return False
+        return self.save(self.document(prune=False))
 
     def save(self, text: str | None = None) -> bool:
         """Write the digests known now (``document()``, or ``text`` made from it) when any is new; whether they are

@@ -41,7 +41,7 @@ class SamplingSettings(_Strict):
     max_per_class: int | None = Field(None, gt=0, description="Cap on segments per class (random, seeded).")
     per_class: dict[str, Annotated[int, Field(ge=1)]] = Field(
         {}, description="Caps for individual classes (at least 1 each); override max_per_class.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="Seeds the sample of windows (and a pilot's records).")
 
 
 class SpectrogramSettings(_Strict):

@@ -13,7 +13,7 @@ from ecgpipe.config import PipelineConfig
 from ecgpipe.errors import PipelineError, UnreadableFile
 from ecgpipe.input_digests import CACHE
 from ecgpipe.location import Location
-from ecgpipe.lock import LockHeld, RunLock
+from ecgpipe.lock import RunLock
 from ecgpipe.plan import OPTIONAL_STAGES, STAGES, RunPlan, chunk_unit
 from ecgpipe.stages import classification, recording_grid, recording_scores, segments, table
 
@@ -70,24 +70,21 @@ def _earlier_units(out: Location, markers, stage: str, rows: list, done: set[str
     return earlier
 
 
-def _keep_digests(plan: RunPlan, lock: RunLock) -> str | None:
-    """Write the input digests this status computed into an earlier run's folder, under its lock for the moment of
-    writing: the run after it then reads only the records changed since (before 0.20.0 a status before a rerun read
-    every new or changed record, and the run read them again: twice over the corpus for a first look at new data).
-    Not into a folder no run has used (status creates nothing there), nor while a run holds it or a killed run's lock
-    is left (status reports that lock). Returns what to tell (None when nothing was written)."""
+def _keep_digests(plan: RunPlan) -> str | None:
+    """Write the input digests this status computed into an earlier run's folder: the run after it then reads only
+    the records changed since (before 0.20.0 a status before a rerun read every new or changed record, and the run
+    read them again: twice over the corpus for a first look at new data). Not into a folder no run has used (status
+    creates nothing there), nor while a run holds it (``InputDigests.save_unless_a_run_holds``: no lock is taken).
+    Returns what to tell (None when nothing was written)."""
     new = plan.inputs.new
-    try:
-        with lock:
-            kept = plan.inputs.save(plan.inputs.document(prune=False))
-    except (LockHeld, OSError):  # a run took the folder meanwhile, or it cannot be written: only the hashing is lost
+    if not plan.inputs.save_unless_a_run_holds():
         return None
-    return (f"the input digests of the {new} record(s) read here are kept ({plan.out.child(CACHE)}): the next run "
-            "reads only records changed since") if kept else None
+    return f"the input digests of the {new} record(s) read here are kept ({plan.out.child(CACHE)}): the next run reads only records changed since"
 
 
 def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -> dict:
-    """Per stage: units done / stale / failed / missing, and what a rerun would compute. Reads only; runs nothing."""
+    """Per stage: units done / stale / failed / missing, and what a rerun would compute. Runs nothing, and writes
+    only the input digests it computed, into an earlier run's folder (``_keep_digests``)."""
     out = Location(out_dir)
     last = last_run(out)
     plan = RunPlan.create(cfg, data_dir, out, download=False)
@@ -116,8 +113,8 @@ def run_status(cfg: PipelineConfig, data_dir: str | Path | None, out_dir: str) -
     if holder is not None:
         # a lock left behind (its process gone) means the run was killed, not stopped
         status["running" if lock.holder_running(holder) else "unfinished"] = holder
-    elif lock is not None and plan.inputs.new and out.exists(CACHE.split("/")[0]):
-        status["input_digests_kept"] = _keep_digests(plan, lock)
+    if plan.inputs.new and out.exists(CACHE.split("/")[0]):
+        status["input_digests_kept"] = _keep_digests(plan)
     summaries = plan.record_summaries()
     status["stages"][segments.STAGE] = tally(
         [(u.shown, segments.STAGE, u.name, summaries[u.name] is not None) for u in plan.records])

@@ -29,6 +29,12 @@ def test_a_database_s_own_same_subject_pairs_add_to_the_known_ones():
     mitdb = cfg.database("mitdb")
     assert mitdb.same_subject == {"202": "201", "124": "123"}
     assert subject_id("mitdb", "202", mitdb.same_subject) == subject_id("mitdb", "201", mitdb.same_subject) == "mitdb:201"
+    # chains are followed to their end and rings are one subject (found by a review: 202 stayed mitdb:201 while 201
+    # went to another database's patient)
+    chained = load_config("paper4", {"databases": {"mitdb": {"same_subject": {"201": "nstdb:201x"}}}}).database("mitdb")
+    assert chained.same_subject == {"202": "nstdb:201x", "201": "nstdb:201x"}
+    ring = load_config("paper4", {"databases": {"mitdb": {"same_subject": {"201": "202"}}}}).database("mitdb")
+    assert {subject_id("mitdb", r, ring.same_subject) for r in ("201", "202")} == {"mitdb:201"}
     # a pair of one's own for a known record wins: the user knows their copy of the data
     assert load_config("paper4", {"databases": {"mitdb": {"same_subject": {"202": "203"}}}}).database("mitdb").same_subject == {"202": "203"}
 
@@ -183,9 +189,12 @@ def test_every_benchmark_config_is_valid():
 
     configs = sorted((Path(__file__).parent / "benchmarks" / "configs").glob("*.toml"))
     assert configs
+    from ecgpipe.orchestration.preflight import unused_classifier_settings
+
     for path in configs:
         cfg = load_config(path)
         assert cfg.name == path.stem, path
+        assert unused_classifier_settings(cfg) == [], path  # what a run of it would warn about
 
 
 def test_a_config_extends_a_preset_or_a_file_and_states_only_what_it_changes(tmp_path):

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -252,7 +253,7 @@ def test_a_job_killed_outright_while_its_checks_hash_keeps_what_it_read_minutes_
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_HASHING, str(physionet), str(out), ",".join(records)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == -9, done.stderr
-    assert not (out / ".ecgpipe.lock").exists()  # taken for each write alone
+    assert not (out / ".ecgpipe.lock").exists()  # never taken by the checks: a run starting then is not refused
     on_disk = json.loads((out / CACHE).read_text())["digests"] if kept else {}
     assert sum(len(v) for v in on_disk.values()) == kept and (out / CACHE).exists() == bool(kept)
     cfg = load_config("paper4", {"databases": {"mitdb": {"records": records}}})
@@ -272,7 +273,7 @@ def test_kept_every_writes_when_its_time_has_come_and_digests_wait(physionet, tm
     assert writes == [True] * len(MITDB) and digests.computed == len(MITDB) and digests.new == 0
 
 
-def test_status_keeps_the_digests_it_read_in_an_earlier_runs_folder_only(physionet, tmp_path):
+def test_status_keeps_the_digests_it_read_in_an_earlier_runs_folder_only(physionet, tmp_path, monkeypatch):
     """`ecgpipe status` before a rerun over new records reads them; the run after it does not read them again (before
     0.20.0 both did). Nothing is written into a folder no run has used, nor while a run holds the folder."""
     from ecgpipe.lock import RunLock
@@ -293,8 +294,53 @@ def test_status_keeps_the_digests_it_read_in_an_earlier_runs_folder_only(physion
     with RunLock(out):  # a run holds the folder: status reports it and writes nothing
         held = run_status(more, physionet, str(out))
     assert "running" in held and not held.get("input_digests_kept") and read_by_the_next_run() == 2
+    # a killed run's lock left behind: status says so, writes the digests, and leaves the lock as it found it
+    lock = out / ".ecgpipe.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 7, "started": "2026-12-07T00:00:00"}))
+    before = lock.read_text()
+
+    def refused(self):  # status never takes the lock: a run starting at that moment would be refused
+        raise AssertionError("status took the run's lock")
+
+    monkeypatch.setattr(RunLock, "acquire", refused)
     status = run_status(more, physionet, str(out))
+    assert "unfinished" in status and lock.read_text() == before
     assert "the input digests of the 2 record(s) read here are kept" in status["input_digests_kept"]
-    assert read_by_the_next_run() == 0 and not (out / ".ecgpipe.lock").exists()
+    assert read_by_the_next_run() == 0
     unused = tmp_path / "never-run"
     assert "input_digests_kept" not in run_status(more, physionet, str(unused)) and not unused.exists()
+
+
+def test_a_run_s_plan_hashing_afresh_keeps_its_digests_every_few_minutes_and_the_setting_is_checked(physionet, tmp_path, monkeypatch):
+    """The flow's own plan (a deployment's run, no preflight in its process) writes what it read as it goes, as the
+    checks do: stopped at its fourth record with no chance to save (no SIGTERM), three records' digests are kept."""
+    from ecgpipe.errors import PipelineError
+    from ecgpipe.plan import RunPlan
+
+    class NodeLost(BaseException):  # what the plan cannot catch: nothing runs after it, as after a SIGKILL
+        pass
+
+    real, calls = InputDigests.__call__, []
+
+    def hashed(self, paths):
+        calls.append(paths)
+        if len(calls) == 4:
+            raise NodeLost
+        return real(self, paths)
+
+    monkeypatch.setattr(InputDigests, "__call__", hashed)
+    monkeypatch.setenv("ECGPIPE_KEEP_DIGESTS_EVERY_S", "0")
+    cfg = load_config("paper4", {"databases": {"mitdb": {"records": MITDB + ["203"]}}})
+    out = tmp_path / "out"
+    with pytest.raises(NodeLost):
+        RunPlan.create(cfg, physionet, str(out), download=False, keep_digests=True)
+    kept = json.loads((out / CACHE).read_text())["digests"]
+    assert sum(len(v) for v in kept.values()) == 3
+    with pytest.raises(NodeLost):  # as `ecgpipe status` plans: it writes nothing as it goes
+        calls.clear()
+        RunPlan.create(cfg, physionet, str(tmp_path / "status"), download=False)
+    assert not (tmp_path / "status").exists()
+    for bad in ("", "soon", "-1", "nan", "inf"):
+        monkeypatch.setenv("ECGPIPE_KEEP_DIGESTS_EVERY_S", bad)
+        with pytest.raises(PipelineError, match="ECGPIPE_KEEP_DIGESTS_EVERY_S=.*give the seconds between writes"):
+            input_digests.keep_every_s()

@@ -5,7 +5,6 @@ that would do nothing (``inner_choice`` without ``tune``...) is named in a warni
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
@@ -16,7 +15,6 @@ from ecgpipe.config_files import is_saved_run
 from ecgpipe.errors import PipelineError
 from ecgpipe.input_digests import CACHE, InputDigests, keep_every_s
 from ecgpipe.location import Location
-from ecgpipe.lock import LockHeld, RunLock
 from ecgpipe.plan import keep_for_plan
 from ecgpipe.sources import DataSourceError, resolve_data_dir
 from ecgpipe.stages.segments import RecordUnit, plan_records
@@ -24,8 +22,9 @@ from ecgpipe.stages.segments import RecordUnit, plan_records
 
 def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool = False,
               out_dir: str | None = None) -> list[RecordUnit]:
-    """Check the run's inputs; returns its record units. Creates nothing and downloads only with ``download``.
-    ``out_dir``: the run's output folder, whose kept input digests spare reading unchanged records."""
+    """Check the run's inputs; returns its record units. Downloads only with ``download``, and creates nothing but
+    ``out_dir``'s input digests (written every few minutes while the corpus is hashed, whose kept digests spare
+    reading unchanged records)."""
     for message in unused_classifier_settings(cfg):
         # a warning, not an error: a config that extends a preset inherits its settings (`unset` removes them)
         warnings.warn(message, UserWarning, stacklevel=1)  # attributed here: the CLI prints it as one line
@@ -47,7 +46,7 @@ def preflight(cfg: PipelineConfig, data_dir: str | Path | None, download: bool =
     # the digests the last run kept spare reading unchanged records; the same run's plan takes what this one read
     digests = InputDigests.of_run(out_dir, cfg.run.verify, preflight=True) if out_dir else InputDigests()
     # written every few minutes as the corpus is hashed: a job killed outright loses only the last minutes' reading
-    digest_of = digests.kept_every(keep_every_s(), lambda: _write_locked(digests, out_dir)) if out_dir else digests
+    digest_of = digests.kept_every(keep_every_s(), digests.save_unless_a_run_holds) if out_dir else digests
     units = plan_records(cfg, root, download=download, digest_of=digest_of)
     if not units:
         raise DataSourceError(f"{root}: the configured databases ({', '.join(cfg.databases)}) list no records")
@@ -61,29 +60,13 @@ def keep_digests_read(cfg: PipelineConfig, out_dir: str) -> str:
     the input digests computed so far in ``OUT/inputs/digests.json``, so that the next run hashes only the records
     not read yet. Without this, a corpus that takes longer to hash than a job may run (hours for terabytes of Holter
     recordings on a network file system) was hashed from its first record by every job, none getting past the
-    checks. The folder's lock is taken for the moment of writing (the checks run before the run holds it; an
-    object store's URL has none); another run holding it meanwhile, or a folder that cannot be made, keeps nothing.
-    Returns what to add to the stop's message ("" when nothing was kept)."""
+    checks. Another run holding the folder meanwhile, or a folder that cannot be made, keeps nothing
+    (``InputDigests.save_unless_a_run_holds``). Returns what to add to the stop's message ("" when nothing was kept)."""
     digests = InputDigests.of_run(out_dir, cfg.run.verify)  # the preflight's (taken: the run's plan never will)
-    if not digests.computed or (digests.new and not _write_locked(digests, out_dir)):  # (some kept every few minutes)
+    if not digests.computed or (digests.new and not digests.save_unless_a_run_holds()):  # (some kept every few minutes)
         return ""
     return (f"; the input digests of the {digests.computed} record(s) read before the stop are kept "
             f"({Location(str(out_dir)).child(CACHE)}): the next run reads only the others")
-
-
-def _write_locked(digests: InputDigests, out_dir: str) -> bool:
-    """Write the checks' digests under the folder's lock, taken for the moment of writing (the checks run before the
-    run holds it; an object store's URL has none); whether they are on disk. Another run holding the folder, or a
-    folder that cannot be made, keeps nothing: the hashing is what is lost, never a run."""
-    # made before the lock is taken, and without the pruning of records gone (a listing per folder: minutes over a
-    # network file system's 10^5 folders), so that the lock is held for the write alone, well within a batch
-    # system's 30 s between its SIGTERM and its SIGKILL
-    location, text = Location(str(out_dir)), digests.document(prune=False)
-    try:
-        with RunLock(location.local_root) if location.local_root else contextlib.nullcontext():
-            return digests.save(text)
-    except (LockHeld, OSError):
-        return False
 
 
 def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
@@ -94,8 +77,8 @@ def unused_classifier_settings(cfg: PipelineConfig) -> list[str]:
     if cfg.sweep.classifiers and cfg.classifier != ClassifierSettings() and cfg.classifier not in cfg.sweep.classifiers:
         # a file extending cinc2017 to change [classifier] changed nothing: the sweep's rows are what runs
         lines.append("classifier: does nothing here: sweep.classifiers lists the rows that run and this is none of them "
-                     "(change the keys in each [[sweep.classifiers]] row, or `unset = [\"sweep.classifiers\"]` to run "
-                     "[classifier] alone)")
+                     "(change the keys in each [[sweep.classifiers]] row; `unset = [\"classifier\"]` drops it, "
+                     "`unset = [\"sweep.classifiers\"]` runs it alone)")
     rhythm = cfg.rhythm
     if parts := [p for p in ("irregularity", "beats", "beat_detail", "waveform") if not rhythm.enabled and getattr(rhythm, p)]:
         lines.append(f"rhythm: {', '.join(parts)} {'does' if len(parts) == 1 else 'do'} nothing with rhythm.enabled = false "
