@@ -21,7 +21,7 @@ from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
 from ecgpipe.classifier_settings import ClassifierSettings, EndpointSettings, RecordingSettings, _Strict  # noqa: F401  (re-exported)
 from ecgpipe.config_files import ConfigError, close_key, error_words, merge_overrides, preset_names, read_config, setting_file  # noqa: F401  (re-exported)
-from ecgpipe.databases import KNOWN_DATABASES, followed, leaves_its_folder
+from ecgpipe.databases import KNOWN_DATABASES, leaves_its_folder
 from ecgpipe.protocols import GROUPED, LEAVE_ONE_DATABASE_OUT, PROTOCOL_NAMES, STRATIFIED
 from ecgpipe.rhythm import IRREGULARITY_FEATURES, RHYTHM_FEATURES
 from ecgpipe.signal_settings import RhythmSettings, SamplingSettings, SegmentSettings, SpectrogramSettings  # noqa: F401  (re-exported)
@@ -375,7 +375,7 @@ class PipelineConfig(_Strict):
                 "physionet": db.physionet or known.physionet,
                 # the user's pairs beside the registry's, not instead: a mapping of one's own must not silently undo
                 # mitdb's 202 -> 201 (one patient) and put that patient on both sides of a grouped fold
-                "same_subject": followed({**known.same_subject, **db.same_subject}),
+                "same_subject": {**known.same_subject, **db.same_subject},
             }
         )
 

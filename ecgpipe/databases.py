@@ -38,19 +38,16 @@ KNOWN_DATABASES: dict[str, KnownDatabase] = {
 }
 
 
-def followed(same_subject: dict[str, str]) -> dict[str, str]:
-    """Each record of a ``same_subject`` mapping sent to the end of its chain: one's own ``201 -> "nstdb:201x"``
-    beside the registry's ``202 -> 201`` sends 202 there too (``subject_id`` follows one step: 202 would have stayed
-    ``mitdb:201``, one patient on both sides of a grouped fold); records that map to each other in a ring (``201 ->
-    202`` of one's own beside ``202 -> 201``) are one subject, the first name of the ring."""
-    out = {}
-    for record in same_subject:
-        path, node = [], record
-        while node in same_subject and node not in path:
-            path.append(node)
-            node = same_subject[node]
-        out[record] = min(path[path.index(node):]) if node in path else node
-    return out
+def canonical_record(record: str, same_subject: dict[str, str]) -> str:
+    """The end of ``record``'s chain in ``same_subject``: one's own ``201 -> "nstdb:201x"`` beside the registry's
+    ``202 -> 201`` takes 202 there too (one step left 202 at ``mitdb:201``, one patient on both sides of a grouped
+    fold); records that map to each other in a ring (``201 -> 202`` of one's own beside ``202 -> 201``) are one
+    subject, the first name of the ring. Followed per record, as long as its chain: the mapping may hold a corpus."""
+    path, node = [], record
+    while node in same_subject and node not in path:
+        path.append(node)
+        node = same_subject[node]
+    return min(path[path.index(node):]) if node in path else node
 
 
 def subject_id(database: str, record: str, same_subject: dict[str, str], rule: str = "record",
@@ -61,7 +58,7 @@ def subject_id(database: str, record: str, same_subject: dict[str, str], rule: s
     ``subject`` cell of that record, which the caller looks up); ``pattern`` (``subject_pattern``): its first group,
     else the whole match, of the first match in the record's path. Raises ``ValueError`` saying why a record has no
     subject (the caller names the record)."""
-    canonical = same_subject.get(record, record)
+    canonical = canonical_record(record, same_subject)
     if qualified_subject(canonical):  # the same patient in another database: one subject across both
         return canonical
     if pattern is not None:

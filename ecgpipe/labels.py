@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecgpipe.config import DatabaseSettings
-from ecgpipe.databases import leaves_its_folder
+from ecgpipe.databases import canonical_record, leaves_its_folder
 from ecgpipe.errors import EcgpipeError
 from ecgpipe.records import RecordError, record_name
 
@@ -36,7 +36,7 @@ class LabelsTable:
     def subject_of(self, record: str, same_subject: dict[str, str]) -> str | None:
         """The ``subject`` cell of ``record``'s row, looked up by its canonical record (a record that ``same_subject``
         names as another's is that one's row); None without the column or the row."""
-        return self.subjects.get(same_subject.get(record, record))
+        return self.subjects.get(canonical_record(record, same_subject))
 
 
 def read_record_labels(db_dir: str | Path, csv_name: str) -> dict[str, str]:

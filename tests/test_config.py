@@ -32,7 +32,7 @@ def test_a_database_s_own_same_subject_pairs_add_to_the_known_ones():
     # chains are followed to their end and rings are one subject (found by a review: 202 stayed mitdb:201 while 201
     # went to another database's patient)
     chained = load_config("paper4", {"databases": {"mitdb": {"same_subject": {"201": "nstdb:201x"}}}}).database("mitdb")
-    assert chained.same_subject == {"202": "nstdb:201x", "201": "nstdb:201x"}
+    assert {subject_id("mitdb", r, chained.same_subject) for r in ("201", "202")} == {"nstdb:201x"}
     ring = load_config("paper4", {"databases": {"mitdb": {"same_subject": {"201": "202"}}}}).database("mitdb")
     assert {subject_id("mitdb", r, ring.same_subject) for r in ("201", "202")} == {"mitdb:201"}
     # a pair of one's own for a known record wins: the user knows their copy of the data

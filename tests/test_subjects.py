@@ -25,6 +25,9 @@ def test_each_subject_rule_names_the_patient_and_says_why_a_record_has_none():
     assert subject_id("ptbxl", "00001_lr", {}, "labels_csv", csv_subject="15709") == "ptbxl:15709"
     # same_subject maps a record to its canonical record first, whatever the rule
     assert subject_id("db", "b/2", {"b/2": "a/1"}, "folder") == "db:a"
+    # ... followed to the end of its chain, in any database (a ring is one subject, its first name)
+    assert {subject_id("db", r, {"c": "b", "b": "a"}) for r in ("a", "b", "c")} == {"db:a"}
+    assert {subject_id("db", r, {"a": "b", "b": "a"}) for r in ("a", "b")} == {"db:a"}
     # ... or to another database's subject: nstdb's noise-stressed copies of mitdb 118 are mitdb's patient 118
     assert subject_id("nstdb", "118e24", {"118e24": "mitdb:118"}) == subject_id("mitdb", "118", {}) == "mitdb:118"
     assert subject_id("nstdb", "118e24", {"118e24": "mitdb:118"}, "folder") == "mitdb:118"  # whatever the rule
