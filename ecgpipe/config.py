@@ -174,9 +174,16 @@ class SweepSettings(_Strict):
     features: list[dict] = Field([], description="Feature-setting overrides, one extractor each.")
     classifiers: list[ClassifierSettings] = Field([], description="Classifiers evaluated on every extractor's features.")
     select_by: ProtocolName | None = Field(
-        None, description="Protocol whose macro-F1 picks the best row (the saved model); default: grouped if run."
-    )
+        None, description="Protocol whose macro-F1 picks the best row (the saved model); default: grouped if run.")
 
+    @model_validator(mode="after")
+    def _no_repeats(self):
+        # a row given twice computes the same folds twice and stands twice in the table: surely a slip of the pen
+        for part, dumps, aside in [("features", self.features, ""),
+                                   ("classifiers", [c.model_dump(exclude={"name"}) for c in self.classifiers], " (names aside)")]:
+            if repeat := next((j for j, dump in enumerate(dumps) if dump in dumps[:j]), None):
+                raise ValueError(f"{part}[{repeat}] repeats {part}[{dumps.index(dumps[repeat])}]{aside}: one row computed twice")
+        return self
 
 
 class CVSettings(_Strict):
@@ -226,9 +233,7 @@ class PipelineConfig(_Strict):
             raise ValueError("databases: at least one database is needed")
         for name, db in self.databases.items():
             if db.fs is None and name not in KNOWN_DATABASES:
-                raise ValueError(
-                    f"databases.{name}: unknown database; give its 'fs' (and 'physionet' slug to download it)"
-                )
+                raise ValueError(f"databases.{name}: unknown database; give its 'fs' (and 'physionet' slug to download it)")
         if len(self.classes) < 2:
             raise ValueError("classes: at least two classes are needed")
         owner: dict[str, str] = {}

@@ -160,6 +160,11 @@ def test_sweep_settings_are_validated_and_expanded():
         load_config("paper4", {"sweep": {"classifiers": [{"kind": "random_forest"}]}})
     with pytest.raises(ConfigError, match="sweep.select_by"):
         load_config("paper4", {"sweep": {"select_by": "leave_one_database_out"}})
+    # a row given twice (or twice under two names) would be computed twice and shown twice
+    with pytest.raises(ConfigError, match=r"classifiers\[2\] repeats classifiers\[0\] \(names aside\)"):
+        load_config("paper4", {"sweep": {"classifiers": [{"kind": "svc"}, {"kind": "logreg"}, {"kind": "svc", "name": "again"}]}})
+    with pytest.raises(ConfigError, match=r"features\[1\] repeats features\[0\]"):
+        load_config("paper4", {"sweep": {"features": [{"layer": "_blocks.14"}, {"layer": "_blocks.14"}]}})
 
 
 def test_every_shipped_preset_is_valid_and_shares_paper4_data():
