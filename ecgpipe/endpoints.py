@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecgpipe.config import EndpointSettings
-from ecgpipe.results import EndpointResult
+from ecgpipe.results import EndpointResult, SubjectAverage
 
 
 def binary_rates(cm: np.ndarray) -> dict[str, float | None]:
@@ -57,8 +57,14 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {"sensitivity": [], "specificity": [], "balanced_accuracy": []}
     class_draws = np.full((n_boot, n_classes), np.nan)
+    own = _subject_rates(truth, called, subject_of, len(subjects))
+    own_draws: dict[str, list[float]] = {name: [] for name in own}
     for b in range(n_boot):
-        weights = np.bincount(rng.integers(0, len(subjects), len(subjects)), minlength=len(subjects))[subject_of]
+        drawn_subjects = np.bincount(rng.integers(0, len(subjects), len(subjects)), minlength=len(subjects))
+        weights = drawn_subjects[subject_of]
+        for name, (held, rates) in own.items():
+            if drawn_subjects[held].sum():
+                own_draws[name].append(float(np.average(rates, weights=drawn_subjects[held])))
         rates = binary_rates(np.bincount(cells, weights=weights, minlength=4).reshape(2, 2))
         for name in draws:
             if rates[name] is not None:
@@ -91,7 +97,21 @@ def endpoint_result(y: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, class
         "goal_specificity": endpoint.goal_specificity,
         "goal_source": endpoint.goal_source,
         "by_class": by_class,
+        **{f"{name}_per_subject": SubjectAverage(mean=float(rates.mean()), lowest=float(rates.min()), subjects=len(rates),
+                                                 ci95=percentile_interval(own_draws[name]) if len(rates) > 1 else None)
+           for name, (_, rates) in own.items() if len(rates)},
     })
+
+
+def _subject_rates(truth: np.ndarray, called: np.ndarray, subject_of: np.ndarray, n_subjects: int) -> dict:
+    """Per rate ('sensitivity', 'specificity'): the subjects holding its windows (their indices) and each one's rate."""
+    out = {}
+    for name, side in (("sensitivity", 1), ("specificity", 0)):
+        held = np.bincount(subject_of, weights=truth == side, minlength=n_subjects)
+        right = np.bincount(subject_of, weights=(truth == side) & (called == side), minlength=n_subjects)
+        has = np.flatnonzero(held)
+        out[name] = (has, right[has] / held[has])
+    return out
 
 
 def _n_subjects(subject_of: np.ndarray, rows: np.ndarray) -> int:

@@ -161,8 +161,11 @@ def no_verdict(report: dict, protocol_name: str, what: str) -> str | None:
 
 
 def endpoint_rates(ep: dict) -> str:
-    """'sensitivity 0.942  specificity 0.982  ppv 0.980' of one endpoint (console lines)."""
-    return "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
+    """'sensitivity 0.942  specificity 0.982  ppv 0.980  per-subject mean 0.931 / 0.975' of one endpoint (console
+    lines; the means from 0.21.0 on)."""
+    pooled = "  ".join(f"{k} {'-' if ep[k] is None else format(ep[k], '.3f')}" for k in ("sensitivity", "specificity", "ppv"))
+    means = [ep.get(f"{k}_per_subject") for k in ("sensitivity", "specificity")]
+    return pooled + ("  per-subject mean " + " / ".join("-" if m is None else f"{m['mean']:.3f}" for m in means) if any(means) else "")
 
 
 NO_VERDICT = "no verdict: subjects shared across folds"
@@ -202,7 +205,7 @@ def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list
     where ``no_verdict`` says why (a goal is a promise about new patients: ``NO_VERDICT`` under a protocol that shares
     them). PPV depends on the share of positives, which a capped sample (``max_per_class``) sets: shown with it."""
     header = ["endpoint", "positive classes", "positives / negatives", "sensitivity (95 % CI)", "specificity (95 % CI)",
-              "PPV (at this share of positives)", "balanced accuracy", "goal"]
+              "per subject: mean sensitivity / specificity (lowest)", "PPV (at this share of positives)", "balanced accuracy", "goal"]
     rows = []
     for name, ep in endpoints.items():
         declared = [(ep[k], ep["ci95"].get(k), ep[f"goal_{k}"]) for k in ("sensitivity", "specificity")
@@ -217,8 +220,18 @@ def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list
         held = (f" ({ep['positive_subjects']} / {ep['negative_subjects']} subjects)"
                 if ep.get("positive_subjects") is not None else "")
         rows.append([name, " + ".join(ep["classes"]), f"{ep['positives']} / {ep['negatives']}{held}", _with_ci(ep, "sensitivity", 3),
-                     _with_ci(ep, "specificity", 3), ppv, _with_ci(ep, "balanced_accuracy", 3), goal.strip() or "-"])
+                     _with_ci(ep, "specificity", 3), per_subject_means(ep), ppv, _with_ci(ep, "balanced_accuracy", 3), goal.strip() or "-"])
     return header, rows
+
+
+def per_subject_means(ep: dict) -> str:
+    """'0.931 (0.874 - 0.975) / 0.976 (0.962 - 0.987) (0.400 / 0.810)': EC57's average statistics of an endpoint, the
+    mean of each subject's own rate, and the lowest subject's ('-' in reports before 0.21.0)."""
+    means = [ep.get(f"{k}_per_subject") for k in ("sensitivity", "specificity")]
+    if not any(means):
+        return "-"
+    cells = ["-" if m is None else _with_ci({"v": m["mean"], "ci95": {"v": m["ci95"]}}, "v", 3) for m in means]
+    return " / ".join(cells) + " (" + " / ".join("-" if m is None else f"{m['lowest']:.3f}" for m in means) + ")"
 
 
 def endpoint_class_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list[str], list[list[str]]]:

@@ -42,6 +42,16 @@ class EndpointClassRate(_Result):
         return "sensitivity" if self.positive else "specificity"
 
 
+class SubjectAverage(_Result):
+    """EC57's "average" statistic of a rate beside its gross (pooled) one: the mean over subjects of each subject's own
+    rate, so that a patient with hours of windows weighs no more than one with a minute; and the lowest of them."""
+
+    mean: float
+    ci95: list[float] | None  # bootstrap over subjects; None from one subject
+    lowest: float
+    subjects: int
+
+
 class EndpointResult(_Result):
     """A binary clinical endpoint (``[endpoints]`` of the config): positives are its classes, pooled."""
 
@@ -61,6 +71,9 @@ class EndpointResult(_Result):
     goal_specificity: float | None = None
     goal_source: str = ""
     by_class: list[EndpointClassRate] = []
+    # the same rates as means over subjects (reports before 0.21.0: none)
+    sensitivity_per_subject: SubjectAverage | None = None
+    specificity_per_subject: SubjectAverage | None = None
 
 
 class FoldMetrics(_Result):

@@ -45,6 +45,30 @@ def test_an_endpoint_pools_its_classes():
     assert lo <= ep.sensitivity <= hi and "5 subjects" in ep.ci_method
 
 
+def test_an_endpoint_gives_ec57s_average_over_subjects_beside_the_pooled_rate():
+    """A patient with 100 positive windows all caught hides one with 2 missed in the pooled (gross) sensitivity, 0.98;
+    the mean of each patient's own sensitivity (EC57's average statistic) is 0.5, and the lowest patient's is 0."""
+    from ecgpipe.report_tables import endpoint_table, per_subject_means
+
+    y = np.repeat([3, 3, 0, 0, 0], [100, 2, 50, 10, 40])
+    groups = np.repeat(["big", "small", "big", "small", "third"], [100, 2, 50, 10, 40])
+    p = y.copy()
+    p[100:102] = 0  # the small patient's two VF windows missed
+    p[102:112] = 3  # five of the big patient's normal windows called VF
+    p[102:107] = 0
+    ep = endpoint_result(y, p, groups, CLASSES, EndpointSettings(classes=["vt", "vf"]))
+    assert ep.sensitivity == pytest.approx(100 / 102) and ep.specificity == pytest.approx(95 / 100)
+    sens, spec = ep.sensitivity_per_subject, ep.specificity_per_subject
+    assert sens.mean == pytest.approx(0.5) and sens.lowest == 0.0 and sens.subjects == 2
+    assert spec.mean == pytest.approx((45 / 50 + 1 + 1) / 3) and spec.lowest == pytest.approx(0.9) and spec.subjects == 3
+    assert sens.ci95[0] <= sens.mean <= sens.ci95[1] and sens.ci95[0] == 0.0  # a draw of the small patient alone
+    header, rows = endpoint_table({"shockable": ep.to_json()})
+    assert rows[0][header.index("per subject: mean sensitivity / specificity (lowest)")] == per_subject_means(ep.to_json())
+    assert per_subject_means(ep.to_json()).startswith("0.500 (0.000 - 1.000) / 0.967 (") and per_subject_means(ep.to_json()).endswith(") (0.000 / 0.900)")
+    older = {k: v for k, v in ep.to_json().items() if not k.endswith("_per_subject")}
+    assert per_subject_means(older) == "-"  # a report before 0.21.0
+
+
 def test_an_endpoint_scores_every_rhythm_against_its_own_goal():
     """The AHA states its shock-advisory goals per rhythm (VF sensitivity > 90 %, sinus-rhythm specificity > 99 %):
     each class's share of segments that the endpoint gets right, with an interval over subjects and its goal."""
@@ -116,7 +140,7 @@ def test_a_goal_is_met_when_its_interval_clears_it_and_ppv_names_its_share_of_po
     ep = endpoint_result(y, p, groups, CLASSES, EndpointSettings(classes=["vt", "vf"], goal_sensitivity=0.9,
                                                                   goal_specificity=0.9))
     header, rows = endpoint_table({"shockable": ep.to_json()})
-    assert header[5] == "PPV (at this share of positives)" and rows[0][5] == "1.000 (40%)"
+    assert header[6] == "PPV (at this share of positives)" and rows[0][6] == "1.000 (40%)"
     # 38 of 40 right, one miss each in two of 20 patients: a draw taking those two five times gives 35 / 40 = 0.875
     assert ep.ci95["sensitivity"][0] < 0.9 and ep.ci95["specificity"] == [1.0, 1.0]
     assert rows[0][-1] == "sensitivity ≥ 0.90, specificity ≥ 0.90 (met; CI reaches below)"
