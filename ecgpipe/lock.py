@@ -42,6 +42,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _process_start(pid: int) -> str | None:
+    """When the process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``'s 22nd field): with the boot
+    id, tells a live holder from a later process given its PID. None where there is no /proc (macOS) or no process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # after the command's name, which may hold spaces and ')'
+
+
+def _machine() -> dict:
+    """This process's boot (a reboot reuses PIDs) and PID namespace (containers sharing a host name do not share
+    PIDs): what a lock records so that a PID is asked only where it means the same process. Empty without /proc."""
+    out = {}
+    with contextlib.suppress(OSError):
+        out["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    with contextlib.suppress(OSError):
+        out["pid_namespace"] = os.stat("/proc/self/ns/pid").st_ino
+    return out
+
+
 def _stop_orphans(pids: list[int]) -> list[int]:
     """Stop processes a dead run left behind, only if they still are what it started (a Prefect/uvicorn server):
     a PID may have been reused since."""
@@ -91,9 +112,20 @@ class RunLock:
         doc = self.holder() if doc is None else doc
         if not doc:
             return False
-        if doc.get("host") == socket.gethostname():
-            return _alive(int(doc.get("pid", -1)))
+        if self._asks_its_pid(doc):
+            pid = int(doc.get("pid", -1))
+            # a recorded start that differs: the PID now names another process (this one after a container's restart)
+            return _alive(pid) and doc.get("process_start") in (None, _process_start(pid))
+        if doc.get("host") == socket.gethostname() and doc.get("boot_id") not in (None, _machine().get("boot_id")):
+            return False  # this machine has rebooted since: every process of that boot is gone
         return self.silent_s() < self.stale_after_s  # another host's run: alive while it keeps touching the lock
+
+    @staticmethod
+    def _asks_its_pid(doc: dict) -> bool:
+        """Whether the holder's PID can be asked here: same host, same boot, same PID namespace (as far as the lock
+        records them: locks before 0.21.0 record only the host). Else its heartbeat tells."""
+        here = _machine()
+        return doc.get("host") == socket.gethostname() and all(doc.get(k) in (None, here.get(k)) for k in here)
 
     def silent_s(self) -> float:
         """Seconds since the holder last touched the lock, on the file system's clock (0 when it is gone)."""
@@ -168,7 +200,8 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now().isoformat(timespec="seconds")}
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now().isoformat(timespec="seconds"),
+              "process_start": _process_start(os.getpid()), **_machine()}
         self._me = me
         for _ in range(3):
             try:
@@ -176,11 +209,12 @@ class RunLock:
             except FileExistsError:
                 doc = self.holder() or {}
                 where = f"PID {doc.get('pid')} on {doc.get('host')}, started {doc.get('started')}"
-                local = doc.get("host") == socket.gethostname()
+                local = self._asks_its_pid(doc)
                 if self.holder_running():
                     raise self.held_error(doc) from None
-                gone = ("that process is no longer running" if local else
-                        f"it has not touched the lock for {self.silent_s():.0f} s (its host is down?)")
+                rebooted = doc.get("host") == socket.gethostname() and doc.get("boot_id") not in (None, _machine().get("boot_id"))
+                gone = ("that process is no longer running" if local else "this machine has restarted since" if rebooted
+                        else f"it has not touched the lock for {self.silent_s():.0f} s (its host is down?)")
                 if not self._take_over(doc):
                     continue  # another run took it over first: judge the new holder
                 stopped = _stop_orphans(doc.get("children", [])) if local else []
@@ -200,7 +234,7 @@ class RunLock:
     def held_error(self, doc: dict) -> LockHeld:
         """The error that refuses a second run while ``doc``'s run holds the folder."""
         where = f"PID {doc.get('pid')} on {doc.get('host')}, started {doc.get('started')}"
-        how = ("" if doc.get("host") == socket.gethostname() else f", last seen {self.silent_s():.0f} s ago; a lock of "
+        how = ("" if self._asks_its_pid(doc) else f", last seen {self.silent_s():.0f} s ago; a lock of "
                f"another host is taken over after {self.stale_after_s:.0f} s without a sign of life")
         return LockHeld(f"{self.path.parent}: another ecgpipe run holds this output folder ({where}{how}); wait for it, "
                         "or use another --out")
