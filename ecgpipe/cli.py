@@ -15,11 +15,12 @@ import shlex
 import sys
 import warnings
 
-from ecgpipe import cli_checks
+from ecgpipe import cli_checks, cli_endpoints
 from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_nothing, out_is_a_file, with_earlier_report_note
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, one_place, positive_int, scheduler_option
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError, StageFailed, stops_the_command
+from ecgpipe.lock import RunLock
 from ecgpipe.progress import one_line_warning as _one_line_warning
 
 
@@ -29,13 +30,6 @@ def _quiet_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     warnings.filterwarnings("ignore", message=".*nodes obtained by tracing the model in eval mode.*")
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
 
 
 def _overrides(args) -> dict:
@@ -223,9 +217,10 @@ def cmd_predict(args) -> int:
     check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
     lead = tuple(int(x) if x.isdigit() else x for x in args.lead) if args.lead else None
     options = PredictOptions(args.extension, args.stride_s, args.smooth, lead, decisions, args.compare)
-    try:
-        done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume, require_signed=require_signed,
-                               scheduler=args.scheduler)
+    try:  # two predictions into one --out would each rewrite the tables without the other's rows: one at a time
+        with RunLock(out):
+            done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume,
+                                   require_signed=require_signed, scheduler=args.scheduler)
     except (KeyboardInterrupt, OSError) as exc:  # Ctrl-C, SIGTERM, or --out's disk full: each finished record kept
         if isinstance(exc, OSError) and not stops_the_command(exc):
             raise
@@ -276,11 +271,12 @@ def cmd_evaluate(args) -> int:
     print(f"model: {model.path} ({model.config.name}; classes {', '.join(model.class_names)}) on {dataset.name} "
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
-    ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
-                        progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
-                        require_signed=args.require_signed or None, scheduler=args.scheduler)
     out = Path(args.out)
-    write_outputs(ev, out)
+    with RunLock(out):  # another evaluation into --out meanwhile would write its files over these: refused at once
+        ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
+                            progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
+                            require_signed=args.require_signed or None, scheduler=args.scheduler)
+        write_outputs(ev, out)
     print(accounting_words(ev.accounting))
     if warning := independence_warning(ev.accounting):
         print(f"ecgpipe: warning: {warning}", file=sys.stderr)
@@ -372,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for episodes.csv, records.csv, endpoints.csv and <record>.<extension> annotations "
                     "(default: predictions)")
     pr.add_argument("--extension", default="pred", help="annotation file extension (default: pred)")
-    pr.add_argument("--stride-s", type=_positive_seconds, default=None, help="seconds between window starts (default: window length)")
+    pr.add_argument("--stride-s", type=cli_endpoints.positive_seconds, default=None, help="seconds between window starts (default: window length)")
     pr.add_argument("--smooth", type=odd_width, default=5,
                     help="majority vote over this many windows (1 = off; default 5; docs/endpoints.md measures widths)")
     endpoint_options(pr)

@@ -9,6 +9,13 @@ import math
 import sys
 
 
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

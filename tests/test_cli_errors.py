@@ -771,6 +771,18 @@ def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record
     code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(folder / "418"), "--out", str(pred))
     assert code == 0, err
     assert json.loads((pred / "model.json").read_text())["written_by"] == "ecgpipe predict"
+    # a prediction (or an evaluation) already writing into --out: another is refused before it writes a thing, as each
+    # would rewrite the tables without the other's rows
+    import socket
+
+    before = (pred / "records.csv").read_text()
+    (pred / ".ecgpipe.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "now"}))
+    for command in (["predict", "--model", str(rhythm_model), str(folder / "418")],
+                    ["evaluate", "--model", str(rhythm_model), "--config", "paper4", "--data-dir", str(physionet)]):
+        code, _, err = _run(capsys, *command, "--out", str(pred))
+        assert code == 2 and f"{pred}: another ecgpipe run holds this output folder (PID {os.getpid()}" in err, err
+    assert (pred / "records.csv").read_text() == before and not (pred / "evaluation.json").exists()
+    (pred / ".ecgpipe.lock").unlink()
     empty = tmp_path / "only-subfolders"
     (empty / "a").mkdir(parents=True)
     shutil.copy(folder / "418.hea", empty / "a" / "418.hea")
