@@ -301,14 +301,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from pathlib import Path
-
     from ecgpipe.compare import compare_runs, comparison_markdown
+    from ecgpipe.location import write_file
 
     result = compare_runs(args.run_a, args.run_b, args.protocol or None, n_boot=args.boot, seed=args.seed)
     print(comparison_markdown(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        write_file(args.json, json.dumps(result.to_json(), indent=2))
         print(f"\n{args.json}")
     return 0
 

@@ -72,10 +72,11 @@ def failure_advice(exc: BaseException, out: str, scheduler: str | None) -> str:
     """What to do after ``ecgpipe run`` stopped on an unexpected error: every case ends in a rerun that recomputes
     only what is missing, once its cause is fixed."""
     rerun = "`ecgpipe run` again recomputes only what is missing"
+    where = exc.filename if isinstance(exc, OSError) and exc.filename else out  # /tmp may have filled, not OUT's disk
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk holding {out} is full: free space, then {rerun}"
+        return f"the disk holding {where} is full: free space, then {rerun}"
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{out} cannot be written: fix its permissions or choose another --out"
+        return f"{where} cannot be written: fix its permissions or choose another --out"
     if scheduler and (scheduler_lost(exc) or scheduler_unreachable(scheduler)):
         return f"the Dask scheduler {scheduler} went away during the run: start it and its workers again, then {rerun}"
     run_json = os.path.join(out, "run.json")

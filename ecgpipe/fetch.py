@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ecgpipe.databases import KNOWN_DATABASES
 from ecgpipe.errors import EcgpipeError
+from ecgpipe.location import write_file
 from ecgpipe.records import list_records
 
 # Checksum files, in the order they are looked for: PhysioNet's own name, a plain name, a mirror's renamed upstream copy.
@@ -92,7 +93,7 @@ def add_to_records(dest: Path, records: list[str]) -> None:
     new = [r for r in dict.fromkeys(records) if r not in existing]
     text = index.read_text(encoding="utf-8-sig") if index.is_file() else ""
     if new or not index.is_file():
-        index.write_text(text + ("\n" if text and not text.endswith("\n") else "") + "".join(f"{r}\n" for r in new))
+        write_file(index, text + ("\n" if text and not text.endswith("\n") else "") + "".join(f"{r}\n" for r in new))
 
 
 def unlisted_records(databases: list[str], mirror: str | Path, records: list[str]) -> list[str]:

@@ -26,6 +26,19 @@ def zarr_storage_options(path: str) -> dict:
     return {}
 
 
+def _name_the_file(exc: BaseException, path: str) -> None:
+    """Name in ``exc`` the file it was writing, where the system left it out (a full disk's OSError names none, and
+    the advice then cannot say which disk filled: OUT's, or /tmp's)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+        exc.filename = path
+
+
+def write_file(path: str | os.PathLike, text: str) -> None:
+    """Write ``path`` (on this machine) whole or not at all, on the disk before it replaces the file there."""
+    path = os.path.abspath(path)
+    Location(os.path.dirname(path)).write_text(os.path.basename(path), text, durable=True)
+
+
 class Location:
     def __init__(self, url: str | os.PathLike):
         url = str(url)
@@ -97,13 +110,16 @@ class Location:
                 os.replace(tmp, path)
             else:
                 self.fs.mv(tmp, path)
-        except BaseException:  # a full disk, an error, SIGTERM: no half-written file stays (SIGKILL leaves a .tmp-*)
+        except BaseException as exc:  # a full disk, an error, SIGTERM: no half-written file stays (SIGKILL leaves a .tmp-*)
             with contextlib.suppress(Exception):
                 self.fs.rm_file(tmp)
+            _name_the_file(exc, path)
             raise
 
-    def write_text(self, rel: str, text: str) -> None:
-        """Write a small file so that readers never see half of it (rename on local disks; objects are atomic)."""
+    def write_text(self, rel: str, text: str, durable: bool = False) -> None:
+        """Write a small file so that readers never see half of it (rename on local disks; objects are atomic);
+        ``durable``: on the disk before it is renamed in, so that a power cut cannot leave it empty (what no rerun
+        rebuilds: a user's list, a prediction's note; markers need not, a damaged unit is recomputed)."""
         path = self._path(rel)
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
@@ -112,10 +128,14 @@ class Location:
             try:
                 with open(tmp, "w") as f:
                     f.write(text)
+                    if durable:
+                        f.flush()
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
-            except BaseException:  # a full disk, an error, SIGTERM: no half-written file stays (SIGKILL leaves a .tmp-*)
+            except BaseException as exc:  # a full disk, an error, SIGTERM: no half-written file stays (SIGKILL leaves a .tmp-*)
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
+                _name_the_file(exc, path)
                 raise
         else:
             self.fs.pipe_file(path, text.encode())
@@ -177,12 +197,15 @@ class Location:
                 staged.append((f"{parent}/.tmp-{uuid.uuid4().hex}", path))
                 with open(staged[-1][0], "wb") as f:
                     f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())  # a report is not rebuilt by a rerun: on the disk before it replaces the last
             for tmp, path in staged:  # renames need no space: once every file is written, the set goes in whole
                 os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             for tmp, _ in staged:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
+            _name_the_file(exc, staged[-1][1] if staged else self.root)
             raise
 
     def put_file(self, local_file: str, rel: str) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ecgpipe.environment import differences_warning
 from ecgpipe.errors import PREDICTION_RECORD_ERRORS, one_record_error, stops_the_command
+from ecgpipe.location import write_file
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_cluster import ModelCluster
 from ecgpipe.model_pool import in_order
@@ -229,7 +230,7 @@ def _predict_records(model, paths, names, out, options, jobs, resume, require_si
         write_output_names(out, names, options.extension, failed=set(summary.failed))
     if options.compare:
         ordered = {names[p]: agreements[names[p]] for p in paths if names[p] in agreements}
-        (out / "agreement.json").write_text(json.dumps(ordered, indent=2))
+        write_file(out / "agreement.json", json.dumps(ordered, indent=2))
         (out / AGREEMENT_PARTIAL).unlink(missing_ok=True)
     return summary
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ecgpipe.environment import numeric_differences
 from ecgpipe.errors import EcgpipeError
+from ecgpipe.location import write_file
 from ecgpipe.predict import record_stem
 
 
@@ -97,4 +98,4 @@ def write_model_note(out: Path, model, options: dict | None = None) -> None:
     doc = {"model": model.path, "sha256": model.digest, "signed": model.signed, "written_by": WRITTEN_BY,
            # the numeric libraries that differ from the model's training (ecgpipe.environment): outputs may move
            "software_differences": numeric_differences(getattr(model, "environment", None))}
-    (out / "model.json").write_text(json.dumps({**doc, "options": options} if options is not None else doc, indent=2))
+    write_file(out / "model.json", json.dumps({**doc, "options": options} if options is not None else doc, indent=2))

@@ -18,8 +18,11 @@ matplotlib.use("Agg")  # reports are written on headless workers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.location import Location  # noqa: E402
-from ecgpipe.protocols import STRATIFIED  # noqa: E402
+from ecgpipe.location import Location
+from ecgpipe.protocols import (
+    PROTOCOLS,  # noqa: E402
+    STRATIFIED,  # noqa: E402
+)
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
@@ -315,5 +318,8 @@ def write_report(report: dict, out_dir, examples_uri: str | None = None) -> str:
     files["report.html"] = render_html(report, pngs, examples_uri).encode()
     files["report.json"] = report_json_text(report).encode()  # last: the set is there when it is
     out.write_files(files)  # every file rendered first, then replaced as one set (a full disk leaves the old one whole)
+    # an earlier report's files this one has not (a protocol or [recordings] since left out) would pass for this run's
+    earlier = {f"{stem}_{name}.{ext}" for name in PROTOCOLS for stem, ext in (("confusion", "png"), ("records", "csv"))}
+    out.delete_files(sorted((earlier | {"recordings.csv"}) - set(files)))
     return out.child("report.md")
 

@@ -324,6 +324,25 @@ def test_every_row_is_compared_with_the_best_row_pairwise(flow_run):
     assert "minus best" in (flow_run["out"] / "report.html").read_text()
 
 
+def test_a_report_written_again_leaves_none_of_an_earlier_report_s_files_beside_it(flow_run, tmp_path):
+    """A rerun without a protocol or without [recordings] score: the earlier run's confusion PNG, records CSV and
+    recordings.csv would sit beside the new report.json looking current."""
+    from ecgpipe.report import write_report
+
+    report = json.loads((flow_run["out"] / "report.json").read_text())
+    kept = sorted(p.name for p in flow_run["out"].glob("confusion_*.png"))
+    assert kept == sorted(f"confusion_{name}.png" for name in report["protocols"])
+    stale = ["confusion_leave_one_database_out.png", "records_grouped_by_subject.csv", "recordings.csv"]
+    assert not set(stale) & set(kept) and not report.get("recordings")
+    for name in stale:
+        (tmp_path / name).write_text("an earlier run's")
+    (tmp_path / "notes.txt").write_text("the user's")
+    write_report(report, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("confusion_*.png")) == kept
+    assert not [name for name in stale if (tmp_path / name).exists()] and (tmp_path / "notes.txt").exists()
+    assert not list(tmp_path.glob(".tmp-*")) and json.loads((tmp_path / "report.json").read_text())["protocols"]
+
+
 def test_compare_cli_pairs_two_runs_of_the_same_windows(flow_run, tmp_path):
     out = flow_run["out"]
     proc = _cli("compare", str(out), str(out / "report.json"), "--boot", "200", "--json", str(tmp_path / "c.json"))

@@ -76,6 +76,41 @@ def test_a_record_bundle_is_one_zarr_file_and_the_group_layout_of_earlier_versio
         assert np.array_equal(zs.read_record_windows(where, "db", name).arrays["windows"], windows.astype(np.float32))
         assert not [rel for rel in Location(where).files_below("records") if ".tmp-" in rel]
 
+def test_a_write_that_fails_for_want_of_space_names_its_file_and_keeps_the_earlier_one(tmp_path):
+    """A full disk's OSError names no file, so the advice could only guess which disk filled (OUT's, or /tmp's):
+    each writer names the file it was writing. Real failing writes: a file-size limit (RLIMIT_FSIZE) in a child."""
+    import subprocess
+    import sys
+
+    (tmp_path / "report.json").write_text("the earlier report")
+    (tmp_path / "model.json").write_text("the earlier note")
+    code = f"""
+import errno, resource, signal
+from ecgpipe.location import Location, write_file
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+for write in (lambda: Location({str(tmp_path)!r}).write_files({{"report.md": b"x" * 10, "report.json": b"y" * 5000}}),
+              lambda: write_file({str(tmp_path / "model.json")!r}, "z" * 5000),
+              lambda: Location({str(tmp_path)!r}).write_with("records/r.zip", lambda f: f.write(b"w" * 5000))):
+    try:
+        write()
+    except OSError as exc:
+        print(exc.errno == errno.EFBIG, exc.filename)
+"""
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    out = child.stdout.split("\n")
+    assert out[:3] == [f"True {tmp_path / name}" for name in ("report.json", "model.json", "records/r.zip")]
+    assert (tmp_path / "report.json").read_text() == "the earlier report" and not (tmp_path / "report.md").exists()
+    assert (tmp_path / "model.json").read_text() == "the earlier note"
+    assert not list(tmp_path.rglob(".tmp-*"))
+    from ecgpipe.cli_checks import failure_advice
+
+    full = OSError(28, "No space left on device", "/tmp/joblib/x.pkl")
+    assert failure_advice(full, str(tmp_path), None).startswith("the disk holding /tmp/joblib/x.pkl is full: free space")
+    assert failure_advice(OSError(28, "No space left on device"), "OUT", None).startswith("the disk holding OUT is full")
+
+
 def test_replacing_the_weights_file_at_the_same_path_recomputes_the_features(tmp_path):
     from ecgpipe.stages import features
 
