@@ -2,7 +2,7 @@
 #   make run    -- create .venv, install, run the paper4-best pipeline (local Prefect, local Dask cluster, local Zarr store)
 #   make test   -- create .venv, install, run the test suite (what CI runs)
 # While developing:
-#   make check  -- the linter and the fast unit tests (no Prefect server, no Dask cluster, no torch model): < 1 min
+#   make check  -- the linter and the fast tests (not those marked `system`: Prefect flow runs, Dask clusters): ~6 min
 PYTHON ?= python3
 VENV := .venv
 CONFIG ?= paper4-best

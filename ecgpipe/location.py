@@ -208,6 +208,22 @@ class Location:
             _name_the_file(exc, staged[-1][1] if staged else self.root)
             raise
 
+    def remove_partial_writes(self) -> list[str]:
+        """Remove what writes cut short by a kill left here (SIGKILL, a worker killed for memory): this module's
+        ``.tmp-*`` files, Zarr's ``*.<hex>.partial`` chunks, a model or lock note half-written. Only for the run that
+        holds the folder, as it starts: nothing of its own is being written yet, and no other run writes here.
+        Local disks only (an object store commits whole objects). The paths removed, relative to the location."""
+        root, removed = self.local_root, []
+        if root is None:
+            return removed
+        for folder, _, files in os.walk(root):
+            for name in files:
+                if name.startswith(".tmp-") or name.endswith((".partial", "model.next.skops.tmp", ".ecgpipe.lock.tmp")):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(folder, name))
+                        removed.append(os.path.relpath(os.path.join(folder, name), root))
+        return removed
+
     def put_file(self, local_file: str, rel: str) -> None:
         self.fs.makedirs(self._path(rel).rsplit("/", 1)[0], exist_ok=True)
         self.fs.put_file(local_file, self._path(rel))

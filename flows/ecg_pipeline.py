@@ -61,6 +61,7 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
     out = Location(out_dir)
     log = RunLog(out)
     try:
+        log.write("running")  # until it says how it ended: a run killed outright leaves no earlier run's "completed"
         with interruptible():  # Ctrl-C and SIGTERM stop the run at the next check, cleanly
             report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
     except LockLost:  # the folder is another run's now: its run.json too
@@ -154,6 +155,8 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter hides the progress lines
     # one run per output folder (an object store's URL has none: it warns); a run whose lock another takes over stops
     with output_lock(out, on_lost=stop_because) as lock:
+        if lock is not None:  # (an object store's folder has none: nothing written there is partial)
+            out.remove_partial_writes()  # what a killed run or worker was writing; a run keeps none of it
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))
             if warning := api_unreachable_from_workers(scheduler, os.environ.get("PREFECT_API_URL")):

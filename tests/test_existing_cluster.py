@@ -81,6 +81,15 @@ def test_workers_that_cannot_see_the_store_fail_early(tmp_path, physionet):
             check_store_reachable(address, str(hidden / "out"))
         with pytest.raises(StoreUnreachable, match=r"cannot see the data folder .*hidden/data \(<FileNotFoundError"):
             check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(hidden / "data"),))
+        # a folder without RECORDS (a labels-CSV dataset): "no RECORDS" on the worker that sees no folder at all
+        # matched "no RECORDS" here; the names in the folder are compared instead
+        (hidden / "data" / "RECORDS").unlink()
+        (hidden / "data" / "REFERENCE.csv").write_text("100,N\n")
+        (data / "RECORDS").unlink()
+        (data / "REFERENCE.csv").write_text("100,N\n")
+        check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(data),))
+        with pytest.raises(StoreUnreachable, match=r"cannot see the data folder .*hidden/data \(<FileNotFoundError"):
+            check_store_reachable(address, str(tmp_path / "visible"), database_dirs=(str(hidden / "data"),))
     finally:
         stop(procs)
 

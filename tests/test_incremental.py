@@ -229,12 +229,19 @@ def test_sigkill_of_the_whole_run_then_rerun_finishes_only_the_rest(cold, tmp_pa
     done_at_kill = _feature_markers(out)
     assert 1 <= done_at_kill < cold["n_chunks"], f"not killed mid-stage ({done_at_kill} of {cold['n_chunks']} chunks done)"
     assert not (out / "report.json").exists()
+    assert run_json(out)["status"] == "running"  # written as it began: no earlier run's "completed" outlives a kill
     status = subprocess.run([sys.executable, "-m", "ecgpipe.cli", "status", "--out", str(out)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     # the lock it left names the run that did not finish (status said "last run none")
     assert f"the last run did not finish (PID {proc.pid} on " in status.stdout, status.stdout + status.stderr
 
+    # what writes cut short leave (a record bundle, a Zarr chunk, a marker): the rerun, holding the folder, removes them
+    leftovers = [next((out / "store.zarr" / "records").rglob("*.zip")).parent / ".tmp-0123abcd",
+                 out / "markers" / ".tmp-4567", out / "store.zarr" / "c.0123456789abcdef.partial"]
+    for path in leftovers:
+        path.write_bytes(b"half")
     run(cold["cfg"], cold["data"], out)
+    assert not [path for path in leftovers if path.exists()]
     c = computed(out)
     assert c["segments"] == 0 and c["spectrograms"] == 0
     assert c["features"] == cold["n_chunks"] - done_at_kill

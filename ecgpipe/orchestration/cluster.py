@@ -141,13 +141,19 @@ def _read_token(folder: str, name: str) -> str:
 
 
 def _records_digest(folder: str) -> str:
-    """sha256 of a database folder's RECORDS file: every worker must read the same one where the run reads it."""
+    """sha256 of a database folder's RECORDS file: every worker must read the same one where the run reads it. A
+    folder without one (a labels-CSV dataset, records listed in the config) by the names in it instead: "no RECORDS"
+    on a worker that cannot see the folder at all would otherwise match "no RECORDS" here."""
     import hashlib
 
     try:
         location = Location(folder)
-        with location.fs.open(f"{location.root}/RECORDS", "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        try:
+            with location.fs.open(f"{location.root}/RECORDS", "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        except FileNotFoundError:
+            names = sorted(name.rsplit("/", 1)[-1] for name in location.fs.ls(location.root, detail=False))
+            return "listing " + hashlib.sha256("\n".join(names).encode()).hexdigest()
     except Exception as exc:
         return f"<{type(exc).__name__}: {exc}>"
 
@@ -203,7 +209,7 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
             url, here = Location(folder).url, _records_digest(folder)
             seen = client.run(_records_digest, url)
             problems += [f"{worker} cannot see the data folder {url} ({got if got.startswith('<') else 'another RECORDS there'})"
-                         for worker, got in seen.items() if got != here]
+                         for worker, got in seen.items() if got != here or got.startswith("<")]
     if problems:
         raise StoreUnreachable(
             "workers of the cluster at " + scheduler + " do not share this run's folders: " + "; ".join(problems)
