@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ecgpipe.beat_detail import BEAT_DETAIL_FEATURES
 from ecgpipe.beats import BEAT_FEATURES
@@ -177,11 +177,12 @@ class SweepSettings(_Strict):
         None, description="Protocol whose macro-F1 picks the best row (the saved model); default: grouped if run.")
 
     @model_validator(mode="after")
-    def _no_repeats(self):
-        # a row given twice computes the same folds twice and stands twice in the table: surely a slip of the pen
+    def _no_repeats(self, info: ValidationInfo):
+        # a row given twice computes the same folds twice and stands twice in the table: a slip of the pen in a file
+        # being read (load_config), never a reason to refuse a model or a run folder an earlier version wrote
         for part, dumps, aside in [("features", self.features, ""),
                                    ("classifiers", [c.model_dump(exclude={"name"}) for c in self.classifiers], " (names aside)")]:
-            if repeat := next((j for j, dump in enumerate(dumps) if dump in dumps[:j]), None):
+            if (info.context or {}).get("as_written") and (repeat := next((j for j, d in enumerate(dumps) if d in dumps[:j]), None)):
                 raise ValueError(f"{part}[{repeat}] repeats {part}[{dumps.index(dumps[repeat])}]{aside}: one row computed twice")
         return self
 
@@ -428,9 +429,9 @@ def _format_validation_error(err: ValidationError, source: str, layers: tuple = 
     return "\n".join(lines)
 
 
-def config_from_dict(data: dict, source: str = "<dict>", layers: tuple = ()) -> PipelineConfig:
+def config_from_dict(data: dict, source: str = "<dict>", layers: tuple = (), as_written: bool = False) -> PipelineConfig:
     try:
-        return PipelineConfig.model_validate(data)
+        return PipelineConfig.model_validate(data, context={"as_written": as_written})
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source, layers)) from None
 
@@ -446,4 +447,4 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Pipe
     data, source, layers = read_config(name_or_path)
     if overrides:
         data = merge_overrides(data, overrides)
-    return config_from_dict(data, source, layers)
+    return config_from_dict(data, source, layers, as_written=True)

@@ -48,7 +48,7 @@ from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, t
 from ecgpipe.predict_many import PER_RECORD_LINES  # records whose read warnings are printed, as predict's
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.records import read_record
-from ecgpipe.report_tables import RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
+from ecgpipe.report_tables import ENDPOINT_ALIGN, RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
 from ecgpipe.results import EvaluationResult
 from ecgpipe.sources import database_dir, selected_records
 
@@ -387,7 +387,7 @@ def render_markdown(ev: EvaluationResult) -> str:
             header, rows = endpoint_table(r["endpoints"], None if judged else "no verdict: the model's own patients are among these")
             over = f"{r['n_subjects']} {r['subject_word']}s" if "n_subjects" in r else "records"  # older files: records
             lines += ["", f"Clinical endpoints (95 % bootstrap over {over}):", "", "| " + " | ".join(header) + " |",
-                      "|---|---|---:|---:|---:|---:|---:|---|"] + ["| " + " | ".join(row) + " |" for row in rows]
+                      ENDPOINT_ALIGN] + ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     if ev.recordings:
         lines += ["## Endpoints over whole recordings, as `ecgpipe predict` calls them", "", RECORDINGS_HOW, "",

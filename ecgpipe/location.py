@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
+import re
 import uuid
 
 import fsspec
@@ -209,19 +211,24 @@ class Location:
             raise
 
     def remove_partial_writes(self) -> list[str]:
-        """Remove what writes cut short by a kill left here (SIGKILL, a worker killed for memory): this module's
-        ``.tmp-*`` files, Zarr's ``*.<hex>.partial`` chunks, a model or lock note half-written. Only for the run that
-        holds the folder, as it starts: nothing of its own is being written yet, and no other run writes here.
-        Local disks only (an object store commits whole objects). The paths removed, relative to the location."""
+        """Remove what writes cut short by a kill left in a run's folder (SIGKILL, a worker killed for memory): this
+        module's ``.tmp-<hex>`` files, Zarr's ``<chunk>.<hex>.partial``, a model or lock note half-written. Only for
+        the run that holds the folder, as it starts: nothing of its own is being written yet, and no other run writes
+        there. Only in what a run writes (its top level, store.zarr, markers, inputs), never in a folder below that
+        holds a lock of its own (``--out run/predictions`` of a predict at work). Local disks only (an object store
+        commits whole objects). The paths removed, relative to the location."""
         root, removed = self.local_root, []
-        if root is None:
+        if root is None or not os.path.isdir(root):
             return removed
-        for folder, _, files in os.walk(root):
-            for name in files:
-                if name.startswith(".tmp-") or name.endswith((".partial", "model.next.skops.tmp", ".ecgpipe.lock.tmp")):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(os.path.join(folder, name))
-                        removed.append(os.path.relpath(os.path.join(folder, name), root))
+        partial = re.compile(r"\.tmp-[0-9a-f]{32}|.+\.[0-9a-f]{32}\.partial|model\.next\.skops\.tmp|\.ecgpipe\.lock\.tmp")
+        tops = [(root, [], [e.name for e in os.scandir(root) if e.is_file()])]
+        below = (os.walk(os.path.join(root, name)) for name in ("store.zarr", "markers", "inputs"))
+        for folder, subfolders, files in itertools.chain(tops, *below):
+            subfolders[:] = [d for d in subfolders if not os.path.exists(os.path.join(folder, d, ".ecgpipe.lock"))]
+            for name in filter(partial.fullmatch, files):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, name))
+                    removed.append(os.path.relpath(os.path.join(folder, name), root))
         return removed
 
     def put_file(self, local_file: str, rel: str) -> None:

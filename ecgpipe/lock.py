@@ -114,18 +114,26 @@ class RunLock:
             return False
         if self._asks_its_pid(doc):
             pid = int(doc.get("pid", -1))
-            # a recorded start that differs: the PID now names another process (this one after a container's restart)
-            return _alive(pid) and doc.get("process_start") in (None, _process_start(pid))
-        if doc.get("host") == socket.gethostname() and doc.get("boot_id") not in (None, _machine().get("boot_id")):
-            return False  # this machine has rebooted since: every process of that boot is gone
+            # a recorded start that differs: the PID now names another process (a reused PID); one not readable here
+            # (/proc mounted hidepid: another user's processes are hidden) leaves the PID alone to tell
+            started = _process_start(pid)
+            return _alive(pid) and (started is None or doc.get("process_start") in (None, started))
+        if self._rebooted(doc):
+            return False  # every process of that boot is gone
         return self.silent_s() < self.stale_after_s  # another host's run: alive while it keeps touching the lock
 
     @staticmethod
     def _asks_its_pid(doc: dict) -> bool:
         """Whether the holder's PID can be asked here: same host, same boot, same PID namespace (as far as the lock
         records them: locks before 0.21.0 record only the host). Else its heartbeat tells."""
-        here = _machine()
-        return doc.get("host") == socket.gethostname() and all(doc.get(k) in (None, here.get(k)) for k in here)
+        here = _machine()  # a field the lock records and this process cannot read: not the same, as far as it knows
+        return doc.get("host") == socket.gethostname() and all(doc.get(k) in (None, here.get(k)) for k in ("boot_id", "pid_namespace"))
+
+    @staticmethod
+    def _rebooted(doc: dict) -> bool:
+        """Whether the lock was written on this machine before it last booted (as far as both boot ids are known)."""
+        here = _machine().get("boot_id")
+        return doc.get("host") == socket.gethostname() and here is not None and doc.get("boot_id") not in (None, here)
 
     def silent_s(self) -> float:
         """Seconds since the holder last touched the lock, on the file system's clock (0 when it is gone)."""
@@ -212,8 +220,7 @@ class RunLock:
                 local = self._asks_its_pid(doc)
                 if self.holder_running():
                     raise self.held_error(doc) from None
-                rebooted = doc.get("host") == socket.gethostname() and doc.get("boot_id") not in (None, _machine().get("boot_id"))
-                gone = ("that process is no longer running" if local else "this machine has restarted since" if rebooted
+                gone = ("that process is no longer running" if local else "this machine has restarted since" if self._rebooted(doc)
                         else f"it has not touched the lock for {self.silent_s():.0f} s (its host is down?)")
                 if not self._take_over(doc):
                     continue  # another run took it over first: judge the new holder

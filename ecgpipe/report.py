@@ -26,6 +26,7 @@ from ecgpipe.protocols import (
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
+    ENDPOINT_ALIGN,
     RECORDING_HEADER,
     RECORDINGS_HOW,
     accounting_line,
@@ -216,7 +217,7 @@ def endpoint_markdown(report: dict) -> list[str]:
                       "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
                       f"{report.get('subject_word', 'patient')}s.", ""]
         header, rows = endpoint_table(endpoints, why_not)
-        lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", ENDPOINT_ALIGN]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
         header, rows = endpoint_class_table(endpoints, why_not)
         if rows:

@@ -200,6 +200,9 @@ def with_few_subjects(verdict: str, n: int | None) -> str:
     return f"{verdict}; from {n} subjects: its interval is too narrow" if few else verdict
 
 
+ENDPOINT_ALIGN = "|---|---|---:|---:|---:|---:|---:|---:|---|"  # Markdown's row under endpoint_table's header: one per column
+
+
 def endpoint_table(endpoints: dict, no_verdict: str | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of binary clinical endpoints (``EndpointResult`` as JSON), with their goals; not judged
     where ``no_verdict`` says why (a goal is a promise about new patients: ``NO_VERDICT`` under a protocol that shares

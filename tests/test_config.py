@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -165,6 +166,13 @@ def test_sweep_settings_are_validated_and_expanded():
         load_config("paper4", {"sweep": {"classifiers": [{"kind": "svc"}, {"kind": "logreg"}, {"kind": "svc", "name": "again"}]}})
     with pytest.raises(ConfigError, match=r"features\[1\] repeats features\[0\]"):
         load_config("paper4", {"sweep": {"features": [{"layer": "_blocks.14"}, {"layer": "_blocks.14"}]}})
+    # refused in a file being read, never in what an earlier version stored (a model's config, a run's config.json)
+    from ecgpipe.config import PipelineConfig
+
+    stored = load_config("paper4").model_dump(mode="json")
+    stored["sweep"]["classifiers"] = [{"kind": "svc"}, {"kind": "svc", "name": "again"}]
+    assert len(PipelineConfig.model_validate_json(json.dumps(stored)).classifiers) == 2
+    assert len(config_from_dict(stored, "config.json").classifiers) == 2
 
 
 def test_every_shipped_preset_is_valid_and_shares_paper4_data():

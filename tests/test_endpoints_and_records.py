@@ -48,7 +48,7 @@ def test_an_endpoint_pools_its_classes():
 def test_an_endpoint_gives_ec57s_average_over_subjects_beside_the_pooled_rate():
     """A patient with 100 positive windows all caught hides one with 2 missed in the pooled (gross) sensitivity, 0.98;
     the mean of each patient's own sensitivity (EC57's average statistic) is 0.5, and the lowest patient's is 0."""
-    from ecgpipe.report_tables import endpoint_table, per_subject_means
+    from ecgpipe.report_tables import ENDPOINT_ALIGN, endpoint_table, per_subject_means
 
     y = np.repeat([3, 3, 0, 0, 0], [100, 2, 50, 10, 40])
     groups = np.repeat(["big", "small", "big", "small", "third"], [100, 2, 50, 10, 40])
@@ -64,6 +64,7 @@ def test_an_endpoint_gives_ec57s_average_over_subjects_beside_the_pooled_rate():
     assert sens.ci95[0] <= sens.mean <= sens.ci95[1] and sens.ci95[0] == 0.0  # a draw of the small patient alone
     header, rows = endpoint_table({"shockable": ep.to_json()})
     assert rows[0][header.index("per subject: mean sensitivity / specificity (lowest)")] == per_subject_means(ep.to_json())
+    assert ENDPOINT_ALIGN.count("|") - 1 == len(header) == len(rows[0])  # else Markdown shows the table as text
     assert per_subject_means(ep.to_json()).startswith("0.500 (0.000 - 1.000) / 0.967 (") and per_subject_means(ep.to_json()).endswith(") (0.000 / 0.900)")
     older = {k: v for k, v in ep.to_json().items() if not k.endswith("_per_subject")}
     assert per_subject_means(older) == "-"  # a report before 0.21.0

@@ -236,8 +236,9 @@ def test_sigkill_of_the_whole_run_then_rerun_finishes_only_the_rest(cold, tmp_pa
     assert f"the last run did not finish (PID {proc.pid} on " in status.stdout, status.stdout + status.stderr
 
     # what writes cut short leave (a record bundle, a Zarr chunk, a marker): the rerun, holding the folder, removes them
-    leftovers = [next((out / "store.zarr" / "records").rglob("*.zip")).parent / ".tmp-0123abcd",
-                 out / "markers" / ".tmp-4567", out / "store.zarr" / "c.0123456789abcdef.partial"]
+    hexname = "0123456789abcdef" * 2  # uuid4().hex, as the writers name their temporary files
+    leftovers = [next((out / "store.zarr" / "records").rglob("*.zip")).parent / f".tmp-{hexname}",
+                 out / "markers" / f".tmp-{hexname}", out / "store.zarr" / f"c.{hexname}.partial"]
     for path in leftovers:
         path.write_bytes(b"half")
     run(cold["cfg"], cold["data"], out)

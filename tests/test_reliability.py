@@ -309,10 +309,11 @@ def test_a_lock_whose_process_is_gone_is_taken_over_with_a_warning(tmp_path):
     assert not (tmp_path / RunLock.NAME).exists()  # released
 
 
-def test_a_pid_is_asked_only_where_it_names_the_same_process(tmp_path):
-    """A lock records its process's start, its machine's boot and PID namespace: a container restarted with the same
-    PID (ecgpipe as PID 1 again), or a PID reused after a reboot, no longer blocks the folder for ever; a run in
-    another container with the same host name is not judged by a PID that means another process here."""
+def test_a_pid_is_asked_only_where_it_names_the_same_process(tmp_path, monkeypatch):
+    """A lock records its process's start, its machine's boot and PID namespace: a PID reused by a live process (this
+    one, here), or one from before a reboot, no longer blocks the folder for ever; a run in another PID namespace with
+    the same host name (a restarted container, host networking) is judged by its heartbeat, not by a PID that means
+    another process here."""
     from ecgpipe.lock import _machine, _process_start
 
     lock, me = tmp_path / RunLock.NAME, {"host": socket.gethostname(), "pid": os.getpid(), "started": "then"}
@@ -338,6 +339,19 @@ def test_a_pid_is_asked_only_where_it_names_the_same_process(tmp_path):
     assert RunLock(tmp_path).holder_running()
     with RunLock(tmp_path / "new") as taken:
         assert {"process_start", "boot_id", "pid_namespace"} <= set(taken.holder())
+    import ecgpipe.lock as lock_module
+
+    # /proc hiding other users' processes (hidepid): a start not readable here leaves the live PID to tell
+    monkeypatch.setattr(lock_module, "_process_start", lambda pid: None)
+    lock.write_text(json.dumps({**me, "process_start": "123", **here}))
+    assert RunLock(tmp_path).holder_running()
+    # a PID namespace (or boot) this process cannot read: a lock recording one is judged by its heartbeat
+    monkeypatch.setattr(lock_module, "_machine", lambda: {"boot_id": here["boot_id"]})
+    lock.write_text(json.dumps({**me, "pid": 999_999_999, **here}))
+    assert RunLock(tmp_path).holder_running()  # touched just now: alive, although no process has that PID here
+    monkeypatch.setattr(lock_module, "_machine", lambda: {})
+    lock.write_text(json.dumps({**me, "pid": 999_999_999, **here, "boot_id": "another"}))
+    assert RunLock(tmp_path).holder_running()  # no boot id here to compare: not taken for a reboot
 
 
 def test_a_lock_of_another_host_is_held_while_touched_and_taken_over_once_silent(tmp_path):

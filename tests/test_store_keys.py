@@ -111,6 +111,27 @@ for write in (lambda: Location({str(tmp_path)!r}).write_files({{"report.md": b"x
     assert failure_advice(OSError(28, "No space left on device"), "OUT", None).startswith("the disk holding OUT is full")
 
 
+def test_a_run_taking_its_folder_removes_only_what_killed_writes_left(tmp_path):
+    """What a SIGKILL or the OOM killer cut short (a record bundle staged as .tmp-<hex>, a Zarr chunk's .partial) is
+    removed; a user's files are not, nor anything in a folder below that holds a lock of its own (a prediction at
+    work into OUT/predictions)."""
+    from ecgpipe.location import Location
+
+    hexname = "0123456789abcdef" * 2
+    garbage = [f"store.zarr/records/mitdb/.tmp-{hexname}", f"store.zarr/features/x/c/0/c.{hexname}.partial",
+               f"markers/features/.tmp-{hexname}", f".tmp-{hexname}", "model.next.skops.tmp", ".ecgpipe.lock.tmp"]
+    kept = ["notes.partial", "store.zarr/records/mitdb/100.zip", "analysis/.tmp-mine", f"predictions/.tmp-{hexname}",
+            f"store.zarr/sub/.tmp-{hexname}", "model.next.skops", "agreement.partial.jsonl"]
+    for rel in garbage + kept:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "predictions" / ".ecgpipe.lock").write_text("{}")
+    (tmp_path / "store.zarr" / "sub" / ".ecgpipe.lock").write_text("{}")
+    assert sorted(Location(tmp_path).remove_partial_writes()) == sorted(garbage)
+    assert all((tmp_path / rel).exists() for rel in kept) and not any((tmp_path / rel).exists() for rel in garbage)
+    assert Location(tmp_path / "absent").remove_partial_writes() == []
+
+
 def test_replacing_the_weights_file_at_the_same_path_recomputes_the_features(tmp_path):
     from ecgpipe.stages import features
 

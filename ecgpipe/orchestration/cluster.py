@@ -208,7 +208,7 @@ def check_store_reachable(scheduler: str, *folders: str | None, database_dirs: t
         for folder in database_dirs:
             url, here = Location(folder).url, _records_digest(folder)
             seen = client.run(_records_digest, url)
-            problems += [f"{worker} cannot see the data folder {url} ({got if got.startswith('<') else 'another RECORDS there'})"
+            problems += [f"{worker} cannot see the data folder {url} ({got if got.startswith('<') else 'other files there' if got.startswith('listing') else 'another RECORDS there'})"
                          for worker, got in seen.items() if got != here or got.startswith("<")]
     if problems:
         raise StoreUnreachable(
