@@ -34,6 +34,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     comparison_how,
     endpoint_class_table,
     endpoint_table,
+    endpoints_how,
     hardest_subjects,
     listed,
     no_verdict,
@@ -214,8 +215,7 @@ def endpoint_markdown(report: dict) -> list[str]:
         why_not = no_verdict(report, name, what)
         if not lines:
             lines += ["", "## Clinical endpoints", "",
-                      "Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over "
-                      f"{report.get('subject_word', 'patient')}s.", ""]
+                      endpoints_how(report.get("subject_word", "patient")), ""]
         header, rows = endpoint_table(endpoints, why_not)
         lines += [f"{name} ({what}):", "", "| " + " | ".join(header) + " |", ENDPOINT_ALIGN]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]

@@ -23,6 +23,7 @@ from ecgpipe.report_tables import (  # noqa: E402
     comparison_scores,
     endpoint_class_table,
     endpoint_table,
+    endpoints_how,
     hardest_subjects,
     listed,
     no_verdict,
@@ -132,8 +133,8 @@ def endpoint_sections(report: dict) -> list[str]:
         if rows:
             parts += ["<p>Per rhythm:</p>", _table(header, [[e(c) for c in row] for row in rows])]
     if parts:
-        parts = ["<h2>Clinical endpoints</h2>", "<p class='muted'>Positives are the endpoint's classes pooled; intervals: "
-                 f"95 % bootstrap over {e(report.get('subject_word', 'patient'))}s.</p>", *parts]
+        parts = ["<h2>Clinical endpoints</h2>", f"<p class='muted'>{e(endpoints_how(report.get('subject_word', 'patient')))}</p>",
+                 *parts]
     return parts
 
 

@@ -200,6 +200,13 @@ def with_few_subjects(verdict: str, n: int | None) -> str:
     return f"{verdict}; from {n} subjects: its interval is too narrow" if few else verdict
 
 
+def endpoints_how(subject_word: str) -> str:
+    """The sentence above the endpoint tables: what is pooled, what is averaged, over what the intervals are."""
+    return (f"Positives are the endpoint's classes pooled; intervals: 95 % bootstrap over {subject_word}s. Sensitivity "
+            f"and specificity pool every window (EC57's gross statistics); the per-{subject_word} column averages each "
+            f"{subject_word}'s own (its average statistics), so one with a single window weighs as much as one with hundreds.")
+
+
 ENDPOINT_ALIGN = "|---|---|---:|---:|---:|---:|---:|---:|---|"  # Markdown's row under endpoint_table's header: one per column
 
 
