@@ -164,6 +164,8 @@ def cmd_status(args) -> int:
     if r := status.get("unfinished"):
         print(f"{status['out']}: the last run did not finish (PID {r.get('pid')} on {r.get('host')}, started "
               f"{r.get('started')}, is gone: killed?); `ecgpipe run` resumes from what is done")
+    elif last.get("status") == "running" and not status.get("running"):  # its lock gone too (deleted, or a run refused)
+        print(f"{status['out']}: the last run did not finish (run.json says running, and no run holds the folder)")
     else:
         print(f"{status['out']}: last run {last.get('status') or 'none'}" + (f" ({last['wall_s']:.0f} s)" if last.get("wall_s") else ""))
     print(f"{'stage':18s}{'done':>7s}{'stale':>7s}{'failed':>8s}{'missing':>9s}{'total':>7s}   a rerun computes")

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import os
 import re
+import time
 import uuid
 
 import fsspec
@@ -26,6 +27,9 @@ def zarr_storage_options(path: str) -> dict:
     if str(path).startswith("file://"):
         return {"storage_options": {"auto_mkdir": True}}
     return {}
+
+
+PARTIAL_WRITE_GRACE_S = 600.0  # a temporary file untouched this long is no write at work (remove_partial_writes)
 
 
 def _name_the_file(exc: BaseException, path: str) -> None:
@@ -215,11 +219,15 @@ class Location:
         module's ``.tmp-<hex>`` files, Zarr's ``<chunk>.<hex>.partial``, a model or lock note half-written. Only for
         the run that holds the folder, as it starts: nothing of its own is being written yet, and no other run writes
         there. Only in what a run writes (its top level, store.zarr, markers, inputs), never in a folder below that
-        holds a lock of its own (``--out run/predictions`` of a predict at work). Local disks only (an object store
-        commits whole objects). The paths removed, relative to the location."""
+        holds a lock of its own (``--out run/predictions`` of a predict at work), and only files untouched for
+        ``PARTIAL_WRITE_GRACE_S``. Local disks only (an object store commits whole objects). The paths removed,
+        relative to the location."""
         root, removed = self.local_root, []
         if root is None or not os.path.isdir(root):
             return removed
+        # writers that take no lock may be at work in OUT this moment (`ecgpipe status` keeping input digests, the
+        # checks of a run about to be refused, compare --json): what was touched in the last ten minutes stays
+        before = time.time() - PARTIAL_WRITE_GRACE_S
         partial = re.compile(r"\.tmp-[0-9a-f]{32}|.+\.[0-9a-f]{32}\.partial|model\.next\.skops\.tmp|\.ecgpipe\.lock\.tmp")
         tops = [(root, [], [e.name for e in os.scandir(root) if e.is_file()])]
         below = (os.walk(os.path.join(root, name)) for name in ("store.zarr", "markers", "inputs"))
@@ -227,8 +235,9 @@ class Location:
             subfolders[:] = [d for d in subfolders if not os.path.exists(os.path.join(folder, d, ".ecgpipe.lock"))]
             for name in filter(partial.fullmatch, files):
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(folder, name))
-                    removed.append(os.path.relpath(os.path.join(folder, name), root))
+                    if os.stat(path := os.path.join(folder, name)).st_mtime < before:
+                        os.remove(path)
+                        removed.append(os.path.relpath(path, root))
         return removed
 
     def put_file(self, local_file: str, rel: str) -> None:

@@ -35,7 +35,7 @@ from prefect.exceptions import TerminationSignal
 
 from ecgpipe.config import PipelineConfig, config_from_dict
 from ecgpipe.location import Location
-from ecgpipe.lock import output_lock, refuse_if_held
+from ecgpipe.lock import RunLock, output_lock, refuse_if_held
 from ecgpipe.model import content_digest
 from ecgpipe.orchestration import model_artifact, steps
 from ecgpipe.orchestration.bookkeeping import RunLog
@@ -64,7 +64,9 @@ def ecg_pipeline(config: dict, data_dir: str | None, out_dir: str, strict: bool 
         log.write("running")  # until it says how it ended: a run killed outright leaves no earlier run's "completed"
         with interruptible():  # Ctrl-C and SIGTERM stop the run at the next check, cleanly
             report = _pipeline(config_from_dict(config), data_dir, out, strict, download, log)
-    except LockLost:  # the folder is another run's now: its run.json too
+    except LockLost as exc:  # the folder is another run's now, its run.json too; unless none took it (a lock deleted)
+        if out.local_root and RunLock(out.local_root).holder() is None:
+            log.write("interrupted", error=str(exc))
         raise
     except (RunInterrupted, KeyboardInterrupt, TerminationSignal) as exc:  # (Prefect's, for a SIGTERM it caught)
         log.write("interrupted", error=str(exc) or "interrupted", **({"records": log.records} if log.records else {}))

@@ -239,8 +239,10 @@ def test_sigkill_of_the_whole_run_then_rerun_finishes_only_the_rest(cold, tmp_pa
     hexname = "0123456789abcdef" * 2  # uuid4().hex, as the writers name their temporary files
     leftovers = [next((out / "store.zarr" / "records").rglob("*.zip")).parent / f".tmp-{hexname}",
                  out / "markers" / f".tmp-{hexname}", out / "store.zarr" / f"c.{hexname}.partial"]
+    an_hour_ago = time.time() - 3600  # a write at work, untouched for less than ten minutes, would be left alone
     for path in leftovers:
         path.write_bytes(b"half")
+        os.utime(path, (an_hour_ago, an_hour_ago))
     run(cold["cfg"], cold["data"], out)
     assert not [path for path in leftovers if path.exists()]
     c = computed(out)

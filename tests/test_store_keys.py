@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -122,9 +123,13 @@ def test_a_run_taking_its_folder_removes_only_what_killed_writes_left(tmp_path):
                f"markers/features/.tmp-{hexname}", f".tmp-{hexname}", "model.next.skops.tmp", ".ecgpipe.lock.tmp"]
     kept = ["notes.partial", "store.zarr/records/mitdb/100.zip", "analysis/.tmp-mine", f"predictions/.tmp-{hexname}",
             f"store.zarr/sub/.tmp-{hexname}", "model.next.skops", "agreement.partial.jsonl"]
-    for rel in garbage + kept:
+    an_hour_ago = time.time() - 3600
+    for rel in garbage + kept + [f"inputs/.tmp-{hexname[::-1]}"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
+        if rel != f"inputs/.tmp-{hexname[::-1]}":  # that one: `ecgpipe status` writing digests this moment, no lock
+            os.utime(tmp_path / rel, (an_hour_ago, an_hour_ago))
+    kept.append(f"inputs/.tmp-{hexname[::-1]}")
     (tmp_path / "predictions" / ".ecgpipe.lock").write_text("{}")
     (tmp_path / "store.zarr" / "sub" / ".ecgpipe.lock").write_text("{}")
     assert sorted(Location(tmp_path).remove_partial_writes()) == sorted(garbage)
