@@ -360,6 +360,13 @@ def test_status_with_a_corrupt_run_json_names_the_file(tmp_path, physionet, caps
     code, _, err = _run(capsys, "status", "--out", str(out), "--config", "paper4", "--data-dir", str(data))
     assert code == 2 and "Traceback" not in err
     assert f"{out}/run.json: the last run's record is not valid JSON" in err and "delete it" in err
+    # a run that wrote "running" and then neither finished nor holds the folder (killed, its lock deleted since)
+    (out / "run.json").write_text('{"status": "running"}')
+    mitdb_only = tmp_path / "mitdb.toml"
+    mitdb_only.write_text('extends = "paper4"\nunset = ["databases.vfdb"]\n[cv]\nprotocols = ["stratified_10fold"]\n')
+    code, printed, err = _run(capsys, "status", "--out", str(out), "--config", str(mitdb_only), "--data-dir", str(data))
+    assert code == 0, err
+    assert f"{out}: the last run did not finish (run.json says running, and no run holds the folder)" in printed
 
 
 # ------------------------------------------------------------------------------------------------------ data fetch
