@@ -178,11 +178,11 @@ class SweepSettings(_Strict):
 
     @model_validator(mode="after")
     def _no_repeats(self, info: ValidationInfo):
-        # a row given twice computes the same folds twice and stands twice in the table: a slip of the pen in a file
-        # being read (load_config), never a reason to refuse a model or a run folder an earlier version wrote
-        for part, dumps, aside in [("features", self.features, ""),
-                                   ("classifiers", [c.model_dump(exclude={"name"}) for c in self.classifiers], " (names aside)")]:
-            if (info.context or {}).get("as_written") and (repeat := next((j for j, d in enumerate(dumps) if d in dumps[:j]), None)):
+        # a row given twice (computed twice, shown twice): refused in a file being read, not in what a version stored
+        if not (info.context or {}).get("as_written"):
+            return self
+        for part, dumps, aside in [("features", self.features, ""), ("classifiers", [c.model_dump(exclude={"name"}) for c in self.classifiers], " (names aside)")]:
+            if repeat := next((j for j, d in enumerate(dumps) if d in dumps[:j]), None):
                 raise ValueError(f"{part}[{repeat}] repeats {part}[{dumps.index(dumps[repeat])}]{aside}: one row computed twice")
         return self
 

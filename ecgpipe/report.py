@@ -18,11 +18,8 @@ matplotlib.use("Agg")  # reports are written on headless workers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgpipe.location import Location
-from ecgpipe.protocols import (
-    PROTOCOLS,  # noqa: E402
-    STRATIFIED,  # noqa: E402
-)
+from ecgpipe.location import Location  # noqa: E402
+from ecgpipe.protocols import PROTOCOLS, STRATIFIED  # noqa: E402
 from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
