@@ -207,6 +207,7 @@ def cmd_predict(args) -> int:
     require_signed = args.require_signed or None
     model = load_model(args.model, require_signed=require_signed)  # a bad artifact: one line, exit 2
     print(f"model: {model.path} (sha256 {model.digest[:16]}..., {'signature verified' if model.signed else 'unsigned'})")
+    cli_checks.warn_of_another_report(model)
     out = Path(args.out)
     paths = record_paths(args.records)  # a folder stands for its records
     names = output_names(paths)  # records of one name from different folders get distinct outputs
@@ -265,6 +266,7 @@ def cmd_evaluate(args) -> int:
     from ecgpipe.sources import resolve_data_dir
 
     model = load_model(args.model, require_signed=args.require_signed or None)
+    cli_checks.warn_of_another_report(model)
     dataset = load_config(args.config)
     mapping = class_mapping(model.class_names, dataset.class_names, args.map)
     decisions = endpoint_decisions(args, model)

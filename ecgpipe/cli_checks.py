@@ -4,6 +4,7 @@ file) and what it advises after a run fails for a reason outside the pipeline (a
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 
@@ -91,8 +92,41 @@ def earlier_report_note(out: str) -> str | None:
     import datetime
 
     when = datetime.datetime.fromtimestamp(os.path.getmtime(report)).strftime("%Y-%m-%d %H:%M")
+    if (waiting := _artifact_digest(staged := os.path.join(out, "model.next.skops"))) and waiting == _report_digest(out):
+        return (f"note: report.html/.md/.json in {out} are this run's (written {when}); its model waits as {staged}, "
+                "which the next `ecgpipe run` there puts in place of model.skops (an earlier run's)")
     files = "report.html/.md/.json" + (" and model.skops" if os.path.isfile(os.path.join(out, "model.skops")) else "")
     return f"note: {files} in {out} are still those of an earlier run (written {when}), not this run's"
+
+
+def warn_of_another_report(model) -> None:
+    """Where a model is a run folder's model.skops whose report.json describes another artifact (a run stopped
+    between writing its report and putting its model in place), say so on stderr: its numbers are not this model's."""
+    folder = os.path.dirname(os.path.abspath(model.path))
+    if os.path.basename(model.path) != "model.skops" or (wanted := _report_digest(folder)) in (None, model.digest):
+        return
+    waiting = _artifact_digest(staged := os.path.join(folder, "model.next.skops")) == wanted
+    print(f"ecgpipe: warning: {os.path.join(folder, 'report.json')} describes another model (sha256 {wanted[:16]}...)"
+          + (f": {staged}, which the next `ecgpipe run` there puts in place" if waiting else "")
+          + "; its numbers are not this model's", file=sys.stderr)
+
+
+def _report_digest(folder: str) -> str | None:
+    try:
+        with open(os.path.join(folder, "report.json")) as f:
+            return json.load(f).get("model_digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _artifact_digest(path: str) -> str | None:
+    """(``model_artifact.artifact_digest``, without importing the flow's tasks into predict and evaluate)"""
+    from ecgpipe.model import content_digest
+
+    try:
+        return content_digest(path)
+    except Exception:  # missing, truncated, not a zip archive
+        return None
 
 
 def run_json_time(out: str) -> int | None:

@@ -118,6 +118,7 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     doc = report.to_json()
     examples = example_spectrograms(run.store, spec_array, cfg) if run.plan.needs_cnn else None  # none computed
     check()  # not over another run's report, should this one have lost its folder's lock meanwhile
+    model_artifact.note_staged_model(run, model)  # a stop between report and model: the next run puts it in place
     run.logger.info(f"report: {write_report(doc, out, examples)}")
     check()
     model_artifact.publish_model(run, model)  # after the report: a run that fails before it leaves the earlier pair as it was
@@ -159,6 +160,7 @@ def _run_checked(cfg: PipelineConfig, data_dir, out_dir, units, scheduler: str |
     with output_lock(out, on_lost=stop_because) as lock:
         if lock is not None:  # (an object store's folder has none: nothing written there is partial)
             out.remove_partial_writes()  # what a killed run or worker was writing; a run keeps none of it
+            model_artifact.finish_interrupted_publish(out.local_root)  # the model of a report written just before a stop
         if scheduler:
             check_store_reachable(scheduler, out_dir, database_dirs=tuple(sorted({str(u.db_dir) for u in units})))
             if warning := api_unreachable_from_workers(scheduler, os.environ.get("PREFECT_API_URL")):

@@ -9,8 +9,10 @@ rescores without featurising again."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +305,47 @@ def test_a_run_that_fails_after_its_model_is_fitted_leaves_the_earlier_report_an
     assert (out / "model.next.skops").is_file()
     assert run_pipeline(load_config(config), str(data), str(out))["model_digest"] == report["model_digest"]
     assert not (out / "model.next.skops").exists()
+
+
+class _Killed(BaseException):
+    """A stop in the narrowest window: the report written, the model not yet in place."""
+
+
+def test_a_run_stopped_between_its_report_and_its_model_has_it_put_in_place_by_the_next(runs, monkeypatch):
+    """After the test above. A run stopped after writing its report left that report beside the earlier model.skops,
+    its own model waiting as model.next.skops: predict warned of nothing, and the next run fitted the model again.
+    Now predict says so, the console's note names the waiting model, and the next run puts it in place and reuses it."""
+    from ecgpipe import cli_checks
+    from ecgpipe.model import content_digest
+    from ecgpipe.orchestration import model_artifact
+    from flows.ecg_pipeline import run_pipeline
+
+    out, data = runs["out"], runs["data"]
+    earlier = content_digest(out / "model.skops")
+
+    def killed(run, job):
+        raise _Killed()
+
+    monkeypatch.setattr(model_artifact, "publish_model", killed)
+    config = _config(out.parent, 6.0)  # a new decision setting: a new artifact
+    with pytest.raises(_Killed):
+        run_pipeline(load_config(config), str(data), str(out))
+    monkeypatch.undo()
+    report = json.loads((out / "report.json").read_text())
+    staged = out / "model.next.skops"
+    assert content_digest(out / "model.skops") == earlier != report["model_digest"] == content_digest(staged)
+    assert "its model waits as" in cli_checks.earlier_report_note(str(out))
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    cli_checks.warn_of_another_report(load_model(out / "model.skops"))
+    monkeypatch.undo()
+    assert f"describes another model (sha256 {report['model_digest'][:16]}" in err.getvalue() and str(staged) in err.getvalue()
+    fitted_at = staged.stat().st_mtime_ns
+    again = run_pipeline(load_config(config), str(data), str(out))
+    assert again["model_digest"] == report["model_digest"] == content_digest(out / "model.skops")
+    assert (out / "model.skops").stat().st_mtime_ns == fitted_at and not staged.exists()  # put in place, not refitted
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    cli_checks.warn_of_another_report(load_model(out / "model.skops"))
+    monkeypatch.undo()
+    assert err.getvalue() == ""

@@ -4,11 +4,13 @@ staged beside the earlier run's and put in its place only with the run's report.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from dataclasses import dataclass
 
 from ecgpipe.input_digests import signal_fingerprint
-from ecgpipe.keys import file_digest
+from ecgpipe.model import content_digest
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import result_of
 from ecgpipe.stages import classification
@@ -47,7 +49,7 @@ def submit_model(run, row: ComparisonRow, segment_table: SegmentTable) -> ModelJ
     key = classification.model_key(row)
     marker = run.plan.markers.read("model", "model")
     # reused only while the file is the one written (a truncated or edited artifact is refitted)
-    if marker and marker.get("key") == key and os.path.isfile(path) and marker.get("artifact_digest") == file_digest([path]):
+    if marker and marker.get("key") == key and marker.get("artifact_digest") == artifact_digest(path):
         return ModelJob(row, path, key, None)
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)
@@ -67,12 +69,62 @@ def finish_model(run, job: ModelJob | None) -> ModelJob | None:
     return job
 
 
+def note_staged_model(run, job: ModelJob | None) -> None:
+    """Before the report: the marker names the staged artifact by its content, so that a run stopped between its
+    report and ``publish_model`` (whose artifact ``finish_interrupted_publish`` puts in place) reuses it."""
+    if job is not None and job.future is not None:
+        run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": artifact_digest(job.staged)})
+
+
 def publish_model(run, job: ModelJob | None) -> None:
-    """The fitted artifact takes the earlier run's place (an atomic rename), and its marker is written."""
+    """The fitted artifact takes the earlier run's place (an atomic rename, on the disk before the run ends)."""
     if job is None or job.future is None:  # reused: an artifact a failed run left waiting is of no use now
         if job is not None and os.path.isfile(job.staged):
             os.remove(job.staged)
         return
-    os.replace(job.staged, job.path)
-    run.plan.markers.write("model", "model", job.key, {"row": job.row.label, "artifact_digest": file_digest([job.path])})
+    put_in_place(job.staged, job.path)
     run.logger.info(f"model: {job.row.label} on {job.row.features or 'the rhythm block (no CNN)'} -> {job.path}")
+
+
+def finish_interrupted_publish(root: str) -> str | None:
+    """A run stopped after writing its report and before putting its model in place leaves report.json naming the
+    staged artifact's digest: that artifact is the report's, so it takes model.skops's place now (the run holding
+    the folder calls this as it starts). The path put in place, or None."""
+    staged, report = os.path.join(root, STAGED_MODEL), os.path.join(root, "report.json")
+    if not (os.path.isfile(staged) and os.path.isfile(report)):
+        return None
+    try:
+        with open(report) as f:
+            wanted = json.load(f).get("model_digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not wanted or artifact_digest(staged) != wanted:
+        return None  # an artifact fitted by a run that failed before its report: the next run decides
+    put_in_place(staged, path := os.path.join(root, "model.skops"))
+    return path
+
+
+def artifact_digest(path: str) -> str | None:
+    """The artifact's content digest (its name aside: the staged file and the published one are the same), None for
+    a missing or unreadable file."""
+    try:
+        return content_digest(path)
+    except Exception:  # missing, truncated, not a zip archive: no artifact to reuse
+        return None
+
+
+def put_in_place(staged: str, path: str) -> None:
+    """Rename the staged artifact over ``path``, its bytes and the rename on the disk first and after: no rerun
+    refits an artifact whose marker it finds, so a power cut must not leave an empty one there."""
+    descriptor = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(staged, path)
+    with contextlib.suppress(OSError):  # a system that cannot sync a folder: the rename is as durable as it makes it
+        folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
