@@ -48,7 +48,14 @@ from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, t
 from ecgpipe.predict_many import PER_RECORD_LINES  # records whose read warnings are printed, as predict's
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.records import read_record
-from ecgpipe.report_tables import ENDPOINT_ALIGN, RECORDING_HEADER, RECORDINGS_HOW, endpoint_table, recording_rows
+from ecgpipe.report_tables import (
+    ENDPOINT_ALIGN,
+    RECORDING_ALIGN,
+    RECORDING_HEADER,
+    RECORDINGS_HOW,
+    endpoint_table,
+    recording_rows,
+)
 from ecgpipe.results import EvaluationResult
 from ecgpipe.sources import database_dir, selected_records
 
@@ -391,7 +398,7 @@ def render_markdown(ev: EvaluationResult) -> str:
         lines.append("")
     if ev.recordings:
         lines += ["## Endpoints over whole recordings, as `ecgpipe predict` calls them", "", RECORDINGS_HOW, "",
-                  "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
+                  "| " + " | ".join(RECORDING_HEADER) + " |", RECORDING_ALIGN]
         label = lambda name, r: f"{name} (model: {' + '.join(r['model_classes'])}; dataset: {' + '.join(r['dataset_classes'])})"  # noqa: E731
         lines += ["| " + " | ".join(row) + " |" for row in recording_rows(ev.recordings, label)]
         new = {name: {**r, **r["new_patients"]} for name, r in ev.recordings.items() if "new_patients" in r}

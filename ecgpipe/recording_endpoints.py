@@ -211,20 +211,49 @@ def subject_intervals(per_subject: list[RecordingTally], n_boot: int = 1000, see
     *subjects* (each a tally of its records) with replacement, as the report's other intervals do: one patient's
     windows are not independent draws, and AF or VT positives often come from a handful of patients. A rate that
     fewer than two subjects measure has none (one subject's rate repeats in every draw: no width is no certainty)."""
-    names = ("positive_windows", "true_positives", "negative_windows", "true_negatives", "false_alarms", "seconds",
-             "false_positive_seconds")
-    counts = np.array([[getattr(t, f) for f in names] for t in per_subject], dtype=np.float64).reshape(-1, len(names))
+    return _bootstrap(per_subject, n_boot, seed)[0]
+
+
+def subject_averages(per_subject: list[RecordingTally], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """EC57's average statistics over whole recordings: the mean of each subject's own window sensitivity (over the
+    subjects with positive windows) and specificity (those with negative windows), the lowest subject's, how many,
+    and a 95 % bootstrap interval of the mean from the same draws as ``subject_intervals`` (``results.SubjectAverage``
+    as JSON; keys ``sensitivity_per_subject``, ``specificity_per_subject``)."""
+    return _bootstrap(per_subject, n_boot, seed)[1]
+
+
+_COUNTS = ("positive_windows", "true_positives", "negative_windows", "true_negatives", "false_alarms", "seconds",
+           "false_positive_seconds")
+
+
+def _bootstrap(per_subject: list[RecordingTally], n_boot: int, seed: int) -> tuple[dict[str, list[float]], dict[str, dict]]:
+    counts = np.array([[getattr(t, f) for f in _COUNTS] for t in per_subject], dtype=np.float64).reshape(-1, len(_COUNTS))
     n = len(counts)
+    # each subject's own rates, over the subjects that measure them
+    own = {}
+    for name, right, total in (("sensitivity", 1, 0), ("specificity", 3, 2)):
+        held = counts[:, total] > 0
+        own[name] = (held, counts[held, right] / counts[held, total])
     rng = np.random.default_rng(seed)
     # each draw as how many times it takes each subject: memory grows with the subjects, not draws x subjects
-    draws = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) @ counts for _ in range(n_boot)]) if n else counts
-    pos, tp, neg, tn, alarms, seconds, wrong_s = draws.T
+    draws, mean_draws = [], {name: [] for name in own}
+    for _ in range(n_boot if n else 0):
+        taken = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        draws.append(taken @ counts)
+        for name, (held, rates) in own.items():
+            if taken[held].sum():
+                mean_draws[name].append(float(np.average(rates, weights=taken[held])))
+    pos, tp, neg, tn, alarms, seconds, wrong_s = (np.stack(draws) if draws else counts).T
     with np.errstate(invalid="ignore", divide="ignore"):  # a draw without positives has no sensitivity: left out
         rates = {"sensitivity": (tp / pos, counts[:, 0]), "specificity": (tn / neg, counts[:, 2]),
                  "false_alarms_per_hour": (alarms / (seconds / 3600), counts[:, 5]),
                  "false_positive_min_per_hour": (wrong_s / 60 / (seconds / 3600), counts[:, 5])}
-    return {name: [round(v, 4) for v in ci] for name, (r, measured) in rates.items()
-            if (measured > 0).sum() > 1 and (ci := percentile_interval(r)) is not None}
+    intervals = {name: [round(v, 4) for v in ci] for name, (r, measured) in rates.items()
+                 if (measured > 0).sum() > 1 and (ci := percentile_interval(r)) is not None}
+    means = {f"{name}_per_subject": {"mean": round(float(r.mean()), 4), "lowest": round(float(r.min()), 4), "subjects": len(r),
+                                     "ci95": [round(v, 4) for v in ci] if len(r) > 1 and (ci := percentile_interval(mean_draws[name])) else None}
+             for name, (_, r) in own.items() if len(r)}
+    return intervals, means
 
 
 def subjects_json(per_subject: dict[str, RecordingTally]) -> dict:
@@ -233,8 +262,8 @@ def subjects_json(per_subject: dict[str, RecordingTally]) -> dict:
     total = RecordingTally()
     for tally in per_subject.values():
         total.merge(tally)
-    ordered = [per_subject[s] for s in sorted(per_subject)]
-    return {**total.to_json(), "ci95": subject_intervals(ordered), "ci_subjects": len(per_subject)}
+    intervals, means = _bootstrap([per_subject[s] for s in sorted(per_subject)], 1000, 0)
+    return {**total.to_json(), "ci95": intervals, "ci_subjects": len(per_subject), **means}
 
 
 def worst_negatives(negatives_by_label: dict[str, list[int]], n: int = 5) -> list[tuple[str, int, float]]:

@@ -24,6 +24,7 @@ from ecgpipe.protocols import title as protocol_title  # noqa: E402
 from ecgpipe.report_html import FLAT_WORDS, READ_WARNING_WORDS, render_html  # noqa: E402
 from ecgpipe.report_tables import (  # noqa: E402
     ENDPOINT_ALIGN,
+    RECORDING_ALIGN,
     RECORDING_HEADER,
     RECORDINGS_HOW,
     accounting_line,
@@ -231,7 +232,7 @@ def recordings_markdown(report: dict) -> list[str]:
     lines = ["## Endpoints over whole recordings, as `ecgpipe predict` calls them (new patients)", ""]
     if rec["endpoints"]:
         lines += [recordings_summary(rec) + " " + RECORDINGS_HOW + " Per record: `recordings.csv`.", "",
-                  "| " + " | ".join(RECORDING_HEADER) + " |", "|---|---|---:|---:|---:|---:|---|"]
+                  "| " + " | ".join(RECORDING_HEADER) + " |", RECORDING_ALIGN]
         lines += ["| " + " | ".join(row) + " |" for row in recording_rows(rec["endpoints"])] + [""]
     lines += [f"Note: {note}." for note in rec["notes"]]
     lines += [f"- not scored: `{f['record']}`: {f['error']}" for f in rec["failed"]]

@@ -299,9 +299,11 @@ RECORDINGS_HOW = ("Every window of the recordings: its reference is the annotate
                   "that runs on around a short annotated run counts none); false-positive minutes per hour count the "
                   "time of the negative windows called positive, however the calls run.")
 RECORDING_HEADER = ["endpoint", "decision", "windows: sensitivity / specificity (95 % CI over subjects)",
+                    "per subject: mean sensitivity / specificity (lowest)",
                     "annotated runs overlapped by a call (all; long)", "called runs (on an annotated run: episode PPV)",
                     "false alarms; per hour; false-positive min per hour (95 % CIs)",
                     "negatives most often called positive"]
+RECORDING_ALIGN = "|---|---|---:|---:|---:|---:|---:|---|"  # Markdown's row under RECORDING_HEADER: one per column
 
 
 def _with_ci(tally: dict, name: str, digits: int) -> str:
@@ -336,6 +338,7 @@ def recording_rows(recordings: dict[str, dict], label=lambda name, r: name) -> l
         unscored = (r.get("unscored_positive_windows", 0), r.get("unscored_negative_windows", 0))  # since 0.15.0
         no_call = f"; {unscored[0]} / {unscored[1]} without a call" if any(unscored) else ""
         rows.append([label(name, r), decision, f"{rates} ({r['positive_windows']} / {r['negative_windows']} windows{no_call})",
+                     per_subject_means(r),
                      f"{r['runs_detected']} of {r['runs']}; {r['long_runs_detected']} of {r['long_runs']} (>= {r['long_run_s']:g} s)",
                      _called(r), f"{r['false_alarms']}; {per_hour} per hour" + _wrong_time(r),
                      ", ".join(f"{lab} {r['negatives_by_label'][lab][1]} of {n}" for lab, n, _ in worst) or "-"])
@@ -354,6 +357,9 @@ def recordings_summary(rec: dict) -> str:
 def recording_words(r: dict) -> str:
     """One endpoint over whole recordings in a line (the CLI's summaries)."""
     rates = " / ".join(_with_ci(r, k, 3) for k in ("sensitivity", "specificity"))
+    means = [r.get(f"{k}_per_subject") for k in ("sensitivity", "specificity")]  # since 0.22.0
+    if any(means):
+        rates += " (per-subject mean " + " / ".join("-" if m is None else f"{m['mean']:.3f}" for m in means) + ")"
     return (f"windows sens / spec {rates}, {r['runs_detected']} of {r['runs']} annotated runs detected, "
             f"{r['false_alarms']} false alarms" + ("" if r["false_alarms_per_hour"] is None else f", {_with_ci(r, 'false_alarms_per_hour', 2)} per hour")
             + ("" if r.get("false_positive_min_per_hour") is None else f", {r['false_positive_min_per_hour']:.2f} false-positive min/h"))

@@ -10,12 +10,13 @@ from ecgpipe.recording_endpoints import (
     RecordingTally,
     annotated_runs,
     called_runs,
+    subject_averages,
     subject_intervals,
     subjects_json,
     window_reference,
 )
 from ecgpipe.records import RhythmEpisode
-from ecgpipe.report_tables import RECORDINGS_HOW, recording_rows
+from ecgpipe.report_tables import RECORDING_ALIGN, RECORDING_HEADER, RECORDINGS_HOW, per_subject_means, recording_rows
 from ecgpipe.stages.classification import ClassificationData
 from ecgpipe.stages.recording_grid import GridUnit
 from ecgpipe.stages.recording_scores import RecordScore, assemble, record_folds
@@ -98,7 +99,7 @@ def test_a_long_call_around_a_short_run_is_no_false_alarm_but_its_wrong_time_is_
     assert result["false_positive_min_per_hour"] == pytest.approx(298 * 10 / 60, abs=0.01)  # 300 windows, 2 of AF
     assert result["specificity"] == pytest.approx(60 / 358, abs=1e-4)
     row = recording_rows({"af": {**result, "width": 1, "penalty": 0.0, "detector": True, "ci95": {}}})[0]
-    assert "0; 0.00 per hour; 49.67 min/h" in row[5]
+    assert "0; 0.00 per hour; 49.67 min/h" in row[6]
     assert "false-positive minutes per hour" in RECORDINGS_HOW
 
 
@@ -131,6 +132,14 @@ def test_whole_recording_intervals_resample_subjects_not_windows():
     assert low < 0.8 and high == 1.0  # a draw without the missed patient is perfect
     assert result["ci95"]["false_alarms_per_hour"][0] == 0.0 and result["ci95"]["false_alarms_per_hour"][1] > 0.5
     assert result["ci95"] == subjects_json(dict(reversed(patients.items())))["ci95"]  # the order of patients does not matter
+    # EC57's average statistics: each patient's own rate, averaged, the missed patient weighing as much as any other
+    means = result["sensitivity_per_subject"], result["specificity_per_subject"]
+    assert means[0]["mean"] == pytest.approx(10 / 11, abs=1e-4) and means[0]["lowest"] == 0.0 and means[0]["subjects"] == 11
+    assert means[1]["mean"] == pytest.approx((10 + 880 / 900) / 11, abs=1e-4) and means[1]["lowest"] == pytest.approx(880 / 900, abs=1e-4)
+    assert means[0]["ci95"][0] < 0.8 and means[0]["ci95"][1] == 1.0
+    assert subject_averages(list(patients.values())) == {f"{k}_per_subject": result[f"{k}_per_subject"] for k in ("sensitivity", "specificity")}
+    unequal = subjects_json({"big": _subject(900, 0, 100, 0), "small": _subject(0, 10, 100, 0)})  # pooled 0.989, mean 0.5
+    assert unequal["sensitivity"] == pytest.approx(900 / 910, abs=1e-4) and unequal["sensitivity_per_subject"]["mean"] == 0.5
     # one patient whose windows all agree: sensitivity and specificity without spread; a single patient: no interval
     assert subject_intervals([_subject(5, 5, 5, 5)] * 3) == {"sensitivity": [0.5, 0.5], "specificity": [0.5, 0.5],
                                                              "false_alarms_per_hour": [0.0, 0.0],
@@ -139,6 +148,8 @@ def test_whole_recording_intervals_resample_subjects_not_windows():
     # one patient holds every positive window: its rate repeats in every draw, so no sensitivity interval at all
     one = {f"n{i}": _subject(0, 0, 90, 10) for i in range(9)} | {"af": _subject(90, 10, 0, 0)}
     assert "sensitivity" not in subjects_json(one)["ci95"] and "specificity" in subjects_json(one)["ci95"]
+    assert subjects_json(one)["sensitivity_per_subject"] == {"mean": 0.9, "lowest": 0.9, "subjects": 1, "ci95": None}
+    assert "specificity_per_subject" in subjects_json(one) and subjects_json(one)["specificity_per_subject"]["subjects"] == 9
     # no positives anywhere: no sensitivity interval, the others still there
     assert set(subject_intervals([_subject(0, 0, 5, 1), _subject(0, 0, 4, 0)])) == {"specificity", "false_alarms_per_hour",
                                                                                   "false_positive_min_per_hour"}
@@ -222,7 +233,10 @@ def test_the_report_row_says_how_many_windows_had_no_call():
     [row] = recording_rows({"af": r})
     assert "(17 / 19 windows; 1 / 2 without a call)" in row[2]
     right = tally.called_runs - tally.false_alarms  # called runs on an annotated run, and their share
-    assert tally.called_runs and row[4] == f"{tally.called_runs} ({right}: {right / tally.called_runs:.3f})"
+    assert tally.called_runs and row[RECORDING_HEADER.index("called runs (on an annotated run: episode PPV)")] == (
+        f"{tally.called_runs} ({right}: {right / tally.called_runs:.3f})")
+    assert RECORDING_ALIGN.count("|") - 1 == len(RECORDING_HEADER) == len(row)  # else Markdown shows the table as text
+    assert row[3] == per_subject_means(r) == f"{tally.sensitivity:.3f} / {tally.specificity:.3f} ({tally.sensitivity:.3f} / {tally.specificity:.3f})"
     old = {k: v for k, v in r.items() if not k.startswith("unscored")}  # a report written before the count existed
     assert recording_rows({"af": old})[0][2].endswith("(17 / 19 windows)")
     assert "count on neither side" in RECORDINGS_HOW

@@ -26,6 +26,7 @@ from ecgpipe.model import load_model
 from ecgpipe.predict import predict_loaded
 from ecgpipe.protocols import GROUPED, make_splits
 from ecgpipe.records import read_record
+from ecgpipe.report_tables import per_subject_means
 from ecgpipe.stages.classification import read_classification_data
 from ecgpipe.stages.recording_grid import read_grid, settings_name
 from ecgpipe.stages.recording_scores import endpoint_calls
@@ -225,6 +226,19 @@ def test_the_report_and_the_csv_show_the_whole_recording_endpoints(runs):
     hours = sum(float(r["hours"]) for r in rows)
     assert hours == pytest.approx(runs["clean"]["recordings"]["hours"], abs=0.01)
     assert hours == pytest.approx((5 * 1805 + 3 * 2100) / 3600, rel=0.01)  # every window of every recording
+    # EC57's average statistics over whole recordings (since 0.22.0): each patient's own rate from its records, averaged
+    for name, ep in runs["clean"]["recordings"]["endpoints"].items():
+        by_subject: dict[str, list[int]] = {}
+        for r in runs["clean"]["recordings"]["records"]:
+            if name in r["endpoints"]:
+                t = by_subject.setdefault(r["subject"], [0, 0, 0, 0])
+                for i, k in enumerate(("positive_windows", "true_positives", "negative_windows", "true_negatives")):
+                    t[i] += r["endpoints"][name][k]
+        own = [tp / pos for pos, tp, _, _ in by_subject.values() if pos]
+        assert ep["sensitivity_per_subject"]["subjects"] == len(own) > 0
+        assert ep["sensitivity_per_subject"]["mean"] == pytest.approx(np.mean(own), abs=1e-4)
+        assert ep["sensitivity_per_subject"]["lowest"] == pytest.approx(min(own), abs=1e-4)
+        assert per_subject_means(ep) in md and "per subject: mean sensitivity / specificity (lowest)" in md
 
 
 def test_status_counts_the_grids_and_the_scores(runs):
