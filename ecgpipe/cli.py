@@ -20,7 +20,7 @@ from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_not
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, one_place, positive_int, scheduler_option
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError, StageFailed, stops_the_command
-from ecgpipe.lock import RunLock
+from ecgpipe.lock import refuse_if_held
 from ecgpipe.progress import one_line_warning as _one_line_warning
 
 
@@ -220,10 +220,9 @@ def cmd_predict(args) -> int:
     check_out_folder(out, [out / f"{names[path]}.{args.extension}" for path in paths])
     lead = tuple(int(x) if x.isdigit() else x for x in args.lead) if args.lead else None
     options = PredictOptions(args.extension, args.stride_s, args.smooth, lead, decisions, args.compare)
-    try:  # two predictions into one --out would each rewrite the tables without the other's rows: one at a time
-        with RunLock(out):
-            done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume,
-                                   require_signed=require_signed, scheduler=args.scheduler)
+    try:  # (under --out's lock: another prediction there meanwhile is refused)
+        done = predict_records(model, paths, names, out, options, jobs=args.jobs, resume=args.resume,
+                               require_signed=require_signed, scheduler=args.scheduler)
     except (KeyboardInterrupt, OSError) as exc:  # Ctrl-C, SIGTERM, or --out's disk full: each finished record kept
         if isinstance(exc, OSError) and not stops_the_command(exc):
             raise
@@ -276,11 +275,11 @@ def cmd_evaluate(args) -> int:
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
     out = Path(args.out)
-    with RunLock(out):  # another evaluation into --out meanwhile would write its files over these: refused at once
-        ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
-                            progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
-                            require_signed=args.require_signed or None, scheduler=args.scheduler)
-        write_outputs(ev, out)
+    refuse_if_held(out)  # another run or evaluation at work in --out: refused at once (write_outputs takes the lock)
+    ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
+                        progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
+                        require_signed=args.require_signed or None, scheduler=args.scheduler)
+    write_outputs(ev, out)
     print(accounting_words(ev.accounting))
     if warning := independence_warning(ev.accounting):
         print(f"ecgpipe: warning: {warning}", file=sys.stderr)

@@ -41,6 +41,7 @@ from ecgpipe.environment import differences_warning, numeric_differences
 from ecgpipe.errors import PREDICTION_RECORD_ERRORS, EcgpipeError, PipelineError, RecordError, failure_kinds, one_record_error
 from ecgpipe.labels import check_record_label, check_subject_column, record_labels
 from ecgpipe.location import Location
+from ecgpipe.lock import RunLock
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_pool import in_order, with_cnn_threads
 from ecgpipe.orchestration.attempts import injected_death
@@ -423,12 +424,14 @@ def not_in_dataset(ev: EvaluationResult) -> list[dict]:
 
 def write_outputs(ev: EvaluationResult, out: Path) -> None:
     """evaluation_records.csv, evaluation.md and evaluation.json (last: it says the set is there), replacing an earlier
-    evaluation's as one set: a full disk or a kill leaves that one whole."""
+    evaluation's as one set: a full disk or a kill leaves that one whole; under ``out``'s lock (``LockHeld`` while
+    another run, prediction or evaluation holds it: each writes its whole set, never a mix)."""
     buf = io.StringIO()
     # every record of the dataset, once: scored ones with their prediction, the others with why not
     writer = csv.DictWriter(buf, fieldnames=["record", "subject", "label", "model_class", "predicted", "windows",
                                              "in_training", "note"])
     writer.writeheader()
     writer.writerows(ev.records)
-    Location(out).write_files({"evaluation_records.csv": buf.getvalue().encode(), "evaluation.md": render_markdown(ev).encode(),
-                               "evaluation.json": json.dumps(ev.to_json(), indent=2).encode()})
+    with RunLock(out):
+        Location(out).write_files({"evaluation_records.csv": buf.getvalue().encode(), "evaluation.md": render_markdown(ev).encode(),
+                                   "evaluation.json": json.dumps(ev.to_json(), indent=2).encode()})

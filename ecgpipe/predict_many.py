@@ -23,6 +23,7 @@ from pathlib import Path
 from ecgpipe.environment import differences_warning
 from ecgpipe.errors import PREDICTION_RECORD_ERRORS, one_record_error, stops_the_command
 from ecgpipe.location import write_file
+from ecgpipe.lock import RunLock
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_cluster import ModelCluster
 from ecgpipe.model_pool import in_order
@@ -145,18 +146,20 @@ def predict_records(model: TrainedModel, paths: list[str], names: dict[str, str]
     """Predict ``paths`` into ``out`` (checked safe by the caller) and write its tables, annotations, outputs.csv,
     model.json and, with ``options.compare``, agreement.json. One line per record up to ``PER_RECORD_LINES``
     records, else a progress line at most every ``PROGRESS_EVERY_S`` as records finish; a bad record's error on
-    stderr either way. Records are predicted in ``jobs`` local processes, or on the workers of the Dask cluster at
+    stderr either way. Holds ``out``'s lock while it works (``LockHeld`` if another run or prediction holds it).
+    Records are predicted in ``jobs`` local processes, or on the workers of the Dask cluster at
     ``scheduler`` (``model_cluster``), the tables written here either way. SIGTERM stops it as Ctrl-C does (KeyboardInterrupt), every finished record kept."""
     if changed := differences_warning(model.environment):
         warnings.warn(changed, UserWarning, stacklevel=2)
     previous = None
     with contextlib.suppress(ValueError):  # only the main thread can
         previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        # a cluster is checked before anything is written (it may not see --out, nor the model)
-        reads = tuple(dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths))[:CHECKED_FOLDERS]
-        with ModelCluster(scheduler, model, str(out.absolute()), reads) if scheduler else contextlib.nullcontext() as cluster:
-            return _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say, cluster)
+    try:  # two predictions into one folder would each rewrite the tables without the other's rows: one at a time
+        with RunLock(out):
+            # a cluster is checked before anything is written (it may not see --out, nor the model)
+            reads = tuple(dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in paths))[:CHECKED_FOLDERS]
+            with ModelCluster(scheduler, model, str(out.absolute()), reads) if scheduler else contextlib.nullcontext() as cluster:
+                return _predict_records(model, paths, names, out, options, jobs, resume, require_signed, say, cluster)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

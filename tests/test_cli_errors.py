@@ -789,6 +789,18 @@ def test_predict_never_writes_over_a_folder_s_own_files_and_predicts_each_record
         code, _, err = _run(capsys, *command, "--out", str(pred))
         assert code == 2 and f"{pred}: another ecgpipe run holds this output folder (PID {os.getpid()}" in err, err
     assert (pred / "records.csv").read_text() == before and not (pred / "evaluation.json").exists()
+    # the lock is taken by the functions the commands call: a Python caller of them is refused too
+    from ecgpipe.evaluate import write_outputs
+    from ecgpipe.lock import LockHeld
+    from ecgpipe.model import load_model
+    from ecgpipe.predict_many import PredictOptions, predict_records
+    from ecgpipe.results import EvaluationResult
+
+    with pytest.raises(LockHeld, match="another ecgpipe run holds this output folder"):
+        predict_records(load_model(rhythm_model), [str(folder / "418")], {str(folder / "418"): "418"}, pred, PredictOptions())
+    with pytest.raises(LockHeld, match="another ecgpipe run holds this output folder"):
+        write_outputs(EvaluationResult.model_construct(records=[]), pred)
+    assert (pred / "records.csv").read_text() == before and not (pred / "evaluation.json").exists()
     (pred / ".ecgpipe.lock").unlink()
     empty = tmp_path / "only-subfolders"
     (empty / "a").mkdir(parents=True)
