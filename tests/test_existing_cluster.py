@@ -375,6 +375,49 @@ def test_waiting_for_one_task_hears_ctrl_c_and_says_when_the_local_cluster_has_n
         assert not waiter.is_alive() and "interrupted by SIGINT" in got["stopped"]
 
 
+def test_a_long_wait_follows_each_future_once_however_many_passes_it_takes():
+    """Each pass of a stage's wait while nothing finished called distributed.wait(FIRST_COMPLETED) on every pending
+    future, which left a watcher per future on the client's event loop until that future finished: watchers grew
+    with passes x pending (3.4 GB for 4000 tasks; a 300 000-record run's stages have tens of thousands). Now one
+    watcher per future for the whole wait, and every future is yielded once, each key's wrappers all, the failed
+    ones too (tests/benchmarks/bench_wait.py measures the memory and time side by side)."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from distributed import Client, Event, LocalCluster
+
+    from ecgpipe.orchestration import bookkeeping
+
+    def gated(i):
+        Event("go").wait(60)
+        if i == 3:
+            raise ValueError("one bad task")
+        return i
+
+    async def watchers():
+        return len(asyncio.all_tasks())
+
+    n = 300
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=2, dashboard_address=None) as lc, Client(lc) as client:
+        inner = [client.submit(gated, i, pure=False) for i in range(n)]
+        futures = [SimpleNamespace(wrapped_future=f, result=f.result) for f in inner]
+        futures.append(SimpleNamespace(wrapped_future=inner[5], result=inner[5].result))  # one task wrapped twice
+        yielded = []
+        waiter = threading.Thread(target=lambda: yielded.extend(bookkeeping._completed(futures)))
+        waiter.start()
+        time.sleep(1)
+        early = client.sync(watchers)
+        time.sleep(2)  # four more passes of the old wait, each leaving 300 watchers
+        late = client.sync(watchers)
+        assert late - early < n / 2, (early, late)
+        Event("go", client=client).set()
+        waiter.join(60)
+        assert not waiter.is_alive() and sorted(map(id, yielded)) == sorted(map(id, futures))
+        assert sum(f.wrapped_future.status == "error" for f in yielded) == 1
+
+
 @pytest.mark.parametrize("stage", ["spectrograms", "features"])
 def test_a_scheduler_that_goes_away_mid_run_is_named_and_a_rerun_on_a_new_one_computes_only_what_is_missing(
         tmp_path, physionet, prefect_server, stage):
