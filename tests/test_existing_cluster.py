@@ -375,6 +375,21 @@ def test_waiting_for_one_task_hears_ctrl_c_and_says_when_the_local_cluster_has_n
         assert not waiter.is_alive() and "interrupted by SIGINT" in got["stopped"]
 
 
+def test_stages_cut_into_tasks_per_thread_count_the_clusters_threads_not_the_local_default(monkeypatch):
+    """The segment table is cut into 4 tasks per thread: it counted `run.n_workers` (2, what a local cluster starts),
+    so an existing cluster of any size got 8 tasks (71 min of a 10-million-window table on 8 cores of 64)."""
+    from distributed import Client, LocalCluster
+
+    from ecgpipe.orchestration import cluster
+
+    with LocalCluster(n_workers=3, processes=False, threads_per_worker=2, dashboard_address=None) as lc, Client(lc) as client:
+        monkeypatch.setattr(cluster, "cluster_client", lambda: client)  # the flow run's client (its task runner's)
+        assert cluster.task_slots(2) == 6
+        assert cluster.task_slots(8) == 8  # a cluster still gathering its workers: the configured count at least
+    monkeypatch.setattr(cluster, "cluster_client", lambda: None)  # outside a flow run on Dask
+    assert cluster.task_slots(2) == 2
+
+
 def test_a_long_wait_follows_each_future_once_however_many_passes_it_takes():
     """Each pass of a stage's wait while nothing finished called distributed.wait(FIRST_COMPLETED) on every pending
     future, which left a watcher per future on the client's event loop until that future finished: watchers grew

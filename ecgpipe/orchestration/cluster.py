@@ -29,6 +29,18 @@ def gpu_workers_in_cluster() -> int:
     return 0 if client is None else len(gpu_workers(client))
 
 
+def task_slots(local_workers: int) -> int:
+    """How many tasks this flow run's Dask cluster runs at once (its workers' threads), for stages that cut their
+    work into a few tasks per thread; ``local_workers`` (``run.n_workers``, what a local cluster starts with) while
+    none is known. An existing cluster (``--scheduler``) of 64 workers got the local cluster's 2 x 4 table tasks."""
+    client = cluster_client()
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {}) if client is not None else {}
+    except Exception:  # a scheduler gone: the stage's own wait says so
+        workers = {}
+    return max(local_workers, sum(int(w.get("nthreads") or 1) for w in workers.values()))
+
+
 def gpu_workers(client) -> list[str]:
     """The workers of ``client``'s cluster that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})  # {} once the scheduler is gone

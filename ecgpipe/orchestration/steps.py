@@ -16,7 +16,7 @@ from ecgpipe.location import Location
 from ecgpipe.orchestration import interrupt, tasks
 from ecgpipe.orchestration.attempts import RecordAttempts
 from ecgpipe.orchestration.bookkeeping import RunLog, error_text, result_of, run_chunk_stage, wait_all
-from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone
+from ecgpipe.orchestration.cluster import cluster_client, feature_placement, gpu_workers_in_cluster, scheduler_gone, task_slots
 from ecgpipe.orchestration.model_artifact import ModelJob, finish_model, submit_model
 from ecgpipe.orchestration.tasks import task_config_json
 from ecgpipe.plan import RunPlan
@@ -202,7 +202,7 @@ def segment_table(run: Run, records: list[RecordSummary], skipped: list[dict] = 
             digests = table.create_table_arrays(run.store, planned, run.cfg)  # and the row order
             task = run.task(tasks.table_chunks)
             futures = [task.submit(run.store, job.first_chunk, job.n_chunks, job.record_names, planned.rhythm_labels,
-                                   run.config_json) for job in table.table_tasks(planned, run.cfg, 4 * run.cfg.run.n_workers)]
+                                   run.config_json) for job in table.table_tasks(planned, run.cfg, 4 * task_slots(run.cfg.run.n_workers))]
             run.log.count(table.STAGE, tasks=len(futures))
             results, failures = wait_all(futures, table.STAGE, run.logger)
             if failures:
