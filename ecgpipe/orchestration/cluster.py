@@ -41,6 +41,17 @@ def task_slots(local_workers: int) -> int:
     return max(local_workers, sum(int(w.get("nthreads") or 1) for w in workers.values()))
 
 
+def smallest_worker_memory() -> int | None:
+    """The lowest memory limit among this flow run's Dask workers (bytes), None where none has one (or no cluster)."""
+    client = cluster_client()
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {}) if client is not None else {}
+    except Exception:
+        return None
+    limits = [int(w["memory_limit"]) for w in workers.values() if w.get("memory_limit")]
+    return min(limits) if limits else None
+
+
 def gpu_workers(client) -> list[str]:
     """The workers of ``client``'s cluster that advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})  # {} once the scheduler is gone
