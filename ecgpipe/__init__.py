@@ -1,3 +1,3 @@
 """ecgpipe: raw ECG recordings -> spectrograms -> pretrained CNN features -> cross-validated rhythm classification."""
 
-__version__ = "0.21.0"
+__version__ = "0.22.0"
