@@ -45,7 +45,7 @@ from ecgpipe.lock import RunLock
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_pool import in_order, with_cnn_threads
 from ecgpipe.orchestration.attempts import injected_death
-from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_recording
+from ecgpipe.predict import MODEL_DECISIONS, EndpointDecision, predict_loaded, training_leads, training_recording
 from ecgpipe.predict_many import PER_RECORD_LINES  # records whose read warnings are printed, as predict's
 from ecgpipe.recording_endpoints import RecordingTally, endpoint_labels, subjects_json, window_labels
 from ecgpipe.records import read_record
@@ -150,7 +150,7 @@ def evaluate_model(model: TrainedModel, dataset: PipelineConfig, data_dir: Path,
     todo, n_absent, left_out = [], 0, []  # left_out: rows of the records not in the evaluation, named (as a run does)
     for db in dataset.databases:
         folder = database_dir(dataset, db, data_dir, download=False)
-        settings = dataset.database(db)
+        settings = leads_as_predict_reads(dataset.database(db), model)
         names = selected_records(dataset, db, folder)
         table = record_labels(settings, folder, names, dataset.label_to_class, excluded) if settings.labelled_per_record else None
         if table:
@@ -420,6 +420,14 @@ def render_markdown(ev: EvaluationResult) -> str:
 def not_in_dataset(ev: EvaluationResult) -> list[dict]:
     """The records rows of those a labels CSV lists without files, and of those with files it does not list."""
     return [r for r in ev.records if r.get("note", "").startswith(("absent:", "unlisted:"))]
+
+
+def leads_as_predict_reads(settings, model: TrainedModel):
+    """A dataset's database settings, with the leads the model learnt from (``ecgpipe predict``'s choice: the
+    training databases' lead names) wherever its config names none: the default, channel 0, is V5 in mitdb 114, whose
+    MLII the model learnt, and the "external" numbers measured another lead than predict reads."""
+    update = {k: training_leads(model.config, k) for k in ("lead", "second_lead") if k not in settings.model_fields_set}
+    return settings.model_copy(update=update) if update else settings
 
 
 def write_outputs(ev: EvaluationResult, out: Path) -> None:

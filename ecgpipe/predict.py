@@ -200,7 +200,7 @@ def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None
     cfg = model.config
     # any sampling rate: the signal is resampled to the model's rate. Missing samples (NaN: the gaps of a multi-segment
     # record) leave the windows they touch unscored, whatever the training data's policy: records.csv's note counts them
-    settings = DatabaseSettings(lead=lead or _training_leads(cfg, "lead"), second_lead=_training_leads(cfg, "second_lead"))
+    settings = DatabaseSettings(lead=lead or training_leads(cfg, "lead"), second_lead=training_leads(cfg, "second_lead"))
     if is_edf(path):
         return read_edf_record(path, settings, nan_policy="drop", n_leads=cfg.segments.n_leads)
     folder, name = os.path.split(path)
@@ -208,7 +208,7 @@ def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None
                        n_leads=cfg.segments.n_leads, warn=warn)
 
 
-def _training_leads(cfg, which: str) -> list[str | int]:
+def training_leads(cfg, which: str) -> list[str | int]:
     """The training databases' lead preferences (``lead`` or ``second_lead``), in order, without repeats."""
     leads: list[str | int] = []
     for db in cfg.databases.values():

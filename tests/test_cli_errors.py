@@ -996,3 +996,25 @@ def test_ctrl_c_before_the_flow_is_told_by_the_command_without_a_run_json(tmp_pa
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "ecgpipe: interrupted; this run wrote no run.json" in err and "see " not in err
+
+
+def test_evaluate_reads_the_lead_the_model_learnt_unless_the_dataset_names_one(rhythm_model, physionet, tmp_path):
+    """An external dataset's config without a `lead` line read channel 0: V5 in mitdb 114, whose MLII the model
+    learnt and `ecgpipe predict` reads, so evaluate measured the model on another lead than predict uses."""
+    from ecgpipe.config import load_config
+    from ecgpipe.evaluate import leads_as_predict_reads
+    from ecgpipe.model import load_model
+    from ecgpipe.records import read_record
+
+    model = load_model(rhythm_model)
+    toml = 'name = "external"\n[databases.mitdb]\nLEAD\n[classes]\nnormal = ["(N"]\nafib = ["(AFIB"]\n'
+    (tmp_path / "plain.toml").write_text(toml.replace("LEAD", ""))
+    (tmp_path / "named.toml").write_text(toml.replace("LEAD", 'lead = ["V5"]'))
+    plain, named = (load_config(tmp_path / f"{n}.toml").database("mitdb") for n in ("plain", "named"))
+
+    def lead_read(settings) -> list[str]:
+        return read_record(physionet / "mitdb", "mitdb", "114", settings, require_annotations=False).leads
+
+    assert lead_read(plain) == ["V5"]  # what evaluate read before: the default, channel 0
+    assert lead_read(leads_as_predict_reads(plain, model)) == ["MLII"]  # the model's lead, as predict reads it
+    assert lead_read(leads_as_predict_reads(named, model)) == ["V5"]  # a dataset that names its lead keeps it
