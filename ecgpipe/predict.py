@@ -202,10 +202,29 @@ def read_new_record(path: str, model: TrainedModel, lead: list[str | int] | None
     # record) leave the windows they touch unscored, whatever the training data's policy: records.csv's note counts them
     settings = DatabaseSettings(lead=lead or training_leads(cfg, "lead"), second_lead=training_leads(cfg, "second_lead"))
     if is_edf(path):
-        return read_edf_record(path, settings, nan_policy="drop", n_leads=cfg.segments.n_leads)
-    folder, name = os.path.split(path)
-    return read_record(folder or ".", "new", name, settings, nan_policy="drop", require_annotations=False,
-                       n_leads=cfg.segments.n_leads, warn=warn)
+        rec = read_edf_record(path, settings, nan_policy="drop", n_leads=cfg.segments.n_leads)
+    else:
+        folder, name = os.path.split(path)
+        rec = read_record(folder or ".", "new", name, settings, nan_policy="drop", require_annotations=False,
+                          n_leads=cfg.segments.n_leads, warn=warn)
+    if note := below_training_rates(rec.fs, cfg):
+        rec.notes.append(f"{path}: {note}")
+    return rec
+
+
+def below_training_rates(fs: float, cfg) -> str | None:
+    """What to say of a record sampled below every rate the model learnt from (its databases' ``fs``, or a known
+    database's; where none is known, twice the spectrogram's top frequency): resampled up, it lacks the band above fs / 2 that training's records had,
+    and its calls may differ (mitdb 201 given as 100 Hz: 16 % of paper4-best's 4-class window calls changed)."""
+    from ecgpipe.databases import KNOWN_DATABASES
+
+    rates = [float(db.fs) if isinstance(db.fs, (int, float)) else KNOWN_DATABASES[name].fs
+             for name, db in cfg.databases.items() if isinstance(db.fs, (int, float)) or name in KNOWN_DATABASES]
+    lowest = min(rates) if rates else 2 * cfg.spectrogram.fmax
+    if fs >= lowest:
+        return None
+    return (f"sampled at {fs:g} Hz, below the {lowest:g} Hz of the model's training records: its spectrograms and beats "
+            "differ from training's, and its calls are less reliable")
 
 
 def training_leads(cfg, which: str) -> list[str | int]:

@@ -1018,3 +1018,21 @@ def test_evaluate_reads_the_lead_the_model_learnt_unless_the_dataset_names_one(r
     assert lead_read(plain) == ["V5"]  # what evaluate read before: the default, channel 0
     assert lead_read(leads_as_predict_reads(plain, model)) == ["MLII"]  # the model's lead, as predict reads it
     assert lead_read(leads_as_predict_reads(named, model)) == ["V5"]  # a dataset that names its lead keeps it
+
+
+def test_a_record_sampled_below_the_training_rates_is_predicted_with_a_note(rhythm_model, physionet, tmp_path, capsys):
+    """Any rate is resampled to the model's, but a record below every training rate lacks the band its spectrograms
+    and beats had in training (mitdb 201 given as 100 Hz changed 16 % of paper4-best's calls): said in its note."""
+    low = tmp_path / "low"
+    low.mkdir()
+    shutil.copy(physionet / "mitdb" / "100.dat", low)
+    header = (physionet / "mitdb" / "100.hea").read_text().splitlines()
+    first = header[0].split()
+    first[2] = "128"  # the published header, its sampling frequency alone changed
+    (low / "100.hea").write_text("\n".join([" ".join(first), *header[1:]]) + "\n")
+    code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(low / "100"), "--out", str(tmp_path / "pred"))
+    assert code == 0, err
+    note = (tmp_path / "pred" / "records.csv").read_text()
+    assert "sampled at 128 Hz, below the 250 Hz of the model's training records" in note
+    code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(physionet / "mitdb" / "100"), "--out", str(tmp_path / "p360"))
+    assert code == 0 and "below the" not in (tmp_path / "p360" / "records.csv").read_text()
