@@ -20,7 +20,7 @@ from ecgpipe.cli_checks import failure_advice, few_examples, options_that_do_not
 from ecgpipe.cli_endpoints import endpoint_decisions, endpoint_options, odd_width, one_place, positive_int, scheduler_option
 from ecgpipe.config import config_from_dict, load_config, preset_names
 from ecgpipe.errors import EcgpipeError, StageFailed, stops_the_command
-from ecgpipe.lock import refuse_if_held
+from ecgpipe.lock import RunLock
 from ecgpipe.progress import one_line_warning as _one_line_warning
 
 
@@ -275,11 +275,11 @@ def cmd_evaluate(args) -> int:
           f"({', '.join(dataset.databases)}; classes {', '.join(dataset.class_names)}); mapping "
           + ", ".join(f"{k}->{v}" for k, v in mapping.items()), flush=True)
     out = Path(args.out)
-    refuse_if_held(out)  # another run or evaluation at work in --out: refused at once (write_outputs takes the lock)
-    ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
-                        progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
-                        require_signed=args.require_signed or None, scheduler=args.scheduler)
-    write_outputs(ev, out)
+    with RunLock(out):  # another evaluation into --out meanwhile would write its files over these: refused at once
+        ev = evaluate_model(model, dataset, resolve_data_dir(args.data_dir), mapping, args.max_records, args.seed or 0,
+                            progress=lambda line: print(line, flush=True), endpoint_decisions=decisions, jobs=args.jobs,
+                            require_signed=args.require_signed or None, scheduler=args.scheduler)
+        write_outputs(ev, out, take_lock=False)
     print(accounting_words(ev.accounting))
     if warning := independence_warning(ev.accounting):
         print(f"ecgpipe: warning: {warning}", file=sys.stderr)

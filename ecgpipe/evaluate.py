@@ -20,6 +20,7 @@ process reads and scores the records one by one (the model's feature path, on wh
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -41,7 +42,7 @@ from ecgpipe.environment import differences_warning, numeric_differences
 from ecgpipe.errors import PREDICTION_RECORD_ERRORS, EcgpipeError, PipelineError, RecordError, failure_kinds, one_record_error
 from ecgpipe.labels import check_record_label, check_subject_column, record_labels
 from ecgpipe.location import Location
-from ecgpipe.lock import RunLock
+from ecgpipe.lock import output_lock
 from ecgpipe.model import TrainedModel
 from ecgpipe.model_pool import in_order, with_cnn_threads
 from ecgpipe.orchestration.attempts import injected_death
@@ -430,16 +431,17 @@ def leads_as_predict_reads(settings, model: TrainedModel):
     return settings.model_copy(update=update) if update else settings
 
 
-def write_outputs(ev: EvaluationResult, out: Path) -> None:
+def write_outputs(ev: EvaluationResult, out: Path, take_lock: bool = True) -> None:
     """evaluation_records.csv, evaluation.md and evaluation.json (last: it says the set is there), replacing an earlier
     evaluation's as one set: a full disk or a kill leaves that one whole; under ``out``'s lock (``LockHeld`` while
-    another run, prediction or evaluation holds it: each writes its whole set, never a mix)."""
+    another run, prediction or evaluation holds it: each writes its whole set, never a mix), unless the caller holds
+    it (``take_lock=False``: ``ecgpipe evaluate`` holds it from before the evaluation)."""
     buf = io.StringIO()
     # every record of the dataset, once: scored ones with their prediction, the others with why not
     writer = csv.DictWriter(buf, fieldnames=["record", "subject", "label", "model_class", "predicted", "windows",
                                              "in_training", "note"])
     writer.writeheader()
     writer.writerows(ev.records)
-    with RunLock(out):
+    with output_lock(Location(str(out))) if take_lock else contextlib.nullcontext():  # (none on an object store)
         Location(out).write_files({"evaluation_records.csv": buf.getvalue().encode(), "evaluation.md": render_markdown(ev).encode(),
                                    "evaluation.json": json.dumps(ev.to_json(), indent=2).encode()})

@@ -220,11 +220,12 @@ def below_training_rates(fs: float, cfg) -> str | None:
 
     rates = [float(db.fs) if isinstance(db.fs, (int, float)) else KNOWN_DATABASES[name].fs
              for name, db in cfg.databases.items() if isinstance(db.fs, (int, float)) or name in KNOWN_DATABASES]
-    lowest = min(rates) if rates else 2 * cfg.spectrogram.fmax
+    # at or above the model's own rate the spectrogram's band is whole; below every training rate beats differ too
+    lowest = min([*rates, cfg.segments.target_fs]) if rates else 2 * cfg.spectrogram.fmax
     if fs >= lowest:
         return None
-    return (f"sampled at {fs:g} Hz, below the {lowest:g} Hz of the model's training records: its spectrograms and beats "
-            "differ from training's, and its calls are less reliable")
+    return (f"sampled at {fs:g} Hz, below the model's {lowest:g} Hz (the lowest of its training records' rates and its own): "
+            "its spectrograms and beats differ from training's, and its calls are less reliable")
 
 
 def training_leads(cfg, which: str) -> list[str | int]:

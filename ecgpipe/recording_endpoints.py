@@ -250,9 +250,10 @@ def _bootstrap(per_subject: list[RecordingTally], n_boot: int, seed: int) -> tup
                  "false_positive_min_per_hour": (wrong_s / 60 / (seconds / 3600), counts[:, 5])}
     intervals = {name: [round(v, 4) for v in ci] for name, (r, measured) in rates.items()
                  if (measured > 0).sum() > 1 and (ci := percentile_interval(r)) is not None}
+    # None where no subject measures the rate: a row merged over another's (evaluate's new patients) must not show its
     means = {f"{name}_per_subject": {"mean": round(float(r.mean()), 4), "lowest": round(float(r.min()), 4), "subjects": len(r),
                                      "ci95": [round(v, 4) for v in ci] if len(r) > 1 and (ci := percentile_interval(mean_draws[name])) else None}
-             for name, (_, r) in own.items() if len(r)}
+             if len(r) else None for name, (_, r) in own.items()}
     return intervals, means
 
 

@@ -48,7 +48,7 @@ from ecgpipe.orchestration.cluster import (
     task_runner,
 )
 from ecgpipe.orchestration.interrupt import LockLost, RunInterrupted, check, forget_stops, interruptible, stop_because
-from ecgpipe.orchestration.preflight import check_kernel_memory, keep_digests_read, preflight
+from ecgpipe.orchestration.preflight import keep_digests_read, kernel_memory_problem, preflight
 from ecgpipe.orchestration.tasks import FAULT_ENV  # noqa: F401  (the tests' fault hook, named where the flow is)
 from ecgpipe.plan import forget_preflight
 from ecgpipe.report import write_report
@@ -92,7 +92,8 @@ def _pipeline(cfg: PipelineConfig, data_dir: str | None, out: Location, strict: 
     log.records = record_accounting(records, skipped, len(records) + len(skipped) + len(absent), len(absent),
                                     len(run.plan.unlisted), cfg.run.max_records)
     table = steps.segment_table(run, records, skipped)
-    check_kernel_memory(cfg, len(table), len(table.record_keys), smallest_worker_memory())  # before the CNN's hours
+    if too_big := kernel_memory_problem(cfg, len(table), len(table.record_keys), smallest_worker_memory()):
+        run.logger.warning(f"classify: {too_big}")  # before the CNN's hours (a warning: its rows may all be done)
     spec_array, spec_keys, spec_failed = steps.compute_spectrograms(run, table)
     extractors, placement = steps.compute_features(run, table, spec_array, spec_keys, spec_failed)
     rows, best, model, failed_rows = steps.classify(run, table, extractors)

@@ -1033,6 +1033,6 @@ def test_a_record_sampled_below_the_training_rates_is_predicted_with_a_note(rhyt
     code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(low / "100"), "--out", str(tmp_path / "pred"))
     assert code == 0, err
     note = (tmp_path / "pred" / "records.csv").read_text()
-    assert "sampled at 128 Hz, below the 250 Hz of the model's training records" in note
+    assert "sampled at 128 Hz, below the model's 250 Hz (the lowest of its training records' rates and its own)" in note
     code, _, err = _run(capsys, "predict", "--model", str(rhythm_model), str(physionet / "mitdb" / "100"), "--out", str(tmp_path / "p360"))
     assert code == 0 and "below the" not in (tmp_path / "p360" / "records.csv").read_text()

@@ -151,6 +151,8 @@ def test_whole_recording_intervals_resample_subjects_not_windows():
     assert subjects_json(one)["sensitivity_per_subject"] == {"mean": 0.9, "lowest": 0.9, "subjects": 1, "ci95": None}
     assert "specificity_per_subject" in subjects_json(one) and subjects_json(one)["specificity_per_subject"]["subjects"] == 9
     # no positives anywhere: no sensitivity interval, the others still there
+    # no subject measures sensitivity: its average is None, said as such (a row merged over another's must not show it)
+    assert subjects_json({"a": _subject(0, 0, 5, 1), "b": _subject(0, 0, 4, 0)})["sensitivity_per_subject"] is None
     assert set(subject_intervals([_subject(0, 0, 5, 1), _subject(0, 0, 4, 0)])) == {"specificity", "false_alarms_per_hour",
                                                                                   "false_positive_min_per_hour"}
 

@@ -363,3 +363,10 @@ def test_a_run_stopped_between_its_report_and_its_model_has_it_put_in_place_by_t
     cli_checks.warn_of_another_report(load_model(out / "model.skops"))
     monkeypatch.undo()
     assert err.getvalue() == ""
+    # a folder whose marker 0.21.0 wrote (the artifact named by its file's name and bytes) keeps its model too
+    from ecgpipe.keys import file_digest
+
+    marker = out / "markers" / "model" / "model.json"
+    (marker).write_text(json.dumps({**json.loads(marker.read_text()), "artifact_digest": file_digest([out / "model.skops"])}))
+    run_pipeline(load_config(config), str(data), str(out))
+    assert (out / "model.skops").stat().st_mtime_ns == fitted_at

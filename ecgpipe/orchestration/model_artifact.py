@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from ecgpipe.input_digests import signal_fingerprint
+from ecgpipe.keys import file_digest
 from ecgpipe.model import content_digest
 from ecgpipe.orchestration import tasks
 from ecgpipe.orchestration.bookkeeping import result_of
@@ -49,7 +50,9 @@ def submit_model(run, row: ComparisonRow, segment_table: SegmentTable) -> ModelJ
     key = classification.model_key(row)
     marker = run.plan.markers.read("model", "model")
     # reused only while the file is the one written (a truncated or edited artifact is refitted)
-    if marker and marker.get("key") == key and marker.get("artifact_digest") == artifact_digest(path):
+    # (0.21.0 and earlier named it by keys.file_digest, its name and bytes: still taken, or every folder refitted once)
+    if marker and marker.get("key") == key and os.path.isfile(path) and marker.get("artifact_digest") in (
+            artifact_digest(path), file_digest([path])):
         return ModelJob(row, path, key, None)
     # the recordings it learns from, by content: predict warns when it is given one of them
     used = set(segment_table.record_keys)

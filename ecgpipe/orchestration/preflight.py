@@ -126,25 +126,20 @@ def _saved_run(path: Path) -> bool:
     return is_saved_run(doc)
 
 
-def kernel_memory_problem(cfg: PipelineConfig, n_windows: int, n_records: int, memory_bytes: int) -> str | None:
-    """Why an RBF SVC row of ``cfg`` cannot be fitted in ``memory_bytes`` (a worker's), or None: it fits libsvm on a
-    dense kernel matrix over its training rows (``ecgpipe.kernels``), 8 n^2 bytes, and the model is fitted on every
-    window (every record, for record-level rows). 80 GB at 100 000 windows; a worker killed for memory is retried,
-    then the run ends asking to run it again, hours of spectrograms and CNN features later."""
+def kernel_memory_problem(cfg: PipelineConfig, n_windows: int, n_records: int, memory_bytes: int | None) -> str | None:
+    """Why an RBF SVC row of ``cfg`` will not fit in ``memory_bytes`` (a worker's; None: this machine's), or None: it
+    fits libsvm on a dense kernel matrix over its training rows (``ecgpipe.kernels``), 8 n^2 bytes, and the model is
+    fitted on every window (every record, for record-level rows). 80 GB at 100 000 windows; a worker killed for memory
+    is retried, then the run ends asking to run it again, hours of spectrograms and CNN features later. The flow says
+    so as a warning once the segment table is known: rows an earlier run finished are not fitted again."""
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for i, clf in enumerate(cfg.classifiers):
         n = n_records if clf.level == "record" else n_windows
         if clf.kind == "svc" and clf.kernel == "rbf" and (need := 8 * n * n) > memory_bytes:
             row = f"sweep.classifiers[{i}]" if cfg.sweep.classifiers else "[classifier]"
             return (f"{row} (an RBF SVC) would fit a {n} x {n} kernel matrix: {need / 2**30:.0f} GiB, more than "
-                    f"a worker's {memory_bytes / 2**30:.0f} GiB. Cap the windows per class ([sampling] max_per_class), "
-                    "or classify this many with kind = 'logreg', 'linear_svc' or 'hgb' (docs/scaling.md)")
+                    f"a worker's {memory_bytes / 2**30:.0f} GiB: its fits will be killed for memory. Cap the windows per "
+                    "class ([sampling] max_per_class), or classify this many with kind = 'logreg', 'linear_svc' or 'hgb' "
+                    "(docs/scaling.md)")
     return None
-
-
-def check_kernel_memory(cfg: PipelineConfig, n_windows: int, n_records: int, memory_bytes: int | None) -> None:
-    """``kernel_memory_problem`` as an error, once the segment table is known: before any spectrogram or CNN feature.
-    ``memory_bytes`` None: the machine's memory."""
-    if memory_bytes is None:
-        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if problem := kernel_memory_problem(cfg, n_windows, n_records, memory_bytes):
-        raise PipelineError(problem)
